@@ -1,0 +1,39 @@
+# The two commands a new user needs:
+#   make run   install, migrate, seed the demo and start web + Celery worker + beat
+#   make test  run the whole test suite (PostgreSQL and Redis on 127.0.0.1 by default)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tollgate
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: install run test migrate check-deploy clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/python -m config.devenv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo --port $(PORT)
+	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) \
+		$(BIN)/honcho start --procfile config/Procfile.dev --app-root . --port $(PORT) --env /dev/null || true
+
+test: install
+	DEBUG=true \
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
+	PATH="$(abspath $(BIN)):$$PATH" \
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -1,0 +1,104 @@
+from django.db import models
+from django.db.models import Q
+
+from providers.crypto import EncryptedJSONField, EncryptedTextField
+
+
+class ProviderType(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+    OLLAMA = "ollama", "Ollama"
+    OPENROUTER = "openrouter", "OpenRouter"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+    MOCK = "mock", "Mock (built in, no network)"
+
+
+class SyncStatus(models.TextChoices):
+    NEVER = "never", "Never synced"
+    RUNNING = "running", "Running"
+    OK = "ok", "OK"
+    ERROR = "error", "Error"
+
+
+class Provider(models.Model):
+    """An upstream LLM API. ``owner`` is a tenant (bring your own key) or null (platform-wide,
+    managed by staff)."""
+
+    owner = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="providers"
+    )
+    name = models.SlugField(max_length=64, help_text="Used in model ids: <name>:<model>.")
+    display_name = models.CharField(max_length=200, blank=True, default="")
+    provider_type = models.CharField(max_length=32, choices=ProviderType.choices)
+    base_url = models.URLField(max_length=500, blank=True, default="")
+    api_key = EncryptedTextField(blank=True, default="")
+    extra_headers = EncryptedJSONField(blank=True, default=dict)
+    enabled = models.BooleanField(default=True)
+    priority = models.IntegerField(default=0, help_text="Higher wins when two providers offer a model.")
+    timeout_seconds = models.FloatField(default=60.0)
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    auto_sync = models.BooleanField(default=True)
+    sync_interval_minutes = models.PositiveIntegerField(default=1440)
+    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.NEVER)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_sync_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "name"], name="provider_unique_name_per_owner",
+                condition=Q(owner__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["name"], name="provider_unique_platform_name", condition=Q(owner__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name if self.owner_id is None else f"{self.name} (tenant {self.owner_id})"
+
+
+class PriceSource(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    SYNCED = "synced", "Reported by the provider"
+    CATALOG = "catalog", "genai-prices catalog"
+    MANUAL = "manual", "Set by an admin"
+
+
+# Prices are USD per million tokens. 12 decimal places keep sub-micro-dollar token prices exact.
+PRICE = {"max_digits": 24, "decimal_places": 12, "null": True, "blank": True}
+
+
+class ModelMode(models.TextChoices):
+    CHAT = "chat", "Chat"
+    EMBEDDING = "embedding", "Embedding"
+
+
+class ProviderModel(models.Model):
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    model_id = models.CharField(max_length=255)
+    display_name = models.CharField(max_length=255, blank=True, default="")
+    mode = models.CharField(max_length=16, choices=ModelMode.choices, default=ModelMode.CHAT)
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    supports_tools = models.BooleanField(default=False)
+    supports_vision = models.BooleanField(default=False)
+    input_price = models.DecimalField(**PRICE)
+    output_price = models.DecimalField(**PRICE)
+    cached_input_price = models.DecimalField(**PRICE)
+    price_source = models.CharField(max_length=10, choices=PriceSource.choices, default=PriceSource.UNKNOWN)
+    enabled = models.BooleanField(default=True)
+    stale = models.BooleanField(default=False, help_text="Gone from the provider's catalog; kept for history.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider_id", "model_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model_id"], name="providermodel_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.name}:{self.model_id}"

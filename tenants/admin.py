@@ -1,0 +1,77 @@
+from django.contrib import admin
+
+from tenants.access import Principal
+from tenants.services import api_key_revoke
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "is_active", "default_model", "requests_per_minute", "created_at"]
+    list_filter = ["is_active", "cache_enabled", "timezone"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "user__email", "tenant__slug", "tenant__name"]
+    list_select_related = ["user", "tenant"]
+    autocomplete_fields = ["user", "tenant"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created through the API, the console or `createtenant` (where the full key is
+    shown once); the admin shows only the masked prefix and can revoke."""
+
+    list_display = ["masked", "name", "tenant", "scope", "status", "created_at", "expires_at", "last_used_at"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["name", "prefix", "tenant__slug", "tenant__name"]
+    list_select_related = ["tenant"]
+    fields = ["tenant", "name", "scope", "masked", "created_by", "created_at", "expires_at",
+              "revoked_at", "last_used_at", "allowed_models", "requests_per_minute", "tokens_per_day"]
+    readonly_fields = ["tenant", "masked", "created_by", "created_at", "revoked_at", "last_used_at"]
+    actions = ["revoke_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="key")
+    def masked(self, obj: ApiKey) -> str:
+        return obj.masked
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        principal = Principal(user=request.user)
+        count = 0
+        for key in queryset.select_related("tenant"):
+            api_key_revoke(key=key, actor=principal)
+            count += 1
+        self.message_user(request, f"Revoked {count} key(s).")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "tenant", "actor", "action", "target"]
+    list_filter = ["action", "created_at"]
+    search_fields = ["actor", "action", "target", "tenant__slug"]
+    list_select_related = ["tenant"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

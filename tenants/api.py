@@ -1,0 +1,336 @@
+"""Management REST API for tenants, members and API keys. Views parse, authorize, call a
+service or selector, and render; nothing else happens here."""
+
+import zoneinfo
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+
+from tenants import selectors, services
+from tenants.drf import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+    TenantAPIView,
+    principal_of,
+    validated,
+)
+from tenants.models import ApiKey, KeyScope, Membership, Role, Tenant
+
+TENANT_PARAM = OpenApiParameter(
+    "tenant",
+    str,
+    description="Tenant id or slug, for a logged-in user who belongs to several tenants "
+    "(or support staff). Also accepted as the X-Tollgate-Tenant header.",
+    required=False,
+)
+
+
+class Page(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
+def paged(view, request, queryset, serializer_class, **context):
+    paginator = Page()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    data = serializer_class(page, many=True, context=context).data
+    return paginator.get_paginated_response(data)
+
+
+# --- tenants -------------------------------------------------------------------------------
+
+
+class LlmSettingsIn(StrictSerializer):
+    model = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+
+
+class LimitsIn(StrictSerializer):
+    requests_per_minute = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10_000_000
+    )
+    tokens_per_day = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10**15
+    )
+
+
+class CacheIn(StrictSerializer):
+    enabled = StrictBooleanField(required=False)
+    ttl_seconds = StrictIntegerField(required=False, min_value=1, max_value=30 * 86400)
+
+
+class SettingsIn(StrictSerializer):
+    llm = LlmSettingsIn(required=False)
+    limits = LimitsIn(required=False)
+    cache = CacheIn(required=False)
+
+
+class TenantIn(StrictSerializer):
+    name = StrictCharField(required=False, max_length=200)
+    timezone = StrictCharField(required=False, max_length=64)
+    settings = SettingsIn(required=False)
+
+    def validate_timezone(self, value: str) -> str:
+        if value not in zoneinfo.available_timezones():
+            raise serializers.ValidationError(
+                f"Unknown time zone '{value}'; use an IANA name such as 'Europe/Berlin' or 'UTC'."
+            )
+        return value
+
+
+# settings path -> Tenant field
+_SETTING_FIELDS = {
+    ("llm", "model"): "default_model",
+    ("llm", "temperature"): "temperature",
+    ("llm", "max_tokens"): "max_tokens",
+    ("llm", "top_p"): "top_p",
+    ("limits", "requests_per_minute"): "requests_per_minute",
+    ("limits", "tokens_per_day"): "tokens_per_day",
+    ("cache", "enabled"): "cache_enabled",
+    ("cache", "ttl_seconds"): "cache_ttl_seconds",
+}
+
+
+def tenant_changes(data: dict) -> dict:
+    changes = {k: data[k] for k in ("name", "timezone") if k in data}
+    for (section, key), field in _SETTING_FIELDS.items():
+        if key in data.get("settings", {}).get(section, {}):
+            changes[field] = data["settings"][section][key]
+    if "default_model" in changes:
+        changes["default_model"] = (changes["default_model"] or "").strip()
+    return changes
+
+
+class LlmSettingsOut(serializers.Serializer):
+    model = serializers.CharField(source="default_model", allow_null=True)
+    temperature = serializers.FloatField(allow_null=True)
+    max_tokens = serializers.IntegerField(allow_null=True)
+    top_p = serializers.FloatField(allow_null=True)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["model"] = data["model"] or None
+        return data
+
+
+class LimitsOut(serializers.Serializer):
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_day = serializers.IntegerField(allow_null=True)
+
+
+class CacheOut(serializers.Serializer):
+    enabled = serializers.BooleanField(source="cache_enabled")
+    ttl_seconds = serializers.IntegerField(source="cache_ttl_seconds")
+
+
+class SettingsOut(serializers.Serializer):
+    llm = LlmSettingsOut(source="*")
+    limits = LimitsOut(source="*")
+    cache = CacheOut(source="*")
+
+
+class TenantOut(serializers.ModelSerializer):
+    active = serializers.BooleanField(source="is_active")
+    settings = SettingsOut(source="*")
+    role = serializers.SerializerMethodField(help_text="The caller's role in this tenant.")
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "slug", "name", "active", "timezone", "settings", "role", "created_at", "updated_at"]
+
+    def get_role(self, tenant) -> str | None:
+        roles = self.context.get("roles", {})
+        return roles.get(tenant.pk)
+
+
+class TenantListAPI(TenantAPIView):
+    @extend_schema(responses=TenantOut(many=True), summary="Tenants the caller can see")
+    def get(self, request):
+        principal = principal_of(request)
+        tenants = selectors.tenants_visible(principal=principal).order_by("slug")
+        roles = {}
+        if principal.api_key is not None:
+            roles = {principal.api_key.tenant_id: Role.ADMIN.value}
+        elif principal.user is not None:
+            roles = dict(
+                Membership.objects.filter(user=principal.user).values_list("tenant_id", "role")
+            )
+            if principal.is_support:
+                roles = {t: roles.get(t, "support") for t in tenants.values_list("pk", flat=True)}
+        return paged(self, request, tenants, TenantOut, roles=roles)
+
+
+class TenantDetailAPI(TenantAPIView):
+    @extend_schema(responses=TenantOut, summary="A tenant and its settings")
+    def get(self, request, tenant_id: int):
+        access = self.access(request, tenant_id=tenant_id)
+        return Response(TenantOut(access.tenant, context={"roles": {tenant_id: access.role}}).data)
+
+    @extend_schema(
+        request=TenantIn,
+        responses=TenantOut,
+        summary="Change a tenant's name, time zone or settings",
+        description="Fields that are sent are changed; fields left out keep their value; "
+        "null clears an optional setting. PATCH behaves the same.",
+    )
+    def put(self, request, tenant_id: int):
+        access = self.access_for_change(
+            request, tenant_id=tenant_id, needed=Role.ADMIN, doing="changing tenant settings"
+        )
+        data = validated(TenantIn, request.data)
+        tenant = services.tenant_update(
+            tenant=access.tenant, changes=tenant_changes(data), actor=access.principal
+        )
+        return Response(TenantOut(tenant, context={"roles": {tenant_id: access.role}}).data)
+
+    patch = put
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+class ApiKeyIn(StrictSerializer):
+    name = StrictCharField(max_length=100)
+    scope = serializers.ChoiceField(choices=KeyScope.choices, default=KeyScope.CHAT)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ApiKeyOut(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True)
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id", "name", "scope", "prefix", "status", "created_at", "created_by",
+            "expires_at", "revoked_at", "last_used_at",
+        ]
+
+    def get_created_by(self, key) -> str | None:
+        return key.created_by.get_username() if key.created_by else None
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key = serializers.SerializerMethodField(
+        help_text="The full key. It is shown only in this response; store it now."
+    )
+
+    class Meta(ApiKeyOut.Meta):
+        fields = [*ApiKeyOut.Meta.fields, "key"]
+
+    def get_key(self, key) -> str:
+        return self.context["raw"]
+
+
+class ApiKeyListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ApiKeyOut(many=True), summary="List keys")
+    def get(self, request):
+        access = self.access(request)
+        return paged(self, request, selectors.api_key_list(tenant=access.tenant), ApiKeyOut)
+
+    @extend_schema(
+        parameters=[TENANT_PARAM], request=ApiKeyIn, responses={201: ApiKeyCreatedOut},
+        summary="Create a key (the full key is in this response only)",
+    )
+    def post(self, request):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating API keys")
+        data = validated(ApiKeyIn, request.data)
+        key, raw = services.api_key_create(
+            tenant=access.tenant,
+            name=data["name"],
+            scope=data["scope"],
+            expires_at=data.get("expires_at"),
+            actor=access.principal,
+        )
+        return Response(ApiKeyCreatedOut(key, context={"raw": raw}).data, status=201)
+
+
+class ApiKeyDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ApiKeyOut, summary="One key")
+    def get(self, request, key_id: int):
+        access = self.access(request)
+        return Response(ApiKeyOut(selectors.api_key_get(tenant=access.tenant, key_id=key_id)).data)
+
+    @extend_schema(
+        parameters=[TENANT_PARAM], responses=ApiKeyOut,
+        summary="Revoke a key (it stops working at once; revoking twice is harmless)",
+    )
+    def delete(self, request, key_id: int):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="revoking API keys")
+        key = selectors.api_key_get(tenant=access.tenant, key_id=key_id)
+        key = services.api_key_revoke(key=key, actor=access.principal)
+        return Response(ApiKeyOut(key).data)
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+class MemberIn(StrictSerializer):
+    email = StrictCharField(max_length=254)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberRoleIn(StrictSerializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberOut(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    email = serializers.CharField(source="user.email")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "email", "role", "created_at"]
+
+
+class MemberListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=MemberOut(many=True), summary="List members")
+    def get(self, request):
+        access = self.access(request)
+        return paged(self, request, selectors.membership_list(tenant=access.tenant), MemberOut)
+
+    @extend_schema(
+        parameters=[TENANT_PARAM], request=MemberIn, responses={201: MemberOut},
+        summary="Add an existing user as a member (owners only)",
+    )
+    def post(self, request):
+        access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
+        data = validated(MemberIn, request.data)
+        membership = services.membership_add(
+            tenant=access.tenant, email=data["email"], role=data["role"], actor=access.principal
+        )
+        return Response(MemberOut(membership).data, status=201)
+
+
+class MemberDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=MemberOut, summary="One member")
+    def get(self, request, member_id: int):
+        access = self.access(request)
+        return Response(MemberOut(selectors.membership_get(tenant=access.tenant, membership_id=member_id)).data)
+
+    @extend_schema(
+        parameters=[TENANT_PARAM], request=MemberRoleIn, responses=MemberOut,
+        summary="Change a member's role (owners only)",
+    )
+    def put(self, request, member_id: int):
+        access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
+        membership = selectors.membership_get(tenant=access.tenant, membership_id=member_id)
+        data = validated(MemberRoleIn, request.data)
+        membership = services.membership_set_role(
+            membership=membership, role=data["role"], actor=access.principal
+        )
+        return Response(MemberOut(membership).data)
+
+    @extend_schema(parameters=[TENANT_PARAM], responses={204: None}, summary="Remove a member (owners only)")
+    def delete(self, request, member_id: int):
+        access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
+        membership = selectors.membership_get(tenant=access.tenant, membership_id=member_id)
+        services.membership_remove(membership=membership, actor=access.principal)
+        return Response(status=204)

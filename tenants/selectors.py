@@ -1,0 +1,154 @@
+"""Reads. Everything tenant-owned is looked up through the caller's tenant, so an id from
+another tenant is simply not found."""
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from tenants.access import SUPPORT, Principal, TenantAccess, key_role
+from tenants.errors import Forbidden, InvalidInput, NotFound
+from tenants.keys import key_hash, key_looks_valid
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+
+
+class KeyRejected(Exception):
+    """A bearer key that does not authenticate; the message says why and what to do."""
+
+
+def api_key_authenticate(*, raw: str) -> ApiKey:
+    """The live key for ``raw`` with its tenant loaded, or ``KeyRejected``."""
+    if not key_looks_valid(raw):
+        raise KeyRejected(
+            "Invalid API key: Tollgate keys start with 'tg_' followed by 40 letters and digits. "
+            "Check the Authorization header (Authorization: Bearer tg_…)."
+        )
+    try:
+        key = ApiKey.objects.select_related("tenant").get(key_hash=key_hash(raw))
+    except ApiKey.DoesNotExist:
+        raise KeyRejected("Invalid API key: no such key. Create one in the console or with the API.")
+    if key.revoked_at is not None:
+        raise KeyRejected(
+            f"API key {key.masked} was revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC; "
+            "use another key."
+        )
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        raise KeyRejected(
+            f"API key {key.masked} expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC; "
+            "create a new key."
+        )
+    if not key.tenant.is_active:
+        raise KeyRejected(f"Tenant '{key.tenant.slug}' is suspended; contact support.")
+    return key
+
+
+def tenants_visible(*, principal: Principal) -> QuerySet[Tenant]:
+    if principal.api_key is not None:
+        return Tenant.objects.filter(pk=principal.api_key.tenant_id)
+    if principal.is_support:
+        return Tenant.objects.all()
+    if principal.user is None:
+        return Tenant.objects.none()
+    return Tenant.objects.filter(memberships__user=principal.user)
+
+
+def tenant_access_get(
+    *, principal: Principal, tenant_id: int | None = None, tenant_hint: str | None = None
+) -> TenantAccess:
+    """Resolve the tenant a request acts in, and the caller's role there.
+
+    ``tenant_id`` comes from a URL (``/api/tenants/{id}``); ``tenant_hint`` (an id or a slug,
+    from ``?tenant=`` or the ``X-Tollgate-Tenant`` header) picks one tenant for a session user
+    who belongs to several. A tenant the caller may not see is reported as not found.
+    """
+    key = principal.api_key
+    if key is not None:
+        role = key_role(key)
+        if not role:
+            raise Forbidden(
+                f"API key {key.masked} has scope 'chat': it works on /v1 only. The management "
+                "API needs an admin-scope key or a logged-in session."
+            )
+        wanted = tenant_id if tenant_id is not None else _hint_matches(key.tenant, tenant_hint)
+        if wanted is not None and wanted != key.tenant_id:
+            raise NotFound(f"Tenant {tenant_id or tenant_hint} not found.")
+        return TenantAccess(tenant=key.tenant, role=role, principal=principal)
+
+    user = principal.user
+    if user is None or not user.is_authenticated:
+        raise Forbidden("Authentication required.")
+
+    if tenant_id is None and tenant_hint:
+        tenant = _tenant_by_hint(tenant_hint)
+        tenant_id = tenant.pk if tenant else -1
+    if tenant_id is not None:
+        membership = (
+            Membership.objects.select_related("tenant").filter(user=user, tenant_id=tenant_id).first()
+        )
+        if membership is not None:
+            return TenantAccess(tenant=membership.tenant, role=membership.role, principal=principal)
+        if principal.is_support:
+            tenant = Tenant.objects.filter(pk=tenant_id).first()
+            if tenant is not None:
+                return TenantAccess(tenant=tenant, role=SUPPORT, principal=principal)
+        raise NotFound(f"Tenant {tenant_hint or tenant_id} not found.")
+
+    memberships = list(Membership.objects.select_related("tenant").filter(user=user)[:21])
+    if len(memberships) == 1:
+        m = memberships[0]
+        return TenantAccess(tenant=m.tenant, role=m.role, principal=principal)
+    if not memberships:
+        if principal.is_support:
+            raise InvalidInput(
+                "Support staff act in a chosen tenant: add ?tenant=<id or slug> or the "
+                "X-Tollgate-Tenant header.",
+                field="tenant",
+            )
+        raise NotFound("You are not a member of any tenant.")
+    slugs = ", ".join(sorted(m.tenant.slug for m in memberships[:20]))
+    raise InvalidInput(
+        f"You belong to several tenants ({slugs}); choose one with ?tenant=<id or slug> or the "
+        "X-Tollgate-Tenant header.",
+        field="tenant",
+    )
+
+
+def _tenant_by_hint(hint: str) -> Tenant | None:
+    if hint.isdigit():
+        return Tenant.objects.filter(pk=int(hint)).first()
+    return Tenant.objects.filter(slug=hint).first()
+
+
+def _hint_matches(tenant: Tenant, hint: str | None) -> int | None:
+    """For key callers a hint is optional; when given it must name the key's own tenant."""
+    if not hint:
+        return None
+    if hint == tenant.slug or hint == str(tenant.pk):
+        return tenant.pk
+    return -1
+
+
+def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(tenant=tenant).select_related("created_by")
+
+
+def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
+    key = ApiKey.objects.filter(tenant=tenant, pk=key_id).select_related("created_by").first()
+    if key is None:
+        raise NotFound(f"API key {key_id} not found in tenant '{tenant.slug}'.")
+    return key
+
+
+def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
+    return Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+
+
+def membership_get(*, tenant: Tenant, membership_id: int) -> Membership:
+    membership = (
+        Membership.objects.filter(tenant=tenant, pk=membership_id).select_related("user").first()
+    )
+    if membership is None:
+        raise NotFound(f"Member {membership_id} not found in tenant '{tenant.slug}'.")
+    return membership
+
+
+def audit_event_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(tenant=tenant)

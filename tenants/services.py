@@ -1,0 +1,313 @@
+"""Writes. Each service validates, changes rows in one transaction and records an audit
+event beside the change."""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from tenants.access import SYSTEM, Principal
+from tenants.errors import Conflict, InvalidInput
+from tenants.keys import key_generate, key_hash, key_visible_prefix
+from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
+
+# Tenant fields that the settings API may change, with the audit name of each.
+TENANT_SETTING_FIELDS = (
+    "name",
+    "timezone",
+    "default_model",
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "requests_per_minute",
+    "tokens_per_day",
+    "cache_enabled",
+    "cache_ttl_seconds",
+)
+
+
+def audit_record(
+    *,
+    actor: Principal,
+    action: str,
+    tenant: Tenant | None,
+    target: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        tenant=tenant, actor=actor.label, action=action, target=target, before=before, after=after
+    )
+
+
+@dataclass(frozen=True)
+class TenantCreated:
+    tenant: Tenant
+    owner: Any | None
+    chat_key: str
+    admin_key: str
+
+
+def tenant_create(
+    *,
+    slug: str,
+    name: str,
+    admin_email: str | None = None,
+    actor: Principal = SYSTEM,
+) -> TenantCreated:
+    """A new tenant with a chat key and an admin key, and an owner when an email is given
+    (the user is created with an unusable password if it does not exist yet)."""
+    slug = slug.strip()
+    name = name.strip()
+    if not SLUG_RE.match(slug):
+        raise InvalidInput(
+            f"Invalid slug '{slug}': use 1-50 lowercase letters, digits and hyphens, starting "
+            "and ending with a letter or digit.",
+            field="slug",
+        )
+    if not name:
+        raise InvalidInput("Tenant name must not be empty.", field="name")
+    if len(name) > 200:
+        raise InvalidInput("Tenant name is longer than 200 characters.", field="name")
+    if Tenant.objects.filter(slug=slug).exists():
+        raise Conflict(f"A tenant with slug '{slug}' already exists.", field="slug")
+
+    with transaction.atomic():
+        try:
+            tenant = Tenant.objects.create(slug=slug, name=name)
+        except IntegrityError:  # lost a race with another creator of the same slug
+            raise Conflict(f"A tenant with slug '{slug}' already exists.", field="slug")
+        owner = None
+        if admin_email:
+            owner = user_get_or_create_by_email(email=admin_email)
+            Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
+        audit_record(
+            actor=actor,
+            action="tenant.create",
+            tenant=tenant,
+            target=f"tenant:{slug}",
+            after={"slug": slug, "name": name, "owner": admin_email or None},
+        )
+        _, chat_raw = api_key_create(
+            tenant=tenant, name="default chat key", scope=KeyScope.CHAT, actor=actor, created_by=owner
+        )
+        _, admin_raw = api_key_create(
+            tenant=tenant, name="default admin key", scope=KeyScope.ADMIN, actor=actor, created_by=owner
+        )
+    return TenantCreated(tenant=tenant, owner=owner, chat_key=chat_raw, admin_key=admin_raw)
+
+
+def user_get_or_create_by_email(*, email: str):
+    from django.core.validators import validate_email
+    from django.core.exceptions import ValidationError
+
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise InvalidInput(f"'{email}' is not a valid email address.", field="admin_email")
+    User = get_user_model()
+    user = User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
+    if user is None:
+        user = User(username=email, email=email)
+        user.set_unusable_password()
+        user.save()
+    return user
+
+
+def tenant_update(*, tenant: Tenant, changes: dict[str, Any], actor: Principal) -> Tenant:
+    """Apply already-validated field changes (names from TENANT_SETTING_FIELDS)."""
+    unknown = set(changes) - set(TENANT_SETTING_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown tenant fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        before = {f: getattr(locked, f) for f in changes}
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        after = {f: getattr(locked, f) for f in changes}
+        if before != after:
+            locked.save(update_fields=[*changes, "updated_at"])
+            audit_record(
+                actor=actor,
+                action="tenant.update",
+                tenant=locked,
+                target=f"tenant:{locked.slug}",
+                before={k: v for k, v in before.items() if before[k] != after[k]},
+                after={k: v for k, v in after.items() if before[k] != after[k]},
+            )
+    return locked
+
+
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    scope: str = KeyScope.CHAT,
+    expires_at: datetime | None = None,
+    actor: Principal,
+    created_by=None,
+) -> tuple[ApiKey, str]:
+    """A new key and its raw value, which is never stored and never shown again."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("Key name must not be empty.", field="name")
+    if scope not in KeyScope.values:
+        raise InvalidInput(f"Key scope must be one of: {', '.join(KeyScope.values)}.", field="scope")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("expires_at must be in the future.", field="expires_at")
+    raw = key_generate()
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            tenant=tenant,
+            name=name,
+            scope=scope,
+            prefix=key_visible_prefix(raw),
+            key_hash=key_hash(raw),
+            expires_at=expires_at,
+            created_by=created_by if created_by is not None else actor.user,
+        )
+        audit_record(
+            actor=actor,
+            action="api_key.create",
+            tenant=tenant,
+            target=f"api_key:{key.pk}",
+            after={"name": name, "scope": scope, "prefix": key.masked,
+                   "expires_at": expires_at.isoformat() if expires_at else None},
+        )
+    return key, raw
+
+
+def api_key_cache_key(*, tenant_id: int, key_hash_hex: str) -> str:
+    """Where a verified key is remembered by the data plane (shared Redis cache)."""
+    return f"t{tenant_id}:apikey:{key_hash_hex}"
+
+
+def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
+    """Revoke a key (idempotent). The shared cache entry is dropped after commit, so the key
+    stops working at once on every worker that reads the shared cache."""
+    with transaction.atomic():
+        updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        key.refresh_from_db(fields=["revoked_at"])
+        if updated:
+            audit_record(
+                actor=actor,
+                action="api_key.revoke",
+                tenant=key.tenant,
+                target=f"api_key:{key.pk}",
+                after={"prefix": key.masked, "revoked_at": key.revoked_at.isoformat()},
+            )
+            cache_key = api_key_cache_key(tenant_id=key.tenant_id, key_hash_hex=key.key_hash)
+            transaction.on_commit(lambda: cache.delete(cache_key))
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record use, at most once per key per API_KEY_TOUCH_SECONDS across all workers: the
+    cache ``add`` elects one writer, and the conditional UPDATE never moves time backwards."""
+    now = timezone.now()
+    marker = f"t{key.tenant_id}:apikey:{key.pk}:touched"
+    if not cache.add(marker, 1, timeout=settings.API_KEY_TOUCH_SECONDS):
+        return
+    ApiKey.objects.filter(pk=key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now)
+    ).update(last_used_at=now)
+    key.last_used_at = now
+
+
+def membership_add(*, tenant: Tenant, email: str, role: str, actor: Principal) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(f"Role must be one of: {', '.join(Role.values)}.", field="role")
+    User = get_user_model()
+    email = (email or "").strip()
+    user = User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
+    if user is None:
+        raise InvalidInput(
+            f"No user with email '{email}'. Create the user first (Django admin or "
+            "`createtenant --admin-email`), then add them.",
+            field="email",
+        )
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(
+            tenant=tenant, user=user, defaults={"role": role}
+        )
+        if not created:
+            raise Conflict(
+                f"{user.get_username()} is already a member of '{tenant.slug}' "
+                f"(role {membership.role}); change the role instead.",
+                field="email",
+            )
+        audit_record(
+            actor=actor,
+            action="membership.create",
+            tenant=tenant,
+            target=f"user:{user.get_username()}",
+            after={"role": role},
+        )
+    return membership
+
+
+def membership_set_role(*, membership: Membership, role: str, actor: Principal) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(f"Role must be one of: {', '.join(Role.values)}.", field="role")
+    with transaction.atomic():
+        locked = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
+        if locked.role == role:
+            return locked
+        if locked.role == Role.OWNER:
+            _ensure_another_owner(locked)
+        before = locked.role
+        locked.role = role
+        locked.save(update_fields=["role"])
+        audit_record(
+            actor=actor,
+            action="membership.update",
+            tenant=locked.tenant,
+            target=f"user:{locked.user.get_username()}",
+            before={"role": before},
+            after={"role": role},
+        )
+    return locked
+
+
+def membership_remove(*, membership: Membership, actor: Principal) -> None:
+    with transaction.atomic():
+        locked = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
+        if locked.role == Role.OWNER:
+            _ensure_another_owner(locked)
+        audit_record(
+            actor=actor,
+            action="membership.delete",
+            tenant=locked.tenant,
+            target=f"user:{locked.user.get_username()}",
+            before={"role": locked.role},
+        )
+        locked.delete()
+
+
+def _ensure_another_owner(membership: Membership) -> None:
+    # Lock every owner row of the tenant (pk order) so two concurrent demotions cannot both
+    # pass this check and leave the tenant without an owner.
+    owners = list(
+        Membership.objects.select_for_update()
+        .filter(tenant_id=membership.tenant_id, role=Role.OWNER)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if [pk for pk in owners if pk != membership.pk]:
+        return
+    raise InvalidInput(
+        f"'{membership.tenant.slug}' must keep at least one owner; make another member owner first.",
+        field="role",
+    )

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from tenants import api
+
+urlpatterns = [
+    path("tenants", api.TenantListAPI.as_view(), name="api-tenants"),
+    path("tenants/<int:tenant_id>", api.TenantDetailAPI.as_view(), name="api-tenant"),
+    path("keys", api.ApiKeyListAPI.as_view(), name="api-keys"),
+    path("keys/<int:key_id>", api.ApiKeyDetailAPI.as_view(), name="api-key"),
+    path("members", api.MemberListAPI.as_view(), name="api-members"),
+    path("members/<int:member_id>", api.MemberDetailAPI.as_view(), name="api-member"),
+]
