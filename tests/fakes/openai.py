@@ -1,0 +1,385 @@
+"""Fake OpenAI (and OpenAI-compatible) and OpenRouter servers.
+
+`FakeOpenAI` serves ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions`` (JSON, or data-only SSE
+ending ``data: [DONE]`` with the extra ``choices: []`` usage chunk when
+``stream_options.include_usage`` is true) and ``POST /v1/embeddings``; errors use the
+``{"error": {"message", "type", "param", "code"}}`` envelope.
+
+`FakeOpenRouter` is the same shape under ``/api/v1`` plus OpenRouter's differences: ``gen-`` ids,
+``provider`` and ``native_finish_reason`` fields, ``: OPENROUTER PROCESSING`` SSE comments, usage
+(with ``cost``) always sent in streams, ``{"error": {"code": <int>, "message"}}`` errors, a public
+rich model catalog (``pricing`` per-token strings, ``context_length``, ``architecture``,
+``supported_parameters``) with optional ``offset``/``limit`` paging.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from .base import CREATED, Call, Fault, FakeServer, Reply, Usage, embedding_vector, split_even
+
+_RATE_LIMIT = (
+    "Rate limit reached for {model} in organization org-fake on tokens per min (TPM): Limit 30000, "
+    "Used 29937, Requested 385. Please try again in 644ms. Visit "
+    "https://platform.openai.com/account/rate-limits to learn more."
+)
+# status -> (type, code, default message)
+OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: sk-...fake. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+    ),
+    403: ("invalid_request_error", None, "You are not allowed to access this resource."),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model `{model}` does not exist or you do not have access to it.",
+    ),
+    429: ("tokens", "rate_limit_exceeded", _RATE_LIMIT),
+    500: (
+        "server_error",
+        None,
+        "The server had an error processing your request. Sorry about that! You can retry your "
+        "request, or contact us through our help center at help.openai.com if you keep seeing "
+        "this error.",
+    ),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later"),
+}
+OPENAI_VARIANTS: dict[str, tuple[str, str | None, str]] = {
+    "insufficient_quota": (
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+    "requests": ("requests", "rate_limit_exceeded", _RATE_LIMIT.replace("tokens per min (TPM)",
+                                                                       "requests per min (RPM)")),
+}
+
+
+class FakeOpenAI(FakeServer):
+    """OpenAI Chat Completions / Embeddings / Models. ``base_url`` ends with ``/v1``."""
+
+    protocol = "openai"
+    base_path = "/v1"
+    default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
+    model_prefix = "fake-gpt"
+    routes: ClassVar[dict[tuple[str, str], str]] = {
+        ("GET", "/v1/models"): "models",
+        ("POST", "/v1/chat/completions"): "chat",
+        ("POST", "/v1/embeddings"): "embeddings",
+    }
+    prefix_routes = (("GET", "/v1/models/", "model"),)
+    id_prefix: ClassVar[str] = "chatcmpl-"
+
+    # ------------------------------------------------------------ protocol hooks
+    def response_headers(self) -> dict[str, str]:
+        return {"x-request-id": self.new_id("req_")}
+
+    def check_auth(self, call: Call) -> Reply | None:
+        if self.api_key is None:
+            return None
+        auth = call.req.headers.get("authorization", "")
+        if auth == f"Bearer {self.api_key}":
+            return None
+        if not auth:
+            return self.error(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        return self.error(401)
+
+    def error(self, status: int, message: str | None = None, *, variant: str | None = None,
+              model: str | None = None) -> Reply:
+        fallback = ("server_error" if status >= 500 else "invalid_request_error", None,
+                    f"HTTP {status}")
+        type_, code, default = OPENAI_ERRORS.get(status, fallback)
+        if variant:
+            type_, code, default = OPENAI_VARIANTS.get(variant, (variant, variant, default))
+        text = message or default.format(model=model or "unknown")
+        return Reply(status, {"error": {"message": text, "type": type_, "param": None,
+                                        "code": code}})
+
+    def stream_error_frame(self, fault: Fault) -> bytes:
+        err = self.error(fault.status, fault.message, variant=fault.variant).body
+        return self.sse(err)
+
+    @staticmethod
+    def sse(obj: Any) -> bytes:
+        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    # Hooks overridden by OpenRouter.
+    def stream_preamble(self) -> list[bytes]:
+        return []
+
+    def include_usage(self, call: Call) -> bool:
+        return bool((call.body.get("stream_options") or {}).get("include_usage"))
+
+    def envelope(self, call: Call, ident: str, obj: str) -> dict[str, Any]:
+        return {"id": ident, "object": obj, "created": CREATED,
+                "model": call.body.get("model"), "system_fingerprint": "fp_fake"}
+
+    def choice(self, finish: str | None, **fields: Any) -> dict[str, Any]:
+        return {"index": 0, **fields, "logprobs": None, "finish_reason": finish}
+
+    def usage_obj(self, call: Call, u: Usage) -> dict[str, Any]:
+        return {
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": u.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def model_obj(self, entry: dict[str, Any], index: int) -> dict[str, Any]:
+        return {"id": entry["id"], "object": "model", "created": CREATED - index,
+                "owned_by": "openai", **entry}
+
+    # ------------------------------------------------------------ routes
+    def route_models(self, call: Call) -> Reply:
+        entries = self.model_entries()
+        return Reply(body={"object": "list",
+                           "data": [self.model_obj(e, i) for i, e in enumerate(entries)]})
+
+    def route_model(self, call: Call) -> Reply:
+        wanted = call.req.path[len(self.prefix_routes[0][1]):]
+        for i, entry in enumerate(self.model_entries()):
+            if entry["id"] == wanted:
+                return Reply(body=self.model_obj(entry, i))
+        return self.model_not_found(wanted)
+
+    def route_chat(self, call: Call) -> Reply:
+        body = call.body
+        if not body.get("model"):
+            return self.error(400, "you must provide a model parameter")
+        if not isinstance(body.get("messages"), list):
+            return self.error(400, "'messages' is a required property")
+        if bad := self.check_model(call):
+            return bad
+        tool = self.tool_call_for(call)
+        if tool:
+            tool = (tool[0] or self.new_id("call_"), tool[1], tool[2])
+        text = "" if tool else self.reply_text(call)
+        usage = self.usage_for(call, json.dumps(tool[2]) if tool else text)
+        base = self.envelope(call, self.new_id(self.id_prefix), "chat.completion")
+        if body.get("stream"):
+            base["object"] = "chat.completion.chunk"
+            return self.stream(self._chat_frames(call, base, text, tool, usage))
+        message: dict[str, Any] = {"role": "assistant", "content": text or None,
+                                   "refusal": None, "annotations": []}
+        if tool:
+            message["tool_calls"] = [{"id": tool[0], "type": "function", "function": {
+                "name": tool[1], "arguments": json.dumps(tool[2])}}]
+        result = {**base, "choices": [self.choice("tool_calls" if tool else "stop",
+                                                  message=message)]}
+        if not call.fault("no_usage"):
+            result["usage"] = self.usage_obj(call, usage)
+        result["service_tier"] = "default"
+        return Reply(body=result)
+
+    def _chat_frames(self, call: Call, base: dict[str, Any], text: str,
+                     tool: tuple[str, str, dict[str, Any]] | None, usage: Usage) -> Iterator[bytes]:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return self.sse({**base, "choices": [self.choice(finish, delta=delta)]})
+
+        yield from self.stream_preamble()
+        if tool:
+            call_id, name, args = tool
+            yield chunk({"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": call_id, "type": "function",
+                 "function": {"name": name, "arguments": ""}}]})
+            for piece in split_even(json.dumps(args), 3):
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        else:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            for piece in self.text_chunks(call, text):
+                yield chunk({"content": piece})
+        yield chunk({}, "tool_calls" if tool else "stop")
+        if self.include_usage(call) and not call.fault("no_usage"):
+            yield self.sse({**base, "choices": [], "usage": self.usage_obj(call, usage)})
+        yield b"data: [DONE]\n\n"
+
+    def route_embeddings(self, call: Call) -> Reply:
+        body = call.body
+        raw = body.get("input")
+        if not body.get("model") or raw in (None, "", []):
+            return self.error(400, "'input' and 'model' are required")
+        if bad := self.check_model(call):
+            return bad
+        items = [raw] if isinstance(raw, str) else list(raw)
+        dim = int(body.get("dimensions") or self.embedding_dim)
+        data = []
+        for i, item in enumerate(items):
+            vec = embedding_vector(json.dumps(item), dim)
+            if body.get("encoding_format") == "base64":
+                data.append({"object": "embedding", "index": i, "embedding":
+                             base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode()})
+            else:
+                data.append({"object": "embedding", "index": i, "embedding": vec})
+        tokens = self.usage_for(call, "").prompt_tokens
+        result: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
+        if not call.fault("no_usage"):
+            result["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return Reply(body=result)
+
+
+OPENROUTER_MESSAGES = {
+    400: "Invalid request parameters",
+    401: "Missing Authentication header",
+    402: "Insufficient credits. Add more using https://openrouter.ai/credits",
+    403: "Forbidden",
+    404: "Resource not found",
+    408: "Request timeout",
+    429: "Rate limit exceeded",
+    500: "Internal Server Error",
+    502: "Provider returned error",
+    503: "Service temporarily unavailable",
+}
+DEFAULT_PRICING = {"prompt": "0.000001", "completion": "0.000002", "request": "0", "image": "0"}
+
+
+class FakeOpenRouter(FakeOpenAI):
+    """OpenRouter: OpenAI shape plus its differences. ``base_url`` ends with ``/api/v1``."""
+
+    protocol = "openrouter"
+    base_path = "/api/v1"
+    default_models: ClassVar[list[str]] = [
+        "openai/gpt-4o", "anthropic/claude-sonnet-4.5", "meta-llama/llama-3.1-8b-instruct"]
+    model_prefix = "fake/model"
+    routes: ClassVar[dict[tuple[str, str], str]] = {
+        ("GET", "/api/v1/models"): "models",
+        ("POST", "/api/v1/chat/completions"): "chat",
+        ("POST", "/api/v1/embeddings"): "embeddings",
+    }
+    prefix_routes = (("GET", "/api/v1/model/", "model"),)
+    id_prefix = "gen-"
+    retry_after_statuses = (429, 503)
+    provider_name: ClassVar[str] = "FakeProvider"
+
+    def response_headers(self) -> dict[str, str]:
+        return {}
+
+    def check_auth(self, call: Call) -> Reply | None:
+        if call.route in ("models", "model") or self.api_key is None:
+            return None  # the catalog is public
+        auth = call.req.headers.get("authorization", "")
+        if auth == f"Bearer {self.api_key}":
+            return None
+        return self.error(401, None if not auth else "User not found.")
+
+    def error(self, status: int, message: str | None = None, *, variant: str | None = None,
+              model: str | None = None) -> Reply:
+        default = OPENROUTER_MESSAGES.get(status, f"HTTP {status}")
+        err: dict[str, Any] = {"code": status, "message": message or default}
+        if variant:
+            err["metadata"] = {"error_type": variant}
+        return Reply(status, {"error": err})
+
+    def model_not_found(self, model: str) -> Reply:
+        return self.error(400, f"{model} is not a valid model ID")
+
+    def stream_error_frame(self, fault: Fault) -> bytes:
+        err = self.error(fault.status, fault.message,
+                         variant=fault.variant or "server").body["error"]
+        return self.sse({"id": "gen-error", "object": "chat.completion.chunk", "created": CREATED,
+                         "provider": self.provider_name, "error": err,
+                         "choices": [{"index": 0, "delta": {"content": ""},
+                                      "finish_reason": "error"}]})
+
+    def stream_preamble(self) -> list[bytes]:
+        return [b": OPENROUTER PROCESSING\n\n"]
+
+    def include_usage(self, call: Call) -> bool:
+        return True  # always sent; stream_options / usage.include are deprecated no-ops
+
+    def envelope(self, call: Call, ident: str, obj: str) -> dict[str, Any]:
+        return {"id": ident, "provider": self.provider_name, "model": call.body.get("model"),
+                "object": obj, "created": CREATED}
+
+    def choice(self, finish: str | None, **fields: Any) -> dict[str, Any]:
+        return {**super().choice(finish, **fields), "native_finish_reason": finish}
+
+    def usage_obj(self, call: Call, u: Usage) -> dict[str, Any]:
+        cost = u.cost
+        if cost is None:
+            pricing = self._pricing(str(call.body.get("model", "")))
+            cost = round(u.prompt_tokens * float(pricing["prompt"])
+                         + u.completion_tokens * float(pricing["completion"]), 12)
+        return {
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens,
+                                      "cache_write_tokens": u.cache_creation_tokens},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+            "cost": cost,
+            "is_byok": False,
+        }
+
+    def _pricing(self, model: str) -> dict[str, str]:
+        for i, entry in enumerate(self.model_entries()):
+            if entry["id"] == model:
+                return self.model_obj(entry, i)["pricing"]
+        return DEFAULT_PRICING
+
+    def model_obj(self, entry: dict[str, Any], index: int) -> dict[str, Any]:
+        """A full OpenRouter model object; nested dicts of ``entry`` are merged over defaults."""
+        mid = entry["id"]
+        obj: dict[str, Any] = {
+            "id": mid,
+            "canonical_slug": mid,
+            "name": mid.split("/")[-1].replace("-", " ").title(),
+            "created": CREATED - index,
+            "description": f"Fake model {mid}.",
+            "context_length": 128000,
+            "architecture": {"modality": "text->text", "input_modalities": ["text"],
+                             "output_modalities": ["text"], "tokenizer": "Other",
+                             "instruct_type": None},
+            "pricing": dict(DEFAULT_PRICING),
+            "top_provider": {"context_length": 128000, "max_completion_tokens": 16384,
+                             "is_moderated": False},
+            "per_request_limits": None,
+            "supported_parameters": ["max_tokens", "temperature", "top_p", "tools",
+                                     "tool_choice", "stream"],
+            "default_parameters": None,
+            "supported_voices": None,
+            "expiration_date": None,
+            "knowledge_cutoff": None,
+            "links": {"details": f"/api/v1/models/{mid}/endpoints"},
+        }
+        for key, value in entry.items():
+            obj[key] = {**obj[key], **value} if isinstance(obj.get(key), dict) else value
+        return obj
+
+    def route_models(self, call: Call) -> Reply:
+        query = call.req.query
+        models = [self.model_obj(e, i) for i, e in enumerate(self.model_entries())]
+        if wanted := query.get("supported_parameters"):
+            models = [m for m in models if wanted in (m.get("supported_parameters") or [])]
+        total, nxt = len(models), None
+        if "offset" in query or "limit" in query:
+            offset = max(0, int(query.get("offset") or 0))
+            limit = min(1000, max(1, int(query.get("limit") or 500)))
+            models = models[offset : offset + limit]
+            if offset + limit < total:
+                nxt = f"/api/v1/models?offset={offset + limit}&limit={limit}"
+        return Reply(body={"data": models, "total_count": total, "links": {"next": nxt}})
+
+    def route_model(self, call: Call) -> Reply:
+        wanted = call.req.path[len(self.prefix_routes[0][1]):]
+        for i, entry in enumerate(self.model_entries()):
+            if entry["id"] == wanted:
+                return Reply(body={"data": self.model_obj(entry, i)})
+        return self.error(404)
