@@ -24,6 +24,7 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m config.devenv
 	$(BIN)/python manage.py migrate --noinput
+	-$(BIN)/python manage.py discover_providers
 	$(BIN)/python manage.py seed_demo --port $(PORT)
 	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) \
 		$(BIN)/honcho start --procfile config/Procfile.dev --app-root . --port $(PORT) --env /dev/null || true

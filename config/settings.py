@@ -208,6 +208,18 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Providers --------------------------------------------------------------------------------
+# Provider base URLs on private or loopback addresses (a local Ollama, vLLM) are refused unless
+# this is on; link-local and cloud-metadata addresses are always refused. On in DEBUG.
+ALLOW_PRIVATE_PROVIDER_URLS = env.bool("ALLOW_PRIVATE_PROVIDER_URLS", default=DEBUG)
+# Attribution headers sent to OpenRouter (HTTP-Referer, X-Title).
+OPENROUTER_SITE_URL = env.str("OPENROUTER_SITE_URL", default="")
+OPENROUTER_APP_NAME = env.str("OPENROUTER_APP_NAME", default="Tollgate")
+# Largest catalog answer accepted from a provider, in bytes.
+PROVIDER_MAX_RESPONSE_BYTES = env.int("PROVIDER_MAX_RESPONSE_BYTES", default=20 * 1024 * 1024)
+# A sync still "running" after this many seconds is presumed dead and may be claimed again.
+PROVIDER_SYNC_STALE_SECONDS = env.int("PROVIDER_SYNC_STALE_SECONDS", default=600)
+
 # Request bodies larger than this are refused with 413 (management API and gateway).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=4 * 1024 * 1024)
 

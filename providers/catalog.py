@@ -3,7 +3,8 @@
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
-from providers.models import ModelMode, PriceSource
+from providers.models import ModelMode, PriceSource, Provider, ProviderType
+from providers.pricing import catalog_prices, guess_mode, guess_tools, guess_vision
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,41 @@ class CatalogEntry:
 
 CATALOG_FIELDS = tuple(f.name for f in fields(CatalogEntry) if f.name != "model_id")
 PRICE_FIELDS = ("input_price", "output_price", "cached_input_price", "price_source")
+
+
+def entry_from_name(
+    provider: Provider,
+    model_id: str,
+    *,
+    display_name: str = "",
+    context_length: int | None = None,
+    mode: str | None = None,
+    tools: bool | None = None,
+    vision: bool | None = None,
+) -> CatalogEntry:
+    """An entry for a provider that reports little more than a name: capabilities the
+    provider did not state come from name patterns, prices from the genai-prices catalog
+    (self-hosted Ollama models cost nothing per token)."""
+    mode = mode or guess_mode(model_id)
+    if provider.provider_type == ProviderType.OLLAMA:
+        prices = None
+        price_fields = {"input_price": Decimal(0), "output_price": Decimal(0),
+                        "cached_input_price": Decimal(0), "price_source": PriceSource.LOCAL}
+    else:
+        prices = catalog_prices(
+            provider_type=provider.provider_type, base_url=provider.base_url, model_id=model_id
+        )
+        price_fields = (
+            {"input_price": prices.input, "output_price": prices.output,
+             "cached_input_price": prices.cached_input, "price_source": PriceSource.CATALOG}
+            if prices else {}
+        )
+    return CatalogEntry(
+        model_id=model_id,
+        display_name=display_name,
+        mode=mode,
+        context_length=context_length,
+        supports_tools=(tools if tools is not None else guess_tools(model_id)) and mode == ModelMode.CHAT,
+        supports_vision=(vision if vision is not None else guess_vision(model_id)) and mode == ModelMode.CHAT,
+        **price_fields,
+    )

@@ -40,6 +40,7 @@ class Provider(models.Model):
     auto_sync = models.BooleanField(default=True)
     sync_interval_minutes = models.PositiveIntegerField(default=1440)
     sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.NEVER)
+    sync_started_at = models.DateTimeField(null=True, blank=True)
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -47,6 +48,7 @@ class Provider(models.Model):
 
     class Meta:
         ordering = ["-priority", "name"]
+        indexes = [models.Index(fields=["auto_sync", "enabled", "last_sync_at"], name="provider_due_sync")]
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "name"], name="provider_unique_name_per_owner",
@@ -65,6 +67,7 @@ class PriceSource(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
     SYNCED = "synced", "Reported by the provider"
     CATALOG = "catalog", "genai-prices catalog"
+    LOCAL = "local", "Self-hosted (no per-token price)"
     MANUAL = "manual", "Set by an admin"
 
 
@@ -102,3 +105,21 @@ class ProviderModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name}:{self.model_id}"
+
+
+class TenantModel(models.Model):
+    """A tenant's choice to use one model of a platform provider. Models of a tenant's own
+    providers need no row: ProviderModel.enabled decides for them."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="model_choices")
+    provider_model = models.ForeignKey(ProviderModel, on_delete=models.CASCADE, related_name="tenant_choices")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "provider_model"], name="tenantmodel_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} uses {self.provider_model_id}: {self.enabled}"

@@ -1,56 +1,207 @@
 """Writes for providers and their model catalogs."""
 
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from providers.adapters import mock
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
-from providers.models import PriceSource, Provider, ProviderModel, ProviderType, SyncStatus
+from providers.crypto import mask
+from providers.models import PriceSource, Provider, ProviderModel, ProviderType, SyncStatus, TenantModel
+from providers.net import UpstreamUnreachable, check_url, detect_provider_type, normalize_base_url
 from tenants.access import SYSTEM, Principal
 from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 from tenants.services import audit_record
 
+# Fields a caller may set, besides name / provider_type / base_url / secrets.
+PROVIDER_PLAIN_FIELDS = (
+    "display_name", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
+    "sync_interval_minutes",
+)
 
-def provider_get_or_create(
-    *,
-    name: str,
-    provider_type: str,
-    owner: Tenant | None = None,
-    base_url: str = "",
-    display_name: str = "",
-    actor: Principal = SYSTEM,
-) -> tuple[Provider, bool]:
+
+def provider_audit_view(provider: Provider) -> dict[str, Any]:
+    """What the audit trail keeps of a provider: everything but secrets, which are masked."""
+    return {
+        "name": provider.name,
+        "provider_type": provider.provider_type,
+        "base_url": provider.base_url,
+        "api_key": mask(provider.api_key) or None,
+        "extra_headers": sorted(provider.extra_headers or {}),
+        **{f: getattr(provider, f) for f in PROVIDER_PLAIN_FIELDS},
+    }
+
+
+def base_url_vet(url: str) -> None:
+    """Refuse unsafe destinations when saving. A name that does not resolve right now is
+    accepted: it cannot be reached either, and every connection is vetted again at connect
+    time, so a later DNS answer pointing somewhere unsafe is still refused."""
+    if not url:
+        return
+    try:
+        check_url(url)
+    except UpstreamUnreachable:
+        pass
+
+
+def _owner_label(owner: Tenant | None) -> str:
+    return "the platform" if owner is None else f"tenant '{owner.slug}'"
+
+
+def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Principal = SYSTEM) -> Provider:
+    """A provider owned by ``owner`` (None = platform-wide). ``data`` is validated input:
+    name, base_url, provider_type (detected from the URL when missing), api_key,
+    extra_headers and PROVIDER_PLAIN_FIELDS."""
+    base_url = (data.get("base_url") or "").strip()
+    provider_type = data.get("provider_type") or (detect_provider_type(base_url) if base_url else "")
+    if not provider_type:
+        raise InvalidInput("Give a base_url or a provider_type.", field="base_url")
     if provider_type not in ProviderType.values:
         raise InvalidInput(
             f"Unknown provider type '{provider_type}'; use one of {', '.join(ProviderType.values)}.",
             field="provider_type",
         )
+    base_url = normalize_base_url(base_url, provider_type)
+    base_url_vet(base_url)
+    provider = Provider(
+        owner=owner,
+        name=data["name"],
+        provider_type=provider_type,
+        base_url=base_url,
+        api_key=data.get("api_key") or "",
+        extra_headers=data.get("extra_headers") or {},
+    )
+    for field in PROVIDER_PLAIN_FIELDS:
+        if field in data:
+            setattr(provider, field, data[field])
+    provider.display_name = provider.display_name or data["name"]
+    try:
+        with transaction.atomic():
+            provider.save()
+            audit_record(actor=actor, action="provider.create", tenant=owner,
+                         target=f"provider:{provider.name}", after=provider_audit_view(provider))
+    except IntegrityError:
+        raise Conflict(
+            f"{_owner_label(owner).capitalize()} already has a provider named '{data['name']}'.", field="name"
+        )
+    return provider
+
+
+def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principal) -> Provider:
+    """Change what ``data`` holds. ``api_key``: a string replaces the key, "" removes it, absent
+    keeps it. The same for ``extra_headers``."""
     with transaction.atomic():
-        provider = Provider.objects.filter(owner=owner, name=name).first()
-        if provider is not None:
-            if provider.provider_type != provider_type:
-                raise Conflict(
-                    f"Provider '{name}' already exists with type {provider.provider_type}.", field="name"
-                )
-            return provider, False
-        provider = Provider.objects.create(
-            owner=owner,
-            name=name,
-            provider_type=provider_type,
-            base_url=base_url,
-            display_name=display_name or name,
-        )
+        locked = Provider.objects.select_for_update().get(pk=provider.pk)
+        before = provider_audit_view(locked)
+        if "name" in data:
+            locked.name = data["name"]
+        if "provider_type" in data:
+            locked.provider_type = data["provider_type"]
+        if "base_url" in data or "provider_type" in data:
+            url = data.get("base_url", locked.base_url) or ""
+            locked.base_url = normalize_base_url(url.strip(), locked.provider_type)
+            base_url_vet(locked.base_url)
+        if "api_key" in data:
+            locked.api_key = data["api_key"] or ""
+        if "extra_headers" in data:
+            locked.extra_headers = data["extra_headers"] or {}
+        for field in PROVIDER_PLAIN_FIELDS:
+            if field in data:
+                setattr(locked, field, data[field])
+        after = provider_audit_view(locked)
+        if before == after and "api_key" not in data and "extra_headers" not in data:
+            return locked
+        try:
+            with transaction.atomic():
+                locked.save()
+        except IntegrityError:
+            raise Conflict(
+                f"{_owner_label(locked.owner).capitalize()} already has a provider named '{locked.name}'.",
+                field="name",
+            )
+        changed = {k for k in after if before[k] != after[k]}
+        if "api_key" in data:
+            changed.add("api_key")
         audit_record(
-            actor=actor,
-            action="provider.create",
-            tenant=owner,
-            target=f"provider:{name}",
-            after={"name": name, "type": provider_type, "base_url": base_url},
+            actor=actor, action="provider.update", tenant=locked.owner, target=f"provider:{locked.name}",
+            before={k: before[k] for k in sorted(changed)}, after={k: after[k] for k in sorted(changed)},
         )
-    return provider, True
+    return locked
+
+
+def provider_delete(*, provider: Provider, actor: Principal) -> None:
+    with transaction.atomic():
+        audit_record(actor=actor, action="provider.delete", tenant=provider.owner,
+                     target=f"provider:{provider.name}", before=provider_audit_view(provider))
+        provider.delete()
+
+
+def provider_get_or_create(
+    *, name: str, provider_type: str, owner: Tenant | None = None, base_url: str = "",
+    display_name: str = "", actor: Principal = SYSTEM,
+) -> tuple[Provider, bool]:
+    existing = Provider.objects.filter(owner=owner, name=name).first()
+    if existing is not None:
+        if existing.provider_type != provider_type:
+            raise Conflict(f"Provider '{name}' already exists with type {existing.provider_type}.", field="name")
+        return existing, False
+    data = {"name": name, "provider_type": provider_type, "base_url": base_url, "display_name": display_name}
+    return provider_create(owner=owner, data=data, actor=actor), True
+
+
+def provider_model_set_enabled(
+    *, provider_model: ProviderModel, tenant: Tenant | None, enabled: bool, actor: Principal
+) -> None:
+    """For a tenant and a platform model: the tenant's own choice. Otherwise (the tenant's own
+    provider, or staff on a platform provider) the model itself is switched."""
+    with transaction.atomic():
+        if tenant is not None and provider_model.provider.owner_id is None:
+            TenantModel.objects.update_or_create(
+                tenant=tenant, provider_model=provider_model, defaults={"enabled": enabled}
+            )
+        else:
+            if enabled and provider_model.stale:
+                raise InvalidInput(
+                    f"Model '{provider_model.model_id}' is no longer offered by "
+                    f"'{provider_model.provider.name}' (stale); it cannot be enabled.",
+                    field="enabled",
+                )
+            ProviderModel.objects.filter(pk=provider_model.pk).update(enabled=enabled, updated_at=timezone.now())
+        audit_record(
+            actor=actor, action="model.enable" if enabled else "model.disable", tenant=tenant,
+            target=f"model:{provider_model.provider.name}:{provider_model.model_id}",
+        )
+
+
+def provider_model_set_price(
+    *, provider_model: ProviderModel, prices: dict[str, Decimal | None] | None, actor: Principal,
+    tenant: Tenant | None,
+) -> ProviderModel:
+    """A manual price (USD per million tokens) that later syncs keep; ``None`` drops it so the
+    next sync fills the price from the provider or the catalog again."""
+    with transaction.atomic():
+        locked = ProviderModel.objects.select_for_update().get(pk=provider_model.pk)
+        before = {f: str(getattr(locked, f)) for f in PRICE_FIELDS}
+        if prices is None:
+            locked.price_source = PriceSource.UNKNOWN
+            locked.input_price = locked.output_price = locked.cached_input_price = None
+        else:
+            locked.input_price = prices["input"]
+            locked.output_price = prices["output"]
+            locked.cached_input_price = prices.get("cached_input")
+            locked.price_source = PriceSource.MANUAL
+        locked.save(update_fields=[*PRICE_FIELDS, "updated_at"])
+        audit_record(
+            actor=actor, action="model.price", tenant=tenant,
+            target=f"model:{locked.provider.name}:{locked.model_id}",
+            before=before, after={f: str(getattr(locked, f)) for f in PRICE_FIELDS},
+        )
+    return locked
 
 
 @dataclass(frozen=True)
@@ -60,39 +211,39 @@ class SyncResult:
     stale: int
     unchanged: int
 
+    def as_dict(self) -> dict[str, int]:
+        return {"added": self.added, "updated": self.updated, "stale": self.stale, "unchanged": self.unchanged}
 
-def provider_catalog_fetch(*, provider: Provider) -> list[CatalogEntry]:
-    if provider.provider_type == ProviderType.MOCK:
-        return mock.fetch_catalog()
-    raise InvalidInput(
-        f"Catalog sync for provider type '{provider.provider_type}' is not available in this build.",
-        field="provider_type",
+
+def provider_sync_claim(*, provider: Provider) -> bool:
+    """Mark ``provider`` as syncing unless a live sync holds it. One conditional UPDATE, so
+    two workers can never both win (a sync older than PROVIDER_SYNC_STALE_SECONDS is
+    presumed dead and may be taken over)."""
+    now = timezone.now()
+    stale_before = now - timezone.timedelta(seconds=settings.PROVIDER_SYNC_STALE_SECONDS)
+    claimed = (
+        Provider.objects.filter(pk=provider.pk)
+        .filter(~Q(sync_status=SyncStatus.RUNNING) | Q(sync_started_at__lt=stale_before) | Q(sync_started_at__isnull=True))
+        .update(sync_status=SyncStatus.RUNNING, sync_started_at=now)
     )
+    return claimed == 1
 
 
-def provider_models_sync(*, provider: Provider) -> SyncResult:
-    """Fetch the provider's catalog and upsert it, recording the outcome on the provider."""
-    try:
-        catalog = provider_catalog_fetch(provider=provider)
-        result = provider_models_upsert(provider=provider, catalog=catalog)
-    except Exception as exc:
-        Provider.objects.filter(pk=provider.pk).update(
-            sync_status=SyncStatus.ERROR, last_sync_at=timezone.now(), last_sync_error=str(exc)[:2000]
-        )
-        raise
+def provider_sync_finish(*, provider: Provider, error: str = "") -> None:
     Provider.objects.filter(pk=provider.pk).update(
-        sync_status=SyncStatus.OK, last_sync_at=timezone.now(), last_sync_error=""
+        sync_status=SyncStatus.ERROR if error else SyncStatus.OK,
+        last_sync_at=timezone.now(),
+        last_sync_error=error[:2000],
     )
-    return result
 
 
 def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -> SyncResult:
     """Bring ProviderModel rows in line with ``catalog`` in a bounded number of queries:
-    one read, one bulk insert, one bulk update, one stale update. Models that disappeared are
+    one read, bulk inserts, bulk updates, one stale update. Models that disappeared are
     marked stale and disabled (usage rows keep pointing at them); a manual price survives."""
     by_id = {entry.model_id: entry for entry in catalog}
     with transaction.atomic():
-        existing = {m.model_id: m for m in ProviderModel.objects.select_for_update().filter(provider=provider)}
+        existing = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
         to_create, to_update, changed_fields = [], [], set()
         for model_id, entry in by_id.items():
             row = existing.get(model_id)
@@ -105,7 +256,7 @@ def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -
                 changed_fields.update(changed)
         gone = [m.pk for model_id, m in existing.items() if model_id not in by_id and not m.stale]
         if to_create:
-            ProviderModel.objects.bulk_create(to_create, batch_size=500)
+            ProviderModel.objects.bulk_create(to_create, batch_size=500, ignore_conflicts=True)
         if to_update:
             ProviderModel.objects.bulk_update(to_update, sorted(changed_fields | {"updated_at"}), batch_size=500)
         if gone:

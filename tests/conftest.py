@@ -56,6 +56,19 @@ def _clean_redis():
     yield
 
 
+@pytest.fixture
+def celery_eager():
+    """Run queued tasks inline, as a worker would, for tests that are about the task's work
+    rather than the broker."""
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False
+
+
 class World:
     """Two tenants. ``acme`` has an owner, an admin and a viewer; ``other`` is the outsider
     whose users and keys must see nothing of acme. Plus support staff and plain staff."""

@@ -9,7 +9,8 @@ from providers.adapters import mock
 from providers.catalog import CatalogEntry
 from providers.crypto import mask
 from providers.models import PriceSource, Provider, ProviderModel
-from providers.services import provider_get_or_create, provider_models_sync, provider_models_upsert
+from providers.services import provider_get_or_create, provider_models_upsert
+from providers.sync import provider_sync
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +49,7 @@ def test_mask_shows_only_the_edges():
 
 def test_mock_sync_adds_then_writes_nothing_when_unchanged():
     provider, _ = provider_get_or_create(name="mock", provider_type="mock")
-    first = provider_models_sync(provider=provider)
+    first = provider_sync(provider=provider)
     assert (first.added, first.updated, first.stale) == (len(mock.CATALOG), 0, 0)
     provider.refresh_from_db()
     assert provider.sync_status == "ok" and provider.last_sync_at is not None
@@ -62,7 +63,7 @@ def test_mock_sync_adds_then_writes_nothing_when_unchanged():
 
 def test_upsert_updates_changed_marks_gone_stale_and_keeps_manual_prices():
     provider, _ = provider_get_or_create(name="mock", provider_type="mock")
-    provider_models_sync(provider=provider)
+    provider_sync(provider=provider)
     ProviderModel.objects.filter(provider=provider, model_id="mock-smart").update(
         input_price=Decimal("9"), output_price=Decimal("9"), price_source=PriceSource.MANUAL
     )

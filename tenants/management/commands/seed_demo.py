@@ -11,7 +11,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from providers.models import ProviderType
-from providers.services import provider_get_or_create, provider_models_sync
+from providers.services import provider_get_or_create, provider_model_set_enabled
+from providers.sync import provider_sync
 from tenants.access import SYSTEM
 from tenants.keys import key_hash
 from tenants.models import ApiKey, KeyScope, Membership, Role, Tenant
@@ -33,7 +34,7 @@ class Command(BaseCommand):
         saved = json.loads(path.read_text()) if path.exists() else {}
 
         provider, _ = provider_get_or_create(name="mock", provider_type=ProviderType.MOCK, display_name="Mock")
-        provider_models_sync(provider=provider)
+        provider_sync(provider=provider)
 
         chat_key = saved.get("chat_key")
         with transaction.atomic():
@@ -53,6 +54,8 @@ class Command(BaseCommand):
                 user.set_password(password)
                 user.save()
             Membership.objects.get_or_create(tenant=tenant, user=user, defaults={"role": Role.OWNER})
+            for model in provider.models.filter(stale=False):
+                provider_model_set_enabled(provider_model=model, tenant=tenant, enabled=True, actor=SYSTEM)
 
             live = chat_key and ApiKey.objects.filter(
                 tenant=tenant, key_hash=key_hash(chat_key), revoked_at__isnull=True

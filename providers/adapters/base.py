@@ -1,0 +1,80 @@
+"""What every wire protocol shares: headers for a provider, and turning an upstream's error
+answer into words a tenant admin can act on."""
+
+from typing import Any
+
+from django.conf import settings
+
+from providers.models import Provider, ProviderType
+from tenants.errors import TollgateError
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class UpstreamError(TollgateError):
+    """The provider answered, but not with what was asked for: a 502 for our caller."""
+
+    status = 502
+    type = "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None):
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+
+def request_headers(provider: Provider) -> dict[str, str]:
+    """Auth and attribution headers for ``provider`` (extra headers last, so they can override)."""
+    headers: dict[str, str] = {"Accept": "application/json", "User-Agent": "Tollgate/1.0"}
+    kind = provider.provider_type
+    if kind == ProviderType.ANTHROPIC:
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if provider.api_key:
+            headers["x-api-key"] = provider.api_key
+    elif provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    if kind == ProviderType.OPENROUTER:
+        if settings.OPENROUTER_SITE_URL:
+            headers["HTTP-Referer"] = settings.OPENROUTER_SITE_URL
+        if settings.OPENROUTER_APP_NAME:
+            headers["X-Title"] = settings.OPENROUTER_APP_NAME
+    headers.update(provider.extra_headers or {})
+    return headers
+
+
+def upstream_message(body: Any, snippet: str) -> str:
+    """The human part of an error body in any of the four documented shapes."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if body.get("message"):
+            return str(body["message"])
+    return snippet.strip()[:200]
+
+
+def raise_for_status(*, provider_name: str, url: str, status: int, body: Any, snippet: str) -> None:
+    if 200 <= status < 300:
+        return
+    detail = upstream_message(body, snippet)
+    if status in (401, 403):
+        raise UpstreamError(
+            f"{provider_name} rejected the API key ({status}: {detail}). Check the key.", upstream_status=status
+        )
+    if status == 404:
+        raise UpstreamError(
+            f"{url} answered 404 ({detail}). Is the base URL right? OpenAI-compatible servers "
+            "usually end in /v1.",
+            upstream_status=status,
+        )
+    if status == 429:
+        raise UpstreamError(f"{provider_name} is rate limiting us (429: {detail}); try again later.", upstream_status=status)
+    raise UpstreamError(f"{provider_name} answered {status}: {detail}", upstream_status=status)
+
+
+def require_list(body: Any, key: str, *, url: str) -> list:
+    value = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(value, list):
+        raise UpstreamError(f"{url} answered JSON without a '{key}' list; is this an LLM API?")
+    return value

@@ -1,0 +1,389 @@
+"""Management REST API for providers and their models.
+
+A caller acts in a tenant (members, admin keys, support staff with ?tenant=) or, for staff
+who may change providers and name no tenant, in the platform scope, where the platform-wide
+providers are managed."""
+
+import re
+from dataclasses import dataclass
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from providers import selectors, services
+from providers.crypto import mask
+from providers.models import ModelMode, Provider, ProviderModel, ProviderType
+from providers.net import detect_provider_type, normalize_base_url
+from providers.sync import connection_test, provider_sync
+from providers.tasks import provider_sync_task
+from tenants.access import Principal, TenantAccess
+from tenants.api import TENANT_PARAM, paged
+from tenants.auth import principal_of
+from tenants.drf import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+    TenantAPIView,
+    validated,
+)
+from tenants.errors import Forbidden
+from tenants.models import Role, Tenant
+
+MANAGE_PLATFORM_PERM = "providers.change_provider"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+CONNECTION_TEST_TIMEOUT = 10.0  # seconds
+
+
+@dataclass(frozen=True)
+class Scope:
+    tenant: Tenant | None  # None: the platform scope
+    access: TenantAccess | None
+    principal: Principal
+    platform_admin: bool
+
+    def require_change(self, provider_owner_id: int | None, *, doing: str) -> None:
+        if provider_owner_id is None:
+            if not self.platform_admin:
+                raise Forbidden(f"Platform providers are managed by Tollgate staff; {doing} is not yours to do.")
+            return
+        if self.access is None:
+            raise Forbidden(f"{doing} on a tenant's provider needs ?tenant=<id or slug>.")
+        self.access.require(Role.ADMIN, doing=doing)
+
+
+class ProviderAPIView(TenantAPIView):
+    def scope(self, request) -> Scope:
+        principal = principal_of(request)
+        user = principal.user
+        platform_admin = bool(
+            user is not None and user.is_active and user.is_staff and user.has_perm(MANAGE_PLATFORM_PERM)
+        )
+        hint = request.query_params.get("tenant") or request.headers.get("X-Tollgate-Tenant")
+        if platform_admin and not hint and principal.api_key is None:
+            return Scope(tenant=None, access=None, principal=principal, platform_admin=True)
+        access = self.access(request)
+        return Scope(tenant=access.tenant, access=access, principal=principal, platform_admin=platform_admin)
+
+
+# --- serializers ---------------------------------------------------------------------------
+
+
+class HeadersField(serializers.DictField):
+    child = StrictCharField(max_length=2000)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        for name in value:
+            if not HEADER_RE.match(name) or name.lower() in RESERVED_HEADERS:
+                raise serializers.ValidationError(f"'{name}' cannot be sent as an extra header.")
+        return value
+
+
+class ProviderIn(StrictSerializer):
+    name = StrictCharField(max_length=64)
+    display_name = StrictCharField(required=False, allow_blank=True, max_length=200)
+    provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
+    base_url = StrictCharField(required=False, allow_blank=True, max_length=500)
+    api_key = StrictCharField(required=False, allow_blank=True, max_length=4000, write_only=True,
+                              trim_whitespace=True)
+    extra_headers = HeadersField(required=False)
+    enabled = StrictBooleanField(required=False)
+    priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
+    timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=600)
+    max_retries = StrictIntegerField(required=False, min_value=0, max_value=10)
+    auto_sync = StrictBooleanField(required=False)
+    sync_interval_minutes = StrictIntegerField(required=False, min_value=5, max_value=43_200)
+
+    def validate_name(self, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise serializers.ValidationError(
+                "Use 1-64 lowercase letters, digits, '.', '_' or '-' (no ':'; the name prefixes "
+                "model ids as <name>:<model>)."
+            )
+        return value
+
+
+class ProviderUpdateIn(ProviderIn):
+    name = StrictCharField(max_length=64, required=False)
+
+
+class ProviderOut(serializers.ModelSerializer):
+    scope = serializers.SerializerMethodField()
+    owner = serializers.SerializerMethodField()
+    api_key_hint = serializers.SerializerMethodField(help_text="Masked: sk-…abcd. The key itself is never returned.")
+    extra_header_names = serializers.SerializerMethodField()
+    model_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Provider
+        fields = [
+            "id", "name", "display_name", "provider_type", "base_url", "scope", "owner", "api_key_hint",
+            "extra_header_names", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
+            "sync_interval_minutes", "sync_status", "last_sync_at", "last_sync_error", "model_count",
+            "created_at", "updated_at",
+        ]
+
+    def get_scope(self, provider) -> str:
+        return "platform" if provider.owner_id is None else "tenant"
+
+    def get_owner(self, provider) -> str | None:
+        return provider.owner.slug if provider.owner_id else None
+
+    def get_api_key_hint(self, provider) -> str | None:
+        return mask(provider.api_key) or None
+
+    def get_extra_header_names(self, provider) -> list[str]:
+        return sorted(provider.extra_headers or {})
+
+
+class PricesOut(serializers.Serializer):
+    input = serializers.DecimalField(source="input_price", max_digits=24, decimal_places=12, allow_null=True,
+                                     help_text="USD per million input tokens; null = unknown.")
+    output = serializers.DecimalField(source="output_price", max_digits=24, decimal_places=12, allow_null=True)
+    cached_input = serializers.DecimalField(source="cached_input_price", max_digits=24, decimal_places=12,
+                                            allow_null=True)
+    source = serializers.CharField(source="price_source")
+    known = serializers.SerializerMethodField()
+
+    def get_known(self, model) -> bool:
+        return model.input_price is not None and model.output_price is not None
+
+
+class ModelOut(serializers.ModelSerializer):
+    prices = PricesOut(source="*")
+    tenant_enabled = serializers.BooleanField(read_only=True, help_text="Usable by the caller's tenant.")
+
+    class Meta:
+        model = ProviderModel
+        fields = [
+            "model_id", "display_name", "mode", "context_length", "supports_tools", "supports_vision",
+            "prices", "enabled", "stale", "tenant_enabled", "updated_at",
+        ]
+
+
+class AvailableModelOut(ModelOut):
+    id = serializers.SerializerMethodField(help_text="What to send as `model`: <provider>:<model>.")
+    provider = serializers.CharField(source="provider.name")
+    provider_id = serializers.IntegerField()
+
+    class Meta(ModelOut.Meta):
+        fields = ["id", "provider", "provider_id", *[f for f in ModelOut.Meta.fields
+                                                     if f not in ("enabled", "stale", "tenant_enabled")]]
+
+    def get_id(self, model) -> str:
+        return f"{model.provider.name}:{model.model_id}"
+
+
+class ProviderDetailOut(ProviderOut):
+    models = serializers.SerializerMethodField()
+
+    class Meta(ProviderOut.Meta):
+        fields = [*ProviderOut.Meta.fields, "models"]
+
+    def get_models(self, provider) -> list[dict]:
+        models = selectors.provider_model_list(provider=provider, tenant=self.context.get("tenant"))
+        return ModelOut(models, many=True).data
+
+
+class EnableIn(StrictSerializer):
+    enabled = StrictBooleanField()
+
+
+class PriceIn(StrictSerializer):
+    input = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True)
+    output = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True)
+    cached_input = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True,
+                                            required=False)
+
+    def validate(self, data):
+        if (data["input"] is None) != (data["output"] is None):
+            raise serializers.ValidationError("Give both input and output prices, or null for both to drop the manual price.")
+        return data
+
+
+class ConnectionTestIn(StrictSerializer):
+    base_url = StrictCharField(max_length=500, required=False, allow_blank=True)
+    api_key = StrictCharField(required=False, allow_blank=True, max_length=4000)
+    provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
+
+
+SYNC_OUT = inline_serializer(
+    "SyncResult",
+    {
+        "provider_id": serializers.IntegerField(),
+        "sync_status": serializers.CharField(),
+        "added": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "stale": serializers.IntegerField(),
+        "unchanged": serializers.IntegerField(),
+    },
+)
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+class ProviderListAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ProviderOut(many=True),
+                   summary="Providers: the tenant's own and the platform's")
+    def get(self, request):
+        scope = self.scope(request)
+        return paged(self, request, selectors.provider_list(tenant=scope.tenant), ProviderOut)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=ProviderIn, responses={201: ProviderDetailOut},
+                   summary="Add a provider (the type is detected from base_url when not given)")
+    def post(self, request):
+        scope = self.scope(request)
+        scope.require_change(scope.tenant.pk if scope.tenant else None, doing="adding a provider")
+        data = validated(ProviderIn, request.data)
+        provider = services.provider_create(owner=scope.tenant, data=data, actor=scope.principal)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider.pk)
+        return Response(ProviderDetailOut(provider, context={"tenant": scope.tenant}).data, status=201)
+
+
+class ProviderDetailAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ProviderDetailOut, summary="A provider with its models")
+    def get(self, request, provider_id: int):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        return Response(ProviderDetailOut(provider, context={"tenant": scope.tenant}).data)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=ProviderUpdateIn, responses=ProviderDetailOut,
+                   summary="Change a provider (api_key: a new key replaces it, \"\" removes it, absent keeps it)")
+    def put(self, request, provider_id: int):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        scope.require_change(provider.owner_id, doing="changing a provider")
+        data = validated(ProviderUpdateIn, request.data)
+        services.provider_update(provider=provider, data=data, actor=scope.principal)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        return Response(ProviderDetailOut(provider, context={"tenant": scope.tenant}).data)
+
+    patch = put
+
+    @extend_schema(parameters=[TENANT_PARAM], responses={204: None}, summary="Delete a provider and its models")
+    def delete(self, request, provider_id: int):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        scope.require_change(provider.owner_id, doing="deleting a provider")
+        services.provider_delete(provider=provider, actor=scope.principal)
+        return Response(status=204)
+
+
+class ProviderSyncAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], request=None, responses=SYNC_OUT,
+                   summary="Sync the provider's model catalog now")
+    def post(self, request, provider_id: int):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        scope.require_change(provider.owner_id, doing="syncing a provider")
+        result = provider_sync(provider=provider)
+        provider.refresh_from_db(fields=["sync_status"])
+        return Response({"provider_id": provider.pk, "sync_status": provider.sync_status, **result.as_dict()})
+
+
+class ProviderSyncAllAPI(ProviderAPIView):
+    @extend_schema(
+        parameters=[TENANT_PARAM], request=None,
+        responses=inline_serializer("SyncQueued", {"queued": serializers.ListField(child=serializers.IntegerField())}),
+        summary="Queue a sync of every enabled provider the caller manages",
+    )
+    def post(self, request):
+        scope = self.scope(request)
+        if scope.tenant is not None:
+            scope.access.require(Role.ADMIN, doing="syncing providers")
+        providers = selectors.provider_list(tenant=scope.tenant).filter(enabled=True)
+        providers = providers.filter(owner=scope.tenant) if scope.tenant else providers
+        ids = list(providers.values_list("pk", flat=True))
+        for provider_id in ids:
+            provider_sync_task.delay(provider_id)
+        return Response({"queued": ids}, status=202)
+
+
+class ProviderTestAPI(ProviderAPIView):
+    @extend_schema(
+        parameters=[TENANT_PARAM], request=ConnectionTestIn,
+        responses=inline_serializer("ConnectionTest", {
+            "reachable": serializers.BooleanField(), "detected_type": serializers.CharField(),
+            "base_url": serializers.CharField(), "model_count": serializers.IntegerField(allow_null=True),
+            "latency_ms": serializers.FloatField(allow_null=True), "error": serializers.CharField(allow_null=True),
+            "sample_models": serializers.ListField(child=serializers.CharField()),
+        }),
+        summary="Try a base URL and key without saving anything",
+    )
+    def post(self, request):
+        scope = self.scope(request)
+        if scope.tenant is not None:
+            scope.access.require(Role.ADMIN, doing="testing provider connections")
+        data = validated(ConnectionTestIn, request.data)
+        base_url = (data.get("base_url") or "").strip()
+        provider_type = data.get("provider_type") or (detect_provider_type(base_url) if base_url else ProviderType.OPENAI)
+        base_url = normalize_base_url(base_url, provider_type)
+        services.base_url_vet(base_url)
+        probe = Provider(name="test", provider_type=provider_type, base_url=base_url,
+                         api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT)
+        return Response(connection_test(provider=probe).as_dict())
+
+
+class ProviderModelsAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ModelOut(many=True), summary="A provider's models")
+    def get(self, request, provider_id: int):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        models = selectors.provider_model_list(provider=provider, tenant=scope.tenant)
+        search = request.query_params.get("search")
+        if search:
+            models = models.filter(model_id__icontains=search)
+        return paged(self, request, models, ModelOut)
+
+
+class ProviderModelEnableAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], request=EnableIn, responses=ModelOut,
+                   summary="Choose whether the tenant may use a model (model ids may contain / and :)")
+    def put(self, request, provider_id: int, model_id: str):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        model = selectors.provider_model_get(provider=provider, tenant=scope.tenant, model_id=model_id)
+        if scope.tenant is not None and provider.owner_id is None:
+            scope.access.require(Role.ADMIN, doing="choosing models")
+        else:
+            scope.require_change(provider.owner_id, doing="enabling models")
+        data = validated(EnableIn, request.data)
+        services.provider_model_set_enabled(
+            provider_model=model, tenant=scope.tenant, enabled=data["enabled"], actor=scope.principal
+        )
+        model = selectors.provider_model_get(provider=provider, tenant=scope.tenant, model_id=model_id)
+        return Response(ModelOut(model).data)
+
+
+class ProviderModelPriceAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], request=PriceIn, responses=ModelOut,
+                   summary="Set a manual price (USD per million tokens) that syncs keep; nulls drop it")
+    def put(self, request, provider_id: int, model_id: str):
+        scope = self.scope(request)
+        provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
+        model = selectors.provider_model_get(provider=provider, tenant=scope.tenant, model_id=model_id)
+        scope.require_change(provider.owner_id, doing="setting model prices")
+        data = validated(PriceIn, request.data)
+        prices = None if data["input"] is None else data
+        services.provider_model_set_price(provider_model=model, prices=prices, actor=scope.principal,
+                                          tenant=scope.tenant)
+        model = selectors.provider_model_get(provider=provider, tenant=scope.tenant, model_id=model_id)
+        return Response(ModelOut(model).data)
+
+
+class AvailableModelsAPI(ProviderAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=AvailableModelOut(many=True),
+                   summary="Every model the tenant may use now, across providers")
+    def get(self, request):
+        access = self.access(request)
+        models = selectors.models_available(tenant=access.tenant)
+        mode = request.query_params.get("mode")
+        if mode in ModelMode.values:
+            models = models.filter(mode=mode)
+        return paged(self, request, models, AvailableModelOut)

@@ -1,0 +1,48 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from providers.discovery import discover
+from providers.models import Provider
+from providers.services import provider_create, provider_update
+from tenants.access import SYSTEM
+from tenants.errors import TollgateError
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or update platform providers from the environment: OPENAI_API_KEY, "
+        "ANTHROPIC_API_KEY, OPENROUTER_API_KEY (+ OPENROUTER_BASE_URL), FIREWORKS_API_KEY, "
+        "DEEPSEEK_API_KEY, XAI_API_KEY, OLLAMA_BASE_URL (or OLLAMA_HOST + OLLAMA_PORT) and any "
+        "PROVIDER_<NAME>_URL with PROVIDER_<NAME>_KEY. Safe to run again."
+    )
+
+    def handle(self, *args, **options):
+        found = discover()
+        failed = 0
+        for item in found:
+            existing = Provider.objects.filter(owner__isnull=True, name=item.name).first()
+            data = {"base_url": item.base_url, "api_key": item.api_key}
+            if item.provider_type:
+                data["provider_type"] = item.provider_type
+            try:
+                if existing is None:
+                    provider = provider_create(owner=None, data={"name": item.name, **data})
+                    outcome = "created"
+                else:
+                    unchanged = existing.base_url.rstrip("/") == item.base_url.rstrip("/") and (
+                        existing.api_key == item.api_key
+                    ) and (not item.provider_type or existing.provider_type == item.provider_type)
+                    if unchanged:
+                        provider, outcome = existing, "unchanged"
+                    else:
+                        provider = provider_update(provider=existing, data=data, actor=SYSTEM)
+                        outcome = "updated"
+            except TollgateError as exc:
+                failed += 1
+                self.stderr.write(f"{item.name}: {exc.message}")
+                continue
+            self.stdout.write(f"{outcome:9} {provider.name} ({provider.provider_type}) {provider.base_url}")
+        if not found:
+            self.stdout.write("no providers described in the environment")
+        if failed:
+            raise CommandError(f"{failed} provider(s) could not be set up")
+

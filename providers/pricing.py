@@ -1,0 +1,96 @@
+"""Model prices and capabilities that providers do not report themselves.
+
+Prices come from the ``genai-prices`` catalog (pydantic's maintained price list, bundled
+with the package: no network at run time). Capabilities fall back to model-name patterns."""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from genai_prices import data_snapshot
+
+from providers.models import ModelMode, ProviderType
+
+# Our provider type -> genai-prices provider id. openai_compatible is matched by its base URL.
+_GENAI_PROVIDER = {
+    ProviderType.OPENAI: "openai",
+    ProviderType.ANTHROPIC: "anthropic",
+    ProviderType.OPENROUTER: "openrouter",
+}
+# Hosts of well-known OpenAI-compatible services -> genai-prices provider id.
+_COMPATIBLE_HOSTS = {
+    "api.deepseek.com": "deepseek",
+    "api.x.ai": "x-ai",
+    "api.fireworks.ai": "fireworks",
+    "api.groq.com": "groq",
+    "api.together.xyz": "together",
+    "api.mistral.ai": "mistral",
+    "api.perplexity.ai": "perplexity",
+    "api.cerebras.ai": "cerebras",
+}
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens."""
+
+    input: Decimal | None
+    output: Decimal | None
+    cached_input: Decimal | None
+
+
+def _base(value) -> Decimal | None:
+    if value is None:
+        return None
+    return Decimal(value.base) if hasattr(value, "base") else Decimal(value)  # tiered -> base tier
+
+
+def catalog_prices(*, provider_type: str, base_url: str, model_id: str) -> Prices | None:
+    """The genai-prices catalog's current price for a model, or None when it has none."""
+    genai_id = _GENAI_PROVIDER.get(provider_type)
+    if genai_id is None and provider_type == ProviderType.OPENAI_COMPATIBLE:
+        genai_id = _COMPATIBLE_HOSTS.get((urlsplit(base_url).hostname or "").lower())
+    if genai_id is None:
+        return None
+    try:
+        _, model = data_snapshot.get_snapshot().find_provider_model(model_id, None, genai_id, None)
+        price = model.get_prices(datetime.now(UTC))
+    except LookupError:
+        return None
+    prices = Prices(
+        input=_base(getattr(price, "input_mtok", None)),
+        output=_base(getattr(price, "output_mtok", None)),
+        cached_input=_base(getattr(price, "cache_read_mtok", None)),
+    )
+    if prices.input is None and prices.output is None:
+        return None
+    if prices.output is None:  # embeddings: input only
+        prices = Prices(input=prices.input, output=Decimal(0), cached_input=prices.cached_input)
+    return prices
+
+
+_EMBEDDING = re.compile(r"(^|[-_/:.])(text-)?embed(ding)?s?([-_/:.]|\d|$)|bge-|e5-|gte-|minilm|nomic-embed|mxbai-embed|voyage-", re.I)
+_VISION = re.compile(
+    r"gpt-4o|gpt-4\.1|gpt-4-turbo|gpt-5|o1(?!-mini)|o3|o4|claude-3|claude-(sonnet|opus|haiku)-4|"
+    r"gemini|vision|llava|pixtral|qwen.*vl|-vl\b|llama-?3\.2-\d+b-vision|llama-?4|grok-.*vision|moondream|bakllava|gemma-?3",
+    re.I,
+)
+_NO_TOOLS = re.compile(r"instruct-0914|davinci|babbage|gpt-3\.5-turbo-instruct|tts|whisper|dall-e|moderation|embed", re.I)
+_TOOLS = re.compile(
+    r"gpt-|o1|o3|o4|claude|gemini|mistral|mixtral|llama-?3\.[1-3]|llama-?4|qwen|command-r|deepseek|grok|firefunction|hermes|granite",
+    re.I,
+)
+
+
+def guess_mode(model_id: str) -> str:
+    return ModelMode.EMBEDDING if _EMBEDDING.search(model_id) else ModelMode.CHAT
+
+
+def guess_vision(model_id: str) -> bool:
+    return bool(_VISION.search(model_id))
+
+
+def guess_tools(model_id: str) -> bool:
+    return bool(_TOOLS.search(model_id)) and not _NO_TOOLS.search(model_id)

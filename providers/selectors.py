@@ -1,0 +1,75 @@
+"""Reads for providers and models. ``tenant=None`` means the platform scope (staff): only
+platform providers. A tenant sees its own providers and the platform's."""
+
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from providers.models import Provider, ProviderModel, SyncStatus, TenantModel
+from tenants.errors import NotFound
+from tenants.models import Tenant
+
+
+def provider_list(*, tenant: Tenant | None) -> QuerySet[Provider]:
+    scope = Q(owner__isnull=True) if tenant is None else Q(owner=tenant) | Q(owner__isnull=True)
+    return (
+        Provider.objects.filter(scope)
+        .select_related("owner")
+        .annotate(model_count=Count("models", filter=Q(models__stale=False)))
+        .order_by("-priority", "name", "pk")
+    )
+
+
+def provider_get(*, tenant: Tenant | None, provider_id: int) -> Provider:
+    provider = provider_list(tenant=tenant).filter(pk=provider_id).first()
+    if provider is None:
+        raise NotFound(f"Provider {provider_id} not found.")
+    return provider
+
+
+def provider_model_list(*, provider: Provider, tenant: Tenant | None) -> QuerySet[ProviderModel]:
+    """The provider's models; ``tenant_enabled`` says whether this tenant has chosen each one
+    (platform providers) and mirrors ``enabled`` for the tenant's own providers."""
+    models = ProviderModel.objects.filter(provider=provider).order_by("model_id")
+    if tenant is not None and provider.owner_id is None:
+        chosen = TenantModel.objects.filter(tenant=tenant, provider_model=OuterRef("pk"), enabled=True)
+        return models.annotate(tenant_enabled=Exists(chosen))
+    return models.annotate(tenant_enabled=Q(enabled=True))
+
+
+def provider_model_get(*, provider: Provider, tenant: Tenant | None, model_id: str) -> ProviderModel:
+    model = provider_model_list(provider=provider, tenant=tenant).filter(model_id=model_id).first()
+    if model is None:
+        raise NotFound(
+            f"Model '{model_id}' not found on provider '{provider.name}'. "
+            f"GET /api/providers/{provider.pk}/models lists its models."
+        )
+    return model
+
+
+def models_available(*, tenant: Tenant) -> QuerySet[ProviderModel]:
+    """Every model this tenant may use now: enabled and current models of enabled providers
+    it owns, and of platform providers whose model it has chosen."""
+    chosen = TenantModel.objects.filter(tenant=tenant, provider_model=OuterRef("pk"), enabled=True)
+    return (
+        ProviderModel.objects.filter(enabled=True, stale=False, provider__enabled=True)
+        .filter(Q(provider__owner=tenant) | Q(provider__owner__isnull=True, pk__in=chosen.values("provider_model")))
+        .select_related("provider")
+        .order_by("-provider__priority", "provider__name", "model_id")
+    )
+
+
+def providers_due_for_sync(*, now: datetime, stale_after: timedelta) -> list[int]:
+    """Ids of enabled auto-sync providers whose interval has passed (or that never synced),
+    skipping ones whose sync is running unless it has run so long it must have died.
+    Filtered in Python: portable to SQLite, and there are few providers per platform."""
+    rows = Provider.objects.filter(enabled=True, auto_sync=True).values_list(
+        "pk", "sync_interval_minutes", "last_sync_at", "sync_status", "sync_started_at"
+    )
+    due = []
+    for pk, minutes, last, status, started in rows.order_by("pk"):
+        if status == SyncStatus.RUNNING and started and started > now - stale_after:
+            continue
+        if last is None or last <= now - timedelta(minutes=minutes):
+            due.append(pk)
+    return due

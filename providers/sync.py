@@ -1,0 +1,100 @@
+"""Talking to providers' catalog endpoints: a sync of one provider, and a connection test that
+saves nothing. All traffic goes through the guarded client (providers/net.py)."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from providers.adapters import anthropic, mock, ollama, openai, openrouter
+from providers.adapters.base import raise_for_status, request_headers
+from providers.catalog import CatalogEntry
+from providers.models import Provider, ProviderType
+from providers.net import fetch_json, guarded_client
+from providers.services import SyncResult, provider_models_upsert, provider_sync_claim, provider_sync_finish
+from tenants.errors import Conflict, TollgateError
+
+FETCHERS: dict[str, Callable[[Provider, Callable[[str], Any]], list[CatalogEntry]]] = {
+    ProviderType.OPENAI: openai.fetch_catalog,
+    ProviderType.OPENAI_COMPATIBLE: openai.fetch_catalog,
+    ProviderType.OPENROUTER: openrouter.fetch_catalog,
+    ProviderType.ANTHROPIC: anthropic.fetch_catalog,
+    ProviderType.OLLAMA: ollama.fetch_catalog,
+}
+
+
+def catalog_fetch(provider: Provider) -> list[CatalogEntry]:
+    """The provider's catalog, or a TollgateError whose message says what went wrong."""
+    if provider.provider_type == ProviderType.MOCK:
+        return mock.fetch_catalog()
+    fetcher = FETCHERS[provider.provider_type]
+    name = provider.display_name or provider.name
+    with guarded_client(
+        timeout=provider.timeout_seconds,
+        headers=request_headers(provider),
+        max_bytes=settings.PROVIDER_MAX_RESPONSE_BYTES,
+    ) as client:
+
+        def get(url: str) -> Any:
+            status, _, body, snippet = fetch_json(client, "GET", url)
+            raise_for_status(provider_name=name, url=url, status=status, body=body, snippet=snippet)
+            return body
+
+        return fetcher(provider, get)
+
+
+def provider_sync(*, provider: Provider) -> SyncResult:
+    """Fetch and upsert one provider's catalog, recording the outcome on the provider.
+    Refuses (Conflict) while another sync of the same provider is running."""
+    if not provider_sync_claim(provider=provider):
+        raise Conflict(f"A sync of provider '{provider.name}' is already running.")
+    try:
+        result = provider_models_upsert(provider=provider, catalog=catalog_fetch(provider))
+    except TollgateError as exc:
+        provider_sync_finish(provider=provider, error=exc.message)
+        raise
+    except Exception as exc:
+        provider_sync_finish(provider=provider, error=f"{type(exc).__name__}: {exc}")
+        raise
+    provider_sync_finish(provider=provider)
+    return result
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    reachable: bool
+    provider_type: str
+    base_url: str
+    model_count: int | None
+    latency_ms: float | None
+    error: str | None
+    sample_models: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reachable": self.reachable,
+            "detected_type": self.provider_type,
+            "base_url": self.base_url,
+            "model_count": self.model_count,
+            "latency_ms": self.latency_ms,
+            "error": self.error,
+            "sample_models": self.sample_models,
+        }
+
+
+def connection_test(*, provider: Provider) -> ConnectionReport:
+    """Try ``provider`` (usually unsaved) by listing its models; nothing is written."""
+    started = time.perf_counter()
+    try:
+        catalog = catalog_fetch(provider)
+    except TollgateError as exc:
+        return ConnectionReport(False, provider.provider_type, provider.base_url, None,
+                                _ms(started), exc.message, [])
+    return ConnectionReport(True, provider.provider_type, provider.base_url, len(catalog), _ms(started),
+                            None, [e.model_id for e in catalog[:10]])
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

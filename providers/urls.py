@@ -1,0 +1,18 @@
+from django.urls import path, re_path
+
+from providers import api
+
+urlpatterns = [
+    path("providers", api.ProviderListAPI.as_view(), name="api-providers"),
+    path("providers/sync-all", api.ProviderSyncAllAPI.as_view(), name="api-providers-sync-all"),
+    path("providers/test", api.ProviderTestAPI.as_view(), name="api-providers-test"),
+    path("providers/available/models", api.AvailableModelsAPI.as_view(), name="api-models-available"),
+    path("providers/<int:provider_id>", api.ProviderDetailAPI.as_view(), name="api-provider"),
+    path("providers/<int:provider_id>/sync", api.ProviderSyncAPI.as_view(), name="api-provider-sync"),
+    path("providers/<int:provider_id>/models", api.ProviderModelsAPI.as_view(), name="api-provider-models"),
+    # Model ids contain "/" and ":" (meta-llama/llama-3.1-8b-instruct, llama3:70b).
+    re_path(r"^providers/(?P<provider_id>\d+)/models/(?P<model_id>.+)/enable$",
+            api.ProviderModelEnableAPI.as_view(), name="api-provider-model-enable"),
+    re_path(r"^providers/(?P<provider_id>\d+)/models/(?P<model_id>.+)/price$",
+            api.ProviderModelPriceAPI.as_view(), name="api-provider-model-price"),
+]
