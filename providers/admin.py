@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 
 from providers.crypto import mask
-from providers.models import Provider, ProviderModel
+from providers.models import Provider, ProviderModel, TenantModel
 
 
 class ProviderForm(forms.ModelForm):
@@ -52,3 +52,13 @@ class ProviderModelAdmin(admin.ModelAdmin):
     list_filter = ["mode", "enabled", "stale", "price_source", "supports_tools", "supports_vision", "provider"]
     search_fields = ["model_id", "display_name", "provider__name"]
     list_select_related = ["provider"]
+
+
+@admin.register(TenantModel)
+class TenantModelAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "provider_model", "enabled", "updated_at"]
+    list_filter = ["enabled"]
+    search_fields = ["tenant__slug", "provider_model__model_id", "provider_model__provider__name"]
+    list_select_related = ["tenant", "provider_model__provider"]
+    autocomplete_fields = ["tenant"]
+    raw_id_fields = ["provider_model"]
