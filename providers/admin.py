@@ -1,8 +1,10 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from providers.crypto import mask
 from providers.models import Provider, ProviderModel, TenantModel
+from providers.sync import connection_test, provider_sync
+from tenants.errors import TollgateError
 
 
 class ProviderForm(forms.ModelForm):
@@ -39,6 +41,32 @@ class ProviderAdmin(admin.ModelAdmin):
     search_fields = ["name", "display_name", "base_url", "owner__slug"]
     list_select_related = ["owner"]
     readonly_fields = ["masked_key", "sync_status", "last_sync_at", "last_sync_error"]
+    actions = ["sync_now", "test_connection"]
+
+    @admin.action(description="Sync now", permissions=["change"])
+    def sync_now(self, request, queryset):
+        for provider in queryset:
+            try:
+                result = provider_sync(provider=provider)
+            except TollgateError as exc:
+                self.message_user(request, f"{provider.name}: {exc.message}", level=messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{provider.name}: {result.added} added, {result.updated} updated, {result.stale} stale, "
+                f"{result.unchanged} unchanged.",
+            )
+
+    @admin.action(description="Test connection", permissions=["view"])
+    def test_connection(self, request, queryset):
+        for provider in queryset:
+            report = connection_test(provider=provider)
+            if report.reachable:
+                self.message_user(
+                    request, f"{provider.name}: reachable, {report.model_count} models, {report.latency_ms} ms."
+                )
+            else:
+                self.message_user(request, f"{provider.name}: {report.error}", level=messages.ERROR)
 
     @admin.display(description="API key")
     def masked_key(self, obj: Provider) -> str:
