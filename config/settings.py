@@ -220,6 +220,20 @@ PROVIDER_MAX_RESPONSE_BYTES = env.int("PROVIDER_MAX_RESPONSE_BYTES", default=20 
 # A sync still "running" after this many seconds is presumed dead and may be claimed again.
 PROVIDER_SYNC_STALE_SECONDS = env.int("PROVIDER_SYNC_STALE_SECONDS", default=600)
 
+# --- Gateway (/v1 data plane) ---------------------------------------------------------------
+# Seconds a worker keeps a tenant's routing table (models, aliases, defaults, limits).
+GATEWAY_CONFIG_SECONDS = env.float("GATEWAY_CONFIG_SECONDS", default=5.0)
+# Failures of one deployment inside GATEWAY_FAIL_WINDOW_SECONDS before it cools down, and for
+# how long (aliases set their own).
+GATEWAY_ALLOWED_FAILS = env.int("GATEWAY_ALLOWED_FAILS", default=3)
+GATEWAY_COOLDOWN_SECONDS = env.int("GATEWAY_COOLDOWN_SECONDS", default=60)
+GATEWAY_FAIL_WINDOW_SECONDS = env.int("GATEWAY_FAIL_WINDOW_SECONDS", default=60)
+# Longest retry-after from an upstream that is waited out before retrying (seconds).
+GATEWAY_RETRY_AFTER_CAP = env.float("GATEWAY_RETRY_AFTER_CAP", default=5.0)
+# How often a worker writes its buffered usage rows (seconds) and the most per write.
+GATEWAY_USAGE_FLUSH_SECONDS = env.float("GATEWAY_USAGE_FLUSH_SECONDS", default=0.2)
+GATEWAY_USAGE_BATCH = env.int("GATEWAY_USAGE_BATCH", default=1000)
+
 # Request bodies larger than this are refused with 413 (management API and gateway).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=4 * 1024 * 1024)
 

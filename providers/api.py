@@ -4,16 +4,22 @@ A caller acts in a tenant (members, admin keys, support staff with ?tenant=) or,
 who may change providers and name no tenant, in the platform scope, where the platform-wide
 providers are managed."""
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+import orjson
+
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from providers import selectors, services
 from providers.crypto import mask
-from providers.models import ModelMode, Provider, ProviderModel, ProviderType
+from providers.gateway.app import new_request_id
+from providers.gateway.errors import GatewayError
+from providers.gateway.testcall import llm_test_sync
+from providers.models import ModelAlias, ModelMode, Provider, ProviderModel, ProviderType
 from providers.net import detect_provider_type, normalize_base_url
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
@@ -387,3 +393,140 @@ class AvailableModelsAPI(ProviderAPIView):
         if mode in ModelMode.values:
             models = models.filter(mode=mode)
         return paged(self, request, models, AvailableModelOut)
+
+
+# --- aliases ---------------------------------------------------------------------------------
+
+ALIAS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class OverridesIn(StrictSerializer):
+    temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+
+
+class AliasTargetIn(StrictSerializer):
+    model = StrictCharField(max_length=400, help_text="provider:model, e.g. openrouter:meta-llama/llama-3.1-8b-instruct")
+    overrides = OverridesIn(required=False)
+
+
+class AliasIn(StrictSerializer):
+    name = StrictCharField(max_length=100)
+    description = StrictCharField(required=False, allow_blank=True, max_length=300)
+    targets = AliasTargetIn(many=True, allow_empty=False, max_length=20)
+    retries = StrictIntegerField(required=False, min_value=0, max_value=10)
+    timeout_seconds = StrictFloatField(required=False, allow_null=True, min_value=0.5, max_value=600)
+    allowed_fails = StrictIntegerField(required=False, min_value=0, max_value=1000)
+    cooldown_seconds = StrictIntegerField(required=False, min_value=1, max_value=86_400)
+
+    def validate_name(self, value: str) -> str:
+        if not ALIAS_NAME_RE.match(value):
+            raise serializers.ValidationError(
+                "Use letters, digits, '.', '_' or '-' (no ':', which marks provider:model ids)."
+            )
+        return value
+
+
+class AliasUpdateIn(AliasIn):
+    name = StrictCharField(max_length=100, required=False)
+    targets = AliasTargetIn(many=True, allow_empty=False, max_length=20, required=False)
+
+
+class AliasTargetOut(serializers.Serializer):
+    model = serializers.SerializerMethodField()
+    overrides = serializers.JSONField()
+    available = serializers.SerializerMethodField(help_text="False when the model is disabled or stale now.")
+
+    def get_model(self, target) -> str:
+        return f"{target.provider_model.provider.name}:{target.provider_model.model_id}"
+
+    def get_available(self, target) -> bool:
+        pm = target.provider_model
+        return pm.enabled and not pm.stale and pm.provider.enabled
+
+
+class AliasOut(serializers.ModelSerializer):
+    targets = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelAlias
+        fields = ["id", "name", "description", "targets", "retries", "timeout_seconds", "allowed_fails",
+                  "cooldown_seconds", "created_at", "updated_at"]
+
+    @extend_schema_field(AliasTargetOut(many=True))
+    def get_targets(self, alias) -> list[dict]:
+        return AliasTargetOut(sorted(alias.targets.all(), key=lambda t: t.position), many=True).data
+
+
+class AliasListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=AliasOut(many=True), summary="Aliases and fallback chains")
+    def get(self, request):
+        access = self.access(request)
+        return paged(self, request, selectors.alias_list(tenant=access.tenant), AliasOut)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=AliasIn, responses={201: AliasOut},
+                   summary="Create an alias: an ordered fallback chain with router settings")
+    def post(self, request):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating aliases")
+        data = validated(AliasIn, request.data)
+        alias = services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
+        return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias.pk)).data, status=201)
+
+
+class AliasDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=AliasOut, summary="One alias")
+    def get(self, request, alias_id: int):
+        access = self.access(request)
+        return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias_id)).data)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=AliasUpdateIn, responses=AliasOut,
+                   summary="Change an alias (targets, when sent, replace the chain)")
+    def put(self, request, alias_id: int):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="changing aliases")
+        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+        data = validated(AliasUpdateIn, request.data)
+        services.alias_update(alias=alias, data=data, actor=access.principal)
+        return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias_id)).data)
+
+    patch = put
+
+    @extend_schema(parameters=[TENANT_PARAM], responses={204: None}, summary="Delete an alias")
+    def delete(self, request, alias_id: int):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="deleting aliases")
+        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+        services.alias_delete(alias=alias, actor=access.principal)
+        return Response(status=204)
+
+
+# --- test call -------------------------------------------------------------------------------
+
+
+class LlmTestIn(StrictSerializer):
+    model = StrictCharField(required=False, allow_null=True, max_length=400)
+    prompt = StrictCharField(max_length=4000)
+
+
+LLM_TEST_OUT = inline_serializer("LlmTestResult", {
+    "request_id": serializers.CharField(), "answer": serializers.CharField(),
+    "provider": serializers.CharField(), "model": serializers.CharField(),
+    "latency_ms": serializers.FloatField(), "input_tokens": serializers.IntegerField(),
+    "output_tokens": serializers.IntegerField(),
+    "cost": serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True),
+    "attempts": serializers.ListField(child=serializers.DictField()),
+})
+
+
+class LlmTestAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn, responses=LLM_TEST_OUT,
+                   summary="Send one short prompt through the tenant's routing and see what answered")
+    def post(self, request):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="test calls")
+        data = validated(LlmTestIn, request.data)
+        request_id = new_request_id()
+        try:
+            answer = llm_test_sync(tenant_id=access.tenant.pk, model=data.get("model"), prompt=data["prompt"],
+                                   request_id=request_id)
+        except GatewayError as exc:
+            return Response(orjson.loads(exc.body()), status=exc.status, headers={"x-request-id": request_id})
+        return Response(dataclasses.asdict(answer), headers={"x-request-id": request_id})

@@ -123,3 +123,41 @@ class TenantModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} uses {self.provider_model_id}: {self.enabled}"
+
+
+class ModelAlias(models.Model):
+    """A tenant's name for an ordered fallback chain of models, with router settings."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="aliases")
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=300, blank=True, default="")
+    retries = models.PositiveSmallIntegerField(default=1, help_text="Retries per target on retryable failures.")
+    timeout_seconds = models.FloatField(null=True, blank=True, help_text="Per attempt; empty = the provider's.")
+    allowed_fails = models.PositiveSmallIntegerField(
+        default=3, help_text="Failures of one target inside the cooldown window before it is skipped."
+    )
+    cooldown_seconds = models.PositiveIntegerField(default=60)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="alias_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (tenant {self.tenant_id})"
+
+
+class AliasTarget(models.Model):
+    alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="targets")
+    position = models.PositiveSmallIntegerField()
+    provider_model = models.ForeignKey(ProviderModel, on_delete=models.CASCADE, related_name="alias_targets")
+    # Parameters filled in when the request leaves them unset: temperature, max_tokens, top_p.
+    overrides = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["alias_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["alias", "position"], name="aliastarget_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.alias.name}[{self.position}] -> {self.provider_model_id}"

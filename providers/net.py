@@ -344,6 +344,14 @@ def _vet_host(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
     :class:`UpstreamUnreachable` if the name does not resolve.
     """
     addresses = _resolve(host, port)
+    vet_resolved(host, addresses, allow_private=allow_private)
+    return addresses
+
+
+def vet_resolved(host: str, addresses: list[IPAddress], *, allow_private: bool | None = None) -> None:
+    """Apply the address policy to what ``host`` already resolved to (for clients that
+    resolve on their own, like the data plane's aiohttp resolver). Raises :class:`UnsafeURL`."""
+    allow_private = _allow_private(allow_private)
     for address in addresses:
         verdict = _classify(address)
         if verdict is None:
@@ -359,7 +367,6 @@ def _vet_host(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
                 f"{where} is a private, loopback or otherwise non-public address. Providers on "
                 "a private network are refused unless ALLOW_PRIVATE_PROVIDER_URLS is enabled."
             )
-    return addresses
 
 
 def _host_and_port(url: str) -> tuple[str, str, int]:

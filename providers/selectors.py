@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from providers.models import Provider, ProviderModel, SyncStatus, TenantModel
+from providers.models import ModelAlias, Provider, ProviderModel, SyncStatus, TenantModel
 from tenants.errors import NotFound
 from tenants.models import Tenant
 
@@ -73,3 +73,14 @@ def providers_due_for_sync(*, now: datetime, stale_after: timedelta) -> list[int
         if last is None or last <= now - timedelta(minutes=minutes):
             due.append(pk)
     return due
+
+
+def alias_list(*, tenant: Tenant) -> QuerySet[ModelAlias]:
+    return ModelAlias.objects.filter(tenant=tenant).prefetch_related("targets__provider_model__provider")
+
+
+def alias_get(*, tenant: Tenant, alias_id: int) -> ModelAlias:
+    alias = alias_list(tenant=tenant).filter(pk=alias_id).first()
+    if alias is None:
+        raise NotFound(f"Alias {alias_id} not found in tenant '{tenant.slug}'.")
+    return alias

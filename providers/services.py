@@ -6,12 +6,22 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
-from providers.models import PriceSource, Provider, ProviderModel, ProviderType, SyncStatus, TenantModel
+from providers.models import (
+    AliasTarget,
+    ModelAlias,
+    PriceSource,
+    Provider,
+    ProviderModel,
+    ProviderType,
+    SyncStatus,
+    TenantModel,
+)
+from providers.selectors import models_available
 from providers.net import UpstreamUnreachable, check_url, detect_provider_type, normalize_base_url
 from tenants.access import SYSTEM, Principal
 from tenants.errors import Conflict, InvalidInput
@@ -135,10 +145,18 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
 
 
 def provider_delete(*, provider: Provider, actor: Principal) -> None:
-    with transaction.atomic():
-        audit_record(actor=actor, action="provider.delete", tenant=provider.owner,
-                     target=f"provider:{provider.name}", before=provider_audit_view(provider))
-        provider.delete()
+    """Delete a provider and its models, unless the ledger points at them: usage history is
+    never orphaned, so such a provider can only be disabled."""
+    try:
+        with transaction.atomic():
+            audit_record(actor=actor, action="provider.delete", tenant=provider.owner,
+                         target=f"provider:{provider.name}", before=provider_audit_view(provider))
+            provider.delete()
+    except ProtectedError:
+        raise Conflict(
+            f"Provider '{provider.name}' has usage records, which keep pointing at it; disable it "
+            "instead (PUT {\"enabled\": false}).",
+        )
 
 
 def provider_get_or_create(
@@ -289,3 +307,82 @@ def _apply(row: ProviderModel, entry: CatalogEntry) -> set[str]:
     if changed:
         row.updated_at = timezone.now()
     return changed
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+ALIAS_SETTINGS = ("description", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
+
+
+def alias_audit_view(alias: ModelAlias) -> dict[str, Any]:
+    targets = [
+        {"model": f"{t.provider_model.provider.name}:{t.provider_model.model_id}", "overrides": t.overrides}
+        for t in alias.targets.select_related("provider_model__provider").order_by("position")
+    ]
+    return {"name": alias.name, **{f: getattr(alias, f) for f in ALIAS_SETTINGS}, "targets": targets}
+
+
+def _alias_targets_resolve(*, tenant: Tenant, targets: list[dict[str, Any]]) -> list[tuple[ProviderModel, dict]]:
+    """Each target's ``model`` ('provider:model') must be a model this tenant may use."""
+    available = {f"{m.provider.name}:{m.model_id}": m for m in models_available(tenant=tenant)}
+    resolved = []
+    for index, target in enumerate(targets):
+        model = available.get(target["model"])
+        if model is None:
+            names = ", ".join(sorted(available)[:20]) or "none"
+            raise InvalidInput(
+                f"targets[{index}].model '{target['model']}' is not a model this tenant may use; "
+                f"use provider:model, one of: {names}.",
+                field=f"targets[{index}].model",
+            )
+        resolved.append((model, target.get("overrides") or {}))
+    return resolved
+
+
+def alias_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> ModelAlias:
+    targets = _alias_targets_resolve(tenant=tenant, targets=data["targets"])
+    try:
+        with transaction.atomic():
+            alias = ModelAlias.objects.create(
+                tenant=tenant, name=data["name"], **{f: data[f] for f in ALIAS_SETTINGS if f in data}
+            )
+            AliasTarget.objects.bulk_create(
+                [AliasTarget(alias=alias, position=i, provider_model=m, overrides=o) for i, (m, o) in enumerate(targets)]
+            )
+            audit_record(actor=actor, action="alias.create", tenant=tenant, target=f"alias:{alias.name}",
+                         after=alias_audit_view(alias))
+    except IntegrityError:
+        raise Conflict(f"Tenant '{tenant.slug}' already has an alias named '{data['name']}'.", field="name")
+    return alias
+
+
+def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -> ModelAlias:
+    targets = _alias_targets_resolve(tenant=alias.tenant, targets=data["targets"]) if "targets" in data else None
+    try:
+        with transaction.atomic():
+            locked = ModelAlias.objects.select_for_update().get(pk=alias.pk)
+            before = alias_audit_view(locked)
+            for field in ("name", *ALIAS_SETTINGS):
+                if field in data:
+                    setattr(locked, field, data[field])
+            locked.save()
+            if targets is not None:
+                locked.targets.all().delete()
+                AliasTarget.objects.bulk_create(
+                    [AliasTarget(alias=locked, position=i, provider_model=m, overrides=o)
+                     for i, (m, o) in enumerate(targets)]
+                )
+            after = alias_audit_view(locked)
+            if before != after:
+                audit_record(actor=actor, action="alias.update", tenant=locked.tenant, target=f"alias:{locked.name}",
+                             before=before, after=after)
+    except IntegrityError:
+        raise Conflict(f"Tenant '{alias.tenant.slug}' already has an alias named '{data.get('name')}'.", field="name")
+    return locked
+
+
+def alias_delete(*, alias: ModelAlias, actor: Principal) -> None:
+    with transaction.atomic():
+        audit_record(actor=actor, action="alias.delete", tenant=alias.tenant, target=f"alias:{alias.name}",
+                     before=alias_audit_view(alias))
+        alias.delete()

@@ -3,6 +3,9 @@ from django.urls import path, re_path
 from providers import api
 
 urlpatterns = [
+    path("test/llm", api.LlmTestAPI.as_view(), name="api-test-llm"),
+    path("aliases", api.AliasListAPI.as_view(), name="api-aliases"),
+    path("aliases/<int:alias_id>", api.AliasDetailAPI.as_view(), name="api-alias"),
     path("providers", api.ProviderListAPI.as_view(), name="api-providers"),
     path("providers/sync-all", api.ProviderSyncAllAPI.as_view(), name="api-providers-sync-all"),
     path("providers/test", api.ProviderTestAPI.as_view(), name="api-providers-test"),

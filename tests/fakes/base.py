@@ -228,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.fake._dispatch(self)
         except (BrokenPipeError, ConnectionResetError):  # the client went away
             self.close_connection = True
+            with self.server.fake._lock:
+                self.server.fake.abandoned += 1
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -292,6 +294,7 @@ class FakeServer:
         self.strict_models = strict_models
         self.extra_headers = dict(extra_headers or {})
         self.requests: list[RecordedRequest] = []
+        self.abandoned = 0  # responses the client hung up on before they were complete
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)

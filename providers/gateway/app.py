@@ -1,0 +1,440 @@
+"""The /v1 data plane as a plain ASGI application.
+
+Django's request stack costs about six times a bare ASGI route (DESIGN.md, and
+bench/gateway.py), so the hot path skips it: this app parses, authenticates, routes, admits,
+relays and accounts on its own, and touches the database only through short-lived caches and
+the batched usage writer. Everything else on the site is Django (config/asgi.py)."""
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from billing.pricing import usage_cost
+from providers.gateway.auth import KeyCache, KeyInfo
+from providers.gateway.engine import Call, Engine, OpenStream, usage_chunk
+from providers.gateway.errors import GatewayError, bad_request, rate_limited
+from providers.gateway.routing import ConfigCache, Route, TenantConfig
+from providers.gateway.state import KEY_RPM, KEY_TPD, TENANT_RPM, TENANT_TPD, shared_state
+from providers.gateway.types import Deployment, UpstreamFailure, Usage
+from providers.gateway.upstream import new_session
+from providers.gateway.usage import UsageWriter
+from providers.models import ModelMode
+
+log = logging.getLogger("tollgate.gateway")
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+DONE = b"data: [DONE]\n\n"
+REFUSALS = {
+    TENANT_RPM: ("requests per minute for this tenant", "tenant_rate_limit"),
+    KEY_RPM: ("requests per minute for this API key", "key_rate_limit"),
+    TENANT_TPD: ("tokens per day for this tenant", "tenant_token_limit"),
+    KEY_TPD: ("tokens per day for this API key", "key_token_limit"),
+}
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+@dataclass
+class Ctx:
+    """One request, as the ledger will see it."""
+
+    request_id: str
+    started: float
+    key: KeyInfo | None = None
+    model_requested: str = ""
+    stream: bool = False
+    status: str = "ok"
+    error_type: str = ""
+    conversation_id: str = ""
+    end_user: str = ""
+    ttft_ms: int | None = None
+    estimated_prompt_chars: int = 0
+    cache_hit: bool = False
+    call: Call | None = None
+    headers_sent: bool = False
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were streaming to it."""
+
+
+class GatewayApp:
+    def __init__(self):
+        self.keys = KeyCache()
+        self.configs = ConfigCache()
+        self.state = None
+        self.engine: Engine | None = None
+        self.usage: UsageWriter | None = None
+        self._session = None
+        self._ready = asyncio.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        async with self._ready:
+            if self.engine is not None:
+                return
+            self.state = shared_state()
+            self._session = new_session()
+            self.engine = Engine(session=self._session, state=self.state)
+            self.usage = UsageWriter(self.state)
+            self.usage.start()
+
+    async def shutdown(self) -> None:
+        if self.usage is not None:
+            await self.usage.close()
+        if self._session is not None:
+            await self._session.close()
+        if self.state is not None:
+            await self.state.close()
+        self.engine = None
+
+    # --- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self.engine is None:  # a server without lifespan support
+            await self.startup()
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/chat/completions" and method == "POST":
+            await self.chat(scope, receive, send)
+        elif path == "/v1/embeddings" and method == "POST":
+            await self.embeddings(scope, receive, send)
+        elif path in ("/v1/models", "/v1/models/") and method == "GET":
+            await self.models(scope, send)
+        elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
+            await self._respond_error(send, GatewayError(405, f"Use {'GET' if path == '/v1/models' else 'POST'} on {path}.",
+                                                         code="method_not_allowed"), new_request_id())
+        else:
+            await self._respond_error(send, GatewayError(
+                404, f"Unknown endpoint {path}: this gateway serves POST /v1/chat/completions, "
+                "POST /v1/embeddings and GET /v1/models.", code="unknown_url"), new_request_id())
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    async def models(self, scope, send) -> None:
+        request_id = new_request_id()
+        try:
+            key = await self.keys.authenticate(_header(scope, b"authorization"))
+            tenant = await self._tenant(key)
+            created = int(time.time())
+            data = [{"id": model_id, "object": "model", "created": created, "owned_by": owner}
+                    for model_id, owner in tenant.model_list(key.allowed_models)]
+            await _send_json(send, 200, orjson.dumps({"object": "list", "data": data}), request_id)
+        except GatewayError as exc:
+            await self._respond_error(send, exc, request_id)
+
+    async def chat(self, scope, receive, send) -> None:
+        ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
+        tenant: TenantConfig | None = None
+        try:
+            ctx.key = await self.keys.authenticate(_header(scope, b"authorization"))
+            body = await _read_json(scope, receive)
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise bad_request("'messages' must be a non-empty array of {role, content} objects.", param="messages")
+            stream = body.get("stream", False)
+            if not isinstance(stream, bool):
+                raise bad_request("'stream' must be true or false.", param="stream")
+            ctx.stream = stream
+            self._note_client_fields(ctx, scope, body)
+            tenant = await self._tenant(ctx.key)
+            route = tenant.resolve(body.get("model"), allowed=ctx.key.allowed_models)
+            ctx.model_requested = route.requested
+            targets = self.engine.order_targets(route, await self._admit(ctx.key, tenant, route))
+            ctx.call = Call(request_id=ctx.request_id)
+            ctx.estimated_prompt_chars = len(orjson.dumps(messages))
+            if stream:
+                await self._stream(ctx, tenant, route, targets, body, receive, send)
+            else:
+                await self._complete(ctx, tenant, route, targets, body, scope, send)
+        except GatewayError as exc:
+            ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
+            if not ctx.headers_sent:
+                await self._respond_error(send, exc, ctx.request_id, ctx.extra_headers)
+        finally:
+            self._record(ctx, tenant)
+
+    async def embeddings(self, scope, receive, send) -> None:
+        ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
+        tenant = None
+        try:
+            ctx.key = await self.keys.authenticate(_header(scope, b"authorization"))
+            body = await _read_json(scope, receive)
+            value = body.get("input")
+            if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
+                raise bad_request("'input' must be a non-empty string or array.", param="input")
+            self._note_client_fields(ctx, scope, body)
+            tenant = await self._tenant(ctx.key)
+            route = tenant.resolve(body.get("model"), mode=ModelMode.EMBEDDING, allowed=ctx.key.allowed_models)
+            ctx.model_requested = route.requested
+            targets = self.engine.order_targets(route, await self._admit(ctx.key, tenant, route))
+            ctx.call = Call(request_id=ctx.request_id)
+            data = await self.engine.embeddings(tenant, route, targets, body, ctx.call)
+            await _send_json(send, 200, data, ctx.request_id, _model_header(ctx))
+        except GatewayError as exc:
+            ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
+            await self._respond_error(send, exc, ctx.request_id)
+        finally:
+            self._record(ctx, tenant)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    async def _tenant(self, key: KeyInfo) -> TenantConfig:
+        tenant = await self.configs.get(key.tenant_id)
+        if tenant is None or not tenant.active:
+            raise GatewayError(403, "This tenant is suspended; contact support.", type="permission_error",
+                               code="tenant_suspended", usage_status="rejected")
+        return tenant
+
+    async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> tuple[bool, ...]:
+        limits = (tenant.requests_per_minute or 0, key.requests_per_minute or 0,
+                  tenant.tokens_per_day or 0, key.tokens_per_day or 0)
+        admission = await self.state.admit(
+            tenant_id=tenant.tenant_id, key_id=key.key_id, limits=limits,
+            provider_model_ids=[t.deployment.provider_model_id for t in route.targets],
+        )
+        if admission.refused:
+            what, code = REFUSALS[admission.refused]
+            limit = limits[admission.refused - 1]
+            raise rate_limited(
+                f"Rate limit reached: {limit} {what}. Retry after {admission.retry_after:.0f} s, or raise the "
+                "limit in the tenant settings.", admission.retry_after, code=code,
+            )
+        return admission.cooling
+
+    def _note_client_fields(self, ctx: Ctx, scope, body: dict[str, Any]) -> None:
+        conversation = _header(scope, b"x-tollgate-conversation")
+        metadata = body.get("metadata")
+        if not conversation and isinstance(metadata, dict) and isinstance(metadata.get("conversation_id"), str):
+            conversation = metadata["conversation_id"]
+        ctx.conversation_id = (conversation or "")[:128]
+        user = body.get("user")
+        ctx.end_user = user[:128] if isinstance(user, str) else ""
+
+    async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send) -> None:
+        cache_key = self._cache_key(tenant, route, body, scope)
+        if cache_key is not None:
+            cached = await self.state.cache_get(cache_key)
+            if cached is not None:
+                ctx.cache_hit = True
+                ctx.status = "cache_hit"
+                await _send_json(send, 200, cached, ctx.request_id, [(b"x-tollgate-cache", b"hit")])
+                return
+        result = await self.engine.chat(tenant, route, targets, body, ctx.call)
+        extra = _model_header(ctx)
+        if cache_key is not None:
+            extra.append((b"x-tollgate-cache", b"miss"))
+            await self.state.cache_set(cache_key, result.body, tenant.cache_ttl_seconds)
+        await _send_json(send, 200, result.body, ctx.request_id, extra)
+
+    def _cache_key(self, tenant: TenantConfig, route: Route, body: dict[str, Any], scope) -> str | None:
+        if not tenant.cache_enabled:
+            return None
+        flag = (_header(scope, b"x-tollgate-cache") or "").lower()
+        if flag in ("off", "no", "false", "0"):
+            return None
+        temperature = body.get("temperature", tenant.defaults.get("temperature"))
+        if temperature != 0 and flag not in ("on", "yes", "true", "1"):
+            return None
+        canonical = orjson.dumps({**body, "model": route.requested}, option=orjson.OPT_SORT_KEYS)
+        return f"tg:rc:t{tenant.tenant_id}:{hashlib.sha256(canonical).hexdigest()}"
+
+    async def _stream(self, ctx: Ctx, tenant, route, targets, body, receive, send) -> None:
+        """Relay a stream. Once its headers went out (ctx.headers_sent), errors are reported
+        inside the stream."""
+        include_usage = bool(isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage"))
+        opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call)
+        relay = asyncio.ensure_future(self._relay(ctx, opened, include_usage, send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch in done and not relay.done():
+                relay.cancel()
+                ctx.status, ctx.error_type = "partial", "client_disconnected"
+                try:
+                    await relay
+                except (asyncio.CancelledError, Exception):
+                    pass
+            else:
+                relay.result()  # re-raise what the relay raised
+        finally:
+            watch.cancel()
+            opened.close()
+            ctx.call.usage = opened.usage or self._estimate(ctx, opened.text_chars)
+
+    async def _relay(self, ctx: Ctx, opened: OpenStream, include_usage: bool, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode()), *_model_header(ctx)]})
+        ctx.headers_sent = True
+        ctx.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
+        await send({"type": "http.response.body", "body": b"".join(opened.first), "more_body": True})
+        try:
+            async for events in opened.events():
+                await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+        except UpstreamFailure as failure:
+            ctx.status, ctx.error_type = "partial", failure.kind
+            error = {"error": {"message": f"The upstream stream failed after it started: {failure.message}",
+                               "type": "upstream_error", "param": None, "code": failure.kind}}
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(error) + b"\n\n" + DONE,
+                        "more_body": False})
+            return
+        tail = b""
+        if include_usage:
+            usage = opened.usage or self._estimate(ctx, opened.text_chars)
+            tail = usage_chunk(request_id=ctx.request_id, created=int(time.time()),
+                               model=opened.deployment.model_id, usage=usage)
+        await send({"type": "http.response.body", "body": tail + DONE, "more_body": False})
+
+    @staticmethod
+    def _estimate(ctx: Ctx, text_chars: int) -> Usage:
+        """No usage from upstream (or the client left): count about four characters a token,
+        and say so. Never zero."""
+        return Usage(input_tokens=max(1, ctx.estimated_prompt_chars // 4),
+                     output_tokens=max(1, -(-text_chars // 4)) if text_chars else 0, estimated=True)
+
+    # --- responses and the ledger --------------------------------------------------------
+
+    async def _respond_error(self, send, exc: GatewayError, request_id: str, extra=None) -> None:
+        headers = list(extra or [])
+        if exc.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, int(exc.retry_after + 0.999))).encode()))
+        await _send_json(send, exc.status, exc.body(), request_id, headers)
+
+    def _record(self, ctx: Ctx, tenant: TenantConfig | None) -> None:
+        if ctx.key is None or self.usage is None:
+            return  # not attributable to a tenant
+        call = ctx.call
+        deployment: Deployment | None = call.deployment if call else None
+        usage = call.usage if call and call.usage else None
+        if ctx.cache_hit:
+            usage = None
+        cost = provider_cost = None
+        if usage is not None and deployment is not None:
+            cost = usage_cost(input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
+                              output_tokens=usage.output_tokens, input_price=deployment.input_price,
+                              output_price=deployment.output_price, cached_input_price=deployment.cached_input_price)
+            provider_cost = usage.provider_cost
+        if ctx.cache_hit:
+            cost = Decimal(0)
+        status = ctx.status
+        if status == "ok" and usage is None and not ctx.cache_hit:
+            status = "error"
+        row = {
+            "request_id": ctx.request_id,
+            "tenant_id": ctx.key.tenant_id,
+            "api_key_id": ctx.key.key_id,
+            "model_requested": ctx.model_requested[:255],
+            "provider_id": deployment.provider_id if deployment else None,
+            "provider_model_id": deployment.provider_model_id if deployment else None,
+            "attempts": len(call.attempts) if call else 0,
+            "status": status,
+            "error_type": ctx.error_type[:40],
+            "input_tokens": usage.input_tokens if usage else 0,
+            "cached_input_tokens": usage.cached_input_tokens if usage else 0,
+            "cache_write_tokens": usage.cache_write_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "reasoning_tokens": usage.reasoning_tokens if usage else 0,
+            "tokens_estimated": bool(usage and usage.estimated),
+            "cost": cost,
+            "provider_cost": provider_cost,
+            "latency_ms": int((time.perf_counter() - ctx.started) * 1000),
+            "ttft_ms": ctx.ttft_ms,
+            "stream": ctx.stream,
+            "conversation_id": ctx.conversation_id,
+            "end_user": ctx.end_user,
+        }
+        tokens = (usage.input_tokens + usage.output_tokens) if usage else 0
+        self.usage.add(row, tokens=tokens)
+
+
+# --- ASGI helpers ----------------------------------------------------------------------------
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _model_header(ctx: Ctx) -> list[tuple[bytes, bytes]]:
+    d = ctx.call.deployment if ctx.call else None
+    return [(b"x-tollgate-model", d.public_id.encode())] if d else []
+
+
+async def _read_json(scope, receive) -> dict[str, Any]:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    declared = _header(scope, b"content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"Request body is {declared} bytes; the limit is {limit} bytes.",
+                           code="request_too_large")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(499, "Client closed the request.", code="client_closed")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"Request body is over the limit of {limit} bytes.", code="request_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = b"".join(chunks)
+    if not raw:
+        raise bad_request("Empty body: send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Request body is not valid JSON ({exc}).")
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object.")
+    return body
+
+
+async def _send_json(send, status: int, body: bytes, request_id: str, extra=()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()),
+                            (b"x-request-id", request_id.encode()), *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+gateway = GatewayApp()

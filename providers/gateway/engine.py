@@ -1,0 +1,323 @@
+"""Calling upstreams for one request: try the route's targets in order, retry what is worth
+retrying, count failures toward shared cooldowns, and hand back an answer (or a stream) in
+the OpenAI shape. Protocol details live in the adapters; this module never parses a wire
+format itself."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from providers.adapters import anthropic, mock, ollama, openai, openrouter
+from providers.gateway.errors import GatewayError
+from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
+from providers.gateway.types import Attempt, ChatResult, Deployment, UpstreamFailure, Usage
+from providers.gateway.upstream import attempt_timeout
+from providers.models import ProviderType
+
+ADAPTERS = {
+    ProviderType.OPENAI: openai,
+    ProviderType.OPENAI_COMPATIBLE: openai,
+    ProviderType.OPENROUTER: openrouter,
+    ProviderType.ANTHROPIC: anthropic,
+    ProviderType.OLLAMA: ollama,
+}
+# A client error: the same request would fail on every target, so it goes back at once.
+CLIENT_FAULTS = frozenset({"bad_request"})
+
+
+@dataclass
+class Call:
+    """What the engine learns while serving one request (read by the ledger)."""
+
+    request_id: str
+    deployment: Deployment | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage | None = None
+    text: str = ""
+
+
+def _failure_from_exception(exc: BaseException, deployment: Deployment, timeout: float) -> UpstreamFailure:
+    name = deployment.provider_name
+    if isinstance(exc, UpstreamFailure):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamFailure("timeout", f"{name} did not answer within {timeout:g} s.", retryable=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror if getattr(exc, "os_error", None) and exc.os_error.strerror else str(exc.os_error or exc)
+        return UpstreamFailure("connection", f"{name} is unreachable ({reason}).", retryable=True)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,
+                        ConnectionResetError)):
+        return UpstreamFailure("connection", f"{name} closed the connection mid-answer ({type(exc).__name__}).",
+                               retryable=True)
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamFailure("connection", f"{name} request failed ({type(exc).__name__}: {exc}).", retryable=True)
+    raise exc
+
+
+def _backoff(attempt: int, failure: UpstreamFailure) -> float:
+    if failure.retry_after is not None:
+        return min(failure.retry_after, settings.GATEWAY_RETRY_AFTER_CAP)
+    return min(0.05 * (2**attempt), 1.0)
+
+
+def all_failed(route: Route, attempts: list[Attempt], failures: list[UpstreamFailure]) -> GatewayError:
+    listing = "; ".join(f"{a.deployment}: {a.message}" for a in attempts if a.outcome != "ok")
+    last = failures[-1] if failures else None
+    if last is not None and all(f.kind in ("rate_limit", "quota") for f in failures):
+        return GatewayError(429, f"Every target of '{route.requested}' is rate limited: {listing}",
+                            type="rate_limit_error", code="upstream_rate_limited",
+                            retry_after=last.retry_after or 1.0)
+    if len(attempts) == 1 and last is not None:
+        status = 504 if last.kind == "timeout" else 502
+        return GatewayError(status, f"Upstream failed for '{route.requested}': {listing}", type="upstream_error",
+                            code=last.kind)
+    status = 504 if last is not None and all(f.kind == "timeout" for f in failures) else 502
+    return GatewayError(status, f"All fallbacks failed for '{route.requested}': {listing}", type="upstream_error",
+                        code="all_fallbacks_failed")
+
+
+class Engine:
+    def __init__(self, *, session: aiohttp.ClientSession, state):
+        self.session = session
+        self.state = state
+
+    # --- target selection ----------------------------------------------------------------
+
+    @staticmethod
+    def order_targets(route: Route, cooling: tuple[bool, ...]) -> list[Target]:
+        """Targets not cooling down, in order; when all are cooling down, none is tried."""
+        if not cooling:
+            return list(route.targets)
+        ready = [t for t, cool in zip(route.targets, cooling) if not cool]
+        if not ready:
+            names = ", ".join(t.deployment.public_id for t in route.targets)
+            raise GatewayError(
+                503, f"Every target of '{route.requested}' ({names}) is cooling down after repeated "
+                f"failures; retry in up to {route.cooldown_seconds} s.",
+                type="server_error", code="deployments_cooling_down", retry_after=float(route.cooldown_seconds),
+            )
+        return ready
+
+    async def _count_failure(self, tenant: TenantConfig, route: Route, deployment: Deployment) -> None:
+        try:
+            await self.state.record_failure(
+                tenant_id=tenant.tenant_id, provider_model_id=deployment.provider_model_id,
+                allowed_fails=route.allowed_fails, cooldown_seconds=route.cooldown_seconds,
+            )
+        except Exception:  # counting must never break serving
+            pass
+
+    async def _plan(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any], call: Call):
+        """Yield (target, request body, timeout, attempt number) in retry / fallback order; the
+        caller reports each failure back with ``asend``."""
+        failures: list[UpstreamFailure] = []
+        for target in targets:
+            d = target.deployment
+            retries = route.retries if route.retries is not None else d.max_retries
+            timeout = route.timeout or d.timeout
+            request = apply_defaults(body, tenant, target)
+            for attempt in range(retries + 1):
+                started = time.perf_counter()
+                failure = yield target, request, timeout
+                if failure is None:
+                    return
+                call.attempts.append(Attempt(d.public_id, failure.kind, failure.message, failure.status,
+                                             (time.perf_counter() - started) * 1000))
+                failures.append(failure)
+                if failure.retryable:
+                    await self._count_failure(tenant, route, d)
+                if failure.kind in CLIENT_FAULTS:
+                    raise GatewayError(failure.status or 400, failure.message, code=failure.kind)
+                if not failure.retryable:
+                    break
+                if attempt < retries:
+                    await asyncio.sleep(_backoff(attempt, failure))
+        raise all_failed(route, call.attempts, failures)
+
+    # --- non-streamed --------------------------------------------------------------------
+
+    async def chat(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any],
+                   call: Call) -> ChatResult:
+        plan = self._plan(tenant, route, targets, body, call)
+        step = await plan.__anext__()
+        while True:
+            target, request, timeout = step
+            started = time.perf_counter()
+            try:
+                result = await self._chat_once(target.deployment, request, timeout, call.request_id)
+            except Exception as exc:  # noqa: BLE001 - classified, or re-raised when unknown
+                failure = _failure_from_exception(exc, target.deployment, timeout)
+                step = await plan.asend(failure)
+                continue
+            call.deployment = target.deployment
+            call.attempts.append(Attempt(target.deployment.public_id, "ok", "", 200,
+                                         (time.perf_counter() - started) * 1000))
+            call.usage = result.usage
+            await plan.aclose()
+            return result
+
+    async def _chat_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str) -> ChatResult:
+        if d.provider_type == ProviderType.MOCK:
+            return mock.complete_chat(d, body, request_id=request_id)
+        adapter = ADAPTERS[d.provider_type]
+        up = adapter.build_chat(d, body, stream=False)
+        async with self.session.request(up.method, up.url, data=up.body, headers=up.headers,
+                                        timeout=attempt_timeout(timeout, stream=False)) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
+        return adapter.parse_chat(d, data, request_id=request_id)
+
+    async def embeddings(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any],
+                         call: Call) -> bytes:
+        plan = self._plan(tenant, route, targets, body, call)
+        step = await plan.__anext__()
+        while True:
+            target, request, timeout = step
+            d = target.deployment
+            started = time.perf_counter()
+            try:
+                if d.provider_type == ProviderType.MOCK:
+                    data, usage = mock.embed(d, request)
+                else:
+                    adapter = ADAPTERS[d.provider_type]
+                    up = adapter.build_embeddings(d, request)
+                    async with self.session.request(up.method, up.url, data=up.body, headers=up.headers,
+                                                    timeout=attempt_timeout(timeout, stream=False)) as resp:
+                        raw = await resp.read()
+                        if resp.status != 200:
+                            raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw)
+                    data, usage = adapter.parse_embeddings(d, raw)
+            except Exception as exc:  # noqa: BLE001
+                step = await plan.asend(_failure_from_exception(exc, d, timeout))
+                continue
+            call.deployment = d
+            call.usage = usage
+            call.attempts.append(Attempt(d.public_id, "ok", "", 200, (time.perf_counter() - started) * 1000))
+            await plan.aclose()
+            return data
+
+    # --- streamed ------------------------------------------------------------------------
+
+    async def open_stream(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any],
+                          call: Call) -> "OpenStream":
+        """Connect to the first target that produces a first event; failures before that
+        fall back like non-streamed calls."""
+        plan = self._plan(tenant, route, targets, body, call)
+        step = await plan.__anext__()
+        created = int(time.time())
+        while True:
+            target, request, timeout = step
+            d = target.deployment
+            started = time.perf_counter()
+            try:
+                opened = await self._open_once(d, request, timeout, call.request_id, created)
+            except Exception as exc:  # noqa: BLE001
+                step = await plan.asend(_failure_from_exception(exc, d, timeout))
+                continue
+            call.deployment = d
+            call.attempts.append(Attempt(d.public_id, "ok", "", 200, (time.perf_counter() - started) * 1000))
+            await plan.aclose()
+            return opened
+
+    async def _open_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str,
+                         created: int) -> "OpenStream":
+        if d.provider_type == ProviderType.MOCK:
+            events, usage = mock.stream_chat(d, body, request_id=request_id, created=created)
+            return OpenStream(d, first=events, rest=None, response=None, translator=None, mock_usage=usage)
+        adapter = ADAPTERS[d.provider_type]
+        up = adapter.build_chat(d, body, stream=True)
+        resp = await self.session.request(up.method, up.url, data=up.body, headers=up.headers,
+                                          timeout=attempt_timeout(timeout, stream=True))
+        try:
+            if resp.status != 200:
+                data = await resp.read()
+                raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
+            translator = adapter.stream_translator(d, request_id=request_id, created=created)
+            chunks = resp.content.iter_any()
+            async for chunk in chunks:
+                events = translator.feed(chunk)
+                if events:
+                    return OpenStream(d, first=events, rest=chunks, response=resp, translator=translator)
+            events = translator.finish()
+            if not events:
+                raise UpstreamFailure("bad_response", f"{d.provider_name} ended the stream without an answer.",
+                                      retryable=True)
+            return OpenStream(d, first=events, rest=None, response=resp, translator=translator)
+        except BaseException:
+            resp.close()
+            raise
+
+
+class OpenStream:
+    """A stream whose first events are in hand; ``events()`` yields the rest, already in the
+    OpenAI chunk shape, and ``usage`` / ``text_chars`` tell what was relayed."""
+
+    def __init__(self, deployment: Deployment, *, first: list[bytes], rest: AsyncIterator[bytes] | None,
+                 response: aiohttp.ClientResponse | None, translator, mock_usage: Usage | None = None):
+        self.deployment = deployment
+        self.first = first
+        self._rest = rest
+        self._response = response
+        self._translator = translator
+        self._mock_usage = mock_usage
+
+    async def events(self) -> AsyncIterator[list[bytes]]:
+        if self._rest is None and self._translator is None:
+            return
+        try:
+            if self._rest is not None:
+                async for chunk in self._rest:
+                    out = self._translator.feed(chunk)
+                    if out:
+                        yield out
+            out = self._translator.finish()
+            if out:
+                yield out
+        except Exception as exc:  # noqa: BLE001
+            raise _failure_from_exception(exc, self.deployment, self.deployment.timeout) from exc
+
+    @property
+    def usage(self) -> Usage | None:
+        if self._mock_usage is not None:
+            return self._mock_usage
+        return self._translator.usage if self._translator is not None else None
+
+    @property
+    def text_chars(self) -> int:
+        return self._translator.text_chars if self._translator is not None else 0
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+
+
+def usage_chunk(*, request_id: str, created: int, model: str, usage: Usage) -> bytes:
+    payload = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": openai_usage(usage),
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+    if usage.cached_input_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_input_tokens}
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out

@@ -1,0 +1,253 @@
+"""A tenant's routing table, loaded from the database into each worker and kept for a few
+seconds (GATEWAY_CONFIG_SECONDS): defaults, limits, the models it may use and its aliases.
+Resolving a request's ``model`` against it costs a few dict lookups and no I/O."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from providers.gateway.errors import GatewayError, bad_request, not_found_model
+from providers.gateway.types import Deployment
+from providers.models import ModelAlias, ModelMode, ProviderModel
+from providers.selectors import models_available
+from tenants.models import Tenant
+
+PARAMS = ("temperature", "max_tokens", "top_p")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    deployment: Deployment
+    overrides: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    requested: str  # what the client sent (or the default it got)
+    alias: str  # the alias name, "" when not an alias
+    targets: tuple[Target, ...]
+    retries: int | None  # None: each provider's own max_retries
+    timeout: float | None  # None: each provider's own timeout
+    allowed_fails: int
+    cooldown_seconds: int
+
+
+@dataclass(slots=True)
+class TenantConfig:
+    tenant_id: int
+    slug: str
+    active: bool
+    default_model: str
+    defaults: dict[str, Any]
+    requests_per_minute: int | None
+    tokens_per_day: int | None
+    cache_enabled: bool
+    cache_ttl_seconds: int
+    by_public_id: dict[str, Deployment]  # "provider:model"
+    by_model_id: dict[str, list[Deployment]]  # bare model id -> deployments, best first
+    provider_names: frozenset[str]
+    aliases: dict[str, Route] = field(default_factory=dict)
+
+    def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT, allowed: frozenset[str] = frozenset()) -> Route:
+        """The route for a request's ``model`` (alias, provider:model, bare id, or the tenant
+        default when omitted); a GatewayError that lists what is available otherwise."""
+        name = requested if requested is not None else self.default_model
+        if not isinstance(name, str):
+            raise bad_request("'model' must be a string.", param="model")
+        name = name.strip()
+        if not name:
+            raise bad_request(
+                "No model given and this tenant has no default model. Send 'model' (GET /v1/models "
+                "lists them) or set a default in the tenant settings.",
+                param="model",
+            )
+        route = self._lookup(name)
+        if route is None:
+            raise not_found_model(
+                f"Model '{name}' is not enabled for this tenant; available: {self.available_text(mode)}."
+            )
+        if allowed and name not in allowed:
+            permitted = tuple(
+                t for t in route.targets
+                if not route.alias and (t.deployment.public_id in allowed or t.deployment.model_id in allowed)
+            )
+            if not permitted:
+                raise GatewayError(
+                    403, f"This API key may not use '{name}'; it is limited to: {', '.join(sorted(allowed))}.",
+                    type="permission_error", code="model_not_allowed", param="model",
+                )
+            route = Route(route.requested, route.alias, permitted, route.retries, route.timeout,
+                          route.allowed_fails, route.cooldown_seconds)
+        usable = tuple(t for t in route.targets if t.deployment.mode == mode)
+        if not usable:
+            kind = "an embeddings" if mode == ModelMode.EMBEDDING else "a chat"
+            raise bad_request(
+                f"'{name}' is not {kind} model; use one of: {self.available_text(mode)}.", param="model"
+            )
+        if len(usable) != len(route.targets):
+            route = Route(route.requested, route.alias, usable, route.retries, route.timeout,
+                          route.allowed_fails, route.cooldown_seconds)
+        return route
+
+    def _lookup(self, name: str) -> Route | None:
+        alias = self.aliases.get(name)
+        if alias is not None:
+            return alias
+        provider, sep, model = name.partition(":")
+        if sep and provider in self.provider_names:
+            deployment = self.by_public_id.get(name)
+            return self._plain(name, [deployment]) if deployment else None
+        deployments = self.by_model_id.get(name)
+        return self._plain(name, deployments) if deployments else None
+
+    def _plain(self, name: str, deployments: list[Deployment]) -> Route:
+        return Route(
+            requested=name,
+            alias="",
+            targets=tuple(Target(d, {}) for d in deployments),
+            retries=None,
+            timeout=None,
+            allowed_fails=settings.GATEWAY_ALLOWED_FAILS,
+            cooldown_seconds=settings.GATEWAY_COOLDOWN_SECONDS,
+        )
+
+    def available_text(self, mode: str = ModelMode.CHAT, limit: int = 20) -> str:
+        names = sorted(a for a, r in self.aliases.items() if any(t.deployment.mode == mode for t in r.targets))
+        names += sorted(p for p, d in self.by_public_id.items() if d.mode == mode)
+        if not names:
+            return "none (enable models with PUT /api/providers/{id}/models/{model_id}/enable)"
+        more = f" and {len(names) - limit} more (GET /v1/models)" if len(names) > limit else ""
+        return ", ".join(names[:limit]) + more
+
+    def model_list(self, allowed: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+        """(id, owner) pairs for GET /v1/models: aliases, then provider:model ids."""
+        out = [(name, "alias") for name in sorted(self.aliases)]
+        out += [(pid, d.provider_name) for pid, d in sorted(self.by_public_id.items())]
+        if allowed:
+            out = [item for item in out if item[0] in allowed]
+        return out
+
+
+def _deployment(pm: ProviderModel) -> Deployment:
+    p = pm.provider
+    return Deployment(
+        provider_id=p.pk,
+        provider_name=p.name,
+        provider_type=p.provider_type,
+        base_url=p.base_url.rstrip("/"),
+        api_key=p.api_key,
+        extra_headers=tuple(sorted((p.extra_headers or {}).items())),
+        provider_model_id=pm.pk,
+        model_id=pm.model_id,
+        timeout=p.timeout_seconds,
+        max_retries=p.max_retries,
+        input_price=pm.input_price,
+        output_price=pm.output_price,
+        cached_input_price=pm.cached_input_price,
+        mode=pm.mode,
+    )
+
+
+def tenant_config_load(tenant_id: int) -> TenantConfig | None:
+    """Read a tenant's routing table (a handful of queries; runs in a worker thread)."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return None
+    by_public: dict[str, Deployment] = {}
+    by_model: dict[str, list[Deployment]] = {}
+    by_pk: dict[int, Deployment] = {}
+    # models_available orders by provider priority (highest first), so lists stay best-first.
+    for pm in models_available(tenant=tenant):
+        d = _deployment(pm)
+        by_pk[pm.pk] = d
+        # A tenant's own provider shadows a platform one of the same name.
+        if d.public_id not in by_public or pm.provider.owner_id == tenant.pk:
+            by_public[d.public_id] = d
+        by_model.setdefault(pm.model_id, []).append(d)
+    aliases: dict[str, Route] = {}
+    for alias in ModelAlias.objects.filter(tenant=tenant).prefetch_related("targets"):
+        targets = tuple(
+            Target(by_pk[t.provider_model_id], dict(t.overrides or {}))
+            for t in sorted(alias.targets.all(), key=lambda t: t.position)
+            if t.provider_model_id in by_pk
+        )
+        if targets:
+            aliases[alias.name] = Route(
+                requested=alias.name,
+                alias=alias.name,
+                targets=targets,
+                retries=alias.retries,
+                timeout=alias.timeout_seconds,
+                allowed_fails=alias.allowed_fails,
+                cooldown_seconds=alias.cooldown_seconds,
+            )
+    defaults = {"temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p}
+    return TenantConfig(
+        tenant_id=tenant.pk,
+        slug=tenant.slug,
+        active=tenant.is_active,
+        default_model=tenant.default_model,
+        defaults={k: v for k, v in defaults.items() if v is not None},
+        requests_per_minute=tenant.requests_per_minute,
+        tokens_per_day=tenant.tokens_per_day,
+        cache_enabled=tenant.cache_enabled,
+        cache_ttl_seconds=tenant.cache_ttl_seconds,
+        by_public_id=by_public,
+        by_model_id=by_model,
+        provider_names=frozenset(d.provider_name for d in by_public.values()),
+        aliases=aliases,
+    )
+
+
+class ConfigCache:
+    """Per-worker cache of TenantConfig, refreshed after GATEWAY_CONFIG_SECONDS; concurrent
+    misses for one tenant share one load."""
+
+    def __init__(self, ttl: float | None = None):
+        self.ttl = settings.GATEWAY_CONFIG_SECONDS if ttl is None else ttl
+        self._entries: dict[int, tuple[float, TenantConfig | None]] = {}
+        self._loading: dict[int, asyncio.Future] = {}
+
+    async def get(self, tenant_id: int) -> TenantConfig | None:
+        entry = self._entries.get(tenant_id)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        pending = self._loading.get(tenant_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._loading[tenant_id] = future
+        try:
+            config = await sync_to_async(tenant_config_load, thread_sensitive=False)(tenant_id)
+            self._entries[tenant_id] = (time.monotonic() + self.ttl, config)
+            future.set_result(config)
+            return config
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved when nobody else waits
+            raise
+        finally:
+            del self._loading[tenant_id]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def apply_defaults(body: dict[str, Any], tenant: TenantConfig, target: Target) -> dict[str, Any]:
+    """The request with temperature / max_tokens / top_p it left unset filled from the alias
+    target's overrides, then the tenant's defaults."""
+    missing = [p for p in PARAMS if body.get(p) is None and not (p == "max_tokens" and body.get("max_completion_tokens"))]
+    if not missing:
+        return body
+    out = dict(body)
+    for param in missing:
+        if param in target.overrides and target.overrides[param] is not None:
+            out[param] = target.overrides[param]
+        elif param in tenant.defaults:
+            out[param] = tenant.defaults[param]
+    return out

@@ -1,0 +1,135 @@
+"""The data plane's shared vocabulary: what a request is routed to, what an adapter must do,
+and what comes back. Adapters (providers/adapters/) translate between the OpenAI shape that
+clients speak and each provider's wire format; the engine (providers/gateway/) does routing,
+limits, retries and accounting and never looks inside a wire format itself."""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One model on one provider, as the engine calls it."""
+
+    provider_id: int
+    provider_name: str
+    provider_type: str  # ProviderType value
+    base_url: str  # normalised, no trailing slash (e.g. http://host/v1 for OpenAI-style)
+    api_key: str
+    extra_headers: tuple[tuple[str, str], ...]
+    provider_model_id: int
+    model_id: str  # as the provider knows it
+    timeout: float
+    max_retries: int
+    # USD per million tokens; None = unknown
+    input_price: Decimal | None
+    output_price: Decimal | None
+    cached_input_price: Decimal | None
+    mode: str = "chat"  # or "embedding"
+
+    @property
+    def public_id(self) -> str:
+        return f"{self.provider_name}:{self.model_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens as the provider reported them (or as estimated when it did not)."""
+
+    input_tokens: int = 0  # all prompt tokens, cached ones included (OpenAI's prompt_tokens)
+    cached_input_tokens: int = 0  # read from the provider's prompt cache
+    cache_write_tokens: int = 0  # written to the provider's prompt cache (Anthropic)
+    output_tokens: int = 0  # all completion tokens, reasoning included
+    reasoning_tokens: int = 0
+    provider_cost: Decimal | None = None  # OpenRouter's usage.cost, kept beside ours
+    estimated: bool = False  # True when counted by us because the provider sent none
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A complete (non-streamed) answer, already in the OpenAI chat.completion shape."""
+
+    body: bytes  # the JSON to send to the client
+    usage: Usage
+    text: str = ""  # the assistant text, for estimates and the test endpoint
+
+
+@dataclass(slots=True)
+class UpstreamFailure(Exception):
+    """An upstream answer or transport failure, classified for the retry logic."""
+
+    kind: str  # rate_limit, server_error, timeout, connection, auth, bad_request, not_found, quota, bad_response
+    message: str  # words for the client; never contains a secret
+    status: int | None = None  # the upstream HTTP status, if any
+    retryable: bool = False  # 429 (not quota), 5xx, timeout, connection error
+    retry_after: float | None = None  # seconds, from retry-after / retry-after-ms
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StreamTranslator(Protocol):
+    """Turns an upstream byte stream into OpenAI ``chat.completion.chunk`` SSE events.
+
+    ``feed`` takes raw bytes as they arrive (split anywhere, even mid-line) and returns zero or
+    more complete SSE events, each ``b"data: {...}\\n\\n"``, in the OpenAI chunk shape with
+    ``id``, ``object``, ``created``, ``model`` set. ``finish`` is called once at the end of the
+    upstream body and returns any last events; it never emits ``data: [DONE]`` and never
+    emits a usage chunk (the engine adds those). After the stream, ``usage`` holds what the
+    provider reported (``None`` if it reported nothing) and ``text_chars`` counts the
+    characters of content/tool-call arguments relayed, for estimates. An upstream error event
+    inside the stream raises ``UpstreamFailure``."""
+
+    usage: Usage | None
+    text_chars: int
+    finish_reason: str | None
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def finish(self) -> list[bytes]: ...
+
+
+class Adapter(Protocol):
+    """One wire protocol (module-level functions in providers/adapters/<name>.py)."""
+
+    def build_chat(self, deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest: ...
+
+    def parse_chat(self, deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult: ...
+
+    def stream_translator(self, deployment: Deployment, *, request_id: str, created: int) -> StreamTranslator: ...
+
+    def build_embeddings(self, deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest: ...
+
+    def parse_embeddings(self, deployment: Deployment, body: bytes) -> tuple[bytes, Usage]: ...
+
+    def parse_error(self, deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure: ...
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str  # public id
+    outcome: str  # ok or the failure kind
+    message: str = ""
+    status: int | None = None
+    latency_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the engine tells the ledger about one request."""
+
+    status: str = "ok"  # ok, error, partial, cache_hit, rejected
+    error_type: str = ""
+    deployment: Deployment | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage | None = None
+    ttft_ms: float | None = None

@@ -1,0 +1,95 @@
+"""The data plane's side of the ledger: each worker buffers its usage rows and writes them in
+one INSERT every GATEWAY_USAGE_FLUSH_SECONDS, instead of one per request. The write is
+idempotent (the request id is unique; a conflicting row is skipped), a failed write is kept
+and retried, and the worker's shutdown writes whatever is left before it exits."""
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing.models import UsageLog
+
+log = logging.getLogger(__name__)
+
+
+def usage_rows_write(rows: list[dict[str, Any]]) -> None:
+    UsageLog.objects.bulk_create([UsageLog(**row) for row in rows], ignore_conflicts=True,
+                                 batch_size=settings.GATEWAY_USAGE_BATCH)
+
+
+class UsageWriter:
+    def __init__(self, state):
+        self.state = state
+        self.pending: list[dict[str, Any]] = []
+        self.tokens: dict[tuple[int, int], int] = defaultdict(int)
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self.written = 0
+
+    def add(self, row: dict[str, Any], *, tokens: int = 0) -> None:
+        row.setdefault("created_at", datetime.now(UTC))
+        self.pending.append(row)
+        if tokens and row.get("api_key_id"):
+            self.tokens[(row["tenant_id"], row["api_key_id"])] += tokens
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.GATEWAY_USAGE_FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except Exception:  # kept in pending; the next tick retries
+                log.exception("usage flush failed; %d rows kept for the next attempt", len(self.pending))
+
+    async def flush(self) -> int:
+        async with self._lock:
+            rows, self.pending = self.pending, []
+            tokens, self.tokens = self.tokens, defaultdict(int)
+            written = 0
+            try:
+                for start in range(0, len(rows), settings.GATEWAY_USAGE_BATCH):
+                    batch = rows[start:start + settings.GATEWAY_USAGE_BATCH]
+                    await sync_to_async(usage_rows_write, thread_sensitive=False)(batch)
+                    written += len(batch)
+            except BaseException:
+                self.pending[:0] = rows[written:]
+                raise
+            finally:
+                self.written += written
+            if tokens:
+                try:
+                    await self.state.add_tokens(dict(tokens))
+                except Exception:
+                    for k, v in tokens.items():
+                        self.tokens[k] += v
+                    raise
+            return written
+
+    async def close(self, *, attempts: int = 20) -> None:
+        """Stop the timer and write everything left, retrying with backoff."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                await self.flush()
+                if not self.pending:
+                    return
+            except Exception:
+                log.exception("final usage flush failed (attempt %d); retrying", attempt + 1)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        log.error("exiting with %d usage rows unwritten", len(self.pending))
