@@ -4,8 +4,10 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from providers.adapters import openai as openai_wire
 from providers.adapters.base import require_list
 from providers.catalog import CatalogEntry
+from providers.gateway.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
 from providers.models import ModelMode, PriceSource, Provider
 from providers.pricing import guess_mode, guess_tools, guess_vision
 
@@ -62,3 +64,36 @@ def _per_million(value: Any) -> Decimal | None:
     if price < 0 or not price.is_finite():
         return None
     return (price * PER_MILLION).quantize(PRICE_STEP)
+
+
+# =============================================================================== data plane
+# OpenRouter speaks the OpenAI wire format (see providers/adapters/openai.py). Differences
+# handled there or here: attribution headers (deployment_headers), ``: OPENROUTER PROCESSING``
+# SSE comments, ``usage.cost`` (credits) kept as ``Usage.provider_cost``, the final usage
+# chunk with empty or non-empty ``choices``, ``{"error": {"code": <int>, …}}`` errors (also
+# mid-stream, with ``finish_reason: "error"``) and model-availability errors that say
+# themselves whether a retry can help.
+
+
+def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
+    return openai_wire.build_chat(deployment, body, stream=stream)
+
+
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+    return openai_wire.parse_chat_body(deployment, body, request_id=request_id, with_cost=True)
+
+
+def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> openai_wire.OpenAIStreamTranslator:
+    return openai_wire.OpenAIStreamTranslator(deployment, request_id=request_id, created=created, with_cost=True)
+
+
+def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
+    return openai_wire.build_embeddings(deployment, body)
+
+
+def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+    return openai_wire.parse_embeddings_body(deployment, body, with_cost=True)
+
+
+def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
+    return openai_wire.parse_error_body(deployment, status, headers, body)

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from billing.pricing import usage_cost
 from providers.gateway.auth import KeyCache, KeyInfo
+from providers.gateway.db import close_db
 from providers.gateway.engine import Call, Engine, OpenStream, usage_chunk
 from providers.gateway.errors import GatewayError, bad_request, rate_limited
 from providers.gateway.routing import ConfigCache, Route, TenantConfig
@@ -100,6 +101,7 @@ class GatewayApp:
             await self._session.close()
         if self.state is not None:
             await self.state.close()
+        await close_db()
         self.engine = None
 
     # --- ASGI ----------------------------------------------------------------------------
@@ -319,9 +321,9 @@ class GatewayApp:
     @staticmethod
     def _estimate(ctx: Ctx, text_chars: int) -> Usage:
         """No usage from upstream (or the client left): count about four characters a token,
-        and say so. Never zero."""
+        and say so. Never zero: a stream that started has produced at least one token."""
         return Usage(input_tokens=max(1, ctx.estimated_prompt_chars // 4),
-                     output_tokens=max(1, -(-text_chars // 4)) if text_chars else 0, estimated=True)
+                     output_tokens=max(1, -(-text_chars // 4)), estimated=True)
 
     # --- responses and the ledger --------------------------------------------------------
 

@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, unauthorized
 from tenants.keys import key_hash, key_looks_valid
 from tenants.models import ApiKey
@@ -88,7 +88,7 @@ class KeyCache:
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is None or entry[0] <= now:
-            info = await sync_to_async(_load, thread_sensitive=False)(digest)
+            info = await run_db(_load, digest)
             if len(self._entries) > 100_000:
                 self._entries.clear()
             self._entries[digest] = (now + settings.API_KEY_CACHE_SECONDS, info)
@@ -111,7 +111,7 @@ class KeyCache:
         if last is not None and now - last < settings.API_KEY_TOUCH_SECONDS:
             return
         self._touched[key_id] = now
-        task = asyncio.get_running_loop().create_task(sync_to_async(_touch, thread_sensitive=False)(key_id))
+        task = asyncio.get_running_loop().create_task(run_db(_touch, key_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

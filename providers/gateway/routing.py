@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, bad_request, not_found_model
 from providers.gateway.types import Deployment
 from providers.models import ModelAlias, ModelMode, ProviderModel
@@ -223,7 +223,7 @@ class ConfigCache:
         future = asyncio.get_running_loop().create_future()
         self._loading[tenant_id] = future
         try:
-            config = await sync_to_async(tenant_config_load, thread_sensitive=False)(tenant_id)
+            config = await run_db(tenant_config_load, tenant_id)
             self._entries[tenant_id] = (time.monotonic() + self.ttl, config)
             future.set_result(config)
             return config

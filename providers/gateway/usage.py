@@ -9,17 +9,46 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import IntegrityError, transaction
 
 from billing.models import UsageLog
+from providers.gateway.db import run_db
+from providers.models import Provider, ProviderModel
+from tenants.models import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
 
 
 def usage_rows_write(rows: list[dict[str, Any]]) -> None:
-    UsageLog.objects.bulk_create([UsageLog(**row) for row in rows], ignore_conflicts=True,
-                                 batch_size=settings.GATEWAY_USAGE_BATCH)
+    """Insert rows, skipping request ids already written. If the batch breaks a constraint
+    (a key, provider or tenant deleted meanwhile), write row by row so one bad row cannot hold
+    up the rest: a vanished key or provider is recorded as null, a vanished tenant's row is
+    dropped with an error in the log."""
+    try:
+        UsageLog.objects.bulk_create([UsageLog(**row) for row in rows], ignore_conflicts=True,
+                                     batch_size=settings.GATEWAY_USAGE_BATCH)
+    except IntegrityError:
+        for row in rows:
+            _usage_row_salvage(row)
+
+
+def _usage_row_salvage(row: dict[str, Any]) -> None:
+    try:
+        with transaction.atomic():
+            UsageLog.objects.bulk_create([UsageLog(**row)], ignore_conflicts=True)
+        return
+    except IntegrityError:
+        pass
+    if not Tenant.objects.filter(pk=row["tenant_id"]).exists():
+        log.error("usage row %s dropped: tenant %s no longer exists", row["request_id"], row["tenant_id"])
+        return
+    fixed = dict(row)
+    for field, model in (("api_key_id", ApiKey), ("provider_id", Provider), ("provider_model_id", ProviderModel)):
+        if fixed.get(field) is not None and not model.objects.filter(pk=fixed[field]).exists():
+            fixed[field] = None
+    with transaction.atomic():
+        UsageLog.objects.bulk_create([UsageLog(**fixed)], ignore_conflicts=True)
 
 
 class UsageWriter:
@@ -57,7 +86,7 @@ class UsageWriter:
             try:
                 for start in range(0, len(rows), settings.GATEWAY_USAGE_BATCH):
                     batch = rows[start:start + settings.GATEWAY_USAGE_BATCH]
-                    await sync_to_async(usage_rows_write, thread_sensitive=False)(batch)
+                    await run_db(usage_rows_write, batch)
                     written += len(batch)
             except BaseException:
                 self.pending[:0] = rows[written:]
