@@ -4,7 +4,6 @@ A caller acts in a tenant (members, admin keys, support staff with ?tenant=) or,
 who may change providers and name no tenant, in the platform scope, where the platform-wide
 providers are managed."""
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -507,18 +506,21 @@ class LlmTestIn(StrictSerializer):
     prompt = StrictCharField(max_length=4000)
 
 
-LLM_TEST_OUT = inline_serializer("LlmTestResult", {
-    "request_id": serializers.CharField(), "answer": serializers.CharField(),
-    "provider": serializers.CharField(), "model": serializers.CharField(),
-    "latency_ms": serializers.FloatField(), "input_tokens": serializers.IntegerField(),
-    "output_tokens": serializers.IntegerField(),
-    "cost": serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True),
-    "attempts": serializers.ListField(child=serializers.DictField()),
-})
+class LlmTestOut(serializers.Serializer):
+    request_id = serializers.CharField()
+    answer = serializers.CharField()
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    latency_ms = serializers.FloatField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost = serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True,
+                                    help_text="USD, as a string; null when the model's price is unknown.")
+    attempts = serializers.ListField(child=serializers.DictField())
 
 
 class LlmTestAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn, responses=LLM_TEST_OUT,
+    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn, responses=LlmTestOut,
                    summary="Send one short prompt through the tenant's routing and see what answered")
     def post(self, request):
         access = self.access_for_change(request, needed=Role.ADMIN, doing="test calls")
@@ -529,4 +531,4 @@ class LlmTestAPI(TenantAPIView):
                                    request_id=request_id)
         except GatewayError as exc:
             return Response(orjson.loads(exc.body()), status=exc.status, headers={"x-request-id": request_id})
-        return Response(dataclasses.asdict(answer), headers={"x-request-id": request_id})
+        return Response(LlmTestOut(answer).data, headers={"x-request-id": request_id})

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import httpx
+import openai
 import pytest
 
 from tests.support.procs import REPO, embedded_env, free_port, wait_http
@@ -32,6 +34,16 @@ def test_make_run_boots_answers_healthz_and_stops_on_ctrl_c(tmp_path):
             }
             docs = wait_http(f"http://127.0.0.1:{port}/api/docs/", timeout=10)
             assert docs.status_code == 200 and "swagger" in docs.text.lower()
+            chat_key = re.search(r"chat key:\s+(tg_\w+)", log.read_text()).group(1)
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=chat_key, max_retries=0)
+            answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",  # no model: the default
+                                headers={"Authorization": f"Bearer {chat_key}"},
+                                json={"messages": [{"role": "user", "content": "hello demo"}]})
+            assert answer.headers["x-tollgate-model"] == "mock:mock-fast"
+            assert "hello demo" in answer.json()["choices"][0]["message"]["content"]
+            stream = client.chat.completions.create(model="mock:mock-smart", stream=True,
+                                                    messages=[{"role": "user", "content": "stream please"}])
+            assert "stream please" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
             _wait_for(log, "ready.", "worker")
             _wait_for(log, "beat: Starting", "beat")
         finally:
@@ -65,6 +77,14 @@ def test_make_run_boots_answers_healthz_and_stops_on_ctrl_c(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, check=True,
     )
     assert counts.stdout.strip().splitlines()[-1].split() == ["1", "2", "1", "3"]
+    # Both chats are in the ledger: the server wrote its buffered rows when Ctrl-C stopped it.
+    ledger = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from billing.models import UsageLog;"
+         "print(sorted((r.status, r.stream, r.output_tokens > 0) for r in UsageLog.objects.all()))"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    )
+    assert ledger.stdout.strip().splitlines()[-1] == "[('ok', False, True), ('ok', True, True)]"
 
 
 def _wait_for(log, needle: str, what: str, timeout: float = 60) -> None:
