@@ -71,7 +71,9 @@ def _response(status: str, body: bytes, content_type: bytes = b"application/json
     )
 
 
-def _error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> bytes:
+def _error_body(
+    message: str, kind: str = "invalid_request_error", code: str | None = None
+) -> bytes:
     return _dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
 
 
@@ -249,15 +251,15 @@ class UpstreamProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: parse requests from the buffer and answer them in order."""
 
     __slots__ = (
-        "r",
-        "max_body",
-        "chunk_delay",
-        "transport",
         "buf",
-        "paused",
-        "streaming",
+        "chunk_delay",
         "closing",
         "continue_sent",
+        "max_body",
+        "paused",
+        "r",
+        "streaming",
+        "transport",
     )
 
     def __init__(self, responses: Responses, max_body: int, chunk_delay: float) -> None:
@@ -462,7 +464,7 @@ class UpstreamProtocol(asyncio.Protocol):
 def _install_uvloop() -> str:
     """Use uvloop's event loop policy when uvloop is importable; return the loop's name."""
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:
         return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

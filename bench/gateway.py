@@ -1,0 +1,176 @@
+"""Tollgate's data plane against the upstream alone and LiteLLM, in one run (bench/harness.py).
+
+    bash bench/setup.sh                                  # wrk + LiteLLM's virtualenv, once
+    .venv/bin/python bench/gateway.py [--duration 10]    # the table
+    .venv/bin/python bench/gateway.py --memory 100000    # worker RSS over 100k requests
+
+Tollgate runs as in production, one worker: uvicorn (uvloop, httptools), DEBUG off, PostgreSQL
+(database tollgate_bench) and Redis (db 1). Every request is authenticated with a chat key,
+resolved against the tenant's routing table, admitted by the rate limiter (the tenant has
+requests-per-minute and tokens-per-day limits, so the Redis script runs), relayed with aiohttp
+and written to the usage ledger.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from harness import BenchContext, Target, free_port, main, register_target  # noqa: E402
+
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+def tollgate_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DEBUG="false", ENV_FILE="/dev/null", SECRET_KEY="bench-" + "k" * 60,
+        ENCRYPTION_KEYS="ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzJieXRlcyE=", ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="false", ALLOW_PRIVATE_PROVIDER_URLS="true", LOG_LEVEL="WARNING",
+        DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL, DJANGO_SETTINGS_MODULE="config.settings",
+    )
+    return env
+
+
+def setup_tenant(upstream_base_url: str, model: str) -> dict:
+    """In a fresh process: migrate the bench database and create the tenant, its provider
+    (the upstream), and a chat key. Prints JSON."""
+    code = f"""
+import json, django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from tenants.models import Tenant
+from billing.models import UsageLog
+from providers.models import Provider
+from providers.services import provider_create
+from providers.sync import provider_sync
+from tenants.services import tenant_create, tenant_update
+from tenants.access import SYSTEM
+UsageLog.objects.filter(tenant__slug="bench").delete()
+Provider.objects.filter(owner__slug="bench").delete()
+Tenant.objects.filter(slug="bench").delete()
+created = tenant_create(slug="bench", name="Bench")
+tenant_update(tenant=created.tenant, actor=SYSTEM,
+              changes={{"requests_per_minute": 100_000_000, "tokens_per_day": 10**15}})
+provider = provider_create(owner=created.tenant, data={{"name": "up", "base_url": {upstream_base_url!r},
+                                                       "provider_type": "openai_compatible"}})
+provider_sync(provider=provider)
+print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "model": "up:{model}"}}))
+"""
+    subprocess.run([PYTHON, "-c", "import psycopg; c=psycopg.connect('" + DATABASE_URL.rsplit("/", 1)[0]
+                    + "/postgres', autocommit=True); n='" + DATABASE_URL.rsplit("/", 1)[1] + "';"
+                    "c.execute('SELECT 1 FROM pg_database WHERE datname=%s',[n]).fetchone() or "
+                    "c.execute(f'CREATE DATABASE \"{n}\"')"], check=True, env=tollgate_env())
+    out = subprocess.run([PYTHON, "-c", code], cwd=REPO, env=tollgate_env(), check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def uvicorn_argv(port: int) -> list[str]:
+    return [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning"]
+
+
+def start_tollgate(ctx: BenchContext) -> Target:
+    info = setup_tenant(ctx.upstream_base_url, ctx.model)
+    port = free_port()
+    ctx.count_as_target("postgres", "redis-server")
+    ctx.start("tollgate", uvicorn_argv(port), env=tollgate_env(), cwd=str(REPO), cpus=ctx.cpus.servers,
+              ready_url=f"http://127.0.0.1:{port}/healthz")
+    return Target("tollgate", f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
+
+
+register_target("tollgate", start_tollgate)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_run(total: int) -> int:
+    """Send ``total`` requests (16 at a time) to one Tollgate worker and report its RSS as it
+    goes, plus the ledger rows written versus requests answered."""
+    import asyncio
+
+    import aiohttp
+
+    from harness import ProcessSet, start_upstream  # noqa: PLC0415
+
+    procs = ProcessSet()
+    try:
+        _, base = start_upstream(procs, cpus="1")
+        info = setup_tenant(base, "bench-model")
+        port = free_port()
+        server = procs.start("tollgate", uvicorn_argv(port), env=tollgate_env(), cwd=str(REPO), cpus="1",
+                             ready_url=f"http://127.0.0.1:{port}/healthz")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = json.dumps({"model": info["model"], "messages": [{"role": "user", "content": "hi"}]}).encode()
+        headers = {"Authorization": f"Bearer {info['key']}", "Content-Type": "application/json"}
+        samples: list[tuple[int, int]] = []
+        answered = 0
+
+        async def run():
+            nonlocal answered
+            async with aiohttp.ClientSession() as session:
+                async def one():
+                    nonlocal answered
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            answered += 1
+                sent = 0
+                while sent < total:
+                    batch = min(1000, total - sent)
+                    sem = asyncio.Semaphore(16)
+
+                    async def gated():
+                        async with sem:
+                            await one()
+                    await asyncio.gather(*(gated() for _ in range(batch)))
+                    sent += batch
+                    if sent % 10_000 == 0 or sent == total:
+                        samples.append((sent, rss_kib(server.pid)))
+        started = time.monotonic()
+        asyncio.run(run())
+        took = time.monotonic() - started
+        time.sleep(1.0)  # one more flush of the usage buffer
+        rows = subprocess.run(
+            [PYTHON, "-c", "import django; django.setup(); from billing.models import UsageLog; "
+             f"print(UsageLog.objects.filter(tenant_id={info['tenant_id']}).count())"],
+            cwd=REPO, env=tollgate_env(), capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+    finally:
+        procs.stop_all()
+    print(f"\nOne Tollgate worker, {total} requests at 16 concurrent ({total / took:.0f} req/s incl. client)\n")
+    print("| requests sent | worker RSS MiB |")
+    print("|---:|---:|")
+    for sent, kib in samples:
+        print(f"| {sent} | {kib / 1024:.1f} |")
+    first, last = samples[0][1], samples[-1][1]
+    print(f"\nRSS after {samples[0][0]}: {first / 1024:.1f} MiB; after {samples[-1][0]}: {last / 1024:.1f} MiB "
+          f"({(last - first) / 1024:+.1f} MiB)")
+    print(f"ledger rows written: {rows}; requests answered 200: {answered} (plus the readiness check)")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--memory", type=int, default=0)
+    known, rest = parser.parse_known_args()
+    if known.memory:
+        sys.exit(memory_run(known.memory))
+    sys.exit(main(["--targets", "upstream,tollgate,litellm", *rest]))
