@@ -7,6 +7,7 @@ the batched usage writer. Everything else on the site is Django (config/asgi.py)
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import secrets
 import time
@@ -43,8 +44,14 @@ REFUSALS = {
 }
 
 
+_ID_PREFIX = secrets.token_hex(6)  # random per process: ids stay unique across workers
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    """``req_`` + 12 random hex digits fixed per process + a 12-digit counter: unique across
+    workers and restarts without a system call per request."""
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 @dataclass

@@ -61,8 +61,15 @@ def _minute(now: float) -> int:
     return int(now // 60)
 
 
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def _day(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+    global _day_cache
+    minute = int(now // 60)
+    if _day_cache[0] != minute:  # formatted once a minute, not once a request
+        _day_cache = (minute, datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
+    return _day_cache[1]
 
 
 def seconds_to_next_minute(now: float) -> float:
