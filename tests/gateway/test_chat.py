@@ -277,3 +277,39 @@ def test_stream_failing_before_first_byte_falls_back(world, live):
         bad.set_fault("reset")
         stream = sdk(live, world.chat_key).chat.completions.create(model="m", messages=hello(), stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "streamed ok"
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                          "required": ["city"]}}}]
+
+
+@pytest.mark.parametrize("fake_class, kind", [(FakeOpenAI, "openai"), (FakeAnthropic, "anthropic")])
+def test_tool_calls_pass_through_both_ways(world, live, fake_class, kind):
+    with fake_class(models=["toolful"], tool_call={"name": "get_weather", "arguments": {"city": "Paris"}},
+                    api_key="sk-tools-0001") as fake:
+        add_provider(world.tenant, fake, provider_type=kind, api_key="sk-tools-0001")
+        client = sdk(live, world.chat_key)
+        completion = client.chat.completions.create(model="up:toolful", messages=hello(), tools=TOOLS,
+                                                    tool_choice="auto")
+        call = completion.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and '"Paris"' in call.function.arguments
+        assert completion.choices[0].finish_reason == "tool_calls"
+        stream = client.chat.completions.create(model="up:toolful", messages=hello(), tools=TOOLS, stream=True)
+        arguments = "".join(
+            (c.choices[0].delta.tool_calls[0].function.arguments or "")
+            for c in stream if c.choices and c.choices[0].delta.tool_calls
+        )
+        assert '"Paris"' in arguments
+        sent = fake.requests[-1].body
+        tools_sent = sent["tools"]
+        assert tools_sent[0].get("name", tools_sent[0].get("function", {}).get("name")) == "get_weather"
+
+
+def test_ollama_embeddings(world, live):
+    with FakeOllama(models=["nomic-embed-text:latest"]) as fake:
+        add_provider(world.tenant, fake, name="ollama", provider_type="ollama")
+        result = sdk(live, world.chat_key).embeddings.create(model="ollama:nomic-embed-text:latest",
+                                                             input=["a", "b"], encoding_format="float")
+        assert len(result.data) == 2 and result.usage.prompt_tokens > 0
+        assert fake.requests_to("/api/embed")[-1].body["input"] == ["a", "b"]
