@@ -48,8 +48,9 @@ def usage_rows_write(rows: list[dict[str, Any]]) -> None:
 def _insert(rows: list[dict[str, Any]]) -> None:
     adapt_time = connection.ops.adapt_datetimefield_value
     defaults = list(USAGE_COLUMNS.items())
+    now = datetime.now(UTC)
     params = [
-        tuple(adapt_time(row.get(c, d)) if c == "created_at" else row.get(c, d) for c, d in defaults)
+        tuple(adapt_time(row.get(c) or now) if c == "created_at" else row.get(c, d) for c, d in defaults)
         for row in rows
     ]
     quote = connection.ops.quote_name
