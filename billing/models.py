@@ -64,3 +64,124 @@ class UsageLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.status}"
+
+
+class UsageDaily(models.Model):
+    """Rollup of the ledger per tenant × day (tenant's time zone) × model × key, kept exact:
+    rows are added in the same transaction that inserts their ledger rows. Dashboards and
+    budget checks read these, never the ledger. Ids are plain integers (0 = none) so the
+    natural key is unique on every database."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="usage_daily")
+    day = models.DateField()
+    provider_id = models.BigIntegerField(default=0)
+    provider_model_id = models.BigIntegerField(default=0)
+    api_key_id = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)  # status error, partial or rejected
+    cache_hits = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    unpriced = models.BigIntegerField(default=0)  # requests whose cost is unknown (not in `cost`)
+    latency_ms_total = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "provider_model_id", "api_key_id"],
+                                    name="usagedaily_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="usagedaily_day")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} pm{self.provider_model_id} k{self.api_key_id}"
+
+
+class BudgetScope(models.TextChoices):
+    TENANT = "tenant", "Whole tenant"
+    KEY = "key", "One API key"
+
+
+class BudgetPeriod(models.TextChoices):
+    DAY = "day", "Day"
+    WEEK = "week", "Week (Monday to Sunday)"
+    MONTH = "month", "Calendar month"
+    ROLLING_30D = "rolling_30d", "Rolling 30 days"
+
+
+class BudgetAction(models.TextChoices):
+    ALERT = "alert", "Alert only (keep serving)"
+    BLOCK = "block", "Block (429)"
+    DOWNGRADE = "downgrade", "Route to a cheaper alias"
+
+
+def default_thresholds() -> list[int]:
+    return [50, 80, 100]
+
+
+class Budget(models.Model):
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="budgets")
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=BudgetScope.choices, default=BudgetScope.TENANT)
+    api_key = models.ForeignKey("tenants.ApiKey", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="budgets")
+    amount = models.DecimalField(max_digits=20, decimal_places=6, help_text="USD per period.")
+    period = models.CharField(max_length=12, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+    thresholds = models.JSONField(default=default_thresholds, help_text="Alert at these percents.")
+    action = models.CharField(max_length=10, choices=BudgetAction.choices, default=BudgetAction.ALERT)
+    downgrade_alias = models.CharField(max_length=100, blank=True, default="")
+    webhook_url = models.URLField(max_length=500, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant_id", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(scope="tenant", api_key__isnull=True) | models.Q(scope="key", api_key__isnull=False),
+                name="budget_scope_matches_key",
+            ),
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="budget_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.tenant_id})"
+
+
+class AlertKind(models.TextChoices):
+    BUDGET = "budget", "Budget threshold"
+    DAILY_COST = "daily_cost", "Daily cost over COST_ALERT_THRESHOLD"
+
+
+class BudgetAlert(models.Model):
+    """One row per budget × period × threshold crossed (or tenant × day for the daily cost
+    threshold): the unique constraints make an alert fire once, however many workers look."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="budget_alerts")
+    budget = models.ForeignKey(Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=12, choices=AlertKind.choices, default=AlertKind.BUDGET)
+    period_start = models.DateField()
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the budget (100 for daily cost).")
+    spent = models.DecimalField(max_digits=24, decimal_places=12)
+    limit = models.DecimalField(max_digits=20, decimal_places=6)
+    created_at = models.DateTimeField(default=timezone.now)
+    email_sent_at = models.DateTimeField(null=True, blank=True)
+    webhook_sent_at = models.DateTimeField(null=True, blank=True)
+    webhook_attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "period_start", "threshold"], name="alert_once_per_budget",
+                                    condition=models.Q(budget__isnull=False)),
+            models.UniqueConstraint(fields=["tenant", "kind", "period_start", "threshold"],
+                                    name="alert_once_per_tenant_day", condition=models.Q(budget__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.threshold}% {self.period_start} (tenant {self.tenant_id})"
