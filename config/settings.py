@@ -206,6 +206,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "KeyScopeEnum": "tenants.models.KeyScope",
+        "BudgetScopeEnum": "billing.models.BudgetScope",
+    },
 }
 
 # --- Providers --------------------------------------------------------------------------------

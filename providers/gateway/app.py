@@ -12,15 +12,18 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.conf import settings
 
+from billing.periods import period_for
 from billing.pricing import usage_cost
+from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
-from providers.gateway.db import close_db
+from providers.gateway.db import close_db, run_db
 from providers.gateway.engine import Call, Engine, OpenStream, usage_chunk
 from providers.gateway.errors import GatewayError, bad_request, rate_limited
 from providers.gateway.routing import ConfigCache, Route, TenantConfig
@@ -71,6 +74,10 @@ class Ctx:
     estimated_prompt_chars: int = 0
     cache_hit: bool = False
     call: Call | None = None
+    prompt_bytes: int = 0
+    day: date | None = None  # the tenant's local day (rollups, budget buckets)
+    settle: tuple[int, list[str], list[str]] | None = None  # reservation, reserved keys, today's buckets
+    downgraded_by: str = ""  # the budget that sent this request to its cheaper alias
     headers_sent: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -168,7 +175,7 @@ class GatewayApp:
         tenant: TenantConfig | None = None
         try:
             ctx.key = await self.keys.authenticate(_header(scope, b"authorization"))
-            body = await _read_json(scope, receive)
+            body, ctx.prompt_bytes = await _read_json(scope, receive)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise bad_request("'messages' must be a non-empty array of {role, content} objects.", param="messages")
@@ -178,11 +185,13 @@ class GatewayApp:
             ctx.stream = stream
             self._note_client_fields(ctx, scope, body)
             tenant = await self._tenant(ctx.key)
+            ctx.day = datetime.now(tenant.zone).date()
             route = tenant.resolve(body.get("model"), allowed=ctx.key.allowed_models)
             ctx.model_requested = route.requested
+            route = await self._admit_budgets(ctx, tenant, route, body, ModelMode.CHAT)
             targets = self.engine.order_targets(route, await self._admit(ctx.key, tenant, route))
             ctx.call = Call(request_id=ctx.request_id)
-            ctx.estimated_prompt_chars = len(orjson.dumps(messages))
+            ctx.estimated_prompt_chars = ctx.prompt_bytes
             if stream:
                 await self._stream(ctx, tenant, route, targets, body, receive, send)
             else:
@@ -199,14 +208,16 @@ class GatewayApp:
         tenant = None
         try:
             ctx.key = await self.keys.authenticate(_header(scope, b"authorization"))
-            body = await _read_json(scope, receive)
+            body, ctx.prompt_bytes = await _read_json(scope, receive)
             value = body.get("input")
             if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
                 raise bad_request("'input' must be a non-empty string or array.", param="input")
             self._note_client_fields(ctx, scope, body)
             tenant = await self._tenant(ctx.key)
+            ctx.day = datetime.now(tenant.zone).date()
             route = tenant.resolve(body.get("model"), mode=ModelMode.EMBEDDING, allowed=ctx.key.allowed_models)
             ctx.model_requested = route.requested
+            route = await self._admit_budgets(ctx, tenant, route, body, ModelMode.EMBEDDING)
             targets = self.engine.order_targets(route, await self._admit(ctx.key, tenant, route))
             ctx.call = Call(request_id=ctx.request_id)
             data = await self.engine.embeddings(tenant, route, targets, body, ctx.call)
@@ -241,6 +252,80 @@ class GatewayApp:
                 "limit in the tenant settings.", admission.retry_after, code=code,
             )
         return admission.cooling
+
+    async def _admit_budgets(self, ctx: Ctx, tenant: TenantConfig, route: Route, body: dict[str, Any],
+                             mode: str) -> Route:
+        """Reserve the request's worst-case cost under every budget that covers it (tenant
+        and key), or refuse it, or send it to the budget's cheaper alias."""
+        if not tenant.budgets:
+            return route
+        plans = budgets.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
+        if not plans:
+            return route
+        downgraded = False
+        for _ in range(5):
+            reservation = self._worst_case(route, body, tenant, ctx.prompt_bytes, mode)
+            keys, args = budgets.script_arguments(plans, tenant_id=tenant.tenant_id, reservation=reservation,
+                                                  downgrade_as_alert=downgraded)
+            result = await self.state.budget_admit(keys, args)
+            code = result[0]
+            if code == 0:
+                ctx.settle = (
+                    reservation,
+                    [budgets.reserved_key(tenant.tenant_id, p.key_id) for p in plans],
+                    [budgets.bucket_key(tenant.tenant_id, p.key_id, p.days[-1]) for p in plans],
+                )
+                return route
+            scope = plans[result[1] - 1]
+            if code == 1:  # Redis lost these days: rebuild them from the rollups, then retry
+                days = [scope.days[i - 1] for i in result[2:]]
+                spent = await run_db(budgets.spend_by_day, tenant_id=tenant.tenant_id, key_id=scope.key_id, days=days)
+                await self.state.budget_seed(
+                    {budgets.bucket_key(tenant.tenant_id, scope.key_id, day): v for day, v in spent.items()}
+                )
+                continue
+            budget = scope.budgets[result[2] - 1][0]
+            spent_usd = Decimal(result[3]) / budgets.NANOS
+            if code == 2:
+                resets = period_for(budget.period, str(tenant.zone)).resets_at
+                raise GatewayError(
+                    429,
+                    f"Budget '{budget.name}' is exhausted: ${spent_usd:.4f} of ${budget.amount:.2f} spent this "
+                    f"{budget.period.replace('_', ' ')} (plus requests in flight). It resets at "
+                    f"{resets:%Y-%m-%d %H:%M} {tenant.zone}; raise the budget to keep going.",
+                    type="insufficient_quota", code="budget_exceeded",
+                    retry_after=max(1.0, (resets - datetime.now(tenant.zone)).total_seconds()),
+                    usage_status="rejected",
+                )
+            # code 3: downgrade to the budget's cheaper alias
+            if budget.downgrade_alias not in tenant.aliases:
+                raise GatewayError(
+                    429, f"Budget '{budget.name}' is exhausted and its downgrade alias '{budget.downgrade_alias}' "
+                    "no longer exists or has no usable model; fix the budget.",
+                    type="insufficient_quota", code="budget_exceeded", usage_status="rejected",
+                )
+            route = tenant.resolve(budget.downgrade_alias, mode=mode)
+            ctx.downgraded_by = budget.name
+            ctx.extra_headers.append((b"x-tollgate-budget-downgrade", budget.name.encode()))
+            downgraded = True
+        raise GatewayError(503, "Budget state could not be read; try again.", type="server_error",
+                           code="budget_unavailable")
+
+    @staticmethod
+    def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int, mode: str) -> int:
+        worst = 0
+        for target in route.targets:
+            d = target.deployment
+            out = 0
+            if mode != ModelMode.EMBEDDING:
+                asked = (body.get("max_tokens") or body.get("max_completion_tokens") or target.overrides.get("max_tokens")
+                         or tenant.defaults.get("max_tokens"))
+                out = asked if isinstance(asked, int) and asked > 0 else budgets.DEFAULT_OUTPUT_TOKENS
+                n = body.get("n")
+                out *= n if isinstance(n, int) and n > 0 else 1
+            worst = max(worst, budgets.worst_case_nanos(prompt_bytes=prompt_bytes, max_output_tokens=out,
+                                                        input_price=d.input_price, output_price=d.output_price))
+        return worst
 
     def _note_client_fields(self, ctx: Ctx, scope, body: dict[str, Any]) -> None:
         conversation = _header(scope, b"x-tollgate-conversation")
@@ -383,6 +468,9 @@ class GatewayApp:
             "conversation_id": ctx.conversation_id,
             "end_user": ctx.end_user,
         }
+        row["_day"] = ctx.day or datetime.now(UTC).date()
+        if ctx.settle is not None:
+            row["_settle"] = ctx.settle
         tokens = (usage.input_tokens + usage.output_tokens) if usage else 0
         self.usage.add(row, tokens=tokens)
 
@@ -398,11 +486,12 @@ def _header(scope, name: bytes) -> str | None:
 
 
 def _model_header(ctx: Ctx) -> list[tuple[bytes, bytes]]:
+    """x-tollgate-model (the deployment that answered) and any notes for the client."""
     d = ctx.call.deployment if ctx.call else None
-    return [(b"x-tollgate-model", d.public_id.encode())] if d else []
+    return [(b"x-tollgate-model", d.public_id.encode())] + ctx.extra_headers if d else list(ctx.extra_headers)
 
 
-async def _read_json(scope, receive) -> dict[str, Any]:
+async def _read_json(scope, receive) -> tuple[dict[str, Any], int]:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     declared = _header(scope, b"content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -429,7 +518,7 @@ async def _read_json(scope, receive) -> dict[str, Any]:
         raise bad_request(f"Request body is not valid JSON ({exc}).")
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.")
-    return body
+    return body, len(raw)
 
 
 async def _send_json(send, status: int, body: bytes, request_id: str, extra=()) -> None:

@@ -6,9 +6,12 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
+from billing.models import Budget
+from providers.gateway.budgets import BudgetInfo
 from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, bad_request, not_found_model
 from providers.gateway.types import Deployment
@@ -51,6 +54,8 @@ class TenantConfig:
     by_model_id: dict[str, list[Deployment]]  # bare model id -> deployments, best first
     provider_names: frozenset[str]
     aliases: dict[str, Route] = field(default_factory=dict)
+    zone: ZoneInfo = ZoneInfo("UTC")
+    budgets: list[BudgetInfo] = field(default_factory=list)
 
     def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT, allowed: frozenset[str] = frozenset()) -> Route:
         """The route for a request's ``model`` (alias, provider:model, bare id, or the tenant
@@ -186,6 +191,11 @@ def tenant_config_load(tenant_id: int) -> TenantConfig | None:
                 cooldown_seconds=alias.cooldown_seconds,
             )
     defaults = {"temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p}
+    budgets = [
+        BudgetInfo(budget_id=b.pk, name=b.name, scope=b.scope, key_id=b.api_key_id, amount=b.amount,
+                   period=b.period, action=b.action, downgrade_alias=b.downgrade_alias)
+        for b in Budget.objects.filter(tenant=tenant, enabled=True).order_by("pk")
+    ]
     return TenantConfig(
         tenant_id=tenant.pk,
         slug=tenant.slug,
@@ -200,6 +210,8 @@ def tenant_config_load(tenant_id: int) -> TenantConfig | None:
         by_model_id=by_model,
         provider_names=frozenset(d.provider_name for d in by_public.values()),
         aliases=aliases,
+        zone=ZoneInfo(tenant.timezone),
+        budgets=budgets,
     )
 
 

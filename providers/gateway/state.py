@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from providers.gateway.budgets import BUCKET_TTL, RESERVATION_TTL
+
 _ADMIT = """
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 for i = 3, 4 do
@@ -41,6 +43,61 @@ if n > tonumber(ARGV[1]) then
   redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
   redis.call('DEL', KEYS[1])
   return 1
+end
+return 0
+"""
+
+# Budgets (see providers/gateway/budgets.py). Per scope: its reservation key, then its day
+# buckets ascending to today; per budget: amount, action (0 alert, 1 block, 2 downgrade) and
+# how many of the last days it counts. Answers {0} (admitted and reserved), {1, scope, missing
+# day indexes...} (rebuild those buckets first), {2, scope, budget, spent, reserved} (blocked)
+# or {3, scope, budget, spent, reserved} (downgrade).
+_BUDGET = """
+local resv = tonumber(ARGV[1])
+local scopes = tonumber(ARGV[2])
+local a, k = 3, 1
+local reserve = {}
+for s = 1, scopes do
+  local nd, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local reserved = tonumber(redis.call('GET', KEYS[k]) or '0')
+  local vals = redis.call('MGET', unpack(KEYS, k + 1, k + nd))
+  local missing = {}
+  for i = 1, nd do if not vals[i] then missing[#missing + 1] = i end end
+  if #missing > 0 then return {1, s, unpack(missing)} end
+  for b = 1, nb do
+    local amount, action, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    a = a + 3
+    local spent = 0
+    for i = nd - n + 1, nd do spent = spent + tonumber(vals[i]) end
+    if spent + reserved + resv > amount then
+      if action == 1 then return {2, s, b, spent, reserved} end
+      if action == 2 then return {3, s, b, spent, reserved} end
+    end
+  end
+  reserve[#reserve + 1] = KEYS[k]
+  k = k + 1 + nd
+end
+if resv > 0 then
+  for _, key in ipairs(reserve) do
+    redis.call('INCRBY', key, resv)
+    redis.call('EXPIRE', key, ARGV[a])
+  end
+end
+return {0}
+"""
+
+# Settle finished requests: release reservations (never below zero) and add real costs to
+# day buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
+_SETTLE = """
+local releases = tonumber(ARGV[1])
+for i = 1, releases do
+  if redis.call('DECRBY', KEYS[i], ARGV[i + 1]) < 0 then
+    redis.call('SET', KEYS[i], '0', 'EX', ARGV[#ARGV])
+  end
+end
+for i = releases + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 1]) end
 end
 return 0
 """
@@ -111,6 +168,8 @@ class RedisState:
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._admit = self.redis.register_script(_ADMIT)
         self._fail = self.redis.register_script(_FAIL)
+        self._budget = self.redis.register_script(_BUDGET)
+        self._settle = self.redis.register_script(_SETTLE)
 
     async def admit(
         self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], provider_model_ids: list[int]
@@ -143,6 +202,22 @@ class RedisState:
                     pipe.incrby(name, tokens)
                     pipe.expire(name, 2 * 86400)
             await pipe.execute()
+
+    async def budget_admit(self, keys: list[str], args: list[int]) -> list[int]:
+        return [int(v) for v in await self._budget(keys=keys, args=[*args, RESERVATION_TTL])]
+
+    async def budget_seed(self, values: dict[str, int]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value in values.items():
+                pipe.set(key, value, nx=True, ex=BUCKET_TTL)
+            await pipe.execute()
+
+    async def budget_settle(self, releases: dict[str, int], adds: dict[str, int]) -> None:
+        if not releases and not adds:
+            return
+        keys = [*releases, *adds]
+        args = [len(releases), *releases.values(), *adds.values(), RESERVATION_TTL]
+        await self._settle(keys=keys, args=args)
 
     async def cache_get(self, key: str) -> bytes | None:
         return await self.redis.get(key)
@@ -206,6 +281,49 @@ class LocalState:
             _, _, tenant_day, key_day = _keys(tenant_id, key_id, now)
             self._incr(tenant_day, tokens, 2 * 86400, now)
             self._incr(key_day, tokens, 2 * 86400, now)
+
+    async def budget_admit(self, keys: list[str], args: list[int]) -> list[int]:
+        now = time.time()
+        resv, scopes = args[0], args[1]
+        a, k = 2, 0
+        reserve = []
+        for s in range(1, scopes + 1):
+            nd, nb = args[a], args[a + 1]
+            a += 2
+            reserved = self._get(keys[k], now)
+            day_keys = keys[k + 1:k + 1 + nd]
+            missing = [i + 1 for i, key in enumerate(day_keys) if key not in self.counters or self.expiry.get(key, now + 1) <= now]
+            if missing:
+                return [1, s, *missing]
+            vals = [self._get(key, now) for key in day_keys]
+            for b in range(1, nb + 1):
+                amount, action, n = args[a], args[a + 1], args[a + 2]
+                a += 3
+                spent = sum(vals[nd - n:])
+                if spent + reserved + resv > amount and action in (1, 2):
+                    return [action + 1, s, b, spent, reserved]
+            reserve.append(keys[k])
+            k += 1 + nd
+        if resv > 0:
+            for key in reserve:
+                self.counters[key] = self._get(key, now) + resv
+                self.expiry[key] = now + RESERVATION_TTL
+        return [0]
+
+    async def budget_seed(self, values: dict[str, int]) -> None:
+        now = time.time()
+        for key, value in values.items():
+            if self._get(key, now) == 0 and key not in self.counters:
+                self.counters[key] = value
+                self.expiry[key] = now + BUCKET_TTL
+
+    async def budget_settle(self, releases: dict[str, int], adds: dict[str, int]) -> None:
+        now = time.time()
+        for key, value in releases.items():
+            self.counters[key] = max(0, self._get(key, now) - value)
+        for key, value in adds.items():
+            if key in self.counters:
+                self.counters[key] = self._get(key, now) + value
 
     async def cache_get(self, key: str) -> bytes | None:
         entry = self.cache.get(key)

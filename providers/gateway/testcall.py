@@ -3,19 +3,20 @@ check their set-up. It uses the same routing, engine and ledger as /v1, with its
 client (the request runs outside the data plane's event loop)."""
 
 import time
+from datetime import datetime
 from dataclasses import dataclass
 from decimal import Decimal
 
 import orjson
 from asgiref.sync import async_to_sync
 
+from billing.ledger import usage_rows_write
 from billing.pricing import usage_cost
 from providers.gateway.engine import Call, Engine
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import tenant_config_load
 from providers.gateway.state import shared_state
 from providers.gateway.upstream import new_session
-from providers.gateway.usage import usage_rows_write
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def llm_test_sync(*, tenant_id: int, model: str | None, prompt: str, request_id:
             "cached_input_tokens": usage.cached_input_tokens if usage else 0,
             "reasoning_tokens": usage.reasoning_tokens if usage else 0, "cost": cost,
             "latency_ms": int(latency_ms), "end_user": "tollgate-test",
+            "_day": datetime.now(config.zone).date(),
         }])
     message = orjson.loads(result.body)["choices"][0]["message"]
     return TestAnswer(

@@ -1,0 +1,154 @@
+"""Writing the ledger: usage rows and their daily rollups, in one transaction.
+
+Rows come from the data plane's batched writer (and the test endpoint) as dicts. A row whose
+request id is already in the ledger is skipped, and only the rows actually inserted are added
+to the rollups, so a retried batch never counts twice and the rollups stay equal to the
+ledger. Inserts bypass model instances (the ORM's per-field work would slow the data plane,
+this runs beside its event loop): one prepared statement executed per row, which psycopg
+pipelines and sqlite3 loops in C."""
+
+import logging
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+
+from billing.models import UsageDaily, UsageLog
+from providers.models import Provider, ProviderModel
+from tenants.models import ApiKey, Tenant
+
+log = logging.getLogger(__name__)
+
+# Every ledger column a row may set, with the value a row leaves out.
+USAGE_COLUMNS = {
+    "request_id": None, "tenant_id": None, "api_key_id": None, "model_requested": "", "provider_id": None,
+    "provider_model_id": None, "attempts": 0, "status": "ok", "error_type": "", "input_tokens": 0,
+    "cached_input_tokens": 0, "cache_write_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0,
+    "tokens_estimated": False, "cost": None, "provider_cost": None, "latency_ms": 0, "ttft_ms": None,
+    "stream": False, "conversation_id": "", "end_user": "", "created_at": None,
+}
+ERROR_STATUSES = frozenset({"error", "partial", "rejected"})
+ROLLUP_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+               "output_tokens", "reasoning_tokens", "cost", "unpriced", "latency_ms_total")
+
+
+def usage_rows_write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write ``rows`` (each may carry ``_day``: the tenant's local day, for the rollup) and
+    return the ones that were new. A batch that breaks a constraint (a key, provider or tenant
+    deleted meanwhile) is written row by row, so one bad row cannot hold up the others."""
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():
+            return _write(rows)
+    except IntegrityError:
+        written = []
+        for row in rows:
+            written.extend(_salvage(row))
+        return written
+
+
+def _write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = [row["request_id"] for row in rows]
+    existing = set(UsageLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
+    new, seen = [], set(existing)
+    for row in rows:
+        if row["request_id"] not in seen:
+            seen.add(row["request_id"])
+            new.append(row)
+    if new:
+        _insert_ledger(new)
+        _add_to_rollups(new)
+    return new
+
+
+def _execute_many(sql: str, params: list[tuple]) -> None:
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:  # server-side binding: parsed once, pipelined
+            cursor.executemany(sql, params)
+    else:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+def _insert_ledger(rows: list[dict[str, Any]]) -> None:
+    adapt_time = connection.ops.adapt_datetimefield_value
+    now = datetime.now(UTC)
+    defaults = list(USAGE_COLUMNS.items())
+    params = [
+        tuple(adapt_time(row.get(c) or now) if c == "created_at" else row.get(c, d) for c, d in defaults)
+        for row in rows
+    ]
+    quote = connection.ops.quote_name
+    _execute_many(
+        f"INSERT INTO {quote(UsageLog._meta.db_table)} ({', '.join(quote(c) for c in USAGE_COLUMNS)}) "
+        f"VALUES ({', '.join(['%s'] * len(USAGE_COLUMNS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING",
+        params,
+    )
+
+
+def rollup_key(row: dict[str, Any]) -> tuple[int, date, int, int]:
+    day = row.get("_day") or (row.get("created_at") or datetime.now(UTC)).date()
+    return (row["tenant_id"], day, row.get("provider_model_id") or 0, row.get("api_key_id") or 0)
+
+
+def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
+    totals: dict[tuple, dict[str, Any]] = {}
+    provider_of: dict[tuple, int] = {}
+    for row in rows:
+        key = rollup_key(row)
+        acc = totals.get(key)
+        if acc is None:
+            acc = totals[key] = {name: 0 for name in ROLLUP_SUMS}
+            acc["cost"] = Decimal(0)
+        provider_of[key] = row.get("provider_id") or 0
+        status = row.get("status", "ok")
+        acc["requests"] += 1
+        acc["errors"] += status in ERROR_STATUSES
+        acc["cache_hits"] += status == "cache_hit"
+        for name in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"):
+            acc[name] += row.get(name) or 0
+        if row.get("cost") is not None:
+            acc["cost"] += row["cost"]
+        elif (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0) > 0:
+            acc["unpriced"] += 1
+        acc["latency_ms_total"] += row.get("latency_ms") or 0
+    quote = connection.ops.quote_name
+    table = quote(UsageDaily._meta.db_table)
+    columns = ["tenant_id", "day", "provider_id", "provider_model_id", "api_key_id", *ROLLUP_SUMS]
+    sets = ", ".join(f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in ROLLUP_SUMS)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(quote(c) for c in ('tenant_id', 'day', 'provider_model_id', 'api_key_id'))}) "
+        f"DO UPDATE SET {sets}"
+    )
+    adapt_date = connection.ops.adapt_datefield_value
+    adapt_money = connection.ops.adapt_decimalfield_value
+    params = [
+        (tenant_id, adapt_date(day), provider_of[(tenant_id, day, pm, key)], pm, key,
+         *[adapt_money(acc[n], 24, 12) if n == "cost" else acc[n] for n in ROLLUP_SUMS])
+        # sorted: concurrent writers lock shared rollup rows in the same order (no deadlock)
+        for (tenant_id, day, pm, key), acc in sorted(totals.items())
+    ]
+    _execute_many(sql, params)
+
+
+def _salvage(row: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        with transaction.atomic():
+            return _write([row])
+    except IntegrityError:
+        pass
+    if not Tenant.objects.filter(pk=row["tenant_id"]).exists():
+        log.error("usage row %s dropped: tenant %s no longer exists", row["request_id"], row["tenant_id"])
+        return []
+    fixed = dict(row)
+    for field, model in (("api_key_id", ApiKey), ("provider_id", Provider), ("provider_model_id", ProviderModel)):
+        if fixed.get(field) is not None and not model.objects.filter(pk=fixed[field]).exists():
+            fixed[field] = None
+    with transaction.atomic():
+        return _write([fixed])

@@ -1,0 +1,129 @@
+"""Budget admission on the data plane.
+
+Spend is kept in Redis per scope (the tenant, or one key) and local day of the tenant's time
+zone, in nano-dollars: ``tg:spend:t{tenant}:d{YYYYMMDD}`` and ``tg:spend:t{t}:k{key}:d{…}``.
+Every period (day, week, month, rolling 30 days) ends today, so a budget's spend is the sum of
+the last N day buckets of its scope. In-flight requests hold a reservation of their worst-case
+cost in ``tg:resv:t{t}`` / ``tg:resv:t{t}:k{key}``.
+
+Admission is one Lua script: it reads the buckets, refuses (block), asks for a downgrade, or
+reserves for every scope, atomically, so 200 concurrent requests cannot all see the same
+"almost spent" budget. After the answer, the usage writer settles: the reservation is released
+and the real cost added to today's bucket. Redis is a cache of the truth: a missing bucket is
+rebuilt from the daily rollups (PostgreSQL) before admission goes on.
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import Sum
+
+from billing.models import BudgetAction, BudgetScope, UsageDaily
+from billing.periods import period_for
+
+NANOS = Decimal(1_000_000_000)
+ACTION_CODES = {BudgetAction.ALERT: 0, BudgetAction.BLOCK: 1, BudgetAction.DOWNGRADE: 2}
+DEFAULT_OUTPUT_TOKENS = 4096  # reserved when a request sets no max_tokens and nothing fills it
+BUCKET_TTL = 40 * 86400
+RESERVATION_TTL = 600
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    budget_id: int
+    name: str
+    scope: str  # tenant or key
+    key_id: int | None
+    amount: Decimal
+    period: str
+    action: str
+    downgrade_alias: str
+
+    @property
+    def amount_nanos(self) -> int:
+        return int(self.amount * NANOS)
+
+
+def to_nanos(cost: Decimal | None) -> int:
+    """USD → whole nano-dollars, rounded up (budgets never under-count)."""
+    if cost is None or cost <= 0:
+        return 0
+    return int(math.ceil(cost * NANOS))
+
+
+def scope_prefix(tenant_id: int, key_id: int | None) -> str:
+    return f"t{tenant_id}" if key_id is None else f"t{tenant_id}:k{key_id}"
+
+
+def bucket_key(tenant_id: int, key_id: int | None, day: date) -> str:
+    return f"tg:spend:{scope_prefix(tenant_id, key_id)}:d{day:%Y%m%d}"
+
+
+def reserved_key(tenant_id: int, key_id: int | None) -> str:
+    return f"tg:resv:{scope_prefix(tenant_id, key_id)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopePlan:
+    key_id: int | None  # None: the tenant scope
+    days: list[date]  # ascending, ending today: the longest period among its budgets
+    budgets: list[tuple[BudgetInfo, int]]  # budget and how many of the last days it counts
+
+
+def plan(budgets: list[BudgetInfo], *, tenant_id: int, key_id: int, zone: ZoneInfo,
+         now: datetime | None = None) -> list[ScopePlan]:
+    """The scopes and days a request of ``key_id`` must check: the tenant's budgets and the
+    budgets of this key."""
+    now = now or datetime.now(zone)
+    today = now.astimezone(zone).date()
+    by_scope: dict[int | None, list[tuple[BudgetInfo, int]]] = {}
+    for budget in budgets:
+        if budget.scope == BudgetScope.KEY and budget.key_id != key_id:
+            continue
+        start = period_for(budget.period, str(zone), now).start
+        scope = None if budget.scope == BudgetScope.TENANT else key_id
+        by_scope.setdefault(scope, []).append((budget, (today - start).days + 1))
+    plans = []
+    for scope, entries in by_scope.items():
+        longest = max(n for _, n in entries)
+        days = [today - timedelta(days=i) for i in range(longest - 1, -1, -1)]
+        plans.append(ScopePlan(scope, days, entries))
+    return plans
+
+
+def script_arguments(plans: list[ScopePlan], *, tenant_id: int, reservation: int,
+                     downgrade_as_alert: bool) -> tuple[list[str], list[int]]:
+    keys: list[str] = []
+    args: list[int] = [reservation, len(plans)]
+    for scope in plans:
+        keys.append(reserved_key(tenant_id, scope.key_id))
+        keys.extend(bucket_key(tenant_id, scope.key_id, day) for day in scope.days)
+        args.extend([len(scope.days), len(scope.budgets)])
+        for budget, n_days in scope.budgets:
+            action = ACTION_CODES[budget.action]
+            if downgrade_as_alert and action == 2:
+                action = 0
+            args.extend([budget.amount_nanos, action, n_days])
+    return keys, args
+
+
+def spend_by_day(*, tenant_id: int, key_id: int | None, days: list[date]) -> dict[date, int]:
+    """The truth, from the rollups: nano-dollars spent per day (missing days are 0)."""
+    rows = UsageDaily.objects.filter(tenant_id=tenant_id, day__in=days)
+    if key_id is not None:
+        rows = rows.filter(api_key_id=key_id)
+    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost"))}
+    return {day: to_nanos(totals.get(day)) for day in days}
+
+
+def worst_case_nanos(*, prompt_bytes: int, max_output_tokens: int, input_price: Decimal | None,
+                     output_price: Decimal | None) -> int:
+    """What a request can cost at most: every two bytes of its body a prompt token (more
+    than any tokenizer makes of JSON), and all of its output tokens. Prices per million."""
+    if input_price is None or output_price is None:
+        return 0  # an unknown price cannot be reserved (its rows carry no cost either)
+    usd = (Decimal(prompt_bytes // 2 + 1) * input_price + Decimal(max_output_tokens) * output_price) / Decimal(10**6)
+    return to_nanos(usd)
