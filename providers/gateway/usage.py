@@ -1,14 +1,20 @@
 """The data plane's side of the ledger: each worker buffers its usage rows and writes them in
-one INSERT every GATEWAY_USAGE_FLUSH_SECONDS, instead of one per request. The write is
+one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of one per request. The write is
 idempotent (the request id is unique; a conflicting row is skipped), a failed write is kept
-and retried, and the worker's shutdown writes whatever is left before it exits."""
+and retried, and the worker's shutdown writes whatever is left before it exits. If the
+database is still unreachable then, the rows go to a spool file on local disk, and the next
+worker to start writes them: nothing a client was answered for is lost."""
 
 import asyncio
 import logging
+import os
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from billing.ledger import usage_rows_write
@@ -37,6 +43,8 @@ class UsageWriter:
 
     def start(self) -> None:
         if self._task is None:
+            if self.requeue_spooled():
+                log.warning("writing %d usage rows spooled by an earlier worker", len(self.pending))
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -116,4 +124,61 @@ class UsageWriter:
                 log.exception("final usage flush failed (attempt %d); retrying", attempt + 1)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-        log.error("exiting with %d usage rows unwritten", len(self.pending))
+        if self.pending:
+            path = spool_write(self.pending)
+            log.error("database unreachable at shutdown: %d usage rows spooled to %s; the next start writes them",
+                      len(self.pending), path)
+            self.pending = []
+
+    def requeue_spooled(self) -> int:
+        """At startup: take the rows an earlier worker spooled and queue them (the request id
+        makes a second write of any row harmless)."""
+        rows = spool_take()
+        self.pending[:0] = rows
+        return len(rows)
+
+
+def spool_dir() -> Path:
+    return Path(settings.VAR_DIR) / "usage-spool"
+
+
+def spool_write(rows: list[dict[str, Any]]) -> Path:
+    """Rows the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool)."""
+    folder = spool_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.jsonl"
+    with open(path, "wb") as out:
+        for row in rows:
+            out.write(orjson.dumps({k: v for k, v in row.items() if k != "_settle"}, default=str) + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return path
+
+
+def spool_take() -> list[dict[str, Any]]:
+    folder = spool_dir()
+    if not folder.is_dir():
+        return []
+    rows: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.jsonl")):
+        claimed = path.with_suffix(f".claimed-{os.getpid()}")
+        try:
+            path.rename(claimed)  # atomic: one worker takes each file
+        except FileNotFoundError:
+            continue
+        for line in claimed.read_bytes().splitlines():
+            if line.strip():
+                rows.append(_revive(orjson.loads(line)))
+        claimed.unlink()
+    return rows
+
+
+def _revive(row: dict[str, Any]) -> dict[str, Any]:
+    for money in ("cost", "provider_cost"):
+        if row.get(money) is not None:
+            row[money] = Decimal(row[money])
+    if row.get("created_at"):
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
+    if row.get("_day"):
+        row["_day"] = date.fromisoformat(row["_day"])
+    return row

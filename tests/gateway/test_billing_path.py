@@ -21,6 +21,9 @@ from billing.models import Budget, UsageDaily, UsageLog
 from config.redis import get_redis
 from providers.gateway.app import gateway
 from providers.gateway.budgets import BudgetInfo, plan
+from providers.gateway.db import close_db
+from providers.gateway.state import LocalState
+from providers.gateway.usage import UsageWriter
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import api_key_create, tenant_update
@@ -239,3 +242,37 @@ def test_sigterm_writes_every_answered_request(world, live, settings):
                 os.killpg(proc.pid, signal.SIGKILL)
     assert UsageLog.objects.filter(request_id__in=ids).count() == 40
     assert UsageDaily.objects.filter(tenant=world.tenant).aggregate(n=Sum("requests"))["n"] == 40
+
+
+def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(world, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    row = {"request_id": "req_spooled", "tenant_id": world.tenant.pk, "status": "ok", "input_tokens": 3,
+           "output_tokens": 4, "cost": Decimal("0.000123"), "_day": datetime.now().date()}
+
+    class DatabaseDown(Exception):
+        pass
+
+    async def shutdown_with_database_down():
+        writer = UsageWriter(state=None)
+        writer.add(dict(row))
+
+        async def refuse():
+            raise DatabaseDown("connection refused")
+        writer.flush = refuse
+        await writer.close(attempts=2)
+        return writer
+
+    asyncio.run(shutdown_with_database_down())
+    assert len(list((tmp_path / "usage-spool").glob("*.jsonl"))) == 1
+    assert not UsageLog.objects.filter(request_id="req_spooled").exists()
+
+    async def next_start():
+        writer = UsageWriter(state=LocalState())
+        writer.start()
+        await writer.close()
+        await close_db()  # the writer's database thread lets go of the test database
+
+    asyncio.run(next_start())
+    written = UsageLog.objects.get(request_id="req_spooled")
+    assert written.cost == Decimal("0.000123") and written.output_tokens == 4
+    assert list((tmp_path / "usage-spool").iterdir()) == []
