@@ -1,0 +1,3 @@
+"""Server-rendered pages: the tenant console (/app/) and the support dashboards (/support/)."""
+
+urlpatterns: list = []
