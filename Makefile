@@ -26,6 +26,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	-$(BIN)/python manage.py discover_providers
 	$(BIN)/python manage.py seed_demo --port $(PORT)
+	$(BIN)/python manage.py reset_metrics
 	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) \
 		$(BIN)/honcho start --procfile config/Procfile.dev --app-root . --port $(PORT) --env /dev/null || true
 

@@ -3,10 +3,38 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("tollgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_success.connect
+def _task_succeeded(sender=None, **kwargs):
+    _count(sender, "success")
+
+
+@signals.task_failure.connect
+def _task_failed(sender=None, **kwargs):
+    _count(sender, "failure")
+
+
+@signals.task_retry.connect
+def _task_retried(sender=None, **kwargs):
+    _count(sender, "retry")
+
+
+@signals.worker_process_shutdown.connect
+def _worker_process_gone(pid=None, **kwargs):
+    from config.metrics import mark_process_dead
+
+    mark_process_dead(pid)
+
+
+def _count(task, outcome: str) -> None:
+    from config.metrics import celery_tasks
+
+    celery_tasks.labels(getattr(task, "name", "unknown"), outcome).inc()

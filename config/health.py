@@ -1,9 +1,15 @@
-"""``GET /healthz``: 200 when every backing service answers, 503 with the failing one named."""
+"""Operations endpoints: ``/healthz`` (200 when every backing service answers, 503 naming the
+one that does not), ``/readyz`` (also 503 while draining) and ``/metrics`` (Prometheus)."""
 
+import secrets
+
+from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from config.redis import get_redis
+from providers.gateway.app import gateway
 
 
 def _check_database() -> str:
@@ -34,3 +40,27 @@ def healthz(request):
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,
     )
+
+
+def readyz(request):
+    """For load balancers: 200 while this instance takes traffic; 503 once it is draining
+    (shutting down) or when a backing service is down."""
+    checks = {"database": _check_database(), "redis": _check_redis(),
+              "accepting": "no (draining)" if gateway.draining else "ok"}
+    ready = checks["accepting"] == "ok" and all(v in ("ok", "not configured") for v in checks.values())
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def metrics(request):
+    """Prometheus text format for every worker process (multi-process collector). Needs the
+    METRICS_TOKEN bearer when one is set, else a client IP in METRICS_ALLOWED_IPS."""
+    if settings.METRICS_TOKEN:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not secrets.compare_digest(supplied, settings.METRICS_TOKEN):
+            return JsonResponse({"error": "Send 'Authorization: Bearer <METRICS_TOKEN>'."}, status=401)
+    elif request.META.get("REMOTE_ADDR") not in settings.METRICS_ALLOWED_IPS:
+        return JsonResponse({"error": "Metrics are served to METRICS_ALLOWED_IPS only (or set METRICS_TOKEN)."},
+                            status=403)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,8 @@ Two shapes of the same code:
 Every setting is documented in ``.env.example``.
 """
 
+import os
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -224,6 +226,11 @@ PROVIDER_MAX_RESPONSE_BYTES = env.int("PROVIDER_MAX_RESPONSE_BYTES", default=20 
 # A sync still "running" after this many seconds is presumed dead and may be claimed again.
 PROVIDER_SYNC_STALE_SECONDS = env.int("PROVIDER_SYNC_STALE_SECONDS", default=600)
 
+# --- Billing ----------------------------------------------------------------------------------
+# USD per tenant per local day: a tenant whose known cost today reaches it gets an alert email
+# (owners and admins), with or without a budget. Empty or 0 = off.
+COST_ALERT_THRESHOLD = Decimal(env.str("COST_ALERT_THRESHOLD", default="") or "0") or None
+
 # --- Gateway (/v1 data plane) ---------------------------------------------------------------
 # Seconds a worker keeps a tenant's routing table (models, aliases, defaults, limits).
 GATEWAY_CONFIG_SECONDS = env.float("GATEWAY_CONFIG_SECONDS", default=5.0)
@@ -294,13 +301,34 @@ if not DEBUG:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# --- Metrics --------------------------------------------------------------------------------
+# prometheus-client multi-process mode: each worker writes here; empty it before a deployment
+# starts its workers (`manage.py reset_metrics`, which `make run` does).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# GET /metrics answers a request bearing this token, or (without a token) these client IPs.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# json: one JSON object per line (production default); plain: readable lines (development).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+# One structured line per /v1 request (logger tollgate.requests).
+GATEWAY_REQUEST_LOG = env.bool("GATEWAY_REQUEST_LOG", default=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Django's own console handler would print every line a second time.

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 
+from config import metrics
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.adapters.base import raise_for_status, request_headers
 from providers.catalog import CatalogEntry
@@ -50,14 +51,19 @@ def provider_sync(*, provider: Provider) -> SyncResult:
     Refuses (Conflict) while another sync of the same provider is running."""
     if not provider_sync_claim(provider=provider):
         raise Conflict(f"A sync of provider '{provider.name}' is already running.")
+    started = time.perf_counter()
+    outcome = "error"
     try:
         result = provider_models_upsert(provider=provider, catalog=catalog_fetch(provider))
+        outcome = "ok"
     except TollgateError as exc:
         provider_sync_finish(provider=provider, error=exc.message)
         raise
     except Exception as exc:
         provider_sync_finish(provider=provider, error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        metrics.sync_duration.labels(provider.provider_type, outcome).observe(time.perf_counter() - started)
     provider_sync_finish(provider=provider)
     return result
 

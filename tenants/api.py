@@ -9,6 +9,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 from tenants import selectors, services
+from tenants.access import SUPPORT
 from tenants.drf import (
     StrictBooleanField,
     StrictCharField,
@@ -19,7 +20,8 @@ from tenants.drf import (
     principal_of,
     validated,
 )
-from tenants.models import ApiKey, KeyScope, Membership, Role, Tenant
+from tenants.errors import Forbidden
+from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
 
 TENANT_PARAM = OpenApiParameter(
     "tenant",
@@ -334,3 +336,26 @@ class MemberDetailAPI(TenantAPIView):
         membership = selectors.membership_get(tenant=access.tenant, membership_id=member_id)
         services.membership_remove(membership=membership, actor=access.principal)
         return Response(status=204)
+
+
+# --- audit trail -----------------------------------------------------------------------------
+
+
+class AuditEventOut(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created_at", "actor", "action", "target", "before", "after"]
+
+
+class AuditListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=AuditEventOut(many=True),
+                   summary="Configuration changes in this tenant, newest first (owners and support staff)")
+    def get(self, request):
+        access = self.access(request)
+        if access.role not in (Role.OWNER, SUPPORT):
+            raise Forbidden("The audit trail is visible to the tenant's owners and to support staff.")
+        events = selectors.audit_event_list(tenant=access.tenant)
+        action = request.query_params.get("action")
+        if action:
+            events = events.filter(action__startswith=action)
+        return paged(self, request, events, AuditEventOut)

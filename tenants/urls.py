@@ -9,4 +9,5 @@ urlpatterns = [
     path("keys/<int:key_id>", api.ApiKeyDetailAPI.as_view(), name="api-key"),
     path("members", api.MemberListAPI.as_view(), name="api-members"),
     path("members/<int:member_id>", api.MemberDetailAPI.as_view(), name="api-member"),
+    path("audit", api.AuditListAPI.as_view(), name="api-audit"),
 ]

@@ -1,6 +1,8 @@
 """Shared fixtures. The suite runs against real PostgreSQL and Redis: if either is missing
 the run fails at once (it never skips), because a green run without them proves nothing."""
 
+import time
+
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,6 +13,7 @@ from billing.support import SUPPORT_GROUP
 from config.redis import get_redis
 from tenants.models import Membership, Role
 from tenants.services import tenant_create
+from tests.support.live import LiveServer
 
 
 def pytest_sessionstart(session):
@@ -42,6 +45,27 @@ def pytest_sessionstart(session):
             problems.append(f"Redis is not reachable at {settings.REDIS_URL}: {exc}")
     if problems:
         pytest.exit("Test services missing:\n  " + "\n  ".join(problems), returncode=3)
+
+
+@pytest.fixture(scope="session")
+def live_server_session():
+    server = LiveServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live(live_server_session, transactional_db):
+    """The live server, with the gateway's per-worker caches emptied for this test."""
+    from providers.gateway.app import gateway
+
+    gateway.keys.clear()
+    gateway.configs.clear()
+    yield live_server_session
+    # Rows of this test still buffered would point at tables the next test empties.
+    time.sleep(settings.GATEWAY_USAGE_FLUSH_SECONDS * 2)
+    if gateway.usage is not None:
+        gateway.usage.pending.clear()
 
 
 @pytest.fixture(autouse=True)

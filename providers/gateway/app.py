@@ -20,6 +20,7 @@ import orjson
 from django.conf import settings
 
 from billing.periods import period_for
+from config import metrics
 from billing.pricing import usage_cost
 from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
@@ -34,6 +35,7 @@ from providers.gateway.usage import UsageWriter
 from providers.models import ModelMode
 
 log = logging.getLogger("tollgate.gateway")
+request_log = logging.getLogger("tollgate.requests")
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -95,6 +97,8 @@ class GatewayApp:
         self.usage: UsageWriter | None = None
         self._session = None
         self._ready = asyncio.Lock()
+        self.draining = False
+        self.log_requests = settings.GATEWAY_REQUEST_LOG
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class GatewayApp:
             self.usage.start()
 
     async def shutdown(self) -> None:
+        self.draining = True
         if self.usage is not None:
             await self.usage.close()
         if self._session is not None:
@@ -473,6 +478,49 @@ class GatewayApp:
             row["_settle"] = ctx.settle
         tokens = (usage.input_tokens + usage.output_tokens) if usage else 0
         self.usage.add(row, tokens=tokens)
+        self._observe(ctx, tenant, row, deployment, usage)
+
+    def _observe(self, ctx: Ctx, tenant: TenantConfig | None, row: dict[str, Any], deployment: Deployment | None,
+                 usage: Usage | None) -> None:
+        """Metrics (bounded labels) and, when enabled, one structured log line."""
+        tenant_label = tenant.slug if tenant else f"id-{row['tenant_id']}"
+        provider = deployment.provider_name if deployment else "none"
+        model = deployment.public_id if deployment else "none"
+        status = row["status"]
+        metrics.requests.labels(tenant_label, provider, model, status).inc()
+        metrics.latency.labels(provider).observe(row["latency_ms"] / 1000)
+        if ctx.ttft_ms is not None:
+            metrics.ttft.labels(provider).observe(ctx.ttft_ms / 1000)
+        if usage is not None:
+            metrics.tokens.labels(tenant_label, provider, model, "input").inc(usage.input_tokens)
+            metrics.tokens.labels(tenant_label, provider, model, "output").inc(usage.output_tokens)
+        if row["cost"]:
+            metrics.cost.labels(tenant_label, provider, model).inc(float(row["cost"]))
+        if status == "rejected":
+            metrics.rejections.labels(tenant_label, row["error_type"] or "rejected").inc()
+        elif status == "cache_hit":
+            metrics.cache_hits.labels(tenant_label).inc()
+        attempts = ctx.call.attempts if ctx.call else []
+        for attempt in attempts:
+            if attempt.outcome != "ok":
+                metrics.upstream_errors.labels(attempt.deployment.partition(":")[0], attempt.outcome).inc()
+        if deployment is not None and attempts and attempts[0].deployment != deployment.public_id:
+            metrics.fallbacks.labels(provider).inc()
+        if self.log_requests:
+            request_log.info(
+                "%s %s %s -> %s %s %dms", ctx.request_id, tenant_label, ctx.model_requested or "-", model, status,
+                row["latency_ms"],
+                extra={
+                    "request_id": ctx.request_id, "tenant": tenant_label,
+                    "key_prefix": ctx.key.prefix if ctx.key else None,
+                    "model_requested": ctx.model_requested, "model_used": model, "provider": provider,
+                    "attempts": row["attempts"], "status": status, "error_type": row["error_type"],
+                    "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+                    "tokens_estimated": row["tokens_estimated"],
+                    "cost": str(row["cost"]) if row["cost"] is not None else None,
+                    "latency_ms": row["latency_ms"], "ttft_ms": ctx.ttft_ms, "stream": ctx.stream,
+                },
+            )
 
 
 # --- ASGI helpers ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 from django.conf import settings
 
+from config import metrics
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
@@ -106,12 +107,14 @@ class Engine:
 
     async def _count_failure(self, tenant: TenantConfig, route: Route, deployment: Deployment) -> None:
         try:
-            await self.state.record_failure(
+            started = await self.state.record_failure(
                 tenant_id=tenant.tenant_id, provider_model_id=deployment.provider_model_id,
                 allowed_fails=route.allowed_fails, cooldown_seconds=route.cooldown_seconds,
             )
         except Exception:  # counting must never break serving
-            pass
+            return
+        if started:
+            metrics.cooldowns.labels(deployment.provider_name).inc()
 
     async def _plan(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any], call: Call):
         """Yield (target, request body, timeout, attempt number) in retry / fallback order; the

@@ -9,7 +9,7 @@ from providers.services import provider_get_or_create, provider_model_set_enable
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
 from tests.fakes import FakeOpenAI
-from tests.gateway.conftest import add_provider
+from tests.support.live import add_provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

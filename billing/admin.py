@@ -1,0 +1,168 @@
+from django import forms
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connection
+from django.utils.functional import cached_property
+
+from billing import services
+from billing.alerts import usd
+from billing.models import Budget, BudgetAlert, UsageDaily, UsageLog
+from billing.selectors import budget_period, budget_spent
+from tenants.access import Principal
+from tenants.errors import InvalidInput
+
+
+# --- cheap counts for the big tables -----------------------------------------------------------
+
+
+class CappedCountPaginator(Paginator):
+    """COUNT(*) over millions of ledger rows is the slow part of a changelist. An unfiltered
+    list uses PostgreSQL's row estimate; a filtered one counts at most CAP rows."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        query = self.object_list.query
+        if not query.where and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                               [self.object_list.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] > self.CAP:
+                return int(row[0])
+        return self.object_list.order_by()[: self.CAP + 1].count()
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# --- budgets -----------------------------------------------------------------------------------
+
+
+class BudgetForm(forms.ModelForm):
+    """Checked by the same rules as the API (key and alias of the budget's own tenant, thresholds,
+    amount). The webhook URL is write-only: empty keeps the stored one."""
+
+    webhook_url = forms.CharField(
+        required=False, max_length=500, widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the stored URL; tick 'clear webhook' to remove it.",
+    )
+    clear_webhook = forms.BooleanField(required=False)
+
+    class Meta:
+        model = Budget
+        fields = ["tenant", "name", "scope", "api_key", "amount", "period", "thresholds", "action",
+                  "downgrade_alias", "webhook_url", "clear_webhook", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant") or (self.instance.tenant if self.instance.pk else None)
+        if tenant is None or self.errors:
+            return cleaned
+        data = {f: cleaned.get(f) for f in ("name", "scope", "amount", "period", "thresholds", "action",
+                                            "downgrade_alias", "enabled")}
+        data["api_key"] = cleaned["api_key"].pk if cleaned.get("api_key") else None
+        if cleaned.get("clear_webhook"):
+            data["webhook_url"] = ""
+        elif cleaned.get("webhook_url"):
+            data["webhook_url"] = cleaned["webhook_url"]
+        try:
+            services.budget_validate(tenant=tenant, data=data, budget=self.instance if self.instance.pk else None)
+        except InvalidInput as exc:
+            field = exc.field if exc.field in self.fields else None
+            self.add_error(field, exc.message)
+        self.service_data = data
+        return cleaned
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    form = BudgetForm
+    list_display = ["name", "tenant", "scope", "api_key", "amount", "period", "action", "enabled", "status"]
+    list_filter = ["scope", "period", "action", "enabled"]
+    search_fields = ["name", "tenant__slug", "tenant__name"]
+    list_select_related = ["tenant", "api_key"]
+    autocomplete_fields = ["tenant"]
+    raw_id_fields = ["api_key"]
+    readonly_fields = ["webhook_hint", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return ["tenant", *fields] if obj is not None else fields  # a budget stays in its tenant
+
+    @admin.display(description="this period")
+    def status(self, obj: Budget) -> str:
+        spent = budget_spent(budget=obj, period=budget_period(obj))
+        percent = spent * 100 / obj.amount if obj.amount else 0
+        return f"{usd(spent)} / {usd(obj.amount)} ({percent:.0f}%)"
+
+    @admin.display(description="webhook")
+    def webhook_hint(self, obj: Budget) -> str:
+        return services.mask_url(obj.webhook_url) or "—"
+
+    def save_model(self, request, obj, form, change):
+        actor = Principal(user=request.user)
+        data = form.service_data
+        if change:
+            saved = services.budget_update(budget=Budget.objects.get(pk=obj.pk), data=data, actor=actor)
+        else:
+            saved = services.budget_create(tenant=form.cleaned_data["tenant"], data=data, actor=actor)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        services.budget_delete(budget=obj, actor=Principal(user=request.user))
+
+    def delete_queryset(self, request, queryset):
+        for budget in queryset.select_related("tenant"):
+            services.budget_delete(budget=budget, actor=Principal(user=request.user))
+
+
+@admin.register(BudgetAlert)
+class BudgetAlertAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "tenant", "kind", "budget", "threshold", "period_start", "spent", "limit",
+                    "email_sent_at", "webhook_sent_at", "webhook_attempts"]
+    list_filter = ["kind", "threshold", "created_at", ("email_sent_at", admin.EmptyFieldListFilter),
+                   ("webhook_sent_at", admin.EmptyFieldListFilter)]
+    search_fields = ["tenant__slug", "tenant__name", "budget__name"]
+    list_select_related = ["tenant", "budget"]
+
+
+# --- usage (big, append-only tables) -----------------------------------------------------------
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(ReadOnlyAdmin):
+    list_display = ["day", "tenant", "provider_model_id", "api_key_id", "requests", "errors", "input_tokens",
+                    "output_tokens", "cost", "unpriced"]
+    list_filter = ["day"]
+    search_fields = ["=tenant__slug"]
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+
+@admin.register(UsageLog)
+class UsageLogAdmin(ReadOnlyAdmin):
+    list_display = ["request_id", "tenant", "model_requested", "status", "tokens", "cost", "created_at"]
+    list_filter = ["status", "stream", "created_at"]
+    # Exact matches: request_id has a unique index; a substring search would scan the ledger.
+    search_fields = ["=request_id", "=conversation_id"]
+    search_help_text = "Exact request id (x-request-id) or conversation id."
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    raw_id_fields = ["tenant", "api_key", "provider", "provider_model"]
+
+    @admin.display(description="tokens (in / out)")
+    def tokens(self, obj: UsageLog) -> str:
+        return f"{obj.input_tokens} / {obj.output_tokens}"

@@ -1,0 +1,217 @@
+"""Management REST API for budgets: CRUD, live status and alert history. Views parse,
+authorize, call a service or selector, and render; nothing else happens here.
+
+Viewers (and support staff, with ?tenant=) read; admins and owners write."""
+
+from datetime import timedelta
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from billing import selectors, services
+from billing.models import AlertKind, Budget, BudgetAction, BudgetAlert, BudgetPeriod, BudgetScope
+from tenants.api import TENANT_PARAM, paged
+from tenants.drf import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+    TenantAPIView,
+    validated,
+)
+from tenants.errors import InvalidInput
+from tenants.models import Role
+
+MONEY = {"max_digits": 24, "decimal_places": 12}
+
+
+def choice(choices, **kwargs) -> serializers.ChoiceField:
+    allowed = ", ".join(value for value, _ in choices)
+    return serializers.ChoiceField(
+        choices=choices,
+        error_messages={"invalid_choice": f'"{{input}}" is not a valid choice; use one of: {allowed}.'},
+        **kwargs,
+    )
+
+
+# --- serializers ---------------------------------------------------------------------------
+
+
+class BudgetIn(StrictSerializer):
+    name = StrictCharField(max_length=100)
+    scope = choice(BudgetScope.choices, required=False,
+                   help_text="tenant (every key) or key (one key, given as api_key). Default: tenant, "
+                             "or key when api_key is given.")
+    api_key = StrictIntegerField(required=False, allow_null=True, min_value=1,
+                                 help_text="Id of one of the tenant's API keys (scope key).")
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6, min_value=0,
+                                      help_text='USD per period, e.g. "100.00".')
+    period = choice(BudgetPeriod.choices, required=False,
+                    help_text="In the tenant's time zone. Default: month.")
+    thresholds = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=1000), required=False, min_length=1, max_length=10,
+        help_text="Percents that send an alert, 1 to 10 distinct values in 1..1000. Default: [50, 80, 100].",
+    )
+    action = choice(BudgetAction.choices, required=False, help_text="What happens at 100 %. Default: alert.")
+    downgrade_alias = StrictCharField(required=False, allow_blank=True, max_length=100,
+                                      help_text="The alias to route to when action is downgrade.")
+    webhook_url = StrictCharField(required=False, allow_blank=True, max_length=500, write_only=True,
+                                  help_text="Alerts are also POSTed here as JSON (Slack-compatible `text`). "
+                                            "Never returned; empty clears it.")
+    enabled = StrictBooleanField(required=False)
+
+
+class BudgetUpdateIn(BudgetIn):
+    name = StrictCharField(max_length=100, required=False)
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6, min_value=0, required=False)
+
+
+class BudgetOut(serializers.ModelSerializer):
+    api_key = serializers.IntegerField(source="api_key_id", allow_null=True)
+    api_key_status = serializers.SerializerMethodField(help_text="active, expired or revoked; null for tenant scope.")
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6)
+    currency = serializers.SerializerMethodField()
+    webhook_url_hint = serializers.SerializerMethodField(help_text="Masked; the URL itself is never returned.")
+
+    class Meta:
+        model = Budget
+        fields = ["id", "name", "scope", "api_key", "api_key_status", "amount", "currency", "period", "thresholds",
+                  "action", "downgrade_alias", "webhook_url_hint", "enabled", "created_at", "updated_at"]
+
+    def get_api_key_status(self, budget) -> str | None:
+        return budget.api_key.status if budget.api_key_id else None
+
+    def get_currency(self, budget) -> str:
+        return "USD"
+
+    def get_webhook_url_hint(self, budget) -> str | None:
+        return services.mask_url(budget.webhook_url) or None
+
+
+class PeriodOut(serializers.Serializer):
+    start = serializers.DateField(help_text="First day counted.")
+    end = serializers.DateField(help_text="Last day counted (inclusive).")
+    resets_at = serializers.CharField(help_text="When the amount starts over: ISO 8601 in the tenant's time zone.")
+    timezone = serializers.CharField()
+
+
+class BudgetStatusOut(serializers.Serializer):
+    budget_id = serializers.IntegerField()
+    period = serializers.SerializerMethodField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=6)
+    spent = serializers.DecimalField(**MONEY, help_text="Known cost in this period, from the daily rollups.")
+    reserved = serializers.DecimalField(**MONEY, allow_null=True,
+                                        help_text="Held by requests in flight; null when Redis cannot be read.")
+    remaining = serializers.DecimalField(**MONEY, help_text="amount - spent - reserved, never below 0.")
+    percent_used = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False,
+                                            help_text="spent / amount × 100.")
+    thresholds_crossed = serializers.ListField(child=serializers.IntegerField())
+    action = serializers.CharField()
+    state = serializers.ChoiceField(choices=["ok", "alerting", "exhausted"],
+                                    help_text="exhausted: spent + reserved reached the amount; alerting: a "
+                                              "threshold is crossed; ok otherwise.")
+
+    @extend_schema_field(PeriodOut)
+    def get_period(self, status) -> dict:
+        p = status.period
+        return PeriodOut({"start": p.start, "end": p.end - timedelta(days=1), "resets_at": p.resets_at.isoformat(),
+                          "timezone": status.timezone}).data
+
+
+class BudgetAlertOut(serializers.ModelSerializer):
+    budget_id = serializers.IntegerField(allow_null=True)
+    spent = serializers.DecimalField(**MONEY)
+    limit = serializers.DecimalField(max_digits=20, decimal_places=6)
+    delivery_error = serializers.CharField(source="last_error")
+
+    class Meta:
+        model = BudgetAlert
+        fields = ["id", "kind", "budget_id", "threshold", "period_start", "spent", "limit", "created_at",
+                  "email_sent_at", "webhook_sent_at", "webhook_attempts", "delivery_error"]
+
+
+KIND_PARAM = OpenApiParameter("kind", str, enum=AlertKind.values, required=False,
+                              description="Only alerts of this kind.")
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+class BudgetListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=BudgetOut(many=True), summary="Budgets of the tenant")
+    def get(self, request):
+        access = self.access(request)
+        return paged(self, request, selectors.budget_list(tenant=access.tenant).order_by("name", "id"), BudgetOut)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=BudgetIn, responses={201: BudgetOut},
+                   summary="Create a budget for the tenant or one of its keys")
+    def post(self, request):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating budgets")
+        data = validated(BudgetIn, request.data)
+        budget = services.budget_create(tenant=access.tenant, data=dict(data), actor=access.principal)
+        return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget.pk)).data, status=201)
+
+
+class BudgetDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=BudgetOut, summary="One budget")
+    def get(self, request, budget_id: int):
+        access = self.access(request)
+        return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget_id)).data)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=BudgetUpdateIn, responses=BudgetOut,
+                   summary="Change a budget",
+                   description="Fields that are sent are changed; fields left out keep their value. "
+                               "PATCH behaves the same.")
+    def put(self, request, budget_id: int):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="changing budgets")
+        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        data = validated(BudgetUpdateIn, request.data)
+        services.budget_update(budget=budget, data=dict(data), actor=access.principal)
+        return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget_id)).data)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=BudgetUpdateIn, responses=BudgetOut,
+                   summary="Change a budget (same as PUT)")
+    def patch(self, request, budget_id: int):
+        return self.put(request, budget_id)
+
+    @extend_schema(parameters=[TENANT_PARAM], responses={204: None},
+                   summary="Delete a budget and its alert history")
+    def delete(self, request, budget_id: int):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="deleting budgets")
+        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        services.budget_delete(budget=budget, actor=access.principal)
+        return Response(status=204)
+
+
+class BudgetStatusAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=BudgetStatusOut,
+                   summary="Spend, reservations and what is left in the current period")
+    def get(self, request, budget_id: int):
+        access = self.access(request)
+        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        return Response(BudgetStatusOut(services.budget_status(budget=budget)).data)
+
+
+class BudgetAlertListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=BudgetAlertOut(many=True),
+                   summary="Alerts a budget has sent, newest first")
+    def get(self, request, budget_id: int):
+        access = self.access(request)
+        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        return paged(self, request, BudgetAlert.objects.filter(tenant=access.tenant, budget=budget), BudgetAlertOut)
+
+
+class TenantAlertListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM, KIND_PARAM], responses=BudgetAlertOut(many=True),
+                   operation_id="budget_alerts_all_list",
+                   summary="Every alert of the tenant (budgets and the daily cost threshold), newest first")
+    def get(self, request):
+        access = self.access(request)
+        alerts = BudgetAlert.objects.filter(tenant=access.tenant)
+        kind = request.query_params.get("kind")
+        if kind:
+            if kind not in AlertKind.values:
+                raise InvalidInput(f"kind must be one of: {', '.join(AlertKind.values)}.", field="kind")
+            alerts = alerts.filter(kind=kind)
+        return paged(self, request, alerts, BudgetAlertOut)
