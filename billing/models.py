@@ -60,6 +60,8 @@ class UsageLog(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="usage_tenant_created"),
             models.Index(fields=["created_at"], name="usage_created"),
+            models.Index(fields=["tenant", "conversation_id"], name="usage_tenant_conversation",
+                         condition=models.Q(conversation_id__gt="")),
         ]
 
     def __str__(self) -> str:

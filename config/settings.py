@@ -230,6 +230,8 @@ PROVIDER_SYNC_STALE_SECONDS = env.int("PROVIDER_SYNC_STALE_SECONDS", default=600
 # USD per tenant per local day: a tenant whose known cost today reaches it gets an alert email
 # (owners and admins), with or without a budget. Empty or 0 = off.
 COST_ALERT_THRESHOLD = Decimal(env.str("COST_ALERT_THRESHOLD", default="") or "0") or None
+# Days the ledger keeps a request row (tenants may set their own); daily rollups are kept.
+USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=400)
 
 # --- Gateway (/v1 data plane) ---------------------------------------------------------------
 # Seconds a worker keeps a tenant's routing table (models, aliases, defaults, limits).

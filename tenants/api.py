@@ -68,10 +68,15 @@ class CacheIn(StrictSerializer):
     ttl_seconds = StrictIntegerField(required=False, min_value=1, max_value=30 * 86400)
 
 
+class DataIn(StrictSerializer):
+    usage_retention_days = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=3650)
+
+
 class SettingsIn(StrictSerializer):
     llm = LlmSettingsIn(required=False)
     limits = LimitsIn(required=False)
     cache = CacheIn(required=False)
+    data = DataIn(required=False)
 
 
 class TenantIn(StrictSerializer):
@@ -97,6 +102,7 @@ _SETTING_FIELDS = {
     ("limits", "tokens_per_day"): "tokens_per_day",
     ("cache", "enabled"): "cache_enabled",
     ("cache", "ttl_seconds"): "cache_ttl_seconds",
+    ("data", "usage_retention_days"): "usage_retention_days",
 }
 
 
@@ -132,10 +138,16 @@ class CacheOut(serializers.Serializer):
     ttl_seconds = serializers.IntegerField(source="cache_ttl_seconds")
 
 
+class DataOut(serializers.Serializer):
+    usage_retention_days = serializers.IntegerField(allow_null=True,
+                                                    help_text="Null: the platform default (USAGE_RETENTION_DAYS).")
+
+
 class SettingsOut(serializers.Serializer):
     llm = LlmSettingsOut(source="*")
     limits = LimitsOut(source="*")
     cache = CacheOut(source="*")
+    data = DataOut(source="*")
 
 
 class TenantOut(serializers.ModelSerializer):

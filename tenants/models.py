@@ -22,6 +22,10 @@ class Tenant(models.Model):
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
 
+    # Ledger rows older than this many days are deleted (rollups are kept); empty = the
+    # platform default (USAGE_RETENTION_DAYS).
+    usage_retention_days = models.PositiveIntegerField(null=True, blank=True)
+
     # Response cache (opt-in).
     cache_enabled = models.BooleanField(default=False)
     cache_ttl_seconds = models.PositiveIntegerField(default=3600)

@@ -32,6 +32,7 @@ TENANT_SETTING_FIELDS = (
     "tokens_per_day",
     "cache_enabled",
     "cache_ttl_seconds",
+    "usage_retention_days",
 )
 
 

@@ -32,6 +32,7 @@ def test_get_tenant_shows_settings_and_role(world, client_for):
         "llm": {"model": None, "temperature": None, "max_tokens": None, "top_p": None},
         "limits": {"requests_per_minute": None, "tokens_per_day": None},
         "cache": {"enabled": False, "ttl_seconds": 3600},
+        "data": {"usage_retention_days": None},
     }
 
 

@@ -1,0 +1,109 @@
+"""Forms of the tenant console's tenant pages. The bounds are read from the REST API's
+serializers, so the console and the API accept exactly the same values."""
+
+import zoneinfo
+from functools import lru_cache
+from typing import Any
+
+from django import forms
+
+from tenants.api import CacheIn, LimitsIn, LlmSettingsIn
+from tenants.models import KeyScope, Role, Tenant
+
+
+def api_bounds(serializer_class, name: str) -> dict[str, Any]:
+    """min_value / max_value of one field of a REST serializer, as form field arguments."""
+    field = serializer_class().fields[name]
+    return {"min_value": field.min_value, "max_value": field.max_value}
+
+
+@lru_cache(maxsize=1)
+def timezone_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+
+
+class ConsoleForm(forms.Form):
+    """Labels without a trailing colon (the layout sets them apart)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
+def number_input(step: str = "any", **attrs) -> forms.NumberInput:
+    return forms.NumberInput(attrs={"step": step, **attrs})
+
+
+class TenantSettingsForm(ConsoleForm):
+    name = forms.CharField(max_length=200, label="Tenant name")
+    timezone = forms.ChoiceField(
+        label="Time zone", help_text="Days, months and budget periods are counted in this time zone."
+    )
+    default_model = forms.ChoiceField(
+        required=False, label="Default model",
+        help_text="Used when a request names no model. Pick an alias or an enabled model.",
+    )
+    temperature = forms.FloatField(required=False, widget=number_input("0.05"),
+                                   help_text="0 to 2. Empty: the model's own default.",
+                                   **api_bounds(LlmSettingsIn, "temperature"))
+    max_tokens = forms.IntegerField(required=False, label="Max tokens", widget=number_input("1"),
+                                    help_text="At least 1. Empty: no default limit.",
+                                    **api_bounds(LlmSettingsIn, "max_tokens"))
+    top_p = forms.FloatField(required=False, label="Top p", widget=number_input("0.05"),
+                             help_text="0 to 1. Empty: the model's own default.",
+                             **api_bounds(LlmSettingsIn, "top_p"))
+    requests_per_minute = forms.IntegerField(required=False, label="Requests per minute",
+                                             widget=number_input("1"), help_text="At least 1. Empty: unlimited.",
+                                             **api_bounds(LimitsIn, "requests_per_minute"))
+    tokens_per_day = forms.IntegerField(required=False, label="Tokens per day", widget=number_input("1"),
+                                        help_text="At least 1 (UTC days). Empty: unlimited.",
+                                        **api_bounds(LimitsIn, "tokens_per_day"))
+    cache_enabled = forms.BooleanField(required=False, label="Response cache on",
+                                       help_text="Answers temperature-0 requests from the cache.")
+    cache_ttl_seconds = forms.IntegerField(label="Cache lifetime (seconds)", widget=number_input("1"),
+                                           **api_bounds(CacheIn, "ttl_seconds"))
+
+    FIELDS = ("name", "timezone", "default_model", "temperature", "max_tokens", "top_p", "requests_per_minute",
+              "tokens_per_day", "cache_enabled", "cache_ttl_seconds")
+
+    def __init__(self, data=None, *, tenant: Tenant, models, aliases):
+        initial = {name: getattr(tenant, name) for name in self.FIELDS}
+        super().__init__(data, initial=initial)
+        self.fields["timezone"].choices = timezone_choices()
+        choices = [("", "No default")]
+        choices += [(a.name, f"alias {a.name}") for a in aliases]
+        choices += [(f"{m.provider.name}:{m.model_id}", f"{m.provider.name}:{m.model_id}") for m in models]
+        known = {value for value, _ in choices}
+        # A default that is no longer available (a disabled model, a deleted alias) stays
+        # selectable, so saving other settings does not force a change of model.
+        self.missing_current = tenant.default_model if tenant.default_model not in known else ""
+        if self.missing_current:
+            choices.append((self.missing_current, f"{self.missing_current} (not available now)"))
+        self.fields["default_model"].choices = choices
+
+    def changes(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data["name"] = data["name"].strip()
+        data["default_model"] = (data["default_model"] or "").strip()
+        return {name: data[name] for name in self.FIELDS}
+
+
+class ApiKeyForm(ConsoleForm):
+    name = forms.CharField(max_length=100, help_text="What uses the key, e.g. 'support bot (prod)'.")
+    scope = forms.ChoiceField(choices=KeyScope.choices, initial=KeyScope.CHAT,
+                              help_text="Chat keys work on /v1 only; admin keys also manage the tenant over /api.")
+    expires_at = forms.DateTimeField(
+        required=False, label="Expires", input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Optional, in the tenant's time zone. Empty: never expires.",
+    )
+
+
+class MemberAddForm(ConsoleForm):
+    email = forms.EmailField(max_length=254, help_text="The user must already have a Tollgate login.")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+class MemberRoleForm(ConsoleForm):
+    role = forms.ChoiceField(choices=Role.choices)
+
