@@ -9,7 +9,10 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tollgate
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install run test migrate check-deploy clean
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +33,12 @@ run: install
 	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) \
 		$(BIN)/honcho start --procfile config/Procfile.dev --app-root . --port $(PORT) --env /dev/null || true
 
-test: install
-	DEBUG=true \
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
+chromium:
+	@[ -x "$(CHROMIUM)" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install chromium
+	CHROMIUM_PATH=$(CHROMIUM) DEBUG=true \
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	PATH="$(abspath $(BIN)):$$PATH" \

@@ -7,6 +7,7 @@ import random
 from celery import shared_task
 
 from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up
+from billing.retention import usage_retention_purge
 from billing.services import alerts_check
 
 log = logging.getLogger(__name__)
@@ -38,3 +39,10 @@ def alert_deliver(self, alert_id: int) -> bool:
         alert_give_up(alert_id, tries=self.request.retries + 1)
         return False
     raise self.retry(countdown=retry_countdown(self.request.retries))
+
+
+@shared_task(name="billing.usage_retention", ignore_result=True)
+def usage_retention() -> dict:
+    """Daily (beat): delete ledger rows past their tenant's retention, in bounded batches;
+    rollups are kept."""
+    return usage_retention_purge()

@@ -15,4 +15,5 @@ urlpatterns = [
     path("api/", include("tenants.urls")),
     path("api/", include("providers.urls")),
     path("api/", include("billing.urls")),
+    path("api/", include("billing.usage_urls")),
 ]

@@ -6,8 +6,9 @@ from functools import lru_cache
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
-from tenants.api import CacheIn, LimitsIn, LlmSettingsIn
+from tenants.api import CacheIn, DataIn, LimitsIn, LlmSettingsIn
 from tenants.models import KeyScope, Role, Tenant
 
 
@@ -63,13 +64,22 @@ class TenantSettingsForm(ConsoleForm):
     cache_ttl_seconds = forms.IntegerField(label="Cache lifetime (seconds)", widget=number_input("1"),
                                            **api_bounds(CacheIn, "ttl_seconds"))
 
+    usage_retention_days = forms.IntegerField(required=False, label="Keep request rows (days)",
+                                              widget=number_input("1"),
+                                              **api_bounds(DataIn, "usage_retention_days"))
+
     FIELDS = ("name", "timezone", "default_model", "temperature", "max_tokens", "top_p", "requests_per_minute",
-              "tokens_per_day", "cache_enabled", "cache_ttl_seconds")
+              "tokens_per_day", "cache_enabled", "cache_ttl_seconds", "usage_retention_days")
 
     def __init__(self, data=None, *, tenant: Tenant, models, aliases):
         initial = {name: getattr(tenant, name) for name in self.FIELDS}
         super().__init__(data, initial=initial)
         self.fields["timezone"].choices = timezone_choices()
+        default_days = getattr(settings, "USAGE_RETENTION_DAYS", None)
+        self.fields["usage_retention_days"].help_text = (
+            "Older request rows are deleted; daily totals are kept. Empty: the platform default"
+            + (f" ({default_days} days)." if default_days else ".")
+        )
         choices = [("", "No default")]
         choices += [(a.name, f"alias {a.name}") for a in aliases]
         choices += [(f"{m.provider.name}:{m.model_id}", f"{m.provider.name}:{m.model_id}") for m in models]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -22,11 +23,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from providers.forms import model_facts
 from providers.selectors import alias_list, models_available
 from tenants import selectors, services
 from tenants.access import SUPPORT, Principal, TenantAccess
 from tenants.errors import Forbidden, NotFound, TollgateError
-from providers.forms import model_facts
 from tenants.forms import ApiKeyForm, MemberAddForm, MemberRoleForm, TenantSettingsForm
 from tenants.models import Membership, Role
 
@@ -37,6 +38,12 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def login_redirect(request: HttpRequest) -> HttpResponse:
+    if is_htmx(request):  # a partial must not swap the login page into the page: reload into it
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        page = f"{current.path}?{current.query}" if current.query else (current.path or request.get_full_path())
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = redirect_to_login(page, login_url=reverse("login"))["Location"]
+        return response
     return redirect_to_login(request.get_full_path(), login_url=reverse("login"))
 
 

@@ -70,7 +70,7 @@ class Command(BaseCommand):
         path.chmod(0o600)
         self.stdout.write(
             "\nTollgate demo\n"
-            f"  login:     {DEMO_USER} / {password}   (http://127.0.0.1:{port}/admin/)\n"
+            f"  login:     {DEMO_USER} / {password}   (http://127.0.0.1:{port}/app/)\n"
             f"  tenant:    {tenant.slug} (id {tenant.pk}), default model {DEMO_MODEL} on the mock provider\n"
             f"  chat key:  {chat_key}\n"
         )

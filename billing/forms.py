@@ -1,0 +1,112 @@
+"""Forms of the console's budget and usage pages. Budget rules live in billing.services (the
+same validation the REST API runs); these forms parse the page's inputs into what the
+service takes and show the service's errors next to the field they name."""
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+
+from billing.models import BudgetAction, BudgetPeriod, BudgetScope, UsageStatus
+from billing.services import mask_url
+from billing.usage_selectors import TIME_GROUPINGS
+from tenants.forms import ConsoleForm
+
+
+class BudgetForm(ConsoleForm):
+    name = forms.CharField(max_length=100, help_text="e.g. 'Monthly' or 'Support bot'.")
+    scope = forms.ChoiceField(choices=BudgetScope.choices, initial=BudgetScope.TENANT)
+    api_key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key",
+                                     help_text="For a one-key budget.")
+    amount = forms.DecimalField(max_digits=20, decimal_places=6, min_value=Decimal("0.000001"),
+                                label="Amount (USD per period)", widget=forms.NumberInput(attrs={"step": "any"}))
+    period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTH,
+                               help_text="Counted in the tenant's time zone.")
+    thresholds = forms.CharField(max_length=100, initial="50, 80, 100", label="Alert thresholds (%)",
+                                 help_text="Whole percents separated by commas, e.g. 50, 80, 100.")
+    action = forms.ChoiceField(choices=BudgetAction.choices, initial=BudgetAction.ALERT, label="At 100 %")
+    downgrade_alias = forms.ChoiceField(required=False, label="Downgrade to alias",
+                                        help_text="Only for the 'route to a cheaper alias' action.")
+    webhook_url = forms.CharField(max_length=500, required=False, label="Webhook URL",
+                                  widget=forms.URLInput(attrs={"autocomplete": "off",
+                                                               "placeholder": "https://hooks.slack.com/…"}),
+                                  help_text="Alerts are also POSTed here. Write-only: it is never shown again.")
+    clear_webhook = forms.BooleanField(required=False, label="Remove the saved webhook")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    FIELDS = ("name", "scope", "api_key", "amount", "period", "thresholds", "action", "downgrade_alias", "enabled")
+
+    def __init__(self, data=None, *, keys, aliases, budget=None):
+        self.budget = budget
+        initial = None
+        if budget is not None:
+            initial = {f: getattr(budget, f) for f in self.FIELDS if f not in ("api_key", "thresholds")}
+            initial["api_key"] = budget.api_key_id
+            initial["thresholds"] = ", ".join(str(t) for t in budget.thresholds)
+        super().__init__(data, initial=initial)
+        key_choices = [("", "—")]
+        for key in keys:
+            if key.status == "active" or (budget is not None and key.pk == budget.api_key_id):
+                key_choices.append((str(key.pk), f"{key.name} ({key.masked})"))
+        self.fields["api_key"].choices = key_choices
+        self.fields["downgrade_alias"].choices = [("", "—"), *[(a.name, a.name) for a in aliases]]
+        self.webhook_hint = mask_url(budget.webhook_url) if budget is not None else ""
+        if budget is None or not budget.webhook_url:
+            del self.fields["clear_webhook"]
+
+    def clean_thresholds(self) -> list[int]:
+        text = self.cleaned_data["thresholds"]
+        values = []
+        for part in text.replace(";", ",").split(","):
+            part = part.strip().rstrip("%").strip()
+            if not part:
+                continue
+            if not part.isdigit():
+                raise forms.ValidationError(f"'{part}' is not a whole percent; write e.g. 50, 80, 100.")
+            values.append(int(part))
+        if not values:
+            raise forms.ValidationError("Give at least one threshold, e.g. 50, 80, 100.")
+        return values
+
+    def service_data(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        out = {"name": data["name"], "scope": data["scope"], "amount": data["amount"], "period": data["period"],
+               "thresholds": data["thresholds"], "action": data["action"], "enabled": data["enabled"],
+               "api_key": data["api_key"] if data["scope"] == BudgetScope.KEY else None}
+        if data["action"] == BudgetAction.DOWNGRADE:
+            out["downgrade_alias"] = data["downgrade_alias"] or ""
+        if data["webhook_url"].strip():
+            out["webhook_url"] = data["webhook_url"].strip()
+        elif data.get("clear_webhook"):
+            out["webhook_url"] = ""
+        return out
+
+
+class UsageFilterForm(ConsoleForm):
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}),
+                            help_text="Both days included. Default: the last 30 days.")
+    model = forms.CharField(required=False, max_length=400,
+                            help_text="An alias or provider:model, as asked or as answered.")
+    provider = forms.ChoiceField(required=False, choices=[("", "All providers")])
+    key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key")
+    status = forms.MultipleChoiceField(required=False, choices=UsageStatus.choices,
+                                       widget=forms.CheckboxSelectMultiple)
+    conversation = forms.CharField(required=False, max_length=128, label="Conversation id")
+    view = forms.ChoiceField(required=False, choices=[(g, g.capitalize() + "ly" if g != "day" else "Daily")
+                                                      for g in TIME_GROUPINGS], label="Totals per")
+    by = forms.ChoiceField(required=False, label="Breakdown by", choices=[
+        ("model", "Model"), ("provider", "Provider"), ("key", "API key"), ("conversation", "Conversation"),
+    ])
+
+    def __init__(self, data=None, *, providers, keys):
+        super().__init__(data)
+        names = sorted({p.name for p in providers})
+        self.fields["provider"].choices = [("", "All providers"), *[(name, name) for name in names]]
+        self.fields["key"].choices = [("", "All keys"), *[(str(k.pk), f"{k.name} ({k.masked})") for k in keys]]
+
+    def clean_view(self) -> str:
+        return self.cleaned_data.get("view") or "day"
+
+    def clean_by(self) -> str:
+        return self.cleaned_data.get("by") or "model"

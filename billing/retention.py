@@ -1,0 +1,157 @@
+"""Ledger retention: ledger rows (UsageLog) older than their tenant's retention are deleted in
+bounded batches; the daily rollups (UsageDaily) are never touched, so dashboards, budgets and
+grouped totals keep every day.
+
+**How long.** ``retention_days_for(tenant)``: the tenant's ``usage_retention_days`` when it is
+set, else ``settings.USAGE_RETENTION_DAYS`` (default 400); ``None`` keeps the ledger forever.
+A row is older than the retention when its local day (the tenant's time zone, as in the
+rollups) is more than that many days before the tenant's today. The cutoff is a local
+midnight, so the ledger always holds whole local days: an export of a day is complete or
+empty, never a part of it.
+
+**Only final days.** A local day is *final* when it is at least 2 days in the past in UTC
+terms: ``day <= UTC today - 2``. Every time zone's day ``D`` has ended by ``D + 1`` 12:00
+UTC (UTC-12 is the last to finish), so a final day ended at least 12 hours ago and no late
+write can still arrive for it. It matters because the ledger writer (``billing.ledger``)
+decides "already counted" by the request id being in the ledger: a retried batch whose rows
+had already been purged would be inserted and added to the rollups a second time. Whatever
+the retention (even 0 days), rows of a day that is not final stay.
+
+**How.** Per tenant, in primary-key order: select up to ``batch_size`` ids below the cutoff
+(``FOR UPDATE SKIP LOCKED``), ``DELETE … WHERE id IN (those ids)``, commit; repeat. Each
+transaction is small (short locks, a bounded amount of WAL, no long-running snapshot holding
+back VACUUM). Two workers running at once take disjoint batches: one skips the rows the
+other has locked and the run ends with fewer rows for each, without waiting or errors.
+
+Run it outside a transaction (the Celery task does): inside one, the batches are savepoints
+and nothing is committed before the caller's block is."""
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing.models import UsageLog
+from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_DAYS = 400
+FINAL_AFTER_DAYS = 2  # a local day is final once it is this many days before today in UTC
+
+
+def _check_days(value, source: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ImproperlyConfigured(
+            f"{source} must be a whole number of days >= 0, or None to keep the ledger forever; "
+            f"got {value!r}."
+        )
+    return value
+
+
+def global_retention_days() -> int | None:
+    """``settings.USAGE_RETENTION_DAYS`` (400 when unset); ``None`` = keep forever."""
+    return _check_days(getattr(settings, "USAGE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+                       "settings.USAGE_RETENTION_DAYS")
+
+
+def retention_days_for(tenant: Tenant, *, default: int | None = None) -> int | None:
+    """Days of ledger kept for ``tenant``: its own ``usage_retention_days`` when set, else
+    ``default`` (the global retention when not given). ``None`` = keep forever."""
+    days = getattr(tenant, "usage_retention_days", None)
+    if days is None:
+        return global_retention_days() if default is None else default
+    return _check_days(days, f"usage_retention_days of tenant '{tenant.slug}'")
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except Exception:
+        log.warning("unknown time zone %r; ledger retention counts its days in UTC", name)
+        return ZoneInfo("UTC")
+
+
+def retention_cutoff(*, tenant: Tenant, days: int, now: datetime) -> datetime:
+    """The first instant kept: local midnight starting the oldest day kept, which is the
+    later of (tenant's today - ``days``) and the newest day that is not final."""
+    zone = _zone(tenant.timezone)
+    local_today = now.astimezone(zone).date()
+    utc_today = now.astimezone(UTC).date()
+    first_kept = min(local_today - timedelta(days=days), utc_today - timedelta(days=FINAL_AFTER_DAYS - 1))
+    return datetime.combine(first_kept, time.min, tzinfo=zone)
+
+
+def usage_retention_purge(*, now: datetime | None = None, batch_size: int = 5000,
+                          max_batches: int | None = None, tenants: Iterable[Tenant] | None = None) -> dict:
+    """Delete ledger rows past their tenant's retention, at most ``batch_size`` rows per
+    transaction and ``max_batches`` batches in all (None: until nothing is left), for every
+    tenant or only ``tenants`` (their retention read from the objects given).
+
+    Returns ``{"deleted": n, "batches": n, "finished": bool, "tenants": {slug: n}}``:
+    ``tenants`` lists the tenants that lost rows; ``finished`` is False when ``max_batches``
+    stopped the run with rows possibly left (the next run goes on)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1 or None; got {max_batches}.")
+    now = now or timezone.now()
+    default = global_retention_days()
+    deleted_of: dict[str, int] = {}
+    total = batches = 0
+    finished = True
+    for tenant in Tenant.objects.order_by("pk") if tenants is None else tenants:
+        days = retention_days_for(tenant, default=default)
+        if days is None:
+            continue
+        cutoff = retention_cutoff(tenant=tenant, days=days, now=now)
+        after_id = 0
+        while True:
+            if max_batches is not None and batches >= max_batches:
+                finished = False
+                break
+            taken, count = _delete_batch(tenant_id=tenant.pk, cutoff=cutoff, after_id=after_id,
+                                         batch_size=batch_size)
+            if not taken:  # nothing left below the cutoff
+                break
+            batches += 1
+            total += count
+            if count:
+                deleted_of[tenant.slug] = deleted_of.get(tenant.slug, 0) + count
+            if len(taken) < batch_size:  # a short batch was the last (rows skipped are another worker's)
+                break
+            after_id = taken[-1]
+        if not finished:
+            break
+    log.info("usage retention: deleted %d ledger row(s) of %d tenant(s) in %d batch(es)%s", total,
+             len(deleted_of), batches, "" if finished else "; stopped at max_batches, rows may remain")
+    return {"deleted": total, "batches": batches, "finished": finished, "tenants": deleted_of}
+
+
+def _delete_batch(*, tenant_id: int, cutoff: datetime, after_id: int, batch_size: int) -> tuple[list[int], int]:
+    """One transaction: lock up to ``batch_size`` of the tenant's rows below ``cutoff`` with
+    ids above ``after_id`` (lowest ids first, skipping rows another worker holds) and delete
+    them. Returns (the ids taken, in order; the rows deleted)."""
+    with transaction.atomic():
+        ids = list(
+            UsageLog.objects.filter(tenant_id=tenant_id, created_at__lt=cutoff, id__gt=after_id)
+            .order_by("id")
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return [], 0
+        table = connection.ops.quote_name(UsageLog._meta.db_table)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":  # one array parameter, however many ids
+                cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [ids])
+            else:
+                cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(ids))})", ids)
+            return ids, cursor.rowcount

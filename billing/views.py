@@ -1,0 +1,199 @@
+"""Console pages for costs: the overview, budgets and alerts, and the usage explorer
+(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``), and the support landing page
+(``/support/``, staff with billing.view_all_tenants)."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+
+from billing import dashboards, selectors, services
+from billing.forms import BudgetForm, UsageFilterForm
+from billing.usage_api import csv_chunks, export_filename
+from billing.usage_selectors import (
+    usage_export_rows,
+    usage_filters_build,
+    usage_rows,
+    usage_summary,
+)
+from providers.selectors import alias_list, provider_list
+from tenants.access import Principal
+from tenants.errors import TollgateError
+from tenants.selectors import api_key_list, tenants_visible
+from tenants.views import console_render, forbidden, form_error, login_redirect, tenant_page
+
+RECENT_ROWS = 25
+BREAKDOWN_LIMIT = 100
+
+
+# --- overview -------------------------------------------------------------------------------------
+
+
+@tenant_page
+def overview_page(request: HttpRequest, access) -> HttpResponse:
+    tenant = access.tenant
+    return console_render(request, access, "app/overview.html", {
+        "overview": dashboards.overview_get(tenant=tenant),
+        "bars": dashboards.budget_bars(tenant=tenant),
+    }, section="overview")
+
+
+# --- budgets ----------------------------------------------------------------------------------------
+
+
+@tenant_page
+def budgets_page(request: HttpRequest, access) -> HttpResponse:
+    tenant = access.tenant
+    return console_render(request, access, "app/budgets/list.html", {
+        "bars": dashboards.budget_bars(tenant=tenant),
+        "alerts": dashboards.alerts_recent(tenant=tenant),
+    }, section="budgets")
+
+
+def _budget_form(request, access, budget=None) -> BudgetForm:
+    keys = list(api_key_list(tenant=access.tenant))
+    aliases = list(alias_list(tenant=access.tenant).order_by("name"))
+    return BudgetForm(request.POST if request.method == "POST" else None, keys=keys, aliases=aliases,
+                      budget=budget)
+
+
+@tenant_page
+def budget_new(request: HttpRequest, access) -> HttpResponse:
+    form = _budget_form(request, access)
+    if request.method == "POST" and form.is_valid():
+        try:
+            budget = services.budget_create(tenant=access.tenant, data=form.service_data(), actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, f"Budget '{budget.name}' created.")
+            return redirect("console-budgets", access.tenant.slug)
+    return console_render(request, access, "app/budgets/form.html", {"form": form, "budget": None},
+                          section="budgets", status=400 if form.errors else 200)
+
+
+@tenant_page
+def budget_edit(request: HttpRequest, access, budget_id: int) -> HttpResponse:
+    budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+    form = _budget_form(request, access, budget)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.budget_update(budget=budget, data=form.service_data(), actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, f"Budget '{form.cleaned_data['name']}' saved.")
+            return redirect("console-budgets", access.tenant.slug)
+    budget.tenant = access.tenant
+    return console_render(request, access, "app/budgets/form.html", {
+        "form": form, "budget": budget, "status": services.budget_status(budget=budget),
+        "alerts": dashboards.alerts_recent(tenant=access.tenant, budget=budget),
+    }, section="budgets", status=400 if form.errors else 200)
+
+
+@tenant_page
+def budget_delete(request: HttpRequest, access, budget_id: int) -> HttpResponse:
+    budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+    if request.method == "POST":
+        budget.tenant = access.tenant
+        services.budget_delete(budget=budget, actor=access.principal)
+        messages.success(request, f"Budget '{budget.name}' and its alert history deleted.")
+    return redirect("console-budgets", access.tenant.slug)
+
+
+# --- usage explorer -----------------------------------------------------------------------------------
+
+
+def _usage_filters(request, access):
+    """The bound filter form and the resolved filters (None when the form has errors)."""
+    tenant = access.tenant
+    form = UsageFilterForm(request.GET, providers=provider_list(tenant=tenant), keys=api_key_list(tenant=tenant))
+    if not form.is_valid():
+        return form, None
+    data = form.cleaned_data
+    try:
+        filters = usage_filters_build(
+            tenant=tenant, since=data["since"], until=data["until"], model=data["model"],
+            provider=data["provider"], key_id=data["key"], statuses=tuple(data["status"]),
+            conversation=data["conversation"].strip(),
+        )
+    except TollgateError as exc:
+        form_error(form, exc, fields={"status": "status", "key": "key", "since": "since"})
+        return form, None
+    return form, filters
+
+
+@tenant_page
+def usage_page(request: HttpRequest, access) -> HttpResponse:
+    tenant = access.tenant
+    form, filters = _usage_filters(request, access)
+    context = {"form": form, "filters": filters}
+    if filters is not None:
+        view, by = form.cleaned_data["view"], form.cleaned_data["by"]
+        series = usage_summary(tenant=tenant, group_by=view, filters=filters)
+        breakdown = usage_summary(tenant=tenant, group_by=by, filters=filters, limit=BREAKDOWN_LIMIT)
+        for metrics in (series.totals, *series.groups, *breakdown.groups):
+            metrics.error_percent = f"{metrics.error_rate * 100:.1f} %"
+        context.update({
+            "view": view, "by": by, "series": series,
+            "breakdown": breakdown,
+            "token_chart": _token_chart(series),
+            "recent": usage_rows(tenant=tenant, filters=filters)
+            .select_related("provider_model__provider", "api_key")[:RECENT_ROWS],
+            "query": request.GET.urlencode(),
+            "breakdown_tabs": [(value, label, _with(request, by=value))
+                               for value, label in form.fields["by"].choices],
+            "view_tabs": [(value, label, _with(request, view=value)) for value, label in form.fields["view"].choices],
+        })
+    return console_render(request, access, "app/usage.html", context, section="usage",
+                          status=400 if form.errors else 200)
+
+
+def _with(request, **changes) -> str:
+    query = request.GET.copy()
+    for name, value in changes.items():
+        query[name] = value
+    return query.urlencode()
+
+
+def _token_chart(series) -> dict:
+    groups = series.groups
+    return {
+        "labels": [g.label for g in groups],
+        "datasets": [
+            {"label": "Input (not cached)", "data": [max(g.input_tokens - g.cached_input_tokens, 0) for g in groups]},
+            {"label": "Cached input", "data": [g.cached_input_tokens for g in groups]},
+            {"label": "Output", "data": [g.output_tokens for g in groups]},
+        ],
+        "unit": "tokens",
+    }
+
+
+@tenant_page
+def usage_export(request: HttpRequest, access) -> HttpResponse:
+    form, filters = _usage_filters(request, access)
+    if filters is None:
+        return console_render(request, access, "app/usage.html", {"form": form, "filters": None},
+                              section="usage", status=400)
+    rows = usage_export_rows(tenant=access.tenant, filters=filters)
+    response = StreamingHttpResponse(csv_chunks(rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(access.tenant.slug, filters)}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- support --------------------------------------------------------------------------------------------
+
+
+def support_home(request: HttpRequest) -> HttpResponse:
+    """``/support/``: staff with billing.view_all_tenants pick a tenant to read (read-only).
+    The support dashboards will grow here; tenant users are refused."""
+    if not request.user.is_authenticated:
+        return login_redirect(request)
+    principal = Principal(user=request.user)
+    if not principal.is_support:
+        return forbidden(request, "This page is for Tollgate support staff.")
+    query = request.GET.get("q", "").strip()
+    tenants = tenants_visible(principal=principal).order_by("slug")
+    if query:
+        tenants = tenants.filter(slug__icontains=query)
+    return render(request, "support/home.html", {"tenants": tenants[:200], "query": query})

@@ -1,0 +1,262 @@
+"""Forms of the console's provider, model and alias pages, with the REST API's rules (the
+bounds and name patterns are read from providers.api, so both edges accept the same input),
+and how a model is described on a page (capabilities, context, prices)."""
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+
+from providers.api import (
+    ALIAS_NAME_RE,
+    HEADER_RE,
+    NAME_RE,
+    RESERVED_HEADERS,
+    AliasIn,
+    OverridesIn,
+    ProviderIn,
+)
+from providers.models import PriceSource, ProviderType
+from tenants.forms import ConsoleForm, api_bounds, number_input
+
+# --- describing a model -------------------------------------------------------------------------
+
+
+def price_text(value: Decimal | None) -> str:
+    """A price per million tokens: ``$2.50``, ``$0.075``; ``unknown`` when there is none."""
+    if value is None:
+        return "unknown"
+    text = format(value.normalize(), "f")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def context_text(tokens: int | None) -> str:
+    if not tokens:
+        return ""
+    if tokens >= 1_000_000 and tokens % 1_000_000 == 0:
+        return f"{tokens // 1_000_000}M"
+    if tokens >= 1000:
+        return f"{round(tokens / 1000)}k" if tokens % 1000 else f"{tokens // 1000}k"
+    return str(tokens)
+
+
+def model_facts(model) -> dict[str, Any]:
+    """What a page shows about a model: id, capabilities, context, prices."""
+    known = model.input_price is not None and model.output_price is not None
+    return {
+        "model": model,
+        "value": f"{model.provider.name}:{model.model_id}",
+        "display_name": model.display_name or model.model_id,
+        "tools": model.supports_tools,
+        "vision": model.supports_vision,
+        "embedding": model.mode == "embedding",
+        "context": context_text(model.context_length),
+        "price_known": known,
+        "price_in": price_text(model.input_price),
+        "price_out": price_text(model.output_price),
+        "price_cached": price_text(model.cached_input_price) if model.cached_input_price is not None else "",
+        "price_source": PriceSource(model.price_source).label if model.price_source in PriceSource.values else "",
+        "local": model.price_source == PriceSource.LOCAL,
+    }
+
+
+# --- providers ------------------------------------------------------------------------------------
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """``Name: value`` lines (blank lines ignored) as a dict, with the API's header rules."""
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise forms.ValidationError(f"Line {number}: write one header per line as 'Name: value'.")
+        if not HEADER_RE.match(name) or name.lower() in RESERVED_HEADERS:
+            raise forms.ValidationError(f"Line {number}: '{name}' cannot be sent as an extra header.")
+        if len(value) > 2000:
+            raise forms.ValidationError(f"Line {number}: the value is longer than 2000 characters.")
+        headers[name] = value
+    return headers
+
+
+class ProviderForm(ConsoleForm):
+    """Add or change a tenant's provider. The key is write-only: the field is never filled
+    from the saved key; left empty on an edit it keeps the key."""
+
+    name = forms.CharField(max_length=64, help_text="Lowercase letters, digits, '.', '_' or '-'. Clients send "
+                           "models as <name>:<model>.")
+    display_name = forms.CharField(max_length=200, required=False, label="Display name")
+    provider_type = forms.ChoiceField(
+        required=False, label="Type",
+        choices=[("", "Detect from the base URL"),
+                 *[(value, label) for value, label in ProviderType.choices if value != ProviderType.MOCK]],
+    )
+    base_url = forms.CharField(max_length=500, required=False, label="Base URL",
+                               help_text="e.g. https://api.openai.com/v1 or http://gpu-box:11434. Empty: "
+                               "the type's well-known URL.")
+    api_key = forms.CharField(max_length=4000, required=False, label="API key", strip=True,
+                              widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}))
+    clear_api_key = forms.BooleanField(required=False, label="Remove the saved key")
+    extra_headers = forms.CharField(
+        required=False, label="Extra headers", widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "off"}),
+        help_text="One 'Name: value' per line; sent with every request. Values are stored encrypted and "
+        "never shown again.",
+    )
+    clear_extra_headers = forms.BooleanField(required=False, label="Remove the saved headers")
+    enabled = forms.BooleanField(required=False, initial=True)
+    priority = forms.IntegerField(initial=0, widget=number_input("1"), help_text="Higher wins when two "
+                                  "providers offer a model.", **api_bounds(ProviderIn, "priority"))
+    timeout_seconds = forms.FloatField(initial=60.0, label="Timeout (seconds)", widget=number_input("0.5"),
+                                       **api_bounds(ProviderIn, "timeout_seconds"))
+    max_retries = forms.IntegerField(initial=2, label="Retries", widget=number_input("1"),
+                                     **api_bounds(ProviderIn, "max_retries"))
+    auto_sync = forms.BooleanField(required=False, initial=True, label="Sync the model list automatically")
+    sync_interval_minutes = forms.IntegerField(initial=1440, label="Sync every (minutes)", widget=number_input("1"),
+                                               **api_bounds(ProviderIn, "sync_interval_minutes"))
+
+    PLAIN = ("display_name", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
+             "sync_interval_minutes")
+
+    def __init__(self, data=None, *, provider=None):
+        self.provider = provider
+        initial = None
+        if provider is not None:
+            initial = {f: getattr(provider, f) for f in ("name", "provider_type", "base_url", *self.PLAIN)}
+        super().__init__(data, initial=initial)
+        if provider is not None and provider.provider_type == "mock":
+            self.fields["provider_type"].choices = [*self.fields["provider_type"].choices, ("mock", "Mock")]
+        if provider is None:
+            del self.fields["clear_api_key"], self.fields["clear_extra_headers"]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not NAME_RE.match(name):
+            raise forms.ValidationError(
+                "Use 1-64 lowercase letters, digits, '.', '_' or '-' (no ':'; the name prefixes model ids "
+                "as <name>:<model>)."
+            )
+        return name
+
+    def clean_extra_headers(self) -> dict[str, str]:
+        return parse_headers(self.cleaned_data.get("extra_headers") or "")
+
+    def service_data(self) -> dict[str, Any]:
+        """What provider_create / provider_update take: secrets only when they change."""
+        data = self.cleaned_data
+        out: dict[str, Any] = {"name": data["name"], "base_url": data["base_url"].strip(),
+                               **{f: data[f] for f in self.PLAIN}}
+        if data["provider_type"]:
+            out["provider_type"] = data["provider_type"]
+        if data["api_key"]:
+            out["api_key"] = data["api_key"]
+        elif data.get("clear_api_key"):
+            out["api_key"] = ""
+        if data["extra_headers"]:
+            out["extra_headers"] = data["extra_headers"]
+        elif data.get("clear_extra_headers"):
+            out["extra_headers"] = {}
+        return out
+
+
+class ConnectionTestForm(ConsoleForm):
+    """The fields of the provider form a connection test reads (nothing is saved)."""
+
+    provider_type = forms.ChoiceField(required=False, choices=[("", ""), *ProviderType.choices])
+    base_url = forms.CharField(max_length=500, required=False)
+    api_key = forms.CharField(max_length=4000, required=False, strip=True)
+    extra_headers = forms.CharField(required=False)
+
+    def clean_extra_headers(self) -> dict[str, str]:
+        return parse_headers(self.cleaned_data.get("extra_headers") or "")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+class ModelFilterForm(ConsoleForm):
+    q = forms.CharField(required=False, max_length=200, label="Search",
+                        widget=forms.TextInput(attrs={"type": "search", "placeholder": "model id or name"}))
+    provider = forms.ChoiceField(required=False, choices=[("", "All providers")])
+    tools = forms.BooleanField(required=False, label="Tools")
+    vision = forms.BooleanField(required=False, label="Vision")
+    embedding = forms.BooleanField(required=False, label="Embeddings")
+    enabled = forms.ChoiceField(required=False, label="Status", choices=[
+        ("", "Any"), ("on", "Usable by this tenant"), ("off", "Not enabled"),
+    ])
+    stale = forms.BooleanField(required=False, label="Include stale")
+
+    def __init__(self, data=None, *, providers):
+        super().__init__(data)
+        self.fields["provider"].choices = [("", "All providers"), *[(p.name, p.name) for p in providers]]
+
+
+# --- aliases ----------------------------------------------------------------------------------------
+
+
+class AliasForm(ConsoleForm):
+    name = forms.CharField(max_length=100, help_text="What clients send as model, e.g. smart-cheap.")
+    description = forms.CharField(max_length=300, required=False)
+    retries = forms.IntegerField(initial=1, widget=number_input("1"), help_text="Retries per target on "
+                                 "retryable failures (429, 5xx, timeouts).", **api_bounds(AliasIn, "retries"))
+    timeout_seconds = forms.FloatField(required=False, label="Timeout per attempt (seconds)",
+                                       widget=number_input("0.5"), help_text="Empty: the provider's timeout.",
+                                       **api_bounds(AliasIn, "timeout_seconds"))
+    allowed_fails = forms.IntegerField(initial=3, label="Allowed failures", widget=number_input("1"),
+                                       help_text="Failures of one target before it cools down.",
+                                       **api_bounds(AliasIn, "allowed_fails"))
+    cooldown_seconds = forms.IntegerField(initial=60, label="Cooldown (seconds)", widget=number_input("1"),
+                                          **api_bounds(AliasIn, "cooldown_seconds"))
+
+    SETTINGS = ("description", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not ALIAS_NAME_RE.match(name):
+            raise forms.ValidationError(
+                "Use letters, digits, '.', '_' or '-' (no ':', which marks provider:model ids)."
+            )
+        return name
+
+
+class TargetForm(ConsoleForm):
+    model = forms.ChoiceField(required=True, label="Model")
+    temperature = forms.FloatField(required=False, widget=number_input("0.05"),
+                                   **api_bounds(OverridesIn, "temperature"))
+    max_tokens = forms.IntegerField(required=False, label="Max tokens", widget=number_input("1"),
+                                    **api_bounds(OverridesIn, "max_tokens"))
+    top_p = forms.FloatField(required=False, label="Top p", widget=number_input("0.05"),
+                             **api_bounds(OverridesIn, "top_p"))
+
+    def __init__(self, *args, model_choices=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", "Choose a model…"), *model_choices]
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: self.cleaned_data[k] for k in ("temperature", "max_tokens", "top_p")
+                if self.cleaned_data.get(k) is not None}
+
+
+class BaseTargetFormSet(forms.BaseFormSet):
+    def clean(self):
+        if any(self.errors):
+            return
+        chosen = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")
+                  and f.cleaned_data.get("model")]
+        if not chosen:
+            raise forms.ValidationError("Add at least one target: the model the alias sends requests to first.")
+
+
+MAX_TARGETS = 20  # as the REST API (AliasIn.targets max_length)
+TargetFormSet = forms.formset_factory(
+    TargetForm, formset=BaseTargetFormSet, extra=2, can_order=True, can_delete=True, max_num=MAX_TARGETS,
+    validate_max=True,
+)
+
+
+def targets_from(formset) -> list[dict[str, Any]]:
+    """The formset's targets in the chosen order (ORDER ascending, then as listed)."""
+    return [{"model": f.cleaned_data["model"], "overrides": f.overrides()} for f in formset.ordered_forms
+            if f.cleaned_data.get("model")]

@@ -1,0 +1,338 @@
+"""Console pages for providers, models and aliases (``/app/<slug>/providers|models|aliases``).
+
+Platform providers are read-only here (staff manage them in the Django admin) and their keys
+are never shown; a tenant's own providers show their key as a mask (``sk-…abcd``) only.
+"Test connection" and "Sync now" are htmx POSTs answered with a small result partial."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from providers import selectors, services
+from providers.crypto import mask
+from providers.forms import (
+    MAX_TARGETS,
+    AliasForm,
+    ConnectionTestForm,
+    ModelFilterForm,
+    ProviderForm,
+    TargetFormSet,
+    model_facts,
+    targets_from,
+)
+from providers.models import ModelMode, Provider, ProviderType
+from providers.net import detect_provider_type, normalize_base_url
+from providers.sync import connection_test, provider_sync
+from tenants.access import TenantAccess
+from tenants.errors import Forbidden, TollgateError
+from tenants.views import console_render, form_error, is_htmx, tenant_page
+
+CONNECTION_TEST_TIMEOUT = 10.0  # seconds, as the REST API's connection test
+MODELS_PER_PAGE = 100
+
+
+def _own_provider(access: TenantAccess, provider_id: int) -> Provider:
+    """A provider of this tenant that the caller may change (platform ones are refused)."""
+    provider = selectors.provider_get(tenant=access.tenant, provider_id=provider_id)
+    if provider.owner_id is None:
+        raise Forbidden("Platform providers are managed by Tollgate staff; they are read-only here.")
+    return provider
+
+
+def _provider_row(provider: Provider) -> dict:
+    return {"provider": provider, "own": provider.owner_id is not None,
+            "key_hint": mask(provider.api_key) if provider.owner_id is not None else "",
+            "header_names": sorted(provider.extra_headers or {}) if provider.owner_id is not None else []}
+
+
+# --- providers ------------------------------------------------------------------------------------
+
+
+@tenant_page
+def providers_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    rows = [_provider_row(p) for p in selectors.provider_list(tenant=access.tenant)]
+    return console_render(request, access, "app/providers/list.html", {"rows": rows}, section="providers")
+
+
+@tenant_page
+def provider_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    form = ProviderForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            provider = services.provider_create(owner=access.tenant, data=form.service_data(), actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, f"Provider '{provider.name}' added. Sync it to load its models.")
+            return redirect("console-providers", access.tenant.slug)
+    return console_render(request, access, "app/providers/form.html", {"form": form, "provider": None},
+                          section="providers", status=400 if form.errors else 200)
+
+
+@tenant_page
+def provider_edit(request: HttpRequest, access: TenantAccess, provider_id: int) -> HttpResponse:
+    provider = selectors.provider_get(tenant=access.tenant, provider_id=provider_id)
+    if provider.owner_id is None:
+        if request.method != "GET":
+            raise Forbidden("Platform providers are managed by Tollgate staff; they are read-only here.")
+        return console_render(request, access, "app/providers/platform.html", {"provider": provider},
+                              section="providers")
+    form = ProviderForm(request.POST or None, provider=provider)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.provider_update(provider=provider, data=form.service_data(), actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, f"Provider '{form.cleaned_data['name']}' saved.")
+            return redirect("console-providers", access.tenant.slug)
+    return console_render(request, access, "app/providers/form.html", {
+        "form": form, "provider": provider, **_provider_row(provider),
+    }, section="providers", status=400 if form.errors else 200)
+
+
+@tenant_page
+def provider_delete(request: HttpRequest, access: TenantAccess, provider_id: int) -> HttpResponse:
+    provider = _own_provider(access, provider_id)
+    if request.method == "POST":
+        try:
+            services.provider_delete(provider=provider, actor=access.principal)
+        except TollgateError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Provider '{provider.name}' and its models deleted.")
+    return redirect("console-providers", access.tenant.slug)
+
+
+@tenant_page
+def provider_sync_now(request: HttpRequest, access: TenantAccess, provider_id: int) -> HttpResponse:
+    """Sync the catalog now; answers the result partial (htmx) or goes back to the list."""
+    provider = _own_provider(access, provider_id)
+    if request.method != "POST":
+        return redirect("console-providers", access.tenant.slug)
+    result, error = None, ""
+    try:
+        result = provider_sync(provider=provider)
+    except TollgateError as exc:
+        error = exc.message
+    except Exception as exc:  # recorded on the provider by provider_sync; said in words here
+        error = f"The sync failed unexpectedly ({type(exc).__name__}); see the provider's last error."
+    provider = selectors.provider_get(tenant=access.tenant, provider_id=provider_id)
+    if not is_htmx(request):
+        if error:
+            messages.error(request, f"Sync of '{provider.name}' failed: {error}")
+        else:
+            messages.success(request, f"Synced '{provider.name}': {result.added} added, {result.updated} updated, "
+                                      f"{result.stale} stale, {result.unchanged} unchanged.")
+        return redirect("console-providers", access.tenant.slug)
+    return console_render(request, access, "app/providers/_sync_result.html",
+                          {"provider": provider, "result": result, "error": error}, section="providers")
+
+
+@tenant_page
+def provider_test(request: HttpRequest, access: TenantAccess, provider_id: int | None = None) -> HttpResponse:
+    """Try the URL and key in the form without saving. On an existing provider an empty key
+    field means "the saved key" (and the saved headers)."""
+    saved = _own_provider(access, provider_id) if provider_id is not None else None
+    form = ConnectionTestForm(request.POST or None)
+    report, error = None, ""
+    if request.method != "POST":
+        error = "Send the form to test the connection."
+    elif not form.is_valid():
+        error = " ".join(str(e) for errors in form.errors.values() for e in errors)
+    else:
+        data = form.cleaned_data
+        base_url = data["base_url"].strip()
+        provider_type = data["provider_type"] or (
+            detect_provider_type(base_url) if base_url else (saved.provider_type if saved else ProviderType.OPENAI))
+        api_key = data["api_key"] or (saved.api_key if saved else "")
+        headers = data["extra_headers"] or (saved.extra_headers if saved else {})
+        try:
+            base_url = normalize_base_url(base_url, provider_type)
+            services.base_url_vet(base_url)
+            probe = Provider(name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
+                             provider_type=provider_type, base_url=base_url, api_key=api_key, extra_headers=headers,
+                             timeout_seconds=CONNECTION_TEST_TIMEOUT)
+            report = connection_test(provider=probe)
+        except TollgateError as exc:
+            error = exc.message
+    type_label = ""
+    if report is not None and report.provider_type in ProviderType.values:
+        type_label = ProviderType(report.provider_type).label
+    return console_render(request, access, "app/providers/_test_result.html",
+                          {"report": report, "error": error, "type_label": type_label}, section="providers")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+@tenant_page
+def models_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    """Every model of the providers this tenant can see, with search and capability filters.
+    One query per provider (a tenant has a handful)."""
+    providers = list(selectors.provider_list(tenant=access.tenant))
+    form = ModelFilterForm(request.GET or None, providers=providers)
+    filters = form.cleaned_data if form.is_valid() else {}
+    rows = []
+    for provider in providers:
+        if filters.get("provider") and provider.name != filters["provider"]:
+            continue
+        models = selectors.provider_model_list(provider=provider, tenant=access.tenant)
+        if filters.get("q"):
+            models = models.filter(Q(model_id__icontains=filters["q"]) | Q(display_name__icontains=filters["q"]))
+        if filters.get("tools"):
+            models = models.filter(supports_tools=True)
+        if filters.get("vision"):
+            models = models.filter(supports_vision=True)
+        if filters.get("embedding"):
+            models = models.filter(mode=ModelMode.EMBEDDING)
+        if not filters.get("stale"):
+            models = models.filter(stale=False)
+        if filters.get("enabled") == "on":
+            models = models.filter(tenant_enabled=True)
+        elif filters.get("enabled") == "off":
+            models = models.filter(tenant_enabled=False)
+        for model in models:
+            model.provider = provider
+            rows.append(_model_row(model))
+    page = Paginator(rows, MODELS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return console_render(request, access, "app/models/list.html", {
+        "form": form, "page": page, "total": len(rows), "query": query.urlencode(),
+    }, section="models")
+
+
+def _model_row(model) -> dict:
+    provider = model.provider
+    return {**model_facts(model), "provider": provider, "platform": provider.owner_id is None,
+            "usable": bool(model.tenant_enabled) and model.enabled and not model.stale and provider.enabled}
+
+
+@tenant_page
+def model_toggle(request: HttpRequest, access: TenantAccess, provider_id: int, model_id: str) -> HttpResponse:
+    """Enable or disable a model for this tenant (a platform model: the tenant's own choice)."""
+    provider = selectors.provider_get(tenant=access.tenant, provider_id=provider_id)
+    model = selectors.provider_model_get(provider=provider, tenant=access.tenant, model_id=model_id)
+    if request.method != "POST":
+        return redirect("console-models", access.tenant.slug)
+    enabled = request.POST.get("enabled") == "1"
+    error = ""
+    try:
+        services.provider_model_set_enabled(provider_model=model, tenant=access.tenant, enabled=enabled,
+                                            actor=access.principal)
+    except TollgateError as exc:
+        error = exc.message
+    model = selectors.provider_model_get(provider=provider, tenant=access.tenant, model_id=model_id)
+    model.provider = provider
+    if is_htmx(request):
+        return console_render(request, access, "app/models/_row.html", {"row": _model_row(model), "error": error},
+                              section="models")
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"{provider.name}:{model_id} {'enabled' if enabled else 'disabled'}.")
+    back = request.POST.get("next", "")
+    models_url = reverse("console-models", args=[access.tenant.slug])
+    return redirect(back if back.startswith(models_url) else models_url)
+
+
+# --- aliases ----------------------------------------------------------------------------------------
+
+
+@tenant_page
+def aliases_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    aliases = selectors.alias_list(tenant=access.tenant).order_by("name")
+    rows = [{"alias": a, "targets": sorted(a.targets.all(), key=lambda t: t.position)} for a in aliases]
+    return console_render(request, access, "app/aliases/list.html", {"rows": rows}, section="aliases")
+
+
+def _model_choices(access: TenantAccess, alias=None) -> list[tuple[str, str]]:
+    choices = [(f"{m.provider.name}:{m.model_id}", f"{m.provider.name}:{m.model_id}")
+               for m in selectors.models_available(tenant=access.tenant)]
+    known = {value for value, _ in choices}
+    if alias is not None:  # targets that are not usable now stay visible (and are reported on save)
+        for target in alias.targets.all():
+            value = f"{target.provider_model.provider.name}:{target.provider_model.model_id}"
+            if value not in known:
+                choices.append((value, f"{value} (not available now)"))
+                known.add(value)
+    return choices
+
+
+def _alias_form(request, access: TenantAccess, alias=None):
+    choices = _model_choices(access, alias)
+    if request.method == "POST":
+        form = AliasForm(request.POST)
+        formset = TargetFormSet(request.POST, prefix="targets", form_kwargs={"model_choices": choices})
+    else:
+        initial = None
+        targets = []
+        if alias is not None:
+            initial = {"name": alias.name, **{f: getattr(alias, f) for f in AliasForm.SETTINGS}}
+            for t in sorted(alias.targets.all(), key=lambda t: t.position):
+                targets.append({"model": f"{t.provider_model.provider.name}:{t.provider_model.model_id}",
+                                "ORDER": t.position + 1, **(t.overrides or {})})
+        form = AliasForm(initial=initial)
+        formset = TargetFormSet(initial=targets, prefix="targets", form_kwargs={"model_choices": choices})
+    return form, formset
+
+
+def _alias_save(request, access: TenantAccess, form, formset, alias=None):
+    if not (form.is_valid() and formset.is_valid()):
+        return None
+    data = {"name": form.cleaned_data["name"], **{f: form.cleaned_data[f] for f in AliasForm.SETTINGS},
+            "targets": targets_from(formset)}
+    try:
+        if alias is None:
+            return services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
+        return services.alias_update(alias=alias, data=data, actor=access.principal)
+    except TollgateError as exc:
+        field = exc.field or ""
+        if field.startswith("targets["):  # targets[2].model: the third target in the saved order
+            index = int(field[len("targets["):field.index("]")])
+            ordered = [f for f in formset.ordered_forms if f.cleaned_data.get("model")]
+            if index < len(ordered):
+                ordered[index].add_error("model", exc.message)
+                return None
+        form_error(form, exc)
+        return None
+
+
+@tenant_page
+def alias_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    form, formset = _alias_form(request, access)
+    if request.method == "POST":
+        alias = _alias_save(request, access, form, formset)
+        if alias is not None:
+            messages.success(request, f"Alias '{alias.name}' created.")
+            return redirect("console-aliases", access.tenant.slug)
+    return console_render(request, access, "app/aliases/form.html", {
+        "form": form, "formset": formset, "alias": None, "max_targets": MAX_TARGETS,
+    }, section="aliases", status=400 if request.method == "POST" else 200)
+
+
+@tenant_page
+def alias_edit(request: HttpRequest, access: TenantAccess, alias_id: int) -> HttpResponse:
+    alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+    form, formset = _alias_form(request, access, alias)
+    if request.method == "POST":
+        saved = _alias_save(request, access, form, formset, alias)
+        if saved is not None:
+            messages.success(request, f"Alias '{saved.name}' saved.")
+            return redirect("console-aliases", access.tenant.slug)
+    return console_render(request, access, "app/aliases/form.html", {
+        "form": form, "formset": formset, "alias": alias, "max_targets": MAX_TARGETS,
+    }, section="aliases", status=400 if request.method == "POST" else 200)
+
+
+@tenant_page
+def alias_delete(request: HttpRequest, access: TenantAccess, alias_id: int) -> HttpResponse:
+    alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+    if request.method == "POST":
+        services.alias_delete(alias=alias, actor=access.principal)
+        messages.success(request, f"Alias '{alias.name}' deleted.")
+    return redirect("console-aliases", access.tenant.slug)

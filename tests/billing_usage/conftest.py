@@ -1,0 +1,19 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.billing_usage.factories import Catalog, catalog_create
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _usage_urls(settings):
+    settings.ROOT_URLCONF = "tests.billing_usage.urls"
+
+
+@pytest.fixture
+def catalog(world) -> Catalog:
+    return catalog_create(tenant=world.tenant, other=world.other)
