@@ -7,11 +7,15 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from django.db import connection
 
+from billing.models import Budget, UsageDaily
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import tenant_update
@@ -107,3 +111,52 @@ def test_cooldown_is_shared_by_two_instances(world, live, second_instance):
         assert len(a.requests_to("/v1/chat/completions")) == tried  # the other instance skipped it
         row = wait_usage(response.headers["x-request-id"])
         assert row.attempts == 1
+
+
+def test_budget_is_shared_by_two_instances(world, live, second_instance):
+    with FakeOpenAI(models=["gpt-4o-mini"], usage={"prompt_tokens": 10, "completion_tokens": 100}) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        Budget.objects.create(tenant=world.tenant, name="Shared", amount=Decimal("0.001"), action="block")
+        UsageDaily.objects.create(tenant=world.tenant, day=datetime.now(ZoneInfo("UTC")).date(), cost=Decimal("0.0009"))
+        first = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.chat_key}"},
+                           json={"model": "gpt-4o-mini", "max_tokens": 100, "messages": hello()}, timeout=10)
+        assert first.status_code == 200
+        wait_usage(first.headers["x-request-id"])
+        time.sleep(0.3)  # the first instance settles the real cost into Redis after writing the row
+        second = httpx.post(f"{second_instance}/v1/chat/completions",
+                            headers={"Authorization": f"Bearer {world.chat_key}"},
+                            json={"model": "gpt-4o-mini", "max_tokens": 100, "messages": hello()}, timeout=10)
+        assert second.status_code == 429 and second.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_sigterm_lets_an_in_flight_stream_finish(world, live, settings):
+    with FakeOpenAI(models=["m"], reply="one two three four five six seven eight", stream_chunks=8) as fake:
+        add_provider(world.tenant, fake)
+        fake.set_fault("slow", chunk_delay=0.3)
+        port = free_port()
+        db = settings.DATABASES["default"]
+        env = {**os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true",
+               "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/"
+                               f"{connection.settings_dict['NAME']}"}
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
+                                 "--timeout-graceful-shutdown", "20", "--log-level", "warning"],
+                                cwd=REPO, env=env, start_new_session=True)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+            text = ""
+            with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
+                              headers={"Authorization": f"Bearer {world.chat_key}"},
+                              json={"model": "m", "stream": True, "messages": hello()}, timeout=30) as response:
+                request_id = response.headers["x-request-id"]
+                for chunk in response.iter_text():
+                    if not text:
+                        os.killpg(proc.pid, signal.SIGTERM)  # the deploy stops this instance mid-stream
+                    text += chunk
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert text.rstrip().endswith("data: [DONE]")
+    assert "eight" in text
+    row = wait_usage(request_id)
+    assert row.status == "ok" and row.stream
