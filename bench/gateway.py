@@ -35,7 +35,7 @@ def tollgate_env() -> dict[str, str]:
     env.update(
         DEBUG="false", ENV_FILE="/dev/null", SECRET_KEY="bench-" + "k" * 60,
         ENCRYPTION_KEYS="ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzJieXRlcyE=", ALLOWED_HOSTS="127.0.0.1,localhost",
-        SECURE_SSL_REDIRECT="false", ALLOW_PRIVATE_PROVIDER_URLS="true", LOG_LEVEL="WARNING",
+        SECURE_SSL_REDIRECT="false", ALLOW_PRIVATE_PROVIDER_URLS="true", LOG_LEVEL="INFO", LOG_FORMAT="json",
         DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL, DJANGO_SETTINGS_MODULE="config.settings",
     )
     return env

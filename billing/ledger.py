@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
 
 from billing.models import UsageDaily, UsageLog
@@ -67,7 +68,9 @@ def _write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _execute_many(sql: str, params: list[tuple]) -> None:
     if connection.vendor == "postgresql":
         connection.ensure_connection()
-        with connection.connection.cursor() as cursor:  # server-side binding: parsed once, pipelined
+        # psycopg's own Cursor binds on the server: one prepared statement, pipelined. (The
+        # connection's default cursor is Django's client-binding one: a new statement per row.)
+        with psycopg.Cursor(connection.connection) as cursor:
             cursor.executemany(sql, params)
     else:
         with connection.cursor() as cursor:

@@ -80,6 +80,16 @@ def test_the_setting_and_a_tenant_override(world, tokyo, gpt, settings):
     assert ledger_ids(acme) == {acme_rows[1]}
 
 
+def test_the_tenant_setting_is_read_from_the_database(world, tokyo, gpt):
+    Tenant = type(tokyo)
+    Tenant.objects.filter(pk=tokyo.pk).update(usage_retention_days=30)
+    tokyo_old, tokyo_kept = write(tokyo, utc(2026, 2, 13, 14, 59), utc(2026, 2, 13, 15), model=gpt)
+    acme_kept = write(world.tenant, utc(2026, 2, 1), model=gpt)
+
+    assert usage_retention_purge(now=NOW)["tenants"] == {"other": 1}
+    assert ledger_ids(tokyo) == {tokyo_kept} and ledger_ids(world.tenant) == set(acme_kept)
+
+
 def test_retention_days_for(world, settings):
     tenant = world.tenant
     assert retention_days_for(tenant) == 400
@@ -221,8 +231,8 @@ def test_two_workers_at_once_share_the_work_without_errors(world, gpt):
 
 
 @pytest.mark.django_db
-def test_retention_runs_nightly_from_the_database_schedule():
+def test_retention_runs_hourly_from_the_database_schedule():
     from django_celery_beat.models import PeriodicTask
 
     task = PeriodicTask.objects.get(task="billing.usage_retention")
-    assert task.enabled and (task.crontab.hour, task.crontab.minute) == ("3", "30")
+    assert task.enabled and (task.crontab.hour, task.crontab.minute) == ("*", "17")
