@@ -1,0 +1,474 @@
+"""Read-only selectors for the support dashboards (/support/) and the tenant admin: every
+tenant's spend, requests and budgets from the daily rollups, and provider health from the
+recent ledger plus the cooldowns in Redis.
+
+The all-tenants figures are computed with a fixed number of queries whatever the number of
+tenants: the tenants, one GROUP BY (tenant, day) over the rollups of the last ~32 days, the
+enabled budgets, and (only when some budget is per key) one GROUP BY (key, day). Each
+tenant's "today" and "this month" are its own local days (its time zone), assembled in
+Python from the per-day sums. Provider health reads only the ledger rows of the last hour or
+day (the ``created_at`` index), with ``percentile_cont`` on PostgreSQL. Nothing here reads a
+provider's key or headers.
+"""
+
+import zoneinfo
+from array import array
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, Q, Sum
+from django.utils import timezone as dj_timezone
+
+from billing.models import Budget, BudgetScope, UsageDaily, UsageLog
+from billing.periods import period_for
+from billing.usage_selectors import ERROR_STATUSES, PercentileCont, percentile
+from providers.models import Provider, ProviderModel
+from tenants.models import Tenant
+
+TREND_DAYS = 14
+LOOKBACK_DAYS = 32  # month start (≤ 30 days back), a rolling 30-day budget (29) and the trend (13)
+SPARK_WIDTH, SPARK_HEIGHT = 100, 24
+SETTLED_TTL = 600  # seconds the per-day sums of days before yesterday are cached
+
+SORTS = {  # ?sort= value → (row attribute, label)
+    "tenant": ("slug", "Tenant"),
+    "spend_today": ("spend_today", "Spend today"),
+    "spend_month": ("spend_month", "Spend this month"),
+    "budget": ("budget_percent", "Budget used"),
+    "requests": ("requests_month", "Requests this month"),
+    "error_rate": ("error_rate", "Error rate"),
+}
+DEFAULT_SORT = "tenant"
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def _zone_name(name: str) -> str:
+    return _zone(name).key
+
+
+@dataclass
+class TenantRow:
+    pk: int
+    slug: str
+    name: str
+    timezone: str
+    is_active: bool
+    today: date
+    spend_today: Decimal = Decimal(0)
+    spend_month: Decimal = Decimal(0)
+    requests_today: int = 0
+    requests_month: int = 0
+    errors_month: int = 0
+    unpriced_month: int = 0
+    budget_percent: Decimal | None = None  # max over the enabled budgets; None without one
+    trend: list[float] = field(default_factory=list)  # cost per local day, oldest first, today last (drawing)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors_month / self.requests_month if self.requests_month else None
+
+    @property
+    def error_percent(self) -> str:
+        rate = self.error_rate
+        return "–" if rate is None else f"{rate * 100:.1f} %"
+
+    @property
+    def spark_points(self) -> str:
+        """The trend as SVG polyline points in a SPARK_WIDTH × SPARK_HEIGHT box."""
+        if not self.trend:
+            return ""
+        top = max(self.trend) or 1.0
+        step = SPARK_WIDTH / max(len(self.trend) - 1, 1)
+        return " ".join(
+            f"{i * step:.1f},{SPARK_HEIGHT - 1 - v / top * (SPARK_HEIGHT - 2):.1f}"
+            for i, v in enumerate(self.trend)
+        )
+
+    @property
+    def trend_label(self) -> str:
+        return f"Cost per day, last {len(self.trend)} days: " + ", ".join(f"${v:.2f}" for v in self.trend)
+
+
+def _sort_key(attr: str):
+    def key(row: TenantRow):
+        value = getattr(row, attr)
+        if attr == "slug":
+            return (0, value)
+        # Rows without a value (no budget, no requests) sort after every number either way.
+        return (0, value) if value is not None else (1, 0)
+    return key
+
+
+def tenants_dashboard(*, query: str = "", sort: str = DEFAULT_SORT, now: datetime | None = None) -> list[TenantRow]:
+    """One row per tenant (matching ``query`` on slug or name), sorted by ``sort`` (a SORTS
+    key, "-" in front for descending)."""
+    now = now or dj_timezone.now()
+    tenants = Tenant.objects.order_by("slug").values_list("pk", "slug", "name", "timezone", "is_active")
+    if query:
+        tenants = tenants.filter(Q(slug__icontains=query) | Q(name__icontains=query))
+    rows = {}
+    for pk, slug, name, tz, active in tenants:
+        rows[pk] = TenantRow(pk=pk, slug=slug, name=name, timezone=tz, is_active=active,
+                             today=now.astimezone(_zone(tz)).date())
+    if rows:
+        _fill_usage(rows, now, search=bool(query))
+    descending = sort.startswith("-")
+    attr = SORTS.get(sort.lstrip("-"), SORTS[DEFAULT_SORT])[0]
+    ordered = sorted(rows.values(), key=lambda r: r.slug)
+    if attr != "slug" or descending:
+        present = [r for r in ordered if getattr(r, attr) is not None]
+        absent = [r for r in ordered if getattr(r, attr) is None]
+        present.sort(key=lambda r: getattr(r, attr), reverse=descending)
+        ordered = present + absent
+    return ordered
+
+
+def _sums(usage) -> dict[int, dict[date, tuple[int, int, Decimal, int]]]:
+    per_day: dict[int, dict[date, tuple[int, int, Decimal, int]]] = defaultdict(dict)
+    sums = (usage.values("tenant_id", "day")
+            .annotate(n=Sum("requests"), e=Sum("errors"), c=Sum("cost"), u=Sum("unpriced")).order_by()
+            .values_list("tenant_id", "day", "n", "e", "c", "u"))
+    for tenant_id, day, n, e, c, u in sums:
+        per_day[tenant_id][day] = (n or 0, e or 0, c or Decimal(0), u or 0)
+    return per_day
+
+
+@dataclass
+class _Part:
+    """A tenant's sums over some days, as seen from its local ``today``."""
+
+    today: date
+    month: tuple[int, int, Decimal, int] = (0, 0, Decimal(0), 0)  # requests, errors, cost, unpriced
+    week: Decimal = Decimal(0)  # cost since Monday
+    rolling: Decimal = Decimal(0)  # cost of the last 30 days
+    trend: dict = field(default_factory=dict)  # day → cost (float: for drawing only)
+
+
+def _part(today: date, days: dict[date, tuple[int, int, Decimal, int]]) -> _Part:
+    month_start, week_start = today.replace(day=1), today - timedelta(days=today.weekday())
+    rolling_start, trend_start = today - timedelta(days=29), today - timedelta(days=TREND_DAYS - 1)
+    n = e = u = 0
+    c = week = rolling = Decimal(0)
+    trend = {}
+    for day, (dn, de, dc, du) in days.items():
+        if day > today:
+            continue
+        if day >= month_start:
+            n, e, c, u = n + dn, e + de, c + dc, u + du
+        if day >= week_start:
+            week += dc
+        if day >= rolling_start:
+            rolling += dc
+        if day >= trend_start:
+            trend[day] = float(dc)
+    return _Part(today=today, month=(n, e, c, u), week=week, rolling=rolling, trend=trend)
+
+
+def _settled_parts(rows: dict[int, TenantRow], first: date, settled_before: date) -> dict[int, tuple]:
+    """Every tenant's sums over the settled days (``first`` up to ``settled_before``, two
+    days or more in the past in every time zone, whose rollups the gateway has long
+    written), from the cache: one entry for all tenants, recomputed every SETTLED_TTL
+    seconds, or sooner when a tenant's local day has changed since (or a tenant is new).
+    Per tenant: (today ordinal, month requests, errors, cost, unpriced, week cost, rolling
+    30-day cost, cost of each of the TREND_DAYS settled days before ``settled_before`` as
+    floats in one array): plain tuples, cheap to unpickle."""
+    key = f"support:settled:v3:{first.isoformat()}:{settled_before.isoformat()}"
+    parts = cache.get(key)
+    if parts is not None and all(pk in parts and parts[pk][0] == r.today.toordinal() for pk, r in rows.items()):
+        return parts
+    per_day = _sums(UsageDaily.objects.filter(day__gte=first, day__lt=settled_before))
+    window = [settled_before - timedelta(days=TREND_DAYS - i) for i in range(TREND_DAYS)]
+    parts = {}
+    for pk, row in rows.items():
+        days = per_day.get(pk, {})
+        part = _part(row.today, days)
+        parts[pk] = (row.today.toordinal(), *part.month, part.week, part.rolling,
+                     array("d", [float(days[d][2]) if d in days else 0.0 for d in window]))
+    cache.set(key, parts, SETTLED_TTL)
+    return parts
+
+
+def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> None:
+    """Sums per tenant and local day: the settled days from the cache (the whole list) or
+    live (a search: few tenants, few rows), the last few days always live."""
+    first = min(r.today for r in rows.values()) - timedelta(days=LOOKBACK_DAYS)
+    last = max(r.today for r in rows.values())
+    if search:
+        settled, settled_before = {}, first
+    else:
+        settled_before = min(r.today for r in rows.values()) - timedelta(days=1)
+        settled = _settled_parts(rows, first, settled_before)
+    live = UsageDaily.objects.filter(day__gte=settled_before, day__lte=last)
+    if search:
+        live = live.filter(tenant_id__in=list(rows))
+    per_day = _sums(live)
+
+    window_start = settled_before - timedelta(days=TREND_DAYS)
+    trend_days: dict[date, list[tuple[date, int | None]]] = {}  # per local today: (day, index in the settled window)
+    empty = (0, 0, 0, Decimal(0), 0, Decimal(0), Decimal(0), ())
+    spent: dict[int, dict[str, Decimal]] = {}
+    for pk, row in rows.items():
+        days = per_day.get(pk, {})
+        _, sn, se, sc, su, sweek, srolling, strend = settled.get(pk) or empty
+        new = _part(row.today, days)
+        n, e, c, u = new.month
+        row.requests_month, row.errors_month, row.spend_month, row.unpriced_month = n + sn, e + se, c + sc, u + su
+        today = days.get(row.today)
+        if today:
+            row.requests_today, row.spend_today = today[0], today[2]
+        plan = trend_days.get(row.today)
+        if plan is None:
+            plan = trend_days[row.today] = [
+                (d, (d - window_start).days if d < settled_before else None)
+                for d in (row.today - timedelta(days=i) for i in range(TREND_DAYS - 1, -1, -1))]
+        row.trend = [(strend[i] if strend and 0 <= i < len(strend) else 0.0) if i is not None
+                     else new.trend.get(d, 0.0) for d, i in plan]
+        spent[pk] = {"day": row.spend_today, "week": sweek + new.week, "month": row.spend_month,
+                     "rolling_30d": srolling + new.rolling}
+
+    budgets = list(Budget.objects.filter(enabled=True, tenant_id__in=list(rows))
+                   .values_list("tenant_id", "scope", "api_key_id", "amount", "period"))
+    key_ids = {key for _, scope, key, _, _ in budgets if scope == BudgetScope.KEY}
+    per_key: dict[int, dict[date, Decimal]] = defaultdict(dict)
+    if key_ids:
+        for key, day, c in (UsageDaily.objects.filter(day__gte=first, day__lte=last, api_key_id__in=key_ids)
+                            .values("api_key_id", "day").annotate(c=Sum("cost")).order_by()
+                            .values_list("api_key_id", "day", "c")):
+            per_key[key][day] = c or Decimal(0)
+    for tenant_id, scope, key, amount, period_name in budgets:
+        row = rows[tenant_id]
+        if scope == BudgetScope.KEY:
+            period = period_for(period_name, _zone_name(row.timezone), now)
+            total = sum((c for d, c in per_key.get(key, {}).items() if period.start <= d < period.end), Decimal(0))
+        else:
+            total = spent[tenant_id].get(period_name, Decimal(0))
+        percent = (total * 100 / amount).quantize(Decimal("0.1"))
+        if row.budget_percent is None or percent > row.budget_percent:
+            row.budget_percent = percent
+
+
+def top_spenders(rows: list[TenantRow], limit: int = 10) -> list[TenantRow]:
+    return sorted((r for r in rows if r.spend_month > 0), key=lambda r: (-r.spend_month, r.slug))[:limit]
+
+
+def month_costs(tenants: list[Tenant], now: datetime | None = None) -> dict[int, Decimal]:
+    """Known cost this (local) month of each tenant, in one query (the tenant admin's column)."""
+    if not tenants:
+        return {}
+    now = now or dj_timezone.now()
+    starts = {t.pk: now.astimezone(_zone(t.timezone)).date().replace(day=1) for t in tenants}
+    costs = {pk: Decimal(0) for pk in starts}
+    rows = (UsageDaily.objects.filter(tenant_id__in=list(starts), day__gte=min(starts.values()))
+            .values("tenant_id", "day").annotate(c=Sum("cost")).order_by().values_list("tenant_id", "day", "c"))
+    for tenant_id, day, cost in rows:
+        if day >= starts[tenant_id]:
+            costs[tenant_id] += cost or Decimal(0)
+    return costs
+
+
+@dataclass
+class ModelCost:
+    label: str
+    requests: int
+    cost: Decimal
+
+
+def month_costs_by_model(tenant: Tenant, now: datetime | None = None) -> list[ModelCost]:
+    """This (local) month's requests and known cost of one tenant per model, highest first."""
+    now = now or dj_timezone.now()
+    start = now.astimezone(_zone(tenant.timezone)).date().replace(day=1)
+    rows = list(UsageDaily.objects.filter(tenant=tenant, day__gte=start).values("provider_model_id")
+                .annotate(n=Sum("requests"), c=Sum("cost")).order_by())
+    names = {pk: f"{provider}:{model}" for pk, provider, model in ProviderModel.objects.filter(
+        pk__in=[r["provider_model_id"] for r in rows if r["provider_model_id"]]
+    ).values_list("pk", "provider__name", "model_id")}
+    result = [ModelCost(label=names.get(r["provider_model_id"], "(no model)" if not r["provider_model_id"]
+                                        else f"(deleted model {r['provider_model_id']})"),
+                        requests=r["n"] or 0, cost=r["c"] or Decimal(0)) for r in rows]
+    result.sort(key=lambda m: (-m.cost, -m.requests, m.label))
+    return result
+
+
+# --- provider health ----------------------------------------------------------------------------
+
+WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+@dataclass
+class Health:
+    requests: int = 0
+    errors: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    cooldowns: int = 0
+
+    @property
+    def error_percent(self) -> str:
+        return "–" if not self.requests else f"{self.errors * 100 / self.requests:.1f} %"
+
+
+@dataclass
+class ModelHealth(Health):
+    pk: int = 0
+    model_id: str = ""
+
+
+@dataclass
+class ProviderHealth(Health):
+    pk: int = 0
+    name: str = ""
+    display_name: str = ""
+    provider_type: str = ""
+    owner_slug: str = ""  # "" for a platform provider
+    enabled: bool = True
+    sync_status: str = ""
+    last_sync_at: datetime | None = None
+    last_sync_error: str = ""
+    models: list[ModelHealth] = field(default_factory=list)
+
+
+@dataclass
+class Cooldown:
+    tenant_id: int
+    provider_model_id: int
+    seconds_left: int
+    tenant_slug: str = ""
+    label: str = ""
+
+
+@dataclass
+class PlatformHealth:
+    window: str
+    since: datetime
+    totals: Health
+    providers: list[ProviderHealth]
+    cooldowns: list[Cooldown]
+    redis: bool  # False: no Redis configured, cooldowns unknown
+
+
+def active_cooldowns(limit: int = 1000) -> tuple[list[Cooldown], bool]:
+    """The cooldowns in Redis now (``tg:cd:t<tenant>:pm<model>``), with seconds left."""
+    from config.redis import get_redis
+
+    client = get_redis()
+    if client is None:
+        return [], False
+    keys = []
+    for key in client.scan_iter(match="tg:cd:*", count=1000):
+        keys.append(key.decode() if isinstance(key, bytes) else key)
+        if len(keys) >= limit:
+            break
+    if not keys:
+        return [], True
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pttl(key)
+    found = []
+    for key, ttl in zip(keys, pipe.execute()):
+        try:
+            tenant_part, model_part = key.removeprefix("tg:cd:").split(":")
+            tenant_id, model_id = int(tenant_part.removeprefix("t")), int(model_part.removeprefix("pm"))
+        except ValueError:
+            continue
+        if ttl == -2:  # expired between SCAN and PTTL
+            continue
+        found.append(Cooldown(tenant_id=tenant_id, provider_model_id=model_id,
+                              seconds_left=max(0, -(-ttl // 1000)) if ttl >= 0 else -1))
+    return found, True
+
+
+def _ledger_health(since: datetime, group: tuple[str, ...]) -> dict:
+    rows = UsageLog.objects.filter(created_at__gte=since).order_by()
+    aggregates = {"n": Count("id"), "e": Count("id", filter=Q(status__in=ERROR_STATUSES))}
+    if connection.vendor == "postgresql":
+        aggregates.update(p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95))
+        grouped = rows.values(*group).annotate(**aggregates) if group else [rows.aggregate(**aggregates)]
+        result = {}
+        for row in grouped:
+            if not row["n"]:
+                continue
+            key = tuple(row[g] for g in group)
+            result[key] = Health(requests=row["n"], errors=row["e"], p50=row["p50"], p95=row["p95"])
+        return result
+    latencies: dict[tuple, list[int]] = defaultdict(list)
+    errors: dict[tuple, int] = defaultdict(int)
+    for *key, status, latency in rows.values_list(*group, "status", "latency_ms").iterator(chunk_size=2000):
+        key = tuple(key)
+        latencies[key].append(latency)
+        errors[key] += status in ERROR_STATUSES
+    result = {}
+    for key, values in latencies.items():
+        values.sort()
+        result[key] = Health(requests=len(values), errors=errors[key], p50=percentile(values, 0.5),
+                             p95=percentile(values, 0.95))
+    return result
+
+
+def platform_health(*, window: str = "hour", now: datetime | None = None) -> PlatformHealth:
+    """Requests, error rate and latency per provider and per model over the last hour or day,
+    the cooldowns active now, and each provider's last catalog sync. Providers shown: every
+    platform provider, and tenants' own providers with traffic or a cooldown in the window."""
+    window = window if window in WINDOWS else "hour"
+    now = now or dj_timezone.now()
+    since = now - WINDOWS[window]
+    by_model = _ledger_health(since, ("provider_id", "provider_model_id"))
+    by_provider = _ledger_health(since, ("provider_id",))
+    totals = _ledger_health(since, ()).get((), Health())
+    cooldowns, has_redis = active_cooldowns()
+
+    model_ids = {m for _, m in by_model if m} | {c.provider_model_id for c in cooldowns}
+    models = {pk: (provider_id, model_id) for pk, provider_id, model_id in ProviderModel.objects.filter(
+        pk__in=model_ids).values_list("pk", "provider_id", "model_id")}
+    provider_ids = {p for (p,) in by_provider if p} | {v[0] for v in models.values()}
+    # .only(): the encrypted key and headers are never loaded, let alone shown.
+    providers = (Provider.objects.filter(Q(owner__isnull=True) | Q(pk__in=provider_ids))
+                 .select_related("owner")
+                 .only("pk", "name", "display_name", "provider_type", "enabled", "sync_status", "last_sync_at",
+                       "last_sync_error", "owner__slug"))
+    result: dict[int, ProviderHealth] = {}
+    for p in providers:
+        health = by_provider.get((p.pk,), Health())
+        result[p.pk] = ProviderHealth(
+            pk=p.pk, name=p.name, display_name=p.display_name, provider_type=p.get_provider_type_display(),
+            owner_slug=p.owner.slug if p.owner_id else "", enabled=p.enabled, sync_status=p.sync_status,
+            last_sync_at=p.last_sync_at, last_sync_error=p.last_sync_error,
+            requests=health.requests, errors=health.errors, p50=health.p50, p95=health.p95)
+    model_rows: dict[int, ModelHealth] = {}
+    for (provider_id, model_pk), health in by_model.items():
+        if provider_id in result:
+            model_rows[model_pk or 0] = ModelHealth(
+                pk=model_pk or 0, model_id=models.get(model_pk, (0, "(no model)"))[1] if model_pk else "(no model)",
+                requests=health.requests, errors=health.errors, p50=health.p50, p95=health.p95)
+            result[provider_id].models.append(model_rows[model_pk or 0])
+
+    tenant_slugs = dict(Tenant.objects.filter(pk__in={c.tenant_id for c in cooldowns}).values_list("pk", "slug"))
+    for cooldown in cooldowns:
+        cooldown.tenant_slug = tenant_slugs.get(cooldown.tenant_id, "")
+        provider_id, model_id = models.get(cooldown.provider_model_id, (None, f"(model {cooldown.provider_model_id})"))
+        provider = result.get(provider_id)
+        cooldown.label = f"{provider.name}:{model_id}" if provider else model_id
+        if provider is not None:
+            provider.cooldowns += 1
+            model = model_rows.get(cooldown.provider_model_id)
+            if model is None:
+                model = model_rows[cooldown.provider_model_id] = ModelHealth(
+                    pk=cooldown.provider_model_id, model_id=model_id)
+                provider.models.append(model)
+            model.cooldowns += 1
+    for provider in result.values():
+        provider.models.sort(key=lambda m: (-m.requests, m.model_id))
+    ordered = sorted(result.values(), key=lambda p: (p.owner_slug != "", -p.requests, p.name, p.owner_slug))
+    cooldowns.sort(key=lambda c: (c.tenant_slug, c.label))
+    totals.cooldowns = len(cooldowns)
+    return PlatformHealth(window=window, since=since, totals=totals, providers=ordered, cooldowns=cooldowns,
+                          redis=has_redis)
