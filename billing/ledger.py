@@ -8,7 +8,6 @@ this runs beside its event loop): one prepared statement executed per row, which
 pipelines and sqlite3 loops in C."""
 
 import logging
-from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any

@@ -1,25 +1,22 @@
 """Console pages for costs: the overview, budgets and alerts, and the usage explorer
-(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``), and the support landing page
-(``/support/``, staff with billing.view_all_tenants)."""
+(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``). The support pages are in support_views.py."""
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 
 from billing import dashboards, selectors, services
 from billing.forms import BudgetForm, UsageFilterForm
-from billing.usage_api import csv_chunks, export_filename
+from billing.usage_api import usage_csv_response
 from billing.usage_selectors import (
-    usage_export_rows,
     usage_filters_build,
     usage_rows,
     usage_summary,
 )
 from providers.selectors import alias_list, provider_list
-from tenants.access import Principal
 from tenants.errors import TollgateError
-from tenants.selectors import api_key_list, tenants_visible
-from tenants.views import console_render, forbidden, form_error, login_redirect, tenant_page
+from tenants.selectors import api_key_list
+from tenants.views import console_render, form_error, tenant_page
 
 RECENT_ROWS = 25
 BREAKDOWN_LIMIT = 100
@@ -174,26 +171,4 @@ def usage_export(request: HttpRequest, access) -> HttpResponse:
     if filters is None:
         return console_render(request, access, "app/usage.html", {"form": form, "filters": None},
                               section="usage", status=400)
-    rows = usage_export_rows(tenant=access.tenant, filters=filters)
-    response = StreamingHttpResponse(csv_chunks(rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{export_filename(access.tenant.slug, filters)}"'
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-# --- support --------------------------------------------------------------------------------------------
-
-
-def support_home(request: HttpRequest) -> HttpResponse:
-    """``/support/``: staff with billing.view_all_tenants pick a tenant to read (read-only).
-    The support dashboards will grow here; tenant users are refused."""
-    if not request.user.is_authenticated:
-        return login_redirect(request)
-    principal = Principal(user=request.user)
-    if not principal.is_support:
-        return forbidden(request, "This page is for Tollgate support staff.")
-    query = request.GET.get("q", "").strip()
-    tenants = tenants_visible(principal=principal).order_by("slug")
-    if query:
-        tenants = tenants.filter(slug__icontains=query)
-    return render(request, "support/home.html", {"tenants": tenants[:200], "query": query})
+    return usage_csv_response(request, tenant=access.tenant, filters=filters)  # streams under ASGI too
