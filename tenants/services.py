@@ -188,14 +188,10 @@ def api_key_create(
     return key, raw
 
 
-def api_key_cache_key(*, tenant_id: int, key_hash_hex: str) -> str:
-    """Where a verified key is remembered by the data plane (shared Redis cache)."""
-    return f"t{tenant_id}:apikey:{key_hash_hex}"
-
-
 def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
-    """Revoke a key (idempotent). The shared cache entry is dropped after commit, so the key
-    stops working at once on every worker that reads the shared cache."""
+    """Revoke a key (idempotent). The management API reads the database, so the key stops
+    working there at once; data-plane workers remember a verified key for at most
+    API_KEY_CACHE_SECONDS, so /v1 refuses it within that time."""
     with transaction.atomic():
         updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
@@ -209,8 +205,6 @@ def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
                 target=f"api_key:{key.pk}",
                 after={"prefix": key.masked, "revoked_at": key.revoked_at.isoformat()},
             )
-            cache_key = api_key_cache_key(tenant_id=key.tenant_id, key_hash_hex=key.key_hash)
-            transaction.on_commit(lambda: cache.delete(cache_key))
     return key
 
 
