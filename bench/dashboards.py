@@ -1,5 +1,5 @@
 """How fast the support dashboards answer with a big ledger: 1,000 tenants and 10 million
-usage rows (plus their daily rollups) over 90 days.
+usage rows (plus their daily rollups and the provider health histograms) over 90 days.
 
     .venv/bin/python bench/dashboards.py [--rows 10000000] [--tenants 1000] [--requests 50]
     .venv/bin/python bench/dashboards.py --generate-only      # just build / top up the data
@@ -11,7 +11,8 @@ Its own database by default: ``tollgate_bench`` is shared with the other benches
 10,000 tenants would change what the all-tenants page has to read. Generation is idempotent:
 tenants ``bench-0000``… and ledger rows ``bench_<n>`` already present are reused, only the
 missing ones are inserted (``INSERT … SELECT generate_series`` in SQL, in chunks), and the
-rollups of the bench tenants are rebuilt from the ledger when they no longer match it.
+rollups of the bench tenants (per model and key, per tenant) and the health histograms of the
+last two days are rebuilt from the ledger when they no longer match it.
 
 Measured, with Django's test Client logged in as a support user, ``--requests`` timed
 requests per page after warm-up: p50 / p95 wall time in ms and the number of SQL queries.
@@ -153,6 +154,49 @@ def generate(n_tenants: int, n_rows: int) -> None:
                 [tenants],
             )
         print(f"  rollups rebuilt in {time.monotonic() - started:.1f}s", flush=True)
+    with connection.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(requests), 0) FROM billing_tenantdaily WHERE tenant_id = ANY(%s)", [tenants])
+        per_tenant = cur.fetchone()[0]
+    if inserted or per_tenant != ledger:
+        started = time.monotonic()
+        with transaction.atomic(), connection.cursor() as cur:  # what the ledger writer adds up per tenant and day
+            cur.execute("DELETE FROM billing_tenantdaily WHERE tenant_id = ANY(%s)", [tenants])
+            cur.execute(
+                """
+                INSERT INTO billing_tenantdaily (tenant_id, day, requests, errors, cache_hits, input_tokens,
+                    output_tokens, cost, unpriced)
+                SELECT tenant_id, day, sum(requests), sum(errors), sum(cache_hits), sum(input_tokens),
+                       sum(output_tokens), sum(cost), sum(unpriced)
+                FROM billing_usagedaily WHERE tenant_id = ANY(%s) GROUP BY tenant_id, day
+                """,
+                [tenants],
+            )
+        print(f"  per-tenant rollups rebuilt in {time.monotonic() - started:.1f}s", flush=True)
+    if True:  # cheap (two days of rows): always, so the last day is the one before now
+        started = time.monotonic()
+        # The provider health histograms of the last two days (what the writer keeps), rebuilt:
+        # 5-minute and hour slots, latency bucket floor(8 · log2(ms + 1)) as billing.health has it.
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("DELETE FROM billing_healthbucket")
+            cur.execute(
+                """
+                INSERT INTO billing_healthbucket (span, start, provider_id, provider_model_id, bucket, requests,
+                    errors)
+                SELECT s.span, to_timestamp(floor(extract(epoch FROM u.created_at) / s.span) * s.span),
+                       coalesce(u.provider_id, 0), coalesce(u.provider_model_id, 0),
+                       floor(8 * log(2, u.latency_ms + 1.0))::int, count(*),
+                       count(*) FILTER (WHERE u.status IN ('error', 'partial', 'rejected'))
+                FROM billing_usagelog u CROSS JOIN (VALUES (300), (3600)) AS s(span)
+                WHERE u.created_at >= now() - interval '2 days'
+                GROUP BY 1, 2, 3, 4, 5
+                """
+            )
+            cur.execute("SELECT count(*) FROM billing_healthbucket")
+            print(f"  health histograms rebuilt ({cur.fetchone()[0]:,} rows) in {time.monotonic() - started:.1f}s",
+                  flush=True)
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE billing_tenantdaily")
+            cur.execute("ANALYZE billing_healthbucket")
         with connection.cursor() as cur:
             cur.execute("ANALYZE billing_usagelog")
             cur.execute("ANALYZE billing_usagedaily")
@@ -188,7 +232,7 @@ def measure(n_requests: int) -> None:
              "/support/providers/?window=hour", f"/app/{big_slug}/"]
     print(f"\n{n_requests} requests per page after 3 warm-up requests; biggest tenant {big_slug} "
           f"({big['n'] if big else 0:,} requests)\n")
-    print(f"| page | p50 ms | p95 ms | max ms | queries |\n|---|---:|---:|---:|---:|")
+    print("| page | p50 ms | p95 ms | max ms | queries |\n|---|---:|---:|---:|---:|")
     for url in pages:
         for _ in range(3):
             assert client.get(url).status_code == 200, url

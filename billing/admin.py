@@ -6,7 +6,8 @@ from django.utils.functional import cached_property
 
 from billing import services
 from billing.alerts import usd
-from billing.models import Budget, BudgetAlert, UsageDaily, UsageLog
+from billing.health import bucket_bounds
+from billing.models import Budget, BudgetAlert, HealthBucket, TenantDaily, UsageDaily, UsageLog
 from billing.selectors import budget_period, budget_spent
 from tenants.access import Principal
 from tenants.errors import InvalidInput
@@ -149,6 +150,31 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant"]
     show_full_result_count = False
     paginator = CappedCountPaginator
+
+
+@admin.register(TenantDaily)
+class TenantDailyAdmin(ReadOnlyAdmin):
+    list_display = ["day", "tenant", "requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cost",
+                    "unpriced"]
+    list_filter = ["day"]
+    search_fields = ["=tenant__slug"]
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+
+@admin.register(HealthBucket)
+class HealthBucketAdmin(ReadOnlyAdmin):
+    list_display = ["start", "span", "provider_id", "provider_model_id", "latency_range", "requests", "errors"]
+    list_filter = ["span", "start"]
+    search_fields = ["=provider_id", "=provider_model_id"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+    @admin.display(description="latency (ms)")
+    def latency_range(self, obj: HealthBucket) -> str:
+        low, high = bucket_bounds(obj.bucket)
+        return f"{low:.0f}–{high:.0f}"
 
 
 @admin.register(UsageLog)

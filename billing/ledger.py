@@ -1,9 +1,10 @@
-"""Writing the ledger: usage rows and their daily rollups, in one transaction.
+"""Writing the ledger: usage rows and their rollups, in one transaction.
 
 Rows come from the data plane's batched writer (and the test endpoint) as dicts. A row whose
 request id is already in the ledger is skipped, and only the rows actually inserted are added
 to the rollups, so a retried batch never counts twice and the rollups stay equal to the
-ledger. Inserts bypass model instances (the ORM's per-field work would slow the data plane,
+ledger. Rollups: per tenant × local day × model × key (UsageDaily), per tenant × local day
+(TenantDaily) and the provider health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's per-field work would slow the data plane,
 this runs beside its event loop): one prepared statement executed per row, which psycopg
 pipelines and sqlite3 loops in C."""
 
@@ -15,7 +16,8 @@ from typing import Any
 import psycopg
 from django.db import IntegrityError, connection, transaction
 
-from billing.models import UsageDaily, UsageLog
+from billing.health import SLOTS, latency_bucket, slot_start
+from billing.models import HealthBucket, TenantDaily, UsageDaily, UsageLog
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey, Tenant
 
@@ -32,6 +34,7 @@ USAGE_COLUMNS = {
 ERROR_STATUSES = frozenset({"error", "partial", "rejected"})
 ROLLUP_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_tokens",
                "output_tokens", "reasoning_tokens", "cost", "unpriced", "latency_ms_total")
+TENANT_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cost", "unpriced")
 
 
 def usage_rows_write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,6 +64,7 @@ def _write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if new:
         _insert_ledger(new)
         _add_to_rollups(new)
+        _add_to_health(new)
     return new
 
 
@@ -118,16 +122,8 @@ def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
         elif (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0) > 0:
             acc["unpriced"] += 1
         acc["latency_ms_total"] += row.get("latency_ms") or 0
-    quote = connection.ops.quote_name
-    table = quote(UsageDaily._meta.db_table)
-    columns = ["tenant_id", "day", "provider_id", "provider_model_id", "api_key_id", *ROLLUP_SUMS]
-    sets = ", ".join(f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in ROLLUP_SUMS)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(quote(c) for c in ('tenant_id', 'day', 'provider_model_id', 'api_key_id'))}) "
-        f"DO UPDATE SET {sets}"
-    )
+    sql = _upsert_sql(UsageDaily, ("tenant_id", "day", "provider_id", "provider_model_id", "api_key_id"), ROLLUP_SUMS,
+                      conflict=("tenant_id", "day", "provider_model_id", "api_key_id"))
     adapt_date = connection.ops.adapt_datefield_value
     adapt_money = connection.ops.adapt_decimalfield_value
     params = [
@@ -137,6 +133,55 @@ def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
         for (tenant_id, day, pm, key), acc in sorted(totals.items())
     ]
     _execute_many(sql, params)
+
+    per_tenant: dict[tuple[int, date], dict[str, Any]] = {}
+    for (tenant_id, day, _, _), acc in totals.items():
+        into = per_tenant.get((tenant_id, day))
+        if into is None:
+            per_tenant[(tenant_id, day)] = {n: acc[n] for n in TENANT_SUMS}
+        else:
+            for n in TENANT_SUMS:
+                into[n] += acc[n]
+    _execute_many(
+        _upsert_sql(TenantDaily, ("tenant_id", "day"), TENANT_SUMS),
+        [(tenant_id, adapt_date(day), *[adapt_money(acc[n], 24, 12) if n == "cost" else acc[n] for n in TENANT_SUMS])
+         for (tenant_id, day), acc in sorted(per_tenant.items())],
+    )
+
+
+def _upsert_sql(model, key: tuple[str, ...], sums: tuple[str, ...], conflict: tuple[str, ...] = ()) -> str:
+    """INSERT one row of ``key`` + ``sums`` columns, or add the sums to the row already there
+    (the one with the same ``conflict`` columns: the key by default)."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = [*key, *sums]
+    sets = ", ".join(f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in sums)
+    return (f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT ({', '.join(quote(c) for c in conflict or key)}) DO UPDATE SET {sets}")
+
+
+def _add_to_health(rows: list[dict[str, Any]]) -> None:
+    counts: dict[tuple, list[int]] = {}
+    now = datetime.now(UTC)
+    for row in rows:
+        at = row.get("created_at") or now
+        bucket = latency_bucket(row.get("latency_ms") or 0)
+        error = row.get("status", "ok") in ERROR_STATUSES
+        for span in SLOTS:
+            key = (span, slot_start(at, span), row.get("provider_id") or 0, row.get("provider_model_id") or 0, bucket)
+            acc = counts.get(key)
+            if acc is None:
+                acc = counts[key] = [0, 0]
+            acc[0] += 1
+            acc[1] += error
+    adapt_time = connection.ops.adapt_datetimefield_value
+    _execute_many(
+        _upsert_sql(HealthBucket, ("span", "start", "provider_id", "provider_model_id", "bucket"),
+                    ("requests", "errors")),
+        [(span, adapt_time(start), provider, model, bucket, n, e)
+         for (span, start, provider, model, bucket), (n, e) in sorted(counts.items())],
+    )
 
 
 def _salvage(row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -108,6 +108,54 @@ class UsageDaily(models.Model):
         return f"{self.tenant_id} {self.day} pm{self.provider_model_id} k{self.api_key_id}"
 
 
+class TenantDaily(models.Model):
+    """Rollup of the ledger per tenant × day (tenant's time zone): the UsageDaily rows of a
+    tenant and day summed over models and keys, written in the same transaction. The support
+    dashboard reads ~30 of these per tenant instead of every model × key row."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)  # status error, partial or rejected
+    cache_hits = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    unpriced = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="tenantdaily_unique")]
+        indexes = [models.Index(fields=["day"], name="tenantdaily_day")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day}"
+
+
+class HealthBucket(models.Model):
+    """Requests, errors and a latency histogram per provider × model × time slot (5 minutes
+    and 1 hour, UTC), written with the ledger: the providers health page reads these instead
+    of sorting the latencies of every ledger row of the last day. ``bucket`` is the latency
+    bucket ``floor(8 · log2(latency_ms + 1))`` (each ~9 % wide, see billing.health). Kept
+    HEALTH_KEEP_DAYS days (the retention task prunes them). Ids are plain integers, 0 = none."""
+
+    span = models.PositiveIntegerField()  # seconds: 300 or 3600
+    start = models.DateTimeField()
+    provider_id = models.BigIntegerField(default=0)
+    provider_model_id = models.BigIntegerField(default=0)
+    bucket = models.SmallIntegerField()
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["span", "start", "provider_id", "provider_model_id", "bucket"],
+                                    name="healthbucket_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.span}s {self.start} pm{self.provider_model_id} b{self.bucket}"
+
+
 class BudgetScope(models.TextChoices):
     TENANT = "tenant", "Whole tenant"
     KEY = "key", "One API key"

@@ -36,7 +36,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.models import UsageLog
+from billing.health import KEEP_DAYS as HEALTH_KEEP_DAYS
+from billing.health import SLOTS as HEALTH_SLOTS
+from billing.models import HealthBucket, UsageLog
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -155,3 +157,13 @@ def _delete_batch(*, tenant_id: int, cutoff: datetime, after_id: int, batch_size
             else:
                 cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(ids))})", ids)
             return ids, cursor.rowcount
+
+
+def health_buckets_prune(*, now: datetime | None = None) -> int:
+    """Delete the provider health slots (HealthBucket) that started more than HEALTH_KEEP_DAYS
+    days ago: the health page reads the last day only. Returns the rows deleted."""
+    cutoff = (now or timezone.now()) - timedelta(days=HEALTH_KEEP_DAYS)
+    deleted, _ = HealthBucket.objects.filter(span__in=HEALTH_SLOTS, start__lt=cutoff).delete()
+    if deleted:
+        log.info("provider health: deleted %d slot row(s) older than %s", deleted, cutoff.isoformat())
+    return deleted

@@ -1,38 +1,34 @@
 """Read-only selectors for the support dashboards (/support/) and the tenant admin: every
 tenant's spend, requests and budgets from the daily rollups, and provider health from the
-recent ledger plus the cooldowns in Redis.
+health histograms plus the cooldowns in Redis.
 
 The all-tenants figures are computed with a fixed number of queries whatever the number of
-tenants: the tenants, one GROUP BY (tenant, day) over the rollups of the last ~32 days, the
-enabled budgets, and (only when some budget is per key) one GROUP BY (key, day). Each
-tenant's "today" and "this month" are its own local days (its time zone), assembled in
-Python from the per-day sums. Provider health reads only the ledger rows of the last hour or
-day (the ``created_at`` index), with ``percentile_cont`` on PostgreSQL. Nothing here reads a
-provider's key or headers.
+tenants: the tenants, one aggregate over the per-tenant daily rollups (TenantDaily) per
+distinct local date (at most three), the enabled budgets, and (only when some budget is per
+key) one GROUP BY (key, day) over UsageDaily. Each tenant's "today" and "this month" are its
+own local days (its time zone). Provider health reads the HealthBucket histograms of the
+last hour or day (billing.health): a few hundred rows whatever the traffic. Nothing here
+reads a provider's key or headers.
 """
 
 import zoneinfo
-from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.core.cache import cache
-from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone as dj_timezone
 
-from billing.models import Budget, BudgetScope, UsageDaily, UsageLog
+from billing.health import WINDOW_SLOT, histogram_percentile, window_start
+from billing.models import Budget, BudgetScope, HealthBucket, TenantDaily, UsageDaily
 from billing.periods import period_for
-from billing.usage_selectors import ERROR_STATUSES, PercentileCont, percentile
 from providers.models import Provider, ProviderModel
 from tenants.models import Tenant
 
 TREND_DAYS = 14
-LOOKBACK_DAYS = 32  # month start (≤ 30 days back), a rolling 30-day budget (29) and the trend (13)
+LOOKBACK_DAYS = 32  # covers a key budget's month (≤ 30 days back) or rolling 30 days
 SPARK_WIDTH, SPARK_HEIGHT = 100, 24
-SETTLED_TTL = 600  # seconds the per-day sums of days before yesterday are cached
 
 SORTS = {  # ?sort= value → (row attribute, label)
     "tenant": ("slug", "Tenant"),
@@ -71,7 +67,8 @@ class TenantRow:
     errors_month: int = 0
     unpriced_month: int = 0
     budget_percent: Decimal | None = None  # max over the enabled budgets; None without one
-    trend: list[float] = field(default_factory=list)  # cost per local day, oldest first, today last (drawing)
+    trend: list[float] = field(default_factory=list)  # cost per local day, oldest first, today last (drawing;
+    # filled by trends_fill for the rows shown)
 
     @property
     def error_rate(self) -> float | None:
@@ -133,114 +130,63 @@ def tenants_dashboard(*, query: str = "", sort: str = DEFAULT_SORT, now: datetim
     return ordered
 
 
-def _sums(usage) -> dict[int, dict[date, tuple[int, int, Decimal, int]]]:
-    per_day: dict[int, dict[date, tuple[int, int, Decimal, int]]] = defaultdict(dict)
-    sums = (usage.values("tenant_id", "day")
-            .annotate(n=Sum("requests"), e=Sum("errors"), c=Sum("cost"), u=Sum("unpriced")).order_by()
-            .values_list("tenant_id", "day", "n", "e", "c", "u"))
-    for tenant_id, day, n, e, c, u in sums:
-        per_day[tenant_id][day] = (n or 0, e or 0, c or Decimal(0), u or 0)
-    return per_day
+def _by_today(rows) -> dict[date, list[TenantRow]]:
+    by_today: dict[date, list[TenantRow]] = defaultdict(list)
+    for row in rows:
+        by_today[row.today].append(row)
+    return by_today
 
 
-@dataclass
-class _Part:
-    """A tenant's sums over some days, as seen from its local ``today``."""
-
-    today: date
-    month: tuple[int, int, Decimal, int] = (0, 0, Decimal(0), 0)  # requests, errors, cost, unpriced
-    week: Decimal = Decimal(0)  # cost since Monday
-    rolling: Decimal = Decimal(0)  # cost of the last 30 days
-    trend: dict = field(default_factory=dict)  # day → cost (float: for drawing only)
-
-
-def _part(today: date, days: dict[date, tuple[int, int, Decimal, int]]) -> _Part:
-    month_start, week_start = today.replace(day=1), today - timedelta(days=today.weekday())
-    rolling_start, trend_start = today - timedelta(days=29), today - timedelta(days=TREND_DAYS - 1)
-    n = e = u = 0
-    c = week = rolling = Decimal(0)
-    trend = {}
-    for day, (dn, de, dc, du) in days.items():
-        if day > today:
-            continue
-        if day >= month_start:
-            n, e, c, u = n + dn, e + de, c + dc, u + du
-        if day >= week_start:
-            week += dc
-        if day >= rolling_start:
-            rolling += dc
-        if day >= trend_start:
-            trend[day] = float(dc)
-    return _Part(today=today, month=(n, e, c, u), week=week, rolling=rolling, trend=trend)
-
-
-def _settled_parts(rows: dict[int, TenantRow], first: date, settled_before: date) -> dict[int, tuple]:
-    """Every tenant's sums over the settled days (``first`` up to ``settled_before``, two
-    days or more in the past in every time zone, whose rollups the gateway has long
-    written), from the cache: one entry for all tenants, recomputed every SETTLED_TTL
-    seconds, or sooner when a tenant's local day has changed since (or a tenant is new).
-    Per tenant: (today ordinal, month requests, errors, cost, unpriced, week cost, rolling
-    30-day cost, cost of each of the TREND_DAYS settled days before ``settled_before`` as
-    floats in one array): plain tuples, cheap to unpickle."""
-    key = f"support:settled:v3:{first.isoformat()}:{settled_before.isoformat()}"
-    parts = cache.get(key)
-    if parts is not None and all(pk in parts and parts[pk][0] == r.today.toordinal() for pk, r in rows.items()):
-        return parts
-    per_day = _sums(UsageDaily.objects.filter(day__gte=first, day__lt=settled_before))
-    window = [settled_before - timedelta(days=TREND_DAYS - i) for i in range(TREND_DAYS)]
-    parts = {}
-    for pk, row in rows.items():
-        days = per_day.get(pk, {})
-        part = _part(row.today, days)
-        parts[pk] = (row.today.toordinal(), *part.month, part.week, part.rolling,
-                     array("d", [float(days[d][2]) if d in days else 0.0 for d in window]))
-    cache.set(key, parts, SETTLED_TTL)
-    return parts
+def _of_group(usage, group: list[TenantRow], *, search: bool, several: bool):
+    """``usage`` (TenantDaily rows) of the tenants in ``group``: by id when they are few (a
+    search, a page), by time zone when the group is every tenant whose local date it is."""
+    if search:
+        return usage.filter(tenant_id__in=[r.pk for r in group])
+    if several:
+        return usage.filter(tenant__timezone__in={r.timezone for r in group})
+    return usage
 
 
 def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> None:
-    """Sums per tenant and local day: the settled days from the cache (the whole list) or
-    live (a search: few tenants, few rows), the last few days always live."""
-    first = min(r.today for r in rows.values()) - timedelta(days=LOOKBACK_DAYS)
-    last = max(r.today for r in rows.values())
-    if search:
-        settled, settled_before = {}, first
-    else:
-        settled_before = min(r.today for r in rows.values()) - timedelta(days=1)
-        settled = _settled_parts(rows, first, settled_before)
-    live = UsageDaily.objects.filter(day__gte=settled_before, day__lte=last)
-    if search:
-        live = live.filter(tenant_id__in=list(rows))
-    per_day = _sums(live)
-
-    window_start = settled_before - timedelta(days=TREND_DAYS)
-    trend_days: dict[date, list[tuple[date, int | None]]] = {}  # per local today: (day, index in the settled window)
-    empty = (0, 0, 0, Decimal(0), 0, Decimal(0), Decimal(0), ())
+    """Each tenant's sums from the per-tenant daily rollups. Tenants whose local today is the
+    same date share their windows (month, week, 30 days), so there is one aggregate query
+    per distinct local date (at most three at any moment, whatever the number of tenants),
+    grouped by tenant in SQL; Python only copies the sums into the rows."""
+    by_today = _by_today(rows.values())
     spent: dict[int, dict[str, Decimal]] = {}
-    for pk, row in rows.items():
-        days = per_day.get(pk, {})
-        _, sn, se, sc, su, sweek, srolling, strend = settled.get(pk) or empty
-        new = _part(row.today, days)
-        n, e, c, u = new.month
-        row.requests_month, row.errors_month, row.spend_month, row.unpriced_month = n + sn, e + se, c + sc, u + su
-        today = days.get(row.today)
-        if today:
-            row.requests_today, row.spend_today = today[0], today[2]
-        plan = trend_days.get(row.today)
-        if plan is None:
-            plan = trend_days[row.today] = [
-                (d, (d - window_start).days if d < settled_before else None)
-                for d in (row.today - timedelta(days=i) for i in range(TREND_DAYS - 1, -1, -1))]
-        row.trend = [(strend[i] if strend and 0 <= i < len(strend) else 0.0) if i is not None
-                     else new.trend.get(d, 0.0) for d, i in plan]
-        spent[pk] = {"day": row.spend_today, "week": sweek + new.week, "month": row.spend_month,
-                     "rolling_30d": srolling + new.rolling}
+    for today, group in by_today.items():
+        month_start, week_start = today.replace(day=1), today - timedelta(days=today.weekday())
+        rolling_start = today - timedelta(days=29)
+        aggregates = {
+            "n": Sum("requests", filter=Q(day__gte=month_start)), "e": Sum("errors", filter=Q(day__gte=month_start)),
+            "c": Sum("cost", filter=Q(day__gte=month_start)), "u": Sum("unpriced", filter=Q(day__gte=month_start)),
+            "week": Sum("cost", filter=Q(day__gte=week_start)), "rolling": Sum("cost", filter=Q(day__gte=rolling_start)),
+            "n_today": Sum("requests", filter=Q(day=today)), "c_today": Sum("cost", filter=Q(day=today)),
+        }
+        usage = _of_group(TenantDaily.objects.filter(day__gte=min(month_start, rolling_start), day__lte=today),
+                          group, search=search, several=len(by_today) > 1)
+        found = {a["tenant_id"]: a for a in usage.values("tenant_id").annotate(**aggregates).order_by()}
+        zero = Decimal(0)
+        for row in group:
+            a = found.get(row.pk)
+            if a is None:
+                spent[row.pk] = {"day": zero, "week": zero, "month": zero, "rolling_30d": zero}
+                continue
+            row.requests_month, row.errors_month = a["n"] or 0, a["e"] or 0
+            row.spend_month, row.unpriced_month = a["c"] or zero, a["u"] or 0
+            row.requests_today, row.spend_today = a["n_today"] or 0, a["c_today"] or zero
+            spent[row.pk] = {"day": row.spend_today, "week": a["week"] or zero, "month": row.spend_month,
+                             "rolling_30d": a["rolling"] or zero}
 
-    budgets = list(Budget.objects.filter(enabled=True, tenant_id__in=list(rows))
-                   .values_list("tenant_id", "scope", "api_key_id", "amount", "period"))
+    budgets = Budget.objects.filter(enabled=True)
+    if search:
+        budgets = budgets.filter(tenant_id__in=list(rows))
+    budgets = [b for b in budgets.values_list("tenant_id", "scope", "api_key_id", "amount", "period") if b[0] in rows]
     key_ids = {key for _, scope, key, _, _ in budgets if scope == BudgetScope.KEY}
     per_key: dict[int, dict[date, Decimal]] = defaultdict(dict)
     if key_ids:
+        first = min(r.today for r in rows.values()) - timedelta(days=LOOKBACK_DAYS)
+        last = max(r.today for r in rows.values())
         for key, day, c in (UsageDaily.objects.filter(day__gte=first, day__lte=last, api_key_id__in=key_ids)
                             .values("api_key_id", "day").annotate(c=Sum("cost")).order_by()
                             .values_list("api_key_id", "day", "c")):
@@ -255,6 +201,20 @@ def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> N
         percent = (total * 100 / amount).quantize(Decimal("0.1"))
         if row.budget_percent is None or percent > row.budget_percent:
             row.budget_percent = percent
+
+
+def trends_fill(rows: list[TenantRow]) -> None:
+    """Each row's cost per local day over the last TREND_DAYS days (its sparkline): for the
+    rows shown (a page), not for every tenant, in one query per distinct local date."""
+    for today, group in _by_today(rows).items():
+        first = today - timedelta(days=TREND_DAYS - 1)
+        costs: dict[int, dict[date, float]] = defaultdict(dict)
+        for tenant_id, day, cost in _of_group(TenantDaily.objects.filter(day__gte=first, day__lte=today), group,
+                                              search=True, several=True).values_list("tenant_id", "day", "cost"):
+            costs[tenant_id][day] = float(cost)
+        for row in group:
+            days = costs.get(row.pk, {})
+            row.trend = [days.get(first + timedelta(days=i), 0.0) for i in range(TREND_DAYS)]
 
 
 def top_spenders(rows: list[TenantRow], limit: int = 10) -> list[TenantRow]:
@@ -301,7 +261,7 @@ def month_costs_by_model(tenant: Tenant, now: datetime | None = None) -> list[Mo
 
 # --- provider health ----------------------------------------------------------------------------
 
-WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+WINDOWS = tuple(WINDOW_SLOT)  # "hour", "day"
 
 
 @dataclass
@@ -387,31 +347,32 @@ def active_cooldowns(limit: int = 1000) -> tuple[list[Cooldown], bool]:
     return found, True
 
 
-def _ledger_health(since: datetime, group: tuple[str, ...]) -> dict:
-    rows = UsageLog.objects.filter(created_at__gte=since).order_by()
-    aggregates = {"n": Count("id"), "e": Count("id", filter=Q(status__in=ERROR_STATUSES))}
-    if connection.vendor == "postgresql":
-        aggregates.update(p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95))
-        grouped = rows.values(*group).annotate(**aggregates) if group else [rows.aggregate(**aggregates)]
-        result = {}
-        for row in grouped:
-            if not row["n"]:
-                continue
-            key = tuple(row[g] for g in group)
-            result[key] = Health(requests=row["n"], errors=row["e"], p50=row["p50"], p95=row["p95"])
-        return result
-    latencies: dict[tuple, list[int]] = defaultdict(list)
-    errors: dict[tuple, int] = defaultdict(int)
-    for *key, status, latency in rows.values_list(*group, "status", "latency_ms").iterator(chunk_size=2000):
-        key = tuple(key)
-        latencies[key].append(latency)
-        errors[key] += status in ERROR_STATUSES
-    result = {}
-    for key, values in latencies.items():
-        values.sort()
-        result[key] = Health(requests=len(values), errors=errors[key], p50=percentile(values, 0.5),
-                             p95=percentile(values, 0.95))
-    return result
+def _histograms(since: datetime, span: int) -> dict[tuple[int, int], tuple[int, int, dict[int, int]]]:
+    """(provider id, model id) → (requests, errors, {latency bucket: requests}) over the slots
+    of ``span`` seconds starting at or after ``since``: one GROUP BY in SQL."""
+    found: dict[tuple[int, int], tuple[int, int, dict[int, int]]] = {}
+    rows = (HealthBucket.objects.filter(span=span, start__gte=since)
+            .values("provider_id", "provider_model_id", "bucket")
+            .annotate(n=Sum("requests"), e=Sum("errors")).order_by()
+            .values_list("provider_id", "provider_model_id", "bucket", "n", "e"))
+    for provider_id, model_id, bucket, n, e in rows:
+        key = (provider_id, model_id)
+        requests, errors, buckets = found.get(key) or (0, 0, {})
+        buckets[bucket] = buckets.get(bucket, 0) + n
+        found[key] = (requests + n, errors + e, buckets)
+    return found
+
+
+def _health(parts) -> Health:
+    requests = errors = 0
+    merged: dict[int, int] = defaultdict(int)
+    for n, e, buckets in parts:
+        requests, errors = requests + n, errors + e
+        for bucket, count in buckets.items():
+            merged[bucket] += count
+    pairs = list(merged.items())
+    return Health(requests=requests, errors=errors, p50=histogram_percentile(pairs, 0.5),
+                  p95=histogram_percentile(pairs, 0.95))
 
 
 def platform_health(*, window: str = "hour", now: datetime | None = None) -> PlatformHealth:
@@ -420,10 +381,14 @@ def platform_health(*, window: str = "hour", now: datetime | None = None) -> Pla
     platform provider, and tenants' own providers with traffic or a cooldown in the window."""
     window = window if window in WINDOWS else "hour"
     now = now or dj_timezone.now()
-    since = now - WINDOWS[window]
-    by_model = _ledger_health(since, ("provider_id", "provider_model_id"))
-    by_provider = _ledger_health(since, ("provider_id",))
-    totals = _ledger_health(since, ()).get((), Health())
+    since, span = window_start(window, now)
+    histograms = _histograms(since, span)
+    by_model = {key: _health([part]) for key, part in histograms.items()}
+    per_provider: dict[int, list] = defaultdict(list)
+    for (provider_id, _), part in histograms.items():
+        per_provider[provider_id].append(part)
+    by_provider = {(provider_id,): _health(parts) for provider_id, parts in per_provider.items()}
+    totals = _health(histograms.values())
     cooldowns, has_redis = active_cooldowns()
 
     model_ids = {m for _, m in by_model if m} | {c.provider_model_id for c in cooldowns}

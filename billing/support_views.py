@@ -13,6 +13,7 @@ from django.shortcuts import render
 
 from billing.support_dashboards import (
     DEFAULT_SORT, SORTS, SPARK_HEIGHT, SPARK_WIDTH, WINDOWS, platform_health, tenants_dashboard, top_spenders,
+    trends_fill,
 )
 from tenants.access import Principal
 from tenants.views import forbidden, login_redirect
@@ -47,6 +48,7 @@ def support_home(request: HttpRequest) -> HttpResponse:
         sort = DEFAULT_SORT
     rows = tenants_dashboard(query=query, sort=sort)
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    trends_fill(page.object_list)
     params = {"q": query, "sort": sort if sort != DEFAULT_SORT else ""}
     columns = []
     for key, (_, label) in SORTS.items():

@@ -7,7 +7,7 @@ import random
 from celery import shared_task
 
 from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up
-from billing.retention import usage_retention_purge
+from billing.retention import health_buckets_prune, usage_retention_purge
 from billing.services import alerts_check
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ RETENTION_MAX_BATCHES = 200  # at most 1M rows a run at 5,000 per batch; the nex
 
 @shared_task(name="billing.usage_retention", ignore_result=True)
 def usage_retention() -> dict:
-    """Hourly (beat): delete ledger rows past their tenant's retention, in bounded batches;
-    rollups are kept."""
-    return usage_retention_purge(max_batches=RETENTION_MAX_BATCHES)
+    """Hourly (beat): delete ledger rows past their tenant's retention, in bounded batches
+    (rollups are kept), and the provider health slots older than two days."""
+    result = usage_retention_purge(max_batches=RETENTION_MAX_BATCHES)
+    result["health_slots_deleted"] = health_buckets_prune()
+    return result

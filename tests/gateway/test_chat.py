@@ -6,9 +6,8 @@ import httpx
 import openai
 import pytest
 
-from billing.models import UsageLog
 from providers.models import ProviderModel
-from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled, provider_update
+from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
 from tenants.services import tenant_update
