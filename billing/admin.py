@@ -141,35 +141,36 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
 # --- usage (big, append-only tables) -----------------------------------------------------------
 
 
-@admin.register(UsageDaily)
-class UsageDailyAdmin(ReadOnlyAdmin):
-    list_display = ["day", "tenant", "provider_model_id", "api_key_id", "requests", "errors", "input_tokens",
-                    "output_tokens", "cost", "unpriced"]
+class BigTableAdmin(ReadOnlyAdmin):
+    """Read-only, and never COUNT(*) over the whole table."""
+
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+
+class TenantDayAdmin(BigTableAdmin):
     list_filter = ["day"]
     search_fields = ["=tenant__slug"]
     list_select_related = ["tenant"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(TenantDayAdmin):
+    list_display = ["day", "tenant", "provider_model_id", "api_key_id", "requests", "errors", "input_tokens",
+                    "output_tokens", "cost", "unpriced"]
 
 
 @admin.register(TenantDaily)
-class TenantDailyAdmin(ReadOnlyAdmin):
+class TenantDailyAdmin(TenantDayAdmin):
     list_display = ["day", "tenant", "requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cost",
                     "unpriced"]
-    list_filter = ["day"]
-    search_fields = ["=tenant__slug"]
-    list_select_related = ["tenant"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
 
 
 @admin.register(HealthBucket)
-class HealthBucketAdmin(ReadOnlyAdmin):
+class HealthBucketAdmin(BigTableAdmin):
     list_display = ["start", "span", "provider_id", "provider_model_id", "latency_range", "requests", "errors"]
     list_filter = ["span", "start"]
     search_fields = ["=provider_id", "=provider_model_id"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
 
     @admin.display(description="latency (ms)")
     def latency_range(self, obj: HealthBucket) -> str:
@@ -178,15 +179,13 @@ class HealthBucketAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UsageLog)
-class UsageLogAdmin(ReadOnlyAdmin):
+class UsageLogAdmin(BigTableAdmin):
     list_display = ["request_id", "tenant", "model_requested", "status", "tokens", "cost", "created_at"]
     list_filter = ["status", "stream", "created_at"]
     # Exact matches: request_id has a unique index; a substring search would scan the ledger.
     search_fields = ["=request_id", "=conversation_id"]
     search_help_text = "Exact request id (x-request-id) or conversation id."
     list_select_related = ["tenant"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     raw_id_fields = ["tenant", "api_key", "provider", "provider_model"]
 
     @admin.display(description="tokens (in / out)")
