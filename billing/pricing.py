@@ -15,16 +15,23 @@ def usage_cost(
     input_price: Decimal | None,
     output_price: Decimal | None,
     cached_input_price: Decimal | None,
+    cache_write_tokens: int = 0,
+    cache_write_price: Decimal | None = None,
 ) -> Decimal | None:
-    """input × input price + cached × cached price + output × output price.
+    """uncached input × input price + cache reads × cached price + cache writes × cache-write
+    price + output × output price.
 
-    ``input_tokens`` counts every prompt token, cached ones included, so the uncached part is
-    the difference. Reasoning tokens are part of ``output_tokens`` and priced as output. With
-    no cached price, cached tokens cost the input price. An unknown price gives None (the
-    ledger flags it), never $0."""
+    ``input_tokens`` counts every prompt token, cache reads and writes included (Anthropic's
+    ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``), so the uncached
+    part is what is left. Reasoning tokens are part of ``output_tokens`` and priced as output.
+    With no cached price, cache reads cost the input price; with no cache-write price, cache
+    writes do. An unknown input or output price gives None (the ledger flags it), never $0."""
     if input_price is None or output_price is None:
         return None
     cached = min(cached_input_tokens, input_tokens)
+    written = min(cache_write_tokens, input_tokens - cached)
     cached_price = cached_input_price if cached_input_price is not None else input_price
-    total = (input_tokens - cached) * input_price + cached * cached_price + output_tokens * output_price
+    write_price = cache_write_price if cache_write_price is not None else input_price
+    total = ((input_tokens - cached - written) * input_price + cached * cached_price + written * write_price
+             + output_tokens * output_price)
     return (total / PER_MILLION).quantize(STEP)

@@ -152,6 +152,9 @@ class PricesOut(serializers.Serializer):
     output = serializers.DecimalField(source="output_price", max_digits=24, decimal_places=12, allow_null=True)
     cached_input = serializers.DecimalField(source="cached_input_price", max_digits=24, decimal_places=12,
                                             allow_null=True)
+    cache_write = serializers.DecimalField(source="cache_write_price", max_digits=24, decimal_places=12,
+                                           allow_null=True,
+                                           help_text="USD per million prompt-cache write tokens; null = input price.")
     source = serializers.CharField(source="price_source")
     known = serializers.SerializerMethodField()
 
@@ -204,6 +207,8 @@ class PriceIn(StrictSerializer):
     output = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True)
     cached_input = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True,
                                             required=False)
+    cache_write = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True,
+                                           required=False)
 
     def validate(self, data):
         if (data["input"] is None) != (data["output"] is None):

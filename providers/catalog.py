@@ -18,11 +18,12 @@ class CatalogEntry:
     input_price: Decimal | None = None  # USD per million tokens
     output_price: Decimal | None = None
     cached_input_price: Decimal | None = None
+    cache_write_price: Decimal | None = None
     price_source: str = PriceSource.UNKNOWN
 
 
 CATALOG_FIELDS = tuple(f.name for f in fields(CatalogEntry) if f.name != "model_id")
-PRICE_FIELDS = ("input_price", "output_price", "cached_input_price", "price_source")
+PRICE_FIELDS = ("input_price", "output_price", "cached_input_price", "cache_write_price", "price_source")
 
 
 def entry_from_name(
@@ -42,14 +43,16 @@ def entry_from_name(
     if provider.provider_type == ProviderType.OLLAMA:
         prices = None
         price_fields = {"input_price": Decimal(0), "output_price": Decimal(0),
-                        "cached_input_price": Decimal(0), "price_source": PriceSource.LOCAL}
+                        "cached_input_price": Decimal(0), "cache_write_price": Decimal(0),
+                        "price_source": PriceSource.LOCAL}
     else:
         prices = catalog_prices(
             provider_type=provider.provider_type, base_url=provider.base_url, model_id=model_id
         )
         price_fields = (
             {"input_price": prices.input, "output_price": prices.output,
-             "cached_input_price": prices.cached_input, "price_source": PriceSource.CATALOG}
+             "cached_input_price": prices.cached_input, "cache_write_price": prices.cache_write,
+             "price_source": PriceSource.CATALOG}
             if prices else {}
         )
     return CatalogEntry(

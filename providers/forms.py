@@ -56,6 +56,7 @@ def model_facts(model) -> dict[str, Any]:
         "price_in": price_text(model.input_price),
         "price_out": price_text(model.output_price),
         "price_cached": price_text(model.cached_input_price) if model.cached_input_price is not None else "",
+        "price_cache_write": price_text(model.cache_write_price) if model.cache_write_price is not None else "",
         "price_source": PriceSource(model.price_source).label if model.price_source in PriceSource.values else "",
         "local": model.price_source == PriceSource.LOCAL,
     }

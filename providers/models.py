@@ -91,6 +91,7 @@ class ProviderModel(models.Model):
     input_price = models.DecimalField(**PRICE)
     output_price = models.DecimalField(**PRICE)
     cached_input_price = models.DecimalField(**PRICE)
+    cache_write_price = models.DecimalField(**PRICE)  # prompt-cache writes (Anthropic); None: input price
     price_source = models.CharField(max_length=10, choices=PriceSource.choices, default=PriceSource.UNKNOWN)
     enabled = models.BooleanField(default=True)
     stale = models.BooleanField(default=False, help_text="Gone from the provider's catalog; kept for history.")

@@ -39,6 +39,7 @@ class Prices:
     input: Decimal | None
     output: Decimal | None
     cached_input: Decimal | None
+    cache_write: Decimal | None = None
 
 
 def _base(value) -> Decimal | None:
@@ -63,11 +64,13 @@ def catalog_prices(*, provider_type: str, base_url: str, model_id: str) -> Price
         input=_base(getattr(price, "input_mtok", None)),
         output=_base(getattr(price, "output_mtok", None)),
         cached_input=_base(getattr(price, "cache_read_mtok", None)),
+        cache_write=_base(getattr(price, "cache_write_mtok", None)),
     )
     if prices.input is None and prices.output is None:
         return None
     if prices.output is None:  # embeddings: input only
-        prices = Prices(input=prices.input, output=Decimal(0), cached_input=prices.cached_input)
+        prices = Prices(input=prices.input, output=Decimal(0), cached_input=prices.cached_input,
+                        cache_write=prices.cache_write)
     return prices
 
 

@@ -207,11 +207,12 @@ def provider_model_set_price(
         before = {f: str(getattr(locked, f)) for f in PRICE_FIELDS}
         if prices is None:
             locked.price_source = PriceSource.UNKNOWN
-            locked.input_price = locked.output_price = locked.cached_input_price = None
+            locked.input_price = locked.output_price = locked.cached_input_price = locked.cache_write_price = None
         else:
             locked.input_price = prices["input"]
             locked.output_price = prices["output"]
             locked.cached_input_price = prices.get("cached_input")
+            locked.cache_write_price = prices.get("cache_write")
             locked.price_source = PriceSource.MANUAL
         locked.save(update_fields=[*PRICE_FIELDS, "updated_at"])
         audit_record(

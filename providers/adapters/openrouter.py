@@ -49,6 +49,7 @@ def _entry(item: dict) -> CatalogEntry:
         input_price=input_price if priced else None,
         output_price=output_price if priced else None,
         cached_input_price=_per_million(pricing.get("input_cache_read")) if priced else None,
+        cache_write_price=_per_million(pricing.get("input_cache_write")) if priced else None,
         price_source=PriceSource.SYNCED if priced else PriceSource.UNKNOWN,
     )
 

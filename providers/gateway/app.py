@@ -21,7 +21,6 @@ from django.conf import settings
 
 from billing.periods import period_for
 from config import metrics
-from billing.pricing import usage_cost
 from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
 from providers.gateway.db import close_db, run_db
@@ -440,9 +439,7 @@ class GatewayApp:
             usage = None
         cost = provider_cost = None
         if usage is not None and deployment is not None:
-            cost = usage_cost(input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
-                              output_tokens=usage.output_tokens, input_price=deployment.input_price,
-                              output_price=deployment.output_price, cached_input_price=deployment.cached_input_price)
+            cost = deployment.cost_of(usage)
             provider_cost = usage.provider_cost
         if ctx.cache_hit:
             cost = Decimal(0)

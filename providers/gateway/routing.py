@@ -153,6 +153,7 @@ def _deployment(pm: ProviderModel) -> Deployment:
         input_price=pm.input_price,
         output_price=pm.output_price,
         cached_input_price=pm.cached_input_price,
+        cache_write_price=pm.cache_write_price,
         mode=pm.mode,
     )
 

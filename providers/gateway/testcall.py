@@ -11,7 +11,6 @@ import orjson
 from asgiref.sync import async_to_sync
 
 from billing.ledger import usage_rows_write
-from billing.pricing import usage_cost
 from providers.gateway.engine import Call, Engine
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import tenant_config_load
@@ -60,9 +59,7 @@ def llm_test_sync(*, tenant_id: int, model: str | None, prompt: str, request_id:
         d, usage = call.deployment, call.usage
         cost = None
         if usage is not None and d is not None:
-            cost = usage_cost(input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
-                              output_tokens=usage.output_tokens, input_price=d.input_price,
-                              output_price=d.output_price, cached_input_price=d.cached_input_price)
+            cost = d.cost_of(usage)
         usage_rows_write([{
             "request_id": request_id, "tenant_id": tenant_id, "api_key_id": None,
             "model_requested": route.requested[:255], "provider_id": d.provider_id if d else None,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from billing.pricing import usage_cost
+
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
@@ -26,11 +28,21 @@ class Deployment:
     input_price: Decimal | None
     output_price: Decimal | None
     cached_input_price: Decimal | None
+    cache_write_price: Decimal | None = None
     mode: str = "chat"  # or "embedding"
 
     @property
     def public_id(self) -> str:
         return f"{self.provider_name}:{self.model_id}"
+
+    def cost_of(self, usage: "Usage") -> Decimal | None:
+        """What ``usage`` costs at this deployment's prices (None when they are unknown)."""
+        return usage_cost(
+            input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens,
+            input_price=self.input_price, output_price=self.output_price,
+            cached_input_price=self.cached_input_price, cache_write_price=self.cache_write_price,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,12 @@ def test_anthropic_upstream_through_openai_sdk(world, live):
         assert chunks[-1].usage.prompt_tokens == 450  # input + cache read + cache write
         row = wait_usage(stream.response.headers["x-request-id"])
     assert (row.cached_input_tokens, row.cache_write_tokens, row.output_tokens) == (100, 50, 40)
+    # genai-prices for claude-sonnet-4-5: $3 in, $0.30 cache read, $3.75 cache write, $15 out (per M)
+    model = ProviderModel.objects.get(model_id="claude-sonnet-4-5")
+    assert (model.input_price, model.cached_input_price, model.cache_write_price, model.output_price) == (
+        Decimal(3), Decimal("0.3"), Decimal("3.75"), Decimal(15))
+    expected = (300 * Decimal(3) + 100 * Decimal("0.3") + 50 * Decimal("3.75") + 40 * Decimal(15)) / Decimal(10**6)
+    assert row.cost == expected.quantize(Decimal("0.000000000001"))
 
 
 def test_ollama_native_upstream(world, live):

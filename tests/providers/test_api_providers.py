@@ -78,7 +78,8 @@ def test_capabilities_and_catalog_prices_from_names(world, client_for, fake_open
     assert mini["supports_tools"] and mini["supports_vision"] and mini["mode"] == "chat"
     assert mini["prices"]["source"] == "catalog" and Decimal(mini["prices"]["input"]) > 0
     odd = models["meta-llama/llama-3.1-8b:free"]
-    assert odd["prices"] == {"input": None, "output": None, "cached_input": None, "source": "unknown", "known": False}
+    assert odd["prices"] == {"input": None, "output": None, "cached_input": None, "cache_write": None,
+                             "source": "unknown", "known": False}
 
 
 def test_sync_failure_is_recorded_in_words(world, client_for, fake_openai):
@@ -158,6 +159,9 @@ def test_openrouter_prices_capabilities_and_attribution_headers(world, client_fo
         {"id": "openai/gpt-4o", "pricing": {"prompt": "0.0000025", "completion": "0.00001", "input_cache_read": "0.00000125"},
          "context_length": 128000, "supported_parameters": ["temperature"],
          "architecture": {"modality": "text+image->text", "input_modalities": ["text", "image"], "output_modalities": ["text"]}},
+        {"id": "anthropic/claude-sonnet-4.5", "pricing": {"prompt": "0.000003", "completion": "0.000015",
+                                                         "input_cache_read": "0.0000003",
+                                                         "input_cache_write": "0.00000375"}},
         {"id": "openrouter/auto", "pricing": {"prompt": "-1", "completion": "-1"}, "context_length": 2000000},
     ]
     with FakeOpenRouter(models=catalog, api_key=SECRET) as fake:
@@ -173,6 +177,9 @@ def test_openrouter_prices_capabilities_and_attribution_headers(world, client_fo
     gpt = rows["openai/gpt-4o"]
     assert gpt.supports_vision and not gpt.supports_tools
     assert (gpt.input_price, gpt.cached_input_price, gpt.price_source) == (Decimal("2.5"), Decimal("1.25"), "synced")
+    assert gpt.cache_write_price is None  # none reported: cache writes cost the input price
+    claude = rows["anthropic/claude-sonnet-4.5"]
+    assert (claude.cached_input_price, claude.cache_write_price) == (Decimal("0.3"), Decimal("3.75"))
     auto = rows["openrouter/auto"]
     assert auto.input_price is None and auto.price_source == "unknown"
 
@@ -182,9 +189,13 @@ def test_manual_price_wins_and_survives_sync(world, client_for, fake_openai):
     provider_id = add_provider(client, fake_openai, provider_type="openai")["id"]
     client.post(f"/api/providers/{provider_id}/sync")
     url = f"/api/providers/{provider_id}/models/gpt-4o-mini/price"
-    response = client.put(url, {"input": "0.5", "output": "1.5", "cached_input": None}, format="json")
+    response = client.put(url, {"input": "0.5", "output": "1.5", "cached_input": None, "cache_write": "0.625"},
+                          format="json")
     assert response.status_code == 200, response.json()
     assert response.json()["prices"]["source"] == "manual"
+    assert response.json()["prices"]["cache_write"] == "0.625000000000"
+    bad = client.put(url, {"input": "0.5", "output": "1.5", "cache_write": "-1"}, format="json")
+    assert bad.status_code == 400 and "cache_write" in bad.json()["error"]["fields"]
     client.post(f"/api/providers/{provider_id}/sync")
     row = ProviderModel.objects.get(provider_id=provider_id, model_id="gpt-4o-mini")
     assert (row.input_price, row.output_price, row.price_source) == (Decimal("0.5"), Decimal("1.5"), "manual")

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from billing.models import Budget
-from providers.models import ModelAlias, Provider, TenantModel
+from providers.models import ModelAlias, Provider, ProviderModel, TenantModel
 from tenants.models import ApiKey, Tenant
 from tests.fakes import FakeOpenAI
 from tests.web.conftest import LAB_URL, OWN_KEY, PLATFORM_KEY, write_usage
@@ -239,6 +239,11 @@ def test_models_table_search_filters_prices_and_toggles(console, login):
     mini_row = page[page.index('id="model-' + str(console.mini.pk) + '"'):][:2500]
     assert "unknown" in mini_row and "Enable" in mini_row
     assert "$2.50" in page and "$10.00" in page
+    gpt_row = page[page.index(f'id="model-{console.gpt.pk}"'):][:2500]
+    assert "write" not in gpt_row  # no cache-write price: writes cost the input price
+    ProviderModel.objects.filter(pk=console.gpt.pk).update(cache_write_price=Decimal("3.125"))
+    page = client.get("/app/acme/models/").content.decode()
+    assert "write $3.125" in page[page.index(f'id="model-{console.gpt.pk}"'):][:2500]
     assert "gpt-4o-mini" not in client.get("/app/acme/models/?q=llama").content.decode()
     tools = client.get("/app/acme/models/?tools=on").content.decode()
     assert "gpt-4o</span>" in tools and "llama" not in tools and "gpt-4o-mini" not in tools

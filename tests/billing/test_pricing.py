@@ -1,0 +1,34 @@
+"""The cost of one request from its tokens and the model's prices (USD per million tokens)."""
+
+from decimal import Decimal
+
+from billing.pricing import usage_cost
+
+PRICES = {"input_price": Decimal(3), "output_price": Decimal(15), "cached_input_price": Decimal("0.3")}
+
+
+def test_cache_reads_and_writes_each_have_their_price():
+    cost = usage_cost(input_tokens=1_000, cached_input_tokens=600, cache_write_tokens=300, output_tokens=100,
+                      cache_write_price=Decimal("3.75"), **PRICES)
+    # 100 uncached × $3 + 600 read × $0.30 + 300 written × $3.75 + 100 out × $15, per million
+    assert cost == Decimal("0.003105000000")
+
+
+def test_cache_writes_cost_the_input_price_when_the_model_has_no_cache_write_price():
+    with_write = usage_cost(input_tokens=1_000, cached_input_tokens=0, cache_write_tokens=400, output_tokens=0,
+                            cache_write_price=None, **PRICES)
+    plain = usage_cost(input_tokens=1_000, cached_input_tokens=0, output_tokens=0, **PRICES)
+    assert with_write == plain == Decimal("0.003000000000")
+
+
+def test_counts_larger_than_the_prompt_never_make_a_negative_part():
+    cost = usage_cost(input_tokens=100, cached_input_tokens=80, cache_write_tokens=80, output_tokens=0,
+                      cache_write_price=Decimal("3.75"), **PRICES)
+    assert cost == (80 * Decimal("0.3") + 20 * Decimal("3.75")) / Decimal(10**6)
+
+
+def test_an_unknown_price_gives_none_never_zero():
+    assert usage_cost(input_tokens=10, cached_input_tokens=0, output_tokens=5, input_price=None,
+                      output_price=Decimal(1), cached_input_price=None) is None
+    assert usage_cost(input_tokens=10, cached_input_tokens=0, output_tokens=5, input_price=Decimal(1),
+                      output_price=None, cached_input_price=None) is None
