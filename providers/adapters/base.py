@@ -3,12 +3,9 @@ answer into words a tenant admin can act on."""
 
 from typing import Any
 
-from django.conf import settings
-
-from providers.models import Provider, ProviderType
+from providers.adapters.sse import upstream_headers
+from providers.models import Provider
 from tenants.errors import TollgateError
-
-ANTHROPIC_VERSION = "2023-06-01"
 
 
 class UpstreamError(TollgateError):
@@ -23,22 +20,9 @@ class UpstreamError(TollgateError):
 
 
 def request_headers(provider: Provider) -> dict[str, str]:
-    """Auth and attribution headers for ``provider`` (extra headers last, so they can override)."""
-    headers: dict[str, str] = {"Accept": "application/json", "User-Agent": "Tollgate/1.0"}
-    kind = provider.provider_type
-    if kind == ProviderType.ANTHROPIC:
-        headers["anthropic-version"] = ANTHROPIC_VERSION
-        if provider.api_key:
-            headers["x-api-key"] = provider.api_key
-    elif provider.api_key:
-        headers["Authorization"] = f"Bearer {provider.api_key}"
-    if kind == ProviderType.OPENROUTER:
-        if settings.OPENROUTER_SITE_URL:
-            headers["HTTP-Referer"] = settings.OPENROUTER_SITE_URL
-        if settings.OPENROUTER_APP_NAME:
-            headers["X-Title"] = settings.OPENROUTER_APP_NAME
-    headers.update(provider.extra_headers or {})
-    return headers
+    """Auth and attribution headers for a catalog request (a GET) to ``provider``."""
+    return upstream_headers(provider.provider_type, provider.api_key, (provider.extra_headers or {}).items(),
+                            json_body=False)
 
 
 def upstream_message(body: Any, snippet: str) -> str:

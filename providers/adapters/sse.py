@@ -31,18 +31,20 @@ dumps = orjson.dumps
 
 
 # ----------------------------------------------------------------------------- headers
-def deployment_headers(deployment: Deployment, *, accept: str = "application/json") -> dict[str, str]:
-    """Auth and attribution headers for ``deployment`` (its extra headers last, so they can
-    override). Mirrors ``providers.adapters.base.request_headers`` for a Provider model."""
-    headers = {"Accept": accept, "Content-Type": "application/json", "User-Agent": USER_AGENT}
-    kind = deployment.provider_type
-    key = deployment.api_key
+def upstream_headers(kind: str, api_key: str, extra_headers, *, accept: str = "application/json",
+                     json_body: bool = True) -> dict[str, str]:
+    """Auth and attribution headers for a provider of type ``kind`` (a ProviderType value),
+    its ``extra_headers`` ((name, value) pairs) last so they can override. The one place both
+    the data plane (a Deployment) and catalog syncs (a Provider) build them."""
+    headers = {"Accept": accept, "User-Agent": USER_AGENT}
+    if json_body:
+        headers["Content-Type"] = "application/json"
     if kind == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION
-        if key:
-            headers["x-api-key"] = key
-    elif key:
-        headers["Authorization"] = f"Bearer {key}"
+        if api_key:
+            headers["x-api-key"] = api_key
+    elif api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     if kind == "openrouter":
         site = getattr(settings, "OPENROUTER_SITE_URL", "")
         app = getattr(settings, "OPENROUTER_APP_NAME", "")
@@ -50,9 +52,14 @@ def deployment_headers(deployment: Deployment, *, accept: str = "application/jso
             headers["HTTP-Referer"] = site
         if app:
             headers["X-Title"] = app
-    for name, value in deployment.extra_headers:
+    for name, value in extra_headers:
         headers[name] = value
     return headers
+
+
+def deployment_headers(deployment: Deployment, *, accept: str = "application/json") -> dict[str, str]:
+    """The headers of a request to ``deployment`` (a JSON body)."""
+    return upstream_headers(deployment.provider_type, deployment.api_key, deployment.extra_headers, accept=accept)
 
 
 # ----------------------------------------------------------------------------- splitters
