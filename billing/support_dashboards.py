@@ -137,10 +137,11 @@ def _by_today(rows) -> dict[date, list[TenantRow]]:
     return by_today
 
 
-def _of_group(usage, group: list[TenantRow], *, search: bool, several: bool):
-    """``usage`` (TenantDaily rows) of the tenants in ``group``: by id when they are few (a
-    search, a page), by time zone when the group is every tenant whose local date it is."""
-    if search:
+def _of_group(usage, group: list[TenantRow], *, by_id: bool, several: bool = False):
+    """``usage`` (TenantDaily rows) of the tenants in ``group``: ``by_id`` when they are few
+    (a search, a page); else by time zone when ``several`` local dates split the tenants, else
+    all of them."""
+    if by_id:
         return usage.filter(tenant_id__in=[r.pk for r in group])
     if several:
         return usage.filter(tenant__timezone__in={r.timezone for r in group})
@@ -164,7 +165,7 @@ def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> N
             "n_today": Sum("requests", filter=Q(day=today)), "c_today": Sum("cost", filter=Q(day=today)),
         }
         usage = _of_group(TenantDaily.objects.filter(day__gte=min(month_start, rolling_start), day__lte=today),
-                          group, search=search, several=len(by_today) > 1)
+                          group, by_id=search, several=len(by_today) > 1)
         found = {a["tenant_id"]: a for a in usage.values("tenant_id").annotate(**aggregates).order_by()}
         zero = Decimal(0)
         for row in group:
@@ -210,7 +211,7 @@ def trends_fill(rows: list[TenantRow]) -> None:
         first = today - timedelta(days=TREND_DAYS - 1)
         costs: dict[int, dict[date, float]] = defaultdict(dict)
         for tenant_id, day, cost in _of_group(TenantDaily.objects.filter(day__gte=first, day__lte=today), group,
-                                              search=True, several=True).values_list("tenant_id", "day", "cost"):
+                                              by_id=True).values_list("tenant_id", "day", "cost"):
             costs[tenant_id][day] = float(cost)
         for row in group:
             days = costs.get(row.pk, {})
