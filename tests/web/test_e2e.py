@@ -268,3 +268,45 @@ def test_overview_chart_draws_and_main_pages_render_at_laptop_and_phone_widths(w
     # the viewer sees the settings read-only: the controls are disabled, there is no save button
     assert phone.get_by_label("Temperature").is_disabled()
     assert phone.get_by_role("button", name="Save settings").count() == 0
+
+
+def test_support_pages_sort_switch_windows_and_draw_sparklines(world, new_page):
+    console = build_console(world)
+    write_usage(console, days=10, per_day=4)
+    page = new_page()
+    log_in(page, "support@tollgate.test", then="/support/")
+
+    # every tenant is listed; acme's 14-day sparkline is drawn (a polyline with 14 points)
+    row = page.locator("table.support-tenants tbody tr", has_text="acme")
+    points = row.locator("svg.spark polyline").get_attribute("points").split()
+    assert len(points) == 14 and len({p.split(",")[1] for p in points}) > 1  # not a flat line
+    assert "Cost per day, last 14 days" in row.locator("svg.spark").get_attribute("aria-label")
+    assert page.locator("table.support-tenants tbody tr", has_text="other").count() == 1
+    shot(page, "support-tenants")
+
+    # sorting by a column header: highest spend first, and the header says so
+    page.get_by_role("link", name="Spend this month").click()
+    page.wait_for_url("**/support/?sort=-spend_month")
+    first = page.locator("table.support-tenants tbody tr").first
+    assert "acme" in first.inner_text()
+    assert page.locator('th[aria-sort="descending"]').inner_text().strip() == "Spend this month"
+
+    # search, and a tenant's console read-only
+    page.get_by_label("Tenant slug or name").fill("oth")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url("**/support/?q=oth**")
+    assert page.locator("table.support-tenants tbody tr").count() == 1
+
+    # provider health: the last hour by default, then the last 24 hours
+    page.goto("/support/providers/")
+    assert page.locator('ul[aria-label="Window"] a[aria-current="page"]').inner_text() == "Last hour"
+    health = page.locator("table.support-providers").inner_text()
+    assert "gpt-4o" in health
+    page.get_by_role("link", name="Last 24 hours").click()
+    page.wait_for_url("**/support/providers/?window=day")
+    shot(page, "support-providers")
+
+    phone = new_page(PHONE)
+    log_in(phone, "support@tollgate.test", then="/support/")
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    shot(phone, "phone-support-tenants")
