@@ -172,35 +172,31 @@ def generate(n_tenants: int, n_rows: int) -> None:
                 [tenants],
             )
         print(f"  per-tenant rollups rebuilt in {time.monotonic() - started:.1f}s", flush=True)
-    if True:  # cheap (two days of rows): always, so the last day is the one before now
-        started = time.monotonic()
-        # The provider health histograms of the last two days (what the writer keeps), rebuilt:
-        # 5-minute and hour slots, latency bucket floor(8 · log2(ms + 1)) as billing.health has it.
-        with transaction.atomic(), connection.cursor() as cur:
-            cur.execute("DELETE FROM billing_healthbucket")
-            cur.execute(
-                """
-                INSERT INTO billing_healthbucket (span, start, provider_id, provider_model_id, bucket, requests,
-                    errors)
-                SELECT s.span, to_timestamp(floor(extract(epoch FROM u.created_at) / s.span) * s.span),
-                       coalesce(u.provider_id, 0), coalesce(u.provider_model_id, 0),
-                       floor(8 * log(2, u.latency_ms + 1.0))::int, count(*),
-                       count(*) FILTER (WHERE u.status IN ('error', 'partial', 'rejected'))
-                FROM billing_usagelog u CROSS JOIN (VALUES (300), (3600)) AS s(span)
-                WHERE u.created_at >= now() - interval '2 days'
-                GROUP BY 1, 2, 3, 4, 5
-                """
-            )
-            cur.execute("SELECT count(*) FROM billing_healthbucket")
-            print(f"  health histograms rebuilt ({cur.fetchone()[0]:,} rows) in {time.monotonic() - started:.1f}s",
-                  flush=True)
-        with connection.cursor() as cur:
-            cur.execute("ANALYZE billing_tenantdaily")
-            cur.execute("ANALYZE billing_healthbucket")
-        with connection.cursor() as cur:
-            cur.execute("ANALYZE billing_usagelog")
-            cur.execute("ANALYZE billing_usagedaily")
-            cur.execute("ANALYZE tenants_tenant")
+    # The provider health histograms of the last two days (what the writer keeps), rebuilt every
+    # time (cheap), so "the last day" is the one before now: 5-minute and hour slots, latency
+    # bucket floor(8 · log2(ms + 1)) as billing.health has it.
+    started = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("DELETE FROM billing_healthbucket")
+        cur.execute(
+            """
+            INSERT INTO billing_healthbucket (span, start, provider_id, provider_model_id, bucket, requests, errors)
+            SELECT s.span, to_timestamp(floor(extract(epoch FROM u.created_at) / s.span) * s.span),
+                   coalesce(u.provider_id, 0), coalesce(u.provider_model_id, 0),
+                   floor(8 * log(2, u.latency_ms + 1.0))::int, count(*),
+                   count(*) FILTER (WHERE u.status IN ('error', 'partial', 'rejected'))
+            FROM billing_usagelog u CROSS JOIN (VALUES (300), (3600)) AS s(span)
+            WHERE u.created_at >= now() - interval '2 days'
+            GROUP BY 1, 2, 3, 4, 5
+            """
+        )
+        cur.execute("SELECT count(*) FROM billing_healthbucket")
+        print(f"  health histograms rebuilt ({cur.fetchone()[0]:,} rows) in {time.monotonic() - started:.1f}s",
+              flush=True)
+    with connection.cursor() as cur:
+        for table in ("billing_usagelog", "billing_usagedaily", "billing_tenantdaily", "billing_healthbucket",
+                      "tenants_tenant"):
+            cur.execute(f"ANALYZE {table}")
     with connection.cursor() as cur:
         cur.execute("SELECT count(*) FROM billing_usagedaily WHERE tenant_id = ANY(%s)", [tenants])
         print(f"data ready: {ledger:,} ledger rows, {cur.fetchone()[0]:,} rollup rows, {len(tenants)} tenants "

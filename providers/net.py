@@ -78,32 +78,27 @@ class UnsafeURL(NetError):
     """The URL points (or resolves, or redirects) to an address Tollgate must not contact."""
 
 
-class UpstreamUnreachable(NetError):
+class ProviderFailed(NetError):
+    """The provider failed, not the caller: a 502."""
+
+    status = 502
+    type = "upstream_error"
+
+
+class UpstreamUnreachable(ProviderFailed):
     """The provider could not be reached: DNS, connection, TLS, timeout or protocol failure."""
 
-    status = 502  # the provider failed, not the caller
-    type = "upstream_error"
 
-
-class ResponseTooLarge(NetError):
+class ResponseTooLarge(ProviderFailed):
     """The response body was larger than the client's ``max_bytes``; reading was aborted."""
 
-    status = 502  # the provider failed, not the caller
-    type = "upstream_error"
 
-
-class NotJSON(NetError):
+class NotJSON(ProviderFailed):
     """A successful response whose body is not JSON, i.e. probably not an LLM API."""
 
-    status = 502  # the provider failed, not the caller
-    type = "upstream_error"
 
-
-class TooManyRedirects(NetError):
+class TooManyRedirects(ProviderFailed):
     """More redirects than :func:`fetch_json` was allowed to follow."""
-
-    status = 502  # the provider failed, not the caller
-    type = "upstream_error"
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,13 +14,7 @@ from providers.gateway.budgets import BUCKET_TTL, RESERVATION_TTL
 
 _ADMIT = """
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
-for i = 3, 4 do
-  if limits[i] > 0 then
-    local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if used >= limits[i] then return {i, used} end
-  end
-end
-for i = 1, 2 do
+for _, i in ipairs({3, 4, 1, 2}) do
   if limits[i] > 0 then
     local used = tonumber(redis.call('GET', KEYS[i]) or '0')
     if used >= limits[i] then return {i, used} end
