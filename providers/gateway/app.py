@@ -309,10 +309,18 @@ class GatewayApp:
                         ) -> tuple[TenantConfig, Route, list]:
         """Resolve the model and admit the request: limits counted and cooldowns read in one
         Redis round trip that also says whether this worker's routing table is current (if
-        not, it is reloaded and the request resolved again, nothing counted twice); then
+        not, it is reloaded and the request resolved again, nothing counted twice); a model
+        the table does not know is refused only once the table is known to be current. Then
         budgets. Returns the table, the route and the targets to try."""
         for _ in range(3):
-            route = tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
+            try:
+                route = tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
+            except GatewayError:  # unknown or not allowed here: certain only if the table is current
+                if await self.state.versions(tenant.tenant_id) == tenant.version:
+                    raise
+                self.configs.drop(tenant.tenant_id)
+                ctx.key, tenant = await principal()
+                continue
             ctx.model_requested = route.requested
             admission = await self._admit(ctx.key, tenant, route)
             if admission.stale is None:
