@@ -7,6 +7,13 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from billing.models import Budget
         from billing.support import support_group_ensure
+        from tenants.config_version import changed_on_save
 
         post_migrate.connect(support_group_ensure, sender=self)
+        # Budgets are part of the data plane's routing table (tenants/config_version.py).
+        for signal in (post_save, post_delete):
+            signal.connect(changed_on_save, sender=Budget, dispatch_uid=f"cfgv-budget-{signal}")

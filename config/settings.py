@@ -182,9 +182,17 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/app/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
-# How long a verified API key is remembered before the database is asked again. Revocation
-# deletes the shared (Redis) entry at once; this bounds the delay for per-process caches.
-API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=5)
+# Data-plane workers remember verified keys and tenants' routing tables until the tenant's
+# configuration changes (seen on the next request, through Redis); these are the backstops for a
+# change that could not be published, and the only bound on the embedded default (no Redis) for
+# changes made by another process. Unknown keys are remembered for API_KEY_CACHE_SECONDS.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60 if REDIS_URL else 5)
+# Most verified keys / unknown key hashes a worker remembers (least recently used go first).
+API_KEY_CACHE_SIZE = env.int("API_KEY_CACHE_SIZE", default=100_000)
+API_KEY_NEGATIVE_CACHE_SIZE = env.int("API_KEY_NEGATIVE_CACHE_SIZE", default=10_000)
+# Failed /v1 authentications from one client address per minute before it gets 429 for the rest
+# of the minute (keys already verified on the worker keep working).
+GATEWAY_AUTH_FAILURES_PER_MINUTE = env.int("GATEWAY_AUTH_FAILURES_PER_MINUTE", default=30)
 # last_used_at is written at most once per key per this many seconds (one UPDATE, not one per request).
 API_KEY_TOUCH_SECONDS = env.int("API_KEY_TOUCH_SECONDS", default=60)
 
@@ -237,8 +245,11 @@ COST_ALERT_THRESHOLD = Decimal(env.str("COST_ALERT_THRESHOLD", default="") or "0
 USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=400)
 
 # --- Gateway (/v1 data plane) ---------------------------------------------------------------
-# Seconds a worker keeps a tenant's routing table (models, aliases, defaults, limits).
-GATEWAY_CONFIG_SECONDS = env.float("GATEWAY_CONFIG_SECONDS", default=5.0)
+# Backstop: seconds a worker keeps a tenant's routing table at most (see API_KEY_CACHE_SECONDS).
+GATEWAY_CONFIG_SECONDS = env.float("GATEWAY_CONFIG_SECONDS", default=60.0 if REDIS_URL else 5.0)
+# Output tokens a budget reservation counts for a request that sets no limit, on a model whose
+# context length the catalog does not know.
+GATEWAY_DEFAULT_OUTPUT_TOKENS = env.int("GATEWAY_DEFAULT_OUTPUT_TOKENS", default=32_768)
 # Failures of one deployment inside GATEWAY_FAIL_WINDOW_SECONDS before it cools down, and for
 # how long (aliases set their own).
 GATEWAY_ALLOWED_FAILS = env.int("GATEWAY_ALLOWED_FAILS", default=3)

@@ -532,8 +532,8 @@ class LlmTestAPI(TenantAPIView):
         data = validated(LlmTestIn, request.data)
         request_id = new_request_id()
         try:
-            answer = llm_test_sync(tenant_id=access.tenant.pk, model=data.get("model"), prompt=data["prompt"],
-                                   request_id=request_id)
+            answer = llm_test_sync(tenant_id=access.tenant.pk, api_key=access.principal.api_key,
+                                   model=data.get("model"), prompt=data["prompt"], request_id=request_id)
         except GatewayError as exc:
             return Response(orjson.loads(exc.body()), status=exc.status, headers={"x-request-id": request_id})
         return Response(LlmTestOut(answer).data, headers={"x-request-id": request_id})

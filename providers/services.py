@@ -26,6 +26,7 @@ from providers.net import UpstreamUnreachable, check_url, detect_provider_type, 
 from tenants.access import SYSTEM, Principal
 from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
+from tenants.config_version import config_changed
 from tenants.services import audit_record
 
 # Fields a caller may set, besides name / provider_type / base_url / secrets.
@@ -190,6 +191,7 @@ def provider_model_set_enabled(
                     field="enabled",
                 )
             ProviderModel.objects.filter(pk=provider_model.pk).update(enabled=enabled, updated_at=timezone.now())
+            config_changed(tenant_id=provider_model.provider.owner_id)
         audit_record(
             actor=actor, action="model.enable" if enabled else "model.disable", tenant=tenant,
             target=f"model:{provider_model.provider.name}:{provider_model.model_id}",
@@ -280,6 +282,8 @@ def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -
             ProviderModel.objects.bulk_update(to_update, sorted(changed_fields | {"updated_at"}), batch_size=500)
         if gone:
             ProviderModel.objects.filter(pk__in=gone).update(stale=True, enabled=False, updated_at=timezone.now())
+        if to_create or to_update or gone:  # bulk writes send no signals
+            config_changed(tenant_id=provider.owner_id)
     return SyncResult(
         added=len(to_create),
         updated=len(to_update),

@@ -6,4 +6,16 @@ class TenantsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
         from tenants import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from tenants.config_version import changed_on_save, config_changed
+        from tenants.models import ApiKey, Tenant
+
+        def tenant_changed(sender, instance, **kwargs):
+            config_changed(tenant_id=instance.pk)
+
+        # Every change the data plane must see on its next request (tenants/config_version.py).
+        for signal in (post_save, post_delete):
+            signal.connect(tenant_changed, sender=Tenant, dispatch_uid=f"cfgv-tenant-{signal}")
+            signal.connect(changed_on_save, sender=ApiKey, dispatch_uid=f"cfgv-key-{signal}")

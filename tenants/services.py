@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tenants.access import SYSTEM, Principal
+from tenants.config_version import config_changed
 from tenants.errors import Conflict, InvalidInput
 from tenants.keys import key_generate, key_hash, key_visible_prefix
 from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
@@ -189,13 +190,14 @@ def api_key_create(
 
 
 def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
-    """Revoke a key (idempotent). The management API reads the database, so the key stops
-    working there at once; data-plane workers remember a verified key for at most
-    API_KEY_CACHE_SECONDS, so /v1 refuses it within that time."""
+    """Revoke a key (idempotent). It stops working at once: the management API reads the
+    database, and the data plane's next request sees the tenant's configuration change."""
     with transaction.atomic():
         updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
+        if updated:
+            config_changed(tenant_id=key.tenant_id)
         key.refresh_from_db(fields=["revoked_at"])
         if updated:
             audit_record(

@@ -27,7 +27,9 @@ from providers.adapters.sse import (
     usage_to_openai,
 )
 from providers.catalog import CatalogEntry, entry_from_name
-from providers.gateway.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
+from providers.gateway.types import (
+    ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit,
+)
 from providers.models import Provider
 
 PAGE_SIZE = 1000
@@ -254,10 +256,9 @@ def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) ->
 
     if isinstance(body.get("n"), int) and body["n"] > 1:
         raise _bad_request(deployment, "n > 1 (several choices) is not supported.")
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     payload: dict[str, Any] = {
         "model": deployment.model_id,
-        "max_tokens": max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else DEFAULT_MAX_TOKENS,
+        "max_tokens": output_limit(body) or DEFAULT_MAX_TOKENS,
         "messages": messages,
     }
     if system:

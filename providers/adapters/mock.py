@@ -18,7 +18,7 @@ from providers.adapters.sse import (
     usage_to_openai,
 )
 from providers.catalog import CatalogEntry
-from providers.gateway.types import ChatResult, Deployment, Usage
+from providers.gateway.types import ChatResult, Deployment, Usage, output_limit
 from providers.models import ModelMode, PriceSource
 
 CATALOG = (
@@ -124,9 +124,9 @@ def _answer(deployment: Deployment, body: dict[str, Any], request_id: str) -> tu
         return "", call, "tool_calls", usage
     text = REPLY_PREFIX + last_user[:QUOTE_CHARS]
     finish = "stop"
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    limit = output_limit(body)
     usage.output_tokens = estimate_tokens(len(text))
-    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < usage.output_tokens:
+    if limit is not None and limit < usage.output_tokens:
         text = text[: limit * 4]
         usage.output_tokens = limit
         finish = "length"

@@ -24,7 +24,9 @@ from providers.adapters.sse import (
     usage_to_openai,
 )
 from providers.catalog import CatalogEntry, entry_from_name
-from providers.gateway.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
+from providers.gateway.types import (
+    ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit,
+)
 from providers.models import ModelMode, Provider
 
 
@@ -169,8 +171,8 @@ def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) ->
         value = body.get(ours)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             options[theirs] = value
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
+    max_tokens = output_limit(body)
+    if max_tokens is not None:
         options["num_predict"] = max_tokens
     stop = body.get("stop")
     if isinstance(stop, str) and stop:

@@ -22,7 +22,9 @@ from providers.adapters.sse import (
     usage_from_openai,
 )
 from providers.catalog import CatalogEntry, entry_from_name
-from providers.gateway.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
+from providers.gateway.types import (
+    ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit,
+)
 from providers.models import Provider
 
 
@@ -54,6 +56,11 @@ def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) ->
     A stream always asks for the usage chunk (the engine decides what the client sees)."""
     payload = dict(body)
     payload["model"] = deployment.model_id
+    limit = output_limit(body)
+    if limit is not None and "max_completion_tokens" in payload and "max_tokens" in payload:
+        # Both set: the upstream gets the one limit Tollgate reserved the budget for.
+        payload.pop("max_tokens")
+        payload["max_completion_tokens"] = limit
     if stream:
         payload["stream"] = True
         options = payload.get("stream_options")

@@ -7,6 +7,7 @@ the batched usage writer. Everything else on the site is Django (config/asgi.py)
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 import itertools
 import logging
 import secrets
@@ -24,10 +25,10 @@ from config import metrics
 from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
 from providers.gateway.db import close_db, run_db
-from providers.gateway.engine import Call, Engine, OpenStream, usage_chunk
+from providers.gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
 from providers.gateway.errors import GatewayError, bad_request, rate_limited
-from providers.gateway.routing import ConfigCache, Route, TenantConfig
-from providers.gateway.state import KEY_RPM, KEY_TPD, TENANT_RPM, TENANT_TPD, shared_state
+from providers.gateway.routing import ConfigCache, Route, TenantConfig, apply_defaults
+from providers.gateway.state import KEY_RPM, KEY_TPD, TENANT_RPM, TENANT_TPD, Admission, shared_state
 from providers.gateway.types import Deployment, UpstreamFailure, Usage
 from providers.gateway.upstream import new_session
 from providers.gateway.usage import UsageWriter
@@ -82,6 +83,10 @@ class Ctx:
     headers_sent: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
 
 class ClientGone(Exception):
     """The client disconnected while we were streaming to it."""
@@ -121,6 +126,47 @@ class GatewayApp:
             await self.state.close()
         await close_db()
         self.engine = None
+
+    async def open_private(self) -> None:
+        """Start an app of its own for one-off requests served outside the data plane's event
+        loop (POST /api/test/llm): its own Redis client, HTTP client and ledger writer, no
+        background tasks. ``close_private`` writes its rows and settles them."""
+        self.state = shared_state()
+        self._session = new_session()
+        self.engine = Engine(session=self._session, state=self.state)
+        self.usage = UsageWriter(self.state)
+
+    async def close_private(self) -> None:
+        try:
+            await self.usage.flush()
+        finally:
+            await self._session.close()
+            await self.state.close()
+            self.engine = None
+
+    async def serve_once(self, *, key: KeyInfo, body: dict[str, Any], request_id: str,
+                         end_user: str = "") -> tuple[Ctx, Any]:
+        """One non-streamed chat for an already authenticated caller, through the same
+        admission (limits, budgets), routing, recording and settlement as /v1. Returns the
+        request's context and the engine's result; GatewayError when it cannot be served (the
+        request is recorded either way)."""
+        ctx = Ctx(request_id=request_id, started=time.perf_counter(), key=key, end_user=end_user)
+        tenant: TenantConfig | None = None
+
+        async def principal() -> tuple[KeyInfo, TenantConfig]:
+            return key, await self._tenant(key.tenant_id)
+
+        try:
+            tenant = await self._tenant(key.tenant_id)
+            ctx.prompt_bytes = ctx.estimated_prompt_chars = len(orjson.dumps(body))
+            tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT, principal)
+            ctx.call = Call(request_id=request_id)
+            return ctx, await self.engine.chat(tenant, route, targets, body, ctx.call)
+        except GatewayError as exc:
+            ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
+            raise
+        finally:
+            self._record(ctx, tenant)
 
     # --- ASGI ----------------------------------------------------------------------------
 
@@ -165,8 +211,11 @@ class GatewayApp:
     async def models(self, scope, send) -> None:
         request_id = new_request_id()
         try:
-            key = await self.keys.authenticate(_header(scope, b"authorization"))
-            tenant = await self._tenant(key)
+            key, tenant = await self._principal(scope)
+            current = await self.state.versions(tenant.tenant_id)
+            if current != tenant.version:  # what the list shows must match what /v1 serves now
+                self.configs.drop(tenant.tenant_id)
+                key, tenant = await self._principal(scope)
             created = int(time.time())
             data = [{"id": model_id, "object": "model", "created": created, "owned_by": owner}
                     for model_id, owner in tenant.model_list(key.allowed_models)]
@@ -178,7 +227,7 @@ class GatewayApp:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
         tenant: TenantConfig | None = None
         try:
-            ctx.key = await self.keys.authenticate(_header(scope, b"authorization"))
+            ctx.key, tenant = await self._principal(scope)
             body, ctx.prompt_bytes = await _read_json(scope, receive)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
@@ -188,12 +237,8 @@ class GatewayApp:
                 raise bad_request("'stream' must be true or false.", param="stream")
             ctx.stream = stream
             self._note_client_fields(ctx, scope, body)
-            tenant = await self._tenant(ctx.key)
-            ctx.day = datetime.now(tenant.zone).date()
-            route = tenant.resolve(body.get("model"), allowed=ctx.key.allowed_models)
-            ctx.model_requested = route.requested
-            route = await self._admit_budgets(ctx, tenant, route, body, ModelMode.CHAT)
-            targets = self.engine.order_targets(route, await self._admit(ctx.key, tenant, route))
+            tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT,
+                                                          lambda: self._principal(scope))
             ctx.call = Call(request_id=ctx.request_id)
             ctx.estimated_prompt_chars = ctx.prompt_bytes
             if stream:
@@ -211,18 +256,14 @@ class GatewayApp:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
         tenant = None
         try:
-            ctx.key = await self.keys.authenticate(_header(scope, b"authorization"))
+            ctx.key, tenant = await self._principal(scope)
             body, ctx.prompt_bytes = await _read_json(scope, receive)
             value = body.get("input")
             if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
                 raise bad_request("'input' must be a non-empty string or array.", param="input")
             self._note_client_fields(ctx, scope, body)
-            tenant = await self._tenant(ctx.key)
-            ctx.day = datetime.now(tenant.zone).date()
-            route = tenant.resolve(body.get("model"), mode=ModelMode.EMBEDDING, allowed=ctx.key.allowed_models)
-            ctx.model_requested = route.requested
-            route = await self._admit_budgets(ctx, tenant, route, body, ModelMode.EMBEDDING)
-            targets = self.engine.order_targets(route, await self._admit(ctx.key, tenant, route))
+            tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.EMBEDDING,
+                                                          lambda: self._principal(scope))
             ctx.call = Call(request_id=ctx.request_id)
             data = await self.engine.embeddings(tenant, route, targets, body, ctx.call)
             await _send_json(send, 200, data, ctx.request_id, _model_header(ctx))
@@ -234,19 +275,75 @@ class GatewayApp:
 
     # --- steps ---------------------------------------------------------------------------
 
-    async def _tenant(self, key: KeyInfo) -> TenantConfig:
-        tenant = await self.configs.get(key.tenant_id)
+    async def _principal(self, scope) -> tuple[KeyInfo, TenantConfig]:
+        """The request's key and its tenant's routing table, both from this worker's caches
+        when they are current. A key is read again when its tenant's configuration changed
+        since it was read (a revocation is such a change). Failed attempts are counted per
+        client address."""
+        address = _client_address(scope)
+        try:
+            digest = self.keys.digest(_header(scope, b"authorization"))
+            key, version = self.keys.cached(digest)
+            if key is None:
+                key = await self.keys.load(digest, address=address, state=self.state, version=None)
+            tenant = await self._tenant(key.tenant_id)
+            if version != tenant.version:
+                key = await self.keys.load(digest, address=address, state=self.state, version=tenant.version)
+            self.keys.check(key)
+        except GatewayError as exc:
+            if exc.status == 401:
+                await self.state.auth_failed(address)
+            raise
+        return key, tenant
+
+    async def _tenant(self, tenant_id: int) -> TenantConfig:
+        """The tenant's routing table; 403 when the tenant is suspended or gone."""
+        tenant = await self.configs.get(tenant_id, self.state.versions)
         if tenant is None or not tenant.active:
             raise GatewayError(403, "This tenant is suspended; contact support.", type="permission_error",
                                code="tenant_suspended", usage_status="rejected")
         return tenant
 
-    async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> tuple[bool, ...]:
+    async def _admitted(self, ctx: Ctx, tenant: TenantConfig, body: dict[str, Any], mode: str,
+                        principal: Callable[[], Awaitable[tuple[KeyInfo, TenantConfig]]],
+                        ) -> tuple[TenantConfig, Route, list]:
+        """Resolve the model and admit the request: limits counted and cooldowns read in one
+        Redis round trip that also says whether this worker's routing table is current (if
+        not, it is reloaded and the request resolved again, nothing counted twice); a model
+        the table does not know is refused only once the table is known to be current. Then
+        budgets. Returns the table, the route and the targets to try."""
+        for _ in range(3):
+            try:
+                route = tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
+            except GatewayError:  # unknown or not allowed here: certain only if the table is current
+                if await self.state.versions(tenant.tenant_id) == tenant.version:
+                    raise
+                self.configs.drop(tenant.tenant_id)
+                ctx.key, tenant = await principal()
+                continue
+            ctx.model_requested = route.requested
+            admission = await self._admit(ctx.key, tenant, route)
+            if admission.stale is None:
+                break
+            self.configs.drop(tenant.tenant_id)
+            ctx.key, tenant = await principal()
+        else:
+            raise GatewayError(503, "This tenant's configuration is changing; retry in a moment.",
+                               type="server_error", code="configuration_changing", retry_after=1.0)
+        ctx.day = datetime.now(tenant.zone).date()
+        cooling = admission.cooling
+        budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
+        if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
+            route = budgeted
+            cooling = await self.state.cooling(tenant.tenant_id, [t.deployment.provider_model_id for t in route.targets])
+        return tenant, route, self.engine.order_targets(route, cooling)
+
+    async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> Admission:
         limits = (tenant.requests_per_minute or 0, key.requests_per_minute or 0,
                   tenant.tokens_per_day or 0, key.tokens_per_day or 0)
         admission = await self.state.admit(
             tenant_id=tenant.tenant_id, key_id=key.key_id, limits=limits,
-            provider_model_ids=[t.deployment.provider_model_id for t in route.targets],
+            provider_model_ids=[t.deployment.provider_model_id for t in route.targets], versions=tenant.version,
         )
         if admission.refused:
             what, code = REFUSALS[admission.refused]
@@ -255,7 +352,7 @@ class GatewayApp:
                 f"Rate limit reached: {limit} {what}. Retry after {admission.retry_after:.0f} s, or raise the "
                 "limit in the tenant settings.", admission.retry_after, code=code,
             )
-        return admission.cooling
+        return admission
 
     async def _admit_budgets(self, ctx: Ctx, tenant: TenantConfig, route: Route, body: dict[str, Any],
                              mode: str) -> Route:
@@ -271,7 +368,7 @@ class GatewayApp:
             reservation = self._worst_case(route, body, tenant, ctx.prompt_bytes, mode)
             keys, args = budgets.script_arguments(plans, tenant_id=tenant.tenant_id, reservation=reservation,
                                                   downgrade_as_alert=downgraded)
-            result = await self.state.budget_admit(keys, args)
+            result = await self.state.budget_admit(keys, args, ctx.request_id)
             code = result[0]
             if code == 0:
                 ctx.settle = (
@@ -317,16 +414,16 @@ class GatewayApp:
 
     @staticmethod
     def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int, mode: str) -> int:
+        """The most this request can cost on any of its targets: its prompt, and as many output
+        tokens as the upstream will be allowed to produce (the same limit the adapters send)."""
         worst = 0
         for target in route.targets:
             d = target.deployment
             out = 0
             if mode != ModelMode.EMBEDDING:
-                asked = (body.get("max_tokens") or body.get("max_completion_tokens") or target.overrides.get("max_tokens")
-                         or tenant.defaults.get("max_tokens"))
-                out = asked if isinstance(asked, int) and asked > 0 else budgets.DEFAULT_OUTPUT_TOKENS
+                out = upstream_output_tokens(d, apply_defaults(body, tenant, target))
                 n = body.get("n")
-                out *= n if isinstance(n, int) and n > 0 else 1
+                out *= n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
             worst = max(worst, budgets.worst_case_nanos(prompt_bytes=prompt_bytes, max_output_tokens=out,
                                                         input_price=d.input_price, output_price=d.output_price))
         return worst
@@ -464,7 +561,7 @@ class GatewayApp:
             "tokens_estimated": bool(usage and usage.estimated),
             "cost": cost,
             "provider_cost": provider_cost,
-            "latency_ms": int((time.perf_counter() - ctx.started) * 1000),
+            "latency_ms": int(ctx.latency_ms),
             "ttft_ms": ctx.ttft_ms,
             "stream": ctx.stream,
             "conversation_id": ctx.conversation_id,
@@ -528,6 +625,13 @@ def _header(scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def _client_address(scope) -> str:
+    """The client's address as the server saw it (uvicorn's --proxy-headers puts the one a
+    trusted proxy forwarded here)."""
+    client = scope.get("client")
+    return client[0] if client else "-"
 
 
 def _model_header(ctx: Ctx) -> list[tuple[bytes, bytes]]:

@@ -1,9 +1,10 @@
-"""Bearer keys on the data plane: a hash lookup, remembered by each worker for
-API_KEY_CACHE_SECONDS, so a revoked key stops working on every worker within that time while
-a busy key costs one database query per worker every few seconds, not one per request."""
+"""Bearer keys on the data plane: a hash lookup, remembered by each worker until its tenant's
+configuration changes (a revocation changes it, so the next request sees it) or, as a
+backstop, for API_KEY_CACHE_SECONDS; a busy key costs no query per request."""
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,14 +13,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from providers.gateway.db import run_db
-from providers.gateway.errors import GatewayError, unauthorized
+from providers.gateway.errors import GatewayError, rate_limited, unauthorized
 from tenants.keys import key_hash, key_looks_valid
 from tenants.models import ApiKey
 
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
-    key_id: int
+    key_id: int | None  # None: a signed-in member (POST /api/test/llm)
     tenant_id: int
     tenant_active: bool
     scope: str
@@ -33,6 +34,22 @@ class KeyInfo:
     @property
     def masked(self) -> str:
         return f"{self.prefix}…"
+
+    @classmethod
+    def member(cls, tenant_id: int) -> "KeyInfo":
+        """A signed-in member using the console or API (no key: only tenant limits apply)."""
+        return cls(key_id=None, tenant_id=tenant_id, tenant_active=True, scope="admin", prefix="", expires_at=None,
+                   revoked_at=None, requests_per_minute=None, tokens_per_day=None, allowed_models=frozenset())
+
+
+def key_info(key: ApiKey) -> KeyInfo:
+    """A key already read from the database (POST /api/test/llm's caller)."""
+    return KeyInfo(
+        key_id=key.pk, tenant_id=key.tenant_id, tenant_active=key.tenant.is_active, scope=key.scope,
+        prefix=key.prefix, expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        revoked_at=key.revoked_at, requests_per_minute=key.requests_per_minute, tokens_per_day=key.tokens_per_day,
+        allowed_models=frozenset(key.allowed_models or ()),
+    )
 
 
 def _load(digest: str) -> KeyInfo | None:
@@ -66,12 +83,22 @@ def _touch(key_id: int) -> None:
 
 
 class KeyCache:
+    """Verified keys, most recently used kept (LRU, API_KEY_CACHE_SIZE), each tagged with the
+    configuration version of its tenant it was read under: a key read under an older version
+    is read again (tenants/config_version.py), so a revocation is seen on the next request.
+    Unknown key hashes are remembered too (a bounded LRU, API_KEY_CACHE_SECONDS), so a client
+    repeating a bad key costs no query; an address that keeps failing is refused for the rest of
+    the minute (GATEWAY_AUTH_FAILURES_PER_MINUTE) before any query is made."""
+
     def __init__(self):
-        self._entries: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._entries: OrderedDict[str, tuple[float, KeyInfo, tuple[str, str] | None]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._touched: dict[int, float] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    async def authenticate(self, authorization: str | None) -> KeyInfo:
+    @staticmethod
+    def digest(authorization: str | None) -> str:
+        """The hash of a well-formed bearer key; 401 when the header is missing or malformed."""
         if not authorization:
             raise unauthorized(
                 "Missing API key: send 'Authorization: Bearer <your Tollgate key>' (the openai SDK's api_key)."
@@ -84,18 +111,49 @@ class KeyCache:
             raise unauthorized(
                 "Invalid API key: Tollgate keys start with 'tg_' followed by 40 letters and digits."
             )
-        digest = key_hash(raw)
-        now = time.monotonic()
+        return key_hash(raw)
+
+    def cached(self, digest: str) -> tuple[KeyInfo | None, tuple[str, str] | None]:
+        """A remembered key and the version it was read under, or (None, None)."""
         entry = self._entries.get(digest)
-        if entry is None or entry[0] <= now:
-            info = await run_db(_load, digest)
-            if len(self._entries) > 100_000:
-                self._entries.clear()
-            self._entries[digest] = (now + settings.API_KEY_CACHE_SECONDS, info)
-        else:
-            info = entry[1]
-        if info is None:
+        if entry is None:
+            return None, None
+        if entry[0] <= time.monotonic():
+            del self._entries[digest]
+            return None, None
+        self._entries.move_to_end(digest)
+        return entry[1], entry[2]
+
+    async def load(self, digest: str, *, address: str, state, version: tuple[str, str] | None) -> KeyInfo:
+        """Read a key from the database and remember it under ``version`` (the version of its
+        tenant's configuration read before this read began, or None when not known yet)."""
+        now = time.monotonic()
+        until = self._unknown.get(digest)
+        if until is not None and until > now:
             raise unauthorized("Invalid API key: no such key. Create one in the console or with the API.")
+        blocked = await state.auth_blocked(address, settings.GATEWAY_AUTH_FAILURES_PER_MINUTE)
+        if blocked:
+            raise rate_limited(
+                f"Too many failed authentications from {address}: more than "
+                f"{settings.GATEWAY_AUTH_FAILURES_PER_MINUTE} a minute. Check the API key and retry after "
+                f"{blocked:.0f} s.", blocked, code="too_many_auth_failures",
+            )
+        info = await run_db(_load, digest)
+        if info is None:
+            self._unknown[digest] = now + settings.API_KEY_CACHE_SECONDS
+            self._unknown.move_to_end(digest)
+            while len(self._unknown) > settings.API_KEY_NEGATIVE_CACHE_SIZE:
+                self._unknown.popitem(last=False)
+            raise unauthorized("Invalid API key: no such key. Create one in the console or with the API.")
+        self._unknown.pop(digest, None)
+        self._entries[digest] = (now + settings.API_KEY_CACHE_SECONDS, info, version)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > settings.API_KEY_CACHE_SIZE:
+            self._entries.popitem(last=False)
+        return info
+
+    def check(self, info: KeyInfo) -> KeyInfo:
+        """Refuse a revoked or expired key, or one of a suspended tenant; note its use."""
         if info.revoked_at is not None:
             raise unauthorized(f"API key {info.masked} was revoked; use another key.")
         if info.expires_at is not None and info.expires_at <= time.time():
@@ -103,7 +161,7 @@ class KeyCache:
         if not info.tenant_active:
             raise GatewayError(403, "This tenant is suspended; contact support.", type="permission_error",
                                code="tenant_suspended", usage_status="rejected")
-        self._maybe_touch(info.key_id, now)
+        self._maybe_touch(info.key_id, time.monotonic())
         return info
 
     def _maybe_touch(self, key_id: int, now: float) -> None:
@@ -117,4 +175,5 @@ class KeyCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._unknown.clear()
         self._touched.clear()

@@ -4,7 +4,8 @@ Spend is kept in Redis per scope (the tenant, or one key) and local day of the t
 zone, in nano-dollars: ``tg:spend:t{tenant}:d{YYYYMMDD}`` and ``tg:spend:t{t}:k{key}:d{…}``.
 Every period (day, week, month, rolling 30 days) ends today, so a budget's spend is the sum of
 the last N day buckets of its scope. In-flight requests hold a reservation of their worst-case
-cost in ``tg:resv:t{t}`` / ``tg:resv:t{t}:k{key}``.
+cost in ``tg:resv:t{t}`` / ``tg:resv:t{t}:k{key}``, each request's share with its own expiry
+(``…:exp``, ``…:amt``), so a worker that dies leaks nothing for longer than RESERVATION_TTL.
 
 Admission is one Lua script: it reads the buckets, refuses (block), asks for a downgrade, or
 reserves for every scope, atomically, so 200 concurrent requests cannot all see the same
@@ -26,7 +27,6 @@ from billing.periods import period_for
 
 NANOS = Decimal(1_000_000_000)
 ACTION_CODES = {BudgetAction.ALERT: 0, BudgetAction.BLOCK: 1, BudgetAction.DOWNGRADE: 2}
-DEFAULT_OUTPUT_TOKENS = 4096  # reserved when a request sets no max_tokens and nothing fills it
 BUCKET_TTL = 40 * 86400
 RESERVATION_TTL = 600
 
@@ -66,6 +66,12 @@ def reserved_key(tenant_id: int, key_id: int | None) -> str:
     return f"tg:resv:{scope_prefix(tenant_id, key_id)}"
 
 
+def reservation_keys(reserved: str) -> tuple[str, str, str]:
+    """A scope's reservations: the total, each request's expiry (a sorted set) and each
+    request's amount (a hash)."""
+    return reserved, f"{reserved}:exp", f"{reserved}:amt"
+
+
 @dataclass(frozen=True, slots=True)
 class ScopePlan:
     key_id: int | None  # None: the tenant scope
@@ -99,7 +105,7 @@ def script_arguments(plans: list[ScopePlan], *, tenant_id: int, reservation: int
     keys: list[str] = []
     args: list[int] = [reservation, len(plans)]
     for scope in plans:
-        keys.append(reserved_key(tenant_id, scope.key_id))
+        keys.extend(reservation_keys(reserved_key(tenant_id, scope.key_id)))
         keys.extend(bucket_key(tenant_id, scope.key_id, day) for day in scope.days)
         args.extend([len(scope.days), len(scope.budgets)])
         for budget, n_days in scope.budgets:

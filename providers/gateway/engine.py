@@ -17,7 +17,7 @@ from config import metrics
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
-from providers.gateway.types import Attempt, ChatResult, Deployment, UpstreamFailure, Usage
+from providers.gateway.types import Attempt, ChatResult, Deployment, UpstreamFailure, Usage, output_limit
 from providers.gateway.upstream import attempt_timeout
 from providers.models import ProviderType
 
@@ -28,6 +28,21 @@ ADAPTERS = {
     ProviderType.ANTHROPIC: anthropic,
     ProviderType.OLLAMA: ollama,
 }
+
+
+def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
+    """The most output tokens ``d`` can produce for ``request`` (after defaults): the limit the
+    adapter sends upstream (``output_limit``, or the protocol's required default), else the
+    model's context length from the catalog, else GATEWAY_DEFAULT_OUTPUT_TOKENS; never more
+    than the context length. What a budget reservation counts."""
+    limit = output_limit(request)
+    if limit is None and d.provider_type == ProviderType.ANTHROPIC:
+        limit = anthropic.DEFAULT_MAX_TOKENS
+    if limit is None:
+        limit = d.context_length or settings.GATEWAY_DEFAULT_OUTPUT_TOKENS
+    return min(limit, d.context_length) if d.context_length else limit
+
+
 # A client error: the same request would fail on every target, so it goes back at once.
 CLIENT_FAULTS = frozenset({"bad_request"})
 

@@ -1,6 +1,7 @@
-"""A tenant's routing table, loaded from the database into each worker and kept for a few
-seconds (GATEWAY_CONFIG_SECONDS): defaults, limits, the models it may use and its aliases.
-Resolving a request's ``model`` against it costs a few dict lookups and no I/O."""
+"""A tenant's routing table, loaded from the database into each worker and kept until the
+tenant's configuration changes (tenants/config_version.py; the admission script tells):
+defaults, limits, budgets, the models it may use and its aliases. Resolving a request's
+``model`` against it costs a few dict lookups and no I/O."""
 
 import asyncio
 import time
@@ -56,6 +57,7 @@ class TenantConfig:
     aliases: dict[str, Route] = field(default_factory=dict)
     zone: ZoneInfo = ZoneInfo("UTC")
     budgets: list[BudgetInfo] = field(default_factory=list)
+    version: tuple[str, str] = ("", "")  # the tenant's and the platform's, read before loading
 
     def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT, allowed: frozenset[str] = frozenset()) -> Route:
         """The route for a request's ``model`` (alias, provider:model, bare id, or the tenant
@@ -155,11 +157,13 @@ def _deployment(pm: ProviderModel) -> Deployment:
         cached_input_price=pm.cached_input_price,
         cache_write_price=pm.cache_write_price,
         mode=pm.mode,
+        context_length=pm.context_length,
     )
 
 
-def tenant_config_load(tenant_id: int) -> TenantConfig | None:
-    """Read a tenant's routing table (a handful of queries; runs in a worker thread)."""
+def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> TenantConfig | None:
+    """Read a tenant's routing table (a handful of queries; runs in a worker thread).
+    ``version``: the configuration versions read before this read began."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
         return None
@@ -213,19 +217,24 @@ def tenant_config_load(tenant_id: int) -> TenantConfig | None:
         aliases=aliases,
         zone=ZoneInfo(tenant.timezone),
         budgets=budgets,
+        version=version,
     )
 
 
 class ConfigCache:
-    """Per-worker cache of TenantConfig, refreshed after GATEWAY_CONFIG_SECONDS; concurrent
-    misses for one tenant share one load."""
+    """Per-worker cache of TenantConfig. An entry is used until the admission script says its
+    version is no longer current (then ``drop``), or, as a backstop when a change could not be
+    published, for GATEWAY_CONFIG_SECONDS; concurrent misses for one tenant share one load."""
 
     def __init__(self, ttl: float | None = None):
         self.ttl = settings.GATEWAY_CONFIG_SECONDS if ttl is None else ttl
         self._entries: dict[int, tuple[float, TenantConfig | None]] = {}
         self._loading: dict[int, asyncio.Future] = {}
 
-    async def get(self, tenant_id: int) -> TenantConfig | None:
+    async def get(self, tenant_id: int, versions) -> TenantConfig | None:
+        """The cached table, or one loaded now; ``versions`` is the coroutine function that
+        reads the current versions (read before the database, so a change committed during
+        the load makes the next admission reload again rather than be missed)."""
         entry = self._entries.get(tenant_id)
         now = time.monotonic()
         if entry is not None and entry[0] > now:
@@ -236,7 +245,8 @@ class ConfigCache:
         future = asyncio.get_running_loop().create_future()
         self._loading[tenant_id] = future
         try:
-            config = await run_db(tenant_config_load, tenant_id)
+            version = await versions(tenant_id)
+            config = await run_db(tenant_config_load, tenant_id, version)
             self._entries[tenant_id] = (time.monotonic() + self.ttl, config)
             future.set_result(config)
             return config
@@ -246,6 +256,9 @@ class ConfigCache:
             raise
         finally:
             del self._loading[tenant_id]
+
+    def drop(self, tenant_id: int) -> None:
+        self._entries.pop(tenant_id, None)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -10,9 +10,19 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from providers.gateway.budgets import BUCKET_TTL, RESERVATION_TTL
+from providers.gateway.budgets import BUCKET_TTL, RESERVATION_TTL, reservation_keys
+from tenants import config_version
+from tenants.config_version import PLATFORM, version_key
 
+# KEYS: the four limit counters, the tenant's and the platform's configuration version
+# (tenants/config_version.py), then one cooldown flag per deployment. ARGV: the four limits and
+# the two version tokens the worker's cached routing table was loaded under. Answers
+# {-1, 0, tenant token, platform token} when the cache is stale (nothing counted: the worker
+# reloads and asks again), else {refused limit or 0, used, cooling flags...}.
 _ADMIT = """
+local vt = redis.call('GET', KEYS[5]) or ''
+local va = redis.call('GET', KEYS[6]) or ''
+if vt ~= ARGV[5] or va ~= ARGV[6] then return {-1, 0, vt, va} end
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 for _, i in ipairs({3, 4, 1, 2}) do
   if limits[i] > 0 then
@@ -26,7 +36,7 @@ for i = 1, 2 do
   end
 end
 local out = {0, 0}
-for i = 5, #KEYS do out[#out + 1] = redis.call('EXISTS', KEYS[i]) end
+for i = 7, #KEYS do out[#out + 1] = redis.call('EXISTS', KEYS[i]) end
 return out
 """
 
@@ -41,21 +51,38 @@ end
 return 0
 """
 
-# Budgets (see providers/gateway/budgets.py). Per scope: its reservation key, then its day
+# Budgets (see providers/gateway/budgets.py). Per scope: its three reservation keys (the
+# total, each request's expiry in a sorted set, each request's amount in a hash), then its day
 # buckets ascending to today; per budget: amount, action (0 alert, 1 block, 2 downgrade) and
-# how many of the last days it counts. Answers {0} (admitted and reserved), {1, scope, missing
-# day indexes...} (rebuild those buckets first), {2, scope, budget, spent, reserved} (blocked)
-# or {3, scope, budget, spent, reserved} (downgrade).
+# how many of the last days it counts. ARGV ends with the request id and the reservation's
+# lifetime. Each reservation expires on its own: reservations past their time are dropped from
+# the total before it is read, so a dead worker's requests stop holding budget after
+# RESERVATION_TTL however busy the scope is. Answers {0} (admitted and reserved), {1, scope,
+# missing day indexes...} (rebuild those buckets first), {2, scope, budget, spent, reserved}
+# (blocked) or {3, scope, budget, spent, reserved} (downgrade).
 _BUDGET = """
 local resv = tonumber(ARGV[1])
 local scopes = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local a, k = 3, 1
 local reserve = {}
 for s = 1, scopes do
   local nd, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
-  local reserved = tonumber(redis.call('GET', KEYS[k]) or '0')
-  local vals = redis.call('MGET', unpack(KEYS, k + 1, k + nd))
+  local total, expiries, amounts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local expired = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 1000)
+  if #expired > 0 then
+    local gone = 0
+    for _, v in ipairs(redis.call('HMGET', amounts, unpack(expired))) do
+      if v then gone = gone + tonumber(v) end
+    end
+    redis.call('HDEL', amounts, unpack(expired))
+    redis.call('ZREM', expiries, unpack(expired))
+    if redis.call('DECRBY', total, gone) < 0 then redis.call('SET', total, '0') end
+  end
+  local reserved = tonumber(redis.call('GET', total) or '0')
+  local vals = redis.call('MGET', unpack(KEYS, k + 3, k + 2 + nd))
   local missing = {}
   for i = 1, nd do if not vals[i] then missing[#missing + 1] = i end end
   if #missing > 0 then return {1, s, unpack(missing)} end
@@ -69,29 +96,40 @@ for s = 1, scopes do
       if action == 2 then return {3, s, b, spent, reserved} end
     end
   end
-  reserve[#reserve + 1] = KEYS[k]
-  k = k + 1 + nd
+  reserve[#reserve + 1] = k
+  k = k + 3 + nd
 end
 if resv > 0 then
-  for _, key in ipairs(reserve) do
-    redis.call('INCRBY', key, resv)
-    redis.call('EXPIRE', key, ARGV[a])
+  local rid, ttl = ARGV[a], tonumber(ARGV[a + 1])
+  for _, i in ipairs(reserve) do
+    redis.call('INCRBY', KEYS[i], resv)
+    redis.call('ZADD', KEYS[i + 1], now + ttl * 1000, rid)
+    redis.call('HSET', KEYS[i + 2], rid, resv)
+    for j = i, i + 2 do redis.call('EXPIRE', KEYS[j], ttl) end
   end
 end
 return {0}
 """
 
-# Settle finished requests: release reservations (never below zero) and add real costs to
-# day buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
+# Settle finished requests: release each one's reservation — only if it is still there (one
+# that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
+# buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
+# KEYS: three reservation keys per release, then the buckets; ARGV: the number of releases,
+# each release's request id, then each bucket's cost.
 _SETTLE = """
 local releases = tonumber(ARGV[1])
 for i = 1, releases do
-  if redis.call('DECRBY', KEYS[i], ARGV[i + 1]) < 0 then
-    redis.call('SET', KEYS[i], '0', 'EX', ARGV[#ARGV])
+  local total, expiries, amounts = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local rid = ARGV[i + 1]
+  local amount = redis.call('HGET', amounts, rid)
+  if amount then
+    redis.call('HDEL', amounts, rid)
+    redis.call('ZREM', expiries, rid)
+    if redis.call('DECRBY', total, amount) < 0 then redis.call('SET', total, '0') end
   end
 end
-for i = releases + 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 1]) end
+for i = 3 * releases + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i - 2 * releases + 1]) end
 end
 return 0
 """
@@ -106,6 +144,11 @@ class Admission:
     used: int
     cooling: tuple[bool, ...]  # per deployment, in the order asked
     retry_after: float = 0.0
+    stale: tuple[str, str] | None = None  # the current versions, when the caller's were not
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def _minute(now: float) -> int:
@@ -151,6 +194,10 @@ def _fails_key(tenant_id: int, provider_model_id: int) -> str:
     return f"tg:cf:t{tenant_id}:pm{provider_model_id}"
 
 
+def _auth_key(address: str, now: float) -> str:
+    return f"tg:af:{address}:m{_minute(now)}"
+
+
 def _retry_after(refused: int, now: float) -> float:
     if refused in (TENANT_RPM, KEY_RPM):
         return seconds_to_next_minute(now)
@@ -166,14 +213,45 @@ class RedisState:
         self._settle = self.redis.register_script(_SETTLE)
 
     async def admit(
-        self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], provider_model_ids: list[int]
+        self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], provider_model_ids: list[int],
+        versions: tuple[str, str],
     ) -> Admission:
+        """Check and count the limits and read the deployments' cooldowns, unless the routing
+        table the caller holds is older than the tenant's or the platform's configuration
+        (then nothing is counted and ``stale`` carries the current versions)."""
         now = time.time()
-        keys = _keys(tenant_id, key_id, now) + [cooldown_key(tenant_id, pm) for pm in provider_model_ids]
-        result = await self._admit(keys=keys, args=list(limits))
+        keys = [*_keys(tenant_id, key_id, now), version_key(tenant_id), PLATFORM,
+                *(cooldown_key(tenant_id, pm) for pm in provider_model_ids)]
+        result = await self._admit(keys=keys, args=[*limits, *versions])
         refused, used = int(result[0]), int(result[1])
+        if refused < 0:
+            return Admission(0, 0, (), stale=(_text(result[2]), _text(result[3])))
         cooling = tuple(bool(int(flag)) for flag in result[2:])
         return Admission(refused, used, cooling, _retry_after(refused, now) if refused else 0.0)
+
+    async def versions(self, tenant_id: int) -> tuple[str, str]:
+        """The current configuration versions of a tenant and of the platform."""
+        tenant, platform = await self.redis.mget(version_key(tenant_id), PLATFORM)
+        return _text(tenant), _text(platform)
+
+    async def cooling(self, tenant_id: int, provider_model_ids: list[int]) -> tuple[bool, ...]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pm in provider_model_ids:
+                pipe.exists(cooldown_key(tenant_id, pm))
+            return tuple(bool(flag) for flag in await pipe.execute())
+
+    async def auth_blocked(self, address: str, limit: int) -> float:
+        """Seconds until ``address`` may try keys again (0: it may now)."""
+        now = time.time()
+        failures = await self.redis.get(_auth_key(address, now))
+        return seconds_to_next_minute(now) if failures is not None and int(failures) >= limit else 0.0
+
+    async def auth_failed(self, address: str) -> None:
+        name = _auth_key(address, time.time())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, 120)
+            await pipe.execute()
 
     async def record_failure(self, *, tenant_id: int, provider_model_id: int, allowed_fails: int,
                              cooldown_seconds: int) -> bool:
@@ -197,8 +275,8 @@ class RedisState:
                     pipe.expire(name, 2 * 86400)
             await pipe.execute()
 
-    async def budget_admit(self, keys: list[str], args: list[int]) -> list[int]:
-        return [int(v) for v in await self._budget(keys=keys, args=[*args, RESERVATION_TTL])]
+    async def budget_admit(self, keys: list[str], args: list[int], request_id: str) -> list[int]:
+        return [int(v) for v in await self._budget(keys=keys, args=[*args, request_id, RESERVATION_TTL])]
 
     async def budget_seed(self, values: dict[str, int]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -206,11 +284,12 @@ class RedisState:
                 pipe.set(key, value, nx=True, ex=BUCKET_TTL)
             await pipe.execute()
 
-    async def budget_settle(self, releases: dict[str, int], adds: dict[str, int]) -> None:
+    async def budget_settle(self, releases: list[tuple[str, str]], adds: dict[str, int]) -> None:
+        """Release each (reservation key, request id) still reserved; add costs to buckets."""
         if not releases and not adds:
             return
-        keys = [*releases, *adds]
-        args = [len(releases), *releases.values(), *adds.values(), RESERVATION_TTL]
+        keys = [name for key, _ in releases for name in reservation_keys(key)] + list(adds)
+        args = [len(releases), *(request_id for _, request_id in releases), *adds.values()]
         await self._settle(keys=keys, args=args)
 
     async def cache_get(self, key: str) -> bytes | None:
@@ -230,6 +309,7 @@ class LocalState:
         self.counters: dict[str, int] = {}
         self.expiry: dict[str, float] = {}
         self.cache: dict[str, tuple[float, bytes]] = {}
+        self.reservations: dict[str, dict[str, tuple[int, float]]] = {}  # scope -> id -> (amount, expiry)
 
     def _get(self, name: str, now: float) -> int:
         if self.expiry.get(name, now + 1) <= now:
@@ -243,7 +323,10 @@ class LocalState:
         self.expiry.setdefault(name, now + ttl)
         return value
 
-    async def admit(self, *, tenant_id, key_id, limits, provider_model_ids) -> Admission:
+    async def admit(self, *, tenant_id, key_id, limits, provider_model_ids, versions) -> Admission:
+        current = await self.versions(tenant_id)
+        if tuple(versions) != current:
+            return Admission(0, 0, (), stale=current)
         now = time.time()
         names = _keys(tenant_id, key_id, now)
         for index in (2, 3, 0, 1):
@@ -254,8 +337,22 @@ class LocalState:
         for index in (0, 1):
             if limits[index] > 0:
                 self._incr(names[index], 1, 120, now)
-        cooling = tuple(self._get(cooldown_key(tenant_id, pm), now) > 0 for pm in provider_model_ids)
-        return Admission(0, 0, cooling)
+        return Admission(0, 0, await self.cooling(tenant_id, provider_model_ids))
+
+    async def versions(self, tenant_id: int) -> tuple[str, str]:
+        return (config_version.LOCAL.get(version_key(tenant_id), ""), config_version.LOCAL.get(PLATFORM, ""))
+
+    async def cooling(self, tenant_id: int, provider_model_ids: list[int]) -> tuple[bool, ...]:
+        now = time.time()
+        return tuple(self._get(cooldown_key(tenant_id, pm), now) > 0 for pm in provider_model_ids)
+
+    async def auth_blocked(self, address: str, limit: int) -> float:
+        now = time.time()
+        return seconds_to_next_minute(now) if self._get(_auth_key(address, now), now) >= limit else 0.0
+
+    async def auth_failed(self, address: str) -> None:
+        now = time.time()
+        self._incr(_auth_key(address, now), 1, 120, now)
 
     async def record_failure(self, *, tenant_id, provider_model_id, allowed_fails, cooldown_seconds) -> bool:
         now = time.time()
@@ -276,7 +373,13 @@ class LocalState:
             self._incr(tenant_day, tokens, 2 * 86400, now)
             self._incr(key_day, tokens, 2 * 86400, now)
 
-    async def budget_admit(self, keys: list[str], args: list[int]) -> list[int]:
+    def _reserved(self, scope: str, now: float) -> int:
+        held = self.reservations.get(scope, {})
+        for request_id in [r for r, (_, until) in held.items() if until <= now]:
+            del held[request_id]
+        return sum(amount for amount, _ in held.values())
+
+    async def budget_admit(self, keys: list[str], args: list[int], request_id: str) -> list[int]:
         now = time.time()
         resv, scopes = args[0], args[1]
         a, k = 2, 0
@@ -284,8 +387,8 @@ class LocalState:
         for s in range(1, scopes + 1):
             nd, nb = args[a], args[a + 1]
             a += 2
-            reserved = self._get(keys[k], now)
-            day_keys = keys[k + 1:k + 1 + nd]
+            reserved = self._reserved(keys[k], now)
+            day_keys = keys[k + 3:k + 3 + nd]
             missing = [i + 1 for i, key in enumerate(day_keys) if key not in self.counters or self.expiry.get(key, now + 1) <= now]
             if missing:
                 return [1, s, *missing]
@@ -297,11 +400,10 @@ class LocalState:
                 if spent + reserved + resv > amount and action in (1, 2):
                     return [action + 1, s, b, spent, reserved]
             reserve.append(keys[k])
-            k += 1 + nd
+            k += 3 + nd
         if resv > 0:
             for key in reserve:
-                self.counters[key] = self._get(key, now) + resv
-                self.expiry[key] = now + RESERVATION_TTL
+                self.reservations.setdefault(key, {})[request_id] = (resv, now + RESERVATION_TTL)
         return [0]
 
     async def budget_seed(self, values: dict[str, int]) -> None:
@@ -311,10 +413,10 @@ class LocalState:
                 self.counters[key] = value
                 self.expiry[key] = now + BUCKET_TTL
 
-    async def budget_settle(self, releases: dict[str, int], adds: dict[str, int]) -> None:
+    async def budget_settle(self, releases: list[tuple[str, str]], adds: dict[str, int]) -> None:
         now = time.time()
-        for key, value in releases.items():
-            self.counters[key] = max(0, self._get(key, now) - value)
+        for key, request_id in releases:
+            self.reservations.get(key, {}).pop(request_id, None)
         for key, value in adds.items():
             if key in self.counters:
                 self.counters[key] = self._get(key, now) + value

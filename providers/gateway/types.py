@@ -30,6 +30,7 @@ class Deployment:
     cached_input_price: Decimal | None
     cache_write_price: Decimal | None = None
     mode: str = "chat"  # or "embedding"
+    context_length: int | None = None  # from the catalog, when the provider tells
 
     @property
     def public_id(self) -> str:
@@ -43,6 +44,17 @@ class Deployment:
             input_price=self.input_price, output_price=self.output_price,
             cached_input_price=self.cached_input_price, cache_write_price=self.cache_write_price,
         )
+
+
+def output_limit(body: dict[str, Any]) -> int | None:
+    """The output-token limit a chat request sets, as every adapter sends it upstream and as
+    the budget reservation counts it: ``max_completion_tokens`` (OpenAI's current name) when it
+    is a positive integer, else ``max_tokens``; None when neither is."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)

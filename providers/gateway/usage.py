@@ -29,7 +29,7 @@ class UsageWriter:
         self.state = state
         self.pending: list[dict[str, Any]] = []
         self.tokens: dict[tuple[int, int], int] = defaultdict(int)
-        self.releases: dict[str, int] = defaultdict(int)  # budget reservations to release
+        self.releases: list[tuple[str, str]] = []  # budget reservations to release: (scope key, request id)
         self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -81,9 +81,8 @@ class UsageWriter:
             settle = row.get("_settle")
             if settle is None:
                 continue
-            reservation, reserved_keys, bucket_keys = settle
-            for key in reserved_keys:
-                self.releases[key] += reservation
+            _, reserved_keys, bucket_keys = settle
+            self.releases.extend((key, row["request_id"]) for key in reserved_keys)
             cost = budgets.to_nanos(row.get("cost"))
             if cost:
                 for key in bucket_keys:
@@ -91,16 +90,17 @@ class UsageWriter:
 
     async def _settle(self) -> None:
         tokens, self.tokens = self.tokens, defaultdict(int)
-        releases, self.releases = self.releases, defaultdict(int)
+        releases, self.releases = self.releases, []
         adds, self.adds = self.adds, defaultdict(int)
         try:
             if tokens:
                 await self.state.add_tokens(dict(tokens))
                 tokens = {}
             if releases or adds:
-                await self.state.budget_settle(dict(releases), dict(adds))
+                await self.state.budget_settle(releases, dict(adds))
         except BaseException:
-            for target, source in ((self.tokens, tokens), (self.releases, releases), (self.adds, adds)):
+            self.releases[:0] = releases
+            for target, source in ((self.tokens, tokens), (self.adds, adds)):
                 for key, value in source.items():
                     target[key] += value
             raise

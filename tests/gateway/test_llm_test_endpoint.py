@@ -8,6 +8,8 @@ from billing.models import UsageLog
 from providers.services import provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
+from tenants.keys import key_hash
+from tenants.models import ApiKey
 from tests.fakes import FakeOpenAI
 from tests.support.live import add_provider
 
@@ -26,7 +28,8 @@ def test_answers_with_provider_model_latency_and_cost(world, client_for, live):
         assert Decimal(body["cost"]) > 0
         assert fake.requests_to("/v1/chat/completions")[-1].body["messages"] == [{"role": "user", "content": "ping"}]
     row = UsageLog.objects.get(request_id=body["request_id"])
-    assert row.status == "ok" and row.api_key_id is None and row.cost == Decimal(body["cost"])
+    # Recorded like a /v1 request of the admin key that asked.
+    assert row.status == "ok" and row.api_key_id == ApiKey.objects.get(key_hash=key_hash(world.admin_key)).pk and row.cost == Decimal(body["cost"])
 
 
 def test_default_model_and_mock(world, client_for, live):

@@ -57,27 +57,6 @@ def test_client_disconnect_mid_stream_cancels_upstream_and_records_partial(world
     assert fake.abandoned == 1
 
 
-@pytest.fixture
-def second_instance(live, settings):
-    """Another Tollgate process on its own port, same PostgreSQL and Redis."""
-    port = free_port()
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env, start_new_session=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-
-
 def call(base, key, model="m"):
     return httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                       json={"model": model, "messages": hello()}, timeout=10)
