@@ -345,7 +345,8 @@ def _vet_host(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
 
 def vet_resolved(host: str, addresses: list[IPAddress], *, allow_private: bool | None = None) -> None:
     """Apply the address policy to what ``host`` already resolved to (for clients that
-    resolve on their own, like the data plane's aiohttp resolver). Raises :class:`UnsafeURL`."""
+    resolve and connect on their own, like the data plane's aiohttp connector in
+    providers/gateway/upstream.py). Raises :class:`UnsafeURL`."""
     allow_private = _allow_private(allow_private)
     for address in addresses:
         verdict = _classify(address)

@@ -498,6 +498,17 @@ def test_fault_not_json(openai: FakeOpenAI, oa: httpx.Client) -> None:
     assert resp.text.lstrip().startswith("<!DOCTYPE html>")
 
 
+def test_fault_redirect(openai: FakeOpenAI, oa: httpx.Client) -> None:
+    openai.set_fault("redirect", location="http://169.254.169.254/latest/", message="go there",
+                     times=1)
+    resp = oa.post("/chat/completions", json={"model": "gpt-4o", "messages": MSGS})
+    assert resp.status_code == 307 and resp.headers["location"] == "http://169.254.169.254/latest/"
+    assert resp.json() == {"error": {"message": "go there"}}
+    openai.set_fault("redirect", location="/v1/models", status=301, times=1)
+    assert oa.get("/models").status_code == 301
+    assert oa.get("/models").status_code == 200
+
+
 def test_fault_no_usage(openai: FakeOpenAI, oa: httpx.Client, anthropic: FakeAnthropic,
                         an: httpx.Client) -> None:
     openai.set_fault("no_usage")

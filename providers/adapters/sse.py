@@ -492,7 +492,10 @@ def failure(
     classified: tuple[str, bool, str] | None = None,
 ) -> UpstreamFailure:
     """An ``UpstreamFailure`` named after the provider, quoting (scrubbed, clipped) ``detail``.
-    ``classified`` overrides the (kind, retryable, words) that ``status`` implies."""
+    ``classified`` overrides the (kind, retryable, words) that ``status`` implies. A 3xx is a
+    redirect, whatever the body says: see :func:`redirect_failure`."""
+    if status is not None and 300 <= status < 400:
+        return redirect_failure(deployment, status)
     if classified is None:
         classified = status_kind(status) if status is not None else ("server_error", True, "server error")
     kind, retryable, words = classified
@@ -506,6 +509,18 @@ def failure(
         message = f"{deployment.provider_name} reported an error ({words}): {detail}"
     return UpstreamFailure(kind=kind, message=message, status=status, retryable=retryable,
                            retry_after=retry_after)
+
+
+def redirect_failure(deployment: Deployment, status: int) -> UpstreamFailure:
+    """The upstream answered 3xx. The data plane never follows a redirect (it could lead to cloud
+    metadata or the private network, with the provider's key), and neither the body nor the
+    ``Location`` is quoted. Not retried: the same target would answer the same way."""
+    return UpstreamFailure(
+        kind="redirect",
+        message=f"{deployment.provider_name} answered with a redirect ({status}) to another "
+                "address; Tollgate does not follow redirects — fix the provider's base URL.",
+        status=status, retryable=False,
+    )
 
 
 def bad_response(deployment: Deployment, what: str) -> UpstreamFailure:

@@ -18,7 +18,7 @@ from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
 from providers.gateway.types import Attempt, ChatResult, Deployment, UpstreamFailure, Usage, output_limit
-from providers.gateway.upstream import attempt_timeout
+from providers.gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.models import ProviderType
 
 ADAPTERS = {
@@ -64,6 +64,10 @@ def _failure_from_exception(exc: BaseException, deployment: Deployment, timeout:
         return exc
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamFailure("timeout", f"{name} did not answer within {timeout:g} s.", retryable=True)
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, RefusedAddress):
+        # The address policy, not the network: trying again cannot help.
+        return UpstreamFailure("refused_address",
+                               f"{name} was not contacted: {exc.os_error.message}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror if getattr(exc, "os_error", None) and exc.os_error.strerror else str(exc.os_error or exc)
         return UpstreamFailure("connection", f"{name} is unreachable ({reason}).", retryable=True)
@@ -99,7 +103,7 @@ def all_failed(route: Route, attempts: list[Attempt], failures: list[UpstreamFai
 
 
 class Engine:
-    def __init__(self, *, session: aiohttp.ClientSession, state):
+    def __init__(self, *, session: Upstream, state):
         self.session = session
         self.state = state
 

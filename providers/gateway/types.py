@@ -92,6 +92,7 @@ class UpstreamFailure(Exception):
     """An upstream answer or transport failure, classified for the retry logic."""
 
     kind: str  # rate_limit, server_error, timeout, connection, auth, bad_request, not_found, quota, bad_response
+    # … or redirect (a 3xx: never followed), refused_address (the address policy forbade connecting)
     message: str  # words for the client; never contains a secret
     status: int | None = None  # the upstream HTTP status, if any
     retryable: bool = False  # 429 (not quota), 5xx, timeout, connection error

@@ -24,6 +24,9 @@ Fault kinds (``FakeServer.set_fault``):
 ``no_usage``     replies and streams carry no usage fields / no usage chunk.
 ``stream_error`` the protocol's documented mid-stream error frame after ``after_chunks`` frames
                  (default 1), then the stream ends.
+``redirect``     answer ``status`` (default 307) with ``location: <location>`` and a small JSON
+                 error body quoting ``message``, as a server that moved (or an attacker's server
+                 pointing at cloud metadata) would.
 
 Every request consumes one use of each matching fault (at most one per kind); ``times=N`` removes a
 fault after N uses; ``path`` limits it to one request path (absolute, or relative to ``base_path``).
@@ -48,7 +51,8 @@ CREATED = 1_700_000_000  # fixed unix timestamp used for every "created" field (
 MiB = 1024 * 1024
 PIECE = 64 * 1024  # write size for big bodies and huge-stream deltas
 FAULT_KINDS = frozenset(
-    {"slow", "status", "reset", "malformed", "huge", "not_json", "no_usage", "stream_error"}
+    {"slow", "status", "reset", "malformed", "huge", "not_json", "no_usage", "stream_error",
+     "redirect"}
 )
 HTML_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
@@ -83,8 +87,9 @@ class Fault:
     times: int | None = None  # remaining uses; None = until cleared
     delay: float = 0.0
     chunk_delay: float = 0.0
-    status: int = 500
+    status: int = 500  # for ``redirect``: 307 unless a 3xx is given
     message: str | None = None
+    location: str = ""
     variant: str | None = None
     retry_after: Any = _DEFAULT
     headers: dict[str, str] = field(default_factory=dict)
@@ -546,6 +551,10 @@ class FakeServer:
             return self._reset(h)
         if status := call.fault("status"):
             reply = self._status_reply(call, status)
+        elif redirect := call.fault("redirect"):
+            code = redirect.status if 300 <= redirect.status < 400 else 307
+            reply = Reply(status=code, headers={"location": redirect.location},
+                          body={"error": {"message": redirect.message or "Moved"}})
         elif call.fault("not_json"):
             reply = Reply(body=HTML_PAGE, content_type="text/html; charset=utf-8")
         elif route is None:

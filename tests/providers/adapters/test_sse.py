@@ -190,3 +190,19 @@ def test_parse_data_url():
     assert parse_data_url("data:image/png;base64,AAAA") == ("image/png", "AAAA")
     assert parse_data_url("data:image/svg+xml,<svg/>") is None
     assert parse_data_url("https://x/y.png") is None
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_compatible", "openrouter", "anthropic",
+                                  "ollama"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_every_adapter_reports_a_redirect_without_quoting_it(kind, status):
+    from providers.gateway.engine import ADAPTERS
+
+    # Whatever the body claims (even an error type meaning something else), a 3xx is a redirect.
+    body = (b'{"error": {"message": "SECRET from 169.254.169.254", "type": "billing_error", '
+            b'"code": "insufficient_quota"}}')
+    result = ADAPTERS[kind].parse_error(make_deployment(kind, name="acme-up"), status,
+                                        {"location": "http://169.254.169.254/latest/"}, body)
+    assert result.kind == "redirect" and result.status == status and not result.retryable
+    assert result.message == (f"acme-up answered with a redirect ({status}) to another address; "
+                              "Tollgate does not follow redirects — fix the provider's base URL.")
