@@ -3,6 +3,8 @@
     bash bench/setup.sh                                  # wrk + LiteLLM's virtualenv, once
     .venv/bin/python bench/gateway.py [--duration 10]    # the table
     .venv/bin/python bench/gateway.py --memory 100000    # worker RSS over 100k requests
+    git worktree add /tmp/before <commit>                # an earlier version, side by side:
+    .venv/bin/python bench/gateway.py --baseline-repo /tmp/before --targets upstream,tollgate-baseline,tollgate
 
 Tollgate runs as in production, one worker: uvicorn (uvloop, httptools), DEBUG off, PostgreSQL
 (database tollgate_bench) and Redis (db 1). Every request is authenticated with a chat key,
@@ -30,18 +32,19 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
 
-def tollgate_env() -> dict[str, str]:
+def tollgate_env(database_url: str = DATABASE_URL, redis_url: str = REDIS_URL) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
         DEBUG="false", ENV_FILE="/dev/null", SECRET_KEY="bench-" + "k" * 60,
         ENCRYPTION_KEYS="ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzJieXRlcyE=", ALLOWED_HOSTS="127.0.0.1,localhost",
         SECURE_SSL_REDIRECT="false", ALLOW_PRIVATE_PROVIDER_URLS="true", LOG_LEVEL="INFO", LOG_FORMAT="json",
-        DATABASE_URL=DATABASE_URL, REDIS_URL=REDIS_URL, DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=database_url, REDIS_URL=redis_url, DJANGO_SETTINGS_MODULE="config.settings",
     )
     return env
 
 
-def setup_tenant(upstream_base_url: str, model: str) -> dict:
+def setup_tenant(upstream_base_url: str, model: str, repo: Path = REPO, database_url: str = DATABASE_URL,
+                 redis_url: str = REDIS_URL) -> dict:
     """In a fresh process: migrate the bench database and create the tenant, its provider
     (the upstream), and a chat key. Prints JSON."""
     code = f"""
@@ -67,12 +70,12 @@ provider = provider_create(owner=created.tenant, data={{"name": "up", "base_url"
 provider_sync(provider=provider)
 print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "model": "up:{model}"}}))
 """
-    subprocess.run([PYTHON, "-c", "import psycopg; c=psycopg.connect('" + DATABASE_URL.rsplit("/", 1)[0]
-                    + "/postgres', autocommit=True); n='" + DATABASE_URL.rsplit("/", 1)[1] + "';"
+    env = tollgate_env(database_url, redis_url)
+    subprocess.run([PYTHON, "-c", "import psycopg; c=psycopg.connect('" + database_url.rsplit("/", 1)[0]
+                    + "/postgres', autocommit=True); n='" + database_url.rsplit("/", 1)[1] + "';"
                     "c.execute('SELECT 1 FROM pg_database WHERE datname=%s',[n]).fetchone() or "
-                    "c.execute(f'CREATE DATABASE \"{n}\"')"], check=True, env=tollgate_env())
-    out = subprocess.run([PYTHON, "-c", code], cwd=REPO, env=tollgate_env(), check=True,
-                         capture_output=True, text=True)
+                    "c.execute(f'CREATE DATABASE \"{n}\"')"], check=True, env=env)
+    out = subprocess.run([PYTHON, "-c", code], cwd=repo, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -92,6 +95,24 @@ def start_tollgate(ctx: BenchContext) -> Target:
 
 
 register_target("tollgate", start_tollgate)
+
+
+def baseline_factory(repo: Path):
+    """``tollgate-baseline``: the same set-up served by another checkout (a git worktree of an
+    earlier commit, say), with its own database and Redis db, to compare two versions side by
+    side in one run. It runs on this checkout's virtualenv (the worktree's own code is imported
+    first, from its working directory)."""
+    database_url, redis_url = DATABASE_URL + "_baseline", REDIS_URL.rsplit("/", 1)[0] + "/8"
+
+    def start(ctx: BenchContext) -> Target:
+        info = setup_tenant(ctx.upstream_base_url, ctx.model, repo, database_url, redis_url)
+        port = free_port()
+        ctx.count_as_target("postgres", "redis-server")
+        ctx.start("tollgate-baseline", uvicorn_argv(port), env=tollgate_env(database_url, redis_url), cwd=str(repo),
+                  cpus=ctx.cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")
+        return Target("tollgate-baseline", f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
+
+    return start
 
 
 def rss_kib(pid: int) -> int:
@@ -170,7 +191,12 @@ def memory_run(total: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--memory", type=int, default=0)
+    parser.add_argument("--baseline-repo", type=Path, default=None)
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
-    sys.exit(main(["--targets", "upstream,tollgate,litellm", *rest]))
+    targets = "upstream,tollgate,litellm"
+    if known.baseline_repo:
+        register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
+        targets = "upstream,tollgate-baseline,tollgate,litellm"
+    sys.exit(main(["--targets", targets, *rest]))
