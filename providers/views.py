@@ -1,7 +1,8 @@
 """Console pages for providers, models and aliases (``/app/<slug>/providers|models|aliases``).
 
-Platform providers are read-only here (staff manage them in the Django admin) and their keys
-are never shown; a tenant's own providers show their key as a mask (``sk-…abcd``) only.
+Platform providers are read-only here (staff manage them in the Django admin) and show only
+their name, type, status and models (no base URL, key hint or sync error); a tenant's own
+providers show their key as a mask (``sk-…abcd``) only.
 "Test connection" and "Sync now" are htmx POSTs answered with a small result partial."""
 
 from django.contrib import messages

@@ -408,3 +408,43 @@ def test_a_new_base_url_needs_saved_headers_again_no_key_nothing(world, client_f
                               {"base_url": other.base_url, "api_key": "", "extra_headers": {}},
                               format="json")
         assert response.status_code == 200, response.json()
+
+
+# --- platform providers show tenants name, type and models only (issue #11, item 12) -----------
+
+
+def test_tenants_see_platform_providers_without_url_key_hint_or_sync_error(
+    world, client_for, fake_openai, platform_admin,
+):
+    staff = client_for(user=platform_admin)
+    body = {"name": "shared", "base_url": fake_openai.base_url, "api_key": SECRET,
+            "extra_headers": {"X-Platform-Org": "org"}}
+    pid = staff.post("/api/providers", body, format="json").json()["id"]
+    staff.post(f"/api/providers/{pid}/sync")
+    Provider.objects.filter(pk=pid).update(sync_status="error",
+                                           last_sync_error="upstream 10.1.2.3 said no")
+    own = add_provider(client_for(key=world.admin_key), fake_openai)["id"]
+    # Given a tenant admin key and a member's session
+    for caller in (client_for(key=world.admin_key), client_for(user=world.viewer)):
+        # When they list providers and read the platform one
+        listed = caller.get("/api/providers").json()["results"]
+        detail = caller.get(f"/api/providers/{pid}").json()
+        platform = next(p for p in listed if p["id"] == pid)
+        # Then it shows name, type and models; not its URL, key hint, headers or sync error
+        for body in (platform, detail):
+            text = json.dumps(body, ensure_ascii=False)
+            assert fake_openai.base_url not in text and "sk-…" not in text
+            assert "10.1.2.3" not in text and "X-Platform-Org" not in text
+            assert (body["name"], body["provider_type"]) == ("shared", "openai_compatible")
+            assert body["base_url"] is None and body["api_key_hint"] is None
+            assert body["last_sync_error"] is None and body["extra_header_names"] == []
+        assert [m["model_id"] for m in detail["models"]] == [
+            "gpt-4o-mini", "meta-llama/llama-3.1-8b:free", "text-embedding-3-small"]
+        mine = next(p for p in listed if p["id"] == own)  # their own provider: all but the key
+        assert mine["base_url"] == fake_openai.base_url and mine["api_key_hint"] == "sk-…0042"
+    # Staff see everything but secrets: in the platform scope, and support in a tenant's view
+    for body in (staff.get(f"/api/providers/{pid}").json(),
+                 client_for(user=world.support).get(f"/api/providers/{pid}?tenant=acme").json()):
+        assert body["base_url"] == fake_openai.base_url and body["api_key_hint"] == "sk-…0042"
+        assert body["last_sync_error"] == "upstream 10.1.2.3 said no"
+        assert body["extra_header_names"] == ["X-Platform-Org"]

@@ -267,6 +267,18 @@ def test_connection_test_sends_the_saved_key_only_to_the_saved_url(console, logi
         assert sent == ["Bearer sk-typed-0003"]
 
 
+def test_platform_providers_show_tenants_name_type_and_models_only(console, login):
+    Provider.objects.filter(pk=console.platform.pk).update(
+        sync_status="error", last_sync_error="upstream 10.9.8.7 refused")
+    client = login(console.world.owner)
+    for url in ("/app/acme/providers/", f"/app/acme/providers/{console.platform.pk}/"):
+        page = client.get(url).content.decode()
+        assert "api.openai.com" not in page and "10.9.8.7" not in page, url
+        assert "openai" in page and "OpenAI" in page
+    listing = client.get("/app/acme/providers/").content.decode()
+    assert LAB_URL in listing  # their own provider's URL is theirs to see
+
+
 # --- models -------------------------------------------------------------------------------------------
 
 
