@@ -31,8 +31,13 @@ class ProviderForm(SecretInputs, forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["owner", "name", "display_name", "provider_type", "base_url",
-                  *PROVIDER_PLAIN_FIELDS]
+        fields = ["owner", "name", "provider_type", "base_url", *PROVIDER_PLAIN_FIELDS]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # the admin leaves these to the services, so the form fills them
+            self.initial.setdefault("provider_type", self.instance.provider_type)
+            self.initial.setdefault("base_url", self.instance.base_url)
 
     def clean_name(self) -> str:
         return provider_name_clean(self.cleaned_data["name"])
@@ -67,6 +72,12 @@ class ProviderAdmin(SecretFieldsAdmin):
             help_text="One 'Name: value' per line; the hint shows the stored names only.",
         ),
     }
+    fields = ["owner", "name", "display_name", "provider_type", "base_url", "enabled", "priority",
+              "timeout_seconds", "max_retries", "auto_sync", "sync_interval_minutes", "sync_status",
+              "last_sync_at", "last_sync_error"]
+    # Checked and saved by the services (normalized, vetted, type detected) rather than the model
+    # form, whose URL validator would refuse hosts the API accepts, e.g. http://gpu-box:11434.
+    exclude = ["provider_type", "base_url"]
     list_display = ["name", "display_name", "provider_type", "owner", "enabled", "priority",
                     "api_key", "sync_status", "last_sync_at"]
     list_filter = ["provider_type", "enabled", "sync_status", ("owner", admin.EmptyFieldListFilter)]

@@ -155,6 +155,10 @@ def test_admin_add_form_validates_base_urls_like_the_api(root, settings):
     provider = Provider.objects.get(name="oa")
     assert (provider.provider_type, provider.base_url) == ("openai", "https://api.openai.com/v1")
     assert AuditEvent.objects.filter(action="provider.create", target="provider:oa").exists()
+    # A host name without a dot is fine, as it is for the API
+    response = root.post(add, {**form, "name": "gpu", "base_url": "http://gpu-box:11434"})
+    assert response.status_code == 302
+    assert Provider.objects.get(name="gpu").provider_type == "ollama"
     # An empty URL gets the type's well-known one
     response = root.post(add, {**form, "name": "ant", "provider_type": "anthropic", "base_url": ""})
     assert response.status_code == 302
@@ -166,6 +170,9 @@ def test_admin_add_form_validates_base_urls_like_the_api(root, settings):
 
 def test_admin_change_form_refuses_unsafe_urls_and_a_new_url_needs_the_key(keyed_provider, root):
     url = f"/admin/providers/provider/{keyed_provider.pk}/change/"
+    page = root.get(url).content.decode()  # the form starts from the saved URL and type
+    assert f'name="base_url" value="{LOOPBACK}"' in page
+    assert '<option value="openai_compatible" selected>' in page
     response = root.post(url, admin_form(base_url="http://169.254.169.254/latest", api_key=NEW_KEY))
     assert response.status_code == 200 and "169.254.169.254" in response.content.decode()
     # A new URL without the key (and the headers): refused, naming them
