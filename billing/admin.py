@@ -9,6 +9,7 @@ from billing.alerts import usd
 from billing.health import bucket_bounds
 from billing.models import Budget, BudgetAlert, HealthBucket, TenantDaily, UsageDaily, UsageLog
 from billing.selectors import budget_period, budget_spent
+from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from tenants.access import Principal
 from tenants.errors import InvalidInput
 
@@ -49,20 +50,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 # --- budgets -----------------------------------------------------------------------------------
 
 
-class BudgetForm(forms.ModelForm):
+class BudgetForm(SecretInputs, forms.ModelForm):
     """Checked by the same rules as the API (key and alias of the budget's own tenant, thresholds,
-    amount). The webhook URL is write-only: empty keeps the stored one."""
-
-    webhook_url = forms.CharField(
-        required=False, max_length=500, widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored URL; tick 'clear webhook' to remove it.",
-    )
-    clear_webhook = forms.BooleanField(required=False)
+    amount). The webhook URL is write-only (see providers.admin_secrets)."""
 
     class Meta:
         model = Budget
         fields = ["tenant", "name", "scope", "api_key", "amount", "period", "thresholds", "action",
-                  "downgrade_alias", "webhook_url", "clear_webhook", "enabled"]
+                  "downgrade_alias", "enabled"]
 
     def clean(self):
         cleaned = super().clean()
@@ -72,10 +67,7 @@ class BudgetForm(forms.ModelForm):
         data = {f: cleaned.get(f) for f in ("name", "scope", "amount", "period", "thresholds", "action",
                                             "downgrade_alias", "enabled")}
         data["api_key"] = cleaned["api_key"].pk if cleaned.get("api_key") else None
-        if cleaned.get("clear_webhook"):
-            data["webhook_url"] = ""
-        elif cleaned.get("webhook_url"):
-            data["webhook_url"] = cleaned["webhook_url"]
+        data.update(self.secret_changes())
         try:
             services.budget_validate(tenant=tenant, data=data, budget=self.instance if self.instance.pk else None)
         except InvalidInput as exc:
@@ -86,15 +78,19 @@ class BudgetForm(forms.ModelForm):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(SecretFieldsAdmin):
     form = BudgetForm
+    secret_fields = {
+        "webhook_url": Secret(label="webhook URL", hint=services.mask_url, max_length=500,
+                              help_text="Slack or any https:// endpoint."),
+    }
     list_display = ["name", "tenant", "scope", "api_key", "amount", "period", "action", "enabled", "status"]
     list_filter = ["scope", "period", "action", "enabled"]
     search_fields = ["name", "tenant__slug", "tenant__name"]
     list_select_related = ["tenant", "api_key"]
     autocomplete_fields = ["tenant"]
     raw_id_fields = ["api_key"]
-    readonly_fields = ["webhook_hint", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
@@ -105,10 +101,6 @@ class BudgetAdmin(admin.ModelAdmin):
         spent = budget_spent(budget=obj, period=budget_period(obj))
         percent = spent * 100 / obj.amount if obj.amount else 0
         return f"{usd(spent)} / {usd(obj.amount)} ({percent:.0f}%)"
-
-    @admin.display(description="webhook")
-    def webhook_hint(self, obj: Budget) -> str:
-        return services.mask_url(obj.webhook_url) or "—"
 
     def save_model(self, request, obj, form, change):
         actor = Principal(user=request.user)

@@ -1,47 +1,107 @@
 from django import forms
 from django.contrib import admin, messages
 
+from providers import services
+from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from providers.crypto import mask
-from providers.models import Provider, ProviderModel, TenantModel
+from providers.forms import parse_headers, provider_name_clean
+from providers.models import Provider, ProviderModel, ProviderType, TenantModel
+from providers.services import PROVIDER_PLAIN_FIELDS
 from providers.sync import connection_test, provider_sync
+from tenants.access import Principal
 from tenants.errors import TollgateError
 
 
-class ProviderForm(forms.ModelForm):
-    """The API key is write-only: the field starts empty and leaving it empty keeps the
-    stored key."""
+class ProviderForm(SecretInputs, forms.ModelForm):
+    """Checked by the API's rules and saved by the same services: the base URL is normalized and
+    vetted (providers.net), the type detected when not chosen, and a new base URL needs the key
+    and headers typed again. The secrets are write-only (see providers.admin_secrets)."""
 
-    base_url = forms.URLField(required=False, assume_scheme="https", max_length=500)
-    api_key = forms.CharField(
-        required=False, widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored key.",
+    name = forms.CharField(max_length=64, help_text="Used in model ids: <name>:<model>.")
+    provider_type = forms.ChoiceField(
+        required=False, label="Type",
+        choices=[("", "Detect from the base URL"), *ProviderType.choices],
+        help_text="On a change, empty keeps the current type.",
+    )
+    base_url = forms.CharField(
+        required=False, max_length=500, label="Base URL",
+        help_text="e.g. https://api.openai.com/v1 or http://gpu-box:11434. "
+        "Empty: the type's well-known URL.",
     )
 
     class Meta:
         model = Provider
-        exclude = ["extra_headers"]
+        fields = ["owner", "name", "provider_type", "base_url", *PROVIDER_PLAIN_FIELDS]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.initial["api_key"] = ""
+        if self.instance.pk:  # the admin leaves these to the services, so the form fills them
+            self.initial.setdefault("provider_type", self.instance.provider_type)
+            self.initial.setdefault("base_url", self.instance.base_url)
 
-    def clean_api_key(self):
-        value = self.cleaned_data.get("api_key")
-        if not value and self.instance.pk:
-            return self.instance.api_key
-        return value
+    def clean_name(self) -> str:
+        return provider_name_clean(self.cleaned_data["name"])
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        data = {"name": cleaned["name"], "base_url": cleaned.get("base_url") or "",
+                **{f: cleaned[f] for f in PROVIDER_PLAIN_FIELDS if f in cleaned},
+                **self.secret_changes()}
+        if cleaned.get("provider_type"):
+            data["provider_type"] = cleaned["provider_type"]
+        editing = self.instance if self.instance.pk else None
+        owner = editing.owner if editing else cleaned.get("owner")
+        try:
+            services.provider_validate(owner=owner, data=data, provider=editing)
+        except TollgateError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        self.service_data = data
+        return cleaned
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(SecretFieldsAdmin):
     form = ProviderForm
+    secret_fields = {
+        "api_key": Secret(label="API key", hint=mask),
+        "extra_headers": Secret(
+            label="extra headers", hint=lambda headers: ", ".join(sorted(headers or {})),
+            parse=parse_headers, cleared={}, multiline=True, max_length=20_000,
+            help_text="One 'Name: value' per line; the hint shows the stored names only.",
+        ),
+    }
+    fields = ["owner", "name", "display_name", "provider_type", "base_url", "enabled", "priority",
+              "timeout_seconds", "max_retries", "auto_sync", "sync_interval_minutes", "sync_status",
+              "last_sync_at", "last_sync_error"]
+    # Checked and saved by the services (normalized, vetted, type detected) rather than the model
+    # form, whose URL validator would refuse hosts the API accepts, e.g. http://gpu-box:11434.
+    exclude = ["provider_type", "base_url"]
     list_display = ["name", "display_name", "provider_type", "owner", "enabled", "priority",
-                    "masked_key", "sync_status", "last_sync_at"]
+                    "api_key", "sync_status", "last_sync_at"]
     list_filter = ["provider_type", "enabled", "sync_status", ("owner", admin.EmptyFieldListFilter)]
     search_fields = ["name", "display_name", "base_url", "owner__slug"]
     list_select_related = ["owner"]
-    readonly_fields = ["masked_key", "sync_status", "last_sync_at", "last_sync_error"]
+    readonly_fields = ["sync_status", "last_sync_at", "last_sync_error"]
     actions = ["sync_now", "test_connection"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        # A provider, and the key its owner gave it, stays with that owner.
+        return ["owner", *fields] if obj is not None else fields
+
+    def save_model(self, request, obj, form, change):
+        actor = Principal(user=request.user)
+        data = form.service_data
+        if change:
+            saved = services.provider_update(provider=Provider.objects.get(pk=obj.pk), data=data,
+                                             actor=actor)
+        else:
+            saved = services.provider_create(owner=form.cleaned_data.get("owner"), data=data,
+                                             actor=actor)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
 
     @admin.action(description="Sync now", permissions=["change"])
     def sync_now(self, request, queryset):
@@ -67,10 +127,6 @@ class ProviderAdmin(admin.ModelAdmin):
                 )
             else:
                 self.message_user(request, f"{provider.name}: {report.error}", level=messages.ERROR)
-
-    @admin.display(description="API key")
-    def masked_key(self, obj: Provider) -> str:
-        return mask(obj.api_key) or "—"
 
 
 @admin.register(ProviderModel)

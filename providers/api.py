@@ -51,6 +51,13 @@ class Scope:
     principal: Principal
     platform_admin: bool
 
+    @property
+    def context(self) -> dict:
+        """What the provider serializers need: the tenant, and whether platform providers show
+        their operational details (staff only; a tenant sees their name, type and models)."""
+        staff = self.tenant is None or self.platform_admin or self.principal.is_support
+        return {"tenant": self.tenant, "platform_details": staff}
+
     def require_change(self, provider_owner_id: int | None, *, doing: str) -> None:
         if provider_owner_id is None:
             if not self.platform_admin:
@@ -117,10 +124,18 @@ class ProviderUpdateIn(ProviderIn):
     name = StrictCharField(max_length=64, required=False)
 
 
+# What a tenant does not see of a platform provider (null, or an empty list); staff do.
+PLATFORM_DETAILS = {"base_url": None, "api_key_hint": None, "extra_header_names": [],
+                    "last_sync_error": None}
+HIDDEN_FROM_TENANTS = "null on a platform provider seen by a tenant."
+
+
 class ProviderOut(serializers.ModelSerializer):
     scope = serializers.SerializerMethodField()
     owner = serializers.SerializerMethodField()
+    base_url = serializers.CharField(allow_null=True, help_text=HIDDEN_FROM_TENANTS)
     api_key_hint = serializers.SerializerMethodField(help_text="Masked: sk-…abcd. The key itself is never returned.")
+    last_sync_error = serializers.CharField(allow_null=True, help_text=HIDDEN_FROM_TENANTS)
     extra_header_names = serializers.SerializerMethodField()
     model_count = serializers.IntegerField(read_only=True, required=False)
 
@@ -144,6 +159,12 @@ class ProviderOut(serializers.ModelSerializer):
 
     def get_extra_header_names(self, provider) -> list[str]:
         return sorted(provider.extra_headers or {})
+
+    def to_representation(self, provider):
+        data = super().to_representation(provider)
+        if provider.owner_id is None and not self.context.get("platform_details"):
+            data.update(PLATFORM_DETAILS)
+        return data
 
 
 class PricesOut(serializers.Serializer):
@@ -243,7 +264,8 @@ class ProviderListAPI(ProviderAPIView):
                    summary="Providers: the tenant's own and the platform's")
     def get(self, request):
         scope = self.scope(request)
-        return paged(self, request, selectors.provider_list(tenant=scope.tenant), ProviderOut)
+        providers = selectors.provider_list(tenant=scope.tenant)
+        return paged(self, request, providers, ProviderOut, **scope.context)
 
     @extend_schema(parameters=[TENANT_PARAM], request=ProviderIn, responses={201: ProviderDetailOut},
                    summary="Add a provider (the type is detected from base_url when not given)")
@@ -253,7 +275,7 @@ class ProviderListAPI(ProviderAPIView):
         data = validated(ProviderIn, request.data)
         provider = services.provider_create(owner=scope.tenant, data=data, actor=scope.principal)
         provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider.pk)
-        return Response(ProviderDetailOut(provider, context={"tenant": scope.tenant}).data, status=201)
+        return Response(ProviderDetailOut(provider, context=scope.context).data, status=201)
 
 
 class ProviderDetailAPI(ProviderAPIView):
@@ -261,7 +283,7 @@ class ProviderDetailAPI(ProviderAPIView):
     def get(self, request, provider_id: int):
         scope = self.scope(request)
         provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
-        return Response(ProviderDetailOut(provider, context={"tenant": scope.tenant}).data)
+        return Response(ProviderDetailOut(provider, context=scope.context).data)
 
     @extend_schema(parameters=[TENANT_PARAM], request=ProviderUpdateIn, responses=ProviderDetailOut,
                    summary="Change a provider (api_key: a new key replaces it, \"\" removes it, absent keeps it)")
@@ -272,7 +294,7 @@ class ProviderDetailAPI(ProviderAPIView):
         data = validated(ProviderUpdateIn, request.data)
         services.provider_update(provider=provider, data=data, actor=scope.principal)
         provider = selectors.provider_get(tenant=scope.tenant, provider_id=provider_id)
-        return Response(ProviderDetailOut(provider, context={"tenant": scope.tenant}).data)
+        return Response(ProviderDetailOut(provider, context=scope.context).data)
 
     patch = put
 

@@ -83,6 +83,17 @@ def parse_headers(text: str) -> dict[str, str]:
     return headers
 
 
+def provider_name_clean(name: str) -> str:
+    """A provider name by the REST API's rule (the console's and the admin's forms)."""
+    name = name.strip()
+    if not NAME_RE.match(name):
+        raise forms.ValidationError(
+            "Use 1-64 lowercase letters, digits, '.', '_' or '-' (no ':'; the name prefixes model "
+            "ids as <name>:<model>)."
+        )
+    return name
+
+
 class ProviderForm(ConsoleForm):
     """Add or change a tenant's provider. The key is write-only: the field is never filled
     from the saved key; left empty on an edit it keeps the key."""
@@ -133,13 +144,7 @@ class ProviderForm(ConsoleForm):
             del self.fields["clear_api_key"], self.fields["clear_extra_headers"]
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not NAME_RE.match(name):
-            raise forms.ValidationError(
-                "Use 1-64 lowercase letters, digits, '.', '_' or '-' (no ':'; the name prefixes model ids "
-                "as <name>:<model>)."
-            )
-        return name
+        return provider_name_clean(self.cleaned_data["name"])
 
     def clean_extra_headers(self) -> dict[str, str]:
         return parse_headers(self.cleaned_data.get("extra_headers") or "")

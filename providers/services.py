@@ -1,5 +1,6 @@
 """Writes for providers and their model catalogs."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -64,21 +65,117 @@ def _owner_label(owner: Tenant | None) -> str:
     return "the platform" if owner is None else f"tenant '{owner.slug}'"
 
 
-def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Principal = SYSTEM) -> Provider:
-    """A provider owned by ``owner`` (None = platform-wide). ``data`` is validated input:
-    name, base_url, provider_type (detected from the URL when missing), api_key,
-    extra_headers and PROVIDER_PLAIN_FIELDS."""
-    base_url = (data.get("base_url") or "").strip()
-    provider_type = data.get("provider_type") or (detect_provider_type(base_url) if base_url else "")
-    if not provider_type:
-        raise InvalidInput("Give a base_url or a provider_type.", field="base_url")
+def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tuple[str, str]:
+    """The provider type and the normalized, vetted base URL that ``data`` asks for; on a change
+    (``provider`` given) the provider's own where ``data`` names neither."""
+    if provider is not None and "base_url" not in data and "provider_type" not in data:
+        return provider.provider_type, provider.base_url
+    if provider is None:
+        base_url = (data.get("base_url") or "").strip()
+        provider_type = data.get("provider_type") or (
+            detect_provider_type(base_url) if base_url else "")
+        if not provider_type:
+            raise InvalidInput("Give a base_url or a provider_type.", field="base_url")
+    else:
+        base_url = (data.get("base_url", provider.base_url) or "").strip()
+        provider_type = data.get("provider_type") or provider.provider_type
     if provider_type not in ProviderType.values:
         raise InvalidInput(
-            f"Unknown provider type '{provider_type}'; use one of {', '.join(ProviderType.values)}.",
+            f"Unknown provider type '{provider_type}'; use one of "
+            f"{', '.join(ProviderType.values)}.",
             field="provider_type",
         )
     base_url = normalize_base_url(base_url, provider_type)
     base_url_vet(base_url)
+    return provider_type, base_url
+
+
+def _saved_url(provider: Provider) -> str:
+    """The provider's base URL as it would be saved today (older rows may predate normalizing)."""
+    try:
+        return normalize_base_url(provider.base_url, provider.provider_type)
+    except InvalidInput:
+        return provider.base_url
+
+
+def _unsent_secrets(*, provider: Provider, base_url: str, sent: Collection[str]) -> list[str]:
+    """The saved secrets (``api_key``, ``extra_headers``) not in ``sent`` that would go to
+    ``base_url``, another URL than the one they were saved for. A provider's secrets only ever
+    go to the URL they were given with, so whoever points it elsewhere must know them."""
+    if base_url == _saved_url(provider):
+        return []
+    return [f for f in ("api_key", "extra_headers") if getattr(provider, f) and f not in sent]
+
+
+def _base_url_change_check(*, provider: Provider, base_url: str, data: dict[str, Any]) -> None:
+    unsent = _unsent_secrets(provider=provider, base_url=base_url, sent=data)
+    if unsent:
+        fields = " and ".join(unsent)
+        raise InvalidInput(
+            f"base_url changes to '{base_url}', where the saved {fields} would be sent: send "
+            f"{fields} again with the new base_url (an empty value removes "
+            f"{'it' if len(unsent) == 1 else 'them'}).",
+            field=unsent[0],
+        )
+
+
+def provider_validate(
+    *, owner: Tenant | None, data: dict[str, Any], provider: Provider | None = None
+) -> None:
+    """Check ``data`` as provider_create (``provider`` None) or provider_update would, without
+    writing, so a form can show the error next to its field."""
+    _, base_url = _provider_target(data=data, provider=provider)
+    if provider is not None:
+        _base_url_change_check(provider=provider, base_url=base_url, data=data)
+    name = data.get("name", provider.name if provider else "")
+    taken = Provider.objects.filter(owner=owner, name=name)
+    if provider is not None:
+        taken = taken.exclude(pk=provider.pk)
+    if taken.exists():
+        raise Conflict(f"{_owner_label(owner).capitalize()} already has a provider named '{name}'.",
+                       field="name")
+
+
+def provider_probe(
+    *, saved: Provider | None, base_url: str, provider_type: str, api_key: str,
+    extra_headers: dict[str, str], timeout_seconds: float,
+) -> Provider:
+    """An unsaved provider for a connection test of what a form holds. A saved provider lends
+    its key and headers when none are typed, but only to its own base URL: to test another
+    URL they must be typed (as provider_update asks for them with a new base URL)."""
+    base_url = base_url.strip()
+    if not provider_type:
+        fallback = saved.provider_type if saved else ProviderType.OPENAI
+        provider_type = detect_provider_type(base_url) if base_url else fallback
+    base_url = normalize_base_url(base_url, provider_type)
+    base_url_vet(base_url)
+    if saved is not None:
+        typed = [f for f, value in (("api_key", api_key), ("extra_headers", extra_headers))
+                 if value]
+        unsent = _unsent_secrets(provider=saved, base_url=base_url, sent=typed)
+        if unsent:
+            what = " and the ".join(
+                {"api_key": "key", "extra_headers": "extra headers"}[f] for f in unsent)
+            raise InvalidInput(
+                f"The saved {what} {'is' if unsent == ['api_key'] else 'are'} only sent to this "
+                f"provider's saved base URL ({saved.base_url}); to test {base_url}, type the "
+                f"{what} again.",
+                field=unsent[0],
+            )
+        api_key = api_key or saved.api_key
+        extra_headers = extra_headers or saved.extra_headers
+    return Provider(
+        name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
+        provider_type=provider_type, base_url=base_url, api_key=api_key,
+        extra_headers=extra_headers, timeout_seconds=timeout_seconds,
+    )
+
+
+def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Principal = SYSTEM) -> Provider:
+    """A provider owned by ``owner`` (None = platform-wide). ``data`` is validated input:
+    name, base_url, provider_type (detected from the URL when missing), api_key,
+    extra_headers and PROVIDER_PLAIN_FIELDS."""
+    provider_type, base_url = _provider_target(data=data, provider=None)
     provider = Provider(
         owner=owner,
         name=data["name"],
@@ -105,18 +202,16 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
 
 def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principal) -> Provider:
     """Change what ``data`` holds. ``api_key``: a string replaces the key, "" removes it, absent
-    keeps it. The same for ``extra_headers``."""
+    keeps it. The same for ``extra_headers``. A new base URL needs the saved key and headers
+    sent again (or removed): they are never sent to a URL other than the one they came with."""
     with transaction.atomic():
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         before = provider_audit_view(locked)
+        provider_type, base_url = _provider_target(data=data, provider=locked)
+        _base_url_change_check(provider=locked, base_url=base_url, data=data)
         if "name" in data:
             locked.name = data["name"]
-        if "provider_type" in data:
-            locked.provider_type = data["provider_type"]
-        if "base_url" in data or "provider_type" in data:
-            url = data.get("base_url", locked.base_url) or ""
-            locked.base_url = normalize_base_url(url.strip(), locked.provider_type)
-            base_url_vet(locked.base_url)
+        locked.provider_type, locked.base_url = provider_type, base_url
         if "api_key" in data:
             locked.api_key = data["api_key"] or ""
         if "extra_headers" in data:

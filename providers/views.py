@@ -1,7 +1,8 @@
 """Console pages for providers, models and aliases (``/app/<slug>/providers|models|aliases``).
 
-Platform providers are read-only here (staff manage them in the Django admin) and their keys
-are never shown; a tenant's own providers show their key as a mask (``sk-…abcd``) only.
+Platform providers are read-only here (staff manage them in the Django admin) and show only
+their name, type, status and models (no base URL, key hint or sync error); a tenant's own
+providers show their key as a mask (``sk-…abcd``) only.
 "Test connection" and "Sync now" are htmx POSTs answered with a small result partial."""
 
 from django.contrib import messages
@@ -24,7 +25,6 @@ from providers.forms import (
     targets_from,
 )
 from providers.models import ModelMode, Provider, ProviderType
-from providers.net import detect_provider_type, normalize_base_url
 from providers.sync import connection_test, provider_sync
 from tenants.access import TenantAccess
 from tenants.errors import Forbidden, TollgateError
@@ -135,7 +135,7 @@ def provider_sync_now(request: HttpRequest, access: TenantAccess, provider_id: i
 @tenant_page
 def provider_test(request: HttpRequest, access: TenantAccess, provider_id: int | None = None) -> HttpResponse:
     """Try the URL and key in the form without saving. On an existing provider an empty key
-    field means "the saved key" (and the saved headers)."""
+    field means "the saved key" (and the saved headers), for the saved base URL only."""
     saved = _own_provider(access, provider_id) if provider_id is not None else None
     form = ConnectionTestForm(request.POST or None)
     report, error = None, ""
@@ -145,17 +145,12 @@ def provider_test(request: HttpRequest, access: TenantAccess, provider_id: int |
         error = " ".join(str(e) for errors in form.errors.values() for e in errors)
     else:
         data = form.cleaned_data
-        base_url = data["base_url"].strip()
-        provider_type = data["provider_type"] or (
-            detect_provider_type(base_url) if base_url else (saved.provider_type if saved else ProviderType.OPENAI))
-        api_key = data["api_key"] or (saved.api_key if saved else "")
-        headers = data["extra_headers"] or (saved.extra_headers if saved else {})
         try:
-            base_url = normalize_base_url(base_url, provider_type)
-            services.base_url_vet(base_url)
-            probe = Provider(name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
-                             provider_type=provider_type, base_url=base_url, api_key=api_key, extra_headers=headers,
-                             timeout_seconds=CONNECTION_TEST_TIMEOUT)
+            probe = services.provider_probe(
+                saved=saved, base_url=data["base_url"], provider_type=data["provider_type"],
+                api_key=data["api_key"], extra_headers=data["extra_headers"],
+                timeout_seconds=CONNECTION_TEST_TIMEOUT,
+            )
             report = connection_test(provider=probe)
         except TollgateError as exc:
             error = exc.message

@@ -90,3 +90,44 @@ def test_admin_adds_a_budget_through_the_service(world, client, superuser):
     bad = client.post("/admin/billing/budget/add/", {**form, "name": "x", "action": "downgrade",
                                                       "downgrade_alias": "nope"})
     assert bad.status_code == 200 and "is not an alias of this tenant" in bad.content.decode()
+
+
+HOOK = "http://127.0.0.1:9/services/T0/B0/hook-secret-9f2"
+
+
+@pytest.mark.parametrize("who", ["support", "superuser"])
+def test_no_budget_admin_page_shows_the_webhook_url(world, client, superuser, settings, who):
+    # Given a budget with a webhook URL (a secret for Slack) and support staff or a superuser
+    settings.ALLOW_PRIVATE_PROVIDER_URLS = True
+    budget = make_budget(world.tenant, name="Monthly", webhook_url=HOOK)
+    client.force_login(world.support if who == "support" else superuser)
+    # When they open the change list and the change page
+    pages = [client.get("/admin/billing/budget/"),
+             client.get(f"/admin/billing/budget/{budget.pk}/change/")]
+    # Then the URL never appears, its hint does
+    for page in pages:
+        assert page.status_code == 200
+        assert "hook-secret" not in page.content.decode()
+    assert "http://127.0.0.1/…-9f2" in pages[1].content.decode()
+    if who == "support":
+        assert 'name="webhook_url"' not in pages[1].content.decode()
+
+
+def test_superuser_sets_a_new_webhook_and_empty_keeps_it(world, client, superuser, settings):
+    settings.ALLOW_PRIVATE_PROVIDER_URLS = True
+    budget = make_budget(world.tenant, name="Monthly", webhook_url=HOOK)
+    client.force_login(superuser)
+    form = {"name": "Monthly", "scope": "tenant", "api_key": "", "amount": "100", "period": "month",
+            "thresholds": "[50, 80, 100]", "action": "alert", "downgrade_alias": "",
+            "webhook_url": "", "enabled": "on"}
+    url = f"/admin/billing/budget/{budget.pk}/change/"
+    assert client.post(url, {**form, "amount": "120"}).status_code == 302
+    budget.refresh_from_db()
+    assert budget.webhook_url == HOOK and budget.amount == Decimal("120")
+    new = "http://127.0.0.1:9/services/T1/B1/other-secret-a11"
+    assert client.post(url, {**form, "webhook_url": new}).status_code == 302
+    budget.refresh_from_db()
+    assert budget.webhook_url == new
+    assert client.post(url, {**form, "clear_webhook_url": "on"}).status_code == 302
+    budget.refresh_from_db()
+    assert budget.webhook_url == ""

@@ -360,3 +360,91 @@ def test_sync_all_queues_own_enabled_providers(world, client_for, fake_openai, c
     response = client.post("/api/providers/sync-all")
     assert response.status_code == 202 and response.json() == {"queued": [first]}
     assert Provider.objects.get(pk=first).sync_status == "ok"  # the eager worker ran it
+
+
+# --- a saved key goes only to the URL it was saved with (issue #11, item 11) -------------------
+
+
+def test_changing_the_base_url_needs_the_key_again(world, client_for, fake_openai):
+    client = client_for(key=world.admin_key)
+    provider_id = add_provider(client, fake_openai)["id"]
+    url = f"/api/providers/{provider_id}"
+    with FakeOpenAI(models=["evil"]) as attacker:
+        # When only the base URL changes
+        response = client.put(url, {"base_url": attacker.base_url}, format="json")
+        # Then it is refused, naming api_key and saying what to do
+        assert response.status_code == 400, response.json()
+        error = response.json()["error"]
+        assert "api_key" in error["fields"]
+        assert "send api_key again" in error["message"] and attacker.base_url in error["message"]
+        provider = Provider.objects.get(pk=provider_id)
+        assert (provider.base_url, provider.api_key) == (fake_openai.base_url, SECRET)
+        client.post(f"/api/providers/{provider_id}/sync")
+        assert attacker.requests == []
+        # The same URL (as stored, or spelled differently) needs nothing
+        same = client.put(url, {"base_url": fake_openai.base_url + "/", "priority": 2},
+                          format="json")
+        assert same.status_code == 200, same.json()
+        # With the key sent again it is saved
+        moved = client.put(url, {"base_url": attacker.base_url, "api_key": "sk-mine-0007"},
+                           format="json")
+        assert moved.status_code == 200 and moved.json()["base_url"] == attacker.base_url
+        assert Provider.objects.get(pk=provider_id).api_key == "sk-mine-0007"
+
+
+def test_a_new_base_url_needs_saved_headers_again_no_key_nothing(world, client_for, fake_openai):
+    client = client_for(key=world.admin_key)
+    keyless = add_provider(client, fake_openai, name="keyless", api_key="")["id"]
+    with_headers = add_provider(client, fake_openai, name="headers",
+                                extra_headers={"X-Org": "org-secret"})["id"]
+    with FakeOpenAI() as other:
+        moved = client.put(f"/api/providers/{keyless}", {"base_url": other.base_url}, format="json")
+        assert moved.status_code == 200
+        response = client.put(f"/api/providers/{with_headers}",
+                              {"base_url": other.base_url, "api_key": SECRET}, format="json")
+        assert response.status_code == 400 and "extra_headers" in response.json()["error"]["fields"]
+        # Removing the secrets with the move is fine too: nothing saved goes to the new server
+        response = client.put(f"/api/providers/{with_headers}",
+                              {"base_url": other.base_url, "api_key": "", "extra_headers": {}},
+                              format="json")
+        assert response.status_code == 200, response.json()
+
+
+# --- platform providers show tenants name, type and models only (issue #11, item 12) -----------
+
+
+def test_tenants_see_platform_providers_without_url_key_hint_or_sync_error(
+    world, client_for, fake_openai, platform_admin,
+):
+    staff = client_for(user=platform_admin)
+    body = {"name": "shared", "base_url": fake_openai.base_url, "api_key": SECRET,
+            "extra_headers": {"X-Platform-Org": "org"}}
+    pid = staff.post("/api/providers", body, format="json").json()["id"]
+    staff.post(f"/api/providers/{pid}/sync")
+    Provider.objects.filter(pk=pid).update(sync_status="error",
+                                           last_sync_error="upstream 10.1.2.3 said no")
+    own = add_provider(client_for(key=world.admin_key), fake_openai)["id"]
+    # Given a tenant admin key and a member's session
+    for caller in (client_for(key=world.admin_key), client_for(user=world.viewer)):
+        # When they list providers and read the platform one
+        listed = caller.get("/api/providers").json()["results"]
+        detail = caller.get(f"/api/providers/{pid}").json()
+        platform = next(p for p in listed if p["id"] == pid)
+        # Then it shows name, type and models; not its URL, key hint, headers or sync error
+        for body in (platform, detail):
+            text = json.dumps(body, ensure_ascii=False)
+            assert fake_openai.base_url not in text and "sk-…" not in text
+            assert "10.1.2.3" not in text and "X-Platform-Org" not in text
+            assert (body["name"], body["provider_type"]) == ("shared", "openai_compatible")
+            assert body["base_url"] is None and body["api_key_hint"] is None
+            assert body["last_sync_error"] is None and body["extra_header_names"] == []
+        assert [m["model_id"] for m in detail["models"]] == [
+            "gpt-4o-mini", "meta-llama/llama-3.1-8b:free", "text-embedding-3-small"]
+        mine = next(p for p in listed if p["id"] == own)  # their own provider: all but the key
+        assert mine["base_url"] == fake_openai.base_url and mine["api_key_hint"] == "sk-…0042"
+    # Staff see everything but secrets: in the platform scope, and support in a tenant's view
+    for body in (staff.get(f"/api/providers/{pid}").json(),
+                 client_for(user=world.support).get(f"/api/providers/{pid}?tenant=acme").json()):
+        assert body["base_url"] == fake_openai.base_url and body["api_key_hint"] == "sk-…0042"
+        assert body["last_sync_error"] == "upstream 10.1.2.3 said no"
+        assert body["extra_header_names"] == ["X-Platform-Org"]

@@ -229,6 +229,56 @@ def test_connection_test_and_sync_now_against_a_loopback_fake(console, login):
         assert provider.sync_status == "error" and provider.last_sync_error
 
 
+def test_a_new_base_url_in_the_console_needs_the_key_again(console, login):
+    client = login(console.world.admin)
+    url = f"/app/acme/providers/{console.own.pk}/"
+    elsewhere = "http://127.0.0.2:9/v1"
+    response = client.post(url, provider_data(base_url=elsewhere))
+    assert response.status_code == 400
+    assert "send api_key again" in error_next_to(response.content.decode(), "api_key")
+    assert Provider.objects.get(pk=console.own.pk).base_url == LAB_URL
+    response = client.post(url, provider_data(base_url=elsewhere, api_key="sk-again-0002"))
+    assert response.status_code == 302
+    provider = Provider.objects.get(pk=console.own.pk)
+    assert (provider.base_url, provider.api_key) == (elsewhere, "sk-again-0002")
+
+
+def test_connection_test_sends_the_saved_key_only_to_the_saved_url(console, login):
+    client = login(console.world.admin)
+    with FakeOpenAI(models=["m"], api_key="sk-fake-key-0001") as fake, \
+            FakeOpenAI(models=["x"]) as elsewhere:
+        client.post("/app/acme/providers/new/", provider_data(name="fake", base_url=fake.base_url,
+                                                               api_key="sk-fake-key-0001"))
+        provider = Provider.objects.get(owner=console.tenant, name="fake")
+        test_url = f"/app/acme/providers/{provider.pk}/test/"
+        # A typed URL other than the saved one, with no key typed: refused, nothing is sent
+        refused = client.post(test_url, {"base_url": elsewhere.base_url}, **HTMX).content.decode()
+        assert "type the key again" in html_lib.unescape(refused) and "Reachable" not in refused
+        assert elsewhere.requests == []
+        # The saved URL uses the saved key
+        saved = client.post(test_url, {"base_url": fake.base_url}, **HTMX).content.decode()
+        assert "Reachable" in saved
+        assert fake.requests[-1].headers["authorization"] == "Bearer sk-fake-key-0001"
+        # Another URL with a typed key is tested with that key
+        typed = client.post(test_url, {"base_url": elsewhere.base_url, "api_key": "sk-typed-0003"},
+                            **HTMX).content.decode()
+        assert "Reachable" in typed
+        sent = [r.headers.get("authorization") for r in elsewhere.requests]
+        assert sent == ["Bearer sk-typed-0003"]
+
+
+def test_platform_providers_show_tenants_name_type_and_models_only(console, login):
+    Provider.objects.filter(pk=console.platform.pk).update(
+        sync_status="error", last_sync_error="upstream 10.9.8.7 refused")
+    client = login(console.world.owner)
+    for url in ("/app/acme/providers/", f"/app/acme/providers/{console.platform.pk}/"):
+        page = client.get(url).content.decode()
+        assert "api.openai.com" not in page and "10.9.8.7" not in page, url
+        assert "openai" in page and "OpenAI" in page
+    listing = client.get("/app/acme/providers/").content.decode()
+    assert LAB_URL in listing  # their own provider's URL is theirs to see
+
+
 # --- models -------------------------------------------------------------------------------------------
 
 
