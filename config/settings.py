@@ -84,7 +84,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "config.middleware.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -250,7 +249,8 @@ GATEWAY_RETRY_AFTER_CAP = env.float("GATEWAY_RETRY_AFTER_CAP", default=5.0)
 GATEWAY_USAGE_FLUSH_SECONDS = env.float("GATEWAY_USAGE_FLUSH_SECONDS", default=0.2)
 GATEWAY_USAGE_BATCH = env.int("GATEWAY_USAGE_BATCH", default=1000)
 
-# Request bodies larger than this are refused with 413 (management API and gateway).
+# Request bodies larger than this are refused with 413, on every route, counted as the bytes
+# arrive (chunked bodies too): config/bodylimit.py wraps the ASGI application.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=4 * 1024 * 1024)
 
 # --- i18n, static ---------------------------------------------------------------------------
