@@ -29,7 +29,9 @@ def limit_request_body(app):
         declared = _content_length(scope)
         refused = None
         if declared is not None and declared > limit:
-            refused = RequestTooLarge(f"Request body is {declared} bytes; the limit is {limit} bytes.")
+            refused = RequestTooLarge(
+                f"Request body is {declared} bytes; the limit is {limit} bytes."
+            )
         received = 0
 
         async def receive_within_limit():
@@ -47,9 +49,17 @@ def limit_request_body(app):
             await app(scope, receive_within_limit, send)
         except RequestTooLarge as exc:  # raised before the app answered: it reads bodies first
             body = orjson.dumps({"error": {"type": "request_too_large", "message": str(exc)}})
-            await send({"type": "http.response.start", "status": 413, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), CLOSE,
-            ]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        CLOSE,
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
 
     return limited
@@ -61,8 +71,10 @@ def with_content_length(app):
     limited ``receive``) and hands it on with its length declared."""
 
     async def declared(scope, receive, send):
-        if scope["type"] != "http" or _content_length(scope) is not None or not _has_header(
-            scope, b"transfer-encoding"
+        if (
+            scope["type"] != "http"
+            or _content_length(scope) is not None
+            or not _has_header(scope, b"transfer-encoding")
         ):
             await app(scope, receive, send)
             return
@@ -75,7 +87,10 @@ def with_content_length(app):
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
+        scope = {
+            **scope,
+            "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())],
+        }
         pending = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay():

@@ -549,7 +549,7 @@ async def _read_json(scope, receive) -> tuple[dict[str, Any], int]:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-    except RequestTooLarge as exc:  # config/bodylimit.py counts every route's body against MAX_REQUEST_BYTES
+    except RequestTooLarge as exc:  # config/bodylimit.py counts every route's body
         raise GatewayError(413, str(exc), code="request_too_large") from None
     raw = b"".join(chunks)
     if not raw:

@@ -26,7 +26,11 @@ def limit(settings):
 def route(world, name: str) -> tuple[str, str, dict[str, str]]:
     """(method, path, headers) of one route of each kind."""
     return {
-        "api": ("PUT", f"/api/tenants/{world.tenant.pk}", {"Authorization": f"Bearer {world.admin_key}"}),
+        "api": (
+            "PUT",
+            f"/api/tenants/{world.tenant.pk}",
+            {"Authorization": f"Bearer {world.admin_key}"},
+        ),
         "console": ("POST", "/accounts/login/", {}),
         "v1": ("POST", "/v1/chat/completions", {"Authorization": f"Bearer {world.chat_key}"}),
     }[name]
@@ -57,7 +61,9 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
     status_line, *header_lines = head.decode().split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    headers = {
+        k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)
+    }
     while len(body) < int(headers["content-length"]):
         chunk = sock.recv(65536)
         assert chunk, "connection closed inside the response body"
@@ -77,7 +83,10 @@ def assert_413(name: str, status: int, body: bytes, *words: str) -> None:
     assert status == 413, body
     error = json.loads(body)["error"]
     if name == "v1":  # the gateway answers in OpenAI's shape
-        assert set(error) == {"message", "type", "param", "code"} and error["code"] == "request_too_large"
+        assert (
+            set(error) == {"message", "type", "param", "code"}
+            and error["code"] == "request_too_large"
+        )
     else:
         assert set(error) == {"type", "message"} and error["type"] == "request_too_large"
     for word in words:
@@ -122,9 +131,12 @@ def chunked(raw: bytes, size: int = 8192):
 
 def test_a_chunked_body_of_exactly_the_limit_still_works_on_api(world, live, limit):
     body = padded({"name": "Acme Renamed"}, limit)
-    response = httpx.put(f"{live.url}/api/tenants/{world.tenant.pk}", content=chunked(body),
-                         headers={"Authorization": f"Bearer {world.admin_key}",
-                                  "Content-Type": "application/json"}, timeout=10)
+    response = httpx.put(
+        f"{live.url}/api/tenants/{world.tenant.pk}",
+        content=chunked(body),
+        headers={"Authorization": f"Bearer {world.admin_key}", "Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     assert Tenant.objects.get(pk=world.tenant.pk).name == "Acme Renamed"
 
@@ -133,8 +145,14 @@ def test_a_chunked_body_of_exactly_the_limit_still_works_on_v1(world, live, limi
     with FakeOpenAI(models=["m"]) as fake:
         add_provider(world.tenant, fake)
         body = padded({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, limit)
-        response = httpx.post(f"{live.url}/v1/chat/completions", content=chunked(body),
-                              headers={"Authorization": f"Bearer {world.chat_key}",
-                                       "Content-Type": "application/json"}, timeout=10)
+        response = httpx.post(
+            f"{live.url}/v1/chat/completions",
+            content=chunked(body),
+            headers={
+                "Authorization": f"Bearer {world.chat_key}",
+                "Content-Type": "application/json",
+            },
+            timeout=10,
+        )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"]

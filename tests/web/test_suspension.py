@@ -39,7 +39,11 @@ def api_changes(c) -> list[tuple[str, str, dict | None]]:
         ("post", "/api/providers/sync-all", None),
         ("post", "/api/providers/test", {"base_url": LAB_URL}),
         ("put", f"/api/providers/{c.platform.pk}/models/gpt-4o-mini/enable", {"enabled": True}),
-        ("put", f"/api/providers/{c.own.pk}/models/{c.llama.model_id}/price", {"input": "1", "output": "2"}),
+        (
+            "put",
+            f"/api/providers/{c.own.pk}/models/{c.llama.model_id}/price",
+            {"input": "1", "output": "2"},
+        ),
         ("post", "/api/aliases", alias),
         ("put", f"/api/aliases/{c.alias.pk}", alias),
         ("delete", f"/api/aliases/{c.alias.pk}", None),
@@ -50,8 +54,17 @@ def api_changes(c) -> list[tuple[str, str, dict | None]]:
     ]
 
 
-API_READS = ["/api/tenants", "/api/keys", "/api/members", "/api/providers", "/api/aliases",
-             "/api/budgets", "/api/usage", "/api/usage/summary", "/api/audit"]
+API_READS = [
+    "/api/tenants",
+    "/api/keys",
+    "/api/members",
+    "/api/providers",
+    "/api/aliases",
+    "/api/budgets",
+    "/api/usage",
+    "/api/usage/summary",
+    "/api/audit",
+]
 
 
 def assert_suspended_refusal(response, what) -> None:
@@ -97,12 +110,22 @@ def test_the_banner_is_only_for_suspended_tenants(console, login):
 @pytest.mark.parametrize("caller", ["owner", "admin_key"])
 def test_a_suspended_tenant_is_read_only_on_the_api(console, client_for, caller):
     suspend(console.tenant)
-    client = client_for(user=console.world.owner) if caller == "owner" else client_for(key=console.world.admin_key)
-    for url in API_READS if caller == "owner" else [u for u in API_READS if u != "/api/audit"]:  # owners only
+    client = (
+        client_for(user=console.world.owner)
+        if caller == "owner"
+        else client_for(key=console.world.admin_key)
+    )
+    for url in (
+        API_READS if caller == "owner" else [u for u in API_READS if u != "/api/audit"]
+    ):  # owners only
         assert client.get(url).status_code == 200, url
     events = AuditEvent.objects.count()
     for method, url, body in api_changes(console):
-        response = getattr(client, method)(url, body, format="json") if body is not None else getattr(client, method)(url)
+        response = (
+            getattr(client, method)(url, body, format="json")
+            if body is not None
+            else getattr(client, method)(url)
+        )
         assert_suspended_refusal(response, (method, url))
         assert response.json()["error"]["type"] == "permission_denied"
     assert AuditEvent.objects.count() == events
@@ -110,44 +133,67 @@ def test_a_suspended_tenant_is_read_only_on_the_api(console, client_for, caller)
 
 def test_other_tenants_are_not_affected(console, client_for):
     suspend(console.tenant)
-    response = client_for(key=console.world.other_admin_key).post("/api/keys", {"name": "k"}, format="json")
+    response = client_for(key=console.world.other_admin_key).post(
+        "/api/keys", {"name": "k"}, format="json"
+    )
     assert response.status_code == 201
 
 
 # --- the Django admin ---------------------------------------------------------------------------
 
 
-def test_staff_reactivate_a_suspended_tenant_in_the_admin_and_its_admins_write_again(console, login, client_for):
+def test_staff_reactivate_a_suspended_tenant_in_the_admin_and_its_admins_write_again(
+    console, login, client_for
+):
     suspend(console.tenant)
     root = get_user_model().objects.create_superuser("root", "root@tollgate.test", "pw")
     admin_page = login(root)
     form = admin_page.get(f"/admin/tenants/tenant/{console.tenant.pk}/change/")
     assert form.status_code == 200
     data = {k: v for k, v in form.context["adminform"].form.initial.items() if v is not None}
-    data.update({"is_active": "on", "_save": "Save",
-                 "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"})
+    data.update(
+        {
+            "is_active": "on",
+            "_save": "Save",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        }
+    )
     response = admin_page.post(f"/admin/tenants/tenant/{console.tenant.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Tenant.objects.get(pk=console.tenant.pk).is_active
-    assert client_for(user=console.world.owner).post("/api/keys", {"name": "k"}, format="json").status_code == 201
+    assert (
+        client_for(user=console.world.owner)
+        .post("/api/keys", {"name": "k"}, format="json")
+        .status_code
+        == 201
+    )
 
 
 # --- /v1 ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "the worker's key and routing caches (API_KEY_CACHE_SECONDS, GATEWAY_CONFIG_SECONDS) still serve "
-    "the suspended tenant for a few seconds; passes once the caches are emptied. Issue #11's "
-    "'changes take effect on the next request' removes that delay: then drop this mark."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the worker's key and routing caches (API_KEY_CACHE_SECONDS, GATEWAY_CONFIG_SECONDS) "
+        "still serve "
+        "the suspended tenant for a few seconds; passes once the caches are emptied. Issue #11's "
+        "'changes take effect on the next request' removes that delay: then drop this mark."
+    ),
+)
 def test_v1_refuses_a_key_of_a_tenant_suspended_after_its_last_request(world, live):
     with FakeOpenAI(models=["m"]) as fake:
         add_provider(world.tenant, fake)
 
         def chat():
-            return httpx.post(f"{live.url}/v1/chat/completions", timeout=10,
-                              headers={"Authorization": f"Bearer {world.chat_key}"},
-                              json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+            return httpx.post(
+                f"{live.url}/v1/chat/completions",
+                timeout=10,
+                headers={"Authorization": f"Bearer {world.chat_key}"},
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            )
 
         assert chat().status_code == 200
         suspend(Tenant.objects.get(pk=world.tenant.pk))
