@@ -4,12 +4,17 @@ message on the login page; staff unlock with `manage.py axes_reset_*`. The addre
 one the ASGI server reports: X-Forwarded-For counts only from a proxy it trusts."""
 
 import re
+import subprocess
+import sys
+from datetime import timedelta
 
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
+
+from tests.support.procs import REPO, embedded_env
 
 pytestmark = pytest.mark.django_db
 
@@ -40,11 +45,14 @@ def assert_logged_in(response):
     assert response.status_code == 302, response.content.decode()[:500]
 
 
-def assert_locked_out(response, minutes: int = 15):
+def assert_locked_out(response, minutes: int | None = 15):
     page = response.content.decode()
     assert response.status_code == 429, page[:500]
-    assert "Too many failed login attempts" in page
-    assert f"try again in {minutes} minutes" in page and "contact support" in page
+    assert "Too many failed login attempts" in page and "contact support" in page
+    if minutes is None:
+        assert "try again in" not in page
+    else:
+        assert f"try again in {minutes} minutes" in page
     assert 'name="password"' in page  # still the login page, with its form
 
 
@@ -55,9 +63,8 @@ def test_after_the_limit_even_the_right_password_is_refused(staff, page):
         assert response.status_code == 200  # a plain "wrong password" until the limit
     assert_locked_out(attempt(page, staff.username, "wrong", "10.0.0.1"))
     assert_locked_out(attempt(page, staff.username, "right", "10.0.0.1"))
-    assert_locked_out(
-        attempt(page, staff.username, "right", "10.0.0.2")
-    )  # the username is locked anywhere
+    # the username is locked from any address
+    assert_locked_out(attempt(page, staff.username, "right", "10.0.0.2"))
 
 
 @pytest.mark.parametrize("page", ["console", "admin"])
@@ -93,13 +100,36 @@ def test_x_forwarded_for_does_not_change_the_address_by_itself(staff):
     )
 
 
-def test_the_lockout_lasts_the_configured_minutes(staff, settings):
-    from datetime import timedelta
-
-    settings.AXES_COOLOFF_TIME = timedelta(minutes=42)
+@pytest.mark.parametrize("minutes", [42, None])
+def test_the_lockout_lasts_the_configured_minutes_or_until_unlocked(staff, settings, minutes):
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=minutes) if minutes else None
     for _ in range(LIMIT):
         attempt("console", staff.username, "wrong", "10.0.0.1")
-    assert_locked_out(attempt("console", staff.username, "right", "10.0.0.1"), minutes=42)
+    assert_locked_out(attempt("console", staff.username, "right", "10.0.0.1"), minutes=minutes)
+
+
+def test_limit_and_lockout_come_from_the_environment(tmp_path):
+    code = "from django.conf import settings as s; print(s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME)"
+    env = embedded_env(tmp_path, DEBUG="true", LOGIN_FAILURE_LIMIT="7", LOGIN_LOCKOUT_MINUTES="0")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.splitlines()[-1].split() == ["7", "None"], result.stderr
+    env["LOGIN_LOCKOUT_MINUTES"] = "30"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.splitlines()[-1].split() == ["7", "0:30:00"], result.stderr
 
 
 @pytest.mark.parametrize(
