@@ -5,6 +5,7 @@ Django admin."""
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 from billing.models import Budget
 from tenants.models import AuditEvent, Membership, Tenant
@@ -142,32 +143,31 @@ def test_other_tenants_are_not_affected(console, client_for):
 # --- the Django admin ---------------------------------------------------------------------------
 
 
-def test_staff_reactivate_a_suspended_tenant_in_the_admin_and_its_admins_write_again(
-    console, login, client_for
-):
-    suspend(console.tenant)
-    root = get_user_model().objects.create_superuser("root", "root@tollgate.test", "pw")
-    admin_page = login(root)
-    form = admin_page.get(f"/admin/tenants/tenant/{console.tenant.pk}/change/")
+def admin_set_active(tenant: Tenant, active: bool) -> None:
+    """What staff do: tick or clear "is active" on the tenant's admin page, as a superuser."""
+    root = get_user_model().objects.filter(username="root").first()
+    root = root or get_user_model().objects.create_superuser("root", "root@tollgate.test", "pw")
+    client = Client()
+    client.force_login(root)
+    url = f"/admin/tenants/tenant/{tenant.pk}/change/"
+    form = client.get(url)
     assert form.status_code == 200
     data = {k: v for k, v in form.context["adminform"].form.initial.items() if v is not None}
-    data.update(
-        {
-            "is_active": "on",
-            "_save": "Save",
-            "memberships-TOTAL_FORMS": "0",
-            "memberships-INITIAL_FORMS": "0",
-        }
-    )
-    response = admin_page.post(f"/admin/tenants/tenant/{console.tenant.pk}/change/", data)
+    data.pop("is_active", None)
+    if active:
+        data["is_active"] = "on"
+    data.update({"_save": "Save", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"})
+    response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:2000]
-    assert Tenant.objects.get(pk=console.tenant.pk).is_active
-    assert (
-        client_for(user=console.world.owner)
-        .post("/api/keys", {"name": "k"}, format="json")
-        .status_code
-        == 201
-    )
+    assert Tenant.objects.get(pk=tenant.pk).is_active is active
+
+
+def test_staff_suspend_and_reactivate_in_the_admin_and_admins_write_again(console, client_for):
+    owner = client_for(user=console.world.owner)
+    admin_set_active(console.tenant, False)
+    assert_suspended_refusal(owner.post("/api/keys", {"name": "k"}, format="json"), "suspended")
+    admin_set_active(console.tenant, True)
+    assert owner.post("/api/keys", {"name": "k"}, format="json").status_code == 201
 
 
 # --- /v1 ----------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_v1_refuses_a_key_of_a_tenant_suspended_after_its_last_request(world, li
             )
 
         assert chat().status_code == 200
-        suspend(Tenant.objects.get(pk=world.tenant.pk))
+        admin_set_active(world.tenant, False)
         response = chat()
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "tenant_suspended"
