@@ -4,6 +4,10 @@ A ``Principal`` is either a logged-in user or an API key. A ``TenantAccess`` is 
 resolved against one tenant, with the role that decides what it may do there. Support staff
 (Django staff with ``billing.view_all_tenants``) get the read-only ``support`` role in every
 tenant; they change tenants through the Django admin, never through tenant secrets.
+
+A suspended tenant (``is_active`` false) is read-only for everyone here, whatever their role:
+members and admin keys still read, every change is refused with a message that says so.
+Staff lift the suspension in the Django admin.
 """
 
 from dataclasses import dataclass
@@ -49,14 +53,20 @@ class TenantAccess:
     role: str  # owner, admin, viewer, or support (read-only)
     principal: Principal
 
+    @property
+    def suspended(self) -> bool:
+        return not self.tenant.is_active
+
     def can(self, needed: Role) -> bool:
-        if self.role == SUPPORT:
+        if self.role == SUPPORT or self.suspended:
             return False
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[needed]
 
     def require(self, needed: Role, *, doing: str) -> None:
         if self.can(needed):
             return
+        if self.suspended and self.role != SUPPORT:
+            raise Forbidden(suspended_message(self.tenant, doing=doing))
         if self.role == SUPPORT:
             raise Forbidden(
                 f"Support access is read-only: {doing} needs the {needed.value} role in "
@@ -66,6 +76,13 @@ class TenantAccess:
             f"Your role in tenant '{self.tenant.slug}' is {self.role}; {doing} needs "
             f"{needed.value} or higher."
         )
+
+
+def suspended_message(tenant: Tenant, *, doing: str) -> str:
+    return (
+        f"Tenant '{tenant.slug}' is suspended: it is read-only, so {doing} is refused. "
+        "Contact support to lift the suspension."
+    )
 
 
 def key_role(key: ApiKey) -> str:

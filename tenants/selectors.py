@@ -15,7 +15,9 @@ class KeyRejected(Exception):
 
 
 def api_key_authenticate(*, raw: str) -> ApiKey:
-    """The live key for ``raw`` with its tenant loaded, or ``KeyRejected``."""
+    """The live key for ``raw`` with its tenant loaded, or ``KeyRejected``. A suspended
+    tenant's key still authenticates on /api, where its ``TenantAccess`` is read-only
+    (the gateway refuses it on /v1)."""
     if not key_looks_valid(raw):
         raise KeyRejected(
             "Invalid API key: Tollgate keys start with 'tg_' followed by 40 letters and digits. "
@@ -35,8 +37,6 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
             f"API key {key.masked} expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC; "
             "create a new key."
         )
-    if not key.tenant.is_active:
-        raise KeyRejected(f"Tenant '{key.tenant.slug}' is suspended; contact support.")
     return key
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from providers.forms import model_facts
 from providers.selectors import alias_list, models_available
 from tenants import selectors, services
-from tenants.access import SUPPORT, Principal, TenantAccess
+from tenants.access import SUPPORT, Principal, TenantAccess, suspended_message
 from tenants.errors import Forbidden, NotFound, TollgateError
 from tenants.forms import ApiKeyForm, MemberAddForm, MemberRoleForm, TenantSettingsForm
 from tenants.models import Membership, Role
@@ -103,6 +103,8 @@ def _zone(name: str):
 
 
 def _refusal(access: TenantAccess, needed: Role) -> str:
+    if access.suspended and access.role != SUPPORT:
+        return suspended_message(access.tenant, doing="this change")
     if access.role == SUPPORT:
         return f"Support access to '{access.tenant.slug}' is read-only."
     return (

@@ -1,6 +1,7 @@
 """Shared fixtures. The suite runs against real PostgreSQL and Redis: if either is missing
 the run fails at once (it never skips), because a green run without them proves nothing."""
 
+import gc
 import time
 
 import pytest
@@ -66,6 +67,10 @@ def live(live_server_session, transactional_db):
     time.sleep(settings.GATEWAY_USAGE_FLUSH_SECONDS * 2)
     if gateway.usage is not None:
         gateway.usage.pending.clear()
+    # Django views served by the live server leave their database connections to the garbage
+    # collector (they belong to each request's context); collect them now, or the test
+    # database cannot be dropped at the end of the run.
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,11 @@
+import logging
 import subprocess
 import sys
 
+import httpx
 import pytest
-import redis
 
+from config.redis import get_redis
 from tests.support.procs import REPO, embedded_env, free_port, wait_http
 
 PROD = {
@@ -22,31 +24,54 @@ def test_healthz_ok_with_postgres_and_redis(client):
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
 
 
+@pytest.fixture
+def dead_redis(settings):
+    """REDIS_URL points at a port where nobody listens (the process's client is rebuilt)."""
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    get_redis.cache_clear()
+    yield
+    get_redis.cache_clear()
+
+
 @pytest.mark.django_db
-def test_healthz_503_names_redis_when_it_is_down(client, monkeypatch):
-    nobody_listens = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    monkeypatch.setattr("config.health.get_redis", lambda: nobody_listens)
-    response = client.get("/healthz")
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_a_dead_redis_is_named_but_the_reason_goes_only_to_the_log(
+    client, dead_redis, caplog, path
+):
+    with caplog.at_level(logging.WARNING, logger="config.health"):
+        response = client.get(path)
     assert response.status_code == 503
     body = response.json()
     assert body["checks"]["database"] == "ok"
-    assert body["checks"]["redis"].startswith("error: ")
+    assert body["checks"]["redis"] == "error"
+    text = response.content.decode()
+    assert "Connection" not in text and "127.0.0.1" not in text
+    logged = [r for r in caplog.records if r.name == "config.health"]
+    assert any("redis" in r.getMessage() and "Connection" in r.getMessage() for r in logged), logged
 
 
-def test_healthz_503_names_the_database_when_it_is_down(tmp_path):
-    port = free_port()
-    env = embedded_env(tmp_path, DEBUG="true", DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/none")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def test_a_dead_database_is_named_but_the_reason_goes_only_to_the_log(tmp_path):
+    port, db_port = free_port(), free_port()
+    env = embedded_env(tmp_path, DEBUG="true", LOG_FORMAT="plain",
+                       DATABASE_URL=f"postgres://postgres@127.0.0.1:{db_port}/none")
+    log_file = tmp_path / "stderr.log"
+    with log_file.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
     try:
-        response = wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+        health = wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert response.status_code == 503
-    assert response.json()["checks"]["database"].startswith("error: ")
+    log = log_file.read_text()
+    for response in (health, ready):
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"] == "error"
+        assert str(db_port) not in response.text and "connection" not in response.text.lower()
+    assert "database" in log and str(db_port) in log  # psycopg's reason names the address
 
 
 def manage(tmp_path, *args, **env_vars):

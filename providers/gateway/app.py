@@ -22,6 +22,7 @@ from django.conf import settings
 
 from billing.periods import period_for
 from config import metrics
+from config.bodylimit import CLOSE, RequestTooLarge
 from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
 from providers.gateway.db import close_db, run_db
@@ -524,6 +525,8 @@ class GatewayApp:
         headers = list(extra or [])
         if exc.retry_after is not None:
             headers.append((b"retry-after", str(max(1, int(exc.retry_after + 0.999))).encode()))
+        if exc.status == 413:  # the rest of the body is not read: close rather than skip it
+            headers.append(CLOSE)
         await _send_json(send, exc.status, exc.body(), request_id, headers)
 
     def _record(self, ctx: Ctx, tenant: TenantConfig | None) -> None:
@@ -641,23 +644,17 @@ def _model_header(ctx: Ctx) -> list[tuple[bytes, bytes]]:
 
 
 async def _read_json(scope, receive) -> tuple[dict[str, Any], int]:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    declared = _header(scope, b"content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"Request body is {declared} bytes; the limit is {limit} bytes.",
-                           code="request_too_large")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(499, "Client closed the request.", code="client_closed")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"Request body is over the limit of {limit} bytes.", code="request_too_large")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    chunks = []
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(499, "Client closed the request.", code="client_closed")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+    except RequestTooLarge as exc:  # config/bodylimit.py counts every route's body
+        raise GatewayError(413, str(exc), code="request_too_large") from None
     raw = b"".join(chunks)
     if not raw:
         raise bad_request("Empty body: send a JSON object.")

@@ -203,11 +203,3 @@ def test_wrong_content_type_is_415(world, client_for):
     response = client_for(key=world.admin_key).put(url(world.tenant), data="a=b", content_type="text/plain")
     assert response.status_code == 415
     assert "application/json" in response.json()["error"]["message"]
-
-
-def test_oversized_body_is_413(world, client_for, settings):
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    body = {"name": "x" * 2000}
-    response = client_for(key=world.admin_key).put(url(world.tenant), body, format="json")
-    assert response.status_code == 413
-    assert "limit is 1000 bytes" in response.json()["error"]["message"]
