@@ -455,7 +455,7 @@ class GatewayApp:
             "provider_model_id": deployment.provider_model_id if deployment else None,
             "attempts": len(call.attempts) if call else 0,
             "status": status,
-            "error_type": ctx.error_type[:40],
+            "error_type": (ctx.error_type or ("usage_clamped" if usage and usage.clamped else ""))[:40],
             "input_tokens": usage.input_tokens if usage else 0,
             "cached_input_tokens": usage.cached_input_tokens if usage else 0,
             "cache_write_tokens": usage.cache_write_tokens if usage else 0,
