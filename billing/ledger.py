@@ -24,7 +24,9 @@ import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
 from billing.health import SLOTS, latency_bucket, slot_start
-from billing.models import SUM_MONEY, HealthBucket, TenantDaily, UsageDaily, UsageDeadLetter, UsageLog
+from billing.models import (
+    SUM_MONEY, HealthBucket, TenantDaily, UsageDaily, UsageDeadLetter, UsageLog,
+)
 from config import metrics
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey, Tenant
@@ -48,7 +50,9 @@ TENANT_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "output_token
 
 # The database is unreachable or went away (psycopg's own errors come from the raw cursor):
 # nothing is wrong with the rows, so they are kept for the next attempt.
-CONNECTION_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+CONNECTION_ERRORS = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
+)
 # A foreign key broken by a key, provider or tenant deleted meanwhile.
 INTEGRITY_ERRORS = (IntegrityError, psycopg.IntegrityError)
 TEXT_COLUMNS = ("model_requested", "error_type", "conversation_id", "end_user")
@@ -236,7 +240,9 @@ def _salvage(row: dict[str, Any], exc: Exception) -> list[dict[str, Any]]:
 def _set_aside(row: dict[str, Any], exc: Exception) -> None:
     """Keep ``row`` in UsageDeadLetter with the database's reason (once per request id)."""
     detail = getattr(getattr(exc, "diag", None), "message_detail", None)  # psycopg's DETAIL line
-    reason = f"{type(exc).__name__}: {exc}" + (f" ({detail})" if detail and detail not in str(exc) else "")
+    reason = f"{type(exc).__name__}: {exc}"
+    if detail and detail not in reason:
+        reason += f" ({detail})"
     reason = reason.replace("\x00", "\ufffd")
     row["_dead_letter"] = reason
     request_id = str(row.get("request_id") or "").replace("\x00", "\ufffd")[:40]
@@ -251,8 +257,9 @@ def _set_aside(row: dict[str, Any], exc: Exception) -> None:
     with transaction.atomic():
         if request_id and UsageDeadLetter.objects.filter(request_id=request_id).exists():
             return
-        UsageDeadLetter.objects.create(request_id=request_id, tenant_id=tenant_id if _is_id(tenant_id) else None,
-                                       row=data, reason=reason)
+        UsageDeadLetter.objects.create(
+            request_id=request_id, tenant_id=tenant_id if _is_id(tenant_id) else None, row=data, reason=reason,
+        )
     metrics.usage_dead_letters.labels(type(exc).__name__).inc()
     log.error("usage row %s set aside in the dead-letter table: %s", request_id, reason)
 

@@ -205,8 +205,10 @@ class EnableIn(StrictSerializer):
 
 
 def _price_in(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, max_value=MAX_PRICE,
-                                    allow_null=True, error_messages={"max_value": PRICE_MAX_MESSAGE}, **kwargs)
+    return serializers.DecimalField(
+        max_digits=24, decimal_places=12, min_value=0, max_value=MAX_PRICE, allow_null=True,
+        error_messages={"max_value": PRICE_MAX_MESSAGE}, **kwargs,
+    )
 
 
 class PriceIn(StrictSerializer):

@@ -446,6 +446,7 @@ class GatewayApp:
         status = ctx.status
         if status == "ok" and usage is None and not ctx.cache_hit:
             status = "error"
+        clamped = "usage_clamped" if usage and usage.clamped else ""  # out-of-range usage, cut to fit
         row = {
             "request_id": ctx.request_id,
             "tenant_id": ctx.key.tenant_id,
@@ -455,7 +456,7 @@ class GatewayApp:
             "provider_model_id": deployment.provider_model_id if deployment else None,
             "attempts": len(call.attempts) if call else 0,
             "status": status,
-            "error_type": (ctx.error_type or ("usage_clamped" if usage and usage.clamped else ""))[:40],
+            "error_type": (ctx.error_type or clamped)[:40],
             "input_tokens": usage.input_tokens if usage else 0,
             "cached_input_tokens": usage.cached_input_tokens if usage else 0,
             "cache_write_tokens": usage.cache_write_tokens if usage else 0,

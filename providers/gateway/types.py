@@ -54,8 +54,9 @@ class UpstreamRequest:
 
 
 ZERO = Decimal(0)
-TOKEN_COUNTS = frozenset({"input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-                          "reasoning_tokens"})
+TOKEN_COUNTS = frozenset(
+    {"input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"}
+)
 
 
 @dataclass(slots=True)

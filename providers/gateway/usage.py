@@ -90,8 +90,8 @@ class UsageWriter:
             reservation, reserved_keys, bucket_keys = settle
             for key in reserved_keys:
                 self.releases[key] += reservation
-            # A row set aside is not in the ledger, so not in the rollups budgets are rebuilt
-            # from: its reservation is released, its cost not counted (the budgets follow the ledger).
+            # A row set aside is not in the ledger, nor in the rollups budgets are rebuilt
+            # from: its reservation is released, its cost not counted (budgets follow the ledger).
             cost = 0 if "_dead_letter" in row else budgets.to_nanos(row.get("cost"))
             if cost:
                 for key in bucket_keys:
@@ -145,14 +145,17 @@ class UsageWriter:
         """Take the rows earlier workers spooled (and spool files claimed by workers that have
         died) and queue them; each file is removed once its rows are committed. The request id
         makes a second write of any row harmless."""
-        taken = 0
+        queued = []
         for path, rows in spool_take():
+            if not rows:
+                spool_release(path)
+                continue
             for row in rows:
                 row["_spool"] = path
-            self.pending[:0] = rows
+            queued.extend(rows)
             self.spooled[path] = len(rows)
-            taken += len(rows)
-        return taken
+        self.pending[:0] = queued
+        return len(queued)
 
     def _spool_done(self, rows: list[dict[str, Any]]) -> None:
         """``rows`` are committed: a spool file whose rows all are can go."""
@@ -174,7 +177,8 @@ def spool_write(rows: list[dict[str, Any]]) -> Path:
     """Rows the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool)."""
     folder = spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path = folder / f"{name}.jsonl"
     with open(path, "wb") as out:
         for row in rows:
             out.write(orjson.dumps({k: v for k, v in row.items() if k not in ("_settle", "_spool")},
@@ -205,7 +209,7 @@ def spool_take() -> list[tuple[Path, list[dict[str, Any]]]]:
         except FileNotFoundError:
             continue
         _held.add(claimed)
-        rows = [_revive(orjson.loads(line)) for line in claimed.read_bytes().splitlines() if line.strip()]
+        rows = [row for line in claimed.read_bytes().splitlines() if (row := _read(line))]
         taken.append((claimed, rows))
     return taken
 
@@ -232,6 +236,16 @@ def _orphaned(path: Path) -> bool:
     except PermissionError:  # running, as another user
         return False
     return False
+
+
+def _read(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        return _revive(orjson.loads(line))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):  # cut short by a crash
+        log.error("unreadable line in a usage spool file, skipped: %r", line[:2000])
+        return None
 
 
 def _revive(row: dict[str, Any]) -> dict[str, Any]:

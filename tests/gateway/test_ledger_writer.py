@@ -161,6 +161,8 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         orphan = spool_write(ledger_rows(world.tenant, 2, "req_orphan"))
+        with open(orphan, "ab") as out:
+            out.write(b'{"request_id": "req_cut_short", "tenant_')  # the worker died mid-write
         orphan = orphan.rename(orphan.with_suffix(f".claimed-{dead.pid}"))
         busy = spool_write(ledger_rows(world.tenant, 2, "req_busy"))
         busy = busy.rename(busy.with_name(busy.stem + "-b.claimed-" + str(alive.pid)))
