@@ -83,6 +83,8 @@ def _write_or_split(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return _salvage(rows[0], exc)
     middle = len(rows) // 2
     return _write_or_split(rows[:middle]) + _write_or_split(rows[middle:])
+
+
 def _write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ids = [row["request_id"] for row in rows]
     existing = set(UsageLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))

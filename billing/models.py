@@ -79,9 +79,9 @@ class UsageLog(models.Model):
 
 class UsageDeadLetter(models.Model):
     """A usage row the database refused (billing.ledger sets it aside so the rows behind it are
-    written): the row as JSON, as the writer had it, and the database's reason. Support reads
-    these in the admin; a fixed row can be written again with ``usage_rows_write``. Plain ids,
-    no foreign keys: setting a row aside must not fail for the reasons the ledger did."""
+    written): the row as JSON, as the writer had it, and the database's reason, for support to
+    read in the admin. Plain ids, no foreign keys: setting a row aside must not fail for the
+    reasons the ledger did."""
 
     request_id = models.CharField(max_length=40, blank=True, default="")
     tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
