@@ -160,7 +160,9 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
     dead.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        orphan = spool_write(ledger_rows(world.tenant, 2, "req_orphan"))
+        spooled = ledger_rows(world.tenant, 3, "req_orphan")
+        spooled[2]["input_tokens"] = 2**40  # the poison does not come back with the next worker
+        orphan = spool_write(spooled)
         with open(orphan, "ab") as out:
             out.write(b'{"request_id": "req_cut_short", "tenant_')  # the worker died mid-write
         orphan = orphan.rename(orphan.with_suffix(f".claimed-{dead.pid}"))
@@ -169,13 +171,14 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
 
         async def scenario():
             writer = UsageWriter(state=LocalState())
-            assert writer.requeue_spooled() == 2  # the dead worker's file, not the live one's
-            assert await writer.flush() == 2
+            assert writer.requeue_spooled() == 3  # the dead worker's file, not the live one's
+            assert await writer.flush() == 3
             await close_db()
 
         asyncio.run(scenario())
         assert not orphan.exists() and busy.exists()
         assert set(UsageLog.objects.values_list("request_id", flat=True)) == {"req_orphan000", "req_orphan001"}
+        assert UsageDeadLetter.objects.get().request_id == "req_orphan002"
     finally:
         alive.kill()
         alive.wait()
