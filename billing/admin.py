@@ -7,7 +7,9 @@ from django.utils.functional import cached_property
 from billing import services
 from billing.alerts import usd
 from billing.health import bucket_bounds
-from billing.models import Budget, BudgetAlert, HealthBucket, TenantDaily, UsageDaily, UsageLog
+from billing.models import (
+    Budget, BudgetAlert, HealthBucket, TenantDaily, UsageDaily, UsageDeadLetter, UsageLog,
+)
 from billing.selectors import budget_period, budget_spent
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from tenants.access import Principal
@@ -183,3 +185,18 @@ class UsageLogAdmin(BigTableAdmin):
     @admin.display(description="tokens (in / out)")
     def tokens(self, obj: UsageLog) -> str:
         return f"{obj.input_tokens} / {obj.output_tokens}"
+
+
+@admin.register(UsageDeadLetter)
+class UsageDeadLetterAdmin(ReadOnlyAdmin):
+    """Rows the database refused (billing.ledger), with its reason: read-only."""
+
+    list_display = ["created_at", "request_id", "tenant_id", "short_reason"]
+    list_filter = ["created_at"]
+    search_fields = ["=request_id", "=tenant_id"]
+    search_help_text = "Exact request id (x-request-id) or tenant id."
+    fields = ["request_id", "tenant_id", "created_at", "reason", "row"]
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: UsageDeadLetter) -> str:
+        return obj.reason.splitlines()[0][:120] if obj.reason else ""

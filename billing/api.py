@@ -10,7 +10,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing import selectors, services
-from billing.models import AlertKind, Budget, BudgetAction, BudgetAlert, BudgetPeriod, BudgetScope
+from billing.models import (
+    SUM_MONEY, AlertKind, Budget, BudgetAction, BudgetAlert, BudgetPeriod, BudgetScope,
+)
 from tenants.api import TENANT_PARAM, paged
 from tenants.drf import (
     StrictBooleanField,
@@ -23,7 +25,7 @@ from tenants.drf import (
 from tenants.errors import InvalidInput
 from tenants.models import Role
 
-MONEY = {"max_digits": 24, "decimal_places": 12}
+MONEY = {"max_digits": SUM_MONEY["max_digits"], "decimal_places": SUM_MONEY["decimal_places"]}
 
 
 def choice(choices, **kwargs) -> serializers.ChoiceField:

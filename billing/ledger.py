@@ -6,18 +6,28 @@ to the rollups, so a retried batch never counts twice and the rollups stay equal
 ledger. Rollups: per tenant × local day × model × key (UsageDaily), per tenant × local day
 (TenantDaily) and the provider health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's per-field work would slow the data plane,
 this runs beside its event loop): one prepared statement executed per row, which psycopg
-pipelines and sqlite3 loops in C."""
+pipelines and sqlite3 loops in C.
 
+A batch the database refuses is split in halves until the refused rows are alone; a row it
+still refuses is set aside in UsageDeadLetter with the reason (and counted in
+``tollgate_usage_dead_letters``), so it never holds up the rows behind it. A lost connection is
+not a bad row: it is raised, and the writer keeps the batch for its next attempt."""
+
+import json
 import logging
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
 from billing.health import SLOTS, latency_bucket, slot_start
-from billing.models import HealthBucket, TenantDaily, UsageDaily, UsageLog
+from billing.models import (
+    SUM_MONEY, HealthBucket, TenantDaily, UsageDaily, UsageDeadLetter, UsageLog,
+)
+from config import metrics
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey, Tenant
 
@@ -34,23 +44,45 @@ USAGE_COLUMNS = {
 ERROR_STATUSES = frozenset({"error", "partial", "rejected"})
 ROLLUP_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_tokens",
                "output_tokens", "reasoning_tokens", "cost", "unpriced", "latency_ms_total")
+SUM_DIGITS = (SUM_MONEY["max_digits"], SUM_MONEY["decimal_places"])
 TENANT_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cost", "unpriced")
+
+
+# The database is unreachable or went away (psycopg's own errors come from the raw cursor):
+# nothing is wrong with the rows, so they are kept for the next attempt.
+CONNECTION_ERRORS = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
+)
+# A foreign key broken by a key, provider or tenant deleted meanwhile.
+INTEGRITY_ERRORS = (IntegrityError, psycopg.IntegrityError)
+TEXT_COLUMNS = ("model_requested", "error_type", "conversation_id", "end_user")
 
 
 def usage_rows_write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Write ``rows`` (each may carry ``_day``: the tenant's local day, for the rollup) and
-    return the ones that were new. A batch that breaks a constraint (a key, provider or tenant
-    deleted meanwhile) is written row by row, so one bad row cannot hold up the others."""
+    return the ones that were new. A row the database refuses is set aside (marked
+    ``_dead_letter`` with the reason); a connection error is raised, nothing set aside."""
     if not rows:
         return []
+    for row in rows:
+        for name in TEXT_COLUMNS:  # PostgreSQL text cannot hold NUL; a client may send one
+            value = row.get(name)
+            if isinstance(value, str) and "\x00" in value:
+                row[name] = value.replace("\x00", "\ufffd")
+    return _write_or_split(rows)
+
+
+def _write_or_split(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         with transaction.atomic():
             return _write(rows)
-    except IntegrityError:
-        written = []
-        for row in rows:
-            written.extend(_salvage(row))
-        return written
+    except CONNECTION_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other refusal is the rows' own: find them
+        if len(rows) == 1:
+            return _salvage(rows[0], exc)
+    middle = len(rows) // 2
+    return _write_or_split(rows[:middle]) + _write_or_split(rows[middle:])
 
 
 def _write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,7 +160,7 @@ def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
     adapt_money = connection.ops.adapt_decimalfield_value
     params = [
         (tenant_id, adapt_date(day), provider_of[(tenant_id, day, pm, key)], pm, key,
-         *[adapt_money(acc[n], 24, 12) if n == "cost" else acc[n] for n in ROLLUP_SUMS])
+         *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in ROLLUP_SUMS])
         # sorted: concurrent writers lock shared rollup rows in the same order (no deadlock)
         for (tenant_id, day, pm, key), acc in sorted(totals.items())
     ]
@@ -144,7 +176,7 @@ def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
                 into[n] += acc[n]
     _execute_many(
         _upsert_sql(TenantDaily, ("tenant_id", "day"), TENANT_SUMS),
-        [(tenant_id, adapt_date(day), *[adapt_money(acc[n], 24, 12) if n == "cost" else acc[n] for n in TENANT_SUMS])
+        [(tenant_id, adapt_date(day), *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in TENANT_SUMS])
          for (tenant_id, day), acc in sorted(per_tenant.items())],
     )
 
@@ -184,18 +216,55 @@ def _add_to_health(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _salvage(row: dict[str, Any]) -> list[dict[str, Any]]:
+def _salvage(row: dict[str, Any], exc: Exception) -> list[dict[str, Any]]:
+    """One row the database refused with ``exc``: kept without a key, provider or model
+    deleted meanwhile (dropped if its tenant is gone), else set aside."""
+    if isinstance(exc, INTEGRITY_ERRORS) and _is_id(row.get("tenant_id")):
+        if not Tenant.objects.filter(pk=row["tenant_id"]).exists():
+            log.error("usage row %s dropped: tenant %s no longer exists", row.get("request_id"), row.get("tenant_id"))
+            return []
+        fixed = dict(row)
+        for field, model in (("api_key_id", ApiKey), ("provider_id", Provider), ("provider_model_id", ProviderModel)):
+            if _is_id(fixed.get(field)) and not model.objects.filter(pk=fixed[field]).exists():
+                fixed[field] = None
+        if fixed != row:
+            try:
+                with transaction.atomic():
+                    return _write([fixed])
+            except CONNECTION_ERRORS:
+                raise
+            except Exception as again:  # noqa: BLE001
+                exc = again
+    _set_aside(row, exc)
+    return []
+
+
+def _set_aside(row: dict[str, Any], exc: Exception) -> None:
+    """Keep ``row`` in UsageDeadLetter with the database's reason (once per request id)."""
+    detail = getattr(getattr(exc, "diag", None), "message_detail", None)  # psycopg's DETAIL line
+    reason = f"{type(exc).__name__}: {exc}"
+    if detail and detail not in reason:
+        reason += f" ({detail})"
+    reason = reason.replace("\x00", "\ufffd")
+    row["_dead_letter"] = reason
+    request_id = str(row.get("request_id") or "").replace("\x00", "\ufffd")[:40]
+    tenant_id = row.get("tenant_id")
+    kept = {k: v for k, v in row.items() if not k.startswith("_") or k == "_day"}
     try:
-        with transaction.atomic():
-            return _write([row])
-    except IntegrityError:
-        pass
-    if not Tenant.objects.filter(pk=row["tenant_id"]).exists():
-        log.error("usage row %s dropped: tenant %s no longer exists", row["request_id"], row["tenant_id"])
-        return []
-    fixed = dict(row)
-    for field, model in (("api_key_id", ApiKey), ("provider_id", Provider), ("provider_model_id", ProviderModel)):
-        if fixed.get(field) is not None and not model.objects.filter(pk=fixed[field]).exists():
-            fixed[field] = None
+        data = orjson.dumps(kept, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an int beyond 64 bits, a lone surrogate: the slower encoder escapes them
+        data = json.dumps(kept, default=str)
+    # Nothing of the row can make this insert fail (text, a checked id): if it fails, the
+    # database does, and the error goes up so the writer keeps the batch.
     with transaction.atomic():
-        return _write([fixed])
+        if request_id and UsageDeadLetter.objects.filter(request_id=request_id).exists():
+            return
+        UsageDeadLetter.objects.create(
+            request_id=request_id, tenant_id=tenant_id if _is_id(tenant_id) else None, row=data, reason=reason,
+        )
+    metrics.usage_dead_letters.labels(type(exc).__name__).inc()
+    log.error("usage row %s set aside in the dead-letter table: %s", request_id, reason)
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is int and 0 < value < 2**63

@@ -22,6 +22,9 @@ class UsageStatus(models.TextChoices):
 
 # Money: USD, 20 digits with 12 decimal places (sub-micro-dollar per request is exact).
 MONEY = {"max_digits": 20, "decimal_places": 12, "null": True, "blank": True}
+# Sums of many requests (rollups, a budget's spend): 20 whole digits. A request costs under
+# $1e8 (its column), so a rollup would need 10^12 of the dearest requests in a day to overflow.
+SUM_MONEY = {"max_digits": 32, "decimal_places": 12}
 
 
 class UsageLog(models.Model):
@@ -74,6 +77,30 @@ class UsageLog(models.Model):
         return f"{self.request_id} {self.status}"
 
 
+class UsageDeadLetter(models.Model):
+    """A usage row the database refused (billing.ledger sets it aside so the rows behind it are
+    written): the row as JSON, as the writer had it, and the database's reason, for support to
+    read in the admin. Plain ids, no foreign keys: setting a row aside must not fail for the
+    reasons the ledger did."""
+
+    request_id = models.CharField(max_length=40, blank=True, default="")
+    tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    row = models.TextField(help_text="The ledger row as JSON.")
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A retried batch sets a refused row aside once.
+            models.UniqueConstraint(fields=["request_id"], name="usagedeadletter_request_id_unique",
+                                    condition=~models.Q(request_id="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id or 'no request id'} (tenant {self.tenant_id})"
+
+
 class UsageDaily(models.Model):
     """Rollup of the ledger per tenant × day (tenant's time zone) × model × key, kept exact:
     rows are added in the same transaction that inserts their ledger rows. Dashboards and
@@ -93,7 +120,7 @@ class UsageDaily(models.Model):
     cache_write_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    cost = models.DecimalField(**SUM_MONEY, default=0)
     unpriced = models.BigIntegerField(default=0)  # requests whose cost is unknown (not in `cost`)
     latency_ms_total = models.BigIntegerField(default=0)
 
@@ -120,7 +147,7 @@ class TenantDaily(models.Model):
     cache_hits = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=24, decimal_places=12, default=0)
+    cost = models.DecimalField(**SUM_MONEY, default=0)
     unpriced = models.BigIntegerField(default=0)
 
     class Meta:
@@ -222,7 +249,7 @@ class BudgetAlert(models.Model):
     kind = models.CharField(max_length=12, choices=AlertKind.choices, default=AlertKind.BUDGET)
     period_start = models.DateField()
     threshold = models.PositiveSmallIntegerField(help_text="Percent of the budget (100 for daily cost).")
-    spent = models.DecimalField(max_digits=24, decimal_places=12)
+    spent = models.DecimalField(**SUM_MONEY)
     limit = models.DecimalField(max_digits=20, decimal_places=6)
     created_at = models.DateTimeField(default=timezone.now)
     email_sent_at = models.DateTimeField(null=True, blank=True)

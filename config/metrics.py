@@ -25,6 +25,9 @@ cost = Counter("tollgate_cost_usd", "Cost of answered requests (USD; the ledger 
                ["tenant", "provider", "model"])
 tokens = Counter("tollgate_tokens", "Tokens", ["tenant", "provider", "model", "kind"])
 cache_hits = Counter("tollgate_cache_hits", "Response cache hits", ["tenant"])
+usage_dead_letters = Counter("tollgate_usage_dead_letters",
+                             "Usage rows the database refused, set aside in the dead-letter table "
+                             "(billing UsageDeadLetter)", ["error"])
 celery_tasks = Counter("tollgate_celery_tasks", "Celery task outcomes", ["task", "outcome"])
 sync_duration = Histogram("tollgate_provider_sync_seconds", "Model catalog sync duration", ["provider_type", "outcome"],
                           buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))

@@ -18,7 +18,9 @@ from providers.crypto import mask
 from providers.gateway.app import new_request_id
 from providers.gateway.errors import GatewayError
 from providers.gateway.testcall import llm_test_sync
-from providers.models import ModelAlias, ModelMode, Provider, ProviderModel, ProviderType
+from providers.models import (
+    MAX_PRICE, PRICE_MAX_MESSAGE, ModelAlias, ModelMode, Provider, ProviderModel, ProviderType,
+)
 from providers.net import detect_provider_type, normalize_base_url
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
@@ -223,13 +225,18 @@ class EnableIn(StrictSerializer):
     enabled = StrictBooleanField()
 
 
+def _price_in(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=24, decimal_places=12, min_value=0, max_value=MAX_PRICE, allow_null=True,
+        error_messages={"max_value": PRICE_MAX_MESSAGE}, **kwargs,
+    )
+
+
 class PriceIn(StrictSerializer):
-    input = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True)
-    output = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True)
-    cached_input = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True,
-                                            required=False)
-    cache_write = serializers.DecimalField(max_digits=24, decimal_places=12, min_value=0, allow_null=True,
-                                           required=False)
+    input = _price_in()
+    output = _price_in()
+    cached_input = _price_in(required=False)
+    cache_write = _price_in(required=False)
 
     def validate(self, data):
         if (data["input"] is None) != (data["output"] is None):

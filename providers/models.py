@@ -1,3 +1,6 @@
+from decimal import Decimal
+
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -72,7 +75,12 @@ class PriceSource(models.TextChoices):
 
 
 # Prices are USD per million tokens. 12 decimal places keep sub-micro-dollar token prices exact.
-PRICE = {"max_digits": 24, "decimal_places": 12, "null": True, "blank": True}
+# MAX_PRICE is the dearest a model may be (list prices reach $600): at it, a request of the most
+# tokens a ledger row holds still has a cost the ledger can store (billing.pricing.MAX_COST).
+MAX_PRICE = Decimal(10_000)
+PRICE_MAX_MESSAGE = f"A price must be at most {MAX_PRICE} USD per million tokens."
+PRICE = {"max_digits": 24, "decimal_places": 12, "null": True, "blank": True,
+         "validators": [MinValueValidator(0), MaxValueValidator(MAX_PRICE, message=PRICE_MAX_MESSAGE)]}
 
 
 class ModelMode(models.TextChoices):

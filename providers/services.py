@@ -1,7 +1,8 @@
 """Writes for providers and their model catalogs."""
 
+import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,8 @@ from django.utils import timezone
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
 from providers.models import (
+    MAX_PRICE,
+    PRICE_MAX_MESSAGE,
     AliasTarget,
     ModelAlias,
     PriceSource,
@@ -29,6 +32,8 @@ from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 from tenants.config_version import config_changed
 from tenants.services import audit_record
+
+log = logging.getLogger(__name__)
 
 # Fields a caller may set, besides name / provider_type / base_url / secrets.
 PROVIDER_PLAIN_FIELDS = (
@@ -299,6 +304,10 @@ def provider_model_set_price(
 ) -> ProviderModel:
     """A manual price (USD per million tokens) that later syncs keep; ``None`` drops it so the
     next sync fills the price from the provider or the catalog again."""
+    for name, price in (prices or {}).items():
+        if price is not None and not 0 <= price <= MAX_PRICE:
+            raise InvalidInput(f"{name}: {PRICE_MAX_MESSAGE if price > 0 else 'A price cannot be negative.'}",
+                               field=name)
     with transaction.atomic():
         locked = ProviderModel.objects.select_for_update().get(pk=provider_model.pk)
         before = {f: str(getattr(locked, f)) for f in PRICE_FIELDS}
@@ -357,7 +366,7 @@ def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -
     """Bring ProviderModel rows in line with ``catalog`` in a bounded number of queries:
     one read, bulk inserts, bulk updates, one stale update. Models that disappeared are
     marked stale and disabled (usage rows keep pointing at them); a manual price survives."""
-    by_id = {entry.model_id: entry for entry in catalog}
+    by_id = {entry.model_id: _price_bounded(provider, entry) for entry in catalog}
     with transaction.atomic():
         existing = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
         to_create, to_update, changed_fields = [], [], set()
@@ -385,6 +394,18 @@ def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -
         stale=len(gone),
         unchanged=len(by_id) - len(to_create) - len(to_update),
     )
+
+
+def _price_bounded(provider: Provider, entry: CatalogEntry) -> CatalogEntry:
+    """A catalog price above MAX_PRICE (or below 0) is not believed: the model's price is
+    unknown (its requests are flagged unpriced) until an admin sets one."""
+    prices = [getattr(entry, name) for name in PRICE_FIELDS if name != "price_source"]
+    if all(price is None or 0 <= price <= MAX_PRICE for price in prices):
+        return entry
+    log.warning("%s reports prices %s for %s, outside 0..%s USD per million tokens; kept as unknown",
+                provider.name, [str(p) for p in prices], entry.model_id, MAX_PRICE)
+    return replace(entry, input_price=None, output_price=None, cached_input_price=None, cache_write_price=None,
+                   price_source=PriceSource.UNKNOWN)
 
 
 def _values(entry: CatalogEntry) -> dict:

@@ -60,11 +60,11 @@ def _per_million(value: Any) -> Decimal | None:
         return None
     try:
         price = Decimal(str(value))
-    except InvalidOperation:
+        if price < 0 or not price.is_finite():
+            return None
+        return (price * PER_MILLION).quantize(PRICE_STEP)
+    except InvalidOperation:  # not a number, or too many digits to quantize (an absurd price)
         return None
-    if price < 0 or not price.is_finite():
-        return None
-    return (price * PER_MILLION).quantize(PRICE_STEP)
 
 
 # =============================================================================== data plane

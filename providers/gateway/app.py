@@ -427,7 +427,7 @@ class GatewayApp:
                 out *= n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
             worst = max(worst, budgets.worst_case_nanos(prompt_bytes=prompt_bytes, max_output_tokens=out,
                                                         input_price=d.input_price, output_price=d.output_price))
-        return worst
+        return min(worst, budgets.MAX_RESERVATION)
 
     def _note_client_fields(self, ctx: Ctx, scope, body: dict[str, Any]) -> None:
         conversation = _header(scope, b"x-tollgate-conversation")
@@ -546,6 +546,7 @@ class GatewayApp:
         status = ctx.status
         if status == "ok" and usage is None and not ctx.cache_hit:
             status = "error"
+        clamped = "usage_clamped" if usage and usage.clamped else ""  # out-of-range usage, cut to fit
         row = {
             "request_id": ctx.request_id,
             "tenant_id": ctx.key.tenant_id,
@@ -555,7 +556,7 @@ class GatewayApp:
             "provider_model_id": deployment.provider_model_id if deployment else None,
             "attempts": len(call.attempts) if call else 0,
             "status": status,
-            "error_type": ctx.error_type[:40],
+            "error_type": (ctx.error_type or clamped)[:40],
             "input_tokens": usage.input_tokens if usage else 0,
             "cached_input_tokens": usage.cached_input_tokens if usage else 0,
             "cache_write_tokens": usage.cache_write_tokens if usage else 0,

@@ -29,6 +29,9 @@ NANOS = Decimal(1_000_000_000)
 ACTION_CODES = {BudgetAction.ALERT: 0, BudgetAction.BLOCK: 1, BudgetAction.DOWNGRADE: 2}
 BUCKET_TTL = 40 * 86400
 RESERVATION_TTL = 600
+# The most one request may reserve ($1e9 in nano-dollars): far above any real request, well
+# inside Redis's 64-bit counters, whatever max_tokens or n a client sends.
+MAX_RESERVATION = 10**18
 
 
 @dataclass(frozen=True, slots=True)

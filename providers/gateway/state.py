@@ -102,9 +102,9 @@ end
 if resv > 0 then
   local rid, ttl = ARGV[a], tonumber(ARGV[a + 1])
   for _, i in ipairs(reserve) do
-    redis.call('INCRBY', KEYS[i], resv)
+    redis.call('INCRBY', KEYS[i], ARGV[1])  -- the string: Lua would print a big number as 1e+14
     redis.call('ZADD', KEYS[i + 1], now + ttl * 1000, rid)
-    redis.call('HSET', KEYS[i + 2], rid, resv)
+    redis.call('HSET', KEYS[i + 2], rid, ARGV[1])
     for j = i, i + 2 do redis.call('EXPIRE', KEYS[j], ttl) end
   end
 end
@@ -129,7 +129,8 @@ for i = 1, releases do
   end
 end
 for i = 3 * releases + 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i - 2 * releases + 1]) end
+  -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('INCRBY', KEYS[i], ARGV[i - 2 * releases + 1]) end
 end
 return 0
 """

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from billing.pricing import usage_cost
+from billing.pricing import MAX_COST, MAX_TOKENS, STEP as COST_STEP, usage_cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +65,17 @@ class UpstreamRequest:
     body: bytes
 
 
+ZERO = Decimal(0)
+TOKEN_COUNTS = frozenset(
+    {"input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"}
+)
+
+
 @dataclass(slots=True)
 class Usage:
-    """Tokens as the provider reported them (or as estimated when it did not)."""
+    """Tokens as the provider reported them (or as estimated when it did not), bounded to what
+    a ledger row holds: every count and cost is clamped as it is set, whichever adapter sets it,
+    and ``clamped`` says that one was (the ledger row is flagged ``usage_clamped``)."""
 
     input_tokens: int = 0  # all prompt tokens, cached ones included (OpenAI's prompt_tokens)
     cached_input_tokens: int = 0  # read from the provider's prompt cache
@@ -76,6 +84,23 @@ class Usage:
     reasoning_tokens: int = 0
     provider_cost: Decimal | None = None  # OpenRouter's usage.cost, kept beside ours
     estimated: bool = False  # True when counted by us because the provider sent none
+    clamped: bool = False  # True when a reported number was out of range and was cut to fit
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in TOKEN_COUNTS:
+            if not 0 <= value <= MAX_TOKENS:
+                value = min(max(value, 0), MAX_TOKENS)
+                object.__setattr__(self, "clamped", True)
+        elif name == "provider_cost":
+            if value is not None:
+                if not 0 <= value <= MAX_COST:
+                    value = min(max(value, ZERO), MAX_COST)
+                    object.__setattr__(self, "clamped", True)
+                if value.as_tuple().exponent < -12:  # more places than stored: rounded, not refused
+                    value = value.quantize(COST_STEP)
+        elif name == "clamped":  # once clamped, stays so (the generated __init__ sets it last)
+            value = value or getattr(self, "clamped", False)
+        object.__setattr__(self, name, value)
 
 
 @dataclass(slots=True)

@@ -1,13 +1,17 @@
 """The data plane's side of the ledger: each worker buffers its usage rows and writes them in
 one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of one per request. The write is
-idempotent (the request id is unique; a conflicting row is skipped), a failed write is kept
-and retried, and the worker's shutdown writes whatever is left before it exits. If the
-database is still unreachable then, the rows go to a spool file on local disk, and the next
-worker to start writes them: nothing a client was answered for is lost."""
+idempotent (the request id is unique; a conflicting row is skipped). A row the database
+refuses is set aside by the ledger (billing.ledger) and settled like the others; a write that
+fails because the database is unreachable is kept and retried, and the worker's shutdown
+writes whatever is left before it exits. If the database is still unreachable then, the rows
+go to a spool file on local disk, and the next worker to start writes them. A spool file is
+removed only once its rows are committed (a worker that dies holding one leaves it for the
+next): nothing a client was answered for is lost."""
 
 import asyncio
 import logging
 import os
+import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -34,6 +38,7 @@ class UsageWriter:
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.written = 0
+        self.spooled: dict[Path, int] = {}  # claimed spool files -> their rows not yet committed
 
     def add(self, row: dict[str, Any], *, tokens: int = 0) -> None:
         row.setdefault("created_at", datetime.now(UTC))
@@ -68,6 +73,7 @@ class UsageWriter:
                     await run_db(usage_rows_write, batch)
                     written += len(batch)
                     self._collect_settlements(batch)
+                    self._spool_done(batch)
             except BaseException:
                 self.pending[:0] = rows[written:]
                 raise
@@ -83,7 +89,9 @@ class UsageWriter:
                 continue
             _, reserved_keys, bucket_keys = settle
             self.releases.extend((key, row["request_id"]) for key in reserved_keys)
-            cost = budgets.to_nanos(row.get("cost"))
+            # A row set aside is not in the ledger, nor in the rollups budgets are rebuilt
+            # from: its reservation is released, its cost not counted (budgets follow the ledger).
+            cost = 0 if "_dead_letter" in row else budgets.to_nanos(row.get("cost"))
             if cost:
                 for key in bucket_keys:
                     self.adds[key] += cost
@@ -129,13 +137,36 @@ class UsageWriter:
             log.error("database unreachable at shutdown: %d usage rows spooled to %s; the next start writes them",
                       len(self.pending), path)
             self.pending = []
+        for claimed in self.spooled:  # their unwritten rows are in the new file now
+            spool_release(claimed)
+        self.spooled = {}
 
     def requeue_spooled(self) -> int:
-        """At startup: take the rows an earlier worker spooled and queue them (the request id
-        makes a second write of any row harmless)."""
-        rows = spool_take()
-        self.pending[:0] = rows
-        return len(rows)
+        """Take the rows earlier workers spooled (and spool files claimed by workers that have
+        died) and queue them; each file is removed once its rows are committed. The request id
+        makes a second write of any row harmless."""
+        queued = []
+        for path, rows in spool_take():
+            if not rows:
+                spool_release(path)
+                continue
+            for row in rows:
+                row["_spool"] = path
+            queued.extend(rows)
+            self.spooled[path] = len(rows)
+        self.pending[:0] = queued
+        return len(queued)
+
+    def _spool_done(self, rows: list[dict[str, Any]]) -> None:
+        """``rows`` are committed: a spool file whose rows all are can go."""
+        for row in rows:
+            path = row.get("_spool")
+            if path is None or path not in self.spooled:
+                continue
+            self.spooled[path] -= 1
+            if self.spooled[path] <= 0:
+                del self.spooled[path]
+                spool_release(path)
 
 
 def spool_dir() -> Path:
@@ -146,31 +177,75 @@ def spool_write(rows: list[dict[str, Any]]) -> Path:
     """Rows the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool)."""
     folder = spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.jsonl"
+    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path = folder / f"{name}.jsonl"
     with open(path, "wb") as out:
         for row in rows:
-            out.write(orjson.dumps({k: v for k, v in row.items() if k != "_settle"}, default=str) + b"\n")
+            out.write(orjson.dumps({k: v for k, v in row.items() if k not in ("_settle", "_spool")},
+                                   default=str) + b"\n")
         out.flush()
         os.fsync(out.fileno())
     return path
 
 
-def spool_take() -> list[dict[str, Any]]:
+# Spool files this process has claimed and not yet finished with.
+_held: set[Path] = set()
+
+
+def spool_take() -> list[tuple[Path, list[dict[str, Any]]]]:
+    """Claim the spool files no running worker holds (renamed ``*.claimed-<pid>``: one worker
+    takes each) and read them. A claimed file stays on disk until its rows are committed
+    (``spool_release``), so a worker that dies holding one leaves it to the next."""
     folder = spool_dir()
     if not folder.is_dir():
         return []
-    rows: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("*.jsonl")):
+    taken = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".jsonl" and not _orphaned(path):
+            continue
         claimed = path.with_suffix(f".claimed-{os.getpid()}")
         try:
             path.rename(claimed)  # atomic: one worker takes each file
         except FileNotFoundError:
             continue
-        for line in claimed.read_bytes().splitlines():
-            if line.strip():
-                rows.append(_revive(orjson.loads(line)))
-        claimed.unlink()
-    return rows
+        _held.add(claimed)
+        rows = [row for line in claimed.read_bytes().splitlines() if (row := _read(line))]
+        taken.append((claimed, rows))
+    return taken
+
+
+def spool_release(path: Path) -> None:
+    """The rows of a claimed spool file are committed (or spooled again): remove it."""
+    path.unlink(missing_ok=True)
+    _held.discard(path)
+
+
+def _orphaned(path: Path) -> bool:
+    """Claimed by a worker that is no longer running? (A pid may be reused: a file claimed by a
+    process that died is taken once no running process has its pid, or at once if the process
+    with its pid is this one and does not hold it.)"""
+    prefix, _, pid = path.suffix.partition("-")
+    if prefix != ".claimed" or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return path not in _held
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # running, as another user
+        return False
+    return False
+
+
+def _read(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        return _revive(orjson.loads(line))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):  # cut short by a crash
+        log.error("unreadable line in a usage spool file, skipped: %r", line[:2000])
+        return None
 
 
 def _revive(row: dict[str, Any]) -> dict[str, Any]:
