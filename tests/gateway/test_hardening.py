@@ -234,3 +234,18 @@ def test_the_test_endpoint_records_cache_writes_provider_cost_and_settles_the_bu
     assert bucket is not None and int(bucket) >= budgets.to_nanos(row.cost)  # settled into the budget
     total, _, amounts = budgets.reservation_keys(budgets.reserved_key(world.tenant.pk, None))
     assert int(get_redis().get(total) or 0) == 0 and not get_redis().hgetall(amounts)  # and released
+
+
+def test_an_absurd_output_limit_is_refused_by_the_budget_not_a_500(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        Budget.objects.create(tenant=world.tenant, name="Hard", amount=Decimal("10"), action="block")
+        body = {"model": "up:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 10**13, "n": 10**6}
+        headers = {"Authorization": f"Bearer {world.chat_key}"}
+        refused = httpx.post(f"{live.url}/v1/chat/completions", headers=headers, json=body, timeout=10)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+        Budget.objects.filter(name="Hard").update(action="alert")
+        gateway.configs.clear()
+        # Served under an alert budget: the (capped) reservation is taken and released.
+        assert httpx.post(f"{live.url}/v1/chat/completions", headers=headers, json=body, timeout=10).status_code == 200
