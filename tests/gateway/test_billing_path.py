@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import httpx
 import pytest
 from django.db import connection
@@ -28,7 +27,7 @@ from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import api_key_create, tenant_update
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider, wait_usage
+from tests.support.live import add_provider, burst, wait_usage
 from tests.support.procs import REPO, free_port, wait_http
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,19 +157,8 @@ def test_200_concurrent_requests_overspend_at_most_one_worst_case(world, live):
         Budget.objects.create(tenant=world.tenant, name="Hard", amount=amount, action="block")
         spend_today(world.tenant, Decimal("0.0095"))
 
-        async def burst():
-            async with aiohttp.ClientSession() as session:
-                async def one():
-                    async with session.post(
-                        f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.chat_key}"},
-                        json={"model": "up:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-                              "max_tokens": 100},
-                    ) as resp:
-                        await resp.read()
-                        return resp.status
-                return await asyncio.gather(*(one() for _ in range(200)))
-
-        statuses = asyncio.run(burst())
+        statuses = burst(live, world.chat_key, n=200, body={
+            "model": "up:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100})
         settle_all()
     served = statuses.count(200)
     assert statuses.count(429) == 200 - served and 0 < served < 20

@@ -7,7 +7,6 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import httpx
 import pytest
 from django.db import connection
@@ -25,7 +24,7 @@ from providers.gateway.types import Deployment, output_limit
 from tenants.access import SYSTEM
 from tenants.services import tenant_update
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeOpenRouter
-from tests.support.live import add_provider, wait_usage
+from tests.support.live import add_provider, burst, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,19 +60,9 @@ def test_50_concurrent_requests_with_both_limits_overspend_at_most_one_worst_cas
         UsageDaily.objects.create(tenant=world.tenant, day=datetime.now(ZoneInfo(world.tenant.timezone)).date(),
                                   requests=1, cost=spent_before)
 
-        async def burst():
-            async with aiohttp.ClientSession() as session:
-                async def one():
-                    async with session.post(
-                        f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.chat_key}"},
-                        json={"model": "up:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-                              "max_tokens": 1, "max_completion_tokens": 64000},
-                    ) as resp:
-                        await resp.read()
-                        return resp.status
-                return await asyncio.gather(*(one() for _ in range(50)))
-
-        statuses = asyncio.run(burst())
+        statuses = burst(live, world.chat_key, n=50, body={
+            "model": "up:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 1, "max_completion_tokens": 64000})
         asyncio.run_coroutine_threadsafe(gateway.usage.flush(), gateway.usage._task.get_loop()).result(timeout=10)
         sent = fake.requests_to("/v1/chat/completions")
     assert statuses.count(200) + statuses.count(429) == 50 and statuses.count(200) >= 1

@@ -2,8 +2,11 @@
 helpers to set up tenants whose providers are loopback fakes. The fixtures are in
 tests/conftest.py."""
 
+import asyncio
 import threading
 import time
+
+import aiohttp
 
 import openai
 import uvicorn
@@ -55,3 +58,18 @@ def wait_usage(request_id: str, timeout: float = 5.0) -> UsageLog:
             return row
         time.sleep(0.05)
     raise AssertionError(f"no usage row for {request_id} within {timeout}s")
+
+
+def burst(live, key: str, body: dict, n: int) -> list[int]:
+    """POST ``body`` to /v1/chat/completions ``n`` times at once; the statuses."""
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            async def one():
+                async with session.post(f"{live.url}/v1/chat/completions", json=body,
+                                        headers={"Authorization": f"Bearer {key}"}) as resp:
+                    await resp.read()
+                    return resp.status
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    return asyncio.run(run())
