@@ -317,6 +317,26 @@ def test_metadata_urls_are_refused(world, client_for):
     assert not Provider.objects.filter(name="meta").exists()
 
 
+@pytest.mark.parametrize("url", ["[::1", "http://[::1", "http://[zz]", "http://[::1]x:80/v1"])
+def test_malformed_urls_are_a_400_naming_base_url(world, client_for, url):
+    """urlsplit raises ValueError on these: the connection test and the provider form answered 500."""
+    client = client_for(key=world.admin_key)
+    provider = client.post("/api/providers", {"name": "bad", "base_url": url}, format="json")
+    test = client.post("/api/providers/test", {"base_url": url}, format="json")
+    for response in (provider, test):
+        assert response.status_code == 400, response.content[:300]
+        assert list(response.json()["error"]["fields"]) == ["base_url"]
+    patched = client.patch(f"/api/providers/{add_mock(client)}", {"base_url": url, "provider_type": "openai"},
+                           format="json")
+    assert patched.status_code == 400 and list(patched.json()["error"]["fields"]) == ["base_url"]
+
+
+def add_mock(client) -> int:
+    response = client.post("/api/providers", {"name": "mocked", "provider_type": "mock"}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
+
+
 def test_private_urls_need_the_setting(world, client_for, fake_openai, settings):
     settings.ALLOW_PRIVATE_PROVIDER_URLS = False
     client = client_for(key=world.admin_key)
