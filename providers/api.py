@@ -300,7 +300,8 @@ class ProviderSyncAPI(ProviderAPIView):
 class ProviderSyncAllAPI(ProviderAPIView):
     @extend_schema(
         parameters=[TENANT_PARAM], request=None,
-        responses=inline_serializer("SyncQueued", {"queued": serializers.ListField(child=serializers.IntegerField())}),
+        responses={202: inline_serializer("SyncQueued", {"queued": serializers.ListField(
+            child=serializers.IntegerField())})},
         summary="Queue a sync of every enabled provider the caller manages",
     )
     def post(self, request):
