@@ -4,6 +4,8 @@ never a 500: the shared JSON parser, the exception handler and the JSON 404 for 
 
 import pytest
 
+from providers.services import provider_create
+
 pytestmark = pytest.mark.django_db
 
 DEEP = "[" * 10_000 + "]" * 10_000
@@ -47,3 +49,30 @@ def test_unknown_api_paths_are_a_json_404(world, client_for, method, path):
         assert response["Content-Type"] == "application/json"
         assert response.json()["error"]["type"] == "not_found"
         assert path in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("hint", "status"), [("¹", 404), ("٣", 404), ("9" * 30, 404), ("x" * 500, 404),
+                                             ("\x00", 400), ("acme\x00", 400)])
+def test_odd_tenant_hints_are_a_4xx(world, client_for, hint, status):
+    """'¹'.isdigit() is true but int('¹') raises, '٣' is 3 to int(); PostgreSQL refuses NUL in
+    text: 500s (or another tenant's id) before."""
+    for client in (client_for(user=world.owner), client_for(user=world.support), client_for(key=world.admin_key)):
+        response = client.get("/api/aliases", {"tenant": hint})
+        assert response.status_code == status, response.content[:300]
+        assert response.json()["error"]["type"] in ("not_found", "invalid_request_error")
+
+
+@pytest.mark.parametrize(("method", "path", "name"), [
+    ("get", "/api/audit?action=key%00", "action"),
+    ("get", "/api/providers/{provider}/models?search=a%00", "search"),
+    ("put", "/api/providers/{provider}/models/a%00b/enable", "model_id"),
+    ("get", "/api/usage?model=a%00", "model"),
+])
+def test_nul_in_a_query_or_path_is_a_400_naming_it(world, client_for, method, path, name):
+    """PostgreSQL refuses NUL in text: these were 500s."""
+    provider = provider_create(owner=world.tenant, data={"name": "own", "provider_type": "mock"})
+    client = client_for(user=world.owner)
+    path = path.format(provider=provider.pk)
+    response = client.put(path, {"enabled": True}, format="json") if method == "put" else client.get(path)
+    assert response.status_code == 400, response.content[:300]
+    assert name in response.json()["error"]["fields"]
