@@ -23,7 +23,9 @@ class JSONParser(BaseParser):
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise (too_deep if "depth limit" in str(exc) else exceptions.ParseError(str(exc))) from None
+            raise (
+                too_deep if "depth limit" in str(exc) else exceptions.ParseError(str(exc))
+            ) from None
         if _depth_exceeds(data, MAX_JSON_DEPTH):
             raise too_deep
         return data

@@ -14,14 +14,21 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
     name = "bearerKey"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "An admin-scope tenant key (tg_…)."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An admin-scope tenant key (tg_…).",
+        }
 
 
 class ErrorDetailOut(serializers.Serializer):
-    type = serializers.CharField(help_text="invalid_request_error, not_found, permission_denied, conflict, …")
+    type = serializers.CharField(
+        help_text="invalid_request_error, not_found, permission_denied, conflict, …"
+    )
     message = serializers.CharField(help_text="What went wrong and what to do about it.")
     fields = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False,
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
         help_text="Input errors by field path (e.g. name, targets[0].model, extra_headers.X-Team).",
     )
 
@@ -43,5 +50,7 @@ class AutoSchema(SpectacularAutoSchema):
     def _get_response_bodies(self, direction="response"):
         bodies = super()._get_response_bodies(direction)
         if direction == "response":
-            bodies.setdefault("4XX", self._get_response_for_code(ERROR_RESPONSE, "4XX", direction=direction))
+            bodies.setdefault(
+                "4XX", self._get_response_for_code(ERROR_RESPONSE, "4XX", direction=direction)
+            )
         return bodies

@@ -42,7 +42,12 @@ from tenants.access import SYSTEM
 from tests.billing_usage.factories import record, usage
 
 SCHEMA_URL = "/api/schema/?format=json"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 class Seeded:
@@ -51,31 +56,65 @@ class Seeded:
 
     def __init__(self, world):
         self.world = world
-        self.provider = provider_create(owner=world.tenant, data={"name": "own", "provider_type": "mock"})
+        self.provider = provider_create(
+            owner=world.tenant, data={"name": "own", "provider_type": "mock"}
+        )
         provider_sync(provider=self.provider)
         platform, _ = provider_get_or_create(name="shared", provider_type="mock")
         provider_sync(provider=platform)
         self.model = ProviderModel.objects.get(provider=self.provider, model_id="mock-fast")
-        self.alias = alias_create(tenant=world.tenant, data={"name": "smart", "targets": [
-            {"model": "own:mock-fast"}, {"model": "own:mock-smart", "overrides": {"temperature": 0.2}},
-        ]}, actor=SYSTEM)
-        self.budget = budget_create(tenant=world.tenant, data={"name": "Monthly", "amount": "100"}, actor=SYSTEM)
+        self.alias = alias_create(
+            tenant=world.tenant,
+            data={
+                "name": "smart",
+                "targets": [
+                    {"model": "own:mock-fast"},
+                    {"model": "own:mock-smart", "overrides": {"temperature": 0.2}},
+                ],
+            },
+            actor=SYSTEM,
+        )
+        self.budget = budget_create(
+            tenant=world.tenant, data={"name": "Monthly", "amount": "100"}, actor=SYSTEM
+        )
         key = world.tenant.api_keys.get(scope="admin")
-        BudgetAlert.objects.create(tenant=world.tenant, budget=self.budget, kind=AlertKind.BUDGET,
-                                   period_start=date.today().replace(day=1), threshold=50, spent="50", limit="100")
+        BudgetAlert.objects.create(
+            tenant=world.tenant,
+            budget=self.budget,
+            kind=AlertKind.BUDGET,
+            period_start=date.today().replace(day=1),
+            threshold=50,
+            spent="50",
+            limit="100",
+        )
         at = datetime.now(UTC)
-        record(world.tenant, [
-            usage(world.tenant, at=at, model=self.model, key=key, conversation_id="c1"),
-            usage(world.tenant, at=at, model=None, key=None, cost=None, status="error", error_type="bad"),
-        ])
+        record(
+            world.tenant,
+            [
+                usage(world.tenant, at=at, model=self.model, key=key, conversation_id="c1"),
+                usage(
+                    world.tenant,
+                    at=at,
+                    model=None,
+                    key=None,
+                    cost=None,
+                    status="error",
+                    error_type="bad",
+                ),
+            ],
+        )
         self.key = key
         self.chat_key = world.tenant.api_keys.get(scope="chat")
         self.member = world.tenant.memberships.get(user=world.viewer)
 
     def path_values(self) -> dict[str, object]:
         return {
-            "alias_id": self.alias.pk, "budget_id": self.budget.pk, "key_id": self.chat_key.pk,
-            "member_id": self.member.pk, "provider_id": self.provider.pk, "tenant_id": self.world.tenant.pk,
+            "alias_id": self.alias.pk,
+            "budget_id": self.budget.pk,
+            "key_id": self.chat_key.pk,
+            "member_id": self.member.pk,
+            "provider_id": self.provider.pk,
+            "tenant_id": self.world.tenant.pk,
             "model_id": self.model.model_id,
         }
 
@@ -109,9 +148,13 @@ def auths(seeded, client_for) -> dict[str, dict]:
     session = client_for(user=seeded.world.owner).cookies[django_settings.SESSION_COOKIE_NAME].value
     return {
         "admin key": {"headers": {"Authorization": f"Bearer {seeded.world.admin_key}"}},
-        "owner session": {"cookies": {django_settings.SESSION_COOKIE_NAME: session,
-                                      django_settings.CSRF_COOKIE_NAME: CSRF},
-                          "headers": {"X-CSRFToken": CSRF}},
+        "owner session": {
+            "cookies": {
+                django_settings.SESSION_COOKIE_NAME: session,
+                django_settings.CSRF_COOKIE_NAME: CSRF,
+            },
+            "headers": {"X-CSRFToken": CSRF},
+        },
     }
 
 
@@ -139,7 +182,9 @@ def test_real_objects_answer_per_schema(seeded, client_for):
             continue
         params = {p.name: values[p.name] for p in operation.path_parameters}
         for label, auth in ways.items():
-            response = operation.Case(path_parameters=params, **auth).call_and_validate(checks=CHECKS)
+            response = operation.Case(path_parameters=params, **auth).call_and_validate(
+                checks=CHECKS
+            )
             assert response.status_code in (200, 403), (label, operation.label, response.text[:300])
             ok += response.status_code == 200
     assert ok >= 30
@@ -147,14 +192,21 @@ def test_real_objects_answer_per_schema(seeded, client_for):
     admin, owner = ways["admin key"], ways["owner session"]
     summary = schema["/api/usage/summary"]["GET"]
     for grouping in GROUPINGS:  # each grouping's key: a date, an id, a name or null
-        response = summary.Case(query={"group_by": grouping}, **admin).call_and_validate(checks=CHECKS)
+        response = summary.Case(query={"group_by": grouping}, **admin).call_and_validate(
+            checks=CHECKS
+        )
         assert response.status_code == 200, (grouping, response.text[:300])
-    answered = schema["/api/test/llm"]["POST"].Case(
-        body={"model": "own:mock-fast", "prompt": "Say hi"}, **admin).call_and_validate(checks=CHECKS)
+    answered = (
+        schema["/api/test/llm"]["POST"]
+        .Case(body={"model": "own:mock-fast", "prompt": "Say hi"}, **admin)
+        .call_and_validate(checks=CHECKS)
+    )
     assert answered.status_code == 200, answered.text
     for path, auth, expected in [
-        ("/api/aliases/{alias_id}", admin, 204), ("/api/budgets/{budget_id}", admin, 204),
-        ("/api/keys/{key_id}", admin, 200), ("/api/members/{member_id}", owner, 204),
+        ("/api/aliases/{alias_id}", admin, 204),
+        ("/api/budgets/{budget_id}", admin, 204),
+        ("/api/keys/{key_id}", admin, 200),
+        ("/api/members/{member_id}", owner, 204),
         ("/api/providers/{provider_id}", admin, 409),  # its usage rows keep it
     ]:
         operation = schema[path]["DELETE"]
@@ -185,8 +237,14 @@ def test_api_fuzz_no_server_error_and_responses_match_schema(seeded, client_for)
             runs.append((GenerationMode.POSITIVE, {"path_parameters": ids}))
         for mode, fixed in runs:
 
-            @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, deadline=None, database=None,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=FUZZ_EXAMPLES,
+                derandomize=True,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(mode, **auth, **fixed))
             def run(case):
                 case.call_and_validate(checks=CHECKS)
@@ -195,7 +253,7 @@ def test_api_fuzz_no_server_error_and_responses_match_schema(seeded, client_for)
                 run()
             except Unsatisfiable:  # nothing to get wrong (e.g. a GET without parameters)
                 assert mode == GenerationMode.NEGATIVE, operation.label
-            except (Exception, BaseExceptionGroup) as exc:  # every operation is tried
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 (every operation is tried)
                 ids = " with real ids" if fixed else ""
                 failures.append(f"--- {operation.label} ({mode.value}{ids}): {_describe(exc)}")
     assert not failures, f"{len(failures)} failing:\n" + "\n".join(failures)
