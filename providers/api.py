@@ -39,8 +39,6 @@ from tenants.models import Role, Tenant
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 CONNECTION_TEST_TIMEOUT = 10.0  # seconds
 
 
@@ -78,17 +76,6 @@ class ProviderAPIView(TenantAPIView):
 # --- serializers ---------------------------------------------------------------------------
 
 
-class HeadersField(serializers.DictField):
-    child = StrictCharField(max_length=2000)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        for name in value:
-            if not HEADER_RE.match(name) or name.lower() in RESERVED_HEADERS:
-                raise serializers.ValidationError(f"'{name}' cannot be sent as an extra header.")
-        return value
-
-
 class ProviderIn(StrictSerializer):
     name = StrictCharField(max_length=64)
     display_name = StrictCharField(required=False, allow_blank=True, max_length=200)
@@ -96,7 +83,10 @@ class ProviderIn(StrictSerializer):
     base_url = StrictCharField(required=False, allow_blank=True, max_length=500)
     api_key = StrictCharField(required=False, allow_blank=True, max_length=4000, write_only=True,
                               trim_whitespace=True)
-    extra_headers = HeadersField(required=False)
+    extra_headers = serializers.DictField(
+        child=StrictCharField(max_length=2000), required=False,
+        help_text="Sent upstream with every request. Names are HTTP tokens; values printable ASCII.",
+    )
     enabled = StrictBooleanField(required=False)
     priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
     timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=600)
@@ -332,6 +322,7 @@ class ProviderTestAPI(ProviderAPIView):
         if scope.tenant is not None:
             scope.access.require(Role.ADMIN, doing="testing provider connections")
         data = validated(ConnectionTestIn, request.data)
+        services.provider_credentials_check(api_key=data.get("api_key"))
         base_url = (data.get("base_url") or "").strip()
         provider_type = data.get("provider_type") or (detect_provider_type(base_url) if base_url else ProviderType.OPENAI)
         base_url = normalize_base_url(base_url, provider_type)

@@ -1,5 +1,6 @@
 """Writes for providers and their model catalogs."""
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,10 @@ from tenants.access import SYSTEM, Principal
 from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 from tenants.services import audit_record
+from tenants.validation import control_character, header_value_check, headers_check, text_check
+
+log = logging.getLogger(__name__)
+MAX_MODEL_ID = ProviderModel._meta.get_field("model_id").max_length
 
 # Fields a caller may set, besides name / provider_type / base_url / secrets.
 PROVIDER_PLAIN_FIELDS = (
@@ -45,6 +50,15 @@ def provider_audit_view(provider: Provider) -> dict[str, Any]:
         "extra_headers": sorted(provider.extra_headers or {}),
         **{f: getattr(provider, f) for f in PROVIDER_PLAIN_FIELDS},
     }
+
+
+def provider_credentials_check(*, api_key: str | None = None, extra_headers: Any = None) -> None:
+    """What a provider sends upstream besides the request: its key (in an Authorization or
+    x-api-key header) and its extra headers. For saves and for connection tests alike."""
+    if api_key:
+        header_value_check(api_key, field="api_key", what="api_key")
+    if extra_headers:
+        headers_check(extra_headers, field="extra_headers")
 
 
 def base_url_vet(url: str) -> None:
@@ -78,6 +92,8 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
         )
     base_url = normalize_base_url(base_url, provider_type)
     base_url_vet(base_url)
+    text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
+    provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
         owner=owner,
         name=data["name"],
@@ -105,6 +121,9 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
 def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principal) -> Provider:
     """Change what ``data`` holds. ``api_key``: a string replaces the key, "" removes it, absent
     keeps it. The same for ``extra_headers``."""
+    if "name" in data:
+        text_check(data["name"], field="name", what="name")
+    provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     with transaction.atomic():
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         before = provider_audit_view(locked)
@@ -259,8 +278,15 @@ def provider_sync_finish(*, provider: Provider, error: str = "") -> None:
 def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -> SyncResult:
     """Bring ProviderModel rows in line with ``catalog`` in a bounded number of queries:
     one read, bulk inserts, bulk updates, one stale update. Models that disappeared are
-    marked stale and disabled (usage rows keep pointing at them); a manual price survives."""
-    by_id = {entry.model_id: entry for entry in catalog}
+    marked stale and disabled (usage rows keep pointing at them); a manual price survives.
+    An id no client could use is left out: empty, over 255 characters, or with a line break or
+    other control character (it would break the x-tollgate-model response header)."""
+    by_id = {}
+    for entry in catalog:
+        if 0 < len(entry.model_id) <= MAX_MODEL_ID and not control_character(entry.model_id):
+            by_id[entry.model_id] = entry
+        else:
+            log.warning("provider %s: model id %r left out of the catalog", provider.pk, entry.model_id[:300])
     with transaction.atomic():
         existing = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
         to_create, to_update, changed_fields = [], [], set()

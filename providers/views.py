@@ -153,6 +153,7 @@ def provider_test(request: HttpRequest, access: TenantAccess, provider_id: int |
         try:
             base_url = normalize_base_url(base_url, provider_type)
             services.base_url_vet(base_url)
+            services.provider_credentials_check(api_key=api_key, extra_headers=headers)
             probe = Provider(name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
                              provider_type=provider_type, base_url=base_url, api_key=api_key, extra_headers=headers,
                              timeout_seconds=CONNECTION_TEST_TIMEOUT)
