@@ -36,6 +36,7 @@ from tenants.drf import (
 )
 from tenants.errors import Forbidden
 from tenants.models import Role, Tenant
+from tenants.schema import UPSTREAM_ERROR
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -276,7 +277,7 @@ class ProviderDetailAPI(ProviderAPIView):
 
 
 class ProviderSyncAPI(ProviderAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=None, responses=SYNC_OUT,
+    @extend_schema(parameters=[TENANT_PARAM], request=None, responses={200: SYNC_OUT, 502: UPSTREAM_ERROR},
                    summary="Sync the provider's model catalog now")
     def post(self, request, provider_id: int):
         scope = self.scope(request)
@@ -517,7 +518,8 @@ class LlmTestOut(serializers.Serializer):
 
 
 class LlmTestAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn, responses=LlmTestOut,
+    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn,
+                   responses={200: LlmTestOut, 502: UPSTREAM_ERROR, 503: UPSTREAM_ERROR, 504: UPSTREAM_ERROR},
                    summary="Send one short prompt through the tenant's routing and see what answered")
     def post(self, request):
         access = self.access_for_change(request, needed=Role.ADMIN, doing="test calls")

@@ -44,6 +44,13 @@ ERROR_RESPONSE = OpenApiResponse(
 )
 
 
+UPSTREAM_ERROR = OpenApiResponse(
+    ErrorOut,
+    description="The provider failed or could not be reached (502), timed out (504), or the "
+    "request could not be admitted right now (503); the message says what happened.",
+)
+
+
 class AutoSchema(SpectacularAutoSchema):
     """Adds the error shape as the ``4XX`` response of every operation."""
 
