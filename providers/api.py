@@ -86,7 +86,8 @@ class ProviderIn(StrictSerializer):
                               trim_whitespace=True)
     extra_headers = serializers.DictField(
         child=StrictCharField(max_length=2000), required=False,
-        help_text="Sent upstream with every request. Names are HTTP tokens; values printable ASCII.",
+        help_text="Sent upstream with every request. Names are HTTP tokens; values printable "
+                  "ASCII.",
     )
     enabled = StrictBooleanField(required=False)
     priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
@@ -277,7 +278,8 @@ class ProviderDetailAPI(ProviderAPIView):
 
 
 class ProviderSyncAPI(ProviderAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=None, responses={200: SYNC_OUT, 502: UPSTREAM_ERROR},
+    @extend_schema(parameters=[TENANT_PARAM], request=None,
+                   responses={200: SYNC_OUT, 502: UPSTREAM_ERROR},
                    summary="Sync the provider's model catalog now")
     def post(self, request, provider_id: int):
         scope = self.scope(request)
@@ -519,7 +521,8 @@ class LlmTestOut(serializers.Serializer):
 
 class LlmTestAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn,
-                   responses={200: LlmTestOut, 502: UPSTREAM_ERROR, 503: UPSTREAM_ERROR, 504: UPSTREAM_ERROR},
+                   responses={200: LlmTestOut, 502: UPSTREAM_ERROR, 503: UPSTREAM_ERROR,
+                              504: UPSTREAM_ERROR},
                    summary="Send one short prompt through the tenant's routing and see what answered")
     def post(self, request):
         access = self.access_for_change(request, needed=Role.ADMIN, doing="test calls")

@@ -286,7 +286,8 @@ def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -
         if 0 < len(entry.model_id) <= MAX_MODEL_ID and not control_character(entry.model_id):
             by_id[entry.model_id] = entry
         else:
-            log.warning("provider %s: model id %r left out of the catalog", provider.pk, entry.model_id[:300])
+            log.warning("provider %s: model id %r left out of the catalog", provider.pk,
+                        entry.model_id[:300])
     with transaction.atomic():
         existing = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
         to_create, to_update, changed_fields = [], [], set()

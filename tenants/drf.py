@@ -40,10 +40,12 @@ class TenantAPIView(APIView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         # PostgreSQL refuses NUL in any text it is sent; no id, slug, filter or search has one.
-        given = [*request.query_params.lists(), *((k, [v]) for k, v in kwargs.items() if isinstance(v, str))]
+        given = [*request.query_params.lists()]
+        given += [(name, [value]) for name, value in kwargs.items() if isinstance(value, str)]
         bad = sorted({name for name, values in given if any("\x00" in value for value in values)})
         if bad:
-            raise exceptions.ValidationError({name: ["Must not contain a NUL character (%00)."] for name in bad})
+            message = "Must not contain a NUL character (%00)."
+            raise exceptions.ValidationError({name: [message] for name in bad})
 
     def access(self, request, *, tenant_id: int | None = None) -> TenantAccess:
         hint = request.query_params.get("tenant") or request.headers.get("X-Tollgate-Tenant")

@@ -1,8 +1,9 @@
 """Checks for text a user sets that Tollgate later puts into an HTTP header: a budget's name
 (the /v1 response header x-tollgate-budget-downgrade), a provider's name and its models' ids
-(x-tollgate-model), its API key and extra headers (sent upstream). A line break there makes the HTTP server or client
-refuse the header, so every affected request fails with a 500; these checks refuse such text
-where it comes in. Services call them, so the REST API, the console and the admin all do."""
+(x-tollgate-model), its API key and extra headers (sent upstream). A line break there makes
+the HTTP server or client refuse the header, so every affected request fails with a 500;
+these checks refuse such text where it comes in. Services call them, so the REST API, the
+console and the admin all do."""
 
 import re
 import unicodedata
