@@ -42,6 +42,7 @@ from tenants.access import Principal
 from tenants.errors import InvalidInput
 from tenants.models import ApiKey, Tenant
 from tenants.services import audit_record
+from tenants.validation import text_check
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def _clean_name(value: Any) -> str:
     value = value.strip()
     if len(value) > 100:
         raise InvalidInput("name is longer than 100 characters.", field="name")
-    return value
+    # A downgrade sends the name back in the x-tollgate-budget-downgrade response header.
+    return text_check(value, field="name", what="name")
 
 
 def _clean_amount(value: Any) -> Decimal:

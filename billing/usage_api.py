@@ -251,7 +251,7 @@ class UsageGroupOut(UsageMetricsOut):
     display_name = serializers.CharField(allow_null=True, help_text="Model and provider groups.")
     prefix = serializers.CharField(allow_null=True, help_text="Key groups: the visible start of the key.")
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({"oneOf": [{"type": "string", "nullable": True}, {"type": "integer"}]})
     def get_key(self, group):
         return group.key.isoformat() if isinstance(group.key, date) else group.key
 

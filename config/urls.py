@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz, metrics, readyz
+from tenants.drf import api_not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -16,4 +17,5 @@ urlpatterns = [
     path("api/", include("providers.urls")),
     path("api/", include("billing.urls")),
     path("api/", include("billing.usage_urls")),
+    re_path(r"^api/", api_not_found),  # last: a JSON 404 for every other /api path
 ]

@@ -38,11 +38,10 @@ from tenants.drf import (
 )
 from tenants.errors import Forbidden
 from tenants.models import Role, Tenant
+from tenants.schema import UPSTREAM_ERROR
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 CONNECTION_TEST_TIMEOUT = 10.0  # seconds
 
 
@@ -87,17 +86,6 @@ class ProviderAPIView(TenantAPIView):
 # --- serializers ---------------------------------------------------------------------------
 
 
-class HeadersField(serializers.DictField):
-    child = StrictCharField(max_length=2000)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        for name in value:
-            if not HEADER_RE.match(name) or name.lower() in RESERVED_HEADERS:
-                raise serializers.ValidationError(f"'{name}' cannot be sent as an extra header.")
-        return value
-
-
 class ProviderIn(StrictSerializer):
     name = StrictCharField(max_length=64)
     display_name = StrictCharField(required=False, allow_blank=True, max_length=200)
@@ -105,7 +93,11 @@ class ProviderIn(StrictSerializer):
     base_url = StrictCharField(required=False, allow_blank=True, max_length=500)
     api_key = StrictCharField(required=False, allow_blank=True, max_length=4000, write_only=True,
                               trim_whitespace=True)
-    extra_headers = HeadersField(required=False)
+    extra_headers = serializers.DictField(
+        child=StrictCharField(max_length=2000), required=False,
+        help_text="Sent upstream with every request. Names are HTTP tokens; values printable "
+                  "ASCII.",
+    )
     enabled = StrictBooleanField(required=False)
     priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
     timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=600)
@@ -315,7 +307,8 @@ class ProviderDetailAPI(ProviderAPIView):
 
 
 class ProviderSyncAPI(ProviderAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=None, responses=SYNC_OUT,
+    @extend_schema(parameters=[TENANT_PARAM], request=None,
+                   responses={200: SYNC_OUT, 502: UPSTREAM_ERROR},
                    summary="Sync the provider's model catalog now")
     def post(self, request, provider_id: int):
         scope = self.scope(request)
@@ -329,7 +322,8 @@ class ProviderSyncAPI(ProviderAPIView):
 class ProviderSyncAllAPI(ProviderAPIView):
     @extend_schema(
         parameters=[TENANT_PARAM], request=None,
-        responses=inline_serializer("SyncQueued", {"queued": serializers.ListField(child=serializers.IntegerField())}),
+        responses={202: inline_serializer("SyncQueued", {"queued": serializers.ListField(
+            child=serializers.IntegerField())})},
         summary="Queue a sync of every enabled provider the caller manages",
     )
     def post(self, request):
@@ -360,6 +354,7 @@ class ProviderTestAPI(ProviderAPIView):
         if scope.tenant is not None:
             scope.access.require(Role.ADMIN, doing="testing provider connections")
         data = validated(ConnectionTestIn, request.data)
+        services.provider_credentials_check(api_key=data.get("api_key"))
         base_url = (data.get("base_url") or "").strip()
         provider_type = data.get("provider_type") or (detect_provider_type(base_url) if base_url else ProviderType.OPENAI)
         base_url = normalize_base_url(base_url, provider_type)
@@ -554,7 +549,9 @@ class LlmTestOut(serializers.Serializer):
 
 
 class LlmTestAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn, responses=LlmTestOut,
+    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn,
+                   responses={200: LlmTestOut, 502: UPSTREAM_ERROR, 503: UPSTREAM_ERROR,
+                              504: UPSTREAM_ERROR},
                    summary="Send one short prompt through the tenant's routing and see what answered")
     def post(self, request):
         access = self.access_for_change(request, needed=Role.ADMIN, doing="test calls")

@@ -9,15 +9,15 @@ from django import forms
 
 from providers.api import (
     ALIAS_NAME_RE,
-    HEADER_RE,
     NAME_RE,
-    RESERVED_HEADERS,
     AliasIn,
     OverridesIn,
     ProviderIn,
 )
 from providers.models import PriceSource, ProviderType
+from tenants.errors import InvalidInput
 from tenants.forms import ConsoleForm, api_bounds, number_input
+from tenants.validation import headers_check
 
 # --- describing a model -------------------------------------------------------------------------
 
@@ -66,7 +66,8 @@ def model_facts(model) -> dict[str, Any]:
 
 
 def parse_headers(text: str) -> dict[str, str]:
-    """``Name: value`` lines (blank lines ignored) as a dict, with the API's header rules."""
+    """``Name: value`` lines (blank lines ignored) as a dict, checked by the services' header
+    rules (tenants.validation.headers_check)."""
     headers: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -75,10 +76,10 @@ def parse_headers(text: str) -> dict[str, str]:
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise forms.ValidationError(f"Line {number}: write one header per line as 'Name: value'.")
-        if not HEADER_RE.match(name) or name.lower() in RESERVED_HEADERS:
-            raise forms.ValidationError(f"Line {number}: '{name}' cannot be sent as an extra header.")
-        if len(value) > 2000:
-            raise forms.ValidationError(f"Line {number}: the value is longer than 2000 characters.")
+        try:
+            headers_check({name: value}, field="extra_headers")
+        except InvalidInput as exc:
+            raise forms.ValidationError(f"Line {number}: {exc.message}") from None
         headers[name] = value
     return headers
 

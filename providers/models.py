@@ -1,10 +1,13 @@
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from providers.crypto import EncryptedJSONField, EncryptedTextField
+from tenants.errors import InvalidInput
+from tenants.validation import text_check
 
 
 class ProviderType(models.TextChoices):
@@ -65,6 +68,16 @@ class Provider(models.Model):
     def __str__(self) -> str:
         return self.name if self.owner_id is None else f"{self.name} (tenant {self.owner_id})"
 
+    def clean(self):
+        """The admin saves through a ModelForm, not the services: the services' checks of what
+        goes upstream in HTTP headers, as a form error."""
+        from providers.services import provider_credentials_check  # services import this module
+
+        try:
+            provider_credentials_check(api_key=self.api_key, extra_headers=self.extra_headers)
+        except InvalidInput as exc:
+            raise ValidationError(exc.message) from None
+
 
 class PriceSource(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
@@ -114,6 +127,13 @@ class ProviderModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name}:{self.model_id}"
+
+    def clean(self):
+        """For the admin: the id goes out in the x-tollgate-model response header."""
+        try:
+            text_check(self.model_id, field="model_id", what="model_id")
+        except InvalidInput as exc:
+            raise ValidationError(exc.message) from None
 
 
 class TenantModel(models.Model):

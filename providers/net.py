@@ -175,7 +175,16 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
     example = "e.g. https://api.example.com/v1"
     if any(ch.isspace() for ch in text):
         raise InvalidInput(f"base_url must not contain spaces (got '{text}').", field="base_url")
-    parts = urlsplit(text)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise InvalidInput("base_url must not contain control characters.", field="base_url")
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # "http://[::1" (unclosed bracket), "http://[zz]" (not an address)
+        raise InvalidInput(
+            f"base_url is not a valid URL ({exc}; got '{text}'), {example}; an IPv6 address goes "
+            "in brackets: http://[2001:db8::1]:8000/v1.",
+            field="base_url",
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.netloc:
         raise InvalidInput(
@@ -199,6 +208,12 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
         raise InvalidInput(
             f"base_url has no host name (got '{text}'), {example}.", field="base_url"
         )
+    if not _host_is_valid(parts.netloc, host):
+        raise InvalidInput(
+            f"base_url has an invalid host '{host}' (got '{text}'): use a host name, an IPv4 "
+            f"address or an IPv6 address in brackets, {example}.",
+            field="base_url",
+        )
     if port == 0:
         raise InvalidInput(
             f"base_url has an invalid port (got '{text}'); use a number from 1 to 65535.",
@@ -212,6 +227,28 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
         )
     path = parts.path.rstrip("/")
     return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+_HOST_NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")
+_NETLOC_RE = re.compile(r"^(\[[^\[\]]+\]|[^\[\]:]+)(:\d*)?$")
+
+
+def _host_is_valid(netloc: str, host: str) -> bool:
+    """Whether ``netloc`` is exactly ``host[:port]`` (``[address][:port]`` for IPv6) and the
+    host a name (IDNA allowed) or an IP address: what every HTTP client here can connect to."""
+    if not _NETLOC_RE.match(netloc):
+        return False  # "[::1]x:80", "a]b"
+    if netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False  # "[v1.fe]" (IPvFuture)
+        return True
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return bool(_HOST_NAME_RE.match(ascii_host.lower()))
 
 
 # --------------------------------------------------------------------------------------------

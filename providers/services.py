@@ -32,6 +32,10 @@ from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 from tenants.config_version import config_changed
 from tenants.services import audit_record
+from tenants.validation import control_character, header_value_check, headers_check, text_check
+
+log = logging.getLogger(__name__)
+MAX_MODEL_ID = ProviderModel._meta.get_field("model_id").max_length
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,15 @@ def provider_audit_view(provider: Provider) -> dict[str, Any]:
         "extra_headers": sorted(provider.extra_headers or {}),
         **{f: getattr(provider, f) for f in PROVIDER_PLAIN_FIELDS},
     }
+
+
+def provider_credentials_check(*, api_key: str | None = None, extra_headers: Any = None) -> None:
+    """What a provider sends upstream besides the request: its key (in an Authorization or
+    x-api-key header) and its extra headers. For saves and for connection tests alike."""
+    if api_key:
+        header_value_check(api_key, field="api_key", what="api_key")
+    if extra_headers:
+        headers_check(extra_headers, field="extra_headers")
 
 
 def base_url_vet(url: str) -> None:
@@ -130,6 +143,9 @@ def provider_validate(
     """Check ``data`` as provider_create (``provider`` None) or provider_update would, without
     writing, so a form can show the error next to its field."""
     _, base_url = _provider_target(data=data, provider=provider)
+    if "name" in data:
+        text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
+    provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     if provider is not None:
         _base_url_change_check(provider=provider, base_url=base_url, data=data)
     name = data.get("name", provider.name if provider else "")
@@ -154,6 +170,7 @@ def provider_probe(
         provider_type = detect_provider_type(base_url) if base_url else fallback
     base_url = normalize_base_url(base_url, provider_type)
     base_url_vet(base_url)
+    provider_credentials_check(api_key=api_key, extra_headers=extra_headers)
     if saved is not None:
         typed = [f for f, value in (("api_key", api_key), ("extra_headers", extra_headers))
                  if value]
@@ -181,6 +198,8 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
     name, base_url, provider_type (detected from the URL when missing), api_key,
     extra_headers and PROVIDER_PLAIN_FIELDS."""
     provider_type, base_url = _provider_target(data=data, provider=None)
+    text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
+    provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
         owner=owner,
         name=data["name"],
@@ -209,6 +228,9 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
     """Change what ``data`` holds. ``api_key``: a string replaces the key, "" removes it, absent
     keeps it. The same for ``extra_headers``. A new base URL needs the saved key and headers
     sent again (or removed): they are never sent to a URL other than the one they came with."""
+    if "name" in data:
+        text_check(data["name"], field="name", what="name")
+    provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     with transaction.atomic():
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         before = provider_audit_view(locked)
@@ -365,8 +387,16 @@ def provider_sync_finish(*, provider: Provider, error: str = "") -> None:
 def provider_models_upsert(*, provider: Provider, catalog: list[CatalogEntry]) -> SyncResult:
     """Bring ProviderModel rows in line with ``catalog`` in a bounded number of queries:
     one read, bulk inserts, bulk updates, one stale update. Models that disappeared are
-    marked stale and disabled (usage rows keep pointing at them); a manual price survives."""
-    by_id = {entry.model_id: _price_bounded(provider, entry) for entry in catalog}
+    marked stale and disabled (usage rows keep pointing at them); a manual price survives.
+    An id no client could use is left out: empty, over 255 characters, or with a line break or
+    other control character (it would break the x-tollgate-model response header)."""
+    by_id = {}
+    for entry in catalog:
+        if 0 < len(entry.model_id) <= MAX_MODEL_ID and not control_character(entry.model_id):
+            by_id[entry.model_id] = _price_bounded(provider, entry)
+        else:
+            log.warning("provider %s: model id %r left out of the catalog", provider.pk,
+                        entry.model_id[:300])
     with transaction.atomic():
         existing = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
         to_create, to_update, changed_fields = [], [], set()

@@ -5,7 +5,6 @@ import zoneinfo
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 from tenants import selectors, services
@@ -17,6 +16,7 @@ from tenants.drf import (
     StrictIntegerField,
     StrictSerializer,
     TenantAPIView,
+    paged,
     principal_of,
     validated,
 )
@@ -30,18 +30,6 @@ TENANT_PARAM = OpenApiParameter(
     "(or support staff). Also accepted as the X-Tollgate-Tenant header.",
     required=False,
 )
-
-
-class Page(LimitOffsetPagination):
-    default_limit = 100
-    max_limit = 500
-
-
-def paged(view, request, queryset, serializer_class, **context):
-    paginator = Page()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    data = serializer_class(page, many=True, context=context).data
-    return paginator.get_paginated_response(data)
 
 
 # --- tenants -------------------------------------------------------------------------------
@@ -273,7 +261,7 @@ class ApiKeyDetailAPI(TenantAPIView):
         return Response(ApiKeyOut(selectors.api_key_get(tenant=access.tenant, key_id=key_id)).data)
 
     @extend_schema(
-        parameters=[TENANT_PARAM], responses=ApiKeyOut,
+        parameters=[TENANT_PARAM], responses={200: ApiKeyOut},
         summary="Revoke a key (it stops working at once; revoking twice is harmless)",
     )
     def delete(self, request, key_id: int):

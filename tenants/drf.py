@@ -1,5 +1,6 @@
-"""The DRF edge shared by every app's ``api.py``: the base view
-that resolves the caller's tenant, strict serializer fields, and one error shape.
+"""The DRF edge shared by every app's ``api.py``: the base view that resolves the caller's
+tenant and pages lists, strict serializer fields, and one error shape (the JSON parser is in
+``tenants.parsers``, which DRF's settings import before its views exist).
 
 Every management API error answers ``{"error": {"type", "message", "fields"?}}`` with a
 message that names what to fix."""
@@ -7,8 +8,10 @@ message that names what to fix."""
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -22,8 +25,27 @@ from tenants.models import Role
 # --- base view -----------------------------------------------------------------------------
 
 
+class Page(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
 class TenantAPIView(APIView):
-    """Resolves ``request``'s tenant and role; subclasses call ``self.access(...)``."""
+    """Resolves ``request``'s tenant and role; subclasses call ``self.access(...)``. Lists
+    answer one page (``paged``); the schema declares that envelope for every response
+    declared as ``Serializer(many=True)``."""
+
+    pagination_class = Page
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # PostgreSQL refuses NUL in any text it is sent; no id, slug, filter or search has one.
+        given = [*request.query_params.lists()]
+        given += [(name, [value]) for name, value in kwargs.items() if isinstance(value, str)]
+        bad = sorted({name for name, values in given if any("\x00" in value for value in values)})
+        if bad:
+            message = "Must not contain a NUL character (%00)."
+            raise exceptions.ValidationError({name: [message] for name in bad})
 
     def access(self, request, *, tenant_id: int | None = None) -> TenantAccess:
         hint = request.query_params.get("tenant") or request.headers.get("X-Tollgate-Tenant")
@@ -35,6 +57,14 @@ class TenantAPIView(APIView):
         access = self.access(request, tenant_id=tenant_id)
         access.require(needed, doing=doing)
         return access
+
+
+def paged(view, request, queryset, serializer_class, **context):
+    """One page of ``queryset`` in the ``{count, next, previous, results}`` envelope."""
+    paginator = view.pagination_class()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    data = serializer_class(page, many=True, context=context).data
+    return paginator.get_paginated_response(data)
 
 
 # --- strict input --------------------------------------------------------------------------
@@ -147,6 +177,14 @@ def error_response(status_code: int, type_: str, message: str, fields=None, head
     if fields:
         body["error"]["fields"] = fields
     return Response(body, status=status_code, headers=headers)
+
+
+@csrf_exempt
+def api_not_found(request, *args, **kwargs) -> JsonResponse:
+    """Any /api path no route matches (an id that is not a number, a typo): the JSON error
+    shape, not Django's HTML page."""
+    message = f"No API route matches {request.path!r}; the routes are listed at /api/docs/."
+    return JsonResponse({"error": {"type": "not_found", "message": message}}, status=404)
 
 
 def exception_handler(exc, context):

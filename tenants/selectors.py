@@ -112,8 +112,10 @@ def tenant_access_get(
 
 
 def _tenant_by_hint(hint: str) -> Tenant | None:
-    if hint.isdigit():
+    if hint.isascii() and hint.isdigit():  # not '¹' or '٣', which isdigit() also accepts
         return Tenant.objects.filter(pk=int(hint)).first()
+    if "\x00" in hint:  # no slug has one, and PostgreSQL refuses it in a query
+        return None
     return Tenant.objects.filter(slug=hint).first()
 
 

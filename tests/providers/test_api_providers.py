@@ -294,7 +294,7 @@ def test_duplicate_name_and_bad_input_are_400_or_409(world, client_for, fake_ope
         ({"name": "x", "base_url": "ftp://example.com"}, "base_url"),
         ({"name": "x", "provider_type": "openai_compatible"}, "base_url"),
         ({"name": "x", "base_url": fake_openai.base_url, "timeout_seconds": "10"}, "timeout_seconds"),
-        ({"name": "x", "base_url": fake_openai.base_url, "extra_headers": {"Host": "evil"}}, "extra_headers"),
+        ({"name": "x", "base_url": fake_openai.base_url, "extra_headers": {"Host": "evil"}}, "extra_headers.Host"),
         ({"name": "x", "base_url": fake_openai.base_url, "provider_type": "gemini"}, "provider_type"),
         ({"name": "x", "base_url": fake_openai.base_url, "colour": 1}, "colour"),
     ]:
@@ -315,6 +315,26 @@ def test_metadata_urls_are_refused(world, client_for):
         test = client.post("/api/providers/test", {"base_url": url}, format="json")
         assert test.status_code == 400, url
     assert not Provider.objects.filter(name="meta").exists()
+
+
+@pytest.mark.parametrize("url", ["[::1", "http://[::1", "http://[zz]", "http://[::1]x:80/v1"])
+def test_malformed_urls_are_a_400_naming_base_url(world, client_for, url):
+    """urlsplit raises ValueError on these: the connection test and the provider form answered 500."""
+    client = client_for(key=world.admin_key)
+    provider = client.post("/api/providers", {"name": "bad", "base_url": url}, format="json")
+    test = client.post("/api/providers/test", {"base_url": url}, format="json")
+    for response in (provider, test):
+        assert response.status_code == 400, response.content[:300]
+        assert list(response.json()["error"]["fields"]) == ["base_url"]
+    patched = client.patch(f"/api/providers/{add_mock(client)}", {"base_url": url, "provider_type": "openai"},
+                           format="json")
+    assert patched.status_code == 400 and list(patched.json()["error"]["fields"]) == ["base_url"]
+
+
+def add_mock(client) -> int:
+    response = client.post("/api/providers", {"name": "mocked", "provider_type": "mock"}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
 
 
 def test_private_urls_need_the_setting(world, client_for, fake_openai, settings):

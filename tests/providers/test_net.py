@@ -110,6 +110,33 @@ def test_normalize_base_url_errors_say_what_to_fix(base_url, provider_type, mess
     assert caught.value.field == "base_url"
 
 
+@pytest.mark.parametrize(
+    ("base_url", "message"),
+    [
+        ("http://[::1", "not a valid URL"),
+        ("https://[zz]/v1", "not a valid URL"),
+        ("http://a]b/v1", "not a valid URL"),
+        ("http://[::1]x:80/v1", "invalid host"),
+        ("http://[v1.fe]/v1", "invalid host"),
+        ("http://a%20b.example.com/v1", "invalid host"),
+        ("http://a<b/v1", "invalid host"),
+        ("http://a\x00b/v1", "control characters"),
+    ],
+)
+def test_malformed_base_urls_are_input_errors(base_url, message):
+    """What urlsplit raises ValueError on (a 500 before) or lets through in a shape no HTTP
+    client here can connect to: an input error on base_url."""
+    with pytest.raises(InvalidInput, match=message) as caught:
+        normalize_base_url(base_url, "openai_compatible")
+    assert caught.value.field == "base_url"
+
+
+@pytest.mark.parametrize("base_url", ["http://[::1]:8000/v1", "http://[fe80::1%25eth0]/v1", "http://gpu_box:11434",
+                                      "https://пример.рф/v1", "http://10.0.0.2:8000/v1/", "https://api.example.com."])
+def test_unusual_but_valid_hosts_pass(base_url):
+    assert normalize_base_url(base_url, "openai_compatible") == base_url.rstrip("/").lower()
+
+
 def test_normalize_base_url_unknown_type():
     with pytest.raises(InvalidInput, match="Unknown provider type") as caught:
         normalize_base_url("https://api.example.com", "gopher")
