@@ -48,6 +48,19 @@ def pytest_sessionstart(session):
         pytest.exit("Test services missing:\n  " + "\n  ".join(problems), returncode=3)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_gateway_database_thread(django_db_setup, django_db_blocker):
+    """The data plane's database thread (providers/gateway/db.py) keeps its own connection; close
+    it before pytest-django drops the test database."""
+    yield
+    from django.db import connections
+
+    from providers.gateway.db import _executor
+
+    with django_db_blocker.unblock():
+        _executor.submit(connections.close_all).result(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def live_server_session():
     server = LiveServer().start()

@@ -182,6 +182,7 @@ def test_schema_is_valid_openapi(client):
     validate(response.json())
 
 
+@pytest.mark.django_db(transaction=True)  # the test call is served by the gateway's database thread
 @override_settings(ALLOW_PRIVATE_PROVIDER_URLS=True)
 def test_real_objects_answer_per_schema(seeded, client_for):
     """Every GET on objects that exist, read with an admin key and with the owner's session;
