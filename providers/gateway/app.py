@@ -534,7 +534,7 @@ class GatewayApp:
             return  # not attributable to a tenant
         call = ctx.call
         deployment: Deployment | None = call.deployment if call else None
-        usage = call.usage if call and call.usage else None
+        usage = call.usage.bounded() if call and call.usage else None
         if ctx.cache_hit:
             usage = None
         cost = provider_cost = None

@@ -66,16 +66,13 @@ class UpstreamRequest:
 
 
 ZERO = Decimal(0)
-TOKEN_COUNTS = frozenset(
-    {"input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"}
-)
+TOKEN_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 
 @dataclass(slots=True)
 class Usage:
-    """Tokens as the provider reported them (or as estimated when it did not), bounded to what
-    a ledger row holds: every count and cost is clamped as it is set, whichever adapter sets it,
-    and ``clamped`` says that one was (the ledger row is flagged ``usage_clamped``)."""
+    """Tokens as the provider reported them (or as estimated when it did not). ``bounded``
+    cuts them to what a ledger row holds; ``clamped`` says a number had to be cut."""
 
     input_tokens: int = 0  # all prompt tokens, cached ones included (OpenAI's prompt_tokens)
     cached_input_tokens: int = 0  # read from the provider's prompt cache
@@ -86,21 +83,24 @@ class Usage:
     estimated: bool = False  # True when counted by us because the provider sent none
     clamped: bool = False  # True when a reported number was out of range and was cut to fit
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in TOKEN_COUNTS:
+    def bounded(self) -> "Usage":
+        """Clamp every count and the reported cost, in place, to what a ledger row holds (a
+        tenant's upstream may report anything), flagging ``clamped``; the cost is rounded to
+        the places stored. The one place usage is bounded: where a request becomes a row."""
+        for name in TOKEN_COUNTS:
+            value = getattr(self, name)
             if not 0 <= value <= MAX_TOKENS:
-                value = min(max(value, 0), MAX_TOKENS)
-                object.__setattr__(self, "clamped", True)
-        elif name == "provider_cost":
-            if value is not None:
-                if not 0 <= value <= MAX_COST:
-                    value = min(max(value, ZERO), MAX_COST)
-                    object.__setattr__(self, "clamped", True)
-                if value.as_tuple().exponent < -12:  # more places than stored: rounded, not refused
-                    value = value.quantize(COST_STEP)
-        elif name == "clamped":  # once clamped, stays so (the generated __init__ sets it last)
-            value = value or getattr(self, "clamped", False)
-        object.__setattr__(self, name, value)
+                setattr(self, name, int(min(max(value, 0), MAX_TOKENS)))
+                self.clamped = True
+        cost = self.provider_cost
+        if cost is not None:
+            if not 0 <= cost <= MAX_COST:
+                cost = min(max(cost, ZERO), MAX_COST)
+                self.clamped = True
+            if cost.as_tuple().exponent < -12:  # more places than stored: rounded, not refused
+                cost = cost.quantize(COST_STEP)
+            self.provider_cost = cost
+        return self
 
 
 @dataclass(slots=True)
