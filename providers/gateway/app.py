@@ -1,6 +1,6 @@
 """The /v1 data plane as a plain ASGI application.
 
-Django's request stack costs about six times a bare ASGI route (DESIGN.md, and
+Django's request stack costs about six times a bare ASGI route (measured with
 bench/gateway.py), so the hot path skips it: this app parses, authenticates, routes, admits,
 relays and accounts on its own, and touches the database only through short-lived caches and
 the batched usage writer. Everything else on the site is Django (config/asgi.py)."""
@@ -80,17 +80,12 @@ class Ctx:
     prompt_bytes: int = 0
     day: date | None = None  # the tenant's local day (rollups, budget buckets)
     settle: tuple[int, list[str], list[str]] | None = None  # reservation, reserved keys, today's buckets
-    downgraded_by: str = ""  # the budget that sent this request to its cheaper alias
     headers_sent: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
-
-
-class ClientGone(Exception):
-    """The client disconnected while we were streaming to it."""
 
 
 class GatewayApp:
@@ -407,7 +402,6 @@ class GatewayApp:
                     type="insufficient_quota", code="budget_exceeded", usage_status="rejected",
                 )
             route = tenant.resolve(budget.downgrade_alias, mode=mode)
-            ctx.downgraded_by = budget.name
             ctx.extra_headers.append((b"x-tollgate-budget-downgrade", budget.name.encode()))
             downgraded = True
         raise GatewayError(503, "Budget state could not be read; try again.", type="server_error",

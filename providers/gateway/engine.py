@@ -17,7 +17,9 @@ from config import metrics
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
-from providers.gateway.types import Attempt, ChatResult, Deployment, UpstreamFailure, Usage, output_limit
+from providers.gateway.types import (
+    Attempt, ChatResult, Deployment, StreamTranslator, UpstreamFailure, Usage, output_limit,
+)
 from providers.gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.models import ProviderType
 
@@ -55,7 +57,6 @@ class Call:
     deployment: Deployment | None = None
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage | None = None
-    text: str = ""
 
 
 def _failure_from_exception(exc: BaseException, deployment: Deployment, timeout: float) -> UpstreamFailure:
@@ -282,7 +283,8 @@ class OpenStream:
     OpenAI chunk shape, and ``usage`` / ``text_chars`` tell what was relayed."""
 
     def __init__(self, deployment: Deployment, *, first: list[bytes], rest: AsyncIterator[bytes] | None,
-                 response: aiohttp.ClientResponse | None, translator, mock_usage: Usage | None = None):
+                 response: aiohttp.ClientResponse | None, translator: StreamTranslator | None,
+                 mock_usage: Usage | None = None):
         self.deployment = deployment
         self.first = first
         self._rest = rest

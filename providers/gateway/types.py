@@ -3,7 +3,7 @@ and what comes back. Adapters (providers/adapters/) translate between the OpenAI
 clients speak and each provider's wire format; the engine (providers/gateway/) does routing,
 limits, retries and accounting and never looks inside a wire format itself."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -148,22 +148,6 @@ class StreamTranslator(Protocol):
     def finish(self) -> list[bytes]: ...
 
 
-class Adapter(Protocol):
-    """One wire protocol (module-level functions in providers/adapters/<name>.py)."""
-
-    def build_chat(self, deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest: ...
-
-    def parse_chat(self, deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult: ...
-
-    def stream_translator(self, deployment: Deployment, *, request_id: str, created: int) -> StreamTranslator: ...
-
-    def build_embeddings(self, deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest: ...
-
-    def parse_embeddings(self, deployment: Deployment, body: bytes) -> tuple[bytes, Usage]: ...
-
-    def parse_error(self, deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure: ...
-
-
 @dataclass(slots=True)
 class Attempt:
     deployment: str  # public id
@@ -171,15 +155,3 @@ class Attempt:
     message: str = ""
     status: int | None = None
     latency_ms: float = 0.0
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What the engine tells the ledger about one request."""
-
-    status: str = "ok"  # ok, error, partial, cache_hit, rejected
-    error_type: str = ""
-    deployment: Deployment | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    usage: Usage | None = None
-    ttft_ms: float | None = None
