@@ -54,7 +54,8 @@ def say(text: str) -> None:
 
 
 def generate(n_tenants: int, n_days: int, regenerate: bool) -> None:
-    from datetime import datetime, timedelta, timezone as dt_timezone
+    from datetime import datetime, timedelta
+    from datetime import timezone as dt_timezone
     from decimal import Decimal
 
     from django.db import connection, transaction

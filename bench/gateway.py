@@ -128,7 +128,6 @@ def memory_run(total: int) -> int:
     import asyncio
 
     import aiohttp
-
     from harness import ProcessSet, start_upstream  # noqa: PLC0415
 
     procs = ProcessSet()

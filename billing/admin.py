@@ -8,13 +8,18 @@ from billing import services
 from billing.alerts import usd
 from billing.health import bucket_bounds
 from billing.models import (
-    Budget, BudgetAlert, HealthBucket, TenantDaily, UsageDaily, UsageDeadLetter, UsageLog,
+    Budget,
+    BudgetAlert,
+    HealthBucket,
+    TenantDaily,
+    UsageDaily,
+    UsageDeadLetter,
+    UsageLog,
 )
 from billing.selectors import budget_period, budget_spent
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from tenants.access import Principal
 from tenants.errors import InvalidInput
-
 
 # --- cheap counts for the big tables -----------------------------------------------------------
 

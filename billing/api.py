@@ -11,7 +11,13 @@ from rest_framework.response import Response
 
 from billing import selectors, services
 from billing.models import (
-    SUM_MONEY, AlertKind, Budget, BudgetAction, BudgetAlert, BudgetPeriod, BudgetScope,
+    SUM_MONEY,
+    AlertKind,
+    Budget,
+    BudgetAction,
+    BudgetAlert,
+    BudgetPeriod,
+    BudgetScope,
 )
 from tenants.api import TENANT_PARAM, paged
 from tenants.drf import (

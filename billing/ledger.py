@@ -25,7 +25,12 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 
 from billing.health import SLOTS, latency_bucket, slot_start
 from billing.models import (
-    SUM_MONEY, HealthBucket, TenantDaily, UsageDaily, UsageDeadLetter, UsageLog,
+    SUM_MONEY,
+    HealthBucket,
+    TenantDaily,
+    UsageDaily,
+    UsageDeadLetter,
+    UsageLog,
 )
 from config import metrics
 from providers.models import Provider, ProviderModel

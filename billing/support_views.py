@@ -12,7 +12,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from billing.support_dashboards import (
-    DEFAULT_SORT, SORTS, SPARK_HEIGHT, SPARK_WIDTH, WINDOWS, platform_health, tenants_dashboard, top_spenders,
+    DEFAULT_SORT,
+    SORTS,
+    SPARK_HEIGHT,
+    SPARK_WIDTH,
+    WINDOWS,
+    platform_health,
+    tenants_dashboard,
+    top_spenders,
     trends_fill,
 )
 from tenants.access import Principal

@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 
 import orjson
-
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -19,7 +18,13 @@ from providers.gateway.app import new_request_id
 from providers.gateway.errors import GatewayError
 from providers.gateway.testcall import llm_test_sync
 from providers.models import (
-    MAX_PRICE, PRICE_MAX_MESSAGE, ModelAlias, ModelMode, Provider, ProviderModel, ProviderType,
+    MAX_PRICE,
+    PRICE_MAX_MESSAGE,
+    ModelAlias,
+    ModelMode,
+    Provider,
+    ProviderModel,
+    ProviderType,
 )
 from providers.net import detect_provider_type, normalize_base_url
 from providers.sync import connection_test, provider_sync

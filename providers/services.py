@@ -25,12 +25,12 @@ from providers.models import (
     SyncStatus,
     TenantModel,
 )
-from providers.selectors import models_available
 from providers.net import UpstreamUnreachable, check_url, detect_provider_type, normalize_base_url
+from providers.selectors import models_available
 from tenants.access import SYSTEM, Principal
+from tenants.config_version import config_changed
 from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
-from tenants.config_version import config_changed
 from tenants.services import audit_record
 from tenants.validation import control_character, header_value_check, headers_check, text_check
 

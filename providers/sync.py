@@ -14,7 +14,12 @@ from providers.adapters.base import raise_for_status, request_headers
 from providers.catalog import CatalogEntry
 from providers.models import Provider, ProviderType
 from providers.net import fetch_json, guarded_client
-from providers.services import SyncResult, provider_models_upsert, provider_sync_claim, provider_sync_finish
+from providers.services import (
+    SyncResult,
+    provider_models_upsert,
+    provider_sync_claim,
+    provider_sync_finish,
+)
 from tenants.errors import Conflict, TollgateError
 
 FETCHERS: dict[str, Callable[[Provider, Callable[[str], Any]], list[CatalogEntry]]] = {

@@ -3,8 +3,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.utils.html import format_html, format_html_join
 
 from tenants.access import Principal
-from tenants.services import api_key_revoke
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+from tenants.services import api_key_revoke
 
 
 class MembershipInline(admin.TabularInline):

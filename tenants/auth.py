@@ -9,7 +9,6 @@ from tenants import selectors, services
 from tenants.access import Principal
 from tenants.models import ApiKey, KeyScope
 
-
 # --- authentication ------------------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ from tenants.auth import principal_of
 from tenants.errors import TollgateError
 from tenants.models import Role
 
-
 # --- base view -----------------------------------------------------------------------------
 
 

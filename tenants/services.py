@@ -109,8 +109,8 @@ def tenant_create(
 
 
 def user_get_or_create_by_email(*, email: str):
-    from django.core.validators import validate_email
     from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
 
     email = email.strip().lower()
     try:

@@ -7,8 +7,8 @@ from urllib.parse import quote
 from providers.adapters.base import UpstreamError, require_list
 from providers.adapters.sse import (
     ERROR_TYPE_KINDS,
-    JSONDecodeError,
     ChunkBuilder,
+    JSONDecodeError,
     SSEDecoder,
     as_int,
     bad_response,
@@ -28,7 +28,12 @@ from providers.adapters.sse import (
 )
 from providers.catalog import CatalogEntry, entry_from_name
 from providers.gateway.types import (
-    ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit,
+    ChatResult,
+    Deployment,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+    output_limit,
 )
 from providers.models import Provider
 

@@ -5,8 +5,8 @@ from typing import Any
 
 from providers.adapters.base import require_list
 from providers.adapters.sse import (
-    JSONDecodeError,
     ChunkBuilder,
+    JSONDecodeError,
     NDJSONDecoder,
     as_int,
     bad_response,
@@ -25,7 +25,12 @@ from providers.adapters.sse import (
 )
 from providers.catalog import CatalogEntry, entry_from_name
 from providers.gateway.types import (
-    ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit,
+    ChatResult,
+    Deployment,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+    output_limit,
 )
 from providers.models import ModelMode, Provider
 

@@ -23,7 +23,12 @@ from providers.adapters.sse import (
 )
 from providers.catalog import CatalogEntry, entry_from_name
 from providers.gateway.types import (
-    ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit,
+    ChatResult,
+    Deployment,
+    UpstreamFailure,
+    UpstreamRequest,
+    Usage,
+    output_limit,
 )
 from providers.models import Provider
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from providers.gateway.types import Deployment, Usage, UpstreamFailure
+from providers.gateway.types import Deployment, UpstreamFailure, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = "Tollgate/1.0"

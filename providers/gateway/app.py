@@ -7,11 +7,11 @@ the batched usage writer. Everything else on the site is Django (config/asgi.py)
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
 import itertools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -29,7 +29,14 @@ from providers.gateway.db import close_db, run_db
 from providers.gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
 from providers.gateway.errors import GatewayError, bad_request, rate_limited
 from providers.gateway.routing import ConfigCache, Route, TenantConfig, apply_defaults
-from providers.gateway.state import KEY_RPM, KEY_TPD, TENANT_RPM, TENANT_TPD, Admission, shared_state
+from providers.gateway.state import (
+    KEY_RPM,
+    KEY_TPD,
+    TENANT_RPM,
+    TENANT_TPD,
+    Admission,
+    shared_state,
+)
 from providers.gateway.types import Deployment, UpstreamFailure, Usage
 from providers.gateway.upstream import new_session
 from providers.gateway.usage import UsageWriter

@@ -18,7 +18,13 @@ from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
 from providers.gateway.types import (
-    Attempt, ChatResult, Deployment, StreamTranslator, UpstreamFailure, Usage, output_limit,
+    Attempt,
+    ChatResult,
+    Deployment,
+    StreamTranslator,
+    UpstreamFailure,
+    Usage,
+    output_limit,
 )
 from providers.gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.models import ProviderType

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from billing.pricing import MAX_COST, MAX_TOKENS, STEP as COST_STEP, usage_cost
+from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
+from billing.pricing import STEP as COST_STEP
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,11 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing.health import (
-    bucket_bounds, histogram_percentile, latency_bucket, slot_start, window_start,
+    bucket_bounds,
+    histogram_percentile,
+    latency_bucket,
+    slot_start,
+    window_start,
 )
 from billing.ledger import usage_rows_write
 from billing.models import HealthBucket, TenantDaily, UsageDaily

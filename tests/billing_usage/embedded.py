@@ -14,11 +14,15 @@ from datetime import date
 def snapshot(tenant) -> dict:
     """Every grouping on both paths, the first rows, a model filter and the CSV, without
     what differs between databases (ids, key prefixes)."""
-    from billing.models import UsageStatus
     from billing.export import csv_chunks
+    from billing.models import UsageStatus
     from billing.usage_api import UsageSummaryOut
     from billing.usage_selectors import (
-        GROUPINGS, usage_export_rows, usage_filters_build, usage_rows, usage_summary,
+        GROUPINGS,
+        usage_export_rows,
+        usage_filters_build,
+        usage_rows,
+        usage_summary,
     )
 
     out = {}

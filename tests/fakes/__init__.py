@@ -13,7 +13,7 @@ See ``tests.fakes.base`` for the fault kinds and options.
 """
 
 from .anthropic import FakeAnthropic
-from .base import FAULT_KINDS, Fault, FakeServer, RecordedRequest, Usage, make_models
+from .base import FAULT_KINDS, FakeServer, Fault, RecordedRequest, Usage, make_models
 from .ollama import FakeOllama
 from .openai import FakeOpenAI, FakeOpenRouter
 

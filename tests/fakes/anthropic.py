@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from .base import CREATED, Call, Fault, FakeServer, Reply, Usage, split_even
+from .base import CREATED, Call, FakeServer, Fault, Reply, Usage, split_even
 
 # status -> (error.type, default message)
 ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {

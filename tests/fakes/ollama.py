@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from .base import Call, Fault, FakeServer, Reply, Usage, embedding_vector
+from .base import Call, FakeServer, Fault, Reply, Usage, embedding_vector
 
 CREATED_AT = "2025-01-01T00:00:00.000000Z"
 OLLAMA_MESSAGES = {

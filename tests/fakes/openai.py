@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from .base import CREATED, Call, Fault, FakeServer, Reply, Usage, embedding_vector, split_even
+from .base import CREATED, Call, FakeServer, Fault, Reply, Usage, embedding_vector, split_even
 
 _RATE_LIMIT = (
     "Rate limit reached for {model} in organization org-fake on tokens per min (TPM): Limit 30000, "

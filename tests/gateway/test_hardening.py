@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 
 from billing.models import Budget, UsageDaily, UsageLog
 from config.redis import get_redis
-from providers.gateway import budgets, state as state_module
+from providers.gateway import budgets
+from providers.gateway import state as state_module
 from providers.gateway.app import gateway
 from providers.gateway.auth import KeyCache
 from providers.gateway.engine import upstream_output_tokens

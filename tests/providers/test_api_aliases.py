@@ -1,8 +1,8 @@
 import pytest
 
+from providers.catalog import CatalogEntry
 from providers.models import AliasTarget, ModelAlias
 from providers.services import provider_create, provider_models_upsert
-from providers.catalog import CatalogEntry
 from tenants.models import AuditEvent
 
 pytestmark = pytest.mark.django_db

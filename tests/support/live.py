@@ -7,7 +7,6 @@ import threading
 import time
 
 import aiohttp
-
 import openai
 import uvicorn
 

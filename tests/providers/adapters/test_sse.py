@@ -19,7 +19,7 @@ from providers.adapters.sse import (
     usage_from_openai,
     usage_to_openai,
 )
-from providers.gateway.types import Usage, UpstreamFailure
+from providers.gateway.types import UpstreamFailure, Usage
 
 from .helpers import make_deployment
 
