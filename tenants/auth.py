@@ -57,7 +57,7 @@ class BearerKeyAuthentication(BaseAuthentication):
             key = selectors.api_key_authenticate(raw=raw)
         except selectors.KeyRejected as exc:
             raise exceptions.AuthenticationFailed(str(exc))
-        services.api_key_touch(key=key)
+        key.last_used_at = services.api_key_touch(key_id=key.pk, tenant_id=key.tenant_id) or key.last_used_at
         return KeyUser(key), key
 
     def authenticate_header(self, request) -> str:

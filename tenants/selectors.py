@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from tenants.access import SUPPORT, Principal, TenantAccess, key_role
 from tenants.errors import Forbidden, InvalidInput, NotFound
-from tenants.keys import key_hash, key_looks_valid
+from tenants.keys import MALFORMED, UNKNOWN, key_hash, key_looks_valid, key_refusal
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
 
 
@@ -19,24 +19,15 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
     tenant's key still authenticates on /api, where its ``TenantAccess`` is read-only
     (the gateway refuses it on /v1)."""
     if not key_looks_valid(raw):
-        raise KeyRejected(
-            "Invalid API key: Tollgate keys start with 'tg_' followed by 40 letters and digits. "
-            "Check the Authorization header (Authorization: Bearer tg_…)."
-        )
+        raise KeyRejected(f"{MALFORMED} Check the Authorization header (Authorization: Bearer tg_…).")
     try:
         key = ApiKey.objects.select_related("tenant").get(key_hash=key_hash(raw))
     except ApiKey.DoesNotExist:
-        raise KeyRejected("Invalid API key: no such key. Create one in the console or with the API.")
-    if key.revoked_at is not None:
-        raise KeyRejected(
-            f"API key {key.masked} was revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC; "
-            "use another key."
-        )
-    if key.expires_at is not None and key.expires_at <= timezone.now():
-        raise KeyRejected(
-            f"API key {key.masked} expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC; "
-            "create a new key."
-        )
+        raise KeyRejected(UNKNOWN)
+    refusal = key_refusal(masked=key.masked, revoked_at=key.revoked_at, expires_at=key.expires_at,
+                          now=timezone.now())
+    if refusal:
+        raise KeyRejected(refusal)
     return key
 
 

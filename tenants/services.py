@@ -210,17 +210,18 @@ def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
     return key
 
 
-def api_key_touch(*, key: ApiKey) -> None:
-    """Record use, at most once per key per API_KEY_TOUCH_SECONDS across all workers: the
-    cache ``add`` elects one writer, and the conditional UPDATE never moves time backwards."""
+def api_key_touch(*, key_id: int, tenant_id: int) -> datetime | None:
+    """Record use, at most once per key per API_KEY_TOUCH_SECONDS across all workers (the /api
+    and the /v1 side alike): the cache ``add`` elects one writer, and the conditional UPDATE
+    never moves time backwards. The time written, or None when another writer had it."""
     now = timezone.now()
-    marker = f"t{key.tenant_id}:apikey:{key.pk}:touched"
+    marker = f"t{tenant_id}:apikey:{key_id}:touched"
     if not cache.add(marker, 1, timeout=settings.API_KEY_TOUCH_SECONDS):
-        return
-    ApiKey.objects.filter(pk=key.pk).filter(
+        return None
+    ApiKey.objects.filter(pk=key_id).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now)
     ).update(last_used_at=now)
-    key.last_used_at = now
+    return now
 
 
 def membership_add(*, tenant: Tenant, email: str, role: str, actor: Principal) -> Membership:

@@ -23,6 +23,7 @@ from django.conf import settings
 from billing.periods import period_for
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
+from providers.adapters.sse import estimate_tokens
 from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
 from providers.gateway.db import close_db, run_db
@@ -517,8 +518,8 @@ class GatewayApp:
     def _estimate(ctx: Ctx, text_chars: int) -> Usage:
         """No usage from upstream (or the client left): count about four characters a token,
         and say so. Never zero: a stream that started has produced at least one token."""
-        return Usage(input_tokens=max(1, ctx.estimated_prompt_chars // 4),
-                     output_tokens=max(1, -(-text_chars // 4)), estimated=True)
+        return Usage(input_tokens=estimate_tokens(ctx.estimated_prompt_chars),
+                     output_tokens=estimate_tokens(text_chars), estimated=True)
 
     # --- responses and the ledger --------------------------------------------------------
 

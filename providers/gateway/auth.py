@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, rate_limited, unauthorized
-from tenants.keys import key_hash, key_looks_valid
+from tenants.keys import MALFORMED, UNKNOWN, key_hash, key_looks_valid, key_refusal
 from tenants.models import ApiKey
+from tenants.services import api_key_touch
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class KeyInfo:
     tenant_active: bool
     scope: str
     prefix: str
-    expires_at: float | None  # unix time
+    expires_at: datetime | None
     revoked_at: datetime | None
     requests_per_minute: int | None
     tokens_per_day: int | None
@@ -46,7 +46,7 @@ def key_info(key: ApiKey) -> KeyInfo:
     """A key already read from the database (POST /api/test/llm's caller)."""
     return KeyInfo(
         key_id=key.pk, tenant_id=key.tenant_id, tenant_active=key.tenant.is_active, scope=key.scope,
-        prefix=key.prefix, expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        prefix=key.prefix, expires_at=key.expires_at,
         revoked_at=key.revoked_at, requests_per_minute=key.requests_per_minute, tokens_per_day=key.tokens_per_day,
         allowed_models=frozenset(key.allowed_models or ()),
     )
@@ -67,18 +67,11 @@ def _load(digest: str) -> KeyInfo | None:
         tenant_active=row["tenant__is_active"],
         scope=row["scope"],
         prefix=row["prefix"],
-        expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
+        expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         requests_per_minute=row["requests_per_minute"],
         tokens_per_day=row["tokens_per_day"],
         allowed_models=frozenset(row["allowed_models"] or ()),
-    )
-
-
-def _touch(key_id: int) -> None:
-    now = timezone.now()
-    ApiKey.objects.filter(pk=key_id).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now)).update(
-        last_used_at=now
     )
 
 
@@ -108,9 +101,7 @@ class KeyCache:
         if scheme.lower() != "bearer" or not raw:
             raise unauthorized("Malformed Authorization header: send 'Authorization: Bearer <key>'.")
         if not key_looks_valid(raw):
-            raise unauthorized(
-                "Invalid API key: Tollgate keys start with 'tg_' followed by 40 letters and digits."
-            )
+            raise unauthorized(MALFORMED)
         return key_hash(raw)
 
     def cached(self, digest: str) -> tuple[KeyInfo | None, tuple[str, str] | None]:
@@ -130,7 +121,7 @@ class KeyCache:
         now = time.monotonic()
         until = self._unknown.get(digest)
         if until is not None and until > now:
-            raise unauthorized("Invalid API key: no such key. Create one in the console or with the API.")
+            raise unauthorized(UNKNOWN)
         blocked = await state.auth_blocked(address, settings.GATEWAY_AUTH_FAILURES_PER_MINUTE)
         if blocked:
             raise rate_limited(
@@ -144,7 +135,7 @@ class KeyCache:
             self._unknown.move_to_end(digest)
             while len(self._unknown) > settings.API_KEY_NEGATIVE_CACHE_SIZE:
                 self._unknown.popitem(last=False)
-            raise unauthorized("Invalid API key: no such key. Create one in the console or with the API.")
+            raise unauthorized(UNKNOWN)
         self._unknown.pop(digest, None)
         self._entries[digest] = (now + settings.API_KEY_CACHE_SECONDS, info, version)
         self._entries.move_to_end(digest)
@@ -154,22 +145,26 @@ class KeyCache:
 
     def check(self, info: KeyInfo) -> KeyInfo:
         """Refuse a revoked or expired key, or one of a suspended tenant; note its use."""
-        if info.revoked_at is not None:
-            raise unauthorized(f"API key {info.masked} was revoked; use another key.")
-        if info.expires_at is not None and info.expires_at <= time.time():
-            raise unauthorized(f"API key {info.masked} has expired; create a new key.")
+        if info.revoked_at is not None or info.expires_at is not None:
+            refusal = key_refusal(masked=info.masked, revoked_at=info.revoked_at, expires_at=info.expires_at,
+                                  now=timezone.now())
+            if refusal:
+                raise unauthorized(refusal)
         if not info.tenant_active:
             raise GatewayError(403, "This tenant is suspended; contact support.", type="permission_error",
                                code="tenant_suspended", usage_status="rejected")
-        self._maybe_touch(info.key_id, time.monotonic())
+        self._maybe_touch(info, time.monotonic())
         return info
 
-    def _maybe_touch(self, key_id: int, now: float) -> None:
-        last = self._touched.get(key_id)
+    def _maybe_touch(self, info: KeyInfo, now: float) -> None:
+        """last_used_at, through the one writer every side uses; this worker asks at most once
+        per key per API_KEY_TOUCH_SECONDS."""
+        last = self._touched.get(info.key_id)
         if last is not None and now - last < settings.API_KEY_TOUCH_SECONDS:
             return
-        self._touched[key_id] = now
-        task = asyncio.get_running_loop().create_task(run_db(_touch, key_id))
+        self._touched[info.key_id] = now
+        task = asyncio.get_running_loop().create_task(
+            run_db(api_key_touch, key_id=info.key_id, tenant_id=info.tenant_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from config import metrics
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
+from providers.adapters.sse import usage_to_openai
 from providers.gateway.errors import GatewayError
 from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
 from providers.gateway.types import (
@@ -335,19 +336,6 @@ def usage_chunk(*, request_id: str, created: int, model: str, usage: Usage) -> b
         "created": created,
         "model": model,
         "choices": [],
-        "usage": openai_usage(usage),
+        "usage": usage_to_openai(usage),
     }
     return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def openai_usage(usage: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    }
-    if usage.cached_input_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_input_tokens}
-    if usage.reasoning_tokens:
-        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    return out

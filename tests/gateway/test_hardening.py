@@ -23,7 +23,9 @@ from providers.gateway.engine import upstream_output_tokens
 from providers.gateway.state import LocalState, RedisState
 from providers.gateway.types import Deployment, output_limit
 from tenants.access import SYSTEM
-from tenants.services import tenant_update
+from tenants.keys import key_hash
+from tenants.models import ApiKey
+from tenants.services import api_key_revoke, tenant_update
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeOpenRouter
 from tests.support.live import add_provider, burst, wait_usage
 
@@ -239,3 +241,13 @@ def test_an_absurd_output_limit_is_refused_by_the_budget_not_a_500(world, live):
         gateway.configs.clear()
         # Served under an alert budget: the (capped) reservation is taken and released.
         assert httpx.post(f"{live.url}/v1/chat/completions", headers=headers, json=body, timeout=10).status_code == 200
+
+
+def test_api_and_v1_refuse_a_revoked_key_in_the_same_words(world, live, client_for):
+    api_key_revoke(key=ApiKey.objects.get(key_hash=key_hash(world.admin_key)), actor=SYSTEM)
+    on_v1 = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.admin_key}"},
+                       json={"messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    on_api = client_for(key=world.admin_key).get("/api/keys")
+    assert on_v1.status_code == on_api.status_code == 401
+    assert "was revoked at" in on_v1.json()["error"]["message"]
+    assert on_v1.json()["error"]["message"] == on_api.json()["error"]["message"]
