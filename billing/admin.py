@@ -5,7 +5,6 @@ from django.db import connection
 from django.utils.functional import cached_property
 
 from billing import services
-from billing.alerts import usd
 from billing.health import bucket_bounds
 from billing.models import (
     Budget,
@@ -17,6 +16,7 @@ from billing.models import (
     UsageLog,
 )
 from billing.selectors import budget_period, budget_spent
+from core.money import usd
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from tenants.access import Principal
 from tenants.errors import InvalidInput
@@ -107,7 +107,7 @@ class BudgetAdmin(SecretFieldsAdmin):
     def status(self, obj: Budget) -> str:
         spent = budget_spent(budget=obj, period=budget_period(obj))
         percent = spent * 100 / obj.amount if obj.amount else 0
-        return f"{usd(spent)} / {usd(obj.amount)} ({percent:.0f}%)"
+        return f"{usd(spent, places=2)} / {usd(obj.amount, places=2)} ({percent:.0f}%)"
 
     def save_model(self, request, obj, form, change):
         actor = Principal(user=request.user)

@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.models import AlertKind, BudgetAction, BudgetAlert, BudgetPeriod, BudgetScope
+from core import money
 from tenants.models import Membership, Role
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,8 @@ class WebhookFailed(Exception):
 
 
 def usd(value: Decimal) -> str:
-    value = Decimal(value)
-    if value != 0 and abs(value) < Decimal("0.01"):
-        return f"${value.quantize(Decimal('0.000001')).normalize():f}"
-    return f"${value.quantize(Decimal('0.01')):,}"
+    """An amount as alert messages and budget amounts show it: in cents, ``$1,234.50``."""
+    return money.usd(value, places=2)
 
 
 def _period_end(period: str, start: date) -> date:

@@ -1,10 +1,10 @@
-"""Budget periods in a tenant's time zone."""
+"""Budget periods in a tenant's time zone (UTC if the name is not a known zone: core.timezones)."""
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from billing.models import BudgetPeriod
+from core.timezones import UTC, zone_of
 
 
 @dataclass(frozen=True)
@@ -18,13 +18,13 @@ class Period:
 
 
 def local_today(tz_name: str, now: datetime | None = None) -> date:
-    now = now or datetime.now(ZoneInfo("UTC"))
-    return now.astimezone(ZoneInfo(tz_name)).date()
+    now = now or datetime.now(UTC)
+    return now.astimezone(zone_of(tz_name)).date()
 
 
 def period_for(period: str, tz_name: str, now: datetime | None = None) -> Period:
     """The period containing ``now`` (default: now), in the tenant's time zone."""
-    zone = ZoneInfo(tz_name)
+    zone = zone_of(tz_name)
     today = local_today(tz_name, now)
     if period == BudgetPeriod.DAY:
         start, end = today, today + timedelta(days=1)

@@ -29,7 +29,6 @@ and nothing is committed before the caller's block is."""
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -39,6 +38,7 @@ from django.utils import timezone
 from billing.health import KEEP_DAYS as HEALTH_KEEP_DAYS
 from billing.health import SLOTS as HEALTH_SLOTS
 from billing.models import HealthBucket, UsageLog
+from core.timezones import zone_of
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,10 @@ def retention_days_for(tenant: Tenant, *, default: int | None = None) -> int | N
     return _check_days(days, f"usage_retention_days of tenant '{tenant.slug}'")
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except Exception:
-        log.warning("unknown time zone %r; ledger retention counts its days in UTC", name)
-        return ZoneInfo("UTC")
-
-
 def retention_cutoff(*, tenant: Tenant, days: int, now: datetime) -> datetime:
     """The first instant kept: local midnight starting the oldest day kept, which is the
     later of (tenant's today - ``days``) and the newest day that is not final."""
-    zone = _zone(tenant.timezone)
+    zone = zone_of(tenant.timezone)
     local_today = now.astimezone(zone).date()
     utc_today = now.astimezone(UTC).date()
     first_kept = min(local_today - timedelta(days=days), utc_today - timedelta(days=FINAL_AFTER_DAYS - 1))

@@ -12,7 +12,6 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import redis
 from django.conf import settings
@@ -418,15 +417,6 @@ class _Candidate:
     limit: Decimal
 
 
-def _zone_name(name: str) -> str:
-    try:
-        ZoneInfo(name)
-        return name
-    except Exception:
-        log.warning("unknown time zone %r; budgets of that tenant are checked in UTC", name)
-        return "UTC"
-
-
 def _spend_in_window(start: date, end: date, tenant_ids: set[int]) -> dict[tuple[int, int], Decimal]:
     """Known cost per (tenant, key id; 0 = no key) for local days in [start, end): one query."""
     rows = UsageDaily.objects.filter(day__gte=start, day__lt=end)
@@ -448,7 +438,7 @@ def _budget_candidates(now: datetime) -> list[_Candidate]:
     periods: dict[tuple[str, str], Period] = {}
     by_window: dict[tuple[date, date], list[tuple[Any, Period]]] = defaultdict(list)
     for b in budgets:
-        spec = (b.period, _zone_name(b.tenant__timezone))
+        spec = (b.period, b.tenant__timezone)
         if spec not in periods:
             periods[spec] = period_for(spec[0], spec[1], now)
         period = periods[spec]
@@ -503,7 +493,7 @@ def _daily_cost_candidates(now: datetime, threshold: Decimal) -> list[_Candidate
     zones = Tenant.objects.filter(is_active=True).values_list("timezone", flat=True).distinct().order_by()
     by_day: dict[date, list[str]] = defaultdict(list)
     for zone in zones:
-        by_day[local_today(_zone_name(zone), now)].append(zone)
+        by_day[local_today(zone, now)].append(zone)
     candidates = []
     for day, names in by_day.items():
         rows = (

@@ -11,7 +11,6 @@ last hour or day (billing.health): a few hundred rows whatever the traffic. Noth
 reads a provider's key or headers.
 """
 
-import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -23,6 +22,7 @@ from django.utils import timezone as dj_timezone
 from billing.health import WINDOW_SLOT, histogram_percentile, window_start
 from billing.models import Budget, BudgetScope, HealthBucket, TenantDaily, UsageDaily
 from billing.periods import period_for
+from core.timezones import zone_of
 from providers.models import Provider, ProviderModel
 from tenants.models import Tenant
 
@@ -39,17 +39,6 @@ SORTS = {  # ?sort= value → (row attribute, label)
     "error_rate": ("error_rate", "Error rate"),
 }
 DEFAULT_SORT = "tenant"
-
-
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
-
-
-def _zone_name(name: str) -> str:
-    return _zone(name).key
 
 
 @dataclass
@@ -116,7 +105,7 @@ def tenants_dashboard(*, query: str = "", sort: str = DEFAULT_SORT, now: datetim
     rows = {}
     for pk, slug, name, tz, active in tenants:
         rows[pk] = TenantRow(pk=pk, slug=slug, name=name, timezone=tz, is_active=active,
-                             today=now.astimezone(_zone(tz)).date())
+                             today=now.astimezone(zone_of(tz)).date())
     if rows:
         _fill_usage(rows, now, search=bool(query))
     descending = sort.startswith("-")
@@ -195,7 +184,7 @@ def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> N
     for tenant_id, scope, key, amount, period_name in budgets:
         row = rows[tenant_id]
         if scope == BudgetScope.KEY:
-            period = period_for(period_name, _zone_name(row.timezone), now)
+            period = period_for(period_name, row.timezone, now)
             total = sum((c for d, c in per_key.get(key, {}).items() if period.start <= d < period.end), Decimal(0))
         else:
             total = spent[tenant_id].get(period_name, Decimal(0))
@@ -227,7 +216,7 @@ def month_costs(tenants: list[Tenant], now: datetime | None = None) -> dict[int,
     if not tenants:
         return {}
     now = now or dj_timezone.now()
-    starts = {t.pk: now.astimezone(_zone(t.timezone)).date().replace(day=1) for t in tenants}
+    starts = {t.pk: now.astimezone(zone_of(t.timezone)).date().replace(day=1) for t in tenants}
     costs = {pk: Decimal(0) for pk in starts}
     rows = (UsageDaily.objects.filter(tenant_id__in=list(starts), day__gte=min(starts.values()))
             .values("tenant_id", "day").annotate(c=Sum("cost")).order_by().values_list("tenant_id", "day", "c"))
@@ -247,7 +236,7 @@ class ModelCost:
 def month_costs_by_model(tenant: Tenant, now: datetime | None = None) -> list[ModelCost]:
     """This (local) month's requests and known cost of one tenant per model, highest first."""
     now = now or dj_timezone.now()
-    start = now.astimezone(_zone(tenant.timezone)).date().replace(day=1)
+    start = now.astimezone(zone_of(tenant.timezone)).date().replace(day=1)
     rows = list(UsageDaily.objects.filter(tenant=tenant, day__gte=start).values("provider_model_id")
                 .annotate(n=Sum("requests"), c=Sum("cost")).order_by())
     names = {pk: f"{provider}:{model}" for pk, provider, model in ProviderModel.objects.filter(

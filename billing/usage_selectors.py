@@ -23,6 +23,7 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from billing.models import UsageDaily, UsageLog, UsageStatus
+from core.timezones import zone_of
 from providers.models import Provider, ProviderModel
 from tenants.errors import InvalidInput
 from tenants.models import ApiKey, Tenant
@@ -72,7 +73,7 @@ def usage_filters_build(
     """Resolve filters in ``tenant``'s time zone. Dates are local days and ``until`` is
     inclusive; date-times are instants and ``until`` is exclusive. Without bounds: the last
     30 local days, today included. Raises ``InvalidInput`` naming the field at fault."""
-    zone = ZoneInfo(tenant.timezone)
+    zone = zone_of(tenant.timezone)
     today = (now or timezone.now()).astimezone(zone).date()
     if since is None and until is None:
         since, until = today - timedelta(days=DEFAULT_DAYS - 1), today
@@ -130,7 +131,7 @@ def usage_filters_build(
         )
 
     return UsageFilters(
-        start=start, end=end, timezone=tenant.timezone, days=days, model=model, model_ids=model_ids,
+        start=start, end=end, timezone=zone.key, days=days, model=model, model_ids=model_ids,
         provider_ids=provider_ids, key_id=key_id, statuses=tuple(statuses), conversation=conversation,
     )
 

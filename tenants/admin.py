@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.utils.html import format_html, format_html_join
 
+from core.money import usd
 from tenants.access import Principal
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
 from tenants.services import api_key_revoke
@@ -26,10 +27,6 @@ class TenantChangeList(ChangeList):
             tenant.cost_this_month = costs.get(tenant.pk)
 
 
-def _usd(value) -> str:
-    return f"${value:,.4f}"
-
-
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_active", "cost_month", "default_model", "requests_per_minute", "created_at"]
@@ -48,7 +45,7 @@ class TenantAdmin(admin.ModelAdmin):
             from billing.support_dashboards import month_costs
 
             cost = month_costs([obj]).get(obj.pk)
-        return _usd(cost)
+        return usd(cost)
 
     @admin.display(description="cost this month by model")
     def cost_month_by_model(self, obj: Tenant) -> str:
@@ -62,13 +59,13 @@ class TenantAdmin(admin.ModelAdmin):
         total = sum((r.cost for r in rows), 0)
         body = format_html_join(
             "", '<tr><td>{}</td><td style="text-align:right">{}</td><td style="text-align:right">{}</td></tr>',
-            ((r.label, f"{r.requests:,}", _usd(r.cost)) for r in rows),
+            ((r.label, f"{r.requests:,}", usd(r.cost)) for r in rows),
         )
         return format_html(
             '<table class="cost-by-model"><thead><tr><th>Model</th><th>Requests</th><th>Cost (known, USD)</th>'
             '</tr></thead><tbody>{}</tbody><tfoot><tr><th>Total ({})</th><th style="text-align:right">{}</th>'
             '<th style="text-align:right">{}</th></tr></tfoot></table>',
-            body, obj.timezone, f"{sum(r.requests for r in rows):,}", _usd(total),
+            body, obj.timezone, f"{sum(r.requests for r in rows):,}", usd(total),
         )
 
 

@@ -8,7 +8,6 @@ every tenant); an unsafe method needs admin (members: owner) and is refused with
 the view runs. Views parse, authorize, call a service or selector, and render.
 """
 
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -23,6 +22,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from core.timezones import zone_of
 from providers.forms import model_facts
 from providers.selectors import alias_list, models_available
 from tenants import selectors, services
@@ -82,7 +82,7 @@ def tenant_page(view: Callable | None = None, *, change: Role = Role.ADMIN):
             if request.method not in SAFE_METHODS and not access.can(change):
                 return forbidden(request, _refusal(access, change))
             try:
-                with timezone.override(_zone(access.tenant.timezone)):
+                with timezone.override(zone_of(access.tenant.timezone)):
                     return func(request, access, *args, **kwargs)
             except NotFound as exc:
                 raise Http404(exc.message)
@@ -92,14 +92,6 @@ def tenant_page(view: Callable | None = None, *, change: Role = Role.ADMIN):
         return wrapper
 
     return decorate(view) if view is not None else decorate
-
-
-def _zone(name: str):
-    """Pages show times in the tenant's time zone (UTC if the name is not a known zone)."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
 
 
 def _refusal(access: TenantAccess, needed: Role) -> str:

@@ -1,30 +1,26 @@
-"""The ``usd`` template filter (a builtin, see settings.TEMPLATES): a cost as the console
-shows it — "$1,234.5678", "-$2.5000" (over a budget), "<$0.0001" for a sliver, "$0.0000",
-or "unknown" when the price is not known (None). A filter rather than an included template: the support list renders
-a few hundred of these per page."""
+"""The ``usd`` template filter (a builtin, see settings.TEMPLATES): ``core.money.usd`` for
+templates — "$1,234.5678", "-$2.5000" (over a budget), "&lt;$0.0001" for a sliver, "$0.0000",
+or a styled "unknown" when the price is not known (None). A filter rather than an included
+template: the support list renders a few hundred of these per page."""
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from django import template
-from django.utils.html import format_html
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-register = template.Library()
+from core.money import UNKNOWN
+from core.money import usd as usd_text
 
-SLIVER = Decimal("0.0001")
+register = template.Library()
 
 
 @register.filter
 def usd(value) -> SafeString | str:
     if value is None or value == "":
-        return mark_safe('<span class="unknown">unknown</span>')
+        return mark_safe(f'<span class="unknown">{UNKNOWN}</span>')
     try:
         amount = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return ""
-    if amount == 0:
-        return "$0.0000"
-    if 0 < amount < SLIVER:
-        return mark_safe("&lt;$0.0001")
-    sign = "-" if amount < 0 else ""
-    return format_html("{}${}", sign, f"{abs(amount).quantize(SLIVER, rounding=ROUND_HALF_UP):,}")
+    return escape(usd_text(amount))

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 
 from billing.models import Budget
+from core.timezones import zone_of
 from providers.gateway.budgets import BudgetInfo
 from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, bad_request, not_found_model
@@ -215,7 +216,7 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         by_model_id=by_model,
         provider_names=frozenset(d.provider_name for d in by_public.values()),
         aliases=aliases,
-        zone=ZoneInfo(tenant.timezone),
+        zone=zone_of(tenant.timezone),
         budgets=budgets,
         version=version,
     )

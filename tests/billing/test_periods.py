@@ -126,3 +126,11 @@ def test_key_budget_counts_only_its_key(world):
     add_spend(world.tenant, day, "4")
     period = budget_period(budget, at("2026-05-05T12:00"))
     assert budget_spent(budget=budget, period=period) == Decimal("2")
+
+
+def test_a_tenant_time_zone_that_names_no_zone_counts_its_periods_in_utc():
+    # given a tenant row edited by hand to a zone tzdata does not know
+    now = at("2026-03-01T23:30")
+    # when its budget period is asked for, then it is UTC's, as everywhere else (not an error)
+    assert period_for("day", "Nowhere/Atlantis", now) == period_for("day", "UTC", now)
+    assert period_for("month", "", now).start == date(2026, 3, 1)
