@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 
 from billing.models import Budget
-from providers.gateway.budgets import BudgetInfo
+from billing.spend import BudgetInfo
 from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, bad_request, not_found_model
 from providers.gateway.types import Deployment
