@@ -33,8 +33,8 @@ from billing.models import (
 )
 from billing.periods import Period, local_today, period_for
 from billing.selectors import budget_period, budget_spent
+from billing.spend import reserved_key
 from config.redis import get_redis
-from providers.gateway.budgets import reserved_key
 from providers.models import ModelAlias
 from providers.net import UnsafeURL, UpstreamUnreachable, check_url
 from tenants.access import Principal
@@ -327,7 +327,7 @@ def budget_delete(*, budget: Budget, actor: Principal) -> None:
 
 def budget_reserved_key(*, budget: Budget) -> str:
     """Where the data plane keeps the in-flight reservations of the budget's scope (integer
-    nano-dollars; providers/gateway/budgets.py)."""
+    nano-dollars; billing/spend.py)."""
     return reserved_key(budget.tenant_id, budget.api_key_id if budget.scope == BudgetScope.KEY else None)
 
 

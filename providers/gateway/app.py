@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from billing import spend
 from billing.periods import period_for
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
 from providers.adapters.sse import estimate_tokens
-from providers.gateway import budgets
 from providers.gateway.auth import KeyCache, KeyInfo
 from providers.gateway.db import close_db, run_db
 from providers.gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
@@ -364,33 +364,33 @@ class GatewayApp:
         and key), or refuse it, or send it to the budget's cheaper alias."""
         if not tenant.budgets:
             return route
-        plans = budgets.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
+        plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
         if not plans:
             return route
         downgraded = False
         for _ in range(5):
             reservation = self._worst_case(route, body, tenant, ctx.prompt_bytes, mode)
-            keys, args = budgets.script_arguments(plans, tenant_id=tenant.tenant_id, reservation=reservation,
+            keys, args = spend.script_arguments(plans, tenant_id=tenant.tenant_id, reservation=reservation,
                                                   downgrade_as_alert=downgraded)
             result = await self.state.budget_admit(keys, args, ctx.request_id)
             code = result[0]
             if code == 0:
                 ctx.settle = (
                     reservation,
-                    [budgets.reserved_key(tenant.tenant_id, p.key_id) for p in plans],
-                    [budgets.bucket_key(tenant.tenant_id, p.key_id, p.days[-1]) for p in plans],
+                    [spend.reserved_key(tenant.tenant_id, p.key_id) for p in plans],
+                    [spend.bucket_key(tenant.tenant_id, p.key_id, p.days[-1]) for p in plans],
                 )
                 return route
             scope = plans[result[1] - 1]
             if code == 1:  # Redis lost these days: rebuild them from the rollups, then retry
                 days = [scope.days[i - 1] for i in result[2:]]
-                spent = await run_db(budgets.spend_by_day, tenant_id=tenant.tenant_id, key_id=scope.key_id, days=days)
+                spent = await run_db(spend.spend_by_day, tenant_id=tenant.tenant_id, key_id=scope.key_id, days=days)
                 await self.state.budget_seed(
-                    {budgets.bucket_key(tenant.tenant_id, scope.key_id, day): v for day, v in spent.items()}
+                    {spend.bucket_key(tenant.tenant_id, scope.key_id, day): v for day, v in spent.items()}
                 )
                 continue
             budget = scope.budgets[result[2] - 1][0]
-            spent_usd = Decimal(result[3]) / budgets.NANOS
+            spent_usd = Decimal(result[3]) / spend.NANOS
             if code == 2:
                 resets = period_for(budget.period, str(tenant.zone)).resets_at
                 raise GatewayError(
@@ -427,9 +427,9 @@ class GatewayApp:
                 out = upstream_output_tokens(d, apply_defaults(body, tenant, target))
                 n = body.get("n")
                 out *= n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-            worst = max(worst, budgets.worst_case_nanos(prompt_bytes=prompt_bytes, max_output_tokens=out,
+            worst = max(worst, spend.worst_case_nanos(prompt_bytes=prompt_bytes, max_output_tokens=out,
                                                         input_price=d.input_price, output_price=d.output_price))
-        return min(worst, budgets.MAX_RESERVATION)
+        return min(worst, spend.MAX_RESERVATION)
 
     def _note_client_fields(self, ctx: Ctx, scope, body: dict[str, Any]) -> None:
         conversation = _header(scope, b"x-tollgate-conversation")

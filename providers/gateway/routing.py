@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 
 from billing.models import Budget
+from billing.spend import BudgetInfo
 from core.timezones import zone_of
-from providers.gateway.budgets import BudgetInfo
 from providers.gateway.db import run_db
 from providers.gateway.errors import GatewayError, bad_request, not_found_model
 from providers.gateway.types import Deployment

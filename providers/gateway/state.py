@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from providers.gateway.budgets import BUCKET_TTL, RESERVATION_TTL, reservation_keys
+from billing.spend import (
+    BUCKET_TTL,
+    RESERVATION_TTL,
+    RESERVE_SCRIPT,
+    SETTLE_SCRIPT,
+    reservation_keys,
+)
 from tenants import config_version
 from tenants.config_version import PLATFORM, version_key
 
@@ -47,90 +53,6 @@ if n > tonumber(ARGV[1]) then
   redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
   redis.call('DEL', KEYS[1])
   return 1
-end
-return 0
-"""
-
-# Budgets (see providers/gateway/budgets.py). Per scope: its three reservation keys (the
-# total, each request's expiry in a sorted set, each request's amount in a hash), then its day
-# buckets ascending to today; per budget: amount, action (0 alert, 1 block, 2 downgrade) and
-# how many of the last days it counts. ARGV ends with the request id and the reservation's
-# lifetime. Each reservation expires on its own: reservations past their time are dropped from
-# the total before it is read, so a dead worker's requests stop holding budget after
-# RESERVATION_TTL however busy the scope is. Answers {0} (admitted and reserved), {1, scope,
-# missing day indexes...} (rebuild those buckets first), {2, scope, budget, spent, reserved}
-# (blocked) or {3, scope, budget, spent, reserved} (downgrade).
-_BUDGET = """
-local resv = tonumber(ARGV[1])
-local scopes = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local a, k = 3, 1
-local reserve = {}
-for s = 1, scopes do
-  local nd, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  local total, expiries, amounts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local expired = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 1000)
-  if #expired > 0 then
-    local gone = 0
-    for _, v in ipairs(redis.call('HMGET', amounts, unpack(expired))) do
-      if v then gone = gone + tonumber(v) end
-    end
-    redis.call('HDEL', amounts, unpack(expired))
-    redis.call('ZREM', expiries, unpack(expired))
-    if redis.call('DECRBY', total, gone) < 0 then redis.call('SET', total, '0') end
-  end
-  local reserved = tonumber(redis.call('GET', total) or '0')
-  local vals = redis.call('MGET', unpack(KEYS, k + 3, k + 2 + nd))
-  local missing = {}
-  for i = 1, nd do if not vals[i] then missing[#missing + 1] = i end end
-  if #missing > 0 then return {1, s, unpack(missing)} end
-  for b = 1, nb do
-    local amount, action, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    a = a + 3
-    local spent = 0
-    for i = nd - n + 1, nd do spent = spent + tonumber(vals[i]) end
-    if spent + reserved + resv > amount then
-      if action == 1 then return {2, s, b, spent, reserved} end
-      if action == 2 then return {3, s, b, spent, reserved} end
-    end
-  end
-  reserve[#reserve + 1] = k
-  k = k + 3 + nd
-end
-if resv > 0 then
-  local rid, ttl = ARGV[a], tonumber(ARGV[a + 1])
-  for _, i in ipairs(reserve) do
-    redis.call('INCRBY', KEYS[i], ARGV[1])  -- the string: Lua would print a big number as 1e+14
-    redis.call('ZADD', KEYS[i + 1], now + ttl * 1000, rid)
-    redis.call('HSET', KEYS[i + 2], rid, ARGV[1])
-    for j = i, i + 2 do redis.call('EXPIRE', KEYS[j], ttl) end
-  end
-end
-return {0}
-"""
-
-# Settle finished requests: release each one's reservation — only if it is still there (one
-# that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
-# buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
-# KEYS: three reservation keys per release, then the buckets; ARGV: the number of releases,
-# each release's request id, then each bucket's cost.
-_SETTLE = """
-local releases = tonumber(ARGV[1])
-for i = 1, releases do
-  local total, expiries, amounts = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local rid = ARGV[i + 1]
-  local amount = redis.call('HGET', amounts, rid)
-  if amount then
-    redis.call('HDEL', amounts, rid)
-    redis.call('ZREM', expiries, rid)
-    if redis.call('DECRBY', total, amount) < 0 then redis.call('SET', total, '0') end
-  end
-end
-for i = 3 * releases + 1, #KEYS do
-  -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('INCRBY', KEYS[i], ARGV[i - 2 * releases + 1]) end
 end
 return 0
 """
@@ -210,8 +132,8 @@ class RedisState:
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._admit = self.redis.register_script(_ADMIT)
         self._fail = self.redis.register_script(_FAIL)
-        self._budget = self.redis.register_script(_BUDGET)
-        self._settle = self.redis.register_script(_SETTLE)
+        self._budget = self.redis.register_script(RESERVE_SCRIPT)
+        self._settle = self.redis.register_script(SETTLE_SCRIPT)
 
     async def admit(
         self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], provider_model_ids: list[int],

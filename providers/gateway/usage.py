@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from billing import spend
 from billing.ledger import usage_rows_write
-from providers.gateway import budgets
 from providers.gateway.db import run_db
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class UsageWriter:
             self.releases.extend((key, row["request_id"]) for key in reserved_keys)
             # A row set aside is not in the ledger, nor in the rollups budgets are rebuilt
             # from: its reservation is released, its cost not counted (budgets follow the ledger).
-            cost = 0 if "_dead_letter" in row else budgets.to_nanos(row.get("cost"))
+            cost = 0 if "_dead_letter" in row else spend.to_nanos(row.get("cost"))
             if cost:
                 for key in bucket_keys:
                     self.adds[key] += cost

@@ -17,9 +17,9 @@ from django.db.models import Count, Sum
 
 from billing.ledger import usage_rows_write
 from billing.models import Budget, UsageDaily, UsageLog
+from billing.spend import BudgetInfo, plan
 from config.redis import get_redis
 from providers.gateway.app import gateway
-from providers.gateway.budgets import BudgetInfo, plan
 from providers.gateway.db import close_db
 from providers.gateway.state import LocalState
 from providers.gateway.usage import UsageWriter

@@ -13,9 +13,9 @@ from django.db import connection
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
+from billing import spend
 from billing.models import Budget, UsageDaily, UsageLog
 from config.redis import get_redis
-from providers.gateway import budgets
 from providers.gateway import state as state_module
 from providers.gateway.app import gateway
 from providers.gateway.auth import KeyCache
@@ -79,10 +79,10 @@ def test_50_concurrent_requests_with_both_limits_overspend_at_most_one_worst_cas
 
 
 def _reserve_args(tenant_id: int, amount_nanos: int, reservation: int):
-    plan = budgets.ScopePlan(key_id=None, days=[datetime.now(ZoneInfo("UTC")).date()],
-                             budgets=[(budgets.BudgetInfo(1, "b", "tenant", None, Decimal(amount_nanos) / budgets.NANOS,
+    plan = spend.ScopePlan(key_id=None, days=[datetime.now(ZoneInfo("UTC")).date()],
+                             budgets=[(spend.BudgetInfo(1, "b", "tenant", None, Decimal(amount_nanos) / spend.NANOS,
                                                           "day", "block", ""), 1)])
-    return budgets.script_arguments([plan], tenant_id=tenant_id, reservation=reservation, downgrade_as_alert=False)
+    return spend.script_arguments([plan], tenant_id=tenant_id, reservation=reservation, downgrade_as_alert=False)
 
 
 @pytest.mark.parametrize("kind", ["redis", "local"])
@@ -222,9 +222,9 @@ def test_the_test_endpoint_records_cache_writes_provider_cost_and_settles_the_bu
     row = wait_usage(answer.json()["request_id"])
     assert row.provider_cost == Decimal("0.25")
     today = datetime.now(ZoneInfo(world.tenant.timezone)).date()
-    bucket = get_redis().get(budgets.bucket_key(world.tenant.pk, None, today))
-    assert bucket is not None and int(bucket) >= budgets.to_nanos(row.cost)  # settled into the budget
-    total, _, amounts = budgets.reservation_keys(budgets.reserved_key(world.tenant.pk, None))
+    bucket = get_redis().get(spend.bucket_key(world.tenant.pk, None, today))
+    assert bucket is not None and int(bucket) >= spend.to_nanos(row.cost)  # settled into the budget
+    total, _, amounts = spend.reservation_keys(spend.reserved_key(world.tenant.pk, None))
     assert int(get_redis().get(total) or 0) == 0 and not get_redis().hgetall(amounts)  # and released
 
 
