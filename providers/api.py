@@ -7,16 +7,12 @@ providers are managed."""
 import re
 from dataclasses import dataclass
 
-import orjson
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from providers import selectors, services
 from providers.crypto import mask
-from providers.gateway.app import new_request_id
-from providers.gateway.errors import GatewayError
-from providers.gateway.testcall import llm_test_sync
 from providers.models import (
     MAX_PRICE,
     PRICE_MAX_MESSAGE,
@@ -530,41 +526,3 @@ class AliasDetailAPI(TenantAPIView):
         alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
         services.alias_delete(alias=alias, actor=access.principal)
         return Response(status=204)
-
-
-# --- test call -------------------------------------------------------------------------------
-
-
-class LlmTestIn(StrictSerializer):
-    model = StrictCharField(required=False, allow_null=True, max_length=400)
-    prompt = StrictCharField(max_length=4000)
-
-
-class LlmTestOut(serializers.Serializer):
-    request_id = serializers.CharField()
-    answer = serializers.CharField()
-    provider = serializers.CharField()
-    model = serializers.CharField()
-    latency_ms = serializers.FloatField()
-    input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
-    cost = serializers.DecimalField(max_digits=20, decimal_places=12, allow_null=True,
-                                    help_text="USD, as a string; null when the model's price is unknown.")
-    attempts = serializers.ListField(child=serializers.DictField())
-
-
-class LlmTestAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], request=LlmTestIn,
-                   responses={200: LlmTestOut, 502: UPSTREAM_ERROR, 503: UPSTREAM_ERROR,
-                              504: UPSTREAM_ERROR},
-                   summary="Send one short prompt through the tenant's routing and see what answered")
-    def post(self, request):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="test calls")
-        data = validated(LlmTestIn, request.data)
-        request_id = new_request_id()
-        try:
-            answer = llm_test_sync(tenant_id=access.tenant.pk, api_key=access.principal.api_key,
-                                   model=data.get("model"), prompt=data["prompt"], request_id=request_id)
-        except GatewayError as exc:
-            return Response(orjson.loads(exc.body()), status=exc.status, headers={"x-request-id": request_id})
-        return Response(LlmTestOut(answer).data, headers={"x-request-id": request_id})

@@ -3,7 +3,6 @@ from django.urls import path, re_path
 from providers import api
 
 urlpatterns = [
-    path("test/llm", api.LlmTestAPI.as_view(), name="api-test-llm"),
     path("aliases", api.AliasListAPI.as_view(), name="api-aliases"),
     path("aliases/<int:alias_id>", api.AliasDetailAPI.as_view(), name="api-alias"),
     path("providers", api.ProviderListAPI.as_view(), name="api-providers"),

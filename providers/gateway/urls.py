@@ -1,0 +1,7 @@
+from django.urls import path
+
+from providers.gateway import api
+
+urlpatterns = [
+    path("test/llm", api.LlmTestAPI.as_view(), name="api-test-llm"),
+]
