@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from providers.gateway.db import run_db
-from providers.gateway.errors import GatewayError, rate_limited, unauthorized
+from providers.gateway.errors import rate_limited, unauthorized
 from tenants.keys import MALFORMED, UNKNOWN, key_hash, key_looks_valid, key_refusal
 from tenants.models import ApiKey
 from tenants.services import api_key_touch
@@ -22,7 +22,6 @@ from tenants.services import api_key_touch
 class KeyInfo:
     key_id: int | None  # None: a signed-in member (POST /api/test/llm)
     tenant_id: int
-    tenant_active: bool
     scope: str
     prefix: str
     expires_at: datetime | None
@@ -38,14 +37,14 @@ class KeyInfo:
     @classmethod
     def member(cls, tenant_id: int) -> "KeyInfo":
         """A signed-in member using the console or API (no key: only tenant limits apply)."""
-        return cls(key_id=None, tenant_id=tenant_id, tenant_active=True, scope="admin", prefix="", expires_at=None,
+        return cls(key_id=None, tenant_id=tenant_id, scope="admin", prefix="", expires_at=None,
                    revoked_at=None, requests_per_minute=None, tokens_per_day=None, allowed_models=frozenset())
 
 
 def key_info(key: ApiKey) -> KeyInfo:
     """A key already read from the database (POST /api/test/llm's caller)."""
     return KeyInfo(
-        key_id=key.pk, tenant_id=key.tenant_id, tenant_active=key.tenant.is_active, scope=key.scope,
+        key_id=key.pk, tenant_id=key.tenant_id, scope=key.scope,
         prefix=key.prefix, expires_at=key.expires_at,
         revoked_at=key.revoked_at, requests_per_minute=key.requests_per_minute, tokens_per_day=key.tokens_per_day,
         allowed_models=frozenset(key.allowed_models or ()),
@@ -55,7 +54,7 @@ def key_info(key: ApiKey) -> KeyInfo:
 def _load(digest: str) -> KeyInfo | None:
     row = (
         ApiKey.objects.filter(key_hash=digest)
-        .values("pk", "tenant_id", "tenant__is_active", "scope", "prefix", "expires_at", "revoked_at",
+        .values("pk", "tenant_id", "scope", "prefix", "expires_at", "revoked_at",
                 "requests_per_minute", "tokens_per_day", "allowed_models")
         .first()
     )
@@ -64,7 +63,6 @@ def _load(digest: str) -> KeyInfo | None:
     return KeyInfo(
         key_id=row["pk"],
         tenant_id=row["tenant_id"],
-        tenant_active=row["tenant__is_active"],
         scope=row["scope"],
         prefix=row["prefix"],
         expires_at=row["expires_at"],
@@ -144,15 +142,13 @@ class KeyCache:
         return info
 
     def check(self, info: KeyInfo) -> KeyInfo:
-        """Refuse a revoked or expired key, or one of a suspended tenant; note its use."""
+        """Refuse a revoked or expired key (a suspended tenant is refused with its routing
+        table, GatewayApp._tenant); note its use."""
         if info.revoked_at is not None or info.expires_at is not None:
             refusal = key_refusal(masked=info.masked, revoked_at=info.revoked_at, expires_at=info.expires_at,
                                   now=timezone.now())
             if refusal:
                 raise unauthorized(refusal)
-        if not info.tenant_active:
-            raise GatewayError(403, "This tenant is suspended; contact support.", type="permission_error",
-                               code="tenant_suspended", usage_status="rejected")
         self._maybe_touch(info, time.monotonic())
         return info
 
