@@ -16,10 +16,10 @@ from billing.models import (
     UsageLog,
 )
 from billing.selectors import budget_period, budget_spent
+from core.errors import InvalidInput
 from core.money import usd
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from tenants.access import Principal
-from tenants.errors import InvalidInput
 
 # --- cheap counts for the big tables -----------------------------------------------------------
 

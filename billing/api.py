@@ -19,6 +19,7 @@ from billing.models import (
     BudgetPeriod,
     BudgetScope,
 )
+from core.errors import InvalidInput
 from tenants.api import TENANT_PARAM, paged
 from tenants.drf import (
     StrictBooleanField,
@@ -28,7 +29,6 @@ from tenants.drf import (
     TenantAPIView,
     validated,
 )
-from tenants.errors import InvalidInput
 from tenants.models import Role
 
 MONEY = {"max_digits": SUM_MONEY["max_digits"], "decimal_places": SUM_MONEY["decimal_places"]}

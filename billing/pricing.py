@@ -7,7 +7,7 @@ PER_MILLION = Decimal(1_000_000)
 STEP = Decimal("0.000000000001")  # 12 places, as stored
 # What one ledger row holds (billing.models.UsageLog): token counts are 32-bit integers and a
 # cost has 8 whole digits. Usage an upstream reports is clamped to these where it enters
-# (providers.gateway.types.Usage), and a request of MAX_TOKENS in and out at the dearest price
+# (providers.adapters.types.Usage), and a request of MAX_TOKENS in and out at the dearest price
 # a model may have (providers.models.MAX_PRICE) costs under $43 million: it fits.
 MAX_TOKENS = 2**31 - 1
 MAX_COST = Decimal("99999999.999999999999")

@@ -6,7 +6,7 @@ from django.db.models import Sum
 
 from billing.models import Budget, BudgetScope, UsageDaily
 from billing.periods import Period, period_for
-from tenants.errors import NotFound
+from core.errors import NotFound
 from tenants.models import Tenant
 
 

@@ -138,7 +138,7 @@ def worst_case_nanos(*, prompt_bytes: int, max_output_tokens: int, input_price: 
     return to_nanos(usd)
 
 
-# --- the Redis side (run by providers/gateway/state.py) ----------------------------------
+# --- the Redis side (run by gateway/state.py) ----------------------------------
 
 # Budget admission. Per scope: its three reservation keys (the
 # total, each request's expiry in a sorted set, each request's amount in a hash), then its day

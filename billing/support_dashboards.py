@@ -308,7 +308,7 @@ class PlatformHealth:
 
 def active_cooldowns(limit: int = 1000) -> tuple[list[Cooldown], bool]:
     """The cooldowns in Redis now (``tg:cd:t<tenant>:pm<model>``), with seconds left."""
-    from config.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     if client is None:

@@ -23,9 +23,9 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from billing.models import UsageDaily, UsageLog, UsageStatus
+from core.errors import InvalidInput
 from core.timezones import zone_of
 from providers.models import Provider, ProviderModel
-from tenants.errors import InvalidInput
 from tenants.models import ApiKey, Tenant
 
 ERROR_STATUSES = (UsageStatus.ERROR, UsageStatus.PARTIAL, UsageStatus.REJECTED)

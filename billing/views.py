@@ -13,8 +13,8 @@ from billing.usage_selectors import (
     usage_rows,
     usage_summary,
 )
+from core.errors import TollgateError
 from providers.selectors import alias_list, provider_list
-from tenants.errors import TollgateError
 from tenants.selectors import api_key_list
 from tenants.views import console_render, form_error, tenant_page
 

@@ -15,7 +15,7 @@ from config.bodylimit import limit_request_body, with_content_length
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = with_content_length(get_asgi_application())
 
-from providers.gateway.app import gateway  # noqa: E402  (needs Django set up first)
+from gateway.app import gateway  # noqa: E402  (needs Django set up first)
 
 
 async def route(scope, receive, send):

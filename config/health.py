@@ -12,8 +12,8 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from config.redis import get_redis
-from providers.gateway.app import gateway
+from core.redis import get_redis
+from gateway.app import gateway
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("tenants.urls")),
     path("api/", include("providers.urls")),
-    path("api/", include("providers.gateway.urls")),  # POST /api/test/llm
+    path("api/", include("gateway.urls")),  # POST /api/test/llm
     path("api/", include("billing.urls")),
     path("api/", include("billing.usage_urls")),
     re_path(r"^api/", api_not_found),  # last: a JSON 404 for every other /api path

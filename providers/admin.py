@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
+from core.errors import TollgateError
 from providers import services
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from providers.crypto import mask
@@ -9,7 +10,6 @@ from providers.models import Provider, ProviderModel, ProviderType, TenantModel
 from providers.services import PROVIDER_PLAIN_FIELDS
 from providers.sync import connection_test, provider_sync
 from tenants.access import Principal
-from tenants.errors import TollgateError
 
 
 class ProviderForm(SecretInputs, forms.ModelForm):

@@ -11,6 +11,8 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, inline_ser
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.errors import Forbidden
+from core.schema import UPSTREAM_ERROR
 from providers import selectors, services
 from providers.crypto import mask
 from providers.models import (
@@ -37,9 +39,7 @@ from tenants.drf import (
     TenantAPIView,
     validated,
 )
-from tenants.errors import Forbidden
 from tenants.models import Role, Tenant
-from tenants.schema import UPSTREAM_ERROR
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

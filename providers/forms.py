@@ -7,6 +7,8 @@ from typing import Any
 
 from django import forms
 
+from core.errors import InvalidInput
+from core.validation import headers_check
 from providers.api import (
     ALIAS_NAME_RE,
     NAME_RE,
@@ -15,9 +17,7 @@ from providers.api import (
     ProviderIn,
 )
 from providers.models import PriceSource, ProviderType
-from tenants.errors import InvalidInput
 from tenants.forms import ConsoleForm, api_bounds, number_input
-from tenants.validation import headers_check
 
 # --- describing a model -------------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ def model_facts(model) -> dict[str, Any]:
 
 def parse_headers(text: str) -> dict[str, str]:
     """``Name: value`` lines (blank lines ignored) as a dict, checked by the services' header
-    rules (tenants.validation.headers_check)."""
+    rules (core.validation.headers_check)."""
     headers: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

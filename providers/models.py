@@ -5,9 +5,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from core.errors import InvalidInput
+from core.validation import text_check
 from providers.crypto import EncryptedJSONField, EncryptedTextField
-from tenants.errors import InvalidInput
-from tenants.validation import text_check
 
 
 class ProviderType(models.TextChoices):

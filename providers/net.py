@@ -40,8 +40,8 @@ import httpcore
 import httpx
 from django.conf import settings
 
+from core.errors import InvalidInput
 from providers.models import ProviderType
-from tenants.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -150,7 +150,7 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
     The scheme and host are lower-cased and trailing slashes removed. An empty URL gets the
     provider type's public default (see :data:`DEFAULT_BASE_URLS`); openai_compatible has none
     and needs a URL. The mock provider never touches the network, so its URL is only trimmed.
-    Raises :class:`~tenants.errors.InvalidInput` (``field="base_url"``) with a message that
+    Raises :class:`~core.errors.InvalidInput` (``field="base_url"``) with a message that
     says what to fix. No DNS lookup happens here; :func:`check_url` does that.
     """
     if provider_type not in ProviderType.values:
@@ -383,7 +383,7 @@ def _vet_host(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
 def vet_resolved(host: str, addresses: list[IPAddress], *, allow_private: bool | None = None) -> None:
     """Apply the address policy to what ``host`` already resolved to (for clients that
     resolve and connect on their own, like the data plane's aiohttp connector in
-    providers/gateway/upstream.py). Raises :class:`UnsafeURL`."""
+    gateway/upstream.py). Raises :class:`UnsafeURL`."""
     allow_private = _allow_private(allow_private)
     for address in addresses:
         verdict = _classify(address)

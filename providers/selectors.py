@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
+from core.errors import NotFound
 from providers.models import ModelAlias, Provider, ProviderModel, SyncStatus, TenantModel
-from tenants.errors import NotFound
 from tenants.models import Tenant
 
 

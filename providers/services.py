@@ -11,6 +11,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
+from core.errors import Conflict, InvalidInput
+from core.validation import control_character, header_value_check, headers_check, text_check
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
 from providers.models import (
@@ -29,10 +31,8 @@ from providers.net import UpstreamUnreachable, check_url, detect_provider_type, 
 from providers.selectors import models_available
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
-from tenants.errors import Conflict, InvalidInput
 from tenants.models import Tenant
 from tenants.services import audit_record
-from tenants.validation import control_character, header_value_check, headers_check, text_check
 
 log = logging.getLogger(__name__)
 MAX_MODEL_ID = ProviderModel._meta.get_field("model_id").max_length

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from config import metrics
+from core.errors import Conflict, TollgateError
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.adapters.base import raise_for_status, request_headers
 from providers.catalog import CatalogEntry
@@ -20,7 +21,6 @@ from providers.services import (
     provider_sync_claim,
     provider_sync_finish,
 )
-from tenants.errors import Conflict, TollgateError
 
 FETCHERS: dict[str, Callable[[Provider, Callable[[str], Any]], list[CatalogEntry]]] = {
     ProviderType.OPENAI: openai.fetch_catalog,

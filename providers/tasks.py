@@ -7,10 +7,10 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from core.errors import Conflict, TollgateError
 from providers import selectors
 from providers.models import Provider
 from providers.sync import provider_sync
-from tenants.errors import Conflict, TollgateError
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from core.errors import Forbidden, TollgateError
 from providers import selectors, services
 from providers.crypto import mask
 from providers.forms import (
@@ -27,7 +28,6 @@ from providers.forms import (
 from providers.models import ModelMode, Provider, ProviderType
 from providers.sync import connection_test, provider_sync
 from tenants.access import TenantAccess
-from tenants.errors import Forbidden, TollgateError
 from tenants.views import console_render, form_error, is_htmx, tenant_page
 
 CONNECTION_TEST_TIMEOUT = 10.0  # seconds, as the REST API's connection test

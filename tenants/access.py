@@ -12,7 +12,7 @@ Staff lift the suspension in the Django admin.
 
 from dataclasses import dataclass
 
-from tenants.errors import Forbidden
+from core.errors import Forbidden
 from tenants.models import ROLE_RANK, ApiKey, KeyScope, Role, Tenant
 
 SUPPORT = "support"

@@ -7,6 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.errors import Forbidden
 from tenants import selectors, services
 from tenants.access import SUPPORT
 from tenants.drf import (
@@ -20,7 +21,6 @@ from tenants.drf import (
     principal_of,
     validated,
 )
-from tenants.errors import Forbidden
 from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
 
 TENANT_PARAM = OpenApiParameter(

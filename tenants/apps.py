@@ -8,7 +8,7 @@ class TenantsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from tenants import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from tenants import auth  # noqa: F401  (registers the OpenAPI bearer-key extension)
         from tenants.config_version import changed_on_save, config_changed
         from tenants.models import ApiKey, Tenant
 

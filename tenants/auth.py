@@ -1,6 +1,7 @@
 """Bearer-key authentication for the management API (DRF). Kept apart from the views so
 DRF can import it while it is still loading (no rest_framework.views import here)."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
@@ -84,3 +85,15 @@ class IsManagementPrincipal(BasePermission):
             )
             return False
         return bool(request.user and request.user.is_authenticated)
+
+
+class BearerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.auth.BearerKeyAuthentication"
+    name = "bearerKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An admin-scope tenant key (tg_…).",
+        }

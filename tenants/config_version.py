@@ -7,7 +7,7 @@ aliases, budgets) replaces the tenant's version token in Redis once its transact
 or the platform's token, for platform providers and their models, which every tenant uses. The
 admission script reads both tokens in the round trip it makes anyway and compares them with the
 ones the worker's cached table was loaded under; a difference makes the worker reload (see
-providers/gateway/app.py). Tokens are random, not counters, so a Redis that lost them (a
+gateway/app.py). Tokens are random, not counters, so a Redis that lost them (a
 restart) can never hand back a value an old cache already holds.
 
 Changes reach here two ways: ``post_save`` / ``post_delete`` receivers on the models (each app
@@ -23,7 +23,7 @@ import secrets
 
 from django.db import transaction
 
-from config.redis import get_redis
+from core.redis import get_redis
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The DRF edge shared by every app's ``api.py``: the base view that resolves the caller's
 tenant and pages lists, strict serializer fields, and one error shape (the JSON parser is in
-``tenants.parsers``, which DRF's settings import before its views exist).
+``core.parsers``, which DRF's settings import before its views exist).
 
 Every management API error answers ``{"error": {"type", "message", "fields"?}}`` with a
 message that names what to fix."""
@@ -15,10 +15,10 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import TollgateError
 from tenants import selectors
 from tenants.access import TenantAccess
 from tenants.auth import principal_of
-from tenants.errors import TollgateError
 from tenants.models import Role
 
 # --- base view -----------------------------------------------------------------------------

@@ -4,8 +4,8 @@ another tenant is simply not found."""
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core.errors import Forbidden, InvalidInput, NotFound
 from tenants.access import SUPPORT, Principal, TenantAccess, key_role
-from tenants.errors import Forbidden, InvalidInput, NotFound
 from tenants.keys import MALFORMED, UNKNOWN, key_hash, key_looks_valid, key_refusal
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
 

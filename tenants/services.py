@@ -13,9 +13,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.errors import Conflict, InvalidInput
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
-from tenants.errors import Conflict, InvalidInput
 from tenants.keys import key_generate, key_hash, key_visible_prefix
 from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
 

@@ -22,12 +22,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from core.errors import Forbidden, NotFound, TollgateError
 from core.timezones import zone_of
 from providers.forms import model_facts
 from providers.selectors import alias_list, models_available
 from tenants import selectors, services
 from tenants.access import SUPPORT, Principal, TenantAccess, suspended_message
-from tenants.errors import Forbidden, NotFound, TollgateError
 from tenants.forms import ApiKeyForm, MemberAddForm, MemberRoleForm, TenantSettingsForm
 from tenants.models import Membership, Role
 

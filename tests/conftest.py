@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from billing.support import SUPPORT_GROUP
-from config.redis import get_redis
+from core.redis import get_redis
 from tenants.models import Membership, Role
 from tenants.services import tenant_create
 from tests.support.live import LiveServer
@@ -50,12 +50,12 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_gateway_database_thread(django_db_setup, django_db_blocker):
-    """The data plane's database thread (providers/gateway/db.py) keeps its own connection; close
+    """The data plane's database thread (gateway/db.py) keeps its own connection; close
     it before pytest-django drops the test database."""
     yield
     from django.db import connections
 
-    from providers.gateway.db import _executor
+    from gateway.db import _executor
 
     with django_db_blocker.unblock():
         _executor.submit(connections.close_all).result(timeout=10)
@@ -71,7 +71,7 @@ def live_server_session():
 @pytest.fixture
 def live(live_server_session, transactional_db):
     """The live server, with the gateway's per-worker caches emptied for this test."""
-    from providers.gateway.app import gateway
+    from gateway.app import gateway
 
     gateway.keys.clear()
     gateway.configs.clear()

@@ -5,7 +5,7 @@ import sys
 import httpx
 import pytest
 
-from config.redis import get_redis
+from core.redis import get_redis
 from tests.support.procs import REPO, embedded_env, free_port, wait_http
 
 PROD = {

@@ -3,9 +3,9 @@ answer into words a tenant admin can act on."""
 
 from typing import Any
 
+from core.errors import TollgateError
 from providers.adapters.sse import upstream_headers
 from providers.models import Provider
-from tenants.errors import TollgateError
 
 
 class UpstreamError(TollgateError):

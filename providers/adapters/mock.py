@@ -17,8 +17,8 @@ from providers.adapters.sse import (
     text_of,
     usage_to_openai,
 )
+from providers.adapters.types import ChatResult, Deployment, Usage, output_limit
 from providers.catalog import CatalogEntry
-from providers.gateway.types import ChatResult, Deployment, Usage, output_limit
 from providers.models import ModelMode, PriceSource
 
 CATALOG = (

@@ -23,8 +23,7 @@ from providers.adapters.sse import (
     truncated_stream,
     usage_to_openai,
 )
-from providers.catalog import CatalogEntry, entry_from_name
-from providers.gateway.types import (
+from providers.adapters.types import (
     ChatResult,
     Deployment,
     UpstreamFailure,
@@ -32,6 +31,7 @@ from providers.gateway.types import (
     Usage,
     output_limit,
 )
+from providers.catalog import CatalogEntry, entry_from_name
 from providers.models import ModelMode, Provider
 
 

@@ -21,8 +21,7 @@ from providers.adapters.sse import (
     truncated_stream,
     usage_from_openai,
 )
-from providers.catalog import CatalogEntry, entry_from_name
-from providers.gateway.types import (
+from providers.adapters.types import (
     ChatResult,
     Deployment,
     UpstreamFailure,
@@ -30,6 +29,7 @@ from providers.gateway.types import (
     Usage,
     output_limit,
 )
+from providers.catalog import CatalogEntry, entry_from_name
 from providers.models import Provider
 
 

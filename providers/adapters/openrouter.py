@@ -6,8 +6,8 @@ from typing import Any
 
 from providers.adapters import openai as openai_wire
 from providers.adapters.base import require_list
+from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
 from providers.catalog import CatalogEntry
-from providers.gateway.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
 from providers.models import ModelMode, PriceSource, Provider
 from providers.pricing import guess_mode, guess_tools, guess_vision
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from providers.gateway.types import Deployment, UpstreamFailure, Usage
+from providers.adapters.types import Deployment, UpstreamFailure, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = "Tollgate/1.0"

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 
 from billing.models import Budget
 from billing.services import budget_create
+from core.errors import InvalidInput
 from tenants.access import SYSTEM
-from tenants.errors import InvalidInput
 from tests.billing.conftest import make_budget
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import pytest
 from billing.models import Budget, BudgetAlert
 from billing.periods import local_today, period_for
 from billing.services import budget_reserved_key
-from config.redis import get_redis
+from core.redis import get_redis
 from tenants.models import ApiKey, AuditEvent
 from tests.billing.conftest import add_spend, make_alias, make_budget
 

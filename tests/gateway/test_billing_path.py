@@ -18,11 +18,11 @@ from django.db.models import Count, Sum
 from billing.ledger import usage_rows_write
 from billing.models import Budget, UsageDaily, UsageLog
 from billing.spend import BudgetInfo, plan
-from config.redis import get_redis
-from providers.gateway.app import gateway
-from providers.gateway.db import close_db
-from providers.gateway.state import LocalState
-from providers.gateway.usage import UsageWriter
+from core.redis import get_redis
+from gateway.app import gateway
+from gateway.db import close_db
+from gateway.state import LocalState
+from gateway.usage import UsageWriter
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import api_key_create, tenant_update

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import UsageLog
-from providers.gateway.app import gateway
+from gateway.app import gateway
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.keys import key_hash

@@ -15,13 +15,13 @@ from django.test.utils import CaptureQueriesContext
 
 from billing import spend
 from billing.models import Budget, UsageDaily, UsageLog
-from config.redis import get_redis
-from providers.gateway import state as state_module
-from providers.gateway.app import gateway
-from providers.gateway.auth import KeyCache
-from providers.gateway.engine import upstream_output_tokens
-from providers.gateway.state import LocalState, RedisState
-from providers.gateway.types import Deployment, output_limit
+from core.redis import get_redis
+from gateway import state as state_module
+from gateway.app import gateway
+from gateway.auth import KeyCache
+from gateway.engine import upstream_output_tokens
+from gateway.state import LocalState, RedisState
+from providers.adapters.types import Deployment, output_limit
 from tenants.access import SYSTEM
 from tenants.keys import key_hash
 from tenants.models import ApiKey

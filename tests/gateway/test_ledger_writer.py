@@ -14,10 +14,10 @@ from django.db import connection
 
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
-from providers.gateway.app import gateway
-from providers.gateway.db import close_db, run_db
-from providers.gateway.state import LocalState
-from providers.gateway.usage import UsageWriter, spool_dir, spool_write
+from gateway.app import gateway
+from gateway.db import close_db, run_db
+from gateway.state import LocalState
+from gateway.usage import UsageWriter, spool_dir, spool_write
 from providers.models import ProviderModel
 from tests.fakes import FakeOpenAI, FakeOpenRouter
 from tests.support.live import add_provider, wait_usage

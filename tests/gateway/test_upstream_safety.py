@@ -8,7 +8,7 @@ import aiohttp
 import httpx
 import pytest
 
-from providers.gateway.upstream import RefusedAddress, attempt_timeout, new_session
+from gateway.upstream import RefusedAddress, attempt_timeout, new_session
 from providers.models import Provider
 from tests.fakes import FakeOpenAI
 from tests.support.live import add_provider, wait_usage

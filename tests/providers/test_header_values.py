@@ -6,11 +6,11 @@ value broke every catalog sync. Every entry path refuses them, naming the field.
 import pytest
 from django.contrib.auth import get_user_model
 
+from core.errors import InvalidInput
 from providers.models import Provider, ProviderModel
 from providers.services import provider_create, provider_update
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
-from tenants.errors import InvalidInput
 from tests.fakes import FakeOpenAI
 
 pytestmark = pytest.mark.django_db

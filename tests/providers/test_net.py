@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from core.errors import InvalidInput
 from providers.models import Provider
 from providers.net import (
     NotJSON,
@@ -35,7 +36,6 @@ from providers.net import (
     normalize_base_url,
 )
 from providers.sync import connection_test, provider_sync
-from tenants.errors import InvalidInput
 from tests.fakes import FakeOpenAI
 
 # --------------------------------------------------------------------------------------------

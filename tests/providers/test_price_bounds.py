@@ -9,10 +9,10 @@ from django.contrib.auth import get_user_model
 
 from billing.models import UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
+from core.errors import InvalidInput
 from providers.models import MAX_PRICE, Provider, ProviderModel
 from providers.services import provider_model_set_price
 from tenants.access import SYSTEM
-from tenants.errors import InvalidInput
 from tests.fakes import FakeOpenRouter
 from tests.providers.test_api_providers import SECRET, add_provider
 

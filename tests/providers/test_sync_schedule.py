@@ -6,11 +6,11 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from core.errors import Conflict
 from providers.models import Provider
 from providers.services import provider_create, provider_sync_claim
 from providers.sync import provider_sync
 from providers.tasks import providers_sync_due
-from tenants.errors import Conflict
 from tests.fakes import FakeOpenAI
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.export import FORMATS, usage_export_write
-from tenants.errors import TollgateError
+from core.errors import TollgateError
 from tenants.models import Tenant
 
 

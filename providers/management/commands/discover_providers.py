@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import TollgateError
 from providers.discovery import discover
 from providers.models import Provider
 from providers.services import provider_create, provider_update
 from tenants.access import SYSTEM
-from tenants.errors import TollgateError
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.errors import TollgateError
+from core.errors import TollgateError
 from tenants.services import tenant_create
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from providers.gateway.types import Deployment, UpstreamRequest
+from providers.adapters.types import Deployment, UpstreamRequest
 
 try:  # the OpenAI SDK's own models are the strictest check of "OpenAI-shaped"
     from openai.types import CreateEmbeddingResponse

@@ -7,7 +7,7 @@ import json
 import struct
 
 from providers.adapters import mock
-from providers.gateway.types import Usage
+from providers.adapters.types import Usage
 
 from .helpers import (
     WEATHER_TOOL,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from providers.adapters import ollama as adapter
-from providers.gateway.types import UpstreamFailure, Usage
+from providers.adapters.types import UpstreamFailure, Usage
 from tests.fakes import FakeOllama
 
 from .helpers import (

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from providers.adapters import openrouter as adapter
-from providers.gateway.types import UpstreamFailure, Usage
+from providers.adapters.types import UpstreamFailure, Usage
 from tests.fakes import FakeOpenRouter
 
 from .helpers import (

@@ -19,7 +19,7 @@ from providers.adapters.sse import (
     usage_from_openai,
     usage_to_openai,
 )
-from providers.gateway.types import UpstreamFailure, Usage
+from providers.adapters.types import UpstreamFailure, Usage
 
 from .helpers import make_deployment
 
@@ -196,7 +196,7 @@ def test_parse_data_url():
                                   "ollama"])
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_every_adapter_reports_a_redirect_without_quoting_it(kind, status):
-    from providers.gateway.engine import ADAPTERS
+    from gateway.engine import ADAPTERS
 
     # Whatever the body claims (even an error type meaning something else), a 3xx is a redirect.
     body = (b'{"error": {"message": "SECRET from 169.254.169.254", "type": "billing_error", '

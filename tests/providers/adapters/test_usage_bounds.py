@@ -8,7 +8,7 @@ from billing.pricing import MAX_COST, MAX_TOKENS
 from providers.adapters.anthropic import usage_from_anthropic
 from providers.adapters.ollama import _usage as usage_from_ollama
 from providers.adapters.sse import usage_from_openai
-from providers.gateway.types import Usage
+from providers.adapters.types import Usage
 
 
 def test_counts_past_the_ledger_are_clamped_and_flagged_in_every_shape():

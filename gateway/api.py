@@ -1,5 +1,5 @@
 """``POST /api/test/llm``, the management API's one door into the data plane: its DRF edge
-(the call itself is ``providers.gateway.testcall``). Routed from config/urls.py, so the
+(the call itself is ``gateway.testcall``). Routed from config/urls.py, so the
 providers API and the console never import the data plane."""
 
 import orjson
@@ -7,13 +7,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from providers.gateway.app import new_request_id
-from providers.gateway.errors import GatewayError
-from providers.gateway.testcall import llm_test_sync
+from core.schema import UPSTREAM_ERROR
+from gateway.app import new_request_id
+from gateway.errors import GatewayError
+from gateway.testcall import llm_test_sync
 from tenants.api import TENANT_PARAM
 from tenants.drf import StrictCharField, StrictSerializer, TenantAPIView, validated
 from tenants.models import Role
-from tenants.schema import UPSTREAM_ERROR
 
 
 class LlmTestIn(StrictSerializer):

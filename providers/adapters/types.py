@@ -1,6 +1,6 @@
 """The data plane's shared vocabulary: what a request is routed to, what an adapter must do,
 and what comes back. Adapters (providers/adapters/) translate between the OpenAI shape that
-clients speak and each provider's wire format; the engine (providers/gateway/) does routing,
+clients speak and each provider's wire format; the engine (gateway/) does routing,
 limits, retries and accounting and never looks inside a wire format itself."""
 
 from dataclasses import dataclass
@@ -147,12 +147,3 @@ class StreamTranslator(Protocol):
     def feed(self, data: bytes) -> list[bytes]: ...
 
     def finish(self) -> list[bytes]: ...
-
-
-@dataclass(slots=True)
-class Attempt:
-    deployment: str  # public id
-    outcome: str  # ok or the failure kind
-    message: str = ""
-    status: int | None = None
-    latency_ms: float = 0.0

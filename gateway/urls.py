@@ -1,6 +1,6 @@
 from django.urls import path
 
-from providers.gateway import api
+from gateway import api
 
 urlpatterns = [
     path("test/llm", api.LlmTestAPI.as_view(), name="api-test-llm"),

@@ -10,8 +10,8 @@ from decimal import Decimal
 import orjson
 from asgiref.sync import async_to_sync
 
-from providers.gateway.app import GatewayApp
-from providers.gateway.auth import KeyInfo, key_info
+from gateway.app import GatewayApp
+from gateway.auth import KeyInfo, key_info
 from tenants.models import ApiKey
 
 

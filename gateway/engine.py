@@ -14,12 +14,12 @@ import orjson
 from django.conf import settings
 
 from config import metrics
+from gateway.errors import GatewayError
+from gateway.routing import Route, Target, TenantConfig, apply_defaults
+from gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.adapters.sse import usage_to_openai
-from providers.gateway.errors import GatewayError
-from providers.gateway.routing import Route, Target, TenantConfig, apply_defaults
-from providers.gateway.types import (
-    Attempt,
+from providers.adapters.types import (
     ChatResult,
     Deployment,
     StreamTranslator,
@@ -27,7 +27,6 @@ from providers.gateway.types import (
     Usage,
     output_limit,
 )
-from providers.gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.models import ProviderType
 
 ADAPTERS = {
@@ -55,6 +54,15 @@ def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
 # A client error: the same request would fail on every target, so it goes back at once.
 CLIENT_FAULTS = frozenset({"bad_request"})
 
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str  # public id
+    outcome: str  # ok or the failure kind
+    message: str = ""
+    status: int | None = None
+    latency_ms: float = 0.0
 
 @dataclass
 class Call:

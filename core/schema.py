@@ -1,24 +1,10 @@
-"""The OpenAPI description's shared parts (drf-spectacular): the bearer-key scheme (an
-extension, loaded in TenantsConfig.ready) and the schema class every /api view uses
+"""The OpenAPI description's shared parts (drf-spectacular): the schema class every /api view uses
 (REST_FRAMEWORK's DEFAULT_SCHEMA_CLASS), which declares the one error shape
 (``tenants.drf.error_response``) for every operation's 4xx answers."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
-
-
-class BearerKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "tenants.auth.BearerKeyAuthentication"
-    name = "bearerKey"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An admin-scope tenant key (tg_…).",
-        }
 
 
 class ErrorDetailOut(serializers.Serializer):

@@ -24,13 +24,12 @@ from billing import spend
 from billing.periods import period_for
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
-from providers.adapters.sse import estimate_tokens
-from providers.gateway.auth import KeyCache, KeyInfo
-from providers.gateway.db import close_db, run_db
-from providers.gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
-from providers.gateway.errors import GatewayError, bad_request, rate_limited
-from providers.gateway.routing import ConfigCache, Route, TenantConfig, apply_defaults
-from providers.gateway.state import (
+from gateway.auth import KeyCache, KeyInfo
+from gateway.db import close_db, run_db
+from gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
+from gateway.errors import GatewayError, bad_request, rate_limited
+from gateway.routing import ConfigCache, Route, TenantConfig, apply_defaults
+from gateway.state import (
     KEY_RPM,
     KEY_TPD,
     TENANT_RPM,
@@ -38,9 +37,10 @@ from providers.gateway.state import (
     Admission,
     shared_state,
 )
-from providers.gateway.types import Deployment, UpstreamFailure, Usage
-from providers.gateway.upstream import new_session
-from providers.gateway.usage import UsageWriter
+from gateway.upstream import new_session
+from gateway.usage import UsageWriter
+from providers.adapters.sse import estimate_tokens
+from providers.adapters.types import Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode
 
 log = logging.getLogger("tollgate.gateway")

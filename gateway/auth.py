@@ -11,8 +11,8 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
-from providers.gateway.db import run_db
-from providers.gateway.errors import rate_limited, unauthorized
+from gateway.db import run_db
+from gateway.errors import rate_limited, unauthorized
 from tenants.keys import MALFORMED, UNKNOWN, key_hash, key_looks_valid, key_refusal
 from tenants.models import ApiKey
 from tenants.services import api_key_touch

@@ -23,7 +23,7 @@ from django.conf import settings
 
 from billing import spend
 from billing.ledger import usage_rows_write
-from providers.gateway.db import run_db
+from gateway.db import run_db
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from django.conf import settings
 from billing.models import Budget
 from billing.spend import BudgetInfo
 from core.timezones import zone_of
-from providers.gateway.db import run_db
-from providers.gateway.errors import GatewayError, bad_request, not_found_model
-from providers.gateway.types import Deployment
+from gateway.db import run_db
+from gateway.errors import GatewayError, bad_request, not_found_model
+from providers.adapters.types import Deployment
 from providers.models import ModelAlias, ModelMode, ProviderModel
 from providers.selectors import models_available
 from tenants.models import Tenant

@@ -8,7 +8,7 @@ console and the admin all do."""
 import re
 import unicodedata
 
-from tenants.errors import InvalidInput
+from core.errors import InvalidInput
 
 # RFC 9110 field-name: a token.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # use fullmatch
