@@ -211,7 +211,7 @@ def measure(n_requests: int) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from billing.models import UsageDaily
-    from billing.support import SUPPORT_GROUP, support_group_ensure
+    from support.groups import SUPPORT_GROUP, support_group_ensure
     from tenants.models import Tenant
 
     support_group_ensure()

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class BillingConfig(AppConfig):
@@ -10,10 +9,8 @@ class BillingConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from billing.models import Budget
-        from billing.support import support_group_ensure
         from tenants.config_version import changed_on_save
 
-        post_migrate.connect(support_group_ensure, sender=self)
         # Budgets are part of the data plane's routing table (tenants/config_version.py).
         for signal in (post_save, post_delete):
             signal.connect(changed_on_save, sender=Budget, dispatch_uid=f"cfgv-budget-{signal}")

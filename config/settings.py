@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "tenants",
     "providers",
     "billing",
+    "support",  # last: its post_migrate receiver needs every app's permissions
 ]
 
 MIDDLEWARE = [

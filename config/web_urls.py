@@ -6,7 +6,6 @@ only tenant or shows a chooser."""
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from billing import support_views
 from billing import views as billing_views
 from providers import views as provider_views
 from tenants import views as tenant_views
@@ -48,6 +47,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("app/", tenant_views.console_home, name="console-home"),
     path("app/<slug:tenant_slug>/", include(console)),
-    path("support/", support_views.support_home, name="support-home"),
-    path("support/providers/", support_views.support_providers, name="support-providers"),
+    path("support/", include("support.urls")),
 ]

@@ -17,6 +17,7 @@ from billing.spend import (
     SETTLE_SCRIPT,
     reservation_keys,
 )
+from providers.cooldowns import cooldown_fails_key, cooldown_key
 from tenants import config_version
 from tenants.config_version import PLATFORM, version_key
 
@@ -109,14 +110,6 @@ def _keys(tenant_id: int, key_id: int, now: float) -> list[str]:
     ]
 
 
-def cooldown_key(tenant_id: int, provider_model_id: int) -> str:
-    return f"tg:cd:t{tenant_id}:pm{provider_model_id}"
-
-
-def _fails_key(tenant_id: int, provider_model_id: int) -> str:
-    return f"tg:cf:t{tenant_id}:pm{provider_model_id}"
-
-
 def _auth_key(address: str, now: float) -> str:
     return f"tg:af:{address}:m{_minute(now)}"
 
@@ -180,7 +173,7 @@ class RedisState:
                              cooldown_seconds: int) -> bool:
         """Count a failure; True when this one started a cooldown."""
         started = await self._fail(
-            keys=[_fails_key(tenant_id, provider_model_id), cooldown_key(tenant_id, provider_model_id)],
+            keys=[cooldown_fails_key(tenant_id, provider_model_id), cooldown_key(tenant_id, provider_model_id)],
             args=[allowed_fails, settings.GATEWAY_FAIL_WINDOW_SECONDS, max(cooldown_seconds, 1)],
         )
         return bool(int(started))
@@ -279,7 +272,7 @@ class LocalState:
 
     async def record_failure(self, *, tenant_id, provider_model_id, allowed_fails, cooldown_seconds) -> bool:
         now = time.time()
-        fails = _fails_key(tenant_id, provider_model_id)
+        fails = cooldown_fails_key(tenant_id, provider_model_id)
         if self._incr(fails, 1, settings.GATEWAY_FAIL_WINDOW_SECONDS, now) > allowed_fails:
             cool = cooldown_key(tenant_id, provider_model_id)
             self.counters[cool] = 1

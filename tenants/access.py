@@ -2,7 +2,7 @@
 
 A ``Principal`` is either a logged-in user or an API key. A ``TenantAccess`` is a principal
 resolved against one tenant, with the role that decides what it may do there. Support staff
-(Django staff with ``billing.view_all_tenants``) get the read-only ``support`` role in every
+(Django staff with ``support.view_all_tenants``) get the read-only ``support`` role in every
 tenant; they change tenants through the Django admin, never through tenant secrets.
 
 A suspended tenant (``is_active`` false) is read-only for everyone here, whatever their role:
@@ -16,7 +16,7 @@ from core.errors import Forbidden
 from tenants.models import ROLE_RANK, ApiKey, KeyScope, Role, Tenant
 
 SUPPORT = "support"
-VIEW_ALL_TENANTS_PERM = "billing.view_all_tenants"
+VIEW_ALL_TENANTS_PERM = "support.view_all_tenants"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
-from django.utils.html import format_html, format_html_join
+"""The Django admin for tenants, members, keys and the audit trail. The tenant pages' cost
+columns are support's (support/admin.py re-registers Tenant with them)."""
 
-from core.money import usd
+from django.contrib import admin
+
 from tenants.access import Principal
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
 from tenants.services import api_key_revoke
@@ -14,59 +14,13 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class TenantChangeList(ChangeList):
-    """Adds each listed tenant's cost this month, for the whole page in one rollup query."""
-
-    def get_results(self, request):
-        super().get_results(request)
-        from billing.support_dashboards import month_costs
-
-        tenants = list(self.result_list)
-        costs = month_costs(tenants)
-        for tenant in tenants:
-            tenant.cost_this_month = costs.get(tenant.pk)
-
-
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "cost_month", "default_model", "requests_per_minute", "created_at"]
+    list_display = ["slug", "name", "is_active", "default_model", "requests_per_minute", "created_at"]
     list_filter = ["is_active", "cache_enabled", "timezone"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["created_at", "updated_at", "cost_month_by_model"]
+    readonly_fields = ["created_at", "updated_at"]
     inlines = [MembershipInline]
-
-    def get_changelist(self, request, **kwargs):
-        return TenantChangeList
-
-    @admin.display(description="cost this month")
-    def cost_month(self, obj: Tenant) -> str:
-        cost = getattr(obj, "cost_this_month", None)
-        if cost is None:  # outside the change list (no precomputed value): one query
-            from billing.support_dashboards import month_costs
-
-            cost = month_costs([obj]).get(obj.pk)
-        return usd(cost)
-
-    @admin.display(description="cost this month by model")
-    def cost_month_by_model(self, obj: Tenant) -> str:
-        if obj.pk is None:
-            return "–"
-        from billing.support_dashboards import month_costs_by_model
-
-        rows = month_costs_by_model(obj)
-        if not rows:
-            return "No usage this month."
-        total = sum((r.cost for r in rows), 0)
-        body = format_html_join(
-            "", '<tr><td>{}</td><td style="text-align:right">{}</td><td style="text-align:right">{}</td></tr>',
-            ((r.label, f"{r.requests:,}", usd(r.cost)) for r in rows),
-        )
-        return format_html(
-            '<table class="cost-by-model"><thead><tr><th>Model</th><th>Requests</th><th>Cost (known, USD)</th>'
-            '</tr></thead><tbody>{}</tbody><tfoot><tr><th>Total ({})</th><th style="text-align:right">{}</th>'
-            '<th style="text-align:right">{}</th></tr></tfoot></table>',
-            body, obj.timezone, f"{sum(r.requests for r in rows):,}", usd(total),
-        )
 
 
 @admin.register(Membership)

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from billing.support import SUPPORT_GROUP
 from core.redis import get_redis
+from support.groups import SUPPORT_GROUP
 from tenants.models import Membership, Role
 from tenants.services import tenant_create
 from tests.support.live import LiveServer

@@ -20,7 +20,7 @@ from billing.health import (
 from billing.ledger import usage_rows_write
 from billing.models import HealthBucket, TenantDaily, UsageDaily
 from billing.retention import health_buckets_prune
-from billing.support_dashboards import platform_health
+from support.selectors import platform_health
 from tests.billing_ops.conftest import utc, write
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """The support dashboards (/support/): every tenant's spend and budgets, and provider health
 across the platform. Only for support staff (active Django staff with
-``billing.view_all_tenants``): anonymous callers go to the login page, everyone else (tenant
+``support.view_all_tenants``): anonymous callers go to the login page, everyone else (tenant
 owners included, and staff without the permission) gets 403. Read-only: each tenant links to
 its console (/app/<slug>/), which support staff read but cannot change."""
 
@@ -11,7 +11,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from billing.support_dashboards import (
+from support.selectors import (
     DEFAULT_SORT,
     SORTS,
     SPARK_HEIGHT,

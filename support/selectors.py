@@ -22,7 +22,9 @@ from django.utils import timezone as dj_timezone
 from billing.health import WINDOW_SLOT, histogram_percentile, window_start
 from billing.models import Budget, BudgetScope, HealthBucket, TenantDaily, UsageDaily
 from billing.periods import period_for
+from core.redis import get_redis
 from core.timezones import zone_of
+from providers.cooldowns import cooldowns_scan
 from providers.models import Provider, ProviderModel
 from tenants.models import Tenant
 
@@ -307,34 +309,13 @@ class PlatformHealth:
 
 
 def active_cooldowns(limit: int = 1000) -> tuple[list[Cooldown], bool]:
-    """The cooldowns in Redis now (``tg:cd:t<tenant>:pm<model>``), with seconds left."""
-    from core.redis import get_redis
-
+    """The deployment cooldowns in Redis now (providers.cooldowns), with seconds left; False
+    when no Redis is configured (cooldowns unknown)."""
     client = get_redis()
     if client is None:
         return [], False
-    keys = []
-    for key in client.scan_iter(match="tg:cd:*", count=1000):
-        keys.append(key.decode() if isinstance(key, bytes) else key)
-        if len(keys) >= limit:
-            break
-    if not keys:
-        return [], True
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.pttl(key)
-    found = []
-    for key, ttl in zip(keys, pipe.execute()):
-        try:
-            tenant_part, model_part = key.removeprefix("tg:cd:").split(":")
-            tenant_id, model_id = int(tenant_part.removeprefix("t")), int(model_part.removeprefix("pm"))
-        except ValueError:
-            continue
-        if ttl == -2:  # expired between SCAN and PTTL
-            continue
-        found.append(Cooldown(tenant_id=tenant_id, provider_model_id=model_id,
-                              seconds_left=max(0, -(-ttl // 1000)) if ttl >= 0 else -1))
-    return found, True
+    return [Cooldown(tenant_id=flag.tenant_id, provider_model_id=flag.provider_model_id,
+                     seconds_left=flag.seconds_left) for flag in cooldowns_scan(client, limit=limit)], True
 
 
 def _histograms(since: datetime, span: int) -> dict[tuple[int, int], tuple[int, int, dict[int, int]]]:

@@ -15,9 +15,9 @@ from django.utils import timezone
 from billing.ledger import usage_rows_write
 from billing.models import Budget, TenantDaily, UsageDaily
 from billing.periods import local_today
-from billing.support_dashboards import platform_health, tenants_dashboard, top_spenders, trends_fill
 from core.redis import get_redis
-from gateway.state import cooldown_key
+from providers.cooldowns import cooldown_key
+from support.selectors import platform_health, tenants_dashboard, top_spenders, trends_fill
 from tenants.models import Tenant
 from tests.web.conftest import OWN_KEY, PLATFORM_KEY
 

@@ -1,13 +1,15 @@
-"""The ``support`` group: view-only admin access to every model plus view_all_tenants.
-Add a staff user to it to make them support staff."""
+"""The ``support`` group: view-only admin access to every model of the apps below plus
+``support.view_all_tenants``. Add a staff user to it to make them support staff."""
 
 from django.apps import apps as global_apps
 
 SUPPORT_GROUP = "support"
-SUPPORT_APPS = ("tenants", "providers", "billing")
+SUPPORT_APPS = ("tenants", "providers", "billing", "support")
 
 
 def support_group_ensure(sender=None, apps=global_apps, using="default", **kwargs) -> None:
+    """Create the group if needed and give it every ``view_*`` permission of SUPPORT_APPS
+    (``support.view_all_tenants`` among them). A post_migrate receiver; safe to run again."""
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     group, _ = Group.objects.using(using).get_or_create(name=SUPPORT_GROUP)
