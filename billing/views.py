@@ -1,5 +1,5 @@
 """Console pages for costs: the overview, budgets and alerts, and the usage explorer
-(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``). The support pages are in support_views.py."""
+(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``). The support pages are in support/views.py."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse

@@ -1,6 +1,8 @@
-"""Read-only selectors for the support dashboards (/support/) and the tenant admin: every
-tenant's spend, requests and budgets from the daily rollups, and provider health from the
-health histograms plus the cooldowns in Redis.
+"""Read-only selectors for the support dashboards (/support/) and the tenant admin's cost
+columns: every tenant's spend, requests and budgets from the daily rollups, and provider health
+from the health histograms plus the cooldowns in Redis (providers.cooldowns). Unlike other
+apps' selectors these read across tenants: only support staff (support/views.py) and the Django
+admin reach them.
 
 The all-tenants figures are computed with a fixed number of queries whatever the number of
 tenants: the tenants, one aggregate over the per-tenant daily rollups (TenantDaily) per
