@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from core.errors import Forbidden
 from core.schema import UPSTREAM_ERROR
 from providers import selectors, services
+from providers.base_urls import detect_provider_type, normalize_base_url
 from providers.crypto import mask
 from providers.models import (
     MAX_PRICE,
@@ -24,7 +25,6 @@ from providers.models import (
     ProviderModel,
     ProviderType,
 )
-from providers.net import detect_provider_type, normalize_base_url
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
