@@ -11,6 +11,15 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, inline_ser
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.drf import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+    paged,
+    validated,
+)
 from core.errors import Forbidden
 from core.schema import UPSTREAM_ERROR
 from providers import selectors, services
@@ -28,17 +37,8 @@ from providers.models import (
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
-from tenants.api import TENANT_PARAM, paged
 from tenants.auth import principal_of
-from tenants.drf import (
-    StrictBooleanField,
-    StrictCharField,
-    StrictFloatField,
-    StrictIntegerField,
-    StrictSerializer,
-    TenantAPIView,
-    validated,
-)
+from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Role, Tenant
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"
