@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "config",  # the project's own management commands (config/apps.py); no models
     "tenants",
     "providers",
     "billing",
