@@ -47,9 +47,9 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     call_command("migrate", verbosity=0)
+    from core.net import fetch_json, guarded_client
     from providers.adapters.base import request_headers
     from providers.models import Provider
-    from providers.net import fetch_json, guarded_client
     from providers.services import provider_create
     from providers.sync import provider_sync
     from tests.fakes import FakeOpenAI, FakeOpenRouter, make_models

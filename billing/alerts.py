@@ -178,7 +178,7 @@ def alert_deliver_webhook(alert: BudgetAlert) -> None:
     2xx. The URL is vetted at connect time like provider URLs (no metadata or link-local
     addresses; private ones only where ALLOW_PRIVATE_PROVIDER_URLS is on); redirects are not
     followed. Errors never quote the URL, which is a secret for Slack."""
-    from providers.net import NetError, guarded_client
+    from core.net import NetError, guarded_client
 
     url = alert.budget.webhook_url
     payload = alert_message(alert).payload

@@ -19,16 +19,16 @@ from billing.models import (
     BudgetPeriod,
     BudgetScope,
 )
-from core.errors import InvalidInput
-from tenants.api import TENANT_PARAM, paged
-from tenants.drf import (
+from core.drf import (
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
     StrictSerializer,
-    TenantAPIView,
+    paged,
     validated,
 )
+from core.errors import InvalidInput
+from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Role
 
 MONEY = {"max_digits": SUM_MONEY["max_digits"], "decimal_places": SUM_MONEY["decimal_places"]}

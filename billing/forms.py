@@ -10,7 +10,7 @@ from django import forms
 from billing.models import BudgetAction, BudgetPeriod, BudgetScope, UsageStatus
 from billing.services import mask_url
 from billing.usage_selectors import TIME_GROUPINGS
-from tenants.forms import ConsoleForm
+from core.forms import ConsoleForm
 
 
 class BudgetForm(ConsoleForm):

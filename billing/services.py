@@ -35,10 +35,10 @@ from billing.periods import Period, local_today, period_for
 from billing.selectors import budget_period, budget_spent
 from billing.spend import reserved_key
 from core.errors import InvalidInput
+from core.net import UnsafeURL, UpstreamUnreachable, check_url
 from core.redis import get_redis
 from core.validation import text_check
 from providers.models import ModelAlias
-from providers.net import UnsafeURL, UpstreamUnreachable, check_url
 from tenants.access import Principal
 from tenants.models import ApiKey, Tenant
 from tenants.services import audit_record

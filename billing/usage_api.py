@@ -29,8 +29,8 @@ from billing.usage_selectors import (
     usage_rows,
     usage_summary,
 )
-from tenants.api import TENANT_PARAM
-from tenants.drf import StrictSerializer, TenantAPIView, validated
+from core.drf import StrictSerializer, validated
+from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Tenant
 
 PAGE_DEFAULT, PAGE_MAX = 100, 500

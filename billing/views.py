@@ -14,9 +14,10 @@ from billing.usage_selectors import (
     usage_summary,
 )
 from core.errors import TollgateError
+from core.pages import form_error
 from providers.selectors import alias_list, provider_list
+from tenants.console import console_render, tenant_page
 from tenants.selectors import api_key_list
-from tenants.views import console_render, form_error, tenant_page
 
 RECENT_ROWS = 25
 BREAKDOWN_LIMIT = 100

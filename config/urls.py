@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz, metrics, readyz
-from tenants.drf import api_not_found
+from core.drf import api_not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

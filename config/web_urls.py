@@ -12,7 +12,7 @@ from tenants import views as tenant_views
 
 console = [
     path("", billing_views.overview_page, name="console-overview"),
-    path("settings/", tenant_views.settings_page, name="console-settings"),
+    path("settings/", provider_views.settings_page, name="console-settings"),
     path("providers/", provider_views.providers_page, name="console-providers"),
     path("providers/new/", provider_views.provider_new, name="console-provider-new"),
     path("providers/test/", provider_views.provider_test, name="console-provider-test"),

@@ -1,5 +1,5 @@
 """The request body parser of every /api view (REST_FRAMEWORK's DEFAULT_PARSER_CLASSES). Kept
-apart from ``tenants.drf`` because DRF imports it while its own views module is loading."""
+apart from ``core.drf`` because DRF imports it while its own views module is loading."""
 
 from typing import Any
 

@@ -1,6 +1,6 @@
 """The OpenAPI description's shared parts (drf-spectacular): the schema class every /api view uses
 (REST_FRAMEWORK's DEFAULT_SCHEMA_CLASS), which declares the one error shape
-(``tenants.drf.error_response``) for every operation's 4xx answers."""
+(``core.drf.error_response``) for every operation's 4xx answers."""
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse

@@ -7,12 +7,12 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.drf import StrictCharField, StrictSerializer, validated
 from core.schema import UPSTREAM_ERROR
 from gateway.app import new_request_id
 from gateway.errors import GatewayError
 from gateway.testcall import llm_test_sync
-from tenants.api import TENANT_PARAM
-from tenants.drf import StrictCharField, StrictSerializer, TenantAPIView, validated
+from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Role
 
 

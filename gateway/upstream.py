@@ -4,7 +4,7 @@ allowed, the private network.
 
 * Redirects are never followed: :meth:`Upstream.request` is the only way to send, and it always
   passes ``allow_redirects=False``; the engine reports a 3xx as an upstream failure.
-* Every connection is vetted with the address policy of :func:`providers.net.vet_resolved`, read
+* Every connection is vetted with the address policy of :func:`core.net.vet_resolved`, read
   when the connection is made (so ``ALLOW_PRIVATE_PROVIDER_URLS`` applies without a restart):
   the socket factory sees the address each socket is about to connect to — IP-literal hosts
   (which aiohttp never hands to a resolver) and cached DNS answers included — and the resolver
@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from providers.net import UnsafeURL, vet_resolved
+from core.net import UnsafeURL, vet_resolved
 
 
 class RefusedAddress(OSError):

@@ -14,7 +14,7 @@ from tenants.access import Principal
 
 class ProviderForm(SecretInputs, forms.ModelForm):
     """Checked by the API's rules and saved by the same services: the base URL is normalized and
-    vetted (providers.net), the type detected when not chosen, and a new base URL needs the key
+    vetted (core.net), the type detected when not chosen, and a new base URL needs the key
     and headers typed again. The secrets are write-only (see providers.admin_secrets)."""
 
     name = forms.CharField(max_length=64, help_text="Used in model ids: <name>:<model>.")

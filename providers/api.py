@@ -11,9 +11,19 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, inline_ser
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from core.drf import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSerializer,
+    paged,
+    validated,
+)
 from core.errors import Forbidden
 from core.schema import UPSTREAM_ERROR
 from providers import selectors, services
+from providers.base_urls import detect_provider_type, normalize_base_url
 from providers.crypto import mask
 from providers.models import (
     MAX_PRICE,
@@ -24,21 +34,11 @@ from providers.models import (
     ProviderModel,
     ProviderType,
 )
-from providers.net import detect_provider_type, normalize_base_url
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
-from tenants.api import TENANT_PARAM, paged
 from tenants.auth import principal_of
-from tenants.drf import (
-    StrictBooleanField,
-    StrictCharField,
-    StrictFloatField,
-    StrictIntegerField,
-    StrictSerializer,
-    TenantAPIView,
-    validated,
-)
+from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Role, Tenant
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"

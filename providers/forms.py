@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 
 from core.errors import InvalidInput
+from core.forms import ConsoleForm, api_bounds, number_input
 from core.validation import headers_check
 from providers.api import (
     ALIAS_NAME_RE,
@@ -17,7 +18,6 @@ from providers.api import (
     ProviderIn,
 )
 from providers.models import PriceSource, ProviderType
-from tenants.forms import ConsoleForm, api_bounds, number_input
 
 # --- describing a model -------------------------------------------------------------------------
 

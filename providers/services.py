@@ -12,7 +12,9 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput
+from core.net import UpstreamUnreachable, check_url
 from core.validation import control_character, header_value_check, headers_check, text_check
+from providers.base_urls import detect_provider_type, normalize_base_url
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
 from providers.models import (
@@ -27,7 +29,6 @@ from providers.models import (
     SyncStatus,
     TenantModel,
 )
-from providers.net import UpstreamUnreachable, check_url, detect_provider_type, normalize_base_url
 from providers.selectors import models_available
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed

@@ -1,5 +1,5 @@
 """Talking to providers' catalog endpoints: a sync of one provider, and a connection test that
-saves nothing. All traffic goes through the guarded client (providers/net.py)."""
+saves nothing. All traffic goes through the guarded client (core/net.py)."""
 
 import time
 from collections.abc import Callable
@@ -10,11 +10,11 @@ from django.conf import settings
 
 from config import metrics
 from core.errors import Conflict, TollgateError
+from core.net import fetch_json, guarded_client
 from providers.adapters import anthropic, mock, ollama, openai, openrouter
 from providers.adapters.base import raise_for_status, request_headers
 from providers.catalog import CatalogEntry
 from providers.models import Provider, ProviderType
-from providers.net import fetch_json, guarded_client
 from providers.services import (
     SyncResult,
     provider_models_upsert,

@@ -1,4 +1,5 @@
-"""Console pages for providers, models and aliases (``/app/<slug>/providers|models|aliases``).
+"""Console pages for providers, models and aliases (``/app/<slug>/providers|models|aliases``),
+and the tenant's LLM settings (``/app/<slug>/settings/``), whose default model is one of them.
 
 Platform providers are read-only here (staff manage them in the Django admin) and show only
 their name, type, status and models (no base URL, key hint or sync error); a tenant's own
@@ -13,6 +14,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from core.errors import Forbidden, TollgateError
+from core.pages import form_error, is_htmx
 from providers import selectors, services
 from providers.crypto import mask
 from providers.forms import (
@@ -28,7 +30,9 @@ from providers.forms import (
 from providers.models import ModelMode, Provider, ProviderType
 from providers.sync import connection_test, provider_sync
 from tenants.access import TenantAccess
-from tenants.views import console_render, form_error, is_htmx, tenant_page
+from tenants.console import console_render, tenant_page
+from tenants.forms import TenantSettingsForm
+from tenants.services import tenant_update
 
 CONNECTION_TEST_TIMEOUT = 10.0  # seconds, as the REST API's connection test
 MODELS_PER_PAGE = 100
@@ -46,6 +50,37 @@ def _provider_row(provider: Provider) -> dict:
     return {"provider": provider, "own": provider.owner_id is not None,
             "key_hint": mask(provider.api_key) if provider.owner_id is not None else "",
             "header_names": sorted(provider.extra_headers or {}) if provider.owner_id is not None else []}
+
+
+# --- the tenant's LLM settings --------------------------------------------------------------------
+
+
+@tenant_page
+def settings_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    """The tenant's name, time zone, default model and limits (``TenantSettingsForm``, saved by
+    ``tenant_update``). It lives here, not in tenants, because the default model is chosen
+    from this app's models and aliases; tenants imports nothing above core."""
+    tenant = access.tenant
+    models = list(selectors.models_available(tenant=tenant))
+    aliases = list(selectors.alias_list(tenant=tenant).order_by("name"))
+    if request.method == "POST":
+        form = TenantSettingsForm(request.POST, tenant=tenant, models=models, aliases=aliases)
+        if form.is_valid():
+            try:
+                tenant_update(tenant=tenant, changes=form.changes(), actor=access.principal)
+            except TollgateError as exc:
+                form_error(form, exc)
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect("console-settings", tenant.slug)
+    else:
+        form = TenantSettingsForm(tenant=tenant, models=models, aliases=aliases)
+    selected = form["default_model"].value() or ""
+    options = [model_facts(m) for m in models]
+    return console_render(request, access, "app/settings.html", {
+        "form": form, "model_options": options, "aliases": aliases, "selected_model": selected,
+        "missing_current": form.missing_current,
+    }, section="settings", status=400 if form.errors else 200)
 
 
 # --- providers ------------------------------------------------------------------------------------

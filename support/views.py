@@ -22,8 +22,8 @@ from support.selectors import (
     top_spenders,
     trends_fill,
 )
+from core.pages import forbidden, login_redirect
 from tenants.access import Principal
-from tenants.views import forbidden, login_redirect
 
 PAGE_SIZE = 50
 

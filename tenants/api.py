@@ -3,34 +3,25 @@ service or selector, and render; nothing else happens here."""
 
 import zoneinfo
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from core.errors import Forbidden
-from tenants import selectors, services
-from tenants.access import SUPPORT
-from tenants.drf import (
+from core.drf import (
     StrictBooleanField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
     StrictSerializer,
-    TenantAPIView,
     paged,
-    principal_of,
     validated,
 )
+from core.errors import Forbidden
+from tenants import selectors, services
+from tenants.access import SUPPORT
+from tenants.auth import principal_of
+from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
-
-TENANT_PARAM = OpenApiParameter(
-    "tenant",
-    str,
-    description="Tenant id or slug, for a logged-in user who belongs to several tenants "
-    "(or support staff). Also accepted as the X-Tollgate-Tenant header.",
-    required=False,
-)
-
 
 # --- tenants -------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Forms of the tenant console's tenant pages. The bounds are read from the REST API's
-serializers, so the console and the API accept exactly the same values."""
+"""Forms of the tenant console's tenant pages (the LLM settings form is shown by
+providers.views.settings_page). The bounds are read from the REST API's serializers, so the
+console and the API accept exactly the same values."""
 
 import zoneinfo
 from functools import lru_cache
@@ -8,31 +9,14 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from core.forms import ConsoleForm, api_bounds, number_input
 from tenants.api import CacheIn, DataIn, LimitsIn, LlmSettingsIn
 from tenants.models import KeyScope, Role, Tenant
-
-
-def api_bounds(serializer_class, name: str) -> dict[str, Any]:
-    """min_value / max_value of one field of a REST serializer, as form field arguments."""
-    field = serializer_class().fields[name]
-    return {"min_value": field.min_value, "max_value": field.max_value}
 
 
 @lru_cache(maxsize=1)
 def timezone_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in sorted(zoneinfo.available_timezones())]
-
-
-class ConsoleForm(forms.Form):
-    """Labels without a trailing colon (the layout sets them apart)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)
-
-
-def number_input(step: str = "any", **attrs) -> forms.NumberInput:
-    return forms.NumberInput(attrs={"step": step, **attrs})
 
 
 class TenantSettingsForm(ConsoleForm):

@@ -1,5 +1,5 @@
 """The data plane never follows an upstream's redirect, and every connection it opens — IP
-literals included — passes the address policy of providers/net.py (SSRF)."""
+literals included — passes the address policy of core/net.py (SSRF)."""
 
 import asyncio
 import time

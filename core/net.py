@@ -1,12 +1,12 @@
-"""The network safety layer for outbound calls to a provider's ``base_url``.
+"""The guarded outbound HTTP client: SSRF rules for every call to a URL someone typed.
 
-Everything Tollgate fetches from an admin- or tenant-supplied URL (model catalog sync,
-connection tests) goes through this module, because such a URL is an SSRF vector: it could
-point at a cloud metadata service or at something on the private network.
+Everything Tollgate fetches from an admin- or tenant-supplied URL (a provider's model catalog
+and connection tests, a budget alert's webhook) goes through this module, because such a URL
+is an SSRF vector: it could point at a cloud metadata service or at something on the private
+network. (Turning what a person typed into a provider's base URL is providers/base_urls.py.)
 
-* :func:`detect_provider_type` and :func:`normalize_base_url` turn what a person typed into a
-  clean base URL (no network access).
-* :func:`check_url` refuses URLs whose host is, or resolves to, a forbidden address.
+* :func:`check_url` refuses URLs whose host is, or resolves to, a forbidden address;
+  :func:`vet_resolved` applies the same policy to addresses a caller resolved itself.
 * :func:`guarded_client` builds an ``httpx.Client`` that repeats that check at connect time for
   the addresses it actually connects to (so DNS rebinding cannot slip past a check made
   earlier), ignores proxy environment variables and never follows redirects by itself.
@@ -41,22 +41,20 @@ import httpx
 from django.conf import settings
 
 from core.errors import InvalidInput
-from providers.models import ProviderType
 
 __all__ = [
-    "DEFAULT_BASE_URLS",
     "GuardedClient",
     "NetError",
     "NotJSON",
+    "ProviderFailed",
     "ResponseTooLarge",
     "TooManyRedirects",
     "UnsafeURL",
     "UpstreamUnreachable",
     "check_url",
-    "detect_provider_type",
     "fetch_json",
     "guarded_client",
-    "normalize_base_url",
+    "vet_resolved",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -99,156 +97,6 @@ class NotJSON(ProviderFailed):
 
 class TooManyRedirects(ProviderFailed):
     """More redirects than :func:`fetch_json` was allowed to follow."""
-
-
-# --------------------------------------------------------------------------------------------
-# Provider type detection and base URL normalisation (no network access)
-# --------------------------------------------------------------------------------------------
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    ProviderType.OPENAI: "https://api.openai.com/v1",
-    ProviderType.ANTHROPIC: "https://api.anthropic.com",
-    ProviderType.OPENROUTER: "https://openrouter.ai/api/v1",
-    ProviderType.OLLAMA: "http://localhost:11434",
-}
-
-_OLLAMA_PORT = 11434
-
-
-def detect_provider_type(base_url: str) -> str:
-    """Guess the :class:`~providers.models.ProviderType` value for ``base_url``.
-
-    ``api.openai.com`` → openai, ``api.anthropic.com`` → anthropic, ``openrouter.ai`` or any
-    subdomain → openrouter, port 11434 or a path under ``/api`` → ollama, anything else
-    (including an empty or unparseable URL) → openai_compatible. Case-insensitive; a missing
-    scheme and trailing slashes are tolerated.
-    """
-    text = (base_url or "").strip()
-    if "://" not in text:
-        text = f"https://{text}"
-    try:
-        parts = urlsplit(text)
-        host = (parts.hostname or "").rstrip(".")
-        port = parts.port
-    except ValueError:
-        return ProviderType.OPENAI_COMPATIBLE.value
-    path = parts.path.lower().rstrip("/")
-    if host == "api.openai.com":
-        return ProviderType.OPENAI.value
-    if host == "api.anthropic.com":
-        return ProviderType.ANTHROPIC.value
-    if host == "openrouter.ai" or host.endswith(".openrouter.ai"):
-        return ProviderType.OPENROUTER.value
-    if port == _OLLAMA_PORT or path == "/api" or path.startswith("/api/"):
-        return ProviderType.OLLAMA.value
-    return ProviderType.OPENAI_COMPATIBLE.value
-
-
-def normalize_base_url(base_url: str, provider_type: str) -> str:
-    """Validate ``base_url`` for ``provider_type`` and return it in canonical form.
-
-    The scheme and host are lower-cased and trailing slashes removed. An empty URL gets the
-    provider type's public default (see :data:`DEFAULT_BASE_URLS`); openai_compatible has none
-    and needs a URL. The mock provider never touches the network, so its URL is only trimmed.
-    Raises :class:`~core.errors.InvalidInput` (``field="base_url"``) with a message that
-    says what to fix. No DNS lookup happens here; :func:`check_url` does that.
-    """
-    if provider_type not in ProviderType.values:
-        raise InvalidInput(
-            f"Unknown provider type '{provider_type}'; use one of "
-            f"{', '.join(ProviderType.values)}.",
-            field="provider_type",
-        )
-    text = (base_url or "").strip()
-    if provider_type == ProviderType.MOCK:
-        return text.rstrip("/")
-    if not text:
-        default = DEFAULT_BASE_URLS.get(provider_type)
-        if default is None:
-            raise InvalidInput(
-                "base_url is required for an OpenAI-compatible provider; give the API's root, "
-                "e.g. https://api.example.com/v1.",
-                field="base_url",
-            )
-        return default
-
-    example = "e.g. https://api.example.com/v1"
-    if any(ch.isspace() for ch in text):
-        raise InvalidInput(f"base_url must not contain spaces (got '{text}').", field="base_url")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
-        raise InvalidInput("base_url must not contain control characters.", field="base_url")
-    try:
-        parts = urlsplit(text)
-    except ValueError as exc:  # "http://[::1" (unclosed bracket), "http://[zz]" (not an address)
-        raise InvalidInput(
-            f"base_url is not a valid URL ({exc}; got '{text}'), {example}; an IPv6 address goes "
-            "in brackets: http://[2001:db8::1]:8000/v1.",
-            field="base_url",
-        ) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInput(
-            f"base_url must start with http:// or https:// (got '{text}'), {example}.",
-            field="base_url",
-        )
-    if "@" in parts.netloc:
-        raise InvalidInput(
-            "base_url must not contain a user name or password; put the credential in the "
-            "provider's API key instead.",
-            field="base_url",
-        )
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        raise InvalidInput(
-            f"base_url has an invalid port (got '{text}'); use a number from 1 to 65535.",
-            field="base_url",
-        ) from None
-    if not host:
-        raise InvalidInput(
-            f"base_url has no host name (got '{text}'), {example}.", field="base_url"
-        )
-    if not _host_is_valid(parts.netloc, host):
-        raise InvalidInput(
-            f"base_url has an invalid host '{host}' (got '{text}'): use a host name, an IPv4 "
-            f"address or an IPv6 address in brackets, {example}.",
-            field="base_url",
-        )
-    if port == 0:
-        raise InvalidInput(
-            f"base_url has an invalid port (got '{text}'); use a number from 1 to 65535.",
-            field="base_url",
-        )
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise InvalidInput(
-            f"base_url must not contain a query string or fragment (got '{text}'); give only "
-            f"the API's root, {example}.",
-            field="base_url",
-        )
-    path = parts.path.rstrip("/")
-    return f"{scheme}://{parts.netloc.lower()}{path}"
-
-
-_HOST_NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")
-_NETLOC_RE = re.compile(r"^(\[[^\[\]]+\]|[^\[\]:]+)(:\d*)?$")
-
-
-def _host_is_valid(netloc: str, host: str) -> bool:
-    """Whether ``netloc`` is exactly ``host[:port]`` (``[address][:port]`` for IPv6) and the
-    host a name (IDNA allowed) or an IP address: what every HTTP client here can connect to."""
-    if not _NETLOC_RE.match(netloc):
-        return False  # "[::1]x:80", "a]b"
-    if netloc.startswith("["):
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            return False  # "[v1.fe]" (IPvFuture)
-        return True
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return bool(_HOST_NAME_RE.match(ascii_host.lower()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +344,7 @@ class _GuardedTransport(httpx.HTTPTransport):
         if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
             raise RuntimeError(
                 "httpx.HTTPTransport no longer keeps an httpcore.ConnectionPool in `_pool`; "
-                "providers.net cannot install its connect-time address check."
+                "core.net cannot install its connect-time address check."
             )
         self.backend = _GuardedBackend(allow_private=allow_private)
         self._pool = httpcore.ConnectionPool(

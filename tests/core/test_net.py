@@ -1,5 +1,5 @@
-"""The network safety layer: provider type detection, base URL normalisation, the address
-guard (literal, resolved, at connect time, on redirects) and fetch_json's limits and errors.
+"""The guarded outbound HTTP client (core/net.py): the address guard (literal, resolved, at
+connect time, on redirects) and fetch_json's limits and errors.
 
 The HTTP cases talk to real servers on 127.0.0.1 (stdlib ``http.server`` in a thread); only
 DNS is faked, by patching ``socket.getaddrinfo``. Nothing here needs the database.
@@ -22,126 +22,16 @@ import httpx
 import pytest
 
 from core.errors import InvalidInput
-from providers.models import Provider
-from providers.net import (
+from core.net import (
     NotJSON,
     ResponseTooLarge,
     TooManyRedirects,
     UnsafeURL,
     UpstreamUnreachable,
     check_url,
-    detect_provider_type,
     fetch_json,
     guarded_client,
-    normalize_base_url,
 )
-from providers.sync import connection_test, provider_sync
-from tests.fakes import FakeOpenAI
-
-# --------------------------------------------------------------------------------------------
-# Provider type detection and normalisation
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("base_url", "expected"),
-    [
-        ("https://api.openai.com/v1", "openai"),
-        ("https://API.OpenAI.com/v1/", "openai"),
-        ("api.openai.com", "openai"),
-        ("https://api.anthropic.com", "anthropic"),
-        ("https://api.anthropic.com/v1///", "anthropic"),
-        ("https://openrouter.ai/api/v1", "openrouter"),
-        ("https://eu.OpenRouter.ai/api/v1/", "openrouter"),
-        ("http://localhost:11434", "ollama"),
-        ("http://gpu-box:11434/v1", "ollama"),
-        ("https://ollama.example.com/api", "ollama"),
-        ("https://ollama.example.com/API/", "ollama"),
-        ("https://llm.example.com/apis/v1", "openai_compatible"),
-        ("https://api.groq.com/openai/v1", "openai_compatible"),
-        ("http://localhost:8000/v1", "openai_compatible"),
-        ("https://openrouter.ai.evil.example/v1", "openai_compatible"),
-        ("https://notopenai.com/v1", "openai_compatible"),
-        ("", "openai_compatible"),
-        ("http://[::1", "openai_compatible"),
-    ],
-)
-def test_detect_provider_type(base_url, expected):
-    assert detect_provider_type(base_url) == expected
-
-
-@pytest.mark.parametrize(
-    ("base_url", "provider_type", "expected"),
-    [
-        ("", "openai", "https://api.openai.com/v1"),
-        ("   ", "anthropic", "https://api.anthropic.com"),
-        ("", "openrouter", "https://openrouter.ai/api/v1"),
-        ("", "ollama", "http://localhost:11434"),
-        ("HTTPS://API.Example.COM/V1/", "openai_compatible", "https://api.example.com/V1"),
-        ("http://gpu-box:11434//", "ollama", "http://gpu-box:11434"),
-        ("https://[2001:DB8::1]:8443/v1/", "openai_compatible", "https://[2001:db8::1]:8443/v1"),
-        (" https://api.openai.com/v1/ ", "openai", "https://api.openai.com/v1"),
-        ("", "mock", ""),
-    ],
-)
-def test_normalize_base_url(base_url, provider_type, expected):
-    assert normalize_base_url(base_url, provider_type) == expected
-
-
-@pytest.mark.parametrize(
-    ("base_url", "provider_type", "message"),
-    [
-        ("", "openai_compatible", "base_url is required"),
-        ("api.example.com/v1", "openai_compatible", "must start with http:// or https://"),
-        ("ftp://files.example.com", "openai_compatible", "must start with http:// or https://"),
-        ("https://", "openai", "must start with http:// or https://"),
-        ("https://:443/v1", "openai", "no host name"),
-        ("https://user:secret@api.example.com", "openai_compatible", "user name or password"),
-        ("https://api.example.com:99999", "openai_compatible", "invalid port"),
-        ("https://api.example.com:0", "openai_compatible", "invalid port"),
-        ("https://api.example.com/v1?key=1", "openai_compatible", "query string"),
-        ("https://api.example.com/v1#x", "openai_compatible", "fragment"),
-        ("https://api.example .com", "openai_compatible", "spaces"),
-    ],
-)
-def test_normalize_base_url_errors_say_what_to_fix(base_url, provider_type, message):
-    with pytest.raises(InvalidInput, match=message) as caught:
-        normalize_base_url(base_url, provider_type)
-    assert caught.value.field == "base_url"
-
-
-@pytest.mark.parametrize(
-    ("base_url", "message"),
-    [
-        ("http://[::1", "not a valid URL"),
-        ("https://[zz]/v1", "not a valid URL"),
-        ("http://a]b/v1", "not a valid URL"),
-        ("http://[::1]x:80/v1", "invalid host"),
-        ("http://[v1.fe]/v1", "invalid host"),
-        ("http://a%20b.example.com/v1", "invalid host"),
-        ("http://a<b/v1", "invalid host"),
-        ("http://a\x00b/v1", "control characters"),
-    ],
-)
-def test_malformed_base_urls_are_input_errors(base_url, message):
-    """What urlsplit raises ValueError on (a 500 before) or lets through in a shape no HTTP
-    client here can connect to: an input error on base_url."""
-    with pytest.raises(InvalidInput, match=message) as caught:
-        normalize_base_url(base_url, "openai_compatible")
-    assert caught.value.field == "base_url"
-
-
-@pytest.mark.parametrize("base_url", ["http://[::1]:8000/v1", "http://[fe80::1%25eth0]/v1", "http://gpu_box:11434",
-                                      "https://пример.рф/v1", "http://10.0.0.2:8000/v1/", "https://api.example.com."])
-def test_unusual_but_valid_hosts_pass(base_url):
-    assert normalize_base_url(base_url, "openai_compatible") == base_url.rstrip("/").lower()
-
-
-def test_normalize_base_url_unknown_type():
-    with pytest.raises(InvalidInput, match="Unknown provider type") as caught:
-        normalize_base_url("https://api.example.com", "gopher")
-    assert caught.value.field == "provider_type"
-
 
 # --------------------------------------------------------------------------------------------
 # check_url
@@ -653,58 +543,3 @@ def test_guarded_client_type():
         assert client.trust_env is False
     finally:
         client.close()
-
-
-# --------------------------------------------------------------------------------------------
-# The catalog sync and the connection test (providers/sync.py), for rows that bypassed the
-# validation of the API and the forms
-# --------------------------------------------------------------------------------------------
-
-
-def rogue_provider(base_url: str) -> Provider:
-    return Provider.objects.create(name="rogue", provider_type="openai_compatible",
-                                   base_url=base_url, api_key="sk-rogue-key-0001",
-                                   timeout_seconds=3)
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "base_url",
-    ["http://169.254.169.254:8080/v1", "http://[::ffff:169.254.169.254]:8080/v1",
-     "http://[fd00:ec2::254]/v1", "http://100.100.100.200/v1"],
-)
-def test_sync_refuses_a_metadata_literal_stored_without_validation(settings, base_url):
-    settings.ALLOW_PRIVATE_PROVIDER_URLS = True
-    provider = rogue_provider(base_url)
-    with pytest.raises(UnsafeURL, match="metadata"):
-        provider_sync(provider=provider)
-    provider.refresh_from_db()
-    assert "metadata" in provider.last_sync_error
-
-
-@pytest.mark.django_db
-def test_sync_refuses_a_loopback_literal_when_private_urls_are_off(settings):
-    with FakeOpenAI() as fake:
-        provider = rogue_provider(fake.base_url)
-        settings.ALLOW_PRIVATE_PROVIDER_URLS = False
-        with pytest.raises(UnsafeURL, match="ALLOW_PRIVATE_PROVIDER_URLS"):
-            provider_sync(provider=provider)
-        report = connection_test(provider=provider)
-        assert not report.reachable and "ALLOW_PRIVATE_PROVIDER_URLS" in report.error
-        assert fake.requests == []
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "location",
-    ["http://169.254.169.254/latest/meta-data/", "http://[::ffff:a9fe:a9fe]/latest/",
-     "http://[fd00:ec2::254]/latest/"],
-)
-def test_sync_does_not_follow_a_redirect_to_a_refused_literal(settings, location):
-    settings.ALLOW_PRIVATE_PROVIDER_URLS = True
-    with FakeOpenAI() as fake:
-        provider = rogue_provider(fake.base_url)
-        fake.set_fault("redirect", location=location)
-        with pytest.raises(UnsafeURL, match=r"redirected to .*, which is refused: .*metadata"):
-            provider_sync(provider=provider)
-        assert len(fake.requests) == 1

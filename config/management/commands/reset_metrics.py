@@ -1,3 +1,6 @@
+"""``manage.py reset_metrics``: empty PROMETHEUS_MULTIPROC_DIR once before a deployment's workers
+start (the release step of the Procfile; ``make run`` does it too)."""
+
 from django.core.management.base import BaseCommand
 
 from config.metrics import reset_multiproc_dir

@@ -1,0 +1,160 @@
+"""A provider's base URL as a person types it: the provider type it suggests
+(:func:`detect_provider_type`) and its canonical form (:func:`normalize_base_url`). No network
+access here; whether Tollgate may contact the URL is core.net's :func:`~core.net.check_url`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from core.errors import InvalidInput
+from providers.models import ProviderType
+
+__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url"]
+
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    ProviderType.OPENAI: "https://api.openai.com/v1",
+    ProviderType.ANTHROPIC: "https://api.anthropic.com",
+    ProviderType.OPENROUTER: "https://openrouter.ai/api/v1",
+    ProviderType.OLLAMA: "http://localhost:11434",
+}
+
+_OLLAMA_PORT = 11434
+
+
+def detect_provider_type(base_url: str) -> str:
+    """Guess the :class:`~providers.models.ProviderType` value for ``base_url``.
+
+    ``api.openai.com`` → openai, ``api.anthropic.com`` → anthropic, ``openrouter.ai`` or any
+    subdomain → openrouter, port 11434 or a path under ``/api`` → ollama, anything else
+    (including an empty or unparseable URL) → openai_compatible. Case-insensitive; a missing
+    scheme and trailing slashes are tolerated.
+    """
+    text = (base_url or "").strip()
+    if "://" not in text:
+        text = f"https://{text}"
+    try:
+        parts = urlsplit(text)
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port
+    except ValueError:
+        return ProviderType.OPENAI_COMPATIBLE.value
+    path = parts.path.lower().rstrip("/")
+    if host == "api.openai.com":
+        return ProviderType.OPENAI.value
+    if host == "api.anthropic.com":
+        return ProviderType.ANTHROPIC.value
+    if host == "openrouter.ai" or host.endswith(".openrouter.ai"):
+        return ProviderType.OPENROUTER.value
+    if port == _OLLAMA_PORT or path == "/api" or path.startswith("/api/"):
+        return ProviderType.OLLAMA.value
+    return ProviderType.OPENAI_COMPATIBLE.value
+
+
+def normalize_base_url(base_url: str, provider_type: str) -> str:
+    """Validate ``base_url`` for ``provider_type`` and return it in canonical form.
+
+    The scheme and host are lower-cased and trailing slashes removed. An empty URL gets the
+    provider type's public default (see :data:`DEFAULT_BASE_URLS`); openai_compatible has none
+    and needs a URL. The mock provider never touches the network, so its URL is only trimmed.
+    Raises :class:`~core.errors.InvalidInput` (``field="base_url"``) with a message that
+    says what to fix. No DNS lookup happens here; :func:`core.net.check_url` does that.
+    """
+    if provider_type not in ProviderType.values:
+        raise InvalidInput(
+            f"Unknown provider type '{provider_type}'; use one of "
+            f"{', '.join(ProviderType.values)}.",
+            field="provider_type",
+        )
+    text = (base_url or "").strip()
+    if provider_type == ProviderType.MOCK:
+        return text.rstrip("/")
+    if not text:
+        default = DEFAULT_BASE_URLS.get(provider_type)
+        if default is None:
+            raise InvalidInput(
+                "base_url is required for an OpenAI-compatible provider; give the API's root, "
+                "e.g. https://api.example.com/v1.",
+                field="base_url",
+            )
+        return default
+
+    example = "e.g. https://api.example.com/v1"
+    if any(ch.isspace() for ch in text):
+        raise InvalidInput(f"base_url must not contain spaces (got '{text}').", field="base_url")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise InvalidInput("base_url must not contain control characters.", field="base_url")
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # "http://[::1" (unclosed bracket), "http://[zz]" (not an address)
+        raise InvalidInput(
+            f"base_url is not a valid URL ({exc}; got '{text}'), {example}; an IPv6 address goes "
+            "in brackets: http://[2001:db8::1]:8000/v1.",
+            field="base_url",
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInput(
+            f"base_url must start with http:// or https:// (got '{text}'), {example}.",
+            field="base_url",
+        )
+    if "@" in parts.netloc:
+        raise InvalidInput(
+            "base_url must not contain a user name or password; put the credential in the "
+            "provider's API key instead.",
+            field="base_url",
+        )
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidInput(
+            f"base_url has an invalid port (got '{text}'); use a number from 1 to 65535.",
+            field="base_url",
+        ) from None
+    if not host:
+        raise InvalidInput(
+            f"base_url has no host name (got '{text}'), {example}.", field="base_url"
+        )
+    if not _host_is_valid(parts.netloc, host):
+        raise InvalidInput(
+            f"base_url has an invalid host '{host}' (got '{text}'): use a host name, an IPv4 "
+            f"address or an IPv6 address in brackets, {example}.",
+            field="base_url",
+        )
+    if port == 0:
+        raise InvalidInput(
+            f"base_url has an invalid port (got '{text}'); use a number from 1 to 65535.",
+            field="base_url",
+        )
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise InvalidInput(
+            f"base_url must not contain a query string or fragment (got '{text}'); give only "
+            f"the API's root, {example}.",
+            field="base_url",
+        )
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+_HOST_NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")
+_NETLOC_RE = re.compile(r"^(\[[^\[\]]+\]|[^\[\]:]+)(:\d*)?$")
+
+
+def _host_is_valid(netloc: str, host: str) -> bool:
+    """Whether ``netloc`` is exactly ``host[:port]`` (``[address][:port]`` for IPv6) and the
+    host a name (IDNA allowed) or an IP address: what every HTTP client here can connect to."""
+    if not _NETLOC_RE.match(netloc):
+        return False  # "[::1]x:80", "a]b"
+    if netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False  # "[v1.fe]" (IPvFuture)
+        return True
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return bool(_HOST_NAME_RE.match(ascii_host.lower()))
