@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from core.pages import forbidden, login_redirect
 from support.selectors import (
     DEFAULT_SORT,
     SORTS,
@@ -22,7 +23,6 @@ from support.selectors import (
     top_spenders,
     trends_fill,
 )
-from core.pages import forbidden, login_redirect
 from tenants.access import Principal
 
 PAGE_SIZE = 50
