@@ -47,7 +47,7 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     call_command("migrate", verbosity=0)
-    from providers.adapters.base import request_headers
+    from providers.fetchers.base import request_headers
     from providers.models import Provider
     from providers.net import fetch_json, guarded_client
     from providers.services import provider_create
