@@ -48,7 +48,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     from core.net import fetch_json, guarded_client
-    from providers.adapters.base import request_headers
+    from providers.fetchers.base import request_headers
     from providers.models import Provider
     from providers.services import provider_create
     from providers.sync import provider_sync

@@ -22,6 +22,7 @@ from django.conf import settings
 
 from billing import spend
 from billing.periods import period_for
+from billing.pricing import deployment_cost, usage_bounded
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
 from gateway.auth import KeyCache, KeyInfo
@@ -39,8 +40,8 @@ from gateway.state import (
 )
 from gateway.upstream import new_session
 from gateway.usage import UsageWriter
-from providers.adapters.sse import estimate_tokens
 from providers.adapters.types import Deployment, UpstreamFailure, Usage
+from providers.adapters.usage import estimate_tokens
 from providers.models import ModelMode
 
 log = logging.getLogger("tollgate.gateway")
@@ -536,12 +537,12 @@ class GatewayApp:
             return  # not attributable to a tenant
         call = ctx.call
         deployment: Deployment | None = call.deployment if call else None
-        usage = call.usage.bounded() if call and call.usage else None
+        usage = usage_bounded(call.usage) if call and call.usage else None
         if ctx.cache_hit:
             usage = None
         cost = provider_cost = None
         if usage is not None and deployment is not None:
-            cost = deployment.cost_of(usage)
+            cost = deployment_cost(deployment, usage)
             provider_cost = usage.provider_cost
         if ctx.cache_hit:
             cost = Decimal(0)

@@ -17,8 +17,7 @@ from config import metrics
 from gateway.errors import GatewayError
 from gateway.routing import Route, Target, TenantConfig, apply_defaults
 from gateway.upstream import RefusedAddress, Upstream, attempt_timeout
-from providers.adapters import anthropic, mock, ollama, openai, openrouter
-from providers.adapters.sse import usage_to_openai
+from providers.adapters.registry import ADAPTERS
 from providers.adapters.types import (
     ChatResult,
     Deployment,
@@ -27,15 +26,7 @@ from providers.adapters.types import (
     Usage,
     output_limit,
 )
-from providers.models import ProviderType
-
-ADAPTERS = {
-    ProviderType.OPENAI: openai,
-    ProviderType.OPENAI_COMPATIBLE: openai,
-    ProviderType.OPENROUTER: openrouter,
-    ProviderType.ANTHROPIC: anthropic,
-    ProviderType.OLLAMA: ollama,
-}
+from providers.adapters.usage import usage_to_openai
 
 
 def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
@@ -44,8 +35,8 @@ def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
     model's context length from the catalog, else GATEWAY_DEFAULT_OUTPUT_TOKENS; never more
     than the context length. What a budget reservation counts."""
     limit = output_limit(request)
-    if limit is None and d.provider_type == ProviderType.ANTHROPIC:
-        limit = anthropic.DEFAULT_MAX_TOKENS
+    if limit is None:
+        limit = ADAPTERS[d.provider_type].DEFAULT_MAX_TOKENS
     if limit is None:
         limit = d.context_length or settings.GATEWAY_DEFAULT_OUTPUT_TOKENS
     return min(limit, d.context_length) if d.context_length else limit
@@ -201,9 +192,9 @@ class Engine:
             return result
 
     async def _chat_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str) -> ChatResult:
-        if d.provider_type == ProviderType.MOCK:
-            return mock.complete_chat(d, body, request_id=request_id)
         adapter = ADAPTERS[d.provider_type]
+        if adapter.IN_PROCESS:
+            return adapter.complete_chat(d, body, request_id=request_id)
         up = adapter.build_chat(d, body, stream=False)
         async with self.session.request(up.method, up.url, data=up.body, headers=up.headers,
                                         timeout=attempt_timeout(timeout, stream=False)) as resp:
@@ -221,10 +212,10 @@ class Engine:
             d = target.deployment
             started = time.perf_counter()
             try:
-                if d.provider_type == ProviderType.MOCK:
-                    data, usage = mock.embed(d, request)
+                adapter = ADAPTERS[d.provider_type]
+                if adapter.IN_PROCESS:
+                    data, usage = adapter.embed(d, request)
                 else:
-                    adapter = ADAPTERS[d.provider_type]
                     up = adapter.build_embeddings(d, request)
                     async with self.session.request(up.method, up.url, data=up.body, headers=up.headers,
                                                     timeout=attempt_timeout(timeout, stream=False)) as resp:
@@ -266,10 +257,10 @@ class Engine:
 
     async def _open_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str,
                          created: int) -> "OpenStream":
-        if d.provider_type == ProviderType.MOCK:
-            events, usage = mock.stream_chat(d, body, request_id=request_id, created=created)
-            return OpenStream(d, first=events, rest=None, response=None, translator=None, mock_usage=usage)
         adapter = ADAPTERS[d.provider_type]
+        if adapter.IN_PROCESS:
+            events, usage = adapter.stream_chat(d, body, request_id=request_id, created=created)
+            return OpenStream(d, first=events, rest=None, response=None, translator=None, in_process_usage=usage)
         up = adapter.build_chat(d, body, stream=True)
         resp = await self.session.request(up.method, up.url, data=up.body, headers=up.headers,
                                           timeout=attempt_timeout(timeout, stream=True))
@@ -299,13 +290,13 @@ class OpenStream:
 
     def __init__(self, deployment: Deployment, *, first: list[bytes], rest: AsyncIterator[bytes] | None,
                  response: aiohttp.ClientResponse | None, translator: StreamTranslator | None,
-                 mock_usage: Usage | None = None):
+                 in_process_usage: Usage | None = None):
         self.deployment = deployment
         self.first = first
         self._rest = rest
         self._response = response
         self._translator = translator
-        self._mock_usage = mock_usage
+        self._in_process_usage = in_process_usage
 
     async def events(self) -> AsyncIterator[list[bytes]]:
         if self._rest is None and self._translator is None:
@@ -324,8 +315,8 @@ class OpenStream:
 
     @property
     def usage(self) -> Usage | None:
-        if self._mock_usage is not None:
-            return self._mock_usage
+        if self._in_process_usage is not None:
+            return self._in_process_usage
         return self._translator.usage if self._translator is not None else None
 
     @property

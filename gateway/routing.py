@@ -148,7 +148,7 @@ def _deployment(pm: ProviderModel) -> Deployment:
         provider_type=p.provider_type,
         base_url=p.base_url.rstrip("/"),
         api_key=p.api_key,
-        extra_headers=tuple(sorted((p.extra_headers or {}).items())),
+        extra_headers=p.upstream_extra_headers(),
         provider_model_id=pm.pk,
         model_id=pm.model_id,
         timeout=p.timeout_seconds,

@@ -10,6 +10,7 @@ from decimal import Decimal
 import orjson
 from asgiref.sync import async_to_sync
 
+from billing.pricing import deployment_cost
 from gateway.app import GatewayApp
 from gateway.auth import KeyInfo, key_info
 from tenants.models import ApiKey
@@ -53,6 +54,6 @@ def llm_test_sync(*, tenant_id: int, api_key: ApiKey | None, model: str | None, 
     return TestAnswer(
         request_id=request_id, answer=message.get("content") or "", provider=d.provider_name, model=d.model_id,
         latency_ms=round(ctx.latency_ms, 1), input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cost=d.cost_of(usage), attempts=[{"deployment": a.deployment, "outcome": a.outcome, "message": a.message}
-                                         for a in call.attempts],
+        cost=deployment_cost(d, usage),
+        attempts=[{"deployment": a.deployment, "outcome": a.outcome, "message": a.message} for a in call.attempts],
     )

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -77,6 +78,21 @@ class Provider(models.Model):
             provider_credentials_check(api_key=self.api_key, extra_headers=self.extra_headers)
         except InvalidInput as exc:
             raise ValidationError(exc.message) from None
+
+    def upstream_extra_headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers sent with every request to this provider besides auth, as (name, value)
+        pairs in order: OpenRouter's attribution (settings OPENROUTER_SITE_URL and
+        OPENROUTER_APP_NAME, when set), then the provider's own ``extra_headers``, which win.
+        The adapters send them last (providers/adapters/headers.py)."""
+        pairs: list[tuple[str, str]] = []
+        if self.provider_type == ProviderType.OPENROUTER:
+            site = getattr(settings, "OPENROUTER_SITE_URL", "")
+            app = getattr(settings, "OPENROUTER_APP_NAME", "")
+            if site:
+                pairs.append(("HTTP-Referer", site))
+            if app:
+                pairs.append(("X-Title", app))
+        return (*pairs, *sorted((self.extra_headers or {}).items()))
 
 
 class PriceSource(models.TextChoices):

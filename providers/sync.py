@@ -1,54 +1,21 @@
 """Talking to providers' catalog endpoints: a sync of one provider, and a connection test that
-saves nothing. All traffic goes through the guarded client (core/net.py)."""
+saves nothing. Both read the catalog with ``catalog_fetch`` (providers/fetchers/), whose
+traffic goes through the guarded client (core/net.py)."""
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
 from config import metrics
 from core.errors import Conflict, TollgateError
-from core.net import fetch_json, guarded_client
-from providers.adapters import anthropic, mock, ollama, openai, openrouter
-from providers.adapters.base import raise_for_status, request_headers
-from providers.catalog import CatalogEntry
-from providers.models import Provider, ProviderType
+from providers.fetchers.registry import catalog_fetch
+from providers.models import Provider
 from providers.services import (
     SyncResult,
     provider_models_upsert,
     provider_sync_claim,
     provider_sync_finish,
 )
-
-FETCHERS: dict[str, Callable[[Provider, Callable[[str], Any]], list[CatalogEntry]]] = {
-    ProviderType.OPENAI: openai.fetch_catalog,
-    ProviderType.OPENAI_COMPATIBLE: openai.fetch_catalog,
-    ProviderType.OPENROUTER: openrouter.fetch_catalog,
-    ProviderType.ANTHROPIC: anthropic.fetch_catalog,
-    ProviderType.OLLAMA: ollama.fetch_catalog,
-}
-
-
-def catalog_fetch(provider: Provider) -> list[CatalogEntry]:
-    """The provider's catalog, or a TollgateError whose message says what went wrong."""
-    if provider.provider_type == ProviderType.MOCK:
-        return mock.fetch_catalog()
-    fetcher = FETCHERS[provider.provider_type]
-    name = provider.display_name or provider.name
-    with guarded_client(
-        timeout=provider.timeout_seconds,
-        headers=request_headers(provider),
-        max_bytes=settings.PROVIDER_MAX_RESPONSE_BYTES,
-    ) as client:
-
-        def get(url: str) -> Any:
-            status, _, body, snippet = fetch_json(client, "GET", url)
-            raise_for_status(provider_name=name, url=url, status=status, body=body, snippet=snippet)
-            return body
-
-        return fetcher(provider, get)
 
 
 def provider_sync(*, provider: Provider) -> SyncResult:

@@ -1,31 +1,27 @@
-"""Anthropic Messages API."""
+"""Anthropic Messages API: OpenAI chat requests translated to ``/v1/messages``, and its
+answers and named-event streams translated back into OpenAI chat.completion(.chunk) JSON."""
 
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
-from providers.adapters.base import UpstreamError, require_list
-from providers.adapters.sse import (
+from orjson import JSONDecodeError, dumps, loads
+
+from providers.adapters.failures import (
     ERROR_TYPE_KINDS,
-    ChunkBuilder,
-    JSONDecodeError,
-    SSEDecoder,
-    as_int,
     bad_response,
     body_detail,
-    chat_completion,
-    deployment_headers,
-    dumps,
     failure,
-    image_url_of,
     load_json,
-    loads,
-    parse_data_url,
     status_kind,
-    tool_arguments,
     truncated_stream,
-    usage_to_openai,
 )
+from providers.adapters.headers import deployment_headers
+from providers.adapters.messages import (
+    chat_completion,
+    image_url_of,
+    parse_data_url,
+    tool_arguments,
+)
+from providers.adapters.sse import ChunkBuilder, SSEDecoder
 from providers.adapters.types import (
     ChatResult,
     Deployment,
@@ -34,47 +30,10 @@ from providers.adapters.types import (
     Usage,
     output_limit,
 )
-from providers.catalog import CatalogEntry, entry_from_name
-from providers.models import Provider
+from providers.adapters.usage import as_int, usage_to_openai
 
-PAGE_SIZE = 1000
-MAX_PAGES = 50
-
-
-def fetch_catalog(provider: Provider, get: Callable[[str], Any]) -> list[CatalogEntry]:
-    """``GET /v1/models`` follows ``has_more`` / ``last_id`` pages."""
-    entries: list[CatalogEntry] = []
-    after = None
-    for _ in range(MAX_PAGES):
-        url = f"{provider.base_url}/v1/models?limit={PAGE_SIZE}"
-        if after:
-            url += f"&after_id={quote(after, safe='')}"
-        body = get(url)
-        for item in require_list(body, "data", url=url):
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                context = item.get("max_input_tokens")
-                entries.append(
-                    entry_from_name(
-                        provider,
-                        item["id"],
-                        display_name=str(item.get("display_name") or ""),
-                        context_length=context if isinstance(context, int) else None,
-                        tools=True,  # every model the Messages API lists takes tools
-                    )
-                )
-        if not body.get("has_more"):
-            return entries
-        after = body.get("last_id")
-        if not after:
-            raise UpstreamError(f"{url} said has_more but gave no last_id.")
-    raise UpstreamError(f"Anthropic's model list did not end after {MAX_PAGES} pages.")
-
-
-# =============================================================================== data plane
-# OpenAI chat requests translated to the Messages API, and its answers / named-event streams
-# translated back into OpenAI chat.completion(.chunk) JSON.
-
-DEFAULT_MAX_TOKENS = 4096
+IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
+DEFAULT_MAX_TOKENS = 4096  # the Messages API requires a limit; this one when the request sets none
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -361,11 +320,7 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
         finish_reason=finish,
         usage=usage_to_openai(usage, cache_known=True) if usage is not None else None,
     )
-    return ChatResult(
-        body=result,
-        usage=usage if usage is not None else Usage(estimated=True),
-        text=text + "".join(c["function"]["arguments"] for c in calls),
-    )
+    return ChatResult(body=result, usage=usage if usage is not None else Usage(estimated=True))
 
 
 def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:

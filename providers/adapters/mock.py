@@ -1,67 +1,27 @@
-"""The built-in ``mock`` provider: no network, a fixed catalog, deterministic answers.
-Used by the embedded demo and by tests."""
+"""The built-in ``mock`` provider: no network, deterministic answers computed in-process —
+"Mock reply to: <last user message>", token counts of about one per four characters, a tool
+call when asked for one, hash-derived embeddings. Used by the embedded demo and by tests.
+
+Unlike the HTTP adapters it answers itself (``IN_PROCESS``): ``complete_chat``,
+``stream_chat`` and ``embed`` instead of building requests and parsing answers. Its catalog
+is providers/fetchers/mock.py."""
 
 import base64
 import hashlib
 import math
 import struct
 import time
-from decimal import Decimal
 from typing import Any
 
-from providers.adapters.sse import (
-    ChunkBuilder,
-    chat_completion,
-    dumps,
-    estimate_tokens,
-    text_of,
-    usage_to_openai,
-)
+from orjson import dumps
+
+from providers.adapters.messages import chat_completion, text_of
+from providers.adapters.sse import ChunkBuilder
 from providers.adapters.types import ChatResult, Deployment, Usage, output_limit
-from providers.catalog import CatalogEntry
-from providers.models import ModelMode, PriceSource
+from providers.adapters.usage import estimate_tokens, usage_to_openai
 
-CATALOG = (
-    CatalogEntry(
-        model_id="mock-fast",
-        display_name="Mock Fast",
-        context_length=16_384,
-        supports_tools=True,
-        input_price=Decimal("0.10"),
-        output_price=Decimal("0.40"),
-        cached_input_price=Decimal("0.025"),
-        price_source=PriceSource.SYNCED,
-    ),
-    CatalogEntry(
-        model_id="mock-smart",
-        display_name="Mock Smart",
-        context_length=128_000,
-        supports_tools=True,
-        supports_vision=True,
-        input_price=Decimal("2.50"),
-        output_price=Decimal("10.00"),
-        cached_input_price=Decimal("1.25"),
-        price_source=PriceSource.SYNCED,
-    ),
-    CatalogEntry(
-        model_id="mock-embed",
-        display_name="Mock Embeddings",
-        mode=ModelMode.EMBEDDING,
-        context_length=8_192,
-        input_price=Decimal("0.02"),
-        output_price=Decimal("0"),
-        price_source=PriceSource.SYNCED,
-    ),
-)
-
-
-def fetch_catalog() -> list[CatalogEntry]:
-    return list(CATALOG)
-
-
-# =============================================================================== data plane
-# Deterministic answers computed in-process: "Mock reply to: <last user message>", token counts
-# of about one per four characters, a tool call when asked for one, hash-derived embeddings.
+IN_PROCESS = True
+DEFAULT_MAX_TOKENS = None  # no output limit unless the request sets one
 
 REPLY_PREFIX = "Mock reply to: "
 QUOTE_CHARS = 60
@@ -146,7 +106,7 @@ def complete_chat(deployment: Deployment, body: dict[str, Any], *, request_id: s
         usage=usage_to_openai(usage),
         created=int(time.time()),
     )
-    return ChatResult(body=result, usage=usage, text=text or (call["function"]["arguments"] if call else ""))
+    return ChatResult(body=result, usage=usage)
 
 
 def stream_chat(deployment: Deployment, body: dict[str, Any], *, request_id: str, created: int) -> tuple[list[bytes], Usage]:

@@ -1,28 +1,26 @@
-"""Ollama's native API (``/api/…``)."""
+"""Ollama's native API (``/api/…``): OpenAI chat and embedding requests translated to
+``/api/chat`` and ``/api/embed``, NDJSON streams and native answers translated back into
+OpenAI JSON."""
 
-from collections.abc import Callable
 from typing import Any
 
-from providers.adapters.base import require_list
-from providers.adapters.sse import (
-    ChunkBuilder,
-    JSONDecodeError,
-    NDJSONDecoder,
-    as_int,
+from orjson import JSONDecodeError, dumps, loads
+
+from providers.adapters.failures import (
     bad_response,
     body_detail,
-    chat_completion,
-    deployment_headers,
-    dumps,
     failure,
-    image_url_of,
     load_json,
-    loads,
+    truncated_stream,
+)
+from providers.adapters.headers import deployment_headers
+from providers.adapters.messages import (
+    chat_completion,
+    image_url_of,
     parse_data_url,
     tool_arguments,
-    truncated_stream,
-    usage_to_openai,
 )
+from providers.adapters.sse import ChunkBuilder, NDJSONDecoder
 from providers.adapters.types import (
     ChatResult,
     Deployment,
@@ -31,43 +29,10 @@ from providers.adapters.types import (
     Usage,
     output_limit,
 )
-from providers.catalog import CatalogEntry, entry_from_name
-from providers.models import ModelMode, Provider
+from providers.adapters.usage import as_int, usage_to_openai
 
-
-def fetch_catalog(provider: Provider, get: Callable[[str], Any]) -> list[CatalogEntry]:
-    url = f"{provider.base_url}/api/tags"
-    entries = []
-    for item in require_list(get(url), "models", url=url):
-        if not isinstance(item, dict):
-            continue
-        name = item.get("model") or item.get("name")
-        if not isinstance(name, str) or not name:
-            continue
-        details = item.get("details") if isinstance(item.get("details"), dict) else {}
-        capabilities = item.get("capabilities") if isinstance(item.get("capabilities"), list) else None
-        context = details.get("context_length")
-        mode = None
-        if capabilities is not None:
-            mode = ModelMode.EMBEDDING if "embedding" in capabilities and "completion" not in capabilities else ModelMode.CHAT
-        elif details.get("embedding_length") and "bert" in str(details.get("family", "")):
-            mode = ModelMode.EMBEDDING
-        entries.append(
-            entry_from_name(
-                provider,
-                name,
-                context_length=context if isinstance(context, int) else None,
-                mode=mode,
-                tools=("tools" in capabilities) if capabilities is not None else None,
-                vision=("vision" in capabilities) if capabilities is not None else None,
-            )
-        )
-    return entries
-
-
-# =============================================================================== data plane
-# OpenAI chat/embedding requests translated to /api/chat and /api/embed, NDJSON streams and
-# native answers translated back into OpenAI JSON.
+IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
+DEFAULT_MAX_TOKENS = None  # no output limit unless the request sets one
 
 # OpenAI sampling parameter -> Ollama ``options`` key
 OPTION_NAMES = (
@@ -253,11 +218,7 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
         finish_reason=_finish_reason(obj, bool(calls)),
         usage=usage_to_openai(usage) if usage is not None else None,
     )
-    return ChatResult(
-        body=result,
-        usage=usage if usage is not None else Usage(estimated=True),
-        text=text + "".join(c["function"]["arguments"] for c in calls),
-    )
+    return ChatResult(body=result, usage=usage if usage is not None else Usage(estimated=True))
 
 
 class OllamaStreamTranslator:

@@ -1,26 +1,23 @@
-"""OpenAI and OpenAI-compatible servers (Fireworks, DeepSeek, xAI, vLLM, LM Studio, …)."""
+"""OpenAI and OpenAI-compatible servers (Fireworks, DeepSeek, xAI, vLLM, LM Studio, …): the
+gateway's hot path. Requests pass through with the model replaced; answers pass through byte
+for byte when they are already valid OpenAI JSON."""
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-from providers.adapters.base import require_list
-from providers.adapters.sse import (
+from orjson import JSONDecodeError, dumps, loads
+
+from providers.adapters.failures import (
     ERROR_TYPE_KINDS,
-    JSONDecodeError,
-    SSEDecoder,
     bad_response,
     body_detail,
-    deployment_headers,
-    dumps,
     failure,
     load_json,
-    loads,
     status_kind,
-    text_of,
     truncated_stream,
-    usage_from_openai,
 )
+from providers.adapters.headers import deployment_headers
+from providers.adapters.sse import SSEDecoder
 from providers.adapters.types import (
     ChatResult,
     Deployment,
@@ -29,31 +26,10 @@ from providers.adapters.types import (
     Usage,
     output_limit,
 )
-from providers.catalog import CatalogEntry, entry_from_name
-from providers.models import Provider
+from providers.adapters.usage import usage_from_openai
 
-
-def fetch_catalog(provider: Provider, get: Callable[[str], Any]) -> list[CatalogEntry]:
-    url = f"{provider.base_url}/models"
-    entries = []
-    for item in require_list(get(url), "data", url=url):
-        if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
-            entries.append(entry_from_name(provider, item["id"], context_length=_context(item)))
-    return entries
-
-
-def _context(item: dict) -> int | None:
-    # Not in OpenAI's own schema, but vLLM (max_model_len), Fireworks and others report one.
-    for key in ("context_length", "context_window", "max_model_len", "max_context_length"):
-        value = item.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-# =============================================================================== data plane
-# The gateway's OpenAI-compatible hot path: requests pass through with the model replaced;
-# answers pass through byte for byte when they are already valid OpenAI JSON.
+IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
+DEFAULT_MAX_TOKENS = None  # no output limit unless the request sets one
 
 
 def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
@@ -123,7 +99,6 @@ def parse_chat_body(deployment: Deployment, body: bytes, *, request_id: str, wit
             raise embedded_error(deployment, obj["error"])
         raise bad_response(deployment, "answered without a 'choices' list; is this an OpenAI-compatible chat API?")
     fix = False
-    text = ""
     for i, choice in enumerate(choices):
         if type(choice) is not dict or type(choice.get("message")) is not dict:
             raise bad_response(deployment, "answered with a choice that has no 'message' object.")
@@ -131,11 +106,6 @@ def parse_chat_body(deployment: Deployment, body: bytes, *, request_id: str, wit
             # OpenRouter: the provider failed after partial output.
             raise embedded_error(deployment, choice.get("error") or {"message": "the answer ended with an error"})
         message = choice["message"]
-        if i == 0:
-            text = text_of(message.get("content"))
-            calls = message.get("tool_calls")
-            if calls and type(calls) is list:
-                text += "".join(_arguments(call) for call in calls)
         if "index" not in choice:
             choice["index"] = i
             fix = True
@@ -158,7 +128,7 @@ def parse_chat_body(deployment: Deployment, body: bytes, *, request_id: str, wit
         obj["model"] = deployment.model_id
         fix = True
     usage = usage_from_openai(obj.get("usage"), with_cost=with_cost) or Usage(estimated=True)
-    return ChatResult(body=dumps(obj) if fix else body, usage=usage, text=text)
+    return ChatResult(body=dumps(obj) if fix else body, usage=usage)
 
 
 def _arguments(call: Any) -> str:

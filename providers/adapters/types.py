@@ -1,14 +1,12 @@
 """The data plane's shared vocabulary: what a request is routed to, what an adapter must do,
 and what comes back. Adapters (providers/adapters/) translate between the OpenAI shape that
 clients speak and each provider's wire format; the engine (gateway/) does routing,
-limits, retries and accounting and never looks inside a wire format itself."""
+limits, retries and accounting and never looks inside a wire format itself. Plain data only:
+nothing here imports Django or another app (billing prices and bounds a ``Usage``)."""
 
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
-
-from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
-from billing.pricing import STEP as COST_STEP
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +15,10 @@ class Deployment:
 
     provider_id: int
     provider_name: str
-    provider_type: str  # ProviderType value
+    provider_type: str  # a ProviderType value, the key of providers.adapters.registry.ADAPTERS
     base_url: str  # normalised, no trailing slash (e.g. http://host/v1 for OpenAI-style)
     api_key: str
-    extra_headers: tuple[tuple[str, str], ...]
+    extra_headers: tuple[tuple[str, str], ...]  # sent last (Provider.upstream_extra_headers)
     provider_model_id: int
     model_id: str  # as the provider knows it
     timeout: float
@@ -36,15 +34,6 @@ class Deployment:
     @property
     def public_id(self) -> str:
         return f"{self.provider_name}:{self.model_id}"
-
-    def cost_of(self, usage: "Usage") -> Decimal | None:
-        """What ``usage`` costs at this deployment's prices (None when they are unknown)."""
-        return usage_cost(
-            input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens,
-            input_price=self.input_price, output_price=self.output_price,
-            cached_input_price=self.cached_input_price, cache_write_price=self.cache_write_price,
-        )
 
 
 def output_limit(body: dict[str, Any]) -> int | None:
@@ -66,14 +55,11 @@ class UpstreamRequest:
     body: bytes
 
 
-ZERO = Decimal(0)
-TOKEN_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
-
-
 @dataclass(slots=True)
 class Usage:
-    """Tokens as the provider reported them (or as estimated when it did not). ``bounded``
-    cuts them to what a ledger row holds; ``clamped`` says a number had to be cut."""
+    """Tokens as the provider reported them (or as estimated when it did not), and the cost it
+    reported. ``billing.pricing.usage_bounded`` cuts them to what a ledger row holds;
+    ``clamped`` says a number had to be cut."""
 
     input_tokens: int = 0  # all prompt tokens, cached ones included (OpenAI's prompt_tokens)
     cached_input_tokens: int = 0  # read from the provider's prompt cache
@@ -84,25 +70,6 @@ class Usage:
     estimated: bool = False  # True when counted by us because the provider sent none
     clamped: bool = False  # True when a reported number was out of range and was cut to fit
 
-    def bounded(self) -> "Usage":
-        """Clamp every count and the reported cost, in place, to what a ledger row holds (a
-        tenant's upstream may report anything), flagging ``clamped``; the cost is rounded to
-        the places stored. The one place usage is bounded: where a request becomes a row."""
-        for name in TOKEN_COUNTS:
-            value = getattr(self, name)
-            if not 0 <= value <= MAX_TOKENS:
-                setattr(self, name, int(min(max(value, 0), MAX_TOKENS)))
-                self.clamped = True
-        cost = self.provider_cost
-        if cost is not None:
-            if not 0 <= cost <= MAX_COST:
-                cost = min(max(cost, ZERO), MAX_COST)
-                self.clamped = True
-            if cost.as_tuple().exponent < -12:  # more places than stored: rounded, not refused
-                cost = cost.quantize(COST_STEP)
-            self.provider_cost = cost
-        return self
-
 
 @dataclass(slots=True)
 class ChatResult:
@@ -110,7 +77,6 @@ class ChatResult:
 
     body: bytes  # the JSON to send to the client
     usage: Usage
-    text: str = ""  # the assistant text, for estimates and the test endpoint
 
 
 @dataclass(slots=True)

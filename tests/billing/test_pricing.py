@@ -1,8 +1,11 @@
 """The cost of one request from its tokens and the model's prices (USD per million tokens)."""
 
+from dataclasses import replace
 from decimal import Decimal
 
-from billing.pricing import usage_cost
+from billing.pricing import deployment_cost, usage_cost
+from providers.adapters.types import Usage
+from tests.providers.adapters.helpers import make_deployment
 
 PRICES = {"input_price": Decimal(3), "output_price": Decimal(15), "cached_input_price": Decimal("0.3")}
 
@@ -32,3 +35,14 @@ def test_an_unknown_price_gives_none_never_zero():
                       output_price=Decimal(1), cached_input_price=None) is None
     assert usage_cost(input_tokens=10, cached_input_tokens=0, output_tokens=5, input_price=Decimal(1),
                       output_price=None, cached_input_price=None) is None
+
+
+def test_a_usage_costs_what_its_deployments_prices_say():
+    deployment = replace(make_deployment(), input_price=Decimal(3), output_price=Decimal(15),
+                         cached_input_price=Decimal("0.3"), cache_write_price=Decimal("3.75"))
+    usage = Usage(input_tokens=1_000, cached_input_tokens=600, cache_write_tokens=300, output_tokens=100,
+                  reasoning_tokens=50, provider_cost=Decimal(9))
+    assert deployment_cost(deployment, usage) == Decimal("0.003105000000") == usage_cost(
+        input_tokens=1_000, cached_input_tokens=600, cache_write_tokens=300, output_tokens=100,
+        cache_write_price=Decimal("3.75"), **PRICES)
+    assert deployment_cost(replace(deployment, output_price=None), usage) is None

@@ -132,6 +132,17 @@ def test_openrouter_prefix_with_slashes_and_provider_cost(world, live):
     assert row.cost == Decimal("0.000002000000")  # 10 × 0.1 + 5 × 0.2 per million
 
 
+def test_openrouter_requests_carry_the_attribution_headers(world, live, settings):
+    settings.OPENROUTER_SITE_URL = "https://tollgate.example"
+    settings.OPENROUTER_APP_NAME = "Tollgate Test"
+    with FakeOpenRouter(models=[{"id": "openai/gpt-4o"}]) as fake:
+        add_provider(world.tenant, fake, name="openrouter", provider_type="openrouter")
+        assert fake.requests_to("/models")[-1].headers["x-title"] == "Tollgate Test"  # the catalog sync
+        sdk(live, world.chat_key).chat.completions.create(model="openrouter:openai/gpt-4o", messages=hello())
+        sent = fake.requests_to("/chat/completions")[-1].headers
+    assert (sent["http-referer"], sent["x-title"]) == ("https://tollgate.example", "Tollgate Test")
+
+
 def test_mock_platform_provider_works_without_network(world, live):
     provider, _ = provider_get_or_create(name="mock", provider_type="mock")
     provider_sync(provider=provider)

@@ -130,7 +130,7 @@ def test_anthropic_catalog_is_paged(world, client_for):
 
 
 def test_anthropic_paging_follows_last_id(world, client_for, monkeypatch):
-    monkeypatch.setattr("providers.adapters.anthropic.PAGE_SIZE", 10)
+    monkeypatch.setattr("providers.fetchers.anthropic.PAGE_SIZE", 10)
     with FakeAnthropic(models=[f"claude-x-{i:02}" for i in range(25)], api_key=SECRET) as fake:
         client = client_for(key=world.admin_key)
         provider_id = add_provider(client, fake, provider_type="anthropic")["id"]

@@ -5,9 +5,10 @@ from cryptography.fernet import Fernet
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from providers.adapters import mock
 from providers.catalog import CatalogEntry
 from providers.crypto import mask
+from providers.fetchers import mock
+from providers.fetchers.registry import catalog_fetch
 from providers.models import PriceSource, Provider, ProviderModel
 from providers.services import provider_get_or_create, provider_models_upsert
 from providers.sync import provider_sync
@@ -55,7 +56,7 @@ def test_mock_sync_adds_then_writes_nothing_when_unchanged():
     assert provider.sync_status == "ok" and provider.last_sync_at is not None
 
     with CaptureQueriesContext(connection) as queries:
-        second = provider_models_upsert(provider=provider, catalog=mock.fetch_catalog())
+        second = provider_models_upsert(provider=provider, catalog=catalog_fetch(provider))
     assert (second.added, second.updated, second.stale, second.unchanged) == (0, 0, 0, len(mock.CATALOG))
     writes = [q["sql"] for q in queries if q["sql"].split()[0] in ("INSERT", "UPDATE", "DELETE")]
     assert writes == []

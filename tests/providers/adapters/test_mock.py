@@ -26,11 +26,6 @@ BODY = {"model": "alias", "messages": [{"role": "system", "content": "Be helpful
                                        {"role": "user", "content": "Tell me a story about a dragon."}]}
 
 
-def test_catalog_is_untouched():
-    assert [e.model_id for e in mock.fetch_catalog()] == ["mock-fast", "mock-smart", "mock-embed"]
-    assert mock.CATALOG[0].model_id == "mock-fast"
-
-
 def test_complete_chat_is_deterministic():
     result = mock.complete_chat(DEP, BODY, request_id="r1")
     obj = validate_completion(result.body)
@@ -40,7 +35,6 @@ def test_complete_chat_is_deterministic():
     prompt_chars = len("Be helpful.") + len("Tell me a story about a dragon.")
     assert result.usage == Usage(input_tokens=-(-prompt_chars // 4), output_tokens=-(-len(reply) // 4))
     assert obj["usage"]["prompt_tokens"] == result.usage.input_tokens
-    assert result.text == reply
     again = mock.complete_chat(DEP, BODY, request_id="r1")
     assert json.loads(again.body)["choices"] == obj["choices"]
 
@@ -48,7 +42,7 @@ def test_complete_chat_is_deterministic():
 def test_complete_chat_quotes_at_most_60_chars_of_parts():
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 100}]}]}
     result = mock.complete_chat(DEP, body, request_id="r")
-    assert result.text == "Mock reply to: " + "x" * 60
+    assert json.loads(result.body)["choices"][0]["message"]["content"] == "Mock reply to: " + "x" * 60
 
 
 def test_max_tokens_truncates_with_length():
@@ -88,7 +82,8 @@ def test_stream_chat_matches_complete_chat():
     chunks = chunks_of(events)
     assert all(not e.startswith(b"data: [DONE]") for e in events)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert stream_text(chunks) == mock.complete_chat(DEP, BODY, request_id="r1").text
+    complete = json.loads(mock.complete_chat(DEP, BODY, request_id="r1").body)
+    assert stream_text(chunks) == complete["choices"][0]["message"]["content"]
     assert len(chunks) > 3 and finish_reasons(chunks) == ["stop"]
     assert {c["created"] for c in chunks} == {1700000000} and {c["id"] for c in chunks} == {"chatcmpl-r1"}
     assert usage == mock.complete_chat(DEP, BODY, request_id="r1").usage

@@ -1,10 +1,12 @@
-"""OpenRouter adapter: the OpenAI format plus attribution headers, ``usage.cost``, comment
-keep-alives, both final-usage chunk shapes, int-coded errors; round trips with FakeOpenRouter."""
+"""OpenRouter adapter: the OpenAI format plus attribution headers (in the deployment's extra
+headers), ``usage.cost``, comment keep-alives, both final-usage chunk shapes, int-coded errors;
+round trips with FakeOpenRouter."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -26,6 +28,8 @@ from .helpers import (
 
 DEP = make_deployment("openrouter", name="openrouter", base_url="https://openrouter.invalid/api/v1",
                       api_key="sk-or-v1-abcdef0123456789", model_id="openai/gpt-4o")
+# What Provider.upstream_extra_headers gives an OpenRouter provider when the settings name the site.
+ATTRIBUTION = (("HTTP-Referer", "https://gw.example"), ("X-Title", "Tollgate"))
 
 ANSWER = {
     "id": "gen-xxxxxxxxxxxxxx", "provider": "OpenAI", "model": "openai/gpt-4o", "object": "chat.completion",
@@ -38,12 +42,10 @@ ANSWER = {
 }
 
 
-def test_build_chat_headers_and_body(settings):
-    settings.OPENROUTER_SITE_URL = "https://gw.example"
-    settings.OPENROUTER_APP_NAME = "Tollgate"
+def test_build_chat_headers_and_body():
     body = {"model": "alias", "messages": [{"role": "user", "content": "hi"}], "provider": {"order": ["OpenAI"]},
             "models": ["a/b"], "top_k": 3}
-    req = adapter.build_chat(DEP, body, stream=True)
+    req = adapter.build_chat(replace(DEP, extra_headers=ATTRIBUTION), body, stream=True)
     assert req.url == "https://openrouter.invalid/api/v1/chat/completions"
     assert req.headers["Authorization"] == "Bearer sk-or-v1-abcdef0123456789"
     assert req.headers["HTTP-Referer"] == "https://gw.example" and req.headers["X-Title"] == "Tollgate"
@@ -148,10 +150,9 @@ def upstream(fake):
 BODY = {"model": "alias", "messages": [{"role": "user", "content": "Route me"}]}
 
 
-def test_round_trip_chat(fake, upstream, settings):
-    settings.OPENROUTER_SITE_URL = "https://gw.example"
+def test_round_trip_chat(fake, upstream):
     fake.usage = {"cached_tokens": 1, "cache_creation_tokens": 2, "cost": 0.25}
-    resp = send(adapter.build_chat(upstream, BODY, stream=False))
+    resp = send(adapter.build_chat(replace(upstream, extra_headers=ATTRIBUTION), BODY, stream=False))
     assert fake.last_request.headers["http-referer"] == "https://gw.example"
     result = adapter.parse_chat(upstream, resp.content, request_id="r")
     obj = validate_completion(result.body)

@@ -1,10 +1,10 @@
-"""What every wire protocol shares: headers for a provider, and turning an upstream's error
-answer into words a tenant admin can act on."""
+"""What every catalog fetcher shares: the headers of a catalog request, and turning a
+provider's error answer into words a tenant admin can act on."""
 
 from typing import Any
 
 from core.errors import TollgateError
-from providers.adapters.sse import upstream_headers
+from providers.adapters.headers import upstream_headers
 from providers.models import Provider
 
 
@@ -21,7 +21,7 @@ class UpstreamError(TollgateError):
 
 def request_headers(provider: Provider) -> dict[str, str]:
     """Auth and attribution headers for a catalog request (a GET) to ``provider``."""
-    return upstream_headers(provider.provider_type, provider.api_key, (provider.extra_headers or {}).items(),
+    return upstream_headers(provider.provider_type, provider.api_key, provider.upstream_extra_headers(),
                             json_body=False)
 
 

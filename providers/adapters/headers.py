@@ -1,0 +1,34 @@
+"""The headers of a request to a provider: content negotiation, the user agent, auth in the
+provider type's style, then the provider's own extra headers (which win)."""
+
+from collections.abc import Iterable
+
+from providers.adapters.types import Deployment
+
+ANTHROPIC_VERSION = "2023-06-01"
+USER_AGENT = "Tollgate/1.0"
+
+
+def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str, str]], *,
+                     accept: str = "application/json", json_body: bool = True) -> dict[str, str]:
+    """Auth headers for a provider of type ``kind`` (a provider type string), its
+    ``extra_headers`` ((name, value) pairs; the caller puts OpenRouter's attribution there) last
+    so they can override. The one place both the data plane (a Deployment) and catalog syncs
+    build them."""
+    headers = {"Accept": accept, "User-Agent": USER_AGENT}
+    if json_body:
+        headers["Content-Type"] = "application/json"
+    if kind == "anthropic":
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if api_key:
+            headers["x-api-key"] = api_key
+    elif api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    for name, value in extra_headers:
+        headers[name] = value
+    return headers
+
+
+def deployment_headers(deployment: Deployment, *, accept: str = "application/json") -> dict[str, str]:
+    """The headers of a request to ``deployment`` (a JSON body)."""
+    return upstream_headers(deployment.provider_type, deployment.api_key, deployment.extra_headers, accept=accept)

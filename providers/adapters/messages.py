@@ -1,0 +1,87 @@
+"""OpenAI chat messages in and out: the text of a message's content, image and file parts,
+tool-call arguments, and the ``chat.completion`` body an adapter answers with."""
+
+import time
+from typing import Any
+
+from orjson import JSONDecodeError, dumps, loads
+
+from providers.adapters.types import UpstreamFailure
+
+
+def text_of(content: Any) -> str:
+    """The text of an OpenAI message ``content`` (string, or list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict):
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+                elif isinstance(part.get("refusal"), str):
+                    parts.append(part["refusal"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "".join(parts)
+    return ""
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64_data)`` of a ``data:<type>;base64,<data>`` URL, else None."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        return None
+    media_type = header[: -len(";base64")].split(";")[0] or "application/octet-stream"
+    return media_type, data
+
+
+def image_url_of(part: dict[str, Any]) -> str:
+    value = part.get("image_url")
+    if isinstance(value, dict):
+        value = value.get("url")
+    return value if isinstance(value, str) else ""
+
+
+def tool_arguments(raw: Any, *, provider: str) -> dict[str, Any]:
+    """An OpenAI tool call's ``arguments`` (a JSON string) as the object other APIs want."""
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            value = loads(raw)
+        except JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+    raise UpstreamFailure(
+        kind="bad_request",
+        message=f"A tool call's arguments must be a JSON object to be sent to {provider}; got {str(raw)[:80]!r}.",
+    )
+
+
+def chat_completion(
+    *,
+    completion_id: str,
+    model: str,
+    message: dict[str, Any],
+    finish_reason: str,
+    usage: dict[str, Any] | None,
+    created: int | None = None,
+) -> bytes:
+    """An OpenAI ``chat.completion`` body with one choice."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return dumps(body)

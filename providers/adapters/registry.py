@@ -1,0 +1,22 @@
+"""The one adapter registry: provider type (a ProviderType value) -> the adapter module that
+speaks its wire format. The engine (gateway/engine.py) looks every call up here.
+
+Every adapter module has ``IN_PROCESS`` and ``DEFAULT_MAX_TOKENS`` (the output limit it sends
+when a request sets none; None: no limit). An HTTP adapter (``IN_PROCESS = False``) offers
+``build_chat``, ``parse_chat``, ``stream_translator``, ``build_embeddings``,
+``parse_embeddings`` and ``parse_error``; the engine sends the requests. One that answers
+itself (``IN_PROCESS = True``: the mock) offers ``complete_chat``, ``stream_chat`` and
+``embed``."""
+
+from types import ModuleType
+
+from providers.adapters import anthropic, mock, ollama, openai, openrouter
+
+ADAPTERS: dict[str, ModuleType] = {
+    "openai": openai,
+    "openai_compatible": openai,
+    "openrouter": openrouter,
+    "anthropic": anthropic,
+    "ollama": ollama,
+    "mock": mock,
+}
