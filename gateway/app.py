@@ -22,6 +22,7 @@ from django.conf import settings
 
 from billing import spend
 from billing.periods import period_for
+from billing.writer import UsageWriter
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
 from gateway.auth import KeyCache, KeyInfo
@@ -38,7 +39,6 @@ from gateway.state import (
     shared_state,
 )
 from gateway.upstream import new_session
-from gateway.usage import UsageWriter
 from providers.adapters.sse import estimate_tokens
 from providers.adapters.types import Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode
@@ -117,7 +117,7 @@ class GatewayApp:
             self.state = shared_state()
             self._session = new_session()
             self.engine = Engine(session=self._session, state=self.state)
-            self.usage = UsageWriter(self.state)
+            self.usage = UsageWriter(self.state, run_db=run_db)
             self.usage.start()
 
     async def shutdown(self) -> None:
@@ -138,7 +138,7 @@ class GatewayApp:
         self.state = shared_state()
         self._session = new_session()
         self.engine = Engine(session=self._session, state=self.state)
-        self.usage = UsageWriter(self.state)
+        self.usage = UsageWriter(self.state, run_db=run_db)
 
     async def close_private(self) -> None:
         try:

@@ -18,11 +18,11 @@ from django.db.models import Count, Sum
 from billing.ledger import usage_rows_write
 from billing.models import Budget, UsageDaily, UsageLog
 from billing.spend import BudgetInfo, plan
+from billing.writer import UsageWriter
 from core.redis import get_redis
 from gateway.app import gateway
-from gateway.db import close_db
+from gateway.db import close_db, run_db
 from gateway.state import LocalState
-from gateway.usage import UsageWriter
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import api_key_create, tenant_update
@@ -241,7 +241,7 @@ def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(wor
         pass
 
     async def shutdown_with_database_down():
-        writer = UsageWriter(state=None)
+        writer = UsageWriter(state=None, run_db=run_db)
         writer.add(dict(row))
 
         async def refuse():
@@ -255,7 +255,7 @@ def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(wor
     assert not UsageLog.objects.filter(request_id="req_spooled").exists()
 
     async def next_start():
-        writer = UsageWriter(state=LocalState())
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
         writer.start()
         await writer.close()
         await close_db()  # the writer's database thread lets go of the test database

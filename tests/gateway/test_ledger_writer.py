@@ -14,10 +14,10 @@ from django.db import connection
 
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
+from billing.writer import UsageWriter, spool_dir, spool_write
 from gateway.app import gateway
 from gateway.db import close_db, run_db
 from gateway.state import LocalState
-from gateway.usage import UsageWriter, spool_dir, spool_write
 from providers.models import ProviderModel
 from tests.fakes import FakeOpenAI, FakeOpenRouter
 from tests.support.live import add_provider, wait_usage
@@ -80,7 +80,7 @@ def test_an_absurd_reported_cost_is_clamped_and_flagged(world, live):
 def test_the_writer_sets_a_refused_row_aside_and_writes_the_rest(world):
     batch = ledger_rows(world.tenant, 30, "req_w")
     batch[11]["output_tokens"] = 2**40  # past the clamp: only a bug could send it, but the ledger must go on
-    writer = UsageWriter(state=LocalState())
+    writer = UsageWriter(state=LocalState(), run_db=run_db)
 
     async def flush():
         for row in batch:
@@ -134,7 +134,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
     async def scenario():
         working = await run_db(lambda: connection.settings_dict)
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
-        writer = UsageWriter(state=LocalState())
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
         try:
             assert writer.requeue_spooled() == 3
             with pytest.raises(Exception):
@@ -145,7 +145,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
             await run_db(_point_db_at, working)
         assert await writer.flush() == 3
         assert list(spool_dir().iterdir()) == []
-        again = UsageWriter(state=LocalState())
+        again = UsageWriter(state=LocalState(), run_db=run_db)
         assert again.requeue_spooled() == 0
         await close_db()
 
@@ -170,7 +170,7 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
         busy = busy.rename(busy.with_name(busy.stem + "-b.claimed-" + str(alive.pid)))
 
         async def scenario():
-            writer = UsageWriter(state=LocalState())
+            writer = UsageWriter(state=LocalState(), run_db=run_db)
             assert writer.requeue_spooled() == 3  # the dead worker's file, not the live one's
             assert await writer.flush() == 3
             await close_db()
@@ -195,7 +195,7 @@ def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, setti
         working = await run_db(lambda: connection.settings_dict)
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
         try:
-            writer = UsageWriter(state=LocalState())
+            writer = UsageWriter(state=LocalState(), run_db=run_db)
             writer.requeue_spooled()
             writer.add(ledger_rows(world.tenant, 1, "req_new")[0])
             await writer.close(attempts=2)
@@ -203,7 +203,7 @@ def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, setti
             await run_db(_point_db_at, working)
         files = list(spool_dir().iterdir())
         assert len(files) == 1 and files[0].suffix == ".jsonl"
-        writer = UsageWriter(state=LocalState())
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
         assert writer.requeue_spooled() == 3
         await writer.close()
         await close_db()

@@ -1,4 +1,4 @@
-"""The data plane's side of the ledger: each worker buffers its usage rows and writes them in
+"""The ledger's batch writer: each data-plane worker buffers its usage rows and writes them in
 one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of one per request. The write is
 idempotent (the request id is unique; a conflicting row is skipped). A row the database
 refuses is set aside by the ledger (billing.ledger) and settled like the others; a write that
@@ -23,14 +23,17 @@ from django.conf import settings
 
 from billing import spend
 from billing.ledger import usage_rows_write
-from gateway.db import run_db
 
 log = logging.getLogger(__name__)
 
 
 class UsageWriter:
-    def __init__(self, state):
+    """One per data-plane worker. ``state`` is the worker's shared state (the settlement goes
+    there) and ``run_db`` runs a function on the worker's database thread."""
+
+    def __init__(self, state, *, run_db):
         self.state = state
+        self.run_db = run_db
         self.pending: list[dict[str, Any]] = []
         self.tokens: dict[tuple[int, int], int] = defaultdict(int)
         self.releases: list[tuple[str, str]] = []  # budget reservations to release: (scope key, request id)
@@ -70,7 +73,7 @@ class UsageWriter:
             try:
                 for start in range(0, len(rows), settings.GATEWAY_USAGE_BATCH):
                     batch = rows[start:start + settings.GATEWAY_USAGE_BATCH]
-                    await run_db(usage_rows_write, batch)
+                    await self.run_db(usage_rows_write, batch)
                     written += len(batch)
                     self._collect_settlements(batch)
                     self._spool_done(batch)
