@@ -60,7 +60,7 @@ class UsageWriter:
         self.from_spool: dict[int, Path] = {}  # id() of a queued record read from a spool file -> that file
 
     def add(self, record: UsageRecord) -> None:
-        """Queue a finished request's record; its tokens count once it is written."""
+        """Queue a finished request's record; its tokens are counted with the next settlement."""
         if record.created_at is None:
             record.created_at = datetime.now(UTC)
         self.pending.append(record)
