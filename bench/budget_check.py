@@ -1,4 +1,4 @@
-"""How long the scheduled budget check (``billing.services.alerts_check``) takes for 10,000
+"""How long the scheduled budget check (``billing.alerts.alerts_check``) takes for 10,000
 tenants, and how many queries it makes. Target: under 10 s.
 
     .venv/bin/python bench/budget_check.py [--tenants 10000] [--days 30] [--rounds 3] [--regenerate]
@@ -138,8 +138,8 @@ def measure(rounds: int) -> list[tuple]:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
+    from billing.alerts import alerts_check
     from billing.models import BudgetAlert
-    from billing.services import alerts_check
 
     settings.COST_ALERT_THRESHOLD = Decimal("5")
     results = []

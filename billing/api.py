@@ -198,7 +198,7 @@ class BudgetStatusAPI(TenantAPIView):
     def get(self, request, budget_id: int):
         access = self.access(request)
         budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
-        return Response(BudgetStatusOut(services.budget_status(budget=budget)).data)
+        return Response(BudgetStatusOut(selectors.budget_status(tenant=access.tenant, budget=budget)).data)
 
 
 class BudgetAlertListAPI(TenantAPIView):

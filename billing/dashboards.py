@@ -13,8 +13,7 @@ from django.db.models import Sum
 
 from billing.models import Budget, BudgetAlert, UsageDaily
 from billing.periods import local_today
-from billing.selectors import budget_list
-from billing.services import BudgetStatus, budget_status
+from billing.selectors import BudgetStatus, budget_list, budget_status
 from providers.models import ProviderModel
 from tenants.models import Tenant
 
@@ -140,7 +139,7 @@ def budget_bars(*, tenant: Tenant, now: datetime | None = None) -> list[BudgetBa
     bars = []
     for budget in budget_list(tenant=tenant).order_by("-enabled", "name", "pk"):
         budget.tenant = tenant  # the caller's tenant object: no query per budget to load it
-        status = budget_status(budget=budget, now=now)
+        status = budget_status(tenant=tenant, budget=budget, now=now)
         width = min(status.percent_used, Decimal(100))
         bars.append(BudgetBar(budget=budget, status=status, width=format(width, "f"),
                               marks=[t for t in sorted(budget.thresholds) if isinstance(t, int) and t <= 100]))

@@ -1,22 +1,24 @@
-"""Writing the ledger: usage rows and their rollups, in one transaction.
+"""Writing the ledger: usage records (billing.records.UsageRecord) as rows, and their rollups,
+in one transaction.
 
-Rows come from the data plane's batched writer (and the test endpoint) as dicts. A row whose
-request id is already in the ledger is skipped, and only the rows actually inserted are added
-to the rollups, so a retried batch never counts twice and the rollups stay equal to the
-ledger. Rollups: per tenant × local day × model × key (UsageDaily), per tenant × local day
+Records come from the batched writer (billing.writer). A record whose request id is already in
+the ledger is skipped, and only the records actually inserted are added to the rollups, so a
+retried batch never counts twice and the rollups stay equal to the ledger. Rollups: per tenant × local day × model × key (UsageDaily), per tenant × local day
 (TenantDaily) and the provider health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's per-field work would slow the data plane,
 this runs beside its event loop): one prepared statement executed per row, which psycopg
 pipelines and sqlite3 loops in C.
 
-A batch the database refuses is split in halves until the refused rows are alone; a row it
-still refuses is set aside in UsageDeadLetter with the reason (and counted in
-``tollgate_usage_dead_letters``), so it never holds up the rows behind it. A lost connection is
+A batch the database refuses is split in halves until the refused rows are alone; a record it
+still refuses is set aside in UsageDeadLetter with the reason (``UsageRecord.set_aside``, and
+counted in ``tollgate_usage_dead_letters``), so it never holds up the rows behind it. A lost connection is
 not a bad row: it is raised, and the writer keeps the batch for its next attempt."""
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -32,20 +34,16 @@ from billing.models import (
     UsageDeadLetter,
     UsageLog,
 )
+from billing.records import LEDGER_FIELDS, TEXT_FIELDS, UsageRecord
 from config import metrics
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
 
-# Every ledger column a row may set, with the value a row leaves out.
-USAGE_COLUMNS = {
-    "request_id": None, "tenant_id": None, "api_key_id": None, "model_requested": "", "provider_id": None,
-    "provider_model_id": None, "attempts": 0, "status": "ok", "error_type": "", "input_tokens": 0,
-    "cached_input_tokens": 0, "cache_write_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0,
-    "tokens_estimated": False, "cost": None, "provider_cost": None, "latency_ms": 0, "ttft_ms": None,
-    "stream": False, "conversation_id": "", "end_user": "", "created_at": None,
-}
+# A record's ledger columns but the last, created_at (adapted to the database on its own).
+_COLUMN_VALUES = attrgetter(*LEDGER_FIELDS[:-1])
+assert LEDGER_FIELDS[-1] == "created_at"
 ERROR_STATUSES = frozenset({"error", "partial", "rejected"})
 ROLLUP_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_tokens",
                "output_tokens", "reasoning_tokens", "cost", "unpriced", "latency_ms_total")
@@ -60,24 +58,23 @@ CONNECTION_ERRORS = (
 )
 # A foreign key broken by a key, provider or tenant deleted meanwhile.
 INTEGRITY_ERRORS = (IntegrityError, psycopg.IntegrityError)
-TEXT_COLUMNS = ("model_requested", "error_type", "conversation_id", "end_user")
 
 
-def usage_rows_write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Write ``rows`` (each may carry ``_day``: the tenant's local day, for the rollup) and
-    return the ones that were new. A row the database refuses is set aside (marked
-    ``_dead_letter`` with the reason); a connection error is raised, nothing set aside."""
-    if not rows:
+def usage_records_write(records: list[UsageRecord]) -> list[UsageRecord]:
+    """Write ``records`` as ledger rows (rolled up on their ``day``) and return the ones that
+    were new. A record the database refuses is set aside (its ``set_aside`` says why); a
+    connection error is raised, nothing set aside."""
+    if not records:
         return []
-    for row in rows:
-        for name in TEXT_COLUMNS:  # PostgreSQL text cannot hold NUL; a client may send one
-            value = row.get(name)
+    for record in records:
+        for name in TEXT_FIELDS:  # PostgreSQL text cannot hold NUL; a client may send one
+            value = getattr(record, name)
             if isinstance(value, str) and "\x00" in value:
-                row[name] = value.replace("\x00", "\ufffd")
-    return _write_or_split(rows)
+                setattr(record, name, value.replace("\x00", "\ufffd"))
+    return _write_or_split(records)
 
 
-def _write_or_split(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _write_or_split(rows: list[UsageRecord]) -> list[UsageRecord]:
     try:
         with transaction.atomic():
             return _write(rows)
@@ -90,13 +87,13 @@ def _write_or_split(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _write_or_split(rows[:middle]) + _write_or_split(rows[middle:])
 
 
-def _write(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ids = [row["request_id"] for row in rows]
+def _write(rows: list[UsageRecord]) -> list[UsageRecord]:
+    ids = [row.request_id for row in rows]
     existing = set(UsageLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
     new, seen = [], set(existing)
     for row in rows:
-        if row["request_id"] not in seen:
-            seen.add(row["request_id"])
+        if row.request_id not in seen:
+            seen.add(row.request_id)
             new.append(row)
     if new:
         _insert_ledger(new)
@@ -117,28 +114,24 @@ def _execute_many(sql: str, params: list[tuple]) -> None:
             cursor.executemany(sql, params)
 
 
-def _insert_ledger(rows: list[dict[str, Any]]) -> None:
+def _insert_ledger(rows: list[UsageRecord]) -> None:
     adapt_time = connection.ops.adapt_datetimefield_value
     now = datetime.now(UTC)
-    defaults = list(USAGE_COLUMNS.items())
-    params = [
-        tuple(adapt_time(row.get(c) or now) if c == "created_at" else row.get(c, d) for c, d in defaults)
-        for row in rows
-    ]
+    params = [(*_COLUMN_VALUES(row), adapt_time(row.created_at or now)) for row in rows]
     quote = connection.ops.quote_name
     _execute_many(
-        f"INSERT INTO {quote(UsageLog._meta.db_table)} ({', '.join(quote(c) for c in USAGE_COLUMNS)}) "
-        f"VALUES ({', '.join(['%s'] * len(USAGE_COLUMNS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING",
+        f"INSERT INTO {quote(UsageLog._meta.db_table)} ({', '.join(quote(c) for c in LEDGER_FIELDS)}) "
+        f"VALUES ({', '.join(['%s'] * len(LEDGER_FIELDS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING",
         params,
     )
 
 
-def rollup_key(row: dict[str, Any]) -> tuple[int, date, int, int]:
-    day = row.get("_day") or (row.get("created_at") or datetime.now(UTC)).date()
-    return (row["tenant_id"], day, row.get("provider_model_id") or 0, row.get("api_key_id") or 0)
+def rollup_key(row: UsageRecord) -> tuple[int, date, int, int]:
+    day = row.day or (row.created_at or datetime.now(UTC)).date()
+    return (row.tenant_id, day, row.provider_model_id or 0, row.api_key_id or 0)
 
 
-def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
+def _add_to_rollups(rows: list[UsageRecord]) -> None:
     totals: dict[tuple, dict[str, Any]] = {}
     provider_of: dict[tuple, int] = {}
     for row in rows:
@@ -147,18 +140,18 @@ def _add_to_rollups(rows: list[dict[str, Any]]) -> None:
         if acc is None:
             acc = totals[key] = {name: 0 for name in ROLLUP_SUMS}
             acc["cost"] = Decimal(0)
-        provider_of[key] = row.get("provider_id") or 0
-        status = row.get("status", "ok")
+        provider_of[key] = row.provider_id or 0
+        status = row.status
         acc["requests"] += 1
         acc["errors"] += status in ERROR_STATUSES
         acc["cache_hits"] += status == "cache_hit"
         for name in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"):
-            acc[name] += row.get(name) or 0
-        if row.get("cost") is not None:
-            acc["cost"] += row["cost"]
-        elif (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0) > 0:
+            acc[name] += getattr(row, name) or 0
+        if row.cost is not None:
+            acc["cost"] += row.cost
+        elif (row.input_tokens or 0) + (row.output_tokens or 0) > 0:
             acc["unpriced"] += 1
-        acc["latency_ms_total"] += row.get("latency_ms") or 0
+        acc["latency_ms_total"] += row.latency_ms or 0
     sql = _upsert_sql(UsageDaily, ("tenant_id", "day", "provider_id", "provider_model_id", "api_key_id"), ROLLUP_SUMS,
                       conflict=("tenant_id", "day", "provider_model_id", "api_key_id"))
     adapt_date = connection.ops.adapt_datefield_value
@@ -198,15 +191,15 @@ def _upsert_sql(model, key: tuple[str, ...], sums: tuple[str, ...], conflict: tu
             f"ON CONFLICT ({', '.join(quote(c) for c in conflict or key)}) DO UPDATE SET {sets}")
 
 
-def _add_to_health(rows: list[dict[str, Any]]) -> None:
+def _add_to_health(rows: list[UsageRecord]) -> None:
     counts: dict[tuple, list[int]] = {}
     now = datetime.now(UTC)
     for row in rows:
-        at = row.get("created_at") or now
-        bucket = latency_bucket(row.get("latency_ms") or 0)
-        error = row.get("status", "ok") in ERROR_STATUSES
+        at = row.created_at or now
+        bucket = latency_bucket(row.latency_ms or 0)
+        error = row.status in ERROR_STATUSES
         for span in SLOTS:
-            key = (span, slot_start(at, span), row.get("provider_id") or 0, row.get("provider_model_id") or 0, bucket)
+            key = (span, slot_start(at, span), row.provider_id or 0, row.provider_model_id or 0, bucket)
             acc = counts.get(key)
             if acc is None:
                 acc = counts[key] = [0, 0]
@@ -221,18 +214,20 @@ def _add_to_health(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def _salvage(row: dict[str, Any], exc: Exception) -> list[dict[str, Any]]:
-    """One row the database refused with ``exc``: kept without a key, provider or model
+def _salvage(row: UsageRecord, exc: Exception) -> list[UsageRecord]:
+    """One record the database refused with ``exc``: kept without a key, provider or model
     deleted meanwhile (dropped if its tenant is gone), else set aside."""
-    if isinstance(exc, INTEGRITY_ERRORS) and _is_id(row.get("tenant_id")):
-        if not Tenant.objects.filter(pk=row["tenant_id"]).exists():
-            log.error("usage row %s dropped: tenant %s no longer exists", row.get("request_id"), row.get("tenant_id"))
+    if isinstance(exc, INTEGRITY_ERRORS) and _is_id(row.tenant_id):
+        if not Tenant.objects.filter(pk=row.tenant_id).exists():
+            log.error("usage row %s dropped: tenant %s no longer exists", row.request_id, row.tenant_id)
             return []
-        fixed = dict(row)
+        gone = {}
         for field, model in (("api_key_id", ApiKey), ("provider_id", Provider), ("provider_model_id", ProviderModel)):
-            if _is_id(fixed.get(field)) and not model.objects.filter(pk=fixed[field]).exists():
-                fixed[field] = None
-        if fixed != row:
+            value = getattr(row, field)
+            if _is_id(value) and not model.objects.filter(pk=value).exists():
+                gone[field] = None
+        if gone:
+            fixed = dataclasses.replace(row, **gone)
             try:
                 with transaction.atomic():
                     return _write([fixed])
@@ -244,17 +239,17 @@ def _salvage(row: dict[str, Any], exc: Exception) -> list[dict[str, Any]]:
     return []
 
 
-def _set_aside(row: dict[str, Any], exc: Exception) -> None:
+def _set_aside(row: UsageRecord, exc: Exception) -> None:
     """Keep ``row`` in UsageDeadLetter with the database's reason (once per request id)."""
     detail = getattr(getattr(exc, "diag", None), "message_detail", None)  # psycopg's DETAIL line
     reason = f"{type(exc).__name__}: {exc}"
     if detail and detail not in reason:
         reason += f" ({detail})"
     reason = reason.replace("\x00", "\ufffd")
-    row["_dead_letter"] = reason
-    request_id = str(row.get("request_id") or "").replace("\x00", "\ufffd")[:40]
-    tenant_id = row.get("tenant_id")
-    kept = {k: v for k, v in row.items() if not k.startswith("_") or k == "_day"}
+    row.set_aside = reason
+    request_id = str(row.request_id or "").replace("\x00", "\ufffd")[:40]
+    tenant_id = row.tenant_id
+    kept = row.as_row()
     try:
         data = orjson.dumps(kept, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # an int beyond 64 bits, a lone surrogate: the slower encoder escapes them

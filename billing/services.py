@@ -1,49 +1,22 @@
-"""Writes for billing: budgets (create, change, delete, each with its audit event) and the
-scheduled budget check that turns threshold crossings into ``BudgetAlert`` rows.
+"""Writes for budgets: validation, then create, change and delete, each with its audit event.
+Budget reads (status included) are in selectors.py; the scheduled alert check is in alerts.py."""
 
-Also the one read the budget status needs beyond ``billing.selectors`` (the in-flight
-reservations kept in Redis by the data plane), kept beside the status it feeds."""
-
-import functools
-import logging
-from collections import defaultdict
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import connection, transaction
-from django.db.models import Sum
-from django.utils import timezone
+from django.db import transaction
 
-from billing.models import (
-    AlertKind,
-    Budget,
-    BudgetAction,
-    BudgetAlert,
-    BudgetPeriod,
-    BudgetScope,
-    UsageDaily,
-    default_thresholds,
-)
-from billing.periods import Period, local_today, period_for
-from billing.selectors import budget_period, budget_spent
-from billing.spend import reserved_key
+from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, default_thresholds
 from core.errors import InvalidInput
 from core.net import UnsafeURL, UpstreamUnreachable, check_url
-from core.redis import get_redis
 from core.validation import text_check
 from providers.models import ModelAlias
 from tenants.access import Principal
 from tenants.models import ApiKey, Tenant
 from tenants.services import audit_record
-
-log = logging.getLogger(__name__)
 
 BUDGET_FIELDS = (
     "name", "scope", "api_key", "amount", "period", "thresholds", "action", "downgrade_alias",
@@ -51,8 +24,6 @@ BUDGET_FIELDS = (
 )
 MAX_AMOUNT = Decimal(10) ** 14  # Budget.amount: 20 digits, 6 of them decimals
 MAX_THRESHOLDS = 10
-NANO = Decimal("1e-9")
-ROLLING_DAYS = 30
 
 
 # --- budgets: validation ---------------------------------------------------------------------
@@ -320,258 +291,3 @@ def budget_delete(*, budget: Budget, actor: Principal) -> None:
         audit_record(actor=actor, action="budget.delete", tenant=budget.tenant, target=f"budget:{budget.pk}",
                      before=budget_audit_view(budget))
         budget.delete()
-
-
-# --- budget status (a read: spend from the rollups, reservations from Redis) -----------------
-
-
-def budget_reserved_key(*, budget: Budget) -> str:
-    """Where the data plane keeps the in-flight reservations of the budget's scope (integer
-    nano-dollars; billing/spend.py)."""
-    return reserved_key(budget.tenant_id, budget.api_key_id if budget.scope == BudgetScope.KEY else None)
-
-
-def budget_reserved(*, budget: Budget) -> Decimal | None:
-    """USD held by requests in flight; 0 without Redis (the embedded default), None when Redis
-    cannot be read."""
-    client = get_redis()
-    if client is None:
-        return Decimal(0)
-    try:
-        raw = client.get(budget_reserved_key(budget=budget))
-    except redis.RedisError as exc:
-        log.warning("budget %s: cannot read reservations from Redis: %s", budget.pk, exc)
-        return None
-    if raw is None:
-        return Decimal(0)
-    try:
-        nanos = int(raw)
-    except ValueError:
-        log.warning("budget %s: reservation value %r is not an integer", budget.pk, raw)
-        return None
-    return max(Decimal(nanos) * NANO, Decimal(0))
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    budget_id: int
-    period: Period
-    timezone: str
-    amount: Decimal
-    spent: Decimal
-    reserved: Decimal | None
-    remaining: Decimal
-    percent_used: Decimal
-    thresholds_crossed: list[int]
-    action: str
-    state: str  # ok | alerting | exhausted
-
-
-def thresholds_crossed(*, thresholds: list[int], spent: Decimal, amount: Decimal) -> list[int]:
-    """The thresholds (percents) that ``spent`` has reached, ascending."""
-    valid = sorted(t for t in thresholds if isinstance(t, int) and not isinstance(t, bool) and t > 0)
-    return [t for t in valid if spent * 100 >= amount * t]
-
-
-def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatus:
-    period = budget_period(budget, now)
-    spent = budget_spent(budget=budget, period=period)
-    reserved = budget_reserved(budget=budget)
-    amount = budget.amount
-    remaining = max(amount - spent - (reserved or 0), Decimal(0))
-    crossed = thresholds_crossed(thresholds=budget.thresholds, spent=spent, amount=amount)
-    if spent + (reserved or 0) >= amount:
-        state = "exhausted"
-    elif crossed:
-        state = "alerting"
-    else:
-        state = "ok"
-    return BudgetStatus(
-        budget_id=budget.pk, period=period, timezone=budget.tenant.timezone, amount=amount, spent=spent,
-        reserved=reserved, remaining=remaining,
-        percent_used=(spent * 100 / amount).quantize(Decimal("0.01")), thresholds_crossed=crossed,
-        action=budget.action, state=state,
-    )
-
-
-# --- the scheduled check ---------------------------------------------------------------------
-
-
-def cost_alert_threshold() -> Decimal | None:
-    """settings.COST_ALERT_THRESHOLD (USD per tenant per local day); None or 0 = off."""
-    value = getattr(settings, "COST_ALERT_THRESHOLD", None)
-    if value in (None, ""):
-        return None
-    value = value if isinstance(value, Decimal) else Decimal(str(value))
-    return value if value > 0 else None
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    tenant_id: int
-    budget_id: int | None
-    kind: str
-    period_start: date
-    threshold: int
-    spent: Decimal
-    limit: Decimal
-
-
-def _spend_in_window(start: date, end: date, tenant_ids: set[int]) -> dict[tuple[int, int], Decimal]:
-    """Known cost per (tenant, key id; 0 = no key) for local days in [start, end): one query."""
-    rows = UsageDaily.objects.filter(day__gte=start, day__lt=end)
-    if len(tenant_ids) <= 500:  # a short IN list narrows the scan; a long one costs more than it saves
-        rows = rows.filter(tenant_id__in=tenant_ids)
-    return {
-        (r["tenant_id"], r["api_key_id"]): r["total"] or Decimal(0)
-        for r in rows.values("tenant_id", "api_key_id").annotate(total=Sum("cost")).order_by()
-    }
-
-
-def _budget_candidates(now: datetime) -> list[_Candidate]:
-    budgets = list(
-        Budget.objects.filter(enabled=True, tenant__is_active=True)
-        .values_list("id", "tenant_id", "scope", "api_key_id", "amount", "period", "thresholds",
-                     "tenant__timezone", named=True)
-        .order_by()
-    )
-    periods: dict[tuple[str, str], Period] = {}
-    by_window: dict[tuple[date, date], list[tuple[Any, Period]]] = defaultdict(list)
-    for b in budgets:
-        spec = (b.period, b.tenant__timezone)
-        if spec not in periods:
-            periods[spec] = period_for(spec[0], spec[1], now)
-        period = periods[spec]
-        by_window[(period.start, period.end)].append((b, period))
-
-    candidates = []
-    for (start, end), entries in by_window.items():
-        per_key = _spend_in_window(start, end, {b.tenant_id for b, _ in entries})
-        per_tenant: dict[int, Decimal] = defaultdict(Decimal)
-        for (tenant_id, _key), total in per_key.items():
-            per_tenant[tenant_id] += total
-        for b, period in entries:
-            if b.scope == BudgetScope.KEY:
-                spent = per_key.get((b.tenant_id, b.api_key_id), Decimal(0))
-            else:
-                spent = per_tenant.get(b.tenant_id, Decimal(0))
-            thresholds = b.thresholds if isinstance(b.thresholds, list) else []
-            for threshold in thresholds_crossed(thresholds=thresholds, spent=spent, amount=b.amount):
-                candidates.append(_Candidate(b.tenant_id, b.id, AlertKind.BUDGET, period.start, threshold,
-                                             spent, b.amount))
-    return _without_existing(candidates, rolling={b.id for b in budgets if b.period == BudgetPeriod.ROLLING_30D})
-
-
-def _without_existing(candidates: list[_Candidate], *, rolling: set[int]) -> list[_Candidate]:
-    """Drop crossings that already have their alert. A rolling window starts anew every day, so
-    a rolling budget alerts once per threshold per 30 days, not once per day it stays over."""
-    if not candidates:
-        return []
-    earliest = min(c.period_start for c in candidates) - timedelta(days=ROLLING_DAYS - 1)
-    existing = BudgetAlert.objects.filter(kind=AlertKind.BUDGET, period_start__gte=earliest)
-    budget_ids = {c.budget_id for c in candidates}
-    if len(budget_ids) <= 500:
-        existing = existing.filter(budget_id__in=budget_ids)
-    seen: dict[tuple[int, int], list[date]] = defaultdict(list)
-    for budget_id, period_start, threshold in existing.values_list("budget_id", "period_start", "threshold"):
-        seen[(budget_id, threshold)].append(period_start)
-    kept = []
-    for c in candidates:
-        starts = seen.get((c.budget_id, c.threshold), [])
-        if c.budget_id in rolling:
-            if any(s >= c.period_start - timedelta(days=ROLLING_DAYS - 1) for s in starts):
-                continue
-        elif c.period_start in starts:
-            continue
-        kept.append(c)
-    return kept
-
-
-def _daily_cost_candidates(now: datetime, threshold: Decimal) -> list[_Candidate]:
-    """Tenants whose known cost today (their local day) reached COST_ALERT_THRESHOLD: one
-    query per local date in use (at most three at any instant)."""
-    zones = Tenant.objects.filter(is_active=True).values_list("timezone", flat=True).distinct().order_by()
-    by_day: dict[date, list[str]] = defaultdict(list)
-    for zone in zones:
-        by_day[local_today(zone, now)].append(zone)
-    candidates = []
-    for day, names in by_day.items():
-        rows = (
-            UsageDaily.objects.filter(day=day, tenant__timezone__in=names, tenant__is_active=True)
-            .values("tenant_id").annotate(total=Sum("cost")).filter(total__gte=threshold).order_by()
-        )
-        for row in rows:
-            candidates.append(_Candidate(row["tenant_id"], None, AlertKind.DAILY_COST, day, 100,
-                                         row["total"], threshold))
-    if not candidates:
-        return []
-    existing = set(
-        BudgetAlert.objects.filter(kind=AlertKind.DAILY_COST, budget__isnull=True,
-                                   period_start__in={c.period_start for c in candidates})
-        .values_list("tenant_id", "period_start")
-    )
-    return [c for c in candidates if (c.tenant_id, c.period_start) not in existing]
-
-
-_ALERT_COLUMNS = ("tenant_id", "budget_id", "kind", "period_start", "threshold", "spent", "limit",
-                  "created_at", "webhook_attempts", "last_error")
-
-
-def _alerts_insert(candidates: list[_Candidate], now: datetime) -> list[int]:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique constraints decide, and only
-    the rows this call inserted come back, so a crossing seen by two workers at once is created
-    (and delivered) once. PostgreSQL and SQLite (3.35+) both speak this."""
-    if not candidates:
-        return []
-    meta = BudgetAlert._meta
-    fields = [meta.get_field(name.removesuffix("_id")) for name in _ALERT_COLUMNS]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    per_statement = max(1, (connection.features.max_query_params or 10_000) // len(fields))
-    ids: list[int] = []
-    with connection.cursor() as cursor:
-        for i in range(0, len(candidates), per_statement):
-            chunk = candidates[i:i + per_statement]
-            params: list[Any] = []
-            for c in chunk:
-                values = (c.tenant_id, c.budget_id, c.kind, c.period_start, c.threshold, c.spent, c.limit,
-                          now, 0, "")
-                params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values))
-            cursor.execute(
-                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
-                f"ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}",
-                params,
-            )
-            ids.extend(row[0] for row in cursor.fetchall())
-    return ids
-
-
-def _queue_delivery(alert_id: int) -> None:
-    from billing.tasks import alert_deliver
-
-    alert_deliver.delay(alert_id)
-
-
-def alerts_check(*, now: datetime | None = None) -> list[int]:
-    """Create a BudgetAlert for every threshold crossed in the current period of every enabled
-    budget (and for every tenant over COST_ALERT_THRESHOLD today) that has none yet, and queue
-    its delivery after commit. Returns the ids of the alerts this call created.
-
-    Spend comes from the daily rollups with one aggregate query per distinct window (period ×
-    local date; a handful, whatever the number of budgets), never one query per budget."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        candidates = _budget_candidates(now)
-        threshold = cost_alert_threshold()
-        if threshold is not None:
-            candidates += _daily_cost_candidates(now, threshold)
-        # One order for every worker, so two inserting the same rows wait on each other
-        # instead of deadlocking.
-        candidates.sort(key=lambda c: (c.kind, c.tenant_id, c.budget_id or 0, c.period_start, c.threshold))
-        ids = _alerts_insert(candidates, now)
-        for alert_id in ids:
-            transaction.on_commit(functools.partial(_queue_delivery, alert_id))
-    if ids:
-        log.info("budget check: %d new alert(s)", len(ids))
-    return ids

@@ -9,9 +9,10 @@ cost in ``tg:resv:t{t}`` / ``tg:resv:t{t}:k{key}``, each request's share with it
 
 Admission is one Lua script: it reads the buckets, refuses (block), asks for a downgrade, or
 reserves for every scope, atomically, so 200 concurrent requests cannot all see the same
-"almost spent" budget. After the answer, the usage writer settles: the reservation is released
-and the real cost added to today's bucket. Redis is a cache of the truth: a missing bucket is
-rebuilt from the daily rollups (PostgreSQL) before admission goes on.
+"almost spent" budget. Once the request's usage record is written, the usage writer
+(billing.writer) settles it (``Settlement``): the reservation is released and the real cost
+added to the day's bucket. Redis is a cache of the truth: a missing bucket is rebuilt from the
+daily rollups (PostgreSQL) before admission goes on.
 """
 
 import math
@@ -76,6 +77,16 @@ def reservation_keys(reserved: str) -> tuple[str, str, str]:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """What an admitted request settles once its usage record is written: its reservation in
+    each scope it was reserved in, released, and its real cost added to each scope's bucket of
+    the day it was admitted."""
+
+    reserved_keys: tuple[str, ...]
+    bucket_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ScopePlan:
     key_id: int | None  # None: the tenant scope
     days: list[date]  # ascending, ending today: the longest period among its budgets
@@ -117,6 +128,21 @@ def script_arguments(plans: list[ScopePlan], *, tenant_id: int, reservation: int
                 action = 0
             args.extend([budget.amount_nanos, action, n_days])
     return keys, args
+
+
+def settlement(plans: list[ScopePlan], *, tenant_id: int) -> Settlement:
+    """The settlement of a request admitted under ``plans``."""
+    return Settlement(
+        reserved_keys=tuple(reserved_key(tenant_id, p.key_id) for p in plans),
+        bucket_keys=tuple(bucket_key(tenant_id, p.key_id, p.days[-1]) for p in plans),
+    )
+
+
+def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int]) -> tuple[list[str], list[int | str]]:
+    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id), add each
+    bucket's cost (nano-dollars)."""
+    keys = [name for key, _ in releases for name in reservation_keys(key)] + list(adds)
+    return keys, [len(releases), *(request_id for _, request_id in releases), *adds.values()]
 
 
 def spend_by_day(*, tenant_id: int, key_id: int | None, days: list[date]) -> dict[date, int]:

@@ -6,9 +6,8 @@ import random
 
 from celery import shared_task
 
-from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up
+from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up, alerts_check
 from billing.retention import health_buckets_prune, usage_retention_purge
-from billing.services import alerts_check
 
 log = logging.getLogger(__name__)
 

@@ -83,7 +83,7 @@ def budget_edit(request: HttpRequest, access, budget_id: int) -> HttpResponse:
             return redirect("console-budgets", access.tenant.slug)
     budget.tenant = access.tenant
     return console_render(request, access, "app/budgets/form.html", {
-        "form": form, "budget": budget, "status": services.budget_status(budget=budget),
+        "form": form, "budget": budget, "status": selectors.budget_status(tenant=access.tenant, budget=budget),
         "alerts": dashboards.alerts_recent(tenant=access.tenant, budget=budget),
     }, section="budgets", status=400 if form.errors else 200)
 

@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,8 @@ from django.conf import settings
 
 from billing import spend
 from billing.periods import period_for
-from billing.pricing import deployment_cost, usage_bounded
+from billing.records import UsageRecord, usage_record_build
+from billing.writer import UsageWriter
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
 from gateway.auth import KeyCache, KeyInfo
@@ -39,7 +40,6 @@ from gateway.state import (
     shared_state,
 )
 from gateway.upstream import new_session
-from gateway.usage import UsageWriter
 from providers.adapters.types import Deployment, UpstreamFailure, Usage
 from providers.adapters.usage import estimate_tokens
 from providers.models import ModelMode
@@ -88,7 +88,8 @@ class Ctx:
     call: Call | None = None
     prompt_bytes: int = 0
     day: date | None = None  # the tenant's local day (rollups, budget buckets)
-    settle: tuple[int, list[str], list[str]] | None = None  # reservation, reserved keys, today's buckets
+    settle: spend.Settlement | None = None  # the budget reservations it holds
+    record: UsageRecord | None = None  # what the ledger got, once it is recorded
     headers_sent: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -118,7 +119,7 @@ class GatewayApp:
             self.state = shared_state()
             self._session = new_session()
             self.engine = Engine(session=self._session, state=self.state)
-            self.usage = UsageWriter(self.state)
+            self.usage = UsageWriter(self.state, run_db=run_db)
             self.usage.start()
 
     async def shutdown(self) -> None:
@@ -139,7 +140,7 @@ class GatewayApp:
         self.state = shared_state()
         self._session = new_session()
         self.engine = Engine(session=self._session, state=self.state)
-        self.usage = UsageWriter(self.state)
+        self.usage = UsageWriter(self.state, run_db=run_db)
 
     async def close_private(self) -> None:
         try:
@@ -376,11 +377,7 @@ class GatewayApp:
             result = await self.state.budget_admit(keys, args, ctx.request_id)
             code = result[0]
             if code == 0:
-                ctx.settle = (
-                    reservation,
-                    [spend.reserved_key(tenant.tenant_id, p.key_id) for p in plans],
-                    [spend.bucket_key(tenant.tenant_id, p.key_id, p.days[-1]) for p in plans],
-                )
+                ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id)
                 return route
             scope = plans[result[1] - 1]
             if code == 1:  # Redis lost these days: rebuild them from the rollups, then retry
@@ -533,72 +530,40 @@ class GatewayApp:
         await _send_json(send, exc.status, exc.body(), request_id, headers)
 
     def _record(self, ctx: Ctx, tenant: TenantConfig | None) -> None:
+        """Hand the request's usage record (billing's one builder) to the writer."""
         if ctx.key is None or self.usage is None:
             return  # not attributable to a tenant
         call = ctx.call
         deployment: Deployment | None = call.deployment if call else None
-        usage = usage_bounded(call.usage) if call and call.usage else None
-        if ctx.cache_hit:
-            usage = None
-        cost = provider_cost = None
-        if usage is not None and deployment is not None:
-            cost = deployment_cost(deployment, usage)
-            provider_cost = usage.provider_cost
-        if ctx.cache_hit:
-            cost = Decimal(0)
-        status = ctx.status
-        if status == "ok" and usage is None and not ctx.cache_hit:
-            status = "error"
-        clamped = "usage_clamped" if usage and usage.clamped else ""  # out-of-range usage, cut to fit
-        row = {
-            "request_id": ctx.request_id,
-            "tenant_id": ctx.key.tenant_id,
-            "api_key_id": ctx.key.key_id,
-            "model_requested": ctx.model_requested[:255],
-            "provider_id": deployment.provider_id if deployment else None,
-            "provider_model_id": deployment.provider_model_id if deployment else None,
-            "attempts": len(call.attempts) if call else 0,
-            "status": status,
-            "error_type": (ctx.error_type or clamped)[:40],
-            "input_tokens": usage.input_tokens if usage else 0,
-            "cached_input_tokens": usage.cached_input_tokens if usage else 0,
-            "cache_write_tokens": usage.cache_write_tokens if usage else 0,
-            "output_tokens": usage.output_tokens if usage else 0,
-            "reasoning_tokens": usage.reasoning_tokens if usage else 0,
-            "tokens_estimated": bool(usage and usage.estimated),
-            "cost": cost,
-            "provider_cost": provider_cost,
-            "latency_ms": int(ctx.latency_ms),
-            "ttft_ms": ctx.ttft_ms,
-            "stream": ctx.stream,
-            "conversation_id": ctx.conversation_id,
-            "end_user": ctx.end_user,
-        }
-        row["_day"] = ctx.day or datetime.now(UTC).date()
-        if ctx.settle is not None:
-            row["_settle"] = ctx.settle
-        tokens = (usage.input_tokens + usage.output_tokens) if usage else 0
-        self.usage.add(row, tokens=tokens)
-        self._observe(ctx, tenant, row, deployment, usage)
+        usage = call.usage if call and not ctx.cache_hit else None
+        ctx.record = record = usage_record_build(
+            request_id=ctx.request_id, tenant_id=ctx.key.tenant_id, api_key_id=ctx.key.key_id, day=ctx.day,
+            model_requested=ctx.model_requested, deployment=deployment, usage=usage, cache_hit=ctx.cache_hit,
+            attempts=len(call.attempts) if call else 0, status=ctx.status, error_type=ctx.error_type,
+            latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms, stream=ctx.stream,
+            conversation_id=ctx.conversation_id, end_user=ctx.end_user, settlement=ctx.settle,
+        )
+        self.usage.add(record)
+        self._observe(ctx, tenant, record, deployment, usage)
 
-    def _observe(self, ctx: Ctx, tenant: TenantConfig | None, row: dict[str, Any], deployment: Deployment | None,
+    def _observe(self, ctx: Ctx, tenant: TenantConfig | None, record: UsageRecord, deployment: Deployment | None,
                  usage: Usage | None) -> None:
         """Metrics (bounded labels) and, when enabled, one structured log line."""
-        tenant_label = tenant.slug if tenant else f"id-{row['tenant_id']}"
+        tenant_label = tenant.slug if tenant else f"id-{record.tenant_id}"
         provider = deployment.provider_name if deployment else "none"
         model = deployment.public_id if deployment else "none"
-        status = row["status"]
+        status = record.status
         metrics.requests.labels(tenant_label, provider, model, status).inc()
-        metrics.latency.labels(provider).observe(row["latency_ms"] / 1000)
+        metrics.latency.labels(provider).observe(record.latency_ms / 1000)
         if ctx.ttft_ms is not None:
             metrics.ttft.labels(provider).observe(ctx.ttft_ms / 1000)
         if usage is not None:
             metrics.tokens.labels(tenant_label, provider, model, "input").inc(usage.input_tokens)
             metrics.tokens.labels(tenant_label, provider, model, "output").inc(usage.output_tokens)
-        if row["cost"]:
-            metrics.cost.labels(tenant_label, provider, model).inc(float(row["cost"]))
+        if record.cost:
+            metrics.cost.labels(tenant_label, provider, model).inc(float(record.cost))
         if status == "rejected":
-            metrics.rejections.labels(tenant_label, row["error_type"] or "rejected").inc()
+            metrics.rejections.labels(tenant_label, record.error_type or "rejected").inc()
         elif status == "cache_hit":
             metrics.cache_hits.labels(tenant_label).inc()
         attempts = ctx.call.attempts if ctx.call else []
@@ -610,16 +575,16 @@ class GatewayApp:
         if self.log_requests:
             request_log.info(
                 "%s %s %s -> %s %s %dms", ctx.request_id, tenant_label, ctx.model_requested or "-", model, status,
-                row["latency_ms"],
+                record.latency_ms,
                 extra={
                     "request_id": ctx.request_id, "tenant": tenant_label,
                     "key_prefix": ctx.key.prefix if ctx.key else None,
                     "model_requested": ctx.model_requested, "model_used": model, "provider": provider,
-                    "attempts": row["attempts"], "status": status, "error_type": row["error_type"],
-                    "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
-                    "tokens_estimated": row["tokens_estimated"],
-                    "cost": str(row["cost"]) if row["cost"] is not None else None,
-                    "latency_ms": row["latency_ms"], "ttft_ms": ctx.ttft_ms, "stream": ctx.stream,
+                    "attempts": record.attempts, "status": status, "error_type": record.error_type,
+                    "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+                    "tokens_estimated": record.tokens_estimated,
+                    "cost": str(record.cost) if record.cost is not None else None,
+                    "latency_ms": record.latency_ms, "ttft_ms": ctx.ttft_ms, "stream": ctx.stream,
                 },
             )
 

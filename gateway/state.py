@@ -15,7 +15,6 @@ from billing.spend import (
     RESERVATION_TTL,
     RESERVE_SCRIPT,
     SETTLE_SCRIPT,
-    reservation_keys,
 )
 from providers.cooldowns import cooldown_fails_key, cooldown_key
 from tenants import config_version
@@ -200,12 +199,9 @@ class RedisState:
                 pipe.set(key, value, nx=True, ex=BUCKET_TTL)
             await pipe.execute()
 
-    async def budget_settle(self, releases: list[tuple[str, str]], adds: dict[str, int]) -> None:
-        """Release each (reservation key, request id) still reserved; add costs to buckets."""
-        if not releases and not adds:
-            return
-        keys = [name for key, _ in releases for name in reservation_keys(key)] + list(adds)
-        args = [len(releases), *(request_id for _, request_id in releases), *adds.values()]
+    async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
+        """Release reservations and add costs to buckets: SETTLE_SCRIPT, with the KEYS and
+        ARGV of billing.spend.settle_arguments (the usage writer settles)."""
         await self._settle(keys=keys, args=args)
 
     async def cache_get(self, key: str) -> bytes | None:
@@ -329,11 +325,12 @@ class LocalState:
                 self.counters[key] = value
                 self.expiry[key] = now + BUCKET_TTL
 
-    async def budget_settle(self, releases: list[tuple[str, str]], adds: dict[str, int]) -> None:
+    async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         now = time.time()
-        for key, request_id in releases:
-            self.reservations.get(key, {}).pop(request_id, None)
-        for key, value in adds.items():
+        releases = args[0]
+        for i in range(releases):
+            self.reservations.get(keys[3 * i], {}).pop(args[i + 1], None)
+        for key, value in zip(keys[3 * releases:], args[releases + 1:]):
             if key in self.counters:
                 self.counters[key] = self._get(key, now) + value
 

@@ -1,8 +1,8 @@
 """``POST /api/test/llm``: one short request through a tenant's real routing, for admins to
 check their set-up. It is served by the data plane's own code — the same admission (the
-tenant's active flag, rate limits, budgets), routing, engine, ledger row and settlement as
-/v1 — on an app instance of its own, because the request runs outside the data plane's event
-loop."""
+tenant's active flag, rate limits, budgets), routing, engine, usage record (billing.records'
+one builder) and settlement as /v1 — on an app instance of its own, because the request runs
+outside the data plane's event loop."""
 
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,7 +10,6 @@ from decimal import Decimal
 import orjson
 from asgiref.sync import async_to_sync
 
-from billing.pricing import deployment_cost
 from gateway.app import GatewayApp
 from gateway.auth import KeyInfo, key_info
 from tenants.models import ApiKey
@@ -48,12 +47,12 @@ def llm_test_sync(*, tenant_id: int, api_key: ApiKey | None, model: str | None, 
             await app.close_private()
 
     ctx, result = async_to_sync(run)()
-    call, usage = ctx.call, ctx.call.usage
+    call, record = ctx.call, ctx.record  # the answer reports what the ledger got
     d = call.deployment
     message = orjson.loads(result.body)["choices"][0]["message"]
     return TestAnswer(
         request_id=request_id, answer=message.get("content") or "", provider=d.provider_name, model=d.model_id,
-        latency_ms=round(ctx.latency_ms, 1), input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cost=deployment_cost(d, usage),
-        attempts=[{"deployment": a.deployment, "outcome": a.outcome, "message": a.message} for a in call.attempts],
+        latency_ms=round(ctx.latency_ms, 1), input_tokens=record.input_tokens, output_tokens=record.output_tokens,
+        cost=record.cost, attempts=[{"deployment": a.deployment, "outcome": a.outcome, "message": a.message}
+                                    for a in call.attempts],
     )

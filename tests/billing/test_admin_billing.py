@@ -5,9 +5,9 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 
+from billing.alerts import alerts_check
 from billing.models import Budget, BudgetAlert, UsageLog
 from billing.periods import local_today
-from billing.services import alerts_check
 from tenants.models import ApiKey, AuditEvent
 from tests.billing.conftest import add_spend, make_budget
 

@@ -12,10 +12,14 @@ from django.db import connection
 from django_celery_beat.models import PeriodicTask
 
 from billing import alerts
-from billing.alerts import alert_deliver_email, alert_deliver_once, alert_webhook_attempt
+from billing.alerts import (
+    alert_deliver_email,
+    alert_deliver_once,
+    alert_webhook_attempt,
+    alerts_check,
+)
 from billing.models import Budget, BudgetAlert
 from billing.periods import local_today
-from billing.services import alerts_check
 from billing.tasks import alert_deliver, budgets_check, retry_countdown
 from tenants.models import ApiKey, Membership, Role
 from tests.billing.conftest import add_spend, make_alias, make_budget

@@ -7,7 +7,8 @@ import pytest
 
 from billing.models import Budget, BudgetAlert
 from billing.periods import local_today, period_for
-from billing.services import budget_reserved_key
+from billing.selectors import budget_reserved, budget_reserved_key, budget_status
+from core.errors import NotFound
 from core.redis import get_redis
 from tenants.models import ApiKey, AuditEvent
 from tests.billing.conftest import add_spend, make_alias, make_budget
@@ -288,8 +289,16 @@ def test_status_of_an_unused_budget_and_reservations_alone_exhaust(world, client
     assert client.get(f"/api/budgets/{budget.pk}/status").json()["state"] == "exhausted"
 
 
+def test_the_status_of_another_tenants_budget_reads_like_a_missing_one(world):
+    budget = make_budget(world.tenant, amount=Decimal("1"))
+    assert budget_status(tenant=world.tenant, budget=budget).budget_id == budget.pk
+    for read in (budget_status, budget_reserved):
+        with pytest.raises(NotFound, match=f"Budget {budget.pk} not found in tenant 'other'"):
+            read(tenant=world.other, budget=budget)
+
+
 def test_alert_history_is_paged_and_scoped(world, client_for):
-    from billing.services import alerts_check
+    from billing.alerts import alerts_check
 
     budget = make_budget(world.tenant, amount=Decimal("10"))
     other_budget = make_budget(world.other, amount=Decimal("10"))

@@ -1,4 +1,4 @@
-"""Ledger rows written through the gateway's own writer (``billing.ledger.usage_rows_write``),
+"""Ledger rows written through the gateway's own writer (``billing.ledger.usage_records_write``),
 so the rollups beside them are exactly what production would hold."""
 
 import itertools
@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billing.ledger import usage_rows_write
+from billing.ledger import usage_records_write
 from billing.models import UsageDaily, UsageLog
+from billing.records import UsageRecord
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey
 
@@ -41,16 +42,16 @@ def write(tenant, *times: datetime, model: ProviderModel | None = None, key: Api
     for at in times:
         row = {
             "request_id": f"req_ops{next(_ids):016x}", "tenant_id": tenant.pk, "created_at": at,
-            "_day": at.astimezone(zone).date(), "api_key_id": key.pk if key else None,
+            "day": at.astimezone(zone).date(), "api_key_id": key.pk if key else None,
             "provider_id": model.provider_id if model else None, "provider_model_id": model.pk if model else None,
             "model_requested": f"{model.provider.name}:{model.model_id}" if model else "", "attempts": 1,
             "input_tokens": 100, "output_tokens": 20, "cost": Decimal("0.001"), "latency_ms": 100,
         }
         row.update(fields)
-        rows.append(row)
-    written = usage_rows_write(rows)
+        rows.append(UsageRecord(**row))
+    written = usage_records_write(rows)
     assert len(written) == len(rows)
-    return [row["request_id"] for row in rows]
+    return [row.request_id for row in rows]
 
 
 def rollups(tenant) -> list[tuple]:

@@ -17,8 +17,9 @@ from billing.health import (
     slot_start,
     window_start,
 )
-from billing.ledger import usage_rows_write
+from billing.ledger import usage_records_write
 from billing.models import HealthBucket, TenantDaily, UsageDaily
+from billing.records import UsageRecord
 from billing.retention import health_buckets_prune
 from support.selectors import platform_health
 from tests.billing_ops.conftest import utc, write
@@ -105,10 +106,10 @@ def test_tenant_daily_equals_the_model_and_key_rollups_and_a_retried_batch_adds_
     assert (acme.requests, acme.errors, acme.cache_hits, acme.unpriced, acme.cost) == (4, 1, 1, 1, Decimal("0.5"))
     assert TenantDaily.objects.count() == 2
 
-    row = {"request_id": "req_retry_1", "tenant_id": world.tenant.pk, "created_at": at, "_day": at.date(),
+    row = {"request_id": "req_retry_1", "tenant_id": world.tenant.pk, "created_at": at, "day": at.date(),
            "provider_id": gpt.provider_id, "provider_model_id": gpt.pk, "cost": Decimal("2"), "latency_ms": 90}
-    assert len(usage_rows_write([row])) == 1
-    assert usage_rows_write([row, dict(row)]) == []  # the same batch again, twice over
+    assert len(usage_records_write([UsageRecord(**row)])) == 1
+    assert usage_records_write([UsageRecord(**row), UsageRecord(**row)]) == []  # the same batch again, twice over
     acme.refresh_from_db()
     assert (acme.requests, acme.cost) == (5, Decimal("2.5"))
     assert HealthBucket.objects.filter(span=300).aggregate(n=Sum("requests"))["n"] == 6
@@ -117,13 +118,13 @@ def test_tenant_daily_equals_the_model_and_key_rollups_and_a_retried_batch_adds_
 def test_health_buckets_count_every_request_in_both_slots_with_its_latency_and_errors(world, gpt):
     now = timezone.now()
     latencies = list(range(100, 2100, 10))  # 200 requests
-    rows = [{"request_id": f"req_h{i}", "tenant_id": world.tenant.pk, "created_at": now - timedelta(seconds=i),
-             "_day": now.date(), "provider_id": gpt.provider_id, "provider_model_id": gpt.pk,
-             "status": "error" if i % 10 == 0 else "ok", "latency_ms": latency}
+    rows = [UsageRecord(request_id=f"req_h{i}", tenant_id=world.tenant.pk, created_at=now - timedelta(seconds=i),
+                        day=now.date(), provider_id=gpt.provider_id, provider_model_id=gpt.pk,
+                        status="error" if i % 10 == 0 else "ok", latency_ms=latency)
             for i, latency in enumerate(latencies)]
-    rows.append({"request_id": "req_h_none", "tenant_id": world.tenant.pk, "created_at": now, "_day": now.date(),
-                 "status": "rejected", "latency_ms": 0})  # refused before any provider
-    usage_rows_write(rows)
+    rows.append(UsageRecord(request_id="req_h_none", tenant_id=world.tenant.pk, created_at=now, day=now.date(),
+                            status="rejected", latency_ms=0))  # refused before any provider
+    usage_records_write(rows)
     for span in (300, 3600):
         got = HealthBucket.objects.filter(span=span).aggregate(n=Sum("requests"), e=Sum("errors"))
         assert (got["n"], got["e"]) == (201, 21), span
@@ -139,21 +140,21 @@ def test_health_buckets_count_every_request_in_both_slots_with_its_latency_and_e
 
 def test_the_day_window_reads_hour_slots_and_the_hour_window_leaves_older_traffic_out(world, gpt):
     now = utc(2026, 3, 1, 10, 30)
-    base = {"tenant_id": world.tenant.pk, "_day": now.date(), "provider_id": gpt.provider_id,
+    base = {"tenant_id": world.tenant.pk, "day": now.date(), "provider_id": gpt.provider_id,
             "provider_model_id": gpt.pk, "latency_ms": 100}
-    usage_rows_write([{**base, "request_id": "req_w1", "created_at": now - timedelta(minutes=10)},
-                      {**base, "request_id": "req_w2", "created_at": now - timedelta(hours=3)},
-                      {**base, "request_id": "req_w3", "created_at": now - timedelta(hours=30)}])
+    usage_records_write([UsageRecord(**base, request_id="req_w1", created_at=now - timedelta(minutes=10)),
+                         UsageRecord(**base, request_id="req_w2", created_at=now - timedelta(hours=3)),
+                         UsageRecord(**base, request_id="req_w3", created_at=now - timedelta(hours=30))])
     assert platform_health(window="hour", now=now).totals.requests == 1
     assert platform_health(window="day", now=now).totals.requests == 2
 
 
 def test_old_health_slots_are_pruned_and_recent_ones_kept(world, gpt):
     now = timezone.now()
-    base = {"tenant_id": world.tenant.pk, "_day": now.date(), "provider_id": gpt.provider_id,
+    base = {"tenant_id": world.tenant.pk, "day": now.date(), "provider_id": gpt.provider_id,
             "provider_model_id": gpt.pk, "latency_ms": 100}
-    usage_rows_write([{**base, "request_id": "req_p1", "created_at": now - timedelta(days=3)},
-                      {**base, "request_id": "req_p2", "created_at": now - timedelta(hours=1)}])
+    usage_records_write([UsageRecord(**base, request_id="req_p1", created_at=now - timedelta(days=3)),
+                         UsageRecord(**base, request_id="req_p2", created_at=now - timedelta(hours=1))])
     assert HealthBucket.objects.count() == 4
     assert health_buckets_prune(now=now) == 2
     assert sorted(HealthBucket.objects.values_list("requests", flat=True)) == [1, 1]

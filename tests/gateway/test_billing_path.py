@@ -15,14 +15,12 @@ import pytest
 from django.db import connection
 from django.db.models import Count, Sum
 
-from billing.ledger import usage_rows_write
+from billing.ledger import usage_records_write
 from billing.models import Budget, UsageDaily, UsageLog
+from billing.records import UsageRecord
 from billing.spend import BudgetInfo, plan
 from core.redis import get_redis
 from gateway.app import gateway
-from gateway.db import close_db
-from gateway.state import LocalState
-from gateway.usage import UsageWriter
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import api_key_create, tenant_update
@@ -86,18 +84,18 @@ def test_rollups_equal_the_ledger(world, live):
 def test_a_retried_write_never_duplicates(world):
     row = {"request_id": "req_dup", "tenant_id": world.tenant.pk, "status": "ok", "input_tokens": 5,
            "output_tokens": 7, "cost": Decimal("0.001")}
-    assert len(usage_rows_write([dict(row)])) == 1
-    assert usage_rows_write([dict(row), dict(row)]) == []
+    assert len(usage_records_write([UsageRecord(**row)])) == 1
+    assert usage_records_write([UsageRecord(**row), UsageRecord(**row)]) == []
     assert UsageLog.objects.filter(request_id="req_dup").count() == 1
     assert UsageDaily.objects.get(tenant=world.tenant).requests == 1
 
 
 def test_a_row_of_a_deleted_key_is_kept_without_the_key(world):
     key, _ = api_key_create(tenant=world.tenant, name="gone", actor=SYSTEM)
-    good = {"request_id": "req_a", "tenant_id": world.tenant.pk, "api_key_id": key.pk, "status": "ok"}
+    good = UsageRecord(request_id="req_a", tenant_id=world.tenant.pk, api_key_id=key.pk, status="ok")
     key.delete()
-    written = usage_rows_write([good, {"request_id": "req_b", "tenant_id": world.tenant.pk, "status": "ok"}])
-    assert {r["request_id"] for r in written} == {"req_a", "req_b"}
+    written = usage_records_write([good, UsageRecord(request_id="req_b", tenant_id=world.tenant.pk, status="ok")])
+    assert {r.request_id for r in written} == {"req_a", "req_b"}
     assert UsageLog.objects.get(request_id="req_a").api_key_id is None
 
 
@@ -230,37 +228,3 @@ def test_sigterm_writes_every_answered_request(world, live, settings):
                 os.killpg(proc.pid, signal.SIGKILL)
     assert UsageLog.objects.filter(request_id__in=ids).count() == 40
     assert UsageDaily.objects.filter(tenant=world.tenant).aggregate(n=Sum("requests"))["n"] == 40
-
-
-def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(world, settings, tmp_path):
-    settings.VAR_DIR = tmp_path
-    row = {"request_id": "req_spooled", "tenant_id": world.tenant.pk, "status": "ok", "input_tokens": 3,
-           "output_tokens": 4, "cost": Decimal("0.000123"), "_day": datetime.now().date()}
-
-    class DatabaseDown(Exception):
-        pass
-
-    async def shutdown_with_database_down():
-        writer = UsageWriter(state=None)
-        writer.add(dict(row))
-
-        async def refuse():
-            raise DatabaseDown("connection refused")
-        writer.flush = refuse
-        await writer.close(attempts=2)
-        return writer
-
-    asyncio.run(shutdown_with_database_down())
-    assert len(list((tmp_path / "usage-spool").glob("*.jsonl"))) == 1
-    assert not UsageLog.objects.filter(request_id="req_spooled").exists()
-
-    async def next_start():
-        writer = UsageWriter(state=LocalState())
-        writer.start()
-        await writer.close()
-        await close_db()  # the writer's database thread lets go of the test database
-
-    asyncio.run(next_start())
-    written = UsageLog.objects.get(request_id="req_spooled")
-    assert written.cost == Decimal("0.000123") and written.output_tokens == 4
-    assert list((tmp_path / "usage-spool").iterdir()) == []

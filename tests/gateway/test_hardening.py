@@ -3,7 +3,7 @@ reservations expire one by one and are never released twice, unknown keys are ch
 limited per address, and POST /api/test/llm goes through the same admission and ledger as /v1."""
 
 import asyncio
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -100,7 +100,7 @@ def test_a_dead_workers_reservation_expires_although_others_keep_reserving(setti
             for _ in range(6):  # steady traffic from another worker, each settled
                 await asyncio.sleep(0.25)
                 await state.budget_admit(keys, [*args[:0], 1, *args[1:]], "req-small")
-                await state.budget_settle([(keys[0], "req-small")], {})
+                await state.budget_settle(*spend.settle_arguments([(keys[0], "req-small")], {}))
             assert await state.budget_admit(keys, args, "req-3") == [0]  # the dead one's share is gone
         finally:
             await state.close()
@@ -122,15 +122,39 @@ def test_settling_a_reservation_that_is_gone_changes_nothing(settings, kind):
                 state.reservations.clear()
             await state.budget_seed({keys[3]: 0})
             assert await state.budget_admit(keys, args, "req-new") == [0]
-            await state.budget_settle([(keys[0], "req-old")], {})  # the old request finishes
+            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-old")], {}))  # the old request finishes
             assert (await state.budget_admit(keys, args, "req-third"))[0] == 2, "req-new still holds 600"
-            await state.budget_settle([(keys[0], "req-new")], {})
-            await state.budget_settle([(keys[0], "req-new")], {})  # twice: released once
+            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-new")], {}))
+            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-new")], {}))  # twice: released once
             assert await state.budget_admit(keys, args, "req-fourth") == [0]
         finally:
             await state.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_settling_releases_and_adds_costs_to_the_buckets_that_exist(settings, kind):
+    """What the usage writer settles (billing.spend.settle_arguments): each reservation released,
+    each cost added to its bucket when the bucket is there (a missing one is rebuilt from the
+    rollups, which hold the cost), in Redis and in its in-process twin alike."""
+    missing = spend.bucket_key(9, None, date(2000, 1, 1))
+
+    async def scenario():
+        state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
+        keys, args = _reserve_args(9, amount_nanos=1000, reservation=600)
+        await state.budget_seed({keys[3]: 100})
+        try:
+            assert await state.budget_admit(keys, args, "req-a") == [0]
+            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-a")], {keys[3]: 250, missing: 5}))
+            assert await state.budget_admit(keys, args, "req-b") == [0]  # 350 spent, 600 held: fits 1000
+            assert await state.budget_admit(keys, args, "req-c") == [2, 1, 1, 350, 600]
+            return state.counters if kind == "local" else {}
+        finally:
+            await state.close()
+
+    counters = asyncio.run(scenario())
+    assert missing not in counters and not get_redis().exists(missing)
 
 
 # --- item 8: unknown keys, the cache's bounds, failures per address --------------------------

@@ -12,9 +12,10 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from billing.ledger import usage_rows_write
+from billing.ledger import usage_records_write
 from billing.models import Budget, TenantDaily, UsageDaily
 from billing.periods import local_today
+from billing.records import UsageRecord
 from core.redis import get_redis
 from providers.cooldowns import cooldown_key
 from support.selectors import platform_health, tenants_dashboard, top_spenders, trends_fill
@@ -166,15 +167,15 @@ def traffic(console):
     for i, (latency, status, ago) in enumerate([(100, "ok", 5), (200, "ok", 10), (300, "error", 20), (400, "ok", 30),
                                                 (1000, "ok", 120)]):  # the last: 2 hours ago
         at = now - timedelta(minutes=ago)
-        rows.append({"request_id": f"req_sup_{i}", "tenant_id": console.tenant.pk,
-                     "api_key_id": console.chat_key.pk, "provider_id": console.platform.pk,
-                     "provider_model_id": console.gpt.pk, "status": status, "latency_ms": latency,
-                     "input_tokens": 10, "output_tokens": 5, "cost": Decimal("0.01"), "created_at": at,
-                     "_day": at.date()})
-    rows.append({"request_id": "req_sup_own", "tenant_id": console.tenant.pk, "api_key_id": console.chat_key.pk,
-                 "provider_id": console.own.pk, "provider_model_id": console.llama.pk, "status": "rejected",
-                 "latency_ms": 50, "created_at": now - timedelta(minutes=1), "_day": now.date()})
-    usage_rows_write(rows)
+        rows.append(UsageRecord(request_id=f"req_sup_{i}", tenant_id=console.tenant.pk,
+                                api_key_id=console.chat_key.pk, provider_id=console.platform.pk,
+                                provider_model_id=console.gpt.pk, status=status, latency_ms=latency,
+                                input_tokens=10, output_tokens=5, cost=Decimal("0.01"), created_at=at,
+                                day=at.date()))
+    rows.append(UsageRecord(request_id="req_sup_own", tenant_id=console.tenant.pk, api_key_id=console.chat_key.pk,
+                            provider_id=console.own.pk, provider_model_id=console.llama.pk, status="rejected",
+                            latency_ms=50, created_at=now - timedelta(minutes=1), day=now.date()))
+    usage_records_write(rows)
     get_redis().set(cooldown_key(console.tenant.pk, console.gpt.pk), b"1", ex=45)
     return console
 

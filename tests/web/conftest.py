@@ -10,8 +10,9 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from billing.ledger import usage_rows_write
+from billing.ledger import usage_records_write
 from billing.models import Budget
+from billing.records import UsageRecord
 from billing.services import budget_create
 from providers.models import ModelAlias, Provider, ProviderModel, TenantModel
 from providers.services import alias_create, provider_create
@@ -96,15 +97,15 @@ def write_usage(console: Console, *, days: int = 3, per_day: int = 4) -> None:
         at = now - timedelta(days=d)
         for i in range(per_day):
             model = console.gpt if i % 2 else console.llama
-            rows.append({
-                "request_id": f"req_web_{d}_{i}_{console.tenant.pk}", "tenant_id": console.tenant.pk,
-                "api_key_id": console.chat_key.pk, "provider_id": model.provider_id, "provider_model_id": model.pk,
-                "model_requested": "smart-cheap", "status": "error" if i == 3 else "ok", "input_tokens": 1000,
-                "cached_input_tokens": 200, "output_tokens": 100, "latency_ms": 120,
-                "cost": None if i == 2 else Decimal("0.0125"), "conversation_id": f"conv-{i % 2}",
-                "created_at": at, "_day": at.astimezone(timezone.get_default_timezone()).date(),
-            })
-    usage_rows_write(rows)
+            rows.append(UsageRecord(
+                request_id=f"req_web_{d}_{i}_{console.tenant.pk}", tenant_id=console.tenant.pk,
+                api_key_id=console.chat_key.pk, provider_id=model.provider_id, provider_model_id=model.pk,
+                model_requested="smart-cheap", status="error" if i == 3 else "ok", input_tokens=1000,
+                cached_input_tokens=200, output_tokens=100, latency_ms=120,
+                cost=None if i == 2 else Decimal("0.0125"), conversation_id=f"conv-{i % 2}",
+                created_at=at, day=at.astimezone(timezone.get_default_timezone()).date(),
+            ))
+    usage_records_write(rows)
 
 
 @pytest.fixture

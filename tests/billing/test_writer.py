@@ -1,11 +1,12 @@
-"""The data plane's ledger writer when rows or the database misbehave: absurd usage from an
+"""The ledger's writer (billing.writer) when rows or the database misbehave: absurd usage from an
 upstream is clamped and flagged, a row the database refuses is set aside without holding up the
-others or the budgets, and a spool file lives until its rows are committed."""
+others or the budgets, a spool file lives until its rows are committed, and a spool file an
+earlier release left is still written."""
 
 import asyncio
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import httpx
@@ -14,10 +15,11 @@ from django.db import connection
 
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
+from billing.records import UsageRecord
+from billing.writer import UsageWriter, spool_dir, spool_write
 from gateway.app import gateway
 from gateway.db import close_db, run_db
 from gateway.state import LocalState
-from gateway.usage import UsageWriter, spool_dir, spool_write
 from providers.models import ProviderModel
 from tests.fakes import FakeOpenAI, FakeOpenRouter
 from tests.support.live import add_provider, wait_usage
@@ -36,10 +38,10 @@ def settle_all():
     asyncio.run_coroutine_threadsafe(gateway.usage.flush(), loop).result(timeout=10)
 
 
-def ledger_rows(tenant, n: int, prefix: str) -> list[dict]:
+def ledger_rows(tenant, n: int, prefix: str) -> list[UsageRecord]:
     day = datetime.now(UTC).date()
-    return [{"request_id": f"{prefix}{i:03d}", "tenant_id": tenant.pk, "status": "ok", "input_tokens": 3,
-             "output_tokens": 4, "cost": Decimal("0.000123"), "_day": day} for i in range(n)]
+    return [UsageRecord(request_id=f"{prefix}{i:03d}", tenant_id=tenant.pk, status="ok", input_tokens=3,
+                        output_tokens=4, cost=Decimal("0.000123"), day=day) for i in range(n)]
 
 
 # --- usage from the upstream -------------------------------------------------------------------
@@ -79,12 +81,12 @@ def test_an_absurd_reported_cost_is_clamped_and_flagged(world, live):
 
 def test_the_writer_sets_a_refused_row_aside_and_writes_the_rest(world):
     batch = ledger_rows(world.tenant, 30, "req_w")
-    batch[11]["output_tokens"] = 2**40  # past the clamp: only a bug could send it, but the ledger must go on
-    writer = UsageWriter(state=LocalState())
+    batch[11].output_tokens = 2**40  # past the clamp: only a bug could send it, but the ledger must go on
+    writer = UsageWriter(state=LocalState(), run_db=run_db)
 
     async def flush():
         for row in batch:
-            writer.add(dict(row))
+            writer.add(row)
         written = await asyncio.wait_for(writer.flush(), timeout=20)
         await close_db()
         return written
@@ -126,6 +128,77 @@ def _point_db_at(settings_dict):
     connection.settings_dict = settings_dict
 
 
+def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(world, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    row = UsageRecord(request_id="req_spooled", tenant_id=world.tenant.pk, status="ok", input_tokens=3,
+                      output_tokens=4, cost=Decimal("0.000123"), day=datetime.now().date())
+
+    class DatabaseDown(Exception):
+        pass
+
+    async def shutdown_with_database_down():
+        writer = UsageWriter(state=None, run_db=run_db)
+        writer.add(row)
+
+        async def refuse():
+            raise DatabaseDown("connection refused")
+        writer.flush = refuse
+        await writer.close(attempts=2)
+        return writer
+
+    asyncio.run(shutdown_with_database_down())
+    assert len(list((tmp_path / "usage-spool").glob("*.jsonl"))) == 1
+    assert not UsageLog.objects.filter(request_id="req_spooled").exists()
+
+    async def next_start():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        await writer.close()
+        await close_db()  # the writer's database thread lets go of the test database
+
+    asyncio.run(next_start())
+    written = UsageLog.objects.get(request_id="req_spooled")
+    assert written.cost == Decimal("0.000123") and written.output_tokens == 4
+    assert list((tmp_path / "usage-spool").iterdir()) == []
+
+
+# A line exactly as the writer of earlier releases (gateway/usage.py) spooled it: the gateway's
+# row dict with its private ``_day`` key, money as strings, times in ISO 8601. The tenant's day
+# (1 March) is not the UTC day of created_at (2 March): the rollup must follow ``_day``.
+OLD_SPOOL_LINE = (
+    b'{"request_id":"req_old_format","tenant_id":%d,"api_key_id":null,"model_requested":"smart",'
+    b'"provider_id":null,"provider_model_id":null,"attempts":1,"status":"ok","error_type":"",'
+    b'"input_tokens":10,"cached_input_tokens":2,"cache_write_tokens":0,"output_tokens":20,'
+    b'"reasoning_tokens":0,"tokens_estimated":false,"cost":"0.000123000000","provider_cost":null,'
+    b'"latency_ms":42,"ttft_ms":null,"stream":false,"conversation_id":"conv-1","end_user":"alice",'
+    b'"_day":"2026-03-01","created_at":"2026-03-02T01:30:00.123456+00:00"}\n'
+)
+
+
+def test_a_spool_file_of_an_earlier_release_is_written_on_its_day(world, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    folder = tmp_path / "usage-spool"
+    folder.mkdir()
+    (folder / "20260302T013000123456-4242-0123abcd.jsonl").write_bytes(OLD_SPOOL_LINE % world.tenant.pk)
+
+    async def next_start():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        await writer.close()
+        await close_db()
+
+    asyncio.run(next_start())
+    row = UsageLog.objects.get(request_id="req_old_format")
+    assert (row.tenant_id, row.model_requested, row.attempts, row.status) == (world.tenant.pk, "smart", 1, "ok")
+    assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.latency_ms) == (10, 2, 20, 42)
+    assert (row.cost, row.provider_cost, row.conversation_id, row.end_user) == (Decimal("0.000123"), None,
+                                                                                "conv-1", "alice")
+    assert row.created_at == datetime(2026, 3, 2, 1, 30, 0, 123456, tzinfo=UTC)
+    daily = UsageDaily.objects.get(tenant=world.tenant)
+    assert (daily.day, daily.requests, daily.cost) == (date(2026, 3, 1), 1, Decimal("0.000123"))
+    assert list(folder.iterdir()) == []
+
+
 def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_path):
     settings.VAR_DIR = tmp_path
     spool_write(ledger_rows(world.tenant, 3, "req_spool"))
@@ -134,7 +207,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
     async def scenario():
         working = await run_db(lambda: connection.settings_dict)
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
-        writer = UsageWriter(state=LocalState())
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
         try:
             assert writer.requeue_spooled() == 3
             with pytest.raises(Exception):
@@ -145,7 +218,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
             await run_db(_point_db_at, working)
         assert await writer.flush() == 3
         assert list(spool_dir().iterdir()) == []
-        again = UsageWriter(state=LocalState())
+        again = UsageWriter(state=LocalState(), run_db=run_db)
         assert again.requeue_spooled() == 0
         await close_db()
 
@@ -161,7 +234,7 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         spooled = ledger_rows(world.tenant, 3, "req_orphan")
-        spooled[2]["input_tokens"] = 2**40  # the poison does not come back with the next worker
+        spooled[2].input_tokens = 2**40  # the poison does not come back with the next worker
         orphan = spool_write(spooled)
         with open(orphan, "ab") as out:
             out.write(b'{"request_id": "req_cut_short", "tenant_')  # the worker died mid-write
@@ -170,7 +243,7 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
         busy = busy.rename(busy.with_name(busy.stem + "-b.claimed-" + str(alive.pid)))
 
         async def scenario():
-            writer = UsageWriter(state=LocalState())
+            writer = UsageWriter(state=LocalState(), run_db=run_db)
             assert writer.requeue_spooled() == 3  # the dead worker's file, not the live one's
             assert await writer.flush() == 3
             await close_db()
@@ -195,7 +268,7 @@ def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, setti
         working = await run_db(lambda: connection.settings_dict)
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
         try:
-            writer = UsageWriter(state=LocalState())
+            writer = UsageWriter(state=LocalState(), run_db=run_db)
             writer.requeue_spooled()
             writer.add(ledger_rows(world.tenant, 1, "req_new")[0])
             await writer.close(attempts=2)
@@ -203,7 +276,7 @@ def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, setti
             await run_db(_point_db_at, working)
         files = list(spool_dir().iterdir())
         assert len(files) == 1 and files[0].suffix == ".jsonl"
-        writer = UsageWriter(state=LocalState())
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
         assert writer.requeue_spooled() == 3
         await writer.close()
         await close_db()

@@ -1,50 +1,72 @@
-"""The data plane's side of the ledger: each worker buffers its usage rows and writes them in
-one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of one per request. The write is
-idempotent (the request id is unique; a conflicting row is skipped). A row the database
-refuses is set aside by the ledger (billing.ledger) and settled like the others; a write that
-fails because the database is unreachable is kept and retried, and the worker's shutdown
-writes whatever is left before it exits. If the database is still unreachable then, the rows
-go to a spool file on local disk, and the next worker to start writes them. A spool file is
-removed only once its rows are committed (a worker that dies holding one leaves it for the
-next): nothing a client was answered for is lost."""
+"""The ledger's batch writer: each data-plane worker buffers its usage records
+(billing.records) and writes them in one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of
+one per request, then settles them: once a batch is committed, the writer releases its budget
+reservations and adds its costs to the budget buckets (billing.spend's SETTLE_SCRIPT), and
+counts its tokens against the daily token limits. The write is idempotent (the request id is
+unique; a conflicting row is skipped). A record the database refuses is set aside by the
+ledger (billing.ledger) and settled like the others, its cost not counted; a write that fails
+because the database is unreachable is kept and retried, and the worker's shutdown writes
+whatever is left before it exits. If the database is still unreachable then, the records go to
+a spool file on local disk (JSON lines, ``UsageRecord.as_row``), and the next worker to start
+writes them. A spool file is removed only once its rows are committed (a worker that dies
+holding one leaves it for the next): nothing a client was answered for is lost."""
 
 import asyncio
 import logging
 import os
 import uuid
 from collections import defaultdict
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
 
 from billing import spend
-from billing.ledger import usage_rows_write
-from gateway.db import run_db
+from billing.ledger import usage_records_write
+from billing.records import UsageRecord
 
 log = logging.getLogger(__name__)
 
 
+class SharedState(Protocol):
+    """What the writer settles into: the data plane's state shared by its workers (Redis, or its
+    in-process twin on the embedded default)."""
+
+    async def add_tokens(self, counts: dict[tuple[int, int], int]) -> None:
+        """Add used tokens per (tenant, key) to today's token-limit counters."""
+
+    async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
+        """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV."""
+
+
 class UsageWriter:
-    def __init__(self, state):
+    """One per data-plane worker: ``state`` is the worker's shared state and ``run_db`` runs a
+    function on the worker's database thread. The worker only adds records."""
+
+    def __init__(self, state: SharedState, *, run_db: Callable[..., Awaitable[Any]]):
         self.state = state
-        self.pending: list[dict[str, Any]] = []
+        self.run_db = run_db
+        self.pending: list[UsageRecord] = []
         self.tokens: dict[tuple[int, int], int] = defaultdict(int)
         self.releases: list[tuple[str, str]] = []  # budget reservations to release: (scope key, request id)
         self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.written = 0
-        self.spooled: dict[Path, int] = {}  # claimed spool files -> their rows not yet committed
+        self.spooled: dict[Path, int] = {}  # claimed spool files -> their records not yet committed
+        self.from_spool: dict[int, Path] = {}  # id() of a queued record read from a spool file -> that file
 
-    def add(self, row: dict[str, Any], *, tokens: int = 0) -> None:
-        row.setdefault("created_at", datetime.now(UTC))
-        self.pending.append(row)
-        if tokens and row.get("api_key_id"):
-            self.tokens[(row["tenant_id"], row["api_key_id"])] += tokens
+    def add(self, record: UsageRecord) -> None:
+        """Queue a finished request's record; its tokens are counted with the next settlement."""
+        if record.created_at is None:
+            record.created_at = datetime.now(UTC)
+        self.pending.append(record)
+        tokens = record.input_tokens + record.output_tokens
+        if tokens and record.api_key_id:
+            self.tokens[(record.tenant_id, record.api_key_id)] += tokens
 
     def start(self) -> None:
         if self._task is None:
@@ -61,7 +83,7 @@ class UsageWriter:
                 log.exception("usage flush failed; %d rows kept for the next attempt", len(self.pending))
 
     async def flush(self) -> int:
-        """Write the buffered rows (with their rollups), then settle their budget
+        """Write the buffered records (with their rollups), then settle their budget
         reservations and token counters in Redis. Only after a batch is committed are its
         reservations released and costs counted, so nothing is counted twice or lost."""
         async with self._lock:
@@ -70,7 +92,7 @@ class UsageWriter:
             try:
                 for start in range(0, len(rows), settings.GATEWAY_USAGE_BATCH):
                     batch = rows[start:start + settings.GATEWAY_USAGE_BATCH]
-                    await run_db(usage_rows_write, batch)
+                    await self.run_db(usage_records_write, batch)
                     written += len(batch)
                     self._collect_settlements(batch)
                     self._spool_done(batch)
@@ -82,18 +104,17 @@ class UsageWriter:
             await self._settle()
             return written
 
-    def _collect_settlements(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            settle = row.get("_settle")
-            if settle is None:
+    def _collect_settlements(self, records: list[UsageRecord]) -> None:
+        for record in records:
+            settlement = record.settlement
+            if settlement is None:
                 continue
-            _, reserved_keys, bucket_keys = settle
-            self.releases.extend((key, row["request_id"]) for key in reserved_keys)
-            # A row set aside is not in the ledger, nor in the rollups budgets are rebuilt
+            self.releases.extend((key, record.request_id) for key in settlement.reserved_keys)
+            # A record set aside is not in the ledger, nor in the rollups budgets are rebuilt
             # from: its reservation is released, its cost not counted (budgets follow the ledger).
-            cost = 0 if "_dead_letter" in row else spend.to_nanos(row.get("cost"))
+            cost = 0 if record.set_aside else spend.to_nanos(record.cost)
             if cost:
-                for key in bucket_keys:
+                for key in settlement.bucket_keys:
                     self.adds[key] += cost
 
     async def _settle(self) -> None:
@@ -105,7 +126,7 @@ class UsageWriter:
                 await self.state.add_tokens(dict(tokens))
                 tokens = {}
             if releases or adds:
-                await self.state.budget_settle(releases, dict(adds))
+                await self.state.budget_settle(*spend.settle_arguments(releases, dict(adds)))
         except BaseException:
             self.releases[:0] = releases
             for target, source in ((self.tokens, tokens), (self.adds, adds)):
@@ -137,30 +158,31 @@ class UsageWriter:
             log.error("database unreachable at shutdown: %d usage rows spooled to %s; the next start writes them",
                       len(self.pending), path)
             self.pending = []
-        for claimed in self.spooled:  # their unwritten rows are in the new file now
+        for claimed in self.spooled:  # their unwritten records are in the new file now
             spool_release(claimed)
         self.spooled = {}
+        self.from_spool = {}
 
     def requeue_spooled(self) -> int:
-        """Take the rows earlier workers spooled (and spool files claimed by workers that have
-        died) and queue them; each file is removed once its rows are committed. The request id
-        makes a second write of any row harmless."""
+        """Take the records earlier workers spooled (and spool files claimed by workers that have
+        died) and queue them; each file is removed once its records are committed. The request
+        id makes a second write of any record harmless."""
         queued = []
-        for path, rows in spool_take():
-            if not rows:
+        for path, records in spool_take():
+            if not records:
                 spool_release(path)
                 continue
-            for row in rows:
-                row["_spool"] = path
-            queued.extend(rows)
-            self.spooled[path] = len(rows)
+            for record in records:
+                self.from_spool[id(record)] = path  # the record stays queued (referenced) until popped
+            queued.extend(records)
+            self.spooled[path] = len(records)
         self.pending[:0] = queued
         return len(queued)
 
-    def _spool_done(self, rows: list[dict[str, Any]]) -> None:
-        """``rows`` are committed: a spool file whose rows all are can go."""
-        for row in rows:
-            path = row.get("_spool")
+    def _spool_done(self, records: list[UsageRecord]) -> None:
+        """``records`` are committed: a spool file whose records all are can go."""
+        for record in records:
+            path = self.from_spool.pop(id(record), None)
             if path is None or path not in self.spooled:
                 continue
             self.spooled[path] -= 1
@@ -173,16 +195,16 @@ def spool_dir() -> Path:
     return Path(settings.VAR_DIR) / "usage-spool"
 
 
-def spool_write(rows: list[dict[str, Any]]) -> Path:
-    """Rows the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool)."""
+def spool_write(records: list[UsageRecord]) -> Path:
+    """Records the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool):
+    one ``UsageRecord.as_row`` a line (their settlements are not kept)."""
     folder = spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path = folder / f"{name}.jsonl"
     with open(path, "wb") as out:
-        for row in rows:
-            out.write(orjson.dumps({k: v for k, v in row.items() if k not in ("_settle", "_spool")},
-                                   default=str) + b"\n")
+        for record in records:
+            out.write(orjson.dumps(record.as_row(), default=str) + b"\n")
         out.flush()
         os.fsync(out.fileno())
     return path
@@ -192,7 +214,7 @@ def spool_write(rows: list[dict[str, Any]]) -> Path:
 _held: set[Path] = set()
 
 
-def spool_take() -> list[tuple[Path, list[dict[str, Any]]]]:
+def spool_take() -> list[tuple[Path, list[UsageRecord]]]:
     """Claim the spool files no running worker holds (renamed ``*.claimed-<pid>``: one worker
     takes each) and read them. A claimed file stays on disk until its rows are committed
     (``spool_release``), so a worker that dies holding one leaves it to the next."""
@@ -209,13 +231,13 @@ def spool_take() -> list[tuple[Path, list[dict[str, Any]]]]:
         except FileNotFoundError:
             continue
         _held.add(claimed)
-        rows = [row for line in claimed.read_bytes().splitlines() if (row := _read(line))]
-        taken.append((claimed, rows))
+        records = [record for line in claimed.read_bytes().splitlines() if (record := _read(line))]
+        taken.append((claimed, records))
     return taken
 
 
 def spool_release(path: Path) -> None:
-    """The rows of a claimed spool file are committed (or spooled again): remove it."""
+    """The records of a claimed spool file are committed (or spooled again): remove it."""
     path.unlink(missing_ok=True)
     _held.discard(path)
 
@@ -238,22 +260,11 @@ def _orphaned(path: Path) -> bool:
     return False
 
 
-def _read(line: bytes) -> dict[str, Any] | None:
+def _read(line: bytes) -> UsageRecord | None:
     if not line.strip():
         return None
     try:
-        return _revive(orjson.loads(line))
+        return UsageRecord.from_row(orjson.loads(line))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):  # cut short by a crash
         log.error("unreadable line in a usage spool file, skipped: %r", line[:2000])
         return None
-
-
-def _revive(row: dict[str, Any]) -> dict[str, Any]:
-    for money in ("cost", "provider_cost"):
-        if row.get(money) is not None:
-            row[money] = Decimal(row[money])
-    if row.get("created_at"):
-        row["created_at"] = datetime.fromisoformat(row["created_at"])
-    if row.get("_day"):
-        row["_day"] = date.fromisoformat(row["_day"])
-    return row
