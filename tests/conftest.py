@@ -14,7 +14,7 @@ from core.redis import get_redis
 from support.groups import SUPPORT_GROUP
 from tenants.models import Membership, Role
 from tenants.services import tenant_create
-from tests.support.live import LiveServer
+from tests.utils.live import LiveServer
 
 
 def pytest_sessionstart(session):

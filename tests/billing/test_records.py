@@ -21,7 +21,7 @@ from gateway import app as gateway_app
 from gateway.app import gateway
 from providers.adapters.types import Deployment, Usage
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider
+from tests.utils.live import add_provider
 
 SETTLEMENT = spend.Settlement(reserved_keys=("tg:resv:t1",), bucket_keys=("tg:spend:t1:d20260301",))
 

@@ -22,8 +22,8 @@ from gateway.db import close_db, run_db
 from gateway.state import LocalState
 from providers.models import ProviderModel
 from tests.fakes import FakeOpenAI, FakeOpenRouter
-from tests.support.live import add_provider, wait_usage
-from tests.support.procs import free_port
+from tests.utils.live import add_provider, wait_usage
+from tests.utils.procs import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.db import connection
 
-from tests.support.procs import REPO, free_port, wait_http
+from tests.utils.procs import REPO, free_port, wait_http
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import api_key_create, tenant_update
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider, burst, wait_usage
-from tests.support.procs import REPO, free_port, wait_http
+from tests.utils.live import add_provider, burst, wait_usage
+from tests.utils.procs import REPO, free_port, wait_http
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

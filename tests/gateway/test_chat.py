@@ -12,7 +12,7 @@ from providers.sync import provider_sync
 from tenants.access import SYSTEM
 from tenants.services import tenant_update
 from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI, FakeOpenRouter
-from tests.support.live import add_provider, sdk, wait_usage
+from tests.utils.live import add_provider, sdk, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

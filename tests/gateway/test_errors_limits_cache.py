@@ -16,7 +16,7 @@ from tenants.keys import key_hash
 from tenants.models import ApiKey
 from tenants.services import api_key_create, api_key_revoke, tenant_update
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider, sdk, wait_usage
+from tests.utils.live import add_provider, sdk, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

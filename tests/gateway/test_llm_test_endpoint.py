@@ -11,7 +11,7 @@ from tenants.access import SYSTEM
 from tenants.keys import key_hash
 from tenants.models import ApiKey
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider
+from tests.utils.live import add_provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,8 +20,8 @@ from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.services import tenant_update
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider, wait_usage
-from tests.support.procs import REPO, free_port, wait_http
+from tests.utils.live import add_provider, wait_usage
+from tests.utils.procs import REPO, free_port, wait_http
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.upstream import RefusedAddress, attempt_timeout, new_session
 from providers.models import Provider
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider, wait_usage
+from tests.utils.live import add_provider, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

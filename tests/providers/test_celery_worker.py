@@ -15,7 +15,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from providers.models import Provider
 from providers.services import provider_create
 from tests.fakes import FakeOpenAI
-from tests.support.procs import REPO
+from tests.utils.procs import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ import pytest
 from billing.models import Budget
 from providers.models import ModelAlias, Provider
 from tenants.models import ApiKey, Membership, Role
-from tests.web.conftest import LAB_URL
+from tests.config.console.conftest import LAB_URL
 
 
 def page_urls(c) -> dict[str, str]:

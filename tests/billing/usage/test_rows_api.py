@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from tests.billing_usage.conftest import utc
-from tests.billing_usage.factories import record, usage
+from tests.billing.usage.conftest import utc
+from tests.billing.usage.factories import record, usage
 
 pytestmark = pytest.mark.django_db
 

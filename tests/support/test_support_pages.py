@@ -20,7 +20,7 @@ from core.redis import get_redis
 from providers.cooldowns import cooldown_key
 from support.selectors import platform_health, tenants_dashboard, top_spenders, trends_fill
 from tenants.models import Tenant
-from tests.web.conftest import OWN_KEY, PLATFORM_KEY
+from tests.config.console.conftest import OWN_KEY, PLATFORM_KEY
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.billing_usage.factories import Catalog, catalog_create
+from tests.billing.usage.factories import Catalog, catalog_create
 
 
 def utc(*args) -> datetime:
@@ -11,7 +11,7 @@ def utc(*args) -> datetime:
 
 @pytest.fixture(autouse=True)
 def _usage_urls(settings):
-    settings.ROOT_URLCONF = "tests.billing_usage.urls"
+    settings.ROOT_URLCONF = "tests.billing.usage.urls"
 
 
 @pytest.fixture

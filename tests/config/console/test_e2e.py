@@ -14,8 +14,8 @@ from django.db import connections
 
 from providers.models import Provider
 from tenants.models import ApiKey, Tenant
+from tests.config.console.conftest import build_console, write_usage
 from tests.fakes import FakeOpenAI
-from tests.web.conftest import build_console, write_usage
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -22,7 +22,7 @@ from billing.models import HealthBucket, TenantDaily, UsageDaily
 from billing.records import UsageRecord
 from billing.retention import health_buckets_prune
 from support.selectors import platform_health
-from tests.billing_ops.conftest import utc, write
+from tests.billing.ledger.conftest import utc, write
 
 pytestmark = pytest.mark.django_db
 

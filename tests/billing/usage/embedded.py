@@ -2,7 +2,7 @@
 it builds the sample ledger and prints what the selectors answer, for test_embedded_sqlite to
 compare with the same reads on PostgreSQL.
 
-    DEBUG=true VAR_DIR=/tmp/x ENV_FILE=/dev/null python -m tests.billing_usage.embedded
+    DEBUG=true VAR_DIR=/tmp/x ENV_FILE=/dev/null python -m tests.billing.usage.embedded
 """
 
 import csv
@@ -55,7 +55,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     from tenants.services import tenant_create
-    from tests.billing_usage.factories import catalog_create, sample_record
+    from tests.billing.usage.factories import catalog_create, sample_record
 
     tenant = tenant_create(slug="acme", name="Acme").tenant
     tenant.timezone = "America/New_York"

@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from billing import usage_selectors
 from billing.models import UsageLog, UsageStatus
 from billing.usage_selectors import usage_filters_build, usage_summary
-from tests.billing_usage.conftest import utc
-from tests.billing_usage.factories import record, sample_record, usage
+from tests.billing.usage.conftest import utc
+from tests.billing.usage.factories import record, sample_record, usage
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 import re
 
-from tests.support.procs import REPO
+from tests.utils.procs import REPO
 
 
 def test_every_setting_read_from_the_environment_is_documented():

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from tests.billing_usage.embedded import snapshot
-from tests.billing_usage.factories import sample_record
-from tests.support.procs import REPO, embedded_env
+from tests.billing.usage.embedded import snapshot
+from tests.billing.usage.factories import sample_record
+from tests.utils.procs import REPO, embedded_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -20,7 +20,7 @@ def test_sqlite_answers_like_postgresql(world, catalog, tmp_path):
     sample_record(world.tenant, catalog)
     on_postgres = json.loads(json.dumps(snapshot(world.tenant)))
 
-    done = subprocess.run([sys.executable, "-m", "tests.billing_usage.embedded"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "tests.billing.usage.embedded"], cwd=REPO,
                           env=embedded_env(tmp_path, DEBUG="true"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])

@@ -9,10 +9,10 @@ from django.test import Client
 
 from billing.models import Budget
 from tenants.models import AuditEvent, Membership, Tenant
+from tests.config.console.conftest import LAB_URL
+from tests.config.console.test_permissions import change_requests, page_urls
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider
-from tests.web.conftest import LAB_URL
-from tests.web.test_permissions import change_requests, page_urls
+from tests.utils.live import add_provider
 
 BANNER = "is suspended"
 

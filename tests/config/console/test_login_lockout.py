@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from tests.support.procs import REPO, embedded_env
+from tests.utils.procs import REPO, embedded_env
 
 pytestmark = pytest.mark.django_db
 

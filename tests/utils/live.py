@@ -13,7 +13,7 @@ import uvicorn
 from billing.models import UsageLog
 from providers.services import provider_create
 from providers.sync import provider_sync
-from tests.support.procs import free_port
+from tests.utils.procs import free_port
 
 
 class LiveServer:

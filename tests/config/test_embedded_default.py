@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.procs import REPO, embedded_env, free_port, wait_http
+from tests.utils.procs import REPO, embedded_env, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 

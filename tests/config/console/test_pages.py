@@ -10,9 +10,9 @@ import pytest
 from billing.models import Budget
 from providers.models import ModelAlias, Provider, ProviderModel, TenantModel
 from tenants.models import ApiKey, Tenant
+from tests.config.console.conftest import LAB_URL, OWN_KEY, PLATFORM_KEY, write_usage
+from tests.config.console.test_permissions import alias_form, budget_form
 from tests.fakes import FakeOpenAI
-from tests.web.conftest import LAB_URL, OWN_KEY, PLATFORM_KEY, write_usage
-from tests.web.test_permissions import alias_form, budget_form
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

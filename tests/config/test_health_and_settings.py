@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from core.redis import get_redis
-from tests.support.procs import REPO, embedded_env, free_port, wait_http
+from tests.utils.procs import REPO, embedded_env, free_port, wait_http
 
 PROD = {
     "DEBUG": "false",

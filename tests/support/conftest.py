@@ -1,4 +1,4 @@
 """The console fixtures (acme with providers, a budget and keys; the outsider ``other``),
 shared with tests/web."""
 
-from tests.web.conftest import console, login  # noqa: F401  (fixtures)
+from tests.config.console.conftest import console, login  # noqa: F401  (fixtures)

@@ -12,8 +12,8 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncClient
 
 from billing.models import UsageLog
-from tests.billing_usage.conftest import utc
-from tests.billing_usage.factories import record, usage
+from tests.billing.usage.conftest import utc
+from tests.billing.usage.factories import record, usage
 
 pytestmark = pytest.mark.django_db
 

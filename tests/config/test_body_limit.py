@@ -10,7 +10,7 @@ import pytest
 
 from tenants.models import Tenant
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider
+from tests.utils.live import add_provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,8 +16,8 @@ from django.db import connection
 from providers.services import provider_create, provider_update
 from tenants.access import Principal
 from tests.fakes import FakeOpenAI
-from tests.support.live import add_provider
-from tests.support.procs import REPO, free_port, wait_http
+from tests.utils.live import add_provider
+from tests.utils.procs import REPO, free_port, wait_http
 
 
 def series(text: str, name: str) -> dict[str, float]:

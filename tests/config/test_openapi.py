@@ -40,7 +40,7 @@ from providers.models import ProviderModel
 from providers.services import alias_create, provider_create, provider_get_or_create
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
-from tests.billing_usage.factories import record, usage
+from tests.billing.usage.factories import record, usage
 
 SCHEMA_URL = "/api/schema/?format=json"
 GONE = "http://127.0.0.1:9/v1"  # the discard port: connections are refused at once

@@ -13,7 +13,7 @@ from django.db import connection
 from billing.export import HEADER
 from billing.models import UsageLog
 from billing.usage_selectors import EXPORT_COLUMNS
-from tests.billing_ops.conftest import utc, write
+from tests.billing.ledger.conftest import utc, write
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from billing.models import UsageLog
 from billing.retention import retention_cutoff, retention_days_for, usage_retention_purge
-from tests.billing_ops.conftest import ledger_ids, rollups, utc, write
+from tests.billing.ledger.conftest import ledger_ids, rollups, utc, write
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from billing.models import TenantDaily, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_TOKENS, usage_cost
 from billing.records import UsageRecord
 from providers.models import MAX_PRICE
-from tests.support.procs import free_port
+from tests.utils.procs import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
