@@ -508,6 +508,11 @@ class FakeServer:
     def stream_error_frame(self, fault: Fault) -> bytes:
         raise NotImplementedError
 
+    def stream_error_frame_for(self, call: Call, fault: Fault) -> bytes:
+        """The mid-stream error frame for ``call``'s route (a protocol with several stream
+        shapes overrides this)."""
+        return self.stream_error_frame(fault)
+
     # ----------------------------------------------------------------- serving
     def _read_request(self, h: _Handler) -> RecordedRequest:
         parts = urlsplit(h.path)
@@ -624,7 +629,7 @@ class FakeServer:
             if bad and sent == (1 if bad.after_chunks is None else bad.after_chunks):
                 write(self.malformed_frame())
             if broken and sent == (1 if broken.after_chunks is None else broken.after_chunks):
-                write(self.stream_error_frame(broken))
+                write(self.stream_error_frame_for(call, broken))
                 break
             write(frame)
             sent += 1

@@ -2,7 +2,9 @@
 
 `FakeOpenAI` serves ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions`` (JSON, or data-only SSE
 ending ``data: [DONE]`` with the extra ``choices: []`` usage chunk when
-``stream_options.include_usage`` is true) and ``POST /v1/embeddings``; errors use the
+``stream_options.include_usage`` is true), ``POST /v1/responses`` (a ``response`` object, or named
+Responses SSE events from ``response.created`` to ``response.completed`` with ``sequence_number``s,
+no ``[DONE]``; a mid-stream fault is an ``error`` event) and ``POST /v1/embeddings``; errors use the
 ``{"error": {"message", "type", "param", "code"}}`` envelope.
 
 `FakeOpenRouter` is the same shape under ``/api/v1`` plus OpenRouter's differences: ``gen-`` ids,
@@ -15,6 +17,7 @@ rich model catalog (``pricing`` per-token strings, ``context_length``, ``archite
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import struct
 from collections.abc import Iterator
@@ -73,6 +76,7 @@ class FakeOpenAI(FakeServer):
     routes: ClassVar[dict[tuple[str, str], str]] = {
         ("GET", "/v1/models"): "models",
         ("POST", "/v1/chat/completions"): "chat",
+        ("POST", "/v1/responses"): "responses",
         ("POST", "/v1/embeddings"): "embeddings",
     }
     prefix_routes = (("GET", "/v1/models/", "model"),)
@@ -110,6 +114,18 @@ class FakeOpenAI(FakeServer):
     def stream_error_frame(self, fault: Fault) -> bytes:
         err = self.error(fault.status, fault.message, variant=fault.variant).body
         return self.sse(err)
+
+    def stream_error_frame_for(self, call: Call, fault: Fault) -> bytes:
+        if call.route != "responses":
+            return self.stream_error_frame(fault)
+        err = self.error(fault.status, fault.message, variant=fault.variant).body["error"]
+        return self.named_sse("error", {"type": "error", "code": err["code"] or err["type"],
+                                        "message": err["message"], "param": None, "sequence_number": 99})
+
+    @staticmethod
+    def named_sse(name: str, obj: Any) -> bytes:
+        return (b"event: " + name.encode() + b"\ndata: " + json.dumps(obj, separators=(",", ":")).encode()
+                + b"\n\n")
 
     @staticmethod
     def sse(obj: Any) -> bytes:
@@ -210,6 +226,80 @@ class FakeOpenAI(FakeServer):
         if self.include_usage(call) and not call.fault("no_usage"):
             yield self.sse({**base, "choices": [], "usage": self.usage_obj(call, usage)})
         yield b"data: [DONE]\n\n"
+
+    def route_responses(self, call: Call) -> Reply:
+        """The Responses API: a message (or a function call when tools are offered and a
+        ``tool_call`` is configured), usage in Responses names."""
+        body = call.body
+        if not body.get("model"):
+            return self.error(400, "Missing required parameter: 'model'.")
+        if body.get("input") in (None, "", []) and not body.get("previous_response_id"):
+            return self.error(400, "Missing required parameter: 'input'.")
+        if bad := self.check_model(call):
+            return bad
+        tool = self.tool_call_for(call)
+        text = "" if tool else self.reply_text(call)
+        usage = self.usage_for(call, json.dumps(tool[2]) if tool else text)
+        resp_id = self.new_id("resp_")
+        response: dict[str, Any] = {
+            "id": resp_id, "object": "response", "created_at": CREATED, "status": "in_progress",
+            "background": False, "error": None, "incomplete_details": None,
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "model": body["model"], "output": [], "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": body.get("previous_response_id"), "reasoning": body.get("reasoning"),
+            "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0), "truncation": "disabled",
+            "usage": None, "metadata": body.get("metadata") or {},
+        }
+        if tool:
+            item = {"type": "function_call", "id": self.new_id("fc_"), "call_id": tool[0] or self.new_id("call_"),
+                    "name": tool[1], "arguments": json.dumps(tool[2]), "status": "completed"}
+        else:
+            item = {"type": "message", "id": self.new_id("msg_"), "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+        wire_usage = None if call.fault("no_usage") else {
+            "input_tokens": usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens,
+                                     "cache_write_tokens": usage.cache_creation_tokens},
+            "output_tokens": usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            "total_tokens": usage.total_tokens,
+        }
+        if body.get("stream"):
+            return self.stream(self._responses_frames(call, response, item, wire_usage))
+        return Reply(body={**response, "status": "completed", "completed_at": CREATED + 1, "output": [item],
+                           "usage": wire_usage})
+
+    def _responses_frames(self, call: Call, response: dict[str, Any], item: dict[str, Any],
+                          usage: dict[str, Any] | None) -> Iterator[bytes]:
+        seq = itertools.count()
+
+        def ev(name: str, **fields: Any) -> bytes:
+            return self.named_sse(name, {"type": name, "sequence_number": next(seq), **fields})
+
+        yield ev("response.created", response=response)
+        yield ev("response.in_progress", response=response)
+        where = {"item_id": item["id"], "output_index": 0}
+        if item["type"] == "function_call":
+            yield ev("response.output_item.added", output_index=0,
+                     item={**item, "arguments": "", "status": "in_progress"})
+            for piece in split_even(item["arguments"], 3):
+                yield ev("response.function_call_arguments.delta", **where, delta=piece)
+            yield ev("response.function_call_arguments.done", **where, name=item["name"], arguments=item["arguments"])
+        else:
+            text = item["content"][0]["text"]
+            yield ev("response.output_item.added", output_index=0,
+                     item={**item, "status": "in_progress", "content": []})
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            yield ev("response.content_part.added", **where, content_index=0, part=part)
+            for piece in self.text_chunks(call, text):
+                yield ev("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])
+            yield ev("response.output_text.done", **where, content_index=0, text=text, logprobs=[])
+            yield ev("response.content_part.done", **where, content_index=0, part={**part, "text": text})
+        yield ev("response.output_item.done", output_index=0, item=item)
+        yield ev("response.completed", response={**response, "status": "completed", "completed_at": CREATED + 1,
+                                                 "output": [item], "usage": usage})
 
     def route_embeddings(self, call: Call) -> Reply:
         body = call.body

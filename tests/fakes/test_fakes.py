@@ -170,6 +170,39 @@ def test_openai_strict_models_and_bad_requests(openai: FakeOpenAI, oa: httpx.Cli
 
 
 # --------------------------------------------------------------------------- Anthropic
+def test_openai_responses_with_the_official_sdk(openai: FakeOpenAI) -> None:
+    """The fake's /v1/responses as the openai SDK reads it: an answer, a stream, a tool call
+    and a mid-stream error event."""
+    from openai import OpenAI
+
+    openai.usage = {"input_tokens": 30, "output_tokens": 7, "cached_tokens": 10, "reasoning_tokens": 2}
+    client = OpenAI(base_url=openai.base_url, api_key="sk-test", max_retries=0)
+    resp = client.responses.create(model="gpt-4o", input="Hello there", instructions="terse")
+    assert resp.output_text == openai.reply and resp.status == "completed"
+    assert (resp.usage.input_tokens, resp.usage.input_tokens_details.cached_tokens,
+            resp.usage.output_tokens_details.reasoning_tokens) == (30, 10, 2)
+    with client.responses.stream(model="gpt-4o", input="Hello there") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert kinds.count("response.output_text.delta") >= 3 and final.output_text == openai.reply
+    openai.tool_call = {"arguments": {"city": "Tokyo"}}
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    call = client.responses.create(model="gpt-4o", input="weather?", tools=tools).output[0]
+    assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "get_weather", {"city": "Tokyo"})
+    openai.tool_call = None
+    openai.set_fault("stream_error", status=500, after_chunks=3, times=1)
+    with client.responses.stream(model="gpt-4o", input="Hello there") as stream:
+        events = []
+        try:
+            for event in stream:
+                events.append(event.type)
+        except Exception as exc:  # the SDK raises on an error event inside a stream
+            events.append(type(exc).__name__)
+    assert events[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert events[3:] in (["error"], ["APIError"]), events
+
+
 def test_anthropic_auth_and_version_required(anthropic: FakeAnthropic) -> None:
     body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": MSGS}
     with httpx.Client(base_url=anthropic.base_url) as client:
