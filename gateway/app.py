@@ -26,6 +26,7 @@ from billing.records import UsageRecord, usage_record_build
 from billing.writer import UsageWriter
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
+from gateway import responses as responses_door
 from gateway.auth import KeyCache, KeyInfo
 from gateway.db import close_db, run_db
 from gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
@@ -187,6 +188,8 @@ class GatewayApp:
             await self.chat(scope, receive, send)
         elif path == "/v1/embeddings" and method == "POST":
             await self.embeddings(scope, receive, send)
+        elif path == "/v1/responses" and method == "POST":
+            await self.responses(scope, receive, send)
         elif path in ("/v1/models", "/v1/models/") and method == "GET":
             await self.models(scope, send)
         elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
@@ -257,6 +260,10 @@ class GatewayApp:
                 await self._respond_error(send, exc, ctx.request_id, ctx.extra_headers)
         finally:
             self._record(ctx, tenant)
+
+    async def responses(self, scope, receive, send) -> None:
+        """POST /v1/responses (gateway/responses.py)."""
+        await responses_door.serve(self, scope, receive, send)
 
     async def embeddings(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())

@@ -234,6 +234,59 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
                            field="tool_choice")
 
 
+def check_request(body: dict[str, Any]) -> None:
+    """Refuse what no upstream could serve (wrong types), before anything is counted;
+    ``chat_request`` checks the rest when the request is translated."""
+    stateful = any(body.get(name) for name in STATEFUL)
+    value = body.get("input")
+    if value is None and not stateful:
+        raise InvalidInput("'input' is required: a string, or an array of input items.", field="input")
+    if value is not None and not (isinstance(value, str) or isinstance(value, list)):
+        raise InvalidInput("'input' must be a string or an array of input items.", field="input")
+    if not isinstance(body.get("stream", False), bool):
+        raise InvalidInput("'stream' must be true or false.", field="stream")
+    limit = body.get("max_output_tokens")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise InvalidInput("'max_output_tokens' must be a positive integer.", field="max_output_tokens")
+    for name in ("temperature", "top_p"):
+        number = body.get(name)
+        if number is not None and (not isinstance(number, (int, float)) or isinstance(number, bool)):
+            raise InvalidInput(f"'{name}' must be a number.", field=name)
+    for name, kind, words in (("instructions", str, "a string"), ("tools", list, "an array"),
+                              ("metadata", dict, "an object of string pairs"), ("user", str, "a string")):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise InvalidInput(f"'{name}' must be {words}.", field=name)
+
+
+def request_summary(body: dict[str, Any]) -> dict[str, Any]:
+    """What admission reads of a Responses request, in Chat Completions names: the model, the
+    output limit, the sampling settings the tenant's defaults may fill, metadata and user."""
+    out: dict[str, Any] = {"model": body.get("model")}
+    limit = output_limit(body)
+    if limit is not None:
+        out["max_completion_tokens"] = limit
+    for name in ("temperature", "top_p", "metadata", "user"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    return out
+
+
+def relay_request(body: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The Responses request to relay: as it came, with the settings the defaults filled into
+    ``summary`` (an output limit, temperature, top_p) that it left out."""
+    out = body
+    for name in ("temperature", "top_p"):
+        if body.get(name) is None and summary.get(name) is not None:
+            out = out if out is not body else dict(body)
+            out[name] = summary[name]
+    if body.get("max_output_tokens") is None:
+        limit = summary.get("max_completion_tokens") or summary.get("max_tokens")
+        if limit is not None:
+            out = out if out is not body else dict(body)
+            out["max_output_tokens"] = limit
+    return out
+
+
 def output_limit(body: dict[str, Any]) -> int | None:
     """The ``max_output_tokens`` a Responses request sets (a positive integer), else None."""
     value = body.get("max_output_tokens")
@@ -511,7 +564,7 @@ class RelayWatcher:
     as they came and notes the usage of the terminal event and, for estimates, the characters
     of the deltas. Only the terminal events are parsed."""
 
-    __slots__ = ("_decoder", "usage", "text_chars", "terminal", "error")
+    __slots__ = ("_decoder", "usage", "text_chars", "terminal", "error", "events")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -519,6 +572,7 @@ class RelayWatcher:
         self.text_chars = 0
         self.terminal: str | None = None  # the terminal event's type, once seen
         self.error: str | None = None  # the message of a standalone error event
+        self.events = 0  # events seen (the next sequence number, as OpenAI counts from 0)
 
     def feed(self, data: bytes) -> bytes:
         self._watch(self._decoder.feed(data))
@@ -528,6 +582,7 @@ class RelayWatcher:
         self._watch(self._decoder.finish())
 
     def _watch(self, events: list[tuple[bytes, bytes]]) -> None:
+        self.events += len(events)
         for name, data in events:
             if name.endswith(b".delta"):
                 self.text_chars += max(0, len(data) - 120)  # the event's own fields are about 120 bytes
