@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 
-from billing.models import BudgetAction, BudgetPeriod, BudgetScope, UsageStatus
+from billing.models import BudgetAction, BudgetPeriod, BudgetScope, UsageApi, UsageStatus
 from billing.services import mask_url
 from billing.usage_selectors import TIME_GROUPINGS
 from core.forms import ConsoleForm
@@ -93,10 +93,13 @@ class UsageFilterForm(ConsoleForm):
     status = forms.MultipleChoiceField(required=False, choices=UsageStatus.choices,
                                        widget=forms.CheckboxSelectMultiple)
     conversation = forms.CharField(required=False, max_length=128, label="Conversation id")
+    api = forms.MultipleChoiceField(required=False, choices=UsageApi.choices, widget=forms.CheckboxSelectMultiple,
+                                    label="API", help_text="The /v1 door the requests came through.")
     view = forms.ChoiceField(required=False, choices=[(g, g.capitalize() + "ly" if g != "day" else "Daily")
                                                       for g in TIME_GROUPINGS], label="Totals per")
     by = forms.ChoiceField(required=False, label="Breakdown by", choices=[
         ("model", "Model"), ("provider", "Provider"), ("key", "API key"), ("conversation", "Conversation"),
+        ("api", "API"),
     ])
 
     def __init__(self, data=None, *, providers, keys):

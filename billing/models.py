@@ -10,6 +10,15 @@ class UsageStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected (limit or budget)"
 
 
+class UsageApi(models.TextChoices):
+    """The /v1 door a request came through."""
+
+    CHAT = "chat", "Chat Completions"
+    MESSAGES = "messages", "Anthropic Messages"
+    RESPONSES = "responses", "OpenAI Responses"
+    EMBEDDINGS = "embeddings", "Embeddings"
+
+
 # Money: USD, 20 digits with 12 decimal places (sub-micro-dollar per request is exact).
 MONEY = {"max_digits": 20, "decimal_places": 12, "null": True, "blank": True}
 # Sums of many requests (rollups, a budget's spend): 20 whole digits. A request costs under
@@ -47,6 +56,9 @@ class UsageLog(models.Model):
     stream = models.BooleanField(default=False)
     conversation_id = models.CharField(max_length=128, blank=True, default="")
     end_user = models.CharField(max_length=128, blank=True, default="")
+    # The door. A database default too: workers still running the code before it (a rolling deploy)
+    # insert rows without the column.
+    api = models.CharField(max_length=10, choices=UsageApi.choices, default=UsageApi.CHAT, db_default=UsageApi.CHAT)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -21,7 +21,7 @@ LEDGER_FIELDS = (
     "request_id", "tenant_id", "api_key_id", "model_requested", "provider_id", "provider_model_id", "attempts",
     "status", "error_type", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "tokens_estimated", "cost", "provider_cost", "latency_ms", "ttft_ms", "stream",
-    "conversation_id", "end_user", "created_at",
+    "conversation_id", "end_user", "api", "created_at",
 )
 TEXT_FIELDS = ("model_requested", "error_type", "conversation_id", "end_user")
 
@@ -52,6 +52,7 @@ class UsageRecord:
     stream: bool = False
     conversation_id: str = ""
     end_user: str = ""
+    api: str = "chat"  # the /v1 door it came through (a UsageApi value)
     created_at: datetime | None = None  # None: when the writer takes it
     # Beyond the row:
     day: date | None = None  # the tenant's local day (None: the UTC day of created_at)
@@ -88,13 +89,14 @@ def usage_record_build(
     *, request_id: str, tenant_id: int, api_key_id: int | None, day: date | None, model_requested: str,
     deployment: Deployment | None, usage: Usage | None, cache_hit: bool, attempts: int, status: str,
     error_type: str, latency_ms: float, ttft_ms: int | None, stream: bool, conversation_id: str, end_user: str,
-    settlement: Settlement | None,
+    api: str, settlement: Settlement | None,
 ) -> UsageRecord:
     """The record of a finished request (the /v1 data plane's and /api/test/llm's alike).
 
     ``usage`` is bounded here, in place, to what a row holds; a request without usage that
     claims success is an error; a cache hit costs $0 and counts no tokens; an unknown price
-    leaves the cost None. ``deployment`` is the one that answered (None if none did)."""
+    leaves the cost None. ``deployment`` is the one that answered (None if none did); ``api`` is
+    the door the request came through (chat, messages, responses or embeddings)."""
     if cache_hit:
         usage = None
     else:
@@ -131,6 +133,7 @@ def usage_record_build(
         stream=stream,
         conversation_id=conversation_id,
         end_user=end_user,
+        api=api,
         day=day or datetime.now(UTC).date(),
         settlement=settlement,
     )

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from billing.export import csv_chunks
-from billing.models import UsageLog, UsageStatus
+from billing.models import UsageApi, UsageLog, UsageStatus
 from billing.usage_selectors import (
     GROUPINGS,
     UsageFilters,
@@ -59,8 +59,8 @@ class DateOrDateTimeField(serializers.CharField):
         return value
 
 
-class StatusListField(serializers.CharField):
-    """Comma-separated; the selector checks the values."""
+class ValueListField(serializers.CharField):
+    """Comma-separated values (status, api); the selector checks them."""
 
     def to_internal_value(self, data):
         values = [s.strip() for s in super().to_internal_value(data).split(",") if s.strip()]
@@ -107,12 +107,16 @@ class UsageFiltersIn(StrictSerializer):
         required=False, min_value=1, help_text="API key id (one of the tenant's keys).",
         error_messages={"invalid": "Expected an API key id (an integer); GET /api/keys lists them."},
     )
-    status = StatusListField(
+    status = ValueListField(
         required=False, allow_blank=True,
         help_text=f"One or more of {', '.join(UsageStatus.values)}, comma-separated.",
     )
     conversation = serializers.CharField(required=False, allow_blank=True, max_length=128,
                                          help_text="Conversation id.")
+    api = ValueListField(
+        required=False, allow_blank=True,
+        help_text=f"The /v1 door: one or more of {', '.join(UsageApi.values)}, comma-separated.",
+    )
 
 
 class UsageListIn(UsageFiltersIn):
@@ -139,12 +143,12 @@ class UsageSummaryIn(UsageFiltersIn):
 
 def query_data(request) -> dict:
     """The query string as a dict, without ``tenant`` (the base view resolves it). A parameter
-    given twice is an error, except ``status``, whose values add up."""
+    given twice is an error, except ``status`` and ``api``, whose values add up."""
     data, repeated = {}, {}
     for name, values in request.query_params.lists():
         if name == "tenant":
             continue
-        if len(values) > 1 and name != "status":
+        if len(values) > 1 and name not in ("status", "api"):
             repeated[name] = ["Give this parameter once."]
         data[name] = ",".join(values)
     if repeated:
@@ -156,7 +160,7 @@ def filters_from(tenant, data: dict) -> UsageFilters:
     return usage_filters_build(
         tenant=tenant, since=data.get("since"), until=data.get("until"), model=data.get("model", ""),
         provider=data.get("provider", ""), key_id=data.get("key"), statuses=data.get("status", ()),
-        conversation=data.get("conversation", ""),
+        conversation=data.get("conversation", ""), apis=data.get("api", ()),
     )
 
 
@@ -199,7 +203,7 @@ class UsageRowOut(serializers.ModelSerializer):
         fields = [
             "request_id", "created_at", "model_requested", "provider", "model", "key", "status", "error_type",
             "attempts", "tokens", "tokens_estimated", "cost", "cost_known", "provider_cost", "latency_ms",
-            "ttft_ms", "stream", "conversation_id", "end_user",
+            "ttft_ms", "stream", "conversation_id", "end_user", "api",
         ]
 
     def get_model(self, row) -> str | None:
@@ -244,10 +248,10 @@ class UsageMetricsOut(serializers.Serializer):
 class UsageGroupOut(UsageMetricsOut):
     key = serializers.SerializerMethodField(
         help_text="First day (YYYY-MM-DD) of a day, week or month; the model, provider or key id; "
-        "the conversation id. null: requests with none."
+        "the conversation id; the api (chat, messages, responses, embeddings). null: requests with none."
     )
     label = serializers.CharField(help_text="2025-01-31, 2025-W05, 2025-01, provider:model_id, provider "
-                                  "name, key name or conversation id.")
+                                  "name, key name, conversation id or api.")
     display_name = serializers.CharField(allow_null=True, help_text="Model and provider groups.")
     prefix = serializers.CharField(allow_null=True, help_text="Key groups: the visible start of the key.")
 
@@ -301,7 +305,7 @@ class UsageListAPI(TenantAPIView):
 class UsageSummaryAPI(TenantAPIView):
     @extend_schema(
         parameters=[TENANT_PARAM, UsageSummaryIn], responses=UsageSummaryOut,
-        summary="Totals grouped by day, week, month, model, provider, key or conversation",
+        summary="Totals grouped by day, week, month, model, provider, key, conversation or api",
         description="Requests, errors and error rate, cache hits, tokens, cost (known costs; "
         "unpriced_requests counts the others) and latency p50 / p95 / average, for the whole range and "
         "per group.",

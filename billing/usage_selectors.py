@@ -4,8 +4,8 @@ grouped totals. Every function takes ``tenant=``.
 Totals come from the daily rollups (UsageDaily) when they can answer exactly: whole local days,
 grouped by day, week, month, model, provider or key, filtered by provider or key only. The
 ``model`` filter also matches what the client asked for (an alias, ``model_requested``) and
-the rollups do not keep that, so it, ``status`` and ``conversation`` filters, date-time bounds
-and grouping by conversation read the ledger. Latency percentiles always read the ledger:
+the rollups do not keep that, so it, ``status``, ``api`` and ``conversation`` filters, date-time
+bounds and grouping by conversation or by api (the /v1 door) read the ledger. Latency percentiles always read the ledger:
 ``percentile_cont`` on PostgreSQL, the same interpolation in Python on other databases (the
 embedded SQLite default)."""
 
@@ -22,7 +22,7 @@ from django.db.models import Aggregate, Count, DateField, F, FloatField, Q, Quer
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
-from billing.models import UsageDaily, UsageLog, UsageStatus
+from billing.models import UsageApi, UsageDaily, UsageLog, UsageStatus
 from core.errors import InvalidInput
 from core.timezones import zone_of
 from providers.models import Provider, ProviderModel
@@ -30,7 +30,8 @@ from tenants.models import ApiKey, Tenant
 
 ERROR_STATUSES = (UsageStatus.ERROR, UsageStatus.PARTIAL, UsageStatus.REJECTED)
 TIME_GROUPINGS = ("day", "week", "month")
-GROUPINGS = (*TIME_GROUPINGS, "model", "provider", "key", "conversation")
+LEDGER_GROUPINGS = ("conversation", "api")  # the rollups do not keep these
+GROUPINGS = (*TIME_GROUPINGS, "model", "provider", "key", *LEDGER_GROUPINGS)
 DEFAULT_DAYS = 30
 EXPORT_CHUNK = 2000  # rows fetched per round trip by the CSV export (server-side cursor)
 
@@ -52,10 +53,11 @@ class UsageFilters:
     key_id: int | None = None
     statuses: tuple[str, ...] = ()
     conversation: str = ""
+    apis: tuple[str, ...] = ()  # the /v1 doors (UsageApi values)
 
     @property
     def rollups_can_answer(self) -> bool:
-        return self.days is not None and not (self.model or self.statuses or self.conversation)
+        return self.days is not None and not (self.model or self.statuses or self.conversation or self.apis)
 
 
 def usage_filters_build(
@@ -68,6 +70,7 @@ def usage_filters_build(
     key_id: int | None = None,
     statuses: tuple[str, ...] | list[str] = (),
     conversation: str = "",
+    apis: tuple[str, ...] | list[str] = (),
     now: datetime | None = None,
 ) -> UsageFilters:
     """Resolve filters in ``tenant``'s time zone. Dates are local days and ``until`` is
@@ -98,6 +101,13 @@ def usage_filters_build(
                 f"Unknown status '{status}'; use one or more of {', '.join(UsageStatus.values)} "
                 "(comma-separated).",
                 field="status",
+            )
+
+    for api in apis:
+        if api not in UsageApi.values:
+            raise InvalidInput(
+                f"Unknown api '{api}'; use one or more of {', '.join(UsageApi.values)} (comma-separated).",
+                field="api",
             )
 
     model = model.strip()
@@ -133,6 +143,7 @@ def usage_filters_build(
     return UsageFilters(
         start=start, end=end, timezone=zone.key, days=days, model=model, model_ids=model_ids,
         provider_ids=provider_ids, key_id=key_id, statuses=tuple(statuses), conversation=conversation,
+        apis=tuple(apis),
     )
 
 
@@ -165,6 +176,8 @@ def usage_rows(
         rows = rows.filter(status__in=filters.statuses)
     if filters.conversation:
         rows = rows.filter(conversation_id=filters.conversation)
+    if filters.apis:
+        rows = rows.filter(api__in=filters.apis)
     if before is not None:
         at, row_id = before
         rows = rows.filter(created_at__lte=at).exclude(created_at=at, id__gte=row_id)
@@ -196,6 +209,7 @@ EXPORT_COLUMNS = (
     ("stream", "stream"),
     ("conversation_id", "conversation_id"),
     ("end_user", "end_user"),
+    ("api", "api"),
 )
 
 
@@ -237,7 +251,7 @@ class UsageMetrics:
 
 @dataclass
 class UsageGroup(UsageMetrics):
-    key: object = None  # date (first day), model / provider / key id, conversation id; None = none
+    key: object = None  # date (first day), model / provider / key id, conversation id, api; None = none
     label: str = ""
     display_name: str | None = None  # model and provider groups
     prefix: str | None = None  # key groups: the masked key (tg_ab12cd34e…), never the key
@@ -307,14 +321,14 @@ def _metrics(row: dict) -> dict:
 
 
 _NONE_LABELS = {"model": "(no model)", "provider": "(no provider)", "key": "(no key)",
-                "conversation": "(no conversation)"}
+                "conversation": "(no conversation)", "api": "(no api)"}
 
 
 def _ledger_key(group_by: str, zone: ZoneInfo):
     if group_by in TIME_GROUPINGS:
         return Trunc("created_at", group_by, output_field=DateField(), tzinfo=zone)
     return F({"model": "provider_model_id", "provider": "provider_id", "key": "api_key_id",
-              "conversation": "conversation_id"}[group_by])
+              "conversation": "conversation_id", "api": "api"}[group_by])
 
 
 def _rollup_key(group_by: str):
@@ -344,7 +358,7 @@ def usage_summary(
     ledger_key = _ledger_key(group_by, zone)
     in_sql = connection.vendor == "postgresql"
 
-    use_rollups = filters.rollups_can_answer and group_by != "conversation"
+    use_rollups = filters.rollups_can_answer and group_by not in LEDGER_GROUPINGS
     if use_rollups:
         first, last = filters.days
         base = UsageDaily.objects.filter(tenant=tenant, day__gte=first, day__lte=last)
@@ -386,6 +400,8 @@ def usage_summary(
     ordered = list(groups.values())
     if group_by in TIME_GROUPINGS:
         ordered.sort(key=lambda g: g.key)
+    elif group_by == "api":
+        ordered.sort(key=lambda g: (-g.cost, -g.requests, g.key or ""))
     elif group_by != "conversation":
         ordered.sort(key=lambda g: (-g.cost, -g.requests, g.key is None, g.key or 0))
     _label(tenant=tenant, group_by=group_by, groups=ordered)
@@ -422,7 +438,7 @@ def _label(*, tenant: Tenant, group_by: str, groups: list[UsageGroup]) -> None:
             group.label = f"{year}-W{week:02d}"
         elif group_by == "month":
             group.label = group.key.strftime("%Y-%m")
-        elif group_by == "conversation":
+        elif group_by in ("conversation", "api"):
             group.label = group.key
     # Model and provider ids come from this tenant's own ledger rows; keys are looked up in it.
     if group_by == "model":

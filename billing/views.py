@@ -112,10 +112,10 @@ def _usage_filters(request, access):
         filters = usage_filters_build(
             tenant=tenant, since=data["since"], until=data["until"], model=data["model"],
             provider=data["provider"], key_id=data["key"], statuses=tuple(data["status"]),
-            conversation=data["conversation"].strip(),
+            conversation=data["conversation"].strip(), apis=tuple(data["api"]),
         )
     except TollgateError as exc:
-        form_error(form, exc, fields={"status": "status", "key": "key", "since": "since"})
+        form_error(form, exc, fields={"status": "status", "key": "key", "since": "since", "api": "api"})
         return form, None
     return form, filters
 

@@ -52,6 +52,15 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 DONE = b"data: [DONE]\n\n"
+# The doors: path -> (method, handler method name). Paths are matched without a trailing slash
+# too; a query string (Claude Code's ?beta=true) is not part of the ASGI path.
+ROUTES: dict[str, tuple[str, str]] = {
+    "/v1/chat/completions": ("POST", "chat"),
+    "/v1/responses": ("POST", "responses"),
+    "/v1/embeddings": ("POST", "embeddings"),
+    "/v1/models": ("GET", "models"),
+}
+ENDPOINTS = ", ".join(f"{method} {path}" for path, (method, _) in ROUTES.items())
 REFUSALS = {
     TENANT_RPM: ("requests per minute for this tenant", "tenant_rate_limit"),
     KEY_RPM: ("requests per minute for this API key", "key_rate_limit"),
@@ -76,6 +85,7 @@ class Ctx:
 
     request_id: str
     started: float
+    api: str = "chat"  # the door: chat, messages, responses or embeddings (billing.models.UsageApi)
     key: KeyInfo | None = None
     model_requested: str = ""
     stream: bool = False
@@ -184,21 +194,16 @@ class GatewayApp:
         if self.engine is None:  # a server without lifespan support
             await self.startup()
         path, method = scope["path"], scope["method"]
-        if path == "/v1/chat/completions" and method == "POST":
-            await self.chat(scope, receive, send)
-        elif path == "/v1/embeddings" and method == "POST":
-            await self.embeddings(scope, receive, send)
-        elif path == "/v1/responses" and method == "POST":
-            await self.responses(scope, receive, send)
-        elif path in ("/v1/models", "/v1/models/") and method == "GET":
-            await self.models(scope, send)
-        elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
-            await self._respond_error(send, GatewayError(405, f"Use {'GET' if path == '/v1/models' else 'POST'} on {path}.",
-                                                         code="method_not_allowed"), new_request_id())
-        else:
+        route = ROUTES.get(path) or ROUTES.get(path.rstrip("/"))
+        if route is None:
             await self._respond_error(send, GatewayError(
-                404, f"Unknown endpoint {path}: this gateway serves POST /v1/chat/completions, "
-                "POST /v1/embeddings and GET /v1/models.", code="unknown_url"), new_request_id())
+                404, f"Unknown endpoint {path}: this gateway serves {ENDPOINTS}.", code="unknown_url"),
+                new_request_id())
+        elif method != route[0]:
+            await self._respond_error(send, GatewayError(405, f"Use {route[0]} on {path}.", code="method_not_allowed"),
+                                      new_request_id())
+        else:
+            await getattr(self, route[1])(scope, receive, send)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -217,7 +222,7 @@ class GatewayApp:
 
     # --- endpoints -----------------------------------------------------------------------
 
-    async def models(self, scope, send) -> None:
+    async def models(self, scope, receive, send) -> None:
         request_id = new_request_id()
         try:
             key, tenant = await self._principal(scope)
@@ -266,7 +271,7 @@ class GatewayApp:
         await responses_door.serve(self, scope, receive, send)
 
     async def embeddings(self, scope, receive, send) -> None:
-        ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
+        ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="embeddings")
         tenant = None
         try:
             ctx.key, tenant = await self._principal(scope)
@@ -548,7 +553,7 @@ class GatewayApp:
             model_requested=ctx.model_requested, deployment=deployment, usage=usage, cache_hit=ctx.cache_hit,
             attempts=len(call.attempts) if call else 0, status=ctx.status, error_type=ctx.error_type,
             latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms, stream=ctx.stream,
-            conversation_id=ctx.conversation_id, end_user=ctx.end_user, settlement=ctx.settle,
+            conversation_id=ctx.conversation_id, end_user=ctx.end_user, api=ctx.api, settlement=ctx.settle,
         )
         self.usage.add(record)
         self._observe(ctx, tenant, record, deployment, usage)

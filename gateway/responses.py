@@ -47,8 +47,7 @@ async def serve(app, scope, receive, send) -> None:
     """The door's handler (GatewayApp.responses)."""
     from gateway.app import Ctx, _read_json, new_request_id  # the app imports this module
 
-    ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
-    ctx.api = "responses"
+    ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="responses")
     tenant: TenantConfig | None = None
     try:
         ctx.key, tenant = await app._principal(scope)

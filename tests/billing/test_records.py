@@ -37,7 +37,7 @@ def build(**kw) -> UsageRecord:
     values = dict(request_id="req_1", tenant_id=1, api_key_id=2, day=date(2026, 3, 1), model_requested="smart",
                   deployment=deployment(), usage=Usage(input_tokens=1000, output_tokens=500), cache_hit=False,
                   attempts=1, status="ok", error_type="", latency_ms=12.7, ttft_ms=None, stream=False,
-                  conversation_id="c1", end_user="alice", settlement=SETTLEMENT)
+                  conversation_id="c1", end_user="alice", api="chat", settlement=SETTLEMENT)
     return usage_record_build(**{**values, **kw})
 
 

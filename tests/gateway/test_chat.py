@@ -329,3 +329,13 @@ def test_ollama_embeddings(world, live):
                                                              input=["a", "b"], encoding_format="float")
         assert len(result.data) == 2 and result.usage.prompt_tokens > 0
         assert fake.requests_to("/api/embed")[-1].body["input"] == ["a", "b"]
+
+
+def test_the_ledger_row_names_the_door_each_request_came_through(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini", "text-embedding-3-small"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        client = sdk(live, world.chat_key)
+        chat = client.chat.completions.with_raw_response.create(model="up:gpt-4o-mini", messages=hello())
+        embedded = client.embeddings.with_raw_response.create(model="up:text-embedding-3-small", input="a")
+    assert wait_usage(chat.headers["x-request-id"]).api == "chat"
+    assert wait_usage(embedded.headers["x-request-id"]).api == "embeddings"

@@ -59,6 +59,7 @@ def test_csv(world, three_rows, chat_key):
         "cost": "0.000012500000", "provider_cost": "0.000010000000", "latency_ms": "950", "ttft_ms": "210",
         "stream": "true", "conversation_id": "conv-7",
         "end_user": "'=HYPERLINK(\"http://evil\")",  # a spreadsheet must not run it
+        "api": "chat",
     }
     assert (rows[1]["cost"], rows[1]["model_requested"], rows[1]["tokens_estimated"]) == ("", "smart", "true")
     assert rows[1]["end_user"] == "user-ü"
@@ -85,6 +86,7 @@ def test_jsonl(three_rows, chat_key):
         "cost": "0.000012500000", "provider_cost": "0.000010000000", "latency_ms": 950, "ttft_ms": 210,
         "stream": True, "conversation_id": "conv-7",
         "end_user": '=HYPERLINK("http://evil")',  # data, unchanged: JSON is not opened by spreadsheets
+        "api": "chat",
     }
     assert (rows[1]["request_id"], rows[1]["cost"], rows[1]["end_user"]) == (unpriced, None, "user-ü")
     assert (rows[0]["request_id"], rows[0]["provider"], rows[0]["ttft_ms"]) == (failed, None, None)

@@ -21,7 +21,7 @@ HEADER = [
     "request_id", "created_at", "model_requested", "provider", "model", "key_name", "key_prefix", "status",
     "error_type", "attempts", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "tokens_estimated", "cost", "provider_cost", "latency_ms", "ttft_ms", "stream",
-    "conversation_id", "end_user",
+    "conversation_id", "end_user", "api",
 ]
 
 
@@ -63,6 +63,7 @@ def test_csv_rows_money_and_file_name(world, catalog, client_for):
         "provider_cost": "0.000010000000", "latency_ms": "950", "ttft_ms": "210", "stream": "true",
         "conversation_id": "conv-7",
         "end_user": "'=HYPERLINK(\"http://evil\")",  # a spreadsheet must not run it
+        "api": "chat",
     }
     assert (rows[1]["cost"], rows[1]["key_name"], rows[1]["tokens_estimated"]) == ("", "", "true")
     assert rows[1]["end_user"] == "'-2+3"

@@ -44,6 +44,7 @@ def test_rows_newest_first_with_everything_a_dashboard_needs(world, catalog, cli
         "tokens": {"input": 1000, "cached_input": 200, "cache_write": 30, "output": 500, "reasoning": 40},
         "tokens_estimated": False, "cost": "0.012500000000", "cost_known": True, "provider_cost": "0.012400000000",
         "latency_ms": 812, "ttft_ms": 120, "stream": True, "conversation_id": "conv-1", "end_user": "user-42",
+        "api": "chat",
     }
     unknown = body["results"][0]
     assert unknown["cost"] is None and unknown["cost_known"] is False

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import Budget
+from billing.models import Budget, UsageLog
 from providers.models import ModelAlias, Provider, ProviderModel, TenantModel
 from tenants.models import ApiKey, Tenant
 from tests.config.console.conftest import LAB_URL, OWN_KEY, PLATFORM_KEY, write_usage
@@ -428,6 +428,21 @@ def test_usage_explorer_totals_breakdowns_and_unknown_costs(console, login):
     assert "conv-0" in by_conversation and "conv-1" in by_conversation
     only_errors = client.get("/app/acme/usage/?status=error").content.decode()
     assert "3 failed (100.0 %)" in only_errors
+
+
+def test_usage_explorer_filters_and_breaks_down_by_api(console, login):
+    write_usage(console, days=1, per_day=4)
+    UsageLog.objects.filter(request_id__endswith=f"_0_{console.tenant.pk}").update(api="messages")
+    client = login(console.world.viewer)
+    page = client.get("/app/acme/usage/").content.decode()
+    assert 'name="api" value="messages"' in page  # the filter is offered
+    by_api = client.get("/app/acme/usage/?by=api").content.decode()
+    assert ">messages<" in by_api and ">chat<" in by_api
+    only = client.get("/app/acme/usage/?api=messages").content.decode()
+    assert "$0.0125" in only and "0 failed (0.0 %)" in only  # one priced, ok request of the four
+    response = client.get("/app/acme/usage/?api=completions")
+    errors = re.search(r'<ul class="errorlist" id="id_api_error">(.*?)</ul>', response.content.decode(), re.S)
+    assert response.status_code == 400 and errors and "valid choice" in errors.group(1)
 
 
 def test_usage_filter_errors_are_shown_next_to_the_field(console, login):
