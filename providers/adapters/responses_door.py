@@ -15,8 +15,11 @@ What does not translate (decided here, said in the README's Responses section):
 - ``store``, ``include``, ``truncation``, ``service_tier``, ``prompt_cache_key``,
   ``safety_identifier``, ``max_tool_calls``, ``top_logprobs``, ``stream_options`` and
   ``client_metadata`` have no Chat Completions meaning and are not sent on translated paths.
-- Only ``function`` tools translate; built-in tools (web search, file search, computer, …)
-  exist only at OpenAI, so asking another provider for them is a 400 that names them.
+- ``function`` tools translate, and so do the function tools of a ``namespace`` (as
+  ``<namespace>__<name>``, split again in the answer). OpenAI's hosted and built-in tools (web
+  search, file search, computer, shell, …) exist only there: offered to another provider they
+  are left out (the model answers without them, as Codex's optional web search expects); a
+  ``tool_choice`` that forces one, or a ``custom`` (free-form) tool, is a 400 naming it.
 
 Pure: no Django, imports only ``core`` and the adapters' own modules."""
 
@@ -109,6 +112,8 @@ def _input_messages(value: Any, messages: list[dict[str, Any]]) -> None:
                 raise InvalidInput(f"'{where}' (function_call) needs a 'call_id' and a 'name'.", field="input")
             if not isinstance(arguments, str):
                 raise InvalidInput(f"'{where}.arguments' must be a JSON string.", field="input")
+            if isinstance(item.get("namespace"), str) and item["namespace"]:
+                name = f"{item['namespace']}{NAMESPACE_SEPARATOR}{name}"
             call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":  # one assistant turn, several calls
@@ -201,20 +206,52 @@ def _text_options(text: Any, out: dict[str, Any]) -> None:
         out["verbosity"] = text["verbosity"]
 
 
+NAMESPACE_SEPARATOR = "__"  # Anthropic and others allow only [a-zA-Z0-9_-] in tool names
+
+
+def _function(tool: dict[str, Any], where: str, namespace: str = "") -> dict[str, Any]:
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise InvalidInput(f"'{where}' needs a 'name'.", field="tools")
+    function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
+    if namespace:
+        function["name"] = f"{namespace}{NAMESPACE_SEPARATOR}{tool['name']}"
+    return {"type": "function", "function": function}
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise InvalidInput("'tools' must be an array.", field="tools")
     out = []
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            raise InvalidInput(f"'tools[{index}]' has type '{kind}', a tool only OpenAI serves; this model is "
-                               "served by another provider, which takes function tools.", field="tools")
-        if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise InvalidInput(f"'tools[{index}]' needs a 'name'.", field="tools")
-        function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
-        out.append({"type": "function", "function": function})
+        where = f"tools[{index}]"
+        if kind == "function":
+            out.append(_function(tool, where))
+        elif kind == "namespace":
+            namespace = tool.get("name")
+            if not isinstance(namespace, str) or not namespace or not isinstance(tool.get("tools"), list):
+                raise InvalidInput(f"'{where}' (namespace) needs a 'name' and a 'tools' array.", field="tools")
+            for inner, member in enumerate(tool["tools"]):
+                if not isinstance(member, dict) or member.get("type") != "function":
+                    raise InvalidInput(f"'{where}.tools[{inner}]' is not a function tool; this model is served by "
+                                       "another provider, which takes function tools.", field="tools")
+                out.append(_function(member, f"{where}.tools[{inner}]", namespace))
+        elif kind == "custom" or not isinstance(kind, str):
+            raise InvalidInput(f"'{where}' has type '{kind}'; this model is served by another provider, which "
+                               "takes function tools (with JSON arguments).", field="tools")
+        # else: a tool hosted or built in at OpenAI; the model answers without it
     return out
+
+
+def namespaces(request: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Flattened tool name -> (namespace, name), for the namespaced tools of ``request``."""
+    found: dict[str, tuple[str, str]] = {}
+    for tool in request.get("tools") or ():
+        if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            for member in tool.get("tools") or ():
+                if isinstance(member, dict) and isinstance(member.get("name"), str):
+                    found[f"{tool['name']}{NAMESPACE_SEPARATOR}{member['name']}"] = (tool["name"], member["name"])
+    return found
 
 
 def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
@@ -355,10 +392,14 @@ def message_item(item_id: str, text: str, *, refusal: str | None = None, status:
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str,
-                       status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed",
+                       spaces: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A ``function_call`` output item; a flattened namespaced name is split again."""
+    item = {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
             "status": status}
+    if spaces and name in spaces:
+        item["namespace"], item["name"] = spaces[name]
+    return item
 
 
 def response_from_chat(chat: bytes, usage: Usage, *, request: dict[str, Any], resp_id: str) -> bytes:
@@ -374,12 +415,13 @@ def response_from_chat(chat: bytes, usage: Usage, *, request: dict[str, Any], re
     refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else None
     if text or refusal:
         body["output"].append(message_item(f"msg_{suffix}", text, refusal=refusal))
+    spaces = namespaces(request)
     for i, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
         arguments = function.get("arguments")
         body["output"].append(function_call_item(
             f"fc_{suffix}_{i}", call.get("id") or f"call_{suffix}_{i}", function.get("name") or "",
-            arguments if isinstance(arguments, str) else dumps(arguments or {}).decode()))
+            arguments if isinstance(arguments, str) else dumps(arguments or {}).decode(), spaces=spaces))
     return dumps(_finish(body, choice.get("finish_reason"), usage))
 
 
@@ -406,6 +448,7 @@ class ChatToResponsesStream:
         self._text: dict[str, Any] | None = None  # the open message item: {index, id, text}
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> {index, id, call_id, name, arguments, open}
         self._open_call: int | None = None
+        self._spaces = namespaces(request)
 
     def _emit(self, kind: str, payload: dict[str, Any]) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **payload}
@@ -488,7 +531,8 @@ class ChatToResponsesStream:
             self._open_call = index
             out.append(self._emit("response.output_item.added", {
                 "output_index": state["index"],
-                "item": function_call_item(state["id"], state["call_id"], state["name"], "", "in_progress")}))
+                "item": function_call_item(state["id"], state["call_id"], state["name"], "", "in_progress",
+                                           self._spaces)}))
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             state["arguments"] += arguments
@@ -502,10 +546,11 @@ class ChatToResponsesStream:
         state = self._calls[self._open_call]
         self._open_call = None
         state["open"] = False
+        done = function_call_item(state["id"], state["call_id"], state["name"], state["arguments"],
+                                  spaces=self._spaces)
         out.append(self._emit("response.function_call_arguments.done", {
-            "item_id": state["id"], "output_index": state["index"], "name": state["name"],
+            "item_id": state["id"], "output_index": state["index"], "name": done["name"],
             "arguments": state["arguments"]}))
-        done = function_call_item(state["id"], state["call_id"], state["name"], state["arguments"])
         self.response["output"][state["index"]] = done
         out.append(self._emit("response.output_item.done", {"output_index": state["index"], "item": done}))
 
@@ -517,7 +562,7 @@ class ChatToResponsesStream:
         self._close_call(out)
         for state in self._calls.values():  # a late delta for a call already closed
             self.response["output"][state["index"]] = function_call_item(
-                state["id"], state["call_id"], state["name"], state["arguments"])
+                state["id"], state["call_id"], state["name"], state["arguments"], spaces=self._spaces)
         self.response["output"] = [item for item in self.response["output"] if item is not None]
         _finish(self.response, self.finish_reason, usage)
         kind = "response.incomplete" if self.response["status"] == "incomplete" else "response.completed"

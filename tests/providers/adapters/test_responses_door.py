@@ -100,7 +100,7 @@ def test_text_format_and_allowed_tools():
     ({"input": "x", "conversation": "conv_1"}, "conversation", "whole conversation"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "whole conversation"),
     ({"input": "x", "background": True}, "background", "without it"),
-    ({"input": "x", "tools": [{"type": "web_search"}]}, "tools", "web_search"),
+    ({"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]}, "tools", "custom"),
     ({"input": [{"type": "web_search_call", "id": "ws"}]}, "input", "web_search_call"),
     ({"input": ""}, "input", "empty"),
     ({"input": 3}, "input", "non-empty string"),
@@ -116,6 +116,28 @@ def test_what_cannot_be_translated_is_a_clear_400(body, field, words):
         door.chat_request({"model": "m", **body})
     assert caught.value.field == field
     assert words in caught.value.message
+
+
+def test_namespaced_tools_are_flattened_and_hosted_tools_left_out():
+    request = {"model": "m", "tools": [
+        WEATHER, {"type": "web_search"}, {"type": "namespace", "name": "crm", "description": "CRM",
+                                          "tools": [{"type": "function", "name": "lookup", "parameters": {}}]}],
+        "input": [{"role": "user", "content": "x"},
+                  {"type": "function_call", "call_id": "c1", "namespace": "crm", "name": "lookup", "arguments": "{}"}]}
+    chat = door.chat_request(request)
+    assert [t["function"]["name"] for t in chat["tools"]] == ["get_weather", "crm__lookup"]
+    assert chat["messages"][1]["tool_calls"][0]["function"]["name"] == "crm__lookup"
+    answer = chat_answer({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c2", "type": "function", "function": {"name": "crm__lookup", "arguments": "{}"}}]}, "tool_calls")
+    resp = Response.model_validate_json(door.response_from_chat(answer, USAGE, request=request, resp_id="resp_n"))
+    assert (resp.output[0].namespace, resp.output[0].name) == ("crm", "lookup")
+    streamed = door.ChatToResponsesStream(request, resp_id="resp_n", model="m", created=1)
+    build = ChunkBuilder("c", 1, "m")
+    events = parse_events(streamed.start() + streamed.feed(build.delta({"tool_calls": [
+        {"index": 0, "id": "c3", "type": "function", "function": {"name": "crm__lookup", "arguments": "{}"}}]}))
+        + streamed.finish(USAGE))
+    done = [e for e in events if e["type"] == "response.output_item.done"][0]["item"]
+    assert (done["namespace"], done["name"]) == ("crm", "lookup")
 
 
 # ----------------------------------------------------------------------------- answers
