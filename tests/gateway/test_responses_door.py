@@ -11,7 +11,8 @@ import pytest
 
 from billing.models import Budget
 from providers.models import ProviderModel
-from providers.services import alias_create
+from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
+from providers.sync import provider_sync
 from tenants.access import SYSTEM
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.gateway.test_billing_path import spend_today
@@ -247,3 +248,59 @@ def test_budget_reserves_the_true_worst_case(world, live):
         assert wait_usage(caught.value.response.headers["x-request-id"]).status == "rejected"
         # 20 output tokens fit
         assert client.responses.create(model="up:gpt-4o-mini", input="hi", max_output_tokens=20).status == "completed"
+
+
+# --- other provider types and broken streams ---------------------------------------------------
+
+def test_openai_compatible_and_mock_providers_are_translated(world, live):
+    with FakeOpenAI(models=["llama-3"], usage={"prompt_tokens": 7, "completion_tokens": 3}, reply="via chat") as fake:
+        add_provider(world.tenant, fake, name="vllm", provider_type="openai_compatible")
+        client = sdk(live, world.chat_key)
+        resp = client.responses.create(model="vllm:llama-3", input="hi", max_output_tokens=32, store=False,
+                                       reasoning={"effort": "low"})
+        assert resp.output_text == "via chat" and resp.usage.total_tokens == 10
+        sent = fake.requests_to("/v1/chat/completions")[-1].body
+        assert sent["max_completion_tokens"] == 32 and sent["reasoning_effort"] == "low" and "store" not in sent
+        assert fake.requests_to("/v1/responses") == []
+        with client.responses.stream(model="vllm:llama-3", input="hi") as stream:
+            assert stream.get_final_response().output_text == "via chat"
+    provider, _ = provider_get_or_create(name="mock", provider_type="mock")
+    provider_sync(provider=provider)
+    for model in provider.models.all():
+        provider_model_set_enabled(provider_model=model, tenant=world.tenant, enabled=True, actor=SYSTEM)
+    assert "Say hello" in client.responses.create(model="mock:mock-fast", input="Say hello").output_text
+    with client.responses.stream(model="mock:mock-fast", input="Say hello") as stream:
+        assert "Say hello" in stream.get_final_response().output_text
+
+
+def raw_events(response: httpx.Response) -> list[dict]:
+    return [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+def test_a_relayed_stream_that_breaks_says_so_and_is_recorded_partial(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        fake.set_fault("stream_error", status=500, after_chunks=3)
+        errored = post(live, world.chat_key, {"model": "up:gpt-4o-mini", "input": "hi", "stream": True})
+        assert [e["type"] for e in raw_events(errored)][-1] == "error"
+        assert wait_usage(errored.headers["x-request-id"]).status == "partial"
+        fake.clear_faults()
+        fake.set_fault("reset", after_chunks=3)
+        reset = post(live, world.chat_key, {"model": "up:gpt-4o-mini", "input": "hi", "stream": True})
+        last = raw_events(reset)[-1]
+        assert last["type"] == "error" and "failed after it started" in last["message"]
+        assert last["sequence_number"] == 3
+        row = wait_usage(reset.headers["x-request-id"])
+        assert (row.status, row.error_type, row.tokens_estimated) == ("partial", "connection", True)
+
+
+def test_a_translated_stream_that_breaks_ends_with_response_failed(world, live):
+    with FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-ant-1") as fake:
+        add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-1")
+        fake.set_fault("stream_error", after_chunks=3)
+        response = post(live, world.chat_key, {"model": "up:claude-sonnet-4-5", "input": "hi", "stream": True})
+        events = raw_events(response)
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert events[-1]["type"] == "response.failed"
+        assert events[-1]["response"]["status"] == "failed" and "Overloaded" in events[-1]["response"]["error"]["message"]
+        assert wait_usage(response.headers["x-request-id"]).status == "partial"
