@@ -392,6 +392,23 @@ def message_item(item_id: str, text: str, *, refusal: str | None = None, status:
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
+def reasoning_of(part: dict[str, Any]) -> str:
+    """The reasoning text an OpenAI-compatible server puts beside the content of a message or
+    delta (DeepSeek and vLLM: ``reasoning_content``; OpenRouter: ``reasoning``)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = part.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def reasoning_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    """A ``reasoning`` output item carrying the reasoning as text (no encrypted content: only
+    OpenAI can make that)."""
+    return {"type": "reasoning", "id": item_id, "summary": [], "status": status,
+            "content": [{"type": "reasoning_text", "text": text}] if text else []}
+
+
 def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed",
                        spaces: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """A ``function_call`` output item; a flattened namespaced name is split again."""
@@ -411,6 +428,9 @@ def response_from_chat(chat: bytes, usage: Usage, *, request: dict[str, Any], re
     created = obj.get("created") if isinstance(obj.get("created"), int) else int(time.time())
     body = response_skeleton(request, resp_id=resp_id, model=obj.get("model") or "", created=created)
     suffix = resp_id.removeprefix("resp_")
+    reasoning = reasoning_of(message)
+    if reasoning:
+        body["output"].append(reasoning_item(f"rs_{suffix}", reasoning))
     text = text_of(message.get("content"))
     refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else None
     if text or refusal:
@@ -446,6 +466,7 @@ class ChatToResponsesStream:
         self.response = response_skeleton(request, resp_id=resp_id, model=model, created=created)
         self.finish_reason: str | None = None
         self._text: dict[str, Any] | None = None  # the open message item: {index, id, text}
+        self._reasoning: dict[str, Any] | None = None  # the open reasoning item: {index, id, text}
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> {index, id, call_id, name, arguments, open}
         self._open_call: int | None = None
         self._spaces = namespaces(request)
@@ -476,6 +497,9 @@ class ChatToResponsesStream:
             self.response["model"] = obj["model"]
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") or {}
+            reasoning = reasoning_of(delta)
+            if reasoning:
+                self._reasoning_delta(reasoning, out)
             content = delta.get("content")
             if isinstance(content, str) and content:
                 self._text_delta(content, out)
@@ -484,7 +508,33 @@ class ChatToResponsesStream:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
 
+    def _reasoning_delta(self, text: str, out: list[bytes]) -> None:
+        self._close_text(out)
+        self._close_call(out)
+        item = self._reasoning
+        if item is None:
+            item = self._reasoning = {"index": len(self.response["output"]), "id": f"rs_{self._suffix}_{self._seq}",
+                                      "text": ""}
+            self.response["output"].append(None)
+            out.append(self._emit("response.output_item.added", {
+                "output_index": item["index"], "item": reasoning_item(item["id"], "", status="in_progress")}))
+        item["text"] += text
+        out.append(self._emit("response.reasoning_text.delta", {
+            "item_id": item["id"], "output_index": item["index"], "content_index": 0, "delta": text}))
+
+    def _close_reasoning(self, out: list[bytes]) -> None:
+        item = self._reasoning
+        if item is None:
+            return
+        self._reasoning = None
+        out.append(self._emit("response.reasoning_text.done", {
+            "item_id": item["id"], "output_index": item["index"], "content_index": 0, "text": item["text"]}))
+        done = reasoning_item(item["id"], item["text"])
+        self.response["output"][item["index"]] = done
+        out.append(self._emit("response.output_item.done", {"output_index": item["index"], "item": done}))
+
     def _text_delta(self, text: str, out: list[bytes]) -> None:
+        self._close_reasoning(out)
         self._close_call(out)
         item = self._text
         if item is None:
@@ -521,6 +571,7 @@ class ChatToResponsesStream:
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         state = self._calls.get(index)
         if state is None:
+            self._close_reasoning(out)
             self._close_text(out)
             self._close_call(out)
             state = self._calls[index] = {
@@ -558,6 +609,7 @@ class ChatToResponsesStream:
         out: list[bytes] = []
         for _name, payload in self._decoder.finish():
             self._chunk(payload, out)
+        self._close_reasoning(out)
         self._close_text(out)
         self._close_call(out)
         for state in self._calls.values():  # a late delta for a call already closed

@@ -183,6 +183,25 @@ def test_tool_calls_answer_as_function_call_items():
     assert again["messages"][2] == {"role": "tool", "tool_call_id": "call_9", "content": "18"}
 
 
+def test_reasoning_beside_the_content_becomes_a_reasoning_item():
+    answer = chat_answer({"role": "assistant", "content": "42", "reasoning_content": "Six times seven."})
+    resp = Response.model_validate_json(door.response_from_chat(answer, USAGE, request={"model": "m", "input": "x"},
+                                                                resp_id="resp_r"))
+    assert [o.type for o in resp.output] == ["reasoning", "message"]
+    assert resp.output[0].content[0].text == "Six times seven." and resp.output_text == "42"
+    build = ChunkBuilder("c", 1, "m")
+    translator = door.ChatToResponsesStream({"model": "m", "input": "x"}, resp_id="resp_r", model="m", created=1)
+    raw = translator.start() + translator.feed(
+        build.delta({"reasoning": "Six "}) + build.delta({"reasoning": "times seven."}) + build.content("42")
+        + build.finish("stop")) + translator.finish(USAGE)
+    events = parse_events(raw)
+    assert [e["type"] for e in events][2:7] == [
+        "response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
+        "response.reasoning_text.done", "response.output_item.done"]
+    final = Response.model_validate(events[-1]["response"])
+    assert final.output[0].content[0].text == "Six times seven." and final.output_text == "42"
+
+
 def test_cut_answers_are_incomplete():
     raw = door.response_from_chat(chat_answer({"role": "assistant", "content": "Hel"}, "length"), USAGE,
                                   request={"model": "m", "input": "x"}, resp_id="resp_l")
