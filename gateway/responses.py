@@ -10,13 +10,14 @@ import time
 from typing import Any
 
 from core.errors import InvalidInput
+from gateway import app as gw  # the app imports this module; its names are read at call time
 from gateway.engine import Attempt, Call, _failure_from_exception
 from gateway.errors import GatewayError, bad_request
 from gateway.routing import Route, Target, TenantConfig, apply_defaults
 from gateway.upstream import attempt_timeout
 from providers.adapters import responses_door as door
 from providers.adapters.registry import ADAPTERS
-from providers.adapters.types import UpstreamFailure, Usage
+from providers.adapters.types import UpstreamFailure
 from providers.models import ModelMode
 
 RELAYED = frozenset({"openai"})  # provider types that speak the Responses API themselves
@@ -45,13 +46,11 @@ class Translation:
 
 async def serve(app, scope, receive, send) -> None:
     """The door's handler (GatewayApp.responses)."""
-    from gateway.app import Ctx, _read_json, new_request_id  # the app imports this module
-
-    ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="responses")
+    ctx = gw.Ctx(request_id=gw.new_request_id(), started=time.perf_counter(), api="responses")
     tenant: TenantConfig | None = None
     try:
         ctx.key, tenant = await app._principal(scope)
-        body, ctx.prompt_bytes = await _read_json(scope, receive)
+        body, ctx.prompt_bytes = await gw._read_json(scope, receive)
         try:
             door.check_request(body)
         except InvalidInput as exc:
@@ -91,8 +90,6 @@ def _request_for(tenant: TenantConfig, target: Target, summary_request: dict[str
 
 async def _complete(app, ctx, tenant: TenantConfig, route: Route, targets: list[Target], summary: dict[str, Any],
                     translation: Translation, send) -> None:
-    from gateway.app import _model_header, _send_json
-
     engine, call = app.engine, ctx.call
     resp_id = door.response_id(ctx.request_id)
     plan = engine._plan(tenant, route, targets, summary, call)
@@ -111,7 +108,7 @@ async def _complete(app, ctx, tenant: TenantConfig, route: Route, targets: list[
                     if resp.status != 200:
                         raise ADAPTERS[d.provider_type].parse_error(
                             d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
-                usage = door.relayed_usage(data) or Usage(estimated=True)
+                usage = door.relayed_usage(d, data)
             else:
                 result = await engine._chat_once(d, request, timeout, call.request_id)
                 usage = result.usage
@@ -126,7 +123,7 @@ async def _complete(app, ctx, tenant: TenantConfig, route: Route, targets: list[
         call.attempts.append(Attempt(d.public_id, "ok", "", 200, (time.perf_counter() - started) * 1000))
         call.usage = usage
         await plan.aclose()
-        await _send_json(send, 200, data, ctx.request_id, _model_header(ctx))
+        await gw._send_json(send, 200, data, ctx.request_id, gw._model_header(ctx))
         return
 
 
@@ -173,8 +170,6 @@ async def _stream(app, ctx, tenant: TenantConfig, route: Route, targets: list[Ta
                   translation: Translation, receive, send) -> None:
     """Open the first target that answers (failures before that fall back), then relay or
     translate its stream. Once the headers went out, errors are reported inside the stream."""
-    from gateway.app import _wait_disconnect
-
     engine, call = app.engine, ctx.call
     plan = engine._plan(tenant, route, targets, summary, call)
     step = await plan.__anext__()
@@ -204,7 +199,7 @@ async def _stream(app, ctx, tenant: TenantConfig, route: Route, targets: list[Ta
     else:
         relay = _translate(app, ctx, opened, translation.body, created, send)
     task = asyncio.ensure_future(relay)
-    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    watch = asyncio.ensure_future(gw._wait_disconnect(receive))
     try:
         done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
         if watch in done and not task.done():
@@ -226,10 +221,8 @@ async def _stream(app, ctx, tenant: TenantConfig, route: Route, targets: list[Ta
 
 
 async def _start(ctx, send) -> None:
-    from gateway.app import SSE_HEADERS, _model_header
-
     await send({"type": "http.response.start", "status": 200,
-                "headers": [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode()), *_model_header(ctx)]})
+                "headers": [*gw.SSE_HEADERS, (b"x-request-id", ctx.request_id.encode()), *gw._model_header(ctx)]})
     ctx.headers_sent = True
     ctx.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
 

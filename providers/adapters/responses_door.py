@@ -29,6 +29,7 @@ from typing import Any
 from orjson import JSONDecodeError, dumps, loads
 
 from core.errors import InvalidInput
+from providers.adapters.failures import bad_response, load_json
 from providers.adapters.headers import deployment_headers
 from providers.adapters.messages import text_of
 from providers.adapters.sse import SSEDecoder
@@ -643,13 +644,15 @@ def build_relay(deployment: Deployment, body: dict[str, Any], *, stream: bool) -
                            body=dumps(payload))
 
 
-def relayed_usage(body: bytes) -> Usage | None:
-    """The usage of a relayed ``response`` object (None when it has none or is not JSON)."""
-    try:
-        obj = loads(body)
-    except JSONDecodeError:
-        return None
-    return usage_from_responses(obj.get("usage")) if isinstance(obj, dict) else None
+def relayed_usage(deployment: Deployment, body: bytes) -> Usage:
+    """The usage of a relayed ``response`` object (estimated, none counted, when it reports
+    none). An answer that is not a response object is a ``bad_response`` worth falling back
+    from."""
+    obj = load_json(deployment, body, "a response object")
+    if not isinstance(obj, dict) or obj.get("object") != "response":
+        raise bad_response(deployment, "answered /responses with JSON that is not a response object; does it "
+                                       "speak the Responses API?")
+    return usage_from_responses(obj.get("usage")) or Usage(estimated=True)
 
 
 TERMINAL = (b"response.completed", b"response.incomplete", b"response.failed")

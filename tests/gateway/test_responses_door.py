@@ -298,6 +298,7 @@ def test_a_translated_stream_that_breaks_ends_with_response_failed(world, live):
     with FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-ant-1") as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-1")
         fake.set_fault("stream_error", after_chunks=3)
+        fake.set_fault("slow", chunk_delay=0.05)  # the stream opens before the error arrives
         response = post(live, world.chat_key, {"model": "up:claude-sonnet-4-5", "input": "hi", "stream": True})
         events = raw_events(response)
         assert [e["sequence_number"] for e in events] == list(range(len(events)))

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from core.errors import InvalidInput
 from providers.adapters import responses_door as door
 from providers.adapters.sse import ChunkBuilder
-from providers.adapters.types import Usage
+from providers.adapters.types import UpstreamFailure, Usage
 
 from .helpers import make_deployment
 
@@ -330,7 +330,13 @@ def test_relay_watcher_passes_bytes_and_reads_the_terminal_usage(step):
     assert (watcher.usage.input_tokens, watcher.usage.cached_input_tokens, watcher.usage.output_tokens,
             watcher.usage.reasoning_tokens) == (10, 4, 5, 2)
     assert watcher.text_chars > 0
-    assert door.relayed_usage(json.dumps({"usage": usage}).encode()).output_tokens == 5
+    dep = make_deployment("openai")
+    assert door.relayed_usage(dep, json.dumps({"object": "response", "usage": usage}).encode()).output_tokens == 5
+    assert door.relayed_usage(dep, b'{"object": "response"}').estimated
+    for bad in (b"<html>", b'{"choices": []}'):
+        with pytest.raises(UpstreamFailure) as caught:
+            door.relayed_usage(dep, bad)
+        assert caught.value.kind == "bad_response" and caught.value.retryable
 
 
 def test_output_limit_reads_max_output_tokens():
