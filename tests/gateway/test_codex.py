@@ -104,3 +104,35 @@ def test_codex_exec_through_an_anthropic_fake(world, live, tmp_path, codex_cli):
         # genai-prices for claude-sonnet-4-5: $3 in, $0.30 cache read, $3.75 cache write, $15 out (per M)
         expected = (3000 * Decimal(3) + 2000 * Decimal("0.3") + 500 * Decimal("3.75") + 9 * Decimal(15)) / 10**6
         assert row.cost == expected.quantize(MICRO)
+
+
+class OneToolCallAnthropic(FakeAnthropic):
+    """Calls the configured tool until the conversation holds its result, then answers."""
+
+    def tool_call_for(self, call):
+        for message in call.body.get("messages") or ():
+            content = message.get("content")
+            if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result"
+                                                 for b in content):
+                return None
+        return super().tool_call_for(call)
+
+
+def test_codex_runs_a_tool_through_an_anthropic_fake(world, live, tmp_path, codex_cli):
+    tool = {"name": "exec_command", "id": "toolu_codex1", "arguments": {"cmd": "echo tollgate-round-trip"}}
+    with OneToolCallAnthropic(models=["claude-sonnet-4-5"], api_key="sk-ant-1", tool_call=tool,
+                              reply="The command printed tollgate-round-trip.") as fake:
+        add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-1")
+        events = codex_exec(codex_cli, live, world.chat_key, "up:claude-sonnet-4-5", "Run echo", tmp_path / "codex")
+        assert answer_of(events) == "The command printed tollgate-round-trip."
+        sent = fake.requests_to("/v1/messages")
+        assert len(sent) >= 2
+        last = sent[-1].body["messages"]
+        uses = [b for m in last if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_use"]
+        results = [b for m in last if isinstance(m["content"], list) for b in m["content"]
+                   if b.get("type") == "tool_result"]
+        assert uses[0]["id"] == "toolu_codex1" and uses[0]["input"] == tool["arguments"]
+        assert results[0]["tool_use_id"] == "toolu_codex1"
+        assert "tollgate-round-trip" in json.dumps(results[0]["content"])
+    rows = ledger_rows(world.tenant, len(sent))
+    assert all(row.api == "responses" and row.status == "ok" for row in rows)
