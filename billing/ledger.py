@@ -138,7 +138,7 @@ def _add_to_rollups(rows: list[UsageRecord]) -> None:
         key = rollup_key(row)
         acc = totals.get(key)
         if acc is None:
-            acc = totals[key] = {name: 0 for name in ROLLUP_SUMS}
+            acc = totals[key] = dict.fromkeys(ROLLUP_SUMS, 0)
             acc["cost"] = Decimal(0)
         provider_of[key] = row.provider_id or 0
         status = row.status

@@ -630,7 +630,7 @@ async def _read_json(scope, receive) -> tuple[dict[str, Any], int]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Request body is not valid JSON ({exc}).")
+        raise bad_request(f"Request body is not valid JSON ({exc}).") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.")
     return body, len(raw)

@@ -121,7 +121,7 @@ class Engine:
         """Targets not cooling down, in order; when all are cooling down, none is tried."""
         if not cooling:
             return list(route.targets)
-        ready = [t for t, cool in zip(route.targets, cooling) if not cool]
+        ready = [t for t, cool in zip(route.targets, cooling, strict=True) if not cool]
         if not ready:
             names = ", ".join(t.deployment.public_id for t in route.targets)
             raise GatewayError(

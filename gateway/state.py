@@ -330,7 +330,7 @@ class LocalState:
         releases = args[0]
         for i in range(releases):
             self.reservations.get(keys[3 * i], {}).pop(args[i + 1], None)
-        for key, value in zip(keys[3 * releases:], args[releases + 1:]):
+        for key, value in zip(keys[3 * releases:], args[releases + 1:], strict=True):
             if key in self.counters:
                 self.counters[key] = self._get(key, now) + value
 

@@ -23,7 +23,7 @@ from tests.utils.procs import REPO, free_port, wait_http
 def series(text: str, name: str) -> dict[str, float]:
     out = {}
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             labels, value = line.rsplit(" ", 1)
             out[labels] = float(value)
     return out

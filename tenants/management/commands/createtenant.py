@@ -22,7 +22,7 @@ class Command(BaseCommand):
         try:
             created = tenant_create(slug=slug, name=name, admin_email=admin_email)
         except TollgateError as exc:
-            raise CommandError(exc.message)
+            raise CommandError(exc.message) from None
         out = {
             "tenant_id": created.tenant.pk,
             "slug": created.tenant.slug,
