@@ -190,8 +190,9 @@ class GatewayApp:
         elif path in ("/v1/models", "/v1/models/") and method == "GET":
             await self.models(scope, send)
         elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
-            await self._respond_error(send, GatewayError(405, f"Use {'GET' if path == '/v1/models' else 'POST'} on {path}.",
-                                                         code="method_not_allowed"), new_request_id())
+            await self._respond_error(send, GatewayError(
+                405, f"Use {'GET' if path == '/v1/models' else 'POST'} on {path}.", code="method_not_allowed"),
+                new_request_id())
         else:
             await self._respond_error(send, GatewayError(
                 404, f"Unknown endpoint {path}: this gateway serves POST /v1/chat/completions, "
@@ -341,7 +342,8 @@ class GatewayApp:
         budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
         if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
             route = budgeted
-            cooling = await self.state.cooling(tenant.tenant_id, [t.deployment.provider_model_id for t in route.targets])
+            cooling = await self.state.cooling(tenant.tenant_id,
+                                               [t.deployment.provider_model_id for t in route.targets])
         return tenant, route, self.engine.order_targets(route, cooling)
 
     async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> Admission:
@@ -469,7 +471,8 @@ class GatewayApp:
     async def _stream(self, ctx: Ctx, tenant, route, targets, body, receive, send) -> None:
         """Relay a stream. Once its headers went out (ctx.headers_sent), errors are reported
         inside the stream."""
-        include_usage = bool(isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage"))
+        include_usage = bool(isinstance(body.get("stream_options"), dict)
+                             and body["stream_options"].get("include_usage"))
         opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call)
         relay = asyncio.ensure_future(self._relay(ctx, opened, include_usage, send))
         watch = asyncio.ensure_future(_wait_disconnect(receive))

@@ -301,7 +301,8 @@ class LocalState:
             a += 2
             reserved = self._reserved(keys[k], now)
             day_keys = keys[k + 3:k + 3 + nd]
-            missing = [i + 1 for i, key in enumerate(day_keys) if key not in self.counters or self.expiry.get(key, now + 1) <= now]
+            missing = [i + 1 for i, key in enumerate(day_keys)
+                       if key not in self.counters or self.expiry.get(key, now + 1) <= now]
             if missing:
                 return [1, s, *missing]
             vals = [self._get(key, now) for key in day_keys]

@@ -371,7 +371,8 @@ def provider_sync_claim(*, provider: Provider) -> bool:
     stale_before = now - timezone.timedelta(seconds=settings.PROVIDER_SYNC_STALE_SECONDS)
     claimed = (
         Provider.objects.filter(pk=provider.pk)
-        .filter(~Q(sync_status=SyncStatus.RUNNING) | Q(sync_started_at__lt=stale_before) | Q(sync_started_at__isnull=True))
+        .filter(~Q(sync_status=SyncStatus.RUNNING) | Q(sync_started_at__lt=stale_before)
+                | Q(sync_started_at__isnull=True))
         .update(sync_status=SyncStatus.RUNNING, sync_started_at=now)
     )
     return claimed == 1
@@ -499,7 +500,8 @@ def alias_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> M
                 tenant=tenant, name=data["name"], **{f: data[f] for f in ALIAS_SETTINGS if f in data}
             )
             AliasTarget.objects.bulk_create(
-                [AliasTarget(alias=alias, position=i, provider_model=m, overrides=o) for i, (m, o) in enumerate(targets)]
+                [AliasTarget(alias=alias, position=i, provider_model=m, overrides=o)
+                 for i, (m, o) in enumerate(targets)]
             )
             audit_record(actor=actor, action="alias.create", tenant=tenant, target=f"alias:{alias.name}",
                          after=alias_audit_view(alias))
@@ -529,7 +531,9 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
                 audit_record(actor=actor, action="alias.update", tenant=locked.tenant, target=f"alias:{locked.name}",
                              before=before, after=after)
     except IntegrityError as exc:
-        raise Conflict(f"Tenant '{alias.tenant.slug}' already has an alias named '{data.get('name')}'.", field="name") from exc
+        raise Conflict(
+            f"Tenant '{alias.tenant.slug}' already has an alias named '{data.get('name')}'.", field="name"
+        ) from exc
     return locked
 
 

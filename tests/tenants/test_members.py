@@ -34,7 +34,8 @@ def test_only_owners_manage_members(world, client_for, who):
     client = client_for(user=getattr(world, who))
     response = client.post("/api/members", {"email": "staff@tollgate.test", "role": "owner"}, format="json")
     assert response.status_code == 403
-    assert client.put(f"/api/members/{member_id(world, world.viewer)}", {"role": "owner"}, format="json").status_code == 403
+    promoted = client.put(f"/api/members/{member_id(world, world.viewer)}", {"role": "owner"}, format="json")
+    assert promoted.status_code == 403
     assert Membership.objects.get(tenant=world.tenant, user=world.viewer).role == "viewer"
 
 
