@@ -1,3 +1,7 @@
+"""The billing app's tables: the ledger (one row per request) and the rows it refused, the rollups
+kept with it (per tenant and day, per model and key, and provider health), budgets and their
+alerts; and the decimal sizes money is stored in."""
+
 from django.db import models
 from django.utils import timezone
 

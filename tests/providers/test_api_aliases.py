@@ -1,3 +1,6 @@
+"""The aliases REST API: create, read, reorder and delete with audit events, field-named errors
+for invalid aliases, 409 on a duplicate name, and nothing for a viewer's changes or an outsider."""
+
 import pytest
 
 from providers.catalog import CatalogEntry

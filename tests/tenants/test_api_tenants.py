@@ -1,3 +1,7 @@
+"""The tenants REST API: who may read a tenant (members, support staff, never an outsider), the
+refusals of auth (no key, a chat key, a garbage key, a session write without CSRF), changing
+settings with audit events, and field-named errors for invalid bodies."""
+
 import json
 
 import pytest

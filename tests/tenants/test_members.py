@@ -1,3 +1,6 @@
+"""The members REST API: every member lists, only owners add, change and remove members, an admin
+key cannot, the last owner stays, and another tenant's owner touches nothing."""
+
 import pytest
 
 from tenants.models import AuditEvent, Membership

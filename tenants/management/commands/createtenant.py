@@ -1,3 +1,6 @@
+"""``manage.py createtenant``: create a tenant, its chat and admin keys and optionally an owner,
+and print them as one JSON object (the only time the keys are shown)."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError
