@@ -353,7 +353,8 @@ class GatewayApp:
         budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
         if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
             route = budgeted
-            cooling = await self.state.cooling(tenant.tenant_id, [t.deployment.provider_model_id for t in route.targets])
+            cooling = await self.state.cooling(tenant.tenant_id,
+                                               [t.deployment.provider_model_id for t in route.targets])
         return tenant, route, self.engine.order_targets(route, cooling)
 
     async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> Admission:
@@ -481,7 +482,8 @@ class GatewayApp:
     async def _stream(self, ctx: Ctx, tenant, route, targets, body, receive, send) -> None:
         """Relay a stream. Once its headers went out (ctx.headers_sent), errors are reported
         inside the stream."""
-        include_usage = bool(isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage"))
+        include_usage = bool(isinstance(body.get("stream_options"), dict)
+                             and body["stream_options"].get("include_usage"))
         opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call)
         relay = asyncio.ensure_future(self._relay(ctx, opened, include_usage, send))
         watch = asyncio.ensure_future(_wait_disconnect(receive))
@@ -642,7 +644,7 @@ async def _read_json(scope, receive) -> tuple[dict[str, Any], int]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Request body is not valid JSON ({exc}).")
+        raise bad_request(f"Request body is not valid JSON ({exc}).") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.")
     return body, len(raw)

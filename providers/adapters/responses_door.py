@@ -262,7 +262,8 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind == "function" and isinstance(choice.get("name"), str):
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    elif kind == "allowed_tools" and choice.get("mode") in ("auto", "required") and isinstance(choice.get("tools"), list):
+    elif (kind == "allowed_tools" and choice.get("mode") in ("auto", "required")
+          and isinstance(choice.get("tools"), list)):
         allowed = {t.get("name") for t in choice["tools"] if isinstance(t, dict)}
         out["tools"] = [t for t in out.get("tools", []) if t["function"]["name"] in allowed]
         out["tool_choice"] = choice["mode"] if out["tools"] else "none"
@@ -279,7 +280,7 @@ def check_request(body: dict[str, Any]) -> None:
     value = body.get("input")
     if value is None and not stateful:
         raise InvalidInput("'input' is required: a string, or an array of input items.", field="input")
-    if value is not None and not (isinstance(value, str) or isinstance(value, list)):
+    if value is not None and not isinstance(value, (str, list)):
         raise InvalidInput("'input' must be a string or an array of input items.", field="input")
     if not isinstance(body.get("stream", False), bool):
         raise InvalidInput("'stream' must be true or false.", field="stream")
@@ -468,7 +469,8 @@ class ChatToResponsesStream:
         self.finish_reason: str | None = None
         self._text: dict[str, Any] | None = None  # the open message item: {index, id, text}
         self._reasoning: dict[str, Any] | None = None  # the open reasoning item: {index, id, text}
-        self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> {index, id, call_id, name, arguments, open}
+        # chat tool-call index -> {index, id, call_id, name, arguments, open}
+        self._calls: dict[int, dict[str, Any]] = {}
         self._open_call: int | None = None
         self._spaces = namespaces(request)
 

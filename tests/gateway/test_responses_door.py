@@ -303,5 +303,6 @@ def test_a_translated_stream_that_breaks_ends_with_response_failed(world, live):
         events = raw_events(response)
         assert [e["sequence_number"] for e in events] == list(range(len(events)))
         assert events[-1]["type"] == "response.failed"
-        assert events[-1]["response"]["status"] == "failed" and "Overloaded" in events[-1]["response"]["error"]["message"]
+        failed = events[-1]["response"]
+        assert failed["status"] == "failed" and "Overloaded" in failed["error"]["message"]
         assert wait_usage(response.headers["x-request-id"]).status == "partial"

@@ -60,8 +60,10 @@ def test_items_roles_parts_and_tool_round_trip():
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR", "detail": "low"}},
             {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER", "filename": "a.pdf"}}]},
         {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+            {"id": "call_2", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\":18}"},
         {"role": "tool", "tool_call_id": "call_2", "content": "4"},
     ]
@@ -92,7 +94,8 @@ def test_text_format_and_allowed_tools():
     assert chat["verbosity"] == "low"
     assert door.chat_request({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}})[
         "response_format"] == {"type": "json_object"}
-    assert "response_format" not in door.chat_request({"model": "m", "input": "x", "text": {"format": {"type": "text"}}})
+    plain = door.chat_request({"model": "m", "input": "x", "text": {"format": {"type": "text"}}})
+    assert "response_format" not in plain
 
 
 @pytest.mark.parametrize(("body", "field", "words"), [
