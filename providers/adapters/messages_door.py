@@ -24,7 +24,8 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-ROLES = ("user", "assistant")
+# Claude Code also puts system messages between the turns (newer API versions accept them).
+ROLES = ("user", "assistant", "system")
 BLOCK_TYPES = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
                          "search_result", "server_tool_use", "web_search_tool_result"})
 TOOL_CHOICES = ("auto", "any", "tool", "none")
@@ -75,7 +76,8 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
         return "messages", "'messages' must be a non-empty list of {role: user|assistant, content} objects."
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            return f"messages.{i}", f"messages.{i}: each message needs 'role' user or assistant (system goes in 'system')."
+            role = message.get("role") if isinstance(message, dict) else None
+            return f"messages.{i}", f"messages.{i}: role {role!r}: each message needs 'role' user or assistant."
         problem = _content_problem(message.get("content"), f"messages.{i}.content")
         if problem:
             return f"messages.{i}.content", problem
@@ -191,6 +193,9 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
         messages.append({"role": "system", "content": text})
     for message in body["messages"]:
         role, content = message["role"], message.get("content")
+        if role == "system":
+            messages.append({"role": "system", "content": _text_of(content)})
+            continue
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
             continue

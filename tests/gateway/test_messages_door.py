@@ -307,8 +307,8 @@ def test_request_errors_say_what_to_fix(world, live):
                                                          "messages": HELLO}), 400, "invalid_request_error",
                                "'max_tokens' is required: a positive integer")
         assert_anthropic_error(post(live, key=key, body={"model": "up:gpt-4o-mini", "max_tokens": 10,
-                                                         "messages": [{"role": "system", "content": "x"}]}),
-                               400, "invalid_request_error", "system goes in 'system'")
+                                                         "messages": [{"role": "tool", "content": "x"}]}),
+                               400, "invalid_request_error", "role 'tool'")
         assert_anthropic_error(post(live, key=key, body={"model": "up:gpt-4o-mini", "max_tokens": 10,
                                                          "messages": [{"role": "user", "content": 5}]}),
                                400, "invalid_request_error", "messages.0.content")

@@ -47,7 +47,7 @@ def test_a_well_formed_request_has_no_problem():
     ({"max_tokens": True}, "max_tokens", "positive integer"),
     ({"model": 3}, "model", "must be a string"),
     ({"messages": []}, "messages", "non-empty list"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages.0", "system goes in 'system'"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0", "role 'tool'"),
     ({"messages": [{"role": "user", "content": 1}]}, "messages.0.content", "string or a list"),
     ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "messages.0.content", "with a 'type'"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}, "messages.0.content", "tool_use_id"),
@@ -112,6 +112,13 @@ def test_a_full_conversation_becomes_chat_messages_in_order():
     assert (chat["model"], chat["max_tokens"], chat["stop"], chat["temperature"], chat["top_p"], chat["top_k"],
             chat["user"], chat["stream"]) == ("m", 10, ["END"], 0.5, 0.9, 4, "u-1", True)
     assert "top_k" not in chat_request_from_messages(body, top_k=False)
+
+
+def test_system_messages_between_turns_stay_system_messages():
+    body = minimal(messages=[*HELLO, {"role": "system", "content": [{"type": "text", "text": "Reminder."}]},
+                             {"role": "user", "content": "Go on"}])
+    assert chat_request_from_messages(body)["messages"] == [
+        *HELLO, {"role": "system", "content": "Reminder."}, {"role": "user", "content": "Go on"}]
 
 
 @pytest.mark.parametrize("choice, expected, parallel", [
