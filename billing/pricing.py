@@ -15,7 +15,11 @@ STEP = Decimal("0.000000000001")  # 12 places, as stored
 MAX_TOKENS = 2**31 - 1
 MAX_COST = Decimal("99999999.999999999999")
 ZERO = Decimal(0)
-TOKEN_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+TOKEN_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "output_tokens",
+                "reasoning_tokens")
+# Anthropic prices a prompt-cache write kept for an hour at twice the input price (a 5-minute
+# write at the model's cache-write price, 1.25 times); catalogs carry only the 5-minute price.
+CACHE_WRITE_1H_INPUT_MULTIPLE = Decimal(2)
 
 
 def usage_cost(
@@ -28,9 +32,11 @@ def usage_cost(
     cached_input_price: Decimal | None,
     cache_write_tokens: int = 0,
     cache_write_price: Decimal | None = None,
+    cache_write_1h_tokens: int = 0,
 ) -> Decimal | None:
     """uncached input × input price + cache reads × cached price + cache writes × cache-write
-    price + output × output price.
+    price + output × output price. Of the cache writes, the ``cache_write_1h_tokens`` kept for
+    an hour cost ``CACHE_WRITE_1H_INPUT_MULTIPLE`` × the input price instead.
 
     ``input_tokens`` counts every prompt token, cache reads and writes included (Anthropic's
     ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``), so the uncached
@@ -43,7 +49,9 @@ def usage_cost(
     written = min(cache_write_tokens, input_tokens - cached)
     cached_price = cached_input_price if cached_input_price is not None else input_price
     write_price = cache_write_price if cache_write_price is not None else input_price
-    total = ((input_tokens - cached - written) * input_price + cached * cached_price + written * write_price
+    hour = min(cache_write_1h_tokens, written)
+    total = ((input_tokens - cached - written) * input_price + cached * cached_price
+             + (written - hour) * write_price + hour * input_price * CACHE_WRITE_1H_INPUT_MULTIPLE
              + output_tokens * output_price)
     return (total / PER_MILLION).quantize(STEP)
 
@@ -52,7 +60,8 @@ def deployment_cost(deployment: Deployment, usage: Usage) -> Decimal | None:
     """What ``usage`` costs at ``deployment``'s prices (None when they are unknown)."""
     return usage_cost(
         input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens, output_tokens=usage.output_tokens,
+        cache_write_tokens=usage.cache_write_tokens, cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        output_tokens=usage.output_tokens,
         input_price=deployment.input_price, output_price=deployment.output_price,
         cached_input_price=deployment.cached_input_price, cache_write_price=deployment.cache_write_price,
     )

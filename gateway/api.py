@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from core.drf import StrictCharField, StrictSerializer, validated
 from core.schema import UPSTREAM_ERROR
-from gateway.app import new_request_id
+from gateway.context import new_request_id
 from gateway.errors import GatewayError
 from gateway.testcall import llm_test_sync
 from tenants.drf import TENANT_PARAM, TenantAPIView

@@ -7,13 +7,10 @@ the batched usage writer. Everything else on the site is Django (config/asgi.py)
 
 import asyncio
 import hashlib
-import itertools
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,12 +22,25 @@ from billing.periods import period_for
 from billing.records import UsageRecord, usage_record_build
 from billing.writer import UsageWriter
 from config import metrics
-from config.bodylimit import CLOSE, RequestTooLarge
-from gateway import responses as responses_door
+from config.bodylimit import CLOSE
 from gateway.auth import KeyCache, KeyInfo
+from gateway.context import (
+    DONE,
+    SSE_HEADERS,
+    Ctx,
+    client_address,
+    header,
+    model_header,
+    new_request_id,
+    read_json,
+    send_json,
+    wait_disconnect,
+)
 from gateway.db import close_db, run_db
 from gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
 from gateway.errors import GatewayError, bad_request, rate_limited
+from gateway.messages import MessagesDoor
+from gateway.responses import ResponsesDoor
 from gateway.routing import ConfigCache, Route, TenantConfig, apply_defaults
 from gateway.state import (
     KEY_RPM,
@@ -48,18 +58,17 @@ from providers.models import ModelMode
 log = logging.getLogger("tollgate.gateway")
 request_log = logging.getLogger("tollgate.requests")
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
-DONE = b"data: [DONE]\n\n"
 # The doors: path -> (method, handler method name). Paths are matched without a trailing slash
 # too; a query string (Claude Code's ?beta=true) is not part of the ASGI path.
 ROUTES: dict[str, tuple[str, str]] = {
     "/v1/chat/completions": ("POST", "chat"),
-    "/v1/responses": ("POST", "responses"),
+    "/v1/responses": ("POST", "responses"),  # gateway/responses.py
     "/v1/embeddings": ("POST", "embeddings"),
     "/v1/models": ("GET", "models"),
+    "/v1/messages": ("POST", "messages"),  # gateway/messages.py
+    "/v1/messages/count_tokens": ("POST", "count_tokens"),
 }
+ANTHROPIC_PATHS = "/v1/messages"  # paths under it answer errors in Anthropic's shape
 ENDPOINTS = ", ".join(f"{method} {path}" for path, (method, _) in ROUTES.items())
 REFUSALS = {
     TENANT_RPM: ("requests per minute for this tenant", "tenant_rate_limit"),
@@ -69,47 +78,10 @@ REFUSALS = {
 }
 
 
-_ID_PREFIX = secrets.token_hex(6)  # random per process: ids stay unique across workers
-_ID_COUNTER = itertools.count(1)
+class GatewayApp(MessagesDoor, ResponsesDoor):
+    """The data plane: the Chat Completions, embeddings and models endpoints here, the other
+    doors mixed in (one module per protocol), all through the same steps."""
 
-
-def new_request_id() -> str:
-    """``req_`` + 12 random hex digits fixed per process + a 12-digit counter: unique across
-    workers and restarts without a system call per request."""
-    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
-
-@dataclass
-class Ctx:
-    """One request, as the ledger will see it."""
-
-    request_id: str
-    started: float
-    api: str = "chat"  # the door: chat, messages, responses or embeddings (billing.models.UsageApi)
-    key: KeyInfo | None = None
-    model_requested: str = ""
-    stream: bool = False
-    status: str = "ok"
-    error_type: str = ""
-    conversation_id: str = ""
-    end_user: str = ""
-    ttft_ms: int | None = None
-    estimated_prompt_chars: int = 0
-    cache_hit: bool = False
-    call: Call | None = None
-    prompt_bytes: int = 0
-    day: date | None = None  # the tenant's local day (rollups, budget buckets)
-    settle: spend.Settlement | None = None  # the budget reservations it holds
-    record: UsageRecord | None = None  # what the ledger got, once it is recorded
-    headers_sent: bool = False
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-    @property
-    def latency_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
-
-
-class GatewayApp:
     def __init__(self):
         self.keys = KeyCache()
         self.configs = ConfigCache()
@@ -198,10 +170,10 @@ class GatewayApp:
         if route is None:
             await self._respond_error(send, GatewayError(
                 404, f"Unknown endpoint {path}: this gateway serves {ENDPOINTS}.", code="unknown_url"),
-                new_request_id())
+                new_request_id(), anthropic=path.startswith(ANTHROPIC_PATHS))
         elif method != route[0]:
             await self._respond_error(send, GatewayError(405, f"Use {route[0]} on {path}.", code="method_not_allowed"),
-                                      new_request_id())
+                                      new_request_id(), anthropic=path.startswith(ANTHROPIC_PATHS))
         else:
             await getattr(self, route[1])(scope, receive, send)
 
@@ -233,7 +205,7 @@ class GatewayApp:
             created = int(time.time())
             data = [{"id": model_id, "object": "model", "created": created, "owned_by": owner}
                     for model_id, owner in tenant.model_list(key.allowed_models)]
-            await _send_json(send, 200, orjson.dumps({"object": "list", "data": data}), request_id)
+            await send_json(send, 200, orjson.dumps({"object": "list", "data": data}), request_id)
         except GatewayError as exc:
             await self._respond_error(send, exc, request_id)
 
@@ -242,7 +214,7 @@ class GatewayApp:
         tenant: TenantConfig | None = None
         try:
             ctx.key, tenant = await self._principal(scope)
-            body, ctx.prompt_bytes = await _read_json(scope, receive)
+            body, ctx.prompt_bytes = await read_json(scope, receive)
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise bad_request("'messages' must be a non-empty array of {role, content} objects.", param="messages")
@@ -266,16 +238,12 @@ class GatewayApp:
         finally:
             self._record(ctx, tenant)
 
-    async def responses(self, scope, receive, send) -> None:
-        """POST /v1/responses (gateway/responses.py)."""
-        await responses_door.serve(self, scope, receive, send)
-
     async def embeddings(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="embeddings")
         tenant = None
         try:
             ctx.key, tenant = await self._principal(scope)
-            body, ctx.prompt_bytes = await _read_json(scope, receive)
+            body, ctx.prompt_bytes = await read_json(scope, receive)
             value = body.get("input")
             if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
                 raise bad_request("'input' must be a non-empty string or array.", param="input")
@@ -284,7 +252,7 @@ class GatewayApp:
                                                           lambda: self._principal(scope))
             ctx.call = Call(request_id=ctx.request_id)
             data = await self.engine.embeddings(tenant, route, targets, body, ctx.call)
-            await _send_json(send, 200, data, ctx.request_id, _model_header(ctx))
+            await send_json(send, 200, data, ctx.request_id, model_header(ctx))
         except GatewayError as exc:
             ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
             await self._respond_error(send, exc, ctx.request_id)
@@ -293,14 +261,15 @@ class GatewayApp:
 
     # --- steps ---------------------------------------------------------------------------
 
-    async def _principal(self, scope) -> tuple[KeyInfo, TenantConfig]:
-        """The request's key and its tenant's routing table, both from this worker's caches
+    async def _principal(self, scope, authorization: str | None = None) -> tuple[KeyInfo, TenantConfig]:
+        """The request's key (its ``Authorization`` header, or ``authorization`` as a door read
+        it) and its tenant's routing table, both from this worker's caches
         when they are current. A key is read again when its tenant's configuration changed
         since it was read (a revocation is such a change). Failed attempts are counted per
         client address."""
-        address = _client_address(scope)
+        address = client_address(scope)
         try:
-            digest = self.keys.digest(_header(scope, b"authorization"))
+            digest = self.keys.digest(authorization or header(scope, b"authorization"))
             key, version = self.keys.cached(digest)
             if key is None:
                 key = await self.keys.load(digest, address=address, state=self.state, version=None)
@@ -443,7 +412,7 @@ class GatewayApp:
         return min(worst, spend.MAX_RESERVATION)
 
     def _note_client_fields(self, ctx: Ctx, scope, body: dict[str, Any]) -> None:
-        conversation = _header(scope, b"x-tollgate-conversation")
+        conversation = header(scope, b"x-tollgate-conversation")
         metadata = body.get("metadata")
         if not conversation and isinstance(metadata, dict) and isinstance(metadata.get("conversation_id"), str):
             conversation = metadata["conversation_id"]
@@ -458,19 +427,19 @@ class GatewayApp:
             if cached is not None:
                 ctx.cache_hit = True
                 ctx.status = "cache_hit"
-                await _send_json(send, 200, cached, ctx.request_id, [(b"x-tollgate-cache", b"hit")])
+                await send_json(send, 200, cached, ctx.request_id, [(b"x-tollgate-cache", b"hit")])
                 return
         result = await self.engine.chat(tenant, route, targets, body, ctx.call)
-        extra = _model_header(ctx)
+        extra = model_header(ctx)
         if cache_key is not None:
             extra.append((b"x-tollgate-cache", b"miss"))
             await self.state.cache_set(cache_key, result.body, tenant.cache_ttl_seconds)
-        await _send_json(send, 200, result.body, ctx.request_id, extra)
+        await send_json(send, 200, result.body, ctx.request_id, extra)
 
     def _cache_key(self, tenant: TenantConfig, route: Route, body: dict[str, Any], scope) -> str | None:
         if not tenant.cache_enabled:
             return None
-        flag = (_header(scope, b"x-tollgate-cache") or "").lower()
+        flag = (header(scope, b"x-tollgate-cache") or "").lower()
         if flag in ("off", "no", "false", "0"):
             return None
         temperature = body.get("temperature", tenant.defaults.get("temperature"))
@@ -485,8 +454,14 @@ class GatewayApp:
         include_usage = bool(isinstance(body.get("stream_options"), dict)
                              and body["stream_options"].get("include_usage"))
         opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call)
-        relay = asyncio.ensure_future(self._relay(ctx, opened, include_usage, send))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        await self._pump(ctx, opened, self._relay(ctx, opened, include_usage, send), receive)
+
+    async def _pump(self, ctx: Ctx, opened, relaying: Awaitable[None], receive) -> None:
+        """Run a door's relay of ``opened`` (an OpenStream or one with its interface) while
+        watching for the client to leave: a disconnect cancels the relay (and the upstream
+        call) and makes the row partial. The usage recorded is the stream's, else estimated."""
+        relay = asyncio.ensure_future(relaying)
+        watch = asyncio.ensure_future(wait_disconnect(receive))
         try:
             done, _ = await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
             if watch in done and not relay.done():
@@ -505,7 +480,7 @@ class GatewayApp:
 
     async def _relay(self, ctx: Ctx, opened: OpenStream, include_usage: bool, send) -> None:
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode()), *_model_header(ctx)]})
+                    "headers": [*SSE_HEADERS, (b"x-request-id", ctx.request_id.encode()), *model_header(ctx)]})
         ctx.headers_sent = True
         ctx.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
         await send({"type": "http.response.body", "body": b"".join(opened.first), "more_body": True})
@@ -535,13 +510,17 @@ class GatewayApp:
 
     # --- responses and the ledger --------------------------------------------------------
 
-    async def _respond_error(self, send, exc: GatewayError, request_id: str, extra=None) -> None:
+    async def _respond_error(self, send, exc: GatewayError, request_id: str, extra=None, *,
+                             anthropic: bool = False) -> None:
+        """``exc`` in OpenAI's error shape, or Anthropic's (the Messages door)."""
         headers = list(extra or [])
         if exc.retry_after is not None:
             headers.append((b"retry-after", str(max(1, int(exc.retry_after + 0.999))).encode()))
         if exc.status == 413:  # the rest of the body is not read: close rather than skip it
             headers.append(CLOSE)
-        await _send_json(send, exc.status, exc.body(), request_id, headers)
+        if anthropic and exc.code == "budget_exceeded":
+            headers.append((b"x-should-retry", b"false"))  # not before the budget resets
+        await send_json(send, exc.status, exc.anthropic_body() if anthropic else exc.body(), request_id, headers)
 
     def _record(self, ctx: Ctx, tenant: TenantConfig | None) -> None:
         """Hand the request's usage record (billing's one builder) to the writer."""
@@ -601,67 +580,6 @@ class GatewayApp:
                     "latency_ms": record.latency_ms, "ttft_ms": ctx.ttft_ms, "stream": ctx.stream,
                 },
             )
-
-
-# --- ASGI helpers ----------------------------------------------------------------------------
-
-
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _client_address(scope) -> str:
-    """The client's address as the server saw it (uvicorn's --proxy-headers puts the one a
-    trusted proxy forwarded here)."""
-    client = scope.get("client")
-    return client[0] if client else "-"
-
-
-def _model_header(ctx: Ctx) -> list[tuple[bytes, bytes]]:
-    """x-tollgate-model (the deployment that answered) and any notes for the client."""
-    d = ctx.call.deployment if ctx.call else None
-    return [(b"x-tollgate-model", d.public_id.encode())] + ctx.extra_headers if d else list(ctx.extra_headers)
-
-
-async def _read_json(scope, receive) -> tuple[dict[str, Any], int]:
-    chunks = []
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise GatewayError(499, "Client closed the request.", code="client_closed")
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-    except RequestTooLarge as exc:  # config/bodylimit.py counts every route's body
-        raise GatewayError(413, str(exc), code="request_too_large") from None
-    raw = b"".join(chunks)
-    if not raw:
-        raise bad_request("Empty body: send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Request body is not valid JSON ({exc}).") from None
-    if not isinstance(body, dict):
-        raise bad_request("Request body must be a JSON object.")
-    return body, len(raw)
-
-
-async def _send_json(send, status: int, body: bytes, request_id: str, extra=()) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode()),
-                            (b"x-request-id", request_id.encode()), *extra]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _wait_disconnect(receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 gateway = GatewayApp()

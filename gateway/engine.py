@@ -1,11 +1,11 @@
 """Calling upstreams for one request: try the route's targets in order, retry what is worth
 retrying, count failures toward shared cooldowns, and hand back an answer (or a stream) in
-the OpenAI shape. Protocol details live in the adapters; this module never parses a wire
-format itself."""
+the OpenAI shape (or in a door's protocol, through the door's own call of one target). Protocol
+details live in the adapters; this module never parses a wire format itself."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,14 +173,17 @@ class Engine:
     # --- non-streamed --------------------------------------------------------------------
 
     async def chat(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any],
-                   call: Call) -> ChatResult:
+                   call: Call, once: "CallOnce | None" = None) -> ChatResult:
+        """One answer from the first target that gives one. ``once`` calls one target (a door
+        speaking another protocol than Chat Completions passes its own); by default a chat."""
+        once = once or self.chat_once
         plan = self._plan(tenant, route, targets, body, call)
         step = await plan.__anext__()
         while True:
             target, request, timeout = step
             started = time.perf_counter()
             try:
-                result = await self._chat_once(target.deployment, request, timeout, call.request_id)
+                result = await once(target.deployment, request, timeout, call.request_id)
             except Exception as exc:  # noqa: BLE001 - classified, or re-raised when unknown
                 failure = _failure_from_exception(exc, target.deployment, timeout)
                 step = await plan.asend(failure)
@@ -192,7 +195,7 @@ class Engine:
             await plan.aclose()
             return result
 
-    async def _chat_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str) -> ChatResult:
+    async def chat_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str) -> ChatResult:
         adapter = ADAPTERS[d.provider_type]
         if adapter.IN_PROCESS:
             return adapter.complete_chat(d, body, request_id=request_id)
@@ -237,9 +240,11 @@ class Engine:
     # --- streamed ------------------------------------------------------------------------
 
     async def open_stream(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any],
-                          call: Call) -> "OpenStream":
+                          call: Call, opener: "OpenOnce | None" = None) -> "OpenStream":
         """Connect to the first target that produces a first event; failures before that
-        fall back like non-streamed calls."""
+        fall back like non-streamed calls. ``opener`` opens one target (a door's own; by
+        default a chat stream)."""
+        opener = opener or self.open_once
         plan = self._plan(tenant, route, targets, body, call)
         step = await plan.__anext__()
         created = int(time.time())
@@ -248,7 +253,7 @@ class Engine:
             d = target.deployment
             started = time.perf_counter()
             try:
-                opened = await self._open_once(d, request, timeout, call.request_id, created)
+                opened = await opener(d, request, timeout, call.request_id, created)
             except Exception as exc:  # noqa: BLE001
                 step = await plan.asend(_failure_from_exception(exc, d, timeout))
                 continue
@@ -257,7 +262,7 @@ class Engine:
             await plan.aclose()
             return opened
 
-    async def _open_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str,
+    async def open_once(self, d: Deployment, body: dict[str, Any], timeout: float, request_id: str,
                          created: int) -> "OpenStream":
         adapter = ADAPTERS[d.provider_type]
         if adapter.IN_PROCESS:
@@ -328,6 +333,12 @@ class OpenStream:
     def close(self) -> None:
         if self._response is not None:
             self._response.close()
+
+
+# How a door calls one target: (deployment, request body, timeout, request id) -> an answer; and
+# (…, created) -> a stream whose first events are in hand.
+CallOnce = Callable[[Deployment, dict[str, Any], float, str], Awaitable[ChatResult]]
+OpenOnce = Callable[[Deployment, dict[str, Any], float, str, int], Awaitable["OpenStream"]]
 
 
 def usage_chunk(*, request_id: str, created: int, model: str, usage: Usage) -> bytes:

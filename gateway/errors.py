@@ -1,7 +1,16 @@
 """Errors the data plane answers with, in OpenAI's shape:
-``{"error": {"message", "type", "param", "code"}}``, so SDKs raise the right exception."""
+``{"error": {"message", "type", "param", "code"}}``, or, at the Anthropic Messages door,
+Anthropic's ``{"type": "error", "error": {"type", "message"}}``, so SDKs raise the right
+exception."""
 
 import orjson
+
+# HTTP status -> Anthropic error type (its documented table; other statuses by class).
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+    503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error",
+}
 
 
 class GatewayError(Exception):
@@ -29,6 +38,16 @@ class GatewayError(Exception):
         return orjson.dumps(
             {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
         )
+
+    @property
+    def anthropic_type(self) -> str:
+        """The Anthropic error type: by status, but an exhausted budget is a billing error."""
+        if self.code == "budget_exceeded":
+            return "billing_error"
+        return ANTHROPIC_TYPES.get(self.status) or ("api_error" if self.status >= 500 else "invalid_request_error")
+
+    def anthropic_body(self) -> bytes:
+        return orjson.dumps({"type": "error", "error": {"type": self.anthropic_type, "message": self.message}})
 
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> GatewayError:

@@ -267,16 +267,20 @@ def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) ->
 
 
 def usage_from_anthropic(raw: Any) -> Usage | None:
-    """Input counts everything sent: uncached + cache reads + cache writes."""
+    """Input counts everything sent: uncached + cache reads + cache writes; of the writes,
+    ``cache_creation.ephemeral_1h_input_tokens`` were written for an hour."""
     if not isinstance(raw, dict):
         return None
     fresh = as_int(raw.get("input_tokens"))
     read = as_int(raw.get("cache_read_input_tokens"))
     written = as_int(raw.get("cache_creation_input_tokens"))
+    tiers = raw.get("cache_creation")
+    hour = min(as_int(tiers.get("ephemeral_1h_input_tokens")), written) if isinstance(tiers, dict) else 0
     return Usage(
         input_tokens=fresh + read + written,
         cached_input_tokens=read,
         cache_write_tokens=written,
+        cache_write_1h_tokens=hour,
         output_tokens=as_int(raw.get("output_tokens")),
     )
 

@@ -662,11 +662,11 @@ UNNAMED = (*TERMINAL, b'"error"')  # what a data-only stream's terminal and erro
 
 
 class RelayWatcher:
-    """Watches a relayed Responses stream without changing a byte: ``feed`` returns the bytes
-    as they came and notes the usage of the terminal event and, for estimates, the characters
-    of the deltas. Only the terminal events are parsed."""
+    """Watches a relayed Responses stream without changing a byte (a ``StreamTranslator`` whose
+    ``feed`` hands the bytes back as they came): notes the usage of the terminal event and, for
+    estimates, the characters of the deltas. Only the terminal and error events are parsed."""
 
-    __slots__ = ("_decoder", "usage", "text_chars", "terminal", "error", "events")
+    __slots__ = ("_decoder", "usage", "text_chars", "terminal", "error", "events", "finish_reason")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -675,13 +675,15 @@ class RelayWatcher:
         self.terminal: str | None = None  # the terminal event's type, once seen
         self.error: str | None = None  # the message of a standalone error event
         self.events = 0  # events seen (the next sequence number, as OpenAI counts from 0)
+        self.finish_reason: str | None = None  # the terminal event's type, once seen
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> list[bytes]:
         self._watch(self._decoder.feed(data))
-        return data
+        return [data]
 
-    def finish(self) -> None:
+    def finish(self) -> list[bytes]:
         self._watch(self._decoder.finish())
+        return []
 
     def _watch(self, events: list[tuple[bytes, bytes]]) -> None:
         self.events += len(events)
@@ -697,7 +699,7 @@ class RelayWatcher:
                 if kind == "error":
                     self.error = str(obj.get("message") or "the upstream stream reported an error")
                 elif isinstance(kind, str) and kind.encode() in TERMINAL:
-                    self.terminal = kind
+                    self.terminal = self.finish_reason = kind
                     response = obj.get("response")
                     if isinstance(response, dict):
                         self.usage = usage_from_responses(response.get("usage"))

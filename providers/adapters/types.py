@@ -64,6 +64,7 @@ class Usage:
     input_tokens: int = 0  # all prompt tokens, cached ones included (OpenAI's prompt_tokens)
     cached_input_tokens: int = 0  # read from the provider's prompt cache
     cache_write_tokens: int = 0  # written to the provider's prompt cache (Anthropic)
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, those kept an hour (Anthropic's dearer tier)
     output_tokens: int = 0  # all completion tokens, reasoning included
     reasoning_tokens: int = 0
     provider_cost: Decimal | None = None  # OpenRouter's usage.cost, kept beside ours

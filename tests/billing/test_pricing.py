@@ -17,6 +17,21 @@ def test_cache_reads_and_writes_each_have_their_price():
     assert cost == Decimal("0.003105000000")
 
 
+def test_one_hour_cache_writes_cost_twice_the_input_price():
+    cost = usage_cost(input_tokens=1_000, cached_input_tokens=600, cache_write_tokens=300, cache_write_1h_tokens=200,
+                      output_tokens=100, cache_write_price=Decimal("3.75"), **PRICES)
+    # 100 uncached × $3 + 600 read × $0.30 + 100 five-minute writes × $3.75 + 200 one-hour × $6 + 100 out × $15
+    assert cost == Decimal("0.003555000000")
+    deployment = replace(make_deployment(), input_price=Decimal(3), output_price=Decimal(15),
+                         cached_input_price=Decimal("0.3"), cache_write_price=Decimal("3.75"))
+    usage = Usage(input_tokens=1_000, cached_input_tokens=600, cache_write_tokens=300, cache_write_1h_tokens=200,
+                  output_tokens=100)
+    assert deployment_cost(deployment, usage) == cost
+    hour_beyond_writes = usage_cost(input_tokens=1_000, cached_input_tokens=0, cache_write_tokens=10,
+                                    cache_write_1h_tokens=50, output_tokens=0, **PRICES)
+    assert hour_beyond_writes == (990 * 3 + 10 * 6) / Decimal(10**6)  # never more 1-hour writes than writes
+
+
 def test_cache_writes_cost_the_input_price_when_the_model_has_no_cache_write_price():
     with_write = usage_cost(input_tokens=1_000, cached_input_tokens=0, cache_write_tokens=400, output_tokens=0,
                             cache_write_price=None, **PRICES)

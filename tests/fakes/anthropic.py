@@ -2,14 +2,17 @@
 
 Serves ``POST /v1/messages`` (JSON, or the named-event SSE stream ``message_start`` →
 ``content_block_start`` / ``ping`` / ``content_block_delta``… / ``content_block_stop`` →
-``message_delta`` → ``message_stop``) and the paged catalog ``GET /v1/models`` (``limit``,
+``message_delta`` → ``message_stop``; with ``thinking`` enabled in the request a thinking block,
+``thinking_delta`` and ``signature_delta``, comes first), ``POST /v1/messages/count_tokens``
+(``{"input_tokens"}``: the prompt's word count, or the ``usage`` override's input) and the paged catalog ``GET /v1/models`` (``limit``,
 ``after_id``, ``before_id``; ``has_more``, ``first_id``, ``last_id``) plus ``GET /v1/models/{id}``.
 Every request needs ``x-api-key`` (or ``Authorization: Bearer``; 401 ``authentication_error``) and
 ``anthropic-version`` (400 ``invalid_request_error``). Errors use
 ``{"type": "error", "error": {"type", "message"}, "request_id"}``.
 
 Usage mapping: ``Usage.prompt_tokens`` → ``input_tokens`` (the uncached part), ``cached_tokens`` →
-``cache_read_input_tokens``, ``cache_creation_tokens`` → ``cache_creation_input_tokens``.
+``cache_read_input_tokens``, ``cache_creation_tokens`` → ``cache_creation_input_tokens`` (of which
+``cache_creation_1h_tokens`` → ``cache_creation.ephemeral_1h_input_tokens``, the rest 5-minute).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from .base import CREATED, Call, FakeServer, Fault, Reply, Usage, split_even
+
+THINKING = "The user greets me; I should greet back."
+SIGNATURE = "EqQBCgIYAhIM1gbcFakeSignature=="
 
 # status -> (error.type, default message)
 ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
@@ -49,6 +55,7 @@ class FakeAnthropic(FakeServer):
     routes: ClassVar[dict[tuple[str, str], str]] = {
         ("GET", "/v1/models"): "models",
         ("POST", "/v1/messages"): "chat",
+        ("POST", "/v1/messages/count_tokens"): "count_tokens",
     }
     prefix_routes = (("GET", "/v1/models/", "model"),)
 
@@ -103,8 +110,8 @@ class FakeAnthropic(FakeServer):
             "input_tokens": u.prompt_tokens,
             "cache_creation_input_tokens": u.cache_creation_tokens,
             "cache_read_input_tokens": u.cached_tokens,
-            "cache_creation": {"ephemeral_5m_input_tokens": u.cache_creation_tokens,
-                               "ephemeral_1h_input_tokens": 0},
+            "cache_creation": {"ephemeral_5m_input_tokens": u.cache_creation_tokens - u.cache_creation_1h_tokens,
+                               "ephemeral_1h_input_tokens": u.cache_creation_1h_tokens},
             "output_tokens": output_tokens,
             "service_tier": "standard",
         }
@@ -147,6 +154,14 @@ class FakeAnthropic(FakeServer):
         return self.error(404, f"model: {wanted}")
 
     # ------------------------------------------------------------ messages
+    def route_count_tokens(self, call: Call) -> Reply:
+        for required in ("model", "messages"):
+            if required not in call.body:
+                return self.error(400, f"{required}: Field required")
+        if bad := self.check_model(call):
+            return bad
+        return Reply(body={"input_tokens": self.usage_for(call, "").prompt_tokens})
+
     def route_chat(self, call: Call) -> Reply:
         body = call.body
         for required in ("model", "max_tokens", "messages"):
@@ -161,23 +176,37 @@ class FakeAnthropic(FakeServer):
         usage = self.usage_for(call, json.dumps(tool[2]) if tool else text)
         message: dict[str, Any] = {"model": body["model"], "id": self.new_id("msg_"),
                                    "type": "message", "role": "assistant"}
+        thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
         if body.get("stream"):
-            return self.stream(self._frames(call, message, text, tool, usage))
+            return self.stream(self._frames(call, message, text, tool, usage, thinking))
         block = ({"type": "tool_use", "id": tool[0], "name": tool[1], "input": tool[2]} if tool
                  else {"type": "text", "text": text})
-        result = {**message, "content": [block], "stop_reason": "tool_use" if tool else "end_turn",
+        blocks = [block]
+        if thinking:
+            blocks.insert(0, {"type": "thinking", "thinking": THINKING, "signature": SIGNATURE})
+        result = {**message, "content": blocks, "stop_reason": "tool_use" if tool else "end_turn",
                   "stop_sequence": None}
         if not call.fault("no_usage"):
             result["usage"] = self.usage_obj(usage, usage.completion_tokens)
         return Reply(body=result)
 
     def _frames(self, call: Call, message: dict[str, Any], text: str,
-                tool: tuple[str, str, dict[str, Any]] | None, usage: Usage) -> Iterator[bytes]:
+                tool: tuple[str, str, dict[str, Any]] | None, usage: Usage, thinking: bool) -> Iterator[bytes]:
         with_usage = not call.fault("no_usage")
         start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
         if with_usage:
             start["usage"] = self.usage_obj(usage, 1)
         yield self.event({"type": "message_start", "message": start})
+        index = 0
+        if thinking:
+            yield self.event({"type": "content_block_start", "index": 0,
+                              "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            yield self.event({"type": "content_block_delta", "index": 0,
+                              "delta": {"type": "thinking_delta", "thinking": THINKING}})
+            yield self.event({"type": "content_block_delta", "index": 0,
+                              "delta": {"type": "signature_delta", "signature": SIGNATURE}})
+            yield self.event({"type": "content_block_stop", "index": 0})
+            index = 1
         if tool:
             block = {"type": "tool_use", "id": tool[0], "name": tool[1], "input": {}}
             deltas = [{"type": "input_json_delta", "partial_json": p}
@@ -185,11 +214,11 @@ class FakeAnthropic(FakeServer):
         else:
             block = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in self.text_chunks(call, text)]
-        yield self.event({"type": "content_block_start", "index": 0, "content_block": block})
+        yield self.event({"type": "content_block_start", "index": index, "content_block": block})
         yield self.event({"type": "ping"})
         for delta in deltas:
-            yield self.event({"type": "content_block_delta", "index": 0, "delta": delta})
-        yield self.event({"type": "content_block_stop", "index": 0})
+            yield self.event({"type": "content_block_delta", "index": index, "delta": delta})
+        yield self.event({"type": "content_block_stop", "index": index})
         final: dict[str, Any] = {"type": "message_delta", "delta": {
             "stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None}}
         if with_usage:

@@ -104,7 +104,8 @@ class Usage:
 
     ``cached_tokens`` is OpenAI ``prompt_tokens_details.cached_tokens`` / Anthropic
     ``cache_read_input_tokens``; ``cache_creation_tokens`` is Anthropic
-    ``cache_creation_input_tokens`` / OpenRouter ``cache_write_tokens``; ``cost`` is OpenRouter's
+    ``cache_creation_input_tokens`` / OpenRouter ``cache_write_tokens``, of which
+    ``cache_creation_1h_tokens`` are Anthropic's 1-hour tier; ``cost`` is OpenRouter's
     ``usage.cost`` (computed from the model's pricing when None).
     """
 
@@ -112,6 +113,7 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
     reasoning_tokens: int = 0
     cost: float | None = None
 
@@ -129,6 +131,7 @@ USAGE_ALIASES = {  # native names accepted in the ``usage=`` override
     "cache_read_input_tokens": "cached_tokens",
     "cache_creation_input_tokens": "cache_creation_tokens",
     "cache_write_tokens": "cache_creation_tokens",
+    "ephemeral_1h_input_tokens": "cache_creation_1h_tokens",
 }
 
 

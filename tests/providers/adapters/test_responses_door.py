@@ -326,8 +326,8 @@ def test_relay_watcher_passes_bytes_and_reads_the_terminal_usage(step):
                                                    "response": {"usage": usage}}))
     watcher = door.RelayWatcher()
     pieces = [stream] if step is None else [stream[i:i + step] for i in range(0, len(stream), step)]
-    relayed = b"".join(watcher.feed(p) for p in pieces)
-    watcher.finish()
+    relayed = b"".join(b"".join(watcher.feed(p)) for p in pieces)
+    assert watcher.finish() == []
     assert relayed == stream
     assert watcher.terminal == "response.completed"
     assert (watcher.usage.input_tokens, watcher.usage.cached_input_tokens, watcher.usage.output_tokens,
