@@ -1,7 +1,8 @@
 """Codex CLI (npm ``@openai/codex``) through Tollgate's /v1/responses: ``codex exec`` with a model
 provider whose base_url is the live gateway's /v1 (``wire_api = "responses"``), completing a
-prompt through an OpenAI fake (relayed) and through an Anthropic fake (translated). The CLI is
-installed from the npm registry into a cache directory when missing; the test never skips."""
+prompt through an OpenAI fake (relayed) and through an Anthropic fake (translated), and running a
+shell tool through the Anthropic fake (function_call out, its output back as a tool_result). The
+CLI is installed from the npm registry into a cache directory when missing; the test never skips."""
 
 import json
 import os

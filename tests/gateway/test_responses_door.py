@@ -3,6 +3,8 @@ translated to an Anthropic fake (and back), tools round trips, streams, errors, 
 fallbacks across the two, and the ledger row with the door and the exact cost."""
 
 import json
+import socket
+import time
 from decimal import Decimal
 
 import httpx
@@ -306,3 +308,35 @@ def test_a_translated_stream_that_breaks_ends_with_response_failed(world, live):
         failed = events[-1]["response"]
         assert failed["status"] == "failed" and "Overloaded" in failed["error"]["message"]
         assert wait_usage(response.headers["x-request-id"]).status == "partial"
+
+
+@pytest.mark.parametrize(("provider_type", "fake_class"), [("openai", FakeOpenAI), ("anthropic", FakeAnthropic)])
+def test_client_leaving_mid_stream_cancels_upstream_and_records_partial(world, live, provider_type, fake_class):
+    with fake_class(models=["m"], reply="tick " * 40, stream_chunks=20, api_key="sk-up-1") as fake:
+        add_provider(world.tenant, fake, provider_type=provider_type, api_key="sk-up-1")
+        fake.set_fault("slow", chunk_delay=0.25)
+        body = b'{"model": "up:m", "stream": true, "input": "count"}'
+        sock = socket.create_connection(("127.0.0.1", live.port))
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {world.chat_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                     + body)
+        received = b""
+        while b"response.output_text.delta" not in received:
+            received += sock.recv(65536)
+        request_id = received.split(b"x-request-id: ")[1].split(b"\r\n")[0].decode()
+        sock.close()  # the client goes away after the first delta
+        row = wait_usage(request_id, timeout=10)
+        deadline = time.monotonic() + 5
+        while fake.abandoned == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert (row.api, row.status, row.error_type) == ("responses", "partial", "client_disconnected")
+    # an OpenAI stream reports usage only at its end (estimated here); Anthropic's from its start
+    assert row.tokens_estimated == (provider_type == "openai")
+    assert row.input_tokens > 0 and row.output_tokens > 0 and fake.abandoned == 1
+
+
+def test_wrong_method_and_unknown_paths(world, live):
+    response = httpx.get(f"{live.url}/v1/responses", headers={"Authorization": f"Bearer {world.chat_key}"})
+    assert response.status_code == 405 and response.json()["error"]["message"] == "Use POST on /v1/responses."
+    unknown = httpx.post(f"{live.url}/v1/responsez", headers={"Authorization": f"Bearer {world.chat_key}"})
+    assert unknown.status_code == 404 and "POST /v1/responses" in unknown.json()["error"]["message"]
