@@ -16,6 +16,7 @@ from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
+from tenants.services import tenant_update
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.gateway.test_billing_path import spend_today
 from tests.utils.live import add_provider, sdk, wait_usage
@@ -340,3 +341,21 @@ def test_wrong_method_and_unknown_paths(world, live):
     assert response.status_code == 405 and response.json()["error"]["message"] == "Use POST on /v1/responses."
     unknown = httpx.post(f"{live.url}/v1/responsez", headers={"Authorization": f"Bearer {world.chat_key}"})
     assert unknown.status_code == 404 and "POST /v1/responses" in unknown.json()["error"]["message"]
+
+
+def test_tenant_defaults_and_default_model_reach_both_kinds_of_target(world, live):
+    with FakeOpenAI(models=["alpha"]) as oa, FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-ant-1") as an:
+        add_provider(world.tenant, oa, name="oa", provider_type="openai")
+        add_provider(world.tenant, an, name="an", provider_type="anthropic", api_key="sk-ant-1")
+        tenant_update(tenant=world.tenant, changes={"default_model": "oa:alpha", "temperature": 0.3, "max_tokens": 77},
+                      actor=SYSTEM)
+        client = sdk(live, world.chat_key)
+        post(live, world.chat_key, {"input": "hi"}).raise_for_status()  # no model: the tenant's default
+        relayed = oa.requests_to("/v1/responses")[-1].body
+        assert (relayed["model"], relayed["temperature"], relayed["max_output_tokens"]) == ("alpha", 0.3, 77)
+        client.responses.create(model="oa:alpha", input="hi", temperature=1.0, max_output_tokens=5)
+        relayed = oa.requests_to("/v1/responses")[-1].body
+        assert (relayed["temperature"], relayed["max_output_tokens"]) == (1.0, 5)
+        client.responses.create(model="an:claude-sonnet-4-5", input="hi")
+        translated = an.requests_to("/v1/messages")[-1].body
+        assert (translated["temperature"], translated["max_tokens"]) == (0.3, 77)
