@@ -359,3 +359,22 @@ def test_tenant_defaults_and_default_model_reach_both_kinds_of_target(world, liv
         client.responses.create(model="an:claude-sonnet-4-5", input="hi")
         translated = an.requests_to("/v1/messages")[-1].body
         assert (translated["temperature"], translated["max_tokens"]) == (0.3, 77)
+
+
+def test_response_cache_serves_repeated_deterministic_requests(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"], usage=USAGE) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        tenant_update(tenant=world.tenant, changes={"cache_enabled": True}, actor=SYSTEM)
+        client = sdk(live, world.chat_key)
+        first = client.responses.with_raw_response.create(model="up:gpt-4o-mini", input="hi", temperature=0)
+        again = client.responses.with_raw_response.create(model="up:gpt-4o-mini", input="hi", temperature=0)
+        assert (first.headers["x-tollgate-cache"], again.headers["x-tollgate-cache"]) == ("miss", "hit")
+        assert again.parse().output_text == first.parse().output_text
+        assert len(fake.requests_to("/v1/responses")) == 1
+        chat = client.chat.completions.with_raw_response.create(
+            model="up:gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], temperature=0)
+        assert chat.headers["x-tollgate-cache"] == "miss"  # another door, another key
+        warm = client.responses.with_raw_response.create(model="up:gpt-4o-mini", input="hi", temperature=0.7)
+        assert "x-tollgate-cache" not in warm.headers
+    row = wait_usage(again.headers["x-request-id"])
+    assert (row.api, row.status, row.cost) == ("responses", "cache_hit", Decimal(0))
