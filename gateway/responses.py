@@ -21,9 +21,9 @@ from gateway.upstream import attempt_timeout
 from providers.adapters import responses_door as door
 from providers.adapters.registry import ADAPTERS
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
-from providers.models import ModelMode
+from providers.models import ModelMode, ProviderType
 
-RELAYED = frozenset({"openai"})  # provider types that speak the Responses API themselves
+RELAYED = frozenset({ProviderType.OPENAI})  # provider types that speak the Responses API themselves
 
 
 class _Targets:
