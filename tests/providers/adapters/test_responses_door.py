@@ -346,3 +346,33 @@ def test_output_limit_reads_max_output_tokens():
     assert door.output_limit({"max_output_tokens": 64}) == 64
     assert door.output_limit({"max_output_tokens": True}) is None
     assert door.output_limit({}) is None
+
+
+def test_summary_and_relay_request_carry_the_defaults_admission_counted():
+    body = {"model": "alias", "input": "x", "max_output_tokens": 64, "temperature": 0.5, "user": "u",
+            "metadata": {"conversation_id": "c"}, "tools": [{"type": "web_search"}]}
+    assert door.request_summary(body) == {"model": "alias", "max_completion_tokens": 64, "temperature": 0.5,
+                                          "metadata": {"conversation_id": "c"}, "user": "u"}
+    assert door.relay_request(body, {**door.request_summary(body), "top_p": 0.9}) == {**body, "top_p": 0.9}
+    assert door.relay_request(body, door.request_summary(body)) is body  # nothing filled: no copy
+    bare = {"model": "m", "input": "x"}
+    assert door.relay_request(bare, {"model": "m", "max_tokens": 77, "temperature": 0.3}) == {
+        "model": "m", "input": "x", "max_output_tokens": 77, "temperature": 0.3}
+    assert bare == {"model": "m", "input": "x"}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({}, "input"), ({"input": {"role": "user"}}, "input"), ({"input": "x", "stream": 1}, "stream"),
+    ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"), ({"input": "x", "top_p": True}, "top_p"),
+    ({"input": "x", "instructions": ["a"]}, "instructions"), ({"input": "x", "tools": {}}, "tools"),
+    ({"input": "x", "metadata": "m"}, "metadata"), ({"input": "x", "user": 7}, "user"),
+])
+def test_check_request_refuses_wrong_types(body, field):
+    with pytest.raises(InvalidInput) as caught:
+        door.check_request(body)
+    assert caught.value.field == field
+
+
+def test_check_request_lets_stateful_requests_through_without_input():
+    door.check_request({"previous_response_id": "resp_1"})
+    door.check_request({"input": [{"type": "item_reference", "id": "msg_1"}], "stream": True})
