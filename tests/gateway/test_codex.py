@@ -71,15 +71,15 @@ def test_codex_exec_through_an_openai_fake(world, live, tmp_path, codex_cli):
     with FakeOpenAI(models=["gpt-4o-mini"], usage=usage, reply="Hello from Tollgate's OpenAI fake.") as fake:
         add_provider(world.tenant, fake, provider_type="openai")
         events = codex_exec(codex_cli, live, world.chat_key, "up:gpt-4o-mini", "Say hello", tmp_path / "codex")
-        assert answer_of(events) == "Hello from Tollgate's OpenAI fake."
+        assert answer_of(events) == "Hello from Tollgate's OpenAI fake.", events
         turn = [e for e in events if e["type"] == "turn.completed"][-1]
-        assert turn["usage"]["input_tokens"] == 3000 and turn["usage"]["cached_input_tokens"] == 1024
+        assert turn["usage"]["input_tokens"] == 3000 and turn["usage"]["cached_input_tokens"] == 1024, events
         sent = fake.requests_to("/v1/responses")
         assert sent and all(r.body["model"] == "gpt-4o-mini" and r.body["stream"] is True for r in sent)
     rows = ledger_rows(world.tenant, len(sent))
     model = ProviderModel.objects.get(pk=rows[0].provider_model_id)
     for row in rows:
-        assert (row.api, row.status, row.stream) == ("responses", "ok", True)
+        assert (row.api, row.status, row.stream) == ("responses", "ok", True), (row.status, row.error_type)
         assert (row.input_tokens, row.cached_input_tokens, row.output_tokens) == (3000, 1024, 12)
         expected = (1976 * model.input_price + 1024 * model.cached_input_price + 12 * model.output_price) / 10**6
         assert row.cost == expected.quantize(MICRO)
@@ -91,7 +91,7 @@ def test_codex_exec_through_an_anthropic_fake(world, live, tmp_path, codex_cli):
                        reply="Hello from Tollgate's Anthropic fake.") as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-1")
         events = codex_exec(codex_cli, live, world.chat_key, "up:claude-sonnet-4-5", "Say hello", tmp_path / "codex")
-        assert answer_of(events) == "Hello from Tollgate's Anthropic fake."
+        assert answer_of(events) == "Hello from Tollgate's Anthropic fake.", events
         sent = fake.requests_to("/v1/messages")
         assert sent and all(r.body["model"] == "claude-sonnet-4-5" and r.body["stream"] is True for r in sent)
         body = sent[0].body
@@ -125,7 +125,7 @@ def test_codex_runs_a_tool_through_an_anthropic_fake(world, live, tmp_path, code
                               reply="The command printed tollgate-round-trip.") as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-1")
         events = codex_exec(codex_cli, live, world.chat_key, "up:claude-sonnet-4-5", "Run echo", tmp_path / "codex")
-        assert answer_of(events) == "The command printed tollgate-round-trip."
+        assert answer_of(events) == "The command printed tollgate-round-trip.", events
         sent = fake.requests_to("/v1/messages")
         assert len(sent) >= 2
         last = sent[-1].body["messages"]
