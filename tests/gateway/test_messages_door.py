@@ -17,6 +17,7 @@ from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
+from tenants.services import tenant_update
 from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
 from tests.utils.live import add_provider, wait_usage
 
@@ -332,3 +333,20 @@ def test_an_exhausted_budget_refuses_before_any_upstream_call(world, live):
     assert "resets at" in body["error"]["message"] and response.headers["x-should-retry"] == "false"
     row = wait_usage(response.headers["x-request-id"])
     assert (row.api, row.status, row.error_type) == ("messages", "rejected", "budget_exceeded")
+
+
+def test_rate_limits_and_suspension_answer_in_the_anthropic_shape(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        tenant_update(tenant=world.tenant, changes={"requests_per_minute": 1}, actor=SYSTEM)
+        body = {"model": "up:gpt-4o-mini", "max_tokens": 5, "messages": HELLO}
+        assert post(live, key=world.chat_key, body=body).status_code == 200
+        refused = post(live, key=world.chat_key, body=body)
+        assert_anthropic_error(refused, 429, "rate_limit_error", "1 requests per minute for this tenant")
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert wait_usage(refused.headers["x-request-id"]).api == "messages"
+        world.tenant.is_active = False  # suspended (by support, in the admin)
+        world.tenant.save()
+        assert_anthropic_error(post(live, key=world.chat_key, body=body), 403, "permission_error", "suspended")
+        # another tenant is not affected, and cannot use this tenant's models
+        assert_anthropic_error(post(live, key=world.other_chat_key, body=body), 404, "not_found_error", "up:gpt-4o-mini")
