@@ -417,8 +417,12 @@ class GatewayApp(MessagesDoor):
         user = body.get("user")
         ctx.end_user = user[:128] if isinstance(user, str) else ""
 
-    async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send) -> None:
-        cache_key = self._cache_key(tenant, route, body, scope)
+    async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send,
+                        once=None) -> None:
+        """A non-streamed answer, from the response cache when the tenant allows it (entries are
+        kept per door: the same JSON may be a request of two doors). ``once``: the door's own
+        call of one target (default: a chat)."""
+        cache_key = self._cache_key(tenant, route, body, scope, ctx.api)
         if cache_key is not None:
             cached = await self.state.cache_get(cache_key)
             if cached is not None:
@@ -426,14 +430,15 @@ class GatewayApp(MessagesDoor):
                 ctx.status = "cache_hit"
                 await send_json(send, 200, cached, ctx.request_id, [(b"x-tollgate-cache", b"hit")])
                 return
-        result = await self.engine.chat(tenant, route, targets, body, ctx.call)
+        result = await self.engine.chat(tenant, route, targets, body, ctx.call, once)
         extra = model_header(ctx)
         if cache_key is not None:
             extra.append((b"x-tollgate-cache", b"miss"))
             await self.state.cache_set(cache_key, result.body, tenant.cache_ttl_seconds)
         await send_json(send, 200, result.body, ctx.request_id, extra)
 
-    def _cache_key(self, tenant: TenantConfig, route: Route, body: dict[str, Any], scope) -> str | None:
+    def _cache_key(self, tenant: TenantConfig, route: Route, body: dict[str, Any], scope,
+                   api: str = "chat") -> str | None:
         if not tenant.cache_enabled:
             return None
         flag = (header(scope, b"x-tollgate-cache") or "").lower()
@@ -443,7 +448,8 @@ class GatewayApp(MessagesDoor):
         if temperature != 0 and flag not in ("on", "yes", "true", "1"):
             return None
         canonical = orjson.dumps({**body, "model": route.requested}, option=orjson.OPT_SORT_KEYS)
-        return f"tg:rc:t{tenant.tenant_id}:{hashlib.sha256(canonical).hexdigest()}"
+        door = "" if api == "chat" else f"{api}:"
+        return f"tg:rc:t{tenant.tenant_id}:{door}{hashlib.sha256(canonical).hexdigest()}"
 
     async def _stream(self, ctx: Ctx, tenant, route, targets, body, receive, send) -> None:
         """Relay a stream. Once its headers went out (ctx.headers_sent), errors are reported

@@ -1,8 +1,8 @@
 """The Anthropic Messages door: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
 
 A request goes through what every door shares (key auth, model resolution, limits, budget
-reservation of its worst case — ``max_tokens`` —, fallbacks and cooldowns, metrics, the log line
-and one ledger row with ``api`` = messages). Each target is called in its own protocol: an
+reservation of its worst case — ``max_tokens`` —, the response cache for non-streamed answers,
+fallbacks and cooldowns, metrics, the log line and one ledger row with ``api`` = messages). Each target is called in its own protocol: an
 Anthropic provider gets the body as it came (its model id put in) with the client's
 ``anthropic-version`` / ``anthropic-beta``, and its answer or stream bytes go back unchanged
 while the usage is read out of them; every other provider gets the request translated to Chat
@@ -187,8 +187,7 @@ class MessagesDoor:
                 opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call, door.open)
                 await self._pump(ctx, opened, self._relay_messages(ctx, opened, send), receive)
             else:
-                result = await self.engine.chat(tenant, route, targets, body, ctx.call, door.complete)
-                await send_json(send, 200, result.body, ctx.request_id, model_header(ctx))
+                await self._complete(ctx, tenant, route, targets, body, scope, send, door.complete)
         except GatewayError as exc:
             ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
             if not ctx.headers_sent:

@@ -350,3 +350,20 @@ def test_rate_limits_and_suspension_answer_in_the_anthropic_shape(world, live):
         assert_anthropic_error(post(live, key=world.chat_key, body=body), 403, "permission_error", "suspended")
         # another tenant is not affected, and cannot use this tenant's models
         assert_anthropic_error(post(live, key=world.other_chat_key, body=body), 404, "not_found_error", "up:gpt-4o-mini")
+
+
+def test_the_response_cache_serves_messages_and_keeps_them_apart_from_chat(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"], reply="cached words") as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        tenant_update(tenant=world.tenant, changes={"cache_enabled": True}, actor=SYSTEM)
+        body = {"model": "up:gpt-4o-mini", "max_tokens": 5, "messages": HELLO, "temperature": 0}
+        first, second = (post(live, key=world.chat_key, body=body) for _ in range(2))
+        assert (first.headers["x-tollgate-cache"], second.headers["x-tollgate-cache"]) == ("miss", "hit")
+        assert first.json() == second.json() and second.json()["content"][0]["text"] == "cached words"
+        # The same JSON is a valid chat request too: it must not get the Messages answer.
+        chat = httpx.post(f"{live.url}/v1/chat/completions", json=body,
+                          headers={"authorization": f"Bearer {world.chat_key}"})
+        assert chat.headers["x-tollgate-cache"] == "miss" and chat.json()["object"] == "chat.completion"
+        assert len(fake.requests_to("/v1/chat/completions")) == 2
+    row = wait_usage(second.headers["x-request-id"])
+    assert (row.api, row.status, row.cost) == ("messages", "cache_hit", 0)
