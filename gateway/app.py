@@ -193,19 +193,29 @@ class GatewayApp(MessagesDoor):
     # --- endpoints -----------------------------------------------------------------------
 
     async def models(self, scope, receive, send) -> None:
+        """The ids this key may send, in OpenAI's list shape; in Anthropic's when the client
+        sends ``anthropic-version`` (the anthropic SDK, Claude Code's model discovery)."""
+        if header(scope, b"anthropic-version"):
+            await self.anthropic_models(scope, send)
+            return
         request_id = new_request_id()
         try:
-            key, tenant = await self._principal(scope)
-            current = await self.state.versions(tenant.tenant_id)
-            if current != tenant.version:  # what the list shows must match what /v1 serves now
-                self.configs.drop(tenant.tenant_id)
-                key, tenant = await self._principal(scope)
+            key, tenant = await self._current(scope, self._principal)
             created = int(time.time())
             data = [{"id": model_id, "object": "model", "created": created, "owned_by": owner}
                     for model_id, owner in tenant.model_list(key.allowed_models)]
             await send_json(send, 200, orjson.dumps({"object": "list", "data": data}), request_id)
         except GatewayError as exc:
             await self._respond_error(send, exc, request_id)
+
+    async def _current(self, scope, principal) -> tuple[KeyInfo, TenantConfig]:
+        """The key and a routing table known to be current (what a listing shows must match what
+        /v1 serves now)."""
+        key, tenant = await principal(scope)
+        if await self.state.versions(tenant.tenant_id) != tenant.version:
+            self.configs.drop(tenant.tenant_id)
+            key, tenant = await principal(scope)
+        return key, tenant
 
     async def chat(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())

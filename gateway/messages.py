@@ -164,6 +164,20 @@ class MessagesDoor:
             raise unauthorized(MISSING_KEY)
         return await self._principal(scope, authorization)
 
+    async def anthropic_models(self, scope, send) -> None:
+        """GET /v1/models in Anthropic's shape: one page with every id this key may send."""
+        request_id = new_request_id()
+        try:
+            key, tenant = await self._current(scope, self._messages_principal)
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data = [{"type": "model", "id": model_id, "display_name": model_id, "created_at": created}
+                    for model_id, _ in tenant.model_list(key.allowed_models)]
+            page = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None}
+            await send_json(send, 200, orjson.dumps(page), request_id)
+        except GatewayError as exc:
+            await self._respond_error(send, exc, request_id, anthropic=True)
+
     async def messages(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="messages")
         tenant = None

@@ -367,3 +367,15 @@ def test_the_response_cache_serves_messages_and_keeps_them_apart_from_chat(world
         assert len(fake.requests_to("/v1/chat/completions")) == 2
     row = wait_usage(second.headers["x-request-id"])
     assert (row.api, row.status, row.cost) == ("messages", "cache_hit", 0)
+
+
+def test_models_list_in_the_anthropic_shape_for_anthropic_clients(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        alias_create(tenant=world.tenant, actor=SYSTEM, data={"name": "coder", "targets": [{"model": "up:gpt-4o-mini"}]})
+        page = client(live, world.chat_key).models.list()
+        assert [m.id for m in page.data] == ["coder", "up:gpt-4o-mini"] and page.has_more is False
+        openai_shape = httpx.get(f"{live.url}/v1/models", headers={"authorization": f"Bearer {world.chat_key}"})
+        assert openai_shape.json()["object"] == "list"  # without anthropic-version: OpenAI's shape
+    with pytest.raises(anthropic.AuthenticationError):
+        client(live, "tg_" + "y" * 40).models.list()
