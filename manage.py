@@ -1,4 +1,7 @@
 #!/usr/bin/env python
+"""Django's command-line entry point (``python manage.py migrate``, ``runserver``, the apps'
+management commands), with the project's settings (config/settings.py)."""
+
 import os
 import sys
 

@@ -54,8 +54,7 @@ def say(text: str) -> None:
 
 
 def generate(n_tenants: int, n_days: int, regenerate: bool) -> None:
-    from datetime import datetime, timedelta
-    from datetime import timezone as dt_timezone
+    from datetime import UTC, datetime, timedelta
     from decimal import Decimal
 
     from django.db import connection, transaction
@@ -89,7 +88,7 @@ def generate(n_tenants: int, n_days: int, regenerate: bool) -> None:
             ])
         say(f"  {len(ids)} tenants and budgets in {time.perf_counter() - started:.1f} s")
 
-    today = datetime.now(dt_timezone.utc).date()
+    today = datetime.now(UTC).date()
     rows = UsageDaily.objects.filter(tenant__slug__startswith=PREFIX)
     newest = rows.order_by("-day").values_list("day", flat=True).first()
     expected = n_tenants * n_days * 2

@@ -63,8 +63,9 @@ def main() -> None:
         for i in range(n)
     ]
     rows = []
-    for label, fake in (("openai-compatible (genai-prices lookups)", FakeOpenAI(models=names)),
-                        ("openrouter (reported prices)", FakeOpenRouter(models=openrouter_models))):
+
+    def run_against(label, fake):
+        """Measure the syncs against one fake upstream (a function, so the closures below bind its values)."""
         with fake:
             Provider.objects.filter(owner__isnull=True, name="bench").delete()
             kind = "openrouter" if isinstance(fake, FakeOpenRouter) else "openai"
@@ -102,6 +103,9 @@ def main() -> None:
 
             measured("5% gone, 5-10% changed/new", change_tenth)
             Provider.objects.filter(pk=provider.pk).delete()
+
+    run_against("openai-compatible (genai-prices lookups)", FakeOpenAI(models=names))
+    run_against("openrouter (reported prices)", FakeOpenRouter(models=openrouter_models))
 
     print(f"\nCatalog sync, {n} models, PostgreSQL, loopback fake upstream "
           f"(own = wall minus the median time of the bare HTTP fetch + JSON decode)\n")

@@ -78,7 +78,7 @@ COLUMNS = (
     "reasoning_tokens", "tokens_estimated", "cost", "provider_cost", "latency_ms", "ttft_ms", "stream",
     "conversation_id", "end_user", "created_at",
 )
-COLUMN_DDL = """
+COLUMN_DDL = f"""
     request_id varchar(40) NOT NULL,
     model_requested varchar(255) NOT NULL,
     attempts smallint NOT NULL CHECK (attempts >= 0),
@@ -98,11 +98,11 @@ COLUMN_DDL = """
     conversation_id varchar(128) NOT NULL,
     end_user varchar(128) NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    api_key_id bigint NULL REFERENCES {p}_apikey (id) DEFERRABLE INITIALLY DEFERRED,
-    provider_id bigint NULL REFERENCES {p}_provider (id) DEFERRABLE INITIALLY DEFERRED,
-    provider_model_id bigint NULL REFERENCES {p}_providermodel (id) DEFERRABLE INITIALLY DEFERRED,
-    tenant_id bigint NOT NULL REFERENCES {p}_tenant (id) DEFERRABLE INITIALLY DEFERRED
-""".format(p=PREFIX)
+    api_key_id bigint NULL REFERENCES {PREFIX}_apikey (id) DEFERRABLE INITIALLY DEFERRED,
+    provider_id bigint NULL REFERENCES {PREFIX}_provider (id) DEFERRABLE INITIALLY DEFERRED,
+    provider_model_id bigint NULL REFERENCES {PREFIX}_providermodel (id) DEFERRABLE INITIALLY DEFERRED,
+    tenant_id bigint NOT NULL REFERENCES {PREFIX}_tenant (id) DEFERRABLE INITIALLY DEFERRED
+"""
 # billing_usagelog's secondary indexes as migrated (up to 0006_leaner_ledger_indexes), on either table.
 INDEXES = (
     "(api_key_id)", "(provider_id)", "(provider_model_id)", "(tenant_id, created_at DESC)", "(created_at)",
@@ -145,7 +145,7 @@ def create_tables(conn, tenants: int, months: list[datetime]) -> None:
     conn.execute(f"""CREATE TABLE {PART} (id bigserial NOT NULL, {COLUMN_DDL},
                      PRIMARY KEY (id, created_at), UNIQUE (request_id, created_at))
                      PARTITION BY RANGE (created_at)""")
-    for start, end in zip(months[:-1], months[1:]):
+    for start, end in zip(months[:-1], months[1:], strict=True):
         conn.execute(f"CREATE TABLE {PART}_{start:%Y_%m} PARTITION OF {PART} "
                      f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}') "
                      "WITH (autovacuum_enabled = false)")

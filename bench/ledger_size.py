@@ -167,7 +167,7 @@ def main() -> None:
     print(f"| average row data (`pg_column_size`, no page or item overhead) | | {width:.0f} |")
     print("\n| index | size | bytes per row |")
     print("|---|---|---|")
-    for name, size, definition in per_index:
+    for _name, size, definition in per_index:
         using = definition.split(" USING ", 1)[1] if " USING " in definition else definition
         print(f"| `{using}` | {mb(size)} | {size / count:.0f} |")
     print(f"\nRow mix: {', '.join(f'{s} {c / count:.0%}' for s, c in mix)}; with a conversation id "

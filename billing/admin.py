@@ -1,3 +1,7 @@
+"""The Django admin for billing: budgets (edited through the same services and rules as the API,
+with this period's spend), and read-only views of alerts, the ledger, its rollups, health buckets
+and refused rows, whose big tables are never counted in full."""
+
 from django import forms
 from django.contrib import admin
 from django.core.paginator import Paginator

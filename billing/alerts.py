@@ -404,7 +404,7 @@ def _alerts_insert(candidates: list[_Candidate], now: datetime) -> list[int]:
             for c in chunk:
                 values = (c.tenant_id, c.budget_id, c.kind, c.period_start, c.threshold, c.spent, c.limit,
                           now, 0, "")
-                params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values))
+                params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True))
             cursor.execute(
                 f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
                 f"ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}",

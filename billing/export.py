@@ -72,7 +72,7 @@ def jsonl_chunks(rows: Iterable[tuple], *, header: tuple[str, ...] = HEADER) -> 
     """One JSON object per row, keys in ``header`` order, ``FLUSH_ROWS`` lines per chunk."""
     lines: list[str] = []
     for row in rows:
-        lines.append(json.dumps(dict(zip(header, map(json_value, row))), ensure_ascii=False,
+        lines.append(json.dumps(dict(zip(header, map(json_value, row), strict=True)), ensure_ascii=False,
                                 separators=(",", ":")))
         if len(lines) == FLUSH_ROWS:
             yield "\n".join(lines) + "\n"

@@ -3,10 +3,11 @@ in one transaction.
 
 Records come from the batched writer (billing.writer). A record whose request id is already in
 the ledger is skipped, and only the records actually inserted are added to the rollups, so a
-retried batch never counts twice and the rollups stay equal to the ledger. Rollups: per tenant × local day × model × key (UsageDaily), per tenant × local day
-(TenantDaily) and the provider health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's per-field work would slow the data plane,
-this runs beside its event loop): one prepared statement executed per row, which psycopg
-pipelines and sqlite3 loops in C.
+retried batch never counts twice and the rollups stay equal to the ledger. Rollups: per tenant
+× local day × model × key (UsageDaily), per tenant × local day (TenantDaily) and the provider
+health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's
+per-field work would slow the data plane, this runs beside its event loop): one prepared
+statement executed per row, which psycopg pipelines and sqlite3 loops in C.
 
 A batch the database refuses is split in halves until the refused rows are alone; a record it
 still refuses is set aside in UsageDeadLetter with the reason (``UsageRecord.set_aside``, and
@@ -138,7 +139,7 @@ def _add_to_rollups(rows: list[UsageRecord]) -> None:
         key = rollup_key(row)
         acc = totals.get(key)
         if acc is None:
-            acc = totals[key] = {name: 0 for name in ROLLUP_SUMS}
+            acc = totals[key] = dict.fromkeys(ROLLUP_SUMS, 0)
             acc["cost"] = Decimal(0)
         provider_of[key] = row.provider_id or 0
         status = row.status
@@ -174,7 +175,8 @@ def _add_to_rollups(rows: list[UsageRecord]) -> None:
                 into[n] += acc[n]
     _execute_many(
         _upsert_sql(TenantDaily, ("tenant_id", "day"), TENANT_SUMS),
-        [(tenant_id, adapt_date(day), *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in TENANT_SUMS])
+        [(tenant_id, adapt_date(day),
+          *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in TENANT_SUMS])
          for (tenant_id, day), acc in sorted(per_tenant.items())],
     )
 

@@ -1,3 +1,7 @@
+"""The billing app's tables: the ledger (one row per request) and the rows it refused, the rollups
+kept with it (per tenant and day, per model and key, and provider health), budgets and their
+alerts; and the decimal sizes money is stored in."""
+
 from django.db import models
 from django.utils import timezone
 
@@ -36,7 +40,9 @@ class UsageLog(models.Model):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="usage", db_index=False)
     api_key = models.ForeignKey("tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     model_requested = models.CharField(max_length=255, blank=True, default="")  # alias or id as sent
-    provider = models.ForeignKey("providers.Provider", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    provider = models.ForeignKey(
+        "providers.Provider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     provider_model = models.ForeignKey(
         "providers.ProviderModel", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

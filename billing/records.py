@@ -97,10 +97,7 @@ def usage_record_build(
     claims success is an error; a cache hit costs $0 and counts no tokens; an unknown price
     leaves the cost None. ``deployment`` is the one that answered (None if none did); ``api`` is
     the door the request came through (chat, messages, responses or embeddings)."""
-    if cache_hit:
-        usage = None
-    else:
-        usage = usage_bounded(usage) if usage is not None else None
+    usage = None if cache_hit or usage is None else usage_bounded(usage)
     cost = provider_cost = None
     if usage is not None and deployment is not None:
         cost = deployment_cost(deployment, usage)

@@ -44,12 +44,12 @@ def _clean_name(value: Any) -> str:
 
 
 def _clean_amount(value: Any) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise InvalidInput('amount must be a decimal USD amount such as "100.00" (not a float).', field="amount")
     try:
         amount = Decimal(str(value)) if not isinstance(value, Decimal) else value
     except (InvalidOperation, ValueError):
-        raise InvalidInput(f'amount must be a USD amount such as "100.00" (got {value!r}).', field="amount")
+        raise InvalidInput(f'amount must be a USD amount such as "100.00" (got {value!r}).', field="amount") from None
     if not amount.is_finite() or amount <= 0:
         raise InvalidInput('amount must be more than 0 USD, e.g. "100.00".', field="amount")
     if amount >= MAX_AMOUNT:
@@ -92,11 +92,11 @@ def _clean_webhook_url(value: Any) -> str:
         raise InvalidInput(
             f"webhook_url '{mask_url(value)}' is not a valid http(s) URL, e.g. "
             "https://hooks.slack.com/services/….", field="webhook_url",
-        )
+        ) from None
     try:
         check_url(value)
     except UnsafeURL as exc:
-        raise InvalidInput(f"webhook_url cannot be used: {exc.message}", field="webhook_url")
+        raise InvalidInput(f"webhook_url cannot be used: {exc.message}", field="webhook_url") from None
     except UpstreamUnreachable:
         pass  # the name may resolve later; every send is vetted again when it connects
     return value

@@ -1,3 +1,6 @@
+"""The management API's routes for budgets, their status and their alerts, mounted at /api/ by
+config/urls.py."""
+
 from django.urls import path
 
 from billing import api

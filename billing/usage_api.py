@@ -53,7 +53,7 @@ class DateOrDateTimeField(serializers.CharField):
             raise serializers.ValidationError(
                 f"'{text}' is neither a date (YYYY-MM-DD, a day in the tenant's time zone) nor an "
                 "ISO 8601 date-time (2025-01-31T12:00:00Z)."
-            )
+            ) from None
         if not 2000 <= value.year <= 2999:
             raise serializers.ValidationError(f"'{text}' is out of range: use a date in the years 2000 to 2999.")
         return value
@@ -79,7 +79,7 @@ class CursorField(serializers.CharField):
                 raise ValueError
             return at, int(row_id)
         except (ValueError, UnicodeDecodeError, binascii.Error):
-            raise serializers.ValidationError("Invalid cursor; pass a previous page's next_cursor unchanged.")
+            raise serializers.ValidationError("Invalid cursor; pass a previous page's next_cursor unchanged.") from None
 
 
 def cursor_for(row: UsageLog) -> str:

@@ -1,3 +1,6 @@
+"""The management API's routes for usage: the ledger's rows, the summary and the CSV export,
+mounted at /api/ by config/urls.py."""
+
 from django.urls import path
 
 from billing import usage_api

@@ -1,3 +1,7 @@
+"""The root URL configuration: health and metrics, the Django admin, the server-rendered pages
+(config/web_urls.py), the OpenAPI schema and docs, and each app's /api/ routes, with a JSON 404
+for any other /api/ path."""
+
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView

@@ -1,3 +1,6 @@
+"""WSGI entry point for a WSGI server; Django only, without the /v1 data plane, which needs ASGI
+(config/asgi.py)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -329,6 +329,10 @@ class _GuardedBackend(httpcore.SyncBackend):
         raise UnsafeURL("connections over Unix sockets are not allowed for providers.")
 
 
+# The pool's limits unless the caller sets its own: none on connections or keep-alives.
+_UNBOUNDED = httpx.Limits()
+
+
 class _GuardedTransport(httpx.HTTPTransport):
     """``httpx.HTTPTransport`` whose connection pool uses :class:`_GuardedBackend`.
 
@@ -338,7 +342,7 @@ class _GuardedTransport(httpx.HTTPTransport):
     silently sending requests without the guard.
     """
 
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits = httpx.Limits()) -> None:
+    def __init__(self, *, allow_private: bool, limits: httpx.Limits = _UNBOUNDED) -> None:
         ssl_context = httpx.create_ssl_context()
         super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
@@ -458,10 +462,7 @@ def _os_error_text(exc: BaseException) -> str:
     """A short human text for an OS / SSL error, without the C source location."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
     return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
 
 

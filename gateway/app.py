@@ -330,7 +330,8 @@ class GatewayApp(MessagesDoor):
         budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
         if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
             route = budgeted
-            cooling = await self.state.cooling(tenant.tenant_id, [t.deployment.provider_model_id for t in route.targets])
+            cooling = await self.state.cooling(tenant.tenant_id,
+                                               [t.deployment.provider_model_id for t in route.targets])
         return tenant, route, self.engine.order_targets(route, cooling)
 
     async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> Admission:
@@ -464,7 +465,8 @@ class GatewayApp(MessagesDoor):
     async def _stream(self, ctx: Ctx, tenant, route, targets, body, receive, send) -> None:
         """Relay a stream. Once its headers went out (ctx.headers_sent), errors are reported
         inside the stream."""
-        include_usage = bool(isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage"))
+        include_usage = bool(isinstance(body.get("stream_options"), dict)
+                             and body["stream_options"].get("include_usage"))
         opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call)
         await self._pump(ctx, opened, self._relay(ctx, opened, include_usage, send), receive)
 

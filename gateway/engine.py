@@ -76,7 +76,8 @@ def _failure_from_exception(exc: BaseException, deployment: Deployment, timeout:
         return UpstreamFailure("refused_address",
                                f"{name} was not contacted: {exc.os_error.message}")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror if getattr(exc, "os_error", None) and exc.os_error.strerror else str(exc.os_error or exc)
+        reason = (exc.os_error.strerror if getattr(exc, "os_error", None) and exc.os_error.strerror
+                  else str(exc.os_error or exc))
         return UpstreamFailure("connection", f"{name} is unreachable ({reason}).", retryable=True)
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,
                         ConnectionResetError)):
@@ -121,7 +122,7 @@ class Engine:
         """Targets not cooling down, in order; when all are cooling down, none is tried."""
         if not cooling:
             return list(route.targets)
-        ready = [t for t, cool in zip(route.targets, cooling) if not cool]
+        ready = [t for t, cool in zip(route.targets, cooling, strict=True) if not cool]
         if not ready:
             names = ", ".join(t.deployment.public_id for t in route.targets)
             raise GatewayError(
@@ -224,7 +225,8 @@ class Engine:
                                                     timeout=attempt_timeout(timeout, stream=False)) as resp:
                         raw = await resp.read()
                         if resp.status != 200:
-                            raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw)
+                            raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()},
+                                                      raw)
                     data, usage = adapter.parse_embeddings(d, raw)
             except Exception as exc:  # noqa: BLE001
                 step = await plan.asend(_failure_from_exception(exc, d, timeout))

@@ -2,14 +2,13 @@
 
 A request goes through what every door shares (key auth, model resolution, limits, budget
 reservation of its worst case — ``max_tokens`` —, the response cache for non-streamed answers,
-fallbacks and cooldowns, metrics, the log line and one ledger row with ``api`` = messages). Each target is called in its own protocol: an
-Anthropic provider gets the body as it came (its model id put in) with the client's
-``anthropic-version`` / ``anthropic-beta``, and its answer or stream bytes go back unchanged
-while the usage is read out of them; every other provider gets the request translated to Chat
-Completions and its answer or stream translated back (providers/adapters/messages_door.py).
-Errors are in Anthropic's shape."""
+fallbacks and cooldowns, metrics, the log line and one ledger row with ``api`` = messages).
+Each target is called in its own protocol: an Anthropic provider gets the body as it came (its
+model id put in) with the client's ``anthropic-version`` / ``anthropic-beta``, and its answer or
+stream bytes go back unchanged while the usage is read out of them; every other provider gets
+the request translated to Chat Completions and its answer or stream translated back
+(providers/adapters/messages_door.py). Errors are in Anthropic's shape."""
 
-import asyncio
 import time
 from typing import Any
 
@@ -94,7 +93,8 @@ class _Targets:
                 async for chunk in chunks:
                     first = tap.feed(chunk)
                     if first:
-                        return DoorStream(OpenStream(d, first=first, rest=chunks, response=resp, translator=tap), tap=tap)
+                        opened = OpenStream(d, first=first, rest=chunks, response=resp, translator=tap)
+                        return DoorStream(opened, tap=tap)
                 first = tap.finish()  # raises when the upstream never started
                 return DoorStream(OpenStream(d, first=first, rest=None, response=resp, translator=tap), tap=tap)
             except BaseException:
@@ -257,7 +257,7 @@ class MessagesDoor:
                                                            timeout=attempt_timeout(d.timeout, stream=False)) as resp:
                         data = await resp.read()
                         status, headers = resp.status, {k.lower(): v for k, v in resp.headers.items()}
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     raise GatewayError(502, f"{d.provider_name} could not be reached to count the tokens "
                                        f"({type(exc).__name__}).", type="upstream_error", code="connection") from None
                 if status != 200:

@@ -60,7 +60,8 @@ class TenantConfig:
     budgets: list[BudgetInfo] = field(default_factory=list)
     version: tuple[str, str] = ("", "")  # the tenant's and the platform's, read before loading
 
-    def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT, allowed: frozenset[str] = frozenset()) -> Route:
+    def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT,
+                allowed: frozenset[str] = frozenset()) -> Route:
         """The route for a request's ``model`` (alias, provider:model, bare id, or the tenant
         default when omitted); a GatewayError that lists what is available otherwise."""
         name = requested if requested is not None else self.default_model
@@ -268,7 +269,8 @@ class ConfigCache:
 def apply_defaults(body: dict[str, Any], tenant: TenantConfig, target: Target) -> dict[str, Any]:
     """The request with temperature / max_tokens / top_p it left unset filled from the alias
     target's overrides, then the tenant's defaults."""
-    missing = [p for p in PARAMS if body.get(p) is None and not (p == "max_tokens" and body.get("max_completion_tokens"))]
+    missing = [p for p in PARAMS
+               if body.get(p) is None and not (p == "max_tokens" and body.get("max_completion_tokens"))]
     if not missing:
         return body
     out = dict(body)

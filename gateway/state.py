@@ -301,7 +301,8 @@ class LocalState:
             a += 2
             reserved = self._reserved(keys[k], now)
             day_keys = keys[k + 3:k + 3 + nd]
-            missing = [i + 1 for i, key in enumerate(day_keys) if key not in self.counters or self.expiry.get(key, now + 1) <= now]
+            missing = [i + 1 for i, key in enumerate(day_keys)
+                       if key not in self.counters or self.expiry.get(key, now + 1) <= now]
             if missing:
                 return [1, s, *missing]
             vals = [self._get(key, now) for key in day_keys]
@@ -330,7 +331,7 @@ class LocalState:
         releases = args[0]
         for i in range(releases):
             self.reservations.get(keys[3 * i], {}).pop(args[i + 1], None)
-        for key, value in zip(keys[3 * releases:], args[releases + 1:]):
+        for key, value in zip(keys[3 * releases:], args[releases + 1:], strict=True):
             if key in self.counters:
                 self.counters[key] = self._get(key, now) + value
 

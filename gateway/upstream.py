@@ -51,7 +51,8 @@ class GuardedResolver(AbstractResolver):
     def __init__(self):
         self._inner = ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         _vet(host, [ipaddress.ip_address(r["host"]) for r in results])
         return results

@@ -1,3 +1,7 @@
+"""The Django admin for providers, their models and tenants' model choices. Provider changes are
+checked and saved by the same services as the API, secrets are write-only, and actions sync a
+provider's catalog or test its connection."""
+
 from django import forms
 from django.contrib import admin, messages
 

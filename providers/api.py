@@ -233,7 +233,9 @@ class PriceIn(StrictSerializer):
 
     def validate(self, data):
         if (data["input"] is None) != (data["output"] is None):
-            raise serializers.ValidationError("Give both input and output prices, or null for both to drop the manual price.")
+            raise serializers.ValidationError(
+                "Give both input and output prices, or null for both to drop the manual price."
+            )
         return data
 
 
@@ -357,7 +359,9 @@ class ProviderTestAPI(ProviderAPIView):
         data = validated(ConnectionTestIn, request.data)
         services.provider_credentials_check(api_key=data.get("api_key"))
         base_url = (data.get("base_url") or "").strip()
-        provider_type = data.get("provider_type") or (detect_provider_type(base_url) if base_url else ProviderType.OPENAI)
+        provider_type = data.get("provider_type") or (
+            detect_provider_type(base_url) if base_url else ProviderType.OPENAI
+        )
         base_url = normalize_base_url(base_url, provider_type)
         services.base_url_vet(base_url)
         probe = Provider(name="test", provider_type=provider_type, base_url=base_url,
@@ -436,7 +440,8 @@ class OverridesIn(StrictSerializer):
 
 
 class AliasTargetIn(StrictSerializer):
-    model = StrictCharField(max_length=400, help_text="provider:model, e.g. openrouter:meta-llama/llama-3.1-8b-instruct")
+    model = StrictCharField(max_length=400,
+                            help_text="provider:model, e.g. openrouter:meta-llama/llama-3.1-8b-instruct")
     overrides = OverridesIn(required=False)
 
 

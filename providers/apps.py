@@ -1,3 +1,8 @@
+"""The providers app's configuration: a change to a provider, its models, a tenant's model choices
+or an alias replaces the owning tenant's configuration version (tenants/config_version.py; the
+platform's, which every tenant follows, for a platform provider), so the data plane reloads its
+routing table."""
+
 from django.apps import AppConfig
 
 

@@ -54,7 +54,7 @@ def cooldowns_scan(client, *, limit: int = 1000) -> list[CooldownFlag]:
     for key in keys:
         pipe.pttl(key)
     found = []
-    for key, ttl in zip(keys, pipe.execute()):
+    for key, ttl in zip(keys, pipe.execute(), strict=True):
         parsed = cooldown_parse(key)
         if parsed is None or ttl == -2:  # not a flag, or expired between SCAN and PTTL
             continue

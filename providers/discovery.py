@@ -11,9 +11,12 @@ from providers.models import ProviderType
 KNOWN = (
     ("OPENAI_API_KEY", "openai", ProviderType.OPENAI, "https://api.openai.com/v1", "OPENAI_BASE_URL"),
     ("ANTHROPIC_API_KEY", "anthropic", ProviderType.ANTHROPIC, "https://api.anthropic.com", "ANTHROPIC_BASE_URL"),
-    ("OPENROUTER_API_KEY", "openrouter", ProviderType.OPENROUTER, "https://openrouter.ai/api/v1", "OPENROUTER_BASE_URL"),
-    ("FIREWORKS_API_KEY", "fireworks", ProviderType.OPENAI_COMPATIBLE, "https://api.fireworks.ai/inference/v1", "FIREWORKS_BASE_URL"),
-    ("DEEPSEEK_API_KEY", "deepseek", ProviderType.OPENAI_COMPATIBLE, "https://api.deepseek.com/v1", "DEEPSEEK_BASE_URL"),
+    ("OPENROUTER_API_KEY", "openrouter", ProviderType.OPENROUTER, "https://openrouter.ai/api/v1",
+     "OPENROUTER_BASE_URL"),
+    ("FIREWORKS_API_KEY", "fireworks", ProviderType.OPENAI_COMPATIBLE, "https://api.fireworks.ai/inference/v1",
+     "FIREWORKS_BASE_URL"),
+    ("DEEPSEEK_API_KEY", "deepseek", ProviderType.OPENAI_COMPATIBLE, "https://api.deepseek.com/v1",
+     "DEEPSEEK_BASE_URL"),
     ("XAI_API_KEY", "xai", ProviderType.OPENAI_COMPATIBLE, "https://api.x.ai/v1", "XAI_BASE_URL"),
 )
 CUSTOM_URL = re.compile(r"^PROVIDER_([A-Z0-9_]+)_URL$")

@@ -1,3 +1,7 @@
+"""The providers app's tables: upstream providers (platform-wide or a tenant's own, secrets
+encrypted at rest), their synced models with prices and capabilities, a tenant's choice of
+platform models, and aliases with their ordered fallback targets."""
+
 from decimal import Decimal
 
 from django.conf import settings

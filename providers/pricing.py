@@ -74,13 +74,17 @@ def catalog_prices(*, provider_type: str, base_url: str, model_id: str) -> Price
     return prices
 
 
-_EMBEDDING = re.compile(r"(^|[-_/:.])(text-)?embed(ding)?s?([-_/:.]|\d|$)|bge-|e5-|gte-|minilm|nomic-embed|mxbai-embed|voyage-", re.I)
+_EMBEDDING = re.compile(
+    r"(^|[-_/:.])(text-)?embed(ding)?s?([-_/:.]|\d|$)|bge-|e5-|gte-|minilm|nomic-embed|mxbai-embed|voyage-", re.I
+)
 _VISION = re.compile(
     r"gpt-4o|gpt-4\.1|gpt-4-turbo|gpt-5|o1(?!-mini)|o3|o4|claude-3|claude-(sonnet|opus|haiku)-4|"
     r"gemini|vision|llava|pixtral|qwen.*vl|-vl\b|llama-?3\.2-\d+b-vision|llama-?4|grok-.*vision|moondream|bakllava|gemma-?3",
     re.I,
 )
-_NO_TOOLS = re.compile(r"instruct-0914|davinci|babbage|gpt-3\.5-turbo-instruct|tts|whisper|dall-e|moderation|embed", re.I)
+_NO_TOOLS = re.compile(
+    r"instruct-0914|davinci|babbage|gpt-3\.5-turbo-instruct|tts|whisper|dall-e|moderation|embed", re.I
+)
 _TOOLS = re.compile(
     r"gpt-|o1|o3|o4|claude|gemini|mistral|mixtral|llama-?3\.[1-3]|llama-?4|qwen|command-r|deepseek|grok|firefunction|hermes|granite",
     re.I,

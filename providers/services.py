@@ -218,10 +218,10 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
             provider.save()
             audit_record(actor=actor, action="provider.create", tenant=owner,
                          target=f"provider:{provider.name}", after=provider_audit_view(provider))
-    except IntegrityError:
+    except IntegrityError as exc:
         raise Conflict(
             f"{_owner_label(owner).capitalize()} already has a provider named '{data['name']}'.", field="name"
-        )
+        ) from exc
     return provider
 
 
@@ -253,11 +253,11 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         try:
             with transaction.atomic():
                 locked.save()
-        except IntegrityError:
+        except IntegrityError as exc:
             raise Conflict(
                 f"{_owner_label(locked.owner).capitalize()} already has a provider named '{locked.name}'.",
                 field="name",
-            )
+            ) from exc
         changed = {k for k in after if before[k] != after[k]}
         if "api_key" in data:
             changed.add("api_key")
@@ -276,11 +276,11 @@ def provider_delete(*, provider: Provider, actor: Principal) -> None:
             audit_record(actor=actor, action="provider.delete", tenant=provider.owner,
                          target=f"provider:{provider.name}", before=provider_audit_view(provider))
             provider.delete()
-    except ProtectedError:
+    except ProtectedError as exc:
         raise Conflict(
             f"Provider '{provider.name}' has usage records, which keep pointing at it; disable it "
             "instead (PUT {\"enabled\": false}).",
-        )
+        ) from exc
 
 
 def provider_get_or_create(
@@ -371,7 +371,8 @@ def provider_sync_claim(*, provider: Provider) -> bool:
     stale_before = now - timezone.timedelta(seconds=settings.PROVIDER_SYNC_STALE_SECONDS)
     claimed = (
         Provider.objects.filter(pk=provider.pk)
-        .filter(~Q(sync_status=SyncStatus.RUNNING) | Q(sync_started_at__lt=stale_before) | Q(sync_started_at__isnull=True))
+        .filter(~Q(sync_status=SyncStatus.RUNNING) | Q(sync_started_at__lt=stale_before)
+                | Q(sync_started_at__isnull=True))
         .update(sync_status=SyncStatus.RUNNING, sync_started_at=now)
     )
     return claimed == 1
@@ -499,12 +500,13 @@ def alias_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> M
                 tenant=tenant, name=data["name"], **{f: data[f] for f in ALIAS_SETTINGS if f in data}
             )
             AliasTarget.objects.bulk_create(
-                [AliasTarget(alias=alias, position=i, provider_model=m, overrides=o) for i, (m, o) in enumerate(targets)]
+                [AliasTarget(alias=alias, position=i, provider_model=m, overrides=o)
+                 for i, (m, o) in enumerate(targets)]
             )
             audit_record(actor=actor, action="alias.create", tenant=tenant, target=f"alias:{alias.name}",
                          after=alias_audit_view(alias))
-    except IntegrityError:
-        raise Conflict(f"Tenant '{tenant.slug}' already has an alias named '{data['name']}'.", field="name")
+    except IntegrityError as exc:
+        raise Conflict(f"Tenant '{tenant.slug}' already has an alias named '{data['name']}'.", field="name") from exc
     return alias
 
 
@@ -528,8 +530,10 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
             if before != after:
                 audit_record(actor=actor, action="alias.update", tenant=locked.tenant, target=f"alias:{locked.name}",
                              before=before, after=after)
-    except IntegrityError:
-        raise Conflict(f"Tenant '{alias.tenant.slug}' already has an alias named '{data.get('name')}'.", field="name")
+    except IntegrityError as exc:
+        raise Conflict(
+            f"Tenant '{alias.tenant.slug}' already has an alias named '{data.get('name')}'.", field="name"
+        ) from exc
     return locked
 
 

@@ -1,3 +1,6 @@
+"""The management API's routes for providers, their models (sync, enable, price), aliases and the
+connection test, mounted at /api/ by config/urls.py."""
+
 from django.urls import path, re_path
 
 from providers import api

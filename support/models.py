@@ -3,7 +3,7 @@
 from django.db import models
 
 
-class SupportAccess(models.Model):
+class SupportAccess(models.Model):  # noqa: DJ008 -- never has rows, so nothing to show
     """Holds platform-wide permissions only (no table): ``support.view_all_tenants`` is what
     makes a Django staff user support staff (tenants/access.py). It used to be
     ``billing.view_all_tenants`` (``billing.BillingAccess``): migration support/0002 moved the

@@ -154,7 +154,8 @@ def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> N
         aggregates = {
             "n": Sum("requests", filter=Q(day__gte=month_start)), "e": Sum("errors", filter=Q(day__gte=month_start)),
             "c": Sum("cost", filter=Q(day__gte=month_start)), "u": Sum("unpriced", filter=Q(day__gte=month_start)),
-            "week": Sum("cost", filter=Q(day__gte=week_start)), "rolling": Sum("cost", filter=Q(day__gte=rolling_start)),
+            "week": Sum("cost", filter=Q(day__gte=week_start)),
+            "rolling": Sum("cost", filter=Q(day__gte=rolling_start)),
             "n_today": Sum("requests", filter=Q(day=today)), "c_today": Sum("cost", filter=Q(day=today)),
         }
         usage = _of_group(TenantDaily.objects.filter(day__gte=min(month_start, rolling_start), day__lte=today),

@@ -61,11 +61,12 @@ def support_home(request: HttpRequest) -> HttpResponse:
     for key, (_, label) in SORTS.items():
         current = sort.lstrip("-") == key
         descending = sort.startswith("-")
-        # First click: text ascending, numbers highest first; a second click flips it.
-        if current:
-            target = key if descending else f"-{key}"
-        else:
+        if not current:  # first click: text ascending, numbers highest first
             target = key if key == "tenant" else f"-{key}"
+        elif descending:  # a second click flips it
+            target = key
+        else:
+            target = f"-{key}"
         columns.append({"key": key, "label": label, "url": _link(params, sort=target, page=""),
                         "aria": ("descending" if descending else "ascending") if current else ""})
     return render(request, "support/home.html", {

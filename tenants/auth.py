@@ -53,11 +53,11 @@ class BearerKeyAuthentication(BaseAuthentication):
         try:
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid API key: it contains non-ASCII bytes.")
+            raise exceptions.AuthenticationFailed("Invalid API key: it contains non-ASCII bytes.") from None
         try:
             key = selectors.api_key_authenticate(raw=raw)
         except selectors.KeyRejected as exc:
-            raise exceptions.AuthenticationFailed(str(exc))
+            raise exceptions.AuthenticationFailed(str(exc)) from None
         key.last_used_at = services.api_key_touch(key_id=key.pk, tenant_id=key.tenant_id) or key.last_used_at
         return KeyUser(key), key
 

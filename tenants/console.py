@@ -36,7 +36,7 @@ def tenant_access_for_slug(request: HttpRequest, slug: str) -> TenantAccess:
     try:
         return selectors.tenant_access_get(principal=principal, tenant_id=tenant_id)
     except (NotFound, Forbidden) as exc:
-        raise Http404(exc.message)
+        raise Http404(exc.message) from None
 
 
 def tenant_page(view: Callable | None = None, *, change: Role = Role.ADMIN):
@@ -57,7 +57,7 @@ def tenant_page(view: Callable | None = None, *, change: Role = Role.ADMIN):
                 with timezone.override(zone_of(access.tenant.timezone)):
                     return func(request, access, *args, **kwargs)
             except NotFound as exc:
-                raise Http404(exc.message)
+                raise Http404(exc.message) from None
             except Forbidden as exc:
                 return forbidden(request, exc.message)
 

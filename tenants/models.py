@@ -1,3 +1,6 @@
+"""The tenants app's tables: tenants with their LLM defaults, limits and retention, members and
+their roles, API keys (stored as hashes) and the audit trail."""
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q

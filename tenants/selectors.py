@@ -23,7 +23,7 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
     try:
         key = ApiKey.objects.select_related("tenant").get(key_hash=key_hash(raw))
     except ApiKey.DoesNotExist:
-        raise KeyRejected(UNKNOWN)
+        raise KeyRejected(UNKNOWN) from None
     refusal = key_refusal(masked=key.masked, revoked_at=key.revoked_at, expires_at=key.expires_at,
                           now=timezone.now())
     if refusal:

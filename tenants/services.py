@@ -86,8 +86,8 @@ def tenant_create(
     with transaction.atomic():
         try:
             tenant = Tenant.objects.create(slug=slug, name=name)
-        except IntegrityError:  # lost a race with another creator of the same slug
-            raise Conflict(f"A tenant with slug '{slug}' already exists.", field="slug")
+        except IntegrityError as exc:  # lost a race with another creator of the same slug
+            raise Conflict(f"A tenant with slug '{slug}' already exists.", field="slug") from exc
         owner = None
         if admin_email:
             owner = user_get_or_create_by_email(email=admin_email)
@@ -116,7 +116,7 @@ def user_get_or_create_by_email(*, email: str):
     try:
         validate_email(email)
     except ValidationError:
-        raise InvalidInput(f"'{email}' is not a valid email address.", field="admin_email")
+        raise InvalidInput(f"'{email}' is not a valid email address.", field="admin_email") from None
     User = get_user_model()
     user = User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
     if user is None:

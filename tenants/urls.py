@@ -1,3 +1,6 @@
+"""The management API's routes for tenants, API keys, members and the audit trail, mounted at
+/api/ by config/urls.py."""
+
 from django.urls import path
 
 from tenants import api

@@ -46,7 +46,8 @@ FINISH_REASONS = {
 
 
 def _bad_request(deployment: Deployment, what: str) -> UpstreamFailure:
-    return UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name} (Anthropic) cannot take this request: {what}")
+    return UpstreamFailure(kind="bad_request",
+                           message=f"{deployment.provider_name} (Anthropic) cannot take this request: {what}")
 
 
 def _text_block(text: str, part: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -76,7 +77,8 @@ def _file_block(deployment: Deployment, part: dict[str, Any]) -> dict[str, Any]:
     inline = parse_data_url(str(file.get("file_data") or ""))
     if inline is None or inline[0] != "application/pdf":
         raise _bad_request(deployment, "only PDF files sent inline as base64 data: URLs are supported.")
-    block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
+    block: dict[str, Any] = {"type": "document",
+                             "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     if "cache_control" in part:
         block["cache_control"] = part["cache_control"]
     return block
@@ -140,7 +142,8 @@ def _tool_use(deployment: Deployment, call: Any) -> dict[str, Any]:
 def _tools(deployment: Deployment, tools: Any) -> list[dict[str, Any]]:
     out = []
     for tool in tools if isinstance(tools, list) else []:
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        if (not isinstance(tool, dict) or tool.get("type", "function") != "function"
+                or not isinstance(tool.get("function"), dict)):
             raise _bad_request(deployment, "only tools of type 'function' are supported.")
         function = tool["function"]
         schema = function.get("parameters")
@@ -305,7 +308,8 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
             calls.append({
                 "id": str(block.get("id") or ""),
                 "type": "function",
-                "function": {"name": str(block.get("name") or ""), "arguments": dumps(block.get("input") or {}).decode()},
+                "function": {"name": str(block.get("name") or ""),
+                             "arguments": dumps(block.get("input") or {}).decode()},
             })
     text = "".join(texts)
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
@@ -333,7 +337,8 @@ def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:
     kind = err.get("type")
     classified = ERROR_TYPE_KINDS.get(kind) if isinstance(kind, str) else None
     detail = err.get("message") if isinstance(err.get("message"), str) else str(kind or "unknown error")
-    return failure(deployment, None, None, detail, classified=classified or ("server_error", True, str(kind or "server error")))
+    return failure(deployment, None, None, detail,
+                   classified=classified or ("server_error", True, str(kind or "server error")))
 
 
 class AnthropicStreamTranslator:

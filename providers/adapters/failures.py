@@ -180,7 +180,9 @@ def load_json(deployment: Deployment, body: bytes, what: str) -> Any:
     except JSONDecodeError:
         stripped = body.lstrip()[:1]
         if stripped == b"<":
-            raise bad_response(deployment, f"answered with an HTML page instead of {what}; is the base URL right?") from None
+            raise bad_response(
+                deployment, f"answered with an HTML page instead of {what}; is the base URL right?"
+            ) from None
         raise bad_response(deployment, f"answered with invalid JSON instead of {what}.") from None
 
 

@@ -82,10 +82,10 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
         if problem:
             return f"messages.{i}.content", problem
     system = body.get("system")
-    if system is not None and not isinstance(system, str):
-        if not isinstance(system, list) or any(not isinstance(b, dict) or not isinstance(b.get("text"), str)
-                                               for b in system):
-            return "system", "'system' must be a string or a list of text blocks ({type: text, text})."
+    if system is not None and not isinstance(system, str) and (
+            not isinstance(system, list)
+            or any(not isinstance(b, dict) or not isinstance(b.get("text"), str) for b in system)):
+        return "system", "'system' must be a string or a list of text blocks ({type: text, text})."
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         return "stream", "'stream' must be true or false."
@@ -99,9 +99,10 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
     if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)):
         return "stop_sequences", "'stop_sequences' must be a list of strings."
     tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):
-            return "tools", "'tools' must be a list of {name, description?, input_schema} objects."
+    if tools is not None and (
+            not isinstance(tools, list)
+            or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools)):
+        return "tools", "'tools' must be a list of {name, description?, input_schema} objects."
     choice = body.get("tool_choice")
     if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in TOOL_CHOICES):
         return "tool_choice", "'tool_choice' must be {type: auto | any | none} or {type: tool, name}."
@@ -139,7 +140,7 @@ def _tool_result_content(block: dict[str, Any]) -> Any:
     else:
         parts = [_user_part(b) for b in content if isinstance(b, dict)]
         parts = [p for p in parts if p is not None]
-        text = "".join(p["text"] for p in parts if p["type"] == "text") if all(p["type"] == "text" for p in parts) else parts
+        text = "".join(p["text"] for p in parts) if all(p["type"] == "text" for p in parts) else parts
     if block.get("is_error") and isinstance(text, str):
         return f"Error: {text}" if text else "Error"
     return text
@@ -275,7 +276,8 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"arguments": arguments}
 
 
-def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, model: str | None = None) -> dict[str, Any]:
+def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str,
+                      model: str | None = None) -> dict[str, Any]:
     """A Messages ``message`` for a ``chat.completion`` answer: its text as a text block, its
     tool calls as ``tool_use`` blocks, the finish reason as a stop reason."""
     choices = chat.get("choices")
@@ -288,8 +290,8 @@ def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, mo
     for call in message.get("tool_calls") or []:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            content.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""),
-                            "input": _tool_input(function.get("arguments"))})
+            content.append({"type": "tool_use", "id": str(call.get("id") or ""),
+                            "name": str(function.get("name") or ""), "input": _tool_input(function.get("arguments"))})
     stop = STOP_REASONS.get(choice.get("finish_reason"), "end_turn")
     if stop == "end_turn" and any(b["type"] == "tool_use" for b in content):
         stop = "tool_use"

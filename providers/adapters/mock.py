@@ -69,7 +69,8 @@ def _pick_tool(body: dict[str, Any], last_user: str) -> dict[str, Any] | None:
     return None
 
 
-def _answer(deployment: Deployment, body: dict[str, Any], request_id: str) -> tuple[str, dict[str, Any] | None, str, Usage]:
+def _answer(deployment: Deployment, body: dict[str, Any],
+            request_id: str) -> tuple[str, dict[str, Any] | None, str, Usage]:
     """(text, tool call, finish_reason, usage) for a chat request."""
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     prompt_chars = sum(len(text_of(m.get("content"))) for m in messages if isinstance(m, dict))
@@ -109,7 +110,8 @@ def complete_chat(deployment: Deployment, body: dict[str, Any], *, request_id: s
     return ChatResult(body=result, usage=usage)
 
 
-def stream_chat(deployment: Deployment, body: dict[str, Any], *, request_id: str, created: int) -> tuple[list[bytes], Usage]:
+def stream_chat(deployment: Deployment, body: dict[str, Any], *, request_id: str,
+                created: int) -> tuple[list[bytes], Usage]:
     """The answer as OpenAI chunk SSE events (no usage chunk, no ``[DONE]``) and its usage."""
     text, call, finish, usage = _answer(deployment, body, request_id)
     chunks = ChunkBuilder(f"chatcmpl-{request_id}", created, deployment.model_id)
@@ -145,9 +147,11 @@ def _vector(text: str, dim: int) -> list[float]:
 
 def embed(deployment: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage]:
     raw = body.get("input")
-    items = [raw] if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)) else list(raw or [])
+    one = isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int))  # a text or token ids
+    items = [raw] if one else list(raw or [])
     dimensions = body.get("dimensions")
-    dim = dimensions if isinstance(dimensions, int) and not isinstance(dimensions, bool) and dimensions > 0 else EMBEDDING_DIM
+    wanted = isinstance(dimensions, int) and not isinstance(dimensions, bool) and dimensions > 0
+    dim = dimensions if wanted else EMBEDDING_DIM
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     tokens = 0

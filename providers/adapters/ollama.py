@@ -46,7 +46,8 @@ OPTION_NAMES = (
 
 
 def _bad_request(deployment: Deployment, what: str) -> UpstreamFailure:
-    return UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name} (Ollama) cannot take this request: {what}")
+    return UpstreamFailure(kind="bad_request",
+                           message=f"{deployment.provider_name} (Ollama) cannot take this request: {what}")
 
 
 def _content(deployment: Deployment, content: Any) -> tuple[str, list[str]]:
@@ -75,7 +76,9 @@ def _content(deployment: Deployment, content: Any) -> tuple[str, list[str]]:
         elif kind == "image_url":
             inline = parse_data_url(image_url_of(part))
             if inline is None:
-                raise _bad_request(deployment, "images must be sent inline as base64 data: URLs (Ollama does not fetch URLs).")
+                raise _bad_request(
+                    deployment, "images must be sent inline as base64 data: URLs (Ollama does not fetch URLs)."
+                )
             images.append(inline[1])
         else:
             raise _bad_request(deployment, f"content parts of type {kind!r} are not supported.")

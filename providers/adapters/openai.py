@@ -218,7 +218,8 @@ def _apply_availability(result: UpstreamFailure, err: Any) -> None:
         if availability.get("retryable") is False:
             result.retryable = False
         after = availability.get("retry_after")
-        if result.retry_after is None and isinstance(after, (int, float)) and not isinstance(after, bool) and after >= 0:
+        if (result.retry_after is None and isinstance(after, (int, float)) and not isinstance(after, bool)
+                and after >= 0):
             result.retry_after = float(after)
 
 
@@ -284,7 +285,8 @@ class OpenAIStreamTranslator:
                 reason = choice.get("finish_reason")
                 if reason:
                     if reason == "error":
-                        raise embedded_error(self._deployment, choice.get("error") or {"message": "the stream ended with an error"})
+                        raise embedded_error(self._deployment,
+                                             choice.get("error") or {"message": "the stream ended with an error"})
                     self.finish_reason = reason
                     meaningful = True
                 delta = choice.get("delta")

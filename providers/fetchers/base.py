@@ -53,7 +53,8 @@ def raise_for_status(*, provider_name: str, url: str, status: int, body: Any, sn
             upstream_status=status,
         )
     if status == 429:
-        raise UpstreamError(f"{provider_name} is rate limiting us (429: {detail}); try again later.", upstream_status=status)
+        raise UpstreamError(f"{provider_name} is rate limiting us (429: {detail}); try again later.",
+                            upstream_status=status)
     raise UpstreamError(f"{provider_name} answered {status}: {detail}", upstream_status=status)
 
 

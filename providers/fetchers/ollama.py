@@ -22,7 +22,8 @@ def fetch_catalog(provider: Provider, get: Callable[[str], Any]) -> list[Catalog
         context = details.get("context_length")
         mode = None
         if capabilities is not None:
-            mode = ModelMode.EMBEDDING if "embedding" in capabilities and "completion" not in capabilities else ModelMode.CHAT
+            embeds_only = "embedding" in capabilities and "completion" not in capabilities
+            mode = ModelMode.EMBEDDING if embeds_only else ModelMode.CHAT
         elif details.get("embedding_length") and "bert" in str(details.get("family", "")):
             mode = ModelMode.EMBEDDING
         entries.append(

@@ -134,7 +134,8 @@ def test_v1_and_the_test_endpoint_record_through_the_one_builder_and_both_settle
     assert set(ids) <= set(by_id), "each path hands the writer a record from billing's builder"
     today = datetime.now(ZoneInfo(world.tenant.timezone)).date()
     reserved = spend.reserved_key(world.tenant.pk, None)
-    expected = spend.Settlement(reserved_keys=(reserved,), bucket_keys=(spend.bucket_key(world.tenant.pk, None, today),))
+    expected = spend.Settlement(reserved_keys=(reserved,),
+                                bucket_keys=(spend.bucket_key(world.tenant.pk, None, today),))
     assert [by_id[i].settlement for i in ids] == [expected, expected]
 
     rows = [UsageLog.objects.get(request_id=i) for i in ids]

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
@@ -210,7 +210,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
         writer = UsageWriter(state=LocalState(), run_db=run_db)
         try:
             assert writer.requeue_spooled() == 3
-            with pytest.raises(Exception):
+            with pytest.raises(OperationalError):
                 await writer.flush()  # the database refuses the connection
             on_disk = list(spool_dir().iterdir())
             assert len(on_disk) == 1 and len(writer.pending) == 3

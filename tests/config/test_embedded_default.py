@@ -52,7 +52,7 @@ def test_make_run_boots_answers_healthz_and_stops_on_ctrl_c(tmp_path):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                raise AssertionError("make run did not stop within 30 s of Ctrl-C")
+                raise AssertionError("make run did not stop within 30 s of Ctrl-C") from None
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # nothing of the group is left running

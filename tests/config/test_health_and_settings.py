@@ -1,3 +1,6 @@
+"""/healthz and /readyz (a dead Redis or database is named, its reason only logged) and the
+production settings: ``check --deploy`` is clean, and a missing secret stops the start."""
+
 import logging
 import subprocess
 import sys

@@ -23,7 +23,7 @@ from tests.utils.procs import REPO, free_port, wait_http
 def series(text: str, name: str) -> dict[str, float]:
     out = {}
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             labels, value = line.rsplit(" ", 1)
             out[labels] = float(value)
     return out
@@ -95,7 +95,8 @@ def test_one_structured_log_line_per_request(world, live, caplog):
                                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200, response.text
     request_id = response.headers["x-request-id"]
-    records = [r for r in caplog.records if r.name == "tollgate.requests" and getattr(r, "request_id", "") == request_id]
+    records = [r for r in caplog.records
+               if r.name == "tollgate.requests" and getattr(r, "request_id", "") == request_id]
     assert len(records) == 1
     record = records[0]
     assert (record.tenant, record.model_requested, record.model_used, record.provider) == (
@@ -120,7 +121,8 @@ def test_json_formatter_writes_one_object_per_line():
 @pytest.mark.django_db
 def test_audit_trail_masks_secrets_and_is_for_owners_and_staff(world, client_for):
     provider = provider_create(owner=world.tenant, actor=Principal(user=world.admin),
-                               data={"name": "p", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-first-secret-1111"})
+                               data={"name": "p", "base_url": "http://127.0.0.1:9/v1",
+                                     "api_key": "sk-first-secret-1111"})
     provider_update(provider=provider, actor=Principal(user=world.admin),
                     data={"api_key": "sk-second-secret-2222", "priority": 3})
     owner = client_for(user=world.owner).get("/api/audit?action=provider")

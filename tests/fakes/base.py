@@ -617,9 +617,8 @@ class FakeServer:
         def write(data: bytes) -> None:
             h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-        sent = 0
         frames: Iterator[bytes] = iter(reply.frames or ())
-        for frame in frames:
+        for sent, frame in enumerate(frames):
             if slow and slow.chunk_delay and sent:
                 self._stopping.wait(slow.chunk_delay)
             if reset and sent >= (reset.after_chunks or 0):
@@ -630,7 +629,6 @@ class FakeServer:
                 write(self.stream_error_frame(broken))
                 break
             write(frame)
-            sent += 1
         else:
             if reset:
                 return self._reset(h)

@@ -19,7 +19,8 @@ def second_instance(live, settings):
     db = settings.DATABASES["default"]
     env = {
         **os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+                        f"/{connection.settings_dict['NAME']}",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--log-level", "warning"],

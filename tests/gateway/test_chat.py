@@ -121,7 +121,8 @@ def test_ollama_native_upstream(world, live):
 
 
 def test_openrouter_prefix_with_slashes_and_provider_cost(world, live):
-    catalog = [{"id": "meta-llama/llama-3.1-8b-instruct", "pricing": {"prompt": "0.0000001", "completion": "0.0000002"}}]
+    catalog = [{"id": "meta-llama/llama-3.1-8b-instruct",
+                "pricing": {"prompt": "0.0000001", "completion": "0.0000002"}}]
     with FakeOpenRouter(models=catalog, usage={"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.0000042}) as fake:
         add_provider(world.tenant, fake, name="openrouter", provider_type="openrouter")
         raw = sdk(live, world.chat_key).chat.completions.with_raw_response.create(

@@ -20,6 +20,7 @@ from gateway import state as state_module
 from gateway.app import gateway
 from gateway.auth import KeyCache
 from gateway.engine import upstream_output_tokens
+from gateway.errors import GatewayError
 from gateway.state import LocalState, RedisState
 from providers.adapters.types import Deployment, output_limit
 from tenants.access import SYSTEM
@@ -177,7 +178,7 @@ def test_an_unknown_key_is_queried_once_and_the_caches_evict_the_least_recently_
 
     async def fill():
         for letter in "abc":
-            with pytest.raises(Exception):
+            with pytest.raises(GatewayError, match="no such key"):
                 await cache.load(KeyCache.digest("Bearer tg_" + letter * 40), address="x", state=state, version=None)
 
     asyncio.run(fill())

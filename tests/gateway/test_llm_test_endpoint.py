@@ -29,7 +29,8 @@ def test_answers_with_provider_model_latency_and_cost(world, client_for, live):
         assert fake.requests_to("/v1/chat/completions")[-1].body["messages"] == [{"role": "user", "content": "ping"}]
     row = UsageLog.objects.get(request_id=body["request_id"])
     # Recorded like a /v1 request of the admin key that asked.
-    assert row.status == "ok" and row.api_key_id == ApiKey.objects.get(key_hash=key_hash(world.admin_key)).pk and row.cost == Decimal(body["cost"])
+    admin_key = ApiKey.objects.get(key_hash=key_hash(world.admin_key))
+    assert row.status == "ok" and row.api_key_id == admin_key.pk and row.cost == Decimal(body["cost"])
 
 
 def test_default_model_and_mock(world, client_for, live):

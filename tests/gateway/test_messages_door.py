@@ -254,7 +254,8 @@ def test_a_fallback_crosses_protocols_streamed_or_not(world, live):
         add_provider(world.tenant, claude, name="claude", provider_type="anthropic", api_key="sk-ant-test")
         add_provider(world.tenant, gpt, name="gpt", provider_type="openai")
         alias_create(tenant=world.tenant, actor=SYSTEM, data={
-            "name": "coder", "retries": 0, "targets": [{"model": "claude:claude-sonnet-4-5"}, {"model": "gpt:gpt-4o-mini"}]})
+            "name": "coder", "retries": 0,
+            "targets": [{"model": "claude:claude-sonnet-4-5"}, {"model": "gpt:gpt-4o-mini"}]})
         sdk = client(live, world.chat_key)
         assert sdk.messages.create(model="coder", max_tokens=20, messages=HELLO).content[0].text == "from claude"
         claude.set_fault("status", status=529)
@@ -349,7 +350,8 @@ def test_rate_limits_and_suspension_answer_in_the_anthropic_shape(world, live):
         world.tenant.save()
         assert_anthropic_error(post(live, key=world.chat_key, body=body), 403, "permission_error", "suspended")
         # another tenant is not affected, and cannot use this tenant's models
-        assert_anthropic_error(post(live, key=world.other_chat_key, body=body), 404, "not_found_error", "up:gpt-4o-mini")
+        assert_anthropic_error(post(live, key=world.other_chat_key, body=body), 404, "not_found_error",
+                               "up:gpt-4o-mini")
 
 
 def test_the_response_cache_serves_messages_and_keeps_them_apart_from_chat(world, live):
@@ -372,7 +374,8 @@ def test_the_response_cache_serves_messages_and_keeps_them_apart_from_chat(world
 def test_models_list_in_the_anthropic_shape_for_anthropic_clients(world, live):
     with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
         add_provider(world.tenant, fake, provider_type="openai")
-        alias_create(tenant=world.tenant, actor=SYSTEM, data={"name": "coder", "targets": [{"model": "up:gpt-4o-mini"}]})
+        alias_create(tenant=world.tenant, actor=SYSTEM,
+                     data={"name": "coder", "targets": [{"model": "up:gpt-4o-mini"}]})
         page = client(live, world.chat_key).models.list()
         assert [m.id for m in page.data] == ["coder", "up:gpt-4o-mini"] and page.has_more is False
         openai_shape = httpx.get(f"{live.url}/v1/models", headers={"authorization": f"Bearer {world.chat_key}"})

@@ -1,3 +1,7 @@
+"""The providers admin: keys are masked and never shown to anyone, an edit without a key keeps it,
+sync and connection-test actions, and base URLs checked by the API's rules (a new URL needs the
+key again)."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection

@@ -1,3 +1,6 @@
+"""The aliases REST API: create, read, reorder and delete with audit events, field-named errors
+for invalid aliases, 409 on a duplicate name, and nothing for a viewer's changes or an outsider."""
+
 import pytest
 
 from providers.catalog import CatalogEntry
@@ -33,22 +36,23 @@ def test_create_read_update_delete(world, client_for, models):
     assert alias["targets"][0]["overrides"] == {"temperature": 0.2} and alias["targets"][0]["available"]
     assert (alias["retries"], alias["allowed_fails"], alias["cooldown_seconds"]) == (2, 5, 30)
 
-    reordered = client.put(f"/api/aliases/{alias['id']}", {"targets": [{"model": "up:vendor/beta:free"}, {"model": "up:alpha"}]},
-                           format="json").json()
+    reordered = client.put(f"/api/aliases/{alias['id']}",
+                           {"targets": [{"model": "up:vendor/beta:free"}, {"model": "up:alpha"}]}, format="json").json()
     assert [t["model"] for t in reordered["targets"]] == ["up:vendor/beta:free", "up:alpha"]
     assert AliasTarget.objects.filter(alias_id=alias["id"]).count() == 2
     assert client.get("/api/aliases").json()["count"] == 1
     assert client.delete(f"/api/aliases/{alias['id']}").status_code == 204
     assert not ModelAlias.objects.exists()
-    assert list(AuditEvent.objects.filter(action__startswith="alias.").order_by("pk").values_list("action", flat=True)) == [
-        "alias.create", "alias.update", "alias.delete"]
+    actions = AuditEvent.objects.filter(action__startswith="alias.").order_by("pk").values_list("action", flat=True)
+    assert list(actions) == ["alias.create", "alias.update", "alias.delete"]
 
 
 @pytest.mark.parametrize("change, field, words", [
     ({"name": "has:colon"}, "name", "no ':'"),
     ({"targets": []}, "targets", "may not be empty"),
     ({"targets": [{"model": "theirs:secret"}]}, "targets[0].model", "not a model this tenant may use"),
-    ({"targets": [{"model": "up:alpha", "overrides": {"temperature": 3}}]}, "targets[0].overrides.temperature", "less than or equal to 2"),
+    ({"targets": [{"model": "up:alpha", "overrides": {"temperature": 3}}]}, "targets[0].overrides.temperature",
+     "less than or equal to 2"),
     ({"targets": [{"model": "up:alpha", "overrides": {"seed": 1}}]}, "targets[0].overrides.seed", "Unknown field"),
     ({"cooldown_seconds": 0}, "cooldown_seconds", "greater than or equal to 1"),
 ])

@@ -156,9 +156,11 @@ def test_openrouter_prices_capabilities_and_attribution_headers(world, client_fo
         {"id": "meta-llama/llama-3.1-8b-instruct", "pricing": {"prompt": "0.00000002", "completion": "0.00000005"},
          "context_length": 131072, "supported_parameters": ["tools", "temperature"],
          "architecture": {"modality": "text->text", "input_modalities": ["text"], "output_modalities": ["text"]}},
-        {"id": "openai/gpt-4o", "pricing": {"prompt": "0.0000025", "completion": "0.00001", "input_cache_read": "0.00000125"},
+        {"id": "openai/gpt-4o",
+         "pricing": {"prompt": "0.0000025", "completion": "0.00001", "input_cache_read": "0.00000125"},
          "context_length": 128000, "supported_parameters": ["temperature"],
-         "architecture": {"modality": "text+image->text", "input_modalities": ["text", "image"], "output_modalities": ["text"]}},
+         "architecture": {"modality": "text+image->text", "input_modalities": ["text", "image"],
+                          "output_modalities": ["text"]}},
         {"id": "anthropic/claude-sonnet-4.5", "pricing": {"prompt": "0.000003", "completion": "0.000015",
                                                          "input_cache_read": "0.0000003",
                                                          "input_cache_write": "0.00000375"}},
@@ -266,7 +268,8 @@ def test_viewer_reads_but_cannot_change(world, client_for, fake_openai):
     provider_id = add_provider(client_for(key=world.admin_key), fake_openai)["id"]
     viewer = client_for(user=world.viewer)
     assert viewer.get(f"/api/providers/{provider_id}").status_code == 200
-    assert viewer.post("/api/providers", {"name": "x", "base_url": fake_openai.base_url}, format="json").status_code == 403
+    created = viewer.post("/api/providers", {"name": "x", "base_url": fake_openai.base_url}, format="json")
+    assert created.status_code == 403
     assert viewer.post(f"/api/providers/{provider_id}/sync").status_code == 403
     assert viewer.put(f"/api/providers/{provider_id}", {"enabled": False}, format="json").status_code == 403
     assert viewer.post("/api/providers/sync-all").status_code == 403
@@ -354,7 +357,8 @@ def test_connection_test_reports_without_saving(world, client_for, fake_openai):
                           format="json").json()
     assert not bad_key["reachable"] and "rejected the API key" in bad_key["error"]
     fake_openai.set_fault("not_json")
-    html = client.post("/api/providers/test", {"base_url": fake_openai.base_url, "api_key": SECRET}, format="json").json()
+    html = client.post("/api/providers/test", {"base_url": fake_openai.base_url, "api_key": SECRET},
+                       format="json").json()
     assert not html["reachable"] and "not JSON" in html["error"]
     fake_openai.clear_faults()
     port = fake_openai.port

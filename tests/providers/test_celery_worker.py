@@ -38,14 +38,16 @@ def test_beat_and_worker_sync_a_due_provider(world, tmp_path, settings):
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+                        f"/{connection.settings_dict['NAME']}",
         "ENV_FILE": "/dev/null",
         "DEBUG": "true",
     }
     with FakeOpenAI(models=["alpha", "beta", "gamma"]) as fake:
         provider = provider_create(owner=world.tenant, data={"name": "scheduled", "base_url": fake.base_url})
         with open(tmp_path / "worker.log", "wb") as wlog, open(tmp_path / "beat.log", "wb") as blog:
-            worker = start(["worker", "-P", "solo", "--loglevel=INFO", "--without-gossip", "--without-mingle"], env, wlog)
+            worker = start(["worker", "-P", "solo", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
+                           env, wlog)
             beat = start(["beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule")], env, blog)
             try:
                 deadline = time.monotonic() + 60
@@ -62,7 +64,9 @@ def test_beat_and_worker_sync_a_due_provider(world, tmp_path, settings):
                         proc.wait(timeout=20)
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
-        logs = (tmp_path / "worker.log").read_text(errors="replace")[-2000:] + (tmp_path / "beat.log").read_text(errors="replace")[-2000:]
+        logs = ((tmp_path / "worker.log").read_text(errors="replace")[-2000:]
+                + (tmp_path / "beat.log").read_text(errors="replace")[-2000:])
         assert provider.sync_status == "ok", logs
-        assert set(Provider.objects.get(pk=provider.pk).models.values_list("model_id", flat=True)) == {"alpha", "beta", "gamma"}
+        synced = Provider.objects.get(pk=provider.pk).models.values_list("model_id", flat=True)
+        assert set(synced) == {"alpha", "beta", "gamma"}
         assert fake.requests_to("/v1/models")

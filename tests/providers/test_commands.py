@@ -1,3 +1,6 @@
+"""The providers' management commands: discover_providers reads every documented variable and is
+idempotent; rotate_encryption_key moves every stored secret to the new key."""
+
 from io import StringIO
 
 import pytest

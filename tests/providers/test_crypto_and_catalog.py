@@ -1,3 +1,7 @@
+"""Provider secrets encrypted at rest (with key rotation and masking), and catalog sync: the mock
+provider's sync, then upserts that update changed models, mark vanished ones stale and keep
+manual prices."""
+
 from decimal import Decimal
 
 import pytest

@@ -176,8 +176,10 @@ def test_openrouter_attribution_comes_first_and_a_providers_own_headers_win(sett
     settings.OPENROUTER_APP_NAME = "Tollgate Test"
     provider = Provider(provider_type="openrouter", extra_headers={"X-Title": "Mine", "A-Team": "1"})
     assert provider.upstream_extra_headers() == (
-        ("HTTP-Referer", "https://tollgate.example"), ("X-Title", "Tollgate Test"), ("A-Team", "1"), ("X-Title", "Mine"))
-    assert Provider(provider_type="openai", extra_headers={"A-Team": "1"}).upstream_extra_headers() == (("A-Team", "1"),)
+        ("HTTP-Referer", "https://tollgate.example"), ("X-Title", "Tollgate Test"), ("A-Team", "1"),
+        ("X-Title", "Mine"))
+    openai = Provider(provider_type="openai", extra_headers={"A-Team": "1"})
+    assert openai.upstream_extra_headers() == (("A-Team", "1"),)
     settings.OPENROUTER_SITE_URL = ""
     settings.OPENROUTER_APP_NAME = ""
     assert Provider(provider_type="openrouter").upstream_extra_headers() == ()

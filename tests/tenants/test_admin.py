@@ -1,3 +1,6 @@
+"""The tenants admin: tenants, members and masked keys listed, the revoke action going through the
+service, support staff who may view but not change, and tenant users kept out."""
+
 import pytest
 from django.contrib.auth import get_user_model
 

@@ -1,3 +1,7 @@
+"""The API keys REST API: a key shown once and stored as a hash, scoped to its tenant, revoked and
+expired keys refused at once, ``last_used_at`` written once per interval, and what viewers,
+support staff, outsiders and a suspended tenant's key may do."""
+
 from datetime import timedelta
 
 import pytest

@@ -1,3 +1,7 @@
+"""The tenants REST API: who may read a tenant (members, support staff, never an outsider), the
+refusals of auth (no key, a chat key, a garbage key, a session write without CSRF), changing
+settings with audit events, and field-named errors for invalid bodies."""
+
 import json
 
 import pytest
@@ -169,7 +173,8 @@ def test_session_put_requires_csrf(world, client_for):
         ({"settings": {"llm": {"temprature": 0.5}}}, "settings.llm.temprature", "Unknown field"),
         ({"settings": {"limitz": {}}}, "settings.limitz", "Unknown field"),
         ({"setting": {}}, "setting", "Unknown field"),
-        ({"settings": {"limits": {"requests_per_minute": 0}}}, "settings.limits.requests_per_minute", "greater than or equal to 1"),
+        ({"settings": {"limits": {"requests_per_minute": 0}}}, "settings.limits.requests_per_minute",
+         "greater than or equal to 1"),
         ({"settings": {"cache": {"enabled": "yes"}}}, "settings.cache.enabled", "Expected true or false"),
         ({"settings": {"llm": "fast"}}, "settings.llm", "Invalid data"),
         ({"timezone": "Mars/Olympus"}, "timezone", "Unknown time zone"),

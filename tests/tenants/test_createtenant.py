@@ -1,3 +1,6 @@
+"""``manage.py createtenant``: one JSON object with working keys, an owner from --admin-email, and
+clear errors for a duplicate slug, an invalid slug or email, after which nothing is created."""
+
 import json
 from io import StringIO
 

@@ -1,3 +1,6 @@
+"""The members REST API: every member lists, only owners add, change and remove members, an admin
+key cannot, the last owner stays, and another tenant's owner touches nothing."""
+
 import pytest
 
 from tenants.models import AuditEvent, Membership
@@ -34,7 +37,8 @@ def test_only_owners_manage_members(world, client_for, who):
     client = client_for(user=getattr(world, who))
     response = client.post("/api/members", {"email": "staff@tollgate.test", "role": "owner"}, format="json")
     assert response.status_code == 403
-    assert client.put(f"/api/members/{member_id(world, world.viewer)}", {"role": "owner"}, format="json").status_code == 403
+    promoted = client.put(f"/api/members/{member_id(world, world.viewer)}", {"role": "owner"}, format="json")
+    assert promoted.status_code == 403
     assert Membership.objects.get(tenant=world.tenant, user=world.viewer).role == "viewer"
 
 

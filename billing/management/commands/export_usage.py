@@ -1,3 +1,6 @@
+"""``manage.py export_usage``: write a tenant's ledger rows for a range of its local days as CSV or
+JSON Lines (billing/export.py), to stdout or to a file that appears only once complete."""
+
 import difflib
 import os
 import tempfile

@@ -1,3 +1,6 @@
+"""``manage.py discover_providers`` (run by ``make run``): create or update the platform providers
+that the environment describes (providers/discovery.py reads the keys and URLs); safe to run again."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import TollgateError

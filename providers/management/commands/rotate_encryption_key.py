@@ -1,3 +1,7 @@
+"""``manage.py rotate_encryption_key``: re-encrypt every stored provider secret (API key, extra
+headers) under the first key in ENCRYPTION_KEYS, in primary-key batches, then check that no stored
+value still needs an older key; ``--check`` only checks."""
+
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError

@@ -1,3 +1,6 @@
+"""``manage.py createtenant``: create a tenant, its chat and admin keys and optionally an owner,
+and print them as one JSON object (the only time the keys are shown)."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -22,7 +25,7 @@ class Command(BaseCommand):
         try:
             created = tenant_create(slug=slug, name=name, admin_email=admin_email)
         except TollgateError as exc:
-            raise CommandError(exc.message)
+            raise CommandError(exc.message) from None
         out = {
             "tenant_id": created.tenant.pk,
             "slug": created.tenant.slug,

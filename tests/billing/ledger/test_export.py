@@ -49,7 +49,7 @@ def test_csv(world, three_rows, chat_key):
 
     table = list(csv.reader(io.StringIO(out)))
     assert tuple(table[0]) == HEADER
-    rows = [dict(zip(HEADER, r)) for r in table[1:]]
+    rows = [dict(zip(HEADER, r, strict=True)) for r in table[1:]]
     assert [r["request_id"] for r in rows] == [failed, unpriced, priced]  # newest first, until included
     assert rows[2] == {
         "request_id": priced, "created_at": "2025-01-05T10:30:00Z", "model_requested": "openai:gpt-4o",
@@ -136,7 +136,7 @@ def test_an_empty_range_is_a_header_or_nothing(three_rows):
 ])
 def test_errors_say_what_to_fix(world, args, message):
     given = {"--tenant": "acme", "--since": "2025-01-01", "--until": "2025-01-31", "--format": "csv"}
-    given.update(zip(args[::2], args[1::2]))
+    given.update(zip(args[::2], args[1::2], strict=True))
     with pytest.raises(CommandError) as error:
         export(*[part for pair in given.items() for part in pair])
     assert message in str(error.value)

@@ -1,3 +1,6 @@
+"""Fixtures of the usage tests: the usage API's URLs on their own (tests/billing/usage/urls.py), the
+sample catalog of providers and models for the world's tenant and the outsider, and a UTC helper."""
+
 from datetime import UTC, datetime
 
 import pytest

@@ -31,7 +31,7 @@ def read_csv(response) -> list[dict]:
     text = b"".join(response.streaming_content).decode()
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == HEADER
-    return [dict(zip(HEADER, row)) for row in rows[1:]]
+    return [dict(zip(HEADER, row, strict=True)) for row in rows[1:]]
 
 
 def test_csv_rows_money_and_file_name(world, catalog, client_for):

@@ -216,7 +216,7 @@ def test_python_percentiles_match_postgresql(world, catalog, monkeypatch):
             patch.setattr(usage_selectors, "connection", type("NotPostgres", (), {"vendor": "sqlite"}))
             in_python = usage_summary(tenant=t, group_by=group_by, filters=filters)
         assert in_sql.totals.p95 is not None
-        for mine, theirs in [(in_python.totals, in_sql.totals), *zip(in_python.groups, in_sql.groups)]:
+        for mine, theirs in [(in_python.totals, in_sql.totals), *zip(in_python.groups, in_sql.groups, strict=True)]:
             assert (mine.p50, mine.p95) == pytest.approx((theirs.p50, theirs.p95), abs=1e-9), group_by
             assert (mine.requests, mine.cost, getattr(mine, "key", None)) == (
                 theirs.requests, theirs.cost, getattr(theirs, "key", None))

@@ -403,7 +403,8 @@ def test_budget_pages_show_status_bars_and_alert_history(console, login):
 
     write_usage(console, days=1)
     BudgetAlert.objects.create(tenant=console.tenant, budget=console.budget,
-                               period_start=console.budget.created_at.date(), threshold=50, spent=Decimal("5.1"), limit=Decimal("10"))
+                               period_start=console.budget.created_at.date(), threshold=50, spent=Decimal("5.1"),
+                               limit=Decimal("10"))
     client = login(console.world.viewer)
     page = client.get("/app/acme/budgets/").content.decode()
     assert 'role="progressbar"' in page and "50%" in page and "Monthly" in page

@@ -40,7 +40,8 @@ def test_build_chat_basic_request():
     assert req.url == "https://api.anthropic.invalid/v1/messages"
     assert req.headers["x-api-key"] == "sk-ant-api03-secret" and req.headers["anthropic-version"] == "2023-06-01"
     assert "Authorization" not in req.headers
-    assert sent == {"model": "claude-sonnet-4-5", "max_tokens": 4096, "messages": [{"role": "user", "content": "Hello"}]}
+    assert sent == {"model": "claude-sonnet-4-5", "max_tokens": 4096,
+                    "messages": [{"role": "user", "content": "Hello"}]}
 
 
 def test_build_chat_full_translation():
@@ -55,7 +56,8 @@ def test_build_chat_full_translation():
                 {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
             ]},
             {"role": "assistant", "content": "Let me check.", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
                 {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
             ]},
             {"role": "tool", "tool_call_id": "call_1", "content": "18C sunny"},
@@ -127,7 +129,8 @@ def test_build_chat_tool_choice(choice, expected):
 
 def test_build_chat_keeps_cache_control_and_drops_tool_choice_without_tools():
     body = {"messages": [
-        {"role": "system", "content": [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "system",
+         "content": [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}]},
         {"role": "user", "content": "q"}], "tool_choice": "auto", "max_tokens": 5}
     _, sent = build(body)
     assert sent["system"] == [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}]
@@ -135,7 +138,8 @@ def test_build_chat_keeps_cache_control_and_drops_tool_choice_without_tools():
 
 
 @pytest.mark.parametrize("body", [
-    {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "not json"}}]}]},
+    {"messages": [{"role": "assistant",
+                   "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "not json"}}]}]},
     {"messages": [{"role": "user", "content": "x"}], "n": 2},
     {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]},
@@ -206,7 +210,11 @@ def test_parse_chat_bad_bodies():
 # ----------------------------------------------------------------------------- streams
 FIXTURE = (
     b'event: message_start\n'
-    b'data: {"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_013","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":135,"cache_creation_input_tokens":5,"cache_read_input_tokens":20,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard","inference_geo":"not_available"}}   }\n\n'
+    b'data: {"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_013","type":"message",'
+    b'"role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":135,'
+    b'"cache_creation_input_tokens":5,"cache_read_input_tokens":20,"cache_creation":{"ephemeral_5m_input_tokens":0,'
+    b'"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard",'
+    b'"inference_geo":"not_available"}}   }\n\n'
     b'event: content_block_start\n'
     b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}     }\n\n'
     b'event: ping\n'
@@ -214,11 +222,13 @@ FIXTURE = (
     b'event: content_block_delta\n'
     b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"[12345,"}             }\n\n'
     b'event: content_block_delta\n'
-    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"67890] \xe2\x9c\x93"}               }\n\n'
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
+    b'"text":"67890] \xe2\x9c\x93"}               }\n\n'
     b'event: content_block_stop\n'
     b'data: {"type":"content_block_stop","index":0        }\n\n'
     b'event: message_delta\n'
-    b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":10}             }\n\n'
+    b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+    b'"usage":{"output_tokens":10}             }\n\n'
     b'event: message_stop\n'
     b'data: {"type":"message_stop"              }\n\n'
 )
@@ -248,18 +258,27 @@ def test_stream_crlf():
 
 
 TOOL_STREAM = (
-    b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x","id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":11,"output_tokens":1}}}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}\n\n'
+    b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x","id":"msg_1","type":"message",'
+    b'"role":"assistant","content":[],"usage":{"input_tokens":11,"output_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text",'
+    b'"text":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
+    b'"text":"Checking."}}\n\n'
     b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_A","name":"get_weather","input":{}}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"city\\": "}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\\"Oslo\\"}"}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use",'
+    b'"id":"toolu_A","name":"get_weather","input":{}}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
+    b'"partial_json":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
+    b'"partial_json":"{\\"city\\": "}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
+    b'"partial_json":"\\"Oslo\\"}"}}\n\n'
     b'event: content_block_stop\ndata: {"type":"content_block_stop","index":1}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_B","name":"noop","input":{}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use",'
+    b'"id":"toolu_B","name":"noop","input":{}}}\n\n'
     b'event: content_block_stop\ndata: {"type":"content_block_stop","index":2}\n\n'
-    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":40}}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use"},'
+    b'"usage":{"output_tokens":40}}\n\n'
     b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 )
 
@@ -296,7 +315,8 @@ def test_stream_error_event_is_classified():
 def test_stream_malformed_and_truncated():
     t = translator()
     with pytest.raises(UpstreamFailure) as info:
-        t.feed(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_del\n\n')
+        t.feed(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+               b'"delta":{"type":"text_del\n\n')
     assert info.value.kind == "bad_response"
     t = translator()
     t.feed(FIXTURE.split(b"event: message_delta")[0])
@@ -326,7 +346,8 @@ def anthropic_error(type_, message):
     (529, "overloaded_error", "server_error", True),
 ])
 def test_parse_error(status, type_, kind, retryable):
-    result = adapter.parse_error(DEP, status, {"retry-after": "3"}, anthropic_error(type_, "Overloaded" if status == 529 else "msg"))
+    result = adapter.parse_error(DEP, status, {"retry-after": "3"},
+                                 anthropic_error(type_, "Overloaded" if status == 529 else "msg"))
     assert (result.kind, result.retryable, result.status, result.retry_after) == (kind, retryable, status, 3.0)
     assert result.message.startswith(f"claude-direct answered {status} (")
 
@@ -363,7 +384,8 @@ BODY = {"model": "alias", "messages": [{"role": "system", "content": "Be nice."}
 
 
 def test_round_trip_chat(fake, upstream):
-    fake.usage = {"input_tokens": 50, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 10, "output_tokens": 7}
+    fake.usage = {"input_tokens": 50, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 10,
+                  "output_tokens": 7}
     resp = send(adapter.build_chat(upstream, BODY, stream=False))
     assert resp.status_code == 200, resp.text
     sent = fake.last_request
@@ -396,7 +418,8 @@ def test_round_trip_tool_call(fake, upstream):
     t = adapter.stream_translator(upstream, request_id="r", created=5)
     chunks = chunks_of(run_stream(adapter.build_chat(upstream, body, stream=True), t))
     calls = stream_tool_calls(chunks)
-    assert calls[0]["name"] == "get_weather" and json.loads(calls[0]["arguments"]) == {"city": "Lima", "units": "metric"}
+    assert calls[0]["name"] == "get_weather"
+    assert json.loads(calls[0]["arguments"]) == {"city": "Lima", "units": "metric"}
     assert t.finish_reason == "tool_calls"
 
     # the answer goes back as a tool_result and the conversation continues
@@ -413,12 +436,14 @@ def test_round_trip_tool_call(fake, upstream):
 def test_round_trip_faults(fake, upstream):
     fake.set_fault("stream_error", times=1)
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "server_error" and info.value.retryable
 
     fake.set_fault("malformed", times=1)
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "bad_response"
 
     fake.set_fault("status", status=529, times=1)

@@ -9,7 +9,9 @@ from .helpers import make_deployment
 
 
 def test_deployment_headers_openai_style():
-    headers = deployment_headers(make_deployment(extra_headers=(("OpenAI-Project", "proj_1"), ("User-Agent", "Custom"))))
+    headers = deployment_headers(
+        make_deployment(extra_headers=(("OpenAI-Project", "proj_1"), ("User-Agent", "Custom")))
+    )
     assert headers["Authorization"] == "Bearer sk-test-key-123456"
     assert headers["OpenAI-Project"] == "proj_1"
     assert headers["User-Agent"] == "Custom"  # extra headers win

@@ -39,7 +39,8 @@ def test_build_chat_basic():
     req, sent = build({"model": "alias", "messages": [{"role": "user", "content": "why is the sky blue?"}]})
     assert req.url == "http://127.0.0.1:11434/api/chat"
     assert "Authorization" not in req.headers
-    assert sent == {"model": "llama3.2", "messages": [{"role": "user", "content": "why is the sky blue?"}], "stream": False}
+    assert sent == {"model": "llama3.2", "messages": [{"role": "user", "content": "why is the sky blue?"}],
+                    "stream": False}
     assert build({"messages": []}, stream=True)[1]["stream"] is True
 
 
@@ -52,7 +53,8 @@ def test_build_chat_translation():
                 {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
             ]},
             {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+                {"id": "call_9", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
             {"role": "tool", "tool_call_id": "call_9", "content": "hot"},
         ],
         "tools": [WEATHER_TOOL],
@@ -63,7 +65,8 @@ def test_build_chat_translation():
     assert sent["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is this?", "images": ["/9j/4AAQ"]},
-        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
         {"role": "tool", "content": "hot", "tool_name": "get_weather"},
     ]
     assert sent["tools"] == [WEATHER_TOOL]
@@ -102,11 +105,13 @@ def test_parse_chat_text():
 
 def test_parse_chat_tool_calls_and_length():
     body = json.dumps({"model": "m", "message": {"role": "assistant", "content": "", "tool_calls": [
-        {"function": {"name": "get_weather", "arguments": {"city": "Tokyo"}}}]}, "done": True, "done_reason": "stop"}).encode()
+        {"function": {"name": "get_weather", "arguments": {"city": "Tokyo"}}}]},
+        "done": True, "done_reason": "stop"}).encode()
     result = adapter.parse_chat(DEP, body, request_id="r")
     obj = validate_completion(result.body)
     call = obj["choices"][0]["message"]["tool_calls"][0]
-    assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Tokyo"}'} and call["id"].startswith("call_")
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Tokyo"}'}
+    assert call["id"].startswith("call_")
     assert obj["choices"][0]["finish_reason"] == "tool_calls"
     assert result.usage.estimated
     body = json.dumps({"model": "m", "message": {"role": "assistant", "content": "cut"}, "done": True,
@@ -117,7 +122,8 @@ def test_parse_chat_tool_calls_and_length():
 
 def test_parse_chat_errors():
     with pytest.raises(UpstreamFailure) as info:
-        adapter.parse_chat(DEP, b'{"model": "broken", "message": {"role": "assistant", "content": "trunc', request_id="r")
+        adapter.parse_chat(DEP, b'{"model": "broken", "message": {"role": "assistant", "content": "trunc',
+                           request_id="r")
     assert info.value.kind == "bad_response" and info.value.retryable and "home-ollama" in info.value.message
     with pytest.raises(UpstreamFailure) as info:
         adapter.parse_chat(DEP, b'{"error":"an error was encountered while running the model"}', request_id="r")
@@ -127,7 +133,8 @@ def test_parse_chat_errors():
 # ----------------------------------------------------------------------------- streams
 STREAM = (
     b'{"model":"llama3.2","created_at":"2023-08-04T08:52:19.385406455-07:00","message":{"role":"assistant","content":"The"},"done":false}\n'
-    b'{"model":"llama3.2","created_at":"2023-08-04T08:52:19.385406455-07:00","message":{"role":"assistant","content":" sky \xc3\xa9"},"done":false}\n'
+    b'{"model":"llama3.2","created_at":"2023-08-04T08:52:19.385406455-07:00","message":{"role":"assistant",'
+    b'"content":" sky \xc3\xa9"},"done":false}\n'
     b'{"model":"llama3.2","created_at":"2023-08-04T19:22:45.499127Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","total_duration":4883583458,"load_duration":1334875,"prompt_eval_count":26,"prompt_eval_duration":342546000,"eval_count":282,"eval_duration":4535599000}\n'
 )
 
@@ -149,7 +156,8 @@ def test_stream_any_split(step):
 
 
 def test_stream_tool_calls():
-    data = (b'{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Tokyo"}}}]},"done":false}\n'
+    data = (b'{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather",'
+            b'"arguments":{"city":"Tokyo"}}}]},"done":false}\n'
             b'{"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}\n')
     t = translator()
     chunks = chunks_of(feed_all(t, data, 7))
@@ -164,7 +172,8 @@ def test_stream_errors():
     t.feed(STREAM.split(b"\n")[0] + b"\n")
     with pytest.raises(UpstreamFailure) as info:
         t.feed(b'{"error":"an error was encountered while running the model"}\n')
-    assert info.value.kind == "server_error" and info.value.retryable and "while running the model" in info.value.message
+    assert info.value.kind == "server_error" and info.value.retryable
+    assert "while running the model" in info.value.message
     t = translator()
     with pytest.raises(UpstreamFailure) as info:
         t.feed(b'{"model":"broken","message":{"role":"assis\n')
@@ -183,10 +192,12 @@ def test_stream_last_line_without_newline():
 
 # ----------------------------------------------------------------------------- embeddings & errors
 def test_embeddings_translation():
-    req = adapter.build_embeddings(DEP, {"model": "alias", "input": ["a", "b"], "dimensions": 3, "encoding_format": "float"})
+    req = adapter.build_embeddings(DEP, {"model": "alias", "input": ["a", "b"], "dimensions": 3,
+                                         "encoding_format": "float"})
     assert req.url == "http://127.0.0.1:11434/api/embed"
     assert json.loads(req.body) == {"model": "llama3.2", "input": ["a", "b"], "dimensions": 3}
-    body = b'{"model":"all-minilm","embeddings":[[0.1,-0.2,0.3],[0.4,0.5,0.6]],"total_duration":14143917,"prompt_eval_count":8}'
+    body = (b'{"model":"all-minilm","embeddings":[[0.1,-0.2,0.3],[0.4,0.5,0.6]],"total_duration":14143917,'
+            b'"prompt_eval_count":8}')
     out, usage = adapter.parse_embeddings(DEP, body)
     obj = validate_embeddings(out)
     assert obj == {"object": "list", "model": "all-minilm", "usage": {"prompt_tokens": 8, "total_tokens": 8}, "data": [
@@ -253,8 +264,8 @@ def test_round_trip_stream(fake, upstream):
 def test_round_trip_tool_call(fake, upstream):
     fake.tool_call = {"arguments": {"city": "Quito"}}
     body = {**BODY, "tools": [WEATHER_TOOL]}
-    obj = validate_completion(adapter.parse_chat(upstream, send(adapter.build_chat(upstream, body, stream=False)).content,
-                                                 request_id="r").body)
+    answer = send(adapter.build_chat(upstream, body, stream=False)).content
+    obj = validate_completion(adapter.parse_chat(upstream, answer, request_id="r").body)
     assert json.loads(obj["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == {"city": "Quito"}
     t = adapter.stream_translator(upstream, request_id="r", created=1)
     calls = stream_tool_calls(chunks_of(run_stream(adapter.build_chat(upstream, body, stream=True), t)))
@@ -264,11 +275,13 @@ def test_round_trip_tool_call(fake, upstream):
 def test_round_trip_faults(fake, upstream):
     fake.set_fault("stream_error", times=1)
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "server_error"
     fake.set_fault("malformed", times=1)
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "bad_response"
     fake.strict_models = True
     try:

@@ -39,11 +39,21 @@ COMPLETION = (
 )
 
 FIXTURE_STREAM = (
-    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}\n\n'
-    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}]}\n\n'
-    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"content":" w\xc3\xb6rld"},"logprobs":null,"finish_reason":null}]}\n\n'
-    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n'
-    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd","choices":[],"usage":{"prompt_tokens":79,"completion_tokens":11,"total_tokens":90,"completion_tokens_details":{"reasoning_tokens":2}}}\n\n'
+    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06",'
+    b'"system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"role":"assistant","content":"",'
+    b'"refusal":null},"logprobs":null,"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06",'
+    b'"system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,'
+    b'"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06",'
+    b'"system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{"content":" w\xc3\xb6rld"},"logprobs":null,'
+    b'"finish_reason":null}]}\n\n'
+    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06",'
+    b'"system_fingerprint":"fp_5050236cbd","choices":[{"index":0,"delta":{},"logprobs":null,'
+    b'"finish_reason":"stop"}]}\n\n'
+    b'data: {"id":"chatcmpl-ABfw4","object":"chat.completion.chunk","created":1727346172,"model":"gpt-4o-2024-08-06",'
+    b'"system_fingerprint":"fp_5050236cbd","choices":[],"usage":{"prompt_tokens":79,"completion_tokens":11,'
+    b'"total_tokens":90,"completion_tokens_details":{"reasoning_tokens":2}}}\n\n'
     b"data: [DONE]\n\n"
 )
 
@@ -72,8 +82,8 @@ def test_build_chat_stream_always_asks_for_usage():
     sent = json.loads(adapter.build_chat(DEP, body, stream=True).body)
     assert sent["stream"] is True
     assert sent["stream_options"] == {"include_obfuscation": False, "include_usage": True}
-    sent = json.loads(adapter.build_chat(DEP, {"messages": [], "stream": True, "stream_options": {"include_usage": False}},
-                                         stream=False).body)
+    body = {"messages": [], "stream": True, "stream_options": {"include_usage": False}}
+    sent = json.loads(adapter.build_chat(DEP, body, stream=False).body)
     assert "stream" not in sent and "stream_options" not in sent
 
 
@@ -99,7 +109,8 @@ def test_parse_chat_tool_calls_pass_through():
         "id": "c", "object": "chat.completion", "created": 1, "model": "m",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
             "role": "assistant", "content": None,
-            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
+            "tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
     }).encode()
     result = adapter.parse_chat(DEP, body, request_id="r")
     assert result.body is body and result.usage == Usage(estimated=True)
@@ -145,8 +156,10 @@ def test_stream_crlf_and_comments():
 def test_stream_final_chunk_with_choices_and_usage_is_stripped():
     t = translator()
     data = (
-        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
-        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}\n\n'
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+        b'"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},'
+        b'"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}\n\n'
         b"data: [DONE]\n\n"
     )
     chunks = chunks_of(feed_all(t, data))
@@ -157,7 +170,8 @@ def test_stream_final_chunk_with_choices_and_usage_is_stripped():
 
 def test_stream_usage_null_on_chunks_is_accepted():
     t = translator()
-    data = (b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}],"usage":null}\n\n'
+    data = (b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+            b'"delta":{"content":"a"},"finish_reason":"stop"}],"usage":null}\n\n'
             b"data: [DONE]\n\n")
     events = feed_all(t, data)
     assert len(events) == 1 and t.usage is None
@@ -166,9 +180,13 @@ def test_stream_usage_null_on_chunks_is_accepted():
 def test_stream_tool_call_arguments_are_counted():
     t = translator()
     data = (
-        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]}\n\n'
-        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a\\": 1}"}}]},"finish_reason":null}]}\n\n'
-        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n'
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+        b'"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function",'
+        b'"function":{"name":"f","arguments":""}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+        b'"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a\\": 1}"}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},'
+        b'"finish_reason":"tool_calls"}]}\n\n'
     )
     chunks = chunks_of(feed_all(t, data, 3))
     assert stream_tool_calls(chunks) == {0: {"id": "call_1", "name": "f", "arguments": '{"a": 1}'}}
@@ -186,8 +204,10 @@ def test_stream_error_event_raises():
     t = translator()
     t.feed(FIXTURE_STREAM.split(b"\n\n")[0] + b"\n\n")
     with pytest.raises(UpstreamFailure) as info:
-        t.feed(b'data: {"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}\n\n')
-    assert info.value.kind == "server_error" and info.value.retryable and "The server had an error" in info.value.message
+        t.feed(b'data: {"error":{"message":"The server had an error","type":"server_error","param":null,'
+               b'"code":null}}\n\n')
+    assert info.value.kind == "server_error" and info.value.retryable
+    assert "The server had an error" in info.value.message
 
 
 def test_stream_malformed_event_raises_bad_response():
@@ -207,7 +227,8 @@ def test_stream_cut_before_finish_raises():
 
 # ----------------------------------------------------------------------------- errors
 def err(status, body, headers=None):
-    return adapter.parse_error(DEP, status, headers or {}, json.dumps(body).encode() if not isinstance(body, bytes) else body)
+    raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    return adapter.parse_error(DEP, status, headers or {}, raw)
 
 
 def envelope(message, type_="invalid_request_error", code=None):
@@ -266,10 +287,13 @@ def test_error_with_plain_text_body():
 
 # ----------------------------------------------------------------------------- embeddings
 def test_embeddings_passthrough():
-    req = adapter.build_embeddings(DEP, {"model": "alias", "input": ["a", "b"], "dimensions": 4, "encoding_format": "float"})
+    req = adapter.build_embeddings(DEP, {"model": "alias", "input": ["a", "b"], "dimensions": 4,
+                                         "encoding_format": "float"})
     assert req.url == "http://upstream.invalid/v1/embeddings"
-    assert json.loads(req.body) == {"model": "gpt-4o-mini", "input": ["a", "b"], "dimensions": 4, "encoding_format": "float"}
-    body = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}'
+    assert json.loads(req.body) == {"model": "gpt-4o-mini", "input": ["a", "b"], "dimensions": 4,
+                                    "encoding_format": "float"}
+    body = (b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],'
+            b'"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}')
     out, usage = adapter.parse_embeddings(DEP, body)
     assert out is body and usage == Usage(input_tokens=8)
     with pytest.raises(UpstreamFailure) as info:
@@ -313,7 +337,8 @@ def test_round_trip_chat(fake, upstream):
 def test_round_trip_tool_call(fake, upstream):
     fake.tool_call = {"arguments": {"city": "Paris"}}
     body = {**BODY, "tools": [WEATHER_TOOL], "tool_choice": "auto"}
-    result = adapter.parse_chat(upstream, send(adapter.build_chat(upstream, body, stream=False)).content, request_id="r")
+    answer = send(adapter.build_chat(upstream, body, stream=False)).content
+    result = adapter.parse_chat(upstream, answer, request_id="r")
     obj = validate_completion(result.body)
     call = obj["choices"][0]["message"]["tool_calls"][0]
     assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
@@ -346,11 +371,13 @@ def test_round_trip_stream_without_usage(fake, upstream):
 def test_round_trip_stream_faults(fake, upstream):
     fake.set_fault("malformed", times=1)
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "bad_response"
     fake.set_fault("stream_error", times=1, status=500)
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "server_error" and info.value.retryable
 
 

@@ -64,11 +64,13 @@ def test_parse_chat_cost_and_cache_write():
 
 
 def test_parse_chat_partial_failure_raises():
-    answer = {**ANSWER, "choices": [{"index": 0, "finish_reason": "error", "message": {"role": "assistant", "content": "Hal"},
+    answer = {**ANSWER, "choices": [{"index": 0, "finish_reason": "error",
+                                     "message": {"role": "assistant", "content": "Hal"},
                                      "error": {"code": 502, "message": "Provider returned error"}}]}
     with pytest.raises(UpstreamFailure) as info:
         adapter.parse_chat(DEP, json.dumps(answer).encode(), request_id="r")
-    assert info.value.kind == "server_error" and info.value.retryable and "Provider returned error" in info.value.message
+    assert info.value.kind == "server_error" and info.value.retryable
+    assert "Provider returned error" in info.value.message
 
 
 def head(extra: str) -> bytes:
@@ -76,17 +78,21 @@ def head(extra: str) -> bytes:
             '"created":1,' + extra + "}\n\n").encode()
 
 
-USAGE = '"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"cost":0.5,"prompt_tokens_details":{"cached_tokens":4}}'
+USAGE = ('"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"cost":0.5,'
+         '"prompt_tokens_details":{"cached_tokens":4}}')
 OLD_SHAPE = (
     b": OPENROUTER PROCESSING\n\n"
-    + head('"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null,"native_finish_reason":null}]')
+    + head('"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null,'
+           '"native_finish_reason":null}]')
     + b": OPENROUTER PROCESSING\n\n"
     + head('"choices":[{"index":0,"delta":{},"finish_reason":"stop","native_finish_reason":"stop"}]')
-    + head('"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"native_finish_reason":null,"logprobs":null}],' + USAGE)
+    + head('"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,'
+           '"native_finish_reason":null,"logprobs":null}],' + USAGE)
     + b"data: [DONE]\n\n"
 )
 NEW_SHAPE = OLD_SHAPE.replace(
-    head('"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"native_finish_reason":null,"logprobs":null}],' + USAGE),
+    head('"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,'
+         '"native_finish_reason":null,"logprobs":null}],' + USAGE),
     ('data: {"choices":[],' + USAGE + "}\n\n").encode(),
 )
 
@@ -102,7 +108,8 @@ def test_stream_usage_shapes(data, step):
 
 def test_stream_mid_stream_error():
     t = adapter.stream_translator(DEP, request_id="r", created=1)
-    t.feed(OLD_SHAPE.split(b"data: ")[0] + head('"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]'))
+    t.feed(OLD_SHAPE.split(b"data: ")[0]
+           + head('"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]'))
     frame = head('"error":{"code":429,"message":"Rate limit exceeded","metadata":{"error_type":"rate_limit_exceeded"}},'
                  '"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]')
     with pytest.raises(UpstreamFailure) as info:
@@ -120,12 +127,15 @@ def test_parse_error_variants():
     result = err(429, {"code": 429, "message": "Rate limit exceeded"}, {"retry-after": "4"})
     assert (result.kind, result.retryable, result.retry_after) == ("rate_limit", True, 4.0)
     assert result.message == "openrouter answered 429 (rate limited): Rate limit exceeded"
-    result = err(400, {"message": "acme/fake-1.0 is not a valid model ID", "error_type": "invalid_request", "http_status": 400,
-                       "availability": {"code": "model_not_found", "retryable": False, "requested_models": ["acme/fake-1.0"]}})
+    result = err(400, {"message": "acme/fake-1.0 is not a valid model ID", "error_type": "invalid_request",
+                       "http_status": 400, "availability": {"code": "model_not_found", "retryable": False,
+                                                            "requested_models": ["acme/fake-1.0"]}})
     assert (result.kind, result.retryable) == ("not_found", False)
-    result = err(503, {"message": "No endpoints", "availability": {"code": "no_endpoints", "retryable": True, "retry_after": 9}})
+    result = err(503, {"message": "No endpoints",
+                       "availability": {"code": "no_endpoints", "retryable": True, "retry_after": 9}})
     assert (result.kind, result.retryable, result.retry_after) == ("server_error", True, 9.0)
-    result = err(403, {"code": 403, "message": "Input flagged", "metadata": {"reasons": ["violence"], "flagged_input": "..."}})
+    result = err(403, {"code": 403, "message": "Input flagged",
+                       "metadata": {"reasons": ["violence"], "flagged_input": "..."}})
     assert (result.kind, result.retryable) == ("bad_request", False)
     result = err(401, {"code": 401, "message": "Invalid key sk-or-v1-abcdef0123456789"})
     assert result.kind == "auth" and "abcdef" not in result.message
@@ -171,7 +181,8 @@ def test_round_trip_stream(fake, upstream):
 def test_round_trip_errors(fake, upstream):
     fake.set_fault("stream_error", times=1, status=429, variant="rate_limit_exceeded", message="Rate limit exceeded")
     with pytest.raises(UpstreamFailure) as info:
-        run_stream(adapter.build_chat(upstream, BODY, stream=True), adapter.stream_translator(upstream, request_id="r", created=1))
+        run_stream(adapter.build_chat(upstream, BODY, stream=True),
+                   adapter.stream_translator(upstream, request_id="r", created=1))
     assert info.value.kind == "rate_limit"
     fake.set_fault("status", status=503, times=1)
     resp = send(adapter.build_chat(upstream, BODY, stream=False))
