@@ -35,8 +35,8 @@ from providers.adapters.messages_door import (
     AnthropicStreamTap,
     MessagesStreamTranslator,
     chat_request_from_messages,
+    client_ids,
     count_tokens_estimate,
-    end_user,
     error_event,
     message_from_chat,
     messages_request_problem,
@@ -191,7 +191,9 @@ class MessagesDoor:
                 raise bad_request(problem[1], param=problem[0])
             ctx.stream = body.get("stream") is True
             self._note_client_fields(ctx, scope, body)
-            ctx.end_user = end_user(body)
+            ctx.end_user, session = client_ids(body)
+            if not ctx.conversation_id:  # Claude Code names its session
+                ctx.conversation_id = session or (header(scope, b"x-claude-code-session-id") or "")[:128]
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT,
                                                           lambda: self._messages_principal(scope))
             ctx.call = Call(request_id=ctx.request_id)

@@ -120,11 +120,24 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def end_user(body: dict[str, Any]) -> str:
-    """The end user a Messages request names (``metadata.user_id``), for the ledger."""
+def client_ids(body: dict[str, Any]) -> tuple[str, str]:
+    """The end user and the conversation a Messages request names, for the ledger: its
+    ``metadata.user_id``, which Claude Code fills with a JSON object (``device_id``,
+    ``account_uuid``, ``session_id``): then the account (else the device) and the session."""
     metadata = body.get("metadata")
     user = metadata.get("user_id") if isinstance(metadata, dict) else None
-    return user[:128] if isinstance(user, str) else ""
+    if not isinstance(user, str):
+        return "", ""
+    if user.startswith("{"):
+        try:
+            ids = loads(user)
+        except JSONDecodeError:
+            ids = None
+        if isinstance(ids, dict):
+            who = ids.get("account_uuid") or ids.get("device_id")
+            session = ids.get("session_id")
+            return (str(who)[:128] if who else "", str(session)[:128] if session else "")
+    return user[:128], ""
 
 
 def _text_of(content: Any) -> str:
@@ -242,8 +255,9 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
                                    else {"type": "function", "function": {"name": choice["name"]}})
             if choice.get("disable_parallel_tool_use"):
                 chat["parallel_tool_calls"] = False
-    user = end_user(body)
-    if user:
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user, str) and user:
         chat["user"] = user
     if body.get("stream"):
         chat["stream"] = True

@@ -282,6 +282,19 @@ def test_a_stream_cut_after_it_started_ends_with_an_error_event_and_a_partial_ro
     assert (row.api, row.status) == ("messages", "partial")
 
 
+def test_a_translated_stream_cut_after_it_started_ends_with_an_error_event(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"], reply="one two three four five six") as fake:
+        add_provider(world.tenant, fake, provider_type="openai", max_retries=0)
+        fake.set_fault("reset", after_chunks=2)
+        response = post(live, key=world.chat_key, body={"model": "up:gpt-4o-mini", "max_tokens": 20,
+                                                         "messages": HELLO, "stream": True})
+    assert response.status_code == 200
+    names = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
+    assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
+    row = wait_usage(response.headers["x-request-id"])
+    assert (row.api, row.status, row.tokens_estimated) == ("messages", "partial", True)
+
+
 # --- errors, in Anthropic's shape ----------------------------------------------------------
 
 

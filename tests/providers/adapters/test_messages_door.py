@@ -14,6 +14,7 @@ from providers.adapters.messages_door import (
     AnthropicStreamTap,
     MessagesStreamTranslator,
     chat_request_from_messages,
+    client_ids,
     count_tokens_estimate,
     message_from_chat,
     messages_request_problem,
@@ -63,6 +64,15 @@ def test_a_well_formed_request_has_no_problem():
 def test_each_problem_names_its_field_and_the_fix(fields, field, words):
     problem = messages_request_problem(minimal(**fields))
     assert problem is not None and problem[0] == field and words in problem[1]
+
+
+def test_the_ledger_ids_come_from_metadata_user_id_claude_codes_json_included():
+    assert client_ids(minimal(metadata={"user_id": "alice"})) == ("alice", "")
+    claude_code = '{"device_id":"dev1","account_uuid":"","session_id":"sess-9"}'
+    assert client_ids(minimal(metadata={"user_id": claude_code})) == ("dev1", "sess-9")
+    assert client_ids(minimal(metadata={"user_id": '{"account_uuid":"acc","session_id":"s"}'})) == ("acc", "s")
+    assert client_ids(minimal(metadata={"user_id": "{not json"})) == ("{not json", "")
+    assert client_ids(minimal()) == ("", "")
 
 
 # --- Messages -> Chat Completions ------------------------------------------------------------
