@@ -9,6 +9,7 @@ stream bytes go back unchanged while the usage is read out of them; every other 
 the request translated to Chat Completions and its answer or stream translated back
 (providers/adapters/messages_door.py). Errors are in Anthropic's shape."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.upstream import attempt_timeout
 from providers.adapters.anthropic import parse_error as anthropic_error
 from providers.adapters.messages_door import (
     PASSED_HEADERS,
+    PING,
     AnthropicStreamTap,
     MessagesStreamTranslator,
     chat_request_from_messages,
@@ -46,6 +48,7 @@ from providers.adapters.messages_door import (
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode, ProviderType
 
+PING_SECONDS = 10.0  # silence after which a stream gets a ping event
 MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anthropic SDK's api_key, Claude "
                "Code's ANTHROPIC_API_KEY) or 'Authorization: Bearer <key>'.")
 
@@ -126,6 +129,12 @@ class DoorStream:
             if out:
                 yield out
 
+    @property
+    def between_events(self) -> bool:
+        """Whether a ``ping`` may be sent now: always between translated events; in a relayed
+        stream only where the upstream's bytes sent so far end an event."""
+        return self.tap is None or self.tap.between_events
+
     def tail(self, usage: Usage) -> tuple[bytes, UpstreamFailure | None]:
         """The last bytes to send and, when the answer is incomplete, why."""
         if self.translator is not None:
@@ -148,6 +157,14 @@ class DoorStream:
 
     def close(self) -> None:
         self.inner.close()
+
+
+async def _next(events) -> list[bytes] | None:
+    """The next events of a stream; None at its end."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
 
 
 class MessagesDoor:
@@ -217,14 +234,28 @@ class MessagesDoor:
         ctx.headers_sent = True
         ctx.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
         await send({"type": "http.response.body", "body": b"".join(opened.first), "more_body": True})
+        events = opened.events()
+        following = None
         try:
-            async for events in opened.events():
-                await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+            while True:  # the next events, and a ping after PING_SECONDS of silence (clients give up)
+                following = following or asyncio.ensure_future(_next(events))
+                done, _ = await asyncio.wait((following,), timeout=PING_SECONDS)
+                if not done:
+                    if opened.between_events:
+                        await send({"type": "http.response.body", "body": PING, "more_body": True})
+                    continue
+                out, following = following.result(), None
+                if out is None:
+                    break
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         except UpstreamFailure as failure:
             ctx.status, ctx.error_type = "partial", failure.kind
             message = f"The upstream stream failed after it started: {failure.message}"
             await send({"type": "http.response.body", "body": error_event("api_error", message), "more_body": False})
             return
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
         tail, failure = opened.tail(opened.usage or self._estimate(ctx, opened.text_chars))
         if failure is not None:
             ctx.status, ctx.error_type = "partial", failure.kind

@@ -326,6 +326,9 @@ def sse_event(obj: dict[str, Any]) -> bytes:
     return b"event: " + obj["type"].encode() + b"\ndata: " + dumps(obj) + b"\n\n"
 
 
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
 def error_event(error_type: str, message: str) -> bytes:
     """The mid-stream ``error`` event."""
     return sse_event({"type": "error", "error": {"type": error_type, "message": message}})
@@ -479,6 +482,11 @@ class AnthropicStreamTap:
             return [data] if data else []
         self._held.append(data)
         return []
+
+    @property
+    def between_events(self) -> bool:
+        """True when what was passed on ends at an event's end (a ``ping`` may go in here)."""
+        return not self._held and self._decoder.between_events
 
     def finish(self) -> list[bytes]:
         self._read(self._decoder.finish())

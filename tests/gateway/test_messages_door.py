@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from billing.models import Budget, UsageDaily
+from gateway import messages as messages_door
 from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
@@ -395,3 +396,22 @@ def test_models_list_in_the_anthropic_shape_for_anthropic_clients(world, live):
         assert openai_shape.json()["object"] == "list"  # without anthropic-version: OpenAI's shape
     with pytest.raises(anthropic.AuthenticationError):
         client(live, "tg_" + "y" * 40).models.list()
+
+
+@pytest.mark.parametrize("fake_class, provider_type", [(FakeOpenAI, "openai"), (FakeAnthropic, "anthropic")])
+def test_a_silent_stream_gets_ping_events_between_whole_events(world, live, monkeypatch, fake_class, provider_type):
+    monkeypatch.setattr(messages_door, "PING_SECONDS", 0.05)
+    model = "gpt-4o-mini" if fake_class is FakeOpenAI else "claude-sonnet-4-5"
+    with fake_class(models=[model], reply="one two three four", api_key="sk-k") as fake:
+        add_provider(world.tenant, fake, provider_type=provider_type, api_key="sk-k")
+        fake.set_fault("slow", chunk_delay=0.3)
+        response = post(live, key=world.chat_key, body={"model": f"up:{model}", "max_tokens": 20,
+                                                         "messages": HELLO, "stream": True})
+        with client(live, world.chat_key).messages.stream(model=f"up:{model}", max_tokens=20,
+                                                          messages=HELLO) as stream:
+            assert "".join(stream.text_stream) == "one two three four"  # the SDK reads through the pings
+    events = response.text.split("\n\n")
+    pings = [e for e in events if e.startswith("event: ping")]
+    assert len(pings) >= 3 and all(e == 'event: ping\ndata: {"type":"ping"}' for e in pings)
+    assert all(e.startswith("event: ") for e in events if e)  # every one a whole event
+    assert [e.split("\n")[0] for e in events if e][-1] == "event: message_stop"

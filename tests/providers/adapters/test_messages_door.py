@@ -293,3 +293,14 @@ def test_the_tap_raises_before_the_first_event_and_keeps_a_later_error():
 
 def test_count_tokens_estimate_is_about_four_characters_a_token():
     assert count_tokens_estimate(minimal(messages=[{"role": "user", "content": "x" * 4000}])) in range(1000, 1020)
+
+
+def test_the_tap_knows_when_a_ping_may_go_in():
+    tap = AnthropicStreamTap(make_deployment("anthropic"))
+    first, rest = STREAM.split(b"event: content_block_start")
+    tap.feed(first)
+    assert tap.between_events  # message_start went out whole
+    tap.feed(b"event: content_block_start\ndata: {")
+    assert not tap.between_events  # half an event: a ping here would break it
+    tap.feed(rest[len(b"\ndata: {"):].split(b"event: ping")[0])
+    assert tap.between_events
