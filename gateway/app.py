@@ -584,7 +584,7 @@ class GatewayApp(MessagesDoor):
                 "%s %s %s -> %s %s %dms", ctx.request_id, tenant_label, ctx.model_requested or "-", model, status,
                 record.latency_ms,
                 extra={
-                    "request_id": ctx.request_id, "tenant": tenant_label,
+                    "request_id": ctx.request_id, "api": ctx.api, "tenant": tenant_label,
                     "key_prefix": ctx.key.prefix if ctx.key else None,
                     "model_requested": ctx.model_requested, "model_used": model, "provider": provider,
                     "attempts": record.attempts, "status": status, "error_type": record.error_type,

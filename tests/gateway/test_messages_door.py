@@ -4,6 +4,7 @@ Ollama and mock ones, streams and tools both ways, errors in Anthropic's shape, 
 ledger row (api = messages, exact cost) and a fallback that crosses protocols."""
 
 import json
+import logging
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -415,3 +416,21 @@ def test_a_silent_stream_gets_ping_events_between_whole_events(world, live, monk
     assert len(pings) >= 3 and all(e == 'event: ping\ndata: {"type":"ping"}' for e in pings)
     assert all(e.startswith("event: ") for e in events if e)  # every one a whole event
     assert [e.split("\n")[0] for e in events if e][-1] == "event: message_stop"
+
+
+def test_an_upstream_client_error_comes_back_with_its_words_and_one_log_line(world, live, caplog):
+    with FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-k") as claude, \
+            FakeOpenAI(models=["gpt-4o-mini"]) as gpt:
+        add_provider(world.tenant, claude, name="claude", provider_type="anthropic", api_key="sk-k")
+        add_provider(world.tenant, gpt, name="gpt", provider_type="openai")
+        alias_create(tenant=world.tenant, actor=SYSTEM, data={
+            "name": "coder", "targets": [{"model": "claude:claude-sonnet-4-5"}, {"model": "gpt:gpt-4o-mini"}]})
+        claude.set_fault("status", status=400, message="prompt is too long: 250000 tokens > 200000 maximum")
+        with caplog.at_level(logging.INFO, logger="tollgate.requests"):
+            response = post(live, key=world.chat_key, body={"model": "coder", "max_tokens": 5, "messages": HELLO})
+        assert gpt.requests_to("/v1/chat/completions") == []  # the same request would fail there too
+    # Claude Code compacts its context when it reads these words.
+    assert_anthropic_error(response, 400, "invalid_request_error", "prompt is too long: 250000 tokens")
+    request_id = response.headers["x-request-id"]
+    records = [r for r in caplog.records if getattr(r, "request_id", "") == request_id]
+    assert len(records) == 1 and (records[0].api, records[0].status) == ("messages", "error")
