@@ -20,7 +20,7 @@ from providers.services import alias_create, provider_get_or_create, provider_mo
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
 from tenants.services import tenant_update
-from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
+from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI, FakeOpenRouter
 from tests.utils.live import add_provider, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -222,10 +222,21 @@ def test_tools_are_translated_both_ways_streamed_or_not(world, live):
                                     {"role": "user", "content": "And tomorrow?"}]
 
 
-def test_ollama_and_mock_upstreams_answer_in_the_messages_shape(world, live):
+def test_openrouter_ollama_and_mock_upstreams_answer_in_the_messages_shape(world, live):
+    catalog = [{"id": "meta-llama/llama-3.1-8b-instruct",
+                "pricing": {"prompt": "0.0000001", "completion": "0.0000002"}}]
+    with FakeOpenRouter(models=catalog, reply="Hi from openrouter",
+                        usage={"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.0000042}) as router:
+        add_provider(world.tenant, router, name="openrouter", provider_type="openrouter")
+        sdk = client(live, world.chat_key)
+        raw = sdk.messages.with_raw_response.create(model="openrouter:meta-llama/llama-3.1-8b-instruct",
+                                                    max_tokens=30, messages=HELLO, extra_body={"top_k": 7})
+        assert raw.parse().content[0].text == "Hi from openrouter"
+        assert router.requests_to("/chat/completions")[-1].body["top_k"] == 7  # OpenRouter takes it
+    row = wait_usage(raw.headers["x-request-id"])
+    assert (row.api, row.provider_cost, row.cost) == ("messages", Decimal("0.0000042"), Decimal("0.000002000000"))
     with FakeOllama(models=["llama3.2:latest"], reply="Hi from ollama") as fake:
         add_provider(world.tenant, fake, name="ollama", provider_type="ollama")
-        sdk = client(live, world.chat_key)
         assert sdk.messages.create(model="ollama:llama3.2:latest", max_tokens=30,
                                    messages=HELLO).content[0].text == "Hi from ollama"
         with sdk.messages.stream(model="ollama:llama3.2:latest", max_tokens=30, messages=HELLO) as stream:
@@ -235,6 +246,9 @@ def test_ollama_and_mock_upstreams_answer_in_the_messages_shape(world, live):
     for model in provider.models.all():
         provider_model_set_enabled(provider_model=model, tenant=world.tenant, enabled=True, actor=SYSTEM)
     assert "Say hello" in sdk.messages.create(model="mock:mock-fast", max_tokens=30, messages=HELLO).content[0].text
+    with sdk.messages.stream(model="mock:mock-fast", max_tokens=30, messages=HELLO) as stream:
+        assert "Say hello" in "".join(stream.text_stream)
+        assert stream.get_final_message().usage.output_tokens > 0
 
 
 def test_count_tokens_is_estimated_and_marked_for_other_upstreams(world, live):
