@@ -31,6 +31,7 @@ from gateway.engine import Call, OpenStream
 from gateway.errors import GatewayError, bad_request, unauthorized
 from gateway.upstream import attempt_timeout
 from providers.adapters.anthropic import parse_error as anthropic_error
+from providers.adapters.failures import truncated_stream
 from providers.adapters.messages_door import (
     PASSED_HEADERS,
     PING,
@@ -142,8 +143,7 @@ class DoorStream:
         if self.tap.failure is not None:  # the upstream's error event went out with the rest
             return b"", self.tap.failure
         if not self.tap.complete:
-            failure = UpstreamFailure("connection", f"{self.deployment.provider_name}'s stream ended before the "
-                                      "answer was complete.", retryable=True)
+            failure = truncated_stream(self.deployment)
             return error_event("api_error", f"The upstream stream failed after it started: {failure.message}"), failure
         return b"", None
 

@@ -286,10 +286,11 @@ def test_a_fallback_crosses_protocols_streamed_or_not(world, live):
     assert wait_usage(streamed_id).attempts == 2
 
 
-def test_a_stream_cut_after_it_started_ends_with_an_error_event_and_a_partial_row(world, live):
+@pytest.mark.parametrize("fault", ["stream_error", "reset"])
+def test_a_stream_cut_after_it_started_ends_with_an_error_event_and_a_partial_row(world, live, fault):
     with FakeAnthropic(models=["claude-sonnet-4-5"], reply="one two three four five six") as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test", max_retries=0)
-        fake.set_fault("stream_error", after_chunks=3)
+        fake.set_fault(fault, after_chunks=3)
         response = post(live, key=world.chat_key, body={"model": "up:claude-sonnet-4-5", "max_tokens": 20,
                                                          "messages": HELLO, "stream": True})
     assert response.status_code == 200
