@@ -146,17 +146,21 @@ def _text_of(content: Any) -> str:
     return "".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
 
 
-def _tool_result_content(block: dict[str, Any]) -> Any:
+def _tool_result(block: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A ``tool_result``'s text (what a ``tool`` message may carry) and its other parts (images,
+    files), which Chat Completions only takes in a user message."""
     content = block.get("content")
     if content is None or isinstance(content, str):
-        text = content or ""
+        text, others = content or "", []
     else:
-        parts = [_user_part(b) for b in content if isinstance(b, dict)]
-        parts = [p for p in parts if p is not None]
-        text = "".join(p["text"] for p in parts) if all(p["type"] == "text" for p in parts) else parts
-    if block.get("is_error") and isinstance(text, str):
-        return f"Error: {text}" if text else "Error"
-    return text
+        parts = [p for p in (_user_part(b) for b in content if isinstance(b, dict)) if p is not None]
+        text = "".join(p["text"] for p in parts if p["type"] == "text")
+        others = [p for p in parts if p["type"] != "text"]
+        if others and not text:
+            text = "(attached below)"
+    if block.get("is_error"):
+        text = f"Error: {text}" if text else "Error"
+    return text, others
 
 
 def _source_url(source: dict[str, Any]) -> str:
@@ -196,7 +200,8 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> dict[str, Any]:
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
-    as a ``tool`` message (before the rest of its user turn), tools and ``tool_choice``
+    as a ``tool`` message (before the rest of its user turn, which also takes the result's
+    images), tools and ``tool_choice``
     renamed, ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks
     have no equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses
     it)."""
@@ -224,13 +229,15 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
             if text or calls:
                 messages.append(out)
             continue
-        parts = []
+        parts, attached = [], []
         for block in content:
             if block["type"] == "tool_result":
-                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"],
-                                 "content": _tool_result_content(block)})
+                text, others = _tool_result(block)
+                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+                attached.extend(others)
             elif (part := _user_part(block)) is not None:
                 parts.append(part)
+        parts = attached + parts  # a tool's images follow its result, in the user turn
         if parts:
             plain = all(p["type"] == "text" for p in parts)
             messages.append({"role": "user", "content": "".join(p["text"] for p in parts) if plain else parts})

@@ -124,6 +124,16 @@ def test_a_full_conversation_becomes_chat_messages_in_order():
     assert "top_k" not in chat_request_from_messages(body, top_k=False)
 
 
+def test_an_image_a_tool_returned_follows_its_result_in_a_user_message():
+    png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
+    body = minimal(messages=[*HELLO, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t1", "name": "read", "input": {"path": "a.png"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [png]}]}])
+    assert chat_request_from_messages(body)["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "t1", "content": "(attached below)"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]}]
+
+
 def test_system_messages_between_turns_stay_system_messages():
     body = minimal(messages=[*HELLO, {"role": "system", "content": [{"type": "text", "text": "Reminder."}]},
                              {"role": "user", "content": "Go on"}])
