@@ -45,6 +45,7 @@ from providers.adapters.messages_door import (
     messages_request_problem,
     relay_request,
     relayed_usage,
+    thinking_wanted,
 )
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode, ProviderType
@@ -79,7 +80,8 @@ class _Targets:
             return ChatResult(body=data, usage=relayed_usage(d, data))
         chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
         result = await self.engine.chat_once(d, chat, timeout, request_id)
-        message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id)
+        message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id,
+                                    thinking=thinking_wanted(request))
         return ChatResult(body=orjson.dumps(message), usage=result.usage)
 
     async def open(self, d: Deployment, request: dict[str, Any], timeout: float, request_id: str,
@@ -107,7 +109,8 @@ class _Targets:
         chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
         chat["stream"] = True
         inner = await self.engine.open_once(d, chat, timeout, request_id, created)
-        translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id)
+        translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id,
+                                              thinking=thinking_wanted(request))
         return DoorStream(inner, translator=translator)
 
 

@@ -297,14 +297,34 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"arguments": arguments}
 
 
-def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str,
-                      model: str | None = None) -> dict[str, Any]:
-    """A Messages ``message`` for a ``chat.completion`` answer: its text as a text block, its
-    tool calls as ``tool_use`` blocks, the finish reason as a stop reason."""
+def thinking_wanted(body: dict[str, Any]) -> bool:
+    """Whether a Messages request asked for thinking (``enabled`` or ``adaptive``): then the
+    reasoning a chat upstream reports (``reasoning_content``, OpenRouter's ``reasoning``) comes
+    back as thinking blocks, without a signature (there is none to give)."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, model: str | None = None,
+                      thinking: bool = False) -> dict[str, Any]:
+    """A Messages ``message`` for a ``chat.completion`` answer: its reasoning as a thinking block
+    (when ``thinking``), its text as a text block, its tool calls as ``tool_use`` blocks, the
+    finish reason as a stop reason."""
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
+    reasoning = _reasoning(message) if thinking else ""
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
@@ -346,16 +366,19 @@ class MessagesStreamTranslator:
     item) → Anthropic Messages SSE events in their order: ``message_start``, then per block
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, and from ``finish(usage)`` the last ``content_block_stop``,
-    ``message_delta`` (stop reason, usage) and ``message_stop``."""
+    ``message_delta`` (stop reason, usage) and ``message_stop``. With ``thinking``, reasoning
+    deltas become a thinking block (``thinking_delta``)."""
 
-    __slots__ = ("_message_id", "_model", "_started", "_block", "_kind", "_tools", "_finish_reason", "_stopped")
+    __slots__ = ("_message_id", "_model", "_thinking", "_started", "_block", "_kind", "_tools", "_finish_reason",
+                 "_stopped")
 
-    def __init__(self, *, message_id: str, model: str) -> None:
+    def __init__(self, *, message_id: str, model: str, thinking: bool = False) -> None:
         self._message_id = message_id
         self._model = model
+        self._thinking = thinking
         self._started = False
         self._block = -1  # index of the open block (-1: none yet)
-        self._kind = ""  # "text" or "tool_use": the open block's type ("" when none is open)
+        self._kind = ""  # "thinking", "text" or "tool_use": the open block's type ("" when none is open)
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> block index
         self._finish_reason: str | None = None
         self._stopped = False
@@ -389,6 +412,12 @@ class MessagesStreamTranslator:
             chunk = loads(data)
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
+                reasoning = _reasoning(delta) if self._thinking else ""
+                if reasoning:
+                    if self._kind != "thinking":
+                        self._open(out, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                    out.append(sse_event({"type": "content_block_delta", "index": self._block,
+                                          "delta": {"type": "thinking_delta", "thinking": reasoning}}))
                 text = delta.get("content")
                 if text:
                     if self._kind != "text":

@@ -19,6 +19,7 @@ from providers.adapters.messages_door import (
     message_from_chat,
     messages_request_problem,
     relay_request,
+    thinking_wanted,
     usage_to_anthropic,
 )
 from providers.adapters.sse import ChunkBuilder
@@ -64,6 +65,12 @@ def test_a_well_formed_request_has_no_problem():
 def test_each_problem_names_its_field_and_the_fix(fields, field, words):
     problem = messages_request_problem(minimal(**fields))
     assert problem is not None and problem[0] == field and words in problem[1]
+
+
+def test_thinking_is_wanted_when_enabled_or_adaptive():
+    assert thinking_wanted(minimal(thinking={"type": "enabled", "budget_tokens": 1024}))
+    assert thinking_wanted(minimal(thinking={"type": "adaptive"}))
+    assert not thinking_wanted(minimal(thinking={"type": "disabled"})) and not thinking_wanted(minimal())
 
 
 def test_the_ledger_ids_come_from_metadata_user_id_claude_codes_json_included():
@@ -231,6 +238,24 @@ def test_a_chunk_stream_becomes_anthropic_events_in_order():
     assert "".join(e["delta"].get("partial_json", "") for e in events[6:8]) == '{"a":1}'
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
     assert (events[-2]["usage"]["input_tokens"], events[-2]["usage"]["output_tokens"]) == (9, 5)
+
+
+def test_reasoning_becomes_thinking_blocks_when_the_request_asked_for_thinking():
+    chat = {"choices": [{"finish_reason": "stop", "message": {"content": "42", "reasoning_content": "6 x 7"}}]}
+    asked = message_from_chat(chat, Usage(), message_id="m", thinking=True)
+    assert [b["type"] for b in asked["content"]] == ["thinking", "text"] and asked["content"][0]["thinking"] == "6 x 7"
+    Message.model_validate(asked)
+    assert [b["type"] for b in message_from_chat(chat, Usage(), message_id="m")["content"]] == ["text"]
+    chunks = ChunkBuilder("c", 1, "r1")
+    translator = MessagesStreamTranslator(message_id="m", model="r1", thinking=True)
+    out = translator.feed([chunks.role(), chunks.delta({"reasoning": "6 x "}), chunks.delta({"reasoning": "7"}),
+                           chunks.content("42"), chunks.finish("stop")])
+    events = events_of(out + translator.finish(Usage(output_tokens=3)))
+    blocks = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    deltas = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert blocks == ["thinking", "text"] and deltas == ["thinking_delta", "thinking_delta", "text_delta"]
+    plain = MessagesStreamTranslator(message_id="m", model="r1")
+    assert "thinking" not in b"".join(plain.feed([chunks.delta({"reasoning": "x"})])).decode()
 
 
 def test_an_empty_chunk_stream_still_ends_properly():
