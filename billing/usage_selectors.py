@@ -6,8 +6,8 @@ grouped by day, week, month, model, provider or key, filtered by provider or key
 ``model`` filter also matches what the client asked for (an alias, ``model_requested``) and
 the rollups do not keep that, so it, ``status``, ``api`` and ``conversation`` filters, date-time
 bounds and grouping by conversation or by api (the /v1 door) read the ledger. Latency
-percentiles always read the ledger: ``percentile_cont`` on PostgreSQL, the same interpolation in
-Python on other databases (the embedded SQLite default)."""
+percentiles always read the ledger: ``percentile_cont`` on PostgreSQL, the same interpolation
+in Python on other databases (the embedded SQLite default)."""
 
 import math
 from collections import defaultdict
