@@ -201,10 +201,9 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
     as a ``tool`` message (before the rest of its user turn, which also takes the result's
-    images), tools and ``tool_choice``
-    renamed, ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks
-    have no equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses
-    it)."""
+    images), several blocks as several parts, tools and ``tool_choice`` renamed,
+    ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks have no
+    equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it)."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
@@ -239,8 +238,8 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
                 parts.append(part)
         parts = attached + parts  # a tool's images follow its result, in the user turn
         if parts:
-            plain = all(p["type"] == "text" for p in parts)
-            messages.append({"role": "user", "content": "".join(p["text"] for p in parts) if plain else parts})
+            one_text = len(parts) == 1 and parts[0]["type"] == "text"
+            messages.append({"role": "user", "content": parts[0]["text"] if one_text else parts})
 
     chat: dict[str, Any] = {"messages": messages, "max_tokens": body["max_tokens"]}
     if body.get("model") is not None:

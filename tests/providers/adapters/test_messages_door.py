@@ -141,6 +141,13 @@ def test_an_image_a_tool_returned_follows_its_result_in_a_user_message():
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]}]
 
 
+def test_several_text_blocks_stay_several_parts():
+    body = minimal(messages=[{"role": "user", "content": [{"type": "text", "text": "<reminder>x</reminder>"},
+                                                          {"type": "text", "text": "Say hello"}]}])
+    assert chat_request_from_messages(body)["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "<reminder>x</reminder>"}, {"type": "text", "text": "Say hello"}]}]
+
+
 def test_system_messages_between_turns_stay_system_messages():
     body = minimal(messages=[*HELLO, {"role": "system", "content": [{"type": "text", "text": "Reminder."}]},
                              {"role": "user", "content": "Go on"}])
