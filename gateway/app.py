@@ -271,10 +271,9 @@ class GatewayApp(MessagesDoor):
 
     async def _principal(self, scope, authorization: str | None = None) -> tuple[KeyInfo, TenantConfig]:
         """The request's key (its ``Authorization`` header, or ``authorization`` as a door read
-        it) and its tenant's routing table, both from this worker's caches
-        when they are current. A key is read again when its tenant's configuration changed
-        since it was read (a revocation is such a change). Failed attempts are counted per
-        client address."""
+        it) and its tenant's routing table, both from this worker's caches when they are
+        current. A key is read again when its tenant's configuration changed since it was read
+        (a revocation is such a change). Failed attempts are counted per client address."""
         address = client_address(scope)
         try:
             digest = self.keys.digest(authorization or header(scope, b"authorization"))
