@@ -449,3 +449,10 @@ def test_an_upstream_client_error_comes_back_with_its_words_and_one_log_line(wor
     request_id = response.headers["x-request-id"]
     records = [r for r in caplog.records if getattr(r, "request_id", "") == request_id]
     assert len(records) == 1 and (records[0].api, records[0].status) == ("messages", "error")
+
+
+def test_a_body_over_the_limit_is_request_too_large_in_the_anthropic_shape(world, live, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 100_000}]}
+    response = post(live, key=world.chat_key, body=body)
+    assert_anthropic_error(response, 413, "request_too_large", "65536")
