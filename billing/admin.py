@@ -183,8 +183,8 @@ class HealthBucketAdmin(BigTableAdmin):
 
 @admin.register(UsageLog)
 class UsageLogAdmin(BigTableAdmin):
-    list_display = ["request_id", "tenant", "model_requested", "status", "tokens", "cost", "created_at"]
-    list_filter = ["status", "stream", "created_at"]
+    list_display = ["request_id", "tenant", "api", "model_requested", "status", "tokens", "cost", "created_at"]
+    list_filter = ["api", "status", "stream", "created_at"]
     # Exact matches: request_id has a unique index; a substring search would scan the ledger.
     search_fields = ["=request_id", "=conversation_id"]
     search_help_text = "Exact request id (x-request-id) or conversation id."

@@ -195,19 +195,29 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
     # --- endpoints -----------------------------------------------------------------------
 
     async def models(self, scope, receive, send) -> None:
+        """The ids this key may send, in OpenAI's list shape; in Anthropic's when the client
+        sends ``anthropic-version`` (the anthropic SDK, Claude Code's model discovery)."""
+        if header(scope, b"anthropic-version"):
+            await self.anthropic_models(scope, send)
+            return
         request_id = new_request_id()
         try:
-            key, tenant = await self._principal(scope)
-            current = await self.state.versions(tenant.tenant_id)
-            if current != tenant.version:  # what the list shows must match what /v1 serves now
-                self.configs.drop(tenant.tenant_id)
-                key, tenant = await self._principal(scope)
+            key, tenant = await self._current(scope, self._principal)
             created = int(time.time())
             data = [{"id": model_id, "object": "model", "created": created, "owned_by": owner}
                     for model_id, owner in tenant.model_list(key.allowed_models)]
             await send_json(send, 200, orjson.dumps({"object": "list", "data": data}), request_id)
         except GatewayError as exc:
             await self._respond_error(send, exc, request_id)
+
+    async def _current(self, scope, principal) -> tuple[KeyInfo, TenantConfig]:
+        """The key and a routing table known to be current (what a listing shows must match what
+        /v1 serves now)."""
+        key, tenant = await principal(scope)
+        if await self.state.versions(tenant.tenant_id) != tenant.version:
+            self.configs.drop(tenant.tenant_id)
+            key, tenant = await principal(scope)
+        return key, tenant
 
     async def chat(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
@@ -263,10 +273,9 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
 
     async def _principal(self, scope, authorization: str | None = None) -> tuple[KeyInfo, TenantConfig]:
         """The request's key (its ``Authorization`` header, or ``authorization`` as a door read
-        it) and its tenant's routing table, both from this worker's caches
-        when they are current. A key is read again when its tenant's configuration changed
-        since it was read (a revocation is such a change). Failed attempts are counted per
-        client address."""
+        it) and its tenant's routing table, both from this worker's caches when they are
+        current. A key is read again when its tenant's configuration changed since it was read
+        (a revocation is such a change). Failed attempts are counted per client address."""
         address = client_address(scope)
         try:
             digest = self.keys.digest(authorization or header(scope, b"authorization"))
@@ -420,8 +429,12 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         user = body.get("user")
         ctx.end_user = user[:128] if isinstance(user, str) else ""
 
-    async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send) -> None:
-        cache_key = self._cache_key(tenant, route, body, scope)
+    async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send,
+                        once=None) -> None:
+        """A non-streamed answer, from the response cache when the tenant allows it (entries are
+        kept per door: the same JSON may be a request of two doors). ``once``: the door's own
+        call of one target (default: a chat)."""
+        cache_key = self._cache_key(tenant, route, body, scope, ctx.api)
         if cache_key is not None:
             cached = await self.state.cache_get(cache_key)
             if cached is not None:
@@ -429,14 +442,15 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 ctx.status = "cache_hit"
                 await send_json(send, 200, cached, ctx.request_id, [(b"x-tollgate-cache", b"hit")])
                 return
-        result = await self.engine.chat(tenant, route, targets, body, ctx.call)
+        result = await self.engine.chat(tenant, route, targets, body, ctx.call, once)
         extra = model_header(ctx)
         if cache_key is not None:
             extra.append((b"x-tollgate-cache", b"miss"))
             await self.state.cache_set(cache_key, result.body, tenant.cache_ttl_seconds)
         await send_json(send, 200, result.body, ctx.request_id, extra)
 
-    def _cache_key(self, tenant: TenantConfig, route: Route, body: dict[str, Any], scope) -> str | None:
+    def _cache_key(self, tenant: TenantConfig, route: Route, body: dict[str, Any], scope,
+                   api: str = "chat") -> str | None:
         if not tenant.cache_enabled:
             return None
         flag = (header(scope, b"x-tollgate-cache") or "").lower()
@@ -446,7 +460,8 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         if temperature != 0 and flag not in ("on", "yes", "true", "1"):
             return None
         canonical = orjson.dumps({**body, "model": route.requested}, option=orjson.OPT_SORT_KEYS)
-        return f"tg:rc:t{tenant.tenant_id}:{hashlib.sha256(canonical).hexdigest()}"
+        door = "" if api == "chat" else f"{api}:"
+        return f"tg:rc:t{tenant.tenant_id}:{door}{hashlib.sha256(canonical).hexdigest()}"
 
     async def _stream(self, ctx: Ctx, tenant, route, targets, body, receive, send) -> None:
         """Relay a stream. Once its headers went out (ctx.headers_sent), errors are reported
@@ -570,7 +585,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 "%s %s %s -> %s %s %dms", ctx.request_id, tenant_label, ctx.model_requested or "-", model, status,
                 record.latency_ms,
                 extra={
-                    "request_id": ctx.request_id, "tenant": tenant_label,
+                    "request_id": ctx.request_id, "api": ctx.api, "tenant": tenant_label,
                     "key_prefix": ctx.key.prefix if ctx.key else None,
                     "model_requested": ctx.model_requested, "model_used": model, "provider": provider,
                     "attempts": record.attempts, "status": status, "error_type": record.error_type,

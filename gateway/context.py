@@ -113,7 +113,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Request body is not valid JSON ({exc}).")
+        raise bad_request(f"Request body is not valid JSON ({exc}).") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.")
     return body

@@ -1,13 +1,13 @@
 """The Anthropic Messages door: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
 
 A request goes through what every door shares (key auth, model resolution, limits, budget
-reservation of its worst case — ``max_tokens`` —, fallbacks and cooldowns, metrics, the log line
-and one ledger row with ``api`` = messages). Each target is called in its own protocol: an
-Anthropic provider gets the body as it came (its model id put in) with the client's
-``anthropic-version`` / ``anthropic-beta``, and its answer or stream bytes go back unchanged
-while the usage is read out of them; every other provider gets the request translated to Chat
-Completions and its answer or stream translated back (providers/adapters/messages_door.py).
-Errors are in Anthropic's shape."""
+reservation of its worst case — ``max_tokens`` —, the response cache for non-streamed answers,
+fallbacks and cooldowns, metrics, the log line and one ledger row with ``api`` = messages).
+Each target is called in its own protocol: an Anthropic provider gets the body as it came (its
+model id put in) with the client's ``anthropic-version`` / ``anthropic-beta``, and its answer or
+stream bytes go back unchanged while the usage is read out of them; every other provider gets
+the request translated to Chat Completions and its answer or stream translated back
+(providers/adapters/messages_door.py). Errors are in Anthropic's shape."""
 
 import asyncio
 import time
@@ -31,22 +31,26 @@ from gateway.engine import Call, OpenStream
 from gateway.errors import GatewayError, bad_request, unauthorized
 from gateway.upstream import attempt_timeout
 from providers.adapters.anthropic import parse_error as anthropic_error
+from providers.adapters.failures import truncated_stream
 from providers.adapters.messages_door import (
     PASSED_HEADERS,
+    PING,
     AnthropicStreamTap,
     MessagesStreamTranslator,
     chat_request_from_messages,
+    client_ids,
     count_tokens_estimate,
-    end_user,
     error_event,
     message_from_chat,
     messages_request_problem,
     relay_request,
     relayed_usage,
+    thinking_wanted,
 )
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode, ProviderType
 
+PING_SECONDS = 10.0  # silence after which a stream gets a ping event
 MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anthropic SDK's api_key, Claude "
                "Code's ANTHROPIC_API_KEY) or 'Authorization: Bearer <key>'.")
 
@@ -76,7 +80,8 @@ class _Targets:
             return ChatResult(body=data, usage=relayed_usage(d, data))
         chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
         result = await self.engine.chat_once(d, chat, timeout, request_id)
-        message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id)
+        message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id,
+                                    thinking=thinking_wanted(request))
         return ChatResult(body=orjson.dumps(message), usage=result.usage)
 
     async def open(self, d: Deployment, request: dict[str, Any], timeout: float, request_id: str,
@@ -94,7 +99,8 @@ class _Targets:
                 async for chunk in chunks:
                     first = tap.feed(chunk)
                     if first:
-                        return DoorStream(OpenStream(d, first=first, rest=chunks, response=resp, translator=tap), tap=tap)
+                        opened = OpenStream(d, first=first, rest=chunks, response=resp, translator=tap)
+                        return DoorStream(opened, tap=tap)
                 first = tap.finish()  # raises when the upstream never started
                 return DoorStream(OpenStream(d, first=first, rest=None, response=resp, translator=tap), tap=tap)
             except BaseException:
@@ -103,7 +109,8 @@ class _Targets:
         chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
         chat["stream"] = True
         inner = await self.engine.open_once(d, chat, timeout, request_id, created)
-        translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id)
+        translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id,
+                                              thinking=thinking_wanted(request))
         return DoorStream(inner, translator=translator)
 
 
@@ -126,6 +133,12 @@ class DoorStream:
             if out:
                 yield out
 
+    @property
+    def between_events(self) -> bool:
+        """Whether a ``ping`` may be sent now: always between translated events; in a relayed
+        stream only where the upstream's bytes sent so far end an event."""
+        return self.tap is None or self.tap.between_events
+
     def tail(self, usage: Usage) -> tuple[bytes, UpstreamFailure | None]:
         """The last bytes to send and, when the answer is incomplete, why."""
         if self.translator is not None:
@@ -133,8 +146,7 @@ class DoorStream:
         if self.tap.failure is not None:  # the upstream's error event went out with the rest
             return b"", self.tap.failure
         if not self.tap.complete:
-            failure = UpstreamFailure("connection", f"{self.deployment.provider_name}'s stream ended before the "
-                                      "answer was complete.", retryable=True)
+            failure = truncated_stream(self.deployment)
             return error_event("api_error", f"The upstream stream failed after it started: {failure.message}"), failure
         return b"", None
 
@@ -148,6 +160,14 @@ class DoorStream:
 
     def close(self) -> None:
         self.inner.close()
+
+
+async def _next(events) -> list[bytes] | None:
+    """The next events of a stream; None at its end."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
 
 
 class MessagesDoor:
@@ -164,6 +184,20 @@ class MessagesDoor:
             raise unauthorized(MISSING_KEY)
         return await self._principal(scope, authorization)
 
+    async def anthropic_models(self, scope, send) -> None:
+        """GET /v1/models in Anthropic's shape: one page with every id this key may send."""
+        request_id = new_request_id()
+        try:
+            key, tenant = await self._current(scope, self._messages_principal)
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data = [{"type": "model", "id": model_id, "display_name": model_id, "created_at": created}
+                    for model_id, _ in tenant.model_list(key.allowed_models)]
+            page = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None}
+            await send_json(send, 200, orjson.dumps(page), request_id)
+        except GatewayError as exc:
+            await self._respond_error(send, exc, request_id, anthropic=True)
+
     async def messages(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="messages")
         tenant = None
@@ -177,7 +211,9 @@ class MessagesDoor:
                 raise bad_request(problem[1], param=problem[0])
             ctx.stream = body.get("stream") is True
             self._note_client_fields(ctx, scope, body)
-            ctx.end_user = end_user(body)
+            ctx.end_user, session = client_ids(body)
+            if not ctx.conversation_id:  # Claude Code names its session
+                ctx.conversation_id = session or (header(scope, b"x-claude-code-session-id") or "")[:128]
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT,
                                                           lambda: self._messages_principal(scope))
             ctx.call = Call(request_id=ctx.request_id)
@@ -187,8 +223,7 @@ class MessagesDoor:
                 opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call, door.open)
                 await self._pump(ctx, opened, self._relay_messages(ctx, opened, send), receive)
             else:
-                result = await self.engine.chat(tenant, route, targets, body, ctx.call, door.complete)
-                await send_json(send, 200, result.body, ctx.request_id, model_header(ctx))
+                await self._complete(ctx, tenant, route, targets, body, scope, send, door.complete)
         except GatewayError as exc:
             ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
             if not ctx.headers_sent:
@@ -202,14 +237,28 @@ class MessagesDoor:
         ctx.headers_sent = True
         ctx.ttft_ms = int((time.perf_counter() - ctx.started) * 1000)
         await send({"type": "http.response.body", "body": b"".join(opened.first), "more_body": True})
+        events = opened.events()
+        following = None
         try:
-            async for events in opened.events():
-                await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+            while True:  # the next events, and a ping after PING_SECONDS of silence (clients give up)
+                following = following or asyncio.ensure_future(_next(events))
+                done, _ = await asyncio.wait((following,), timeout=PING_SECONDS)
+                if not done:
+                    if opened.between_events:
+                        await send({"type": "http.response.body", "body": PING, "more_body": True})
+                    continue
+                out, following = following.result(), None
+                if out is None:
+                    break
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         except UpstreamFailure as failure:
             ctx.status, ctx.error_type = "partial", failure.kind
             message = f"The upstream stream failed after it started: {failure.message}"
             await send({"type": "http.response.body", "body": error_event("api_error", message), "more_body": False})
             return
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
         tail, failure = opened.tail(opened.usage or self._estimate(ctx, opened.text_chars))
         if failure is not None:
             ctx.status, ctx.error_type = "partial", failure.kind
@@ -244,7 +293,7 @@ class MessagesDoor:
                                                            timeout=attempt_timeout(d.timeout, stream=False)) as resp:
                         data = await resp.read()
                         status, headers = resp.status, {k.lower(): v for k, v in resp.headers.items()}
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     raise GatewayError(502, f"{d.provider_name} could not be reached to count the tokens "
                                        f"({type(exc).__name__}).", type="upstream_error", code="connection") from None
                 if status != 200:

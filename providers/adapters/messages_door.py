@@ -82,10 +82,10 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
         if problem:
             return f"messages.{i}.content", problem
     system = body.get("system")
-    if system is not None and not isinstance(system, str):
-        if not isinstance(system, list) or any(not isinstance(b, dict) or not isinstance(b.get("text"), str)
-                                               for b in system):
-            return "system", "'system' must be a string or a list of text blocks ({type: text, text})."
+    if system is not None and not isinstance(system, str) and (
+            not isinstance(system, list)
+            or any(not isinstance(b, dict) or not isinstance(b.get("text"), str) for b in system)):
+        return "system", "'system' must be a string or a list of text blocks ({type: text, text})."
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         return "stream", "'stream' must be true or false."
@@ -99,9 +99,10 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
     if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)):
         return "stop_sequences", "'stop_sequences' must be a list of strings."
     tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):
-            return "tools", "'tools' must be a list of {name, description?, input_schema} objects."
+    if tools is not None and (
+            not isinstance(tools, list)
+            or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools)):
+        return "tools", "'tools' must be a list of {name, description?, input_schema} objects."
     choice = body.get("tool_choice")
     if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in TOOL_CHOICES):
         return "tool_choice", "'tool_choice' must be {type: auto | any | none} or {type: tool, name}."
@@ -119,11 +120,24 @@ def messages_request_problem(body: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def end_user(body: dict[str, Any]) -> str:
-    """The end user a Messages request names (``metadata.user_id``), for the ledger."""
+def client_ids(body: dict[str, Any]) -> tuple[str, str]:
+    """The end user and the conversation a Messages request names, for the ledger: its
+    ``metadata.user_id``, which Claude Code fills with a JSON object (``device_id``,
+    ``account_uuid``, ``session_id``): then the account (else the device) and the session."""
     metadata = body.get("metadata")
     user = metadata.get("user_id") if isinstance(metadata, dict) else None
-    return user[:128] if isinstance(user, str) else ""
+    if not isinstance(user, str):
+        return "", ""
+    if user.startswith("{"):
+        try:
+            ids = loads(user)
+        except JSONDecodeError:
+            ids = None
+        if isinstance(ids, dict):
+            who = ids.get("account_uuid") or ids.get("device_id")
+            session = ids.get("session_id")
+            return (str(who)[:128] if who else "", str(session)[:128] if session else "")
+    return user[:128], ""
 
 
 def _text_of(content: Any) -> str:
@@ -132,17 +146,21 @@ def _text_of(content: Any) -> str:
     return "".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
 
 
-def _tool_result_content(block: dict[str, Any]) -> Any:
+def _tool_result(block: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A ``tool_result``'s text (what a ``tool`` message may carry) and its other parts (images,
+    files), which Chat Completions only takes in a user message."""
     content = block.get("content")
     if content is None or isinstance(content, str):
-        text = content or ""
+        text, others = content or "", []
     else:
-        parts = [_user_part(b) for b in content if isinstance(b, dict)]
-        parts = [p for p in parts if p is not None]
-        text = "".join(p["text"] for p in parts if p["type"] == "text") if all(p["type"] == "text" for p in parts) else parts
-    if block.get("is_error") and isinstance(text, str):
-        return f"Error: {text}" if text else "Error"
-    return text
+        parts = [p for p in (_user_part(b) for b in content if isinstance(b, dict)) if p is not None]
+        text = "".join(p["text"] for p in parts if p["type"] == "text")
+        others = [p for p in parts if p["type"] != "text"]
+        if others and not text:
+            text = "(attached below)"
+    if block.get("is_error"):
+        text = f"Error: {text}" if text else "Error"
+    return text, others
 
 
 def _source_url(source: dict[str, Any]) -> str:
@@ -182,10 +200,10 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> dict[str, Any]:
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
-    as a ``tool`` message (before the rest of its user turn), tools and ``tool_choice``
-    renamed, ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks
-    have no equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses
-    it)."""
+    as a ``tool`` message (before the rest of its user turn, which also takes the result's
+    images), several blocks as several parts, tools and ``tool_choice`` renamed,
+    ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks have no
+    equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it)."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
@@ -210,16 +228,18 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
             if text or calls:
                 messages.append(out)
             continue
-        parts = []
+        parts, attached = [], []
         for block in content:
             if block["type"] == "tool_result":
-                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"],
-                                 "content": _tool_result_content(block)})
+                text, others = _tool_result(block)
+                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+                attached.extend(others)
             elif (part := _user_part(block)) is not None:
                 parts.append(part)
+        parts = attached + parts  # a tool's images follow its result, in the user turn
         if parts:
-            plain = all(p["type"] == "text" for p in parts)
-            messages.append({"role": "user", "content": "".join(p["text"] for p in parts) if plain else parts})
+            one_text = len(parts) == 1 and parts[0]["type"] == "text"
+            messages.append({"role": "user", "content": parts[0]["text"] if one_text else parts})
 
     chat: dict[str, Any] = {"messages": messages, "max_tokens": body["max_tokens"]}
     if body.get("model") is not None:
@@ -241,8 +261,9 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
                                    else {"type": "function", "function": {"name": choice["name"]}})
             if choice.get("disable_parallel_tool_use"):
                 chat["parallel_tool_calls"] = False
-    user = end_user(body)
-    if user:
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user, str) and user:
         chat["user"] = user
     if body.get("stream"):
         chat["stream"] = True
@@ -275,21 +296,42 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"arguments": arguments}
 
 
-def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, model: str | None = None) -> dict[str, Any]:
-    """A Messages ``message`` for a ``chat.completion`` answer: its text as a text block, its
-    tool calls as ``tool_use`` blocks, the finish reason as a stop reason."""
+def thinking_wanted(body: dict[str, Any]) -> bool:
+    """Whether a Messages request asked for thinking (``enabled`` or ``adaptive``): then the
+    reasoning a chat upstream reports (``reasoning_content``, OpenRouter's ``reasoning``) comes
+    back as thinking blocks, without a signature (there is none to give)."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, model: str | None = None,
+                      thinking: bool = False) -> dict[str, Any]:
+    """A Messages ``message`` for a ``chat.completion`` answer: its reasoning as a thinking block
+    (when ``thinking``), its text as a text block, its tool calls as ``tool_use`` blocks, the
+    finish reason as a stop reason."""
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
+    reasoning = _reasoning(message) if thinking else ""
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or []:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            content.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""),
-                            "input": _tool_input(function.get("arguments"))})
+            content.append({"type": "tool_use", "id": str(call.get("id") or ""),
+                            "name": str(function.get("name") or ""), "input": _tool_input(function.get("arguments"))})
     stop = STOP_REASONS.get(choice.get("finish_reason"), "end_turn")
     if stop == "end_turn" and any(b["type"] == "tool_use" for b in content):
         stop = "tool_use"
@@ -310,6 +352,9 @@ def sse_event(obj: dict[str, Any]) -> bytes:
     return b"event: " + obj["type"].encode() + b"\ndata: " + dumps(obj) + b"\n\n"
 
 
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
 def error_event(error_type: str, message: str) -> bytes:
     """The mid-stream ``error`` event."""
     return sse_event({"type": "error", "error": {"type": error_type, "message": message}})
@@ -320,16 +365,19 @@ class MessagesStreamTranslator:
     item) → Anthropic Messages SSE events in their order: ``message_start``, then per block
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, and from ``finish(usage)`` the last ``content_block_stop``,
-    ``message_delta`` (stop reason, usage) and ``message_stop``."""
+    ``message_delta`` (stop reason, usage) and ``message_stop``. With ``thinking``, reasoning
+    deltas become a thinking block (``thinking_delta``)."""
 
-    __slots__ = ("_message_id", "_model", "_started", "_block", "_kind", "_tools", "_finish_reason", "_stopped")
+    __slots__ = ("_message_id", "_model", "_thinking", "_started", "_block", "_kind", "_tools", "_finish_reason",
+                 "_stopped")
 
-    def __init__(self, *, message_id: str, model: str) -> None:
+    def __init__(self, *, message_id: str, model: str, thinking: bool = False) -> None:
         self._message_id = message_id
         self._model = model
+        self._thinking = thinking
         self._started = False
         self._block = -1  # index of the open block (-1: none yet)
-        self._kind = ""  # "text" or "tool_use": the open block's type ("" when none is open)
+        self._kind = ""  # "thinking", "text" or "tool_use": the open block's type ("" when none is open)
         self._tools: dict[int, int] = {}  # OpenAI tool_calls index -> block index
         self._finish_reason: str | None = None
         self._stopped = False
@@ -363,6 +411,12 @@ class MessagesStreamTranslator:
             chunk = loads(data)
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
+                reasoning = _reasoning(delta) if self._thinking else ""
+                if reasoning:
+                    if self._kind != "thinking":
+                        self._open(out, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                    out.append(sse_event({"type": "content_block_delta", "index": self._block,
+                                          "delta": {"type": "thinking_delta", "thinking": reasoning}}))
                 text = delta.get("content")
                 if text:
                     if self._kind != "text":
@@ -463,6 +517,11 @@ class AnthropicStreamTap:
             return [data] if data else []
         self._held.append(data)
         return []
+
+    @property
+    def between_events(self) -> bool:
+        """True when what was passed on ends at an event's end (a ``ping`` may go in here)."""
+        return not self._held and self._decoder.between_events
 
     def finish(self) -> list[bytes]:
         self._read(self._decoder.finish())

@@ -56,6 +56,12 @@ class SSEDecoder:
             self._keep(rest + hold)
         return self._lines(lines)
 
+    @property
+    def between_events(self) -> bool:
+        """True when the bytes fed so far end exactly at the end of an event (nothing of the
+        next one read yet): where another event may be put into the stream."""
+        return not self._pending and not self._data and not self._event
+
     def finish(self) -> list[tuple[bytes, bytes]]:
         """Flush at end of body: a last line or event without its terminator still counts."""
         lines: list[bytes] = []

@@ -64,6 +64,8 @@ def test_alerts_and_usage_are_read_only(world, client, superuser):
     assert "req_abc123" in page and "10 / 5" in page
     assert "req_abc123" in client.get("/admin/billing/usagelog/?q=conv-9").content.decode()
     assert "req_abc123" not in client.get("/admin/billing/usagelog/?q=req_abc").content.decode()  # exact only
+    assert "req_abc123" in client.get("/admin/billing/usagelog/?api__exact=chat").content.decode()
+    assert "req_abc123" not in client.get("/admin/billing/usagelog/?api__exact=messages").content.decode()
     assert client.get("/admin/billing/usagelog/add/").status_code == 403
 
 

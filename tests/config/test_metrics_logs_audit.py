@@ -102,6 +102,7 @@ def test_one_structured_log_line_per_request(world, live, caplog):
     assert (record.tenant, record.model_requested, record.model_used, record.provider) == (
         "acme", "gpt-4o-mini", "up:gpt-4o-mini", "up")
     assert (record.status, record.attempts, record.input_tokens, record.output_tokens) == ("ok", 1, 7, 3)
+    assert record.api == "chat"
     assert record.key_prefix == world.chat_key[:12] and world.chat_key not in json.dumps(record.__dict__, default=str)
     assert record.latency_ms >= 0 and record.cost == "0.000002850000"  # 7 × 0.15 + 3 × 0.60 per million
 

@@ -4,11 +4,11 @@ Serves ``POST /v1/messages`` (JSON, or the named-event SSE stream ``message_star
 ``content_block_start`` / ``ping`` / ``content_block_delta``… / ``content_block_stop`` →
 ``message_delta`` → ``message_stop``; with ``thinking`` enabled in the request a thinking block,
 ``thinking_delta`` and ``signature_delta``, comes first), ``POST /v1/messages/count_tokens``
-(``{"input_tokens"}``: the prompt's word count, or the ``usage`` override's input) and the paged catalog ``GET /v1/models`` (``limit``,
-``after_id``, ``before_id``; ``has_more``, ``first_id``, ``last_id``) plus ``GET /v1/models/{id}``.
-Every request needs ``x-api-key`` (or ``Authorization: Bearer``; 401 ``authentication_error``) and
-``anthropic-version`` (400 ``invalid_request_error``). Errors use
-``{"type": "error", "error": {"type", "message"}, "request_id"}``.
+(``{"input_tokens"}``: the prompt's word count, or the ``usage`` override's input) and the paged
+catalog ``GET /v1/models`` (``limit``, ``after_id``, ``before_id``; ``has_more``, ``first_id``,
+``last_id``) plus ``GET /v1/models/{id}``. Every request needs ``x-api-key`` (or
+``Authorization: Bearer``; 401 ``authentication_error``) and ``anthropic-version`` (400
+``invalid_request_error``). Errors use ``{"type": "error", "error": {"type", "message"}, "request_id"}``.
 
 Usage mapping: ``Usage.prompt_tokens`` → ``input_tokens`` (the uncached part), ``cached_tokens`` →
 ``cache_read_input_tokens``, ``cache_creation_tokens`` → ``cache_creation_input_tokens`` (of which

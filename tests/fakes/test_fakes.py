@@ -281,6 +281,25 @@ def test_anthropic_tool_use(anthropic: FakeAnthropic, an: httpx.Client) -> None:
     assert json.loads(partial) == {"q": "x"}
 
 
+def test_anthropic_count_tokens_one_hour_cache_tier_and_thinking(anthropic: FakeAnthropic,
+                                                                an: httpx.Client) -> None:
+    counted = an.post("/v1/messages/count_tokens", json={"model": "m", "messages": MSGS})
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+    anthropic.usage = {"input_tokens": 42}
+    assert an.post("/v1/messages/count_tokens", json={"model": "m", "messages": MSGS}).json() == {"input_tokens": 42}
+    assert an.post("/v1/messages/count_tokens", json={"model": "m"}).status_code == 400
+    anthropic.usage = {"cache_creation_tokens": 10, "cache_creation_1h_tokens": 4}
+    body = an.post("/v1/messages", json={"model": "m", "max_tokens": 5, "messages": MSGS,
+                                         "thinking": {"type": "enabled", "budget_tokens": 1024}}).json()
+    assert body["usage"]["cache_creation"] == {"ephemeral_5m_input_tokens": 6, "ephemeral_1h_input_tokens": 4}
+    assert [b["type"] for b in body["content"]] == ["thinking", "text"] and body["content"][0]["signature"]
+    events = anthropic_events(an, thinking={"type": "enabled", "budget_tokens": 1024})
+    deltas = [d["delta"]["type"] for n, d in events if n == "content_block_delta"]
+    assert deltas[:2] == ["thinking_delta", "signature_delta"] and set(deltas[2:]) == {"text_delta"}
+    assert events[1][1]["content_block"]["type"] == "thinking"
+    assert {d["index"] for n, d in events if n == "content_block_delta"} == {0, 1}
+
+
 def test_anthropic_models_paging(anthropic: FakeAnthropic, an: httpx.Client) -> None:
     anthropic.models = make_models(45, "claude-fake")
     seen, after, pages = [], None, 0

@@ -82,6 +82,9 @@ def test_claude_code_through_an_anthropic_fake(world, live, tmp_path, claude_cli
     rows = ledger_rows(world.tenant, len(sent))
     assert len(rows) == len(sent)
     assert_priced_exactly(rows)
+    sessions = {r.conversation_id for r in rows}  # Claude Code's session id, one per run
+    assert len(sessions) == 1 and sessions != {""}
+    assert all(r.end_user and len(r.end_user) < 128 for r in rows)  # its device, not the whole JSON
     assert {(r.cached_input_tokens, r.cache_write_tokens) for r in rows} == {(500, 300)}
 
 

@@ -4,6 +4,7 @@ Ollama and mock ones, streams and tools both ways, errors in Anthropic's shape, 
 ledger row (api = messages, exact cost) and a fallback that crosses protocols."""
 
 import json
+import logging
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -13,11 +14,13 @@ import httpx
 import pytest
 
 from billing.models import Budget, UsageDaily
+from gateway import messages as messages_door
 from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
-from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
+from tenants.services import tenant_update
+from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI, FakeOpenRouter
 from tests.utils.live import add_provider, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -219,10 +222,21 @@ def test_tools_are_translated_both_ways_streamed_or_not(world, live):
                                     {"role": "user", "content": "And tomorrow?"}]
 
 
-def test_ollama_and_mock_upstreams_answer_in_the_messages_shape(world, live):
+def test_openrouter_ollama_and_mock_upstreams_answer_in_the_messages_shape(world, live):
+    catalog = [{"id": "meta-llama/llama-3.1-8b-instruct",
+                "pricing": {"prompt": "0.0000001", "completion": "0.0000002"}}]
+    with FakeOpenRouter(models=catalog, reply="Hi from openrouter",
+                        usage={"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.0000042}) as router:
+        add_provider(world.tenant, router, name="openrouter", provider_type="openrouter")
+        sdk = client(live, world.chat_key)
+        raw = sdk.messages.with_raw_response.create(model="openrouter:meta-llama/llama-3.1-8b-instruct",
+                                                    max_tokens=30, messages=HELLO, extra_body={"top_k": 7})
+        assert raw.parse().content[0].text == "Hi from openrouter"
+        assert router.requests_to("/chat/completions")[-1].body["top_k"] == 7  # OpenRouter takes it
+    row = wait_usage(raw.headers["x-request-id"])
+    assert (row.api, row.provider_cost, row.cost) == ("messages", Decimal("0.0000042"), Decimal("0.000002000000"))
     with FakeOllama(models=["llama3.2:latest"], reply="Hi from ollama") as fake:
         add_provider(world.tenant, fake, name="ollama", provider_type="ollama")
-        sdk = client(live, world.chat_key)
         assert sdk.messages.create(model="ollama:llama3.2:latest", max_tokens=30,
                                    messages=HELLO).content[0].text == "Hi from ollama"
         with sdk.messages.stream(model="ollama:llama3.2:latest", max_tokens=30, messages=HELLO) as stream:
@@ -232,6 +246,9 @@ def test_ollama_and_mock_upstreams_answer_in_the_messages_shape(world, live):
     for model in provider.models.all():
         provider_model_set_enabled(provider_model=model, tenant=world.tenant, enabled=True, actor=SYSTEM)
     assert "Say hello" in sdk.messages.create(model="mock:mock-fast", max_tokens=30, messages=HELLO).content[0].text
+    with sdk.messages.stream(model="mock:mock-fast", max_tokens=30, messages=HELLO) as stream:
+        assert "Say hello" in "".join(stream.text_stream)
+        assert stream.get_final_message().usage.output_tokens > 0
 
 
 def test_count_tokens_is_estimated_and_marked_for_other_upstreams(world, live):
@@ -253,7 +270,8 @@ def test_a_fallback_crosses_protocols_streamed_or_not(world, live):
         add_provider(world.tenant, claude, name="claude", provider_type="anthropic", api_key="sk-ant-test")
         add_provider(world.tenant, gpt, name="gpt", provider_type="openai")
         alias_create(tenant=world.tenant, actor=SYSTEM, data={
-            "name": "coder", "retries": 0, "targets": [{"model": "claude:claude-sonnet-4-5"}, {"model": "gpt:gpt-4o-mini"}]})
+            "name": "coder", "retries": 0,
+            "targets": [{"model": "claude:claude-sonnet-4-5"}, {"model": "gpt:gpt-4o-mini"}]})
         sdk = client(live, world.chat_key)
         assert sdk.messages.create(model="coder", max_tokens=20, messages=HELLO).content[0].text == "from claude"
         claude.set_fault("status", status=529)
@@ -268,16 +286,30 @@ def test_a_fallback_crosses_protocols_streamed_or_not(world, live):
     assert wait_usage(streamed_id).attempts == 2
 
 
-def test_a_stream_cut_after_it_started_ends_with_an_error_event_and_a_partial_row(world, live):
+@pytest.mark.parametrize("fault", ["stream_error", "reset"])
+def test_a_stream_cut_after_it_started_ends_with_an_error_event_and_a_partial_row(world, live, fault):
     with FakeAnthropic(models=["claude-sonnet-4-5"], reply="one two three four five six") as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test", max_retries=0)
-        fake.set_fault("stream_error", after_chunks=3)
+        fake.set_fault(fault, after_chunks=3)
         response = post(live, key=world.chat_key, body={"model": "up:claude-sonnet-4-5", "max_tokens": 20,
                                                          "messages": HELLO, "stream": True})
     assert response.status_code == 200
     assert "event: error" in response.text and "message_stop" not in response.text
     row = wait_usage(response.headers["x-request-id"])
     assert (row.api, row.status) == ("messages", "partial")
+
+
+def test_a_translated_stream_cut_after_it_started_ends_with_an_error_event(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"], reply="one two three four five six") as fake:
+        add_provider(world.tenant, fake, provider_type="openai", max_retries=0)
+        fake.set_fault("reset", after_chunks=2)
+        response = post(live, key=world.chat_key, body={"model": "up:gpt-4o-mini", "max_tokens": 20,
+                                                         "messages": HELLO, "stream": True})
+    assert response.status_code == 200
+    names = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
+    assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
+    row = wait_usage(response.headers["x-request-id"])
+    assert (row.api, row.status, row.tokens_estimated) == ("messages", "partial", True)
 
 
 # --- errors, in Anthropic's shape ----------------------------------------------------------
@@ -332,3 +364,95 @@ def test_an_exhausted_budget_refuses_before_any_upstream_call(world, live):
     assert "resets at" in body["error"]["message"] and response.headers["x-should-retry"] == "false"
     row = wait_usage(response.headers["x-request-id"])
     assert (row.api, row.status, row.error_type) == ("messages", "rejected", "budget_exceeded")
+
+
+def test_rate_limits_and_suspension_answer_in_the_anthropic_shape(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        tenant_update(tenant=world.tenant, changes={"requests_per_minute": 1}, actor=SYSTEM)
+        body = {"model": "up:gpt-4o-mini", "max_tokens": 5, "messages": HELLO}
+        assert post(live, key=world.chat_key, body=body).status_code == 200
+        refused = post(live, key=world.chat_key, body=body)
+        assert_anthropic_error(refused, 429, "rate_limit_error", "1 requests per minute for this tenant")
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert wait_usage(refused.headers["x-request-id"]).api == "messages"
+        world.tenant.is_active = False  # suspended (by support, in the admin)
+        world.tenant.save()
+        assert_anthropic_error(post(live, key=world.chat_key, body=body), 403, "permission_error", "suspended")
+        # another tenant is not affected, and cannot use this tenant's models
+        assert_anthropic_error(post(live, key=world.other_chat_key, body=body), 404, "not_found_error",
+                               "up:gpt-4o-mini")
+
+
+def test_the_response_cache_serves_messages_and_keeps_them_apart_from_chat(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"], reply="cached words") as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        tenant_update(tenant=world.tenant, changes={"cache_enabled": True}, actor=SYSTEM)
+        body = {"model": "up:gpt-4o-mini", "max_tokens": 5, "messages": HELLO, "temperature": 0}
+        first, second = (post(live, key=world.chat_key, body=body) for _ in range(2))
+        assert (first.headers["x-tollgate-cache"], second.headers["x-tollgate-cache"]) == ("miss", "hit")
+        assert first.json() == second.json() and second.json()["content"][0]["text"] == "cached words"
+        # The same JSON is a valid chat request too: it must not get the Messages answer.
+        chat = httpx.post(f"{live.url}/v1/chat/completions", json=body,
+                          headers={"authorization": f"Bearer {world.chat_key}"})
+        assert chat.headers["x-tollgate-cache"] == "miss" and chat.json()["object"] == "chat.completion"
+        assert len(fake.requests_to("/v1/chat/completions")) == 2
+    row = wait_usage(second.headers["x-request-id"])
+    assert (row.api, row.status, row.cost) == ("messages", "cache_hit", 0)
+
+
+def test_models_list_in_the_anthropic_shape_for_anthropic_clients(world, live):
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        alias_create(tenant=world.tenant, actor=SYSTEM,
+                     data={"name": "coder", "targets": [{"model": "up:gpt-4o-mini"}]})
+        page = client(live, world.chat_key).models.list()
+        assert [m.id for m in page.data] == ["coder", "up:gpt-4o-mini"] and page.has_more is False
+        openai_shape = httpx.get(f"{live.url}/v1/models", headers={"authorization": f"Bearer {world.chat_key}"})
+        assert openai_shape.json()["object"] == "list"  # without anthropic-version: OpenAI's shape
+    with pytest.raises(anthropic.AuthenticationError):
+        client(live, "tg_" + "y" * 40).models.list()
+
+
+@pytest.mark.parametrize("fake_class, provider_type", [(FakeOpenAI, "openai"), (FakeAnthropic, "anthropic")])
+def test_a_silent_stream_gets_ping_events_between_whole_events(world, live, monkeypatch, fake_class, provider_type):
+    monkeypatch.setattr(messages_door, "PING_SECONDS", 0.05)
+    model = "gpt-4o-mini" if fake_class is FakeOpenAI else "claude-sonnet-4-5"
+    with fake_class(models=[model], reply="one two three four", api_key="sk-k") as fake:
+        add_provider(world.tenant, fake, provider_type=provider_type, api_key="sk-k")
+        fake.set_fault("slow", chunk_delay=0.3)
+        response = post(live, key=world.chat_key, body={"model": f"up:{model}", "max_tokens": 20,
+                                                         "messages": HELLO, "stream": True})
+        with client(live, world.chat_key).messages.stream(model=f"up:{model}", max_tokens=20,
+                                                          messages=HELLO) as stream:
+            assert "".join(stream.text_stream) == "one two three four"  # the SDK reads through the pings
+    events = response.text.split("\n\n")
+    pings = [e for e in events if e.startswith("event: ping")]
+    assert len(pings) >= 3 and all(e == 'event: ping\ndata: {"type":"ping"}' for e in pings)
+    assert all(e.startswith("event: ") for e in events if e)  # every one a whole event
+    assert [e.split("\n")[0] for e in events if e][-1] == "event: message_stop"
+
+
+def test_an_upstream_client_error_comes_back_with_its_words_and_one_log_line(world, live, caplog):
+    with FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-k") as claude, \
+            FakeOpenAI(models=["gpt-4o-mini"]) as gpt:
+        add_provider(world.tenant, claude, name="claude", provider_type="anthropic", api_key="sk-k")
+        add_provider(world.tenant, gpt, name="gpt", provider_type="openai")
+        alias_create(tenant=world.tenant, actor=SYSTEM, data={
+            "name": "coder", "targets": [{"model": "claude:claude-sonnet-4-5"}, {"model": "gpt:gpt-4o-mini"}]})
+        claude.set_fault("status", status=400, message="prompt is too long: 250000 tokens > 200000 maximum")
+        with caplog.at_level(logging.INFO, logger="tollgate.requests"):
+            response = post(live, key=world.chat_key, body={"model": "coder", "max_tokens": 5, "messages": HELLO})
+        assert gpt.requests_to("/v1/chat/completions") == []  # the same request would fail there too
+    # Claude Code compacts its context when it reads these words.
+    assert_anthropic_error(response, 400, "invalid_request_error", "prompt is too long: 250000 tokens")
+    request_id = response.headers["x-request-id"]
+    records = [r for r in caplog.records if getattr(r, "request_id", "") == request_id]
+    assert len(records) == 1 and (records[0].api, records[0].status) == ("messages", "error")
+
+
+def test_a_body_over_the_limit_is_request_too_large_in_the_anthropic_shape(world, live, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 100_000}]}
+    response = post(live, key=world.chat_key, body=body)
+    assert_anthropic_error(response, 413, "request_too_large", "65536")

@@ -14,10 +14,12 @@ from providers.adapters.messages_door import (
     AnthropicStreamTap,
     MessagesStreamTranslator,
     chat_request_from_messages,
+    client_ids,
     count_tokens_estimate,
     message_from_chat,
     messages_request_problem,
     relay_request,
+    thinking_wanted,
     usage_to_anthropic,
 )
 from providers.adapters.sse import ChunkBuilder
@@ -63,6 +65,21 @@ def test_a_well_formed_request_has_no_problem():
 def test_each_problem_names_its_field_and_the_fix(fields, field, words):
     problem = messages_request_problem(minimal(**fields))
     assert problem is not None and problem[0] == field and words in problem[1]
+
+
+def test_thinking_is_wanted_when_enabled_or_adaptive():
+    assert thinking_wanted(minimal(thinking={"type": "enabled", "budget_tokens": 1024}))
+    assert thinking_wanted(minimal(thinking={"type": "adaptive"}))
+    assert not thinking_wanted(minimal(thinking={"type": "disabled"})) and not thinking_wanted(minimal())
+
+
+def test_the_ledger_ids_come_from_metadata_user_id_claude_codes_json_included():
+    assert client_ids(minimal(metadata={"user_id": "alice"})) == ("alice", "")
+    claude_code = '{"device_id":"dev1","account_uuid":"","session_id":"sess-9"}'
+    assert client_ids(minimal(metadata={"user_id": claude_code})) == ("dev1", "sess-9")
+    assert client_ids(minimal(metadata={"user_id": '{"account_uuid":"acc","session_id":"s"}'})) == ("acc", "s")
+    assert client_ids(minimal(metadata={"user_id": "{not json"})) == ("{not json", "")
+    assert client_ids(minimal()) == ("", "")
 
 
 # --- Messages -> Chat Completions ------------------------------------------------------------
@@ -112,6 +129,23 @@ def test_a_full_conversation_becomes_chat_messages_in_order():
     assert (chat["model"], chat["max_tokens"], chat["stop"], chat["temperature"], chat["top_p"], chat["top_k"],
             chat["user"], chat["stream"]) == ("m", 10, ["END"], 0.5, 0.9, 4, "u-1", True)
     assert "top_k" not in chat_request_from_messages(body, top_k=False)
+
+
+def test_an_image_a_tool_returned_follows_its_result_in_a_user_message():
+    png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
+    body = minimal(messages=[*HELLO, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t1", "name": "read", "input": {"path": "a.png"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [png]}]}])
+    assert chat_request_from_messages(body)["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "t1", "content": "(attached below)"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]}]
+
+
+def test_several_text_blocks_stay_several_parts():
+    body = minimal(messages=[{"role": "user", "content": [{"type": "text", "text": "<reminder>x</reminder>"},
+                                                          {"type": "text", "text": "Say hello"}]}])
+    assert chat_request_from_messages(body)["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "<reminder>x</reminder>"}, {"type": "text", "text": "Say hello"}]}]
 
 
 def test_system_messages_between_turns_stay_system_messages():
@@ -213,6 +247,24 @@ def test_a_chunk_stream_becomes_anthropic_events_in_order():
     assert (events[-2]["usage"]["input_tokens"], events[-2]["usage"]["output_tokens"]) == (9, 5)
 
 
+def test_reasoning_becomes_thinking_blocks_when_the_request_asked_for_thinking():
+    chat = {"choices": [{"finish_reason": "stop", "message": {"content": "42", "reasoning_content": "6 x 7"}}]}
+    asked = message_from_chat(chat, Usage(), message_id="m", thinking=True)
+    assert [b["type"] for b in asked["content"]] == ["thinking", "text"] and asked["content"][0]["thinking"] == "6 x 7"
+    Message.model_validate(asked)
+    assert [b["type"] for b in message_from_chat(chat, Usage(), message_id="m")["content"]] == ["text"]
+    chunks = ChunkBuilder("c", 1, "r1")
+    translator = MessagesStreamTranslator(message_id="m", model="r1", thinking=True)
+    out = translator.feed([chunks.role(), chunks.delta({"reasoning": "6 x "}), chunks.delta({"reasoning": "7"}),
+                           chunks.content("42"), chunks.finish("stop")])
+    events = events_of(out + translator.finish(Usage(output_tokens=3)))
+    blocks = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    deltas = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert blocks == ["thinking", "text"] and deltas == ["thinking_delta", "thinking_delta", "text_delta"]
+    plain = MessagesStreamTranslator(message_id="m", model="r1")
+    assert "thinking" not in b"".join(plain.feed([chunks.delta({"reasoning": "x"})])).decode()
+
+
 def test_an_empty_chunk_stream_still_ends_properly():
     translator = MessagesStreamTranslator(message_id="msg_1", model="gpt")
     events = events_of(translator.finish(Usage(output_tokens=1, estimated=True)))
@@ -283,3 +335,14 @@ def test_the_tap_raises_before_the_first_event_and_keeps_a_later_error():
 
 def test_count_tokens_estimate_is_about_four_characters_a_token():
     assert count_tokens_estimate(minimal(messages=[{"role": "user", "content": "x" * 4000}])) in range(1000, 1020)
+
+
+def test_the_tap_knows_when_a_ping_may_go_in():
+    tap = AnthropicStreamTap(make_deployment("anthropic"))
+    first, rest = STREAM.split(b"event: content_block_start")
+    tap.feed(first)
+    assert tap.between_events  # message_start went out whole
+    tap.feed(b"event: content_block_start\ndata: {")
+    assert not tap.between_events  # half an event: a ping here would break it
+    tap.feed(rest[len(b"\ndata: {"):].split(b"event: ping")[0])
+    assert tap.between_events
