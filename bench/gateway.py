@@ -79,8 +79,8 @@ print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "mod
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def uvicorn_argv(port: int) -> list[str]:
-    return [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+def uvicorn_argv(port: int, app: str = "config.asgi:application") -> list[str]:
+    return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
             "--log-level", "warning"]
 
@@ -95,6 +95,20 @@ def start_tollgate(ctx: BenchContext) -> Target:
 
 
 register_target("tollgate", start_tollgate)
+
+
+def start_floor(ctx: BenchContext) -> Target:
+    """``floor``: bench/floor.py, a raw ASGI app relaying each chat completion to the upstream with
+    one aiohttp session (no auth, no accounting), on Tollgate's uvicorn settings: the most a
+    Python gateway on this stack could do. Tollgate's req/s as a fraction of it is in the table."""
+    port = free_port()
+    ctx.start("floor", [*uvicorn_argv(port, "floor:app"), "--app-dir", str(BENCH)],
+              env={**os.environ, "BENCH_UPSTREAM_BASE_URL": ctx.upstream_base_url}, cwd=str(REPO),
+              cpus=ctx.cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")
+    return Target("floor", f"http://127.0.0.1:{port}/v1", "sk-bench-floor-unused", ctx.model)
+
+
+register_target("floor", start_floor)
 
 
 def baseline_factory(repo: Path):
@@ -194,8 +208,8 @@ if __name__ == "__main__":
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
-    targets = "upstream,tollgate,litellm"
+    targets = "upstream,floor,tollgate,litellm"
     if known.baseline_repo:
         register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
-        targets = "upstream,tollgate-baseline,tollgate,litellm"
+        targets = "upstream,floor,tollgate-baseline,tollgate,litellm"
     sys.exit(main(["--targets", targets, *rest]))
