@@ -25,6 +25,7 @@ from billing.periods import period_for
 from config import metrics
 from config.bodylimit import CLOSE, RequestTooLarge
 from gateway.auth import KeyCache, KeyInfo
+from gateway.collector import collector_tune
 from gateway.db import close_db, run_db
 from gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
 from gateway.errors import GatewayError, bad_request, rate_limited
@@ -119,6 +120,7 @@ class GatewayApp:
             self.engine = Engine(session=self._session, state=self.state)
             self.usage = UsageWriter(self.state)
             self.usage.start()
+            collector_tune()  # last: what start-up made is frozen
 
     async def shutdown(self) -> None:
         self.draining = True
