@@ -1,16 +1,19 @@
-"""Tollgate's data plane against the upstream alone and LiteLLM, in one run (bench/harness.py).
+"""Tollgate's data plane against the upstream alone, the Python floor and LiteLLM, in one run
+(bench/harness.py).
 
     bash bench/setup.sh                                  # wrk + LiteLLM's virtualenv, once
     .venv/bin/python bench/gateway.py [--duration 10]    # the table
     .venv/bin/python bench/gateway.py --memory 100000    # worker RSS over 100k requests
     git worktree add /tmp/before <commit>                # an earlier version, side by side:
-    .venv/bin/python bench/gateway.py --baseline-repo /tmp/before --targets upstream,tollgate-baseline,tollgate
+    .venv/bin/python bench/gateway.py --baseline-repo /tmp/before \
+        --targets upstream,floor,tollgate-baseline,tollgate --repeat 3
 
 Tollgate runs as in production, one worker: uvicorn (uvloop, httptools), DEBUG off, PostgreSQL
 (database tollgate_bench) and Redis (db 1). Every request is authenticated with a chat key,
 resolved against the tenant's routing table, admitted by the rate limiter (the tenant has
 requests-per-minute and tokens-per-day limits, so the Redis script runs), relayed with aiohttp
-and written to the usage ledger.
+and written to the usage ledger. ``floor`` (bench/floor.py) is the same server stack relaying
+without any of that: the table gives Tollgate's req/s as a fraction of it.
 """
 
 import argparse

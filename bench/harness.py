@@ -1506,7 +1506,8 @@ def goal_lines(report: BenchReport) -> list[str]:
             )
         if t.error_count_total():
             parts.append(f"ERRORS: {t.error_count_total()}")
-        lines.append(f"- **{t.target.name}**: " + "; ".join(parts))
+        if parts:
+            lines.append(f"- **{t.target.name}**: " + "; ".join(parts))
     return lines
 
 
