@@ -1,12 +1,15 @@
 """How a data-plane worker keeps its event loop free: the garbage collector tuned when the worker
-starts (what start-up made is frozen, young collections are rare)."""
+starts (what start-up made is frozen, young collections are rare), and the ledger written on the
+worker's database thread, never on the loop's."""
 
 import gc
+import threading
 
 import httpx
 import pytest
 
 from gateway import collector
+from gateway import usage as usage_module
 from tests.fakes import FakeOpenAI
 from tests.support.live import add_provider, wait_usage
 
@@ -25,3 +28,21 @@ def test_a_started_worker_has_frozen_its_start_up_objects_and_raised_the_thresho
     # then the collector walks only what was allocated since start-up, and rarely
     assert gc.get_threshold() == collector.THRESHOLDS
     assert gc.get_freeze_count() > 10_000  # Django, the apps and the gateway, loaded before
+
+
+def test_the_ledger_is_written_on_the_database_thread_not_the_event_loop(world, live, monkeypatch):
+    threads = []
+    write = usage_module.usage_rows_write
+
+    def spy(rows):
+        threads.append(threading.current_thread().name)
+        return write(rows)
+
+    monkeypatch.setattr(usage_module, "usage_rows_write", spy)
+    with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
+        add_provider(world.tenant, fake)
+        resp = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.chat_key}"},
+                          json={"model": "up:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                          timeout=20)
+    wait_usage(resp.headers["x-request-id"])
+    assert threads and all(name.startswith("tollgate-db") for name in threads)  # not live.thread, the loop's
