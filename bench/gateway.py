@@ -1,16 +1,19 @@
-"""Tollgate's data plane against the upstream alone and LiteLLM, in one run (bench/harness.py).
+"""Tollgate's data plane against the upstream alone, the Python floor and LiteLLM, in one run
+(bench/harness.py).
 
     bash bench/setup.sh                                  # wrk + LiteLLM's virtualenv, once
     .venv/bin/python bench/gateway.py [--duration 10]    # the table
     .venv/bin/python bench/gateway.py --memory 100000    # worker RSS over 100k requests
     git worktree add /tmp/before <commit>                # an earlier version, side by side:
-    .venv/bin/python bench/gateway.py --baseline-repo /tmp/before --targets upstream,tollgate-baseline,tollgate
+    .venv/bin/python bench/gateway.py --baseline-repo /tmp/before \
+        --targets upstream,floor,tollgate-baseline,tollgate --repeat 3
 
 Tollgate runs as in production, one worker: uvicorn (uvloop, httptools), DEBUG off, PostgreSQL
 (database tollgate_bench) and Redis (db 1). Every request is authenticated with a chat key,
 resolved against the tenant's routing table, admitted by the rate limiter (the tenant has
 requests-per-minute and tokens-per-day limits, so the Redis script runs), relayed with aiohttp
-and written to the usage ledger.
+and written to the usage ledger. ``floor`` (bench/floor.py) is the same server stack relaying
+without any of that: the table gives Tollgate's req/s as a fraction of it.
 """
 
 import argparse
@@ -79,8 +82,8 @@ print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "mod
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def uvicorn_argv(port: int) -> list[str]:
-    return [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+def uvicorn_argv(port: int, app: str = "config.asgi:application") -> list[str]:
+    return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
             "--log-level", "warning"]
 
@@ -95,6 +98,20 @@ def start_tollgate(ctx: BenchContext) -> Target:
 
 
 register_target("tollgate", start_tollgate)
+
+
+def start_floor(ctx: BenchContext) -> Target:
+    """``floor``: bench/floor.py, a raw ASGI app relaying each chat completion to the upstream with
+    one aiohttp session (no auth, no accounting), on Tollgate's uvicorn settings: the most a
+    Python gateway on this stack could do. Tollgate's req/s as a fraction of it is in the table."""
+    port = free_port()
+    ctx.start("floor", [*uvicorn_argv(port, "floor:app"), "--app-dir", str(BENCH)],
+              env={**os.environ, "BENCH_UPSTREAM_BASE_URL": ctx.upstream_base_url}, cwd=str(REPO),
+              cpus=ctx.cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")
+    return Target("floor", f"http://127.0.0.1:{port}/v1", "sk-bench-floor-unused", ctx.model)
+
+
+register_target("floor", start_floor)
 
 
 def baseline_factory(repo: Path):
@@ -194,8 +211,8 @@ if __name__ == "__main__":
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
-    targets = "upstream,tollgate,litellm"
+    targets = "upstream,floor,tollgate,litellm"
     if known.baseline_repo:
         register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
-        targets = "upstream,tollgate-baseline,tollgate,litellm"
+        targets = "upstream,floor,tollgate-baseline,tollgate,litellm"
     sys.exit(main(["--targets", targets, *rest]))

@@ -58,6 +58,7 @@ import dataclasses
 import datetime as _dt
 import http.client
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -88,6 +89,7 @@ DEFAULT_OUT_DIR = BENCH_DIR / "results"
 DEFAULT_MODEL = "bench-model"
 BASELINE = "upstream"  # the target added latency is measured against
 REFERENCE = "litellm"  # the target req/s ratios are measured against
+FLOOR = "floor"  # a second req/s ratio, when a target of this name is measured (bench/floor.py)
 RESULT_TAG = "BENCH_RESULT"
 LOCAL_ENV = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
@@ -168,7 +170,9 @@ class LoadResult:
     mean_ms: float
     max_ms: float
     errors: dict[str, int]  # connect, read, write, status (non-2xx/3xx), timeout
-    runs_rps: list[float] = field(default_factory=list)  # every repeat's req/s (median kept)
+    runs_rps: list[float] = field(default_factory=list)  # every round's req/s, ascending (median kept)
+    runs_p50_ms: list[float] = field(default_factory=list)  # every round's p50 and p99, same order
+    runs_p99_ms: list[float] = field(default_factory=list)
     other_cpu: float = 0.0  # CPUs used by processes outside the benchmark during the run
     steal_cpu: float = 0.0  # CPUs taken by the hypervisor during the run
 
@@ -283,7 +287,7 @@ class BenchConfig:
     duration_s: float = 10.0
     warmup_s: float = 2.0
     max_threads: int = 2  # wrk threads = min(conns, max_threads)
-    repeat: int = 1  # measured runs per connection count
+    repeat: int = 1  # rounds: every target is measured once per round (started afresh), in order
     pick: str = "median"  # which of the repeats is reported: "median" req/s, or "quietest" machine
     request_timeout_s: float = 10.0  # wrk --timeout: slower answers count as timeouts
     ttfb_requests: int = 200
@@ -293,6 +297,7 @@ class BenchConfig:
     wrk: str = "wrk"
     baseline: str = BASELINE
     reference: str = REFERENCE
+    floor: str = FLOOR
     goal_rps_ratio: float = 15.0
     goal_added_p50_ms: float = 1.0
     busy_threshold_cpu: float = 0.15  # other processes above this (in CPUs) taint a run
@@ -1225,7 +1230,8 @@ class BackgroundMeter:
 def measure_target(
     target: Target, config: BenchConfig, meter: BackgroundMeter | None = None
 ) -> TargetReport:
-    """Check, load-test at every connection count, then measure streaming TTFB.
+    """Check, load-test once at every connection count (after a warm-up), then measure
+    streaming TTFB: one round (``run_benchmark`` repeats rounds and `pick_runs` the result).
 
     With a ``meter``, each measured wrk run first waits (up to ``config.wait_quiet_s``) for the
     machine to be quiet, and records the CPU other processes used during it.
@@ -1235,54 +1241,36 @@ def measure_target(
     check_target(target)
     for conns in config.conns:
         threads = min(conns, config.max_threads)
-        runs: list[LoadResult] = []
-        for attempt in range(max(1, config.repeat)):
-            if config.wait_quiet_s > 0:
-                meter.wait_quiet(config.busy_threshold_cpu, config.wait_quiet_s)
-            if attempt == 0 and config.warmup_s > 0:  # warm-up and measurement back to back
-                log(f"{target.name}: warm-up {config.warmup_s:g} s at {conns} conn")
-                run_wrk(
-                    target,
-                    conns,
-                    config.warmup_s,
-                    threads=threads,
-                    cpus=config.cpus.loadgen,
-                    request_timeout_s=config.request_timeout_s,
-                    wrk=config.wrk,
-                )
-            before = meter.sample()
-            run = run_wrk(
+        if config.wait_quiet_s > 0:
+            meter.wait_quiet(config.busy_threshold_cpu, config.wait_quiet_s)
+        if config.warmup_s > 0:  # warm-up and measurement back to back
+            log(f"{target.name}: warm-up {config.warmup_s:g} s at {conns} conn")
+            run_wrk(
                 target,
                 conns,
-                config.duration_s,
+                config.warmup_s,
                 threads=threads,
                 cpus=config.cpus.loadgen,
                 request_timeout_s=config.request_timeout_s,
                 wrk=config.wrk,
             )
-            run.other_cpu, run.steal_cpu = meter.between(before, meter.sample())
-            runs.append(run)
-        runs.sort(key=lambda r: r.rps)
-        if config.pick == "quietest":
-            result = min(runs, key=lambda r: r.other_cpu + r.steal_cpu)
-        else:
-            result = runs[(len(runs) - 1) // 2]  # the median run (the lower one for an even count)
-        result.runs_rps = [round(r.rps, 1) for r in runs]
-        if result.error_count == 0 and any(r.error_count for r in runs):
-            result.errors = {k: sum(r.errors[k] for r in runs) for k in result.errors}
-        log(
-            f"{target.name}: {conns} conn: {result.rps:,.0f} req/s, p50 {result.p50_ms:.3f} ms, "
-            f"p99 {result.p99_ms:.3f} ms, errors {result.error_count}, other processes "
-            f"{result.other_cpu:.2f} CPU, steal {result.steal_cpu:.2f} CPU"
+        before = meter.sample()
+        run = run_wrk(
+            target,
+            conns,
+            config.duration_s,
+            threads=threads,
+            cpus=config.cpus.loadgen,
+            request_timeout_s=config.request_timeout_s,
+            wrk=config.wrk,
         )
-        if result.error_count:
-            report.notes.append(f"{conns} conn: errors {result.errors}")
-        if result.other_cpu + result.steal_cpu >= config.busy_threshold_cpu:
-            report.notes.append(
-                f"{conns} conn: BUSY MACHINE, other processes used {result.other_cpu:.2f} CPU "
-                f"(steal {result.steal_cpu:.2f}) during the run: figures unreliable"
-            )
-        report.load.append(result)
+        run.other_cpu, run.steal_cpu = meter.between(before, meter.sample())
+        log(
+            f"{target.name}: {conns} conn: {run.rps:,.0f} req/s, p50 {run.p50_ms:.3f} ms, "
+            f"p99 {run.p99_ms:.3f} ms, errors {run.error_count}, other processes "
+            f"{run.other_cpu:.2f} CPU, steal {run.steal_cpu:.2f} CPU"
+        )
+        report.load.append(run)
     if config.ttfb_requests > 0:
         if config.wait_quiet_s > 0:
             meter.wait_quiet(config.busy_threshold_cpu, config.wait_quiet_s)
@@ -1300,6 +1288,42 @@ def measure_target(
         )
         if t.failures:
             report.notes.append(f"stream: {t.failures}/{t.requests} requests failed")
+    return report
+
+
+def pick_runs(rounds: Sequence[TargetReport], config: BenchConfig) -> TargetReport:
+    """One target's rounds as one report: at each connection count the run with the median req/s
+    (the lower middle one for an even count), or with ``config.pick == "quietest"`` the one
+    during which other processes used the least CPU; every round's req/s, p50 and p99 are kept
+    in ``runs_*`` (ordered by req/s). Errors of any round are counted; TTFB is the round with the
+    median TTFB p50."""
+    first = rounds[0]
+    report = TargetReport(target=first.target, startup_s=first.startup_s)
+    for conns in config.conns:
+        runs = sorted((r for t in rounds if (r := t.at(conns)) is not None), key=lambda r: r.rps)
+        if not runs:
+            continue
+        if config.pick == "quietest":
+            result = min(runs, key=lambda r: r.other_cpu + r.steal_cpu)
+        else:
+            result = runs[(len(runs) - 1) // 2]
+        result.runs_rps = [round(r.rps, 1) for r in runs]
+        result.runs_p50_ms = [round(r.p50_ms, 3) for r in runs]
+        result.runs_p99_ms = [round(r.p99_ms, 3) for r in runs]
+        if any(r.error_count for r in runs):
+            result.errors = {k: sum(r.errors[k] for r in runs) for k in result.errors}
+            report.notes.append(f"{conns} conn: errors {result.errors} (all rounds)")
+        if result.other_cpu + result.steal_cpu >= config.busy_threshold_cpu:
+            report.notes.append(
+                f"{conns} conn: BUSY MACHINE, other processes used {result.other_cpu:.2f} CPU "
+                f"(steal {result.steal_cpu:.2f}) during the run: figures unreliable"
+            )
+        report.load.append(result)
+    ttfbs = sorted((t.ttfb for t in rounds if t.ttfb is not None), key=lambda x: x.ttfb_p50_ms)
+    if ttfbs:
+        report.ttfb = ttfbs[(len(ttfbs) - 1) // 2]
+        report.ttfb.failures = sum(x.failures for x in ttfbs)
+    report.notes += [n for t in rounds for n in t.notes if n not in report.notes]
     return report
 
 
@@ -1349,18 +1373,21 @@ def run_benchmark(
     upstream_base_url: str | None = None,
     options: argparse.Namespace | None = None,
 ) -> BenchReport:
-    """Start the upstream, then measure each target in order; return the report.
+    """Start the upstream, then measure each target in order, ``config.repeat`` rounds of them
+    (interleaved: a slow spell on a shared machine hits every target, not one); return the
+    report (`pick_runs` of each target's rounds).
 
     A target is a registered name (see `register_target`; started just before it is measured and
-    stopped right after) or a ready `Target` / ``(name, base_url, api_key, model)`` tuple that the
-    caller runs itself. The upstream (the ``upstream`` target) runs for the whole benchmark;
-    pass ``upstream_base_url`` to use one that is already running instead.
+    stopped right after, in every round) or a ready `Target` / ``(name, base_url, api_key, model)``
+    tuple that the caller runs itself. The upstream (the ``upstream`` target) runs for the whole
+    benchmark; pass ``upstream_base_url`` to use one that is already running instead.
     """
     report = BenchReport(
         config=config,
         started_at=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         environment=environment_info(config),
     )
+    rounds: dict[int, list[TargetReport]] = {}
     with ProcessSet(log_dir) as base:
         upstream_url = upstream_base_url
         if upstream_url is None:
@@ -1370,7 +1397,10 @@ def run_benchmark(
                 workers=upstream_workers,
                 chunk_delay_ms=upstream_chunk_delay_ms,
             )
-        for spec in targets:
+        repeat = max(1, config.repeat)
+        for round_no, (index, spec) in itertools.product(range(repeat), enumerate(targets)):
+            if index == 0 and repeat > 1:
+                log(f"round {round_no + 1} of {repeat}")
             with ProcessSet(log_dir) as scope:
                 started = time.monotonic()
                 if isinstance(spec, str):
@@ -1388,7 +1418,8 @@ def run_benchmark(
                 log(f"measuring {target.name} at {target.base_url}")
                 target_report = measure_target(target, config, BackgroundMeter(own_names))
                 target_report.startup_s = round(startup, 2) if startup is not None else None
-                report.targets.append(target_report)
+                rounds.setdefault(index, []).append(target_report)
+    report.targets = [pick_runs(rounds[index], config) for index in sorted(rounds)]
     return report
 
 
@@ -1408,18 +1439,24 @@ def render_table(report: BenchReport) -> str:
     cfg = report.config
     base = report.get(cfg.baseline)
     ref = report.get(cfg.reference)
+    floor = report.get(cfg.floor)
+    floor_head = f" req/s ÷ {cfg.floor} |" if floor else ""
     lines = [
         (
-            f"| target | conns | req/s | p50 ms | p99 ms | errors | req/s ÷ {cfg.reference} "
-            f"| +p50 ms vs {cfg.baseline} | stream TTFB p50 ms | +TTFB ms vs {cfg.baseline} |"
+            f"| target | conns | req/s | p50 ms | p99 ms | errors | req/s ÷ {cfg.reference} |{floor_head}"
+            f" +p50 ms vs {cfg.baseline} | stream TTFB p50 ms | +TTFB ms vs {cfg.baseline} |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if floor else ""),
     ]
     for t in report.targets:
         for r in t.load:
             ref_r = ref.at(r.conns) if ref else None
             base_r = base.at(r.conns) if base else None
             ratio = _fmt(r.rps / ref_r.rps, 1, "×") if ref_r and ref_r.rps > 0 else "—"
+            if floor:
+                floor_r = floor.at(r.conns)
+                share = _fmt(r.rps / floor_r.rps, 2) if floor_r and floor_r.rps > 0 else "—"
+                ratio += f" | {share}"
             added = _fmt(r.p50_ms - base_r.p50_ms, 3) if base_r and t is not base else "—"
             ttfb = added_ttfb = "—"
             if r.conns == 1 and t.ttfb is not None:  # TTFB is sequential, i.e. one connection
@@ -1452,6 +1489,10 @@ def goal_lines(report: BenchReport) -> list[str]:
                 f"req/s at {top.conns} conns = {ratio:.1f}× {cfg.reference} "
                 f"(goal ≥ {cfg.goal_rps_ratio:g}×: {verdict})"
             )
+        floor = report.get(cfg.floor)
+        floor_top = floor.at(top.conns) if floor and t is not floor else None
+        if floor_top and floor_top.rps > 0:
+            parts.append(f"req/s at {top.conns} conns = {top.rps / floor_top.rps:.2f} of {cfg.floor}")
         one, base_one = t.at(1), base.at(1) if base else None
         if one and base_one:
             added = one.p50_ms - base_one.p50_ms
@@ -1465,7 +1506,8 @@ def goal_lines(report: BenchReport) -> list[str]:
             )
         if t.error_count_total():
             parts.append(f"ERRORS: {t.error_count_total()}")
-        lines.append(f"- **{t.target.name}**: " + "; ".join(parts))
+        if parts:
+            lines.append(f"- **{t.target.name}**: " + "; ".join(parts))
     return lines
 
 
@@ -1477,7 +1519,7 @@ def render_report(report: BenchReport) -> str:
         f"Gateway benchmark, {report.started_at} — {env['cpus']} CPUs ({env['cpu_model']}), "
         f"kernel {env['kernel']}, Python {env['python']} + {env['loop']}, {env['wrk']}, "
         f"LiteLLM {env['litellm']}; {env['pinning']}; wrk {cfg.duration_s:g} s after "
-        f"{cfg.warmup_s:g} s warm-up{f', {cfg.pick} of {cfg.repeat} runs' if cfg.repeat > 1 else ''}, "
+        f"{cfg.warmup_s:g} s warm-up{f', {cfg.pick} of {cfg.repeat} interleaved rounds' if cfg.repeat > 1 else ''}, "
         f"threads = min(conns, {cfg.max_threads}); TTFB: median of "
         f"{cfg.ttfb_requests} sequential streaming requests."
     )
@@ -1486,6 +1528,12 @@ def render_report(report: BenchReport) -> str:
     if goals:
         parts += ["", *goals]
     notes = [f"- {t.target.name}: {n}" for t in report.targets for n in t.notes]
+    if cfg.repeat > 1:
+        notes += [
+            f"- {t.target.name}, {r.conns} conn, every round by req/s: req/s {r.runs_rps}, "
+            f"p50 ms {r.runs_p50_ms}, p99 ms {r.runs_p99_ms}"
+            for t in report.targets for r in t.load
+        ]
     startups = [f"{t.target.name} {t.startup_s:.1f} s" for t in report.targets if t.startup_s]
     if startups:
         notes.append("- time to ready: " + ", ".join(startups))
@@ -1517,7 +1565,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeat",
         type=int,
         default=1,
-        help="measured runs per target and conns; see --pick for which one is reported",
+        help="rounds: measure every target N times, one round after another (each target "
+        "started afresh per round); see --pick for which run is reported",
     )
     p.add_argument(
         "--pick",

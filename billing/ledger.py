@@ -6,8 +6,10 @@ the ledger is skipped, and only the records actually inserted are added to the r
 retried batch never counts twice and the rollups stay equal to the ledger. Rollups: per tenant
 × local day × model × key (UsageDaily), per tenant × local day (TenantDaily) and the provider
 health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's
-per-field work would slow the data plane, this runs beside its event loop): one prepared
-statement executed per row, which psycopg pipelines and sqlite3 loops in C.
+per-field work would slow the data plane, this runs beside its event loop): on PostgreSQL a
+batch's rows go in one statement, as one JSON array (encoded in C by orjson, unpacked by the
+server), which answers with the request ids it inserted; sqlite3 loops one prepared statement
+in C.
 
 A batch the database refuses is split in halves until the refused rows are alone; a record it
 still refuses is set aside in UsageDeadLetter with the reason (``UsageRecord.set_aside``, and
@@ -25,8 +27,9 @@ from typing import Any
 import orjson
 import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from psycopg.types.json import Jsonb
 
-from billing.health import SLOTS, latency_bucket, slot_start
+from billing.health import SLOTS, latency_bucket
 from billing.models import (
     SUM_MONEY,
     HealthBucket,
@@ -89,15 +92,14 @@ def _write_or_split(rows: list[UsageRecord]) -> list[UsageRecord]:
 
 
 def _write(rows: list[UsageRecord]) -> list[UsageRecord]:
-    ids = [row.request_id for row in rows]
-    existing = set(UsageLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
-    new, seen = [], set(existing)
-    for row in rows:
+    new, seen = [], set()
+    for row in rows:  # a request id twice in one batch: the first row counts
         if row.request_id not in seen:
             seen.add(row.request_id)
             new.append(row)
+    inserted = _insert_ledger(new)
+    new = [row for row in new if row.request_id in inserted]
     if new:
-        _insert_ledger(new)
         _add_to_rollups(new)
         _add_to_health(new)
     return new
@@ -115,16 +117,47 @@ def _execute_many(sql: str, params: list[tuple]) -> None:
             cursor.executemany(sql, params)
 
 
-def _insert_ledger(rows: list[UsageRecord]) -> None:
+def _insert_ledger(rows: list[UsageRecord]) -> set[str]:
+    """Insert the rows whose request id is not in the ledger yet; return their request ids."""
     adapt_time = connection.ops.adapt_datetimefield_value
     now = datetime.now(UTC)
     params = [(*_COLUMN_VALUES(row), adapt_time(row.created_at or now)) for row in rows]
     quote = connection.ops.quote_name
+    into = f"INSERT INTO {quote(UsageLog._meta.db_table)} ({', '.join(quote(c) for c in LEDGER_FIELDS)})"
+    if connection.vendor == "postgresql":
+        # One statement, the rows as one JSON array: a third of the CPU of a pipelined INSERT per
+        # row plus a SELECT of the ids already there, on a thread that shares the GIL with the
+        # event loop (and a fraction of the server's time). Each value is cast to its column's
+        # base type (varchar, not varchar(40)): the insert itself checks lengths and scales, as
+        # it does a bound parameter's.
+        casts = ", ".join(f"(r->>{i})::{UsageLog._meta.get_field(c).db_type(connection).split('(')[0]}"
+                          for i, c in enumerate(LEDGER_FIELDS))
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(
+                f"{into} SELECT {casts} FROM jsonb_array_elements(%s) AS r "
+                f"ON CONFLICT ({quote('request_id')}) DO NOTHING RETURNING {quote('request_id')}",
+                [Jsonb(params, dumps=_json_array)],
+            )
+            return {request_id for (request_id,) in cursor.fetchall()}
+    ids = [row.request_id for row in rows]
+    existing = set(UsageLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
     _execute_many(
-        f"INSERT INTO {quote(UsageLog._meta.db_table)} ({', '.join(quote(c) for c in LEDGER_FIELDS)}) "
-        f"VALUES ({', '.join(['%s'] * len(LEDGER_FIELDS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING",
-        params,
+        f"{into} VALUES ({', '.join(['%s'] * len(LEDGER_FIELDS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING",
+        [values for request_id, values in zip(ids, params, strict=True) if request_id not in existing],
     )
+    return set(ids) - existing
+
+
+def _json_array(params: list[tuple]) -> bytes:
+    """Ledger values as JSON: money (Decimal) as a string, exact; datetimes in ISO 8601."""
+    return orjson.dumps(params, default=_decimal_text)
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a ledger value")
 
 
 def rollup_key(row: UsageRecord) -> tuple[int, date, int, int]:
@@ -197,11 +230,11 @@ def _add_to_health(rows: list[UsageRecord]) -> None:
     counts: dict[tuple, list[int]] = {}
     now = datetime.now(UTC)
     for row in rows:
-        at = row.created_at or now
+        seconds = int((row.created_at or now).timestamp())  # slots as in health.slot_start
         bucket = latency_bucket(row.latency_ms or 0)
         error = row.status in ERROR_STATUSES
         for span in SLOTS:
-            key = (span, slot_start(at, span), row.provider_id or 0, row.provider_model_id or 0, bucket)
+            key = (span, seconds - seconds % span, row.provider_id or 0, row.provider_model_id or 0, bucket)
             acc = counts.get(key)
             if acc is None:
                 acc = counts[key] = [0, 0]
@@ -211,7 +244,7 @@ def _add_to_health(rows: list[UsageRecord]) -> None:
     _execute_many(
         _upsert_sql(HealthBucket, ("span", "start", "provider_id", "provider_model_id", "bucket"),
                     ("requests", "errors")),
-        [(span, adapt_time(start), provider, model, bucket, n, e)
+        [(span, adapt_time(datetime.fromtimestamp(start, UTC)), provider, model, bucket, n, e)
          for (span, start, provider, model, bucket), (n, e) in sorted(counts.items())],
     )
 

@@ -24,6 +24,7 @@ from billing.writer import UsageWriter
 from config import metrics
 from config.bodylimit import CLOSE
 from gateway.auth import KeyCache, KeyInfo
+from gateway.collector import collector_tune
 from gateway.context import (
     DONE,
     SSE_HEADERS,
@@ -104,6 +105,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             self.engine = Engine(session=self._session, state=self.state)
             self.usage = UsageWriter(self.state, run_db=run_db)
             self.usage.start()
+            collector_tune()  # last: what start-up made is frozen
 
     async def shutdown(self) -> None:
         self.draining = True

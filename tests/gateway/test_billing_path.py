@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.models import Count, Sum
 
 from billing.ledger import usage_records_write
-from billing.models import Budget, UsageDaily, UsageLog
+from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.records import UsageRecord
 from billing.spend import BudgetInfo, plan
 from core.redis import get_redis
@@ -88,6 +88,44 @@ def test_a_retried_write_never_duplicates(world):
     assert usage_records_write([UsageRecord(**row), UsageRecord(**row)]) == []
     assert UsageLog.objects.filter(request_id="req_dup").count() == 1
     assert UsageDaily.objects.get(tenant=world.tenant).requests == 1
+
+
+def test_a_request_id_twice_in_one_batch_is_written_and_counted_once_as_the_first_row(world):
+    first = UsageRecord(request_id="req_twice", tenant_id=world.tenant.pk, status="ok", input_tokens=5,
+                        output_tokens=7, cost=Decimal("0.001"))
+    second = UsageRecord(request_id="req_twice", tenant_id=world.tenant.pk, status="ok", input_tokens=5,
+                         output_tokens=99, cost=Decimal("0.5"))
+    written = usage_records_write([first, second])
+    assert written == [first]
+    assert UsageLog.objects.get(request_id="req_twice").output_tokens == 7
+    daily = UsageDaily.objects.get(tenant=world.tenant)
+    assert (daily.requests, daily.output_tokens, daily.cost) == (1, 7, Decimal("0.001"))
+
+
+def test_every_column_is_stored_exactly_as_the_record_gave_it(world):
+    key, _ = api_key_create(tenant=world.tenant, name="k", actor=SYSTEM)
+    at = datetime(2026, 3, 1, 10, 47, 12, 345678, tzinfo=ZoneInfo("UTC"))
+    row = {"request_id": "req_exact", "tenant_id": world.tenant.pk, "api_key_id": key.pk,
+           "model_requested": "fast \"ünïcode\" \\ 🚀", "attempts": 2, "status": "partial",
+           "error_type": "client_disconnected", "input_tokens": 2**31 - 1, "cached_input_tokens": 3,
+           "cache_write_tokens": 4, "output_tokens": 5, "reasoning_tokens": 6, "tokens_estimated": True,
+           "cost": Decimal("12345678.123456789012"), "provider_cost": Decimal("0.000000000001"), "latency_ms": 1234,
+           "ttft_ms": 56, "stream": True, "conversation_id": "conv-1", "end_user": "alice@example.com",
+           "api": "messages", "created_at": at}
+    assert len(usage_records_write([UsageRecord(**row)])) == 1
+    stored = UsageLog.objects.filter(request_id="req_exact").values(*row).get()
+    assert stored == row
+    usage_records_write([UsageRecord(request_id="req_defaults", tenant_id=world.tenant.pk)])  # defaults only
+    stored = UsageLog.objects.get(request_id="req_defaults")
+    assert (stored.api_key_id, stored.cost, stored.provider_cost, stored.ttft_ms, stored.status, stored.end_user,
+            stored.tokens_estimated, stored.api) == (None, None, None, None, "ok", "", False, "chat")
+
+
+def test_text_too_long_for_its_column_is_set_aside_not_cut(world):
+    record = UsageRecord(request_id="req_long", tenant_id=world.tenant.pk, status="ok", model_requested="m" * 256)
+    assert usage_records_write([record]) == []
+    assert not UsageLog.objects.filter(request_id="req_long").exists()
+    assert "too long" in UsageDeadLetter.objects.get(request_id="req_long").reason
 
 
 def test_a_row_of_a_deleted_key_is_kept_without_the_key(world):
