@@ -1,8 +1,9 @@
 """Benchmark harness for the gateway's data plane: a library and a CLI.
 
-What it does, for every target (an OpenAI-compatible base URL with a key and a model):
+What it does, for every target (a base URL with a key, a model and a door: OpenAI Chat
+Completions by default, or Anthropic Messages or OpenAI Responses -- ``Target.door``):
 
-1. checks one plain and one streaming chat completion through it (status 200, valid shapes);
+1. checks one plain and one streaming request through it (status 200, the door's shapes);
 2. for each connection count (default 1 and 16) runs ``wrk`` -- a separate process, pinned to its
    own CPU -- first for a warm-up (default 2 s, discarded), then for the measured duration
    (default 10 s), POSTing a JSON chat body with ``Authorization: Bearer <key>``; a Lua ``done()``
@@ -16,7 +17,9 @@ target and connection count, the req/s ratio to the reference target (``litellm`
 latency added relative to the baseline target (``upstream``, the loopback server called directly)
 and the streaming TTFB with the TTFB added relative to the baseline. Below the table, one line
 per other target (e.g. ``tollgate``) checks the goals: req/s at the highest connection count
->= 15x the reference, and p50 added at 1 connection <= 1 ms.
+>= 15x the reference, and p50 added at 1 connection <= 1 ms. Targets registered with
+`register_comparison` get a second table: their req/s and p50 added as ratios of another
+target's, against a maximum cost, and their stream TTFB added against 1 ms.
 
 CLI::
 
