@@ -4,6 +4,8 @@
     bash bench/setup.sh                                  # wrk + LiteLLM's virtualenv, once
     .venv/bin/python bench/gateway.py [--duration 10]    # the table
     .venv/bin/python bench/gateway.py --memory 100000    # worker RSS over 100k requests
+    .venv/bin/python bench/gateway.py --doors            # the /v1/messages and /v1/responses doors
+                                                         # side by side with /v1/chat/completions
     git worktree add /tmp/before <commit>                # an earlier version, side by side:
     .venv/bin/python bench/gateway.py --baseline-repo /tmp/before \
         --targets upstream,floor,tollgate-baseline,tollgate --repeat 3
@@ -14,6 +16,13 @@ resolved against the tenant's routing table, admitted by the rate limiter (the t
 requests-per-minute and tokens-per-day limits, so the Redis script runs), relayed with aiohttp
 and written to the usage ledger. ``floor`` (bench/floor.py) is the same server stack relaying
 without any of that: the table gives Tollgate's req/s as a fraction of it.
+
+``--doors`` (the targets ``tollgate-messages``, ``tollgate-responses``,
+``tollgate-messages-translated`` and ``tollgate-chat-to-anthropic``) measures the other doors
+against ``tollgate`` (Chat Completions relayed to an OpenAI-compatible provider): the same
+server and tenant, whose loopback upstream is also registered as an Anthropic and an OpenAI
+provider; a second table gives each door's req/s and p50 added as ratios of ``tollgate``'s,
+against the issue's goals (relayed: ≤ 10 % worse; translated: within 1.5×; TTFB added < 1 ms).
 """
 
 import argparse
@@ -28,7 +37,17 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from harness import BenchContext, Target, free_port, main, register_target  # noqa: E402
+from harness import (  # noqa: E402
+    CHAT,
+    MESSAGES,
+    RESPONSES,
+    BenchContext,
+    Target,
+    free_port,
+    main,
+    register_comparison,
+    register_target,
+)
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
@@ -48,8 +67,10 @@ def tollgate_env(database_url: str = DATABASE_URL, redis_url: str = REDIS_URL) -
 
 def setup_tenant(upstream_base_url: str, model: str, repo: Path = REPO, database_url: str = DATABASE_URL,
                  redis_url: str = REDIS_URL) -> dict:
-    """In a fresh process: migrate the bench database and create the tenant, its provider
-    (the upstream), and a chat key. Prints JSON."""
+    """In a fresh process: migrate the bench database and create the tenant, its providers
+    (the upstream as OpenAI-compatible ``up``, Anthropic ``ant`` and OpenAI ``oai``), and a chat
+    key. Returns the key, the tenant's id and the three model names."""
+    upstream_root = upstream_base_url.rstrip("/").removesuffix("/v1")
     code = f"""
 import json, django
 django.setup()
@@ -68,10 +89,17 @@ Tenant.objects.filter(slug="bench").delete()
 created = tenant_create(slug="bench", name="Bench")
 tenant_update(tenant=created.tenant, actor=SYSTEM,
               changes={{"requests_per_minute": 100_000_000, "tokens_per_day": 10**15}})
-provider = provider_create(owner=created.tenant, data={{"name": "up", "base_url": {upstream_base_url!r},
-                                                       "provider_type": "openai_compatible"}})
-provider_sync(provider=provider)
-print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "model": "up:{model}"}}))
+# The same loopback upstream as three providers: OpenAI-compatible (chat), Anthropic (its
+# /v1/messages) and OpenAI (its /v1/responses, which the Responses door relays to).
+for name, base_url, provider_type in (("up", {upstream_base_url!r}, "openai_compatible"),
+                                      ("ant", {upstream_root!r}, "anthropic"),
+                                      ("oai", {upstream_base_url!r}, "openai")):
+    provider = provider_create(owner=created.tenant, data={{"name": name, "base_url": base_url,
+                                                           "provider_type": provider_type,
+                                                           "api_key": "sk-bench-upstream-dummy"}})
+    provider_sync(provider=provider)
+print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "model": "up:{model}",
+                  "anthropic_model": "ant:{model}", "openai_model": "oai:{model}"}}))
 """
     env = tollgate_env(database_url, redis_url)
     subprocess.run([PYTHON, "-c", "import psycopg; c=psycopg.connect('" + database_url.rsplit("/", 1)[0]
@@ -98,6 +126,36 @@ def start_tollgate(ctx: BenchContext) -> Target:
 
 
 register_target("tollgate", start_tollgate)
+
+# The doors side by side (issue #13, "Speed"): (name, door, which provider's model, max cost vs tollgate).
+# Relayed: the client's API is the provider's own; translated: Tollgate converts between the two.
+DOOR_TARGETS = (
+    ("tollgate-messages", MESSAGES, "anthropic_model", 1.1),  # Messages relayed to Anthropic
+    ("tollgate-responses", RESPONSES, "openai_model", 1.1),  # Responses relayed to OpenAI's /v1/responses
+    ("tollgate-messages-translated", MESSAGES, "model", 1.5),  # Messages to an OpenAI-compatible provider
+    ("tollgate-chat-to-anthropic", CHAT, "anthropic_model", 1.5),  # Chat Completions to Anthropic
+)
+DOORS_RUN = "upstream," + ",".join(["tollgate", *(name for name, *_ in DOOR_TARGETS)])
+
+
+def door_factory(name: str, door: str, model_key: str):
+    """A Tollgate target (same server, tenant and key as ``tollgate``) called through ``door``
+    with the model of one of the tenant's providers."""
+
+    def start(ctx: BenchContext) -> Target:
+        info = setup_tenant(ctx.upstream_base_url, ctx.model)
+        port = free_port()
+        ctx.count_as_target("postgres", "redis-server")
+        ctx.start(name, uvicorn_argv(port), env=tollgate_env(), cwd=str(REPO), cpus=ctx.cpus.servers,
+                  ready_url=f"http://127.0.0.1:{port}/healthz")
+        return Target(name, f"http://127.0.0.1:{port}/v1", info["key"], info[model_key], door)
+
+    return start
+
+
+for _name, _door, _model_key, _max_cost in DOOR_TARGETS:
+    register_target(_name, door_factory(_name, _door, _model_key))
+    register_comparison(_name, "tollgate", _max_cost)
 
 
 def start_floor(ctx: BenchContext) -> Target:
@@ -208,10 +266,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--memory", type=int, default=0)
     parser.add_argument("--baseline-repo", type=Path, default=None)
+    parser.add_argument("--doors", action="store_true")
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
-    targets = "upstream,floor,tollgate,litellm"
+    targets = DOORS_RUN if known.doors else "upstream,floor,tollgate,litellm"
     if known.baseline_repo:
         register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
         targets = "upstream,floor,tollgate-baseline,tollgate,litellm"

@@ -1,8 +1,9 @@
 """Benchmark harness for the gateway's data plane: a library and a CLI.
 
-What it does, for every target (an OpenAI-compatible base URL with a key and a model):
+What it does, for every target (a base URL with a key, a model and a door: OpenAI Chat
+Completions by default, or Anthropic Messages or OpenAI Responses -- ``Target.door``):
 
-1. checks one plain and one streaming chat completion through it (status 200, valid shapes);
+1. checks one plain and one streaming request through it (status 200, the door's shapes);
 2. for each connection count (default 1 and 16) runs ``wrk`` -- a separate process, pinned to its
    own CPU -- first for a warm-up (default 2 s, discarded), then for the measured duration
    (default 10 s), POSTing a JSON chat body with ``Authorization: Bearer <key>``; a Lua ``done()``
@@ -16,7 +17,9 @@ target and connection count, the req/s ratio to the reference target (``litellm`
 latency added relative to the baseline target (``upstream``, the loopback server called directly)
 and the streaming TTFB with the TTFB added relative to the baseline. Below the table, one line
 per other target (e.g. ``tollgate``) checks the goals: req/s at the highest connection count
->= 15x the reference, and p50 added at 1 connection <= 1 ms.
+>= 15x the reference, and p50 added at 1 connection <= 1 ms. Targets registered with
+`register_comparison` get a second table: their req/s and p50 added as ratios of another
+target's, against a maximum cost, and their stream TTFB added against 1 ms.
 
 CLI::
 
@@ -108,49 +111,96 @@ def log(message: str) -> None:
 # ============================================================================================
 
 
+CHAT, MESSAGES, RESPONSES = "chat", "messages", "responses"
+DOOR_PATHS = {CHAT: "/chat/completions", MESSAGES: "/messages", RESPONSES: "/responses"}
+ANTHROPIC_VERSION = "2023-06-01"
+PROMPT = "Say hello in five words."
+
+
 @dataclass(frozen=True)
 class Target:
-    """An OpenAI-compatible endpoint to measure.
+    """An endpoint to measure, through one of three doors (APIs).
 
-    ``base_url`` is the OpenAI base URL including ``/v1`` (requests go to
-    ``base_url + "/chat/completions"``); ``api_key`` is sent as ``Authorization: Bearer``.
-    A plain ``(name, base_url, api_key, model)`` tuple is accepted wherever a Target is.
+    ``base_url`` is the base URL including ``/v1``; ``door`` says which API is called there:
+    ``chat`` (OpenAI Chat Completions, ``base_url + "/chat/completions"``, the default),
+    ``messages`` (Anthropic Messages, ``/messages``, key in ``x-api-key`` with
+    ``anthropic-version``) or ``responses`` (OpenAI Responses, ``/responses``). ``api_key`` is
+    sent as ``Authorization: Bearer`` except on the Messages door. A plain
+    ``(name, base_url, api_key, model[, door])`` tuple is accepted wherever a Target is.
     """
 
     name: str
     base_url: str
     api_key: str
     model: str
+    door: str = CHAT
+
+    def __post_init__(self) -> None:
+        if self.door not in DOOR_PATHS:
+            raise ValueError(f"unknown door {self.door!r}; use one of {', '.join(DOOR_PATHS)}")
 
     @classmethod
     def of(cls, spec: Target | Sequence[str]) -> Target:
-        """A Target from a Target or a ``(name, base_url, api_key, model)`` tuple."""
+        """A Target from a Target or a ``(name, base_url, api_key, model[, door])`` tuple."""
         if isinstance(spec, Target):
             return spec
-        name, base_url, api_key, model = spec
-        return cls(name, base_url.rstrip("/"), api_key, model)
+        name, base_url, api_key, model, *door = spec
+        return cls(name, base_url.rstrip("/"), api_key, model, *door)
 
     @property
     def chat_url(self) -> str:
         """The chat completions URL."""
-        return self.base_url.rstrip("/") + "/chat/completions"
+        return self.base_url.rstrip("/") + DOOR_PATHS[CHAT]
+
+    @property
+    def url(self) -> str:
+        """The URL requests go to: this target's door."""
+        return self.base_url.rstrip("/") + DOOR_PATHS[self.door]
 
     def headers(self) -> dict[str, str]:
-        """Request headers for a JSON POST with this target's key."""
+        """Request headers for a JSON POST with this target's key, as its door wants them."""
+        if self.door == MESSAGES:
+            return {"Content-Type": "application/json", "x-api-key": self.api_key,
+                    "anthropic-version": ANTHROPIC_VERSION}
         return {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
+
+    def body(self, stream: bool = False) -> bytes:
+        """The request body for this target's door (`chat_body`, `messages_body`, `responses_body`)."""
+        return _BODIES[self.door](self.model, stream)
 
 
 def chat_body(model: str, stream: bool = False) -> bytes:
     """The JSON request body used everywhere: a one-message chat, optionally streamed."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": "Say hello in five words."}],
+        "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": 16,
     }
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def messages_body(model: str, stream: bool = False) -> bytes:
+    """The Anthropic Messages equivalent of `chat_body`."""
+    body: dict[str, Any] = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": PROMPT}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def responses_body(model: str, stream: bool = False) -> bytes:
+    """The OpenAI Responses equivalent of `chat_body`."""
+    body: dict[str, Any] = {"model": model, "input": PROMPT, "max_output_tokens": 16}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+_BODIES: dict[str, Callable[[str, bool], bytes]] = {
+    CHAT: chat_body, MESSAGES: messages_body, RESPONSES: responses_body,
+}
 
 
 @dataclass
@@ -302,6 +352,9 @@ class BenchConfig:
     goal_added_p50_ms: float = 1.0
     busy_threshold_cpu: float = 0.15  # other processes above this (in CPUs) taint a run
     wait_quiet_s: float = 30.0  # before each measured run, wait up to this for a quiet machine
+    # (target, against, max cost): see `register_comparison`; filled from the registry by the CLI
+    comparisons: tuple[tuple[str, str, float], ...] = ()
+    goal_added_ttfb_ms: float = 1.0  # comparisons: stream TTFB added must stay under this
 
 
 # ============================================================================================
@@ -708,6 +761,23 @@ def register_target(name: str, factory: TargetFactory) -> None:
     _FACTORIES[name] = factory
 
 
+_COMPARISONS: dict[str, tuple[str, float]] = {}
+
+
+def register_comparison(name: str, against: str, max_cost: float) -> None:
+    """Compare target ``name`` with target ``against`` in a second table (when both are
+    measured): its req/s at the highest connection count and its p50 added at 1 connection as
+    ratios of ``against``'s, with the goal that a request costs at most ``max_cost`` times as
+    much (req/s ≥ against's ÷ ``max_cost``, p50 added ≤ ``max_cost`` × against's) and that its
+    stream TTFB added stays under ``BenchConfig.goal_added_ttfb_ms``."""
+    _COMPARISONS[name] = (against, max_cost)
+
+
+def registered_comparisons() -> tuple[tuple[str, str, float], ...]:
+    """``(target, against, max cost)`` for every `register_comparison`."""
+    return tuple((name, against, cost) for name, (against, cost) in _COMPARISONS.items())
+
+
 def registered_targets() -> list[str]:
     """Names usable in ``--targets``."""
     return list(_FACTORIES)
@@ -727,6 +797,15 @@ def _litellm_factory(ctx: BenchContext) -> Target:
 
 register_target(BASELINE, _upstream_factory)
 register_target(REFERENCE, _litellm_factory)
+# The upstream's other doors called directly (Anthropic's and the Responses format).
+register_target(
+    "upstream-messages",
+    lambda ctx: Target("upstream-messages", ctx.upstream_base_url, "sk-bench-upstream-dummy", ctx.model, MESSAGES),
+)
+register_target(
+    "upstream-responses",
+    lambda ctx: Target("upstream-responses", ctx.upstream_base_url, "sk-bench-upstream-dummy", ctx.model, RESPONSES),
+)
 
 
 # ============================================================================================
@@ -734,35 +813,53 @@ register_target(REFERENCE, _litellm_factory)
 # ============================================================================================
 
 
+def _answer_text(door: str, doc: Any) -> str:
+    """The text of a plain answer in ``door``'s format (KeyError etc. when it is not one)."""
+    if door == MESSAGES:
+        if doc["type"] != "message":
+            raise ValueError(f"type {doc['type']!r}")
+        return "".join(block["text"] for block in doc["content"] if block["type"] == "text")
+    if door == RESPONSES:
+        if doc["object"] != "response" or doc["status"] != "completed":
+            raise ValueError(f"object {doc['object']!r}, status {doc.get('status')!r}")
+        return "".join(part["text"] for item in doc["output"] if item["type"] == "message"
+                       for part in item["content"] if part["type"] == "output_text")
+    return doc["choices"][0]["message"]["content"]
+
+
+# What a complete stream of each door starts with and holds at its end.
+_STREAM_SHAPES = {
+    CHAT: (b"data:", b"data: [DONE]"),
+    MESSAGES: (b"event: message_start", b"event: message_stop"),
+    RESPONSES: (b"event: response.created", b"event: response.completed"),
+}
+
+
 def check_target(target: Target, timeout_s: float = 30.0) -> None:
-    """One plain and one streaming chat completion; raise `BenchError` unless both look right."""
+    """One plain and one streaming request through the target's door; raise `BenchError`
+    unless both look right (an answer with text, an SSE stream that starts and ends as the
+    door's streams do)."""
     status, _h, body = http_request(
-        "POST",
-        target.chat_url,
-        body=chat_body(target.model),
-        headers=target.headers(),
-        timeout_s=timeout_s,
+        "POST", target.url, body=target.body(), headers=target.headers(), timeout_s=timeout_s
     )
     if status != 200:
-        raise BenchError(f"{target.name}: chat completion answered {status}: {body[:300]!r}")
+        raise BenchError(f"{target.name}: {target.door} request answered {status}: {body[:300]!r}")
     try:
-        doc = json.loads(body)
-        doc["choices"][0]["message"]["content"]
+        text = _answer_text(target.door, json.loads(body))
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise BenchError(f"{target.name}: not a chat.completion ({exc}): {body[:300]!r}") from None
+        raise BenchError(f"{target.name}: not a {target.door} answer ({exc}): {body[:300]!r}") from None
+    if not text:
+        raise BenchError(f"{target.name}: a {target.door} answer without text: {body[:300]!r}")
     status, headers, body = http_request(
-        "POST",
-        target.chat_url,
-        body=chat_body(target.model, stream=True),
-        headers=target.headers(),
-        timeout_s=timeout_s,
+        "POST", target.url, body=target.body(stream=True), headers=target.headers(), timeout_s=timeout_s
     )
     if status != 200:
         raise BenchError(f"{target.name}: streaming answered {status}: {body[:300]!r}")
-    if not body.lstrip().startswith(b"data:") or b"data: [DONE]" not in body:
+    first, last = _STREAM_SHAPES[target.door]
+    if not body.lstrip().startswith(first) or last not in body:
         raise BenchError(
-            f"{target.name}: not an SSE stream ending with [DONE] "
-            f"(content-type {headers.get('content-type')}): {body[:300]!r}"
+            f"{target.name}: not a {target.door} SSE stream starting with {first.decode()!r} and holding "
+            f"{last.decode()!r} (content-type {headers.get('content-type')}): {body[:300]!r}"
         )
 
 
@@ -844,13 +941,13 @@ def run_wrk(
     body: bytes | None = None,
     wrk: str = "wrk",
 ) -> LoadResult:
-    """Run wrk once against ``target``'s chat URL and return the parsed result.
+    """Run wrk once against ``target``'s door URL and return the parsed result.
 
     wrk runs in its own process group (killed if this process is interrupted), pinned to
     ``cpus`` when given; threads default to ``min(conns, 2)``.
     """
     threads = threads or min(conns, 2)
-    body = body if body is not None else chat_body(target.model)
+    body = body if body is not None else target.body()
     with tempfile.NamedTemporaryFile(
         "w", suffix=".lua", prefix=f"bench-{target.name}-", delete=False
     ) as fh:
@@ -865,7 +962,7 @@ def run_wrk(
         "--latency",
         "-s",
         script,
-        target.chat_url,
+        target.url,
     ]
     if cpus is not None:
         argv = ["taskset", "-c", cpus, *argv]
@@ -947,7 +1044,7 @@ async def _ttfb_aiohttp(
             first: float | None = None
             try:
                 async with session.post(
-                    target.chat_url, data=body, headers=target.headers()
+                    target.url, data=body, headers=target.headers()
                 ) as resp:
                     if resp.status != 200:
                         await resp.read()
@@ -1047,7 +1144,7 @@ class _RawStreamClient:
 
 
 async def _ttfb_raw(target: Target, body: bytes, count: int) -> list[tuple[float, float] | None]:
-    client = _RawStreamClient(target.chat_url)
+    client = _RawStreamClient(target.url)
     results: list[tuple[float, float] | None] = []
     try:
         for _ in range(count):
@@ -1095,7 +1192,7 @@ def measure_ttfb(
     if client == "auto":
         client = "aiohttp" if _aiohttp_available() else "raw"
     runner = _ttfb_aiohttp if client == "aiohttp" else _ttfb_raw
-    body = chat_body(target.model, stream=True)
+    body = target.body(stream=True)
 
     async def go() -> list[tuple[float, float] | None]:
         if warmup:
@@ -1511,6 +1608,60 @@ def goal_lines(report: BenchReport) -> list[str]:
     return lines
 
 
+def _added_p50(report: BenchReport, t: TargetReport) -> float | None:
+    one, base = t.at(1), report.get(report.config.baseline)
+    base_one = base.at(1) if base else None
+    return one.p50_ms - base_one.p50_ms if one and base_one else None
+
+
+def _added_ttfb(report: BenchReport, t: TargetReport) -> float | None:
+    base = report.get(report.config.baseline)
+    if t.ttfb is None or base is None or base.ttfb is None:
+        return None
+    return t.ttfb.ttfb_p50_ms - base.ttfb.ttfb_p50_ms
+
+
+def render_comparisons(report: BenchReport) -> str:
+    """The second table: each compared target against the one it is compared with (see
+    `register_comparison`), with PASS/FAIL per goal; empty when no pair was measured."""
+    cfg = report.config
+    top_conns = max(cfg.conns)
+    rows: list[str] = []
+    for name, against, max_cost in cfg.comparisons:
+        t, a = report.get(name), report.get(against)
+        if t is None or a is None:
+            continue
+        t_top, a_top = t.at(top_conns), a.at(top_conns)
+        rps_ratio = t_top.rps / a_top.rps if t_top and a_top and a_top.rps > 0 else None
+        t_added, a_added = _added_p50(report, t), _added_p50(report, a)
+        p50_ratio = t_added / a_added if t_added is not None and a_added and a_added > 0 else None
+        ttfb_added = _added_ttfb(report, t)
+        rps_ok = rps_ratio is not None and rps_ratio >= 1 / max_cost
+        p50_ok = p50_ratio is not None and p50_ratio <= max_cost
+        ttfb_ok = ttfb_added is not None and ttfb_added < cfg.goal_added_ttfb_ms
+        verdicts = [
+            f"req/s {'PASS' if rps_ok else 'FAIL'}",
+            f"p50 {'PASS' if p50_ok else 'FAIL'}",
+            f"TTFB {'PASS' if ttfb_ok else 'FAIL'}",
+        ]
+        rows.append(
+            f"| {name} | {t.target.door} | {_fmt(t_top.rps if t_top else None, 0)} "
+            f"| {_fmt(rps_ratio, 3)} | {_fmt(t_added, 3)} | {_fmt(p50_ratio, 3, '×')} "
+            f"| {_fmt(ttfb_added, 3)} | ≥ {1 / max_cost:.3f} and ≤ {max_cost:g}× | {', '.join(verdicts)} |"
+        )
+    if not rows:
+        return ""
+    against_names = sorted({against for name, against, _ in cfg.comparisons if report.get(name)})
+    ref = against_names[0] if len(against_names) == 1 else "the compared target"
+    return "\n".join([
+        f"| target | door | req/s at {top_conns} | req/s ÷ {ref} | +p50 ms at 1 vs {cfg.baseline} "
+        f"| +p50 ÷ {ref}'s | +TTFB ms vs {cfg.baseline} | goal (req/s ratio, +p50 ratio) "
+        f"| verdict (TTFB goal < {cfg.goal_added_ttfb_ms:g} ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        *rows,
+    ])
+
+
 def render_report(report: BenchReport) -> str:
     """Header, the table, and the goal lines, as markdown."""
     env = report.environment
@@ -1524,6 +1675,9 @@ def render_report(report: BenchReport) -> str:
         f"{cfg.ttfb_requests} sequential streaming requests."
     )
     parts = [header, "", render_table(report)]
+    comparisons = render_comparisons(report)
+    if comparisons:
+        parts += ["", comparisons]
     goals = goal_lines(report)
     if goals:
         parts += ["", *goals]
@@ -1632,6 +1786,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         goal_added_p50_ms=args.goal_added_p50_ms,
         busy_threshold_cpu=args.busy_threshold,
         wait_quiet_s=args.wait_quiet,
+        comparisons=registered_comparisons(),
     )
 
 

@@ -12,12 +12,19 @@ answer is a fixed, pre-encoded byte string:
                                ``"stream": true``, an SSE stream (``Transfer-Encoding: chunked``):
                                a role chunk, content chunks, a ``finish_reason`` chunk, a usage
                                chunk with ``"choices": []``, then ``data: [DONE]``.
+``POST /v1/messages``          Anthropic's Messages format: a ``message`` with ``usage``; streamed
+                               (``"stream": true``): ``message_start``, ``content_block_start``,
+                               ``ping``, six ``content_block_delta``, ``content_block_stop``,
+                               ``message_delta`` (usage), ``message_stop`` (named SSE events).
+``POST /v1/responses``         OpenAI's Responses format: a ``response`` with ``usage``; streamed:
+                               ``response.created`` … six ``response.output_text.delta`` …
+                               ``response.completed`` (with usage), named SSE events, no [DONE].
 ``POST /v1/embeddings``        a ``list`` with one ``embedding`` of ``--embedding-dim`` floats.
 ``GET  /v1/models``            a ``list`` with the one model (``--model``).
 ``GET  /health``               ``{"status":"ok"}``; anything else is a 404 (405 for a wrong method)
                                with the OpenAI error envelope.
 
-Authentication is not checked (any or no ``Authorization`` header is accepted).
+Authentication is not checked (any or no ``Authorization`` / ``x-api-key`` header is accepted).
 
 HTTP handling: keep-alive by default (HTTP/1.1) and ``Connection: close`` / HTTP/1.0 honoured;
 pipelined requests are answered in order, with the answers to one read batched into one write;
@@ -46,9 +53,20 @@ from typing import Any, cast
 MAX_HEAD = 64 * 1024
 CREATED = 1_700_000_000
 COMPLETION_ID = "chatcmpl-bench0000000000000000000000"
+MESSAGE_ID = "msg_bench00000000000000000000"
+RESPONSE_ID = "resp_bench0000000000000000000000"
+OUTPUT_ITEM_ID = "msg_bench_item0000000000000000"
 CONTENT_PIECES = ("Hello", " from", " the", " bench", " upstream", ".")
 USAGE = {"prompt_tokens": 12, "completion_tokens": len(CONTENT_PIECES), "total_tokens": 12 + 6}
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+# POST paths answered with a completion, by the kind of answer (and stream) they get.
+_POSTED = {
+    b"/v1/chat/completions": "chat",
+    b"/chat/completions": "chat",
+    b"/v1/messages": "messages",
+    b"/v1/responses": "responses",
+    b"/responses": "responses",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,9 +176,125 @@ class Responses:
         usage_chunk["usage"] = USAGE
         events.append(_sse(usage_chunk))
         events.append(b"data: [DONE]\n\n")
-        self.stream_events: list[bytes] = [_http_chunk(event) for event in events]
         self.stream_end = b"0\r\n\r\n"
-        self.stream = self.stream_head + b"".join(self.stream_events) + self.stream_end
+        # Each streamed answer as its HTTP chunks (one per SSE event), and as one write.
+        self.stream_events: dict[str, list[bytes]] = {"chat": [_http_chunk(event) for event in events]}
+        self.messages = _response("200 OK", _dumps(self._message()))
+        self.stream_events["messages"] = [_http_chunk(_named_sse(event)) for event in self._message_events()]
+        self.responses = _response("200 OK", _dumps(self._response_obj("completed")))
+        self.stream_events["responses"] = [_http_chunk(_named_sse(event)) for event in self._response_events()]
+        self.streams = {
+            kind: self.stream_head + b"".join(chunks) + self.stream_end
+            for kind, chunks in self.stream_events.items()
+        }
+        self.stream = self.streams["chat"]
+
+    # -- Anthropic Messages -----------------------------------------------------------------
+
+    def _message(self, *, streaming: bool = False) -> dict[str, Any]:
+        return {
+            "id": MESSAGE_ID,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [] if streaming else [{"type": "text", "text": "".join(CONTENT_PIECES)}],
+            "stop_reason": None if streaming else "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": USAGE["prompt_tokens"],
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1 if streaming else USAGE["completion_tokens"],
+            },
+        }
+
+    def _message_events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": self._message(streaming=True)},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "ping"},
+        ]
+        events += [
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+            for piece in CONTENT_PIECES
+        ]
+        events += [
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": USAGE["completion_tokens"]},
+            },
+            {"type": "message_stop"},
+        ]
+        return events
+
+    # -- OpenAI Responses -------------------------------------------------------------------
+
+    def _output_item(self, status: str) -> dict[str, Any]:
+        done = status == "completed"
+        return {
+            "type": "message",
+            "id": OUTPUT_ITEM_ID,
+            "status": status,
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "".join(CONTENT_PIECES), "annotations": []}]
+            if done
+            else [],
+        }
+
+    def _response_obj(self, status: str) -> dict[str, Any]:
+        done = status == "completed"
+        return {
+            "id": RESPONSE_ID,
+            "object": "response",
+            "created_at": CREATED,
+            "status": status,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "max_output_tokens": None,
+            "model": self.model,
+            "output": [self._output_item("completed")] if done else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "store": False,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": USAGE["prompt_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": USAGE["completion_tokens"],
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": USAGE["total_tokens"],
+            }
+            if done
+            else None,
+            "metadata": {},
+        }
+
+    def _response_events(self) -> list[dict[str, Any]]:
+        where = {"item_id": OUTPUT_ITEM_ID, "output_index": 0, "content_index": 0}
+        text = "".join(CONTENT_PIECES)
+        part = {"type": "output_text", "text": text, "annotations": []}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": self._response_obj("in_progress")},
+            {"type": "response.in_progress", "response": self._response_obj("in_progress")},
+            {"type": "response.output_item.added", "output_index": 0, "item": self._output_item("in_progress")},
+            {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
+        ]
+        events += [{"type": "response.output_text.delta", **where, "delta": piece} for piece in CONTENT_PIECES]
+        events += [
+            {"type": "response.output_text.done", **where, "text": text},
+            {"type": "response.content_part.done", **where, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": self._output_item("completed")},
+            {"type": "response.completed", "response": self._response_obj("completed")},
+        ]
+        return [{**event, "sequence_number": n} for n, event in enumerate(events)]
 
     def _chunk_base(self) -> dict[str, Any]:
         return {
@@ -181,6 +315,11 @@ class Responses:
 
 def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + _dumps(obj) + b"\n\n"
+
+
+def _named_sse(obj: dict[str, Any]) -> bytes:
+    """An SSE event named by the object's ``type`` (how Anthropic and the Responses API stream)."""
+    return b"event: " + obj["type"].encode() + b"\ndata: " + _dumps(obj) + b"\n\n"
 
 
 def _http_chunk(data: bytes) -> bytes:
@@ -329,7 +468,7 @@ class UpstreamProtocol(asyncio.Protocol):
                     transport.write(b"".join(out))
                     out.clear()
                 self.streaming = True
-                asyncio.get_running_loop().create_task(self._write_stream(close))
+                asyncio.get_running_loop().create_task(self._write_stream(delayed_stream, close))
                 return
             if close:
                 out.append(_with_close(response))
@@ -343,10 +482,10 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.closing and transport is not None:
             transport.close()
 
-    def _parse_one(self, buf: bytearray, out: list[bytes]) -> tuple[bytes, int, bool, bool]:
+    def _parse_one(self, buf: bytearray, out: list[bytes]) -> tuple[bytes, int, bool, str | None]:
         """Parse the request at the start of ``buf``.
 
-        Returns (response, bytes consumed, close after it, answer as a delayed stream).
+        Returns (response, bytes consumed, close after it, the kind of delayed stream to write or None).
         """
         end = buf.find(b"\r\n\r\n")
         if end < 0:
@@ -408,29 +547,30 @@ class UpstreamProtocol(asyncio.Protocol):
                     out.clear()
                 self.transport.write(self.r.continue_)
 
-    def _route(self, method: bytes, target: bytes, body: bytes) -> tuple[bytes, bool]:
-        """The response for one request, and whether it is a delayed stream."""
+    def _route(self, method: bytes, target: bytes, body: bytes) -> tuple[bytes, str | None]:
+        """The response for one request, and the kind of stream to write with delays (or None)."""
         path = target.split(b"?", 1)[0]
         if path.endswith(b"/") and len(path) > 1:
             path = path[:-1]
         r = self.r
-        if path == b"/v1/chat/completions" or path == b"/chat/completions":
+        kind = _POSTED.get(path)
+        if kind is not None:
             if method != b"POST":
-                return r.not_allowed, False
+                return r.not_allowed, None
             if b'"stream"' in body and _STREAM_TRUE.search(body) is not None:
                 if self.chunk_delay > 0:
-                    return b"", True
-                return r.stream, False
-            return r.chat, False
+                    return b"", kind
+                return r.streams[kind], None
+            return (r.chat if kind == "chat" else r.messages if kind == "messages" else r.responses), None
         if path == b"/v1/embeddings" or path == b"/embeddings":
-            return (r.embeddings if method == b"POST" else r.not_allowed), False
+            return (r.embeddings if method == b"POST" else r.not_allowed), None
         if path == b"/v1/models" or path == b"/models":
-            return (r.models if method == b"GET" else r.not_allowed), False
+            return (r.models if method == b"GET" else r.not_allowed), None
         if path == b"/health" or path == b"/":
-            return (r.health if method in (b"GET", b"HEAD") else r.not_allowed), False
-        return r.not_found, False
+            return (r.health if method in (b"GET", b"HEAD") else r.not_allowed), None
+        return r.not_found, None
 
-    async def _write_stream(self, close: bool) -> None:
+    async def _write_stream(self, kind: str, close: bool) -> None:
         """Write the SSE stream with ``chunk_delay`` between events, then resume parsing."""
         r = self.r
         try:
@@ -438,8 +578,9 @@ class UpstreamProtocol(asyncio.Protocol):
             if transport is None:
                 return
             head = r.stream_head if not close else _with_close(r.stream_head)
-            transport.write(head + r.stream_events[0])
-            for event in r.stream_events[1:]:
+            events = r.stream_events[kind]
+            transport.write(head + events[0])
+            for event in events[1:]:
                 await asyncio.sleep(self.chunk_delay)
                 if self.transport is None:
                     return
