@@ -55,6 +55,17 @@ MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anth
                "Code's ANTHROPIC_API_KEY) or 'Authorization: Bearer <key>'.")
 
 
+# Provider types whose Chat Completions take ``reasoning_effort`` (Ollama's adapter and mock drop it).
+EFFORT_TYPES = frozenset({ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.OPENROUTER})
+
+
+def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
+    """The Chat Completions request for a non-Anthropic target: ``top_k`` left out for OpenAI
+    (it refuses it), ``thinking`` as ``reasoning_effort`` where the upstream takes it."""
+    return chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI,
+                                      effort=d.provider_type in EFFORT_TYPES)
+
+
 class _Targets:
     """How the Messages door calls one target (the engine's ``once`` / ``opener``)."""
 
@@ -78,7 +89,7 @@ class _Targets:
                 if resp.status != 200:
                     raise anthropic_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
             return ChatResult(body=data, usage=relayed_usage(d, data))
-        chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
+        chat = _chat_request(d, request)
         result = await self.engine.chat_once(d, chat, timeout, request_id)
         message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id,
                                     thinking=thinking_wanted(request))
@@ -106,7 +117,7 @@ class _Targets:
             except BaseException:
                 resp.close()
                 raise
-        chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
+        chat = _chat_request(d, request)
         chat["stream"] = True
         inner = await self.engine.open_once(d, chat, timeout, request_id, created)
         translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id,

@@ -31,6 +31,9 @@ BLOCK_TYPES = frozenset({"text", "image", "document", "tool_use", "tool_result",
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 # Headers of the client's passed on to an Anthropic upstream as they came.
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
+# ``thinking.budget_tokens`` below which Chat Completions' ``reasoning_effort`` is low, medium
+# (at or above the last: high).
+EFFORT_THRESHOLDS = ((4096, "low"), (16384, "medium"))
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -197,13 +200,27 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> dict[str, Any]:
+def reasoning_effort(body: dict[str, Any]) -> str | None:
+    """Chat Completions' ``reasoning_effort`` for a Messages request's ``thinking``: ``enabled``
+    with ``budget_tokens`` under 4,096 is low, under 16,384 medium, else high; none when
+    thinking is disabled, adaptive or unset."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not _number(budget):
+        return None
+    return next((effort for limit, effort in EFFORT_THRESHOLDS if budget < limit), "high")
+
+
+def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effort: bool = False) -> dict[str, Any]:
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
     as a ``tool`` message (before the rest of its user turn, which also takes the result's
     images), several blocks as several parts, tools and ``tool_choice`` renamed,
     ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks have no
-    equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it)."""
+    equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it);
+    ``effort=True`` turns an enabled ``thinking`` into ``reasoning_effort`` (see ``reasoning_effort``)."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
@@ -251,6 +268,8 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
         chat["top_k"] = body["top_k"]
     if body.get("stop_sequences"):
         chat["stop"] = body["stop_sequences"]
+    if effort and (level := reasoning_effort(body)) is not None:
+        chat["reasoning_effort"] = level
     tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
     choice = body.get("tool_choice")
     if tools and not (isinstance(choice, dict) and choice["type"] == "none"):

@@ -166,6 +166,22 @@ def test_create_is_translated_for_an_openai_compatible_upstream(world, live):
     assert (row.api, row.end_user, row.input_tokens, row.cost) == ("messages", "user-9", 30, expected.quantize(CENT))
 
 
+def test_thinking_budget_becomes_reasoning_effort_only_where_the_upstream_takes_it(world, live):
+    thinking = {"type": "enabled", "budget_tokens": 8000}
+    with FakeOpenAI(models=["gpt-4o-mini"], reply="Hi") as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        sdk = client(live, world.chat_key)
+        sdk.messages.create(model="up:gpt-4o-mini", max_tokens=9000, messages=HELLO, thinking=thinking)
+        assert fake.requests_to("/v1/chat/completions")[-1].body["reasoning_effort"] == "medium"
+        sdk.messages.create(model="up:gpt-4o-mini", max_tokens=9000, messages=HELLO, thinking={"type": "disabled"})
+        assert "reasoning_effort" not in fake.requests_to("/v1/chat/completions")[-1].body
+    with FakeOllama(models=["llama3.2:latest"], reply="Hi from ollama") as fake:
+        add_provider(world.tenant, fake, name="ollama", provider_type="ollama")
+        sdk.messages.create(model="ollama:llama3.2:latest", max_tokens=9000, messages=HELLO, thinking=thinking)
+        sent = fake.requests_to("/api/chat")[-1].body
+    assert "reasoning_effort" not in sent and "think" not in sent
+
+
 def test_stream_is_translated_into_anthropic_events_in_order(world, live):
     with FakeOpenAI(models=["gpt-4o-mini"], reply="Alpha beta gamma delta",
                     usage={"prompt_tokens": 12, "completion_tokens": 4}) as fake:

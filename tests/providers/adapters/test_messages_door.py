@@ -18,6 +18,7 @@ from providers.adapters.messages_door import (
     count_tokens_estimate,
     message_from_chat,
     messages_request_problem,
+    reasoning_effort,
     relay_request,
     thinking_wanted,
     usage_to_anthropic,
@@ -129,6 +130,25 @@ def test_a_full_conversation_becomes_chat_messages_in_order():
     assert (chat["model"], chat["max_tokens"], chat["stop"], chat["temperature"], chat["top_p"], chat["top_k"],
             chat["user"], chat["stream"]) == ("m", 10, ["END"], 0.5, 0.9, 4, "u-1", True)
     assert "top_k" not in chat_request_from_messages(body, top_k=False)
+
+
+@pytest.mark.parametrize("thinking, effort", [
+    ({"type": "enabled", "budget_tokens": 1024}, "low"),
+    ({"type": "enabled", "budget_tokens": 4095}, "low"),
+    ({"type": "enabled", "budget_tokens": 4096}, "medium"),
+    ({"type": "enabled", "budget_tokens": 16383}, "medium"),
+    ({"type": "enabled", "budget_tokens": 16384}, "high"),
+    ({"type": "enabled", "budget_tokens": 64000}, "high"),
+    ({"type": "enabled"}, None),
+    ({"type": "disabled"}, None),
+    ({"type": "adaptive"}, None),
+    (None, None),
+])
+def test_thinking_budget_becomes_reasoning_effort_where_asked(thinking, effort):
+    body = minimal(**({"thinking": thinking} if thinking is not None else {}))
+    assert reasoning_effort(body) == effort
+    assert chat_request_from_messages(body, effort=True).get("reasoning_effort") == effort
+    assert "reasoning_effort" not in chat_request_from_messages(body)  # not for upstreams that do not take it
 
 
 def test_an_image_a_tool_returned_follows_its_result_in_a_user_message():
