@@ -69,8 +69,10 @@ def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
 class _Targets:
     """How the Messages door calls one target (the engine's ``once`` / ``opener``)."""
 
-    def __init__(self, engine, body: dict[str, Any], raw: bytes, headers: dict[str, str], message_id: str):
+    def __init__(self, engine, body: dict[str, Any], raw: bytes, headers: dict[str, str], message_id: str,
+                 prompt_tokens: int = 0):
         self.engine = engine
+        self.prompt_tokens = prompt_tokens  # the request's estimate, for a translated stream's message_start
         self.body = body
         self.raw = raw
         self.headers = headers
@@ -121,7 +123,7 @@ class _Targets:
         chat["stream"] = True
         inner = await self.engine.open_once(d, chat, timeout, request_id, created)
         translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id,
-                                              thinking=thinking_wanted(request))
+                                              thinking=thinking_wanted(request), input_tokens=self.prompt_tokens)
         return DoorStream(inner, translator=translator)
 
 
@@ -229,7 +231,8 @@ class MessagesDoor:
                                                           lambda: self._messages_principal(scope))
             ctx.call = Call(request_id=ctx.request_id)
             passed = {name: value for name in PASSED_HEADERS if (value := header(scope, name.encode()))}
-            door = _Targets(self.engine, body, raw, passed, f"msg_{ctx.request_id.removeprefix('req_')}")
+            door = _Targets(self.engine, body, raw, passed, f"msg_{ctx.request_id.removeprefix('req_')}",
+                            prompt_tokens=self._estimate(ctx, 0).input_tokens)
             if ctx.stream:
                 opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call, door.open)
                 await self._pump(ctx, opened, self._relay_messages(ctx, opened, send), receive)

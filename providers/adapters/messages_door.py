@@ -385,15 +385,18 @@ class MessagesStreamTranslator:
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, and from ``finish(usage)`` the last ``content_block_stop``,
     ``message_delta`` (stop reason, usage) and ``message_stop``. With ``thinking``, reasoning
-    deltas become a thinking block (``thinking_delta``)."""
+    deltas become a thinking block (``thinking_delta``). ``message_start`` carries
+    ``input_tokens`` (the request's estimated prompt: the real counts come at the end, in
+    ``message_delta``) and is followed by one ``ping``, as Anthropic's streams are."""
 
-    __slots__ = ("_message_id", "_model", "_thinking", "_started", "_block", "_kind", "_tools", "_finish_reason",
-                 "_stopped")
+    __slots__ = ("_message_id", "_model", "_thinking", "_input_tokens", "_started", "_block", "_kind", "_tools",
+                 "_finish_reason", "_stopped")
 
-    def __init__(self, *, message_id: str, model: str, thinking: bool = False) -> None:
+    def __init__(self, *, message_id: str, model: str, thinking: bool = False, input_tokens: int = 0) -> None:
         self._message_id = message_id
         self._model = model
         self._thinking = thinking
+        self._input_tokens = input_tokens
         self._started = False
         self._block = -1  # index of the open block (-1: none yet)
         self._kind = ""  # "thinking", "text" or "tool_use": the open block's type ("" when none is open)
@@ -401,13 +404,14 @@ class MessagesStreamTranslator:
         self._finish_reason: str | None = None
         self._stopped = False
 
-    def start(self, out: list[bytes], input_tokens: int = 0) -> None:
+    def start(self, out: list[bytes]) -> None:
         if not self._started:
             self._started = True
             out.append(sse_event({"type": "message_start", "message": {
                 "id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
                 "content": [], "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}))
+                "usage": {"input_tokens": self._input_tokens, "output_tokens": 0}}}))
+            out.append(PING)
 
     def _open(self, out: list[bytes], kind: str, block: dict[str, Any]) -> None:
         self._close(out)

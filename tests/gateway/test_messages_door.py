@@ -15,6 +15,7 @@ import pytest
 
 from billing.models import Budget, UsageDaily
 from gateway import messages as messages_door
+from providers.adapters.usage import estimate_tokens
 from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
@@ -194,9 +195,12 @@ def test_stream_is_translated_into_anthropic_events_in_order(world, live):
             final = stream.get_final_message()
     assert response.headers["content-type"].startswith("text/event-stream")
     names = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
-    assert names[0] == "message_start" and names[1] == "content_block_start"
-    assert set(names[2:-3]) == {"content_block_delta"}
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    assert set(names[3:-3]) == {"content_block_delta"}
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    start = json.loads(response.text.split("event: message_start\ndata: ")[1].split("\n")[0])
+    sent = json.dumps({"model": "up:gpt-4o-mini", "max_tokens": 20, "messages": HELLO, "stream": True})
+    assert start["message"]["usage"]["input_tokens"] == estimate_tokens(len(sent)) > 0  # the admission's estimate
     delta = json.loads(response.text.split("event: message_delta\ndata: ")[1].split("\n")[0])
     assert delta["delta"]["stop_reason"] == "end_turn" and delta["usage"]["output_tokens"] == 4
     assert text == "Alpha beta gamma delta" and final.usage.output_tokens == 4 and final.usage.input_tokens == 12

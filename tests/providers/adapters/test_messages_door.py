@@ -235,14 +235,15 @@ def events_of(data: list[bytes]) -> list[dict]:
             name, payload = event.split("\n")
             obj = json.loads(payload[len("data: "):])
             assert name == f"event: {obj['type']}"
-            EVENT.validate_python(obj)  # the SDK's own type for it
+            if obj["type"] != "ping":  # the SDK skips pings; it has no type for them
+                EVENT.validate_python(obj)  # the SDK's own type for it
             out.append(obj)
     return out
 
 
 def test_a_chunk_stream_becomes_anthropic_events_in_order():
     chunks = ChunkBuilder("chatcmpl-1", 1, "gpt")
-    translator = MessagesStreamTranslator(message_id="msg_1", model="gpt")
+    translator = MessagesStreamTranslator(message_id="msg_1", model="gpt", input_tokens=7)
     out = translator.feed([chunks.role(), chunks.content("Hel")])
     out += translator.feed([chunks.content("lo"), chunks.delta({"tool_calls": [
         {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}]})])
@@ -255,15 +256,17 @@ def test_a_chunk_stream_becomes_anthropic_events_in_order():
     assert translator.finish(Usage()) == []  # once
     events = events_of(out)
     assert [(e["type"], e.get("index")) for e in events] == [
-        ("message_start", None),
+        ("message_start", None), ("ping", None),
         ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0), ("content_block_stop", 0),
         ("content_block_start", 1), ("content_block_delta", 1), ("content_block_delta", 1), ("content_block_stop", 1),
         ("content_block_start", 2), ("content_block_delta", 2), ("content_block_stop", 2),
         ("message_delta", None), ("message_stop", None),
     ]
-    assert events[5]["content_block"] == {"type": "tool_use", "id": "call_a", "name": "f", "input": {}}
-    assert "".join(e["delta"].get("partial_json", "") for e in events[6:8]) == '{"a":1}'
+    assert events[6]["content_block"] == {"type": "tool_use", "id": "call_a", "name": "f", "input": {}}
+    assert "".join(e["delta"].get("partial_json", "") for e in events[7:9]) == '{"a":1}'
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    # the start has the request's estimate; the end has the real counts
+    assert (events[0]["message"]["usage"]["input_tokens"], events[0]["message"]["usage"]["output_tokens"]) == (7, 0)
     assert (events[-2]["usage"]["input_tokens"], events[-2]["usage"]["output_tokens"]) == (9, 5)
 
 
@@ -288,7 +291,7 @@ def test_reasoning_becomes_thinking_blocks_when_the_request_asked_for_thinking()
 def test_an_empty_chunk_stream_still_ends_properly():
     translator = MessagesStreamTranslator(message_id="msg_1", model="gpt")
     events = events_of(translator.finish(Usage(output_tokens=1, estimated=True)))
-    assert [e["type"] for e in events] == ["message_start", "message_delta", "message_stop"]
+    assert [e["type"] for e in events] == ["message_start", "ping", "message_delta", "message_stop"]
 
 
 # --- relaying ---------------------------------------------------------------------------------
