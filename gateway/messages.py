@@ -280,7 +280,8 @@ class MessagesDoor:
 
     async def count_tokens(self, scope, receive, send) -> None:
         """Counted by the route's first Anthropic target; estimated (and marked
-        ``x-tollgate-estimated: true``) when the first target is of another kind. Not a
+        ``x-tollgate-estimated: true``) when the first target is of another kind, or when the
+        Anthropic upstream cannot be reached or fails (5xx; its 4xx goes back as it is). Not a
         billed request: no limits counted, no ledger row."""
         request_id = new_request_id()
         try:
@@ -299,6 +300,7 @@ class MessagesDoor:
                 key, tenant = await self._messages_principal(scope)
                 route = tenant.resolve(body.get("model"), mode=ModelMode.CHAT, allowed=key.allowed_models)
             d = route.targets[0].deployment
+            data = None
             if d.provider_type == ProviderType.ANTHROPIC:
                 passed = {name: value for name in PASSED_HEADERS if (value := header(scope, name.encode()))}
                 up = relay_request(d, body, raw, headers=passed, path="/v1/messages/count_tokens")
@@ -307,14 +309,16 @@ class MessagesDoor:
                                                            timeout=attempt_timeout(d.timeout, stream=False)) as resp:
                         data = await resp.read()
                         status, headers = resp.status, {k.lower(): v for k, v in resp.headers.items()}
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    raise GatewayError(502, f"{d.provider_name} could not be reached to count the tokens "
-                                       f"({type(exc).__name__}).", type="upstream_error", code="connection") from None
-                if status != 200:
-                    failure = anthropic_error(d, status, headers, data)
-                    raise GatewayError(status if status < 500 else 502, failure.message, code=failure.kind)
+                except (TimeoutError, aiohttp.ClientError):
+                    data = None  # unreachable: estimated below
+                else:
+                    if 400 <= status < 500:  # the client's to fix: its words go back
+                        failure = anthropic_error(d, status, headers, data)
+                        raise GatewayError(status, failure.message, code=failure.kind)
+                    if status != 200:
+                        data = None  # the upstream failed (5xx): estimated below
                 extra = [(b"x-tollgate-model", d.public_id.encode())]
-            else:
+            if data is None:
                 data = orjson.dumps({"input_tokens": count_tokens_estimate(body)})
                 extra = [(b"x-tollgate-model", d.public_id.encode()), (b"x-tollgate-estimated", b"true")]
             await send_json(send, 200, data, request_id, extra)

@@ -15,6 +15,7 @@ import pytest
 
 from billing.models import Budget, UsageDaily
 from gateway import messages as messages_door
+from providers.adapters.messages_door import count_tokens_estimate
 from providers.adapters.usage import estimate_tokens
 from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
@@ -140,6 +141,24 @@ def test_count_tokens_is_passed_to_anthropic(world, live):
         sent = fake.requests_to("/v1/messages/count_tokens")[-1]
     assert raw.parse().input_tokens == 42 and "x-tollgate-estimated" not in raw.headers
     assert sent.body["model"] == "claude-sonnet-4-5" and sent.headers["anthropic-beta"] == "token-counting-2024-11-01"
+
+
+def test_count_tokens_is_estimated_when_anthropic_fails_and_its_client_errors_come_back(world, live):
+    body = {"model": "up:claude-sonnet-4-5", "messages": [{"role": "user", "content": "x" * 400}]}
+    with FakeAnthropic(models=["claude-sonnet-4-5"], usage={"prompt_tokens": 42}) as fake:
+        add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test")
+        for kind, opts in (("status", {"status": 503}), ("status", {"status": 500}), ("reset", {})):
+            fake.set_fault(kind, path="/v1/messages/count_tokens", times=1, **opts)
+            response = post(live, "/v1/messages/count_tokens", key=world.chat_key, body=body)
+            assert response.status_code == 200, (kind, opts, response.text)
+            assert response.headers["x-tollgate-estimated"] == "true"
+            assert response.json()["input_tokens"] == count_tokens_estimate(body) > 42
+        fake.set_fault("status", path="/v1/messages/count_tokens", times=1, status=400, message="messages: too many")
+        refused = post(live, "/v1/messages/count_tokens", key=world.chat_key, body=body)
+        fine = post(live, "/v1/messages/count_tokens", key=world.chat_key, body=body)
+    assert_anthropic_error(refused, 400, "invalid_request_error", "messages: too many")
+    assert "x-tollgate-estimated" not in refused.headers
+    assert fine.json() == {"input_tokens": 42} and "x-tollgate-estimated" not in fine.headers
 
 
 # --- translated for other providers --------------------------------------------------------
