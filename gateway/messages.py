@@ -45,6 +45,7 @@ from providers.adapters.messages_door import (
     messages_request_problem,
     relay_request,
     relayed_usage,
+    returned_headers,
     thinking_wanted,
 )
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
@@ -70,8 +71,10 @@ class _Targets:
     """How the Messages door calls one target (the engine's ``once`` / ``opener``)."""
 
     def __init__(self, engine, body: dict[str, Any], raw: bytes, headers: dict[str, str], message_id: str,
-                 prompt_tokens: int = 0):
+                 prompt_tokens: int = 0, returned: list[tuple[bytes, bytes]] | None = None):
         self.engine = engine
+        # where an Anthropic answer's rate-limit and id headers go, for the client (the ctx's extra headers)
+        self.returned = returned if returned is not None else []
         self.prompt_tokens = prompt_tokens  # the request's estimate, for a translated stream's message_start
         self.body = body
         self.raw = raw
@@ -90,7 +93,9 @@ class _Targets:
                 data = await resp.read()
                 if resp.status != 200:
                     raise anthropic_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
-            return ChatResult(body=data, usage=relayed_usage(d, data))
+                usage = relayed_usage(d, data)
+                self.returned.extend(returned_headers(resp.headers))
+            return ChatResult(body=data, usage=usage)
         chat = _chat_request(d, request)
         result = await self.engine.chat_once(d, chat, timeout, request_id)
         message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id,
@@ -112,9 +117,11 @@ class _Targets:
                 async for chunk in chunks:
                     first = tap.feed(chunk)
                     if first:
+                        self.returned.extend(returned_headers(resp.headers))
                         opened = OpenStream(d, first=first, rest=chunks, response=resp, translator=tap)
                         return DoorStream(opened, tap=tap)
                 first = tap.finish()  # raises when the upstream never started
+                self.returned.extend(returned_headers(resp.headers))
                 return DoorStream(OpenStream(d, first=first, rest=None, response=resp, translator=tap), tap=tap)
             except BaseException:
                 resp.close()
@@ -232,7 +239,7 @@ class MessagesDoor:
             ctx.call = Call(request_id=ctx.request_id)
             passed = {name: value for name in PASSED_HEADERS if (value := header(scope, name.encode()))}
             door = _Targets(self.engine, body, raw, passed, f"msg_{ctx.request_id.removeprefix('req_')}",
-                            prompt_tokens=self._estimate(ctx, 0).input_tokens)
+                            prompt_tokens=self._estimate(ctx, 0).input_tokens, returned=ctx.extra_headers)
             if ctx.stream:
                 opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call, door.open)
                 await self._pump(ctx, opened, self._relay_messages(ctx, opened, send), receive)

@@ -496,6 +496,23 @@ def relay_request(deployment: Deployment, body: dict[str, Any], raw: bytes | Non
     return UpstreamRequest(method="POST", url=f"{deployment.base_url}{path}", headers=sent, body=raw)
 
 
+RETURNED_PREFIX = "anthropic-ratelimit-"  # an Anthropic answer's headers passed back to the client …
+RETURNED_HEADERS = frozenset({"retry-after", "request-id"})  # … with these (nothing secret: limits, ids)
+
+
+def returned_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The headers of a relayed Anthropic answer that go back to the client (ASGI pairs): its
+    ``anthropic-ratelimit-*`` limits, ``retry-after`` and ``request-id``; nothing else (not
+    the upstream's cookies, server or other headers). Plain, short ASCII values only."""
+    out = []
+    for name, value in headers.items():
+        name = name.lower()
+        if ((name in RETURNED_HEADERS or name.startswith(RETURNED_PREFIX)) and value.isascii()
+                and value.isprintable() and len(value) <= 256 and len(out) < 32):
+            out.append((name.encode(), value.encode()))
+    return out
+
+
 def relayed_usage(deployment: Deployment, body: bytes) -> Usage:
     """The usage of a relayed (non-streamed) message; estimated when it has none."""
     obj = load_json(deployment, body, "a message")

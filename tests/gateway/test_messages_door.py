@@ -133,6 +133,27 @@ def test_tool_use_round_trip_relayed(world, live):
     assert sent["messages"][2]["content"][0] == {"type": "tool_result", "tool_use_id": call.id, "content": "18 C"}
 
 
+def test_anthropics_rate_limit_and_id_headers_come_back_streamed_or_not(world, live):
+    limits = {"anthropic-ratelimit-requests-remaining": "49",
+              "anthropic-ratelimit-tokens-reset": "2026-12-06T01:40:00Z", "retry-after": "7",
+              "x-upstream-secret": "internal", "set-cookie": "session=abc"}
+    with FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-ant-test-1", extra_headers=limits) as fake:
+        add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test-1")
+        sdk = client(live, world.chat_key)
+        raw = sdk.messages.with_raw_response.create(model="up:claude-sonnet-4-5", max_tokens=20, messages=HELLO)
+        assert raw.parse().content[0].text
+        with sdk.messages.stream(model="up:claude-sonnet-4-5", max_tokens=20, messages=HELLO) as stream:
+            assert "".join(stream.text_stream)
+            streamed = stream.response.headers
+    for headers in (raw.headers, streamed):
+        assert headers["anthropic-ratelimit-requests-remaining"] == "49"
+        assert headers["anthropic-ratelimit-tokens-reset"] == "2026-12-06T01:40:00Z"
+        assert headers["retry-after"] == "7" and headers["request-id"].startswith("req_")
+        assert headers["request-id"] != headers["x-request-id"]  # the upstream's id, beside ours
+        assert "x-upstream-secret" not in headers and "set-cookie" not in headers and "sk-ant" not in str(headers)
+    assert raw.request_id == raw.headers["request-id"]  # what the SDK reports as the request's id
+
+
 def test_count_tokens_is_passed_to_anthropic(world, live):
     with FakeAnthropic(models=["claude-sonnet-4-5"], usage={"prompt_tokens": 42}) as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test")

@@ -20,6 +20,7 @@ from providers.adapters.messages_door import (
     messages_request_problem,
     reasoning_effort,
     relay_request,
+    returned_headers,
     thinking_wanted,
     usage_to_anthropic,
 )
@@ -308,6 +309,17 @@ def test_the_relay_sends_the_bytes_as_they_came_when_it_can():
     renamed = relay_request(d, {"model": "up:claude-x", "max_tokens": 5, "unknown": [1]}, b"{}", headers={})
     assert orjson.loads(renamed.body) == {"model": "claude-x", "max_tokens": 5, "unknown": [1]}
     assert renamed.headers["anthropic-version"] == "2023-06-01"  # ours when the client sends none
+
+
+def test_only_rate_limit_retry_and_id_headers_of_an_anthropic_answer_go_back():
+    reset = "2026-12-06T00:00:00Z"
+    upstream = {"Anthropic-RateLimit-Requests-Limit": "50", "anthropic-ratelimit-output-tokens-reset": reset,
+                "Retry-After": "3", "request-id": "req_up_1", "set-cookie": "s=1", "x-api-key": "sk-ant-1",
+                "server": "cloudflare", "anthropic-organization-id": "org-1", "anthropic-ratelimit-odd": "caf\u00e9",
+                "anthropic-ratelimit-long": "9" * 300}
+    assert returned_headers(upstream) == [
+        (b"anthropic-ratelimit-requests-limit", b"50"), (b"anthropic-ratelimit-output-tokens-reset", reset.encode()),
+        (b"retry-after", b"3"), (b"request-id", b"req_up_1")]
 
 
 def anthropic_stream(*events: dict) -> bytes:
