@@ -45,6 +45,7 @@ from providers.adapters.messages_door import (
     messages_request_problem,
     relay_request,
     relayed_usage,
+    returned_headers,
     thinking_wanted,
 )
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
@@ -55,11 +56,26 @@ MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anth
                "Code's ANTHROPIC_API_KEY) or 'Authorization: Bearer <key>'.")
 
 
+# Provider types whose Chat Completions take ``reasoning_effort`` (Ollama's adapter and mock drop it).
+EFFORT_TYPES = frozenset({ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.OPENROUTER})
+
+
+def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
+    """The Chat Completions request for a non-Anthropic target: ``top_k`` left out for OpenAI
+    (it refuses it), ``thinking`` as ``reasoning_effort`` where the upstream takes it."""
+    return chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI,
+                                      effort=d.provider_type in EFFORT_TYPES)
+
+
 class _Targets:
     """How the Messages door calls one target (the engine's ``once`` / ``opener``)."""
 
-    def __init__(self, engine, body: dict[str, Any], raw: bytes, headers: dict[str, str], message_id: str):
+    def __init__(self, engine, body: dict[str, Any], raw: bytes, headers: dict[str, str], message_id: str,
+                 prompt_tokens: int = 0, returned: list[tuple[bytes, bytes]] | None = None):
         self.engine = engine
+        # where an Anthropic answer's rate-limit and id headers go, for the client (the ctx's extra headers)
+        self.returned = returned if returned is not None else []
+        self.prompt_tokens = prompt_tokens  # the request's estimate, for a translated stream's message_start
         self.body = body
         self.raw = raw
         self.headers = headers
@@ -77,8 +93,10 @@ class _Targets:
                 data = await resp.read()
                 if resp.status != 200:
                     raise anthropic_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
-            return ChatResult(body=data, usage=relayed_usage(d, data))
-        chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
+                usage = relayed_usage(d, data)
+                self.returned.extend(returned_headers(resp.headers))
+            return ChatResult(body=data, usage=usage)
+        chat = _chat_request(d, request)
         result = await self.engine.chat_once(d, chat, timeout, request_id)
         message = message_from_chat(orjson.loads(result.body), result.usage, message_id=self.message_id,
                                     thinking=thinking_wanted(request))
@@ -99,18 +117,20 @@ class _Targets:
                 async for chunk in chunks:
                     first = tap.feed(chunk)
                     if first:
+                        self.returned.extend(returned_headers(resp.headers))
                         opened = OpenStream(d, first=first, rest=chunks, response=resp, translator=tap)
                         return DoorStream(opened, tap=tap)
                 first = tap.finish()  # raises when the upstream never started
+                self.returned.extend(returned_headers(resp.headers))
                 return DoorStream(OpenStream(d, first=first, rest=None, response=resp, translator=tap), tap=tap)
             except BaseException:
                 resp.close()
                 raise
-        chat = chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI)
+        chat = _chat_request(d, request)
         chat["stream"] = True
         inner = await self.engine.open_once(d, chat, timeout, request_id, created)
         translator = MessagesStreamTranslator(message_id=self.message_id, model=d.model_id,
-                                              thinking=thinking_wanted(request))
+                                              thinking=thinking_wanted(request), input_tokens=self.prompt_tokens)
         return DoorStream(inner, translator=translator)
 
 
@@ -218,7 +238,8 @@ class MessagesDoor:
                                                           lambda: self._messages_principal(scope))
             ctx.call = Call(request_id=ctx.request_id)
             passed = {name: value for name in PASSED_HEADERS if (value := header(scope, name.encode()))}
-            door = _Targets(self.engine, body, raw, passed, f"msg_{ctx.request_id.removeprefix('req_')}")
+            door = _Targets(self.engine, body, raw, passed, f"msg_{ctx.request_id.removeprefix('req_')}",
+                            prompt_tokens=self._estimate(ctx, 0).input_tokens, returned=ctx.extra_headers)
             if ctx.stream:
                 opened = await self.engine.open_stream(tenant, route, targets, body, ctx.call, door.open)
                 await self._pump(ctx, opened, self._relay_messages(ctx, opened, send), receive)
@@ -266,7 +287,8 @@ class MessagesDoor:
 
     async def count_tokens(self, scope, receive, send) -> None:
         """Counted by the route's first Anthropic target; estimated (and marked
-        ``x-tollgate-estimated: true``) when the first target is of another kind. Not a
+        ``x-tollgate-estimated: true``) when the first target is of another kind, or when the
+        Anthropic upstream cannot be reached or fails (5xx; its 4xx goes back as it is). Not a
         billed request: no limits counted, no ledger row."""
         request_id = new_request_id()
         try:
@@ -285,6 +307,7 @@ class MessagesDoor:
                 key, tenant = await self._messages_principal(scope)
                 route = tenant.resolve(body.get("model"), mode=ModelMode.CHAT, allowed=key.allowed_models)
             d = route.targets[0].deployment
+            data = None
             if d.provider_type == ProviderType.ANTHROPIC:
                 passed = {name: value for name in PASSED_HEADERS if (value := header(scope, name.encode()))}
                 up = relay_request(d, body, raw, headers=passed, path="/v1/messages/count_tokens")
@@ -293,14 +316,16 @@ class MessagesDoor:
                                                            timeout=attempt_timeout(d.timeout, stream=False)) as resp:
                         data = await resp.read()
                         status, headers = resp.status, {k.lower(): v for k, v in resp.headers.items()}
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    raise GatewayError(502, f"{d.provider_name} could not be reached to count the tokens "
-                                       f"({type(exc).__name__}).", type="upstream_error", code="connection") from None
-                if status != 200:
-                    failure = anthropic_error(d, status, headers, data)
-                    raise GatewayError(status if status < 500 else 502, failure.message, code=failure.kind)
+                except (TimeoutError, aiohttp.ClientError):
+                    data = None  # unreachable: estimated below
+                else:
+                    if 400 <= status < 500:  # the client's to fix: its words go back
+                        failure = anthropic_error(d, status, headers, data)
+                        raise GatewayError(status, failure.message, code=failure.kind)
+                    if status != 200:
+                        data = None  # the upstream failed (5xx): estimated below
                 extra = [(b"x-tollgate-model", d.public_id.encode())]
-            else:
+            if data is None:
                 data = orjson.dumps({"input_tokens": count_tokens_estimate(body)})
                 extra = [(b"x-tollgate-model", d.public_id.encode()), (b"x-tollgate-estimated", b"true")]
             await send_json(send, 200, data, request_id, extra)

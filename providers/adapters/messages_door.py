@@ -31,6 +31,9 @@ BLOCK_TYPES = frozenset({"text", "image", "document", "tool_use", "tool_result",
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 # Headers of the client's passed on to an Anthropic upstream as they came.
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
+# ``thinking.budget_tokens`` below which Chat Completions' ``reasoning_effort`` is low, medium
+# (at or above the last: high).
+EFFORT_THRESHOLDS = ((4096, "low"), (16384, "medium"))
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -197,13 +200,27 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> dict[str, Any]:
+def reasoning_effort(body: dict[str, Any]) -> str | None:
+    """Chat Completions' ``reasoning_effort`` for a Messages request's ``thinking``: ``enabled``
+    with ``budget_tokens`` under 4,096 is low, under 16,384 medium, else high; none when
+    thinking is disabled, adaptive or unset."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not _number(budget):
+        return None
+    return next((effort for limit, effort in EFFORT_THRESHOLDS if budget < limit), "high")
+
+
+def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effort: bool = False) -> dict[str, Any]:
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
     as a ``tool`` message (before the rest of its user turn, which also takes the result's
     images), several blocks as several parts, tools and ``tool_choice`` renamed,
     ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks have no
-    equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it)."""
+    equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it);
+    ``effort=True`` turns an enabled ``thinking`` into ``reasoning_effort`` (see ``reasoning_effort``)."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
@@ -251,6 +268,8 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True) -> d
         chat["top_k"] = body["top_k"]
     if body.get("stop_sequences"):
         chat["stop"] = body["stop_sequences"]
+    if effort and (level := reasoning_effort(body)) is not None:
+        chat["reasoning_effort"] = level
     tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
     choice = body.get("tool_choice")
     if tools and not (isinstance(choice, dict) and choice["type"] == "none"):
@@ -366,15 +385,18 @@ class MessagesStreamTranslator:
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, and from ``finish(usage)`` the last ``content_block_stop``,
     ``message_delta`` (stop reason, usage) and ``message_stop``. With ``thinking``, reasoning
-    deltas become a thinking block (``thinking_delta``)."""
+    deltas become a thinking block (``thinking_delta``). ``message_start`` carries
+    ``input_tokens`` (the request's estimated prompt: the real counts come at the end, in
+    ``message_delta``) and is followed by one ``ping``, as Anthropic's streams are."""
 
-    __slots__ = ("_message_id", "_model", "_thinking", "_started", "_block", "_kind", "_tools", "_finish_reason",
-                 "_stopped")
+    __slots__ = ("_message_id", "_model", "_thinking", "_input_tokens", "_started", "_block", "_kind", "_tools",
+                 "_finish_reason", "_stopped")
 
-    def __init__(self, *, message_id: str, model: str, thinking: bool = False) -> None:
+    def __init__(self, *, message_id: str, model: str, thinking: bool = False, input_tokens: int = 0) -> None:
         self._message_id = message_id
         self._model = model
         self._thinking = thinking
+        self._input_tokens = input_tokens
         self._started = False
         self._block = -1  # index of the open block (-1: none yet)
         self._kind = ""  # "thinking", "text" or "tool_use": the open block's type ("" when none is open)
@@ -382,13 +404,14 @@ class MessagesStreamTranslator:
         self._finish_reason: str | None = None
         self._stopped = False
 
-    def start(self, out: list[bytes], input_tokens: int = 0) -> None:
+    def start(self, out: list[bytes]) -> None:
         if not self._started:
             self._started = True
             out.append(sse_event({"type": "message_start", "message": {
                 "id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
                 "content": [], "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}))
+                "usage": {"input_tokens": self._input_tokens, "output_tokens": 0}}}))
+            out.append(PING)
 
     def _open(self, out: list[bytes], kind: str, block: dict[str, Any]) -> None:
         self._close(out)
@@ -471,6 +494,23 @@ def relay_request(deployment: Deployment, body: dict[str, Any], raw: bytes | Non
         if headers.get(name):
             sent[name] = headers[name]
     return UpstreamRequest(method="POST", url=f"{deployment.base_url}{path}", headers=sent, body=raw)
+
+
+RETURNED_PREFIX = "anthropic-ratelimit-"  # an Anthropic answer's headers passed back to the client …
+RETURNED_HEADERS = frozenset({"retry-after", "request-id"})  # … with these (nothing secret: limits, ids)
+
+
+def returned_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The headers of a relayed Anthropic answer that go back to the client (ASGI pairs): its
+    ``anthropic-ratelimit-*`` limits, ``retry-after`` and ``request-id``; nothing else (not
+    the upstream's cookies, server or other headers). Plain, short ASCII values only."""
+    out = []
+    for name, value in headers.items():
+        name = name.lower()
+        if ((name in RETURNED_HEADERS or name.startswith(RETURNED_PREFIX)) and value.isascii()
+                and value.isprintable() and len(value) <= 256 and len(out) < 32):
+            out.append((name.encode(), value.encode()))
+    return out
 
 
 def relayed_usage(deployment: Deployment, body: bytes) -> Usage:

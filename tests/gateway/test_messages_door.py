@@ -15,6 +15,8 @@ import pytest
 
 from billing.models import Budget, UsageDaily
 from gateway import messages as messages_door
+from providers.adapters.messages_door import count_tokens_estimate
+from providers.adapters.usage import estimate_tokens
 from providers.models import ProviderModel
 from providers.services import alias_create, provider_get_or_create, provider_model_set_enabled
 from providers.sync import provider_sync
@@ -131,6 +133,27 @@ def test_tool_use_round_trip_relayed(world, live):
     assert sent["messages"][2]["content"][0] == {"type": "tool_result", "tool_use_id": call.id, "content": "18 C"}
 
 
+def test_anthropics_rate_limit_and_id_headers_come_back_streamed_or_not(world, live):
+    limits = {"anthropic-ratelimit-requests-remaining": "49",
+              "anthropic-ratelimit-tokens-reset": "2026-12-06T01:40:00Z", "retry-after": "7",
+              "x-upstream-secret": "internal", "set-cookie": "session=abc"}
+    with FakeAnthropic(models=["claude-sonnet-4-5"], api_key="sk-ant-test-1", extra_headers=limits) as fake:
+        add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test-1")
+        sdk = client(live, world.chat_key)
+        raw = sdk.messages.with_raw_response.create(model="up:claude-sonnet-4-5", max_tokens=20, messages=HELLO)
+        assert raw.parse().content[0].text
+        with sdk.messages.stream(model="up:claude-sonnet-4-5", max_tokens=20, messages=HELLO) as stream:
+            assert "".join(stream.text_stream)
+            streamed = stream.response.headers
+    for headers in (raw.headers, streamed):
+        assert headers["anthropic-ratelimit-requests-remaining"] == "49"
+        assert headers["anthropic-ratelimit-tokens-reset"] == "2026-12-06T01:40:00Z"
+        assert headers["retry-after"] == "7" and headers["request-id"].startswith("req_")
+        assert headers["request-id"] != headers["x-request-id"]  # the upstream's id, beside ours
+        assert "x-upstream-secret" not in headers and "set-cookie" not in headers and "sk-ant" not in str(headers)
+    assert raw.request_id == raw.headers["request-id"]  # what the SDK reports as the request's id
+
+
 def test_count_tokens_is_passed_to_anthropic(world, live):
     with FakeAnthropic(models=["claude-sonnet-4-5"], usage={"prompt_tokens": 42}) as fake:
         add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test")
@@ -139,6 +162,24 @@ def test_count_tokens_is_passed_to_anthropic(world, live):
         sent = fake.requests_to("/v1/messages/count_tokens")[-1]
     assert raw.parse().input_tokens == 42 and "x-tollgate-estimated" not in raw.headers
     assert sent.body["model"] == "claude-sonnet-4-5" and sent.headers["anthropic-beta"] == "token-counting-2024-11-01"
+
+
+def test_count_tokens_is_estimated_when_anthropic_fails_and_its_client_errors_come_back(world, live):
+    body = {"model": "up:claude-sonnet-4-5", "messages": [{"role": "user", "content": "x" * 400}]}
+    with FakeAnthropic(models=["claude-sonnet-4-5"], usage={"prompt_tokens": 42}) as fake:
+        add_provider(world.tenant, fake, provider_type="anthropic", api_key="sk-ant-test")
+        for kind, opts in (("status", {"status": 503}), ("status", {"status": 500}), ("reset", {})):
+            fake.set_fault(kind, path="/v1/messages/count_tokens", times=1, **opts)
+            response = post(live, "/v1/messages/count_tokens", key=world.chat_key, body=body)
+            assert response.status_code == 200, (kind, opts, response.text)
+            assert response.headers["x-tollgate-estimated"] == "true"
+            assert response.json()["input_tokens"] == count_tokens_estimate(body) > 42
+        fake.set_fault("status", path="/v1/messages/count_tokens", times=1, status=400, message="messages: too many")
+        refused = post(live, "/v1/messages/count_tokens", key=world.chat_key, body=body)
+        fine = post(live, "/v1/messages/count_tokens", key=world.chat_key, body=body)
+    assert_anthropic_error(refused, 400, "invalid_request_error", "messages: too many")
+    assert "x-tollgate-estimated" not in refused.headers
+    assert fine.json() == {"input_tokens": 42} and "x-tollgate-estimated" not in fine.headers
 
 
 # --- translated for other providers --------------------------------------------------------
@@ -166,6 +207,22 @@ def test_create_is_translated_for_an_openai_compatible_upstream(world, live):
     assert (row.api, row.end_user, row.input_tokens, row.cost) == ("messages", "user-9", 30, expected.quantize(CENT))
 
 
+def test_thinking_budget_becomes_reasoning_effort_only_where_the_upstream_takes_it(world, live):
+    thinking = {"type": "enabled", "budget_tokens": 8000}
+    with FakeOpenAI(models=["gpt-4o-mini"], reply="Hi") as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        sdk = client(live, world.chat_key)
+        sdk.messages.create(model="up:gpt-4o-mini", max_tokens=9000, messages=HELLO, thinking=thinking)
+        assert fake.requests_to("/v1/chat/completions")[-1].body["reasoning_effort"] == "medium"
+        sdk.messages.create(model="up:gpt-4o-mini", max_tokens=9000, messages=HELLO, thinking={"type": "disabled"})
+        assert "reasoning_effort" not in fake.requests_to("/v1/chat/completions")[-1].body
+    with FakeOllama(models=["llama3.2:latest"], reply="Hi from ollama") as fake:
+        add_provider(world.tenant, fake, name="ollama", provider_type="ollama")
+        sdk.messages.create(model="ollama:llama3.2:latest", max_tokens=9000, messages=HELLO, thinking=thinking)
+        sent = fake.requests_to("/api/chat")[-1].body
+    assert "reasoning_effort" not in sent and "think" not in sent
+
+
 def test_stream_is_translated_into_anthropic_events_in_order(world, live):
     with FakeOpenAI(models=["gpt-4o-mini"], reply="Alpha beta gamma delta",
                     usage={"prompt_tokens": 12, "completion_tokens": 4}) as fake:
@@ -178,9 +235,12 @@ def test_stream_is_translated_into_anthropic_events_in_order(world, live):
             final = stream.get_final_message()
     assert response.headers["content-type"].startswith("text/event-stream")
     names = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
-    assert names[0] == "message_start" and names[1] == "content_block_start"
-    assert set(names[2:-3]) == {"content_block_delta"}
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    assert set(names[3:-3]) == {"content_block_delta"}
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    start = json.loads(response.text.split("event: message_start\ndata: ")[1].split("\n")[0])
+    sent = json.dumps({"model": "up:gpt-4o-mini", "max_tokens": 20, "messages": HELLO, "stream": True})
+    assert start["message"]["usage"]["input_tokens"] == estimate_tokens(len(sent)) > 0  # the admission's estimate
     delta = json.loads(response.text.split("event: message_delta\ndata: ")[1].split("\n")[0])
     assert delta["delta"]["stop_reason"] == "end_turn" and delta["usage"]["output_tokens"] == 4
     assert text == "Alpha beta gamma delta" and final.usage.output_tokens == 4 and final.usage.input_tokens == 12

@@ -18,7 +18,9 @@ from providers.adapters.messages_door import (
     count_tokens_estimate,
     message_from_chat,
     messages_request_problem,
+    reasoning_effort,
     relay_request,
+    returned_headers,
     thinking_wanted,
     usage_to_anthropic,
 )
@@ -131,6 +133,25 @@ def test_a_full_conversation_becomes_chat_messages_in_order():
     assert "top_k" not in chat_request_from_messages(body, top_k=False)
 
 
+@pytest.mark.parametrize("thinking, effort", [
+    ({"type": "enabled", "budget_tokens": 1024}, "low"),
+    ({"type": "enabled", "budget_tokens": 4095}, "low"),
+    ({"type": "enabled", "budget_tokens": 4096}, "medium"),
+    ({"type": "enabled", "budget_tokens": 16383}, "medium"),
+    ({"type": "enabled", "budget_tokens": 16384}, "high"),
+    ({"type": "enabled", "budget_tokens": 64000}, "high"),
+    ({"type": "enabled"}, None),
+    ({"type": "disabled"}, None),
+    ({"type": "adaptive"}, None),
+    (None, None),
+])
+def test_thinking_budget_becomes_reasoning_effort_where_asked(thinking, effort):
+    body = minimal(**({"thinking": thinking} if thinking is not None else {}))
+    assert reasoning_effort(body) == effort
+    assert chat_request_from_messages(body, effort=True).get("reasoning_effort") == effort
+    assert "reasoning_effort" not in chat_request_from_messages(body)  # not for upstreams that do not take it
+
+
 def test_an_image_a_tool_returned_follows_its_result_in_a_user_message():
     png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
     body = minimal(messages=[*HELLO, {"role": "assistant", "content": [
@@ -215,14 +236,15 @@ def events_of(data: list[bytes]) -> list[dict]:
             name, payload = event.split("\n")
             obj = json.loads(payload[len("data: "):])
             assert name == f"event: {obj['type']}"
-            EVENT.validate_python(obj)  # the SDK's own type for it
+            if obj["type"] != "ping":  # the SDK skips pings; it has no type for them
+                EVENT.validate_python(obj)  # the SDK's own type for it
             out.append(obj)
     return out
 
 
 def test_a_chunk_stream_becomes_anthropic_events_in_order():
     chunks = ChunkBuilder("chatcmpl-1", 1, "gpt")
-    translator = MessagesStreamTranslator(message_id="msg_1", model="gpt")
+    translator = MessagesStreamTranslator(message_id="msg_1", model="gpt", input_tokens=7)
     out = translator.feed([chunks.role(), chunks.content("Hel")])
     out += translator.feed([chunks.content("lo"), chunks.delta({"tool_calls": [
         {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}]})])
@@ -235,15 +257,17 @@ def test_a_chunk_stream_becomes_anthropic_events_in_order():
     assert translator.finish(Usage()) == []  # once
     events = events_of(out)
     assert [(e["type"], e.get("index")) for e in events] == [
-        ("message_start", None),
+        ("message_start", None), ("ping", None),
         ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0), ("content_block_stop", 0),
         ("content_block_start", 1), ("content_block_delta", 1), ("content_block_delta", 1), ("content_block_stop", 1),
         ("content_block_start", 2), ("content_block_delta", 2), ("content_block_stop", 2),
         ("message_delta", None), ("message_stop", None),
     ]
-    assert events[5]["content_block"] == {"type": "tool_use", "id": "call_a", "name": "f", "input": {}}
-    assert "".join(e["delta"].get("partial_json", "") for e in events[6:8]) == '{"a":1}'
+    assert events[6]["content_block"] == {"type": "tool_use", "id": "call_a", "name": "f", "input": {}}
+    assert "".join(e["delta"].get("partial_json", "") for e in events[7:9]) == '{"a":1}'
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    # the start has the request's estimate; the end has the real counts
+    assert (events[0]["message"]["usage"]["input_tokens"], events[0]["message"]["usage"]["output_tokens"]) == (7, 0)
     assert (events[-2]["usage"]["input_tokens"], events[-2]["usage"]["output_tokens"]) == (9, 5)
 
 
@@ -268,7 +292,7 @@ def test_reasoning_becomes_thinking_blocks_when_the_request_asked_for_thinking()
 def test_an_empty_chunk_stream_still_ends_properly():
     translator = MessagesStreamTranslator(message_id="msg_1", model="gpt")
     events = events_of(translator.finish(Usage(output_tokens=1, estimated=True)))
-    assert [e["type"] for e in events] == ["message_start", "message_delta", "message_stop"]
+    assert [e["type"] for e in events] == ["message_start", "ping", "message_delta", "message_stop"]
 
 
 # --- relaying ---------------------------------------------------------------------------------
@@ -285,6 +309,17 @@ def test_the_relay_sends_the_bytes_as_they_came_when_it_can():
     renamed = relay_request(d, {"model": "up:claude-x", "max_tokens": 5, "unknown": [1]}, b"{}", headers={})
     assert orjson.loads(renamed.body) == {"model": "claude-x", "max_tokens": 5, "unknown": [1]}
     assert renamed.headers["anthropic-version"] == "2023-06-01"  # ours when the client sends none
+
+
+def test_only_rate_limit_retry_and_id_headers_of_an_anthropic_answer_go_back():
+    reset = "2026-12-06T00:00:00Z"
+    upstream = {"Anthropic-RateLimit-Requests-Limit": "50", "anthropic-ratelimit-output-tokens-reset": reset,
+                "Retry-After": "3", "request-id": "req_up_1", "set-cookie": "s=1", "x-api-key": "sk-ant-1",
+                "server": "cloudflare", "anthropic-organization-id": "org-1", "anthropic-ratelimit-odd": "caf\u00e9",
+                "anthropic-ratelimit-long": "9" * 300}
+    assert returned_headers(upstream) == [
+        (b"anthropic-ratelimit-requests-limit", b"50"), (b"anthropic-ratelimit-output-tokens-reset", reset.encode()),
+        (b"retry-after", b"3"), (b"request-id", b"req_up_1")]
 
 
 def anthropic_stream(*events: dict) -> bytes:
