@@ -432,11 +432,12 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         ctx.end_user = user[:128] if isinstance(user, str) else ""
 
     async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send,
-                        once=None) -> None:
+                        once=None, cache_body: dict[str, Any] | None = None) -> None:
         """A non-streamed answer, from the response cache when the tenant allows it (entries are
         kept per door: the same JSON may be a request of two doors). ``once``: the door's own
-        call of one target (default: a chat)."""
-        cache_key = self._cache_key(tenant, route, body, scope, ctx.api)
+        call of one target (default: a chat); ``cache_body``: what the cache key is made of,
+        when the door hands the engine something other than the client's body."""
+        cache_key = self._cache_key(tenant, route, body if cache_body is None else cache_body, scope, ctx.api)
         if cache_key is not None:
             cached = await self.state.cache_get(cache_key)
             if cached is not None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from core.errors import InvalidInput
-from gateway.context import SSE_HEADERS, Ctx, model_header, new_request_id, read_json, send_json
+from gateway.context import SSE_HEADERS, Ctx, model_header, new_request_id, read_json
 from gateway.engine import Call, OpenStream
 from gateway.errors import GatewayError, bad_request
 from gateway.routing import PARAMS
@@ -178,34 +178,14 @@ class ResponsesDoor:
                 opened = await self.engine.open_stream(tenant, route, targets, summary, ctx.call, targets_of.open)
                 await self._pump(ctx, opened, self._relay_responses(ctx, opened, send), receive)
             else:
-                await self._complete_response(ctx, tenant, route, targets, body, summary, targets_of, scope, send)
+                await self._complete(ctx, tenant, route, targets, summary, scope, send, targets_of.complete,
+                                     cache_body=body)
         except GatewayError as exc:
             ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
             if not ctx.headers_sent:
                 await self._respond_error(send, exc, ctx.request_id, ctx.extra_headers)
         finally:
             self._record(ctx, tenant)
-
-    async def _complete_response(self, ctx: Ctx, tenant, route, targets, body: dict[str, Any],
-                                 summary: dict[str, Any], targets_of: _Targets, scope, send) -> None:
-        """A non-streamed answer, from the tenant's response cache when it is on and the request
-        is cacheable (as on /v1/chat/completions; the key names the door)."""
-        cache_key = None
-        if tenant.cache_enabled:
-            cache_key = self._cache_key(tenant, route, {**body, "tollgate_door": "responses"}, scope)
-        if cache_key is not None:
-            cached = await self.state.cache_get(cache_key)
-            if cached is not None:
-                ctx.cache_hit = True
-                ctx.status = "cache_hit"
-                await send_json(send, 200, cached, ctx.request_id, [(b"x-tollgate-cache", b"hit")])
-                return
-        result = await self.engine.chat(tenant, route, targets, summary, ctx.call, targets_of.complete)
-        extra = model_header(ctx)
-        if cache_key is not None:
-            extra.append((b"x-tollgate-cache", b"miss"))
-            await self.state.cache_set(cache_key, result.body, tenant.cache_ttl_seconds)
-        await send_json(send, 200, result.body, ctx.request_id, extra)
 
     async def _relay_responses(self, ctx: Ctx, opened: ResponsesStream, send) -> None:
         await send({"type": "http.response.start", "status": 200,
