@@ -68,6 +68,9 @@ class UsageWriter:
         if tokens and record.api_key_id:
             self.tokens[(record.tenant_id, record.api_key_id)] += tokens
 
+    def open(self, record: UsageRecord) -> None:
+        """A stream whose headers went out: its marker, until ``add`` brings its record."""
+
     def start(self) -> None:
         if self._task is None:
             if self.requeue_spooled():

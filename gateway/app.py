@@ -223,6 +223,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
 
     async def chat(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter())
+        send = self._sealing(ctx, send)
         tenant: TenantConfig | None = None
         try:
             ctx.key, tenant = await self._principal(scope)
@@ -252,6 +253,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
 
     async def embeddings(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="embeddings")
+        send = self._sealing(ctx, send)
         tenant = None
         try:
             ctx.key, tenant = await self._principal(scope)
@@ -477,7 +479,9 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
     async def _pump(self, ctx: Ctx, opened, relaying: Awaitable[None], receive) -> None:
         """Run a door's relay of ``opened`` (an OpenStream or one with its interface) while
         watching for the client to leave: a disconnect cancels the relay (and the upstream
-        call) and makes the row partial. The usage recorded is the stream's, else estimated."""
+        call) and makes the row partial. The usage recorded is the stream's, else estimated
+        (``_seal``)."""
+        ctx.opened = opened
         relay = asyncio.ensure_future(relaying)
         watch = asyncio.ensure_future(wait_disconnect(receive))
         try:
@@ -493,8 +497,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 relay.result()  # re-raise what the relay raised
         finally:
             watch.cancel()
-            opened.close()
-            ctx.call.usage = opened.usage or self._estimate(ctx, opened.text_chars)
+            opened.close()  # the usage recorded is read from it (``_seal``)
 
     async def _relay(self, ctx: Ctx, opened: OpenStream, include_usage: bool, send) -> None:
         await send({"type": "http.response.start", "status": 200,
@@ -540,21 +543,56 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             headers.append((b"x-should-retry", b"false"))  # not before the budget resets
         await send_json(send, exc.status, exc.anthropic_body() if anthropic else exc.body(), request_id, headers)
 
+    def _sealing(self, ctx: Ctx, send):
+        """The door's ``send``, which hands the request's record to the ledger writer (whose
+        journal keeps it on disk at once) before the answer's last bytes go out, so a worker
+        that dies after answering has recorded what it answered; and, when a stream's headers
+        go out, an open marker that stands for the stream if the worker dies before its end."""
+
+        async def sealed(message) -> None:
+            if message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    self._seal(ctx)
+            elif ctx.opened is not None and ctx.key is not None and self.usage is not None:
+                self.usage.open(self._record_of(ctx, usage=self._estimate(ctx, 0), status="partial",
+                                                error_type="worker_lost"))
+            await send(message)
+
+        return sealed
+
+    def _seal(self, ctx: Ctx) -> None:
+        """Build the request's usage record (billing's one builder) and hand it to the writer,
+        once: as its answer ends (``_sealing``), else when the request is done (``_record``)."""
+        if ctx.record is not None or ctx.key is None or self.usage is None:
+            return  # recorded already, or not attributable to a tenant
+        call = ctx.call
+        if ctx.opened is not None and call is not None:  # a stream's usage, as its last bytes say
+            call.usage = ctx.opened.usage or self._estimate(ctx, ctx.opened.text_chars)
+        ctx.record = self._record_of(ctx, usage=call.usage if call and not ctx.cache_hit else None,
+                                     status=ctx.status, error_type=ctx.error_type)
+        self.usage.add(ctx.record)
+
+    @staticmethod
+    def _record_of(ctx: Ctx, *, usage: Usage | None, status: str, error_type: str) -> UsageRecord:
+        """The request's usage record, by billing's one builder."""
+        call = ctx.call
+        return usage_record_build(
+            request_id=ctx.request_id, tenant_id=ctx.key.tenant_id, api_key_id=ctx.key.key_id, day=ctx.day,
+            model_requested=ctx.model_requested, deployment=call.deployment if call else None, usage=usage,
+            cache_hit=ctx.cache_hit, attempts=len(call.attempts) if call else 0, status=status,
+            error_type=error_type, latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms, stream=ctx.stream,
+            conversation_id=ctx.conversation_id, end_user=ctx.end_user, api=ctx.api, settlement=ctx.settle,
+        )
+
     def _record(self, ctx: Ctx, tenant: TenantConfig | None) -> None:
-        """Hand the request's usage record (billing's one builder) to the writer."""
-        if ctx.key is None or self.usage is None:
-            return  # not attributable to a tenant
+        """The request is done: make sure the writer has its record, and observe it."""
+        self._seal(ctx)
+        record = ctx.record
+        if record is None:
+            return
         call = ctx.call
         deployment: Deployment | None = call.deployment if call else None
         usage = call.usage if call and not ctx.cache_hit else None
-        ctx.record = record = usage_record_build(
-            request_id=ctx.request_id, tenant_id=ctx.key.tenant_id, api_key_id=ctx.key.key_id, day=ctx.day,
-            model_requested=ctx.model_requested, deployment=deployment, usage=usage, cache_hit=ctx.cache_hit,
-            attempts=len(call.attempts) if call else 0, status=ctx.status, error_type=ctx.error_type,
-            latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms, stream=ctx.stream,
-            conversation_id=ctx.conversation_id, end_user=ctx.end_user, api=ctx.api, settlement=ctx.settle,
-        )
-        self.usage.add(record)
         self._observe(ctx, tenant, record, deployment, usage)
 
     def _observe(self, ctx: Ctx, tenant: TenantConfig | None, record: UsageRecord, deployment: Deployment | None,

@@ -56,6 +56,7 @@ class Ctx:
     day: date | None = None  # the tenant's local day (rollups, budget buckets)
     settle: spend.Settlement | None = None  # the budget reservations it holds
     record: UsageRecord | None = None  # what the ledger got, once it is recorded
+    opened: Any = None  # the stream being relayed (an OpenStream or a door's), once it opened
     headers_sent: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 

@@ -220,6 +220,7 @@ class MessagesDoor:
 
     async def messages(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="messages")
+        send = self._sealing(ctx, send)
         tenant = None
         try:
             ctx.key, tenant = await self._messages_principal(scope)

@@ -156,6 +156,7 @@ class ResponsesDoor:
 
     async def responses(self, scope, receive, send) -> None:
         ctx = Ctx(request_id=new_request_id(), started=time.perf_counter(), api="responses")
+        send = self._sealing(ctx, send)
         tenant = None
         try:
             ctx.key, tenant = await self._principal(scope)
