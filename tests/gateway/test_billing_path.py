@@ -241,12 +241,13 @@ def test_budget_periods_follow_the_tenant_time_zone():
     assert tenant_scope.days[0] == tenant_scope.days[-1] - timedelta(days=29)
 
 
-def test_sigterm_writes_every_answered_request(world, live, settings):
+def test_sigterm_writes_every_answered_request(world, live, settings, tmp_path):
     with FakeOpenAI(models=["gpt-4o-mini"], usage=USAGE) as fake:
         add_provider(world.tenant, fake, provider_type="openai")
         port = free_port()
         db = settings.DATABASES["default"]
         env = {**os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true", "GATEWAY_USAGE_FLUSH_SECONDS": "60",
+               "VAR_DIR": str(tmp_path / "var"),
                "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/"
                                f"{connection.settings_dict['NAME']}"}
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
@@ -269,3 +270,4 @@ def test_sigterm_writes_every_answered_request(world, live, settings):
                 os.killpg(proc.pid, signal.SIGKILL)
     assert UsageLog.objects.filter(request_id__in=ids).count() == 40
     assert UsageDaily.objects.filter(tenant=world.tenant).aggregate(n=Sum("requests"))["n"] == 40
+    assert list((tmp_path / "var" / "journal").iterdir()) == []  # a clean stop leaves no journal
