@@ -203,13 +203,22 @@ class Journal:
     def close(self) -> None:
         """Let go of the journal, leaving it on disk (the next worker or the sweep replays it)."""
         if self._sync_thread is not None:
-            self._stop.set()
-            self._sync_thread.join()
-            self._sync_thread = None
+            self._sync_stop()
             self._sync()  # what was appended since the thread's last pass
-            for fd in self._retired:
-                os.close(fd)
-            self._retired = []
+        self._release()
+
+    def remove(self) -> None:
+        """Everything is committed: delete the journal (under its lock), then let go."""
+        if self._sync_thread is not None:
+            self._sync_stop()  # nothing left worth an fsync
+        if self._lock_fd >= 0:
+            _remove_dir(self.path)
+        self._release()
+
+    def _release(self) -> None:
+        for fd in getattr(self, "_retired", ()):
+            os.close(fd)
+        self._retired = []
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -217,13 +226,12 @@ class Journal:
             os.close(self._lock_fd)  # the lock goes with the descriptor
             self._lock_fd = -1
 
-    def remove(self) -> None:
-        """Everything is committed: delete the journal (under its lock), then let go."""
-        if self._lock_fd >= 0:
-            _remove_dir(self.path)
-        self.close()
-
     # --- the fsync thread (GATEWAY_JOURNAL_FSYNC_MS > 0) ------------------------------------
+
+    def _sync_stop(self) -> None:
+        self._stop.set()
+        self._sync_thread.join()
+        self._sync_thread = None
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.fsync_ms / 1000):
