@@ -254,8 +254,9 @@ class UsageWriter:
             delay = min(delay * 2, 2.0)
         if (self.pending or self.settling) and self.journal is not None:
             # Unsettled committed records stay too: their replay settles them, on condition.
-            log.error("database unreachable at shutdown: %d usage rows left in the journal %s; the next start "
-                      "or the journals sweep writes them", len(self.pending), self.journal.path)
+            log.error("database or shared state unreachable at shutdown: %d usage rows (and %d settlements) left "
+                      "in the journal %s; the next start or the journals sweep writes them", len(self.pending),
+                      len(self.settling.releases) + len(self.settling.replayed), self.journal.path)
             self.journal.close()
             self.journal = None
             for claim in self.claims:  # their records are still on disk, for the next worker too

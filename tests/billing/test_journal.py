@@ -251,6 +251,10 @@ def test_open_markers_outlive_rotation_and_stand_for_streams_never_finished(worl
         writer.add(record(world.tenant, "req_closed", stream=True))
         assert await writer.flush() == 2
         assert segments(writer.journal.path) == ["0000000002.jsonl"]  # the first is committed: gone
+        assert b'"req_open"' in (writer.journal.path / "0000000002.jsonl").read_bytes()  # copied forward
+        assert b'"req_closed"' not in (writer.journal.path / "0000000002.jsonl").read_bytes()
+        assert await writer.flush() == 0
+        assert segments(writer.journal.path) == ["0000000002.jsonl"]  # an open marker alone: no new segment
         writer._task.cancel()
         writer.journal.close()  # dies: its lock goes, its files stay
         await close_db()
