@@ -142,6 +142,7 @@ class UsageWriter:
         self.written = 0
         self.claims: dict[Any, int] = {}  # claimed journals and spool files -> their records not yet committed
         self.claimed_by: dict[int, Any] = {}  # id() of a queued record read from one -> its claim
+        self.claims_committed: list[Any] = []  # claims whose records are all committed, deleted once settled
 
     def _journal(self) -> Journal:
         if self.journal is None:
@@ -208,6 +209,9 @@ class UsageWriter:
             finally:
                 self.written += written
             await self._settle()
+            committed, self.claims_committed = self.claims_committed, []
+            for claim in committed:
+                claim.remove()
             if journal is not None and journal is self.journal:
                 journal.discard(closed)
                 if self._task is None and not (self.pending or self.opened):
@@ -259,14 +263,14 @@ class UsageWriter:
                       len(self.settling.releases) + len(self.settling.replayed), self.journal.path)
             self.journal.close()
             self.journal = None
-            for claim in self.claims:  # their records are still on disk, for the next worker too
+            for claim in [*self.claims, *self.claims_committed]:  # still on disk, for the next worker too
                 claim.let_go()
         else:
             if self.pending:
                 path = spool_write(self.pending)
                 log.error("database unreachable at shutdown: %d usage rows spooled to %s; the next start writes "
                           "them", len(self.pending), path)
-            for claim in self.claims:  # their unwritten records are in the new file now
+            for claim in [*self.claims, *self.claims_committed]:  # their unwritten records are in the new file now
                 claim.remove()
             if self.journal is not None:
                 self.journal.remove()
@@ -274,6 +278,7 @@ class UsageWriter:
         self.pending = []
         self.claims = {}
         self.claimed_by = {}
+        self.claims_committed = []
 
     def requeue_orphans(self) -> int:
         """Take what dead workers left on this machine — their journals, and spool files — and
@@ -296,7 +301,8 @@ class UsageWriter:
         return len(queued)
 
     def _claims_done(self, records: list[UsageRecord]) -> None:
-        """``records`` are committed: a journal or spool file whose records all are can go."""
+        """``records`` are committed: a journal or spool file whose records all are can go,
+        once they are settled."""
         if not self.claimed_by:
             return
         for record in records:
@@ -306,7 +312,7 @@ class UsageWriter:
             self.claims[claim] -= 1
             if self.claims[claim] <= 0:
                 del self.claims[claim]
-                claim.remove()
+                self.claims_committed.append(claim)
 
 
 def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | str]], Any] | None) -> int:

@@ -4,6 +4,7 @@ skipped, a replay writes and settles each request once, open markers stand for s
 segments go only once committed, and the fsync setting bounds what a machine loss can lose."""
 
 import asyncio
+import importlib
 import logging
 import os
 import shutil
@@ -17,7 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
+from django_celery_beat.models import PeriodicTask
 
 from billing import journal as journal_module
 from billing import spend
@@ -418,3 +421,15 @@ def test_the_sweep_replays_an_old_orphan_and_leaves_a_young_one_and_a_live_one(w
     finally:
         live.remove()
 
+
+
+def test_beat_runs_the_journals_sweep_every_minute():
+    # Transactional tests empty every table afterwards, the migration's schedule with them: the
+    # migration's own function puts it back (it is idempotent), then the row is checked.
+    migration = importlib.import_module("billing.migrations.0013_journals_sweep_schedule")
+    migration.add_schedule(django_apps, None)
+    task = PeriodicTask.objects.get(task="billing.journals_sweep")
+    assert task.enabled and (task.interval.every, task.interval.period) == (1, "minutes")
+    assert PeriodicTask.objects.filter(task="billing.journals_sweep").count() == 1
+    migration.add_schedule(django_apps, None)
+    assert PeriodicTask.objects.filter(task="billing.journals_sweep").count() == 1
