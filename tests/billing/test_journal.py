@@ -433,3 +433,28 @@ def test_beat_runs_the_journals_sweep_every_minute():
     assert PeriodicTask.objects.filter(task="billing.journals_sweep").count() == 1
     migration.add_schedule(django_apps, None)
     assert PeriodicTask.objects.filter(task="billing.journals_sweep").count() == 1
+
+
+def test_the_sweep_keeps_a_journal_it_could_not_write_and_retries(world, var, caplog):
+    """Run inline (eagerly), Celery's retries run at once, one after another: each is logged
+    with its backoff, and the journal stays for a later sweep."""
+    old = dead_journal([record(world.tenant, "req_waits")])
+    long_ago = time.time() - 120
+    for path in old.iterdir():
+        os.utime(path, (long_ago, long_ago))
+    working = connection.settings_dict
+    _point_db_at({**working, "HOST": "127.0.0.1", "PORT": str(free_port())})
+    try:
+        with caplog.at_level(logging.INFO, logger="celery.app.trace"):
+            result = journals_sweep.apply()
+    finally:
+        _point_db_at(working)
+    retries = [r.getMessage() for r in caplog.records if "retry: Retry in" in r.getMessage()]
+    assert len(retries) == journals_sweep.max_retries and "OperationalError" in retries[0]
+    assert result.state == "FAILURE"  # every retry used up (a worker would have spread them out)
+    assert old.exists()
+    claims = journals_claim()
+    assert [c.path for c in claims] == [old]  # given back: its lock is free
+    claims[0].let_go()
+    assert journals_sweep() == 1
+    assert UsageLog.objects.filter(request_id="req_waits").exists() and not old.exists()
