@@ -168,8 +168,11 @@ class Journal:
             self._sync_thread.start()
 
     def append(self, record: UsageRecord, *, marker: bool = False) -> None:
-        """One record, one write (whole, or the reader skips it)."""
-        os.write(self._fd, record_line(record, marker=marker))
+        """One record, one write (whole, or the reader skips it). OSError if the disk refuses."""
+        line = record_line(record, marker=marker)
+        done = os.write(self._fd, line)
+        while done < len(line):  # a short write (a full disk, a signal): finish the line
+            done += os.write(self._fd, line[done:])
         self.written = True
 
     def rotate(self, reopened: Iterable[UsageRecord] = ()) -> int:

@@ -32,6 +32,7 @@ exact). Token-limit counters count newly inserted rows only."""
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -143,6 +144,8 @@ class UsageWriter:
         self.claims: dict[Any, int] = {}  # claimed journals and spool files -> their records not yet committed
         self.claimed_by: dict[int, Any] = {}  # id() of a queued record read from one -> its claim
         self.claims_committed: list[Any] = []  # claims whose records are all committed, deleted once settled
+        self.journal_failures = 0
+        self._journal_failure_logged = -60.0
 
     def _journal(self) -> Journal:
         if self.journal is None:
@@ -155,7 +158,10 @@ class UsageWriter:
         if record.created_at is None:
             record.created_at = datetime.now(UTC)
         if self.journaling:
-            (self.journal or self._journal()).append(record)
+            try:
+                (self.journal or self._journal()).append(record)
+            except OSError as exc:
+                self._journal_failed(exc)
         if self.opened:
             self.opened.pop(record.request_id, None)
         self.pending.append(record)
@@ -168,7 +174,20 @@ class UsageWriter:
             record.created_at = datetime.now(UTC)
         self.opened[record.request_id] = record
         if self.journaling:
-            (self.journal or self._journal()).append(record, marker=True)
+            try:
+                (self.journal or self._journal()).append(record, marker=True)
+            except OSError as exc:
+                self._journal_failed(exc)
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """The disk refused a journal write (full, gone): the request is not failed for it —
+        its record is still queued, as without a journal — but it is said, once a minute."""
+        self.journal_failures += 1
+        now = time.monotonic()
+        if now - self._journal_failure_logged >= 60:
+            self._journal_failure_logged = now
+            log.error("usage journal write failed (%d so far): %s; rows are kept in memory only until it "
+                      "works again", self.journal_failures, exc)
 
     def start(self) -> None:
         if self._task is None:

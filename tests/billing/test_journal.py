@@ -270,6 +270,33 @@ def test_open_markers_outlive_rotation_and_stand_for_streams_never_finished(worl
     assert UsageLog.objects.get(request_id="req_closed").status == "ok"
 
 
+def test_a_full_disk_fails_no_request_and_loses_no_row_while_the_worker_lives(world, var, settings, caplog):
+    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+
+    async def scenario():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        segment = os.dup(writer.journal._fd)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, writer.journal._fd)  # the segment now answers ENOSPC, as a full disk does
+        os.close(full)
+        with caplog.at_level(logging.ERROR, logger="billing.writer"):
+            writer.add(record(world.tenant, "req_full1"))
+            writer.add(record(world.tenant, "req_full2"))
+        assert writer.journal_failures == 2
+        assert await writer.flush() == 2  # from memory
+        os.dup2(segment, writer.journal._fd)  # space again
+        os.close(segment)
+        writer.add(record(world.tenant, "req_after"))
+        assert writer.journal_failures == 2
+        await writer.close()
+        await close_db()
+
+    asyncio.run(scenario())
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+    assert [r.message for r in caplog.records if "journal write failed" in r.message][0].count("No space") == 1
+
+
 # --- rotation and an unreachable database -----------------------------------------------------
 
 
