@@ -212,7 +212,12 @@ class UsageWriter:
         released and costs counted, so nothing is counted twice or lost."""
         async with self._lock:
             journal = self.journal
-            closed = journal.rotate(self.opened.values()) if journal is not None else 0
+            closed = 0  # the last segment to delete once this flush is settled
+            if journal is not None:
+                try:
+                    closed = journal.rotate(self.opened.values())
+                except OSError as exc:  # a full disk must not stop the ledger: write, delete nothing
+                    self._journal_failed(exc)
             rows, self.pending = self.pending, []
             written = 0
             try:
