@@ -37,9 +37,12 @@ run: install
 chromium:
 	@[ -x "$(CHROMIUM)" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
+# Each run gets a fresh VAR_DIR (unless one is set): usage journals and spool files a run leaves
+# must not be replayed by a later run into another database.
 test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	VAR_DIR="$${VAR_DIR:-$$(mktemp -d)}" \
 	CHROMIUM_PATH=$(CHROMIUM) DEBUG=true \
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \

@@ -4,8 +4,8 @@ which writes it (billing.ledger) and then settles its budget reservations.
 
 The record carries the ledger row's columns, the tenant's local day (the rollups' and the
 budget buckets' day) and the settlement (billing.spend.Settlement). ``as_row`` / ``from_row``
-are its JSON layout, shared by the spool on disk and the dead-letter table: the ledger's
-columns plus ``_day``."""
+are its JSON layout, shared by the journal and the spool on disk (billing.journal adds the
+settlement) and the dead-letter table: the ledger's columns plus ``_day``."""
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -60,7 +60,7 @@ class UsageRecord:
     set_aside: str = ""  # why the ledger set it aside in UsageDeadLetter instead of writing it
 
     def as_row(self) -> dict[str, Any]:
-        """The ledger's columns and ``_day``: what the spool and the dead-letter table keep."""
+        """The ledger's columns and ``_day``: what the journal, the spool and the dead-letter table keep."""
         row = {name: getattr(self, name) for name in LEDGER_FIELDS}
         if self.day is not None:
             row["_day"] = self.day

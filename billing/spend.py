@@ -16,6 +16,7 @@ daily rollups (PostgreSQL) before admission goes on.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -138,11 +139,19 @@ def settlement(plans: list[ScopePlan], *, tenant_id: int) -> Settlement:
     )
 
 
-def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int]) -> tuple[list[str], list[int | str]]:
+def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int],
+                     replayed: Sequence[tuple[str, Settlement, int]] = ()) -> tuple[list[str], list[int | str]]:
     """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id), add each
-    bucket's cost (nano-dollars)."""
+    bucket's cost (nano-dollars); then, for each ``replayed`` (request id, settlement, cost) —
+    a record the ledger already had —, release its reservation and add its cost only if its
+    reservation is still held."""
     keys = [name for key, _ in releases for name in reservation_keys(key)] + list(adds)
-    return keys, [len(releases), *(request_id for _, request_id in releases), *adds.values()]
+    args: list[int | str] = [len(releases), len(adds), *(request_id for _, request_id in releases), *adds.values()]
+    for request_id, settled, cost in replayed:
+        keys.extend(name for key in settled.reserved_keys for name in reservation_keys(key))
+        keys.extend(settled.bucket_keys)
+        args.extend([request_id, len(settled.reserved_keys), len(settled.bucket_keys), cost])
+    return keys, args
 
 
 def spend_by_day(*, tenant_id: int, key_id: int | None, days: list[date]) -> dict[date, int]:
@@ -229,23 +238,47 @@ return {0}
 # Settle finished requests: release each one's reservation — only if it is still there (one
 # that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
 # buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
-# KEYS: three reservation keys per release, then the buckets; ARGV: the number of releases,
-# each release's request id, then each bucket's cost.
+# Then the replayed requests (records the ledger already had: a dead worker's journal replayed
+# after its batch was committed), each on its own condition: its reservation is released and
+# its cost added only if the reservation is still held. Committing and settling are not atomic,
+# but settling is: a held reservation means this request was never settled, a released one
+# that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
+# rollups, never over-count). KEYS: three reservation keys per release, the buckets, then per
+# replayed request three keys per scope and its buckets; ARGV: the number of releases and of
+# buckets, each release's request id, each bucket's cost, then per replayed request its id,
+# its number of scopes and of buckets, and its cost.
 SETTLE_SCRIPT = """
-local releases = tonumber(ARGV[1])
-for i = 1, releases do
-  local total, expiries, amounts = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local rid = ARGV[i + 1]
-  local amount = redis.call('HGET', amounts, rid)
-  if amount then
-    redis.call('HDEL', amounts, rid)
-    redis.call('ZREM', expiries, rid)
-    if redis.call('DECRBY', total, amount) < 0 then redis.call('SET', total, '0') end
-  end
+local function release(k, rid)
+  local amount = redis.call('HGET', KEYS[k + 2], rid)
+  if not amount then return false end
+  redis.call('HDEL', KEYS[k + 2], rid)
+  redis.call('ZREM', KEYS[k + 1], rid)
+  if redis.call('DECRBY', KEYS[k], amount) < 0 then redis.call('SET', KEYS[k], '0') end
+  return true
 end
-for i = 3 * releases + 1, #KEYS do
+local function add(key, cost)
   -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.pcall('INCRBY', KEYS[i], ARGV[i - 2 * releases + 1]) end
+  if redis.call('EXISTS', key) == 1 then redis.pcall('INCRBY', key, cost) end
+end
+local releases, buckets = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, releases do release(3 * i - 2, ARGV[i + 2]) end
+local k, a = 3 * releases + 1, releases + 3
+for i = 1, buckets do
+  add(KEYS[k], ARGV[a])
+  k, a = k + 1, a + 1
+end
+while a <= #ARGV do
+  local rid, scopes, nb, cost = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  a = a + 4
+  local held = false
+  for s = 0, scopes - 1 do
+    if release(k + 3 * s, rid) then held = true end
+  end
+  k = k + 3 * scopes
+  if held then
+    for b = 0, nb - 1 do add(KEYS[k + b], cost) end
+  end
+  k = k + nb
 end
 return 0
 """

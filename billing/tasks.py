@@ -1,18 +1,26 @@
 """Celery tasks: thin. The beat task runs the budget check; each new alert is delivered by its
-own task, so a slow or failing webhook holds up no other alert."""
+own task, so a slow or failing webhook holds up no other alert. The journals sweep writes what
+data-plane workers that died left in their usage journals."""
 
 import logging
 import random
 
+import redis
 from celery import shared_task
 
 from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up, alerts_check
+from billing.ledger import CONNECTION_ERRORS
 from billing.retention import health_buckets_prune, usage_retention_purge
+from billing.spend import SETTLE_SCRIPT
+from billing.writer import journals_sweep as writer_journals_sweep
+from core.redis import get_redis
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 30  # seconds before the 2nd try; doubled each time (30, 60, 120, 240, 480)
 BACKOFF_CAP = 1800
+# The database or Redis is unreachable: the journals stay, the sweep tries again later.
+SWEEP_RETRY_ERRORS = (*CONNECTION_ERRORS, redis.ConnectionError, redis.TimeoutError)
 
 
 def retry_countdown(retries: int) -> float:
@@ -50,3 +58,24 @@ def usage_retention() -> dict:
     result = usage_retention_purge(max_batches=RETENTION_MAX_BATCHES)
     result["health_slots_deleted"] = health_buckets_prune()
     return result
+
+
+# A dead worker's journal younger than this is left to the worker that replaces it.
+JOURNAL_SWEEP_MIN_AGE = 60
+
+
+@shared_task(name="billing.journals_sweep", ignore_result=True, autoretry_for=SWEEP_RETRY_ERRORS,
+             retry_backoff=True, retry_backoff_max=600, max_retries=8)
+def journals_sweep() -> int:
+    """Every minute (beat): write the usage journals of data-plane workers that died on this
+    machine (their lock is free) and were last written over a minute ago, and settle their
+    budgets (the writer's own code, billing.writer). Returns the number of records written."""
+    redis = get_redis()
+    settle = None
+    if redis is not None:  # no Redis: the embedded data plane's budgets lived in its own process
+        script = redis.register_script(SETTLE_SCRIPT)
+
+        def settle(keys, args):
+            script(keys=keys, args=args)
+
+    return writer_journals_sweep(min_age=JOURNAL_SWEEP_MIN_AGE, settle=settle)

@@ -6,14 +6,33 @@ counts its tokens against the daily token limits. The write is idempotent (the r
 unique; a conflicting row is skipped). A record the database refuses is set aside by the
 ledger (billing.ledger) and settled like the others, its cost not counted; a write that fails
 because the database is unreachable is kept and retried, and the worker's shutdown writes
-whatever is left before it exits. If the database is still unreachable then, the records go to
-a spool file on local disk (JSON lines, ``UsageRecord.as_row``), and the next worker to start
-writes them. A spool file is removed only once its rows are committed (a worker that dies
-holding one leaves it for the next): nothing a client was answered for is lost."""
+whatever is left before it exits.
+
+Durability: every record is appended to the worker's journal (billing.journal) when it is
+added, before the request's last bytes reach the client, and a stream whose headers went out
+is journaled as an "open" marker (``open``) until its final record comes. A flush rotates the
+journal, writes and settles, and only then deletes the segments that rotation closed. So a
+worker killed outright (``kill -9``, the OOM killer) leaves every answered request on disk;
+the next worker to start (``start``), or the ``billing.journals_sweep`` task
+(``journals_sweep``), replays it. If the database is unreachable at shutdown, the journal is
+simply left for them. With GATEWAY_JOURNAL off, records wait in memory only, and a shutdown
+with the database down writes them to a spool file (VAR_DIR/usage-spool, the same lines) that
+the next start writes; spool files of earlier releases are still read.
+
+A replay never counts twice. The ledger returns the records it newly inserted: those are
+settled as always (reservation released, cost added, tokens counted). A record it already had
+is a replay of a batch committed before the crash, which may or may not have been settled:
+it is settled on condition (SETTLE_SCRIPT's replayed section) — its reservation released and
+its cost added only if that reservation is still held. Settling one request is atomic (one
+script), so a held reservation means it was never settled and a released one means it was:
+the cost goes into the buckets exactly once (or, if its reservation expired meanwhile, not at
+all: the bucket under-counts until it is rebuilt from the rollups, which the ledger keeps
+exact). Token-limit counters count newly inserted rows only."""
 
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -21,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 from django.conf import settings
 
 from billing import spend
+from billing.journal import Journal, journals_claim, record_line, records_replayed
 from billing.ledger import usage_records_write
 from billing.records import UsageRecord
 
@@ -42,39 +61,143 @@ class SharedState(Protocol):
         """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV."""
 
 
+class Settling:
+    """What committed records leave to settle: token counts, reservations to release, costs to
+    add, and the replayed records settled on condition (see the module docstring)."""
+
+    def __init__(self):
+        self.tokens: dict[tuple[int, int], int] = defaultdict(int)
+        self.releases: list[tuple[str, str]] = []  # (scope key, request id)
+        self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
+        self.replayed: list[tuple[str, spend.Settlement, int]] = []  # (request id, settlement, cost)
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.releases or self.adds or self.replayed)
+
+    def collect(self, records: list[UsageRecord], new: list[UsageRecord]) -> None:
+        """``records`` were committed (or set aside); ``new`` are those the ledger inserted."""
+        inserted = {record.request_id for record in new}
+        for record in records:
+            is_new = record.request_id in inserted
+            inserted.discard(record.request_id)  # a request twice in one batch: the first is the new one
+            if is_new:
+                tokens = record.input_tokens + record.output_tokens
+                if tokens and record.api_key_id:
+                    self.tokens[(record.tenant_id, record.api_key_id)] += tokens
+            settlement = record.settlement
+            if settlement is None:
+                continue
+            # A record set aside is not in the ledger, nor in the rollups budgets are rebuilt
+            # from: its reservation is released, its cost not counted (budgets follow the ledger).
+            cost = 0 if record.set_aside else spend.to_nanos(record.cost)
+            if is_new or record.set_aside:
+                self.releases.extend((key, record.request_id) for key in settlement.reserved_keys)
+                if cost:
+                    for key in settlement.bucket_keys:
+                        self.adds[key] += cost
+            else:
+                self.replayed.append((record.request_id, settlement, cost))
+
+    def take(self) -> "Settling":
+        """Everything collected so far, leaving this empty."""
+        taken = Settling()
+        taken.tokens, self.tokens = self.tokens, defaultdict(int)
+        taken.releases, self.releases = self.releases, []
+        taken.adds, self.adds = self.adds, defaultdict(int)
+        taken.replayed, self.replayed = self.replayed, []
+        return taken
+
+    def put_back(self, taken: "Settling") -> None:
+        """``taken`` was not settled: keep it for the next attempt."""
+        self.releases[:0] = taken.releases
+        self.replayed[:0] = taken.replayed
+        for target, source in ((self.tokens, taken.tokens), (self.adds, taken.adds)):
+            for key, value in source.items():
+                target[key] += value
+
+    def budget_arguments(self) -> tuple[list[str], list[int | str]] | None:
+        """SETTLE_SCRIPT's KEYS and ARGV, or None if there are no budgets to settle."""
+        if not (self.releases or self.adds or self.replayed):
+            return None
+        return spend.settle_arguments(self.releases, dict(self.adds), self.replayed)
+
+
 class UsageWriter:
     """One per data-plane worker: ``state`` is the worker's shared state and ``run_db`` runs a
-    function on the worker's database thread. The worker only adds records."""
+    function on the worker's database thread. The worker adds records (``add``), and marks
+    the streams under way (``open``).
+
+    A writer that is never started (``open_private``'s, for one request) holds its journal only
+    while it holds records: a flush that leaves nothing behind deletes it."""
 
     def __init__(self, state: SharedState, *, run_db: Callable[..., Awaitable[Any]]):
         self.state = state
         self.run_db = run_db
         self.pending: list[UsageRecord] = []
-        self.tokens: dict[tuple[int, int], int] = defaultdict(int)
-        self.releases: list[tuple[str, str]] = []  # budget reservations to release: (scope key, request id)
-        self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
+        self.settling = Settling()
+        self.journaling = settings.GATEWAY_JOURNAL
+        self.journal: Journal | None = None
+        self.opened: dict[str, UsageRecord] = {}  # request id -> its open marker
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.written = 0
-        self.spooled: dict[Path, int] = {}  # claimed spool files -> their records not yet committed
-        self.from_spool: dict[int, Path] = {}  # id() of a queued record read from a spool file -> that file
+        self.claims: dict[Any, int] = {}  # claimed journals and spool files -> their records not yet committed
+        self.claimed_by: dict[int, Any] = {}  # id() of a queued record read from one -> its claim
+        self.claims_committed: list[Any] = []  # claims whose records are all committed, deleted once settled
+        self.journal_failures = 0
+        self._journal_failure_logged = -60.0
+
+    def _journal(self) -> Journal:
+        if self.journal is None:
+            self.journal = Journal()
+        return self.journal
 
     def add(self, record: UsageRecord) -> None:
-        """Queue a finished request's record; its tokens are counted with the next settlement."""
+        """A finished request's record: journaled, then queued; its tokens are counted with
+        the next settlement. Call it before the answer's last bytes go out."""
         if record.created_at is None:
             record.created_at = datetime.now(UTC)
+        if self.journaling:
+            try:
+                (self.journal or self._journal()).append(record)
+            except OSError as exc:
+                self._journal_failed(exc)
+        if self.opened:
+            self.opened.pop(record.request_id, None)
         self.pending.append(record)
-        tokens = record.input_tokens + record.output_tokens
-        if tokens and record.api_key_id:
-            self.tokens[(record.tenant_id, record.api_key_id)] += tokens
+
+    def open(self, record: UsageRecord) -> None:
+        """A stream's headers went out: journal ``record`` (what the request is if the worker
+        dies before it ends: partial, worker_lost, estimated tokens) as an open marker, until
+        ``add`` brings the final record of the same request id."""
+        if record.created_at is None:
+            record.created_at = datetime.now(UTC)
+        self.opened[record.request_id] = record
+        if self.journaling:
+            try:
+                (self.journal or self._journal()).append(record, marker=True)
+            except OSError as exc:
+                self._journal_failed(exc)
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """The disk refused a journal write (full, gone): the request is not failed for it —
+        its record is still queued, as without a journal — but it is said, once a minute."""
+        self.journal_failures += 1
+        now = time.monotonic()
+        if now - self._journal_failure_logged >= 60:
+            self._journal_failure_logged = now
+            log.error("usage journal write failed (%d so far): %s; rows are kept in memory only until it "
+                      "works again", self.journal_failures, exc)
 
     def open(self, record: UsageRecord) -> None:
         """A stream whose headers went out: its marker, until ``add`` brings its record."""
 
     def start(self) -> None:
         if self._task is None:
-            if self.requeue_spooled():
-                log.warning("writing %d usage rows spooled by an earlier worker", len(self.pending))
+            if self.journaling:
+                self._journal()
+            if self.requeue_orphans():
+                log.warning("writing %d usage rows left by earlier workers", len(self.pending))
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -86,59 +209,59 @@ class UsageWriter:
                 log.exception("usage flush failed; %d rows kept for the next attempt", len(self.pending))
 
     async def flush(self) -> int:
-        """Write the buffered records (with their rollups), then settle their budget
-        reservations and token counters in Redis. Only after a batch is committed are its
-        reservations released and costs counted, so nothing is counted twice or lost."""
+        """Rotate the journal, write the buffered records (with their rollups), then settle
+        their budget reservations and token counters in Redis, and only then delete the journal
+        segments the rotation closed. Only after a batch is committed are its reservations
+        released and costs counted, so nothing is counted twice or lost."""
         async with self._lock:
+            journal = self.journal
+            closed = 0  # the last segment to delete once this flush is settled
+            if journal is not None:
+                try:
+                    closed = journal.rotate(self.opened.values())
+                except OSError as exc:  # a full disk must not stop the ledger: write, delete nothing
+                    self._journal_failed(exc)
             rows, self.pending = self.pending, []
             written = 0
             try:
                 for start in range(0, len(rows), settings.GATEWAY_USAGE_BATCH):
                     batch = rows[start:start + settings.GATEWAY_USAGE_BATCH]
-                    await self.run_db(usage_records_write, batch)
+                    new = await self.run_db(usage_records_write, batch)
                     written += len(batch)
-                    self._collect_settlements(batch)
-                    self._spool_done(batch)
+                    self.settling.collect(batch, new)
+                    self._claims_done(batch)
             except BaseException:
                 self.pending[:0] = rows[written:]
                 raise
             finally:
                 self.written += written
             await self._settle()
+            committed, self.claims_committed = self.claims_committed, []
+            for claim in committed:
+                claim.remove()
+            if journal is not None and journal is self.journal:
+                journal.discard(closed)
+                if self._task is None and not (self.pending or self.opened):
+                    self.journal = None
+                    journal.remove()
             return written
 
-    def _collect_settlements(self, records: list[UsageRecord]) -> None:
-        for record in records:
-            settlement = record.settlement
-            if settlement is None:
-                continue
-            self.releases.extend((key, record.request_id) for key in settlement.reserved_keys)
-            # A record set aside is not in the ledger, nor in the rollups budgets are rebuilt
-            # from: its reservation is released, its cost not counted (budgets follow the ledger).
-            cost = 0 if record.set_aside else spend.to_nanos(record.cost)
-            if cost:
-                for key in settlement.bucket_keys:
-                    self.adds[key] += cost
-
     async def _settle(self) -> None:
-        tokens, self.tokens = self.tokens, defaultdict(int)
-        releases, self.releases = self.releases, []
-        adds, self.adds = self.adds, defaultdict(int)
+        taken = self.settling.take()
         try:
-            if tokens:
-                await self.state.add_tokens(dict(tokens))
-                tokens = {}
-            if releases or adds:
-                await self.state.budget_settle(*spend.settle_arguments(releases, dict(adds)))
+            if taken.tokens:
+                await self.state.add_tokens(dict(taken.tokens))
+                taken.tokens = defaultdict(int)
+            arguments = taken.budget_arguments()
+            if arguments is not None:
+                await self.state.budget_settle(*arguments)
         except BaseException:
-            self.releases[:0] = releases
-            for target, source in ((self.tokens, tokens), (self.adds, adds)):
-                for key, value in source.items():
-                    target[key] += value
+            self.settling.put_back(taken)
             raise
 
     async def close(self, *, attempts: int = 20) -> None:
-        """Stop the timer and write everything left, retrying with backoff."""
+        """Stop the timer and write everything left, retrying with backoff. Streams still
+        open are written as their open markers describe them."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -146,52 +269,125 @@ class UsageWriter:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+        if self.opened:
+            log.warning("%d streams still open at shutdown, recorded as cut off", len(self.opened))
+            self.pending.extend(self.opened.values())
+            self.opened = {}
         delay = 0.05
         for attempt in range(attempts):
             try:
                 await self.flush()
-                if not (self.pending or self.tokens or self.releases or self.adds):
-                    return
+                if not (self.pending or self.settling):
+                    break
             except Exception:
                 log.exception("final usage flush failed (attempt %d); retrying", attempt + 1)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-        if self.pending:
-            path = spool_write(self.pending)
-            log.error("database unreachable at shutdown: %d usage rows spooled to %s; the next start writes them",
-                      len(self.pending), path)
-            self.pending = []
-        for claimed in self.spooled:  # their unwritten records are in the new file now
-            spool_release(claimed)
-        self.spooled = {}
-        self.from_spool = {}
+        if (self.pending or self.settling) and self.journal is not None:
+            # Unsettled committed records stay too: their replay settles them, on condition.
+            log.error("database or shared state unreachable at shutdown: %d usage rows (and %d settlements) left "
+                      "in the journal %s; the next start or the journals sweep writes them", len(self.pending),
+                      len(self.settling.releases) + len(self.settling.replayed), self.journal.path)
+            self.journal.close()
+            self.journal = None
+            for claim in [*self.claims, *self.claims_committed]:  # still on disk, for the next worker too
+                claim.let_go()
+        else:
+            if self.pending:
+                path = spool_write(self.pending)
+                log.error("database unreachable at shutdown: %d usage rows spooled to %s; the next start writes "
+                          "them", len(self.pending), path)
+            for claim in [*self.claims, *self.claims_committed]:  # their unwritten records are in the new file now
+                claim.remove()
+            if self.journal is not None:
+                self.journal.remove()
+                self.journal = None
+        self.pending = []
+        self.claims = {}
+        self.claimed_by = {}
+        self.claims_committed = []
 
-    def requeue_spooled(self) -> int:
-        """Take the records earlier workers spooled (and spool files claimed by workers that have
-        died) and queue them; each file is removed once its records are committed. The request
-        id makes a second write of any record harmless."""
+    def requeue_orphans(self) -> int:
+        """Take what dead workers left on this machine — their journals, and spool files — and
+        queue it; each journal or file is deleted once its records are committed (until then
+        this worker holds it, and if it dies too, the next one takes it). The request id makes a
+        second write of any record harmless, and the conditional settlement a second
+        settlement."""
         queued = []
-        for path, records in spool_take():
+        found: list[tuple[Any, list[UsageRecord]]] = [(claim, claim.records()) for claim in journals_claim()]
+        found += [(SpoolClaim(path), records) for path, records in spool_take()]
+        for claim, records in found:
             if not records:
-                spool_release(path)
+                claim.remove()
                 continue
             for record in records:
-                self.from_spool[id(record)] = path  # the record stays queued (referenced) until popped
+                self.claimed_by[id(record)] = claim  # the record stays queued (referenced) until popped
             queued.extend(records)
-            self.spooled[path] = len(records)
+            self.claims[claim] = len(records)
         self.pending[:0] = queued
         return len(queued)
 
-    def _spool_done(self, records: list[UsageRecord]) -> None:
-        """``records`` are committed: a spool file whose records all are can go."""
+    def _claims_done(self, records: list[UsageRecord]) -> None:
+        """``records`` are committed: a journal or spool file whose records all are can go,
+        once they are settled."""
+        if not self.claimed_by:
+            return
         for record in records:
-            path = self.from_spool.pop(id(record), None)
-            if path is None or path not in self.spooled:
+            claim = self.claimed_by.pop(id(record), None)
+            if claim is None or claim not in self.claims:
                 continue
-            self.spooled[path] -= 1
-            if self.spooled[path] <= 0:
-                del self.spooled[path]
-                spool_release(path)
+            self.claims[claim] -= 1
+            if self.claims[claim] <= 0:
+                del self.claims[claim]
+                self.claims_committed.append(claim)
+
+
+def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | str]], Any] | None) -> int:
+    """Write the journals of dead workers last written at least ``min_age`` seconds ago (a
+    restarting worker gets the first go) and settle them with ``settle`` (SETTLE_SCRIPT's KEYS
+    and ARGV; None: there is no shared state to settle into). Synchronous, for the Celery
+    sweep. Token-limit counters are the data plane's and are not counted here. Returns the
+    number of records written; a journal whose write fails stays for the next sweep."""
+    claims = journals_claim(min_age=min_age)
+    written = 0
+    try:
+        while claims:
+            claim = claims[0]
+            records = claim.records()
+            settling = Settling()
+            for start in range(0, len(records), settings.GATEWAY_USAGE_BATCH):
+                batch = records[start:start + settings.GATEWAY_USAGE_BATCH]
+                settling.collect(batch, usage_records_write(batch))
+            arguments = settling.budget_arguments()
+            if arguments is not None and settle is not None:
+                settle(*arguments)
+            claim.remove()
+            claims.pop(0)
+            written += len(records)
+            if records:
+                log.warning("usage journal %s of a dead worker written: %d rows", claim.path, len(records))
+    finally:
+        for claim in claims:
+            claim.let_go()
+    return written
+
+
+class SpoolClaim:
+    """A claimed spool file, as ``UsageWriter.claims`` holds it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def remove(self) -> None:
+        spool_release(self.path)
+
+    def let_go(self) -> None:
+        """Give the file back, unwritten: the next start takes it."""
+        try:
+            self.path.rename(self.path.with_suffix(".jsonl"))
+        except FileNotFoundError:
+            pass
+        _held.discard(self.path)
 
 
 def spool_dir() -> Path:
@@ -199,15 +395,15 @@ def spool_dir() -> Path:
 
 
 def spool_write(records: list[UsageRecord]) -> Path:
-    """Records the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool):
-    one ``UsageRecord.as_row`` a line (their settlements are not kept)."""
+    """Records the database would not take, as JSON lines on local disk (VAR_DIR/usage-spool),
+    the journal's (billing.journal.record_line: ``UsageRecord.as_row`` and its settlement)."""
     folder = spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path = folder / f"{name}.jsonl"
     with open(path, "wb") as out:
         for record in records:
-            out.write(orjson.dumps(record.as_row(), default=str) + b"\n")
+            out.write(record_line(record))
         out.flush()
         os.fsync(out.fileno())
     return path
@@ -234,7 +430,7 @@ def spool_take() -> list[tuple[Path, list[UsageRecord]]]:
         except FileNotFoundError:
             continue
         _held.add(claimed)
-        records = [record for line in claimed.read_bytes().splitlines() if (record := _read(line))]
+        records = records_replayed((str(claimed), line) for line in claimed.read_bytes().splitlines(keepends=True))
         taken.append((claimed, records))
     return taken
 
@@ -262,12 +458,3 @@ def _orphaned(path: Path) -> bool:
         return False
     return False
 
-
-def _read(line: bytes) -> UsageRecord | None:
-    if not line.strip():
-        return None
-    try:
-        return UsageRecord.from_row(orjson.loads(line))
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):  # cut short by a crash
-        log.error("unreadable line in a usage spool file, skipped: %r", line[:2000])
-        return None

@@ -327,13 +327,33 @@ class LocalState:
                 self.expiry[key] = now + BUCKET_TTL
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
+        """SETTLE_SCRIPT, the same steps (billing.spend): the releases, the bucket costs, then
+        each replayed request's release and cost, only if its reservation is still held."""
         now = time.time()
-        releases = args[0]
-        for i in range(releases):
-            self.reservations.get(keys[3 * i], {}).pop(args[i + 1], None)
-        for key, value in zip(keys[3 * releases:], args[releases + 1:], strict=True):
+
+        def release(scope: str, request_id) -> bool:
+            return self.reservations.get(scope, {}).pop(request_id, None) is not None
+
+        def add(key: str, cost: int) -> None:
             if key in self.counters:
-                self.counters[key] = self._get(key, now) + value
+                self.counters[key] = self._get(key, now) + cost
+
+        releases, buckets = args[0], args[1]
+        for i in range(releases):
+            release(keys[3 * i], args[i + 2])
+        k, a = 3 * releases, releases + 2
+        for key, cost in zip(keys[k:k + buckets], args[a:a + buckets], strict=True):
+            add(key, cost)
+        k, a = k + buckets, a + buckets
+        while a < len(args):
+            request_id, scopes, nb, cost = args[a:a + 4]
+            a += 4
+            held = [release(keys[k + 3 * s], request_id) for s in range(scopes)]
+            k += 3 * scopes
+            if any(held):
+                for key in keys[k:k + nb]:
+                    add(key, cost)
+            k += nb
 
     async def cache_get(self, key: str) -> bytes | None:
         entry = self.cache.get(key)

@@ -1,7 +1,8 @@
 """The ledger's writer (billing.writer) when rows or the database misbehave: absurd usage from an
 upstream is clamped and flagged, a row the database refuses is set aside without holding up the
-others or the budgets, a spool file lives until its rows are committed, and a spool file an
-earlier release left is still written."""
+others or the budgets, and, with the journal off, a shutdown with the database down spools the
+rows (with their settlements); a spool file lives until its rows are committed, and a spool
+file an earlier release left is still written. The journal itself: tests/billing/test_journal.py."""
 
 import asyncio
 import subprocess
@@ -13,9 +14,11 @@ import httpx
 import pytest
 from django.db import OperationalError, connection
 
+from billing import spend
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
 from billing.records import UsageRecord
+from billing.spend import Settlement
 from billing.writer import UsageWriter, spool_dir, spool_write
 from gateway.app import gateway
 from gateway.db import close_db, run_db
@@ -128,10 +131,18 @@ def _point_db_at(settings_dict):
     connection.settings_dict = settings_dict
 
 
-def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(world, settings, tmp_path):
+def test_with_the_journal_off_rows_refused_at_shutdown_are_spooled_and_settled_later(world, settings, tmp_path):
+    """The spool keeps each record's settlement: the next start writes the row, releases its
+    reservation and adds its cost to the budget's bucket."""
     settings.VAR_DIR = tmp_path
+    settings.GATEWAY_JOURNAL = False
+    state = LocalState()
+    reserved, bucket = "tg:resv:t1", "tg:spend:t1:d20260301"
+    state.reservations[reserved] = {"req_spooled": (10**6, 2e9)}
+    state.counters[bucket] = 0
     row = UsageRecord(request_id="req_spooled", tenant_id=world.tenant.pk, status="ok", input_tokens=3,
-                      output_tokens=4, cost=Decimal("0.000123"), day=datetime.now().date())
+                      output_tokens=4, cost=Decimal("0.000123"), day=datetime.now().date(),
+                      settlement=Settlement(reserved_keys=(reserved,), bucket_keys=(bucket,)))
 
     class DatabaseDown(Exception):
         pass
@@ -148,10 +159,11 @@ def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(wor
 
     asyncio.run(shutdown_with_database_down())
     assert len(list((tmp_path / "usage-spool").glob("*.jsonl"))) == 1
+    assert not (tmp_path / "journal").exists()
     assert not UsageLog.objects.filter(request_id="req_spooled").exists()
 
     async def next_start():
-        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer = UsageWriter(state=state, run_db=run_db)
         writer.start()
         await writer.close()
         await close_db()  # the writer's database thread lets go of the test database
@@ -160,6 +172,7 @@ def test_rows_the_database_refused_at_shutdown_are_spooled_and_written_later(wor
     written = UsageLog.objects.get(request_id="req_spooled")
     assert written.cost == Decimal("0.000123") and written.output_tokens == 4
     assert list((tmp_path / "usage-spool").iterdir()) == []
+    assert state.reservations[reserved] == {} and state.counters[bucket] == spend.to_nanos(Decimal("0.000123"))
 
 
 # A line exactly as the writer of earlier releases (gateway/usage.py) spooled it: the gateway's
@@ -209,7 +222,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
         writer = UsageWriter(state=LocalState(), run_db=run_db)
         try:
-            assert writer.requeue_spooled() == 3
+            assert writer.requeue_orphans() == 3
             with pytest.raises(OperationalError):
                 await writer.flush()  # the database refuses the connection
             on_disk = list(spool_dir().iterdir())
@@ -219,7 +232,7 @@ def test_a_spool_file_stays_until_its_rows_are_committed(world, settings, tmp_pa
         assert await writer.flush() == 3
         assert list(spool_dir().iterdir()) == []
         again = UsageWriter(state=LocalState(), run_db=run_db)
-        assert again.requeue_spooled() == 0
+        assert again.requeue_orphans() == 0
         await close_db()
 
     asyncio.run(scenario())
@@ -244,7 +257,7 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
 
         async def scenario():
             writer = UsageWriter(state=LocalState(), run_db=run_db)
-            assert writer.requeue_spooled() == 3  # the dead worker's file, not the live one's
+            assert writer.requeue_orphans() == 3  # the dead worker's file, not the live one's
             assert await writer.flush() == 3
             await close_db()
 
@@ -258,9 +271,10 @@ def test_spool_files_claimed_by_a_dead_worker_are_taken_over(world, settings, tm
 
 
 def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, settings, tmp_path):
-    """Rows taken from a spool file and still unwritten at shutdown go to one new spool file; the
-    claimed file is then removed, so the next start writes each row once."""
+    """Journal off: rows taken from a spool file and still unwritten at shutdown go to one new
+    spool file; the claimed file is then removed, so the next start writes each row once."""
     settings.VAR_DIR = tmp_path
+    settings.GATEWAY_JOURNAL = False
     spool_write(ledger_rows(world.tenant, 2, "req_old"))
     down = free_port()
 
@@ -269,7 +283,7 @@ def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, setti
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
         try:
             writer = UsageWriter(state=LocalState(), run_db=run_db)
-            writer.requeue_spooled()
+            writer.requeue_orphans()
             writer.add(ledger_rows(world.tenant, 1, "req_new")[0])
             await writer.close(attempts=2)
         finally:
@@ -277,10 +291,44 @@ def test_shutdown_with_the_database_down_respools_claimed_rows_once(world, setti
         files = list(spool_dir().iterdir())
         assert len(files) == 1 and files[0].suffix == ".jsonl"
         writer = UsageWriter(state=LocalState(), run_db=run_db)
-        assert writer.requeue_spooled() == 3
+        assert writer.requeue_orphans() == 3
         await writer.close()
         await close_db()
 
     asyncio.run(shutdown_with_database_down())
     assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
     assert list(spool_dir().iterdir()) == []
+
+
+def test_with_the_journal_on_a_shutdown_with_the_database_down_gives_claimed_spool_files_back(
+        world, settings, tmp_path):
+    """Journal on: nothing is spooled; the claimed spool file goes back unwritten and the new
+    row stays in the journal, so the next start writes each row once."""
+    settings.VAR_DIR = tmp_path
+    settings.GATEWAY_JOURNAL = True
+    spool_write(ledger_rows(world.tenant, 2, "req_old"))
+    down = free_port()
+
+    async def shutdown_with_database_down():
+        working = await run_db(lambda: connection.settings_dict)
+        await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
+        try:
+            writer = UsageWriter(state=LocalState(), run_db=run_db)
+            writer.start()
+            assert len(writer.pending) == 2
+            writer.add(ledger_rows(world.tenant, 1, "req_new")[0])
+            await writer.close(attempts=2)
+        finally:
+            await run_db(_point_db_at, working)
+        files = list(spool_dir().iterdir())
+        assert len(files) == 1 and files[0].suffix == ".jsonl"  # the same file, given back
+        assert len(list((tmp_path / "journal").iterdir())) == 1
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        assert writer.requeue_orphans() == 3
+        await writer.close()
+        await close_db()
+
+    asyncio.run(shutdown_with_database_down())
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+    assert list(spool_dir().iterdir()) == []
+    assert list((tmp_path / "journal").iterdir()) == []

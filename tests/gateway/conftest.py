@@ -13,12 +13,13 @@ from tests.utils.procs import REPO, free_port, wait_http
 
 
 @pytest.fixture
-def second_instance(live, settings):
-    """Another Tollgate process on its own port, same PostgreSQL and Redis."""
+def second_instance(live, settings, tmp_path):
+    """Another Tollgate process on its own port, same PostgreSQL and Redis, its own var
+    directory (its usage journal is its own test's)."""
     port = free_port()
     db = settings.DATABASES["default"]
     env = {
-        **os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true",
+        **os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true", "VAR_DIR": str(tmp_path / "var"),
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
                         f"/{connection.settings_dict['NAME']}",
     }

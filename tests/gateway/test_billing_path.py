@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count, Sum
 
+from billing import spend
 from billing.ledger import usage_records_write
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.records import UsageRecord
@@ -241,12 +242,13 @@ def test_budget_periods_follow_the_tenant_time_zone():
     assert tenant_scope.days[0] == tenant_scope.days[-1] - timedelta(days=29)
 
 
-def test_sigterm_writes_every_answered_request(world, live, settings):
+def test_sigterm_writes_every_answered_request(world, live, settings, tmp_path):
     with FakeOpenAI(models=["gpt-4o-mini"], usage=USAGE) as fake:
         add_provider(world.tenant, fake, provider_type="openai")
         port = free_port()
         db = settings.DATABASES["default"]
         env = {**os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true", "GATEWAY_USAGE_FLUSH_SECONDS": "60",
+               "VAR_DIR": str(tmp_path / "var"),
                "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/"
                                f"{connection.settings_dict['NAME']}"}
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
@@ -269,3 +271,63 @@ def test_sigterm_writes_every_answered_request(world, live, settings):
                 os.killpg(proc.pid, signal.SIGKILL)
     assert UsageLog.objects.filter(request_id__in=ids).count() == 40
     assert UsageDaily.objects.filter(tenant=world.tenant).aggregate(n=Sum("requests"))["n"] == 40
+    assert list((tmp_path / "var" / "journal").iterdir()) == []  # a clean stop leaves no journal
+
+
+def test_kill_9_loses_no_answered_request(world, live, settings, tmp_path):
+    """A worker killed outright with every row still buffered (60 s flush): its journal holds
+    them, and the next worker to start writes them and settles their budget reservations."""
+    Budget.objects.create(tenant=world.tenant, name="Daily", amount=Decimal("100"), period="day", action="block")
+    var = tmp_path / "var"
+    with FakeOpenAI(models=["gpt-4o-mini"], usage=USAGE) as fake:
+        add_provider(world.tenant, fake, provider_type="openai")
+        port = free_port()
+        db = settings.DATABASES["default"]
+        env = {**os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true", "GATEWAY_USAGE_FLUSH_SECONDS": "60",
+               "VAR_DIR": str(var),
+               "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/"
+                               f"{connection.settings_dict['NAME']}"}
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port),
+                                 "--log-level", "warning"], cwd=REPO, env=env, start_new_session=True)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+            ids = []
+            with httpx.Client(timeout=20) as client:
+                for i in range(40):
+                    r = client.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                    headers={"Authorization": f"Bearer {world.chat_key}"},
+                                    json={"model": "up:gpt-4o-mini", "max_tokens": 100, "stream": i % 2 == 1,
+                                          "stream_options": {"include_usage": True} if i % 2 else None,
+                                          "messages": [{"role": "user", "content": "x"}]})
+                    assert r.status_code == 200
+                    ids.append(r.headers["x-request-id"])
+            assert UsageLog.objects.filter(request_id__in=ids).count() == 0  # all still buffered
+            reserved = f"tg:resv:t{world.tenant.pk}:amt"
+            assert get_redis().hlen(reserved) == 40  # every reservation still held
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+    settings.VAR_DIR = var
+
+    async def next_worker():
+        from billing.writer import UsageWriter
+        from gateway.db import close_db, run_db
+        from gateway.state import RedisState
+
+        state = RedisState(settings.REDIS_URL)
+        writer = UsageWriter(state, run_db=run_db)
+        writer.start()
+        await writer.close()
+        await state.close()
+        await close_db()
+
+    asyncio.run(next_worker())
+    assert UsageLog.objects.filter(request_id__in=ids).count() == 40
+    assert UsageDaily.objects.filter(tenant=world.tenant).aggregate(n=Sum("requests"))["n"] == 40
+    assert get_redis().hlen(reserved) == 0  # each released by the replay
+    bucket = spend.bucket_key(world.tenant.pk, None, datetime.now(ZoneInfo(world.tenant.timezone)).date())
+    assert int(get_redis().get(bucket)) == 40 * spend.to_nanos(COST)  # each cost counted once
+    assert list((var / "journal").iterdir()) == []

@@ -1,0 +1,487 @@
+"""The usage journal (billing.journal) and its replay by the writer (billing.writer) and by the
+journals sweep (billing.tasks): a worker killed outright loses no record, a torn last line is
+skipped, a replay writes and settles each request once, open markers stand for streams cut off,
+segments go only once committed, and the fsync setting bounds what a machine loss can lose."""
+
+import asyncio
+import importlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.apps import apps as django_apps
+from django.db import connection
+from django_celery_beat.models import PeriodicTask
+
+from billing import journal as journal_module
+from billing import spend
+from billing.journal import Journal, journals_claim
+from billing.ledger import usage_records_write
+from billing.models import UsageDaily, UsageLog
+from billing.records import UsageRecord
+from billing.tasks import journals_sweep
+from billing.writer import UsageWriter
+from core.redis import get_redis
+from gateway.db import close_db, run_db
+from gateway.state import LocalState, RedisState
+from tests.utils.procs import REPO, free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+COST = Decimal("0.000123")
+COST_NANOS = spend.to_nanos(COST)
+
+
+@pytest.fixture
+def var(settings, tmp_path) -> Path:
+    settings.VAR_DIR = tmp_path
+    settings.GATEWAY_JOURNAL = True
+    settings.GATEWAY_JOURNAL_FSYNC_MS = 0
+    return tmp_path
+
+
+def record(tenant, request_id: str, *, settlement=None, **fields) -> UsageRecord:
+    values = {"status": "ok", "input_tokens": 3, "output_tokens": 4, "cost": COST,
+              "day": datetime.now(UTC).date(), **fields}
+    return UsageRecord(request_id=request_id, tenant_id=tenant.pk, settlement=settlement, **values)
+
+
+def dead_journal(records, *, markers=(), torn: bytes = b"") -> Path:
+    """A journal as a worker leaves it when it dies: written, its lock no longer held."""
+    journal = Journal()
+    for marker in markers:
+        journal.append(marker, marker=True)
+    for item in records:
+        journal.append(item)
+    if torn:
+        os.write(journal._fd, torn)
+    journal.close()
+    return journal.path
+
+
+async def areplay(state=None) -> int:
+    """What the next worker does: start (taking dead workers' journals), then stop."""
+    writer = UsageWriter(state=state or LocalState(), run_db=run_db)
+    writer.start()
+    queued = len(writer.pending)
+    await writer.close()
+    await close_db()  # the writer's database thread lets go of the test database
+    return queued
+
+
+def replay(state=None) -> int:
+    return asyncio.run(areplay(state))
+
+
+def journals(var: Path) -> list[Path]:
+    root = var / "journal"
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.exists() else []
+
+
+def segments(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name != "lock")
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+# --- budgets, in Redis and in its in-process twin -----------------------------------------------
+
+
+class Budgets:
+    """One tenant-scope budget of $1000 today, and reads of its reservation and bucket."""
+
+    def __init__(self, kind: str, tenant_id: int, redis_url: str):
+        self.kind = kind
+        self.state = RedisState(redis_url) if kind == "redis" else LocalState()
+        day = datetime.now(UTC).date()
+        self.plans = [spend.ScopePlan(key_id=None, days=[day], budgets=[
+            (spend.BudgetInfo(1, "b", "tenant", None, Decimal(1000), "day", "block", ""), 1)])]
+        self.tenant_id = tenant_id
+        self.settlement = spend.settlement(self.plans, tenant_id=tenant_id)
+        self.reserved, self.bucket = self.settlement.reserved_keys[0], self.settlement.bucket_keys[0]
+
+    async def reserve(self, request_id: str, nanos: int = 10**6) -> spend.Settlement:
+        keys, args = spend.script_arguments(self.plans, tenant_id=self.tenant_id, reservation=nanos,
+                                            downgrade_as_alert=False)
+        await self.state.budget_seed({self.bucket: 0})
+        assert await self.state.budget_admit(keys, args, request_id) == [0]
+        return self.settlement
+
+    def held(self) -> set[str]:
+        if self.kind == "redis":
+            return {rid.decode() for rid in get_redis().hkeys(f"{self.reserved}:amt")}
+        return set(self.state.reservations.get(self.reserved, {}))
+
+    def spent(self) -> int:
+        if self.kind == "redis":
+            return int(get_redis().get(self.bucket) or 0)
+        return self.state.counters.get(self.bucket, 0)
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning_and_the_rest_replayed(world, var, caplog):
+    path = dead_journal([record(world.tenant, f"req_torn{i}") for i in range(3)],
+                        torn=b'{"request_id":"req_cut_short","tenant_id":')
+    with caplog.at_level(logging.WARNING, logger="billing.journal"):
+        assert replay() == 3
+    assert set(UsageLog.objects.values_list("request_id", flat=True)) == {"req_torn0", "req_torn1", "req_torn2"}
+    assert any("torn" in r.message and "req_cut_short" in r.message for r in caplog.records)
+    assert not path.exists() and journals(var) == []
+
+
+def test_an_unreadable_line_in_the_middle_does_not_block_the_rest(world, var, caplog):
+    journal = Journal()
+    journal.append(record(world.tenant, "req_before"))
+    os.write(journal._fd, b'{"request_id": "req_garbled", "tenant_id": "not a number"\n')
+    journal.append(record(world.tenant, "req_after"))
+    journal.close()
+    with caplog.at_level(logging.WARNING, logger="billing.journal"):
+        assert replay() == 2
+    assert set(UsageLog.objects.values_list("request_id", flat=True)) == {"req_before", "req_after"}
+    assert any("unreadable" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_replaying_a_journal_twice_writes_and_settles_each_request_once(world, var, settings, kind):
+    """Four requests, each reserved: ``a`` and ``b`` never reached the ledger; ``c`` was committed
+    but its worker died before settling it; ``d`` was committed and settled. The journal is
+    replayed, then the same journal (a copy) again."""
+    budgets = Budgets(kind, world.tenant.pk, settings.REDIS_URL)
+
+    async def scenario():
+        rows = {rid: record(world.tenant, rid, settlement=await budgets.reserve(rid)) for rid in "abcd"}
+        await run_db(usage_records_write, [rows["c"], rows["d"]])
+        await budgets.state.budget_settle(*spend.settle_arguments(
+            [(budgets.reserved, "d")], {budgets.bucket: COST_NANOS}))  # d's worker settled it
+        assert budgets.held() == {"a", "b", "c"} and budgets.spent() == COST_NANOS
+        path = dead_journal(list(rows.values()))
+        copy = shutil.copytree(path, var / "copy")
+
+        assert await areplay(budgets.state) == 4
+        assert budgets.held() == set()
+        assert budgets.spent() == 4 * COST_NANOS  # a, b and c added once each, d not again
+
+        shutil.copytree(copy, path)  # the same journal, replayed a second time
+        assert await areplay(budgets.state) == 4
+        assert budgets.spent() == 4 * COST_NANOS and budgets.held() == set()
+        await budgets.state.close()
+
+    asyncio.run(scenario())
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 4
+    assert UsageDaily.objects.get(tenant=world.tenant).requests == 4
+    if kind == "redis":
+        assert int(get_redis().get(budgets.reserved) or 0) == 0  # each reservation taken off the total once
+
+
+CHILD = """
+import os, sys, time
+import django
+django.setup()
+from datetime import UTC, datetime
+from decimal import Decimal
+from billing.records import UsageRecord
+from billing.writer import UsageWriter
+
+tenant = int(sys.argv[1])
+writer = UsageWriter(state=None, run_db=None)
+day = datetime.now(UTC).date()
+row = lambda rid, **kw: UsageRecord(**{"request_id": rid, "tenant_id": tenant, "input_tokens": 3,
+                                       "output_tokens": 4, "cost": Decimal("0.000123"), "day": day, **kw})
+for i in range(5):
+    writer.add(row(f"req_killed{i}"))
+cut = dict(status="partial", error_type="worker_lost", tokens_estimated=True, stream=True)
+writer.open(row("req_stream_cut", **cut))
+writer.open(row("req_stream_done", **cut))
+writer.add(row("req_stream_done", stream=True, output_tokens=40))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_worker_killed_outright_leaves_every_record_to_the_next_worker(world, var, tmp_path):
+    env = {**os.environ, "VAR_DIR": str(var), "ENV_FILE": "/dev/null", "GATEWAY_JOURNAL": "true",
+           "GATEWAY_USAGE_FLUSH_SECONDS": "3600"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(world.tenant.pk)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert journals_claim() == []  # alive: its journal is locked
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert len(journals(var)) == 1
+
+    assert replay() == 7
+    rows = {row.request_id: row for row in UsageLog.objects.filter(tenant=world.tenant)}
+    assert set(rows) == {*(f"req_killed{i}" for i in range(5)), "req_stream_cut", "req_stream_done"}
+    cut, done = rows["req_stream_cut"], rows["req_stream_done"]
+    assert (cut.status, cut.error_type, cut.tokens_estimated) == ("partial", "worker_lost", True)
+    assert (done.status, done.error_type, done.output_tokens) == ("ok", "", 40)  # the final wins over its marker
+    assert journals(var) == []
+
+
+def test_open_markers_outlive_rotation_and_stand_for_streams_never_finished(world, var, settings):
+    """A stream opened before a flush is still open after it: its marker is written into the new
+    segment, so deleting the committed ones does not lose it."""
+    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+
+    async def worker_that_dies():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        writer.open(record(world.tenant, "req_open", status="partial", error_type="worker_lost", stream=True))
+        writer.open(record(world.tenant, "req_closed", status="partial", error_type="worker_lost", stream=True))
+        writer.add(record(world.tenant, "req_plain"))
+        writer.add(record(world.tenant, "req_closed", stream=True))
+        assert await writer.flush() == 2
+        assert segments(writer.journal.path) == ["0000000002.jsonl"]  # the first is committed: gone
+        assert b'"req_open"' in (writer.journal.path / "0000000002.jsonl").read_bytes()  # copied forward
+        assert b'"req_closed"' not in (writer.journal.path / "0000000002.jsonl").read_bytes()
+        assert await writer.flush() == 0
+        assert segments(writer.journal.path) == ["0000000002.jsonl"]  # an open marker alone: no new segment
+        writer._task.cancel()
+        writer.journal.close()  # dies: its lock goes, its files stay
+        await close_db()
+
+    asyncio.run(worker_that_dies())
+    assert set(UsageLog.objects.values_list("request_id", flat=True)) == {"req_plain", "req_closed"}
+    assert replay() == 1
+    row = UsageLog.objects.get(request_id="req_open")
+    assert (row.status, row.error_type) == ("partial", "worker_lost")
+    assert UsageLog.objects.get(request_id="req_closed").status == "ok"
+
+
+def test_a_full_disk_fails_no_request_and_loses_no_row_while_the_worker_lives(world, var, settings, caplog):
+    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+
+    async def scenario():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        segment = os.dup(writer.journal._fd)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, writer.journal._fd)  # the segment now answers ENOSPC, as a full disk does
+        os.close(full)
+        with caplog.at_level(logging.ERROR, logger="billing.writer"):
+            writer.add(record(world.tenant, "req_full1"))
+            writer.add(record(world.tenant, "req_full2"))
+        assert writer.journal_failures == 2
+        assert await writer.flush() == 2  # from memory
+        os.dup2(segment, writer.journal._fd)  # space again
+        os.close(segment)
+        writer.add(record(world.tenant, "req_after"))
+        assert writer.journal_failures == 2
+        await writer.close()
+        await close_db()
+
+    asyncio.run(scenario())
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+    assert [r.message for r in caplog.records if "journal write failed" in r.message][0].count("No space") == 1
+
+
+# --- rotation and an unreachable database -----------------------------------------------------
+
+
+def _point_db_at(settings_dict):
+    connection.close()
+    connection.settings_dict = settings_dict
+
+
+def test_rotation_deletes_only_committed_segments_and_a_failed_write_keeps_them(world, var, settings):
+    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+    down = free_port()
+
+    async def scenario():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        path = writer.journal.path
+        writer.add(record(world.tenant, "req_one"))
+        assert await writer.flush() == 1
+        assert segments(path) == ["0000000002.jsonl"]
+        writer.add(record(world.tenant, "req_two"))
+        working = await run_db(lambda: connection.settings_dict)
+        await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
+        try:
+            with pytest.raises(Exception):  # noqa: B017 - the database refuses the connection
+                await writer.flush()
+            assert [r.request_id for r in writer.pending] == ["req_two"]
+            assert segments(path) == ["0000000002.jsonl", "0000000003.jsonl"]  # kept
+            writer.add(record(world.tenant, "req_three"))
+        finally:
+            await run_db(_point_db_at, working)
+        assert await writer.flush() == 2
+        assert segments(path) == ["0000000004.jsonl"]  # every closed segment, now committed
+        assert await writer.flush() == 0
+        assert segments(path) == ["0000000004.jsonl"]  # nothing written since: no new segment
+        await writer.close()
+        await close_db()
+        return path
+
+    path = asyncio.run(scenario())
+    assert not path.exists()  # a clean stop deletes the journal
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+
+
+def test_shutdown_with_the_database_down_leaves_the_journal_not_a_spool_file(world, var, settings):
+    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+    down = free_port()
+
+    async def shutdown_with_database_down():
+        working = await run_db(lambda: connection.settings_dict)
+        await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
+        try:
+            writer = UsageWriter(state=LocalState(), run_db=run_db)
+            writer.start()
+            for i in range(3):
+                writer.add(record(world.tenant, f"req_left{i}"))
+            await writer.close(attempts=2)
+        finally:
+            await run_db(_point_db_at, working)
+        await close_db()
+
+    asyncio.run(shutdown_with_database_down())
+    assert not (var / "usage-spool").exists()
+    assert len(journals(var)) == 1
+    claims = journals_claim()
+    assert len(claims) == 1  # left, and unlocked
+    claims[0].let_go()
+    assert replay() == 3
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+    assert journals(var) == []
+
+
+# --- fsync ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fsynced(monkeypatch) -> list[str]:
+    """The files fsynced from now on (the real fsync still runs)."""
+    synced: list[str] = []
+    real = os.fsync
+    lock = threading.Lock()
+
+    def fsync(fd):
+        with lock:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
+    return synced
+
+
+def test_the_fsync_setting_fsyncs_the_journal_in_the_background(world, var, settings, fsynced):
+    settings.GATEWAY_JOURNAL_FSYNC_MS = 20
+    journal = Journal()
+    try:
+        journal.append(record(world.tenant, "req_sync"))
+        first = str(journal.path / "0000000001.jsonl")
+        wait_until(lambda: first in fsynced, what="the segment fsynced")
+        wait_until(lambda: str(journal.path) in fsynced, what="the directory fsynced (the segment's name)")
+        journal.rotate()
+        journal.append(record(world.tenant, "req_sync2"))
+        second = str(journal.path / "0000000002.jsonl")
+        wait_until(lambda: second in fsynced, what="the new segment fsynced")
+    finally:
+        journal.remove()
+
+
+def test_fsync_zero_never_fsyncs(world, var, fsynced):
+    async def scenario():
+        writer = UsageWriter(state=LocalState(), run_db=run_db)
+        writer.start()
+        for i in range(20):
+            writer.add(record(world.tenant, f"req_nosync{i}"))
+        await writer.flush()
+        await writer.close()
+        await close_db()
+
+    asyncio.run(scenario())
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 20
+    assert fsynced == []
+    assert not any(t.name == "tollgate-journal-fsync" for t in threading.enumerate())
+
+
+# --- the sweep --------------------------------------------------------------------------------
+
+
+def test_the_sweep_replays_an_old_orphan_and_leaves_a_young_one_and_a_live_one(world, var, settings):
+    budgets = Budgets("redis", world.tenant.pk, settings.REDIS_URL)
+
+    async def reserve():
+        try:
+            return await budgets.reserve("req_old_orphan")
+        finally:
+            await budgets.state.close()
+
+    settlement = asyncio.run(reserve())
+    old = dead_journal([record(world.tenant, "req_old_orphan", settlement=settlement)])
+    long_ago = time.time() - 120
+    for path in old.iterdir():
+        os.utime(path, (long_ago, long_ago))
+    young = dead_journal([record(world.tenant, "req_young_orphan")])
+    live = Journal()
+    live.append(record(world.tenant, "req_live"))
+    try:
+        assert journals_sweep() == 1
+        assert list(UsageLog.objects.values_list("request_id", flat=True)) == ["req_old_orphan"]
+        assert not old.exists() and young.exists() and live.path.exists()
+        assert budgets.held() == set() and budgets.spent() == COST_NANOS  # settled through Redis
+        assert journals_sweep() == 0  # nothing left that is old and dead
+    finally:
+        live.remove()
+
+
+
+def test_beat_runs_the_journals_sweep_every_minute():
+    # Transactional tests empty every table afterwards, the migration's schedule with them: the
+    # migration's own function puts it back (it is idempotent), then the row is checked.
+    migration = importlib.import_module("billing.migrations.0013_journals_sweep_schedule")
+    migration.add_schedule(django_apps, None)
+    task = PeriodicTask.objects.get(task="billing.journals_sweep")
+    assert task.enabled and (task.interval.every, task.interval.period) == (1, "minutes")
+    assert PeriodicTask.objects.filter(task="billing.journals_sweep").count() == 1
+    migration.add_schedule(django_apps, None)
+    assert PeriodicTask.objects.filter(task="billing.journals_sweep").count() == 1
+
+
+def test_the_sweep_keeps_a_journal_it_could_not_write_and_retries(world, var, caplog):
+    """Run inline (eagerly), Celery's retries run at once, one after another: each is logged
+    with its backoff, and the journal stays for a later sweep."""
+    old = dead_journal([record(world.tenant, "req_waits")])
+    long_ago = time.time() - 120
+    for path in old.iterdir():
+        os.utime(path, (long_ago, long_ago))
+    working = connection.settings_dict
+    _point_db_at({**working, "HOST": "127.0.0.1", "PORT": str(free_port())})
+    try:
+        with caplog.at_level(logging.INFO, logger="celery.app.trace"):
+            result = journals_sweep.apply()
+    finally:
+        _point_db_at(working)
+    retries = [r.getMessage() for r in caplog.records if "retry: Retry in" in r.getMessage()]
+    assert len(retries) == journals_sweep.max_retries and "OperationalError" in retries[0]
+    assert result.state == "FAILURE"  # every retry used up (a worker would have spread them out)
+    assert old.exists()
+    claims = journals_claim()
+    assert [c.path for c in claims] == [old]  # given back: its lock is free
+    claims[0].let_go()
+    assert journals_sweep() == 1
+    assert UsageLog.objects.filter(request_id="req_waits").exists() and not old.exists()
