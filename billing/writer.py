@@ -189,9 +189,6 @@ class UsageWriter:
             log.error("usage journal write failed (%d so far): %s; rows are kept in memory only until it "
                       "works again", self.journal_failures, exc)
 
-    def open(self, record: UsageRecord) -> None:
-        """A stream whose headers went out: its marker, until ``add`` brings its record."""
-
     def start(self) -> None:
         if self._task is None:
             if self.journaling:
