@@ -8,6 +8,7 @@ from celery import shared_task
 
 from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up, alerts_check
 from billing.retention import health_buckets_prune, usage_retention_purge
+from core.redis import REDIS_RETRY
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,10 @@ def retry_countdown(retries: int) -> float:
     return delay + random.uniform(0, delay / 10)
 
 
-@shared_task(name="billing.budgets_check", ignore_result=True)
+@shared_task(name="billing.budgets_check", ignore_result=True, **REDIS_RETRY)
 def budgets_check() -> list[int]:
-    """Every 2 minutes (beat): create the alerts for thresholds crossed since the last check."""
+    """Every 2 minutes (beat): create the alerts for thresholds crossed since the last check
+    (retried with backoff while Redis, which their deliveries are queued on, cannot be reached)."""
     return alerts_check()
 
 

@@ -6,7 +6,10 @@ counts its tokens against the daily token limits. The write is idempotent (the r
 unique; a conflicting row is skipped). A record the database refuses is set aside by the
 ledger (billing.ledger) and settled like the others, its cost not counted; a write that fails
 because the database is unreachable is kept and retried, and the worker's shutdown writes
-whatever is left before it exits. If the database is still unreachable then, the records go to
+whatever is left before it exits. A settlement that fails (Redis unreachable) is kept and
+retried with backoff, at most SETTLE_BACKOFF_CAP seconds apart, while rows keep being written;
+the failure is logged when it starts, once a minute while it lasts, and when it ends. If the
+database is still unreachable at shutdown, the records go to
 a spool file on local disk (JSON lines, ``UsageRecord.as_row``), and the next worker to start
 writes them. A spool file is removed only once its rows are committed (a worker that dies
 holding one leaves it for the next): nothing a client was answered for is lost."""
@@ -14,6 +17,7 @@ holding one leaves it for the next): nothing a client was answered for is lost."
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -29,6 +33,9 @@ from billing.ledger import usage_records_write
 from billing.records import UsageRecord
 
 log = logging.getLogger(__name__)
+
+SETTLE_BACKOFF_CAP = 2.0  # seconds between settlement attempts at most while Redis is unreachable
+SETTLE_LOG_SECONDS = 60.0  # a failing settlement is logged again after this long
 
 
 class SharedState(Protocol):
@@ -58,6 +65,9 @@ class UsageWriter:
         self.written = 0
         self.spooled: dict[Path, int] = {}  # claimed spool files -> their records not yet committed
         self.from_spool: dict[int, Path] = {}  # id() of a queued record read from a spool file -> that file
+        self.settle_failures = 0  # settlement attempts failed in a row
+        self._settle_after = 0.0  # monotonic time of the next settlement attempt
+        self._settle_logged = 0.0
 
     def add(self, record: UsageRecord) -> None:
         """Queue a finished request's record; its tokens are counted with the next settlement."""
@@ -82,10 +92,11 @@ class UsageWriter:
             except Exception:  # kept; the next tick retries
                 log.exception("usage flush failed; %d rows kept for the next attempt", len(self.pending))
 
-    async def flush(self) -> int:
+    async def flush(self, *, settle_now: bool = False) -> int:
         """Write the buffered records (with their rollups), then settle their budget
         reservations and token counters in Redis. Only after a batch is committed are its
-        reservations released and costs counted, so nothing is counted twice or lost."""
+        reservations released and costs counted, so nothing is counted twice or lost. A failed
+        settlement is kept for a later attempt (after a backoff, unless ``settle_now``)."""
         async with self._lock:
             rows, self.pending = self.pending, []
             written = 0
@@ -101,8 +112,35 @@ class UsageWriter:
                 raise
             finally:
                 self.written += written
-            await self._settle()
+            if settle_now or time.monotonic() >= self._settle_after:
+                await self._settle_or_keep()
             return written
+
+    async def settle(self) -> bool:
+        """Settle what is kept now, without waiting for the backoff; whether it worked (the
+        data plane calls it before it rebuilds a budget bucket from the rollups)."""
+        async with self._lock:
+            return await self._settle_or_keep()
+
+    async def _settle_or_keep(self) -> bool:
+        try:
+            await self._settle()
+        except Exception as exc:  # kept (in _settle): retried after a backoff
+            self.settle_failures += 1
+            now = time.monotonic()
+            delay = min(settings.GATEWAY_USAGE_FLUSH_SECONDS * 2 ** self.settle_failures, SETTLE_BACKOFF_CAP)
+            self._settle_after = now + delay
+            if self.settle_failures == 1 or now - self._settle_logged >= SETTLE_LOG_SECONDS:
+                self._settle_logged = now
+                log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget additions and %d "
+                            "token counts kept, retried every %.1f s at most", type(exc).__name__, exc,
+                            self.settle_failures, len(self.adds), len(self.tokens), SETTLE_BACKOFF_CAP)
+            return False
+        if self.settle_failures:
+            log.warning("usage settled again after %d failed attempts", self.settle_failures)
+            self.settle_failures = 0
+            self._settle_after = 0.0
+        return True
 
     def _collect_settlements(self, records: list[UsageRecord]) -> None:
         for record in records:
@@ -134,8 +172,10 @@ class UsageWriter:
                     target[key] += value
             raise
 
-    async def close(self, *, attempts: int = 20) -> None:
-        """Stop the timer and write everything left, retrying with backoff."""
+    async def close(self, *, attempts: int = 20, settle_attempts: int = 5) -> None:
+        """Stop the timer and write everything left, retrying with backoff. Once the rows are
+        written, settling is tried ``settle_attempts`` times: what Redis does not take then is
+        dropped (a bucket Redis lost is rebuilt from the rollups)."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -144,13 +184,20 @@ class UsageWriter:
                 pass
             self._task = None
         delay = 0.05
+        settling = 0
         for attempt in range(attempts):
             try:
-                await self.flush()
+                await self.flush(settle_now=True)
                 if not (self.pending or self.tokens or self.releases or self.adds):
                     return
             except Exception:
                 log.exception("final usage flush failed (attempt %d); retrying", attempt + 1)
+            if not self.pending:
+                settling += 1
+                if settling >= settle_attempts:
+                    log.error("Redis unreachable at shutdown: %d budget additions and %d token counts not settled",
+                              len(self.adds), len(self.tokens))
+                    break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         if self.pending:
