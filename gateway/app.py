@@ -379,8 +379,9 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
     def _served_unadmitted(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> list:
         """A request of a tenant that fails open, served while Redis is unreachable: every
         target (cooldowns unknown), nothing reserved; its cost goes to its budget buckets when
-        the usage writer settles once Redis is back."""
+        the usage writer settles once Redis is back. The answer says so (x-tollgate-admission)."""
         ctx.day = datetime.now(tenant.zone).date()
+        ctx.extra_headers.append((b"x-tollgate-admission", b"unchecked; store unavailable"))
         if tenant.budgets:
             plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
             ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id, reserved=False) if plans else None
