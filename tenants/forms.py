@@ -44,7 +44,7 @@ class TenantSettingsForm(ConsoleForm):
                                         help_text="At least 1 (UTC days). Empty: unlimited.",
                                         **api_bounds(LimitsIn, "tokens_per_day"))
     redis_outage = forms.ChoiceField(
-        choices=OutagePolicy.choices, label="While Redis is down",
+        required=False, choices=OutagePolicy.choices, label="While Redis is down",
         help_text="When the rate-limit and budget store is unreachable: refuse /v1 requests (503), or serve them "
         "without rate limits, their spend counted once it is back. A tenant with a block budget is always refused.",
     )
@@ -84,6 +84,7 @@ class TenantSettingsForm(ConsoleForm):
         data = dict(self.cleaned_data)
         data["name"] = data["name"].strip()
         data["default_model"] = (data["default_model"] or "").strip()
+        data["redis_outage"] = data["redis_outage"] or OutagePolicy.INHERIT
         return {name: data[name] for name in self.FIELDS}
 
 

@@ -7,6 +7,8 @@ budget always fails closed; a slow Redis is bounded by REDIS_TIMEOUT_SECONDS.
 Each test starts its own ``redis-server`` on a free port and a Tollgate worker in its own
 process pointed at it (the suite's own Redis stays up)."""
 
+import asyncio
+import logging
 import os
 import signal
 import socket
@@ -26,6 +28,10 @@ from django.db import connection
 
 from billing import spend
 from billing.models import Budget, UsageLog
+from billing.writer import UsageWriter
+from core.redis import get_redis
+from gateway.db import run_db
+from gateway.state import RedisState, StoreUnavailable
 from tenants.access import SYSTEM
 from tenants.services import tenant_create, tenant_update
 from tests.fakes import FakeOpenAI
@@ -307,3 +313,63 @@ def test_a_redis_that_does_not_answer_is_bounded_by_the_timeout(world, live, set
     row = wait_usage(response.headers["x-request-id"], timeout=10)
     assert (row.status, row.error_type) == ("rejected", "store_unavailable")
 
+
+
+def test_the_state_refuses_what_admission_needs_and_skips_what_only_helps():
+    async def run():
+        state = RedisState(f"redis://127.0.0.1:{free_port()}/0")
+        try:
+            with pytest.raises(StoreUnavailable) as refused:
+                await state.admit(tenant_id=1, key_id=1, limits=(0, 0, 0, 0), provider_model_ids=[1],
+                                  versions=("", ""))
+            started = time.monotonic()
+            for call in (state.versions(1), state.budget_admit(["k"], [0, 0], "r"), state.budget_settle([], [0])):
+                with pytest.raises(StoreUnavailable):
+                    await call
+            fast = time.monotonic() - started  # asked again only after OUTAGE_PROBE_SECONDS
+            skipped = (await state.cache_get("k"), await state.auth_blocked("1.2.3.4", 1),
+                       await state.record_failure(tenant_id=1, provider_model_id=1, allowed_fails=1,
+                                                  cooldown_seconds=1))
+            await state.cache_set("k", b"v", 5)
+            await state.auth_failed("1.2.3.4")
+            return refused.value, fast, skipped, state.down
+        finally:
+            await state.close()
+
+    error, fast, skipped, down = asyncio.run(run())
+    assert (error.status, error.code, error.usage_status, error.retry_after) == (503, "store_unavailable",
+                                                                                 "rejected", 5.0)
+    assert fast < 0.1 and skipped == (None, 0.0, False) and down
+
+
+def test_the_writer_keeps_what_it_cannot_settle_backs_off_and_logs_once(settings, caplog):
+    day = datetime.now(ZoneInfo("UTC")).date()
+    bucket = spend.bucket_key(424242, None, day)
+    real = get_redis()
+    real.set(bucket, 100)
+
+    async def run():
+        down = RedisState(f"redis://127.0.0.1:{free_port()}/0")
+        writer = UsageWriter(down, run_db=run_db)
+        writer.adds[bucket] = 5
+        for _ in range(50):  # 50 ticks within the backoff: one attempt
+            await writer.flush()
+        first = writer.settle_failures
+        await asyncio.sleep(0.5)
+        await writer.flush()  # after the backoff: tried again, still failing, not logged again
+        second = writer.settle_failures
+        writer.state = up = RedisState(settings.REDIS_URL)  # Redis is back
+        await asyncio.sleep(2.1)
+        await writer.flush()
+        await down.close()
+        await up.close()
+        return first, second, dict(writer.adds), writer.settle_failures
+
+    with caplog.at_level(logging.WARNING, logger="billing.writer"):
+        first, second, kept, failures = asyncio.run(run())
+    assert (first, second) == (1, 2) and kept == {} and failures == 0
+    assert int(real.get(bucket)) == 105  # kept through the outage, added once it was back
+    messages = [r.getMessage() for r in caplog.records if r.name == "billing.writer"]
+    assert len(messages) == 2, messages
+    assert "usage settlement failed" in messages[0] and "1 budget additions" in messages[0]
+    assert "usage settled again after 2 failed attempts" in messages[1]
