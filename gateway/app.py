@@ -343,7 +343,8 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 try:
                     current = await self.state.versions(tenant.tenant_id)
                 except StoreUnavailable as exc:
-                    self._store_down(tenant, exc)
+                    if not tenant.fails_open():
+                        self._store_down(tenant, exc)
                     raise refusal from None  # the table was read from the database just now
                 if current == tenant.version:
                     raise
