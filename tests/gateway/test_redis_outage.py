@@ -28,9 +28,10 @@ from django.db import connection
 
 from billing import spend
 from billing.models import Budget, UsageLog
-from billing.writer import UsageWriter
+from billing.writer import SETTLE_BACKOFF_CAP, UsageWriter
 from core.redis import get_redis
 from gateway.db import run_db
+from gateway.routing import tenant_config_load
 from gateway.state import RedisState, StoreUnavailable
 from tenants.access import SYSTEM
 from tenants.services import tenant_create, tenant_update
@@ -355,11 +356,11 @@ def test_the_writer_keeps_what_it_cannot_settle_backs_off_and_logs_once(settings
         for _ in range(50):  # 50 ticks within the backoff: one attempt
             await writer.flush()
         first = writer.settle_failures
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(settings.GATEWAY_USAGE_FLUSH_SECONDS * 2 + 0.1)
         await writer.flush()  # after the backoff: tried again, still failing, not logged again
         second = writer.settle_failures
         writer.state = up = RedisState(settings.REDIS_URL)  # Redis is back
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(SETTLE_BACKOFF_CAP + 0.1)
         await writer.flush()
         await down.close()
         await up.close()
@@ -373,3 +374,25 @@ def test_the_writer_keeps_what_it_cannot_settle_backs_off_and_logs_once(settings
     assert len(messages) == 2, messages
     assert "usage settlement failed" in messages[0] and "1 budget additions" in messages[0]
     assert "usage settled again after 2 failed attempts" in messages[1]
+
+
+@pytest.mark.parametrize("platform, tenant_choice, budget, fails_open", [
+    ("closed", "inherit", None, False),
+    ("open", "inherit", None, True),
+    ("open", "closed", None, False),
+    ("closed", "open", None, True),
+    ("closed", "open", "alert", True),
+    ("closed", "open", "downgrade", True),
+    ("closed", "open", "block", False),  # a block budget always fails closed
+    ("open", "inherit", "block", False),
+])
+def test_who_fails_open_is_carried_in_the_routing_table(world, settings, platform, tenant_choice, budget,
+                                                         fails_open):
+    settings.GATEWAY_REDIS_OUTAGE = platform
+    tenant_update(tenant=world.tenant, changes={"redis_outage": tenant_choice}, actor=SYSTEM)
+    if budget:
+        Budget.objects.create(tenant=world.tenant, name="B", amount=Decimal("1"), action=budget,
+                              downgrade_alias="cheap" if budget == "downgrade" else "")
+    table = tenant_config_load(world.tenant.pk)
+    assert table.redis_outage == tenant_choice
+    assert table.fails_open() is fails_open
