@@ -383,7 +383,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         the usage writer settles once Redis is back. The answer says so (x-tollgate-admission)."""
         ctx.day = datetime.now(tenant.zone).date()
         ctx.extra_headers.append((b"x-tollgate-admission", b"unchecked; store unavailable"))
-        if tenant.budgets:
+        if tenant.budgets and ctx.settle is None:  # (set: reserved before Redis went away; released as usual)
             plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
             ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id, reserved=False) if plans else None
         return list(route.targets)
