@@ -131,10 +131,11 @@ def script_arguments(plans: list[ScopePlan], *, tenant_id: int, reservation: int
     return keys, args
 
 
-def settlement(plans: list[ScopePlan], *, tenant_id: int) -> Settlement:
-    """The settlement of a request admitted under ``plans``."""
+def settlement(plans: list[ScopePlan], *, tenant_id: int, reserved: bool = True) -> Settlement:
+    """The settlement of a request admitted under ``plans`` (``reserved``: False when nothing
+    was reserved, a request served while Redis was unreachable: only its cost is added)."""
     return Settlement(
-        reserved_keys=tuple(reserved_key(tenant_id, p.key_id) for p in plans),
+        reserved_keys=tuple(reserved_key(tenant_id, p.key_id) for p in plans) if reserved else (),
         bucket_keys=tuple(bucket_key(tenant_id, p.key_id, p.days[-1]) for p in plans),
     )
 

@@ -13,7 +13,7 @@ from billing.ledger import CONNECTION_ERRORS
 from billing.retention import health_buckets_prune, usage_retention_purge
 from billing.spend import SETTLE_SCRIPT
 from billing.writer import journals_sweep as writer_journals_sweep
-from core.redis import get_redis
+from core.redis import REDIS_RETRY, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ def retry_countdown(retries: int) -> float:
     return delay + random.uniform(0, delay / 10)
 
 
-@shared_task(name="billing.budgets_check", ignore_result=True)
+@shared_task(name="billing.budgets_check", ignore_result=True, **REDIS_RETRY)
 def budgets_check() -> list[int]:
-    """Every 2 minutes (beat): create the alerts for thresholds crossed since the last check."""
+    """Every 2 minutes (beat): create the alerts for thresholds crossed since the last check
+    (retried with backoff while Redis, which their deliveries are queued on, cannot be reached)."""
     return alerts_check()
 
 

@@ -6,7 +6,10 @@ counts its tokens against the daily token limits. The write is idempotent (the r
 unique; a conflicting row is skipped). A record the database refuses is set aside by the
 ledger (billing.ledger) and settled like the others, its cost not counted; a write that fails
 because the database is unreachable is kept and retried, and the worker's shutdown writes
-whatever is left before it exits.
+whatever is left before it exits. A settlement that fails (Redis unreachable) is kept and
+retried with backoff, at most SETTLE_BACKOFF_CAP seconds apart, while rows keep being written;
+the failure is logged when it starts, once a minute while it lasts, and when it ends. Journal
+segments whose records are committed but not yet settled stay on disk until they are.
 
 Durability: every record is appended to the worker's journal (billing.journal) when it is
 added, before the request's last bytes reach the client, and a stream whose headers went out
@@ -48,6 +51,9 @@ from billing.ledger import usage_records_write
 from billing.records import UsageRecord
 
 log = logging.getLogger(__name__)
+
+SETTLE_BACKOFF_CAP = 2.0  # seconds between settlement attempts at most while Redis is unreachable
+SETTLE_LOG_SECONDS = 60.0  # a failing settlement is logged again after this long
 
 
 class SharedState(Protocol):
@@ -146,6 +152,9 @@ class UsageWriter:
         self.claims_committed: list[Any] = []  # claims whose records are all committed, deleted once settled
         self.journal_failures = 0
         self._journal_failure_logged = -60.0
+        self.settle_failures = 0  # settlement attempts failed in a row
+        self._settle_after = 0.0  # monotonic time of the next settlement attempt
+        self._settle_logged = 0.0
 
     def _journal(self) -> Journal:
         if self.journal is None:
@@ -205,11 +214,13 @@ class UsageWriter:
             except Exception:  # kept; the next tick retries
                 log.exception("usage flush failed; %d rows kept for the next attempt", len(self.pending))
 
-    async def flush(self) -> int:
+    async def flush(self, *, settle_now: bool = False) -> int:
         """Rotate the journal, write the buffered records (with their rollups), then settle
         their budget reservations and token counters in Redis, and only then delete the journal
         segments the rotation closed. Only after a batch is committed are its reservations
-        released and costs counted, so nothing is counted twice or lost."""
+        released and costs counted, so nothing is counted twice or lost. A failed settlement is
+        kept for a later attempt (after a backoff, unless ``settle_now``), and so are the
+        segments and claims that hold its records."""
         async with self._lock:
             journal = self.journal
             closed = 0  # the last segment to delete once this flush is settled
@@ -232,7 +243,10 @@ class UsageWriter:
                 raise
             finally:
                 self.written += written
-            await self._settle()
+            if not (settle_now or not self.settling or time.monotonic() >= self._settle_after):
+                return written  # backing off: settled (and the segments deleted) by a later flush
+            if not await self._settle_or_keep():
+                return written
             committed, self.claims_committed = self.claims_committed, []
             for claim in committed:
                 claim.remove()
@@ -242,6 +256,35 @@ class UsageWriter:
                     self.journal = None
                     journal.remove()
             return written
+
+    async def settle(self) -> bool:
+        """Settle what is kept now, without waiting for the backoff; whether it worked (the
+        data plane calls it before it rebuilds a budget bucket from the rollups)."""
+        async with self._lock:
+            return await self._settle_or_keep()
+
+    async def _settle_or_keep(self) -> bool:
+        if not self.settling:
+            return True
+        try:
+            await self._settle()
+        except Exception as exc:  # kept (in _settle): retried after a backoff
+            self.settle_failures += 1
+            now = time.monotonic()
+            delay = min(settings.GATEWAY_USAGE_FLUSH_SECONDS * 2 ** self.settle_failures, SETTLE_BACKOFF_CAP)
+            self._settle_after = now + delay
+            if self.settle_failures == 1 or now - self._settle_logged >= SETTLE_LOG_SECONDS:
+                self._settle_logged = now
+                log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget additions, %d "
+                            "releases and %d token counts kept, retried every %.1f s at most", type(exc).__name__,
+                            exc, self.settle_failures, len(self.settling.adds), len(self.settling.releases),
+                            len(self.settling.tokens), SETTLE_BACKOFF_CAP)
+            return False
+        if self.settle_failures:
+            log.warning("usage settled again after %d failed attempts", self.settle_failures)
+            self.settle_failures = 0
+            self._settle_after = 0.0
+        return True
 
     async def _settle(self) -> None:
         taken = self.settling.take()
@@ -256,9 +299,11 @@ class UsageWriter:
             self.settling.put_back(taken)
             raise
 
-    async def close(self, *, attempts: int = 20) -> None:
+    async def close(self, *, attempts: int = 20, settle_attempts: int = 5) -> None:
         """Stop the timer and write everything left, retrying with backoff. Streams still
-        open are written as their open markers describe them."""
+        open are written as their open markers describe them. Once the rows are written,
+        settling is tried ``settle_attempts`` times: what Redis does not take then stays in the
+        journal, whose replay settles it on condition."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -271,13 +316,18 @@ class UsageWriter:
             self.pending.extend(self.opened.values())
             self.opened = {}
         delay = 0.05
+        settling = 0
         for attempt in range(attempts):
             try:
-                await self.flush()
+                await self.flush(settle_now=True)
                 if not (self.pending or self.settling):
                     break
             except Exception:
                 log.exception("final usage flush failed (attempt %d); retrying", attempt + 1)
+            if not self.pending:
+                settling += 1
+                if settling >= settle_attempts:
+                    break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         if (self.pending or self.settling) and self.journal is not None:

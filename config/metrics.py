@@ -24,6 +24,9 @@ rejections = Counter("tollgate_rejections", "Requests refused before any upstrea
 cost = Counter("tollgate_cost_usd", "Cost of answered requests (USD; the ledger is the exact record)",
                ["tenant", "provider", "model"])
 tokens = Counter("tollgate_tokens", "Tokens", ["tenant", "provider", "model", "kind"])
+store_unavailable = Counter(
+    "tollgate_store_unavailable", "/v1 requests that met an unreachable Redis (the rate-limit and budget store): "
+    "refused (503 store_unavailable) or served without rate limits (the tenant fails open)", ["tenant", "outcome"])
 cache_hits = Counter("tollgate_cache_hits", "Response cache hits", ["tenant"])
 usage_dead_letters = Counter("tollgate_usage_dead_letters",
                              "Usage rows the database refused, set aside in the dead-letter table "

@@ -138,12 +138,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, shared counters, Celery broker --------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Longest wait for Redis to connect or to answer one command (seconds): a slow or overloaded
+# Redis is treated like one that is down (the data plane's outage handling, GATEWAY_REDIS_OUTAGE).
+REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "tg",
+            "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS},
         }
     }
 else:
@@ -292,6 +296,13 @@ GATEWAY_JOURNAL_DIR = env.str("GATEWAY_JOURNAL_DIR", default="")
 # 0: never fsync (what is written survives the process's death, not the machine's); N > 0: a
 # thread fsyncs the journal at most every N ms, so a machine loss loses at most the last N ms.
 GATEWAY_JOURNAL_FSYNC_MS = env.int("GATEWAY_JOURNAL_FSYNC_MS", default=0)
+# What /v1 does while Redis (rate limits, budgets) cannot be reached: "closed" answers 503
+# store_unavailable (nothing is served without admission); "open" serves tenants that have no
+# block budget without rate limits, their spend added to the budgets once Redis is back. A
+# tenant may choose its own (Tenant.redis_outage); a tenant with a block budget always fails closed.
+GATEWAY_REDIS_OUTAGE = env.str("GATEWAY_REDIS_OUTAGE", default="closed")
+if GATEWAY_REDIS_OUTAGE not in ("closed", "open"):
+    raise ImproperlyConfigured(f"GATEWAY_REDIS_OUTAGE must be 'closed' or 'open', not {GATEWAY_REDIS_OUTAGE!r}.")
 
 # Request bodies larger than this are refused with 413, on every route, counted as the bytes
 # arrive (chunked bodies too): config/bodylimit.py wraps the ASGI application.

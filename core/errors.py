@@ -31,3 +31,10 @@ class Forbidden(TollgateError):
 class Conflict(TollgateError):
     status = 409
     type = "conflict"
+
+
+class Unavailable(TollgateError):
+    """A backing service (Redis, the task queue) cannot be reached; retrying later may work."""
+
+    status = 503
+    type = "service_unavailable"

@@ -49,6 +49,7 @@ from gateway.state import (
     TENANT_RPM,
     TENANT_TPD,
     Admission,
+    StoreUnavailable,
     shared_state,
 )
 from gateway.upstream import new_session
@@ -71,6 +72,7 @@ ROUTES: dict[str, tuple[str, str]] = {
 }
 ANTHROPIC_PATHS = "/v1/messages"  # paths under it answer errors in Anthropic's shape
 ENDPOINTS = ", ".join(f"{method} {path}" for path, (method, _) in ROUTES.items())
+OUTAGE_VERSION = ("redis-unreachable", "redis-unreachable")  # see GatewayApp._versions
 REFUSALS = {
     TENANT_RPM: ("requests per minute for this tenant", "tenant_rate_limit"),
     KEY_RPM: ("requests per minute for this API key", "key_rate_limit"),
@@ -216,7 +218,12 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         """The key and a routing table known to be current (what a listing shows must match what
         /v1 serves now)."""
         key, tenant = await principal(scope)
-        if await self.state.versions(tenant.tenant_id) != tenant.version:
+        try:
+            current = await self.state.versions(tenant.tenant_id)
+        except StoreUnavailable as exc:
+            self._store_down(tenant, exc)  # the table just read from the database, if it fails open
+            return key, tenant
+        if current != tenant.version:
             self.configs.drop(tenant.tenant_id)
             key, tenant = await principal(scope)
         return key, tenant
@@ -298,11 +305,28 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
 
     async def _tenant(self, tenant_id: int) -> TenantConfig:
         """The tenant's routing table; 403 when the tenant is suspended or gone."""
-        tenant = await self.configs.get(tenant_id, self.state.versions)
+        tenant = await self.configs.get(tenant_id, self._versions)
         if tenant is None or not tenant.active:
             raise GatewayError(403, "This tenant is suspended; contact support.", type="permission_error",
                                code="tenant_suspended", usage_status="rejected")
         return tenant
+
+    async def _versions(self, tenant_id: int) -> tuple[str, str]:
+        """The configuration versions a routing table is loaded under; while Redis is
+        unreachable, a version no Redis holds, so the first admission after it is back reloads
+        the table (changes made meanwhile could not be announced)."""
+        try:
+            return await self.state.versions(tenant_id)
+        except StoreUnavailable:
+            return OUTAGE_VERSION
+
+    def _store_down(self, tenant: TenantConfig, exc: StoreUnavailable) -> None:
+        """Redis is unreachable: refuse the request (raise ``exc``, the 503) unless the tenant
+        fails open (TenantConfig.fails_open); either way counted."""
+        if not tenant.fails_open():
+            metrics.store_unavailable.labels(tenant.slug, "refused").inc()
+            raise exc
+        metrics.store_unavailable.labels(tenant.slug, "served").inc()
 
     async def _admitted(self, ctx: Ctx, tenant: TenantConfig, body: dict[str, Any], mode: str,
                         principal: Callable[[], Awaitable[tuple[KeyInfo, TenantConfig]]],
@@ -311,18 +335,30 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         Redis round trip that also says whether this worker's routing table is current (if
         not, it is reloaded and the request resolved again, nothing counted twice); a model
         the table does not know is refused only once the table is known to be current. Then
-        budgets. Returns the table, the route and the targets to try."""
+        budgets. Returns the table, the route and the targets to try. While Redis is
+        unreachable a tenant that fails open is served without limits or budget checks (its
+        cost is added to its budgets once Redis is back); any other is refused (503)."""
         for _ in range(3):
             try:
                 route = tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
-            except GatewayError:  # unknown or not allowed here: certain only if the table is current
-                if await self.state.versions(tenant.tenant_id) == tenant.version:
+            except GatewayError as refusal:  # unknown or not allowed here: certain only if the table is current
+                try:
+                    current = await self.state.versions(tenant.tenant_id)
+                except StoreUnavailable as exc:
+                    if not tenant.fails_open():
+                        self._store_down(tenant, exc)
+                    raise refusal from None  # the table was read from the database just now
+                if current == tenant.version:
                     raise
                 self.configs.drop(tenant.tenant_id)
                 ctx.key, tenant = await principal()
                 continue
             ctx.model_requested = route.requested
-            admission = await self._admit(ctx.key, tenant, route)
+            try:
+                admission = await self._admit(ctx.key, tenant, route)
+            except StoreUnavailable as exc:
+                self._store_down(tenant, exc)
+                return tenant, route, self._served_unadmitted(ctx, tenant, route)
             if admission.stale is None:
                 break
             self.configs.drop(tenant.tenant_id)
@@ -332,12 +368,27 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                                type="server_error", code="configuration_changing", retry_after=1.0)
         ctx.day = datetime.now(tenant.zone).date()
         cooling = admission.cooling
-        budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
-        if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
-            route = budgeted
-            cooling = await self.state.cooling(tenant.tenant_id,
-                                               [t.deployment.provider_model_id for t in route.targets])
+        try:
+            budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
+            if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
+                route = budgeted
+                cooling = await self.state.cooling(tenant.tenant_id,
+                                                   [t.deployment.provider_model_id for t in route.targets])
+        except StoreUnavailable as exc:  # Redis went away since the limits were counted
+            self._store_down(tenant, exc)
+            return tenant, route, self._served_unadmitted(ctx, tenant, route)
         return tenant, route, self.engine.order_targets(route, cooling)
+
+    def _served_unadmitted(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> list:
+        """A request of a tenant that fails open, served while Redis is unreachable: every
+        target (cooldowns unknown), nothing reserved; its cost goes to its budget buckets when
+        the usage writer settles once Redis is back. The answer says so (x-tollgate-admission)."""
+        ctx.day = datetime.now(tenant.zone).date()
+        ctx.extra_headers.append((b"x-tollgate-admission", b"unchecked; store unavailable"))
+        if tenant.budgets and ctx.settle is None:  # (set: reserved before Redis went away; released as usual)
+            plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
+            ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id, reserved=False) if plans else None
+        return list(route.targets)
 
     async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> Admission:
         limits = (tenant.requests_per_minute or 0, key.requests_per_minute or 0,
@@ -376,6 +427,8 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 return route
             scope = plans[result[1] - 1]
             if code == 1:  # Redis lost these days: rebuild them from the rollups, then retry
+                if self.usage is not None:  # first what this worker kept unsettled (an outage): no
+                    await self.usage.settle()  # cost both in the rollups read now and added later
                 days = [scope.days[i - 1] for i in result[2:]]
                 spent = await run_db(spend.spend_by_day, tenant_id=tenant.tenant_id, key_id=scope.key_id, days=days)
                 await self.state.budget_seed(

@@ -79,7 +79,8 @@ class KeyCache:
     is read again (tenants/config_version.py), so a revocation is seen on the next request.
     Unknown key hashes are remembered too (a bounded LRU, API_KEY_CACHE_SECONDS), so a client
     repeating a bad key costs no query; an address that keeps failing is refused for the rest of
-    the minute (GATEWAY_AUTH_FAILURES_PER_MINUTE) before any query is made."""
+    the minute (GATEWAY_AUTH_FAILURES_PER_MINUTE) before any query is made (not counted while
+    Redis is unreachable: keys are still checked in the database)."""
 
     def __init__(self):
         self._entries: OrderedDict[str, tuple[float, KeyInfo, tuple[str, str] | None]] = OrderedDict()

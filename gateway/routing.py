@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
-from billing.models import Budget
+from billing.models import Budget, BudgetAction
 from billing.spend import BudgetInfo
 from core.timezones import zone_of
 from gateway.db import run_db
@@ -59,6 +59,14 @@ class TenantConfig:
     zone: ZoneInfo = ZoneInfo("UTC")
     budgets: list[BudgetInfo] = field(default_factory=list)
     version: tuple[str, str] = ("", "")  # the tenant's and the platform's, read before loading
+    redis_outage: str = "inherit"  # Tenant.redis_outage: inherit, closed or open
+
+    def fails_open(self) -> bool:
+        """Whether this tenant is served, without rate limits, while Redis is unreachable: its
+        own choice or the platform's (GATEWAY_REDIS_OUTAGE), and never with a block budget
+        (nothing could stop it at the budget)."""
+        policy = settings.GATEWAY_REDIS_OUTAGE if self.redis_outage == "inherit" else self.redis_outage
+        return policy == "open" and not any(b.action == BudgetAction.BLOCK for b in self.budgets)
 
     def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT,
                 allowed: frozenset[str] = frozenset()) -> Route:
@@ -220,6 +228,7 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         zone=zone_of(tenant.timezone),
         budgets=budgets,
         version=version,
+        redis_outage=tenant.redis_outage,
     )
 
 

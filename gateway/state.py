@@ -1,12 +1,21 @@
 """State every worker must share: rate-limit counters, token-per-day counters, deployment
 failure counts and cooldowns, and the response cache. Redis when REDIS_URL is set (one round
 trip admits a request: limits checked and counted, cooldowns read, in one Lua script); an
-in-process twin with the same behaviour on the embedded default, which runs one process."""
+in-process twin with the same behaviour on the embedded default, which runs one process.
 
+When Redis cannot be reached or does not answer within REDIS_TIMEOUT_SECONDS, what admission
+needs (limits, budgets, configuration versions) raises ``StoreUnavailable``, the 503 every door
+answers in its own shape (and the app may serve a tenant that fails open instead); what only
+helps (the response cache, failure counting, the brute-force counter) is skipped. After a
+failure the state does not ask Redis again for OUTAGE_PROBE_SECONDS, so an outage costs each
+request no wait, and it logs once when Redis goes away and once when it is back."""
+
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -16,9 +25,29 @@ from billing.spend import (
     RESERVE_SCRIPT,
     SETTLE_SCRIPT,
 )
+from gateway.errors import GatewayError
 from providers.cooldowns import cooldown_fails_key, cooldown_key
 from tenants import config_version
 from tenants.config_version import PLATFORM, version_key
+
+log = logging.getLogger("tollgate.gateway")
+
+# A refused, reset or slow Redis (the asyncio client may also let a bare TimeoutError through).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, TimeoutError)
+OUTAGE_PROBE_SECONDS = 1.0  # after a failure, Redis is asked again after this long
+OUTAGE_RETRY_AFTER = 5.0  # the retry-after of a request refused during an outage
+
+
+class StoreUnavailable(GatewayError):
+    """Redis, the rate-limit and budget store, cannot be reached: the request cannot be admitted
+    (503, recorded as rejected ``store_unavailable``)."""
+
+    def __init__(self):
+        super().__init__(
+            503, "The rate-limit and budget store is unreachable, so this request cannot be admitted; retry in "
+            f"{OUTAGE_RETRY_AFTER:.0f} s. (Operators: /healthz names the failed dependency.)",
+            type="server_error", code="store_unavailable", retry_after=OUTAGE_RETRY_AFTER, usage_status="rejected",
+        )
 
 # KEYS: the four limit counters, the tenant's and the platform's configuration version
 # (tenants/config_version.py), then one cooldown flag per deployment. ARGV: the four limits and
@@ -121,11 +150,46 @@ def _retry_after(refused: int, now: float) -> float:
 
 class RedisState:
     def __init__(self, url: str):
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        timeout = settings.REDIS_TIMEOUT_SECONDS
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         self._admit = self.redis.register_script(_ADMIT)
         self._fail = self.redis.register_script(_FAIL)
         self._budget = self.redis.register_script(RESERVE_SCRIPT)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
+        self._down_since: float | None = None  # monotonic time of the first failure of this outage
+        self._ask_after = 0.0  # no Redis call before this monotonic time (an outage was just seen)
+
+    @property
+    def down(self) -> bool:
+        """True while the last call found Redis unreachable."""
+        return self._down_since is not None
+
+    async def _call(self, work):
+        """``await work()`` — a coroutine function of Redis calls — or StoreUnavailable when
+        Redis is unreachable, slow, or was so less than OUTAGE_PROBE_SECONDS ago."""
+        now = time.monotonic()
+        if now < self._ask_after:
+            raise StoreUnavailable()
+        try:
+            result = await work()
+        except REDIS_DOWN as exc:
+            self._ask_after = time.monotonic() + OUTAGE_PROBE_SECONDS
+            if self._down_since is None:
+                self._down_since = now
+                log.error("Redis is unreachable (%s: %s): /v1 admission follows GATEWAY_REDIS_OUTAGE and the "
+                          "tenants' settings until it is back", type(exc).__name__, exc)
+            raise StoreUnavailable() from exc
+        if self._down_since is not None:
+            log.warning("Redis is reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+        return result
+
+    async def _optional(self, work, default):
+        """What only helps (cache, counters): its default while Redis is unreachable."""
+        try:
+            return await self._call(work)
+        except StoreUnavailable:
+            return default
 
     async def admit(
         self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], provider_model_ids: list[int],
@@ -137,7 +201,7 @@ class RedisState:
         now = time.time()
         keys = [*_keys(tenant_id, key_id, now), version_key(tenant_id), PLATFORM,
                 *(cooldown_key(tenant_id, pm) for pm in provider_model_ids)]
-        result = await self._admit(keys=keys, args=[*limits, *versions])
+        result = await self._call(lambda: self._admit(keys=keys, args=[*limits, *versions]))
         refused, used = int(result[0]), int(result[1])
         if refused < 0:
             return Admission(0, 0, (), stale=(_text(result[2]), _text(result[3])))
@@ -146,35 +210,43 @@ class RedisState:
 
     async def versions(self, tenant_id: int) -> tuple[str, str]:
         """The current configuration versions of a tenant and of the platform."""
-        tenant, platform = await self.redis.mget(version_key(tenant_id), PLATFORM)
+        tenant, platform = await self._call(lambda: self.redis.mget(version_key(tenant_id), PLATFORM))
         return _text(tenant), _text(platform)
 
     async def cooling(self, tenant_id: int, provider_model_ids: list[int]) -> tuple[bool, ...]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pm in provider_model_ids:
-                pipe.exists(cooldown_key(tenant_id, pm))
-            return tuple(bool(flag) for flag in await pipe.execute())
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pm in provider_model_ids:
+                    pipe.exists(cooldown_key(tenant_id, pm))
+                return tuple(bool(flag) for flag in await pipe.execute())
+
+        return await self._call(work)
 
     async def auth_blocked(self, address: str, limit: int) -> float:
-        """Seconds until ``address`` may try keys again (0: it may now)."""
+        """Seconds until ``address`` may try keys again (0: it may now, or Redis is unreachable:
+        the key check itself is the database's)."""
         now = time.time()
-        failures = await self.redis.get(_auth_key(address, now))
+        failures = await self._optional(lambda: self.redis.get(_auth_key(address, now)), None)
         return seconds_to_next_minute(now) if failures is not None and int(failures) >= limit else 0.0
 
     async def auth_failed(self, address: str) -> None:
         name = _auth_key(address, time.time())
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(name)
-            pipe.expire(name, 120)
-            await pipe.execute()
+
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, 120)
+                await pipe.execute()
+
+        await self._optional(work, None)
 
     async def record_failure(self, *, tenant_id: int, provider_model_id: int, allowed_fails: int,
                              cooldown_seconds: int) -> bool:
         """Count a failure; True when this one started a cooldown."""
-        started = await self._fail(
+        started = await self._optional(lambda: self._fail(
             keys=[cooldown_fails_key(tenant_id, provider_model_id), cooldown_key(tenant_id, provider_model_id)],
             args=[allowed_fails, settings.GATEWAY_FAIL_WINDOW_SECONDS, max(cooldown_seconds, 1)],
-        )
+        ), 0)
         return bool(int(started))
 
     async def add_tokens(self, counts: dict[tuple[int, int], int]) -> None:
@@ -182,36 +254,48 @@ class RedisState:
         if not counts:
             return
         now = time.time()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (tenant_id, key_id), tokens in counts.items():
-                _, _, tenant_day, key_day = _keys(tenant_id, key_id, now)
-                for name in (tenant_day, key_day):
-                    pipe.incrby(name, tokens)
-                    pipe.expire(name, 2 * 86400)
-            await pipe.execute()
+
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (tenant_id, key_id), tokens in counts.items():
+                    _, _, tenant_day, key_day = _keys(tenant_id, key_id, now)
+                    for name in (tenant_day, key_day):
+                        pipe.incrby(name, tokens)
+                        pipe.expire(name, 2 * 86400)
+                await pipe.execute()
+
+        await self._call(work)
 
     async def budget_admit(self, keys: list[str], args: list[int], request_id: str) -> list[int]:
-        return [int(v) for v in await self._budget(keys=keys, args=[*args, request_id, RESERVATION_TTL])]
+        result = await self._call(lambda: self._budget(keys=keys, args=[*args, request_id, RESERVATION_TTL]))
+        return [int(v) for v in result]
 
     async def budget_seed(self, values: dict[str, int]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, value in values.items():
-                pipe.set(key, value, nx=True, ex=BUCKET_TTL)
-            await pipe.execute()
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, value in values.items():
+                    pipe.set(key, value, nx=True, ex=BUCKET_TTL)
+                await pipe.execute()
+
+        await self._call(work)
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """Release reservations and add costs to buckets: SETTLE_SCRIPT, with the KEYS and
         ARGV of billing.spend.settle_arguments (the usage writer settles)."""
-        await self._settle(keys=keys, args=args)
+        await self._call(lambda: self._settle(keys=keys, args=args))
 
     async def cache_get(self, key: str) -> bytes | None:
-        return await self.redis.get(key)
+        """A cached answer; None (a miss) while Redis is unreachable."""
+        return await self._optional(lambda: self.redis.get(key), None)
 
     async def cache_set(self, key: str, value: bytes, ttl: int) -> None:
-        await self.redis.set(key, value, ex=max(ttl, 1))
+        await self._optional(lambda: self.redis.set(key, value, ex=max(ttl, 1)), None)
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        try:
+            await self.redis.aclose()
+        except REDIS_DOWN:
+            pass
 
 
 class LocalState:

@@ -20,7 +20,8 @@ from core.drf import (
     paged,
     validated,
 )
-from core.errors import Forbidden
+from core.errors import Forbidden, Unavailable
+from core.redis import QUEUE_DOWN
 from core.schema import UPSTREAM_ERROR
 from providers import selectors, services
 from providers.base_urls import detect_provider_type, normalize_base_url
@@ -336,8 +337,12 @@ class ProviderSyncAllAPI(ProviderAPIView):
         providers = selectors.provider_list(tenant=scope.tenant).filter(enabled=True)
         providers = providers.filter(owner=scope.tenant) if scope.tenant else providers
         ids = list(providers.values_list("pk", flat=True))
-        for provider_id in ids:
-            provider_sync_task.delay(provider_id)
+        try:
+            for provider_id in ids:
+                provider_sync_task.delay(provider_id)
+        except QUEUE_DOWN as exc:
+            raise Unavailable("The task queue (Redis) is unreachable, so the syncs could not be queued; retry once "
+                              "it is back (GET /healthz names the failed dependency).") from exc
         return Response({"queued": ids}, status=202)
 
 

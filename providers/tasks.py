@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.errors import Conflict, TollgateError
+from core.redis import REDIS_RETRY
 from providers import selectors
 from providers.models import Provider
 from providers.sync import provider_sync
@@ -15,9 +16,10 @@ from providers.sync import provider_sync
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="providers.sync_due", ignore_result=True)
+@shared_task(name="providers.sync_due", ignore_result=True, **REDIS_RETRY)
 def providers_sync_due() -> list[int]:
-    """Every minute (beat): queue one sync per provider whose interval has passed."""
+    """Every minute (beat): queue one sync per provider whose interval has passed (retried
+    with backoff while the queue cannot be reached)."""
     due = selectors.providers_due_for_sync(
         now=timezone.now(), stale_after=timedelta(seconds=settings.PROVIDER_SYNC_STALE_SECONDS)
     )

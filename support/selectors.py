@@ -13,6 +13,7 @@ last hour or day (billing.health): a few hundred rows whatever the traffic. Noth
 reads a provider's key or headers.
 """
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -24,11 +25,13 @@ from django.utils import timezone as dj_timezone
 from billing.health import WINDOW_SLOT, histogram_percentile, window_start
 from billing.models import Budget, BudgetScope, HealthBucket, TenantDaily, UsageDaily
 from billing.periods import period_for
-from core.redis import get_redis
+from core.redis import REDIS_DOWN, get_redis
 from core.timezones import zone_of
 from providers.cooldowns import cooldowns_scan
 from providers.models import Provider, ProviderModel
 from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
 
 TREND_DAYS = 14
 LOOKBACK_DAYS = 32  # covers a key budget's month (≤ 30 days back) or rolling 30 days
@@ -308,17 +311,22 @@ class PlatformHealth:
     totals: Health
     providers: list[ProviderHealth]
     cooldowns: list[Cooldown]
-    redis: bool  # False: no Redis configured, cooldowns unknown
+    redis: bool  # False: no Redis configured, or unreachable: cooldowns unknown
 
 
 def active_cooldowns(limit: int = 1000) -> tuple[list[Cooldown], bool]:
     """The deployment cooldowns in Redis now (providers.cooldowns), with seconds left; False
-    when no Redis is configured (cooldowns unknown)."""
+    when no Redis is configured or it is unreachable (cooldowns unknown)."""
     client = get_redis()
     if client is None:
         return [], False
+    try:
+        flags = cooldowns_scan(client, limit=limit)
+    except REDIS_DOWN as exc:
+        log.warning("cooldowns unknown: Redis is unreachable: %s", exc)
+        return [], False
     return [Cooldown(tenant_id=flag.tenant_id, provider_model_id=flag.provider_model_id,
-                     seconds_left=flag.seconds_left) for flag in cooldowns_scan(client, limit=limit)], True
+                     seconds_left=flag.seconds_left) for flag in flags], True
 
 
 def _histograms(since: datetime, span: int) -> dict[tuple[int, int], tuple[int, int, dict[int, int]]]:

@@ -17,7 +17,7 @@ class MembershipInline(admin.TabularInline):
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_active", "default_model", "requests_per_minute", "created_at"]
-    list_filter = ["is_active", "cache_enabled", "timezone"]
+    list_filter = ["is_active", "cache_enabled", "redis_outage", "timezone"]
     search_fields = ["slug", "name"]
     readonly_fields = ["created_at", "updated_at"]
     inlines = [MembershipInline]

@@ -21,7 +21,7 @@ from tenants import selectors, services
 from tenants.access import SUPPORT
 from tenants.auth import principal_of
 from tenants.drf import TENANT_PARAM, TenantAPIView
-from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
+from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, OutagePolicy, Role, Tenant
 
 # --- tenants -------------------------------------------------------------------------------
 
@@ -39,6 +39,12 @@ class LimitsIn(StrictSerializer):
     )
     tokens_per_day = StrictIntegerField(
         required=False, allow_null=True, min_value=1, max_value=10**15
+    )
+    redis_outage = serializers.ChoiceField(
+        required=False, choices=OutagePolicy.choices,
+        help_text="While Redis (the rate-limit and budget store) is unreachable: 'closed' refuses /v1 requests "
+        "(503), 'open' serves them without rate limits (never for a tenant with a block budget), 'inherit' "
+        "follows the platform's GATEWAY_REDIS_OUTAGE.",
     )
 
 
@@ -79,6 +85,7 @@ _SETTING_FIELDS = {
     ("llm", "top_p"): "top_p",
     ("limits", "requests_per_minute"): "requests_per_minute",
     ("limits", "tokens_per_day"): "tokens_per_day",
+    ("limits", "redis_outage"): "redis_outage",
     ("cache", "enabled"): "cache_enabled",
     ("cache", "ttl_seconds"): "cache_ttl_seconds",
     ("data", "usage_retention_days"): "usage_retention_days",
@@ -110,6 +117,7 @@ class LlmSettingsOut(serializers.Serializer):
 class LimitsOut(serializers.Serializer):
     requests_per_minute = serializers.IntegerField(allow_null=True)
     tokens_per_day = serializers.IntegerField(allow_null=True)
+    redis_outage = serializers.ChoiceField(choices=OutagePolicy.choices)
 
 
 class CacheOut(serializers.Serializer):

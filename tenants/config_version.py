@@ -23,7 +23,7 @@ import secrets
 
 from django.db import transaction
 
-from core.redis import get_redis
+from core.redis import REDIS_DOWN, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ def _bump(tenant_id: int | None) -> None:
         return
     try:
         client.set(key, token)
-    except Exception:  # the change is committed; workers fall back to the cache's backstop
+    except REDIS_DOWN as exc:  # the change is committed; workers fall back to the cache's backstop
+        log.warning("could not publish a configuration change of %s (Redis is unreachable: %s); workers see it "
+                    "within GATEWAY_CONFIG_SECONDS", key, exc)
+    except Exception:
         log.exception("could not publish a configuration change of %s; workers see it within "
                       "GATEWAY_CONFIG_SECONDS", key)
 

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from core.forms import ConsoleForm, api_bounds, number_input
 from tenants.api import CacheIn, DataIn, LimitsIn, LlmSettingsIn
-from tenants.models import KeyScope, Role, Tenant
+from tenants.models import KeyScope, OutagePolicy, Role, Tenant
 
 
 @lru_cache(maxsize=1)
@@ -43,6 +43,11 @@ class TenantSettingsForm(ConsoleForm):
     tokens_per_day = forms.IntegerField(required=False, label="Tokens per day", widget=number_input("1"),
                                         help_text="At least 1 (UTC days). Empty: unlimited.",
                                         **api_bounds(LimitsIn, "tokens_per_day"))
+    redis_outage = forms.ChoiceField(
+        required=False, choices=OutagePolicy.choices, label="While Redis is down",
+        help_text="When the rate-limit and budget store is unreachable: refuse /v1 requests (503), or serve them "
+        "without rate limits, their spend counted once it is back. A tenant with a block budget is always refused.",
+    )
     cache_enabled = forms.BooleanField(required=False, label="Response cache on",
                                        help_text="Answers temperature-0 requests from the cache.")
     cache_ttl_seconds = forms.IntegerField(label="Cache lifetime (seconds)", widget=number_input("1"),
@@ -53,7 +58,7 @@ class TenantSettingsForm(ConsoleForm):
                                               **api_bounds(DataIn, "usage_retention_days"))
 
     FIELDS = ("name", "timezone", "default_model", "temperature", "max_tokens", "top_p", "requests_per_minute",
-              "tokens_per_day", "cache_enabled", "cache_ttl_seconds", "usage_retention_days")
+              "tokens_per_day", "redis_outage", "cache_enabled", "cache_ttl_seconds", "usage_retention_days")
 
     def __init__(self, data=None, *, tenant: Tenant, models, aliases):
         initial = {name: getattr(tenant, name) for name in self.FIELDS}
@@ -79,6 +84,7 @@ class TenantSettingsForm(ConsoleForm):
         data = dict(self.cleaned_data)
         data["name"] = data["name"].strip()
         data["default_model"] = (data["default_model"] or "").strip()
+        data["redis_outage"] = data["redis_outage"] or OutagePolicy.INHERIT
         return {name: data[name] for name in self.FIELDS}
 
 

@@ -7,6 +7,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class OutagePolicy(models.TextChoices):
+    """What /v1 does for a tenant while Redis (the rate-limit and budget store) is unreachable."""
+
+    INHERIT = "inherit", "Platform default (GATEWAY_REDIS_OUTAGE)"
+    CLOSED = "closed", "Refuse requests (fail closed)"
+    OPEN = "open", "Serve without rate limits (fail open; not with a block budget)"
+
+
 class Tenant(models.Model):
     """A customer of the gateway. Every tenant-owned row points here."""
 
@@ -24,6 +32,9 @@ class Tenant(models.Model):
     # Limits, enforced across all workers; null means unlimited.
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    # While Redis is unreachable: refuse (closed) or serve without rate limits (open); a tenant
+    # with a block budget is always refused (gateway/routing.py TenantConfig.fails_open).
+    redis_outage = models.CharField(max_length=8, choices=OutagePolicy.choices, default=OutagePolicy.INHERIT)
 
     # Ledger rows older than this many days are deleted (rollups are kept); empty = the
     # platform default (USAGE_RETENTION_DAYS).

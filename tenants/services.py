@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput
+from core.redis import REDIS_DOWN
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
 from tenants.keys import key_generate, key_hash, key_visible_prefix
@@ -31,6 +32,7 @@ TENANT_SETTING_FIELDS = (
     "top_p",
     "requests_per_minute",
     "tokens_per_day",
+    "redis_outage",
     "cache_enabled",
     "cache_ttl_seconds",
     "usage_retention_days",
@@ -213,10 +215,15 @@ def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
 def api_key_touch(*, key_id: int, tenant_id: int) -> datetime | None:
     """Record use, at most once per key per API_KEY_TOUCH_SECONDS across all workers (the /api
     and the /v1 side alike): the cache ``add`` elects one writer, and the conditional UPDATE
-    never moves time backwards. The time written, or None when another writer had it."""
+    never moves time backwards. The time written, or None when another writer had it. While
+    the cache (Redis) is unreachable there is no election: every caller writes."""
     now = timezone.now()
     marker = f"t{tenant_id}:apikey:{key_id}:touched"
-    if not cache.add(marker, 1, timeout=settings.API_KEY_TOUCH_SECONDS):
+    try:
+        elected = cache.add(marker, 1, timeout=settings.API_KEY_TOUCH_SECONDS)
+    except REDIS_DOWN:
+        elected = True
+    if not elected:
         return None
     ApiKey.objects.filter(pk=key_id).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now)

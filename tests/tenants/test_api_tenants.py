@@ -34,7 +34,7 @@ def test_get_tenant_shows_settings_and_role(world, client_for):
     assert body["role"] == "admin"
     assert body["settings"] == {
         "llm": {"model": None, "temperature": None, "max_tokens": None, "top_p": None},
-        "limits": {"requests_per_minute": None, "tokens_per_day": None},
+        "limits": {"requests_per_minute": None, "tokens_per_day": None, "redis_outage": "inherit"},
         "cache": {"enabled": False, "ttl_seconds": 3600},
         "data": {"usage_retention_days": None},
     }
@@ -128,6 +128,21 @@ def test_put_changes_only_what_is_sent_and_null_clears(world, client_for):
     llm = response.json()["settings"]["llm"]
     assert llm["temperature"] is None
     assert llm["model"] == "mock-smart" and llm["max_tokens"] == 512
+
+
+def test_the_redis_outage_choice_is_a_setting_of_the_tenant(world, client_for):
+    client = client_for(key=world.admin_key)
+    response = client.put(url(world.tenant), {"settings": {"limits": {"redis_outage": "open"}}}, format="json")
+    assert response.status_code == 200
+    assert response.json()["settings"]["limits"]["redis_outage"] == "open"
+    assert Tenant.objects.get(pk=world.tenant.pk).redis_outage == "open"
+    event = AuditEvent.objects.filter(tenant=world.tenant, action="tenant.update").get()
+    assert (event.before["redis_outage"], event.after["redis_outage"]) == ("inherit", "open")
+    refused = client.put(url(world.tenant), {"settings": {"limits": {"redis_outage": "sometimes"}}}, format="json")
+    assert refused.status_code == 400 and "settings.limits.redis_outage" in refused.json()["error"]["fields"]
+    outsider = client_for(key=world.other_admin_key).put(
+        url(world.tenant), {"settings": {"limits": {"redis_outage": "closed"}}}, format="json")
+    assert outsider.status_code == 404 and Tenant.objects.get(pk=world.tenant.pk).redis_outage == "open"
 
 
 def test_unchanged_put_writes_no_audit_event(world, client_for):

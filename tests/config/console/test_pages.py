@@ -74,6 +74,17 @@ def test_settings_accept_the_edges_and_clear_with_empty_values(console, login):
     assert tenant.cache_enabled is False and tenant.usage_retention_days is None
 
 
+def test_settings_choose_what_happens_while_redis_is_down(console, login):
+    client = login(console.world.admin)
+    assert 'name="redis_outage"' in client.get("/app/acme/settings/").content.decode()
+    assert client.post("/app/acme/settings/", settings_data(redis_outage="open")).status_code == 302
+    assert Tenant.objects.get(pk=console.tenant.pk).redis_outage == "open"
+    refused = client.post("/app/acme/settings/", settings_data(redis_outage="maybe"))
+    assert refused.status_code == 400 and "valid choice" in error_next_to(refused.content.decode(), "redis_outage")
+    client.post("/app/acme/settings/", settings_data())  # left empty: the platform's choice
+    assert Tenant.objects.get(pk=console.tenant.pk).redis_outage == "inherit"
+
+
 def test_default_model_is_picked_from_usable_models_with_their_capabilities(console, login):
     client = login(console.world.admin)
     page = client.get("/app/acme/settings/").content.decode()
