@@ -1,5 +1,6 @@
 """Operations endpoints: ``/healthz`` (200 when every backing service answers, 503 naming the
-one that does not), ``/readyz`` (also 503 while draining) and ``/metrics`` (Prometheus).
+one that does not), ``/readyz`` (503 while draining or without a database; Redis is named but
+does not take the instance out) and ``/metrics`` (Prometheus).
 
 Health answers anyone, so a failed check says only which dependency failed (``"error"``);
 why (the driver's message, with addresses and names) goes to the log."""
@@ -52,10 +53,13 @@ def healthz(request):
 
 def readyz(request):
     """For load balancers: 200 while this instance takes traffic; 503 once it is draining
-    (shutting down) or when a backing service is down."""
+    (shutting down) or when the database is down. Redis is named but does not take the
+    instance out: every instance shares it, and while it is down the data plane still answers
+    for itself (503 store_unavailable in each door's shape, or serves tenants that fail open),
+    which a balancer with no instance left would replace with its own error."""
     checks = {"database": _check_database(), "redis": _check_redis(),
               "accepting": "no (draining)" if gateway.draining else "ok"}
-    ready = checks["accepting"] == "ok" and all(v in ("ok", "not configured") for v in checks.values())
+    ready = checks["accepting"] == "ok" and checks["database"] in ("ok", "not configured")
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 
 
