@@ -8,7 +8,8 @@
 Each run: the loopback upstream (bench/upstream.py) and one Tollgate worker (uvicorn, uvloop,
 httptools, DEBUG off; PostgreSQL database ``tollgate_bench_durability``, Redis db 1, as
 bench/gateway.py sets them up: a fresh ``bench`` tenant, its key and providers, plus a tenant
-budget so every request holds a reservation) on the server CPU, with a fresh VAR_DIR. A load
+budget so every request holds a reservation) on the server CPU, with a fresh VAR_DIR (under
+bench/results/var/, on a real disk: /tmp may be a tmpfs, where fsync costs nothing). A load
 generator in a second process, pinned to the other CPU (aiohttp, uvloop), keeps
 ``--connections`` requests in flight for ``--seconds`` and then SIGKILLs the worker's process
 group itself (it stops sending first, so no request is sent to a dead worker). It counts, by
@@ -205,7 +206,7 @@ def one_run(number: int, args: argparse.Namespace, cpus: CpuPlan, log_dir: Path)
         info = bench_gateway.setup_tenant(upstream, "bench-model", database_url=DATABASE_URL, redis_url=REDIS_URL)
         if args.budget:
             add_budget(env, info["tenant_id"])
-        env["VAR_DIR"] = str(Path(tmp) / "var")
+        env["VAR_DIR"] = str(bench_gateway.fresh_var_dir(f"durability-run{number}"))  # both workers
         port = free_port()
         first = procs.start("tollgate-1", bench_gateway.uvicorn_argv(port), env=env, cwd=str(REPO),
                             cpus=cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")
