@@ -207,6 +207,8 @@ def crash_and_replay(world, settings, tmp_path, mix: tuple[str, ...], *, chunk_d
             second.stop()  # a clean stop: whatever it still holds is written now
 
     rows = ledger(world.tenant.pk)
+    journal = var_dir / "journal"
+    journal_left = sorted(str(path.relative_to(journal)) for path in journal.rglob("*") if path.is_file())
     missing = answered - rows.keys()
     missing_partial = started - rows.keys()
     duplicates = {request_id for request_id, statuses in rows.items() if len(statuses) > 1}
@@ -227,7 +229,8 @@ def crash_and_replay(world, settings, tmp_path, mix: tuple[str, ...], *, chunk_d
           f"rows for unseen ids {len(unseen)}, duplicates {len(duplicates)}, rollup requests {rolled_up}; "
           f"reservations: total {total}, held {len(held)} ({len(held_with_rows)} of requests in the ledger); "
           f"budget spend {bucket_nanos} nano-USD vs ledger {ledger_nanos}; "
-          f"second worker ready {second.ready_s:.1f} s, ledger complete {replay_s:.1f} s after its start")
+          f"second worker ready {second.ready_s:.1f} s, ledger complete {replay_s:.1f} s after its start; "
+          f"files left in VAR_DIR/journal: {journal_left}")
     assert not missing, f"{len(missing)} of {len(answered)} answered requests have no ledger row"
     assert not missing_partial, f"{len(missing_partial)} of {len(started)} cut streams have no ledger row"
     assert not duplicates
