@@ -199,14 +199,14 @@ def add_budget(env: dict[str, str], tenant_id: int) -> None:
 
 def one_run(number: int, args: argparse.Namespace, cpus: CpuPlan, log_dir: Path) -> dict:
     extra = dict(item.split("=", 1) for item in args.env)
-    env = {**bench_gateway.tollgate_env(DATABASE_URL, REDIS_URL), **extra}
+    env = {**bench_gateway.tollgate_env(DATABASE_URL, REDIS_URL),
+           **bench_gateway.fresh_var_dir(f"durability-run{number}"), **extra}  # both workers' VAR_DIR
     chunk_delay = args.chunk_delay_ms if args.chunk_delay_ms is not None else (1.0 if args.stream else 0.0)
     with ProcessSet(log_dir / f"run{number}") as procs, tempfile.TemporaryDirectory(prefix="tg-durability-") as tmp:
         _, upstream = start_upstream(procs, cpus=cpus.servers, chunk_delay_ms=chunk_delay)
         info = bench_gateway.setup_tenant(upstream, "bench-model", database_url=DATABASE_URL, redis_url=REDIS_URL)
         if args.budget:
             add_budget(env, info["tenant_id"])
-        env["VAR_DIR"] = str(bench_gateway.fresh_var_dir(f"durability-run{number}"))  # both workers
         port = free_port()
         first = procs.start("tollgate-1", bench_gateway.uvicorn_argv(port), env=env, cwd=str(REPO),
                             cpus=cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")

@@ -71,14 +71,15 @@ VAR_ROOT = BENCH / "results" / "var"
 _var_dirs = itertools.count(1)
 
 
-def fresh_var_dir(name: str) -> Path:
-    """An empty VAR_DIR for one Tollgate process (its journal, spool, metrics files), removed at
-    exit. Under bench/results rather than /tmp: /tmp may be a tmpfs, where fsync costs nothing."""
+def fresh_var_dir(name: str) -> dict[str, str]:
+    """The environment of an empty VAR_DIR for one Tollgate process (its journal, in
+    VAR_DIR/journal, its spool and metrics files), removed at exit. Under bench/results rather
+    than /tmp: /tmp may be a tmpfs, where fsync costs nothing."""
     path = VAR_ROOT / f"{name}-{os.getpid()}-{next(_var_dirs)}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+    return {"VAR_DIR": str(path), "GATEWAY_JOURNAL_DIR": ""}
 
 
 def tollgate_env(database_url: str = DATABASE_URL, redis_url: str = REDIS_URL) -> dict[str, str]:
@@ -151,7 +152,7 @@ def tollgate_factory(name: str, extra_env: dict[str, str] | None = None):
         info = setup_tenant(ctx.upstream_base_url, ctx.model)
         port = free_port()
         ctx.count_as_target("postgres", "redis-server")
-        env = {**tollgate_env(), "VAR_DIR": str(fresh_var_dir(name)), **(extra_env or {})}
+        env = {**tollgate_env(), **fresh_var_dir(name), **(extra_env or {})}
         ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
                   ready_url=f"http://127.0.0.1:{port}/healthz")
         return Target(name, f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
@@ -192,7 +193,7 @@ def door_factory(name: str, door: str, model_key: str):
         info = setup_tenant(ctx.upstream_base_url, ctx.model)
         port = free_port()
         ctx.count_as_target("postgres", "redis-server")
-        env = {**tollgate_env(), "VAR_DIR": str(fresh_var_dir(name))}
+        env = {**tollgate_env(), **fresh_var_dir(name)}
         ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
                   ready_url=f"http://127.0.0.1:{port}/healthz")
         return Target(name, f"http://127.0.0.1:{port}/v1", info["key"], info[model_key], door)
@@ -230,7 +231,7 @@ def baseline_factory(repo: Path):
         info = setup_tenant(ctx.upstream_base_url, ctx.model, repo, database_url, redis_url)
         port = free_port()
         ctx.count_as_target("postgres", "redis-server")
-        env = {**tollgate_env(database_url, redis_url), "VAR_DIR": str(fresh_var_dir("tollgate-baseline"))}
+        env = {**tollgate_env(database_url, redis_url), **fresh_var_dir("tollgate-baseline")}
         ctx.start("tollgate-baseline", uvicorn_argv(port), env=env, cwd=str(repo),
                   cpus=ctx.cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")
         return Target("tollgate-baseline", f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
@@ -259,7 +260,7 @@ def memory_run(total: int) -> int:
         info = setup_tenant(base, "bench-model")
         port = free_port()
         server = procs.start("tollgate", uvicorn_argv(port), cwd=str(REPO), cpus="1",
-                             env={**tollgate_env(), "VAR_DIR": str(fresh_var_dir("tollgate"))},
+                             env={**tollgate_env(), **fresh_var_dir("tollgate")},
                              ready_url=f"http://127.0.0.1:{port}/healthz")
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         body = json.dumps({"model": info["model"], "messages": [{"role": "user", "content": "hi"}]}).encode()

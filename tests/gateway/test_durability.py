@@ -89,7 +89,8 @@ class Worker:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "ENV_FILE": "/dev/null", "DEBUG": "true", "DATABASE_URL": database_url,
-               "VAR_DIR": str(var_dir), "GATEWAY_USAGE_FLUSH_SECONDS": FLUSH_SECONDS, "GATEWAY_REQUEST_LOG": "false"}
+               "VAR_DIR": str(var_dir), "GATEWAY_JOURNAL_DIR": "",  # the journal in VAR_DIR/journal
+               "GATEWAY_USAGE_FLUSH_SECONDS": FLUSH_SECONDS, "GATEWAY_REQUEST_LOG": "false"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(self.port),
              "--log-level", "warning"], cwd=REPO, env=env, start_new_session=True,
