@@ -6,6 +6,8 @@
     .venv/bin/python bench/gateway.py --memory 100000    # worker RSS over 100k requests
     .venv/bin/python bench/gateway.py --doors            # the /v1/messages and /v1/responses doors
                                                          # side by side with /v1/chat/completions
+    .venv/bin/python bench/gateway.py --journal --repeat 3   # the usage journal's cost: without it,
+                                                         # as configured, with fsync every 10 ms
     git worktree add /tmp/before <commit>                # an earlier version, side by side:
     .venv/bin/python bench/gateway.py --baseline-repo /tmp/before \
         --targets upstream,floor,tollgate-baseline,tollgate --repeat 3
@@ -23,11 +25,22 @@ against ``tollgate`` (Chat Completions relayed to an OpenAI-compatible provider)
 server and tenant, whose loopback upstream is also registered as an Anthropic and an OpenAI
 provider; a second table gives each door's req/s and p50 added as ratios of ``tollgate``'s,
 against the issue's goals (relayed: ≤ 10 % worse; translated: within 1.5×; TTFB added < 1 ms).
+
+``--journal`` (issue #17, "Proof") measures what the usage journal costs, interleaved in one run
+(use ``--repeat 3``): ``tollgate-nojournal`` (``GATEWAY_JOURNAL=false``), ``tollgate`` (the
+journal as configured by default) and ``tollgate-fsync`` (``GATEWAY_JOURNAL_FSYNC_MS=10``); a
+second table gives ``tollgate``'s and ``tollgate-fsync``'s req/s and p50 added as ratios of
+``tollgate-nojournal``'s. Every Tollgate target gets a fresh VAR_DIR of its own (under
+bench/results/var/, on the disk the results go to, removed afterwards), so no journal or spool
+is left for the next target or a development server.
 """
 
 import argparse
+import atexit
+import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +65,21 @@ from harness import (  # noqa: E402
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tollgate_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
 PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+VAR_ROOT = BENCH / "results" / "var"
+_var_dirs = itertools.count(1)
+
+
+def fresh_var_dir(name: str) -> dict[str, str]:
+    """The environment of an empty VAR_DIR for one Tollgate process (its journal, in
+    VAR_DIR/journal, its spool and metrics files), removed at exit. Under bench/results rather
+    than /tmp: /tmp may be a tmpfs, where fsync costs nothing."""
+    path = VAR_ROOT / f"{name}-{os.getpid()}-{next(_var_dirs)}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return {"VAR_DIR": str(path), "GATEWAY_JOURNAL_DIR": ""}
 
 
 def tollgate_env(database_url: str = DATABASE_URL, redis_url: str = REDIS_URL) -> dict[str, str]:
@@ -116,16 +144,35 @@ def uvicorn_argv(port: int, app: str = "config.asgi:application") -> list[str]:
             "--log-level", "warning"]
 
 
-def start_tollgate(ctx: BenchContext) -> Target:
-    info = setup_tenant(ctx.upstream_base_url, ctx.model)
-    port = free_port()
-    ctx.count_as_target("postgres", "redis-server")
-    ctx.start("tollgate", uvicorn_argv(port), env=tollgate_env(), cwd=str(REPO), cpus=ctx.cpus.servers,
-              ready_url=f"http://127.0.0.1:{port}/healthz")
-    return Target("tollgate", f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
+def tollgate_factory(name: str, extra_env: dict[str, str] | None = None):
+    """A Tollgate target: the bench tenant's Chat Completions relayed to the upstream, one worker
+    with a fresh VAR_DIR, ``extra_env`` added to its environment."""
+
+    def start(ctx: BenchContext) -> Target:
+        info = setup_tenant(ctx.upstream_base_url, ctx.model)
+        port = free_port()
+        ctx.count_as_target("postgres", "redis-server")
+        env = {**tollgate_env(), **fresh_var_dir(name), **(extra_env or {})}
+        ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
+                  ready_url=f"http://127.0.0.1:{port}/healthz")
+        return Target(name, f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
+
+    return start
 
 
-register_target("tollgate", start_tollgate)
+register_target("tollgate", tollgate_factory("tollgate"))
+
+# The usage journal's cost (issue #17): without it, as configured by default, and with an fsync
+# every 10 ms; each compared with the one without (max cost 10 %).
+JOURNAL_TARGETS = (
+    ("tollgate-nojournal", {"GATEWAY_JOURNAL": "false"}),
+    ("tollgate-fsync", {"GATEWAY_JOURNAL_FSYNC_MS": "10"}),
+)
+JOURNAL_RUN = "upstream,tollgate-nojournal,tollgate,tollgate-fsync"
+for _name, _env in JOURNAL_TARGETS:
+    register_target(_name, tollgate_factory(_name, _env))
+register_comparison("tollgate", "tollgate-nojournal", 1.1)
+register_comparison("tollgate-fsync", "tollgate-nojournal", 1.1)
 
 # The doors side by side (issue #13, "Speed"): (name, door, which provider's model, max cost vs tollgate).
 # Relayed: the client's API is the provider's own; translated: Tollgate converts between the two.
@@ -146,7 +193,8 @@ def door_factory(name: str, door: str, model_key: str):
         info = setup_tenant(ctx.upstream_base_url, ctx.model)
         port = free_port()
         ctx.count_as_target("postgres", "redis-server")
-        ctx.start(name, uvicorn_argv(port), env=tollgate_env(), cwd=str(REPO), cpus=ctx.cpus.servers,
+        env = {**tollgate_env(), **fresh_var_dir(name)}
+        ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
                   ready_url=f"http://127.0.0.1:{port}/healthz")
         return Target(name, f"http://127.0.0.1:{port}/v1", info["key"], info[model_key], door)
 
@@ -183,7 +231,8 @@ def baseline_factory(repo: Path):
         info = setup_tenant(ctx.upstream_base_url, ctx.model, repo, database_url, redis_url)
         port = free_port()
         ctx.count_as_target("postgres", "redis-server")
-        ctx.start("tollgate-baseline", uvicorn_argv(port), env=tollgate_env(database_url, redis_url), cwd=str(repo),
+        env = {**tollgate_env(database_url, redis_url), **fresh_var_dir("tollgate-baseline")}
+        ctx.start("tollgate-baseline", uvicorn_argv(port), env=env, cwd=str(repo),
                   cpus=ctx.cpus.servers, ready_url=f"http://127.0.0.1:{port}/healthz")
         return Target("tollgate-baseline", f"http://127.0.0.1:{port}/v1", info["key"], info["model"])
 
@@ -210,7 +259,8 @@ def memory_run(total: int) -> int:
         _, base = start_upstream(procs, cpus="1")
         info = setup_tenant(base, "bench-model")
         port = free_port()
-        server = procs.start("tollgate", uvicorn_argv(port), env=tollgate_env(), cwd=str(REPO), cpus="1",
+        server = procs.start("tollgate", uvicorn_argv(port), cwd=str(REPO), cpus="1",
+                             env={**tollgate_env(), **fresh_var_dir("tollgate")},
                              ready_url=f"http://127.0.0.1:{port}/healthz")
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         body = json.dumps({"model": info["model"], "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -267,10 +317,11 @@ if __name__ == "__main__":
     parser.add_argument("--memory", type=int, default=0)
     parser.add_argument("--baseline-repo", type=Path, default=None)
     parser.add_argument("--doors", action="store_true")
+    parser.add_argument("--journal", action="store_true")
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
-    targets = DOORS_RUN if known.doors else "upstream,floor,tollgate,litellm"
+    targets = DOORS_RUN if known.doors else JOURNAL_RUN if known.journal else "upstream,floor,tollgate,litellm"
     if known.baseline_repo:
         register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
         targets = "upstream,floor,tollgate-baseline,tollgate,litellm"
