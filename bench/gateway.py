@@ -163,7 +163,9 @@ def tollgate_factory(name: str, extra_env: dict[str, str] | None = None):
 register_target("tollgate", tollgate_factory("tollgate"))
 
 # The usage journal's cost (issue #17): without it, as configured by default, and with an fsync
-# every 10 ms; each compared with the one without (max cost 10 %).
+# every 10 ms; each compared with the one without. The issue's goal: req/s at 16 connections
+# within 5 % and p50 added at 1 connection within 0.05 ms (max cost 1.05: req/s ≥ 0.952 of it,
+# p50 added ≤ 1.05 × its ≈ +0.033 ms on this machine, stricter than 0.05 ms).
 JOURNAL_TARGETS = (
     ("tollgate-nojournal", {"GATEWAY_JOURNAL": "false"}),
     ("tollgate-fsync", {"GATEWAY_JOURNAL_FSYNC_MS": "10"}),
@@ -171,8 +173,8 @@ JOURNAL_TARGETS = (
 JOURNAL_RUN = "upstream,tollgate-nojournal,tollgate,tollgate-fsync"
 for _name, _env in JOURNAL_TARGETS:
     register_target(_name, tollgate_factory(_name, _env))
-register_comparison("tollgate", "tollgate-nojournal", 1.1)
-register_comparison("tollgate-fsync", "tollgate-nojournal", 1.1)
+register_comparison("tollgate", "tollgate-nojournal", 1.05)
+register_comparison("tollgate-fsync", "tollgate-nojournal", 1.05)
 
 # The doors side by side (issue #13, "Speed"): (name, door, which provider's model, max cost vs tollgate).
 # Relayed: the client's API is the provider's own; translated: Tollgate converts between the two.
