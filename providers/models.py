@@ -44,6 +44,9 @@ class Provider(models.Model):
     base_url = models.URLField(max_length=500, blank=True, default="")
     api_key = EncryptedTextField(blank=True, default="")
     extra_headers = EncryptedJSONField(blank=True, default=dict)
+    # Non-secret settings a provider type needs beyond its URL and key (validated by the type's
+    # own code in providers/services.py); secrets go in api_key or extra_headers, encrypted.
+    options = models.JSONField(blank=True, default=dict)
     enabled = models.BooleanField(default=True)
     priority = models.IntegerField(default=0, help_text="Higher wins when two providers offer a model.")
     timeout_seconds = models.FloatField(default=60.0)
