@@ -302,7 +302,10 @@ def journals_claim(root: Path | None = None, *, min_age: float = 0.0) -> list[Jo
     claims = []
     now = time.time()
     for folder in sorted(root.iterdir()):
-        if folder.name.startswith(".") or not folder.is_dir():
+        if not folder.is_dir():
+            continue
+        if folder.name.startswith("."):
+            _abandoned_remove(folder, now)
             continue
         claim = _claim(folder)
         if claim is None:
@@ -312,6 +315,23 @@ def journals_claim(root: Path | None = None, *, min_age: float = 0.0) -> list[Jo
             continue
         claims.append(claim)
     return claims
+
+
+ABANDONED_SECONDS = 60
+
+
+def _abandoned_remove(folder: Path, now: float) -> None:
+    """A hidden directory is a journal being made (``Journal.__init__``): it holds only its
+    lock until it is renamed, a moment later. One whose lock is free and that is older than
+    ABANDONED_SECONDS was left by a worker that died while making it: remove it."""
+    try:
+        if now - folder.stat().st_mtime < ABANDONED_SECONDS:
+            return
+    except FileNotFoundError:
+        return
+    claim = _claim(folder)
+    if claim is not None:
+        claim.remove()
 
 
 def _claim(folder: Path) -> JournalClaim | None:

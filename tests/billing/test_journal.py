@@ -485,3 +485,21 @@ def test_the_sweep_keeps_a_journal_it_could_not_write_and_retries(world, var, ca
     claims[0].let_go()
     assert journals_sweep() == 1
     assert UsageLog.objects.filter(request_id="req_waits").exists() and not old.exists()
+
+
+def test_a_journal_directory_left_half_made_is_removed_once_it_is_old_and_unlocked(var):
+    # a worker that died between making its hidden directory and renaming it left only the lock
+    root = journal_module.journal_root()
+    root.mkdir(parents=True, exist_ok=True)
+    old, young = root / ".host-1-dead0001", root / ".host-2-dead0002"
+    for folder in (old, young):
+        folder.mkdir()
+        (folder / journal_module.LOCK).touch()
+    long_ago = time.time() - 2 * journal_module.ABANDONED_SECONDS
+    os.utime(old, (long_ago, long_ago))
+    held = Journal()  # a live journal is never touched
+    try:
+        assert journals_claim() == []
+        assert not old.exists() and young.exists() and held.path.exists()
+    finally:
+        held.remove()
