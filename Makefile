@@ -37,17 +37,18 @@ run: install
 chromium:
 	@[ -x "$(CHROMIUM)" ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
-# Each run gets a fresh VAR_DIR (unless one is set): usage journals and spool files a run leaves
-# must not be replayed by a later run into another database.
+# Each run gets a fresh VAR_DIR (unless one is set), removed afterwards: usage journals and
+# spool files a run leaves must not be replayed by a later run into another database.
 test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	VAR_DIR="$${VAR_DIR:-$$(mktemp -d)}" \
-	CHROMIUM_PATH=$(CHROMIUM) DEBUG=true \
+	@var="$${VAR_DIR:-}"; made=; if [ -z "$$var" ]; then var=$$(mktemp -d); made=1; fi; \
+	VAR_DIR="$$var" CHROMIUM_PATH=$(CHROMIUM) DEBUG=true \
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	PATH="$(abspath $(BIN)):$$PATH" \
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ -n "$$made" ]; then rm -rf "$$var"; fi; exit $$status
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache
