@@ -15,6 +15,8 @@ from providers.discovery import discover
 from providers.models import Provider, ProviderModel
 from providers.presets import PRESETS, preset_for_url, provider_preset
 from providers.pricing import catalog_prices
+from providers.services import provider_create
+from providers.sync import provider_sync
 from tests.fakes import FakeOpenAI
 from tests.utils.live import sdk, wait_usage
 
@@ -108,9 +110,6 @@ def test_preset_models_are_priced_from_genai_prices(name, model_id):
 
 # --- catalog sync ------------------------------------------------------------------------------
 
-pytest_db = pytest.mark.django_db
-
-
 def create(client, **body):
     response = client.post("/api/providers", {"api_key": SECRET, **body}, format="json")
     assert response.status_code == 201, response.json()
@@ -124,7 +123,7 @@ def synced(client, provider_id) -> dict[str, dict]:
     return {m["model_id"]: m for m in listed}
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_groq_and_mistral_report_their_context_windows(world, client_for):
     client = client_for(key=world.admin_key)
     groq_models = [{"id": "llama-3.1-8b-instant", "owned_by": "Meta", "active": True, "context_window": 131072}]
@@ -141,7 +140,7 @@ def test_groq_and_mistral_report_their_context_windows(world, client_for):
     assert Decimal(llama["prices"]["input"]) == Decimal("0.05")  # Groq's price in genai-prices
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_vllm_and_lm_studio_are_local(world, client_for):
     client = client_for(key=world.admin_key)
     with FakeOpenAI(models=[{"id": "meta-llama/Llama-3.1-8B-Instruct", "owned_by": "vllm", "max_model_len": 16384}],
@@ -156,7 +155,7 @@ def test_vllm_and_lm_studio_are_local(world, client_for):
         assert Decimal(model["prices"]["input"]) == Decimal(model["prices"]["output"]) == 0
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_together_bare_array_with_listed_prices(world, client_for):
     def record(model_id, kind, pricing, context=131072):
         return {"id": model_id, "type": kind, "display_name": model_id.split("/")[-1], "context_length": context,
@@ -185,7 +184,7 @@ def test_together_bare_array_with_listed_prices(world, client_for):
     assert models["deepseek-ai/DeepSeek-V3"]["prices"]["source"] != "synced"
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_perplexity_uses_its_built_in_model_list(world, client_for):
     with FakeOpenAI(models=["anything"], api_key=SECRET) as perplexity:
         perplexity.set_fault("status", path="/models", status=404)
@@ -199,7 +198,7 @@ def test_perplexity_uses_its_built_in_model_list(world, client_for):
 # --- REST --------------------------------------------------------------------------------------
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_create_by_preset_fills_name_display_name_and_base_url(world, client_for):
     client = client_for(key=world.admin_key)
     body = create(client, preset="groq")
@@ -217,7 +216,7 @@ def test_create_by_preset_fills_name_display_name_and_base_url(world, client_for
     assert client_for(key=world.other_admin_key).get("/api/providers").json()["results"] == []
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_unknown_preset_is_a_400_listing_the_known_ones(world, client_for):
     client = client_for(key=world.admin_key)
     response = client.post("/api/providers", {"preset": "grok-cloud", "api_key": SECRET}, format="json")
@@ -231,7 +230,7 @@ def test_unknown_preset_is_a_400_listing_the_known_ones(world, client_for):
     assert not Provider.objects.exists()
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_a_new_base_url_drops_the_named_preset(world, client_for):
     client = client_for(key=world.admin_key)
     body = create(client, preset="together", base_url="http://127.0.0.1:9/v1")
@@ -240,7 +239,7 @@ def test_a_new_base_url_drops_the_named_preset(world, client_for):
     assert changed.status_code == 200 and changed.json()["preset"] == "xai"
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_console_add_provider_form_offers_the_presets(world, client):
     client.force_login(world.owner)
     page = client.get(f"/app/{world.tenant.slug}/providers/new/").content.decode()
@@ -274,7 +273,7 @@ def test_discovery_reads_the_presets_variables():
     assert (found["vllm"].base_url, found["vllm"].api_key) == ("http://gpu-box:9000/v1", "")
 
 
-@pytest_db
+@pytest.mark.django_db
 def test_discover_providers_keeps_the_preset_of_a_self_hosted_server(monkeypatch):
     monkeypatch.setenv("VLLM_BASE_URL", "http://127.0.0.1:9000/v1")  # not vLLM's default port
     monkeypatch.setenv("PERPLEXITY_API_KEY", "pplx-key-0001")
@@ -296,9 +295,6 @@ def test_chat_through_a_groq_preset_provider_costs_groqs_price(world, live):
     usage = {"prompt_tokens": 1000, "completion_tokens": 500}
     with FakeOpenAI(models=[{"id": "llama-3.1-8b-instant", "context_window": 131072}], usage=usage,
                     api_key=SECRET) as groq:
-        from providers.services import provider_create
-        from providers.sync import provider_sync
-
         provider = provider_create(owner=world.tenant, data={"preset": "groq", "base_url": groq.base_url,
                                                              "api_key": SECRET})
         provider_sync(provider=provider)
