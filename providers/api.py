@@ -35,6 +35,7 @@ from providers.models import (
     ProviderModel,
     ProviderType,
 )
+from providers.presets import preset_names, provider_preset
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
@@ -89,8 +90,13 @@ class ProviderAPIView(TenantAPIView):
 
 
 class ProviderIn(StrictSerializer):
-    name = StrictCharField(max_length=64)
+    name = StrictCharField(max_length=64, required=False, help_text="Required unless a preset names it.")
     display_name = StrictCharField(required=False, allow_blank=True, max_length=200)
+    preset = StrictCharField(
+        required=False, allow_blank=True, max_length=64,
+        help_text=f"An OpenAI-compatible service by name ({', '.join(preset_names())}): fills provider_type, "
+                  "base_url, name and display_name where they are not given.",
+    )
     provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
     base_url = StrictCharField(required=False, allow_blank=True, max_length=500)
     api_key = StrictCharField(required=False, allow_blank=True, max_length=4000, write_only=True,
@@ -134,11 +140,13 @@ class ProviderOut(serializers.ModelSerializer):
     last_sync_error = serializers.CharField(allow_null=True, help_text=HIDDEN_FROM_TENANTS)
     extra_header_names = serializers.SerializerMethodField()
     model_count = serializers.IntegerField(read_only=True, required=False)
+    preset = serializers.SerializerMethodField(
+        help_text="The OpenAI-compatible service preset the provider was created with or its base URL matches.")
 
     class Meta:
         model = Provider
         fields = [
-            "id", "name", "display_name", "provider_type", "base_url", "scope", "owner", "api_key_hint",
+            "id", "name", "display_name", "provider_type", "preset", "base_url", "scope", "owner", "api_key_hint",
             "extra_header_names", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
             "sync_interval_minutes", "sync_status", "last_sync_at", "last_sync_error", "model_count",
             "created_at", "updated_at",
@@ -149,6 +157,10 @@ class ProviderOut(serializers.ModelSerializer):
 
     def get_owner(self, provider) -> str | None:
         return provider.owner.slug if provider.owner_id else None
+
+    def get_preset(self, provider) -> str | None:
+        preset = provider_preset(provider)
+        return preset.name if preset is not None else None
 
     def get_api_key_hint(self, provider) -> str | None:
         return mask(provider.api_key) or None
@@ -244,6 +256,7 @@ class ConnectionTestIn(StrictSerializer):
     base_url = StrictCharField(max_length=500, required=False, allow_blank=True)
     api_key = StrictCharField(required=False, allow_blank=True, max_length=4000)
     provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
+    preset = StrictCharField(required=False, allow_blank=True, max_length=64)
 
 
 SYNC_OUT = inline_serializer(
@@ -271,7 +284,7 @@ class ProviderListAPI(ProviderAPIView):
         return paged(self, request, providers, ProviderOut, **scope.context)
 
     @extend_schema(parameters=[TENANT_PARAM], request=ProviderIn, responses={201: ProviderDetailOut},
-                   summary="Add a provider (the type is detected from base_url when not given)")
+                   summary="Add a provider (the type is detected from base_url when not given, or a preset names it)")
     def post(self, request):
         scope = self.scope(request)
         scope.require_change(scope.tenant.pk if scope.tenant else None, doing="adding a provider")
@@ -364,12 +377,15 @@ class ProviderTestAPI(ProviderAPIView):
         data = validated(ConnectionTestIn, request.data)
         services.provider_credentials_check(api_key=data.get("api_key"))
         base_url = (data.get("base_url") or "").strip()
+        preset = services.preset_named(data)
         provider_type = data.get("provider_type") or (
-            detect_provider_type(base_url) if base_url else ProviderType.OPENAI
+            ProviderType.OPENAI_COMPATIBLE if preset is not None
+            else detect_provider_type(base_url) if base_url else ProviderType.OPENAI
         )
-        base_url = normalize_base_url(base_url, provider_type)
+        base_url = normalize_base_url(base_url, provider_type, preset=preset)
         services.base_url_vet(base_url)
         probe = Provider(name="test", provider_type=provider_type, base_url=base_url,
+                         options={"preset": preset.name} if preset is not None else {},
                          api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT)
         return Response(connection_test(provider=probe).as_dict())
 

@@ -1,6 +1,7 @@
 """A provider's base URL as a person types it: the provider type it suggests
-(:func:`detect_provider_type`) and its canonical form (:func:`normalize_base_url`). No network
-access here; whether Tollgate may contact the URL is core.net's :func:`~core.net.check_url`."""
+(:func:`detect_provider_type`) and its canonical form (:func:`normalize_base_url`). Which
+OpenAI-compatible service (preset) a URL names is providers/presets.py's :func:`~providers.presets.preset_for_url`.
+No network access here; whether Tollgate may contact the URL is core.net's :func:`~core.net.check_url`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 
 from core.errors import InvalidInput
 from providers.models import ProviderType
+from providers.presets import PRESETS, Preset, url_parts
 
 __all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url"]
 
@@ -32,16 +34,10 @@ def detect_provider_type(base_url: str) -> str:
     (including an empty or unparseable URL) → openai_compatible. Case-insensitive; a missing
     scheme and trailing slashes are tolerated.
     """
-    text = (base_url or "").strip()
-    if "://" not in text:
-        text = f"https://{text}"
-    try:
-        parts = urlsplit(text)
-        host = (parts.hostname or "").rstrip(".")
-        port = parts.port
-    except ValueError:
+    parts = url_parts(base_url)
+    if parts is None:
         return ProviderType.OPENAI_COMPATIBLE.value
-    path = parts.path.lower().rstrip("/")
+    host, port, path = parts
     if host == "api.openai.com":
         return ProviderType.OPENAI.value
     if host == "api.anthropic.com":
@@ -53,12 +49,13 @@ def detect_provider_type(base_url: str) -> str:
     return ProviderType.OPENAI_COMPATIBLE.value
 
 
-def normalize_base_url(base_url: str, provider_type: str) -> str:
+def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | None = None) -> str:
     """Validate ``base_url`` for ``provider_type`` and return it in canonical form.
 
     The scheme and host are lower-cased and trailing slashes removed. An empty URL gets the
-    provider type's public default (see :data:`DEFAULT_BASE_URLS`); openai_compatible has none
-    and needs a URL. The mock provider never touches the network, so its URL is only trimmed.
+    preset's base URL when one is given, else the provider type's public default (see
+    :data:`DEFAULT_BASE_URLS`); openai_compatible has none and needs a URL. The mock provider
+    never touches the network, so its URL is only trimmed.
     Raises :class:`~core.errors.InvalidInput` (``field="base_url"``) with a message that
     says what to fix. No DNS lookup happens here; :func:`core.net.check_url` does that.
     """
@@ -72,11 +69,11 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
     if provider_type == ProviderType.MOCK:
         return text.rstrip("/")
     if not text:
-        default = DEFAULT_BASE_URLS.get(provider_type)
+        default = preset.base_url if preset is not None else DEFAULT_BASE_URLS.get(provider_type)
         if default is None:
             raise InvalidInput(
                 "base_url is required for an OpenAI-compatible provider; give the API's root, "
-                "e.g. https://api.example.com/v1.",
+                f"e.g. https://api.example.com/v1, or name a preset ({', '.join(PRESETS)}).",
                 field="base_url",
             )
         return default

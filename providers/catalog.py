@@ -4,6 +4,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 
 from providers.models import ModelMode, PriceSource, Provider, ProviderType
+from providers.presets import provider_preset
 from providers.pricing import catalog_prices, guess_mode, guess_tools, guess_vision
 
 
@@ -38,17 +39,16 @@ def entry_from_name(
 ) -> CatalogEntry:
     """An entry for a provider that reports little more than a name: capabilities the
     provider did not state come from name patterns, prices from the genai-prices catalog
-    (self-hosted Ollama models cost nothing per token)."""
+    (self-hosted models, Ollama's and those of a local preset such as vLLM, cost nothing per token)."""
     mode = mode or guess_mode(model_id)
-    if provider.provider_type == ProviderType.OLLAMA:
+    preset = provider_preset(provider)
+    if provider.provider_type == ProviderType.OLLAMA or (preset is not None and preset.local):
         prices = None
         price_fields = {"input_price": Decimal(0), "output_price": Decimal(0),
                         "cached_input_price": Decimal(0), "cache_write_price": Decimal(0),
                         "price_source": PriceSource.LOCAL}
     else:
-        prices = catalog_prices(
-            provider_type=provider.provider_type, base_url=provider.base_url, model_id=model_id
-        )
+        prices = catalog_prices(provider=provider, model_id=model_id)
         price_fields = (
             {"input_price": prices.input, "output_price": prices.output,
              "cached_input_price": prices.cached_input, "cache_write_price": prices.cache_write,

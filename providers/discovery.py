@@ -1,4 +1,5 @@
-"""Platform providers described by the environment (``discover_providers``)."""
+"""Platform providers described by the environment (``discover_providers``): the big three's keys,
+the presets' keys or URLs (providers/presets.py), Ollama's host and PROVIDER_<NAME>_URL/_KEY pairs."""
 
 import os
 import re
@@ -6,18 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from providers.models import ProviderType
+from providers.presets import PRESETS
 
-# env var with the key -> (provider name, type, base URL, env var that overrides the URL)
+# env var with the key -> (provider name, type, base URL, env var that overrides the URL); the
+# OpenAI-compatible services come from the presets' table (providers/presets.py).
 KNOWN = (
     ("OPENAI_API_KEY", "openai", ProviderType.OPENAI, "https://api.openai.com/v1", "OPENAI_BASE_URL"),
     ("ANTHROPIC_API_KEY", "anthropic", ProviderType.ANTHROPIC, "https://api.anthropic.com", "ANTHROPIC_BASE_URL"),
     ("OPENROUTER_API_KEY", "openrouter", ProviderType.OPENROUTER, "https://openrouter.ai/api/v1",
      "OPENROUTER_BASE_URL"),
-    ("FIREWORKS_API_KEY", "fireworks", ProviderType.OPENAI_COMPATIBLE, "https://api.fireworks.ai/inference/v1",
-     "FIREWORKS_BASE_URL"),
-    ("DEEPSEEK_API_KEY", "deepseek", ProviderType.OPENAI_COMPATIBLE, "https://api.deepseek.com/v1",
-     "DEEPSEEK_BASE_URL"),
-    ("XAI_API_KEY", "xai", ProviderType.OPENAI_COMPATIBLE, "https://api.x.ai/v1", "XAI_BASE_URL"),
 )
 CUSTOM_URL = re.compile(r"^PROVIDER_([A-Z0-9_]+)_URL$")
 
@@ -28,6 +26,7 @@ class Discovered:
     provider_type: str | None  # None: detect from the URL
     base_url: str
     api_key: str
+    preset: str | None = None
 
 
 def discover(environ: Mapping[str, str] = os.environ) -> list[Discovered]:
@@ -36,6 +35,14 @@ def discover(environ: Mapping[str, str] = os.environ) -> list[Discovered]:
         if environ.get(key_var, "").strip():
             url = environ.get(url_var, "").strip() or default_url
             found.append(Discovered(name, kind, url, environ[key_var].strip()))
+    for preset in PRESETS.values():
+        # A hosted service is described by its key (its URL optional), a self-hosted one by its URL
+        # (vLLM and LM Studio need no key; <NAME>_API_KEY is sent when set).
+        key = environ.get(preset.key_env or f"{preset.name.upper()}_API_KEY", "").strip()
+        url = environ.get(preset.url_env, "").strip() if preset.url_env else ""
+        if (key if preset.key_env else url):
+            found.append(Discovered(preset.name, ProviderType.OPENAI_COMPATIBLE, url or preset.base_url, key,
+                                    preset=preset.name))
     ollama = environ.get("OLLAMA_BASE_URL", "").strip() or _ollama_from_host(environ)
     if ollama:
         found.append(Discovered("ollama", ProviderType.OLLAMA, ollama, environ.get("OLLAMA_API_KEY", "").strip()))

@@ -18,6 +18,7 @@ from providers.api import (
     ProviderIn,
 )
 from providers.models import PriceSource, ProviderType
+from providers.presets import PRESETS
 
 # --- describing a model -------------------------------------------------------------------------
 
@@ -99,8 +100,14 @@ class ProviderForm(ConsoleForm):
     """Add or change a tenant's provider. The key is write-only: the field is never filled
     from the saved key; left empty on an edit it keeps the key."""
 
-    name = forms.CharField(max_length=64, help_text="Lowercase letters, digits, '.', '_' or '-'. Clients send "
-                           "models as <name>:<model>.")
+    preset = forms.ChoiceField(
+        required=False, label="Service",
+        choices=[("", "Other (give the type or base URL)"), *[(p.name, p.display_name) for p in PRESETS.values()]],
+        help_text="A known OpenAI-compatible service: its base URL, name and display name are filled in "
+        "where left empty.",
+    )
+    name = forms.CharField(max_length=64, required=False, help_text="Lowercase letters, digits, '.', '_' or '-'. "
+                           "Clients send models as <name>:<model>. Empty with a service: the service's name.")
     display_name = forms.CharField(max_length=200, required=False, label="Display name")
     provider_type = forms.ChoiceField(
         required=False, label="Type",
@@ -143,9 +150,14 @@ class ProviderForm(ConsoleForm):
             self.fields["provider_type"].choices = [*self.fields["provider_type"].choices, ("mock", "Mock")]
         if provider is None:
             del self.fields["clear_api_key"], self.fields["clear_extra_headers"]
+        else:
+            del self.fields["preset"]  # a saved provider's preset follows its base URL
 
     def clean_name(self) -> str:
-        return provider_name_clean(self.cleaned_data["name"])
+        name = self.cleaned_data["name"].strip()
+        if not name and (self.provider is not None or not self.data.get("preset")):
+            raise forms.ValidationError("This field is required.")
+        return provider_name_clean(name) if name else ""
 
     def clean_extra_headers(self) -> dict[str, str]:
         return parse_headers(self.cleaned_data.get("extra_headers") or "")
@@ -153,8 +165,13 @@ class ProviderForm(ConsoleForm):
     def service_data(self) -> dict[str, Any]:
         """What provider_create / provider_update take: secrets only when they change."""
         data = self.cleaned_data
-        out: dict[str, Any] = {"name": data["name"], "base_url": data["base_url"].strip(),
-                               **{f: data[f] for f in self.PLAIN}}
+        out: dict[str, Any] = {"base_url": data["base_url"].strip(), **{f: data[f] for f in self.PLAIN}}
+        if data["name"]:
+            out["name"] = data["name"]
+        if data.get("preset"):
+            out["preset"] = data["preset"]
+            if not data["display_name"]:
+                del out["display_name"]  # the preset's
         if data["provider_type"]:
             out["provider_type"] = data["provider_type"]
         if data["api_key"]:
@@ -172,6 +189,7 @@ class ConnectionTestForm(ConsoleForm):
     """The fields of the provider form a connection test reads (nothing is saved)."""
 
     provider_type = forms.ChoiceField(required=False, choices=[("", ""), *ProviderType.choices])
+    preset = forms.ChoiceField(required=False, choices=[("", ""), *[(name, name) for name in PRESETS]])
     base_url = forms.CharField(max_length=500, required=False)
     api_key = forms.CharField(max_length=4000, required=False, strip=True)
     extra_headers = forms.CharField(required=False)

@@ -7,28 +7,17 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 from genai_prices import data_snapshot
 
-from providers.models import ModelMode, ProviderType
+from providers.models import ModelMode, Provider, ProviderType
+from providers.presets import provider_preset
 
-# Our provider type -> genai-prices provider id. openai_compatible is matched by its base URL.
+# Our provider type -> genai-prices provider id. openai_compatible: its preset's (providers/presets.py).
 _GENAI_PROVIDER = {
     ProviderType.OPENAI: "openai",
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.OPENROUTER: "openrouter",
-}
-# Hosts of well-known OpenAI-compatible services -> genai-prices provider id.
-_COMPATIBLE_HOSTS = {
-    "api.deepseek.com": "deepseek",
-    "api.x.ai": "x-ai",
-    "api.fireworks.ai": "fireworks",
-    "api.groq.com": "groq",
-    "api.together.xyz": "together",
-    "api.mistral.ai": "mistral",
-    "api.perplexity.ai": "perplexity",
-    "api.cerebras.ai": "cerebras",
 }
 
 
@@ -48,11 +37,11 @@ def _base(value) -> Decimal | None:
     return Decimal(value.base) if hasattr(value, "base") else Decimal(value)  # tiered -> base tier
 
 
-def catalog_prices(*, provider_type: str, base_url: str, model_id: str) -> Prices | None:
-    """The genai-prices catalog's current price for a model, or None when it has none."""
-    genai_id = _GENAI_PROVIDER.get(provider_type)
-    if genai_id is None and provider_type == ProviderType.OPENAI_COMPATIBLE:
-        genai_id = _COMPATIBLE_HOSTS.get((urlsplit(base_url).hostname or "").lower())
+def catalog_prices(*, provider: Provider, model_id: str) -> Prices | None:
+    """The genai-prices catalog's current price for a model of ``provider`` (an
+    openai_compatible one through its preset), or None when it has none."""
+    preset = provider_preset(provider)
+    genai_id = preset.genai_id if preset is not None else _GENAI_PROVIDER.get(provider.provider_type)
     if genai_id is None:
         return None
     try:

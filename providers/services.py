@@ -29,6 +29,7 @@ from providers.models import (
     SyncStatus,
     TenantModel,
 )
+from providers.presets import Preset, preset_get, preset_names
 from providers.selectors import models_available
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
@@ -52,6 +53,7 @@ def provider_audit_view(provider: Provider) -> dict[str, Any]:
     return {
         "name": provider.name,
         "provider_type": provider.provider_type,
+        "preset": (provider.options or {}).get("preset"),
         "base_url": provider.base_url,
         "api_key": mask(provider.api_key) or None,
         "extra_headers": sorted(provider.extra_headers or {}),
@@ -84,9 +86,34 @@ def _owner_label(owner: Tenant | None) -> str:
     return "the platform" if owner is None else f"tenant '{owner.slug}'"
 
 
+def preset_named(data: dict[str, Any]) -> Preset | None:
+    """The preset ``data`` names (its ``preset``), or None when it names none; an unknown name or
+    a provider type other than openai_compatible is an InvalidInput listing what is possible."""
+    name = data.get("preset")
+    if not name:
+        return None
+    preset = preset_get(name)
+    if preset is None:
+        raise InvalidInput(f"Unknown preset '{name}'; use one of {', '.join(preset_names())}.", field="preset")
+    if data.get("provider_type") not in (None, "", ProviderType.OPENAI_COMPATIBLE):
+        raise InvalidInput(
+            f"Preset '{preset.name}' is an {ProviderType.OPENAI_COMPATIBLE.label} service; leave provider_type "
+            f"out or set it to {ProviderType.OPENAI_COMPATIBLE.value}.",
+            field="provider_type",
+        )
+    return preset
+
+
 def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tuple[str, str]:
-    """The provider type and the normalized, vetted base URL that ``data`` asks for; on a change
-    (``provider`` given) the provider's own where ``data`` names neither."""
+    """The provider type and the normalized, vetted base URL that ``data`` asks for (a preset's
+    own base URL when it names a preset and no URL); on a change (``provider`` given) the
+    provider's own where ``data`` names none of them."""
+    preset = preset_named(data)
+    if preset is not None:
+        base_url = normalize_base_url((data.get("base_url") or "").strip(), ProviderType.OPENAI_COMPATIBLE,
+                                      preset=preset)
+        base_url_vet(base_url)
+        return ProviderType.OPENAI_COMPATIBLE.value, base_url
     if provider is not None and "base_url" not in data and "provider_type" not in data:
         return provider.provider_type, provider.base_url
     if provider is None:
@@ -160,16 +187,19 @@ def provider_validate(
 
 def provider_probe(
     *, saved: Provider | None, base_url: str, provider_type: str, api_key: str,
-    extra_headers: dict[str, str], timeout_seconds: float,
+    extra_headers: dict[str, str], timeout_seconds: float, preset: str = "",
 ) -> Provider:
     """An unsaved provider for a connection test of what a form holds. A saved provider lends
     its key and headers when none are typed, but only to its own base URL: to test another
     URL they must be typed (as provider_update asks for them with a new base URL)."""
     base_url = base_url.strip()
-    if not provider_type:
+    named = preset_named({"preset": preset, "provider_type": provider_type})
+    if named is not None:
+        provider_type = ProviderType.OPENAI_COMPATIBLE
+    elif not provider_type:
         fallback = saved.provider_type if saved else ProviderType.OPENAI
         provider_type = detect_provider_type(base_url) if base_url else fallback
-    base_url = normalize_base_url(base_url, provider_type)
+    base_url = normalize_base_url(base_url, provider_type, preset=named)
     base_url_vet(base_url)
     provider_credentials_check(api_key=api_key, extra_headers=extra_headers)
     if saved is not None:
@@ -191,19 +221,39 @@ def provider_probe(
         name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
         provider_type=provider_type, base_url=base_url, api_key=api_key,
         extra_headers=extra_headers, timeout_seconds=timeout_seconds,
+        options=_probe_options(saved=saved, base_url=base_url, preset=named),
     )
+
+
+def _probe_options(*, saved: Provider | None, base_url: str, preset: Preset | None) -> dict[str, Any]:
+    """A probe's options: the saved provider's, whose preset holds for its own base URL only (as
+    provider_update drops it with a new URL), and the preset the form names."""
+    options = dict(saved.options or {}) if saved is not None else {}
+    if preset is not None:
+        options["preset"] = preset.name
+    elif saved is not None and base_url != saved.base_url:
+        options.pop("preset", None)
+    return options
 
 
 def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Principal = SYSTEM) -> Provider:
     """A provider owned by ``owner`` (None = platform-wide). ``data`` is validated input:
     name, base_url, provider_type (detected from the URL when missing), api_key,
-    extra_headers and PROVIDER_PLAIN_FIELDS."""
+    extra_headers and PROVIDER_PLAIN_FIELDS, or a ``preset`` (providers/presets.py), which fills
+    the type, the base URL, the name and the display name that are not given, and is kept in
+    ``options`` so that the provider keeps its preset's prices and catalog quirks behind any URL."""
+    preset = preset_named(data)
+    if preset is not None:
+        data = {"name": preset.name, "display_name": preset.display_name, **data}
     provider_type, base_url = _provider_target(data=data, provider=None)
+    if not data.get("name"):
+        raise InvalidInput("Give the provider a name (or a preset, whose name it takes).", field="name")
     text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
         owner=owner,
         name=data["name"],
+        options={"preset": preset.name} if preset is not None else {},
         provider_type=provider_type,
         base_url=base_url,
         api_key=data.get("api_key") or "",
@@ -227,7 +277,8 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
 
 def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principal) -> Provider:
     """Change what ``data`` holds. ``api_key``: a string replaces the key, "" removes it, absent
-    keeps it. The same for ``extra_headers``. A new base URL needs the saved key and headers
+    keeps it. The same for ``extra_headers``. A ``preset`` sets it (and its base URL unless one is
+    given); a new base URL without one drops the saved preset. A new base URL needs the saved key and headers
     sent again (or removed): they are never sent to a URL other than the one they came with."""
     if "name" in data:
         text_check(data["name"], field="name", what="name")
@@ -239,7 +290,13 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         _base_url_change_check(provider=locked, base_url=base_url, data=data)
         if "name" in data:
             locked.name = data["name"]
+        url_changed = base_url != locked.base_url
         locked.provider_type, locked.base_url = provider_type, base_url
+        preset = preset_named(data)
+        if preset is not None or url_changed:  # a new URL without a preset: the URL says which it is
+            locked.options = {k: v for k, v in (locked.options or {}).items() if k != "preset"}
+            if preset is not None:
+                locked.options["preset"] = preset.name
         if "api_key" in data:
             locked.api_key = data["api_key"] or ""
         if "extra_headers" in data:

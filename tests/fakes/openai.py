@@ -7,6 +7,10 @@ Responses SSE events from ``response.created`` to ``response.completed`` with ``
 no ``[DONE]``; a mid-stream fault is an ``error`` event) and ``POST /v1/embeddings``; errors use the
 ``{"error": {"message", "type", "param", "code"}}`` envelope.
 
+Model dicts are merged over the defaults, so a catalog can carry a service's extra fields
+(``context_window``, ``max_model_len``, ``pricing`` …); ``bare_model_list = True`` answers the
+listing as a bare array (Together).
+
 `FakeOpenRouter` is the same shape under ``/api/v1`` plus OpenRouter's differences: ``gen-`` ids,
 ``provider`` and ``native_finish_reason`` fields, ``: OPENROUTER PROCESSING`` SSE comments, usage
 (with ``cost``) always sent in streams, ``{"error": {"code": <int>, "message"}}`` errors, a public
@@ -81,6 +85,8 @@ class FakeOpenAI(FakeServer):
     }
     prefix_routes = (("GET", "/v1/models/", "model"),)
     id_prefix: ClassVar[str] = "chatcmpl-"
+    # Together answers GET /models with a bare JSON array instead of {"object": "list", "data": [...]}.
+    bare_model_list: bool = False
 
     # ------------------------------------------------------------ protocol hooks
     def response_headers(self) -> dict[str, str]:
@@ -165,9 +171,8 @@ class FakeOpenAI(FakeServer):
 
     # ------------------------------------------------------------ routes
     def route_models(self, call: Call) -> Reply:
-        entries = self.model_entries()
-        return Reply(body={"object": "list",
-                           "data": [self.model_obj(e, i) for i, e in enumerate(entries)]})
+        models = [self.model_obj(e, i) for i, e in enumerate(self.model_entries())]
+        return Reply(body=models if self.bare_model_list else {"object": "list", "data": models})
 
     def route_model(self, call: Call) -> Reply:
         wanted = call.req.path[len(self.prefix_routes[0][1]):]

@@ -13,8 +13,10 @@ from tenants.access import SYSTEM
 class Command(BaseCommand):
     help = (
         "Create or update platform providers from the environment: OPENAI_API_KEY, "
-        "ANTHROPIC_API_KEY, OPENROUTER_API_KEY (+ OPENROUTER_BASE_URL), FIREWORKS_API_KEY, "
-        "DEEPSEEK_API_KEY, XAI_API_KEY, OLLAMA_BASE_URL (or OLLAMA_HOST + OLLAMA_PORT) and any "
+        "ANTHROPIC_API_KEY, OPENROUTER_API_KEY (+ OPENROUTER_BASE_URL), the presets' keys "
+        "(MISTRAL_API_KEY, GROQ_API_KEY, TOGETHER_API_KEY, DEEPSEEK_API_KEY, XAI_API_KEY, "
+        "FIREWORKS_API_KEY, PERPLEXITY_API_KEY, CEREBRAS_API_KEY, each with an optional <NAME>_BASE_URL), "
+        "VLLM_BASE_URL, LMSTUDIO_BASE_URL, OLLAMA_BASE_URL (or OLLAMA_HOST + OLLAMA_PORT) and any "
         "PROVIDER_<NAME>_URL with PROVIDER_<NAME>_KEY. Safe to run again."
     )
 
@@ -26,6 +28,8 @@ class Command(BaseCommand):
             data = {"base_url": item.base_url, "api_key": item.api_key}
             if item.provider_type:
                 data["provider_type"] = item.provider_type
+            if item.preset:
+                data["preset"] = item.preset
             try:
                 if existing is None:
                     provider = provider_create(owner=None, data={"name": item.name, **data})
