@@ -8,6 +8,7 @@ and what its model catalog lacks. A preset is not a provider type: such provider
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -82,9 +83,24 @@ def url_parts(base_url: str) -> tuple[str, int | None, str] | None:
         return None
 
 
+def _in_house(host: str) -> bool:
+    """A host a self-hosted server lives on: loopback or a private address, a name without a
+    dot (``gpu-box``) or under a local suffix. A public name on port 8000 is not taken for vLLM:
+    its models would be priced at $0 (self-hosted) where a paid service's are unknown."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
+    return address.is_private or address.is_loopback
+
+
+_LOCAL_SUFFIXES = (".localhost", ".local", ".lan", ".internal", ".home.arpa")
+
+
 def preset_for_url(base_url: str) -> Preset | None:
     """The preset whose host the URL names exactly (no look-alikes: ``api.groq.com.example``
-    is not Groq), or a self-hosted one whose port and path it has (``http://gpu:8000/v1`` is vLLM)."""
+    is not Groq), or a self-hosted one whose port and path it has on an in-house host
+    (``http://gpu:8000/v1`` is vLLM; ``https://api.example.com:8000/v1`` is not)."""
     parts = url_parts(base_url)
     if parts is None:
         return None
@@ -92,7 +108,7 @@ def preset_for_url(base_url: str) -> Preset | None:
     for preset in PRESETS.values():
         if host and host in preset.hosts:
             return preset
-        if preset.port is not None and port == preset.port and path == preset.path:
+        if preset.port is not None and port == preset.port and path == preset.path and _in_house(host):
             return preset
     return None
 

@@ -49,6 +49,8 @@ def test_each_preset_is_detected_from_its_own_base_url(name):
     ("https://x.ai/v1", None),
     ("https://api.deepseek.co/v1", None),
     ("https://mistral.ai.example.com/v1", None),
+    ("https://llm.example.com:8000/v1", None),  # a public host on vLLM's port: not taken for free
+    ("http://8.8.8.8:1234/v1", None),
     ("http://localhost:8000", None),
     ("http://localhost:8000/v2", None),
     ("http://localhost:8001/v1", None),
