@@ -35,6 +35,7 @@ from providers.models import (
     ProviderModel,
     ProviderType,
 )
+from providers.options import options_clean
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
@@ -100,6 +101,11 @@ class ProviderIn(StrictSerializer):
         help_text="Sent upstream with every request. Names are HTTP tokens; values printable "
                   "ASCII.",
     )
+    options = serializers.JSONField(
+        required=False,
+        help_text="Non-secret settings of the provider type. Azure: api_version (default "
+                  "2024-10-21), auth ('api-key' or 'entra'), deployments ({deployment: model}).",
+    )
     enabled = StrictBooleanField(required=False)
     priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
     timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=600)
@@ -122,7 +128,7 @@ class ProviderUpdateIn(ProviderIn):
 
 # What a tenant does not see of a platform provider (null, or an empty list); staff do.
 PLATFORM_DETAILS = {"base_url": None, "api_key_hint": None, "extra_header_names": [],
-                    "last_sync_error": None}
+                    "options": {}, "last_sync_error": None}
 HIDDEN_FROM_TENANTS = "null on a platform provider seen by a tenant."
 
 
@@ -139,7 +145,7 @@ class ProviderOut(serializers.ModelSerializer):
         model = Provider
         fields = [
             "id", "name", "display_name", "provider_type", "base_url", "scope", "owner", "api_key_hint",
-            "extra_header_names", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
+            "extra_header_names", "options", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
             "sync_interval_minutes", "sync_status", "last_sync_at", "last_sync_error", "model_count",
             "created_at", "updated_at",
         ]
@@ -244,6 +250,11 @@ class ConnectionTestIn(StrictSerializer):
     base_url = StrictCharField(max_length=500, required=False, allow_blank=True)
     api_key = StrictCharField(required=False, allow_blank=True, max_length=4000)
     provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
+    options = serializers.JSONField(
+        required=False,
+        help_text="Non-secret settings of the provider type. Azure: api_version (default "
+                  "2024-10-21), auth ('api-key' or 'entra'), deployments ({deployment: model}).",
+    )
 
 
 SYNC_OUT = inline_serializer(
@@ -370,7 +381,8 @@ class ProviderTestAPI(ProviderAPIView):
         base_url = normalize_base_url(base_url, provider_type)
         services.base_url_vet(base_url)
         probe = Provider(name="test", provider_type=provider_type, base_url=base_url,
-                         api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT)
+                         api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT,
+                         options=options_clean(provider_type, data.get("options")))
         return Response(connection_test(provider=probe).as_dict())
 
 

@@ -14,8 +14,11 @@ from genai_prices import data_snapshot
 from providers.models import ModelMode, ProviderType
 
 # Our provider type -> genai-prices provider id. openai_compatible is matched by its base URL.
+# Azure is asked with the deployed model's name (providers/fetchers/azure.py) and priced as
+# OpenAI prices it (Azure's global-deployment list prices are OpenAI's).
 _GENAI_PROVIDER = {
     ProviderType.OPENAI: "openai",
+    ProviderType.AZURE: "openai",
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.OPENROUTER: "openrouter",
 }

@@ -29,6 +29,7 @@ from providers.models import (
     SyncStatus,
     TenantModel,
 )
+from providers.options import options_clean
 from providers.selectors import models_available
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
@@ -55,6 +56,7 @@ def provider_audit_view(provider: Provider) -> dict[str, Any]:
         "base_url": provider.base_url,
         "api_key": mask(provider.api_key) or None,
         "extra_headers": sorted(provider.extra_headers or {}),
+        "options": provider.options or {},
         **{f: getattr(provider, f) for f in PROVIDER_PLAIN_FIELDS},
     }
 
@@ -109,6 +111,16 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
     return provider_type, base_url
 
 
+def _options_for(*, data: dict[str, Any], provider: Provider | None, provider_type: str) -> dict[str, Any]:
+    """The options a create or update leaves the provider with, checked for its type: those sent,
+    else the saved ones while the type stays, else the new type's defaults."""
+    if "options" in data:
+        return options_clean(provider_type, data["options"])
+    if provider is not None and provider.provider_type == provider_type:
+        return provider.options or {}
+    return options_clean(provider_type, {})
+
+
 def _saved_url(provider: Provider) -> str:
     """The provider's base URL as it would be saved today (older rows may predate normalizing)."""
     try:
@@ -143,7 +155,8 @@ def provider_validate(
 ) -> None:
     """Check ``data`` as provider_create (``provider`` None) or provider_update would, without
     writing, so a form can show the error next to its field."""
-    _, base_url = _provider_target(data=data, provider=provider)
+    provider_type, base_url = _provider_target(data=data, provider=provider)
+    _options_for(data=data, provider=provider, provider_type=provider_type)
     if "name" in data:
         text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
@@ -160,7 +173,7 @@ def provider_validate(
 
 def provider_probe(
     *, saved: Provider | None, base_url: str, provider_type: str, api_key: str,
-    extra_headers: dict[str, str], timeout_seconds: float,
+    extra_headers: dict[str, str], timeout_seconds: float, options: dict[str, Any] | None = None,
 ) -> Provider:
     """An unsaved provider for a connection test of what a form holds. A saved provider lends
     its key and headers when none are typed, but only to its own base URL: to test another
@@ -187,10 +200,13 @@ def provider_probe(
             )
         api_key = api_key or saved.api_key
         extra_headers = extra_headers or saved.extra_headers
+    if options is None and saved is not None and saved.provider_type == provider_type:
+        options = saved.options
+    options = options_clean(provider_type, options)
     return Provider(
         name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
         provider_type=provider_type, base_url=base_url, api_key=api_key,
-        extra_headers=extra_headers, timeout_seconds=timeout_seconds,
+        extra_headers=extra_headers, timeout_seconds=timeout_seconds, options=options,
     )
 
 
@@ -199,6 +215,7 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
     name, base_url, provider_type (detected from the URL when missing), api_key,
     extra_headers and PROVIDER_PLAIN_FIELDS."""
     provider_type, base_url = _provider_target(data=data, provider=None)
+    options = _options_for(data=data, provider=None, provider_type=provider_type)
     text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
@@ -206,6 +223,7 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
         name=data["name"],
         provider_type=provider_type,
         base_url=base_url,
+        options=options,
         api_key=data.get("api_key") or "",
         extra_headers=data.get("extra_headers") or {},
     )
@@ -236,10 +254,11 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         before = provider_audit_view(locked)
         provider_type, base_url = _provider_target(data=data, provider=locked)
+        options = _options_for(data=data, provider=locked, provider_type=provider_type)
         _base_url_change_check(provider=locked, base_url=base_url, data=data)
         if "name" in data:
             locked.name = data["name"]
-        locked.provider_type, locked.base_url = provider_type, base_url
+        locked.provider_type, locked.base_url, locked.options = provider_type, base_url, options
         if "api_key" in data:
             locked.api_key = data["api_key"] or ""
         if "extra_headers" in data:
