@@ -88,8 +88,8 @@ def options_clean(provider_type: str, options: Any) -> dict[str, Any]:
     if unknown:
         allowed = ", ".join(sorted(keys)) if keys else "none"
         raise InvalidInput(
-            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)} for a "
-            f"{ProviderType(provider_type).label} provider; allowed: {allowed}.",
+            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)} for provider "
+            f"type '{provider_type}'; allowed: {allowed}.",
             field="options",
         )
     return check(options) if check is not None else {}
