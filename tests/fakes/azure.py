@@ -1,8 +1,9 @@
 """Fake Azure OpenAI resource (wire-formats-2 §4), built on the fake OpenAI server.
 
 `FakeAzure` serves the deployment-scoped API, ``POST /openai/deployments/{deployment}/chat/completions``
-and ``…/embeddings`` with a required ``?api-version=`` (missing: 400 ``MissingApiVersionParameter``), and the v1 API's ``POST /openai/v1/responses`` and ``/openai/v1/chat/completions``
-(``model`` = deployment name, api-version optional). Bodies, streams and usage are OpenAI's, plus
+and ``…/embeddings`` with a required ``?api-version=`` (missing: 400 ``MissingApiVersionParameter``),
+and the v1 API's ``POST /openai/v1/responses``, ``/openai/v1/chat/completions`` and
+``/openai/v1/embeddings`` (``model`` = deployment name, api-version optional). Bodies, streams and usage are OpenAI's, plus
 Azure's differences: a first stream chunk with ``"choices": []``, an empty id and model and only
 ``prompt_filter_results``; ``prompt_filter_results`` / per-choice ``content_filter_results`` in
 answers; the answer's ``model`` is the deployed model, not the deployment name; errors as

@@ -172,7 +172,8 @@ def test_sync_lists_the_deployments_priced_as_the_deployed_model(world):
     assert embed.input_price == catalog_prices(provider_type="openai", base_url="",
                                                model_id="text-embedding-3-small").input
     # A deployment removed from the options goes stale at the next sync.
-    provider = provider_update(provider=provider, actor=SYSTEM, data={"options": {"deployments": {"my-gpt4o": "gpt-4o"}}})
+    provider = provider_update(provider=provider, actor=SYSTEM,
+                               data={"options": {"deployments": {"my-gpt4o": "gpt-4o"}}})
     assert provider_sync(provider=provider).stale == 1
     assert ProviderModel.objects.get(provider=provider, model_id="my-embed").stale
 
