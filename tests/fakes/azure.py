@@ -3,12 +3,14 @@
 `FakeAzure` serves the deployment-scoped API, ``POST /openai/deployments/{deployment}/chat/completions``
 and ``…/embeddings`` with a required ``?api-version=`` (missing: 400 ``MissingApiVersionParameter``),
 and the v1 API's ``POST /openai/v1/responses``, ``/openai/v1/chat/completions`` and
-``/openai/v1/embeddings`` (``model`` = deployment name, api-version optional). Bodies, streams and usage are OpenAI's, plus
-Azure's differences: a first stream chunk with ``"choices": []``, an empty id and model and only
-``prompt_filter_results``; ``prompt_filter_results`` / per-choice ``content_filter_results`` in
-answers; the answer's ``model`` is the deployed model, not the deployment name; errors as
-``{"error": {"code": "<code>", "message": …}}``; ``variant="content_filter"`` on a 400 gives the
-content-filter refusal; an unknown deployment is a 404 ``DeploymentNotFound``.
+``/openai/v1/embeddings`` (``model`` = deployment name, api-version optional). Bodies, streams
+and usage are OpenAI's, plus Azure's differences:
+
+- a first stream chunk with ``"choices": []``, an empty id and model, only ``prompt_filter_results``;
+- ``prompt_filter_results`` and per-choice ``content_filter_results`` in answers;
+- the answer's ``model`` is the deployed model, not the deployment name;
+- errors as ``{"error": {"code": "<code>", "message": …}}``; ``variant="content_filter"`` on a 400
+  gives the content-filter refusal; an unknown deployment is a 404 ``DeploymentNotFound``.
 
 Auth: ``api_key`` set → the ``api-key`` header must carry it; ``entra_token`` set → an
 ``Authorization: Bearer <token>`` header must; either is accepted when both are set."""
