@@ -2,8 +2,9 @@
 
 `FakeAzure` serves the deployment-scoped API, ``POST /openai/deployments/{deployment}/chat/completions``
 and ``…/embeddings`` with a required ``?api-version=`` (missing: 400 ``MissingApiVersionParameter``),
-and the v1 API's ``POST /openai/v1/responses``, ``/openai/v1/chat/completions`` and
-``/openai/v1/embeddings`` (``model`` = deployment name, api-version optional). Bodies, streams
+and the v1 API's ``GET /openai/v1/models`` (the deployed models), ``POST /openai/v1/responses``,
+``/openai/v1/chat/completions`` and ``/openai/v1/embeddings`` (``model`` = deployment name,
+api-version optional). Bodies, streams
 and usage are OpenAI's, plus Azure's differences:
 
 - a first stream chunk with ``"choices": []``, an empty id and model, only ``prompt_filter_results``;
@@ -53,6 +54,7 @@ class FakeAzure(FakeOpenAI):
     protocol = "azure"
     base_path = ""
     routes: ClassVar[dict[tuple[str, str], str]] = {
+        ("GET", "/openai/v1/models"): "models",
         ("POST", "/openai/v1/responses"): "responses",
         ("POST", "/openai/v1/chat/completions"): "chat",
         ("POST", "/openai/v1/embeddings"): "embeddings",
@@ -64,7 +66,7 @@ class FakeAzure(FakeOpenAI):
         self.deployments = dict(deployments if deployments is not None
                                 else {"my-gpt4o": "gpt-4o", "my-embed": "text-embedding-3-small"})
         self.entra_token = entra_token
-        kwargs.setdefault("models", list(self.deployments))
+        kwargs.setdefault("models", sorted(set(self.deployments.values())))
         super().__init__(**kwargs)
 
     # ------------------------------------------------------------ protocol hooks
@@ -102,6 +104,12 @@ class FakeAzure(FakeOpenAI):
         if "message" in fields or finish:
             out["content_filter_results"] = FILTER_RESULTS
         return out
+
+    def check_model(self, call: Call) -> Reply | None:
+        """With ``strict_models``, a v1 request's ``model`` must be a deployment."""
+        if not self.strict_models or str(call.body.get("model")) in self.deployments:
+            return None
+        return self.error(404)
 
     # ------------------------------------------------------------ routes
     def route_deployment(self, call: Call) -> Reply:

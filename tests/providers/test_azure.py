@@ -12,6 +12,7 @@ from core.errors import InvalidInput
 from providers.adapters import azure
 from providers.adapters.types import Deployment
 from providers.base_urls import detect_provider_type, normalize_base_url
+from providers.fetchers.base import UpstreamError
 from providers.models import ModelMode, PriceSource, Provider, ProviderModel
 from providers.options import AZURE_API_VERSION, options_clean
 from providers.pricing import catalog_prices
@@ -154,28 +155,47 @@ def test_console_form_shows_an_options_error(world, client_for):
 
 @pytest.mark.django_db
 def test_sync_lists_the_deployments_priced_as_the_deployed_model(world):
-    provider = provider_create(owner=world.tenant, actor=SYSTEM, data={
-        "name": "az", "base_url": "https://contoso.openai.azure.com", "api_key": SECRET,
-        "options": {"deployments": DEPLOYMENTS},
-    })
-    result = provider_sync(provider=provider)  # no request: the catalog is the options'
-    assert (result.added, result.stale) == (2, 0)
-    chat = ProviderModel.objects.get(provider=provider, model_id="my-gpt4o")
-    embed = ProviderModel.objects.get(provider=provider, model_id="my-embed")
-    gpt4o = catalog_prices(provider_type="openai", base_url="", model_id="gpt-4o")
-    assert gpt4o is not None and gpt4o.input == Decimal("2.5")
-    assert (chat.input_price, chat.output_price, chat.cached_input_price) == (gpt4o.input, gpt4o.output,
-                                                                              gpt4o.cached_input)
-    assert chat.price_source == PriceSource.CATALOG and chat.mode == ModelMode.CHAT and chat.supports_tools
-    assert chat.display_name == "my-gpt4o (gpt-4o)"
-    assert embed.mode == ModelMode.EMBEDDING
-    assert embed.input_price == catalog_prices(provider_type="openai", base_url="",
-                                               model_id="text-embedding-3-small").input
-    # A deployment removed from the options goes stale at the next sync.
-    provider = provider_update(provider=provider, actor=SYSTEM,
-                               data={"options": {"deployments": {"my-gpt4o": "gpt-4o"}}})
-    assert provider_sync(provider=provider).stale == 1
-    assert ProviderModel.objects.get(provider=provider, model_id="my-embed").stale
+    with FakeAzure(api_key=SECRET) as fake:
+        provider = provider_create(owner=world.tenant, actor=SYSTEM, data={
+            "name": "az", "provider_type": "azure", "base_url": fake.url, "api_key": SECRET,
+            "options": {"deployments": DEPLOYMENTS},
+        })
+        result = provider_sync(provider=provider)
+        checked = fake.requests_to("/openai/v1/models")
+        assert len(checked) == 1 and checked[0].headers["api-key"] == SECRET  # the credential is tried
+        assert (result.added, result.stale) == (2, 0)
+        chat = ProviderModel.objects.get(provider=provider, model_id="my-gpt4o")
+        embed = ProviderModel.objects.get(provider=provider, model_id="my-embed")
+        gpt4o = catalog_prices(provider_type="openai", base_url="", model_id="gpt-4o")
+        assert gpt4o is not None and gpt4o.input == Decimal("2.5")
+        assert (chat.input_price, chat.output_price, chat.cached_input_price) == (gpt4o.input, gpt4o.output,
+                                                                                  gpt4o.cached_input)
+        assert chat.price_source == PriceSource.CATALOG and chat.mode == ModelMode.CHAT and chat.supports_tools
+        assert chat.display_name == "my-gpt4o (gpt-4o)"
+        assert embed.mode == ModelMode.EMBEDDING
+        assert embed.input_price == catalog_prices(provider_type="openai", base_url="",
+                                                   model_id="text-embedding-3-small").input
+        # A deployment removed from the options goes stale at the next sync.
+        provider = provider_update(provider=provider, actor=SYSTEM,
+                                   data={"options": {"deployments": {"my-gpt4o": "gpt-4o"}}})
+        assert provider_sync(provider=provider).stale == 1
+        assert ProviderModel.objects.get(provider=provider, model_id="my-embed").stale
+
+
+@pytest.mark.django_db
+def test_sync_with_a_wrong_key_fails_and_a_resource_without_v1_does_not(world):
+    with FakeAzure(api_key="another-key") as fake:
+        provider = provider_create(owner=world.tenant, actor=SYSTEM, data={
+            "name": "az", "provider_type": "azure", "base_url": fake.url, "api_key": SECRET,
+            "options": {"deployments": DEPLOYMENTS},
+        })
+        with pytest.raises(UpstreamError, match="rejected the API key"):
+            provider_sync(provider=provider)
+        provider.refresh_from_db()
+        assert provider.sync_status == "error" and not ProviderModel.objects.filter(provider=provider).exists()
+        fake.api_key = SECRET
+        fake.set_fault("status", status=404, path="/openai/v1/models")
+        assert provider_sync(provider=provider).added == 2
 
 
 # --- the adapter's requests --------------------------------------------------------------------------------
