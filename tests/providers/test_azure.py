@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from django.contrib.auth import get_user_model
 
 from core.errors import InvalidInput
 from providers.adapters import azure
@@ -248,3 +249,38 @@ def test_fake_refuses_a_missing_api_version_and_a_wrong_key():
         unknown = httpx.post(f"{fake.url}/openai/deployments/nope/chat/completions?api-version=2024-10-21",
                              headers={"api-key": SECRET}, json=body)
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "DeploymentNotFound"
+
+
+@pytest.mark.django_db
+def test_staff_set_azure_options_in_the_admin(client):
+    client.force_login(get_user_model().objects.create_superuser("root", "root@t.test", "pw"))
+    form = {
+        "name": "az", "display_name": "Azure", "provider_type": "azure",
+        "base_url": "https://contoso.openai.azure.com/openai/v1", "api_key": SECRET, "priority": 0,
+        "timeout_seconds": 30, "max_retries": 1, "sync_interval_minutes": 60, "enabled": "on",
+        "options": json.dumps({"deployments": {"my gpt": "gpt-4o"}}),
+    }
+    refused = client.post("/admin/providers/provider/add/", form)
+    assert refused.status_code == 200 and "is not an Azure deployment name" in refused.content.decode()
+    form["options"] = json.dumps({"auth": "entra", "deployments": DEPLOYMENTS})
+    response = client.post("/admin/providers/provider/add/", form)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    provider = Provider.objects.get(name="az", owner=None)
+    assert provider.base_url == "https://contoso.openai.azure.com" and provider.api_key == SECRET
+    assert provider.options == {"api_version": "2024-10-21", "auth": "entra", "deployments": DEPLOYMENTS}
+
+
+@pytest.mark.django_db
+def test_connection_test_tries_the_key_and_lists_the_deployments(world, client_for):
+    client = client_for(user=world.admin)
+    with FakeAzure(api_key=SECRET) as fake:
+        body = {"base_url": fake.url, "provider_type": "azure", "api_key": SECRET,
+                "options": {"deployments": DEPLOYMENTS}}
+        report = client.post("/api/providers/test", body, format="json").json()
+        assert report["reachable"] and report["model_count"] == 2
+        assert sorted(report["sample_models"]) == ["my-embed", "my-gpt4o"]
+        assert fake.requests_to("/openai/v1/models")[-1].headers["api-key"] == SECRET
+        wrong = client.post("/api/providers/test", {**body, "api_key": "nope"}, format="json").json()
+        assert not wrong["reachable"] and "rejected the API key" in wrong["error"]
+        bad = client.post("/api/providers/test", {**body, "options": {"auth": "cert"}}, format="json")
+        assert bad.status_code == 400 and "options.auth" in json.dumps(bad.json())
