@@ -6,6 +6,7 @@ the Responses door relayed to Azure's /openai/v1/responses."""
 from decimal import Decimal
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -186,3 +187,28 @@ def test_responses_door_is_relayed_to_azure_v1(world, live):
     row = wait_usage(request_id)
     assert (row.api, row.status, row.stream) == ("responses", "ok", True)
     assert row.cost == gpt4o_cost(1000, 200, 500).quantize(MICRO)
+
+
+def test_stream_reset_mid_way_ends_with_error_and_a_partial_row(world, live):
+    with FakeAzure(api_key=KEY, reply="word " * 40, stream_chunks=10) as fake:
+        add_azure(world.tenant, fake, max_retries=0)
+        fake.set_fault("reset", after_chunks=4)  # the prompt-filter chunk, the role chunk, two deltas
+        response = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.chat_key}"},
+                              json={"model": "az:my-gpt4o", "messages": hello(), "stream": True}, timeout=10)
+        assert response.status_code == 200 and "word" in response.text
+        assert '"error"' in response.text and response.text.rstrip().endswith("data: [DONE]")
+        row = wait_usage(response.headers["x-request-id"])
+    assert row.status == "partial" and row.output_tokens > 0 and row.tokens_estimated
+
+
+def test_slow_azure_times_out_and_falls_back(world, live):
+    with FakeAzure(api_key=KEY) as slow, FakeOpenAI(models=["gpt-4o"], reply="fast one") as fast:
+        add_azure(world.tenant, slow, priority=5, timeout_seconds=0.5, max_retries=0)
+        add_provider(world.tenant, fast, name="b", priority=1)
+        alias_create(tenant=world.tenant, actor=SYSTEM, data={
+            "name": "chain", "retries": 0, "targets": [{"model": "az:my-gpt4o"}, {"model": "b:gpt-4o"}]})
+        slow.set_fault("slow", delay=3)
+        raw = sdk(live, world.chat_key).chat.completions.with_raw_response.create(model="chain", messages=hello())
+        assert raw.parse().choices[0].message.content == "fast one"
+        assert raw.headers["x-tollgate-model"] == "b:gpt-4o"
+        assert wait_usage(raw.headers["x-request-id"]).attempts == 2
