@@ -112,10 +112,15 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
 
 
 def _options_for(*, data: dict[str, Any], provider: Provider | None, provider_type: str) -> dict[str, Any]:
-    """The options a create or update leaves the provider with, checked for its type: those sent,
-    else the saved ones while the type stays, else the new type's defaults."""
+    """The options a create or update leaves the provider with, checked for its type: on a change
+    that keeps the type, the keys sent replace those keys of the saved options (sending
+    ``{"auth": "entra"}`` keeps the deployments); else those sent, else the saved ones, else the
+    type's defaults."""
+    sent = data.get("options")
+    if provider is not None and provider.provider_type == provider_type and isinstance(sent, dict):
+        return options_clean(provider_type, {**(provider.options or {}), **sent})
     if "options" in data:
-        return options_clean(provider_type, data["options"])
+        return options_clean(provider_type, sent)
     if provider is not None and provider.provider_type == provider_type:
         return provider.options or {}
     return options_clean(provider_type, {})

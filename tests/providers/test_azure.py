@@ -121,7 +121,8 @@ def test_rest_api_creates_an_azure_provider_and_never_returns_the_key(world, cli
     assert SECRET not in json.dumps(body) and SECRET not in listed
     # A change of the options alone keeps the rest; bad ones are refused.
     changed = client.patch(f"/api/providers/{body['id']}", {"options": {"auth": "entra"}}, format="json")
-    assert changed.status_code == 200 and changed.json()["options"]["auth"] == "entra"
+    assert changed.status_code == 200, changed.json()
+    assert changed.json()["options"] == {"api_version": "2024-10-21", "auth": "entra", "deployments": DEPLOYMENTS}
     refused = client.patch(f"/api/providers/{body['id']}", {"options": {"auth": "x"}}, format="json")
     assert refused.status_code == 400 and "options.auth" in json.dumps(refused.json())
 
