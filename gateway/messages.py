@@ -57,13 +57,15 @@ MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anth
 
 
 # Provider types whose Chat Completions take ``reasoning_effort`` (Ollama's adapter and mock drop it).
-EFFORT_TYPES = frozenset({ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.OPENROUTER})
+EFFORT_TYPES = frozenset({ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.OPENROUTER,
+                          ProviderType.AZURE})
+NO_TOP_K = frozenset({ProviderType.OPENAI, ProviderType.AZURE})  # they refuse top_k
 
 
 def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
     """The Chat Completions request for a non-Anthropic target: ``top_k`` left out for OpenAI
-    (it refuses it), ``thinking`` as ``reasoning_effort`` where the upstream takes it."""
-    return chat_request_from_messages(request, top_k=d.provider_type != ProviderType.OPENAI,
+    and Azure (they refuse it), ``thinking`` as ``reasoning_effort`` where the upstream takes it."""
+    return chat_request_from_messages(request, top_k=d.provider_type not in NO_TOP_K,
                                       effort=d.provider_type in EFFORT_TYPES)
 
 

@@ -23,7 +23,8 @@ from providers.adapters.registry import ADAPTERS
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode, ProviderType
 
-RELAYED = frozenset({ProviderType.OPENAI})  # provider types that speak the Responses API themselves
+# Provider types that speak the Responses API themselves (Azure at /openai/v1/responses).
+RELAYED = frozenset({ProviderType.OPENAI, ProviderType.AZURE})
 
 
 class _Targets:

@@ -168,6 +168,7 @@ def _deployment(pm: ProviderModel) -> Deployment:
         cache_write_price=pm.cache_write_price,
         mode=pm.mode,
         context_length=pm.context_length,
+        options=tuple(sorted((k, v) for k, v in (p.options or {}).items() if isinstance(v, str))),
     )
 
 

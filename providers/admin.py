@@ -35,7 +35,7 @@ class ProviderForm(SecretInputs, forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["owner", "name", "provider_type", "base_url", *PROVIDER_PLAIN_FIELDS]
+        fields = ["owner", "name", "provider_type", "base_url", "options", *PROVIDER_PLAIN_FIELDS]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -55,6 +55,8 @@ class ProviderForm(SecretInputs, forms.ModelForm):
                 **self.secret_changes()}
         if cleaned.get("provider_type"):
             data["provider_type"] = cleaned["provider_type"]
+        if cleaned.get("options") is not None:
+            data["options"] = cleaned["options"]
         editing = self.instance if self.instance.pk else None
         owner = editing.owner if editing else cleaned.get("owner")
         try:
@@ -76,7 +78,7 @@ class ProviderAdmin(SecretFieldsAdmin):
             help_text="One 'Name: value' per line; the hint shows the stored names only.",
         ),
     }
-    fields = ["owner", "name", "display_name", "provider_type", "base_url", "enabled", "priority",
+    fields = ["owner", "name", "display_name", "provider_type", "base_url", "options", "enabled", "priority",
               "timeout_seconds", "max_retries", "auto_sync", "sync_interval_minutes", "sync_status",
               "last_sync_at", "last_sync_error"]
     # Checked and saved by the services (normalized, vetted, type detected) rather than the model

@@ -35,6 +35,7 @@ from providers.models import (
     ProviderModel,
     ProviderType,
 )
+from providers.options import options_clean
 from providers.presets import preset_names, provider_preset
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
@@ -106,6 +107,11 @@ class ProviderIn(StrictSerializer):
         help_text="Sent upstream with every request. Names are HTTP tokens; values printable "
                   "ASCII.",
     )
+    options = serializers.JSONField(
+        required=False,
+        help_text="Non-secret settings of the provider type. Azure: api_version (default "
+                  "2024-10-21), auth ('api-key' or 'entra'), deployments ({deployment: model}).",
+    )
     enabled = StrictBooleanField(required=False)
     priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
     timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=600)
@@ -128,7 +134,7 @@ class ProviderUpdateIn(ProviderIn):
 
 # What a tenant does not see of a platform provider (null, or an empty list); staff do.
 PLATFORM_DETAILS = {"base_url": None, "api_key_hint": None, "extra_header_names": [],
-                    "last_sync_error": None}
+                    "options": {}, "last_sync_error": None}
 HIDDEN_FROM_TENANTS = "null on a platform provider seen by a tenant."
 
 
@@ -147,7 +153,7 @@ class ProviderOut(serializers.ModelSerializer):
         model = Provider
         fields = [
             "id", "name", "display_name", "provider_type", "preset", "base_url", "scope", "owner", "api_key_hint",
-            "extra_header_names", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
+            "extra_header_names", "options", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",
             "sync_interval_minutes", "sync_status", "last_sync_at", "last_sync_error", "model_count",
             "created_at", "updated_at",
         ]
@@ -257,6 +263,11 @@ class ConnectionTestIn(StrictSerializer):
     api_key = StrictCharField(required=False, allow_blank=True, max_length=4000)
     provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
     preset = StrictCharField(required=False, allow_blank=True, max_length=64)
+    options = serializers.JSONField(
+        required=False,
+        help_text="Non-secret settings of the provider type. Azure: api_version (default "
+                  "2024-10-21), auth ('api-key' or 'entra'), deployments ({deployment: model}).",
+    )
 
 
 SYNC_OUT = inline_serializer(
@@ -385,8 +396,9 @@ class ProviderTestAPI(ProviderAPIView):
         base_url = normalize_base_url(base_url, provider_type, preset=preset)
         services.base_url_vet(base_url)
         probe = Provider(name="test", provider_type=provider_type, base_url=base_url,
-                         options={"preset": preset.name} if preset is not None else {},
-                         api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT)
+                         api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT,
+                         options={**options_clean(provider_type, data.get("options")),
+                                  **({"preset": preset.name} if preset is not None else {})})
         return Response(connection_test(provider=probe).as_dict())
 
 

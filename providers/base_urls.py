@@ -24,13 +24,18 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 
 _OLLAMA_PORT = 11434
+AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
+# What people paste after an Azure resource's endpoint (the SDK's base_url, a deployment's URL):
+# the adapter adds the /openai/... path itself, so the provider keeps the resource root.
+_AZURE_PATH_RE = re.compile(r"/openai(/v1|/deployments(/[^/]*)?(/.*)?)?$", re.I)
 
 
 def detect_provider_type(base_url: str) -> str:
     """Guess the :class:`~providers.models.ProviderType` value for ``base_url``.
 
     ``api.openai.com`` → openai, ``api.anthropic.com`` → anthropic, ``openrouter.ai`` or any
-    subdomain → openrouter, port 11434 or a path under ``/api`` → ollama, anything else
+    subdomain → openrouter, ``*.openai.azure.com`` or ``*.cognitiveservices.azure.com`` → azure,
+    port 11434 or a path under ``/api`` → ollama, anything else
     (including an empty or unparseable URL) → openai_compatible. Case-insensitive; a missing
     scheme and trailing slashes are tolerated.
     """
@@ -44,6 +49,8 @@ def detect_provider_type(base_url: str) -> str:
         return ProviderType.ANTHROPIC.value
     if host == "openrouter.ai" or host.endswith(".openrouter.ai"):
         return ProviderType.OPENROUTER.value
+    if host.endswith(AZURE_HOST_SUFFIXES):
+        return ProviderType.AZURE.value
     if port == _OLLAMA_PORT or path == "/api" or path.startswith("/api/"):
         return ProviderType.OLLAMA.value
     return ProviderType.OPENAI_COMPATIBLE.value
@@ -55,7 +62,9 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
     The scheme and host are lower-cased and trailing slashes removed. An empty URL gets the
     preset's base URL when one is given, else the provider type's public default (see
     :data:`DEFAULT_BASE_URLS`); openai_compatible has none and needs a URL. The mock provider
-    never touches the network, so its URL is only trimmed.
+    never touches the network, so its URL is only trimmed. An Azure resource keeps its root
+    only (``https://<resource>.openai.azure.com``): a pasted ``/openai``, ``/openai/v1`` or
+    deployment path is cut off.
     Raises :class:`~core.errors.InvalidInput` (``field="base_url"``) with a message that
     says what to fix. No DNS lookup happens here; :func:`core.net.check_url` does that.
     """
@@ -70,6 +79,12 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
         return text.rstrip("/")
     if not text:
         default = preset.base_url if preset is not None else DEFAULT_BASE_URLS.get(provider_type)
+        if default is None and provider_type == ProviderType.AZURE:
+            raise InvalidInput(
+                "base_url is required for an Azure OpenAI provider; give your resource's endpoint, "
+                "e.g. https://my-resource.openai.azure.com.",
+                field="base_url",
+            )
         if default is None:
             raise InvalidInput(
                 "base_url is required for an OpenAI-compatible provider; give the API's root, "
@@ -132,6 +147,8 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
             field="base_url",
         )
     path = parts.path.rstrip("/")
+    if provider_type == ProviderType.AZURE:
+        path = _AZURE_PATH_RE.sub("", path)
     return f"{scheme}://{parts.netloc.lower()}{path}"
 
 

@@ -2,6 +2,7 @@
 bounds and name patterns are read from providers.api, so both edges accept the same input),
 and how a model is described on a page (capabilities, context, prices)."""
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +18,9 @@ from providers.api import (
     OverridesIn,
     ProviderIn,
 )
+from providers.base_urls import detect_provider_type
 from providers.models import PriceSource, ProviderType
+from providers.options import options_clean
 from providers.presets import PRESETS
 
 # --- describing a model -------------------------------------------------------------------------
@@ -85,6 +88,20 @@ def parse_headers(text: str) -> dict[str, str]:
     return headers
 
 
+def parse_options(text: str) -> dict[str, Any] | None:
+    """The options field: a JSON object, or None when left empty (the type's defaults, or the
+    saved options on an edit)."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise forms.ValidationError(f"Options must be JSON ({exc}).") from None
+    if not isinstance(value, dict):
+        raise forms.ValidationError('Options must be a JSON object, e.g. {"deployments": {"my-gpt4o": "gpt-4o"}}.')
+    return value
+
+
 def provider_name_clean(name: str) -> str:
     """A provider name by the REST API's rule (the console's and the admin's forms)."""
     name = name.strip()
@@ -126,6 +143,11 @@ class ProviderForm(ConsoleForm):
         "never shown again.",
     )
     clear_extra_headers = forms.BooleanField(required=False, label="Remove the saved headers")
+    options = forms.CharField(
+        required=False, label="Options (JSON)", widget=forms.Textarea(attrs={"rows": 3, "class": "mono"}),
+        help_text='Settings of the provider type. Azure OpenAI: {"api_version": "2024-10-21", "auth": "api-key" '
+        'or "entra", "deployments": {"my-gpt4o": "gpt-4o"}}. Empty: the type\'s defaults.',
+    )
     enabled = forms.BooleanField(required=False, initial=True)
     priority = forms.IntegerField(initial=0, widget=number_input("1"), help_text="Higher wins when two "
                                   "providers offer a model.", **api_bounds(ProviderIn, "priority"))
@@ -145,6 +167,7 @@ class ProviderForm(ConsoleForm):
         initial = None
         if provider is not None:
             initial = {f: getattr(provider, f) for f in ("name", "provider_type", "base_url", *self.PLAIN)}
+            initial["options"] = json.dumps(provider.options, indent=1) if provider.options else ""
         super().__init__(data, initial=initial)
         if provider is not None and provider.provider_type == "mock":
             self.fields["provider_type"].choices = [*self.fields["provider_type"].choices, ("mock", "Mock")]
@@ -161,6 +184,21 @@ class ProviderForm(ConsoleForm):
 
     def clean_extra_headers(self) -> dict[str, str]:
         return parse_headers(self.cleaned_data.get("extra_headers") or "")
+
+    def clean_options(self) -> dict[str, Any] | None:
+        return parse_options(self.cleaned_data.get("options") or "")
+
+    def clean(self):
+        cleaned = super().clean()
+        options = cleaned.get("options")
+        kind = cleaned.get("provider_type") or (self.provider.provider_type if self.provider else "") or (
+            detect_provider_type(cleaned.get("base_url") or "") if cleaned.get("base_url") else "")
+        if options is not None and kind:
+            try:
+                options_clean(kind, options)
+            except InvalidInput as exc:
+                self.add_error("options", exc.message)
+        return cleaned
 
     def service_data(self) -> dict[str, Any]:
         """What provider_create / provider_update take: secrets only when they change."""
@@ -182,6 +220,8 @@ class ProviderForm(ConsoleForm):
             out["extra_headers"] = data["extra_headers"]
         elif data.get("clear_extra_headers"):
             out["extra_headers"] = {}
+        if data.get("options") is not None:
+            out["options"] = data["options"]
         return out
 
 
@@ -193,9 +233,13 @@ class ConnectionTestForm(ConsoleForm):
     base_url = forms.CharField(max_length=500, required=False)
     api_key = forms.CharField(max_length=4000, required=False, strip=True)
     extra_headers = forms.CharField(required=False)
+    options = forms.CharField(required=False)
 
     def clean_extra_headers(self) -> dict[str, str]:
         return parse_headers(self.cleaned_data.get("extra_headers") or "")
+
+    def clean_options(self) -> dict[str, Any] | None:
+        return parse_options(self.cleaned_data.get("options") or "")
 
 
 # --- models -----------------------------------------------------------------------------------------

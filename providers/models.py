@@ -21,6 +21,7 @@ class ProviderType(models.TextChoices):
     OLLAMA = "ollama", "Ollama"
     OPENROUTER = "openrouter", "OpenRouter"
     OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+    AZURE = "azure", "Azure OpenAI"
     MOCK = "mock", "Mock (built in, no network)"
 
 

@@ -14,8 +14,11 @@ from providers.models import ModelMode, Provider, ProviderType
 from providers.presets import provider_preset
 
 # Our provider type -> genai-prices provider id. openai_compatible: its preset's (providers/presets.py).
+# Azure is asked with the deployed model's name (providers/fetchers/azure.py) and priced as
+# OpenAI prices it (Azure's global-deployment list prices are OpenAI's).
 _GENAI_PROVIDER = {
     ProviderType.OPENAI: "openai",
+    ProviderType.AZURE: "openai",
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.OPENROUTER: "openrouter",
 }

@@ -29,6 +29,7 @@ from providers.models import (
     SyncStatus,
     TenantModel,
 )
+from providers.options import options_clean
 from providers.presets import Preset, preset_get, preset_names
 from providers.selectors import models_available
 from tenants.access import SYSTEM, Principal
@@ -57,6 +58,7 @@ def provider_audit_view(provider: Provider) -> dict[str, Any]:
         "base_url": provider.base_url,
         "api_key": mask(provider.api_key) or None,
         "extra_headers": sorted(provider.extra_headers or {}),
+        "options": provider.options or {},
         **{f: getattr(provider, f) for f in PROVIDER_PLAIN_FIELDS},
     }
 
@@ -136,6 +138,21 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
     return provider_type, base_url
 
 
+def _options_for(*, data: dict[str, Any], provider: Provider | None, provider_type: str) -> dict[str, Any]:
+    """The options a create or update leaves the provider with, checked for its type: on a change
+    that keeps the type, the keys sent replace those keys of the saved options (sending
+    ``{"auth": "entra"}`` keeps the deployments); else those sent, else the saved ones, else the
+    type's defaults."""
+    sent = data.get("options")
+    if provider is not None and provider.provider_type == provider_type and isinstance(sent, dict):
+        return options_clean(provider_type, {**(provider.options or {}), **sent})
+    if "options" in data:
+        return options_clean(provider_type, sent)
+    if provider is not None and provider.provider_type == provider_type:
+        return provider.options or {}
+    return options_clean(provider_type, {})
+
+
 def _saved_url(provider: Provider) -> str:
     """The provider's base URL as it would be saved today (older rows may predate normalizing)."""
     try:
@@ -170,7 +187,8 @@ def provider_validate(
 ) -> None:
     """Check ``data`` as provider_create (``provider`` None) or provider_update would, without
     writing, so a form can show the error next to its field."""
-    _, base_url = _provider_target(data=data, provider=provider)
+    provider_type, base_url = _provider_target(data=data, provider=provider)
+    _options_for(data=data, provider=provider, provider_type=provider_type)
     if "name" in data:
         text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
@@ -188,6 +206,7 @@ def provider_validate(
 def provider_probe(
     *, saved: Provider | None, base_url: str, provider_type: str, api_key: str,
     extra_headers: dict[str, str], timeout_seconds: float, preset: str = "",
+    options: dict[str, Any] | None = None,
 ) -> Provider:
     """An unsaved provider for a connection test of what a form holds. A saved provider lends
     its key and headers when none are typed, but only to its own base URL: to test another
@@ -217,11 +236,14 @@ def provider_probe(
             )
         api_key = api_key or saved.api_key
         extra_headers = extra_headers or saved.extra_headers
+    if options is None and saved is not None and saved.provider_type == provider_type:
+        options = saved.options
+    options = options_clean(provider_type, options)
     return Provider(
         name=saved.name if saved else "test", display_name=saved.display_name if saved else "",
         provider_type=provider_type, base_url=base_url, api_key=api_key,
         extra_headers=extra_headers, timeout_seconds=timeout_seconds,
-        options=_probe_options(saved=saved, base_url=base_url, preset=named),
+        options={**options, **_probe_options(saved=saved, base_url=base_url, preset=named)},
     )
 
 
@@ -248,14 +270,17 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
     provider_type, base_url = _provider_target(data=data, provider=None)
     if not data.get("name"):
         raise InvalidInput("Give the provider a name (or a preset, whose name it takes).", field="name")
+    options = _options_for(data=data, provider=None, provider_type=provider_type)
+    if preset is not None:
+        options = {**options, "preset": preset.name}
     text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
         owner=owner,
         name=data["name"],
-        options={"preset": preset.name} if preset is not None else {},
         provider_type=provider_type,
         base_url=base_url,
+        options=options,
         api_key=data.get("api_key") or "",
         extra_headers=data.get("extra_headers") or {},
     )
@@ -287,11 +312,12 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         locked = Provider.objects.select_for_update().get(pk=provider.pk)
         before = provider_audit_view(locked)
         provider_type, base_url = _provider_target(data=data, provider=locked)
+        options = _options_for(data=data, provider=locked, provider_type=provider_type)
         _base_url_change_check(provider=locked, base_url=base_url, data=data)
         if "name" in data:
             locked.name = data["name"]
         url_changed = base_url != locked.base_url
-        locked.provider_type, locked.base_url = provider_type, base_url
+        locked.provider_type, locked.base_url, locked.options = provider_type, base_url, options
         preset = preset_named(data)
         if preset is not None or url_changed:  # a new URL without a preset: the URL says which it is
             locked.options = {k: v for k, v in (locked.options or {}).items() if k != "preset"}

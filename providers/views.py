@@ -184,7 +184,7 @@ def provider_test(request: HttpRequest, access: TenantAccess, provider_id: int |
             probe = services.provider_probe(
                 saved=saved, base_url=data["base_url"], provider_type=data["provider_type"], preset=data["preset"],
                 api_key=data["api_key"], extra_headers=data["extra_headers"],
-                timeout_seconds=CONNECTION_TEST_TIMEOUT,
+                timeout_seconds=CONNECTION_TEST_TIMEOUT, options=data["options"],
             )
             report = connection_test(provider=probe)
         except TollgateError as exc:

@@ -10,8 +10,9 @@ USER_AGENT = "Tollgate/1.0"
 
 
 def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str, str]], *,
-                     accept: str = "application/json", json_body: bool = True) -> dict[str, str]:
-    """Auth headers for a provider of type ``kind`` (a provider type string), its
+                     accept: str = "application/json", json_body: bool = True, auth: str = "") -> dict[str, str]:
+    """Auth headers for a provider of type ``kind`` (a provider type string; Azure's key goes in
+    ``api-key`` unless ``auth`` is ``"entra"``, whose token is a Bearer one), its
     ``extra_headers`` ((name, value) pairs; the caller puts OpenRouter's attribution there) last
     so they can override. The one place both the data plane (a Deployment) and catalog syncs
     build them."""
@@ -22,6 +23,9 @@ def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str,
         headers["anthropic-version"] = ANTHROPIC_VERSION
         if api_key:
             headers["x-api-key"] = api_key
+    elif kind == "azure" and auth != "entra":
+        if api_key:
+            headers["api-key"] = api_key
     elif api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     for name, value in extra_headers:
@@ -31,4 +35,5 @@ def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str,
 
 def deployment_headers(deployment: Deployment, *, accept: str = "application/json") -> dict[str, str]:
     """The headers of a request to ``deployment`` (a JSON body)."""
-    return upstream_headers(deployment.provider_type, deployment.api_key, deployment.extra_headers, accept=accept)
+    return upstream_headers(deployment.provider_type, deployment.api_key, deployment.extra_headers, accept=accept,
+                            auth=deployment.option("auth"))

@@ -10,12 +10,13 @@ itself (``IN_PROCESS = True``: the mock) offers ``complete_chat``, ``stream_chat
 
 from types import ModuleType
 
-from providers.adapters import anthropic, mock, ollama, openai, openrouter
+from providers.adapters import anthropic, azure, mock, ollama, openai, openrouter
 
 ADAPTERS: dict[str, ModuleType] = {
     "openai": openai,
     "openai_compatible": openai,
     "openrouter": openrouter,
+    "azure": azure,
     "anthropic": anthropic,
     "ollama": ollama,
     "mock": mock,

@@ -634,13 +634,15 @@ class ChatToResponsesStream:
 
 # ----------------------------------------------------------------------------- relay to OpenAI
 def build_relay(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
-    """``POST {base}/responses`` with the request as the client sent it, ``model`` replaced."""
+    """``POST {base}/responses`` with the request as the client sent it, ``model`` replaced (on
+    Azure: the v1 API's ``{resource}/openai/v1/responses``, ``model`` the deployment name)."""
     payload = dict(body)
     payload["model"] = deployment.model_id
     if not stream:
         payload.pop("stream", None)
         payload.pop("stream_options", None)
-    return UpstreamRequest(method="POST", url=f"{deployment.base_url}/responses",
+    base = f"{deployment.base_url}/openai/v1" if deployment.provider_type == "azure" else deployment.base_url
+    return UpstreamRequest(method="POST", url=f"{base}/responses",
                            headers=deployment_headers(deployment, accept="text/event-stream" if stream
                                                       else "application/json"),
                            body=dumps(payload))

@@ -30,6 +30,14 @@ class Deployment:
     cache_write_price: Decimal | None = None
     mode: str = "chat"  # or "embedding"
     context_length: int | None = None  # from the catalog, when the provider tells
+    # The provider's string-valued options (Provider.options), e.g. Azure's api_version and auth.
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str, default: str = "") -> str:
+        for key, value in self.options:
+            if key == name:
+                return value
+        return default
 
     @property
     def public_id(self) -> str:

@@ -13,6 +13,7 @@ See ``tests.fakes.base`` for the fault kinds and options.
 """
 
 from .anthropic import FakeAnthropic
+from .azure import FakeAzure
 from .base import FAULT_KINDS, FakeServer, Fault, RecordedRequest, Usage, make_models
 from .ollama import FakeOllama
 from .openai import FakeOpenAI, FakeOpenRouter
@@ -20,6 +21,7 @@ from .openai import FakeOpenAI, FakeOpenRouter
 __all__ = [
     "FAULT_KINDS",
     "FakeAnthropic",
+    "FakeAzure",
     "FakeOllama",
     "FakeOpenAI",
     "FakeOpenRouter",

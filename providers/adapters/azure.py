@@ -1,0 +1,71 @@
+"""Azure OpenAI: OpenAI's Chat Completions and embeddings bodies, streams and usage (see
+providers/adapters/openai.py) behind a different URL and auth (wire-formats-2 §4).
+
+- URL: ``{resource}/openai/deployments/{deployment}/chat/completions?api-version=…`` (and
+  ``/embeddings``): the deployment in the path picks the model, so a model id here is a
+  deployment name; ``api-version`` is the provider's ``options.api_version``.
+- Auth: the key in the ``api-key`` header, or with ``options.auth = "entra"`` an Entra ID token
+  as ``Authorization: Bearer`` (providers/adapters/headers.py).
+- Streams: the first chunk may be ``"choices": []`` with only ``prompt_filter_results`` (and an
+  empty id and model); it carries nothing for the client and is dropped like the usage chunk.
+  Per-choice ``content_filter_results`` pass through.
+- Errors: a prompt blocked by the content filter is a 400 with ``code: content_filter``
+  (refused, not retried: another attempt gets the same verdict); an unknown deployment is a
+  404 ``DeploymentNotFound``."""
+
+from typing import Any
+from urllib.parse import quote
+
+from orjson import JSONDecodeError, loads
+
+from providers.adapters import openai as openai_wire
+from providers.adapters.failures import failure
+from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
+
+IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
+DEFAULT_MAX_TOKENS = openai_wire.DEFAULT_MAX_TOKENS
+API_VERSION = "2024-10-21"  # when a provider has none (providers.options.AZURE_API_VERSION)
+
+
+def deployment_url(deployment: Deployment, operation: str) -> str:
+    """``{resource}/openai/deployments/{deployment}/{operation}?api-version=…``."""
+    version = deployment.option("api_version") or API_VERSION
+    name = quote(deployment.model_id, safe="")
+    return (f"{deployment.base_url}/openai/deployments/{name}/{operation}"
+            f"?api-version={quote(version, safe='')}")
+
+
+def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
+    up = openai_wire.build_chat(deployment, body, stream=stream)
+    return UpstreamRequest(method=up.method, url=deployment_url(deployment, "chat/completions"),
+                           headers=up.headers, body=up.body)
+
+
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+    return openai_wire.parse_chat_body(deployment, body, request_id=request_id, with_cost=False)
+
+
+def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> openai_wire.OpenAIStreamTranslator:
+    return openai_wire.OpenAIStreamTranslator(deployment, request_id=request_id, created=created, with_cost=False)
+
+
+def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
+    up = openai_wire.build_embeddings(deployment, body)
+    return UpstreamRequest(method=up.method, url=deployment_url(deployment, "embeddings"),
+                           headers=up.headers, body=up.body)
+
+
+def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+    return openai_wire.parse_embeddings_body(deployment, body, with_cost=False)
+
+
+def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
+    try:
+        obj = loads(body) if body else None
+    except JSONDecodeError:
+        obj = None
+    err = obj.get("error") if type(obj) is dict else None
+    if type(err) is dict and err.get("code") == "content_filter":
+        return failure(deployment, status, headers, openai_wire.error_detail(err, body),
+                       classified=("bad_request", False, "refused by Azure's content filter"))
+    return openai_wire.parse_error_body(deployment, status, headers, body)

@@ -1,0 +1,120 @@
+"""``Provider.options``: the non-secret settings a provider type needs beyond its URL and key,
+checked per type. :func:`options_clean` is the one check the services, the REST API and the
+console forms go through; a type without an entry in ``OPTION_CHECKS`` takes no options.
+
+Azure OpenAI (``azure``):
+
+- ``api_version``: the ``api-version`` query of every request, ``YYYY-MM-DD`` or
+  ``YYYY-MM-DD-preview`` (default :data:`AZURE_API_VERSION`, the newest GA version);
+- ``auth``: ``"api-key"`` (default; the key goes in the ``api-key`` header) or ``"entra"`` (the
+  key is a Microsoft Entra ID token sent as ``Authorization: Bearer``);
+- ``deployments``: ``{deployment name: underlying model}``, e.g. ``{"my-gpt4o": "gpt-4o"}``.
+  Azure routes by deployment name, so these names are the provider's models; the underlying
+  model names its price (OpenAI's, from genai-prices) and its capabilities.
+
+OpenAI-compatible (``openai_compatible``): ``preset``, the service it was created as
+(providers/presets.py), kept so that it keeps its preset's prices and catalog quirks behind any
+base URL."""
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from core.errors import InvalidInput
+from providers.models import ProviderType
+from providers.presets import preset_get, preset_names
+
+__all__ = ["AZURE_API_VERSION", "OPTION_CHECKS", "azure_deployments", "options_clean"]
+
+AZURE_API_VERSION = "2024-10-21"  # GA (wire-formats-2 §4: the newest inference/stable version)
+AZURE_AUTH = ("api-key", "entra")
+MAX_DEPLOYMENTS = 500
+_API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+# Azure's rule for a deployment name: letters, digits, '.', '_' and '-', at most 64.
+_DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+
+
+def _azure(options: dict[str, Any]) -> dict[str, Any]:
+    version = options.get("api_version", AZURE_API_VERSION)
+    if not isinstance(version, str) or not _API_VERSION_RE.match(version.strip()):
+        raise InvalidInput(
+            f"options.api_version must be an Azure OpenAI api-version such as '{AZURE_API_VERSION}' (GA) or "
+            f"'2025-04-01-preview' (got {version!r}).",
+            field="options",
+        )
+    auth = options.get("auth", "api-key")
+    if auth not in AZURE_AUTH:
+        raise InvalidInput(
+            f"options.auth must be 'api-key' (the key is sent in the api-key header) or 'entra' (the key is a "
+            f"Microsoft Entra ID token sent as Authorization: Bearer); got {auth!r}.",
+            field="options",
+        )
+    deployments = options.get("deployments", {})
+    if not isinstance(deployments, dict):
+        raise InvalidInput(
+            "options.deployments must be an object of deployment name to model, e.g. "
+            '{"my-gpt4o": "gpt-4o", "my-embed": "text-embedding-3-small"}.',
+            field="options",
+        )
+    if len(deployments) > MAX_DEPLOYMENTS:
+        raise InvalidInput(f"options.deployments holds at most {MAX_DEPLOYMENTS} deployments.", field="options")
+    for name, model in deployments.items():
+        if not _DEPLOYMENT_RE.match(name):
+            raise InvalidInput(
+                f"options.deployments: '{name}' is not an Azure deployment name (1-64 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit).",
+                field="options",
+            )
+        if not isinstance(model, str) or not _MODEL_RE.match(model):
+            raise InvalidInput(
+                f"options.deployments['{name}'] must be the deployed model's name, e.g. 'gpt-4o' (got {model!r}).",
+                field="options",
+            )
+    return {"api_version": version.strip(), "auth": auth, "deployments": dict(sorted(deployments.items()))}
+
+
+def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
+    """``preset``: the OpenAI-compatible service it was created as (providers/presets.py)."""
+    name = options.get("preset")
+    if name is None:
+        return {}
+    if not isinstance(name, str) or preset_get(name) is None:
+        raise InvalidInput(f"options.preset must be one of {', '.join(preset_names())} (got {name!r}).",
+                           field="options")
+    return {"preset": preset_get(name).name}
+
+
+# Provider type -> its check: takes the options as sent (unknown keys already refused), returns
+# them cleaned with the type's defaults filled in.
+OPTION_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments"}), _azure),
+    ProviderType.OPENAI_COMPATIBLE: (frozenset({"preset"}), _openai_compatible),
+}
+
+
+def options_clean(provider_type: str, options: Any) -> dict[str, Any]:
+    """``options`` checked for ``provider_type`` and returned with its defaults; InvalidInput
+    (``field="options"``) saying what to fix otherwise. None means no options."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidInput("options must be a JSON object.", field="options")
+    keys, check = OPTION_CHECKS.get(provider_type, (frozenset(), None))
+    unknown = sorted(set(options) - keys)
+    if unknown:
+        allowed = ", ".join(sorted(keys)) if keys else "none"
+        raise InvalidInput(
+            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)} for provider "
+            f"type '{provider_type}'; allowed: {allowed}.",
+            field="options",
+        )
+    return check(options) if check is not None else {}
+
+
+def azure_deployments(options: Any) -> dict[str, str]:
+    """An Azure provider's ``{deployment: model}`` (empty when unset or malformed)."""
+    deployments = options.get("deployments") if isinstance(options, dict) else None
+    if not isinstance(deployments, dict):
+        return {}
+    return {k: v for k, v in deployments.items() if isinstance(k, str) and isinstance(v, str)}
