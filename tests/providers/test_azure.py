@@ -168,15 +168,15 @@ def test_sync_lists_the_deployments_priced_as_the_deployed_model(world):
         assert (result.added, result.stale) == (2, 0)
         chat = ProviderModel.objects.get(provider=provider, model_id="my-gpt4o")
         embed = ProviderModel.objects.get(provider=provider, model_id="my-embed")
-        gpt4o = catalog_prices(provider_type="openai", base_url="", model_id="gpt-4o")
+        openai = Provider(provider_type="openai", base_url="https://api.openai.com/v1")
+        gpt4o = catalog_prices(provider=openai, model_id="gpt-4o")
         assert gpt4o is not None and gpt4o.input == Decimal("2.5")
         assert (chat.input_price, chat.output_price, chat.cached_input_price) == (gpt4o.input, gpt4o.output,
                                                                                   gpt4o.cached_input)
         assert chat.price_source == PriceSource.CATALOG and chat.mode == ModelMode.CHAT and chat.supports_tools
         assert chat.display_name == "my-gpt4o (gpt-4o)"
         assert embed.mode == ModelMode.EMBEDDING
-        assert embed.input_price == catalog_prices(provider_type="openai", base_url="",
-                                                   model_id="text-embedding-3-small").input
+        assert embed.input_price == catalog_prices(provider=openai, model_id="text-embedding-3-small").input
         # A deployment removed from the options goes stale at the next sync.
         provider = provider_update(provider=provider, actor=SYSTEM,
                                    data={"options": {"deployments": {"my-gpt4o": "gpt-4o"}}})
