@@ -19,7 +19,10 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     ProviderType.ANTHROPIC: "https://api.anthropic.com",
     ProviderType.OPENROUTER: "https://openrouter.ai/api/v1",
     ProviderType.OLLAMA: "http://localhost:11434",
+    ProviderType.GEMINI: "https://generativelanguage.googleapis.com/v1beta",
 }
+GEMINI_HOST = "generativelanguage.googleapis.com"
+VERTEX_HOST_SUFFIX = "aiplatform.googleapis.com"  # {location}-aiplatform…, or aiplatform… for "global"
 
 _OLLAMA_PORT = 11434
 
@@ -28,7 +31,9 @@ def detect_provider_type(base_url: str) -> str:
     """Guess the :class:`~providers.models.ProviderType` value for ``base_url``.
 
     ``api.openai.com`` → openai, ``api.anthropic.com`` → anthropic, ``openrouter.ai`` or any
-    subdomain → openrouter, port 11434 or a path under ``/api`` → ollama, anything else
+    subdomain → openrouter, ``generativelanguage.googleapis.com`` (the Gemini API, unless the
+    path is its OpenAI-compatible ``/openai`` one) or ``[{location}-]aiplatform.googleapis.com``
+    (Vertex AI) → gemini, port 11434 or a path under ``/api`` → ollama, anything else
     (including an empty or unparseable URL) → openai_compatible. Case-insensitive; a missing
     scheme and trailing slashes are tolerated.
     """
@@ -48,6 +53,11 @@ def detect_provider_type(base_url: str) -> str:
         return ProviderType.ANTHROPIC.value
     if host == "openrouter.ai" or host.endswith(".openrouter.ai"):
         return ProviderType.OPENROUTER.value
+    if host == GEMINI_HOST:
+        is_compat = "/openai" in path  # …/v1beta/openai: Google's Chat Completions endpoint
+        return (ProviderType.OPENAI_COMPATIBLE if is_compat else ProviderType.GEMINI).value
+    if host == VERTEX_HOST_SUFFIX or host.endswith("-" + VERTEX_HOST_SUFFIX):
+        return ProviderType.GEMINI.value
     if port == _OLLAMA_PORT or path == "/api" or path.startswith("/api/"):
         return ProviderType.OLLAMA.value
     return ProviderType.OPENAI_COMPATIBLE.value
@@ -135,7 +145,23 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
             field="base_url",
         )
     path = parts.path.rstrip("/")
+    if provider_type == ProviderType.GEMINI:
+        path = _gemini_path(host.lower(), path)
     return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+def _gemini_path(host: str, path: str) -> str:
+    """The Gemini API's root is its version (``/v1beta`` when only the host is given); Vertex
+    AI's is the publisher's path, which names the project and location, so it must be given."""
+    if host == GEMINI_HOST and not path:
+        return "/v1beta"
+    if (host == VERTEX_HOST_SUFFIX or host.endswith("-" + VERTEX_HOST_SUFFIX)) and "/projects/" not in path:
+        raise InvalidInput(
+            "A Vertex AI base_url names the project and location: https://{location}-aiplatform"
+            ".googleapis.com/v1/projects/{project}/locations/{location}/publishers/google.",
+            field="base_url",
+        )
+    return path
 
 
 _HOST_NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")

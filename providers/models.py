@@ -21,6 +21,7 @@ class ProviderType(models.TextChoices):
     OLLAMA = "ollama", "Ollama"
     OPENROUTER = "openrouter", "OpenRouter"
     OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+    GEMINI = "gemini", "Google Gemini (Gemini API or Vertex AI)"
     MOCK = "mock", "Mock (built in, no network)"
 
 
