@@ -18,6 +18,7 @@ _GENAI_PROVIDER = {
     ProviderType.OPENAI: "openai",
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.OPENROUTER: "openrouter",
+    ProviderType.GEMINI: "google",  # the Gemini API's list prices (Vertex AI's are the same for Gemini models)
 }
 # Hosts of well-known OpenAI-compatible services -> genai-prices provider id.
 _COMPATIBLE_HOSTS = {

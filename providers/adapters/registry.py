@@ -10,7 +10,7 @@ itself (``IN_PROCESS = True``: the mock) offers ``complete_chat``, ``stream_chat
 
 from types import ModuleType
 
-from providers.adapters import anthropic, mock, ollama, openai, openrouter
+from providers.adapters import anthropic, gemini, mock, ollama, openai, openrouter
 
 ADAPTERS: dict[str, ModuleType] = {
     "openai": openai,
@@ -18,5 +18,6 @@ ADAPTERS: dict[str, ModuleType] = {
     "openrouter": openrouter,
     "anthropic": anthropic,
     "ollama": ollama,
+    "gemini": gemini,
     "mock": mock,
 }

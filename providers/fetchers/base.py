@@ -22,7 +22,7 @@ class UpstreamError(TollgateError):
 def request_headers(provider: Provider) -> dict[str, str]:
     """Auth and attribution headers for a catalog request (a GET) to ``provider``."""
     return upstream_headers(provider.provider_type, provider.api_key, provider.upstream_extra_headers(),
-                            json_body=False)
+                            json_body=False, base_url=provider.base_url)
 
 
 def upstream_message(body: Any, snippet: str) -> str:
