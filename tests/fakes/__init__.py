@@ -14,12 +14,14 @@ See ``tests.fakes.base`` for the fault kinds and options.
 
 from .anthropic import FakeAnthropic
 from .base import FAULT_KINDS, FakeServer, Fault, RecordedRequest, Usage, make_models
+from .gemini import FakeGemini
 from .ollama import FakeOllama
 from .openai import FakeOpenAI, FakeOpenRouter
 
 __all__ = [
     "FAULT_KINDS",
     "FakeAnthropic",
+    "FakeGemini",
     "FakeOllama",
     "FakeOpenAI",
     "FakeOpenRouter",
