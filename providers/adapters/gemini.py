@@ -447,7 +447,7 @@ def parse_error(deployment: Deployment, status: int, headers: dict[str, str], bo
     detail, classified, retry_after = _google_error(err)
     if not detail:
         detail = body_detail(body)
-    if classified is None or status >= 500 or status in (408, 429):
+    if classified is None or ((status >= 500 or status in (408, 429)) and not classified[1]):
         classified = status_kind(status)  # a 5xx or 429 stays retryable whatever its status name says
     result = failure(deployment, status, headers, detail, classified=classified)
     if result.retry_after is None and retry_after is not None:
