@@ -3,7 +3,7 @@
 Serves ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``
 (``data: <GenerateContentResponse>`` events, no event names, no ``[DONE]``; the last event
 carries ``finishReason`` and the complete ``usageMetadata``, earlier ones only the prompt's
-count), the paged catalog ``GET /v1beta/models`` (``pageSize`` default 50, max 1000;
+count), the paged catalog ``GET /v1beta/models`` (``pageSize`` default 50, max ``max_page_size`` = 1000;
 ``pageToken``/``nextPageToken``) and ``GET /v1beta/models/{id}``. Vertex AI's
 ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`` (and
 the stream) answer the same. The Gemini API wants ``x-goog-api-key`` (or ``?key=``): none is a
@@ -65,6 +65,7 @@ class FakeGemini(FakeServer):
     base_path = "/v1beta"
     default_models: ClassVar[list[str]] = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001"]
     model_prefix = "gemini-fake"
+    max_page_size = 1000  # the documented cap of models.list's pageSize (lower it to test paging)
     retry_after_statuses: ClassVar[tuple[int, ...]] = ()  # Google says when in the body (RetryInfo)
     routes: ClassVar[dict[tuple[str, str], str]] = {("GET", "/v1beta/models"): "models"}
     prefix_routes = (
@@ -168,7 +169,7 @@ class FakeGemini(FakeServer):
             size = int(query.get("pageSize") or 50)
         except ValueError:
             return self.error(400, "Invalid value at 'page_size' (TYPE_INT32)")
-        size = min(max(size, 1), 1000)
+        size = min(max(size, 1), self.max_page_size)
         try:
             start = int(query.get("pageToken") or 0)
         except ValueError:
