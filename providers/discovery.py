@@ -13,6 +13,8 @@ KNOWN = (
     ("ANTHROPIC_API_KEY", "anthropic", ProviderType.ANTHROPIC, "https://api.anthropic.com", "ANTHROPIC_BASE_URL"),
     ("OPENROUTER_API_KEY", "openrouter", ProviderType.OPENROUTER, "https://openrouter.ai/api/v1",
      "OPENROUTER_BASE_URL"),
+    ("GEMINI_API_KEY", "gemini", ProviderType.GEMINI, "https://generativelanguage.googleapis.com/v1beta",
+     "GEMINI_BASE_URL"),
     ("FIREWORKS_API_KEY", "fireworks", ProviderType.OPENAI_COMPATIBLE, "https://api.fireworks.ai/inference/v1",
      "FIREWORKS_BASE_URL"),
     ("DEEPSEEK_API_KEY", "deepseek", ProviderType.OPENAI_COMPATIBLE, "https://api.deepseek.com/v1",
