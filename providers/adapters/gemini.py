@@ -12,10 +12,14 @@ itself) is input on top of it.
 
 Tool calls: Gemini's ``functionCall`` may carry an opaque ``thoughtSignature`` that must come
 back on the same part in the next turn (Gemini 3 refuses a history without it). The gateway is
-stateless, so the signature travels inside the OpenAI tool call id (``<id>.sig.<signature>``,
-see ``SIGNATURE_MARK``) and is put back on the ``functionCall`` part when the client sends the
-call back. A tool result is matched to its function's name through that id."""
+stateless, so the signature travels inside the OpenAI tool call id (``<id>__sig_<signature>``,
+the signature in URL-safe base64 without padding, so the id stays within the ``[A-Za-z0-9_-]``
+that Anthropic's tool ids allow) and is put back, in standard base64, on the ``functionCall``
+part when the client sends the call back. A tool result is matched to its function's name
+through that id."""
 
+import base64
+import binascii
 import itertools
 from typing import Any
 
@@ -44,7 +48,7 @@ from providers.adapters.usage import as_int, usage_to_openai
 
 IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
 DEFAULT_MAX_TOKENS = None  # Gemini needs no output limit
-SIGNATURE_MARK = ".sig."  # tool call id = "<id>.sig.<thoughtSignature>" (base64 has no ".")
+SIGNATURE_MARK = "__sig_"  # tool call id = "<id>__sig_<thoughtSignature, URL-safe base64>"
 FILTERED = "content_filter"
 FINISH_REASONS = {
     "STOP": "stop",
@@ -93,10 +97,25 @@ def model_path(model_id: str) -> str:
     return model_id if "/" in model_id else f"models/{model_id}"
 
 
+def join_call_id(call_id: str, signature: str) -> str:
+    """``call_id`` carrying ``signature`` (standard base64, as Gemini sends it)."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return call_id  # not base64: nothing Gemini could take back either
+    return f"{call_id}{SIGNATURE_MARK}{base64.urlsafe_b64encode(raw).decode().rstrip('=')}"
+
+
 def split_call_id(call_id: str) -> tuple[str, str | None]:
-    """(the id, the thoughtSignature it carries or None)."""
-    head, mark, signature = call_id.partition(SIGNATURE_MARK)
-    return (head, signature) if mark and signature else (call_id, None)
+    """(the id, the thoughtSignature it carries in standard base64, or None)."""
+    head, mark, packed = call_id.partition(SIGNATURE_MARK)
+    if not mark or not packed:
+        return call_id, None
+    try:
+        raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+    except (binascii.Error, ValueError):
+        return call_id, None
+    return head, base64.b64encode(raw).decode()
 
 
 def _inline_part(deployment: Deployment, url: str, what: str) -> dict[str, Any]:
@@ -330,7 +349,7 @@ class _Calls:
         call_id = given if isinstance(given, str) and given else f"{self._prefix}{next(self._count)}"
         signature = part.get("thoughtSignature")
         if isinstance(signature, str) and signature:
-            call_id = f"{call_id}{SIGNATURE_MARK}{signature}"
+            call_id = join_call_id(call_id, signature)
         args = call.get("args")
         return {"id": call_id, "type": "function",
                 "function": {"name": str(call.get("name") or ""),

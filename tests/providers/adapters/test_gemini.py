@@ -6,6 +6,7 @@ round trips against FakeGemini."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -69,11 +70,11 @@ def test_build_chat_full_translation():
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
             ]},
             {"role": "assistant", "content": "Checking.", "tool_calls": [
-                {"id": "call_1.sig.c2lnMQ==", "type": "function",
+                {"id": "call_1__sig_c2lnMQ", "type": "function",
                  "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
                 {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": ""}},
             ]},
-            {"role": "tool", "tool_call_id": "call_1.sig.c2lnMQ==", "content": "{\"temp_c\": 18}"},
+            {"role": "tool", "tool_call_id": "call_1__sig_c2lnMQ", "content": "{\"temp_c\": 18}"},
             {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
             {"role": "user", "content": "Thanks"},
         ],
@@ -158,7 +159,7 @@ def test_parse_chat_function_calls_carry_their_thought_signature_in_the_id():
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     calls = choice["message"]["tool_calls"]
-    assert calls[0]["id"] == "call_r2_0.sig.c2ln" and calls[1]["id"] == "fc-7"
+    assert calls[0]["id"] == "call_r2_0__sig_c2ln" and calls[1]["id"] == "fc-7"
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
     # … and the signature goes back on the same part when the client replays the call
     _, sent = build({"messages": [{"role": "user", "content": "w?"}, choice["message"],
@@ -217,7 +218,7 @@ def test_stream_function_calls():
         {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln"}]},
         "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4}})
     chunks = chunks_of(feed_all(adapter.stream_translator(DEP, request_id="s2", created=1), data))
-    assert stream_tool_calls(chunks) == {0: {"id": "call_s2_0.sig.c2ln", "name": "get_weather",
+    assert stream_tool_calls(chunks) == {0: {"id": "call_s2_0__sig_c2ln", "name": "get_weather",
                                              "arguments": "{\"city\":\"Paris\"}"}}
     assert finish_reasons(chunks) == ["tool_calls"]
 
@@ -321,7 +322,7 @@ def test_round_trip_stream_and_tool_loop(fake):
     result = adapter.parse_chat(dep, send(adapter.build_chat(dep, first, stream=False)).content, request_id="t")
     message = json.loads(result.body)["choices"][0]["message"]
     call = message["tool_calls"][0]
-    assert call["function"]["name"] == "get_weather" and ".sig." in call["id"]
+    assert call["function"]["name"] == "get_weather" and "__sig_" in call["id"]
     second = {**first, "messages": [*first["messages"], message,
                                     {"role": "tool", "tool_call_id": call["id"], "content": "{\"temp_c\": 18}"}]}
     resp = send(adapter.build_chat(dep, second, stream=False))
@@ -351,3 +352,13 @@ def test_vertex_round_trip(fake):
     assert fake.last_request.path == ("/v1/projects/fake-project/locations/us-central1/publishers/google/models/"
                                       "gemini-2.5-pro:generateContent")
     assert fake.last_request.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_a_signature_with_every_base64_character_survives_the_trip_through_an_anthropic_safe_id():
+    signature = "+/+/aQ=="  # bytes fb ff bf 69: "+", "/" and padding
+    part = {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": signature}
+    body = json.loads(adapter.parse_chat(DEP, answer([part]), request_id="r3").body)
+    call_id = body["choices"][0]["message"]["tool_calls"][0]["id"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", call_id)
+    assert adapter.split_call_id(call_id) == ("call_r3_0", signature)
+    assert adapter.split_call_id("call_9") == ("call_9", None)
