@@ -477,10 +477,11 @@ def parse_error(deployment: Deployment, status: int, headers: dict[str, str], bo
 class GeminiStreamTranslator:
     """``data: <GenerateContentResponse>`` events (no names, no ``[DONE]``) → OpenAI chunks. Text
     parts become content deltas; each ``functionCall`` part arrives whole and becomes one tool
-    call delta; the last event's ``finishReason`` and ``usageMetadata`` end the stream."""
+    call delta; the last event's ``finishReason`` and ``usageMetadata`` end the stream (``usage``
+stays None until an event has carried a ``finishReason``)."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_decoder", "_request_id",
-                 "_created", "_chunks", "_calls", "_numbering", "_reason", "_blocked")
+                 "_created", "_chunks", "_calls", "_numbering", "_reason", "_blocked", "_last_usage")
 
     def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
         self.usage: Usage | None = None
@@ -495,6 +496,7 @@ class GeminiStreamTranslator:
         self._numbering = _Calls(request_id)
         self._reason: str | None = None
         self._blocked = False
+        self._last_usage: Usage | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
         events = self._decoder.feed(data)
@@ -545,7 +547,11 @@ class GeminiStreamTranslator:
                 self._blocked = True
             usage = usage_from_gemini(obj.get("usageMetadata"))
             if usage is not None:
-                self.usage = usage  # cumulative: the last event's is the whole answer's
+                self._last_usage = usage  # cumulative: the last event's is the whole answer's
+        if self._reason is not None or self._blocked:
+            # Only a finished answer's count is complete (earlier events may count the prompt
+            # alone); a stream cut before its end has no usage, and the engine estimates it.
+            self.usage = self._last_usage
         return out
 
 

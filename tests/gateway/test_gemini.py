@@ -7,6 +7,7 @@ path and bearer token, and a 429 with RetryInfo falling back or answered with re
 from decimal import Decimal
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -189,3 +190,30 @@ def test_vertex_ai_path_and_bearer_token(world, live):
     assert sent.path == ("/v1/projects/fake-project/locations/us-central1/publishers/google/models/"
                          "gemini-2.5-pro:generateContent")
     assert sent.headers["authorization"] == "Bearer ya29.token" and "x-goog-api-key" not in sent.headers
+
+
+def test_a_stream_reset_after_the_first_bytes_ends_with_an_error_and_a_partial_row(world, live):
+    with FakeGemini(models=["gemini-2.5-flash"], api_key=KEY, reply="word " * 40, stream_chunks=10) as fake:
+        gemini(world, fake)
+        fake.set_fault("reset", after_chunks=3)
+        response = httpx.post(f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {world.chat_key}"},
+                              json={"model": "gem:gemini-2.5-flash", "messages": HELLO, "stream": True}, timeout=10)
+        assert response.status_code == 200
+        assert "word word" in response.text and '"error"' in response.text
+        assert response.text.rstrip().endswith("data: [DONE]")
+        row = wait_usage(response.headers["x-request-id"])
+    assert row.status == "partial" and row.output_tokens > 0 and row.tokens_estimated
+
+
+def test_the_responses_door_reaches_gemini_through_chat(world, live):
+    with FakeGemini(models=["gemini-2.5-flash"], api_key=KEY, usage=USAGE, reply="Hi via Responses") as fake:
+        gemini(world, fake)
+        raw = sdk(live, world.chat_key).responses.with_raw_response.create(
+            model="gem:gemini-2.5-flash", input="Say hello", instructions="Be brief.")
+        response = raw.parse()
+        sent = fake.requests[-1].body
+        row = wait_usage(raw.headers["x-request-id"])
+    assert response.output_text == "Hi via Responses"
+    assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert response.usage.output_tokens_details.reasoning_tokens == 100
+    assert (row.api, row.cost) == ("responses", expected_cost(1000, 200, 600).quantize(CENT))

@@ -224,10 +224,13 @@ def test_stream_function_calls():
 
 
 def test_stream_faults():
-    truncated = sse({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]})
+    truncated = sse({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}],
+                     "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}})
+    translator = adapter.stream_translator(DEP, request_id="s", created=1)
     with pytest.raises(UpstreamFailure) as info:
-        feed_all(adapter.stream_translator(DEP, request_id="s", created=1), truncated)
+        feed_all(translator, truncated)
     assert info.value.kind == "connection" and info.value.retryable
+    assert translator.usage is None and translator.text_chars == 3  # a cut stream's usage is estimated
     with pytest.raises(UpstreamFailure) as info:
         feed_all(adapter.stream_translator(DEP, request_id="s", created=1), b'data: {"candidates": [\n\n')
     assert info.value.kind == "bad_response"
