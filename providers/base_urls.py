@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from core.errors import InvalidInput
 from providers.models import ProviderType
 
-__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url"]
+__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url", "vertex_base_url"]
 
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -148,6 +148,22 @@ def normalize_base_url(base_url: str, provider_type: str) -> str:
     if provider_type == ProviderType.GEMINI:
         path = _gemini_path(host.lower(), path)
     return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+_VERTEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def vertex_base_url(project: str, location: str, *, version: str = "v1") -> str:
+    """Vertex AI's publisher root for Google's models in ``project`` at ``location``
+    (``global`` is served by the host without a region), as a gemini provider's base URL:
+    what a Vertex provider's ``options.project`` / ``options.location`` stand for."""
+    project, location = (project or "").strip().lower(), (location or "").strip().lower()
+    for value, field in ((project, "project"), (location, "location")):
+        if not _VERTEX_NAME.match(value):
+            raise InvalidInput(f"A Vertex AI {field} is lower-case letters, digits and hyphens (got '{value}').",
+                               field=f"options.{field}")
+    host = VERTEX_HOST_SUFFIX if location == "global" else f"{location}-{VERTEX_HOST_SUFFIX}"
+    return f"https://{host}/{version}/projects/{project}/locations/{location}/publishers/google"
 
 
 def _gemini_path(host: str, path: str) -> str:

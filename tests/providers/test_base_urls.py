@@ -4,7 +4,7 @@ its canonical form, with errors that say what to fix. No network access."""
 import pytest
 
 from core.errors import InvalidInput
-from providers.base_urls import detect_provider_type, normalize_base_url
+from providers.base_urls import detect_provider_type, normalize_base_url, vertex_base_url
 
 
 @pytest.mark.parametrize(
@@ -124,3 +124,14 @@ def test_a_vertex_url_must_name_project_and_location():
     with pytest.raises(InvalidInput) as info:
         normalize_base_url("https://us-central1-aiplatform.googleapis.com", "gemini")
     assert info.value.field == "base_url" and "/projects/{project}/locations/{location}" in info.value.message
+
+
+def test_vertex_base_url_from_project_and_location():
+    url = vertex_base_url("acme-prod", "europe-west4")
+    assert url == ("https://europe-west4-aiplatform.googleapis.com/v1/projects/acme-prod/locations/europe-west4/"
+                   "publishers/google")
+    assert normalize_base_url(url, "gemini") == url and detect_provider_type(url) == "gemini"
+    assert vertex_base_url("acme", "global").startswith("https://aiplatform.googleapis.com/v1/projects/acme/")
+    with pytest.raises(InvalidInput) as info:
+        vertex_base_url("acme/../x", "us-central1")
+    assert info.value.field == "options.project"
