@@ -13,7 +13,7 @@ from core.errors import InvalidInput
 from providers.models import ProviderType
 from providers.presets import PRESETS, Preset, url_parts
 
-__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url"]
+__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url", "vertex_base_url"]
 
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -21,7 +21,10 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     ProviderType.ANTHROPIC: "https://api.anthropic.com",
     ProviderType.OPENROUTER: "https://openrouter.ai/api/v1",
     ProviderType.OLLAMA: "http://localhost:11434",
+    ProviderType.GEMINI: "https://generativelanguage.googleapis.com/v1beta",
 }
+GEMINI_HOST = "generativelanguage.googleapis.com"
+VERTEX_HOST_SUFFIX = "aiplatform.googleapis.com"  # {location}-aiplatform…, or aiplatform… for "global"
 
 _OLLAMA_PORT = 11434
 AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
@@ -35,7 +38,9 @@ def detect_provider_type(base_url: str) -> str:
 
     ``api.openai.com`` → openai, ``api.anthropic.com`` → anthropic, ``openrouter.ai`` or any
     subdomain → openrouter, ``*.openai.azure.com`` or ``*.cognitiveservices.azure.com`` → azure,
-    port 11434 or a path under ``/api`` → ollama, anything else
+    ``generativelanguage.googleapis.com`` (the Gemini API, unless the path is its
+    OpenAI-compatible ``/openai`` one) or ``[{location}-]aiplatform.googleapis.com`` (Vertex AI)
+    → gemini, port 11434 or a path under ``/api`` → ollama, anything else
     (including an empty or unparseable URL) → openai_compatible. Case-insensitive; a missing
     scheme and trailing slashes are tolerated.
     """
@@ -51,6 +56,11 @@ def detect_provider_type(base_url: str) -> str:
         return ProviderType.OPENROUTER.value
     if host.endswith(AZURE_HOST_SUFFIXES):
         return ProviderType.AZURE.value
+    if host == GEMINI_HOST:
+        is_compat = "/openai" in path  # …/v1beta/openai: Google's Chat Completions endpoint
+        return (ProviderType.OPENAI_COMPATIBLE if is_compat else ProviderType.GEMINI).value
+    if host == VERTEX_HOST_SUFFIX or host.endswith("-" + VERTEX_HOST_SUFFIX):
+        return ProviderType.GEMINI.value
     if port == _OLLAMA_PORT or path == "/api" or path.startswith("/api/"):
         return ProviderType.OLLAMA.value
     return ProviderType.OPENAI_COMPATIBLE.value
@@ -149,7 +159,39 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
     path = parts.path.rstrip("/")
     if provider_type == ProviderType.AZURE:
         path = _AZURE_PATH_RE.sub("", path)
+    if provider_type == ProviderType.GEMINI:
+        path = _gemini_path(host.lower(), path)
     return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+_VERTEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def vertex_base_url(project: str, location: str, *, version: str = "v1") -> str:
+    """Vertex AI's publisher root for Google's models in ``project`` at ``location``
+    (``global`` is served by the host without a region), as a gemini provider's base URL:
+    what a Vertex provider's ``options.project`` / ``options.location`` stand for."""
+    project, location = (project or "").strip().lower(), (location or "").strip().lower()
+    for value, field in ((project, "project"), (location, "location")):
+        if not _VERTEX_NAME.match(value):
+            raise InvalidInput(f"A Vertex AI {field} is lower-case letters, digits and hyphens (got '{value}').",
+                               field=f"options.{field}")
+    host = VERTEX_HOST_SUFFIX if location == "global" else f"{location}-{VERTEX_HOST_SUFFIX}"
+    return f"https://{host}/{version}/projects/{project}/locations/{location}/publishers/google"
+
+
+def _gemini_path(host: str, path: str) -> str:
+    """The Gemini API's root is its version (``/v1beta`` when only the host is given); Vertex
+    AI's is the publisher's path, which names the project and location, so it must be given."""
+    if host == GEMINI_HOST and not path:
+        return "/v1beta"
+    if (host == VERTEX_HOST_SUFFIX or host.endswith("-" + VERTEX_HOST_SUFFIX)) and "/projects/" not in path:
+        raise InvalidInput(
+            "A Vertex AI base_url names the project and location: https://{location}-aiplatform"
+            ".googleapis.com/v1/projects/{project}/locations/{location}/publishers/google.",
+            field="base_url",
+        )
+    return path
 
 
 _HOST_NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$")

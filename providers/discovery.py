@@ -16,6 +16,8 @@ KNOWN = (
     ("ANTHROPIC_API_KEY", "anthropic", ProviderType.ANTHROPIC, "https://api.anthropic.com", "ANTHROPIC_BASE_URL"),
     ("OPENROUTER_API_KEY", "openrouter", ProviderType.OPENROUTER, "https://openrouter.ai/api/v1",
      "OPENROUTER_BASE_URL"),
+    ("GEMINI_API_KEY", "gemini", ProviderType.GEMINI, "https://generativelanguage.googleapis.com/v1beta",
+     "GEMINI_BASE_URL"),
 )
 CUSTOM_URL = re.compile(r"^PROVIDER_([A-Z0-9_]+)_URL$")
 

@@ -22,6 +22,7 @@ class ProviderType(models.TextChoices):
     OPENROUTER = "openrouter", "OpenRouter"
     OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
     AZURE = "azure", "Azure OpenAI"
+    GEMINI = "gemini", "Google Gemini (Gemini API or Vertex AI)"
     MOCK = "mock", "Mock (built in, no network)"
 
 

@@ -21,6 +21,7 @@ _GENAI_PROVIDER = {
     ProviderType.AZURE: "openai",
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.OPENROUTER: "openrouter",
+    ProviderType.GEMINI: "google",  # the Gemini API's list prices (Vertex AI's are the same for Gemini models)
 }
 
 

@@ -23,7 +23,8 @@ def request_headers(provider: Provider) -> dict[str, str]:
     """Auth and attribution headers for a catalog request (a GET) to ``provider``."""
     auth = (provider.options or {}).get("auth", "")
     return upstream_headers(provider.provider_type, provider.api_key, provider.upstream_extra_headers(),
-                            json_body=False, auth=auth if isinstance(auth, str) else "")
+                            json_body=False, auth=auth if isinstance(auth, str) else "",
+                            base_url=provider.base_url)
 
 
 def upstream_message(body: Any, snippet: str) -> str:

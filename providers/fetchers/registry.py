@@ -10,7 +10,7 @@ from django.conf import settings
 
 from core.net import fetch_json, guarded_client
 from providers.catalog import CatalogEntry
-from providers.fetchers import anthropic, azure, mock, ollama, openai, openrouter
+from providers.fetchers import anthropic, azure, gemini, mock, ollama, openai, openrouter
 from providers.fetchers.base import raise_for_status, request_headers
 from providers.models import Provider, ProviderType
 
@@ -25,6 +25,7 @@ FETCHERS: dict[str, Fetcher] = {
     ProviderType.AZURE: azure.fetch_catalog,
     ProviderType.ANTHROPIC: anthropic.fetch_catalog,
     ProviderType.OLLAMA: ollama.fetch_catalog,
+    ProviderType.GEMINI: gemini.fetch_catalog,
     ProviderType.MOCK: mock.fetch_catalog,
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI, FakeOpenRouter, make_models
+from tests.fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI, FakeOpenRouter, make_models
 
 pytestmark: list[Any] = []
 
@@ -417,6 +417,52 @@ def test_openrouter_catalog_chat_and_stream() -> None:
 
 
 # --------------------------------------------------------------------------- faults
+GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Hello there fake"}]}]}
+
+
+def test_gemini_auth_generate_stream_and_validation() -> None:
+    with FakeGemini(api_key="AIza-test", usage={"prompt_tokens": 10, "completion_tokens": 4,
+                                                 "cached_tokens": 3, "reasoning_tokens": 20}) as fake:
+        url = fake.base_url + "/models/gemini-2.5-flash:generateContent"
+        assert httpx.post(url, json=GEMINI_BODY).json()["error"]["status"] == "PERMISSION_DENIED"
+        wrong = httpx.post(url, json=GEMINI_BODY, headers={"x-goog-api-key": "nope"})
+        assert wrong.status_code == 400 and wrong.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+        headers = {"x-goog-api-key": "AIza-test"}
+        answer = httpx.post(url, json=GEMINI_BODY, headers=headers).json()
+        assert answer["candidates"][0]["content"]["parts"][0]["text"] == fake.reply
+        assert answer["usageMetadata"] == {
+            "promptTokenCount": 10, "candidatesTokenCount": 4, "cachedContentTokenCount": 3,
+            "thoughtsTokenCount": 20, "totalTokenCount": 34,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}]}
+        assert httpx.post(url + "?key=AIza-test", json=GEMINI_BODY).status_code == 200
+        for bad in ({"messages": []}, {"contents": []}, {"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]},
+                    {"contents": [{"role": "user", "parts": [{"text": "x", "inlineData": {}}]}]}):
+            resp = httpx.post(url, json=bad, headers=headers)
+            assert resp.status_code == 400 and resp.json()["error"]["status"] == "INVALID_ARGUMENT", bad
+        stream_url = fake.base_url + "/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        with httpx.stream("POST", stream_url, json=GEMINI_BODY, headers=headers) as resp:
+            events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+        assert "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in events) == fake.reply
+        assert [e["candidates"][0].get("finishReason") for e in events][-1] == "STOP"
+        assert events[-1]["usageMetadata"]["thoughtsTokenCount"] == 20
+        assert "candidatesTokenCount" not in events[0]["usageMetadata"]
+
+
+def test_gemini_models_paging_and_429_retry_info() -> None:
+    with FakeGemini(models=5) as fake:
+        headers = {"x-goog-api-key": "k"}
+        first = httpx.get(fake.base_url + "/models?pageSize=2", headers=headers).json()
+        assert len(first["models"]) == 2 and first["nextPageToken"] == "2"
+        last = httpx.get(fake.base_url + "/models?pageSize=2&pageToken=4", headers=headers).json()
+        assert len(last["models"]) == 1 and "nextPageToken" not in last
+        assert first["models"][0]["name"] == "models/gemini-fake-0001"
+        fake.set_fault("status", status=429, retry_after=41, times=1)
+        resp = httpx.post(fake.base_url + "/models/gemini-fake-0001:generateContent", json=GEMINI_BODY, headers=headers)
+        error = resp.json()["error"]
+        assert resp.status_code == 429 and "retry-after" not in resp.headers
+        assert error["status"] == "RESOURCE_EXHAUSTED" and error["details"][-1]["retryDelay"] == "41s"
+
+
 def test_fault_status_retry_after_and_times(openai: FakeOpenAI, oa: httpx.Client) -> None:
     fault = openai.set_fault("status", status=429, times=2)
     for _ in range(2):

@@ -298,7 +298,7 @@ def test_duplicate_name_and_bad_input_are_400_or_409(world, client_for, fake_ope
         ({"name": "x", "provider_type": "openai_compatible"}, "base_url"),
         ({"name": "x", "base_url": fake_openai.base_url, "timeout_seconds": "10"}, "timeout_seconds"),
         ({"name": "x", "base_url": fake_openai.base_url, "extra_headers": {"Host": "evil"}}, "extra_headers.Host"),
-        ({"name": "x", "base_url": fake_openai.base_url, "provider_type": "gemini"}, "provider_type"),
+        ({"name": "x", "base_url": fake_openai.base_url, "provider_type": "cohere"}, "provider_type"),
         ({"name": "x", "base_url": fake_openai.base_url, "colour": 1}, "colour"),
     ]:
         response = client.post("/api/providers", body, format="json")

@@ -4,7 +4,7 @@ its canonical form, with errors that say what to fix. No network access."""
 import pytest
 
 from core.errors import InvalidInput
-from providers.base_urls import detect_provider_type, normalize_base_url
+from providers.base_urls import detect_provider_type, normalize_base_url, vertex_base_url
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,13 @@ from providers.base_urls import detect_provider_type, normalize_base_url
         ("https://notopenai.com/v1", "openai_compatible"),
         ("", "openai_compatible"),
         ("http://[::1", "openai_compatible"),
+        ("https://generativelanguage.googleapis.com/v1beta", "gemini"),
+        ("generativelanguage.googleapis.com", "gemini"),
+        ("https://generativelanguage.googleapis.com/v1beta/openai/", "openai_compatible"),  # Google's Chat API
+        ("https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/publishers/google",
+         "gemini"),
+        ("https://aiplatform.googleapis.com/v1/projects/p/locations/global/publishers/google", "gemini"),
+        ("https://aiplatform.googleapis.com.evil.example/v1", "openai_compatible"),
     ],
 )
 def test_detect_provider_type(base_url, expected):
@@ -46,6 +53,12 @@ def test_detect_provider_type(base_url, expected):
         ("https://[2001:DB8::1]:8443/v1/", "openai_compatible", "https://[2001:db8::1]:8443/v1"),
         (" https://api.openai.com/v1/ ", "openai", "https://api.openai.com/v1"),
         ("", "mock", ""),
+        ("", "gemini", "https://generativelanguage.googleapis.com/v1beta"),
+        ("https://generativelanguage.googleapis.com/", "gemini", "https://generativelanguage.googleapis.com/v1beta"),
+        ("https://generativelanguage.googleapis.com/v1", "gemini", "https://generativelanguage.googleapis.com/v1"),
+        ("https://europe-west4-aiplatform.googleapis.com/v1/projects/acme/locations/europe-west4/publishers/google/",
+         "gemini",
+         "https://europe-west4-aiplatform.googleapis.com/v1/projects/acme/locations/europe-west4/publishers/google"),
     ],
 )
 def test_normalize_base_url(base_url, provider_type, expected):
@@ -105,3 +118,20 @@ def test_normalize_base_url_unknown_type():
     with pytest.raises(InvalidInput, match="Unknown provider type") as caught:
         normalize_base_url("https://api.example.com", "gopher")
     assert caught.value.field == "provider_type"
+
+
+def test_a_vertex_url_must_name_project_and_location():
+    with pytest.raises(InvalidInput) as info:
+        normalize_base_url("https://us-central1-aiplatform.googleapis.com", "gemini")
+    assert info.value.field == "base_url" and "/projects/{project}/locations/{location}" in info.value.message
+
+
+def test_vertex_base_url_from_project_and_location():
+    url = vertex_base_url("acme-prod", "europe-west4")
+    assert url == ("https://europe-west4-aiplatform.googleapis.com/v1/projects/acme-prod/locations/europe-west4/"
+                   "publishers/google")
+    assert normalize_base_url(url, "gemini") == url and detect_provider_type(url) == "gemini"
+    assert vertex_base_url("acme", "global").startswith("https://aiplatform.googleapis.com/v1/projects/acme/")
+    with pytest.raises(InvalidInput) as info:
+        vertex_base_url("acme/../x", "us-central1")
+    assert info.value.field == "options.project"
