@@ -243,7 +243,7 @@ class UsageWriter:
                 raise
             finally:
                 self.written += written
-            if not (settle_now or not self.settling or time.monotonic() >= self._settle_after):
+            if self.settling and not settle_now and time.monotonic() < self._settle_after:
                 return written  # backing off: settled (and the segments deleted) by a later flush
             if not await self._settle_or_keep():
                 return written

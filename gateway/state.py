@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -25,6 +24,7 @@ from billing.spend import (
     RESERVE_SCRIPT,
     SETTLE_SCRIPT,
 )
+from core import redis as core_redis
 from gateway.errors import GatewayError
 from providers.cooldowns import cooldown_fails_key, cooldown_key
 from tenants import config_version
@@ -33,7 +33,7 @@ from tenants.config_version import PLATFORM, version_key
 log = logging.getLogger("tollgate.gateway")
 
 # A refused, reset or slow Redis (the asyncio client may also let a bare TimeoutError through).
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, TimeoutError)
+REDIS_DOWN = (*core_redis.REDIS_DOWN, TimeoutError)
 OUTAGE_PROBE_SECONDS = 1.0  # after a failure, Redis is asked again after this long
 OUTAGE_RETRY_AFTER = 5.0  # the retry-after of a request refused during an outage
 
