@@ -8,6 +8,8 @@
                                                          # side by side with /v1/chat/completions
     .venv/bin/python bench/gateway.py --journal --repeat 3   # the usage journal's cost: without it,
                                                          # as configured, with fsync every 10 ms
+    .venv/bin/python bench/gateway.py --deployments --repeat 3   # an alias of four weighted
+                                                         # deployments against a single-target model
     git worktree add /tmp/before <commit>                # an earlier version, side by side:
     .venv/bin/python bench/gateway.py --baseline-repo /tmp/before \
         --targets upstream,floor,tollgate-baseline,tollgate --repeat 3
@@ -126,8 +128,19 @@ for name, base_url, provider_type in (("up", {upstream_base_url!r}, "openai_comp
                                                            "provider_type": provider_type,
                                                            "api_key": "sk-bench-upstream-dummy"}})
     provider_sync(provider=provider)
+# Three more OpenAI-compatible providers on the same upstream: with ``up``, the four weighted
+# deployments (1:2:3:4, one priority group) of the alias ``spread`` (--deployments).
+for name in ("up2", "up3", "up4"):
+    provider = provider_create(owner=created.tenant, data={{"name": name, "base_url": {upstream_base_url!r},
+                                                           "provider_type": "openai_compatible",
+                                                           "api_key": "sk-bench-upstream-dummy"}})
+    provider_sync(provider=provider)
+from providers.services import alias_create
+alias_create(tenant=created.tenant, actor=SYSTEM, data={{
+    "name": "spread", "targets": [{{"model": f"{{n}}:{model}", "priority": 0, "weight": w}}
+                                  for n, w in (("up", 1), ("up2", 2), ("up3", 3), ("up4", 4))]}})
 print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "model": "up:{model}",
-                  "anthropic_model": "ant:{model}", "openai_model": "oai:{model}"}}))
+                  "anthropic_model": "ant:{model}", "openai_model": "oai:{model}", "alias_model": "spread"}}))
 """
     env = tollgate_env(database_url, redis_url)
     subprocess.run([PYTHON, "-c", "import psycopg; c=psycopg.connect('" + database_url.rsplit("/", 1)[0]
@@ -206,6 +219,13 @@ def door_factory(name: str, door: str, model_key: str):
 for _name, _door, _model_key, _max_cost in DOOR_TARGETS:
     register_target(_name, door_factory(_name, _door, _model_key))
     register_comparison(_name, "tollgate", _max_cost)
+
+# Routing across deployments (issue #14, "Speed"): the alias ``spread`` of four weighted
+# deployments against ``tollgate``'s single-target model; the goal: req/s at 16 connections and
+# p50 added at 1 within 5 % (max cost 1.05).
+register_target("tollgate-deployments", door_factory("tollgate-deployments", CHAT, "alias_model"))
+register_comparison("tollgate-deployments", "tollgate", 1.05)
+DEPLOYMENTS_RUN = "upstream,tollgate,tollgate-deployments"
 
 
 def start_floor(ctx: BenchContext) -> Target:
@@ -320,10 +340,12 @@ if __name__ == "__main__":
     parser.add_argument("--baseline-repo", type=Path, default=None)
     parser.add_argument("--doors", action="store_true")
     parser.add_argument("--journal", action="store_true")
+    parser.add_argument("--deployments", action="store_true")
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
-    targets = DOORS_RUN if known.doors else JOURNAL_RUN if known.journal else "upstream,floor,tollgate,litellm"
+    targets = (DOORS_RUN if known.doors else JOURNAL_RUN if known.journal else DEPLOYMENTS_RUN if known.deployments
+               else "upstream,floor,tollgate,litellm")
     if known.baseline_repo:
         register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
         targets = "upstream,floor,tollgate-baseline,tollgate,litellm"

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,7 @@ from gateway.context import (
     wait_disconnect,
 )
 from gateway.db import close_db, run_db
+from gateway.deployments import Ended, Tally
 from gateway.engine import Call, Engine, OpenStream, upstream_output_tokens, usage_chunk
 from gateway.errors import GatewayError, bad_request, rate_limited
 from gateway.messages import MessagesDoor
@@ -91,6 +93,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         self.state = None
         self.engine: Engine | None = None
         self.usage: UsageWriter | None = None
+        self.tally: Tally | None = None  # ended requests' deployment traffic, released in batches
         self._session = None
         self._ready = asyncio.Lock()
         self.draining = False
@@ -107,10 +110,14 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             self.engine = Engine(session=self._session, state=self.state)
             self.usage = UsageWriter(self.state, run_db=run_db)
             self.usage.start()
+            self.tally = Tally(self.state)
+            self.tally.start()
             collector_tune()  # last: what start-up made is frozen
 
     async def shutdown(self) -> None:
         self.draining = True
+        if self.tally is not None:
+            await self.tally.close()
         if self.usage is not None:
             await self.usage.close()
         if self._session is not None:
@@ -128,10 +135,12 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         self._session = new_session()
         self.engine = Engine(session=self._session, state=self.state)
         self.usage = UsageWriter(self.state, run_db=run_db)
+        self.tally = Tally(self.state)
 
     async def close_private(self) -> None:
         try:
             await self.usage.flush()
+            await self.tally.flush()
         finally:
             await self._session.close()
             await self.state.close()
@@ -153,7 +162,6 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             tenant = await self._tenant(key.tenant_id)
             ctx.prompt_bytes = ctx.estimated_prompt_chars = len(orjson.dumps(body))
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT, principal)
-            ctx.call = Call(request_id=request_id)
             return ctx, await self.engine.chat(tenant, route, targets, body, ctx.call)
         except GatewayError as exc:
             ctx.status, ctx.error_type = exc.usage_status, exc.code or exc.type
@@ -245,7 +253,6 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             self._note_client_fields(ctx, scope, body)
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT,
                                                           lambda: self._principal(scope))
-            ctx.call = Call(request_id=ctx.request_id)
             ctx.estimated_prompt_chars = ctx.prompt_bytes
             if stream:
                 await self._stream(ctx, tenant, route, targets, body, receive, send)
@@ -271,7 +278,6 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             self._note_client_fields(ctx, scope, body)
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.EMBEDDING,
                                                           lambda: self._principal(scope))
-            ctx.call = Call(request_id=ctx.request_id)
             data = await self.engine.embeddings(tenant, route, targets, body, ctx.call)
             await send_json(send, 200, data, ctx.request_id, model_header(ctx))
         except GatewayError as exc:
@@ -338,6 +344,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         budgets. Returns the table, the route and the targets to try. While Redis is
         unreachable a tenant that fails open is served without limits or budget checks (its
         cost is added to its budgets once Redis is back); any other is refused (503)."""
+        ctx.call = Call(request_id=ctx.request_id, stream=ctx.stream)
         for _ in range(3):
             try:
                 route = tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
@@ -355,7 +362,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 continue
             ctx.model_requested = route.requested
             try:
-                admission = await self._admit(ctx.key, tenant, route)
+                admission = await self._admit(ctx, tenant, route)
             except StoreUnavailable as exc:
                 self._store_down(tenant, exc)
                 return tenant, route, self._served_unadmitted(ctx, tenant, route)
@@ -367,17 +374,14 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             raise GatewayError(503, "This tenant's configuration is changing; retry in a moment.",
                                type="server_error", code="configuration_changing", retry_after=1.0)
         ctx.day = datetime.now(tenant.zone).date()
-        cooling = admission.cooling
         try:
             budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
-            if budgeted is not route:  # downgraded: the cheaper alias's own cooldowns
-                route = budgeted
-                cooling = await self.state.cooling(tenant.tenant_id,
-                                                   [t.deployment.provider_model_id for t in route.targets])
+            if budgeted is not route:  # downgraded: the cheaper alias's own deployments
+                return tenant, budgeted, await self.engine.pick(tenant, budgeted, ctx.call, ctx.session)
         except StoreUnavailable as exc:  # Redis went away since the limits were counted
             self._store_down(tenant, exc)
             return tenant, route, self._served_unadmitted(ctx, tenant, route)
-        return tenant, route, self.engine.order_targets(route, cooling)
+        return tenant, route, self.engine.order_targets(route, admission.order)
 
     def _served_unadmitted(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> list:
         """A request of a tenant that fails open, served while Redis is unreachable: every
@@ -390,13 +394,14 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id, reserved=False) if plans else None
         return list(route.targets)
 
-    async def _admit(self, key: KeyInfo, tenant: TenantConfig, route: Route) -> Admission:
+    async def _admit(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> Admission:
+        """Limits checked and counted, the route's deployments ordered (the first counted)."""
+        key = ctx.key
         limits = (tenant.requests_per_minute or 0, key.requests_per_minute or 0,
                   tenant.tokens_per_day or 0, key.tokens_per_day or 0)
-        admission = await self.state.admit(
-            tenant_id=tenant.tenant_id, key_id=key.key_id, limits=limits,
-            provider_model_ids=[t.deployment.provider_model_id for t in route.targets], versions=tenant.version,
-        )
+        pre, pick = self.engine.pick_of(route, ctx.session, ctx.call)
+        admission = await self.state.admit(tenant_id=tenant.tenant_id, key_id=key.key_id, limits=limits, pick=pick,
+                                           versions=tenant.version)
         if admission.refused:
             what, code = REFUSALS[admission.refused]
             limit = limits[admission.refused - 1]
@@ -404,6 +409,8 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 f"Rate limit reached: {limit} {what}. Retry after {admission.retry_after:.0f} s, or raise the "
                 "limit in the tenant settings.", admission.retry_after, code=code,
             )
+        if admission.stale is None:
+            admission = replace(admission, order=self.engine.ranked(route, pre, admission.order, ctx.call))
         return admission
 
     async def _admit_budgets(self, ctx: Ctx, tenant: TenantConfig, route: Route, body: dict[str, Any],
@@ -485,6 +492,9 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         ctx.conversation_id = (conversation or "")[:128]
         user = body.get("user")
         ctx.end_user = user[:128] if isinstance(user, str) else ""
+        user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+        ctx.session = (header(scope, b"x-tollgate-session") or (user_id if isinstance(user_id, str) else "")
+                       or ctx.end_user)[:256]
 
     async def _complete(self, ctx: Ctx, tenant: TenantConfig, route: Route, targets, body, scope, send,
                         once=None, cache_body: dict[str, Any] | None = None) -> None:
@@ -646,6 +656,14 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         call = ctx.call
         deployment: Deployment | None = call.deployment if call else None
         usage = call.usage if call and not ctx.cache_hit else None
+        if call is not None and call.taken and self.tally is not None:
+            ok = call.attempts[-1] if call.attempts and call.attempts[-1].outcome == "ok" else None
+            self.tally.add(Ended(
+                tenant_id=record.tenant_id, request_id=ctx.request_id, taken=tuple(call.taken),
+                served=deployment.provider_model_id if deployment else None,
+                tokens=usage.input_tokens + usage.output_tokens if usage else 0,
+                latency_ms=ok.latency_ms if ok is not None and deployment is not None else None, stream=ctx.stream,
+            ))
         self._observe(ctx, tenant, record, deployment, usage)
 
     def _observe(self, ctx: Ctx, tenant: TenantConfig | None, record: UsageRecord, deployment: Deployment | None,

@@ -48,6 +48,7 @@ class Ctx:
     error_type: str = ""
     conversation_id: str = ""
     end_user: str = ""
+    session: str = ""  # what session affinity keys on (x-tollgate-session, metadata.user_id or user)
     ttft_ms: int | None = None
     estimated_prompt_chars: int = 0
     cache_hit: bool = False

@@ -14,8 +14,10 @@ import orjson
 from django.conf import settings
 
 from config import metrics
+from gateway.deployments import AT_RPM, AT_TPM, RATE_LIMITED, USABLE, preorder, script_code
 from gateway.errors import GatewayError
 from gateway.routing import Route, Target, TenantConfig, apply_defaults
+from gateway.state import Pick, seconds_to_next_minute
 from gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.adapters.registry import ADAPTERS
 from providers.adapters.types import (
@@ -42,8 +44,12 @@ def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
     return min(limit, d.context_length) if d.context_length else limit
 
 
-# A client error: the same request would fail on every target, so it goes back at once.
-CLIENT_FAULTS = frozenset({"bad_request"})
+# A client error: the same request would fail on every target, so it goes back at once —
+# unless it is of a class the route has fallbacks for (a context-window overflow, a
+# content-policy refusal: another model may take it).
+ERROR_CLASSES = frozenset({"context_window", "content_policy"})
+MAX_RETRY_AFTER_COOLDOWN = 3600.0  # seconds: the longest an upstream's retry-after cools a deployment
+CLIENT_FAULTS = frozenset({"bad_request", *ERROR_CLASSES})
 
 
 
@@ -63,6 +69,8 @@ class Call:
     deployment: Deployment | None = None
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage | None = None
+    taken: list[int] = field(default_factory=list)  # provider models it is counted in flight on
+    stream: bool = False
 
 
 def _failure_from_exception(exc: BaseException, deployment: Deployment, timeout: float) -> UpstreamFailure:
@@ -118,19 +126,63 @@ class Engine:
     # --- target selection ----------------------------------------------------------------
 
     @staticmethod
-    def order_targets(route: Route, cooling: tuple[bool, ...]) -> list[Target]:
-        """Targets not cooling down, in order; when all are cooling down, none is tried."""
-        if not cooling:
-            return list(route.targets)
-        ready = [t for t, cool in zip(route.targets, cooling, strict=True) if not cool]
-        if not ready:
-            names = ", ".join(t.deployment.public_id for t in route.targets)
+    def order_targets(route: Route, order: tuple[tuple[int, int, int], ...]) -> list[Target]:
+        """The usable targets in the order admission gave; when none is usable, none is tried:
+        a 429 when some are at their rpm / tpm limit (free again next minute) or told to wait
+        by their upstream's retry-after, else a 503 (all cooling down after failures)."""
+        ready = [route.targets[i] for i, state, _ in order if state == USABLE]
+        if ready:
+            return ready
+        waits = [(route.targets[i].deployment.public_id, wait) for i, state, wait in order if state == RATE_LIMITED]
+        waits += [(route.targets[i].deployment.public_id, int(seconds_to_next_minute(time.time()) + 0.999))
+                  for i, state, _ in order if state in (AT_RPM, AT_TPM)]
+        if waits:
+            wait = min(w for _, w in waits)
             raise GatewayError(
-                503, f"Every target of '{route.requested}' ({names}) is cooling down after repeated "
-                f"failures; retry in up to {route.cooldown_seconds} s.",
-                type="server_error", code="deployments_cooling_down", retry_after=float(route.cooldown_seconds),
+                429, f"Every usable deployment of '{route.requested}' ({', '.join(n for n, _ in waits)}) is at its "
+                f"requests- or tokens-per-minute limit or was told by its upstream to wait; retry in {wait} s.",
+                type="rate_limit_error", code="deployments_at_limit", retry_after=float(wait), usage_status="rejected",
             )
-        return ready
+        names = ", ".join(t.deployment.public_id for t in route.targets)
+        raise GatewayError(
+            503, f"Every target of '{route.requested}' ({names}) is cooling down after repeated "
+            f"failures; retry in up to {route.cooldown_seconds} s.",
+            type="server_error", code="deployments_cooling_down", retry_after=float(route.cooldown_seconds),
+        )
+
+    @staticmethod
+    def pick_of(route: Route, session: str, call: Call) -> tuple[list[int], Pick]:
+        """The worker's preorder of ``route``'s deployments and what admission needs to order
+        them (``session``: the request's, when the route keeps sessions on one deployment)."""
+        session = session if route.affinity else ""
+        pre = preorder(route.candidates, route.strategy, session)
+        return pre, Pick(tuple(route.candidates[i] for i in pre), script_code(route.strategy, session), call.stream,
+                         call.request_id)
+
+    @staticmethod
+    def ranked(route: Route, pre: list[int], order, call: Call) -> tuple[tuple[int, int, int], ...]:
+        """Admission's order (of the preorder's indexes) as indexes of ``route.targets``; the
+        first usable one, which admission counted, noted as taken."""
+        ranked = tuple((pre[i], state, wait) for i, state, wait in order)
+        first = next((i for i, state, _ in ranked if state == USABLE), None)
+        if first is not None:
+            call.taken.append(route.targets[first].deployment.provider_model_id)
+        return ranked
+
+    async def pick(self, tenant: TenantConfig, route: Route, call: Call, session: str = "") -> list[Target]:
+        """Order ``route``'s targets outside admission (a budget downgrade, an error-class
+        fallback): one more round trip, which counts the request against the first."""
+        pre, pick = self.pick_of(route, session, call)
+        order = await self.state.pick(tenant_id=tenant.tenant_id, pick=pick)
+        return self.order_targets(route, self.ranked(route, pre, order, call))
+
+    async def _take(self, tenant: TenantConfig, call: Call, d: Deployment) -> None:
+        """Count the request against a deployment it falls back to, once."""
+        if d.provider_model_id in call.taken:
+            return
+        call.taken.append(d.provider_model_id)
+        await self.state.take(tenant_id=tenant.tenant_id, provider_model_id=d.provider_model_id,
+                              request_id=call.request_id)
 
     async def _count_failure(self, tenant: TenantConfig, route: Route, deployment: Deployment) -> None:
         try:
@@ -145,29 +197,61 @@ class Engine:
 
     async def _plan(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any], call: Call):
         """Yield (target, request body, timeout, attempt number) in retry / fallback order; the
-        caller reports each failure back with ``asend``."""
+        caller reports each failure back with ``asend``. When every target failed and the last
+        failure was a context-window or content-policy error, the route's fallbacks for that
+        class are tried next (their own order, one level deep)."""
         failures: list[UpstreamFailure] = []
-        for target in targets:
-            d = target.deployment
-            retries = route.retries if route.retries is not None else d.max_retries
-            timeout = route.timeout or d.timeout
-            request = apply_defaults(body, tenant, target)
-            for attempt in range(retries + 1):
-                started = time.perf_counter()
-                failure = yield target, request, timeout
-                if failure is None:
-                    return
-                call.attempts.append(Attempt(d.public_id, failure.kind, failure.message, failure.status,
-                                             (time.perf_counter() - started) * 1000))
-                failures.append(failure)
-                if failure.retryable:
-                    await self._count_failure(tenant, route, d)
-                if failure.kind in CLIENT_FAULTS:
-                    raise GatewayError(failure.status or 400, failure.message, code=failure.kind)
-                if not failure.retryable:
+        queue: list[tuple[Route, list[Target]]] = [(route, targets)]
+        tried: set[str] = set()  # error classes whose fallbacks were queued
+        while queue:
+            current, chain = queue.pop(0)
+            escalate = ""
+            for target in chain:
+                d = target.deployment
+                retries = current.retries if current.retries is not None else d.max_retries
+                timeout = current.timeout or d.timeout
+                request = apply_defaults(body, tenant, target)
+                await self._take(tenant, call, d)
+                for attempt in range(retries + 1):
+                    started = time.perf_counter()
+                    failure = yield target, request, timeout
+                    if failure is None:
+                        return
+                    call.attempts.append(Attempt(d.public_id, failure.kind, failure.message, failure.status,
+                                                 (time.perf_counter() - started) * 1000))
+                    failures.append(failure)
+                    if failure.retryable:
+                        await self._count_failure(tenant, current, d)
+                    if failure.kind == "rate_limit" and failure.retry_after:
+                        # The deployment said when to come back: every worker skips it till then,
+                        # and this request goes to the next deployment, if there is one.
+                        await self.state.cool(tenant_id=tenant.tenant_id, provider_model_id=d.provider_model_id,
+                                              seconds=min(failure.retry_after, MAX_RETRY_AFTER_COOLDOWN))
+                        if target is not chain[-1]:
+                            break
+                    if failure.kind in CLIENT_FAULTS:
+                        kind = failure.kind
+                        if kind in ERROR_CLASSES and kind not in tried and route.fallbacks(kind):
+                            escalate = kind  # the other deployments would refuse it too
+                            break
+                        raise GatewayError(failure.status or 400, failure.message, code=failure.kind)
+                    if not failure.retryable:
+                        break
+                    if attempt < retries:
+                        await asyncio.sleep(_backoff(attempt, failure))
+                if escalate:
                     break
-                if attempt < retries:
-                    await asyncio.sleep(_backoff(attempt, failure))
+            if escalate:
+                tried.add(escalate)
+                queue = []
+                for fallback in route.fallbacks(escalate):
+                    try:
+                        queue.append((fallback, await self.pick(tenant, fallback, call)))
+                    except GatewayError:  # every deployment of it cooling down or at its limit
+                        continue
+        last = failures[-1] if failures else None
+        if last is not None and last.kind in ERROR_CLASSES:  # and no fallback could take it
+            raise GatewayError(last.status or 400, last.message, code=last.kind)
         raise all_failed(route, call.attempts, failures)
 
     # --- non-streamed --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from gateway.context import (
     read_body,
     send_json,
 )
-from gateway.engine import Call, OpenStream
+from gateway.engine import OpenStream
 from gateway.errors import GatewayError, bad_request, unauthorized
 from gateway.upstream import attempt_timeout
 from providers.adapters.anthropic import parse_error as anthropic_error
@@ -239,7 +239,6 @@ class MessagesDoor:
                 ctx.conversation_id = session or (header(scope, b"x-claude-code-session-id") or "")[:128]
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT,
                                                           lambda: self._messages_principal(scope))
-            ctx.call = Call(request_id=ctx.request_id)
             passed = {name: value for name in PASSED_HEADERS if (value := header(scope, name.encode()))}
             door = _Targets(self.engine, body, raw, passed, f"msg_{ctx.request_id.removeprefix('req_')}",
                             prompt_tokens=self._estimate(ctx, 0).input_tokens, returned=ctx.extra_headers)

@@ -14,7 +14,7 @@ from typing import Any
 
 from core.errors import InvalidInput
 from gateway.context import SSE_HEADERS, Ctx, model_header, new_request_id, read_json
-from gateway.engine import Call, OpenStream
+from gateway.engine import OpenStream
 from gateway.errors import GatewayError, bad_request
 from gateway.routing import PARAMS
 from gateway.upstream import attempt_timeout
@@ -175,7 +175,6 @@ class ResponsesDoor:
             targets_of = _Targets(self.engine, body, door.response_id(ctx.request_id))
             if not any(t.deployment.provider_type in RELAYED for t in targets):
                 targets_of.chat()  # a request that cannot be translated fails now, naming the field
-            ctx.call = Call(request_id=ctx.request_id)
             if ctx.stream:
                 opened = await self.engine.open_stream(tenant, route, targets, summary, ctx.call, targets_of.open)
                 await self._pump(ctx, opened, self._relay_responses(ctx, opened, send), receive)

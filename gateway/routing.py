@@ -4,8 +4,9 @@ defaults, limits, budgets, the models it may use and its aliases. Resolving a re
 ``model`` against it costs a few dict lookups and no I/O."""
 
 import asyncio
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,9 +16,10 @@ from billing.models import Budget, BudgetAction
 from billing.spend import BudgetInfo
 from core.timezones import zone_of
 from gateway.db import run_db
+from gateway.deployments import Candidate
 from gateway.errors import GatewayError, bad_request, not_found_model
 from providers.adapters.types import Deployment
-from providers.models import ModelAlias, ModelMode, ProviderModel
+from providers.models import ModelAlias, ModelMode, ProviderModel, RoutingStrategy
 from providers.selectors import models_available
 from tenants.models import Tenant
 
@@ -26,8 +28,21 @@ PARAMS = ("temperature", "max_tokens", "top_p")
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """One deployment of a route: a provider model, its priority group and weight, the
+    provider account's rpm / tpm limits (0: none), and parameter overrides."""
+
     deployment: Deployment
     overrides: dict[str, Any]
+    group: int = 0
+    weight: int = 1
+    rpm: int = 0
+    tpm: int = 0
+
+    def candidate(self) -> Candidate:
+        d = self.deployment
+        price = (float(d.input_price + d.output_price) if d.input_price is not None and d.output_price is not None
+                 else math.inf)
+        return Candidate(d.provider_model_id, self.group, self.weight, self.rpm, self.tpm, price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +54,28 @@ class Route:
     timeout: float | None  # None: each provider's own timeout
     allowed_fails: int
     cooldown_seconds: int
+    strategy: str = RoutingStrategy.WEIGHTED
+    affinity: bool = False  # session affinity
+    candidates: tuple[Candidate, ...] = ()  # the targets' Candidates, in order (filled by ``route_make``)
+    # Routes tried after every target failed with a context-window / content-policy error.
+    context_fallbacks: tuple["Route", ...] = ()
+    policy_fallbacks: tuple["Route", ...] = ()
+
+    def narrowed(self, keep: tuple[Target, ...]) -> "Route":
+        """The route with only the targets ``keep`` (a key's allowed models, a mode)."""
+        return replace(self, targets=keep, candidates=tuple(t.candidate() for t in keep))
+
+    def fallbacks(self, kind: str) -> tuple["Route", ...]:
+        if kind == "context_window":
+            return self.context_fallbacks
+        if kind == "content_policy":
+            return self.policy_fallbacks
+        return ()
+
+
+def route_make(**fields) -> Route:
+    route = Route(**fields)
+    return replace(route, candidates=tuple(t.candidate() for t in route.targets))
 
 
 @dataclass(slots=True)
@@ -55,6 +92,8 @@ class TenantConfig:
     by_public_id: dict[str, Deployment]  # "provider:model"
     by_model_id: dict[str, list[Deployment]]  # bare model id -> deployments, best first
     provider_names: frozenset[str]
+    plain: dict[str, Route] = field(default_factory=dict)  # "provider:model" -> its one-target route
+    bare: dict[str, Route] = field(default_factory=dict)  # bare model id -> its providers' deployments
     aliases: dict[str, Route] = field(default_factory=dict)
     zone: ZoneInfo = ZoneInfo("UTC")
     budgets: list[BudgetInfo] = field(default_factory=list)
@@ -97,8 +136,7 @@ class TenantConfig:
                     403, f"This API key may not use '{name}'; it is limited to: {', '.join(sorted(allowed))}.",
                     type="permission_error", code="model_not_allowed", param="model",
                 )
-            route = Route(route.requested, route.alias, permitted, route.retries, route.timeout,
-                          route.allowed_fails, route.cooldown_seconds)
+            route = route.narrowed(permitted)
         usable = tuple(t for t in route.targets if t.deployment.mode == mode)
         if not usable:
             kind = "an embeddings" if mode == ModelMode.EMBEDDING else "a chat"
@@ -106,8 +144,7 @@ class TenantConfig:
                 f"'{name}' is not {kind} model; use one of: {self.available_text(mode)}.", param="model"
             )
         if len(usable) != len(route.targets):
-            route = Route(route.requested, route.alias, usable, route.retries, route.timeout,
-                          route.allowed_fails, route.cooldown_seconds)
+            route = route.narrowed(usable)
         return route
 
     def _lookup(self, name: str) -> Route | None:
@@ -116,21 +153,8 @@ class TenantConfig:
             return alias
         provider, sep, model = name.partition(":")
         if sep and provider in self.provider_names:
-            deployment = self.by_public_id.get(name)
-            return self._plain(name, [deployment]) if deployment else None
-        deployments = self.by_model_id.get(name)
-        return self._plain(name, deployments) if deployments else None
-
-    def _plain(self, name: str, deployments: list[Deployment]) -> Route:
-        return Route(
-            requested=name,
-            alias="",
-            targets=tuple(Target(d, {}) for d in deployments),
-            retries=None,
-            timeout=None,
-            allowed_fails=settings.GATEWAY_ALLOWED_FAILS,
-            cooldown_seconds=settings.GATEWAY_COOLDOWN_SECONDS,
-        )
+            return self.plain.get(name)
+        return self.bare.get(name)
 
     def available_text(self, mode: str = ModelMode.CHAT, limit: int = 20) -> str:
         names = sorted(a for a, r in self.aliases.items() if any(t.deployment.mode == mode for t in r.targets))
@@ -181,23 +205,38 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
     by_public: dict[str, Deployment] = {}
     by_model: dict[str, list[Deployment]] = {}
     by_pk: dict[int, Deployment] = {}
+    priority: dict[int, int] = {}  # provider model -> its provider's priority
     # models_available orders by provider priority (highest first), so lists stay best-first.
     for pm in models_available(tenant=tenant):
         d = _deployment(pm)
         by_pk[pm.pk] = d
+        priority[pm.pk] = pm.provider.priority
         # A tenant's own provider shadows a platform one of the same name.
         if d.public_id not in by_public or pm.provider.owner_id == tenant.pk:
             by_public[d.public_id] = d
         by_model.setdefault(pm.model_id, []).append(d)
+    plain_settings = {"retries": None, "timeout": None, "allowed_fails": settings.GATEWAY_ALLOWED_FAILS,
+                      "cooldown_seconds": settings.GATEWAY_COOLDOWN_SECONDS}
+    plain = {pid: route_make(requested=pid, alias="", targets=(Target(d, {}),), **plain_settings)
+             for pid, d in by_public.items()}
+    # A bare model id served by several providers: one group per provider priority (highest
+    # first), equal shares inside a group.
+    bare = {
+        model_id: route_make(requested=model_id, alias="", targets=tuple(
+            Target(d, {}, group=-priority[d.provider_model_id]) for d in deployments), **plain_settings)
+        for model_id, deployments in by_model.items()
+    }
     aliases: dict[str, Route] = {}
+    wanted: dict[str, tuple[list[str], list[str]]] = {}
     for alias in ModelAlias.objects.filter(tenant=tenant).prefetch_related("targets"):
         targets = tuple(
-            Target(by_pk[t.provider_model_id], dict(t.overrides or {}))
+            Target(by_pk[t.provider_model_id], dict(t.overrides or {}), group=t.priority, weight=t.weight,
+                   rpm=t.rpm_limit or 0, tpm=t.tpm_limit or 0)
             for t in sorted(alias.targets.all(), key=lambda t: t.position)
             if t.provider_model_id in by_pk
         )
         if targets:
-            aliases[alias.name] = Route(
+            aliases[alias.name] = route_make(
                 requested=alias.name,
                 alias=alias.name,
                 targets=targets,
@@ -205,7 +244,29 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
                 timeout=alias.timeout_seconds,
                 allowed_fails=alias.allowed_fails,
                 cooldown_seconds=alias.cooldown_seconds,
+                strategy=alias.strategy,
+                affinity=alias.session_affinity,
             )
+            wanted[alias.name] = (list(alias.context_window_fallbacks or []),
+                                  list(alias.content_policy_fallbacks or []))
+
+    provider_names = frozenset(d.provider_name for d in by_public.values())
+
+    def found(names: list[str], own: str) -> tuple[Route, ...]:
+        """The routes ``names`` name (aliases, provider:model ids, bare ids); ones gone since
+        are skipped. One level: a fallback route's own fallbacks are not followed."""
+        out = []
+        for name in names:
+            prefix, sep, _ = name.partition(":")
+            route = aliases.get(name) or (plain.get(name) if sep and prefix in provider_names else bare.get(name))
+            if route is not None and name != own:
+                out.append(route)
+        return tuple(out)
+
+    for name, (context_names, policy_names) in wanted.items():
+        if (context_names or policy_names) and name in aliases:
+            aliases[name] = replace(aliases[name], context_fallbacks=found(context_names, name),
+                                    policy_fallbacks=found(policy_names, name))
     defaults = {"temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p}
     budgets = [
         BudgetInfo(budget_id=b.pk, name=b.name, scope=b.scope, key_id=b.api_key_id, amount=b.amount,
@@ -224,7 +285,9 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         cache_ttl_seconds=tenant.cache_ttl_seconds,
         by_public_id=by_public,
         by_model_id=by_model,
-        provider_names=frozenset(d.provider_name for d in by_public.values()),
+        plain=plain,
+        bare=bare,
+        provider_names=provider_names,
         aliases=aliases,
         zone=zone_of(tenant.timezone),
         budgets=budgets,

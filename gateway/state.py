@@ -25,7 +25,9 @@ from billing.spend import (
     SETTLE_SCRIPT,
 )
 from core import redis as core_redis
+from gateway.deployments import IN_FLIGHT_SECONDS, RATE_FLAG, Candidate, Ended, Measure, rank
 from gateway.errors import GatewayError
+from providers import traffic
 from providers.cooldowns import cooldown_fails_key, cooldown_key
 from tenants import config_version
 from tenants.config_version import PLATFORM, version_key
@@ -50,14 +52,22 @@ class StoreUnavailable(GatewayError):
         )
 
 # KEYS: the four limit counters, the tenant's and the platform's configuration version
-# (tenants/config_version.py), then one cooldown flag per deployment. ARGV: the four limits and
-# the two version tokens the worker's cached routing table was loaded under. Answers
-# {-1, 0, tenant token, platform token} when the cache is stale (nothing counted: the worker
-# reloads and asks again), else {refused limit or 0, used, cooling flags...}.
+# (tenants/config_version.py), then five per deployment (providers/traffic.py): its cooldown
+# flag, this minute's request and token counters, its in-flight set and its latency hash.
+# ARGV: the four limits, the two version tokens the worker's cached routing table was loaded
+# under ('*': not checked), now (epoch seconds), when this request stops counting in flight,
+# the request id, the ordering code and 1 for a stream (gateway/deployments.py), then per
+# deployment its group, rpm and tpm limits (0: none), in the worker's preorder.
+# Answers {-1, 0, tenant token, platform token} when the cache is stale (nothing counted: the
+# worker reloads and asks again), {refused limit, used} when a limit refuses, else {0, 0, then
+# (deployment index, state, seconds to wait) in the order to try}; the first usable one is
+# counted (this minute's requests, in flight). deployments.rank is the same in Python.
 _ADMIT = """
-local vt = redis.call('GET', KEYS[5]) or ''
-local va = redis.call('GET', KEYS[6]) or ''
-if vt ~= ARGV[5] or va ~= ARGV[6] then return {-1, 0, vt, va} end
+if ARGV[5] ~= '*' then
+  local vt = redis.call('GET', KEYS[5]) or ''
+  local va = redis.call('GET', KEYS[6]) or ''
+  if vt ~= ARGV[5] or va ~= ARGV[6] then return {-1, 0, vt, va} end
+end
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 for _, i in ipairs({3, 4, 1, 2}) do
   if limits[i] > 0 then
@@ -70,9 +80,77 @@ for i = 1, 2 do
     if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], 120) end
   end
 end
-local out = {0, 0}
-for i = 7, #KEYS do out[#out + 1] = redis.call('EXISTS', KEYS[i]) end
+local now, code, stream = tonumber(ARGV[7]), tonumber(ARGV[10]), ARGV[11] == '1'
+local rows = {}
+for i = 1, (#KEYS - 6) / 5 do
+  local k, a = 6 + (i - 1) * 5, 11 + (i - 1) * 3
+  local rpm, tpm = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local requests, tokens = 0, 0
+  if rpm > 0 or code == 3 then requests = tonumber(redis.call('GET', KEYS[k + 2]) or '0') end
+  if tpm > 0 or code == 3 then tokens = tonumber(redis.call('GET', KEYS[k + 3]) or '0') end
+  local state, wait = 0, 0
+  local flag = redis.call('GET', KEYS[k + 1])
+  if flag and string.sub(flag, 1, 1) == 'r' then
+    state, wait = 4, math.max(1, math.ceil(tonumber(string.sub(flag, 2)) - now))
+  elseif flag then state = 1
+  elseif rpm > 0 and requests >= rpm then state = 2
+  elseif tpm > 0 and tokens >= tpm then state = 3 end
+  local metric = 0
+  if code == 1 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', now)
+    metric = redis.call('ZCARD', KEYS[k + 4])
+  elseif code == 2 then
+    local lat = redis.call('HMGET', KEYS[k + 5], 'lat', 'ttft')
+    local first, second = lat[1], lat[2]
+    if stream then first, second = lat[2], lat[1] end
+    metric = tonumber(first or second or '0')
+  elseif code == 3 then
+    if rpm > 0 then metric = requests / rpm end
+    if tpm > 0 and tokens / tpm > metric then metric = tokens / tpm end
+  end
+  rows[i] = {tonumber(ARGV[a + 1]), metric, i, state, wait}
+end
+table.sort(rows, function(x, y)
+  if x[1] ~= y[1] then return x[1] < y[1] end
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  return x[3] < y[3]
+end)
+local out, counted = {0, 0}, false
+for _, r in ipairs(rows) do
+  if r[4] == 0 and not counted then
+    counted = true
+    local k = 6 + (r[3] - 1) * 5
+    if redis.call('INCR', KEYS[k + 2]) == 1 then redis.call('EXPIRE', KEYS[k + 2], ARGV[12 + #rows * 3]) end
+    redis.call('ZADD', KEYS[k + 4], ARGV[8], ARGV[9])
+    redis.call('EXPIRE', KEYS[k + 4], ARGV[13 + #rows * 3])
+  end
+  out[#out + 1] = r[3] - 1
+  out[#out + 1] = r[4]
+  out[#out + 1] = r[5]
+end
 return out
+"""
+
+# A fallback to a deployment the admission did not count: counted now.
+_TAKE = """
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+# Ended requests (deployments.Tally): ARGV = now, then per KEYS[i] (a latency hash) the field
+# and the sample; each folded into its moving average, which then lives LATENCY_KEEP_SECONDS.
+_LATENCY = """
+local w, keep = tonumber(ARGV[1]), ARGV[2]
+for i = 1, #KEYS do
+  local field, sample = ARGV[2 * i + 1], tonumber(ARGV[2 * i + 2])
+  local old = tonumber(redis.call('HGET', KEYS[i], field) or '')
+  if old then sample = old + w * (sample - old) end
+  redis.call('HSET', KEYS[i], field, tostring(sample))
+  redis.call('EXPIRE', KEYS[i], keep)
+end
+return #KEYS
 """
 
 _FAIL = """
@@ -94,9 +172,23 @@ TENANT_RPM, KEY_RPM, TENANT_TPD, KEY_TPD = 1, 2, 3, 4
 class Admission:
     refused: int  # 0 = admitted, else TENANT_RPM / KEY_RPM / TENANT_TPD / KEY_TPD
     used: int
-    cooling: tuple[bool, ...]  # per deployment, in the order asked
+    order: tuple[tuple[int, int, int], ...]  # (deployment index, deployments' state, seconds to wait)
     retry_after: float = 0.0
     stale: tuple[str, str] | None = None  # the current versions, when the caller's were not
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """What admission needs to order a route's deployments (gateway/deployments.py)."""
+
+    candidates: tuple[Candidate, ...]  # in the worker's preorder
+    code: int  # the script's ordering
+    stream: bool
+    request_id: str
+
+
+def _order(flat) -> tuple[tuple[int, int, int], ...]:
+    return tuple((int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3))
 
 
 def _text(value) -> str:
@@ -154,6 +246,8 @@ class RedisState:
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         self._admit = self.redis.register_script(_ADMIT)
         self._fail = self.redis.register_script(_FAIL)
+        self._take = self.redis.register_script(_TAKE)
+        self._latency = self.redis.register_script(_LATENCY)
         self._budget = self.redis.register_script(RESERVE_SCRIPT)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
@@ -191,36 +285,76 @@ class RedisState:
         except StoreUnavailable:
             return default
 
-    async def admit(
-        self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], provider_model_ids: list[int],
-        versions: tuple[str, str],
-    ) -> Admission:
-        """Check and count the limits and read the deployments' cooldowns, unless the routing
-        table the caller holds is older than the tenant's or the platform's configuration
-        (then nothing is counted and ``stale`` carries the current versions)."""
+    async def admit(self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], pick: Pick,
+                    versions: tuple[str, str]) -> Admission:
+        """Check and count the limits and order the deployments (counting the request against
+        the first usable one), unless the routing table the caller holds is older than the
+        tenant's or the platform's configuration (then nothing is counted and ``stale`` carries
+        the current versions). ``versions`` ('*', '*') skips that check (``pick``)."""
         now = time.time()
-        keys = [*_keys(tenant_id, key_id, now), version_key(tenant_id), PLATFORM,
-                *(cooldown_key(tenant_id, pm) for pm in provider_model_ids)]
-        result = await self._call(lambda: self._admit(keys=keys, args=[*limits, *versions]))
+        minute = traffic.minute_of(now)
+        keys = [*_keys(tenant_id, key_id, now), version_key(tenant_id), PLATFORM]
+        args: list = [*limits, *versions, now, now + IN_FLIGHT_SECONDS, pick.request_id, pick.code, int(pick.stream)]
+        for c in pick.candidates:
+            pm = c.provider_model_id
+            keys += (cooldown_key(tenant_id, pm), traffic.requests_key(tenant_id, pm, minute),
+                     traffic.tokens_key(tenant_id, pm, minute), traffic.inflight_key(tenant_id, pm),
+                     traffic.latency_key(tenant_id, pm))
+            args += (c.group, c.rpm, c.tpm)
+        args += (traffic.TRAFFIC_KEEP_SECONDS, IN_FLIGHT_SECONDS)
+        result = await self._call(lambda: self._admit(keys=keys, args=args))
         refused, used = int(result[0]), int(result[1])
         if refused < 0:
             return Admission(0, 0, (), stale=(_text(result[2]), _text(result[3])))
-        cooling = tuple(bool(int(flag)) for flag in result[2:])
-        return Admission(refused, used, cooling, _retry_after(refused, now) if refused else 0.0)
+        if refused:
+            return Admission(refused, used, (), _retry_after(refused, now))
+        return Admission(0, 0, _order(result[2:]))
+
+    async def pick(self, *, tenant_id: int, pick: Pick) -> tuple[tuple[int, int, int], ...]:
+        """Order another route's deployments (a budget downgrade, an error-class fallback),
+        counting the request against the first usable one; no limit counted, no version read."""
+        admission = await self.admit(tenant_id=tenant_id, key_id=0, limits=(0, 0, 0, 0), pick=pick,
+                                     versions=("*", "*"))
+        return admission.order
+
+    async def take(self, *, tenant_id: int, provider_model_id: int, request_id: str) -> None:
+        """Count the request against a deployment it falls back to (this minute, in flight)."""
+        now = time.time()
+        keys = [traffic.requests_key(tenant_id, provider_model_id, traffic.minute_of(now)),
+                traffic.inflight_key(tenant_id, provider_model_id)]
+        await self._optional(lambda: self._take(keys=keys, args=[now + IN_FLIGHT_SECONDS, request_id,
+                                                                 traffic.TRAFFIC_KEEP_SECONDS, IN_FLIGHT_SECONDS]),
+                             None)
+
+    async def traffic_settle(self, ended: list[Ended]) -> None:
+        """Release ended requests: in-flight entries removed, tokens added to this minute's
+        counters, latencies folded into the moving averages; one pipeline."""
+        now = time.time()
+        minute = traffic.minute_of(now)
+        latency_keys, latency_args = [], [traffic.LATENCY_WEIGHT, traffic.LATENCY_KEEP_SECONDS]
+
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for e in ended:
+                    for pm in e.taken:
+                        pipe.zrem(traffic.inflight_key(e.tenant_id, pm), e.request_id)
+                    if e.served is not None and e.tokens:
+                        name = traffic.tokens_key(e.tenant_id, e.served, minute)
+                        pipe.incrby(name, e.tokens)
+                        pipe.expire(name, traffic.TRAFFIC_KEEP_SECONDS)
+                    if e.served is not None and e.latency_ms is not None:
+                        latency_keys.append(traffic.latency_key(e.tenant_id, e.served))
+                        latency_args.extend(("ttft" if e.stream else "lat", e.latency_ms))
+                if latency_keys:
+                    await self._latency(keys=latency_keys, args=latency_args, client=pipe)
+                await pipe.execute()
+
+        await self._call(work)
 
     async def versions(self, tenant_id: int) -> tuple[str, str]:
         """The current configuration versions of a tenant and of the platform."""
         tenant, platform = await self._call(lambda: self.redis.mget(version_key(tenant_id), PLATFORM))
         return _text(tenant), _text(platform)
-
-    async def cooling(self, tenant_id: int, provider_model_ids: list[int]) -> tuple[bool, ...]:
-        async def work():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for pm in provider_model_ids:
-                    pipe.exists(cooldown_key(tenant_id, pm))
-                return tuple(bool(flag) for flag in await pipe.execute())
-
-        return await self._call(work)
 
     async def auth_blocked(self, address: str, limit: int) -> float:
         """Seconds until ``address`` may try keys again (0: it may now, or Redis is unreachable:
@@ -248,6 +382,19 @@ class RedisState:
             args=[allowed_fails, settings.GATEWAY_FAIL_WINDOW_SECONDS, max(cooldown_seconds, 1)],
         ), 0)
         return bool(int(started))
+
+    async def cool(self, *, tenant_id: int, provider_model_id: int, seconds: float) -> None:
+        """Cool a deployment down for ``seconds`` (an upstream's 429 said when to come back),
+        unless it is cooling down longer already."""
+        name = cooldown_key(tenant_id, provider_model_id)
+        ms = max(int(seconds * 1000), 1)
+        flag = f"{RATE_FLAG}{time.time() + seconds:.3f}"
+
+        async def work():
+            if (await self.redis.pttl(name)) < ms:
+                await self.redis.set(name, flag, px=ms)
+
+        await self._optional(work, None)
 
     async def add_tokens(self, counts: dict[tuple[int, int], int]) -> None:
         """Add used tokens per (tenant, key) to today's counters, in one pipeline."""
@@ -306,6 +453,9 @@ class LocalState:
         self.expiry: dict[str, float] = {}
         self.cache: dict[str, tuple[float, bytes]] = {}
         self.reservations: dict[str, dict[str, tuple[int, float]]] = {}  # scope -> id -> (amount, expiry)
+        self.flags: dict[str, str] = {}  # cooldown flags (their expiry in ``expiry``)
+        self.in_flight: dict[str, dict[str, float]] = {}  # in-flight key -> request id -> until
+        self.latencies: dict[str, dict[str, float]] = {}  # latency key -> lat / ttft -> moving average
 
     def _get(self, name: str, now: float) -> int:
         if self.expiry.get(name, now + 1) <= now:
@@ -313,16 +463,23 @@ class LocalState:
             self.expiry.pop(name, None)
         return self.counters.get(name, 0)
 
+    def _flag(self, name: str, now: float) -> str | None:
+        if name in self.flags and self.expiry.get(name, now + 1) <= now:
+            del self.flags[name]
+            self.expiry.pop(name, None)
+        return self.flags.get(name)
+
     def _incr(self, name: str, by: int, ttl: float, now: float) -> int:
         value = self._get(name, now) + by
         self.counters[name] = value
         self.expiry.setdefault(name, now + ttl)
         return value
 
-    async def admit(self, *, tenant_id, key_id, limits, provider_model_ids, versions) -> Admission:
-        current = await self.versions(tenant_id)
-        if tuple(versions) != current:
-            return Admission(0, 0, (), stale=current)
+    async def admit(self, *, tenant_id, key_id, limits, pick: Pick, versions) -> Admission:
+        if tuple(versions) != ("*", "*"):
+            current = await self.versions(tenant_id)
+            if tuple(versions) != current:
+                return Admission(0, 0, (), stale=current)
         now = time.time()
         names = _keys(tenant_id, key_id, now)
         for index in (2, 3, 0, 1):
@@ -333,14 +490,59 @@ class LocalState:
         for index in (0, 1):
             if limits[index] > 0:
                 self._incr(names[index], 1, 120, now)
-        return Admission(0, 0, await self.cooling(tenant_id, provider_model_ids))
+        minute = traffic.minute_of(now)
+        measures = []
+        for c in pick.candidates:
+            pm = c.provider_model_id
+            flight = self.in_flight.setdefault(traffic.inflight_key(tenant_id, pm), {})
+            for request_id in [r for r, until in flight.items() if until <= now]:
+                del flight[request_id]
+            lat = self.latencies.get(traffic.latency_key(tenant_id, pm), {})
+            measures.append(Measure(
+                cooling=self._flag(cooldown_key(tenant_id, pm), now),
+                requests=self._get(traffic.requests_key(tenant_id, pm, minute), now),
+                tokens=self._get(traffic.tokens_key(tenant_id, pm, minute), now),
+                in_flight=len(flight), latency=lat.get("lat"), ttft=lat.get("ttft"),
+            ))
+        order = tuple(rank(pick.candidates, measures, pick.code, pick.stream, now))
+        first = next((i for i, state, _ in order if state == 0), None)
+        if first is not None:
+            await self.take(tenant_id=tenant_id, provider_model_id=pick.candidates[first].provider_model_id,
+                            request_id=pick.request_id)
+        return Admission(0, 0, order)
+
+    async def pick(self, *, tenant_id: int, pick: Pick) -> tuple[tuple[int, int, int], ...]:
+        admission = await self.admit(tenant_id=tenant_id, key_id=0, limits=(0, 0, 0, 0), pick=pick,
+                                     versions=("*", "*"))
+        return admission.order
+
+    async def take(self, *, tenant_id: int, provider_model_id: int, request_id: str) -> None:
+        now = time.time()
+        self._incr(traffic.requests_key(tenant_id, provider_model_id, traffic.minute_of(now)), 1,
+                   traffic.TRAFFIC_KEEP_SECONDS, now)
+        self.in_flight.setdefault(traffic.inflight_key(tenant_id, provider_model_id), {})[request_id] = (
+            now + IN_FLIGHT_SECONDS)
+
+    async def traffic_settle(self, ended: list[Ended]) -> None:
+        now = time.time()
+        minute = traffic.minute_of(now)
+        for e in ended:
+            for pm in e.taken:
+                self.in_flight.get(traffic.inflight_key(e.tenant_id, pm), {}).pop(e.request_id, None)
+            if e.served is None:
+                continue
+            if e.tokens:
+                self._incr(traffic.tokens_key(e.tenant_id, e.served, minute), e.tokens,
+                           traffic.TRAFFIC_KEEP_SECONDS, now)
+            if e.latency_ms is not None:
+                averages = self.latencies.setdefault(traffic.latency_key(e.tenant_id, e.served), {})
+                field = "ttft" if e.stream else "lat"
+                old = averages.get(field)
+                sample = e.latency_ms
+                averages[field] = sample if old is None else old + traffic.LATENCY_WEIGHT * (sample - old)
 
     async def versions(self, tenant_id: int) -> tuple[str, str]:
         return (config_version.LOCAL.get(version_key(tenant_id), ""), config_version.LOCAL.get(PLATFORM, ""))
-
-    async def cooling(self, tenant_id: int, provider_model_ids: list[int]) -> tuple[bool, ...]:
-        now = time.time()
-        return tuple(self._get(cooldown_key(tenant_id, pm), now) > 0 for pm in provider_model_ids)
 
     async def auth_blocked(self, address: str, limit: int) -> float:
         now = time.time()
@@ -355,12 +557,19 @@ class LocalState:
         fails = cooldown_fails_key(tenant_id, provider_model_id)
         if self._incr(fails, 1, settings.GATEWAY_FAIL_WINDOW_SECONDS, now) > allowed_fails:
             cool = cooldown_key(tenant_id, provider_model_id)
-            self.counters[cool] = 1
+            self.flags[cool] = "1"
             self.expiry[cool] = now + max(cooldown_seconds, 1)
             self.counters.pop(fails, None)
             self.expiry.pop(fails, None)
             return True
         return False
+
+    async def cool(self, *, tenant_id: int, provider_model_id: int, seconds: float) -> None:
+        now = time.time()
+        name = cooldown_key(tenant_id, provider_model_id)
+        if name not in self.flags or self.expiry.get(name, 0) < now + seconds:
+            self.flags[name] = f"{RATE_FLAG}{now + seconds:.3f}"
+            self.expiry[name] = now + seconds
 
     async def add_tokens(self, counts) -> None:
         now = time.time()

@@ -34,6 +34,7 @@ from providers.models import (
     Provider,
     ProviderModel,
     ProviderType,
+    RoutingStrategy,
 )
 from providers.options import options_clean
 from providers.presets import preset_names, provider_preset
@@ -476,16 +477,48 @@ class AliasTargetIn(StrictSerializer):
     model = StrictCharField(max_length=400,
                             help_text="provider:model, e.g. openrouter:meta-llama/llama-3.1-8b-instruct")
     overrides = OverridesIn(required=False)
+    priority = StrictIntegerField(
+        required=False, min_value=0, max_value=1000,
+        help_text="Priority group, lower first; deployments sharing it split its traffic by the alias's strategy. "
+        "Omitted: the deployment's position in the list (a plain list stays an ordered fallback chain).",
+    )
+    weight = StrictIntegerField(required=False, min_value=0, max_value=1_000_000,
+                                help_text="Share of its group's traffic under the weighted strategy (default 1; "
+                                "0: used only when the others of its group are not).")
+    rpm_limit = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=100_000_000,
+                                   help_text="Requests per minute this deployment may take (the provider "
+                                   "account's limit); over it, it is skipped, not called.")
+    tpm_limit = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000_000,
+                                   help_text="Tokens per minute this deployment may take; over it, it is skipped.")
+
+
+def _fallback_names(error_class: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=StrictCharField(max_length=400), required=False, max_length=10,
+        help_text=f"Aliases or models tried, in order, when every deployment fails with a {error_class} error.",
+    )
 
 
 class AliasIn(StrictSerializer):
     name = StrictCharField(max_length=100)
     description = StrictCharField(required=False, allow_blank=True, max_length=300)
-    targets = AliasTargetIn(many=True, allow_empty=False, max_length=20)
+    targets = AliasTargetIn(many=True, allow_empty=False, max_length=20,
+                            help_text="The alias's deployments (also accepted as 'deployments').")
     retries = StrictIntegerField(required=False, min_value=0, max_value=10)
     timeout_seconds = StrictFloatField(required=False, allow_null=True, min_value=0.5, max_value=600)
     allowed_fails = StrictIntegerField(required=False, min_value=0, max_value=1000)
     cooldown_seconds = StrictIntegerField(required=False, min_value=1, max_value=86_400)
+    strategy = serializers.ChoiceField(choices=RoutingStrategy.choices, required=False)
+    session_affinity = StrictBooleanField(required=False)
+    context_window_fallbacks = _fallback_names("context-window")
+    content_policy_fallbacks = _fallback_names("content-policy")
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and "deployments" in data:  # the same list under its other name
+            if "targets" in data:
+                raise serializers.ValidationError({"deployments": ["Send 'targets' or 'deployments', not both."]})
+            data = {("targets" if k == "deployments" else k): v for k, v in data.items()}
+        return super().to_internal_value(data)
 
     def validate_name(self, value: str) -> str:
         if not ALIAS_NAME_RE.match(value):
@@ -503,6 +536,10 @@ class AliasUpdateIn(AliasIn):
 class AliasTargetOut(serializers.Serializer):
     model = serializers.SerializerMethodField()
     overrides = serializers.JSONField()
+    priority = serializers.IntegerField()
+    weight = serializers.IntegerField()
+    rpm_limit = serializers.IntegerField(allow_null=True)
+    tpm_limit = serializers.IntegerField(allow_null=True)
     available = serializers.SerializerMethodField(help_text="False when the model is disabled or stale now.")
 
     def get_model(self, target) -> str:
@@ -518,8 +555,9 @@ class AliasOut(serializers.ModelSerializer):
 
     class Meta:
         model = ModelAlias
-        fields = ["id", "name", "description", "targets", "retries", "timeout_seconds", "allowed_fails",
-                  "cooldown_seconds", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "targets", "strategy", "session_affinity", "context_window_fallbacks",
+                  "content_policy_fallbacks", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds",
+                  "created_at", "updated_at"]
 
     @extend_schema_field(AliasTargetOut(many=True))
     def get_targets(self, alias) -> list[dict]:
@@ -533,7 +571,7 @@ class AliasListAPI(TenantAPIView):
         return paged(self, request, selectors.alias_list(tenant=access.tenant), AliasOut)
 
     @extend_schema(parameters=[TENANT_PARAM], request=AliasIn, responses={201: AliasOut},
-                   summary="Create an alias: an ordered fallback chain with router settings")
+                   summary="Create an alias: deployments in priority groups, with router settings")
     def post(self, request):
         access = self.access_for_change(request, needed=Role.ADMIN, doing="creating aliases")
         data = validated(AliasIn, request.data)
@@ -548,7 +586,7 @@ class AliasDetailAPI(TenantAPIView):
         return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias_id)).data)
 
     @extend_schema(parameters=[TENANT_PARAM], request=AliasUpdateIn, responses=AliasOut,
-                   summary="Change an alias (targets, when sent, replace the chain)")
+                   summary="Change an alias (targets, when sent, replace its deployments)")
     def put(self, request, alias_id: int):
         access = self.access_for_change(request, needed=Role.ADMIN, doing="changing aliases")
         alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)

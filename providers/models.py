@@ -179,8 +179,20 @@ class TenantModel(models.Model):
         return f"{self.tenant_id} uses {self.provider_model_id}: {self.enabled}"
 
 
+class RoutingStrategy(models.TextChoices):
+    """How an alias picks one deployment inside a priority group (gateway/deployments.py)."""
+
+    WEIGHTED = "weighted", "Weighted random"
+    LEAST_BUSY = "least-busy", "Fewest requests in flight"
+    LATENCY = "latency", "Lowest recent latency (time to first token for streams)"
+    USAGE = "usage", "Most rpm/tpm headroom left"
+    COST = "cost", "Cheapest known price"
+
+
 class ModelAlias(models.Model):
-    """A tenant's name for an ordered fallback chain of models, with router settings."""
+    """A tenant's name for a set of deployments (provider models) in priority groups, with
+    router settings: the strategy that spreads requests inside a group, session affinity, and
+    the aliases or models that take over after a context-window or content-policy error."""
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="aliases")
     name = models.CharField(max_length=100)
@@ -191,6 +203,14 @@ class ModelAlias(models.Model):
         default=3, help_text="Failures of one target inside the cooldown window before it is skipped."
     )
     cooldown_seconds = models.PositiveIntegerField(default=60)
+    strategy = models.CharField(max_length=16, choices=RoutingStrategy.choices, default=RoutingStrategy.WEIGHTED)
+    session_affinity = models.BooleanField(
+        default=False, help_text="Requests of one session (x-tollgate-session, metadata.user_id or user) stick "
+        "to one deployment while it is healthy."
+    )
+    # Names (aliases or models) tried, in order, when every deployment fails with that error class.
+    context_window_fallbacks = models.JSONField(default=list, blank=True)
+    content_policy_fallbacks = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -203,11 +223,19 @@ class ModelAlias(models.Model):
 
 
 class AliasTarget(models.Model):
+    """One deployment of an alias: a provider model with its weight and priority group, the
+    provider account's own rpm / tpm limits, and parameter overrides."""
+
     alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="targets")
     position = models.PositiveSmallIntegerField()
     provider_model = models.ForeignKey(ProviderModel, on_delete=models.CASCADE, related_name="alias_targets")
     # Parameters filled in when the request leaves them unset: temperature, max_tokens, top_p.
     overrides = models.JSONField(default=dict, blank=True)
+    # The group: lower is tried first; the next group is the fallback when none in it is usable.
+    priority = models.PositiveSmallIntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1, help_text="Share of its group's traffic (0: only as a spare).")
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute it may take.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute it may take.")
 
     class Meta:
         ordering = ["alias_id", "position"]

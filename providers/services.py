@@ -26,6 +26,7 @@ from providers.models import (
     Provider,
     ProviderModel,
     ProviderType,
+    RoutingStrategy,
     SyncStatus,
     TenantModel,
 )
@@ -547,19 +548,24 @@ def _apply(row: ProviderModel, entry: CatalogEntry) -> set[str]:
 
 # --- aliases -----------------------------------------------------------------------------------
 
-ALIAS_SETTINGS = ("description", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
+ALIAS_SETTINGS = ("description", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds", "strategy",
+                  "session_affinity", "context_window_fallbacks", "content_policy_fallbacks")
+DEPLOYMENT_SETTINGS = ("priority", "weight", "rpm_limit", "tpm_limit")
+FALLBACK_FIELDS = ("context_window_fallbacks", "content_policy_fallbacks")
 
 
 def alias_audit_view(alias: ModelAlias) -> dict[str, Any]:
     targets = [
-        {"model": f"{t.provider_model.provider.name}:{t.provider_model.model_id}", "overrides": t.overrides}
+        {"model": f"{t.provider_model.provider.name}:{t.provider_model.model_id}", "overrides": t.overrides,
+         **{f: getattr(t, f) for f in DEPLOYMENT_SETTINGS}}
         for t in alias.targets.select_related("provider_model__provider").order_by("position")
     ]
     return {"name": alias.name, **{f: getattr(alias, f) for f in ALIAS_SETTINGS}, "targets": targets}
 
 
-def _alias_targets_resolve(*, tenant: Tenant, targets: list[dict[str, Any]]) -> list[tuple[ProviderModel, dict]]:
-    """Each target's ``model`` ('provider:model') must be a model this tenant may use."""
+def _alias_targets_resolve(*, tenant: Tenant, targets: list[dict[str, Any]]) -> list[AliasTarget]:
+    """Each target's ``model`` ('provider:model') must be a model this tenant may use; a
+    target without a priority gets its position (a plain list stays an ordered chain)."""
     available = {f"{m.provider.name}:{m.model_id}": m for m in models_available(tenant=tenant)}
     resolved = []
     for index, target in enumerate(targets):
@@ -571,21 +577,61 @@ def _alias_targets_resolve(*, tenant: Tenant, targets: list[dict[str, Any]]) -> 
                 f"use provider:model, one of: {names}.",
                 field=f"targets[{index}].model",
             )
-        resolved.append((model, target.get("overrides") or {}))
+        priority = target.get("priority")
+        resolved.append(AliasTarget(
+            position=index, provider_model=model, overrides=target.get("overrides") or {},
+            priority=index if priority is None else priority, weight=target.get("weight", 1),
+            rpm_limit=target.get("rpm_limit"), tpm_limit=target.get("tpm_limit"),
+        ))
     return resolved
+
+
+def _alias_check(*, tenant: Tenant, name: str, strategy: str, targets: list[AliasTarget],
+                 fallbacks: dict[str, list[str]]) -> None:
+    """What would make the alias route otherwise than its admin expects: a strategy or weights
+    with every deployment alone in its priority group (nothing to choose between), and
+    fallbacks that name nothing this tenant can call (or the alias itself)."""
+    groups = {t.priority for t in targets}
+    if len(groups) == len(targets) > 1 and (strategy != RoutingStrategy.WEIGHTED or
+                                             any(t.weight != 1 for t in targets)):
+        raise InvalidInput(
+            f"Every deployment of '{name}' is alone in its priority group, so its strategy and weights choose "
+            "nothing (each group is tried after the one before). Give the deployments that share traffic the same "
+            "'priority' (e.g. 0 for all).",
+            field="targets",
+        )
+    aliases = set(ModelAlias.objects.filter(tenant=tenant).values_list("name", flat=True))
+    models = set()
+    for m in models_available(tenant=tenant):
+        models.update((f"{m.provider.name}:{m.model_id}", m.model_id))
+    for field, names in fallbacks.items():
+        for index, other in enumerate(names):
+            if other == name:
+                raise InvalidInput(f"{field}[{index}]: an alias cannot fall back to itself.",
+                                   field=f"{field}[{index}]")
+            if other not in aliases and other not in models:
+                raise InvalidInput(
+                    f"{field}[{index}]: '{other}' is neither an alias of this tenant nor a model it may use.",
+                    field=f"{field}[{index}]",
+                )
+
+
+def _targets_save(alias: ModelAlias, targets: list[AliasTarget]) -> None:
+    for target in targets:
+        target.alias = alias
+    AliasTarget.objects.bulk_create(targets)
 
 
 def alias_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> ModelAlias:
     targets = _alias_targets_resolve(tenant=tenant, targets=data["targets"])
+    _alias_check(tenant=tenant, name=data["name"], strategy=data.get("strategy", RoutingStrategy.WEIGHTED),
+                 targets=targets, fallbacks={f: data.get(f, []) for f in FALLBACK_FIELDS})
     try:
         with transaction.atomic():
             alias = ModelAlias.objects.create(
                 tenant=tenant, name=data["name"], **{f: data[f] for f in ALIAS_SETTINGS if f in data}
             )
-            AliasTarget.objects.bulk_create(
-                [AliasTarget(alias=alias, position=i, provider_model=m, overrides=o)
-                 for i, (m, o) in enumerate(targets)]
-            )
+            _targets_save(alias, targets)
             audit_record(actor=actor, action="alias.create", tenant=tenant, target=f"alias:{alias.name}",
                          after=alias_audit_view(alias))
     except IntegrityError as exc:
@@ -602,13 +648,13 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
             for field in ("name", *ALIAS_SETTINGS):
                 if field in data:
                     setattr(locked, field, data[field])
+            _alias_check(tenant=locked.tenant, name=locked.name, strategy=locked.strategy,
+                         targets=targets if targets is not None else list(locked.targets.all()),
+                         fallbacks={f: getattr(locked, f) for f in FALLBACK_FIELDS if f in data})
             locked.save()
             if targets is not None:
                 locked.targets.all().delete()
-                AliasTarget.objects.bulk_create(
-                    [AliasTarget(alias=locked, position=i, provider_model=m, overrides=o)
-                     for i, (m, o) in enumerate(targets)]
-                )
+                _targets_save(locked, targets)
             after = alias_audit_view(locked)
             if before != after:
                 audit_record(actor=actor, action="alias.update", tenant=locked.tenant, target=f"alias:{locked.name}",
