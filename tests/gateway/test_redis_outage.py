@@ -31,8 +31,9 @@ from billing.models import Budget, UsageLog
 from billing.writer import SETTLE_BACKOFF_CAP, UsageWriter
 from core.redis import get_redis
 from gateway.db import run_db
+from gateway.deployments import Candidate
 from gateway.routing import tenant_config_load
-from gateway.state import RedisState, StoreUnavailable
+from gateway.state import Pick, RedisState, StoreUnavailable
 from tenants.access import SYSTEM
 from tenants.services import tenant_create, tenant_update
 from tests.fakes import FakeOpenAI
@@ -322,8 +323,8 @@ def test_the_state_refuses_what_admission_needs_and_skips_what_only_helps():
         state = RedisState(f"redis://127.0.0.1:{free_port()}/0")
         try:
             with pytest.raises(StoreUnavailable) as refused:
-                await state.admit(tenant_id=1, key_id=1, limits=(0, 0, 0, 0), provider_model_ids=[1],
-                                  versions=("", ""))
+                await state.admit(tenant_id=1, key_id=1, limits=(0, 0, 0, 0),
+                                  pick=Pick((Candidate(1, 0, 1, 0, 0, 0.0),), 0, False, "req-1"), versions=("", ""))
             started = time.monotonic()
             for call in (state.versions(1), state.budget_admit(["k"], [0, 0], "r"), state.budget_settle([], [0])):
                 with pytest.raises(StoreUnavailable):
