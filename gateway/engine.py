@@ -42,8 +42,13 @@ def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
     return min(limit, d.context_length) if d.context_length else limit
 
 
-# A client error: the same request would fail on every target, so it goes back at once.
-CLIENT_FAULTS = frozenset({"bad_request"})
+# A client error: the same request would fail on every target, so it goes back at once, with
+# the upstream's status. A prompt too long for the model (context_window) or refused by the
+# provider's content policy (content_policy) goes back the same way unless the alias names
+# fallbacks for that class.
+CLIENT_FAULTS = frozenset({"bad_request", "context_window", "content_policy"})
+# the error code a client sees for a failure kind, where OpenAI has a name for it
+CLIENT_CODES = {"context_window": "context_length_exceeded", "content_policy": "content_policy_violation"}
 
 
 
@@ -163,7 +168,8 @@ class Engine:
                 if failure.retryable:
                     await self._count_failure(tenant, route, d)
                 if failure.kind in CLIENT_FAULTS:
-                    raise GatewayError(failure.status or 400, failure.message, code=failure.kind)
+                    raise GatewayError(failure.status or 400, failure.message,
+                                       code=CLIENT_CODES.get(failure.kind, failure.kind))
                 if not failure.retryable:
                     break
                 if attempt < retries:

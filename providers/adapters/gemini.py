@@ -26,8 +26,10 @@ from typing import Any
 from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.failures import (
+    CONTENT_POLICY,
     bad_response,
     body_detail,
+    error_class,
     failure,
     load_json,
     status_kind,
@@ -383,6 +385,9 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
     if "candidates" not in obj and "promptFeedback" not in obj:
         raise bad_response(deployment, "answered without 'candidates'; is this the Gemini API?")
     candidate = _candidate(obj)
+    blocked = _blocked(obj, candidate)
+    if blocked:
+        raise _refused(deployment, f"the prompt was blocked ({blocked}).")
     numbering = _Calls(request_id)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -395,8 +400,9 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    blocked = not candidate and isinstance(obj.get("promptFeedback"), dict) and obj["promptFeedback"].get("blockReason")
-    finish = FILTERED if blocked else _finish(candidate.get("finishReason"), calls=bool(calls))
+    finish = _finish(candidate.get("finishReason"), calls=bool(calls))
+    if finish == FILTERED and not text and not calls:
+        raise _refused(deployment, f"the answer was stopped ({candidate.get('finishReason')}) before any content.")
     usage = usage_from_gemini(obj.get("usageMetadata"))
     model = obj.get("modelVersion") if isinstance(obj.get("modelVersion"), str) and obj["modelVersion"] \
         else deployment.model_id
@@ -408,6 +414,19 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
         usage=usage_to_openai(usage, cache_known=True) if usage is not None else None,
     )
     return ChatResult(body=result, usage=usage if usage is not None else Usage(estimated=True))
+
+
+def _blocked(obj: dict[str, Any], candidate: dict[str, Any]) -> str:
+    """The ``promptFeedback.blockReason`` of an answer without candidates ("" if none)."""
+    feedback = obj.get("promptFeedback")
+    reason = feedback.get("blockReason") if not candidate and isinstance(feedback, dict) else None
+    return str(reason) if reason else ""
+
+
+def _refused(deployment: Deployment, what: str) -> UpstreamFailure:
+    """A 200 answer that refuses the content (a blocked prompt, or a safety stop before any
+    content): a ``content_policy`` failure, so a content-policy fallback can take over."""
+    return failure(deployment, None, None, what, classified=CONTENT_POLICY)
 
 
 def _google_error(err: Any) -> tuple[str, tuple[str, bool, str] | None, float | None]:
@@ -445,6 +464,7 @@ def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:
     detail, classified, retry_after = _google_error(err)
     if classified is None and isinstance(err, dict) and isinstance(err.get("code"), int):
         classified = status_kind(err["code"])
+    classified = error_class(None, (), detail) or classified
     result = failure(deployment, None, None, detail or "unknown error",
                      classified=classified or ("server_error", True, "server error"))
     result.retry_after = retry_after
@@ -454,7 +474,8 @@ def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:
 def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
     """``{"error": {"code", "message", "status", "details"}}`` classified by HTTP status, refined
     by ``status`` (an invalid API key is a 400 ``INVALID_ARGUMENT`` with reason
-    ``API_KEY_INVALID``: an auth failure); a 429's ``RetryInfo.retryDelay`` gives the wait when
+    ``API_KEY_INVALID``: an auth failure; a 400 saying "The input token count (…) exceeds the
+    maximum number of tokens allowed" a ``context_window`` one); a 429's ``RetryInfo.retryDelay`` gives the wait when
     no ``retry-after`` header does."""
     try:
         obj = loads(body) if body else None
@@ -468,6 +489,7 @@ def parse_error(deployment: Deployment, status: int, headers: dict[str, str], bo
         detail = body_detail(body)
     if classified is None or ((status >= 500 or status in (408, 429)) and not classified[1]):
         classified = status_kind(status)  # a 5xx or 429 stays retryable whatever its status name says
+    classified = error_class(status, (), detail) or classified
     result = failure(deployment, status, headers, detail, classified=classified)
     if result.retry_after is None and retry_after is not None:
         result.retry_after = retry_after
@@ -478,10 +500,12 @@ class GeminiStreamTranslator:
     """``data: <GenerateContentResponse>`` events (no names, no ``[DONE]``) → OpenAI chunks. Text
     parts become content deltas; each ``functionCall`` part arrives whole and becomes one tool
     call delta; the last event's ``finishReason`` and ``usageMetadata`` end the stream (``usage``
-stays None until an event has carried a ``finishReason``)."""
+    stays None until an event has carried a ``finishReason``). Nothing is sent before the first
+    content, so a blocked prompt or a safety stop before any content is a ``content_policy``
+    failure that can still fall back."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_decoder", "_request_id",
-                 "_created", "_chunks", "_calls", "_numbering", "_reason", "_blocked", "_last_usage")
+                 "_created", "_chunks", "_calls", "_numbering", "_reason", "_blocked", "_last_usage", "_model")
 
     def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
         self.usage: Usage | None = None
@@ -497,6 +521,7 @@ stays None until an event has carried a ``finishReason``)."""
         self._reason: str | None = None
         self._blocked = False
         self._last_usage: Usage | None = None
+        self._model: str | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
         events = self._decoder.feed(data)
@@ -511,10 +536,10 @@ stays None until an event has carried a ``finishReason``)."""
         out.append(self._start(out).finish(reason))
         return out
 
-    def _start(self, out: list[bytes], model: Any = None) -> ChunkBuilder:
+    def _start(self, out: list[bytes]) -> ChunkBuilder:
         if self._chunks is None:
-            name = model if isinstance(model, str) and model else self._deployment.model_id
-            self._chunks = ChunkBuilder(f"chatcmpl-{self._request_id}", self._created, name)
+            self._chunks = ChunkBuilder(f"chatcmpl-{self._request_id}", self._created,
+                                        self._model or self._deployment.model_id)
             out.append(self._chunks.role())
         return self._chunks
 
@@ -529,22 +554,28 @@ stays None until an event has carried a ``finishReason``)."""
                 raise bad_response(self._deployment, "sent a stream event that is not a JSON object.")
             if "error" in obj:
                 raise stream_error(self._deployment, obj["error"])
-            chunks = self._start(out, obj.get("modelVersion"))
+            if self._model is None and isinstance(obj.get("modelVersion"), str) and obj["modelVersion"]:
+                self._model = obj["modelVersion"]
             candidate = _candidate(obj)
+            blocked = _blocked(obj, candidate)
+            if blocked:
+                if self._chunks is None:
+                    raise _refused(self._deployment, f"the prompt was blocked ({blocked}).")
+                self._blocked = True
             for part in _answer_parts(candidate):
                 if isinstance(part.get("functionCall"), dict):
                     call = self._numbering.openai(part)
                     self.text_chars += len(call["function"]["arguments"])
-                    out.append(chunks.delta({"tool_calls": [{"index": self._calls, **call}]}))
+                    out.append(self._start(out).delta({"tool_calls": [{"index": self._calls, **call}]}))
                     self._calls += 1
                 elif isinstance(part.get("text"), str) and part["text"] and not part.get("thought"):
                     self.text_chars += len(part["text"])
-                    out.append(chunks.content(part["text"]))
-            if isinstance(candidate.get("finishReason"), str):
-                self._reason = candidate["finishReason"]
-            feedback = obj.get("promptFeedback")
-            if not candidate and isinstance(feedback, dict) and feedback.get("blockReason"):
-                self._blocked = True
+                    out.append(self._start(out).content(part["text"]))
+            reason = candidate.get("finishReason")
+            if isinstance(reason, str):
+                if self._chunks is None and FINISH_REASONS.get(reason) == FILTERED:
+                    raise _refused(self._deployment, f"the answer was stopped ({reason}) before any content.")
+                self._reason = reason
             usage = usage_from_gemini(obj.get("usageMetadata"))
             if usage is not None:
                 self._last_usage = usage  # cumulative: the last event's is the whole answer's

@@ -13,6 +13,11 @@ the stream) answer the same. The Gemini API wants ``x-goog-api-key`` (or ``?key=
 ``google.rpc.RetryInfo`` detail (``retryDelay``, the fault's ``retry_after`` seconds, default 1)
 and no ``retry-after`` header unless the fault's ``headers`` add one.
 
+The ``context_window`` fault answers 400 ``INVALID_ARGUMENT`` "The input token count (…) exceeds
+the maximum number of tokens allowed (…)"; ``content_policy`` a 200 answer whose prompt was
+blocked (``promptFeedback.blockReason``) or, with ``variant="finish"``, whose only candidate
+stopped for ``SAFETY`` with no content.
+
 Requests are checked as the real API does: unknown top-level fields, an empty ``contents``, a
 role other than user/model, a part with no data field or an object-less ``functionCall.args`` /
 ``functionResponse.response`` are 400 ``INVALID_ARGUMENT``. With ``tool_call`` configured and
@@ -124,6 +129,27 @@ class FakeGemini(FakeServer):
 
     def model_not_found(self, model: str) -> Reply:
         return self.error(404, model=model)
+
+    def context_window_reply(self, call: Call, fault: Fault) -> Reply:
+        return self.error(400, fault.message or "The input token count (3475108) exceeds the maximum number of "
+                                                "tokens allowed (1048576).")
+
+    def content_policy_reply(self, call: Call, fault: Fault) -> Reply:
+        """A 200 answer: the prompt blocked (``promptFeedback.blockReason``, no candidates), or with
+        ``variant="finish"`` a candidate stopped for ``SAFETY`` with no content (``variant`` of
+        another block reason names it). Streamed as one event."""
+        usage = {"promptTokenCount": 8, "totalTokenCount": 8}
+        head = {"modelVersion": self._model(call), "responseId": self.new_id("resp")}
+        ratings = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
+        if fault.variant == "finish":
+            obj = {"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": ratings}],
+                   "usageMetadata": usage, **head}
+        else:
+            obj = {"promptFeedback": {"blockReason": fault.variant or "SAFETY", "safetyRatings": ratings},
+                   "usageMetadata": usage, **head}
+        if call.req.path.endswith(":streamGenerateContent"):
+            return self.stream(iter([self.event(obj)]))
+        return Reply(body=obj)
 
     def malformed_body(self) -> bytes:
         return b'{"candidates": [{"content": {"role": "model", "parts": [{"text": "trunc'

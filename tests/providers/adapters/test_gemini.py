@@ -176,11 +176,13 @@ def test_finish_reasons(reason, mapped):
     assert body["choices"][0]["finish_reason"] == mapped
 
 
-def test_a_blocked_prompt_is_a_content_filter_answer_and_no_usage_is_an_estimate():
+def test_a_blocked_prompt_is_a_content_policy_failure_and_no_usage_is_an_estimate():
     raw = json.dumps({"promptFeedback": {"blockReason": "SAFETY"}}).encode()
-    result = adapter.parse_chat(DEP, raw, request_id="r")
-    body = validate_completion(result.body)
-    assert body["choices"][0]["finish_reason"] == "content_filter" and result.usage.estimated
+    with pytest.raises(UpstreamFailure) as info:
+        adapter.parse_chat(DEP, raw, request_id="r")
+    assert (info.value.kind, info.value.retryable) == ("content_policy", False)
+    result = adapter.parse_chat(DEP, answer([{"text": "x"}]), request_id="r")
+    assert result.usage.estimated
 
 
 def test_unreadable_answers_are_retryable_bad_responses():
