@@ -233,7 +233,7 @@ class Engine:
                         if resp.status != 200:
                             raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()},
                                                       raw)
-                    data, usage = adapter.parse_embeddings(d, raw)
+                    data, usage = adapter.parse_embeddings(d, raw, request=request)
             except Exception as exc:  # noqa: BLE001
                 step = await plan.asend(_failure_from_exception(exc, d, timeout))
                 continue

@@ -474,7 +474,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     raise UpstreamFailure(
         kind="bad_request",
         message=f"{deployment.provider_name}: Anthropic has no embeddings API; route embeddings to another provider.",

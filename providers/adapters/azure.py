@@ -54,7 +54,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
                            headers=up.headers, body=up.body)
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     return openai_wire.parse_embeddings_body(deployment, body, with_cost=False)
 
 

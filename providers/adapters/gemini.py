@@ -2,7 +2,8 @@
 ``:streamGenerateContent?alt=sse`` (the Gemini API, ``x-goog-api-key``; or Vertex AI, the same
 body under ``…/projects/{p}/locations/{l}/publishers/google`` with a bearer token), and its
 answers, streams, ``usageMetadata`` and ``{"error": {code, message, status, details}}`` bodies
-translated back (wire-formats-2.md §5).
+translated back (wire-formats-2.md §5). Embeddings go to ``models/{model}:batchEmbedContents``
+(the Gemini API only), their input tokens estimated: Google counts none.
 
 Usage: ``candidatesTokenCount`` does not include ``thoughtsTokenCount`` (the reference's
 example totals prompt + candidates + thoughts), and thinking is billed as output, so output =
@@ -35,7 +36,7 @@ from providers.adapters.failures import (
     status_kind,
     truncated_stream,
 )
-from providers.adapters.headers import deployment_headers
+from providers.adapters.headers import deployment_headers, is_vertex
 from providers.adapters.messages import chat_completion, image_url_of, parse_data_url, text_of, tool_arguments
 from providers.adapters.sse import ChunkBuilder, SSEDecoder
 from providers.adapters.types import (
@@ -46,7 +47,7 @@ from providers.adapters.types import (
     Usage,
     output_limit,
 )
-from providers.adapters.usage import as_int, usage_to_openai
+from providers.adapters.usage import as_int, estimate_input_tokens, usage_to_openai
 
 IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
 DEFAULT_MAX_TOKENS = None  # Gemini needs no output limit
@@ -590,13 +591,55 @@ def stream_translator(deployment: Deployment, *, request_id: str, created: int) 
     return GeminiStreamTranslator(deployment, request_id=request_id, created=created)
 
 
-EMBEDDINGS_MISSING = ("embeddings through Gemini's embedContent are not supported yet; route embeddings to "
-                      "another provider.")
-
-
 def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-    raise UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name}: {EMBEDDINGS_MISSING}")
+    """``POST {base}/models/{model}:batchEmbedContents`` with one ``EmbedContentRequest`` per
+    input text (``{"model": "models/{model}", "content": {"parts": [{"text"}]}}``, plus
+    ``outputDimensionality`` from ``dimensions``). The Gemini API only: Vertex AI embeds through
+    another method (``:predict``), not translated."""
+    if is_vertex(deployment.base_url):
+        raise _bad_request(deployment, "embeddings through Vertex AI are not supported; use a Gemini API "
+                                       "provider (generativelanguage.googleapis.com) for embedding models.")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise _bad_request(deployment, "embedding input must be a non-empty string or a list of non-empty strings "
+                                       "(Gemini takes no token arrays).")
+    model = model_path(deployment.model_id)
+    extra: dict[str, Any] = {}
+    dimensions = body.get("dimensions")
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool) and dimensions > 0:
+        extra["outputDimensionality"] = dimensions
+    payload = {"requests": [{"model": model, "content": {"parts": [{"text": text}]}, **extra} for text in texts]}
+    return UpstreamRequest(
+        method="POST",
+        url=f"{deployment.base_url}/{model}:batchEmbedContents",
+        headers=deployment_headers(deployment),
+        body=dumps(payload),
+    )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
-    raise UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name}: {EMBEDDINGS_MISSING}")
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
+    """``{"embeddings": [{"values": [...]}, …]}`` as OpenAI's embeddings list (floats, whatever
+    ``encoding_format`` asked: SDKs decode only strings). The Gemini API reports no token count
+    for embeddings, so the input is estimated from ``request`` (``estimate_input_tokens``, 4
+    characters a token) and the usage marked estimated; a ``usageMetadata.promptTokenCount``,
+    should one come, is used instead."""
+    obj = load_json(deployment, body, "a BatchEmbedContentsResponse")
+    if type(obj) is not dict:
+        raise bad_response(deployment, "answered with JSON that is not a BatchEmbedContentsResponse.")
+    if "error" in obj:
+        raise stream_error(deployment, obj["error"])
+    vectors = obj.get("embeddings")
+    if type(vectors) is not list or not all(type(v) is dict and type(v.get("values")) is list for v in vectors):
+        raise bad_response(deployment, "answered without an 'embeddings' list of values; is this the Gemini API?")
+    data = [{"object": "embedding", "index": i, "embedding": v["values"]} for i, v in enumerate(vectors)]
+    metadata = obj.get("usageMetadata")
+    tokens = as_int(metadata.get("promptTokenCount")) if isinstance(metadata, dict) else 0
+    usage = Usage(input_tokens=tokens)
+    if not tokens:
+        usage = Usage(input_tokens=estimate_input_tokens((request or {}).get("input")), estimated=True)
+        tokens = usage.input_tokens
+    result = {"object": "list", "data": data, "model": deployment.model_id,
+              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return dumps(result), usage

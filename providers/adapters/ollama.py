@@ -314,7 +314,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     obj = load_json(deployment, body, "embeddings")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not an embeddings object.")

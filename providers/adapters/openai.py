@@ -82,7 +82,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     return parse_embeddings_body(deployment, body, with_cost=False)
 
 
