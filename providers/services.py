@@ -14,7 +14,7 @@ from django.utils import timezone
 from core.errors import Conflict, InvalidInput
 from core.net import UpstreamUnreachable, check_url
 from core.validation import control_character, header_value_check, headers_check, text_check
-from providers.base_urls import detect_provider_type, normalize_base_url
+from providers.base_urls import detect_provider_type, gemini_base_url, normalize_base_url, vertex_base_url
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
 from providers.models import (
@@ -116,7 +116,8 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
                                       preset=preset)
         base_url_vet(base_url)
         return ProviderType.OPENAI_COMPATIBLE.value, base_url
-    if provider is not None and "base_url" not in data and "provider_type" not in data:
+    follows = provider is not None and _vertex_url_follows(data=data, provider=provider)
+    if provider is not None and "base_url" not in data and "provider_type" not in data and not follows:
         return provider.provider_type, provider.base_url
     if provider is None:
         base_url = (data.get("base_url") or "").strip()
@@ -125,7 +126,7 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
         if not provider_type:
             raise InvalidInput("Give a base_url or a provider_type.", field="base_url")
     else:
-        base_url = (data.get("base_url", provider.base_url) or "").strip()
+        base_url = (data.get("base_url", "" if follows else provider.base_url) or "").strip()
         provider_type = data.get("provider_type") or provider.provider_type
     if provider_type not in ProviderType.values:
         raise InvalidInput(
@@ -133,9 +134,27 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
             f"{', '.join(ProviderType.values)}.",
             field="provider_type",
         )
-    base_url = normalize_base_url(base_url, provider_type)
+    if provider_type == ProviderType.GEMINI:  # Vertex AI's root may come from options.project / location
+        base_url = gemini_base_url(base_url, _options_for(data=data, provider=provider, provider_type=provider_type))
+    else:
+        base_url = normalize_base_url(base_url, provider_type)
     base_url_vet(base_url)
     return provider_type, base_url
+
+
+def _vertex_url_follows(*, data: dict[str, Any], provider: Provider) -> bool:
+    """Whether a change of a Vertex AI provider's ``options.project`` / ``location`` (and no
+    base_url) moves its base URL too: when the saved one was built from the saved options."""
+    sent = data.get("options")
+    saved = provider.options or {}
+    if (provider.provider_type != ProviderType.GEMINI or not isinstance(sent, dict)
+            or not ({"project", "location"} & set(sent)) or saved.get("auth") != "vertex"
+            or not saved.get("project") or not saved.get("location")):
+        return False
+    try:
+        return _saved_url(provider) == vertex_base_url(saved["project"], saved["location"])
+    except InvalidInput:
+        return False
 
 
 def _options_for(*, data: dict[str, Any], provider: Provider | None, provider_type: str) -> dict[str, Any]:
@@ -218,7 +237,12 @@ def provider_probe(
     elif not provider_type:
         fallback = saved.provider_type if saved else ProviderType.OPENAI
         provider_type = detect_provider_type(base_url) if base_url else fallback
-    base_url = normalize_base_url(base_url, provider_type, preset=named)
+    if provider_type == ProviderType.GEMINI:
+        typed = options if options is not None else (
+            saved.options if saved is not None and saved.provider_type == provider_type else None)
+        base_url = gemini_base_url(base_url, options_clean(provider_type, typed))
+    else:
+        base_url = normalize_base_url(base_url, provider_type, preset=named)
     base_url_vet(base_url)
     provider_credentials_check(api_key=api_key, extra_headers=extra_headers)
     if saved is not None:

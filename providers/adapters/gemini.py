@@ -87,6 +87,11 @@ STATUS_NAMES: dict[str, tuple[str, bool, str]] = {
     "UNAVAILABLE": ("server_error", True, "unavailable"),
     "DEADLINE_EXCEEDED": ("timeout", True, "deadline exceeded"),
 }
+# OpenAI's reasoning_effort -> thinkingConfig.thinkingBudget (tokens). low / medium / high are the
+# budgets Google's own OpenAI-compatible endpoint maps them to (1K, 8K, 24K); "none" turns
+# thinking off (Gemini 2.5 Pro cannot: it answers 400); "minimal" is 512, the smallest budget
+# every 2.5 model takes (Flash-Lite's floor).
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})  # Google answers these 400, not 401
 
 
@@ -252,6 +257,12 @@ def _generation_config(deployment: Deployment, body: dict[str, Any]) -> dict[str
             config["responseMimeType"] = "application/json"
             if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
                 config["responseJsonSchema"] = spec["schema"]
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in THINKING_BUDGETS:
+            raise _bad_request(deployment, f"reasoning_effort must be one of {', '.join(THINKING_BUDGETS)} "
+                                           f"(got {effort!r}).")
+        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
     if isinstance(body.get("n"), int) and body["n"] > 1:
         raise _bad_request(deployment, "n > 1 (several choices) is not supported.")
     return config

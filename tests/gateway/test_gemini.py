@@ -194,6 +194,30 @@ def test_vertex_ai_path_and_bearer_token(world, live):
     assert sent.headers["authorization"] == "Bearer ya29.token" and "x-goog-api-key" not in sent.headers
 
 
+def test_vertex_auth_option_and_reasoning_effort_as_a_thinking_budget(world, live):
+    with FakeGemini(models=["gemini-2.5-flash"], api_key="ya29.token", reply="thought about it") as fake:
+        provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
+                                base_url=fake.vertex_base_url, options={"auth": "vertex"})
+        assert provider.options == {"auth": "vertex"}
+        ProviderModel.objects.create(provider=provider, model_id="gemini-2.5-flash")
+        client = sdk(live, world.chat_key)
+        answer = client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
+                                                reasoning_effort="low")
+        assert answer.choices[0].message.content == "thought about it"
+        sent = fake.requests[-1]
+        assert sent.headers["authorization"] == "Bearer ya29.token" and "x-goog-api-key" not in sent.headers
+        assert sent.body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 1024}}
+        stream = client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
+                                                reasoning_effort="none", stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "thought about it"
+        assert fake.requests[-1].body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 0}}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
+                                           reasoning_effort="extreme")
+        assert "reasoning_effort must be one of none, minimal, low, medium, high" in str(caught.value)
+        assert len(fake.requests_to(sent.path)) == 1  # the refused one never left
+
+
 def test_a_stream_reset_after_the_first_bytes_ends_with_an_error_and_a_partial_row(world, live):
     with FakeGemini(models=["gemini-2.5-flash"], api_key=KEY, reply="word " * 40, stream_chunks=10) as fake:
         gemini(world, fake)

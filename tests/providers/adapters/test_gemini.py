@@ -5,6 +5,7 @@ round trips against FakeGemini."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -425,3 +426,27 @@ def test_embeddings_round_trip(fake):
     out = validate_embeddings(body)
     assert len(out["data"]) == 2 and all(len(d["embedding"]) == 16 for d in out["data"])
     assert (usage.input_tokens, usage.estimated) == (2 + 3, True)
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("minimal", 512), ("low", 1024), ("medium", 8192),
+                                                ("high", 24576)])
+def test_reasoning_effort_becomes_a_thinking_budget(effort, budget):
+    _, sent = build({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort, "max_tokens": 9})
+    assert sent["generationConfig"] == {"maxOutputTokens": 9, "thinkingConfig": {"thinkingBudget": budget}}
+
+
+def test_no_reasoning_effort_leaves_thinking_to_the_model_and_an_unknown_one_is_refused():
+    _, sent = build({"messages": [{"role": "user", "content": "hi"}]})
+    assert "generationConfig" not in sent
+    with pytest.raises(UpstreamFailure) as info:
+        build({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "extreme"})
+    assert info.value.kind == "bad_request" and "none, minimal, low, medium, high" in info.value.message
+
+
+def test_vertex_auth_option_sends_a_bearer_token_whatever_the_url():
+    dep = make_deployment("gemini", base_url="https://proxy.example/v1beta", api_key="ya29.token")
+    proxied = dataclasses.replace(dep, options=(("auth", "vertex"),))
+    assert adapter.build_chat(proxied, {"messages": [{"role": "user", "content": "x"}]}, stream=False).headers[
+        "Authorization"] == "Bearer ya29.token"
+    assert "x-goog-api-key" in adapter.build_chat(dep, {"messages": [{"role": "user", "content": "x"}]},
+                                                  stream=False).headers
