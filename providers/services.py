@@ -117,8 +117,9 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
         base_url_vet(base_url)
         return ProviderType.OPENAI_COMPATIBLE.value, base_url
     follows = provider is not None and _vertex_url_follows(data=data, provider=provider)
-    if provider is not None and "base_url" not in data and "provider_type" not in data and not follows:
-        return provider.provider_type, provider.base_url
+    keeps = provider is not None and "base_url" not in data and "provider_type" not in data
+    if keeps and not (provider.provider_type == ProviderType.GEMINI and "options" in data):
+        return provider.provider_type, provider.base_url  # (a gemini URL is checked against new options)
     if provider is None:
         base_url = (data.get("base_url") or "").strip()
         provider_type = data.get("provider_type") or (
@@ -143,16 +144,21 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
 
 
 def _vertex_url_follows(*, data: dict[str, Any], provider: Provider) -> bool:
-    """Whether a change of a Vertex AI provider's ``options.project`` / ``location`` (and no
-    base_url) moves its base URL too: when the saved one was built from the saved options."""
+    """Whether a change that sends a gemini provider's ``options.project`` / ``location`` (with
+    ``auth`` vertex, and no base_url) rebuilds its base URL from them: when the saved URL was
+    built from the saved options, or is not a Vertex AI one (the Gemini API's, going Vertex)."""
     sent = data.get("options")
-    saved = provider.options or {}
-    if (provider.provider_type != ProviderType.GEMINI or not isinstance(sent, dict)
-            or not ({"project", "location"} & set(sent)) or saved.get("auth") != "vertex"
-            or not saved.get("project") or not saved.get("location")):
+    if (provider.provider_type != ProviderType.GEMINI or "base_url" in data or not isinstance(sent, dict)
+            or not ({"project", "location"} & set(sent))):
         return False
+    saved = provider.options or {}
+    if {**saved, **sent}.get("auth") != "vertex":
+        return False
+    url = _saved_url(provider)
+    if "/projects/" not in url:
+        return True
     try:
-        return _saved_url(provider) == vertex_base_url(saved["project"], saved["location"])
+        return url == vertex_base_url(str(saved.get("project") or ""), str(saved.get("location") or ""))
     except InvalidInput:
         return False
 

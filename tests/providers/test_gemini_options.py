@@ -82,3 +82,20 @@ def test_a_connection_test_builds_the_same_url():
                            timeout_seconds=5, options={"auth": "vertex", "project": "acme-prod",
                                                        "location": "europe-west4"})
     assert probe.base_url == VERTEX_EU and probe.options["auth"] == "vertex"
+
+
+@pytest.mark.django_db
+def test_a_gemini_api_provider_going_vertex_gets_the_vertex_url_and_vertex_needs_a_vertex_url(world):
+    provider = provider_create(owner=world.tenant, actor=SYSTEM, data={"name": "gem", "provider_type": "gemini"})
+    with pytest.raises(InvalidInput) as caught:
+        provider_update(provider=provider, actor=SYSTEM, data={"options": {"auth": "vertex"}})
+    assert caught.value.field == "base_url" and "not a Vertex AI URL" in caught.value.message
+    provider = provider_update(provider=provider, actor=SYSTEM, data={
+        "options": {"auth": "vertex", "project": "acme-prod", "location": "europe-west4"}})
+    assert provider.base_url == VERTEX_EU
+    # Back to an API key: the options say so, and a Gemini API URL is given with the new key.
+    provider = provider_update(provider=provider, actor=SYSTEM, data={
+        "options": {"auth": "api-key", "project": None, "location": None}, "api_key": "AIzaKey",
+        "base_url": "https://generativelanguage.googleapis.com"})
+    assert provider.base_url == "https://generativelanguage.googleapis.com/v1beta"
+    assert provider.options == {"auth": "api-key"}
