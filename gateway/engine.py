@@ -44,12 +44,15 @@ def upstream_output_tokens(d: Deployment, request: dict[str, Any]) -> int:
     return min(limit, d.context_length) if d.context_length else limit
 
 
-# A client error: the same request would fail on every target, so it goes back at once —
-# unless it is of a class the route has fallbacks for (a context-window overflow, a
-# content-policy refusal: another model may take it).
+# A client error: the same request would fail on every target, so it goes back at once, with
+# the upstream's status — unless it is of a class the route has fallbacks for: a prompt too
+# long for the model (context_window) or refused by the provider's content policy
+# (content_policy); another model may take it.
 ERROR_CLASSES = frozenset({"context_window", "content_policy"})
-MAX_RETRY_AFTER_COOLDOWN = 3600.0  # seconds: the longest an upstream's retry-after cools a deployment
 CLIENT_FAULTS = frozenset({"bad_request", *ERROR_CLASSES})
+# the error code a client sees for a failure kind, where OpenAI has a name for it
+CLIENT_CODES = {"context_window": "context_length_exceeded", "content_policy": "content_policy_violation"}
+MAX_RETRY_AFTER_COOLDOWN = 3600.0  # seconds: the longest an upstream's retry-after cools a deployment
 
 
 
@@ -197,9 +200,9 @@ class Engine:
 
     async def _plan(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any], call: Call):
         """Yield (target, request body, timeout, attempt number) in retry / fallback order; the
-        caller reports each failure back with ``asend``. When every target failed and the last
-        failure was a context-window or content-policy error, the route's fallbacks for that
-        class are tried next (their own order, one level deep)."""
+        caller reports each failure back with ``asend``. A context-window or content-policy error
+        goes to the route's fallbacks for that class at once, when it names some (each in its own
+        order, one level deep); the route's other targets would refuse it too."""
         failures: list[UpstreamFailure] = []
         queue: list[tuple[Route, list[Target]]] = [(route, targets)]
         tried: set[str] = set()  # error classes whose fallbacks were queued
@@ -234,7 +237,8 @@ class Engine:
                         if kind in ERROR_CLASSES and kind not in tried and route.fallbacks(kind):
                             escalate = kind  # the other deployments would refuse it too
                             break
-                        raise GatewayError(failure.status or 400, failure.message, code=failure.kind)
+                        raise GatewayError(failure.status or 400, failure.message,
+                                           code=CLIENT_CODES.get(kind, kind))
                     if not failure.retryable:
                         break
                     if attempt < retries:
@@ -251,7 +255,7 @@ class Engine:
                         continue
         last = failures[-1] if failures else None
         if last is not None and last.kind in ERROR_CLASSES:  # and no fallback could take it
-            raise GatewayError(last.status or 400, last.message, code=last.kind)
+            raise GatewayError(last.status or 400, last.message, code=CLIENT_CODES[last.kind])
         raise all_failed(route, call.attempts, failures)
 
     # --- non-streamed --------------------------------------------------------------------
@@ -311,7 +315,7 @@ class Engine:
                         if resp.status != 200:
                             raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()},
                                                       raw)
-                    data, usage = adapter.parse_embeddings(d, raw)
+                    data, usage = adapter.parse_embeddings(d, raw, request=request)
             except Exception as exc:  # noqa: BLE001
                 step = await plan.asend(_failure_from_exception(exc, d, timeout))
                 continue

@@ -27,7 +27,7 @@ from gateway.context import (
     read_body,
     send_json,
 )
-from gateway.engine import OpenStream
+from gateway.engine import CLIENT_CODES, OpenStream
 from gateway.errors import GatewayError, bad_request, unauthorized
 from gateway.upstream import attempt_timeout
 from providers.adapters.anthropic import parse_error as anthropic_error
@@ -323,7 +323,7 @@ class MessagesDoor:
                 else:
                     if 400 <= status < 500:  # the client's to fix: its words go back
                         failure = anthropic_error(d, status, headers, data)
-                        raise GatewayError(status, failure.message, code=failure.kind)
+                        raise GatewayError(status, failure.message, code=CLIENT_CODES.get(failure.kind, failure.kind))
                     if status != 200:
                         data = None  # the upstream failed (5xx): estimated below
                 extra = [(b"x-tollgate-model", d.public_id.encode())]

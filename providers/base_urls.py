@@ -13,7 +13,7 @@ from core.errors import InvalidInput
 from providers.models import ProviderType
 from providers.presets import PRESETS, Preset, url_parts
 
-__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "normalize_base_url", "vertex_base_url"]
+__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "gemini_base_url", "normalize_base_url", "vertex_base_url"]
 
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -178,6 +178,33 @@ def vertex_base_url(project: str, location: str, *, version: str = "v1") -> str:
                                field=f"options.{field}")
     host = VERTEX_HOST_SUFFIX if location == "global" else f"{location}-{VERTEX_HOST_SUFFIX}"
     return f"https://{host}/{version}/projects/{project}/locations/{location}/publishers/google"
+
+
+def gemini_base_url(base_url: str, options: dict | None) -> str:
+    """A gemini provider's base URL, normalized: the one given, else, with ``options.auth``
+    ``"vertex"``, the Vertex AI root that ``options.project`` / ``options.location`` name, else
+    the Gemini API's. With ``auth: "vertex"`` the URL must be a Vertex AI one (it names
+    ``/projects/``): a Gemini API URL would get the bearer token it cannot take."""
+    options = options or {}
+    text = (base_url or "").strip()
+    vertex = options.get("auth") == "vertex"
+    if not text and vertex:
+        if not (options.get("project") and options.get("location")):
+            raise InvalidInput(
+                "A Vertex AI provider (options.auth 'vertex') needs options.project and options.location, or a "
+                "base_url naming them: https://{location}-aiplatform.googleapis.com/v1/projects/{project}/"
+                "locations/{location}/publishers/google.",
+                field="options",
+            )
+        text = vertex_base_url(str(options["project"]), str(options["location"]))
+    url = normalize_base_url(text, ProviderType.GEMINI)
+    if vertex and "/projects/" not in url:
+        raise InvalidInput(
+            f"options.auth is 'vertex' but {url} is not a Vertex AI URL; leave base_url empty to build it from "
+            "options.project and options.location, or set options.auth to 'api-key' for the Gemini API.",
+            field="base_url",
+        )
+    return url
 
 
 def _gemini_path(host: str, path: str) -> str:

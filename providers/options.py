@@ -12,6 +12,15 @@ Azure OpenAI (``azure``):
   Azure routes by deployment name, so these names are the provider's models; the underlying
   model names its price (OpenAI's, from genai-prices) and its capabilities.
 
+Google Gemini (``gemini``):
+
+- ``auth``: ``"api-key"`` (a Gemini API key in ``x-goog-api-key``) or ``"vertex"`` (Vertex AI:
+  the key is an OAuth2 access token sent as ``Authorization: Bearer``); unset, the base URL
+  decides (a Vertex AI URL names ``/projects/``);
+- ``project`` and ``location`` (with ``auth: "vertex"`` only, both or neither): the Google Cloud
+  project and region (or ``global``) whose Vertex AI root becomes the base URL when none is
+  given (providers/base_urls.py :func:`~providers.base_urls.gemini_base_url`).
+
 OpenAI-compatible (``openai_compatible``): ``preset``, the service it was created as
 (providers/presets.py), kept so that it keeps its preset's prices and catalog quirks behind any
 base URL."""
@@ -21,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import InvalidInput
+from providers.base_urls import vertex_base_url
 from providers.models import ProviderType
 from providers.presets import preset_get, preset_names
 
@@ -28,6 +38,7 @@ __all__ = ["AZURE_API_VERSION", "OPTION_CHECKS", "azure_deployments", "options_c
 
 AZURE_API_VERSION = "2024-10-21"  # GA (wire-formats-2 §4: the newest inference/stable version)
 AZURE_AUTH = ("api-key", "entra")
+GEMINI_AUTH = ("api-key", "vertex")
 MAX_DEPLOYMENTS = 500
 _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # Azure's rule for a deployment name: letters, digits, '.', '_' and '-', at most 64.
@@ -74,6 +85,27 @@ def _azure(options: dict[str, Any]) -> dict[str, Any]:
     return {"api_version": version.strip(), "auth": auth, "deployments": dict(sorted(deployments.items()))}
 
 
+def _gemini(options: dict[str, Any]) -> dict[str, Any]:
+    auth = options.get("auth")
+    if auth is not None and auth not in GEMINI_AUTH:
+        raise InvalidInput(
+            f"options.auth must be 'api-key' (a Gemini API key, sent in x-goog-api-key) or 'vertex' (Vertex AI: the "
+            f"key is an OAuth2 access token sent as Authorization: Bearer); got {auth!r}.",
+            field="options",
+        )
+    project, location = options.get("project"), options.get("location")
+    if project is None and location is None:
+        return {"auth": auth} if auth else {}
+    if auth != "vertex":
+        raise InvalidInput("options.project and options.location name a Vertex AI project: set options.auth to "
+                           "'vertex' with them.", field="options")
+    if not isinstance(project, str) or not isinstance(location, str) or not project.strip() or not location.strip():
+        raise InvalidInput("Give both options.project and options.location (e.g. 'my-project' and 'us-central1'), "
+                           "or neither and a Vertex AI base_url.", field="options")
+    vertex_base_url(project, location)  # refuses names Google would not take
+    return {"auth": auth, "project": project.strip().lower(), "location": location.strip().lower()}
+
+
 def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
     """``preset``: the OpenAI-compatible service it was created as (providers/presets.py)."""
     name = options.get("preset")
@@ -89,6 +121,7 @@ def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
 # them cleaned with the type's defaults filled in.
 OPTION_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
     ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments"}), _azure),
+    ProviderType.GEMINI: (frozenset({"auth", "project", "location"}), _gemini),
     ProviderType.OPENAI_COMPATIBLE: (frozenset({"preset"}), _openai_compatible),
 }
 

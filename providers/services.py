@@ -14,7 +14,7 @@ from django.utils import timezone
 from core.errors import Conflict, InvalidInput
 from core.net import UpstreamUnreachable, check_url
 from core.validation import control_character, header_value_check, headers_check, text_check
-from providers.base_urls import detect_provider_type, normalize_base_url
+from providers.base_urls import detect_provider_type, gemini_base_url, normalize_base_url, vertex_base_url
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
 from providers.models import (
@@ -117,8 +117,10 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
                                       preset=preset)
         base_url_vet(base_url)
         return ProviderType.OPENAI_COMPATIBLE.value, base_url
-    if provider is not None and "base_url" not in data and "provider_type" not in data:
-        return provider.provider_type, provider.base_url
+    follows = provider is not None and _vertex_url_follows(data=data, provider=provider)
+    keeps = provider is not None and "base_url" not in data and "provider_type" not in data
+    if keeps and not (provider.provider_type == ProviderType.GEMINI and "options" in data):
+        return provider.provider_type, provider.base_url  # (a gemini URL is checked against new options)
     if provider is None:
         base_url = (data.get("base_url") or "").strip()
         provider_type = data.get("provider_type") or (
@@ -126,7 +128,7 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
         if not provider_type:
             raise InvalidInput("Give a base_url or a provider_type.", field="base_url")
     else:
-        base_url = (data.get("base_url", provider.base_url) or "").strip()
+        base_url = (data.get("base_url", "" if follows else provider.base_url) or "").strip()
         provider_type = data.get("provider_type") or provider.provider_type
     if provider_type not in ProviderType.values:
         raise InvalidInput(
@@ -134,9 +136,32 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
             f"{', '.join(ProviderType.values)}.",
             field="provider_type",
         )
-    base_url = normalize_base_url(base_url, provider_type)
+    if provider_type == ProviderType.GEMINI:  # Vertex AI's root may come from options.project / location
+        base_url = gemini_base_url(base_url, _options_for(data=data, provider=provider, provider_type=provider_type))
+    else:
+        base_url = normalize_base_url(base_url, provider_type)
     base_url_vet(base_url)
     return provider_type, base_url
+
+
+def _vertex_url_follows(*, data: dict[str, Any], provider: Provider) -> bool:
+    """Whether a change that sends a gemini provider's ``options.project`` / ``location`` (with
+    ``auth`` vertex, and no base_url) rebuilds its base URL from them: when the saved URL was
+    built from the saved options, or is not a Vertex AI one (the Gemini API's, going Vertex)."""
+    sent = data.get("options")
+    if (provider.provider_type != ProviderType.GEMINI or "base_url" in data or not isinstance(sent, dict)
+            or not ({"project", "location"} & set(sent))):
+        return False
+    saved = provider.options or {}
+    if {**saved, **sent}.get("auth") != "vertex":
+        return False
+    url = _saved_url(provider)
+    if "/projects/" not in url:
+        return True
+    try:
+        return url == vertex_base_url(str(saved.get("project") or ""), str(saved.get("location") or ""))
+    except InvalidInput:
+        return False
 
 
 def _options_for(*, data: dict[str, Any], provider: Provider | None, provider_type: str) -> dict[str, Any]:
@@ -219,7 +244,12 @@ def provider_probe(
     elif not provider_type:
         fallback = saved.provider_type if saved else ProviderType.OPENAI
         provider_type = detect_provider_type(base_url) if base_url else fallback
-    base_url = normalize_base_url(base_url, provider_type, preset=named)
+    if provider_type == ProviderType.GEMINI:
+        typed = options if options is not None else (
+            saved.options if saved is not None and saved.provider_type == provider_type else None)
+        base_url = gemini_base_url(base_url, options_clean(provider_type, typed))
+    else:
+        base_url = normalize_base_url(base_url, provider_type, preset=named)
     base_url_vet(base_url)
     provider_credentials_check(api_key=api_key, extra_headers=extra_headers)
     if saved is not None:

@@ -9,6 +9,7 @@ from providers.adapters.failures import (
     ERROR_TYPE_KINDS,
     bad_response,
     body_detail,
+    error_class,
     failure,
     load_json,
     status_kind,
@@ -335,7 +336,9 @@ def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:
     """An ``error`` event (or error object in a 200 answer), classified by its ``type``."""
     err = err if isinstance(err, dict) else {}
     kind = err.get("type")
-    classified = ERROR_TYPE_KINDS.get(kind) if isinstance(kind, str) else None
+    classified = error_class(None, (), err.get("message"))
+    if classified is None and isinstance(kind, str):
+        classified = ERROR_TYPE_KINDS.get(kind)
     detail = err.get("message") if isinstance(err.get("message"), str) else str(kind or "unknown error")
     return failure(deployment, None, None, detail,
                    classified=classified or ("server_error", True, str(kind or "server error")))
@@ -471,7 +474,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     raise UpstreamFailure(
         kind="bad_request",
         message=f"{deployment.provider_name}: Anthropic has no embeddings API; route embeddings to another provider.",
@@ -480,7 +484,10 @@ def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]
 
 def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
     """``{"type":"error","error":{"type","message"},"request_id"}`` classified by status (the
-    error type refines it: ``billing_error`` is a quota problem whatever the status)."""
+    error type refines it: ``billing_error`` is a quota problem whatever the status; a 400
+    ``invalid_request_error`` saying "prompt is too long" is a ``context_window`` failure).
+    Anthropic has no content-policy error: a refusal is a 200 answer with ``stop_reason:
+    "refusal"`` (finish_reason ``content_filter``)."""
     try:
         obj = loads(body) if body else None
     except JSONDecodeError:
@@ -495,4 +502,6 @@ def parse_error(deployment: Deployment, status: int, headers: dict[str, str], bo
     classified = status_kind(status)
     if type(err) is dict and err.get("type") == "billing_error":
         classified = ERROR_TYPE_KINDS["billing_error"]
+    elif type(err) is dict:
+        classified = error_class(status, (), err.get("message")) or classified
     return failure(deployment, status, headers, detail, classified=classified)

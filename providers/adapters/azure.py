@@ -9,17 +9,16 @@ providers/adapters/openai.py) behind a different URL and auth (wire-formats-2 §
 - Streams: the first chunk may be ``"choices": []`` with only ``prompt_filter_results`` (and an
   empty id and model); it carries nothing for the client and is dropped like the usage chunk.
   Per-choice ``content_filter_results`` pass through.
-- Errors: a prompt blocked by the content filter is a 400 with ``code: content_filter``
-  (refused, not retried: another attempt gets the same verdict); an unknown deployment is a
-  404 ``DeploymentNotFound``."""
+- Errors: a prompt blocked by the content filter is a 400 with ``code: content_filter`` and
+  ``innererror.code: ResponsibleAIPolicyViolation``: a ``content_policy`` failure (not retried:
+  another attempt gets the same verdict); ``context_length_exceeded`` a ``context_window`` one
+  (both classified by openai.classify_error, as for OpenAI); an unknown deployment is a 404
+  ``DeploymentNotFound``."""
 
 from typing import Any
 from urllib.parse import quote
 
-from orjson import JSONDecodeError, loads
-
 from providers.adapters import openai as openai_wire
-from providers.adapters.failures import failure
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage
 
 IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
@@ -55,17 +54,10 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
                            headers=up.headers, body=up.body)
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     return openai_wire.parse_embeddings_body(deployment, body, with_cost=False)
 
 
 def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
-    try:
-        obj = loads(body) if body else None
-    except JSONDecodeError:
-        obj = None
-    err = obj.get("error") if type(obj) is dict else None
-    if type(err) is dict and err.get("code") == "content_filter":
-        return failure(deployment, status, headers, openai_wire.error_detail(err, body),
-                       classified=("bad_request", False, "refused by Azure's content filter"))
     return openai_wire.parse_error_body(deployment, status, headers, body)

@@ -1,6 +1,12 @@
 """Upstream failures: an error answer (status, headers, body) or an error inside a 200 answer
 or a stream, classified onto ``UpstreamFailure`` for the retry logic, with words a tenant
-admin can act on and no secret in them (``scrub``)."""
+admin can act on and no secret in them (``scrub``).
+
+Two error classes matter to routing beyond retrying (an alias's ``context_window_fallbacks``
+and ``content_policy_fallbacks``): ``context_window`` (the prompt does not fit the model) and
+``content_policy`` (the provider refused the content). Every adapter asks :func:`error_class`
+(one copy) with the codes and message its error body carries; both are final (not retried,
+the same target would answer the same) and keep the upstream's status."""
 
 import math
 import re
@@ -17,6 +23,30 @@ DETAIL_CHARS = 300  # how much of an upstream's own error message we quote
 _SECRET = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9._*\-]*[A-Za-z0-9*]|\bBearer\s+\S+", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 KEY_HIDDEN = "[key hidden]"
+
+CONTEXT_WINDOW = ("context_window", False, "context window exceeded")
+CONTENT_POLICY = ("content_policy", False, "refused by content policy")
+# error codes that name an error class, whatever the status (OpenAI, Azure, OpenRouter, vLLM …)
+CLASS_CODES: dict[str, tuple[str, bool, str]] = {
+    "context_length_exceeded": CONTEXT_WINDOW,  # OpenAI, Azure, OpenAI-compatible servers
+    "content_policy_violation": CONTENT_POLICY,  # OpenAI (safety system)
+    "content_filter": CONTENT_POLICY,  # Azure's content filter (400, innererror ResponsibleAIPolicyViolation)
+    "ResponsibleAIPolicyViolation": CONTENT_POLICY,  # Azure's innererror code
+    "invalid_prompt": CONTENT_POLICY,  # OpenAI: "your prompt was flagged as potentially violating our usage policy"
+}
+# The words of a context-window error when no code says so: vLLM-style servers ("This model's
+# maximum context length is 8192 tokens", code null or 400), Anthropic ("prompt is too long:
+# 208656 tokens > 200000 maximum"; "input length and `max_tokens` exceed context limit"), Gemini
+# ("The input token count (3475108) exceeds the maximum number of tokens allowed (1048576)"),
+# Ollama ("the input length exceeds the context length").
+_CONTEXT_WORDS = re.compile(
+    r"maximum context length|context length exceeded|context_length_exceeded|prompt is too long"
+    r"|exceeds? (?:the )?context (?:length|limit|window)|exceed context limit"
+    r"|input token count .{0,40}exceeds the maximum",
+    re.IGNORECASE,
+)
+# statuses a context-window error comes with (None: inside a 200 answer or a stream)
+_CLIENT_STATUSES = frozenset({None, 400, 413, 422})
 
 # status -> (kind, retryable, words)
 STATUS_KINDS: dict[int, tuple[str, bool, str]] = {
@@ -63,6 +93,18 @@ ERROR_TYPE_KINDS: dict[str, tuple[str, bool, str]] = {
     "not_found": ("not_found", False, "not found"),
     "model_not_found": ("not_found", False, "model not found"),
 }
+
+
+def error_class(status: int | None, codes: tuple[Any, ...], message: Any) -> tuple[str, bool, str] | None:
+    """``CONTEXT_WINDOW`` or ``CONTENT_POLICY`` when one of the error's ``codes`` (its code, type,
+    inner code …) names the class, or, for a 400-like status, its ``message`` says the prompt
+    does not fit; None otherwise (the caller classifies as before)."""
+    for code in codes:
+        if isinstance(code, str) and code in CLASS_CODES:
+            return CLASS_CODES[code]
+    if status in _CLIENT_STATUSES and isinstance(message, str) and _CONTEXT_WORDS.search(message):
+        return CONTEXT_WINDOW
+    return None
 
 
 def status_kind(status: int) -> tuple[str, bool, str]:

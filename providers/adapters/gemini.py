@@ -2,7 +2,8 @@
 ``:streamGenerateContent?alt=sse`` (the Gemini API, ``x-goog-api-key``; or Vertex AI, the same
 body under ``…/projects/{p}/locations/{l}/publishers/google`` with a bearer token), and its
 answers, streams, ``usageMetadata`` and ``{"error": {code, message, status, details}}`` bodies
-translated back (wire-formats-2.md §5).
+translated back (wire-formats-2.md §5). Embeddings go to ``models/{model}:batchEmbedContents``
+(the Gemini API only), their input tokens estimated: Google counts none.
 
 Usage: ``candidatesTokenCount`` does not include ``thoughtsTokenCount`` (the reference's
 example totals prompt + candidates + thoughts), and thinking is billed as output, so output =
@@ -26,14 +27,16 @@ from typing import Any
 from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.failures import (
+    CONTENT_POLICY,
     bad_response,
     body_detail,
+    error_class,
     failure,
     load_json,
     status_kind,
     truncated_stream,
 )
-from providers.adapters.headers import deployment_headers
+from providers.adapters.headers import deployment_headers, is_vertex
 from providers.adapters.messages import chat_completion, image_url_of, parse_data_url, text_of, tool_arguments
 from providers.adapters.sse import ChunkBuilder, SSEDecoder
 from providers.adapters.types import (
@@ -44,7 +47,7 @@ from providers.adapters.types import (
     Usage,
     output_limit,
 )
-from providers.adapters.usage import as_int, usage_to_openai
+from providers.adapters.usage import as_int, estimate_input_tokens, usage_to_openai
 
 IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
 DEFAULT_MAX_TOKENS = None  # Gemini needs no output limit
@@ -84,6 +87,11 @@ STATUS_NAMES: dict[str, tuple[str, bool, str]] = {
     "UNAVAILABLE": ("server_error", True, "unavailable"),
     "DEADLINE_EXCEEDED": ("timeout", True, "deadline exceeded"),
 }
+# OpenAI's reasoning_effort -> thinkingConfig.thinkingBudget (tokens). low / medium / high are the
+# budgets Google's own OpenAI-compatible endpoint maps them to (1K, 8K, 24K); "none" turns
+# thinking off (Gemini 2.5 Pro cannot: it answers 400); "minimal" is 512, the smallest budget
+# every 2.5 model takes (Flash-Lite's floor).
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})  # Google answers these 400, not 401
 
 
@@ -249,6 +257,12 @@ def _generation_config(deployment: Deployment, body: dict[str, Any]) -> dict[str
             config["responseMimeType"] = "application/json"
             if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
                 config["responseJsonSchema"] = spec["schema"]
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in THINKING_BUDGETS:
+            raise _bad_request(deployment, f"reasoning_effort must be one of {', '.join(THINKING_BUDGETS)} "
+                                           f"(got {effort!r}).")
+        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
     if isinstance(body.get("n"), int) and body["n"] > 1:
         raise _bad_request(deployment, "n > 1 (several choices) is not supported.")
     return config
@@ -383,6 +397,9 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
     if "candidates" not in obj and "promptFeedback" not in obj:
         raise bad_response(deployment, "answered without 'candidates'; is this the Gemini API?")
     candidate = _candidate(obj)
+    blocked = _blocked(obj, candidate)
+    if blocked:
+        raise _refused(deployment, f"the prompt was blocked ({blocked}).")
     numbering = _Calls(request_id)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -395,8 +412,9 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    blocked = not candidate and isinstance(obj.get("promptFeedback"), dict) and obj["promptFeedback"].get("blockReason")
-    finish = FILTERED if blocked else _finish(candidate.get("finishReason"), calls=bool(calls))
+    finish = _finish(candidate.get("finishReason"), calls=bool(calls))
+    if finish == FILTERED and not text and not calls:
+        raise _refused(deployment, f"the answer was stopped ({candidate.get('finishReason')}) before any content.")
     usage = usage_from_gemini(obj.get("usageMetadata"))
     model = obj.get("modelVersion") if isinstance(obj.get("modelVersion"), str) and obj["modelVersion"] \
         else deployment.model_id
@@ -408,6 +426,19 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
         usage=usage_to_openai(usage, cache_known=True) if usage is not None else None,
     )
     return ChatResult(body=result, usage=usage if usage is not None else Usage(estimated=True))
+
+
+def _blocked(obj: dict[str, Any], candidate: dict[str, Any]) -> str:
+    """The ``promptFeedback.blockReason`` of an answer without candidates ("" if none)."""
+    feedback = obj.get("promptFeedback")
+    reason = feedback.get("blockReason") if not candidate and isinstance(feedback, dict) else None
+    return str(reason) if reason else ""
+
+
+def _refused(deployment: Deployment, what: str) -> UpstreamFailure:
+    """A 200 answer that refuses the content (a blocked prompt, or a safety stop before any
+    content): a ``content_policy`` failure, so a content-policy fallback can take over."""
+    return failure(deployment, None, None, what, classified=CONTENT_POLICY)
 
 
 def _google_error(err: Any) -> tuple[str, tuple[str, bool, str] | None, float | None]:
@@ -445,6 +476,7 @@ def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:
     detail, classified, retry_after = _google_error(err)
     if classified is None and isinstance(err, dict) and isinstance(err.get("code"), int):
         classified = status_kind(err["code"])
+    classified = error_class(None, (), detail) or classified
     result = failure(deployment, None, None, detail or "unknown error",
                      classified=classified or ("server_error", True, "server error"))
     result.retry_after = retry_after
@@ -454,7 +486,8 @@ def stream_error(deployment: Deployment, err: Any) -> UpstreamFailure:
 def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
     """``{"error": {"code", "message", "status", "details"}}`` classified by HTTP status, refined
     by ``status`` (an invalid API key is a 400 ``INVALID_ARGUMENT`` with reason
-    ``API_KEY_INVALID``: an auth failure); a 429's ``RetryInfo.retryDelay`` gives the wait when
+    ``API_KEY_INVALID``: an auth failure; a 400 saying "The input token count (…) exceeds the
+    maximum number of tokens allowed" a ``context_window`` one); a 429's ``RetryInfo.retryDelay`` gives the wait when
     no ``retry-after`` header does."""
     try:
         obj = loads(body) if body else None
@@ -468,6 +501,7 @@ def parse_error(deployment: Deployment, status: int, headers: dict[str, str], bo
         detail = body_detail(body)
     if classified is None or ((status >= 500 or status in (408, 429)) and not classified[1]):
         classified = status_kind(status)  # a 5xx or 429 stays retryable whatever its status name says
+    classified = error_class(status, (), detail) or classified
     result = failure(deployment, status, headers, detail, classified=classified)
     if result.retry_after is None and retry_after is not None:
         result.retry_after = retry_after
@@ -478,10 +512,12 @@ class GeminiStreamTranslator:
     """``data: <GenerateContentResponse>`` events (no names, no ``[DONE]``) → OpenAI chunks. Text
     parts become content deltas; each ``functionCall`` part arrives whole and becomes one tool
     call delta; the last event's ``finishReason`` and ``usageMetadata`` end the stream (``usage``
-stays None until an event has carried a ``finishReason``)."""
+    stays None until an event has carried a ``finishReason``). Nothing is sent before the first
+    content, so a blocked prompt or a safety stop before any content is a ``content_policy``
+    failure that can still fall back."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_decoder", "_request_id",
-                 "_created", "_chunks", "_calls", "_numbering", "_reason", "_blocked", "_last_usage")
+                 "_created", "_chunks", "_calls", "_numbering", "_reason", "_blocked", "_last_usage", "_model")
 
     def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
         self.usage: Usage | None = None
@@ -497,6 +533,7 @@ stays None until an event has carried a ``finishReason``)."""
         self._reason: str | None = None
         self._blocked = False
         self._last_usage: Usage | None = None
+        self._model: str | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
         events = self._decoder.feed(data)
@@ -511,10 +548,10 @@ stays None until an event has carried a ``finishReason``)."""
         out.append(self._start(out).finish(reason))
         return out
 
-    def _start(self, out: list[bytes], model: Any = None) -> ChunkBuilder:
+    def _start(self, out: list[bytes]) -> ChunkBuilder:
         if self._chunks is None:
-            name = model if isinstance(model, str) and model else self._deployment.model_id
-            self._chunks = ChunkBuilder(f"chatcmpl-{self._request_id}", self._created, name)
+            self._chunks = ChunkBuilder(f"chatcmpl-{self._request_id}", self._created,
+                                        self._model or self._deployment.model_id)
             out.append(self._chunks.role())
         return self._chunks
 
@@ -529,22 +566,28 @@ stays None until an event has carried a ``finishReason``)."""
                 raise bad_response(self._deployment, "sent a stream event that is not a JSON object.")
             if "error" in obj:
                 raise stream_error(self._deployment, obj["error"])
-            chunks = self._start(out, obj.get("modelVersion"))
+            if self._model is None and isinstance(obj.get("modelVersion"), str) and obj["modelVersion"]:
+                self._model = obj["modelVersion"]
             candidate = _candidate(obj)
+            blocked = _blocked(obj, candidate)
+            if blocked:
+                if self._chunks is None:
+                    raise _refused(self._deployment, f"the prompt was blocked ({blocked}).")
+                self._blocked = True
             for part in _answer_parts(candidate):
                 if isinstance(part.get("functionCall"), dict):
                     call = self._numbering.openai(part)
                     self.text_chars += len(call["function"]["arguments"])
-                    out.append(chunks.delta({"tool_calls": [{"index": self._calls, **call}]}))
+                    out.append(self._start(out).delta({"tool_calls": [{"index": self._calls, **call}]}))
                     self._calls += 1
                 elif isinstance(part.get("text"), str) and part["text"] and not part.get("thought"):
                     self.text_chars += len(part["text"])
-                    out.append(chunks.content(part["text"]))
-            if isinstance(candidate.get("finishReason"), str):
-                self._reason = candidate["finishReason"]
-            feedback = obj.get("promptFeedback")
-            if not candidate and isinstance(feedback, dict) and feedback.get("blockReason"):
-                self._blocked = True
+                    out.append(self._start(out).content(part["text"]))
+            reason = candidate.get("finishReason")
+            if isinstance(reason, str):
+                if self._chunks is None and FINISH_REASONS.get(reason) == FILTERED:
+                    raise _refused(self._deployment, f"the answer was stopped ({reason}) before any content.")
+                self._reason = reason
             usage = usage_from_gemini(obj.get("usageMetadata"))
             if usage is not None:
                 self._last_usage = usage  # cumulative: the last event's is the whole answer's
@@ -559,13 +602,55 @@ def stream_translator(deployment: Deployment, *, request_id: str, created: int) 
     return GeminiStreamTranslator(deployment, request_id=request_id, created=created)
 
 
-EMBEDDINGS_MISSING = ("embeddings through Gemini's embedContent are not supported yet; route embeddings to "
-                      "another provider.")
-
-
 def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-    raise UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name}: {EMBEDDINGS_MISSING}")
+    """``POST {base}/models/{model}:batchEmbedContents`` with one ``EmbedContentRequest`` per
+    input text (``{"model": "models/{model}", "content": {"parts": [{"text"}]}}``, plus
+    ``outputDimensionality`` from ``dimensions``). The Gemini API only: Vertex AI embeds through
+    another method (``:predict``), not translated."""
+    if is_vertex(deployment.base_url):
+        raise _bad_request(deployment, "embeddings through Vertex AI are not supported; use a Gemini API "
+                                       "provider (generativelanguage.googleapis.com) for embedding models.")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise _bad_request(deployment, "embedding input must be a non-empty string or a list of non-empty strings "
+                                       "(Gemini takes no token arrays).")
+    model = model_path(deployment.model_id)
+    extra: dict[str, Any] = {}
+    dimensions = body.get("dimensions")
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool) and dimensions > 0:
+        extra["outputDimensionality"] = dimensions
+    payload = {"requests": [{"model": model, "content": {"parts": [{"text": text}]}, **extra} for text in texts]}
+    return UpstreamRequest(
+        method="POST",
+        url=f"{deployment.base_url}/{model}:batchEmbedContents",
+        headers=deployment_headers(deployment),
+        body=dumps(payload),
+    )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
-    raise UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name}: {EMBEDDINGS_MISSING}")
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
+    """``{"embeddings": [{"values": [...]}, …]}`` as OpenAI's embeddings list (floats, whatever
+    ``encoding_format`` asked: SDKs decode only strings). The Gemini API reports no token count
+    for embeddings, so the input is estimated from ``request`` (``estimate_input_tokens``, 4
+    characters a token) and the usage marked estimated; a ``usageMetadata.promptTokenCount``,
+    should one come, is used instead."""
+    obj = load_json(deployment, body, "a BatchEmbedContentsResponse")
+    if type(obj) is not dict:
+        raise bad_response(deployment, "answered with JSON that is not a BatchEmbedContentsResponse.")
+    if "error" in obj:
+        raise stream_error(deployment, obj["error"])
+    vectors = obj.get("embeddings")
+    if type(vectors) is not list or not all(type(v) is dict and type(v.get("values")) is list for v in vectors):
+        raise bad_response(deployment, "answered without an 'embeddings' list of values; is this the Gemini API?")
+    data = [{"object": "embedding", "index": i, "embedding": v["values"]} for i, v in enumerate(vectors)]
+    metadata = obj.get("usageMetadata")
+    tokens = as_int(metadata.get("promptTokenCount")) if isinstance(metadata, dict) else 0
+    usage = Usage(input_tokens=tokens)
+    if not tokens:
+        usage = Usage(input_tokens=estimate_input_tokens((request or {}).get("input")), estimated=True)
+        tokens = usage.input_tokens
+    result = {"object": "list", "data": data, "model": deployment.model_id,
+              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return dumps(result), usage

@@ -22,7 +22,8 @@ def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str,
     ``api-key`` unless ``auth`` is ``"entra"``, whose token is a Bearer one), its
     ``extra_headers`` ((name, value) pairs; the caller puts OpenRouter's attribution there) last
     so they can override. The one place both the data plane (a Deployment) and catalog syncs
-    build them. ``base_url`` tells the Gemini API (an API key) from Vertex AI (a bearer token)."""
+    build them. ``base_url`` tells the Gemini API (an API key) from Vertex AI (a bearer token), as
+    does a gemini provider's ``auth`` ``"vertex"``."""
     headers = {"Accept": accept, "User-Agent": USER_AGENT}
     if json_body:
         headers["Content-Type"] = "application/json"
@@ -33,7 +34,7 @@ def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str,
     elif kind == "azure" and auth != "entra":
         if api_key:
             headers["api-key"] = api_key
-    elif kind == "gemini" and not is_vertex(base_url):
+    elif kind == "gemini" and not is_vertex(base_url) and auth != "vertex":
         if api_key:
             headers["x-goog-api-key"] = api_key
     elif api_key:

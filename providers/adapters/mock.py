@@ -18,7 +18,7 @@ from orjson import dumps
 from providers.adapters.messages import chat_completion, text_of
 from providers.adapters.sse import ChunkBuilder
 from providers.adapters.types import ChatResult, Deployment, Usage, output_limit
-from providers.adapters.usage import estimate_tokens, usage_to_openai
+from providers.adapters.usage import estimate_input_tokens, estimate_tokens, usage_to_openai
 
 IN_PROCESS = True
 DEFAULT_MAX_TOKENS = None  # no output limit unless the request sets one
@@ -154,10 +154,9 @@ def embed(deployment: Deployment, body: dict[str, Any]) -> tuple[bytes, Usage]:
     dim = dimensions if wanted else EMBEDDING_DIM
     as_base64 = body.get("encoding_format") == "base64"
     data = []
-    tokens = 0
+    tokens = estimate_input_tokens(raw)
     for index, item in enumerate(items):
         text = item if isinstance(item, str) else dumps(item).decode()
-        tokens += len(item) if isinstance(item, list) else estimate_tokens(len(text))
         vector = _vector(text, dim)
         embedding: Any = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": embedding})

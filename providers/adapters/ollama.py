@@ -9,6 +9,7 @@ from orjson import JSONDecodeError, dumps, loads
 from providers.adapters.failures import (
     bad_response,
     body_detail,
+    error_class,
     failure,
     load_json,
     truncated_stream,
@@ -194,8 +195,9 @@ def _finish_reason(obj: dict[str, Any], has_tools: bool) -> str:
 
 
 def _error(deployment: Deployment, err: Any) -> UpstreamFailure:
-    return failure(deployment, None, None, err if isinstance(err, str) else str(err)[:300],
-                   classified=("server_error", True, "server error"))
+    detail = err if isinstance(err, str) else str(err)[:300]
+    return failure(deployment, None, None, detail,
+                   classified=error_class(None, (), detail) or ("server_error", True, "server error"))
 
 
 def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
@@ -312,7 +314,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     obj = load_json(deployment, body, "embeddings")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not an embeddings object.")
@@ -334,7 +337,8 @@ def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]
 
 
 def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
-    """``{"error": "<text>"}`` classified by status."""
+    """``{"error": "<text>"}`` classified by status, or as a ``context_window`` failure when the
+    text says the input exceeds the context length (``/api/embed`` with ``truncate: false``)."""
     try:
         obj = loads(body) if body else None
     except JSONDecodeError:
@@ -343,4 +347,4 @@ def parse_error(deployment: Deployment, status: int, headers: dict[str, str], bo
     if isinstance(err, dict):
         err = err.get("message")  # Ollama's /v1 layer, if someone points us there
     detail = err if isinstance(err, str) and err else body_detail(body)
-    return failure(deployment, status, headers, detail)
+    return failure(deployment, status, headers, detail, classified=error_class(status, (), err))

@@ -8,9 +8,11 @@ from typing import Any
 from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.failures import (
+    CONTENT_POLICY,
     ERROR_TYPE_KINDS,
     bad_response,
     body_detail,
+    error_class,
     failure,
     load_json,
     status_kind,
@@ -80,7 +82,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     )
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     return parse_embeddings_body(deployment, body, with_cost=False)
 
 
@@ -162,19 +165,26 @@ def parse_embeddings_body(deployment: Deployment, body: bytes, *, with_cost: boo
 
 
 def classify_error(status: int | None, err: Any) -> tuple[str, bool, str] | None:
-    """(kind, retryable, words) from an OpenAI / OpenRouter error object, when it says more
-    than the HTTP status does (``None``: go by the status)."""
+    """(kind, retryable, words) from an OpenAI / OpenRouter / Azure error object, when it says
+    more than the HTTP status does (``None``: go by the status): the error classes first
+    (``context_length_exceeded``, ``content_policy_violation``, Azure's ``content_filter``, a
+    vLLM-style "maximum context length" message), OpenRouter's moderation refusal is a
+    content-policy one."""
     if type(err) is not dict:
         return None
     code, type_ = err.get("code"), err.get("type")
     if "insufficient_quota" in (code, type_):
         return ERROR_TYPE_KINDS["insufficient_quota"]
     metadata = err.get("metadata") if type(err.get("metadata")) is dict else {}
+    inner = err.get("innererror") if type(err.get("innererror")) is dict else {}
+    classified = error_class(status, (code, type_, inner.get("code")), err.get("message"))
+    if classified is not None:
+        return classified
     availability = err.get("availability") if type(err.get("availability")) is dict else {}
     if availability.get("code") == "model_not_found":
         return ERROR_TYPE_KINDS["model_not_found"]
     if status == 403 and ("reasons" in metadata or "flagged_input" in metadata):
-        return "bad_request", False, "flagged by moderation"
+        return CONTENT_POLICY[0], CONTENT_POLICY[1], "flagged by moderation"
     if status is None:  # mid-stream: there is no HTTP status to go by
         if type(code) is int:
             return status_kind(code)

@@ -30,7 +30,8 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
     return openai_wire.build_embeddings(deployment, body)
 
 
-def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
+                     ) -> tuple[bytes, Usage]:
     return openai_wire.parse_embeddings_body(deployment, body, with_cost=True)
 
 

@@ -4,7 +4,8 @@ speaks its wire format. The engine (gateway/engine.py) looks every call up here.
 Every adapter module has ``IN_PROCESS`` and ``DEFAULT_MAX_TOKENS`` (the output limit it sends
 when a request sets none; None: no limit). An HTTP adapter (``IN_PROCESS = False``) offers
 ``build_chat``, ``parse_chat``, ``stream_translator``, ``build_embeddings``,
-``parse_embeddings`` and ``parse_error``; the engine sends the requests. One that answers
+``parse_embeddings`` (given the embeddings request too, as ``request=``, for an upstream
+that counts no tokens: Gemini) and ``parse_error``; the engine sends the requests. One that answers
 itself (``IN_PROCESS = True``: the mock) offers ``complete_chat``, ``stream_chat`` and
 ``embed``."""
 

@@ -93,7 +93,9 @@ class UpstreamFailure(Exception):
     """An upstream answer or transport failure, classified for the retry logic."""
 
     kind: str  # rate_limit, server_error, timeout, connection, auth, bad_request, not_found, quota, bad_response
-    # … or redirect (a 3xx: never followed), refused_address (the address policy forbade connecting)
+    # … or redirect (a 3xx: never followed), refused_address (the address policy forbade connecting),
+    # context_window (the prompt does not fit the model), content_policy (refused by the provider's
+    # safety system): see failures.error_class
     message: str  # words for the client; never contains a secret
     status: int | None = None  # the upstream HTTP status, if any
     retryable: bool = False  # 429 (not quota), 5xx, timeout, connection error

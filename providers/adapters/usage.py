@@ -5,6 +5,8 @@ import math
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from orjson import dumps
+
 from providers.adapters.types import Usage
 
 
@@ -66,3 +68,13 @@ def usage_to_openai(usage: Usage, *, cache_known: bool = False) -> dict[str, Any
 def estimate_tokens(chars: int) -> int:
     """Rough token count for ``chars`` characters of text (4 per token, at least 1)."""
     return max(1, -(-chars // 4))
+
+
+def estimate_input_tokens(raw: Any) -> int:
+    """The tokens of an embeddings ``input`` (a text, a list of texts, token ids or lists of
+    them) when the upstream counts none: a token array counts its ids, a text
+    ``estimate_tokens`` of its characters (at least 1 each)."""
+    one = isinstance(raw, str) or (isinstance(raw, list) and bool(raw) and isinstance(raw[0], int))
+    items = [raw] if one else (raw if isinstance(raw, list) else [])
+    return sum(len(item) if isinstance(item, list) else
+               estimate_tokens(len(item if isinstance(item, str) else dumps(item).decode())) for item in items)

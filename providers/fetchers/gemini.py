@@ -20,15 +20,21 @@ EMBED_METHODS = frozenset({"embedContent", "batchEmbedContents"})
 
 
 def catalog_entry(provider: Provider, item: Any) -> CatalogEntry | None:
-    """The entry for one ``Model`` of the list, or None for one the gateway cannot call (no
-    generateContent: embedding-only models, since embeddings are not translated yet; AQA,
-    Imagen, Veo…)."""
+    """The entry for one ``Model`` of the list: a chat model when it offers generateContent, an
+    embedding model when it offers embedContent (called through batchEmbedContents); None for
+    one the gateway cannot call (AQA, Imagen, Veo…)."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         return None
     name = item["name"].removeprefix("models/")
     methods = item.get("supportedGenerationMethods")
     methods = {m for m in methods if isinstance(m, str)} if isinstance(methods, list) else set()
-    if CHAT_METHOD not in methods or not name:
+    if not name:
+        return None
+    if CHAT_METHOD in methods:
+        mode = ModelMode.CHAT
+    elif methods & EMBED_METHODS:
+        mode = ModelMode.EMBEDDING
+    else:
         return None
     limit = item.get("inputTokenLimit")
     return entry_from_name(
@@ -36,7 +42,7 @@ def catalog_entry(provider: Provider, item: Any) -> CatalogEntry | None:
         name,
         display_name=str(item.get("displayName") or ""),
         context_length=limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None,
-        mode=ModelMode.CHAT,
+        mode=mode,
     )
 
 

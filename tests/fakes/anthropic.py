@@ -87,6 +87,17 @@ class FakeAnthropic(FakeServer):
     def model_not_found(self, model: str) -> Reply:
         return self.error(404, f"model: {model}")
 
+    def context_window_reply(self, call: Call, fault: Fault) -> Reply:
+        """400 ``invalid_request_error`` "prompt is too long: … tokens > 200000 maximum";
+        ``variant="max_tokens"``: the input and ``max_tokens`` together exceed the context. (No
+        ``content_policy`` reply: Anthropic refuses with a 200 answer, ``stop_reason: refusal``.)"""
+        if fault.variant == "max_tokens":
+            text = ("input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease input "
+                    "length or `max_tokens` and try again")
+        else:
+            text = "prompt is too long: 208656 tokens > 200000 maximum"
+        return self.error(400, fault.message or text)
+
     def malformed_body(self) -> bytes:
         return b'{"type": "message", "content": [{"type": "text", "text": "trunc'
 

@@ -11,7 +11,8 @@ and usage are OpenAI's, plus Azure's differences:
 - ``prompt_filter_results`` and per-choice ``content_filter_results`` in answers;
 - the answer's ``model`` is the deployed model, not the deployment name;
 - errors as ``{"error": {"code": "<code>", "message": …}}``; ``variant="content_filter"`` on a 400
-  gives the content-filter refusal; an unknown deployment is a 404 ``DeploymentNotFound``.
+  (or the ``content_policy`` fault) gives the content-filter refusal; the ``context_window`` fault
+  OpenAI's ``context_length_exceeded``; an unknown deployment is a 404 ``DeploymentNotFound``.
 
 Auth: ``api_key`` set → the ``api-key`` header must carry it; ``entra_token`` set → an
 ``Authorization: Bearer <token>`` header must; either is accepted when both are set."""
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import Call, Reply
+from .base import Call, Fault, Reply
 from .openai import FakeOpenAI
 
 SAFE = {"filtered": False, "severity": "safe"}
@@ -88,6 +89,10 @@ class FakeAzure(FakeOpenAI):
             return Reply(400, {"error": {**CONTENT_FILTER_ERROR, **({"message": message} if message else {})}})
         code, default = AZURE_ERRORS.get(status, (str(status), f"HTTP {status}"))
         return Reply(status, {"error": {"code": variant or code, "message": message or default}})
+
+    def content_policy_reply(self, call: Call, fault: Fault) -> Reply:
+        """The content filter's 400 (``context_window`` answers as OpenAI does)."""
+        return self.error(400, fault.message, variant="content_filter")
 
     def stream_preamble(self) -> list[bytes]:
         # Azure's first chunk: no choices, no id or model, only the prompt's filter results.

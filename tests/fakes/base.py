@@ -27,6 +27,10 @@ Fault kinds (``FakeServer.set_fault``):
 ``redirect``     answer ``status`` (default 307) with ``location: <location>`` and a small JSON
                  error body quoting ``message``, as a server that moved (or an attacker's server
                  pointing at cloud metadata) would.
+``context_window`` the protocol's documented "prompt too long for the model" error
+                 (``context_window_reply``; ``variant`` picks another documented shape).
+``content_policy`` the protocol's documented content-policy refusal (``content_policy_reply``;
+                 ``variant`` picks another documented shape).
 
 Every request consumes one use of each matching fault (at most one per kind); ``times=N`` removes a
 fault after N uses; ``path`` limits it to one request path (absolute, or relative to ``base_path``).
@@ -52,7 +56,7 @@ MiB = 1024 * 1024
 PIECE = 64 * 1024  # write size for big bodies and huge-stream deltas
 FAULT_KINDS = frozenset(
     {"slow", "status", "reset", "malformed", "huge", "not_json", "no_usage", "stream_error",
-     "redirect"}
+     "redirect", "context_window", "content_policy"}
 )
 HTML_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
@@ -498,6 +502,14 @@ class FakeServer:
     def model_not_found(self, model: str) -> Reply:
         return self.error(404, model=model)
 
+    def context_window_reply(self, call: Call, fault: Fault) -> Reply:
+        """The protocol's error for a prompt longer than the model's context window."""
+        raise NotImplementedError(f"fake-{self.protocol} has no documented context-window error")
+
+    def content_policy_reply(self, call: Call, fault: Fault) -> Reply:
+        """The protocol's refusal of content by its safety system."""
+        raise NotImplementedError(f"fake-{self.protocol} has no documented content-policy error")
+
     def response_headers(self) -> dict[str, str]:
         """Headers added to every response (e.g. a request id)."""
         return {}
@@ -563,6 +575,10 @@ class FakeServer:
             code = redirect.status if 300 <= redirect.status < 400 else 307
             reply = Reply(status=code, headers={"location": redirect.location},
                           body={"error": {"message": redirect.message or "Moved"}})
+        elif fault := call.fault("context_window"):
+            reply = self.context_window_reply(call, fault)
+        elif fault := call.fault("content_policy"):
+            reply = self.content_policy_reply(call, fault)
         elif call.fault("not_json"):
             reply = Reply(body=HTML_PAGE, content_type="text/html; charset=utf-8")
         elif route is None:

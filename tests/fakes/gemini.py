@@ -6,12 +6,19 @@ carries ``finishReason`` and the complete ``usageMetadata``, earlier ones only t
 count), the paged catalog ``GET /v1beta/models`` (``pageSize`` default 50, max ``max_page_size`` = 1000;
 ``pageToken``/``nextPageToken``) and ``GET /v1beta/models/{id}``. Vertex AI's
 ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`` (and
-the stream) answer the same. The Gemini API wants ``x-goog-api-key`` (or ``?key=``): none is a
+the stream) answer the same. ``POST /v1beta/models/{model}:batchEmbedContents`` (the Gemini API
+only) answers ``{"embeddings": [{"values": [...]}]}``, one per request, with no token count.
+The Gemini API wants ``x-goog-api-key`` (or ``?key=``): none is a
 403 ``PERMISSION_DENIED``, a wrong one a **400** ``INVALID_ARGUMENT`` with reason
 ``API_KEY_INVALID``; Vertex wants ``Authorization: Bearer`` (401 ``UNAUTHENTICATED``). Errors are
 ``{"error": {"code", "message", "status", "details"?}}``; a 429 ``RESOURCE_EXHAUSTED`` carries a
 ``google.rpc.RetryInfo`` detail (``retryDelay``, the fault's ``retry_after`` seconds, default 1)
 and no ``retry-after`` header unless the fault's ``headers`` add one.
+
+The ``context_window`` fault answers 400 ``INVALID_ARGUMENT`` "The input token count (…) exceeds
+the maximum number of tokens allowed (…)"; ``content_policy`` a 200 answer whose prompt was
+blocked (``promptFeedback.blockReason``) or, with ``variant="finish"``, whose only candidate
+stopped for ``SAFETY`` with no content.
 
 Requests are checked as the real API does: unknown top-level fields, an empty ``contents``, a
 role other than user/model, a part with no data field or an object-less ``functionCall.args`` /
@@ -31,7 +38,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from .base import _DEFAULT, Call, FakeServer, Fault, Reply, Usage
+from .base import _DEFAULT, Call, FakeServer, Fault, Reply, Usage, embedding_vector
 
 SIGNATURE = "CiQBfakeThoughtSignature+/=="
 TOP_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
@@ -124,6 +131,27 @@ class FakeGemini(FakeServer):
 
     def model_not_found(self, model: str) -> Reply:
         return self.error(404, model=model)
+
+    def context_window_reply(self, call: Call, fault: Fault) -> Reply:
+        return self.error(400, fault.message or "The input token count (3475108) exceeds the maximum number of "
+                                                "tokens allowed (1048576).")
+
+    def content_policy_reply(self, call: Call, fault: Fault) -> Reply:
+        """A 200 answer: the prompt blocked (``promptFeedback.blockReason``, no candidates), or with
+        ``variant="finish"`` a candidate stopped for ``SAFETY`` with no content (``variant`` of
+        another block reason names it). Streamed as one event."""
+        usage = {"promptTokenCount": 8, "totalTokenCount": 8}
+        head = {"modelVersion": self._model(call), "responseId": self.new_id("resp")}
+        ratings = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
+        if fault.variant == "finish":
+            obj = {"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": ratings}],
+                   "usageMetadata": usage, **head}
+        else:
+            obj = {"promptFeedback": {"blockReason": fault.variant or "SAFETY", "safetyRatings": ratings},
+                   "usageMetadata": usage, **head}
+        if call.req.path.endswith(":streamGenerateContent"):
+            return self.stream(iter([self.event(obj)]))
+        return Reply(body=obj)
 
     def malformed_body(self) -> bytes:
         return b'{"candidates": [{"content": {"role": "model", "parts": [{"text": "trunc'
@@ -253,6 +281,8 @@ class FakeGemini(FakeServer):
     def route_generate(self, call: Call) -> Reply:
         path = call.req.path
         method = path.rsplit(":", 1)[-1] if ":" in path else ""
+        if method == "batchEmbedContents" and "/projects/" not in path:
+            return self.route_embed(call)
         if method not in ("generateContent", "streamGenerateContent"):
             return self.error(404, f"Unknown request URL: POST {path}")
         if msg := self.invalid(call.body):
@@ -273,6 +303,28 @@ class FakeGemini(FakeServer):
         if not call.fault("no_usage"):
             result["usageMetadata"] = self.usage_obj(usage)
         return Reply(body=result)
+
+    def route_embed(self, call: Call) -> Reply:
+        """``batchEmbedContents``: every request names the path's model and has text parts; one
+        ``{"values": [...]}`` per request (``outputDimensionality`` long, else ``embedding_dim``);
+        no token count (the Gemini API reports none for embeddings)."""
+        if bad := self.check_model(call):
+            return bad
+        model = f"models/{self._model(call)}"
+        requests = call.body.get("requests")
+        if set(call.body) != {"requests"} or not isinstance(requests, list) or not requests:
+            return self.error(400, "* BatchEmbedContentsRequest.requests: requests is not specified")
+        embeddings = []
+        for i, request in enumerate(requests):
+            if not isinstance(request, dict) or request.get("model") != model:
+                return self.error(400, f"Model in request {i} does not match the model of the batch ({model}).")
+            parts = (request.get("content") or {}).get("parts") if isinstance(request.get("content"), dict) else None
+            if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) and "text" in p for p in parts):
+                return self.error(400, f"* BatchEmbedContentsRequest.requests[{i}].content.parts: must not be empty.")
+            dim = request.get("outputDimensionality") or self.embedding_dim
+            text = "".join(p["text"] for p in parts)
+            embeddings.append({"values": embedding_vector(text, dim)})
+        return Reply(body={"embeddings": embeddings})
 
     @staticmethod
     def _call_part(tool: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:

@@ -59,6 +59,10 @@ OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
     ),
     503: ("server_error", None, "The engine is currently overloaded, please try again later"),
 }
+CONTEXT_WINDOW_MESSAGE = ("This model's maximum context length is 128000 tokens. However, your messages resulted "
+                          "in 200000 tokens. Please reduce the length of the messages.")
+CONTENT_POLICY_MESSAGE = ("Your request was rejected as a result of our safety system. Your prompt may contain text "
+                          "that is not allowed by our safety system.")
 OPENAI_VARIANTS: dict[str, tuple[str, str | None, str]] = {
     "insufficient_quota": (
         "insufficient_quota",
@@ -120,6 +124,22 @@ class FakeOpenAI(FakeServer):
     def stream_error_frame(self, fault: Fault) -> bytes:
         err = self.error(fault.status, fault.message, variant=fault.variant).body
         return self.sse(err)
+
+    def context_window_reply(self, call: Call, fault: Fault) -> Reply:
+        """400 ``context_length_exceeded``; ``variant="vllm"``: a vLLM-style server's flat
+        ``{"object": "error", "message": "This model's maximum context length …", "code": 400}``."""
+        text = fault.message or CONTEXT_WINDOW_MESSAGE
+        if fault.variant == "vllm":
+            return Reply(400, {"object": "error", "message": text, "type": "BadRequestError", "param": None,
+                               "code": 400})
+        return Reply(400, {"error": {"message": text, "type": "invalid_request_error", "param": "messages",
+                                     "code": "context_length_exceeded"}})
+
+    def content_policy_reply(self, call: Call, fault: Fault) -> Reply:
+        """400 ``content_policy_violation`` (OpenAI's safety system)."""
+        return Reply(400, {"error": {"message": fault.message or CONTENT_POLICY_MESSAGE,
+                                     "type": "invalid_request_error", "param": None,
+                                     "code": "content_policy_violation"}})
 
     def stream_error_frame_for(self, call: Call, fault: Fault) -> bytes:
         if call.route != "responses":
@@ -384,6 +404,19 @@ class FakeOpenRouter(FakeOpenAI):
 
     def model_not_found(self, model: str) -> Reply:
         return self.error(400, f"{model} is not a valid model ID")
+
+    def context_window_reply(self, call: Call, fault: Fault) -> Reply:
+        return self.error(400, fault.message or "This endpoint's maximum context length is 128000 tokens. However, "
+                          "you requested about 200000 tokens (200000 of text input). Please reduce the length of "
+                          "either one, or use the \"middle-out\" transform to compress your prompt automatically.")
+
+    def content_policy_reply(self, call: Call, fault: Fault) -> Reply:
+        """403: the moderation of a moderated model flagged the input."""
+        reply = self.error(403, fault.message or "openai/gpt-4o requires moderation on OpenRouter. Your input was "
+                                                 "flagged for \"violence\".")
+        reply.body["error"]["metadata"] = {"reasons": ["violence"], "flagged_input": "…",
+                                           "provider_name": self.provider_name, "model_slug": "openai/gpt-4o"}
+        return reply
 
     def stream_error_frame(self, fault: Fault) -> bytes:
         err = self.error(fault.status, fault.message,

@@ -149,7 +149,8 @@ def test_content_filter_refusal_comes_back_as_400_without_retry(world, live):
         fake.set_fault("status", status=400, variant="content_filter")
         with pytest.raises(openai.BadRequestError) as caught:
             sdk(live, world.chat_key).chat.completions.create(model="az:my-gpt4o", messages=hello())
-        assert "content filter" in str(caught.value)
+        assert "content management policy" in str(caught.value)
+        assert caught.value.code == "content_policy_violation"
         assert len(fake.requests_to(CHAT_PATH)) == 1
 
 

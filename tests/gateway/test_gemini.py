@@ -47,7 +47,9 @@ def test_catalog_sync_follows_page_tokens_keeps_chat_models_and_prices_them(worl
         assert [r.query.get("pageToken") for r in listed] == [None, "2", "4"]
         assert all(r.headers["x-goog-api-key"] == KEY for r in listed)
     rows = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
-    assert set(rows) == {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"}  # no embedding-only, no AQA
+    assert set(rows) == {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-embedding-001"}  # no AQA
+    embed = rows["gemini-embedding-001"]
+    assert (embed.mode, embed.context_length) == (ModelMode.EMBEDDING, 2048)
     flash = rows["gemini-2.5-flash"]
     assert (flash.mode, flash.context_length, flash.supports_tools, flash.supports_vision) == (
         ModelMode.CHAT, 1_048_576, True, True)
@@ -194,6 +196,30 @@ def test_vertex_ai_path_and_bearer_token(world, live):
     assert sent.headers["authorization"] == "Bearer ya29.token" and "x-goog-api-key" not in sent.headers
 
 
+def test_vertex_auth_option_and_reasoning_effort_as_a_thinking_budget(world, live):
+    with FakeGemini(models=["gemini-2.5-flash"], api_key="ya29.token", reply="thought about it") as fake:
+        provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
+                                base_url=fake.vertex_base_url, options={"auth": "vertex"})
+        assert provider.options == {"auth": "vertex"}
+        ProviderModel.objects.create(provider=provider, model_id="gemini-2.5-flash")
+        client = sdk(live, world.chat_key)
+        answer = client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
+                                                reasoning_effort="low")
+        assert answer.choices[0].message.content == "thought about it"
+        sent = fake.requests[-1]
+        assert sent.headers["authorization"] == "Bearer ya29.token" and "x-goog-api-key" not in sent.headers
+        assert sent.body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 1024}}
+        stream = client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
+                                                reasoning_effort="none", stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "thought about it"
+        assert fake.requests[-1].body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 0}}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
+                                           reasoning_effort="extreme")
+        assert "reasoning_effort must be one of none, minimal, low, medium, high" in str(caught.value)
+        assert len(fake.requests_to(sent.path)) == 1  # the refused one never left
+
+
 def test_a_stream_reset_after_the_first_bytes_ends_with_an_error_and_a_partial_row(world, live):
     with FakeGemini(models=["gemini-2.5-flash"], api_key=KEY, reply="word " * 40, stream_chunks=10) as fake:
         gemini(world, fake)
@@ -219,3 +245,26 @@ def test_the_responses_door_reaches_gemini_through_chat(world, live):
     assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
     assert response.usage.output_tokens_details.reasoning_tokens == 100
     assert (row.api, row.cost) == ("responses", expected_cost(1000, 200, 600).quantize(CENT))
+
+
+def test_embeddings_through_the_openai_sdk_with_estimated_input_and_exact_cost(world, live):
+    with FakeGemini(models=["gemini-embedding-001"], api_key=KEY) as fake:
+        gemini(world, fake)
+        model = ProviderModel.objects.get(model_id="gemini-embedding-001")
+        assert model.mode == ModelMode.EMBEDDING
+        model.input_price = Decimal("0.15")  # USD per million input tokens; embeddings have no output
+        model.save(update_fields=["input_price"])
+        raw = sdk(live, world.chat_key).embeddings.with_raw_response.create(
+            model="gem:gemini-embedding-001", input=["The quick brown fox", "jumps"], dimensions=32)
+        result = raw.parse()
+        assert [len(d.embedding) for d in result.data] == [32, 32]
+        assert result.usage.prompt_tokens == 5 + 2  # ceil(19 / 4) + ceil(5 / 4): Google counts none
+        sent = fake.requests[-1]
+        assert sent.path == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
+        assert sent.headers["x-goog-api-key"] == KEY
+        assert [r["content"]["parts"][0]["text"] for r in sent.body["requests"]] == ["The quick brown fox", "jumps"]
+        assert all(r["outputDimensionality"] == 32 for r in sent.body["requests"])
+        row = wait_usage(raw.headers["x-request-id"])
+    assert (row.api, row.status, row.input_tokens, row.output_tokens, row.tokens_estimated) == (
+        "embeddings", "ok", 7, 0, True)
+    assert row.cost == (7 * Decimal("0.15") / Decimal(10**6)).quantize(CENT)

@@ -226,15 +226,15 @@ def test_entra_auth_sends_a_bearer_token():
     assert up.url.endswith("?api-version=2024-10-21")  # the default when none is set
 
 
-def test_content_filter_refusal_is_a_bad_request_not_retried():
+def test_content_filter_refusal_is_a_content_policy_failure_not_retried():
     with FakeAzure(api_key=SECRET) as fake:
         fake.set_fault("status", status=400, variant="content_filter")
         d = deployment(base_url=fake.url)
         up = azure.build_chat(d, {"messages": [{"role": "user", "content": "x"}]}, stream=False)
         resp = httpx.post(up.url, headers=up.headers, content=up.body)
         failure = azure.parse_error(d, resp.status_code, dict(resp.headers), resp.content)
-    assert (failure.kind, failure.retryable, failure.status) == ("bad_request", False, 400)
-    assert "content filter" in failure.message and "content management policy" in failure.message
+    assert (failure.kind, failure.retryable, failure.status) == ("content_policy", False, 400)
+    assert "content policy" in failure.message and "content management policy" in failure.message
 
 
 def test_fake_refuses_a_missing_api_version_and_a_wrong_key():

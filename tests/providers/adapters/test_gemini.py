@@ -5,6 +5,7 @@ round trips against FakeGemini."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from .helpers import (
     stream_text,
     stream_tool_calls,
     validate_completion,
+    validate_embeddings,
 )
 
 KEY = "AIzaSyFakeGeminiKey0123456789"
@@ -176,11 +178,13 @@ def test_finish_reasons(reason, mapped):
     assert body["choices"][0]["finish_reason"] == mapped
 
 
-def test_a_blocked_prompt_is_a_content_filter_answer_and_no_usage_is_an_estimate():
+def test_a_blocked_prompt_is_a_content_policy_failure_and_no_usage_is_an_estimate():
     raw = json.dumps({"promptFeedback": {"blockReason": "SAFETY"}}).encode()
-    result = adapter.parse_chat(DEP, raw, request_id="r")
-    body = validate_completion(result.body)
-    assert body["choices"][0]["finish_reason"] == "content_filter" and result.usage.estimated
+    with pytest.raises(UpstreamFailure) as info:
+        adapter.parse_chat(DEP, raw, request_id="r")
+    assert (info.value.kind, info.value.retryable) == ("content_policy", False)
+    result = adapter.parse_chat(DEP, answer([{"text": "x"}]), request_id="r")
+    assert result.usage.estimated
 
 
 def test_unreadable_answers_are_retryable_bad_responses():
@@ -280,10 +284,55 @@ def test_error_bodies_that_are_not_google_shaped_still_classify_by_status():
     assert adapter.parse_error(DEP, 404, {}, streamed.encode()).kind == "not_found"
 
 
-def test_embeddings_are_refused_plainly():
+EMBED = make_deployment("gemini", base_url="https://generativelanguage.googleapis.com/v1beta", api_key=KEY,
+                        model_id="gemini-embedding-001", mode="embedding")
+
+
+def test_embeddings_go_to_batch_embed_contents_one_request_per_text():
+    req = adapter.build_embeddings(EMBED, {"model": "g:gemini-embedding-001", "input": ["one", "two two"],
+                                           "dimensions": 256, "encoding_format": "base64"})
+    assert req.url == "https://generativelanguage.googleapis.com/v1beta/models/gemini-embedding-001:batchEmbedContents"
+    assert req.headers["x-goog-api-key"] == KEY
+    assert json.loads(req.body) == {"requests": [
+        {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "one"}]}, "outputDimensionality": 256},
+        {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "two two"}]},
+         "outputDimensionality": 256}]}
+    single = json.loads(adapter.build_embeddings(EMBED, {"input": "solo"}).body)
+    assert single == {"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "solo"}]}}]}
+
+
+@pytest.mark.parametrize("value", [[1, 2, 3], [[1, 2]], [], "", ["ok", ""]])
+def test_embeddings_refuse_token_arrays_and_empty_input(value):
     with pytest.raises(UpstreamFailure) as info:
-        adapter.build_embeddings(DEP, {"input": "x"})
-    assert info.value.kind == "bad_request" and "not supported" in info.value.message
+        adapter.build_embeddings(EMBED, {"input": value})
+    assert info.value.kind == "bad_request" and "non-empty string" in info.value.message
+
+
+def test_embeddings_through_vertex_are_refused_plainly():
+    vertex = make_deployment("gemini", base_url=VERTEX.base_url, model_id="text-embedding-005", mode="embedding")
+    with pytest.raises(UpstreamFailure) as info:
+        adapter.build_embeddings(vertex, {"input": "x"})
+    assert info.value.kind == "bad_request" and "Vertex AI" in info.value.message
+
+
+def test_embeddings_usage_is_estimated_from_the_input_unless_google_counts():
+    raw = json.dumps({"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3, 0.4]}]}).encode()
+    body, usage = adapter.parse_embeddings(EMBED, raw, request={"input": ["abcdefghi", "xy"]})
+    out = validate_embeddings(body)
+    assert [d["embedding"] for d in out["data"]] == [[0.1, 0.2], [0.3, 0.4]]
+    assert [d["index"] for d in out["data"]] == [0, 1] and out["model"] == "gemini-embedding-001"
+    assert (usage.input_tokens, usage.estimated) == (3 + 1, True)  # ceil(9/4) + ceil(2/4)
+    assert out["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    counted = json.dumps({"embeddings": [{"values": [1.0]}], "usageMetadata": {"promptTokenCount": 7}}).encode()
+    _, usage = adapter.parse_embeddings(EMBED, counted, request={"input": "x"})
+    assert (usage.input_tokens, usage.estimated) == (7, False)
+
+
+def test_embeddings_unreadable_answers_are_bad_responses():
+    for raw in (b'{"embeddings": [{"value": []}]}', b"[]", b"<html>"):
+        with pytest.raises(UpstreamFailure) as info:
+            adapter.parse_embeddings(EMBED, raw, request={"input": "x"})
+        assert info.value.kind == "bad_response"
 
 
 # ----------------------------------------------------------------------------- against FakeGemini
@@ -365,3 +414,39 @@ def test_a_signature_with_every_base64_character_survives_the_trip_through_an_an
     assert re.fullmatch(r"[A-Za-z0-9_-]+", call_id)
     assert adapter.split_call_id(call_id) == ("call_r3_0", signature)
     assert adapter.split_call_id("call_9") == ("call_9", None)
+
+
+def test_embeddings_round_trip(fake):
+    dep = make_deployment("gemini", base_url=fake.base_url, api_key=KEY, model_id="gemini-embedding-001",
+                          mode="embedding")
+    request = {"input": ["alpha", "beta gamma"], "dimensions": 16}
+    resp = send(adapter.build_embeddings(dep, request))
+    assert resp.status_code == 200, resp.text
+    body, usage = adapter.parse_embeddings(dep, resp.content, request=request)
+    out = validate_embeddings(body)
+    assert len(out["data"]) == 2 and all(len(d["embedding"]) == 16 for d in out["data"])
+    assert (usage.input_tokens, usage.estimated) == (2 + 3, True)
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("minimal", 512), ("low", 1024), ("medium", 8192),
+                                                ("high", 24576)])
+def test_reasoning_effort_becomes_a_thinking_budget(effort, budget):
+    _, sent = build({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort, "max_tokens": 9})
+    assert sent["generationConfig"] == {"maxOutputTokens": 9, "thinkingConfig": {"thinkingBudget": budget}}
+
+
+def test_no_reasoning_effort_leaves_thinking_to_the_model_and_an_unknown_one_is_refused():
+    _, sent = build({"messages": [{"role": "user", "content": "hi"}]})
+    assert "generationConfig" not in sent
+    with pytest.raises(UpstreamFailure) as info:
+        build({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "extreme"})
+    assert info.value.kind == "bad_request" and "none, minimal, low, medium, high" in info.value.message
+
+
+def test_vertex_auth_option_sends_a_bearer_token_whatever_the_url():
+    dep = make_deployment("gemini", base_url="https://proxy.example/v1beta", api_key="ya29.token")
+    proxied = dataclasses.replace(dep, options=(("auth", "vertex"),))
+    assert adapter.build_chat(proxied, {"messages": [{"role": "user", "content": "x"}]}, stream=False).headers[
+        "Authorization"] == "Bearer ya29.token"
+    assert "x-goog-api-key" in adapter.build_chat(dep, {"messages": [{"role": "user", "content": "x"}]},
+                                                  stream=False).headers

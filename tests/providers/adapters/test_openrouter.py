@@ -136,7 +136,7 @@ def test_parse_error_variants():
     assert (result.kind, result.retryable, result.retry_after) == ("server_error", True, 9.0)
     result = err(403, {"code": 403, "message": "Input flagged",
                        "metadata": {"reasons": ["violence"], "flagged_input": "..."}})
-    assert (result.kind, result.retryable) == ("bad_request", False)
+    assert (result.kind, result.retryable) == ("content_policy", False)
     result = err(401, {"code": 401, "message": "Invalid key sk-or-v1-abcdef0123456789"})
     assert result.kind == "auth" and "abcdef" not in result.message
     result = err(502, {"code": 502, "message": "Provider returned error", "metadata": {"provider_name": "Together"}})
