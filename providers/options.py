@@ -12,6 +12,14 @@ Azure OpenAI (``azure``):
   Azure routes by deployment name, so these names are the provider's models; the underlying
   model names its price (OpenAI's, from genai-prices) and its capabilities.
 
+Amazon Bedrock (``bedrock``):
+
+- ``region`` (required): the AWS region the runtime is called in and requests are signed for,
+  e.g. ``us-east-1``; the base URL defaults to ``https://bedrock-runtime.{region}.amazonaws.com``;
+- ``auth``: ``"sigv4"`` (default; the key is ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` or
+  ``ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN`` and signs every request with SigV4) or
+  ``"bearer"`` (the key is a Bedrock API key sent as ``Authorization: Bearer``).
+
 OpenAI-compatible (``openai_compatible``): ``preset``, the service it was created as
 (providers/presets.py), kept so that it keeps its preset's prices and catalog quirks behind any
 base URL."""
@@ -24,7 +32,7 @@ from core.errors import InvalidInput
 from providers.models import ProviderType
 from providers.presets import preset_get, preset_names
 
-__all__ = ["AZURE_API_VERSION", "OPTION_CHECKS", "azure_deployments", "options_clean"]
+__all__ = ["AZURE_API_VERSION", "OPTION_CHECKS", "azure_deployments", "bedrock_region", "options_clean"]
 
 AZURE_API_VERSION = "2024-10-21"  # GA (wire-formats-2 §4: the newest inference/stable version)
 AZURE_AUTH = ("api-key", "entra")
@@ -33,6 +41,8 @@ _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # Azure's rule for a deployment name: letters, digits, '.', '_' and '-', at most 64.
 _DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+BEDROCK_AUTH = ("sigv4", "bearer")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")  # us-east-1, us-gov-west-1, ap-southeast-2
 
 
 def _azure(options: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +84,32 @@ def _azure(options: dict[str, Any]) -> dict[str, Any]:
     return {"api_version": version.strip(), "auth": auth, "deployments": dict(sorted(deployments.items()))}
 
 
+def bedrock_region(region: Any) -> str:
+    """``region`` checked as an AWS region name (InvalidInput saying what to send otherwise)."""
+    if region is None or region == "":
+        raise InvalidInput(
+            "options.region is required for an Amazon Bedrock provider: the AWS region to call and sign for, "
+            'e.g. {"region": "us-east-1"}.',
+            field="options",
+        )
+    if not isinstance(region, str) or not _REGION_RE.match(region.strip()):
+        raise InvalidInput(f"options.region must be an AWS region such as 'us-east-1' or 'eu-central-1' "
+                           f"(got {region!r}).", field="options")
+    return region.strip()
+
+
+def _bedrock(options: dict[str, Any]) -> dict[str, Any]:
+    region = bedrock_region(options.get("region"))
+    auth = options.get("auth", "sigv4")
+    if auth not in BEDROCK_AUTH:
+        raise InvalidInput(
+            f"options.auth must be 'sigv4' (the api_key is ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN] and "
+            f"signs each request) or 'bearer' (the api_key is a Bedrock API key); got {auth!r}.",
+            field="options",
+        )
+    return {"region": region, "auth": auth}
+
+
 def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
     """``preset``: the OpenAI-compatible service it was created as (providers/presets.py)."""
     name = options.get("preset")
@@ -90,6 +126,7 @@ def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
 OPTION_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
     ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments"}), _azure),
     ProviderType.OPENAI_COMPATIBLE: (frozenset({"preset"}), _openai_compatible),
+    ProviderType.BEDROCK: (frozenset({"region", "auth"}), _bedrock),
 }
 
 
