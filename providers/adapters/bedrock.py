@@ -18,8 +18,9 @@ event stream), and their answers, events, usage and errors translated back (wire
 - Errors: the exception name from ``x-amzn-errortype`` (the part before ``:``), else the body's
   ``__type`` (after ``#``); the message from the body's ``message``. A ValidationException that
   says the input is too long is ``context_window``.
-- Embeddings are not translated (Titan's InvokeModel body is another API): route them to
-  another provider."""
+- Embeddings: Amazon Titan text embeddings through InvokeModel (``POST {base}/model/{id}/invoke``,
+  ``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
+  request as Titan takes it; other embedding models (Cohere's) are not translated."""
 
 import re
 from typing import Any
@@ -418,7 +419,7 @@ class BedrockStreamTranslator:
     usage. Blocks are keyed by ``contentBlockIndex`` (a text block may start with a delta)."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_buffer", "_chunks", "_request_id",
-                 "_created", "_calls", "_stopped")
+                 "_created", "_calls", "_stopped", "_failed")
 
     def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
         self.usage: Usage | None = None
@@ -431,18 +432,27 @@ class BedrockStreamTranslator:
         self._created = created
         self._calls: dict[int, int] = {}  # contentBlockIndex -> tool call index
         self._stopped = False
+        self._failed: UpstreamFailure | None = None  # raised once the chunks before it are out
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._failed is not None:
+            raise self._failed
         self._buffer.add_data(data)
         out: list[bytes] = []
         try:
             for message in self._buffer:
                 self._frame(message.headers, message.payload, out)
         except ParserError as exc:
-            raise bad_response(self._deployment, f"sent a corrupt event-stream frame ({exc}).") from None
-        return out
+            self._failed = bad_response(self._deployment, f"sent a corrupt event-stream frame ({exc}).")
+        except UpstreamFailure as exc:
+            self._failed = exc
+        if self._failed is not None and not out:
+            raise self._failed
+        return out  # the chunks before a failure first; the next feed or finish raises it
 
     def finish(self) -> list[bytes]:
+        if self._failed is not None:
+            raise self._failed
         if not self._stopped:
             raise truncated_stream(self._deployment)
         return []
@@ -503,13 +513,44 @@ def stream_translator(deployment: Deployment, *, request_id: str, created: int) 
     return BedrockStreamTranslator(deployment, request_id=request_id, created=created)
 
 
-EMBEDDINGS_MISSING = ("embeddings through Bedrock (Titan's InvokeModel) are not supported yet; route embeddings to "
-                      "another provider.")
+# ----------------------------------------------------------------------------- embeddings
+TITAN_EMBED_PREFIX = "amazon.titan-embed-text"  # v1 and v2: the embedding models translated here
+TITAN_V2_DIMENSIONS = (256, 512, 1024)
 
 
 def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-    raise UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name}: {EMBEDDINGS_MISSING}")
+    """``POST {base}/model/{id}/invoke`` with Titan's ``{"inputText", "dimensions"?}``, signed."""
+    if TITAN_EMBED_PREFIX not in deployment.model_id:
+        raise _bad_request(deployment, "embeddings are translated for Amazon Titan text embeddings "
+                                       f"({TITAN_EMBED_PREFIX}-*) only; route other embedding models elsewhere.")
+    raw = body.get("input")
+    if isinstance(raw, list) and len(raw) == 1:
+        raw = raw[0]
+    if not isinstance(raw, str) or not raw:
+        raise _bad_request(deployment, "Titan embeds one non-empty text per request: send 'input' as a string "
+                                       "(or a list of one string).")
+    payload: dict[str, Any] = {"inputText": raw}
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if "v2" not in deployment.model_id or dimensions not in TITAN_V2_DIMENSIONS:
+            raise _bad_request(deployment, "'dimensions' is 256, 512 or 1024, for Titan Text Embeddings V2 only.")
+        payload["dimensions"] = dimensions
+    url = model_url(deployment, "invoke")
+    data = dumps(payload)
+    headers = deployment_headers(deployment)
+    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
 
 
 def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
-    raise UpstreamFailure(kind="bad_request", message=f"{deployment.provider_name}: {EMBEDDINGS_MISSING}")
+    """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` as an OpenAI embeddings list, in
+    floats whatever ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64,
+    takes floats as they are)."""
+    obj = load_json(deployment, body, "an embedding")
+    vector = obj.get("embedding") if type(obj) is dict else None
+    if type(vector) is not list:
+        raise bad_response(deployment, "answered without an 'embedding' list; is this a Titan embeddings model?")
+    usage = Usage(input_tokens=as_int(obj.get("inputTextTokenCount")), estimated="inputTextTokenCount" not in obj)
+    result = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+              "model": deployment.model_id,
+              "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens}}
+    return dumps(result), usage

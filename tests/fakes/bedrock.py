@@ -32,6 +32,10 @@ blocks without exactly one member, blank text, ``toolUse``/``toolResult`` withou
 ``stream_error`` sends an ``exception`` frame (``:exception-type`` = ``variant`` or
 ``throttlingException``), ``malformed`` a well-framed event whose JSON payload is cut.
 
+InvokeModel for Amazon Titan text embeddings: ``POST /model/amazon.titan-embed-text-v*/invoke``
+``{"inputText", "dimensions"?, "normalize"?}`` → ``{"embedding": [...dimensions floats],
+"inputTextTokenCount"}`` (the ``usage`` override's ``prompt_tokens``, else the word count).
+
 Usage mapping (as the Anthropic fake): ``Usage.prompt_tokens`` → ``inputTokens`` (uncached),
 ``cached_tokens`` → ``cacheReadInputTokens``, ``cache_creation_tokens`` →
 ``cacheWriteInputTokens``; ``totalTokens`` is the sum of all four counts.
@@ -51,7 +55,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from .base import Call, FakeServer, Fault, Reply, Usage
+from .base import Call, FakeServer, Fault, Reply, Usage, embedding_vector
 
 ERROR_URL = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 TOP_FIELDS = frozenset({"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig",
@@ -284,7 +288,9 @@ class FakeBedrock(FakeServer):
                 "cacheReadInputTokens": u.cached_tokens, "cacheWriteInputTokens": u.cache_creation_tokens}
 
     def route_converse(self, call: Call) -> Reply:
-        _, operation = self._target(call)
+        model, operation = self._target(call)
+        if operation == "invoke":
+            return self.invoke(call, model)
         if operation not in ("converse", "converse-stream"):
             return self.error(404, f"Unknown operation: POST {call.req.path}")
         if msg := self.invalid(call.body):
@@ -305,6 +311,24 @@ class FakeBedrock(FakeServer):
         if not call.fault("no_usage"):
             result["usage"] = self.usage_obj(usage)
         return Reply(body=result)
+
+    def invoke(self, call: Call, model: str) -> Reply:
+        """InvokeModel for Titan text embeddings: ``{"inputText", "dimensions"?, "normalize"?}``."""
+        if not model.startswith("amazon.titan-embed-text"):
+            return self.error(400, "The fake invokes Titan text embeddings models only.")
+        body = call.body
+        for key in body:
+            if key not in ("inputText", "dimensions", "normalize", "embeddingTypes"):
+                return self.error(400, f"Malformed input request: extraneous key [{key}] is not permitted, "
+                                       "please reformat your input and try again.")
+        if not isinstance(body.get("inputText"), str) or not body["inputText"]:
+            return self.error(400, "Malformed input request: #: required key [inputText] not found")
+        dimensions = body.get("dimensions", 1024 if "v2" in model else 1536)
+        if dimensions not in ((256, 512, 1024) if "v2" in model else (1536,)):
+            return self.error(400, f"Malformed input request: #/dimensions: {dimensions} is not a valid enum value")
+        tokens = (self.usage or {}).get("prompt_tokens") or max(1, len(body["inputText"].split()))
+        return Reply(body={"embedding": embedding_vector(body["inputText"], dimensions),
+                           "inputTextTokenCount": tokens})
 
     def _frames(self, call: Call, text: str, tool: tuple[str, str, dict[str, Any]] | None, usage: Usage,
                 stop: str) -> Iterator[bytes]:

@@ -43,6 +43,7 @@ def bedrock(world, fake, **data) -> Provider:
 def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_prices_them(world):
     models = [HAIKU, "amazon.nova-pro-v1:0",
               {"id": "amazon.titan-embed-text-v2:0", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT"]},
+              {"id": "cohere.embed-english-v3", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT"]},
               {"id": f"{HAIKU}:200k", "inferenceTypesSupported": ["PROVISIONED"]},
               {"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", "inferenceTypesSupported": ["INFERENCE_PROFILE"]},
               {"id": "stability.sd3-large-v1:0", "outputModalities": ["IMAGE"]},
@@ -55,7 +56,9 @@ def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_prices_them(worl
     provider.refresh_from_db()
     assert provider.sync_status == "ok", provider.last_sync_error
     rows = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
-    assert set(rows) == {HAIKU, "amazon.nova-pro-v1:0"}
+    assert set(rows) == {HAIKU, "amazon.nova-pro-v1:0", "amazon.titan-embed-text-v2:0"}
+    titan = rows["amazon.titan-embed-text-v2:0"]
+    assert (titan.mode, titan.input_price, titan.output_price) == (ModelMode.EMBEDDING, Decimal("0.02"), Decimal(0))
     haiku = rows[HAIKU]
     assert (haiku.mode, haiku.supports_vision, haiku.supports_tools) == (ModelMode.CHAT, True, True)
     assert (haiku.input_price, haiku.cached_input_price, haiku.cache_write_price, haiku.output_price,
@@ -108,6 +111,19 @@ def test_chat_non_stream_and_stream_with_cache_tokens_priced_exactly(world, live
         row = wait_usage(stream.response.headers["x-request-id"])
     assert row.stream and row.status == "ok" and not row.tokens_estimated
     assert row.cost == expected_cost(300, 1000, 200, 50)
+
+
+def test_titan_embeddings_through_the_gateway_are_priced(world, live):
+    titan = {"id": "amazon.titan-embed-text-v2:0", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT"]}
+    with FakeBedrock(models=[titan], api_key=KEY, usage={"prompt_tokens": 5000}) as fake:
+        bedrock(world, fake)
+        raw = sdk(live, world.chat_key).embeddings.with_raw_response.create(
+            model="aws:amazon.titan-embed-text-v2:0", input="hello there", dimensions=256)
+        result = raw.parse()
+        assert len(result.data[0].embedding) == 256 and result.usage.prompt_tokens == 5000
+        assert fake.requests[-1].body == {"inputText": "hello there", "dimensions": 256}
+        row = wait_usage(raw.headers["x-request-id"])
+    assert (row.input_tokens, row.cost) == (5000, (5000 * Decimal("0.02") / Decimal(10**6)).quantize(CENT))
 
 
 def test_tool_calls_round_trip(world, live):

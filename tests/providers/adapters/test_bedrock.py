@@ -223,6 +223,18 @@ def test_stream_tool_use_blocks_become_tool_call_deltas():
     assert translator.usage is None  # no metadata event: the engine estimates
 
 
+def test_chunks_before_an_exception_in_the_same_read_are_relayed_first():
+    data = _stream_bytes(event("messageStart", {"role": "assistant"}),
+                         event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "partial"}}),
+                         event_frame({":exception-type": "modelStreamErrorException", ":message-type": "exception"},
+                                     b'{"message":"model crashed","originalStatusCode":500}'))
+    translator = adapter.stream_translator(DEP, request_id="p", created=1)
+    assert stream_text(chunks_of(translator.feed(data))) == "partial"
+    with pytest.raises(UpstreamFailure) as caught:
+        translator.finish()
+    assert caught.value.kind == "server_error" and "ModelStreamErrorException: model crashed" in caught.value.message
+
+
 def test_stream_exception_frames_and_corruption_raise():
     throttled = _stream_bytes(event("messageStart", {"role": "assistant"}), event_frame(
         {":exception-type": "throttlingException", ":content-type": "application/json", ":message-type": "exception"},
@@ -310,3 +322,40 @@ def test_the_fake_refuses_what_converse_refuses():
         assert bad.status_code == 400 and "must alternate between user and assistant" in bad.json()["message"]
         assert bad.headers["x-amzn-errortype"].startswith("ValidationException:")
         assert adapter.parse_error(d, 400, dict(bad.headers), bad.content).kind == "bad_request"
+
+
+# ----------------------------------------------------------------------------- embeddings
+TITAN = "amazon.titan-embed-text-v2:0"
+
+
+def test_titan_embeddings_are_one_signed_invoke_per_text():
+    req = adapter.build_embeddings(dep(model_id=TITAN), {"input": ["hello world"], "dimensions": 256})
+    assert req.url == f"https://bedrock-runtime.us-east-1.amazonaws.com/model/{TITAN}/invoke"
+    assert json.loads(req.body) == {"inputText": "hello world", "dimensions": 256}
+    assert req.headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+    body, usage = adapter.parse_embeddings(dep(model_id=TITAN), b'{"embedding": [0.1, -0.2], "inputTextTokenCount": 3}')
+    assert json.loads(body) == {"object": "list", "model": TITAN, "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2]}]}
+    assert usage.input_tokens == 3 and not usage.estimated
+
+
+@pytest.mark.parametrize("model, body, words", [
+    (TITAN, {"input": ["a", "b"]}, "one non-empty text per request"),
+    (TITAN, {"input": "a", "dimensions": 300}, "'dimensions' is 256, 512 or 1024"),
+    ("amazon.titan-embed-text-v1", {"input": "a", "dimensions": 256}, "for Titan Text Embeddings V2 only"),
+    ("cohere.embed-english-v3", {"input": "a"}, "Amazon Titan text embeddings (amazon.titan-embed-text-*) only"),
+])
+def test_embedding_requests_titan_cannot_take_are_bad_requests(model, body, words):
+    with pytest.raises(UpstreamFailure) as caught:
+        adapter.build_embeddings(dep(model_id=model), body)
+    assert caught.value.kind == "bad_request" and words in caught.value.message
+
+
+def test_titan_embeddings_against_the_fake():
+    with FakeBedrock(api_key=KEY, usage={"prompt_tokens": 7}) as fake:
+        d = dep(fake.base_url, model_id=TITAN)
+        response = send(adapter.build_embeddings(d, {"input": "hello there", "dimensions": 512}))
+        assert response.status_code == 200, response.text
+        body, usage = adapter.parse_embeddings(d, response.content)
+        assert len(json.loads(body)["data"][0]["embedding"]) == 512 and usage.input_tokens == 7
+        assert fake.verified == 1
