@@ -14,6 +14,7 @@ from providers.options import options_clean
 from providers.pricing import catalog_prices
 from providers.services import provider_create, provider_update
 from tenants.access import SYSTEM
+from tests.fakes import FakeBedrock
 
 KEY = "AKIAFAKEACCESSKEY123:fakeSecretAccessKey/with+slash0123456789"
 SECRET = "fakeSecretAccessKey/with+slash0123456789"
@@ -160,3 +161,18 @@ def test_genai_prices_knows_bedrock_ids_and_inference_profiles():
         Decimal("0.8"), Decimal("4"), Decimal("0.08"), Decimal("1"))
     assert catalog_prices(provider=provider, model_id="us.anthropic.claude-3-5-haiku-20241022-v1:0") == haiku
     assert catalog_prices(provider=provider, model_id="amazon.nova-pro-v1:0").input == Decimal("0.8")
+
+
+@pytest.mark.django_db
+def test_a_connection_test_signs_its_catalog_request(world, client_for, settings):
+    settings.ALLOW_PRIVATE_PROVIDER_URLS = True
+    client = client_for(user=world.admin)
+    with FakeBedrock(api_key=KEY, region="eu-west-1") as fake:
+        body = {"base_url": fake.base_url, "provider_type": "bedrock", "api_key": KEY,
+                "options": {"region": "eu-west-1"}}
+        response = client.post("/api/providers/test", body, format="json")
+        assert response.status_code == 200, response.json()
+        assert response.json()["reachable"] and response.json()["model_count"] == 2 and fake.verified == 1
+        wrong = client.post("/api/providers/test", {**body, "options": {"region": "us-east-1"}}, format="json")
+    assert not wrong.json()["reachable"] and "eu-west-1/bedrock" in wrong.json()["error"]
+    assert SECRET not in json.dumps(wrong.json())
