@@ -7,7 +7,10 @@ encoded here; one ``ConverseStreamOutput`` member per frame: ``messageStart``,
 ``contentBlockStart`` for a tool call, ``contentBlockDelta``, ``contentBlockStop``,
 ``messageStop``, ``metadata`` with the usage) and ``GET /foundation-models``
 (``{"modelSummaries": [...]}``; entries may override ``inputModalities``, ``outputModalities``,
-``inferenceTypesSupported``, …).
+``inferenceTypesSupported``, …) and ``GET /inference-profiles`` (``{"inferenceProfileSummaries":
+[...], "nextToken"?}``: a ``us.<id>`` system-defined profile of every model whose
+``inferenceTypesSupported`` holds ``INFERENCE_PROFILE``; ``maxResults`` capped at
+``max_page_size``, ``nextToken`` paging, ``type`` filtering).
 
 Auth, checked on every request:
 
@@ -102,7 +105,9 @@ class FakeBedrock(FakeServer):
     model_prefix = "bedrock-fake"
     retry_after_statuses: ClassVar[tuple[int, ...]] = ()  # AWS sends no retry-after
     stream_content_type = "application/vnd.amazon.eventstream"
-    routes: ClassVar[dict[tuple[str, str], str]] = {("GET", "/foundation-models"): "models"}
+    max_page_size = 1000  # ListInferenceProfiles' maxResults cap (lower it to test paging)
+    routes: ClassVar[dict[tuple[str, str], str]] = {("GET", "/foundation-models"): "models",
+                                                    ("GET", "/inference-profiles"): "profiles"}
     prefix_routes = (("POST", "/model/", "converse"),)
 
     def __init__(self, *, auth: str = "sigv4", region: str = "us-east-1", context_limit: int | None = None,
@@ -217,6 +222,35 @@ class FakeBedrock(FakeServer):
 
     def route_models(self, call: Call) -> Reply:
         return Reply(body={"modelSummaries": [self.model_obj(e) for e in self.model_entries()]})
+
+    def profile_objs(self) -> list[dict[str, Any]]:
+        out = []
+        for entry in self.model_entries():
+            model = self.model_obj(entry)
+            if "INFERENCE_PROFILE" not in model["inferenceTypesSupported"]:
+                continue
+            profile_id = f"us.{model['modelId']}"
+            out.append({"inferenceProfileId": profile_id, "inferenceProfileName": f"US {model['modelName']}",
+                        "inferenceProfileArn": f"arn:aws:bedrock:{self.region}:123456789012:inference-profile/"
+                                               f"{profile_id}",
+                        "description": f"Routes requests to {model['modelName']} in us-east-1 and us-west-2.",
+                        "status": "ACTIVE", "type": "SYSTEM_DEFINED",
+                        "models": [{"modelArn": f"arn:aws:bedrock:{region}::foundation-model/{model['modelId']}"}
+                                   for region in ("us-east-1", "us-west-2")]})
+        return out
+
+    def route_profiles(self, call: Call) -> Reply:
+        query = call.req.query
+        try:
+            size = min(max(int(query.get("maxResults") or 1000), 1), self.max_page_size)
+            start = int(query.get("nextToken") or 0)
+        except ValueError:
+            return self.error(400, "1 validation error detected: Value at 'maxResults' or 'nextToken' is invalid.")
+        profiles = [p for p in self.profile_objs() if query.get("type") in (None, p["type"])]
+        body: dict[str, Any] = {"inferenceProfileSummaries": profiles[start : start + size]}
+        if start + size < len(profiles):
+            body["nextToken"] = str(start + size)
+        return Reply(body=body)
 
     # ------------------------------------------------------------ converse
     @staticmethod

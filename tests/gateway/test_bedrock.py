@@ -40,23 +40,37 @@ def bedrock(world, fake, **data) -> Provider:
     return add_provider(world.tenant, fake, name="aws", provider_type="bedrock", api_key=KEY, **data)
 
 
-def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_prices_them(world):
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+PROFILE_ONLY = {"inferenceTypesSupported": ["INFERENCE_PROFILE"]}
+
+
+def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_profiles_and_prices_them(world):
     models = [HAIKU, "amazon.nova-pro-v1:0",
               {"id": "amazon.titan-embed-text-v2:0", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT"]},
               {"id": "cohere.embed-english-v3", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT"]},
               {"id": f"{HAIKU}:200k", "inferenceTypesSupported": ["PROVISIONED"]},
-              {"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", "inferenceTypesSupported": ["INFERENCE_PROFILE"]},
+              {"id": SONNET, **PROFILE_ONLY}, {"id": "amazon.nova-premier-v1:0", **PROFILE_ONLY},
+              {"id": "cohere.embed-v4:0", "outputModalities": ["EMBEDDING"], **PROFILE_ONLY},
               {"id": "stability.sd3-large-v1:0", "outputModalities": ["IMAGE"]},
               {"id": "meta.llama3-70b-instruct-v1:0", "modelLifecycle": {"status": "LEGACY"}}]
     with FakeBedrock(models=models, api_key=KEY) as fake:
+        fake.max_page_size = 2  # the fetcher asks for 1000 profiles a page; this server gives 2
         provider = bedrock(world, fake)
         listed = fake.requests_to("/foundation-models")
-        assert len(listed) == 1 and fake.verified == 1
+        assert len(listed) == 1
         assert listed[0].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAFAKEACCESSKEY123/")
+        pages = fake.requests_to("/inference-profiles")
+        assert [(r.query.get("type"), r.query.get("nextToken")) for r in pages] == [
+            ("SYSTEM_DEFINED", None), ("SYSTEM_DEFINED", "2")]
+        assert fake.verified == 3  # every request signed, query strings included
     provider.refresh_from_db()
     assert provider.sync_status == "ok", provider.last_sync_error
     rows = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
-    assert set(rows) == {HAIKU, "amazon.nova-pro-v1:0", "amazon.titan-embed-text-v2:0"}
+    assert set(rows) == {HAIKU, "amazon.nova-pro-v1:0", "amazon.titan-embed-text-v2:0", f"us.{SONNET}",
+                         "us.amazon.nova-premier-v1:0"}  # no Cohere embeddings profile: not a text model
+    sonnet = rows[f"us.{SONNET}"]
+    assert (sonnet.display_name, sonnet.supports_vision, sonnet.input_price, sonnet.cache_write_price) == (
+        "US Claude Sonnet 4 5 20250929", True, Decimal("3.3"), Decimal("4.125"))
     titan = rows["amazon.titan-embed-text-v2:0"]
     assert (titan.mode, titan.input_price, titan.output_price) == (ModelMode.EMBEDDING, Decimal("0.02"), Decimal(0))
     haiku = rows[HAIKU]
@@ -64,6 +78,16 @@ def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_prices_them(worl
     assert (haiku.input_price, haiku.cached_input_price, haiku.cache_write_price, haiku.output_price,
             haiku.price_source) == (IN, CACHED, WRITE, OUT, "catalog")
     assert haiku.display_name == "Anthropic Claude 3 5 Haiku 20241022"
+
+
+def test_a_role_that_may_not_list_profiles_still_syncs_its_models(world):
+    with FakeBedrock(models=[HAIKU, {"id": SONNET, **PROFILE_ONLY}], api_key=KEY) as fake:
+        fake.set_fault("status", status=403, path="/inference-profiles",
+                       message="User is not authorized to perform: bedrock:ListInferenceProfiles")
+        provider = bedrock(world, fake)
+    provider.refresh_from_db()
+    assert provider.sync_status == "ok"
+    assert set(ProviderModel.objects.filter(provider=provider).values_list("model_id", flat=True)) == {HAIKU}
 
 
 def test_a_wrong_secret_fails_the_sync_with_aws_words(world):
@@ -107,7 +131,7 @@ def test_chat_non_stream_and_stream_with_cache_tokens_priced_exactly(world, live
         assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
         assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 1500
         assert fake.requests[-1].path == f"/model/{HAIKU}/converse-stream"
-        assert fake.verified == 3  # the sync, the answer, the stream
+        assert fake.verified == 4  # the sync's two lists, the answer, the stream
         row = wait_usage(stream.response.headers["x-request-id"])
     assert row.stream and row.status == "ok" and not row.tokens_estimated
     assert row.cost == expected_cost(300, 1000, 200, 50)

@@ -172,7 +172,7 @@ def test_a_connection_test_signs_its_catalog_request(world, client_for, settings
                 "options": {"region": "eu-west-1"}}
         response = client.post("/api/providers/test", body, format="json")
         assert response.status_code == 200, response.json()
-        assert response.json()["reachable"] and response.json()["model_count"] == 2 and fake.verified == 1
+        assert response.json()["reachable"] and response.json()["model_count"] == 2 and fake.verified == 2
         wrong = client.post("/api/providers/test", {**body, "options": {"region": "us-east-1"}}, format="json")
     assert not wrong.json()["reachable"] and "eu-west-1/bedrock" in wrong.json()["error"]
     assert SECRET not in json.dumps(wrong.json())
