@@ -23,6 +23,7 @@ event stream), and their answers, events, usage and errors translated back (wire
   request as Titan takes it; other embedding models (Cohere's) are not translated."""
 
 import re
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +32,7 @@ from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.failures import bad_response, body_detail, failure, load_json, status_kind, truncated_stream
 from providers.adapters.headers import deployment_headers
-from providers.adapters.messages import chat_completion, image_url_of, parse_data_url, text_of, tool_arguments
+from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
 from providers.adapters.sigv4 import aws_credentials, sigv4_headers
 from providers.adapters.sse import ChunkBuilder
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit
@@ -127,36 +128,15 @@ def _media_block(deployment: Deployment, url: str, what: str, *, name: str = "")
 def _blocks(deployment: Deployment, content: Any, *, text_only: bool = False) -> list[dict[str, Any]]:
     """Converse content blocks for an OpenAI message ``content`` (string or parts); empty text
     is left out (Converse refuses a blank text block)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad_request(deployment, "message content must be a string or a list of parts.")
     blocks: list[dict[str, Any]] = []
-    for part in content:
-        if isinstance(part, str):
-            if part:
-                blocks.append({"text": part})
-            continue
-        if not isinstance(part, dict):
-            raise _bad_request(deployment, "a content part must be an object.")
-        kind = part.get("type")
-        if kind == "text" or (kind is None and "text" in part):
-            if isinstance(part.get("text"), str) and part["text"]:
-                blocks.append({"text": part["text"]})
-        elif kind == "refusal":
-            if isinstance(part.get("refusal"), str) and part["refusal"]:
-                blocks.append({"text": part["refusal"]})
-        elif kind == "image_url" and not text_only:
-            blocks.append(_media_block(deployment, image_url_of(part), "an image"))
-        elif kind == "file" and not text_only:
-            file = part.get("file") if isinstance(part.get("file"), dict) else {}
-            blocks.append(_media_block(deployment, str(file.get("file_data") or ""), "a file",
-                                       name=str(file.get("filename") or "")))
+    for kind, value in content_parts(content, text_only=text_only, refuse=partial(_bad_request, deployment)):
+        if kind == "text":
+            blocks.append({"text": value})
+        elif kind == "image":
+            blocks.append(_media_block(deployment, value, "an image"))
         else:
-            where = " here (system and assistant messages take text only)" if text_only else ""
-            raise _bad_request(deployment, f"content parts of type {kind!r} are not supported{where}.")
+            blocks.append(_media_block(deployment, str(value.get("file_data") or ""), "a file",
+                                       name=str(value.get("filename") or "")))
     return blocks
 
 
