@@ -394,7 +394,9 @@ class ProviderTestAPI(ProviderAPIView):
             ProviderType.OPENAI_COMPATIBLE if preset is not None
             else detect_provider_type(base_url) if base_url else ProviderType.OPENAI
         )
-        base_url = normalize_base_url(base_url, provider_type, preset=preset)
+        options = data.get("options")
+        base_url = normalize_base_url(base_url, provider_type, preset=preset,
+                                      region=options.get("region", "") if isinstance(options, dict) else "")
         services.base_url_vet(base_url)
         probe = Provider(name="test", provider_type=provider_type, base_url=base_url,
                          api_key=data.get("api_key") or "", timeout_seconds=CONNECTION_TEST_TIMEOUT,

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import InvalidInput
 from providers.models import ProviderType
 from providers.presets import PRESETS, Preset, url_parts
 
-__all__ = ["DEFAULT_BASE_URLS", "detect_provider_type", "gemini_base_url", "normalize_base_url", "vertex_base_url"]
+__all__ = ["DEFAULT_BASE_URLS", "bedrock_control_url", "bedrock_region", "bedrock_runtime_url",
+           "detect_provider_type", "gemini_base_url", "normalize_base_url", "vertex_base_url"]
 
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -26,6 +28,9 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 GEMINI_HOST = "generativelanguage.googleapis.com"
 VERTEX_HOST_SUFFIX = "aiplatform.googleapis.com"  # {location}-aiplatform…, or aiplatform… for "global"
 
+# bedrock-runtime.{region}.amazonaws.com (and its FIPS twin): the host names the region
+_BEDROCK_HOST_RE = re.compile(r"^bedrock-runtime(-fips)?\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
 _OLLAMA_PORT = 11434
 AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 # What people paste after an Azure resource's endpoint (the SDK's base_url, a deployment's URL):
@@ -33,11 +38,29 @@ AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 _AZURE_PATH_RE = re.compile(r"/openai(/v1|/deployments(/[^/]*)?(/.*)?)?$", re.I)
 
 
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")  # us-east-1, us-gov-west-1, ap-southeast-2
+
+
+def bedrock_region(region: Any) -> str:
+    """``region`` checked as an AWS region name (InvalidInput saying what to send otherwise)."""
+    if region is None or region == "":
+        raise InvalidInput(
+            "options.region is required for an Amazon Bedrock provider: the AWS region to call and sign for, "
+            'e.g. {"region": "us-east-1"}.',
+            field="options",
+        )
+    if not isinstance(region, str) or not _REGION_RE.match(region.strip()):
+        raise InvalidInput(f"options.region must be an AWS region such as 'us-east-1' or 'eu-central-1' "
+                           f"(got {region!r}).", field="options")
+    return region.strip()
+
+
 def detect_provider_type(base_url: str) -> str:
     """Guess the :class:`~providers.models.ProviderType` value for ``base_url``.
 
     ``api.openai.com`` → openai, ``api.anthropic.com`` → anthropic, ``openrouter.ai`` or any
     subdomain → openrouter, ``*.openai.azure.com`` or ``*.cognitiveservices.azure.com`` → azure,
+    ``bedrock-runtime[-fips].{region}.amazonaws.com`` → bedrock,
     ``generativelanguage.googleapis.com`` (the Gemini API, unless the path is its
     OpenAI-compatible ``/openai`` one) or ``[{location}-]aiplatform.googleapis.com`` (Vertex AI)
     → gemini, port 11434 or a path under ``/api`` → ollama, anything else
@@ -56,6 +79,8 @@ def detect_provider_type(base_url: str) -> str:
         return ProviderType.OPENROUTER.value
     if host.endswith(AZURE_HOST_SUFFIXES):
         return ProviderType.AZURE.value
+    if _BEDROCK_HOST_RE.match(host):
+        return ProviderType.BEDROCK.value
     if host == GEMINI_HOST:
         is_compat = "/openai" in path  # …/v1beta/openai: Google's Chat Completions endpoint
         return (ProviderType.OPENAI_COMPATIBLE if is_compat else ProviderType.GEMINI).value
@@ -66,7 +91,7 @@ def detect_provider_type(base_url: str) -> str:
     return ProviderType.OPENAI_COMPATIBLE.value
 
 
-def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | None = None) -> str:
+def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | None = None, region: str = "") -> str:
     """Validate ``base_url`` for ``provider_type`` and return it in canonical form.
 
     The scheme and host are lower-cased and trailing slashes removed. An empty URL gets the
@@ -74,7 +99,8 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
     :data:`DEFAULT_BASE_URLS`); openai_compatible has none and needs a URL. The mock provider
     never touches the network, so its URL is only trimmed. An Azure resource keeps its root
     only (``https://<resource>.openai.azure.com``): a pasted ``/openai``, ``/openai/v1`` or
-    deployment path is cut off.
+    deployment path is cut off. A bedrock provider's default is its ``region``'s runtime
+    endpoint (the region is required then), and an AWS runtime host must name that region.
     Raises :class:`~core.errors.InvalidInput` (``field="base_url"``) with a message that
     says what to fix. No DNS lookup happens here; :func:`core.net.check_url` does that.
     """
@@ -87,6 +113,8 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
     text = (base_url or "").strip()
     if provider_type == ProviderType.MOCK:
         return text.rstrip("/")
+    if not text and provider_type == ProviderType.BEDROCK:
+        return bedrock_runtime_url(bedrock_region(region))
     if not text:
         default = preset.base_url if preset is not None else DEFAULT_BASE_URLS.get(provider_type)
         if default is None and provider_type == ProviderType.AZURE:
@@ -161,7 +189,35 @@ def normalize_base_url(base_url: str, provider_type: str, *, preset: Preset | No
         path = _AZURE_PATH_RE.sub("", path)
     if provider_type == ProviderType.GEMINI:
         path = _gemini_path(host.lower(), path)
+    if provider_type == ProviderType.BEDROCK:
+        _bedrock_host_check(host.lower(), region)
     return f"{scheme}://{parts.netloc.lower()}{path}"
+
+
+def bedrock_runtime_url(region: str) -> str:
+    """The Bedrock Runtime endpoint of an AWS region (a bedrock provider's default base URL)."""
+    return f"https://bedrock-runtime.{region}.amazonaws.com"
+
+
+def bedrock_control_url(base_url: str) -> str:
+    """Where a bedrock provider's catalog (ListFoundationModels) is asked: the control plane
+    ``bedrock.{region}…`` beside an AWS runtime host ``bedrock-runtime.{region}…``; any other
+    base URL (a proxy, a VPC endpoint, a test server) serves both."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if not _BEDROCK_HOST_RE.match(host):
+        return base_url
+    return base_url.replace("//bedrock-runtime", "//bedrock", 1)
+
+
+def _bedrock_host_check(host: str, region: str) -> None:
+    match = _BEDROCK_HOST_RE.match(host)
+    if match and region and match.group(2) != region:
+        raise InvalidInput(
+            f"base_url is Bedrock's endpoint in {match.group(2)}, but options.region is {region}: requests are "
+            "signed for the region, so they must agree (leave base_url empty to use the region's endpoint).",
+            field="base_url",
+        )
 
 
 _VERTEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

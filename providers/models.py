@@ -23,6 +23,7 @@ class ProviderType(models.TextChoices):
     OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
     AZURE = "azure", "Azure OpenAI"
     GEMINI = "gemini", "Google Gemini (Gemini API or Vertex AI)"
+    BEDROCK = "bedrock", "Amazon Bedrock"
     MOCK = "mock", "Mock (built in, no network)"
 
 

@@ -21,6 +21,14 @@ Google Gemini (``gemini``):
   project and region (or ``global``) whose Vertex AI root becomes the base URL when none is
   given (providers/base_urls.py :func:`~providers.base_urls.gemini_base_url`).
 
+Amazon Bedrock (``bedrock``):
+
+- ``region`` (required): the AWS region the runtime is called in and requests are signed for,
+  e.g. ``us-east-1``; the base URL defaults to ``https://bedrock-runtime.{region}.amazonaws.com``;
+- ``auth``: ``"sigv4"`` (default; the key is ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` or
+  ``ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN`` and signs every request with SigV4) or
+  ``"bearer"`` (the key is a Bedrock API key sent as ``Authorization: Bearer``).
+
 OpenAI-compatible (``openai_compatible``): ``preset``, the service it was created as
 (providers/presets.py), kept so that it keeps its preset's prices and catalog quirks behind any
 base URL."""
@@ -30,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import InvalidInput
-from providers.base_urls import vertex_base_url
+from providers.base_urls import bedrock_region, vertex_base_url
 from providers.models import ProviderType
 from providers.presets import preset_get, preset_names
 
@@ -44,6 +52,7 @@ _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # Azure's rule for a deployment name: letters, digits, '.', '_' and '-', at most 64.
 _DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+BEDROCK_AUTH = ("sigv4", "bearer")
 
 
 def _azure(options: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +115,18 @@ def _gemini(options: dict[str, Any]) -> dict[str, Any]:
     return {"auth": auth, "project": project.strip().lower(), "location": location.strip().lower()}
 
 
+def _bedrock(options: dict[str, Any]) -> dict[str, Any]:
+    region = bedrock_region(options.get("region"))
+    auth = options.get("auth", "sigv4")
+    if auth not in BEDROCK_AUTH:
+        raise InvalidInput(
+            f"options.auth must be 'sigv4' (the api_key is ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN] and "
+            f"signs each request) or 'bearer' (the api_key is a Bedrock API key); got {auth!r}.",
+            field="options",
+        )
+    return {"region": region, "auth": auth}
+
+
 def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
     """``preset``: the OpenAI-compatible service it was created as (providers/presets.py)."""
     name = options.get("preset")
@@ -123,6 +144,7 @@ OPTION_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[s
     ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments"}), _azure),
     ProviderType.GEMINI: (frozenset({"auth", "project", "location"}), _gemini),
     ProviderType.OPENAI_COMPATIBLE: (frozenset({"preset"}), _openai_compatible),
+    ProviderType.BEDROCK: (frozenset({"region", "auth"}), _bedrock),
 }
 
 

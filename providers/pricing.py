@@ -22,6 +22,7 @@ _GENAI_PROVIDER = {
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.OPENROUTER: "openrouter",
     ProviderType.GEMINI: "google",  # the Gemini API's list prices (Vertex AI's are the same for Gemini models)
+    ProviderType.BEDROCK: "aws",  # Bedrock's on-demand prices; an inference profile (us.…) finds its model's
 }
 
 

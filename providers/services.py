@@ -14,7 +14,14 @@ from django.utils import timezone
 from core.errors import Conflict, InvalidInput
 from core.net import UpstreamUnreachable, check_url
 from core.validation import control_character, header_value_check, headers_check, text_check
-from providers.base_urls import detect_provider_type, gemini_base_url, normalize_base_url, vertex_base_url
+from providers.adapters.sigv4 import KEY_FORMAT, aws_credentials
+from providers.base_urls import (
+    bedrock_runtime_url,
+    detect_provider_type,
+    gemini_base_url,
+    normalize_base_url,
+    vertex_base_url,
+)
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
 from providers.crypto import mask
 from providers.models import (
@@ -73,6 +80,18 @@ def provider_credentials_check(*, api_key: str | None = None, extra_headers: Any
         headers_check(extra_headers, field="extra_headers")
 
 
+def provider_key_format_check(*, provider_type: str, options: dict[str, Any], api_key: str | None) -> None:
+    """A key in the form its provider type needs: a bedrock provider signing with SigV4 holds an
+    AWS access key pair (providers/adapters/sigv4.py)."""
+    if (api_key and provider_type == ProviderType.BEDROCK and options.get("auth", "sigv4") == "sigv4"
+            and aws_credentials(api_key) is None):
+        raise InvalidInput(
+            f"A Bedrock provider signing with SigV4 takes its api_key as {KEY_FORMAT}; for a Bedrock API key "
+            'set options.auth to "bearer".',
+            field="api_key",
+        )
+
+
 def base_url_vet(url: str) -> None:
     """Refuse unsafe destinations when saving. A name that does not resolve right now is
     accepted: it cannot be reached either, and every connection is vetted again at connect
@@ -118,8 +137,16 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
         base_url_vet(base_url)
         return ProviderType.OPENAI_COMPATIBLE.value, base_url
     follows = provider is not None and _vertex_url_follows(data=data, provider=provider)
+    region = _region(data=data, provider=provider)
     keeps = provider is not None and "base_url" not in data and "provider_type" not in data
     if keeps and not (provider.provider_type == ProviderType.GEMINI and "options" in data):
+        saved_region = (provider.options or {}).get("region")
+        if (provider.provider_type == ProviderType.BEDROCK and region != saved_region
+                and provider.base_url == bedrock_runtime_url(saved_region)):
+            # the region's default endpoint follows the region
+            base_url = normalize_base_url("", provider.provider_type, region=region)
+            base_url_vet(base_url)
+            return provider.provider_type, base_url
         return provider.provider_type, provider.base_url  # (a gemini URL is checked against new options)
     if provider is None:
         base_url = (data.get("base_url") or "").strip()
@@ -139,7 +166,7 @@ def _provider_target(*, data: dict[str, Any], provider: Provider | None) -> tupl
     if provider_type == ProviderType.GEMINI:  # Vertex AI's root may come from options.project / location
         base_url = gemini_base_url(base_url, _options_for(data=data, provider=provider, provider_type=provider_type))
     else:
-        base_url = normalize_base_url(base_url, provider_type)
+        base_url = normalize_base_url(base_url, provider_type, region=region)
     base_url_vet(base_url)
     return provider_type, base_url
 
@@ -162,6 +189,15 @@ def _vertex_url_follows(*, data: dict[str, Any], provider: Provider) -> bool:
         return url == vertex_base_url(str(saved.get("project") or ""), str(saved.get("location") or ""))
     except InvalidInput:
         return False
+
+
+def _region(*, data: dict[str, Any], provider: Provider | None) -> str:
+    """The AWS region (a bedrock provider's ``options.region``) that ``data`` sends, else the saved one."""
+    sent = data.get("options")
+    region = sent.get("region") if isinstance(sent, dict) else None
+    if region is None and provider is not None:
+        region = (provider.options or {}).get("region")
+    return region if isinstance(region, str) else ""
 
 
 def _options_for(*, data: dict[str, Any], provider: Provider | None, provider_type: str) -> dict[str, Any]:
@@ -214,7 +250,8 @@ def provider_validate(
     """Check ``data`` as provider_create (``provider`` None) or provider_update would, without
     writing, so a form can show the error next to its field."""
     provider_type, base_url = _provider_target(data=data, provider=provider)
-    _options_for(data=data, provider=provider, provider_type=provider_type)
+    options = _options_for(data=data, provider=provider, provider_type=provider_type)
+    provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"))
     if "name" in data:
         text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
@@ -249,7 +286,9 @@ def provider_probe(
             saved.options if saved is not None and saved.provider_type == provider_type else None)
         base_url = gemini_base_url(base_url, options_clean(provider_type, typed))
     else:
-        base_url = normalize_base_url(base_url, provider_type, preset=named)
+        region_from = options if options is not None else (saved.options if saved is not None else None)
+        base_url = normalize_base_url(base_url, provider_type, preset=named,
+                                      region=_region(data={"options": region_from}, provider=None))
     base_url_vet(base_url)
     provider_credentials_check(api_key=api_key, extra_headers=extra_headers)
     if saved is not None:
@@ -304,6 +343,7 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
     options = _options_for(data=data, provider=None, provider_type=provider_type)
     if preset is not None:
         options = {**options, "preset": preset.name}
+    provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"))
     text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
@@ -344,6 +384,7 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         before = provider_audit_view(locked)
         provider_type, base_url = _provider_target(data=data, provider=locked)
         options = _options_for(data=data, provider=locked, provider_type=provider_type)
+        provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"))
         _base_url_change_check(provider=locked, base_url=base_url, data=data)
         if "name" in data:
             locked.name = data["name"]

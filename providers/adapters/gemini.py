@@ -22,6 +22,7 @@ through that id."""
 import base64
 import binascii
 import itertools
+from functools import partial
 from typing import Any
 
 from orjson import JSONDecodeError, dumps, loads
@@ -37,7 +38,7 @@ from providers.adapters.failures import (
     truncated_stream,
 )
 from providers.adapters.headers import deployment_headers, is_vertex
-from providers.adapters.messages import chat_completion, image_url_of, parse_data_url, text_of, tool_arguments
+from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
 from providers.adapters.sse import ChunkBuilder, SSEDecoder
 from providers.adapters.types import (
     ChatResult,
@@ -135,35 +136,14 @@ def _inline_part(deployment: Deployment, url: str, what: str) -> dict[str, Any]:
 
 def _parts(deployment: Deployment, content: Any, *, text_only: bool = False) -> list[dict[str, Any]]:
     """Gemini parts for an OpenAI message ``content`` (string or parts)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad_request(deployment, "message content must be a string or a list of parts.")
     parts: list[dict[str, Any]] = []
-    for part in content:
-        if isinstance(part, str):
-            if part:
-                parts.append({"text": part})
-            continue
-        if not isinstance(part, dict):
-            raise _bad_request(deployment, "a content part must be an object.")
-        kind = part.get("type")
-        if kind == "text" or (kind is None and "text" in part):
-            if isinstance(part.get("text"), str) and part["text"]:
-                parts.append({"text": part["text"]})
-        elif kind == "refusal":
-            if isinstance(part.get("refusal"), str) and part["refusal"]:
-                parts.append({"text": part["refusal"]})
-        elif kind == "image_url" and not text_only:
-            parts.append(_inline_part(deployment, image_url_of(part), "an image"))
-        elif kind == "file" and not text_only:
-            file = part.get("file") if isinstance(part.get("file"), dict) else {}
-            parts.append(_inline_part(deployment, str(file.get("file_data") or ""), "a file"))
+    for kind, value in content_parts(content, text_only=text_only, refuse=partial(_bad_request, deployment)):
+        if kind == "text":
+            parts.append({"text": value})
+        elif kind == "image":
+            parts.append(_inline_part(deployment, value, "an image"))
         else:
-            where = " here (system and assistant messages take text only)" if text_only else ""
-            raise _bad_request(deployment, f"content parts of type {kind!r} are not supported{where}.")
+            parts.append(_inline_part(deployment, str(value.get("file_data") or ""), "a file"))
     return parts
 
 

@@ -19,7 +19,8 @@ def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str,
                      accept: str = "application/json", json_body: bool = True, auth: str = "",
                      base_url: str = "") -> dict[str, str]:
     """Auth headers for a provider of type ``kind`` (a provider type string; Azure's key goes in
-    ``api-key`` unless ``auth`` is ``"entra"``, whose token is a Bearer one), its
+    ``api-key`` unless ``auth`` is ``"entra"``, whose token is a Bearer one; Bedrock's is a Bearer
+one with ``auth`` ``"bearer"``, else none: its requests are signed with SigV4 afterwards), its
     ``extra_headers`` ((name, value) pairs; the caller puts OpenRouter's attribution there) last
     so they can override. The one place both the data plane (a Deployment) and catalog syncs
     build them. ``base_url`` tells the Gemini API (an API key) from Vertex AI (a bearer token), as
@@ -37,6 +38,8 @@ def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str,
     elif kind == "gemini" and not is_vertex(base_url) and auth != "vertex":
         if api_key:
             headers["x-goog-api-key"] = api_key
+    elif kind == "bedrock" and auth != "bearer":
+        pass  # an access key pair signs each request (SigV4: providers/adapters/sigv4.py), not a header
     elif api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     for name, value in extra_headers:

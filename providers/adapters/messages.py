@@ -2,6 +2,7 @@
 tool-call arguments, and the ``chat.completion`` body an adapter answers with."""
 
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orjson import JSONDecodeError, dumps, loads
@@ -44,6 +45,44 @@ def image_url_of(part: dict[str, Any]) -> str:
     if isinstance(value, dict):
         value = value.get("url")
     return value if isinstance(value, str) else ""
+
+
+def content_parts(content: Any, *, text_only: bool,
+                  refuse: Callable[[str], Exception]) -> Iterator[tuple[str, Any]]:
+    """The parts of an OpenAI message ``content`` (a string or a list of parts) for an adapter
+    that translates them one by one: ``("text", str)`` for non-empty text and refusals,
+    ``("image", url)`` and ``("file", file object)``. ``refuse(words)`` makes the exception for
+    content that cannot be taken; with ``text_only`` (system and assistant messages) images and
+    files cannot."""
+    if content is None:
+        return
+    if isinstance(content, str):
+        if content:
+            yield "text", content
+        return
+    if not isinstance(content, list):
+        raise refuse("message content must be a string or a list of parts.")
+    for part in content:
+        if isinstance(part, str):
+            if part:
+                yield "text", part
+            continue
+        if not isinstance(part, dict):
+            raise refuse("a content part must be an object.")
+        kind = part.get("type")
+        if kind == "text" or (kind is None and "text" in part):
+            if isinstance(part.get("text"), str) and part["text"]:
+                yield "text", part["text"]
+        elif kind == "refusal":
+            if isinstance(part.get("refusal"), str) and part["refusal"]:
+                yield "text", part["refusal"]
+        elif kind == "image_url" and not text_only:
+            yield "image", image_url_of(part)
+        elif kind == "file" and not text_only:
+            yield "file", part.get("file") if isinstance(part.get("file"), dict) else {}
+        else:
+            where = " here (system and assistant messages take text only)" if text_only else ""
+            raise refuse(f"content parts of type {kind!r} are not supported{where}.")
 
 
 def tool_arguments(raw: Any, *, provider: str) -> dict[str, Any]:

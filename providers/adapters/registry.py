@@ -11,7 +11,7 @@ itself (``IN_PROCESS = True``: the mock) offers ``complete_chat``, ``stream_chat
 
 from types import ModuleType
 
-from providers.adapters import anthropic, azure, gemini, mock, ollama, openai, openrouter
+from providers.adapters import anthropic, azure, bedrock, gemini, mock, ollama, openai, openrouter
 
 ADAPTERS: dict[str, ModuleType] = {
     "openai": openai,
@@ -21,5 +21,6 @@ ADAPTERS: dict[str, ModuleType] = {
     "anthropic": anthropic,
     "ollama": ollama,
     "gemini": gemini,
+    "bedrock": bedrock,
     "mock": mock,
 }

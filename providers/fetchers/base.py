@@ -5,7 +5,8 @@ from typing import Any
 
 from core.errors import TollgateError
 from providers.adapters.headers import upstream_headers
-from providers.models import Provider
+from providers.adapters.sigv4 import sigv4_headers
+from providers.models import Provider, ProviderType
 
 
 class UpstreamError(TollgateError):
@@ -25,6 +26,20 @@ def request_headers(provider: Provider) -> dict[str, str]:
     return upstream_headers(provider.provider_type, provider.api_key, provider.upstream_extra_headers(),
                             json_body=False, auth=auth if isinstance(auth, str) else "",
                             base_url=provider.base_url)
+
+
+def request_signature(provider: Provider, method: str, url: str) -> dict[str, str]:
+    """The per-request auth headers of a catalog request: a bedrock provider's SigV4 signature
+    (over the headers of :func:`request_headers`, which the client sends as well); none for the
+    other types, whose auth is in :func:`request_headers`."""
+    options = provider.options or {}
+    if provider.provider_type != ProviderType.BEDROCK or options.get("auth", "sigv4") != "sigv4":
+        return {}
+    try:
+        return sigv4_headers(method=method, url=url, headers=request_headers(provider), body=b"",
+                             api_key=provider.api_key, region=str(options.get("region") or ""))
+    except ValueError as exc:
+        raise UpstreamError(f"{provider.display_name or provider.name} has no usable AWS credentials: {exc}.") from None
 
 
 def upstream_message(body: Any, snippet: str) -> str:

@@ -10,8 +10,8 @@ from django.conf import settings
 
 from core.net import fetch_json, guarded_client
 from providers.catalog import CatalogEntry
-from providers.fetchers import anthropic, azure, gemini, mock, ollama, openai, openrouter
-from providers.fetchers.base import raise_for_status, request_headers
+from providers.fetchers import anthropic, azure, bedrock, gemini, mock, ollama, openai, openrouter
+from providers.fetchers.base import raise_for_status, request_headers, request_signature
 from providers.models import Provider, ProviderType
 
 # A fetcher takes the provider and ``get(url)`` (the JSON of a successful GET, or a
@@ -26,6 +26,7 @@ FETCHERS: dict[str, Fetcher] = {
     ProviderType.ANTHROPIC: anthropic.fetch_catalog,
     ProviderType.OLLAMA: ollama.fetch_catalog,
     ProviderType.GEMINI: gemini.fetch_catalog,
+    ProviderType.BEDROCK: bedrock.fetch_catalog,
     ProviderType.MOCK: mock.fetch_catalog,
 }
 
@@ -46,7 +47,7 @@ def catalog_fetch(provider: Provider) -> list[CatalogEntry]:
                     headers=request_headers(provider),
                     max_bytes=settings.PROVIDER_MAX_RESPONSE_BYTES,
                 ))
-            status, _, body, snippet = fetch_json(client, "GET", url)
+            status, _, body, snippet = fetch_json(client, "GET", url, headers=request_signature(provider, "GET", url))
             raise_for_status(provider_name=name, url=url, status=status, body=body, snippet=snippet)
             return body
 

@@ -15,6 +15,7 @@ See ``tests.fakes.base`` for the fault kinds and options.
 from .anthropic import FakeAnthropic
 from .azure import FakeAzure
 from .base import FAULT_KINDS, FakeServer, Fault, RecordedRequest, Usage, make_models
+from .bedrock import FakeBedrock
 from .gemini import FakeGemini
 from .ollama import FakeOllama
 from .openai import FakeOpenAI, FakeOpenRouter
@@ -23,6 +24,7 @@ __all__ = [
     "FAULT_KINDS",
     "FakeAnthropic",
     "FakeAzure",
+    "FakeBedrock",
     "FakeGemini",
     "FakeOllama",
     "FakeOpenAI",

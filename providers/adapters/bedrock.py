@@ -1,0 +1,536 @@
+"""Amazon Bedrock Runtime: OpenAI chat requests translated to Converse
+(``POST {base}/model/{modelId}/converse``) and ConverseStream (``…/converse-stream``, an AWS
+event stream), and their answers, events, usage and errors translated back (wire-formats-2 §6).
+
+- Auth (``options.auth``): ``"sigv4"`` (default) signs every request with the provider's access
+  key pair through botocore (providers/adapters/sigv4.py) for the region ``options.region``;
+  ``"bearer"`` sends the key, a Bedrock API key, as ``Authorization: Bearer``.
+- Model ids: a foundation model (``anthropic.claude-3-5-haiku-20241022-v1:0``), an inference
+  profile (``us.anthropic.claude-sonnet-4-5-20250929-v1:0``) or an ARN; in the URL path the id
+  keeps its ``:`` and has its ``/`` encoded (what the HTTP client sends, and what is signed).
+- Usage: ``inputTokens`` counts the uncached prompt only (Anthropic's convention:
+  ``totalTokens`` = input + output + cacheRead + cacheWrite), so input = inputTokens +
+  cacheReadInputTokens + cacheWriteInputTokens, of which the reads are cached input and the
+  writes cache writes (priced at the model's cache-write price).
+- Streams: ``application/vnd.amazon.eventstream`` frames, decoded by botocore's
+  ``EventStreamBuffer`` (CRCs checked); ``:message-type`` ``event`` frames carry one
+  ``ConverseStreamOutput`` member each, ``exception`` frames an error (``:exception-type``).
+- Errors: the exception name from ``x-amzn-errortype`` (the part before ``:``), else the body's
+  ``__type`` (after ``#``); the message from the body's ``message``. A ValidationException that
+  says the input is too long is ``context_window``.
+- Embeddings: Amazon Titan text embeddings through InvokeModel (``POST {base}/model/{id}/invoke``,
+  ``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
+  request as Titan takes it; other embedding models (Cohere's) are not translated."""
+
+import re
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+from botocore.eventstream import EventStreamBuffer, ParserError
+from orjson import JSONDecodeError, dumps, loads
+
+from providers.adapters.failures import bad_response, body_detail, failure, load_json, status_kind, truncated_stream
+from providers.adapters.headers import deployment_headers
+from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
+from providers.adapters.sigv4 import aws_credentials, sigv4_headers
+from providers.adapters.sse import ChunkBuilder
+from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit
+from providers.adapters.usage import as_int, usage_to_openai
+
+IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
+DEFAULT_MAX_TOKENS = None  # Converse needs no output limit
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+FILTERED = "content_filter"
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "guardrail_intervened": FILTERED,
+    "content_filtered": FILTERED,
+    "malformed_model_output": "stop",
+    "malformed_tool_use": "stop",
+}
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                 "image/webp": "webp"}
+DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/html": "html", "text/plain": "txt",
+                    "text/markdown": "md", "application/msword": "doc",
+                    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+                    "application/vnd.ms-excel": "xls",
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx"}
+# AWS exception name -> (kind, retryable, words); others go by the HTTP status
+EXCEPTIONS: dict[str, tuple[str, bool, str]] = {
+    "ThrottlingException": ("rate_limit", True, "throttled"),
+    "ServiceQuotaExceededException": ("quota", False, "service quota exceeded"),
+    "ValidationException": ("bad_request", False, "invalid request"),
+    "AccessDeniedException": ("auth", False, "access denied"),
+    "UnrecognizedClientException": ("auth", False, "unrecognized credentials"),
+    "InvalidSignatureException": ("auth", False, "invalid signature"),
+    "IncompleteSignatureException": ("auth", False, "incomplete signature"),
+    "MissingAuthenticationTokenException": ("auth", False, "missing credentials"),
+    "ExpiredTokenException": ("auth", False, "expired credentials"),
+    "ResourceNotFoundException": ("not_found", False, "not found"),
+    "ModelTimeoutException": ("timeout", True, "model timed out"),
+    "ModelNotReadyException": ("server_error", True, "model not ready"),
+    "ModelErrorException": ("server_error", True, "model error"),
+    "ModelStreamErrorException": ("server_error", True, "model stream error"),
+    "InternalServerException": ("server_error", True, "internal error"),
+    "ServiceUnavailableException": ("server_error", True, "service unavailable"),
+}
+CONTEXT_WINDOW = ("context_window", False, "input too long for the model")
+_TOO_LONG = re.compile(
+    r"too long|too many (input )?tokens|context (window|length)|maximum context|input length|"
+    r"exceeds? the (maximum|max)\b.*tokens", re.I)
+
+
+def _bad_request(deployment: Deployment, what: str) -> UpstreamFailure:
+    return UpstreamFailure(kind="bad_request",
+                           message=f"{deployment.provider_name} (Bedrock) cannot take this request: {what}")
+
+
+def model_url(deployment: Deployment, operation: str) -> str:
+    """``{base}/model/{modelId}/{operation}``: the id's ``/`` (ARNs) encoded, its ``:`` kept."""
+    return f"{deployment.base_url}/model/{quote(deployment.model_id, safe=':')}/{operation}"
+
+
+def signed(deployment: Deployment, method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    """``headers`` with the provider's auth: a SigV4 signature unless ``options.auth`` is bearer
+    (whose ``Authorization`` the headers already hold)."""
+    if deployment.option("auth", "sigv4") == "bearer":
+        return headers
+    try:
+        return sigv4_headers(method=method, url=url, headers=headers, body=body, api_key=deployment.api_key,
+                             region=deployment.option("region"))
+    except ValueError as exc:
+        raise UpstreamFailure(
+            kind="auth", message=f"{deployment.provider_name} (Bedrock) has no usable AWS credentials: {exc}; "
+                                 "set its api_key, or options.auth \"bearer\" for a Bedrock API key.") from None
+
+
+# ----------------------------------------------------------------------------- request
+def _media_block(deployment: Deployment, url: str, what: str, *, name: str = "") -> dict[str, Any]:
+    inline = parse_data_url(url)
+    if inline is None:
+        raise _bad_request(deployment, f"{what} must be sent inline as a base64 data: URL.")
+    media_type, data = inline
+    if media_type in IMAGE_FORMATS:
+        return {"image": {"format": IMAGE_FORMATS[media_type], "source": {"bytes": data}}}
+    if media_type in DOCUMENT_FORMATS:
+        label = re.sub(r"[^A-Za-z0-9 ()\[\]-]", " ", name.rsplit(".", 1)[0]).strip() or "document"
+        return {"document": {"format": DOCUMENT_FORMATS[media_type], "name": label[:200],
+                             "source": {"bytes": data}}}
+    raise _bad_request(deployment, f"{what} of type {media_type!r} is not supported (images: png, jpeg, gif, "
+                                   "webp; documents: pdf, csv, doc(x), xls(x), html, txt, md).")
+
+
+def _blocks(deployment: Deployment, content: Any, *, text_only: bool = False) -> list[dict[str, Any]]:
+    """Converse content blocks for an OpenAI message ``content`` (string or parts); empty text
+    is left out (Converse refuses a blank text block)."""
+    blocks: list[dict[str, Any]] = []
+    for kind, value in content_parts(content, text_only=text_only, refuse=partial(_bad_request, deployment)):
+        if kind == "text":
+            blocks.append({"text": value})
+        elif kind == "image":
+            blocks.append(_media_block(deployment, value, "an image"))
+        else:
+            blocks.append(_media_block(deployment, str(value.get("file_data") or ""), "a file",
+                                       name=str(value.get("filename") or "")))
+    return blocks
+
+
+def _tool_use(deployment: Deployment, call: Any) -> dict[str, Any]:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        raise _bad_request(deployment, "an assistant tool call must have a 'function' object.")
+    function = call["function"]
+    return {"toolUse": {"toolUseId": str(call.get("id") or ""), "name": str(function.get("name") or ""),
+                        "input": tool_arguments(function.get("arguments"), provider=deployment.provider_name)}}
+
+
+def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
+    """A tool message as a ``toolResult`` block: a JSON object as ``json``, anything else as text."""
+    text = text_of(message.get("content"))
+    try:
+        value = loads(text) if text else None
+    except JSONDecodeError:
+        value = None
+    content = [{"json": value}] if isinstance(value, dict) else [{"text": text or "(empty)"}]
+    return {"toolResult": {"toolUseId": str(message.get("tool_call_id") or ""), "content": content,
+                           "status": "success"}}
+
+
+def _tool_config(deployment: Deployment, body: dict[str, Any], *, history_uses_tools: bool) -> dict[str, Any] | None:
+    tools = []
+    for tool in body.get("tools") if isinstance(body.get("tools"), list) else []:
+        if (not isinstance(tool, dict) or tool.get("type", "function") != "function"
+                or not isinstance(tool.get("function"), dict)):
+            raise _bad_request(deployment, "only tools of type 'function' are supported.")
+        function = tool["function"]
+        schema = function.get("parameters")
+        spec: dict[str, Any] = {
+            "name": str(function.get("name") or ""),
+            "inputSchema": {"json": schema if isinstance(schema, dict) and schema
+                            else {"type": "object", "properties": {}}},
+        }
+        if function.get("description"):
+            spec["description"] = str(function["description"])
+        tools.append({"toolSpec": spec})
+    if not tools:
+        return None
+    choice = body.get("tool_choice")
+    if choice == "none":
+        # Converse has no "none": offer no tools, unless the history holds tool blocks (which
+        # need the tools defined), then leave the choice to the model.
+        return {"tools": tools} if history_uses_tools else None
+    config: dict[str, Any] = {"tools": tools}
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
+        config["toolChoice"] = {"tool": {"name": str(choice["function"]["name"])}}
+    return config
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _inference_config(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    limit = output_limit(body)
+    if limit is not None:
+        config["maxTokens"] = limit
+    if _number(body.get("temperature")):
+        config["temperature"] = body["temperature"]
+    if _number(body.get("top_p")):
+        config["topP"] = body["top_p"]
+    stop = body.get("stop")
+    if isinstance(stop, str) and stop:
+        config["stopSequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        config["stopSequences"] = [s for s in stop if isinstance(s, str) and s]
+    if isinstance(body.get("n"), int) and body["n"] > 1:
+        raise _bad_request(deployment, "n > 1 (several choices) is not supported.")
+    return config
+
+
+def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    """The Converse request for an OpenAI chat body: system/developer messages become
+    ``system``, tool calls ``toolUse`` blocks, tool results ``toolResult`` blocks in a user turn;
+    consecutive turns of one role merge (Converse wants them alternating). ``top_k`` goes in
+    ``additionalModelRequestFields`` for Anthropic models only (the others refuse it)."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    uses_tools = False
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            raise _bad_request(deployment, "every message must be an object.")
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.extend(_blocks(deployment, content, text_only=True))
+            continue
+        if role == "user":
+            blocks = _blocks(deployment, content)
+        elif role == "assistant":
+            blocks = _blocks(deployment, content, text_only=True)
+            calls = message.get("tool_calls")
+            if calls:
+                if not isinstance(calls, list):
+                    raise _bad_request(deployment, "'tool_calls' must be a list.")
+                blocks.extend(_tool_use(deployment, call) for call in calls)
+                uses_tools = True
+        elif role == "tool":
+            role = "user"
+            blocks = [_tool_result(message)]
+            uses_tools = True
+        else:
+            raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+    payload: dict[str, Any] = {"messages": messages}
+    if system:
+        payload["system"] = system
+    inference = _inference_config(deployment, body)
+    if inference:
+        payload["inferenceConfig"] = inference
+    tools = _tool_config(deployment, body, history_uses_tools=uses_tools)
+    if tools is not None:
+        payload["toolConfig"] = tools
+    top_k = body.get("top_k")
+    if (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0
+            and "anthropic." in deployment.model_id):
+        payload["additionalModelRequestFields"] = {"top_k": top_k}
+    return payload
+
+
+def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
+    """``POST {base}/model/{id}/converse`` (or ``/converse-stream``), signed."""
+    url = model_url(deployment, "converse-stream" if stream else "converse")
+    data = dumps(chat_payload(deployment, body))
+    headers = deployment_headers(deployment, accept=EVENT_STREAM if stream else "application/json")
+    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
+
+
+# ----------------------------------------------------------------------------- answers
+def usage_from_bedrock(raw: Any) -> Usage | None:
+    """Converse ``usage`` as ``Usage`` (see the module docstring for the arithmetic)."""
+    if not isinstance(raw, dict):
+        return None
+    read = as_int(raw.get("cacheReadInputTokens"))
+    written = as_int(raw.get("cacheWriteInputTokens"))
+    return Usage(
+        input_tokens=as_int(raw.get("inputTokens")) + read + written,
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+        output_tokens=as_int(raw.get("outputTokens")),
+    )
+
+
+def _openai_call(block: dict[str, Any]) -> dict[str, Any]:
+    use = block["toolUse"]
+    args = use.get("input")
+    return {"id": str(use.get("toolUseId") or ""), "type": "function",
+            "function": {"name": str(use.get("name") or ""),
+                         "arguments": dumps(args if isinstance(args, dict) else {}).decode()}}
+
+
+def _finish(reason: Any, *, calls: bool) -> str:
+    mapped = FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
+    return "tool_calls" if calls and mapped == "stop" else mapped
+
+
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+    obj = load_json(deployment, body, "a Converse answer")
+    if type(obj) is not dict:
+        raise bad_response(deployment, "answered with JSON that is not a Converse answer.")
+    output = obj.get("output")
+    message = output.get("message") if isinstance(output, dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        raise bad_response(deployment, "answered without 'output.message.content'; is this the Bedrock Runtime?")
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in message["content"]:
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("toolUse"), dict):
+            calls.append(_openai_call(block))
+        elif isinstance(block.get("text"), str):
+            texts.append(block["text"])  # reasoningContent has no place in a chat message
+    text = "".join(texts)
+    answer: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+    if calls:
+        answer["tool_calls"] = calls
+    usage = usage_from_bedrock(obj.get("usage"))
+    result = chat_completion(
+        completion_id=f"chatcmpl-{request_id}",
+        model=deployment.model_id,
+        message=answer,
+        finish_reason=_finish(obj.get("stopReason"), calls=bool(calls)),
+        usage=usage_to_openai(usage, cache_known=True) if usage is not None else None,
+    )
+    return ChatResult(body=result, usage=usage if usage is not None else Usage(estimated=True))
+
+
+# ----------------------------------------------------------------------------- errors
+def _exception_name(raw: Any) -> str:
+    """``ThrottlingException`` of ``ThrottlingException:http://internal.amazon.com/…`` or of
+    ``com.amazon.coral.validate#ValidationException``; AWS's stream names are camelCase."""
+    name = str(raw or "").split(":", 1)[0].rsplit("#", 1)[-1].strip()
+    return name[:1].upper() + name[1:]
+
+
+def _classified(name: str, detail: str) -> tuple[str, bool, str] | None:
+    if name == "ValidationException" and _TOO_LONG.search(detail):
+        return CONTEXT_WINDOW
+    return EXCEPTIONS.get(name)
+
+
+def _scrubbed(deployment: Deployment, text: str) -> str:
+    """``text`` without the secret parts of the provider's key (``failure`` hides the whole key)."""
+    credentials = aws_credentials(deployment.api_key) if deployment.api_key else None
+    for secret in credentials[1:] if credentials else ():
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "[key hidden]")
+    return text
+
+
+def parse_error(deployment: Deployment, status: int, headers: dict[str, str], body: bytes) -> UpstreamFailure:
+    try:
+        obj = loads(body) if body else None
+    except JSONDecodeError:
+        obj = None
+    obj = obj if isinstance(obj, dict) else {}
+    name = _exception_name(headers.get("x-amzn-errortype") or obj.get("__type") or obj.get("code"))
+    message = obj.get("message") or obj.get("Message")
+    detail = message if isinstance(message, str) and message else body_detail(body)
+    if name:
+        detail = f"{name}: {detail}"
+    classified = _classified(name, detail)
+    if classified is None or ((status >= 500 or status in (408, 429)) and not classified[1]):
+        classified = status_kind(status)  # a 5xx or 429 stays retryable whatever its name says
+    return failure(deployment, status, headers, _scrubbed(deployment, detail), classified=classified)
+
+
+def stream_exception(deployment: Deployment, name: str, payload: bytes) -> UpstreamFailure:
+    """An ``exception`` (or ``error``) frame inside a ConverseStream."""
+    try:
+        obj = loads(payload) if payload else None
+    except JSONDecodeError:
+        obj = None
+    message = obj.get("message") if isinstance(obj, dict) else None
+    name = _exception_name(name)
+    detail = f"{name}: {message if isinstance(message, str) and message else body_detail(payload)}"
+    classified = _classified(name, detail) or ("server_error", True, "server error")
+    return failure(deployment, None, None, _scrubbed(deployment, detail), classified=classified)
+
+
+# ----------------------------------------------------------------------------- streams
+class BedrockStreamTranslator:
+    """ConverseStream event-stream frames → OpenAI chunks: ``messageStart`` the role chunk, text
+    deltas content chunks, a ``toolUse`` block's start its call (id and name) and its input
+    deltas the call's argument fragments, ``messageStop`` the finish chunk and ``metadata`` the
+    usage. Blocks are keyed by ``contentBlockIndex`` (a text block may start with a delta)."""
+
+    __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_buffer", "_chunks", "_request_id",
+                 "_created", "_calls", "_stopped", "_failed")
+
+    def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
+        self.usage: Usage | None = None
+        self.text_chars = 0
+        self.finish_reason: str | None = None
+        self._deployment = deployment
+        self._buffer = EventStreamBuffer()
+        self._chunks: ChunkBuilder | None = None
+        self._request_id = request_id
+        self._created = created
+        self._calls: dict[int, int] = {}  # contentBlockIndex -> tool call index
+        self._stopped = False
+        self._failed: UpstreamFailure | None = None  # raised once the chunks before it are out
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._failed is not None:
+            raise self._failed
+        self._buffer.add_data(data)
+        out: list[bytes] = []
+        try:
+            for message in self._buffer:
+                self._frame(message.headers, message.payload, out)
+        except ParserError as exc:
+            self._failed = bad_response(self._deployment, f"sent a corrupt event-stream frame ({exc}).")
+        except UpstreamFailure as exc:
+            self._failed = exc
+        if self._failed is not None and not out:
+            raise self._failed
+        return out  # the chunks before a failure first; the next feed or finish raises it
+
+    def finish(self) -> list[bytes]:
+        if self._failed is not None:
+            raise self._failed
+        if not self._stopped:
+            raise truncated_stream(self._deployment)
+        return []
+
+    def _start(self, out: list[bytes]) -> ChunkBuilder:
+        if self._chunks is None:
+            self._chunks = ChunkBuilder(f"chatcmpl-{self._request_id}", self._created, self._deployment.model_id)
+            out.append(self._chunks.role())
+        return self._chunks
+
+    def _frame(self, headers: dict[str, Any], payload: bytes, out: list[bytes]) -> None:
+        kind = headers.get(":message-type")
+        if kind == "exception":
+            raise stream_exception(self._deployment, str(headers.get(":exception-type") or ""), payload)
+        if kind == "error":
+            raise stream_exception(self._deployment, str(headers.get(":error-code") or ""),
+                                   dumps({"message": str(headers.get(":error-message") or "")}))
+        if kind != "event":
+            return
+        try:
+            obj = loads(payload) if payload else {}
+        except JSONDecodeError:
+            raise bad_response(self._deployment, "sent a malformed stream event (invalid JSON).") from None
+        if type(obj) is not dict:
+            raise bad_response(self._deployment, "sent a stream event that is not a JSON object.")
+        event = headers.get(":event-type")
+        chunks = self._start(out)
+        if event == "contentBlockStart":
+            use = (obj.get("start") or {}).get("toolUse") if isinstance(obj.get("start"), dict) else None
+            if isinstance(use, dict):
+                index = self._calls.setdefault(as_int(obj.get("contentBlockIndex")), len(self._calls))
+                out.append(chunks.delta({"tool_calls": [{
+                    "index": index, "id": str(use.get("toolUseId") or ""), "type": "function",
+                    "function": {"name": str(use.get("name") or ""), "arguments": ""}}]}))
+        elif event == "contentBlockDelta":
+            delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
+            if isinstance(delta.get("text"), str) and delta["text"]:
+                self.text_chars += len(delta["text"])
+                out.append(chunks.content(delta["text"]))
+            elif isinstance(delta.get("toolUse"), dict):
+                fragment = delta["toolUse"].get("input")
+                index = self._calls.get(as_int(obj.get("contentBlockIndex")))
+                if isinstance(fragment, str) and fragment and index is not None:
+                    self.text_chars += len(fragment)
+                    out.append(chunks.delta({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+        elif event == "messageStop":
+            self._stopped = True
+            self.finish_reason = _finish(obj.get("stopReason"), calls=bool(self._calls))
+            out.append(chunks.finish(self.finish_reason))
+        elif event == "metadata":
+            usage = usage_from_bedrock(obj.get("usage"))
+            if usage is not None:
+                self.usage = usage
+        # messageStart (the role chunk is sent above), contentBlockStop: nothing to relay
+
+
+def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> BedrockStreamTranslator:
+    return BedrockStreamTranslator(deployment, request_id=request_id, created=created)
+
+
+# ----------------------------------------------------------------------------- embeddings
+TITAN_EMBED_PREFIX = "amazon.titan-embed-text"  # v1 and v2: the embedding models translated here
+TITAN_V2_DIMENSIONS = (256, 512, 1024)
+
+
+def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
+    """``POST {base}/model/{id}/invoke`` with Titan's ``{"inputText", "dimensions"?}``, signed."""
+    if TITAN_EMBED_PREFIX not in deployment.model_id:
+        raise _bad_request(deployment, "embeddings are translated for Amazon Titan text embeddings "
+                                       f"({TITAN_EMBED_PREFIX}-*) only; route other embedding models elsewhere.")
+    raw = body.get("input")
+    if isinstance(raw, list) and len(raw) == 1:
+        raw = raw[0]
+    if not isinstance(raw, str) or not raw:
+        raise _bad_request(deployment, "Titan embeds one non-empty text per request: send 'input' as a string "
+                                       "(or a list of one string).")
+    payload: dict[str, Any] = {"inputText": raw}
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if "v2" not in deployment.model_id or dimensions not in TITAN_V2_DIMENSIONS:
+            raise _bad_request(deployment, "'dimensions' is 256, 512 or 1024, for Titan Text Embeddings V2 only.")
+        payload["dimensions"] = dimensions
+    url = model_url(deployment, "invoke")
+    data = dumps(payload)
+    headers = deployment_headers(deployment)
+    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
+
+
+def parse_embeddings(deployment: Deployment, body: bytes) -> tuple[bytes, Usage]:
+    """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` as an OpenAI embeddings list, in
+    floats whatever ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64,
+    takes floats as they are)."""
+    obj = load_json(deployment, body, "an embedding")
+    vector = obj.get("embedding") if type(obj) is dict else None
+    if type(vector) is not list:
+        raise bad_response(deployment, "answered without an 'embedding' list; is this a Titan embeddings model?")
+    usage = Usage(input_tokens=as_int(obj.get("inputTextTokenCount")), estimated="inputTextTokenCount" not in obj)
+    result = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+              "model": deployment.model_id,
+              "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens}}
+    return dumps(result), usage
