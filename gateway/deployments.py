@@ -20,7 +20,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from providers.models import RoutingStrategy
 
@@ -48,6 +48,10 @@ class Candidate:
     rpm: int  # 0: no limit
     tpm: int
     price: float  # per million input + output tokens; inf when unknown
+    spec: str = field(default="", compare=False)  # how the admission script receives it: "pm:group:rpm:tpm"
+
+    def __post_init__(self):
+        object.__setattr__(self, "spec", f"{self.provider_model_id}:{self.group}:{self.rpm}:{self.tpm}")
 
 
 def _unit(text: str) -> float:

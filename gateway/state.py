@@ -52,12 +52,16 @@ class StoreUnavailable(GatewayError):
         )
 
 # KEYS: the four limit counters, the tenant's and the platform's configuration version
-# (tenants/config_version.py), then five per deployment (providers/traffic.py): its cooldown
-# flag, this minute's request and token counters, its in-flight set and its latency hash.
-# ARGV: the four limits, the two version tokens the worker's cached routing table was loaded
-# under ('*': not checked), now (epoch seconds), when this request stops counting in flight,
-# the request id, the ordering code and 1 for a stream (gateway/deployments.py), then per
-# deployment its group, rpm and tpm limits (0: none), in the worker's preorder.
+# (tenants/config_version.py). ARGV: the four limits, the two version tokens the worker's cached
+# routing table was loaded under ('*': not checked), now (epoch seconds), when this request stops
+# counting in flight, the request id, the ordering code and 1 for a stream
+# (gateway/deployments.py), how long a minute counter and an in-flight set are kept, the key
+# templates of a deployment's cooldown flag, this minute's request and token counters, in-flight
+# set and latency hash (providers/cooldowns.py, providers/traffic.py; '%s' stands for the
+# provider model), then the deployments in the worker's preorder as one string
+# "pm:group:rpm:tpm,…" (limits 0: none). Passing templates and one string rather than five keys
+# and three arguments per deployment keeps what the worker encodes per request small (Tollgate's
+# Redis is one instance, not a cluster: its scripts already touch several tenants' keys).
 # Answers {-1, 0, tenant token, platform token} when the cache is stale (nothing counted: the
 # worker reloads and asks again), {refused limit, used} when a limit refuses, else {0, 0, then
 # (deployment index, state, seconds to wait) in the order to try}; the first usable one is
@@ -81,15 +85,17 @@ for i = 1, 2 do
   end
 end
 local now, code, stream = tonumber(ARGV[7]), tonumber(ARGV[10]), ARGV[11] == '1'
-local rows = {}
-for i = 1, (#KEYS - 6) / 5 do
-  local k, a = 6 + (i - 1) * 5, 11 + (i - 1) * 3
-  local rpm, tpm = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+local cool_t, requests_t, tokens_t, flight_t, latency_t = ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18]
+local rows, i = {}, 0
+for pm, group, rpm, tpm in string.gmatch(ARGV[19], '(%d+):(-?%d+):(%d+):(%d+)') do
+  i = i + 1
+  rpm, tpm = tonumber(rpm), tonumber(tpm)
+  local requests_key = string.format(requests_t, pm)
   local requests, tokens = 0, 0
-  if rpm > 0 or code == 3 then requests = tonumber(redis.call('GET', KEYS[k + 2]) or '0') end
-  if tpm > 0 or code == 3 then tokens = tonumber(redis.call('GET', KEYS[k + 3]) or '0') end
+  if rpm > 0 or code == 3 then requests = tonumber(redis.call('GET', requests_key) or '0') end
+  if tpm > 0 or code == 3 then tokens = tonumber(redis.call('GET', string.format(tokens_t, pm)) or '0') end
   local state, wait = 0, 0
-  local flag = redis.call('GET', KEYS[k + 1])
+  local flag = redis.call('GET', string.format(cool_t, pm))
   if flag and string.sub(flag, 1, 1) == 'r' then
     state, wait = 4, math.max(1, math.ceil(tonumber(string.sub(flag, 2)) - now))
   elseif flag then state = 1
@@ -97,10 +103,11 @@ for i = 1, (#KEYS - 6) / 5 do
   elseif tpm > 0 and tokens >= tpm then state = 3 end
   local metric = 0
   if code == 1 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', now)
-    metric = redis.call('ZCARD', KEYS[k + 4])
+    local flight = string.format(flight_t, pm)
+    redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+    metric = redis.call('ZCARD', flight)
   elseif code == 2 then
-    local lat = redis.call('HMGET', KEYS[k + 5], 'lat', 'ttft')
+    local lat = redis.call('HMGET', string.format(latency_t, pm), 'lat', 'ttft')
     local first, second = lat[1], lat[2]
     if stream then first, second = lat[2], lat[1] end
     metric = tonumber(first or second or '0')
@@ -108,7 +115,7 @@ for i = 1, (#KEYS - 6) / 5 do
     if rpm > 0 then metric = requests / rpm end
     if tpm > 0 and tokens / tpm > metric then metric = tokens / tpm end
   end
-  rows[i] = {tonumber(ARGV[a + 1]), metric, i, state, wait}
+  rows[i] = {tonumber(group), metric, i, state, wait, pm, requests_key}
 end
 table.sort(rows, function(x, y)
   if x[1] ~= y[1] then return x[1] < y[1] end
@@ -119,10 +126,10 @@ local out, counted = {0, 0}, false
 for _, r in ipairs(rows) do
   if r[4] == 0 and not counted then
     counted = true
-    local k = 6 + (r[3] - 1) * 5
-    if redis.call('INCR', KEYS[k + 2]) == 1 then redis.call('EXPIRE', KEYS[k + 2], ARGV[12 + #rows * 3]) end
-    redis.call('ZADD', KEYS[k + 4], ARGV[8], ARGV[9])
-    redis.call('EXPIRE', KEYS[k + 4], ARGV[13 + #rows * 3])
+    if redis.call('INCR', r[7]) == 1 then redis.call('EXPIRE', r[7], ARGV[12]) end
+    local flight = string.format(flight_t, r[6])
+    redis.call('ZADD', flight, ARGV[8], ARGV[9])
+    redis.call('EXPIRE', flight, ARGV[13])
   end
   out[#out + 1] = r[3] - 1
   out[#out + 1] = r[4]
@@ -139,18 +146,37 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-# Ended requests (deployments.Tally): ARGV = now, then per KEYS[i] (a latency hash) the field
-# and the sample; each folded into its moving average, which then lives LATENCY_KEEP_SECONDS.
-_LATENCY = """
-local w, keep = tonumber(ARGV[1]), ARGV[2]
-for i = 1, #KEYS do
-  local field, sample = ARGV[2 * i + 1], tonumber(ARGV[2 * i + 2])
-  local old = tonumber(redis.call('HGET', KEYS[i], field) or '')
-  if old then sample = old + w * (sample - old) end
-  redis.call('HSET', KEYS[i], field, tostring(sample))
-  redis.call('EXPIRE', KEYS[i], keep)
+# Ended requests (deployments.Tally), in one call: ARGV = how long a minute counter and a latency
+# hash are kept, the latency sample's weight in the moving average, the key templates of the
+# in-flight set, this minute's token counter and the latency hash ('%s' for the tenant, then the
+# provider model), then the requests as one string "tenant,request id,served pm,tokens,latency
+# ms,stream,taken pm taken pm…;…" (served and latency empty when none): each one's in-flight
+# entries removed, its tokens added to the minute's counter, its latency folded into the average.
+_RELEASE = """
+local keep, weight, latency_keep = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local flight_t, tokens_t, latency_t = ARGV[4], ARGV[5], ARGV[6]
+local n = 0
+for entry in string.gmatch(ARGV[7], '[^;]+') do
+  local t, rid, served, tokens, lat, stream, taken =
+    string.match(entry, '^(%d+),([^,]+),(%d*),(%d+),([%d%.]*),(%d),(.*)$')
+  if t then
+    n = n + 1
+    for pm in string.gmatch(taken, '%d+') do redis.call('ZREM', string.format(flight_t, t, pm), rid) end
+    if served ~= '' and tonumber(tokens) > 0 then
+      local k = string.format(tokens_t, t, served)
+      redis.call('INCRBY', k, tokens)
+      redis.call('EXPIRE', k, keep)
+    end
+    if served ~= '' and lat ~= '' then
+      local k, field, sample = string.format(latency_t, t, served), (stream == '1') and 'ttft' or 'lat', tonumber(lat)
+      local old = tonumber(redis.call('HGET', k, field) or '')
+      if old then sample = old + weight * (sample - old) end
+      redis.call('HSET', k, field, tostring(sample))
+      redis.call('EXPIRE', k, latency_keep)
+    end
+  end
 end
-return #KEYS
+return n
 """
 
 _FAIL = """
@@ -247,7 +273,7 @@ class RedisState:
         self._admit = self.redis.register_script(_ADMIT)
         self._fail = self.redis.register_script(_FAIL)
         self._take = self.redis.register_script(_TAKE)
-        self._latency = self.redis.register_script(_LATENCY)
+        self._release = self.redis.register_script(_RELEASE)
         self._budget = self.redis.register_script(RESERVE_SCRIPT)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
@@ -294,14 +320,11 @@ class RedisState:
         now = time.time()
         minute = traffic.minute_of(now)
         keys = [*_keys(tenant_id, key_id, now), version_key(tenant_id), PLATFORM]
-        args: list = [*limits, *versions, now, now + IN_FLIGHT_SECONDS, pick.request_id, pick.code, int(pick.stream)]
-        for c in pick.candidates:
-            pm = c.provider_model_id
-            keys += (cooldown_key(tenant_id, pm), traffic.requests_key(tenant_id, pm, minute),
-                     traffic.tokens_key(tenant_id, pm, minute), traffic.inflight_key(tenant_id, pm),
-                     traffic.latency_key(tenant_id, pm))
-            args += (c.group, c.rpm, c.tpm)
-        args += (traffic.TRAFFIC_KEEP_SECONDS, IN_FLIGHT_SECONDS)
+        args = [*limits, *versions, now, now + IN_FLIGHT_SECONDS, pick.request_id, pick.code, int(pick.stream),
+                traffic.TRAFFIC_KEEP_SECONDS, IN_FLIGHT_SECONDS, cooldown_key(tenant_id, "%s"),
+                traffic.requests_key(tenant_id, "%s", minute), traffic.tokens_key(tenant_id, "%s", minute),
+                traffic.inflight_key(tenant_id, "%s"), traffic.latency_key(tenant_id, "%s"),
+                ",".join(c.spec for c in pick.candidates)]
         result = await self._call(lambda: self._admit(keys=keys, args=args))
         refused, used = int(result[0]), int(result[1])
         if refused < 0:
@@ -328,28 +351,18 @@ class RedisState:
 
     async def traffic_settle(self, ended: list[Ended]) -> None:
         """Release ended requests: in-flight entries removed, tokens added to this minute's
-        counters, latencies folded into the moving averages; one pipeline."""
-        now = time.time()
-        minute = traffic.minute_of(now)
-        latency_keys, latency_args = [], [traffic.LATENCY_WEIGHT, traffic.LATENCY_KEEP_SECONDS]
-
-        async def work():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for e in ended:
-                    for pm in e.taken:
-                        pipe.zrem(traffic.inflight_key(e.tenant_id, pm), e.request_id)
-                    if e.served is not None and e.tokens:
-                        name = traffic.tokens_key(e.tenant_id, e.served, minute)
-                        pipe.incrby(name, e.tokens)
-                        pipe.expire(name, traffic.TRAFFIC_KEEP_SECONDS)
-                    if e.served is not None and e.latency_ms is not None:
-                        latency_keys.append(traffic.latency_key(e.tenant_id, e.served))
-                        latency_args.extend(("ttft" if e.stream else "lat", e.latency_ms))
-                if latency_keys:
-                    await self._latency(keys=latency_keys, args=latency_args, client=pipe)
-                await pipe.execute()
-
-        await self._call(work)
+        counters, latencies folded into the moving averages; one script call (``_RELEASE``)."""
+        minute = traffic.minute_of(time.time())
+        entries = ";".join(
+            f"{e.tenant_id},{e.request_id},{'' if e.served is None else e.served},{e.tokens},"
+            f"{'' if e.latency_ms is None or e.served is None else round(e.latency_ms, 3)},{int(e.stream)},"
+            f"{' '.join(map(str, e.taken))}"
+            for e in ended
+        )
+        args = [traffic.TRAFFIC_KEEP_SECONDS, traffic.LATENCY_WEIGHT, traffic.LATENCY_KEEP_SECONDS,
+                traffic.inflight_key("%s", "%s"), traffic.tokens_key("%s", "%s", minute),
+                traffic.latency_key("%s", "%s"), entries]
+        await self._call(lambda: self._release(keys=[], args=args))
 
     async def versions(self, tenant_id: int) -> tuple[str, str]:
         """The current configuration versions of a tenant and of the platform."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 COOLDOWN_PREFIX = "tg:cd:"
 
 
-def cooldown_key(tenant_id: int, provider_model_id: int) -> str:
+def cooldown_key(tenant_id: int, provider_model_id: int | str) -> str:
     """The flag that holds one deployment in cooldown (its TTL is the time left)."""
     return f"{COOLDOWN_PREFIX}t{tenant_id}:pm{provider_model_id}"
 

@@ -22,23 +22,27 @@ LATENCY_WEIGHT = 0.3  # of the newest sample in the moving average
 SHARE_MINUTES = 60
 
 
+# (A key function given "%s" as the provider model gives the template the admission script
+# fills in, so each format is written once.)
+
+
 def minute_of(now: float) -> int:
     return int(now // 60)
 
 
-def requests_key(tenant_id: int, provider_model_id: int, minute: int) -> str:
+def requests_key(tenant_id: int | str, provider_model_id: int | str, minute: int) -> str:
     return f"tg:dr:t{tenant_id}:pm{provider_model_id}:m{minute}"
 
 
-def tokens_key(tenant_id: int, provider_model_id: int, minute: int) -> str:
+def tokens_key(tenant_id: int | str, provider_model_id: int | str, minute: int) -> str:
     return f"tg:dt:t{tenant_id}:pm{provider_model_id}:m{minute}"
 
 
-def inflight_key(tenant_id: int, provider_model_id: int) -> str:
+def inflight_key(tenant_id: int | str, provider_model_id: int | str) -> str:
     return f"tg:di:t{tenant_id}:pm{provider_model_id}"
 
 
-def latency_key(tenant_id: int, provider_model_id: int) -> str:
+def latency_key(tenant_id: int | str, provider_model_id: int | str) -> str:
     return f"tg:dl:t{tenant_id}:pm{provider_model_id}"
 
 

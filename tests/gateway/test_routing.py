@@ -3,6 +3,7 @@ requests, least-busy and usage across two app instances, limits skipped not call
 retry-after cooling a deployment, session affinity, latency and cost, bare models spread."""
 
 import asyncio
+import json
 import time
 from collections import Counter
 from decimal import Decimal
@@ -244,3 +245,65 @@ def test_a_bare_model_spreads_over_providers_of_equal_priority(world, live):
         served = Counter(model for _, model in answers)
         assert set(served) == {"a:m", "b:m"} and min(served.values()) >= 10, served
         assert not low.requests_to("/v1/chat/completions")
+
+
+# --- error-class fallbacks --------------------------------------------------------------------------
+
+
+def test_a_context_window_error_falls_back_to_the_alias_s_context_window_fallbacks(world, live):
+    with FakeOpenAI(models=["m"]) as small, FakeOpenAI(models=["m"]) as twin, \
+            FakeOpenAI(models=["m"], reply="from the big one") as big:
+        deployments(world, {"small": small, "twin": twin, "big": big})
+        alias(world, "long-context", [{"model": "big:m"}])
+        alias(world, "short", [{"model": "small:m", "priority": 0}, {"model": "twin:m", "priority": 0}],
+              context_window_fallbacks=["long-context"])
+        small.set_fault("context_window")
+        twin.set_fault("context_window")
+        for stream in (False, True):
+            response = one(live, world, "short", stream=stream)
+            assert response.status_code == 200, response.text
+            assert response.headers["x-tollgate-model"] == "big:m"
+            if stream:
+                events = [json.loads(line[6:]) for line in response.text.splitlines()
+                          if line.startswith("data: {")]
+                text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+            else:
+                text = response.json()["choices"][0]["message"]["content"]
+            assert text == "from the big one"
+            row = wait_usage(response.headers["x-request-id"])
+            assert (row.status, row.attempts, row.model_requested) == ("ok", 2, "short")
+        # one of the group was tried, never both: the other would overflow too
+        assert len(small.requests_to("/v1/chat/completions")) + len(twin.requests_to("/v1/chat/completions")) == 2
+
+
+def test_a_content_policy_refusal_falls_back_to_content_policy_fallbacks_only(world, live):
+    with FakeOpenAI(models=["m"]) as strict, FakeOpenAI(models=["m"], reply="lenient answer") as lenient:
+        deployments(world, {"strict": strict, "lenient": lenient})
+        alias(world, "guarded", [{"model": "strict:m"}], content_policy_fallbacks=["lenient:m"])
+        strict.set_fault("content_policy", times=1)
+        response = one(live, world, "guarded")
+        assert response.status_code == 200 and response.headers["x-tollgate-model"] == "lenient:m"
+        # a context-window error has no fallbacks here: straight back, as the upstream said it
+        strict.set_fault("context_window", times=1)
+        response = one(live, world, "guarded")
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "context_length_exceeded"
+        # and any other 400 goes straight back too
+        strict.set_fault("status", status=400, times=1)
+        assert one(live, world, "guarded").status_code == 400
+        assert len(lenient.requests_to("/v1/chat/completions")) == 1
+
+
+def test_error_class_fallbacks_work_at_the_messages_door(world, live):
+    with FakeOpenAI(models=["m"]) as small, FakeOpenAI(models=["m"], reply="roomy") as big:
+        deployments(world, {"small": small, "big": big})
+        alias(world, "claude-ish", [{"model": "small:m"}], context_window_fallbacks=["big:m"])
+        small.set_fault("context_window")
+        response = httpx.post(f"{live.url}/v1/messages", headers={"x-api-key": world.chat_key,
+                                                                  "anthropic-version": "2023-06-01"},
+                              json={"model": "claude-ish", "max_tokens": 50, "messages": HELLO}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["content"][0]["text"] == "roomy"
+        small.set_fault("context_window")
+        alias_none = one(live, world, "small:m")
+        assert alias_none.status_code == 400 and alias_none.json()["error"]["code"] == "context_length_exceeded"
