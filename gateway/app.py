@@ -470,10 +470,12 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
 
     @staticmethod
     def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int, mode: str) -> int:
-        """The most this request can cost on any of its targets: its prompt, and as many output
-        tokens as the upstream will be allowed to produce (the same limit the adapters send)."""
+        """The most this request can cost on any of its targets (its error-class fallbacks'
+        included): its prompt, and as many output tokens as the upstream will be allowed to
+        produce (the same limit the adapters send)."""
         worst = 0
-        for target in route.targets:
+        fallbacks = (t for r in (*route.context_fallbacks, *route.policy_fallbacks) for t in r.targets)
+        for target in (*route.targets, *fallbacks):
             d = target.deployment
             out = 0
             if mode != ModelMode.EMBEDDING:

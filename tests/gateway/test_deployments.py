@@ -6,9 +6,12 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 
+from gateway.app import GatewayApp
 from gateway.deployments import (
     AT_RPM,
     AT_TPM,
@@ -23,8 +26,10 @@ from gateway.deployments import (
     Ended,
     preorder,
 )
+from gateway.routing import Target, route_make
 from gateway.state import LocalState, Pick, RedisState
 from providers import traffic
+from providers.adapters.types import Deployment
 from providers.cooldowns import cooldown_key
 from providers.models import RoutingStrategy
 
@@ -204,3 +209,25 @@ def test_a_longer_cooldown_is_not_shortened_by_a_retry_after(settings):
             await state.close()
 
     asyncio.run(run())
+
+
+def test_a_budget_reservation_covers_the_error_class_fallbacks():
+    def target(pm: int, price: str) -> Target:
+        d = Deployment(provider_id=1, provider_name="p", provider_type="openai", base_url="http://x/v1", api_key="",
+                       extra_headers=(), provider_model_id=pm, model_id=f"m{pm}", timeout=5, max_retries=0,
+                       input_price=Decimal(price), output_price=Decimal(price), cached_input_price=None,
+                       context_length=1000)
+        return Target(d, {})
+
+    settings = {"retries": 0, "timeout": None, "allowed_fails": 1, "cooldown_seconds": 1}
+    cheap = route_make(requested="cheap", alias="cheap", targets=(target(1, "1"),), **settings)
+    dear = route_make(requested="dear", alias="dear", targets=(target(2, "100"),), **settings)
+    with_fallback = replace(cheap, context_fallbacks=(dear,))
+
+    class Tenant:
+        defaults: dict = {}
+
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+    alone = GatewayApp._worst_case(cheap, body, Tenant, 400, "chat")
+    covered = GatewayApp._worst_case(with_fallback, body, Tenant, 400, "chat")
+    assert covered == GatewayApp._worst_case(dear, body, Tenant, 400, "chat") and covered > 50 * alone
