@@ -355,7 +355,7 @@ def test_alias_form_errors(console, login):
     assert response.status_code == 400 and "no ':'" in error_next_to(response.content.decode(), "name")
     empty = {**alias_form("empty", ""), "targets-0-ORDER": ""}  # an untouched row
     response = client.post("/app/acme/aliases/new/", empty)
-    assert response.status_code == 400 and "at least one target" in response.content.decode()
+    assert response.status_code == 400 and "at least one deployment" in response.content.decode()
     hot = alias_form("hot", "openai:gpt-4o")
     hot["targets-0-temperature"] = "5"
     response = client.post("/app/acme/aliases/new/", hot)
