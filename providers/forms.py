@@ -379,6 +379,13 @@ class TargetForm(ConsoleForm):
 
 
 class BaseTargetFormSet(forms.BaseFormSet):
+    def add_fields(self, form, index):
+        """Number the empty rows too (Django numbers only the saved ones), so renumbering one
+        row does not send the untouched ones to the end."""
+        super().add_fields(form, index)
+        if index is not None and form.fields["ORDER"].initial is None:
+            form.fields["ORDER"].initial = index + 1
+
     def clean(self):
         if any(self.errors):
             return

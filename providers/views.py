@@ -4,7 +4,8 @@ and the tenant's LLM settings (``/app/<slug>/settings/``), whose default model i
 Platform providers are read-only here (staff manage them in the Django admin) and show only
 their name, type, status and models (no base URL, key hint or sync error); a tenant's own
 providers show their key as a mask (``sk-…abcd``) only.
-"Test connection" and "Sync now" are htmx POSTs answered with a small result partial."""
+"Test connection" and "Sync now" are htmx POSTs answered with a small result partial. The
+aliases page adds each deployment's live traffic, read from Redis (selectors.deployment_traffic)."""
 
 from django.contrib import messages
 from django.core.paginator import Paginator
