@@ -18,6 +18,7 @@ from providers.models import ModelAlias
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tests.config.console.conftest import build_console
+from tests.config.console.test_pages import error_next_to
 from tests.utils.procs import free_port
 
 GPT = "openai:gpt-4o"
@@ -47,16 +48,6 @@ def alias_post(name: str, *rows: dict, **settings) -> dict:
         data[f"targets-{i}-ORDER"] = str(i + 1)
         data.update({f"targets-{i}-{k}": str(v) for k, v in row.items()})
     return data
-
-
-def error_of(html: str, field: str) -> str:
-    """The error Django renders for the field whose id is id_<field>, and that the control
-    is marked invalid and points at it."""
-    match = re.search(rf'<ul class="errorlist" id="id_{field}_error">(.*?)</ul>', html, re.S)
-    assert match, f"no error rendered for {field}"
-    control = re.search(rf'<(input|select|textarea)[^>]*\bid="id_{field}"[^>]*>', html)
-    assert control and 'aria-invalid="true"' in control.group(0), control
-    return html_lib.unescape(re.sub(r"<[^>]+>", "", match.group(1)).strip())
 
 
 def cells(html: str, alias: ModelAlias) -> dict[str, list[str]]:
@@ -137,21 +128,22 @@ def test_errors_are_shown_on_the_field_they_concern(console, admin):
     response = admin.post("/app/acme/aliases/new/", alias_post(
         "falls", {"model": GPT}, context_window_fallbacks="smart-cheap, nowhere"))
     assert response.status_code == 400
-    assert error_of(response.content.decode(), "context_window_fallbacks") == (
+    assert error_next_to(response.content.decode(), "context_window_fallbacks") == (
         "'nowhere' is neither an alias of this tenant nor a model it may use.")
     response = admin.post("/app/acme/aliases/new/", alias_post("falls", {"model": GPT},
                                                                content_policy_fallbacks="falls"))
-    assert error_of(response.content.decode(), "content_policy_fallbacks") == "An alias cannot fall back to itself."
+    assert error_next_to(response.content.decode(), "content_policy_fallbacks") == (
+        "An alias cannot fall back to itself.")
     response = admin.post("/app/acme/aliases/new/", alias_post(
         "falls", {"model": GPT}, context_window_fallbacks=", ".join(f"m{i}" for i in range(11))))
-    assert "at most 10" in error_of(response.content.decode(), "context_window_fallbacks")
+    assert "at most 10" in error_next_to(response.content.decode(), "context_window_fallbacks")
     # the API's bounds on a deployment's fields, on that row's field
     response = admin.post("/app/acme/aliases/new/", alias_post(
         "bounds", {"model": GPT}, {"model": LLAMA, "weight": -1, "rpm_limit": 0}))
     assert response.status_code == 400
     page = response.content.decode()
-    assert "greater than or equal to 0" in error_of(page, "targets-1-weight")
-    assert "greater than or equal to 1" in error_of(page, "targets-1-rpm_limit")
+    assert "greater than or equal to 0" in error_next_to(page, "targets-1-weight")
+    assert "greater than or equal to 1" in error_next_to(page, "targets-1-rpm_limit")
     # the service refusing a saved deployment's model that is no longer usable: on its row, which
     # the form lists second but orders first (the service's targets[0])
     console.llama.enabled = False
@@ -160,7 +152,7 @@ def test_errors_are_shown_on_the_field_they_concern(console, admin):
     data.update({"targets-0-ORDER": "2", "targets-1-ORDER": "1", "targets-INITIAL_FORMS": "2"})
     response = admin.post(f"/app/acme/aliases/{console.alias.pk}/", data)
     assert response.status_code == 400
-    assert "is not a model this tenant may use" in error_of(response.content.decode(), "targets-1-model")
+    assert "is not a model this tenant may use" in error_next_to(response.content.decode(), "targets-1-model")
     assert set(ModelAlias.objects.filter(tenant=console.tenant).values_list("name", flat=True)) == {"smart-cheap"}
 
 
