@@ -22,6 +22,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from providers.cooldowns import RATE_FLAG
 from providers.models import RoutingStrategy
 
 log = logging.getLogger("tollgate.gateway")
@@ -33,7 +34,6 @@ SCRIPT_CODES = {RoutingStrategy.LEAST_BUSY: LEAST_BUSY, RoutingStrategy.LATENCY:
 # What the script says of each deployment: usable, cooling down after failures, at its rpm or
 # tpm limit this minute, or cooling down because its upstream answered 429 with a retry-after.
 USABLE, COOLING, AT_RPM, AT_TPM, RATE_LIMITED = 0, 1, 2, 3, 4
-RATE_FLAG = "r"  # a cooldown flag's value when a retry-after set it: r<epoch seconds it ends>
 IN_FLIGHT_SECONDS = 300  # a request stops counting as in flight after this long, whatever happens
 TALLY_SECONDS = 0.1  # ended requests are released in batches this often
 

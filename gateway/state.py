@@ -25,10 +25,10 @@ from billing.spend import (
     SETTLE_SCRIPT,
 )
 from core import redis as core_redis
-from gateway.deployments import IN_FLIGHT_SECONDS, RATE_FLAG, Candidate, Ended, Measure, rank
+from gateway.deployments import IN_FLIGHT_SECONDS, Candidate, Ended, Measure, rank
 from gateway.errors import GatewayError
 from providers import traffic
-from providers.cooldowns import cooldown_fails_key, cooldown_key
+from providers.cooldowns import RATE_FLAG, cooldown_fails_key, cooldown_key
 from tenants import config_version
 from tenants.config_version import PLATFORM, version_key
 
@@ -96,7 +96,7 @@ for pm, group, rpm, tpm in string.gmatch(ARGV[19], '(%d+):(-?%d+):(%d+):(%d+)') 
   if tpm > 0 or code == 3 then tokens = tonumber(redis.call('GET', string.format(tokens_t, pm)) or '0') end
   local state, wait = 0, 0
   local flag = redis.call('GET', string.format(cool_t, pm))
-  if flag and string.sub(flag, 1, 1) == 'r' then
+  if flag and string.sub(flag, 1, 1) == '""" + RATE_FLAG + """' then
     state, wait = 4, math.max(1, math.ceil(tonumber(string.sub(flag, 2)) - now))
   elseif flag then state = 1
   elseif rpm > 0 and requests >= rpm then state = 2

@@ -2,12 +2,15 @@
 failures of one deployment (a tenant's provider model) inside the failure window, the gateway
 (gateway/state.py) sets the flag ``tg:cd:t<tenant>:pm<provider model>`` with the cooldown as
 its TTL, and skips the deployment while the flag exists; ``tg:cf:…`` counts the failures.
+An upstream's 429 with a retry-after sets the same flag to ``r<epoch seconds it ends>``
+(RATE_FLAG), so the gateway answers 429 rather than 503 and the console says who said wait.
 The gateway builds both keys here; the support dashboards list the flags through
 ``cooldowns_scan``."""
 
 from dataclasses import dataclass
 
 COOLDOWN_PREFIX = "tg:cd:"
+RATE_FLAG = "r"  # a cooldown flag's value when a retry-after set it: r<epoch seconds it ends>
 
 
 def cooldown_key(tenant_id: int, provider_model_id: int | str) -> str:

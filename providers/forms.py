@@ -15,11 +15,12 @@ from providers.api import (
     ALIAS_NAME_RE,
     NAME_RE,
     AliasIn,
+    AliasTargetIn,
     OverridesIn,
     ProviderIn,
 )
 from providers.base_urls import detect_provider_type
-from providers.models import PriceSource, ProviderType
+from providers.models import PriceSource, ProviderType, RoutingStrategy
 from providers.options import options_clean
 from providers.presets import PRESETS
 
@@ -265,21 +266,68 @@ class ModelFilterForm(ConsoleForm):
 # --- aliases ----------------------------------------------------------------------------------------
 
 
+MAX_FALLBACKS = AliasIn().fields["context_window_fallbacks"].max_length
+MAX_FALLBACK_NAME = AliasIn().fields["context_window_fallbacks"].child.max_length
+
+
+def fallbacks_clean(text: str) -> list[str]:
+    """A fallbacks field: names separated by commas (or new lines), in order, blanks ignored."""
+    names = [name.strip() for name in text.replace("\n", ",").split(",") if name.strip()]
+    if len(names) > MAX_FALLBACKS:
+        raise forms.ValidationError(f"Name at most {MAX_FALLBACKS} fallbacks ({len(names)} given).")
+    for name in names:
+        if len(name) > MAX_FALLBACK_NAME:
+            raise forms.ValidationError(f"'{name[:40]}…' is longer than {MAX_FALLBACK_NAME} characters.")
+    return names
+
+
+def _fallbacks_field(label: str, error: str) -> forms.CharField:
+    return forms.CharField(
+        required=False, label=label, widget=forms.TextInput(attrs={"class": "mono", "autocomplete": "off"}),
+        help_text=f"Aliases or models (provider:model), separated by commas, tried in order when a request fails "
+        f"with {error} (the alias's other deployments would refuse it too), e.g. long-context, openai:gpt-4.1. "
+        "Empty: the error goes back to the client.",
+    )
+
+
 class AliasForm(ConsoleForm):
     name = forms.CharField(max_length=100, help_text="What clients send as model, e.g. smart-cheap.")
     description = forms.CharField(max_length=300, required=False)
-    retries = forms.IntegerField(initial=1, widget=number_input("1"), help_text="Retries per target on "
+    strategy = forms.ChoiceField(
+        required=False, choices=RoutingStrategy.choices, initial=RoutingStrategy.WEIGHTED,
+        help_text="How the deployments that share a group split its traffic. Weighted random follows their "
+        "weights; the others prefer the one with the fewest requests in flight, the lowest recent latency, the "
+        "most rpm / tpm headroom this minute, or the lowest price.",
+    )
+    session_affinity = forms.BooleanField(
+        required=False, label="Session affinity",
+        help_text="Keep one session's requests (x-tollgate-session header, metadata.user_id or user) on one "
+        "deployment while it is usable, so providers' prompt caches hit.",
+    )
+    context_window_fallbacks = _fallbacks_field("Context-window fallbacks", "a prompt too long for the model")
+    content_policy_fallbacks = _fallbacks_field("Content-policy fallbacks", "a content-policy refusal")
+    retries = forms.IntegerField(initial=1, widget=number_input("1"), help_text="Retries per deployment on "
                                  "retryable failures (429, 5xx, timeouts).", **api_bounds(AliasIn, "retries"))
     timeout_seconds = forms.FloatField(required=False, label="Timeout per attempt (seconds)",
                                        widget=number_input("0.5"), help_text="Empty: the provider's timeout.",
                                        **api_bounds(AliasIn, "timeout_seconds"))
     allowed_fails = forms.IntegerField(initial=3, label="Allowed failures", widget=number_input("1"),
-                                       help_text="Failures of one target before it cools down.",
+                                       help_text="Failures of one deployment before it cools down.",
                                        **api_bounds(AliasIn, "allowed_fails"))
     cooldown_seconds = forms.IntegerField(initial=60, label="Cooldown (seconds)", widget=number_input("1"),
                                           **api_bounds(AliasIn, "cooldown_seconds"))
 
-    SETTINGS = ("description", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
+    SETTINGS = ("description", "strategy", "session_affinity", "context_window_fallbacks", "content_policy_fallbacks",
+                "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
+    FALLBACKS = ("context_window_fallbacks", "content_policy_fallbacks")
+
+    @classmethod
+    def initial_of(cls, alias) -> dict[str, Any]:
+        """The form's initial values for a saved alias (fallbacks as one comma-separated line)."""
+        initial = {"name": alias.name, **{f: getattr(alias, f) for f in cls.SETTINGS}}
+        for f in cls.FALLBACKS:
+            initial[f] = ", ".join(initial[f] or [])
+        return initial
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -289,15 +337,34 @@ class AliasForm(ConsoleForm):
             )
         return name
 
+    def clean_strategy(self) -> str:
+        return self.cleaned_data.get("strategy") or RoutingStrategy.WEIGHTED
+
+    def clean_context_window_fallbacks(self) -> list[str]:
+        return fallbacks_clean(self.cleaned_data.get("context_window_fallbacks") or "")
+
+    def clean_content_policy_fallbacks(self) -> list[str]:
+        return fallbacks_clean(self.cleaned_data.get("content_policy_fallbacks") or "")
+
 
 class TargetForm(ConsoleForm):
     model = forms.ChoiceField(required=True, label="Model")
+    priority = forms.IntegerField(required=False, label="Group", widget=number_input("1"),
+                                  **api_bounds(AliasTargetIn, "priority"))
+    weight = forms.IntegerField(required=False, widget=number_input("1", placeholder="1"),
+                                **api_bounds(AliasTargetIn, "weight"))
+    rpm_limit = forms.IntegerField(required=False, label="RPM limit", widget=number_input("1"),
+                                   **api_bounds(AliasTargetIn, "rpm_limit"))
+    tpm_limit = forms.IntegerField(required=False, label="TPM limit", widget=number_input("1"),
+                                   **api_bounds(AliasTargetIn, "tpm_limit"))
     temperature = forms.FloatField(required=False, widget=number_input("0.05"),
                                    **api_bounds(OverridesIn, "temperature"))
     max_tokens = forms.IntegerField(required=False, label="Max tokens", widget=number_input("1"),
                                     **api_bounds(OverridesIn, "max_tokens"))
     top_p = forms.FloatField(required=False, label="Top p", widget=number_input("0.05"),
                              **api_bounds(OverridesIn, "top_p"))
+
+    DEPLOYMENT = ("priority", "weight", "rpm_limit", "tpm_limit")  # blank: the API's default
 
     def __init__(self, *args, model_choices=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -307,15 +374,25 @@ class TargetForm(ConsoleForm):
         return {k: self.cleaned_data[k] for k in ("temperature", "max_tokens", "top_p")
                 if self.cleaned_data.get(k) is not None}
 
+    def deployment(self) -> dict[str, Any]:
+        return {k: self.cleaned_data[k] for k in self.DEPLOYMENT if self.cleaned_data.get(k) is not None}
+
 
 class BaseTargetFormSet(forms.BaseFormSet):
+    def add_fields(self, form, index):
+        """Number the empty rows too (Django numbers only the saved ones), so renumbering one
+        row does not send the untouched ones to the end."""
+        super().add_fields(form, index)
+        if index is not None and form.fields["ORDER"].initial is None:
+            form.fields["ORDER"].initial = index + 1
+
     def clean(self):
         if any(self.errors):
             return
         chosen = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")
                   and f.cleaned_data.get("model")]
         if not chosen:
-            raise forms.ValidationError("Add at least one target: the model the alias sends requests to first.")
+            raise forms.ValidationError("Add at least one deployment: the model the alias sends requests to first.")
 
 
 MAX_TARGETS = 20  # as the REST API (AliasIn.targets max_length)
@@ -325,7 +402,17 @@ TargetFormSet = forms.formset_factory(
 )
 
 
+def target_initial(target) -> dict[str, Any]:
+    """A saved deployment as a row of the formset. A group equal to the row's position is left
+    blank (as it was most likely given), so moving the row moves it in the chain."""
+    pm = target.provider_model
+    return {"model": f"{pm.provider.name}:{pm.model_id}", "ORDER": target.position + 1,
+            "priority": None if target.priority == target.position else target.priority,
+            "weight": target.weight, "rpm_limit": target.rpm_limit, "tpm_limit": target.tpm_limit,
+            **(target.overrides or {})}
+
+
 def targets_from(formset) -> list[dict[str, Any]]:
-    """The formset's targets in the chosen order (ORDER ascending, then as listed)."""
-    return [{"model": f.cleaned_data["model"], "overrides": f.overrides()} for f in formset.ordered_forms
-            if f.cleaned_data.get("model")]
+    """The formset's deployments in the chosen order (ORDER ascending, then as listed)."""
+    return [{"model": f.cleaned_data["model"], "overrides": f.overrides(), **f.deployment()}
+            for f in formset.ordered_forms if f.cleaned_data.get("model")]

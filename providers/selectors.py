@@ -1,13 +1,19 @@
 """Reads for providers and models. ``tenant=None`` means the platform scope (staff): only
 platform providers. A tenant sees its own providers and the platform's."""
 
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from core.errors import NotFound
+from core.redis import REDIS_DOWN, get_redis
 from providers.models import ModelAlias, Provider, ProviderModel, SyncStatus, TenantModel
+from providers.traffic import Traffic, traffic_read
 from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
 
 
 def provider_list(*, tenant: Tenant | None) -> QuerySet[Provider]:
@@ -84,3 +90,29 @@ def alias_get(*, tenant: Tenant, alias_id: int) -> ModelAlias:
     if alias is None:
         raise NotFound(f"Alias {alias_id} not found in tenant '{tenant.slug}'.")
     return alias
+
+
+@dataclass(frozen=True)
+class DeploymentTraffic:
+    """The traffic of a tenant's deployments by provider model id, or why it is unknown:
+    ``"no-redis"`` (the embedded default: each worker keeps its own counters) or
+    ``"redis-down"``."""
+
+    by_model: dict[int, Traffic] = field(default_factory=dict)
+    unknown: str = ""
+
+
+def deployment_traffic(*, tenant: Tenant, provider_model_ids: list[int]) -> DeploymentTraffic:
+    """Requests, tokens, in-flight count, latency and cooldown of the tenant's provider models
+    now (providers.traffic), in one Redis pipeline."""
+    client = get_redis()
+    if client is None:
+        return DeploymentTraffic(unknown="no-redis")
+    if not provider_model_ids:
+        return DeploymentTraffic()
+    try:
+        return DeploymentTraffic(by_model=traffic_read(client, tenant_id=tenant.pk,
+                                                       provider_model_ids=provider_model_ids))
+    except REDIS_DOWN as exc:
+        log.warning("deployment traffic unknown: Redis is unreachable: %s", exc)
+        return DeploymentTraffic(unknown="redis-down")

@@ -48,8 +48,6 @@ from tenants.services import audit_record
 log = logging.getLogger(__name__)
 MAX_MODEL_ID = ProviderModel._meta.get_field("model_id").max_length
 
-log = logging.getLogger(__name__)
-
 # Fields a caller may set, besides name / provider_type / base_url / secrets.
 PROVIDER_PLAIN_FIELDS = (
     "display_name", "enabled", "priority", "timeout_seconds", "max_retries", "auto_sync",

@@ -11,10 +11,13 @@ Per tenant and provider model (one deployment), shared by every gateway worker:
   LATENCY_KEEP_SECONDS without traffic (so a deployment that was slow is tried again).
 
 The gateway (gateway/state.py) writes them in its admission script and its settlement batch;
-``traffic_read`` reads them for the console."""
+``traffic_read`` reads them for the console, with each deployment's cooldown flag
+(providers/cooldowns.py), in one pipeline."""
 
 import time
 from dataclasses import dataclass
+
+from providers.cooldowns import RATE_FLAG, cooldown_key
 
 TRAFFIC_KEEP_SECONDS = 3900  # a minute counter outlives the hour the console sums
 LATENCY_KEEP_SECONDS = 300
@@ -56,6 +59,8 @@ class Traffic:
     in_flight: int
     latency_ms: float | None
     ttft_ms: float | None
+    cooling_seconds: int | None = None  # seconds its cooldown has left (rounded up); None: not cooling
+    rate_limited: bool = False  # the cooldown is an upstream's 429 retry-after, not failures
 
 
 def traffic_read(client, *, tenant_id: int, provider_model_ids: list[int]) -> dict[int, Traffic]:
@@ -70,10 +75,16 @@ def traffic_read(client, *, tenant_id: int, provider_model_ids: list[int]) -> di
         pipe.get(tokens_key(tenant_id, pm, minute))
         pipe.zcount(inflight_key(tenant_id, pm), f"({now}", "+inf")
         pipe.hmget(latency_key(tenant_id, pm), "lat", "ttft")
+        pipe.get(cooldown_key(tenant_id, pm))
+        pipe.pttl(cooldown_key(tenant_id, pm))
     answers = pipe.execute()
     out = {}
     for i, pm in enumerate(ids):
-        counts, tokens, in_flight, (lat, ttft) = answers[4 * i:4 * i + 4]
+        counts, tokens, in_flight, (lat, ttft), flag, ttl = answers[6 * i:6 * i + 6]
+        if isinstance(flag, bytes):
+            flag = flag.decode()
+        # seconds left, rounded up (a flag without a TTL, which the gateway never sets, shows 0)
+        cooling = max(0, -(-ttl // 1000)) if flag is not None else None
         out[pm] = Traffic(
             requests_hour=sum(int(c) for c in counts if c is not None),
             requests_minute=int(counts[0] or 0),
@@ -81,5 +92,7 @@ def traffic_read(client, *, tenant_id: int, provider_model_ids: list[int]) -> di
             in_flight=int(in_flight),
             latency_ms=float(lat) if lat is not None else None,
             ttft_ms=float(ttft) if ttft is not None else None,
+            cooling_seconds=cooling,
+            rate_limited=flag is not None and flag.startswith(RATE_FLAG),
         )
     return out

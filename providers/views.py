@@ -4,7 +4,8 @@ and the tenant's LLM settings (``/app/<slug>/settings/``), whose default model i
 Platform providers are read-only here (staff manage them in the Django admin) and show only
 their name, type, status and models (no base URL, key hint or sync error); a tenant's own
 providers show their key as a mask (``sk-…abcd``) only.
-"Test connection" and "Sync now" are htmx POSTs answered with a small result partial."""
+"Test connection" and "Sync now" are htmx POSTs answered with a small result partial. The
+aliases page adds each deployment's live traffic, read from Redis (selectors.deployment_traffic)."""
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -25,10 +26,12 @@ from providers.forms import (
     ProviderForm,
     TargetFormSet,
     model_facts,
+    target_initial,
     targets_from,
 )
 from providers.models import ModelMode, Provider, ProviderType
 from providers.sync import connection_test, provider_sync
+from providers.traffic import Traffic
 from tenants.access import TenantAccess
 from tenants.console import console_render, tenant_page
 from tenants.forms import TenantSettingsForm
@@ -273,11 +276,47 @@ def model_toggle(request: HttpRequest, access: TenantAccess, provider_id: int, m
 # --- aliases ----------------------------------------------------------------------------------------
 
 
+TRAFFIC_UNKNOWN = {
+    "no-redis": "Live traffic is not shown: without Redis (REDIS_URL unset) each gateway worker keeps its own "
+                "counters.",
+    "redis-down": "Live traffic is not shown: Redis cannot be reached right now.",
+}
+
+
+def _deployment_rows(targets, traffic: dict[int, Traffic] | None) -> list[dict]:
+    """What the aliases page shows of each deployment: its settings, and when the traffic is
+    known its share of the alias's requests in the last hour, this minute against its limits,
+    in flight, latency and cooldown."""
+    if traffic is None:
+        return [{"target": t, "traffic": None} for t in targets]
+    seen = {t.provider_model_id: traffic.get(t.provider_model_id) for t in targets}
+    total = sum(now.requests_hour for now in seen.values() if now is not None)
+    rows = []
+    for t in targets:
+        now = seen[t.provider_model_id]
+        if now is None:
+            rows.append({"target": t, "traffic": None})
+            continue
+        rows.append({
+            "target": t, "traffic": now,
+            "share": 100 * now.requests_hour / total if total else None,
+            "at_rpm": bool(t.rpm_limit) and now.requests_minute >= t.rpm_limit,
+            "at_tpm": bool(t.tpm_limit) and now.tokens_minute >= t.tpm_limit,
+        })
+    return rows
+
+
 @tenant_page
 def aliases_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
-    aliases = selectors.alias_list(tenant=access.tenant).order_by("name")
-    rows = [{"alias": a, "targets": sorted(a.targets.all(), key=lambda t: t.position)} for a in aliases]
-    return console_render(request, access, "app/aliases/list.html", {"rows": rows}, section="aliases")
+    aliases = list(selectors.alias_list(tenant=access.tenant).order_by("name"))
+    targets = {a.pk: sorted(a.targets.all(), key=lambda t: t.position) for a in aliases}
+    traffic = selectors.deployment_traffic(
+        tenant=access.tenant, provider_model_ids=[t.provider_model_id for ts in targets.values() for t in ts])
+    known = None if traffic.unknown else traffic.by_model
+    rows = [{"alias": a, "deployments": _deployment_rows(targets[a.pk], known)} for a in aliases]
+    return console_render(request, access, "app/aliases/list.html", {
+        "rows": rows, "traffic_note": TRAFFIC_UNKNOWN.get(traffic.unknown, ""),
+    }, section="aliases")
 
 
 def _model_choices(access: TenantAccess, alias=None) -> list[tuple[str, str]]:
@@ -302,10 +341,8 @@ def _alias_form(request, access: TenantAccess, alias=None):
         initial = None
         targets = []
         if alias is not None:
-            initial = {"name": alias.name, **{f: getattr(alias, f) for f in AliasForm.SETTINGS}}
-            for t in sorted(alias.targets.all(), key=lambda t: t.position):
-                targets.append({"model": f"{t.provider_model.provider.name}:{t.provider_model.model_id}",
-                                "ORDER": t.position + 1, **(t.overrides or {})})
+            initial = AliasForm.initial_of(alias)
+            targets = [target_initial(t) for t in sorted(alias.targets.all(), key=lambda t: t.position)]
         form = AliasForm(initial=initial)
         formset = TargetFormSet(initial=targets, prefix="targets", form_kwargs={"model_choices": choices})
     return form, formset
@@ -321,15 +358,31 @@ def _alias_save(request, access: TenantAccess, form, formset, alias=None):
             return services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
         return services.alias_update(alias=alias, data=data, actor=access.principal)
     except TollgateError as exc:
-        field = exc.field or ""
-        if field.startswith("targets["):  # targets[2].model: the third target in the saved order
-            index = int(field[len("targets["):field.index("]")])
-            ordered = [f for f in formset.ordered_forms if f.cleaned_data.get("model")]
-            if index < len(ordered):
-                ordered[index].add_error("model", exc.message)
-                return None
-        form_error(form, exc)
+        _alias_error(form, formset, exc)
         return None
+
+
+def _alias_error(form, formset, exc: TollgateError) -> None:
+    """Show a service's error where it belongs: ``targets[2].model`` on the third saved row
+    (in the chosen order), ``targets`` above the deployments, ``context_window_fallbacks[0]``
+    on that field, anything else on the form's field or the form."""
+    field = exc.field or ""
+    if field.startswith("targets["):
+        index = int(field[len("targets["):field.index("]")])
+        name = field.partition("].")[2]
+        ordered = [f for f in formset.ordered_forms if f.cleaned_data.get("model")]
+        if index < len(ordered):
+            ordered[index].add_error(name if name in ordered[index].fields else None, exc.message)
+            return
+    if field == "targets":
+        formset.non_form_errors().append(exc.message)
+        return
+    base = field.partition("[")[0]
+    if base in AliasForm.FALLBACKS:  # "context_window_fallbacks[1]: an alias …" → "An alias …"
+        message = exc.message.removeprefix(f"{field}: ")
+        form.add_error(base, message[:1].upper() + message[1:])
+        return
+    form_error(form, exc)
 
 
 @tenant_page

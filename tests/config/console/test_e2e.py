@@ -5,14 +5,17 @@ provider pages, a loopback fake OpenAI server.
 A missing chromium or Playwright makes these tests FAIL (never skip) with what to install.
 Screenshots of the main pages land in test-output/screenshots/ (gitignored)."""
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 from django.db import connections
 
-from providers.models import Provider
+from gateway.state import RedisState
+from providers.models import ModelAlias, Provider
 from tenants.models import ApiKey, Tenant
 from tests.config.console.conftest import build_console, write_usage
 from tests.fakes import FakeOpenAI
@@ -222,6 +225,54 @@ def test_add_test_and_sync_a_provider_against_a_loopback_fake(world, new_page, s
     assert "gpt-4o-mini" in page.locator("#models-results").inner_text()
 
 
+def test_create_an_alias_spreading_over_two_deployments_and_see_their_traffic(world, new_page, settings):
+    console = build_console(world)
+
+    # given traffic on both models, written by the gateway's own writer before the browser starts
+    async def traffic():
+        state = RedisState(settings.REDIS_URL)
+        try:
+            for n, model in enumerate([console.gpt, console.gpt, console.gpt, console.llama]):
+                await state.take(tenant_id=console.tenant.pk, provider_model_id=model.pk, request_id=f"e2e-{n}")
+        finally:
+            await state.close()
+
+    if time.time() % 60 > 40:  # this minute's counters are read back: write and read in one UTC minute
+        time.sleep(60.2 - time.time() % 60)
+    asyncio.run(traffic())
+    page = new_page()
+    log_in(page, "admin@acme.test", then="/app/acme/aliases/new/")
+
+    # when the admin creates an alias with two deployments in group 0, weighted 3 : 1, a limit
+    page.get_by_label("Name", exact=True).fill("spread")
+    page.get_by_label("Model of deployment 1").select_option("openai:gpt-4o")
+    page.get_by_label("Group of deployment 1").fill("0")
+    page.get_by_label("Weight of deployment 1").fill("3")
+    page.get_by_label("RPM limit of deployment 1").fill("100")
+    page.get_by_label("Model of deployment 2").select_option("lab:meta-llama/llama-3.1-8b:free")
+    page.get_by_label("Group of deployment 2").fill("0")
+    assert page.get_by_label("Order of deployment 2").input_value() == "2"  # the empty rows are numbered
+    page.get_by_label("Strategy").select_option("least-busy")
+    page.get_by_label("Session affinity").check()
+    page.get_by_label("Context-window fallbacks").fill("smart-cheap")
+    shot(page, "alias-deployments-form")
+    page.get_by_role("button", name="Create alias").click()
+    page.get_by_text("Alias 'spread' created.").wait_for()
+
+    # then the aliases page lists both deployments with their settings and share of traffic
+    alias = ModelAlias.objects.get(tenant=console.tenant, name="spread")
+    assert [(t.priority, t.weight, t.rpm_limit) for t in alias.targets.order_by("position")] == [
+        (0, 3, 100), (0, 1, None)]
+    table = page.get_by_role("region", name="Deployments of spread")
+    gpt = table.get_by_role("row", name="openai:gpt-4o")
+    assert " ".join(gpt.inner_text().split()) == "openai:gpt-4o 0 3 75 % (3) 3 / 100 0 / none 3 — / — none"
+    llama = table.get_by_role("row", name="lab:meta-llama/llama-3.1-8b:free")
+    assert "25 % (1)" in " ".join(llama.inner_text().split())
+    card = page.get_by_role("region", name="spread", exact=True)
+    assert "Strategy: fewest requests in flight · session affinity on" in " ".join(card.inner_text().split())
+    shot(page, "aliases-deployments")
+
+
 def test_overview_chart_draws_and_main_pages_render_at_laptop_and_phone_widths(world, new_page):
     console = build_console(world)
     write_usage(console, days=20, per_day=4)
@@ -261,7 +312,8 @@ def test_overview_chart_draws_and_main_pages_render_at_laptop_and_phone_widths(w
     assert phone.locator("#site-nav").is_visible()
     chart_drawn(phone, "cost-chart")
     shot(phone, "phone-overview")
-    for name, path in {"models": "models/", "usage": "usage/", "keys": "keys/", "settings": "settings/"}.items():
+    for name, path in {"models": "models/", "usage": "usage/", "keys": "keys/", "aliases": "aliases/",
+                       "settings": "settings/"}.items():
         phone.goto(f"/app/acme/{path}")
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), name
         shot(phone, f"phone-{name}")
