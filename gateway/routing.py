@@ -90,7 +90,6 @@ class TenantConfig:
     cache_enabled: bool
     cache_ttl_seconds: int
     by_public_id: dict[str, Deployment]  # "provider:model"
-    by_model_id: dict[str, list[Deployment]]  # bare model id -> deployments, best first
     provider_names: frozenset[str]
     plain: dict[str, Route] = field(default_factory=dict)  # "provider:model" -> its one-target route
     bare: dict[str, Route] = field(default_factory=dict)  # bare model id -> its providers' deployments
@@ -284,7 +283,6 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         cache_enabled=tenant.cache_enabled,
         cache_ttl_seconds=tenant.cache_ttl_seconds,
         by_public_id=by_public,
-        by_model_id=by_model,
         plain=plain,
         bare=bare,
         provider_names=provider_names,
