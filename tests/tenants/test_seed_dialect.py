@@ -11,10 +11,10 @@ import sys
 import pytest
 from django.db import connection
 
+from providers.catalog import CatalogEntry
 from providers.crypto import mask
 from providers.models import Provider, ProviderModel, TenantModel
 from providers.services import provider_create, provider_models_upsert
-from providers.catalog import CatalogEntry
 from tenants.models import AuditEvent, Tenant
 from tenants.services import tenant_create
 from tests.tenants.seed_examples import ENV_REFERENCE, HYBRID_TENANTS, SWITCH_TO_ANTHROPIC, seed_env, seed_json
