@@ -72,11 +72,15 @@ def _section_out(section: str, base: type[serializers.Serializer], model_field: 
         apiKey = serializers.SerializerMethodField(  # noqa: N815
             help_text="That provider's key, masked (sk-…abcd), when it is the tenant's own; null otherwise.")
 
+        def to_representation(self, tenant):
+            self._view = section_view(tenant=tenant, model=getattr(tenant, model_field))  # read once for both
+            return super().to_representation(tenant)
+
         def get_provider(self, tenant) -> str | None:
-            return section_view(tenant=tenant, model=getattr(tenant, model_field))["provider"]
+            return self._view["provider"]
 
         def get_apiKey(self, tenant) -> str | None:  # noqa: N802
-            return section_view(tenant=tenant, model=getattr(tenant, model_field))["apiKey"]
+            return self._view["apiKey"]
 
     Out.__name__ = Out.__qualname__ = f"{section.capitalize()}SettingsDetailOut"
     return Out

@@ -18,6 +18,7 @@ from core.validation import text_check
 from providers.catalog import CATALOG_FIELDS, entry_from_name
 from providers.crypto import mask
 from providers.models import ModelMode, Provider, ProviderModel, ProviderType, SyncStatus, TenantModel
+from providers.presets import preset_get, preset_names
 from providers.selectors import provider_find
 from providers.services import provider_create, provider_model_set_enabled, provider_update
 from tenants.access import Principal
@@ -80,14 +81,18 @@ def _own_provider(*, tenant: Tenant, part: SectionIn, actor: Principal) -> tuple
             changed = (data.get("api_key", provider.api_key) != provider.api_key
                        or ("base_url" in data and data["base_url"].rstrip("/") != provider.base_url.rstrip("/")))
             return (provider_update(provider=provider, data=data, actor=actor) if changed else provider), changed
-        if part.provider not in ProviderType.values:
+        if part.provider in ProviderType.values:
+            kind = {"provider_type": part.provider}
+        elif preset_get(part.provider) is not None:  # an OpenAI-compatible service by name: groq, mistral, …
+            kind = {"preset": preset_get(part.provider).name}
+        else:
             raise InvalidInput(
-                f"{part.field('provider')}: '{part.provider}' is neither a provider type ({_types_text()}) nor one of "
-                f"this tenant's providers; to create one, name its type.", field=part.field("provider"))
+                f"{part.field('provider')}: '{part.provider}' is neither a provider type ({_types_text()}), a "
+                f"preset ({', '.join(preset_names())}) nor one of this tenant's providers; to create one, name its "
+                "type or preset.", field=part.field("provider"))
         taken = set(Provider.objects.filter(owner=tenant).values_list("name", flat=True))
         name = next(n for n in (part.provider, *(f"{part.provider}-{i}" for i in range(2, 100))) if n not in taken)
-        provider = provider_create(owner=tenant, data={"name": name, "provider_type": part.provider, **data},
-                                   actor=actor)
+        provider = provider_create(owner=tenant, data={"name": name, **kind, **data}, actor=actor)
         return provider, True
     except InvalidInput as exc:
         if exc.field and exc.field.startswith("settings."):
@@ -106,11 +111,13 @@ def provider_for_section(*, tenant: Tenant, part: SectionIn, actor: Principal) -
         return provider, False
     if part.provider in KEYLESS_TYPES:
         return _own_provider(tenant=tenant, part=part, actor=actor)
-    if part.provider in ProviderType.values:
+    if part.provider in ProviderType.values or preset_get(part.provider) is not None:
+        label = ProviderType(part.provider).label if part.provider in ProviderType.values else (
+            preset_get(part.provider).display_name)
         raise InvalidInput(
             f"{part.field('apiKey')}: neither this tenant nor the platform has a provider of type '{part.provider}'. "
-            f"Send {part.field('apiKey')} (your {ProviderType(part.provider).label} key) to create the tenant's own, "
-            "or ask Tollgate staff to add a platform one.", field=part.field("apiKey"))
+            f"Send {part.field('apiKey')} (your {label} key) to create the tenant's own, or ask Tollgate staff to "
+            "add a platform one.", field=part.field("apiKey"))
     names = sorted(set(Provider.objects.filter(Q(owner=tenant) | Q(owner__isnull=True)).values_list("name", flat=True)))
     raise InvalidInput(
         f"{part.field('provider')}: unknown provider '{part.provider}'; use a provider type ({_types_text()}) or "

@@ -175,3 +175,22 @@ def test_api_test_llm_by_provider(world, client_for, live):
                                                              format="json")
         assert outsider.status_code == 400 and "up (openai)" not in outsider.json()["error"]["message"]
     assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+
+
+def test_a_new_provider_is_synced_after_commit(world, client_for, celery_eager):
+    with FakeOpenAI(models=["gpt-4o", "gpt-4o-mini"], api_key="sk-sync-1234567890") as fake:
+        body = {"settings": {"llm": {"provider": "openai", "model": "gpt-4o-typo", "apiKey": "sk-sync-1234567890",
+                                     "baseUrl": fake.base_url}}}
+        response = client_for(key=world.admin_key).put(f"/api/tenants/{world.tenant.pk}", body, format="json")
+        assert response.status_code == 200, response.json()
+        assert fake.requests_to("/v1/models")  # the sync ran once the change was committed
+    provider = Provider.objects.get(owner=world.tenant)
+    assert provider.sync_status == "ok"
+    models = dict(provider.models.values_list("model_id", "stale"))
+    # the catalog's models came in; the one the catalog does not list is kept, stale (disabled)
+    assert models == {"gpt-4o": False, "gpt-4o-mini": False, "gpt-4o-typo": True}
+    # and now that the catalog is known, a model it lacks is refused, naming what it has
+    again = client_for(key=world.admin_key).put(f"/api/tenants/{world.tenant.pk}", {
+        "settings": {"llm": {"provider": "openai", "model": "gpt-4o-typo"}}}, format="json")
+    assert again.status_code == 400 and "gpt-4o-mini" in again.json()["error"]["message"]
+    assert list(again.json()["error"]["fields"]) == ["settings.llm.model"]

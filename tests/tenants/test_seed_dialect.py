@@ -267,3 +267,12 @@ def test_the_seed_environment_is_read_as_documented():
 def test_bad_environment_refuses_to_start(env, words):
     done = _settings_of(env, "LLM_PROVIDER")
     assert done.returncode != 0 and words in done.stderr
+
+
+def test_a_preset_by_name(world, client_for):
+    body = {"settings": {"llm": {"provider": "groq", "model": "llama-3.1-8b-instant", "apiKey": "gsk_1234567890abcd"}}}
+    response = client_for(key=world.admin_key).put(url(world.tenant), body, format="json")
+    assert response.status_code == 200, response.json()
+    provider = Provider.objects.get(owner=world.tenant)
+    assert (provider.name, provider.provider_type, provider.options["preset"]) == ("groq", "openai_compatible", "groq")
+    assert response.json()["settings"]["llm"]["model"] == "groq:llama-3.1-8b-instant"

@@ -13,7 +13,8 @@ from tenants.access import SYSTEM
 class Command(BaseCommand):
     help = (
         "Create or update platform providers from the environment: OPENAI_API_KEY, "
-        "OPENAI_ORG_ID (its OpenAI-Organization header), ANTHROPIC_API_KEY, OPENROUTER_API_KEY (+ OPENROUTER_BASE_URL), the presets' keys "
+        "OPENAI_ORG_ID (its OpenAI-Organization header), ANTHROPIC_API_KEY, OPENROUTER_API_KEY "
+        "(+ OPENROUTER_BASE_URL), the presets' keys "
         "(MISTRAL_API_KEY, GROQ_API_KEY, TOGETHER_API_KEY, DEEPSEEK_API_KEY, XAI_API_KEY, "
         "FIREWORKS_API_KEY, PERPLEXITY_API_KEY, CEREBRAS_API_KEY, each with an optional <NAME>_BASE_URL), "
         "VLLM_BASE_URL, LMSTUDIO_BASE_URL, OLLAMA_BASE_URL (or OLLAMA_HOST + OLLAMA_PORT) and any "
