@@ -19,6 +19,7 @@ from tests.fakes import FakeAnthropic, FakeOllama, FakeOpenAI
 from tests.tenants.seed_examples import (
     HYBRID_TENANTS,
     SWITCH_TO_ANTHROPIC,
+    TEST_ANTHROPIC,
     TEST_OLLAMA,
     TEST_OPENAI,
     seed_json,
@@ -164,6 +165,11 @@ def test_api_test_llm_by_provider(world, client_for, live):
         body = client.post("/api/test/llm", {"provider": "openai", "model": "gpt-4o", "prompt": "x"},
                            format="json").json()
         assert body["model"] == "gpt-4o"
+        # the seed's anthropic line, against the tenant's own anthropic provider (named otherwise)
+        with FakeAnthropic(models=["claude-3-haiku-20240307"], reply="Four.") as anthropic:
+            add_provider(world.tenant, anthropic, name="claude", provider_type="anthropic", api_key="sk-ant-x")
+            body = client.post("/api/test/llm", seed_json(TEST_ANTHROPIC)[0], format="json").json()
+            assert (body["provider"], body["model"], body["answer"]) == ("claude", "claude-3-haiku-20240307", "Four.")
         # a provider the tenant does not have: 400 listing the ones it has
         unknown = client.post("/api/test/llm", seed_json(TEST_OLLAMA)[0], format="json")
         assert unknown.status_code == 400
@@ -174,7 +180,7 @@ def test_api_test_llm_by_provider(world, client_for, live):
         outsider = client_for(key=world.other_admin_key).post("/api/test/llm", {"provider": "up", "prompt": "x"},
                                                              format="json")
         assert outsider.status_code == 400 and "up (openai)" not in outsider.json()["error"]["message"]
-    assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
+    assert UsageLog.objects.filter(tenant=world.tenant).count() == 4
 
 
 def test_a_new_provider_is_synced_after_commit(world, client_for, celery_eager):
