@@ -12,6 +12,7 @@ Every setting is documented in ``.env.example``.
 """
 
 import os
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -261,6 +262,48 @@ OPENROUTER_APP_NAME = env.str("OPENROUTER_APP_NAME", default="Tollgate")
 PROVIDER_MAX_RESPONSE_BYTES = env.int("PROVIDER_MAX_RESPONSE_BYTES", default=20 * 1024 * 1024)
 # A sync still "running" after this many seconds is presumed dead and may be claimed again.
 PROVIDER_SYNC_STALE_SECONDS = env.int("PROVIDER_SYNC_STALE_SECONDS", default=600)
+
+# --- Platform defaults for new tenants -------------------------------------------------------
+# The environment variables of the seed's tenant-settings dialect (README "The seed's
+# tenant-settings dialect"). tenant_create copies them into every tenant it creates; a tenant
+# changes its own later (PUT /api/tenants/{id}); existing tenants are not touched.
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _in_range(name: str, value, low, high):
+    if value is not None and not low <= value <= high:
+        raise ImproperlyConfigured(f"{name} must be between {low} and {high}, not {value}.")
+    return value
+
+
+# The default model of new tenants: LLM_PROVIDER (a platform provider's name or type: openai,
+# anthropic, ollama, ...) and its model from <PROVIDER>_MODEL (OPENAI_MODEL, ANTHROPIC_MODEL,
+# OLLAMA_MODEL, GEMINI_MODEL, ...).
+LLM_PROVIDER = env.str("LLM_PROVIDER", default="").strip()
+LLM_MODEL = env.str(f"{_env_name(LLM_PROVIDER)}_MODEL", default="").strip() if LLM_PROVIDER else ""
+if LLM_PROVIDER and not LLM_MODEL:
+    raise ImproperlyConfigured(
+        f"LLM_PROVIDER={LLM_PROVIDER} names no model: set {_env_name(LLM_PROVIDER)}_MODEL (e.g. "
+        f"OPENAI_MODEL=gpt-4o-mini), or unset LLM_PROVIDER."
+    )
+# Their temperature (0-2) and max_tokens defaults.
+LLM_TEMPERATURE = _in_range("LLM_TEMPERATURE", env.float("LLM_TEMPERATURE", default=None), 0, 2)
+LLM_MAX_TOKENS = _in_range("LLM_MAX_TOKENS", env.int("LLM_MAX_TOKENS", default=None), 1, 10_000_000)
+# Timeout (LLM_TIMEOUT, in milliseconds as the seed writes it; stored in seconds) and retries of
+# every provider created without its own (a tenant's, or a platform one): Tollgate times and
+# retries per provider (an alias may set its own), not per tenant.
+LLM_TIMEOUT_SECONDS = _in_range("LLM_TIMEOUT", env.int("LLM_TIMEOUT", default=None), 500, 600_000)
+LLM_TIMEOUT_SECONDS = LLM_TIMEOUT_SECONDS / 1000 if LLM_TIMEOUT_SECONDS is not None else None
+LLM_MAX_RETRIES = _in_range("LLM_MAX_RETRIES", env.int("LLM_MAX_RETRIES", default=None), 0, 10)
+# The default embeddings model of new tenants: EMBEDDINGS_PROVIDER and EMBEDDINGS_MODEL; the seed's
+# OPENAI_EMBEDDING_MODEL alone means openai's.
+OPENAI_EMBEDDING_MODEL = env.str("OPENAI_EMBEDDING_MODEL", default="").strip()
+EMBEDDINGS_PROVIDER = env.str("EMBEDDINGS_PROVIDER", default="").strip() or ("openai" if OPENAI_EMBEDDING_MODEL else "")
+EMBEDDINGS_MODEL = env.str("EMBEDDINGS_MODEL", default="").strip() or (
+    OPENAI_EMBEDDING_MODEL if EMBEDDINGS_PROVIDER == "openai" else "")
+if EMBEDDINGS_PROVIDER and not EMBEDDINGS_MODEL:
+    raise ImproperlyConfigured(f"EMBEDDINGS_PROVIDER={EMBEDDINGS_PROVIDER} names no model: set EMBEDDINGS_MODEL.")
 
 # --- Billing ----------------------------------------------------------------------------------
 # USD per tenant per local day: a tenant whose known cost today reaches it gets an alert email

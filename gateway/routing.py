@@ -98,6 +98,7 @@ class TenantConfig:
     budgets: list[BudgetInfo] = field(default_factory=list)
     version: tuple[str, str] = ("", "")  # the tenant's and the platform's, read before loading
     redis_outage: str = "inherit"  # Tenant.redis_outage: inherit, closed or open
+    default_embedding_model: str = ""  # what /v1/embeddings uses when the request names no model
 
     def fails_open(self) -> bool:
         """Whether this tenant is served, without rate limits, while Redis is unreachable: its
@@ -109,11 +110,21 @@ class TenantConfig:
     def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT,
                 allowed: frozenset[str] = frozenset()) -> Route:
         """The route for a request's ``model`` (alias, provider:model, bare id, or the tenant
-        default when omitted); a GatewayError that lists what is available otherwise."""
-        name = requested if requested is not None else self.default_model
+        default when omitted: its default embeddings model for ``mode`` embedding); a GatewayError
+        that lists what is available otherwise."""
+        embedding = mode == ModelMode.EMBEDDING
+        name = requested if requested is not None else (self.default_embedding_model if embedding
+                                                        else self.default_model)
         if not isinstance(name, str):
             raise bad_request("'model' must be a string.", param="model")
         name = name.strip()
+        if not name and embedding:
+            raise bad_request(
+                "No model given and this tenant has no default embeddings model. Send 'model' (one of: "
+                f"{self.available_text(mode)}) or set the default: PUT /api/tenants/{self.tenant_id} "
+                '{"settings": {"embeddings": {"model": "<provider>:<model>"}}} (or {"provider", "model", "apiKey"}).',
+                param="model",
+            )
         if not name:
             raise bad_request(
                 "No model given and this tenant has no default model. Send 'model' (GET /v1/models "
@@ -291,6 +302,7 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         budgets=budgets,
         version=version,
         redis_outage=tenant.redis_outage,
+        default_embedding_model=tenant.default_embedding_model,
     )
 
 

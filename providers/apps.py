@@ -1,7 +1,8 @@
 """The providers app's configuration: a change to a provider, its models, a tenant's model choices
 or an alias replaces the owning tenant's configuration version (tenants/config_version.py; the
 platform's, which every tenant follows, for a platform provider), so the data plane reloads its
-routing table."""
+routing table. It also adds the platform's default models to what tenant_create sets up
+(providers/tenant_settings.py; tenants/ cannot import this app)."""
 
 from django.apps import AppConfig
 
@@ -14,7 +15,12 @@ class ProvidersConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from providers.models import AliasTarget, ModelAlias, Provider, ProviderModel, TenantModel
+        from providers.tenant_settings import tenant_platform_defaults
         from tenants.config_version import changed_on_save, config_changed
+        from tenants.services import TENANT_CREATE_STEPS
+
+        if tenant_platform_defaults not in TENANT_CREATE_STEPS:
+            TENANT_CREATE_STEPS.append(tenant_platform_defaults)
 
         def provider_changed(sender, instance, **kwargs):
             config_changed(tenant_id=instance.owner_id)  # None: a platform provider, every tenant

@@ -1,4 +1,5 @@
-"""Platform providers described by the environment (``discover_providers``): the big three's keys,
+"""Platform providers described by the environment (``discover_providers``): the big three's keys
+(OpenAI's organization, OPENAI_ORG_ID, as its OpenAI-Organization header),
 the presets' keys or URLs (providers/presets.py), Ollama's host and PROVIDER_<NAME>_URL/_KEY pairs."""
 
 import os
@@ -29,6 +30,7 @@ class Discovered:
     base_url: str
     api_key: str
     preset: str | None = None
+    extra_headers: dict[str, str] | None = None  # None: leave the provider's own alone
 
 
 def discover(environ: Mapping[str, str] = os.environ) -> list[Discovered]:
@@ -36,7 +38,10 @@ def discover(environ: Mapping[str, str] = os.environ) -> list[Discovered]:
     for key_var, name, kind, default_url, url_var in KNOWN:
         if environ.get(key_var, "").strip():
             url = environ.get(url_var, "").strip() or default_url
-            found.append(Discovered(name, kind, url, environ[key_var].strip()))
+            # OPENAI_ORG_ID (the seed's): requests on behalf of that organization.
+            org = environ.get("OPENAI_ORG_ID", "").strip() if name == "openai" else ""
+            found.append(Discovered(name, kind, url, environ[key_var].strip(),
+                                    extra_headers={"OpenAI-Organization": org} if org else None))
     for preset in PRESETS.values():
         # A hosted service is described by its key (its URL optional), a self-hosted one by its URL
         # (vLLM and LM Studio need no key; <NAME>_API_KEY is sent when set).

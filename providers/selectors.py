@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.redis import REDIS_DOWN, get_redis
-from providers.models import ModelAlias, Provider, ProviderModel, SyncStatus, TenantModel
+from providers.models import ModelAlias, ModelMode, Provider, ProviderModel, ProviderType, SyncStatus, TenantModel
 from providers.traffic import Traffic, traffic_read
 from tenants.models import Tenant
 
@@ -116,3 +116,43 @@ def deployment_traffic(*, tenant: Tenant, provider_model_ids: list[int]) -> Depl
     except REDIS_DOWN as exc:
         log.warning("deployment traffic unknown: Redis is unreachable: %s", exc)
         return DeploymentTraffic(unknown="redis-down")
+
+
+def provider_find(*, tenant: Tenant, name: str, own_only: bool = False) -> Provider | None:
+    """The provider ``name`` means to this tenant: its own provider of that name, else its own of
+    that type, else (unless ``own_only``) the platform's of that name, else of that type. Among
+    several of one type, the one named as the type, then the highest priority, then the oldest."""
+    scopes = [Q(owner=tenant)] if own_only else [Q(owner=tenant), Q(owner__isnull=True)]
+    for scope in scopes:
+        named = Provider.objects.filter(scope, name=name).first()
+        if named is not None:
+            return named
+        if name in ProviderType.values:
+            of_type = sorted(Provider.objects.filter(scope, provider_type=name),
+                             key=lambda p: (p.name != name, -p.priority, p.pk))
+            if of_type:
+                return of_type[0]
+    return None
+
+
+def provider_default_model(*, tenant: Tenant, name: str, model: str | None = None, field: str = "provider") -> str:
+    """The ``provider:model`` to try a provider with (POST /api/test/llm ``provider``): the provider
+    ``name`` means to this tenant (provider_find), and ``model`` of it when given, else the tenant's
+    default model when it is that provider's, else its first chat model the tenant may use.
+    InvalidInput naming ``field`` when there is no such provider (listing the tenant's) or it has
+    no usable chat model."""
+    provider = provider_find(tenant=tenant, name=name)
+    if provider is None:
+        names = [f"{p.name} ({p.provider_type})" for p in provider_list(tenant=tenant)]
+        raise InvalidInput(f"{field}: this tenant has no provider named or of type '{name}'; its providers: "
+                           f"{', '.join(names) or 'none yet (POST /api/providers)'}.", field=field)
+    if model:
+        return model if model.startswith(f"{provider.name}:") else f"{provider.name}:{model}"
+    if tenant.default_model.startswith(f"{provider.name}:"):
+        return tenant.default_model
+    first = models_available(tenant=tenant).filter(provider=provider, mode=ModelMode.CHAT).order_by("model_id").first()
+    if first is None:
+        raise InvalidInput(
+            f"{field}: provider '{provider.name}' has no chat model this tenant may use; enable one (PUT "
+            f"/api/providers/{provider.pk}/models/<model_id>/enable) or send 'model'.", field=field)
+    return f"{provider.name}:{first.model_id}"

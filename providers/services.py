@@ -331,7 +331,9 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
     name, base_url, provider_type (detected from the URL when missing), api_key,
     extra_headers and PROVIDER_PLAIN_FIELDS, or a ``preset`` (providers/presets.py), which fills
     the type, the base URL, the name and the display name that are not given, and is kept in
-    ``options`` so that the provider keeps its preset's prices and catalog quirks behind any URL."""
+    ``options`` so that the provider keeps its preset's prices and catalog quirks behind any URL.
+    A timeout or retry count not given is the platform's (LLM_TIMEOUT, LLM_MAX_RETRIES), else the
+    model's default."""
     preset = preset_named(data)
     if preset is not None:
         data = {"name": preset.name, "display_name": preset.display_name, **data}
@@ -353,9 +355,13 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
         api_key=data.get("api_key") or "",
         extra_headers=data.get("extra_headers") or {},
     )
+    # The platform's defaults (LLM_TIMEOUT, LLM_MAX_RETRIES) for a provider created without its own.
+    platform = {"timeout_seconds": settings.LLM_TIMEOUT_SECONDS, "max_retries": settings.LLM_MAX_RETRIES}
     for field in PROVIDER_PLAIN_FIELDS:
         if field in data:
             setattr(provider, field, data[field])
+        elif platform.get(field) is not None:
+            setattr(provider, field, platform[field])
     provider.display_name = provider.display_name or data["name"]
     try:
         with transaction.atomic():

@@ -1,11 +1,12 @@
-"""The management API's routes for providers, their models (sync, enable, price), aliases and the
-connection test, mounted at /api/ by config/urls.py."""
+"""The management API's routes for one tenant (its settings name providers), providers, their
+models (sync, enable, price), aliases and the connection test, mounted at /api/ by config/urls.py."""
 
 from django.urls import path, re_path
 
-from providers import api
+from providers import api, tenant_api
 
 urlpatterns = [
+    path("tenants/<int:tenant_id>", tenant_api.TenantDetailAPI.as_view(), name="api-tenant"),
     path("aliases", api.AliasListAPI.as_view(), name="api-aliases"),
     path("aliases/<int:alias_id>", api.AliasDetailAPI.as_view(), name="api-alias"),
     path("providers", api.ProviderListAPI.as_view(), name="api-providers"),

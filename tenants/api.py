@@ -26,11 +26,39 @@ from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, OutagePolic
 # --- tenants -------------------------------------------------------------------------------
 
 
+def camel_merged(data: dict, pairs: dict[str, str], *, where: str) -> dict:
+    """``data`` with each camelCase key (the seed's dialect: maxTokens) folded into its snake_case
+    twin (max_tokens); both sent with different values is an error naming both."""
+    out = dict(data)
+    for camel, snake in pairs.items():
+        if camel not in out:
+            continue
+        value = out.pop(camel)
+        if snake in out and out[snake] != value:
+            raise serializers.ValidationError({camel: [
+                f"{where}.{camel} ({value}) and {where}.{snake} ({out[snake]}) are the same setting with "
+                "different values; send one of them."]})
+        out[snake] = value
+    return out
+
+
 class LlmSettingsIn(StrictSerializer):
     model = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
     temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
     max_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
     top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    maxTokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000,  # noqa: N815
+                                   help_text="The seed's spelling of max_tokens (send one of them).")
+    topP = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1,  # noqa: N815
+                            help_text="The seed's spelling of top_p (send one of them).")
+
+    def validate(self, data):
+        return camel_merged(data, {"maxTokens": "max_tokens", "topP": "top_p"}, where="settings.llm")
+
+
+class EmbeddingsSettingsIn(StrictSerializer):
+    model = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255,
+                            help_text="What /v1/embeddings uses when a request names no model.")
 
 
 class LimitsIn(StrictSerializer):
@@ -59,6 +87,7 @@ class DataIn(StrictSerializer):
 
 class SettingsIn(StrictSerializer):
     llm = LlmSettingsIn(required=False)
+    embeddings = EmbeddingsSettingsIn(required=False)
     limits = LimitsIn(required=False)
     cache = CacheIn(required=False)
     data = DataIn(required=False)
@@ -83,6 +112,7 @@ _SETTING_FIELDS = {
     ("llm", "temperature"): "temperature",
     ("llm", "max_tokens"): "max_tokens",
     ("llm", "top_p"): "top_p",
+    ("embeddings", "model"): "default_embedding_model",
     ("limits", "requests_per_minute"): "requests_per_minute",
     ("limits", "tokens_per_day"): "tokens_per_day",
     ("limits", "redis_outage"): "redis_outage",
@@ -97,8 +127,9 @@ def tenant_changes(data: dict) -> dict:
     for (section, key), field in _SETTING_FIELDS.items():
         if key in data.get("settings", {}).get(section, {}):
             changes[field] = data["settings"][section][key]
-    if "default_model" in changes:
-        changes["default_model"] = (changes["default_model"] or "").strip()
+    for field in ("default_model", "default_embedding_model"):
+        if field in changes:
+            changes[field] = (changes[field] or "").strip()
     return changes
 
 
@@ -107,6 +138,15 @@ class LlmSettingsOut(serializers.Serializer):
     temperature = serializers.FloatField(allow_null=True)
     max_tokens = serializers.IntegerField(allow_null=True)
     top_p = serializers.FloatField(allow_null=True)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["model"] = data["model"] or None
+        return data
+
+
+class EmbeddingsSettingsOut(serializers.Serializer):
+    model = serializers.CharField(source="default_embedding_model", allow_null=True)
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -132,6 +172,7 @@ class DataOut(serializers.Serializer):
 
 class SettingsOut(serializers.Serializer):
     llm = LlmSettingsOut(source="*")
+    embeddings = EmbeddingsSettingsOut(source="*")
     limits = LimitsOut(source="*")
     cache = CacheOut(source="*")
     data = DataOut(source="*")
@@ -166,32 +207,6 @@ class TenantListAPI(TenantAPIView):
             if principal.is_support:
                 roles = {t: roles.get(t, "support") for t in tenants.values_list("pk", flat=True)}
         return paged(self, request, tenants, TenantOut, roles=roles)
-
-
-class TenantDetailAPI(TenantAPIView):
-    @extend_schema(responses=TenantOut, summary="A tenant and its settings")
-    def get(self, request, tenant_id: int):
-        access = self.access(request, tenant_id=tenant_id)
-        return Response(TenantOut(access.tenant, context={"roles": {tenant_id: access.role}}).data)
-
-    @extend_schema(
-        request=TenantIn,
-        responses=TenantOut,
-        summary="Change a tenant's name, time zone or settings",
-        description="Fields that are sent are changed; fields left out keep their value; "
-        "null clears an optional setting. PATCH behaves the same.",
-    )
-    def put(self, request, tenant_id: int):
-        access = self.access_for_change(
-            request, tenant_id=tenant_id, needed=Role.ADMIN, doing="changing tenant settings"
-        )
-        data = validated(TenantIn, request.data)
-        tenant = services.tenant_update(
-            tenant=access.tenant, changes=tenant_changes(data), actor=access.principal
-        )
-        return Response(TenantOut(tenant, context={"roles": {tenant_id: access.role}}).data)
-
-    patch = put
 
 
 # --- API keys ------------------------------------------------------------------------------

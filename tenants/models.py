@@ -28,6 +28,9 @@ class Tenant(models.Model):
     temperature = models.FloatField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     top_p = models.FloatField(null=True, blank=True)
+    # What /v1/embeddings uses when the request names no model ("provider:model", an alias or a
+    # bare id, as default_model); empty: the request must name one.
+    default_embedding_model = models.CharField(max_length=255, blank=True, default="")
 
     # Limits, enforced across all workers; null means unlimited.
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)

@@ -2,6 +2,7 @@
 event beside the change."""
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ TENANT_SETTING_FIELDS = (
     "name",
     "timezone",
     "default_model",
+    "default_embedding_model",
     "temperature",
     "max_tokens",
     "top_p",
@@ -53,6 +55,19 @@ def audit_record(
     )
 
 
+# Steps of tenant_create that belong to the apps above this one (tenants/ imports only core):
+# ``step(tenant=, actor=)``, run inside its transaction. The providers app registers the
+# platform's default models for new tenants (LLM_PROVIDER, EMBEDDINGS_PROVIDER; providers/apps.py).
+TENANT_CREATE_STEPS: list[Callable[..., None]] = []
+
+
+def platform_defaults() -> dict[str, Any]:
+    """The tenant fields a new tenant takes from the environment (LLM_TEMPERATURE,
+    LLM_MAX_TOKENS); the default models need the providers app (TENANT_CREATE_STEPS)."""
+    values = {"temperature": settings.LLM_TEMPERATURE, "max_tokens": settings.LLM_MAX_TOKENS}
+    return {field: value for field, value in values.items() if value is not None}
+
+
 @dataclass(frozen=True)
 class TenantCreated:
     tenant: Tenant
@@ -69,7 +84,8 @@ def tenant_create(
     actor: Principal = SYSTEM,
 ) -> TenantCreated:
     """A new tenant with a chat key and an admin key, and an owner when an email is given
-    (the user is created with an unusable password if it does not exist yet)."""
+    (the user is created with an unusable password if it does not exist yet). It starts with the
+    platform's defaults (platform_defaults, then TENANT_CREATE_STEPS)."""
     slug = slug.strip()
     name = name.strip()
     if not SLUG_RE.match(slug):
@@ -87,7 +103,8 @@ def tenant_create(
 
     with transaction.atomic():
         try:
-            tenant = Tenant.objects.create(slug=slug, name=name)
+            defaults = platform_defaults()
+            tenant = Tenant.objects.create(slug=slug, name=name, **defaults)
         except IntegrityError as exc:  # lost a race with another creator of the same slug
             raise Conflict(f"A tenant with slug '{slug}' already exists.", field="slug") from exc
         owner = None
@@ -99,8 +116,10 @@ def tenant_create(
             action="tenant.create",
             tenant=tenant,
             target=f"tenant:{slug}",
-            after={"slug": slug, "name": name, "owner": admin_email or None},
+            after={"slug": slug, "name": name, "owner": admin_email or None, **defaults},
         )
+        for step in TENANT_CREATE_STEPS:
+            step(tenant=tenant, actor=actor)
         _, chat_raw = api_key_create(
             tenant=tenant, name="default chat key", scope=KeyScope.CHAT, actor=actor, created_by=owner
         )

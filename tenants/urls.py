@@ -1,5 +1,6 @@
-"""The management API's routes for tenants, API keys, members and the audit trail, mounted at
-/api/ by config/urls.py."""
+"""The management API's routes for the tenant list, API keys, members and the audit trail, mounted
+at /api/ by config/urls.py. One tenant (GET / PUT /api/tenants/{id}) is served by
+providers/tenant_api.py: its settings name providers, which this app cannot import."""
 
 from django.urls import path
 
@@ -7,7 +8,6 @@ from tenants import api
 
 urlpatterns = [
     path("tenants", api.TenantListAPI.as_view(), name="api-tenants"),
-    path("tenants/<int:tenant_id>", api.TenantDetailAPI.as_view(), name="api-tenant"),
     path("keys", api.ApiKeyListAPI.as_view(), name="api-keys"),
     path("keys/<int:key_id>", api.ApiKeyDetailAPI.as_view(), name="api-key"),
     path("members", api.MemberListAPI.as_view(), name="api-members"),

@@ -51,6 +51,22 @@ def test_discover_providers_is_idempotent(monkeypatch):
     assert Provider.objects.get(name="deepseek").api_key == "sk-deepseek-rotated"
 
 
+def test_openai_org_id_is_the_organization_header(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-1234567")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-acme")
+    call_command("discover_providers", stdout=StringIO())
+    provider = Provider.objects.get(owner__isnull=True, name="openai")
+    assert provider.upstream_extra_headers() == (("OpenAI-Organization", "org-acme"),)
+    out = StringIO()
+    call_command("discover_providers", stdout=out)
+    assert "unchanged openai" in out.getvalue()
+    monkeypatch.delenv("OPENAI_ORG_ID")  # unset: the header stays as it is (staff may have set their own)
+    out = StringIO()
+    call_command("discover_providers", stdout=out)
+    assert "unchanged openai" in out.getvalue()
+    assert Provider.objects.get(pk=provider.pk).extra_headers == {"OpenAI-Organization": "org-acme"}
+
+
 def test_rotation_moves_every_secret_to_the_new_key(world, settings):
     old = settings.ENCRYPTION_KEYS[0]
     provider = provider_create(owner=world.tenant, data={"name": "p", "base_url": "http://127.0.0.1:9/v1",

@@ -33,7 +33,9 @@ def test_get_tenant_shows_settings_and_role(world, client_for):
     assert body["slug"] == "acme"
     assert body["role"] == "admin"
     assert body["settings"] == {
-        "llm": {"model": None, "temperature": None, "max_tokens": None, "top_p": None},
+        "llm": {"provider": None, "model": None, "apiKey": None, "temperature": None, "max_tokens": None,
+                "top_p": None},
+        "embeddings": {"provider": None, "model": None, "apiKey": None},
         "limits": {"requests_per_minute": None, "tokens_per_day": None, "redis_outage": "inherit"},
         "cache": {"enabled": False, "ttl_seconds": 3600},
         "data": {"usage_retention_days": None},
@@ -111,7 +113,8 @@ def test_garbage_key_is_401(world, client_for):
 def test_admin_key_changes_settings_and_audit_records_it(world, client_for):
     response = client_for(key=world.admin_key).put(url(world.tenant), SETTINGS, format="json")
     assert response.status_code == 200, response.json()
-    assert response.json()["settings"]["llm"] == SETTINGS["settings"]["llm"]
+    # (a bare model names no provider, so no provider and no key)
+    assert response.json()["settings"]["llm"] == {**SETTINGS["settings"]["llm"], "provider": None, "apiKey": None}
     tenant = Tenant.objects.get(pk=world.tenant.pk)
     assert (tenant.default_model, tenant.temperature, tenant.max_tokens, tenant.top_p) == ("mock-smart", 0.3, 512, 0.9)
     assert (tenant.requests_per_minute, tenant.tokens_per_day) == (120, 1_000_000)

@@ -13,7 +13,8 @@ from tenants.access import SYSTEM
 class Command(BaseCommand):
     help = (
         "Create or update platform providers from the environment: OPENAI_API_KEY, "
-        "ANTHROPIC_API_KEY, OPENROUTER_API_KEY (+ OPENROUTER_BASE_URL), the presets' keys "
+        "OPENAI_ORG_ID (its OpenAI-Organization header), ANTHROPIC_API_KEY, OPENROUTER_API_KEY "
+        "(+ OPENROUTER_BASE_URL), the presets' keys "
         "(MISTRAL_API_KEY, GROQ_API_KEY, TOGETHER_API_KEY, DEEPSEEK_API_KEY, XAI_API_KEY, "
         "FIREWORKS_API_KEY, PERPLEXITY_API_KEY, CEREBRAS_API_KEY, each with an optional <NAME>_BASE_URL), "
         "VLLM_BASE_URL, LMSTUDIO_BASE_URL, OLLAMA_BASE_URL (or OLLAMA_HOST + OLLAMA_PORT) and any "
@@ -30,6 +31,8 @@ class Command(BaseCommand):
                 data["provider_type"] = item.provider_type
             if item.preset:
                 data["preset"] = item.preset
+            if item.extra_headers is not None:
+                data["extra_headers"] = item.extra_headers
             try:
                 if existing is None:
                     provider = provider_create(owner=None, data={"name": item.name, **data})
@@ -37,7 +40,8 @@ class Command(BaseCommand):
                 else:
                     unchanged = existing.base_url.rstrip("/") == item.base_url.rstrip("/") and (
                         existing.api_key == item.api_key
-                    ) and (not item.provider_type or existing.provider_type == item.provider_type)
+                    ) and (not item.provider_type or existing.provider_type == item.provider_type) and (
+                        item.extra_headers is None or existing.extra_headers == item.extra_headers)
                     if unchanged:
                         provider, outcome = existing, "unchanged"
                     else:
