@@ -289,6 +289,10 @@ class _Translation:
                 self.error_fallbacks(where, key, value)
             else:
                 self.note(f"{where}: no Tollgate counterpart")
+        if settings and not self.aliases:
+            named = ", ".join(k for k in router if k in ROUTER_FIELDS or k == "routing_strategy")
+            self.note(f"router_settings ({named}): set on the aliases a config's model_list makes, and this one "
+                      "has none")
         for alias in self.aliases.values():
             strategy = settings.get("strategy")
             alias.update({k: v for k, v in settings.items() if k != "strategy"})

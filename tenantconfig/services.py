@@ -236,7 +236,8 @@ class _Planner:
                                            "display_name": saved.get("display_name", saved["name"]),
                                            **{f: saved[f] for f in PROVIDER_DEFAULTS}}
         for key, value in after.items():
-            if saved is None and (PROVIDER_DEFAULTS.get(key, ...) == value or value in ({}, want["name"])):
+            if saved is None and (PROVIDER_DEFAULTS.get(key, ...) == value or (key, value) in (
+                    ("options", {}), ("display_name", want["name"]))):
                 continue  # a create line shows what is not a default
             if before.get(key) != value or saved is None:
                 fields[key] = (before.get(key), value)
@@ -433,6 +434,7 @@ class _Planner:
                                            _secret_label(want["webhook_url"]))
                     data["webhook_url"] = url
             if before is None:
+                diff.pop("name", None)
                 self.add(Change("create", "budget", want["name"], diff))
                 self.step(8, path, lambda actor, data=data: budget_create(tenant=self.tenant, data=data, actor=actor))
             elif diff:
