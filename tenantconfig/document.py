@@ -61,8 +61,7 @@ def secret_resolve(value: str, *, path: str, allow_env: bool) -> str:
 def price_text(value: Decimal | None) -> str | None:
     if value is None:
         return None
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def money_text(value: Decimal) -> str:

@@ -10,6 +10,7 @@ which keep the saved value, and a provider's ``models``, which (left out) leave 
 alone. A ``settings`` key left out keeps its value. With ``prune``, the providers, aliases and
 budgets the document does not name are deleted; keys are never created or deleted."""
 
+import json
 import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -88,8 +89,6 @@ def _show(value: Any) -> str:
 
 
 def _compact(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -226,7 +225,7 @@ class _Planner:
         try:
             ptype, base_url, options = provider_settings_normalized(data=data)
         except TollgateError as exc:
-            self.errors.append(f"{path}.{_field(exc, 'base_url')}: {exc.message}")
+            self.errors.append(f"{path}.{exc.field or 'base_url'}: {exc.message}")
             return
         fields: dict[str, tuple[Any, Any]] = {}
         after = {"type": ptype, "base_url": base_url, "options": options, "display_name": want["display_name"],
@@ -489,10 +488,6 @@ def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def _field(exc: TollgateError, default: str) -> str:
-    return exc.field or default
-
-
 def _keys_by_name(tenant: Tenant) -> dict[str, list[ApiKey]]:
     keys: dict[str, list[ApiKey]] = {}
     for key in active_keys(tenant):
@@ -520,9 +515,9 @@ def _path_of(path: str, exc: TollgateError) -> str:
 
 def document_tenant_check(*, tenant: Tenant, document: Any) -> None:
     """A document naming another tenant's slug is refused (apply it there, or change the slug)."""
-    slug = (document.get("tenant") or {}).get("slug") if isinstance(document, dict) else None
-    if isinstance(document.get("tenant") if isinstance(document, dict) else None, dict) and slug and \
-            slug != tenant.slug:
+    named = document.get("tenant") if isinstance(document, dict) else None
+    slug = named.get("slug") if isinstance(named, dict) else None
+    if slug and slug != tenant.slug:
         raise ConfigInvalid([f"tenant.slug: this document is for tenant '{slug}', not '{tenant.slug}'; change "
                              "tenant.slug (or remove it) to apply it here."])
 
@@ -547,11 +542,14 @@ def config_apply(*, tenant: Tenant, document: Any, actor: Principal, prune: bool
     """Make ``tenant`` match ``document`` in one transaction (every step through its service);
     ``dry_run`` runs the same steps and rolls them back, so the services' own checks answer too.
     The plan of what was (or would be) done. Nothing changes when the plan is empty."""
-    plan, planner = config_plan(tenant=tenant, document=document, prune=prune, allow_env=allow_env, notes=notes)
-    if not plan.changes:
-        return plan
     try:
         with transaction.atomic():
+            # One apply at a time per tenant, planned against what it changes: the tenant's row is locked first.
+            tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+            plan, planner = config_plan(tenant=tenant, document=document, prune=prune, allow_env=allow_env,
+                                        notes=notes)
+            if not plan.changes:
+                return plan
             for _, path, run in sorted(planner.steps, key=lambda s: s[0]):
                 try:
                     run(actor)

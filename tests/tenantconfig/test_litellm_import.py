@@ -273,3 +273,22 @@ def test_rest_plan_and_apply_take_a_litellm_config(world, client_for):
     assert refused.status_code == 400
     assert "'env:OPENAI_API_KEY' refers to an environment variable, which only `manage.py tenant_config apply` " \
            "reads" in refused.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_seed_sections_in_one_config_file_work_together(world, env, tmp_path):
+    """The seed keeps model_list, general_settings and router_settings in one config.yaml: its first
+    three snippets (the models, cost tracking, the fallback chain) concatenated, each verbatim."""
+    path = tmp_path / "config.yaml"
+    path.write_text("".join((SEED / name).read_text() for name in (
+        "01_advanced_parameters.yaml", "02_cost_tracking.yaml", "04_fallback_chain.yaml")))
+    out = import_seed(str(path), "acme")
+    gpt = ProviderModel.objects.get(provider__owner=world.tenant, provider__name="openai", model_id="gpt-4o")
+    assert (gpt.input_price, gpt.output_price, gpt.price_source) == (Decimal("2.5"), Decimal(10), "manual")
+    creative = ModelAlias.objects.get(tenant=world.tenant, name="gpt-4o-creative")
+    assert (creative.retries, creative.timeout_seconds, creative.allowed_fails, creative.cooldown_seconds,
+            creative.strategy) == (2, 300.0, 3, 60, "weighted")
+    assert Budget.objects.filter(tenant=world.tenant, name="LiteLLM max_budget", period="rolling_30d").exists()
+    assert "general_settings.model_cost.claude-3-5-sonnet: no model or model_name of this config is called" in out
+    assert "router_settings.routing_strategy 'usage-based-routing-v2' is set on the aliases whose deployments " \
+           "share a priority group; gpt-4o-creative, claude-precise keep weighted" in out
