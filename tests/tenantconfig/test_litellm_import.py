@@ -25,6 +25,7 @@ from tenantconfig.services import config_apply
 from tenants.access import SYSTEM
 from tenants.services import tenant_create
 from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.fakes.azure import FakeAzure
 
 SEED = Path(__file__).parent / "litellm_seed"
 ENV = {"OPENAI_API_KEY": "sk-openai-from-env", "ANTHROPIC_API_KEY": "sk-ant-from-env",
@@ -292,3 +293,34 @@ def test_seed_sections_in_one_config_file_work_together(world, env, tmp_path):
     assert "general_settings.model_cost.claude-3-5-sonnet: no model or model_name of this config is called" in out
     assert "router_settings.routing_strategy 'usage-based-routing-v2' is set on the aliases whose deployments " \
            "share a priority group; gpt-4o-creative, claude-precise keep weighted" in out
+
+
+AZURE = """\
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/my-gpt4o
+      api_base: %s
+      api_version: "2024-10-21"
+      api_key: os.environ/AZURE_API_KEY
+      base_model: azure/gpt-4o
+      max_tokens: 300
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_azure_deployment_is_called_by_its_name_with_the_api_version(live, monkeypatch, tmp_path):
+    monkeypatch.setenv("AZURE_API_KEY", "az-key-from-env")
+    created = tenant_create(slug="azure-import", name="Azure")
+    with FakeAzure(api_key="az-key-from-env") as fake:
+        path = tmp_path / "config.yaml"
+        path.write_text(AZURE % fake.base_url)
+        out = import_seed(str(path), "azure-import")
+        assert "+ create provider azure: type 'azure'" in out
+        provider = Provider.objects.get(owner=created.tenant, name="azure")
+        assert provider.options["deployments"] == {"my-gpt4o": "gpt-4o"}
+        response = call(live, created.chat_key, "gpt-4o")
+        assert response.status_code == 200, response.text
+        (sent,) = fake.requests_to("/openai/deployments/my-gpt4o/chat/completions")
+        assert sent.query["api-version"] == "2024-10-21" and sent.headers["api-key"] == "az-key-from-env"
+        assert sent.json["max_tokens"] == 300
