@@ -294,11 +294,11 @@ def duplicates_check(document: dict[str, Any]) -> list[str]:
             if entry[key] in seen:
                 errors.append(f"{section}[{index}].{key}: '{entry[key]}' is already {section}[{seen[entry[key]]}]")
             seen.setdefault(entry[key], index)
-        for index, entry in enumerate(document.get("providers") or [] if section == "providers" else []):
-            ids: dict[str, int] = {}
-            for m_index, model in enumerate((entry.get("models") or []) if isinstance(entry, dict) else []):
-                if isinstance(model, dict) and isinstance(model.get("id"), str):
-                    if model["id"] in ids:
-                        errors.append(f"providers[{index}].models[{m_index}].id: '{model['id']}' is listed twice")
-                    ids.setdefault(model["id"], m_index)
+    for index, entry in enumerate(document.get("providers") or []):
+        ids: set[str] = set()
+        for m_index, model in enumerate((entry.get("models") or []) if isinstance(entry, dict) else []):
+            if isinstance(model, dict) and isinstance(model.get("id"), str):
+                if model["id"] in ids:
+                    errors.append(f"providers[{index}].models[{m_index}].id: '{model['id']}' is listed twice")
+                ids.add(model["id"])
     return errors

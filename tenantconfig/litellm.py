@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from billing.models import BudgetAction, BudgetPeriod
+from core.errors import TollgateError
 from providers.base_urls import DEFAULT_BASE_URLS, detect_provider_type
 from providers.models import ProviderType, RoutingStrategy
 from providers.presets import preset_get
@@ -243,8 +244,8 @@ class _Translation:
     def secret(self, value: str, path: str) -> str | None:
         try:
             return secret_resolve(value, path=path, allow_env=self.allow_env)
-        except Exception as exc:  # noqa: BLE001 (InvalidInput: its message names the variable)
-            self.errors.append(getattr(exc, "message", str(exc)))
+        except TollgateError as exc:  # its message names the variable
+            self.errors.append(exc.message)
             return None
 
     @staticmethod

@@ -18,7 +18,6 @@ from tenants.models import OutagePolicy
 VERSION = 1
 MAX_ERRORS = 20
 
-ENV_REF = r"^env:[A-Za-z_][A-Za-z0-9_]*$"
 PRICE = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "maxLength": 40,
          "x-error": f'must be a decimal string of USD per million tokens, e.g. "2.50" (0 to {MAX_PRICE})',
          "description": "USD per million tokens, as a string (money is never a float)."}
@@ -33,7 +32,6 @@ ALIAS_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
                          "provider:model ids)"}
 MODEL_REF = {"type": "string", "minLength": 3, "maxLength": 400, "pattern": r"^[^:\s]+:\S.*$",
              "x-error": "must be provider:model, e.g. openrouter:openai/gpt-4o-mini"}
-NULLABLE_INT = {"type": ["integer", "null"]}
 
 
 def _int(minimum: int, maximum: int, *, nullable: bool = False, **extra) -> dict[str, Any]:

@@ -272,3 +272,13 @@ def test_platform_models_and_key_limits(world):
     with pytest.raises(ConfigInvalid, match=r"platform_models\[0\]\.model: 'plat:nope' is not a model"):
         config_apply(tenant=world.tenant, document={"version": 1, "platform_models": [{"model": "plat:nope"}]},
                      actor=SYSTEM)
+
+
+def test_names_given_twice_are_refused_by_path(world):
+    doc = {"version": 1, "aliases": [{"name": "a", "deployments": [{"model": "x:y"}]},
+                                     {"name": "a", "deployments": [{"model": "x:z"}]}],
+           "providers": [{"name": "p", "type": "openai", "models": [{"id": "m"}, {"id": "m", "enabled": False}]}]}
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert caught.value.errors == ["aliases[1].name: 'a' is already aliases[0]",
+                                   "providers[0].models[1].id: 'm' is listed twice"]
