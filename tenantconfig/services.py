@@ -266,6 +266,9 @@ class _Planner:
         service_data = {"name": want["name"], "provider_type": ptype, "base_url": base_url, "options": options,
                         "display_name": want["display_name"], **{f: want[f] for f in PROVIDER_DEFAULTS}, **update}
 
+        if row is not None and "options" in fields and row.provider_type == ptype:
+            # provider_update merges the options sent into the saved ones: a key the file drops is sent as null
+            service_data["options"] = {**{k: None for k in row.options or {} if k not in options}, **options}
         holder: dict[str, Provider | None] = {"row": row}
 
         def write(actor, service_data=service_data, changed=bool(fields)):

@@ -282,3 +282,13 @@ def test_names_given_twice_are_refused_by_path(world):
         config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
     assert caught.value.errors == ["aliases[1].name: 'a' is already aliases[0]",
                                    "providers[0].models[1].id: 'm' is listed twice"]
+
+
+def test_an_option_the_file_drops_is_dropped(world):
+    provider_create(owner=world.tenant, data={"name": "g", "preset": "groq"})
+    doc = {"version": 1, "providers": [{"name": "g", "type": "openai_compatible",
+                                        "base_url": "https://api.groq.com/openai/v1", "display_name": "Groq"}]}
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert [c.line() for c in plan.changes] == ["~ change provider g: options {\"preset\": \"groq\"} → {}"]
+    assert Provider.objects.get(owner=world.tenant, name="g").options == {}
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
