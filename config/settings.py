@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "tenants",
     "providers",
     "billing",
+    "tenantconfig",  # a tenant's configuration as one file; no models
     "support",  # last: its post_migrate receiver needs every app's permissions
 ]
 

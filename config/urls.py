@@ -22,5 +22,6 @@ urlpatterns = [
     path("api/", include("gateway.urls")),  # POST /api/test/llm
     path("api/", include("billing.urls")),
     path("api/", include("billing.usage_urls")),
+    path("api/", include("tenantconfig.urls")),  # a tenant's configuration as one file
     re_path(r"^api/", api_not_found),  # last: a JSON 404 for every other /api path
 ]

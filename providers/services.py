@@ -22,7 +22,7 @@ from providers.base_urls import (
     normalize_base_url,
     vertex_base_url,
 )
-from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry
+from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry, entry_from_name
 from providers.crypto import mask
 from providers.models import (
     MAX_PRICE,
@@ -264,6 +264,18 @@ def provider_validate(
                        field="name")
 
 
+def provider_settings_normalized(*, data: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """The provider type, base URL and options that provider_create would save for ``data``
+    (a preset, a detected type, the type's default URL and options filled in), without writing:
+    for comparing a wanted provider with a saved one (tenantconfig/)."""
+    preset = preset_named(data)
+    provider_type, base_url = _provider_target(data=data, provider=None)
+    options = _options_for(data=data, provider=None, provider_type=provider_type)
+    if preset is not None:
+        options = {**options, "preset": preset.name}
+    return provider_type, base_url, options
+
+
 def provider_probe(
     *, saved: Provider | None, base_url: str, provider_type: str, api_key: str,
     extra_headers: dict[str, str], timeout_seconds: float, preset: str = "",
@@ -478,6 +490,34 @@ def provider_model_set_enabled(
             actor=actor, action="model.enable" if enabled else "model.disable", tenant=tenant,
             target=f"model:{provider_model.provider.name}:{provider_model.model_id}",
         )
+
+
+def provider_models_declare(*, provider: Provider, model_ids: Collection[str], actor: Principal) -> list[str]:
+    """Rows for the models of ``provider`` named in ``model_ids`` that it has no row for yet, as a
+    sync that reported only their names would make them (capabilities from name patterns,
+    prices from the genai-prices catalog): a configuration file names the models its aliases
+    use before the provider was ever synced. Models already there are left alone; the next sync
+    fills in what the provider reports (and marks stale what it no longer offers). The ids added."""
+    wanted = []
+    for model_id in dict.fromkeys(model_ids):
+        text_check(model_id, field="model_id", what="model id")
+        if not 0 < len(model_id) <= MAX_MODEL_ID:
+            raise InvalidInput(f"Model id '{model_id[:40]}…' is longer than {MAX_MODEL_ID} characters.",
+                               field="model_id")
+        wanted.append(model_id)
+    with transaction.atomic():
+        have = set(ProviderModel.objects.filter(provider=provider, model_id__in=wanted)
+                   .values_list("model_id", flat=True))
+        added = [m for m in wanted if m not in have]
+        if not added:
+            return []
+        entries = [_price_bounded(provider, entry_from_name(provider, m)) for m in added]
+        ProviderModel.objects.bulk_create(
+            [ProviderModel(provider=provider, model_id=e.model_id, **_values(e)) for e in entries])
+        config_changed(tenant_id=provider.owner_id)
+        audit_record(actor=actor, action="model.declare", tenant=provider.owner, target=f"provider:{provider.name}",
+                     after={"models": added})
+    return added
 
 
 def provider_model_set_price(

@@ -231,6 +231,32 @@ def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
     return key
 
 
+API_KEY_LIMIT_FIELDS = ("allowed_models", "requests_per_minute", "tokens_per_day")
+
+
+def api_key_limits_update(*, key: ApiKey, changes: dict[str, Any], actor: Principal) -> ApiKey:
+    """Change a key's own restrictions (names from API_KEY_LIMIT_FIELDS, already validated):
+    the models it may call (empty: the tenant's) and its rate limits (null: the tenant's)."""
+    unknown = set(changes) - set(API_KEY_LIMIT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown key fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+        before = {f: getattr(locked, f) for f in changes}
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        after = {f: getattr(locked, f) for f in changes}
+        if before != after:
+            locked.save(update_fields=list(changes))
+            config_changed(tenant_id=locked.tenant_id)
+            audit_record(
+                actor=actor, action="api_key.update", tenant=locked.tenant, target=f"api_key:{locked.pk}",
+                before={k: v for k, v in before.items() if before[k] != after[k]},
+                after={k: v for k, v in after.items() if before[k] != after[k]},
+            )
+    return locked
+
+
 def api_key_touch(*, key_id: int, tenant_id: int) -> datetime | None:
     """Record use, at most once per key per API_KEY_TOUCH_SECONDS across all workers (the /api
     and the /v1 side alike): the cache ``add`` elects one writer, and the conditional UPDATE

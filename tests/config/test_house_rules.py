@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "tenants", "providers", "billing", "gateway", "support", "config", "tests", "bench")
+PACKAGES = ("core", "tenants", "providers", "billing", "gateway", "support", "tenantconfig", "config", "tests", "bench")
 SKIPPED = {"migrations", "__pycache__", ".venv-litellm"}  # generated code, and bench's own virtualenv
 
 

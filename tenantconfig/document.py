@@ -1,0 +1,304 @@
+"""A tenant's configuration as a document: :func:`config_export` reads it from the database,
+:func:`document_normalize` fills in a parsed document's defaults so the two compare field by
+field, and :func:`secret_resolve` turns ``env:NAME`` into the variable's value.
+
+Secrets are never written: a provider's key is exported as ``env:<NAME>_API_KEY`` and each extra
+header as ``env:<NAME>_HEADER_<HEADER>`` (the provider's and the header's names upper-cased,
+other characters as ``_``), a budget's webhook URL not at all. Applying the file reads those
+variables (or takes a value written in their place)."""
+
+import os
+import re
+from decimal import Decimal
+from typing import Any
+
+import yaml
+
+from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, default_thresholds
+from core.errors import InvalidInput
+from providers.models import ModelAlias, PriceSource, Provider, ProviderModel, RoutingStrategy, TenantModel
+from tenantconfig.schema import VERSION
+from tenants.models import ApiKey, Tenant
+
+PRICE_KEYS = ("input_price", "output_price", "cached_input_price", "cache_write_price")
+PROVIDER_DEFAULTS = {"priority": 0, "timeout_seconds": 60.0, "max_retries": 2, "enabled": True, "auto_sync": True,
+                     "sync_interval_minutes": 1440}
+ALIAS_DEFAULTS = {"description": "", "strategy": RoutingStrategy.WEIGHTED.value, "session_affinity": False,
+                  "retries": 1, "timeout_seconds": None, "allowed_fails": 3, "cooldown_seconds": 60,
+                  "context_window_fallbacks": [], "content_policy_fallbacks": []}
+DEPLOYMENT_LIMITS = ("rpm_limit", "tpm_limit")
+BUDGET_DEFAULTS = {"period": BudgetPeriod.MONTH.value, "thresholds": default_thresholds(),
+                   "action": BudgetAction.ALERT.value, "downgrade_alias": "", "enabled": True}
+KEY_DEFAULTS = {"allowed_models": [], "requests_per_minute": None, "tokens_per_day": None}
+ENV_PREFIX = "env:"
+
+
+def env_name(*parts: str) -> str:
+    return "_".join(re.sub(r"[^A-Za-z0-9]+", "_", p).strip("_").upper() for p in parts)
+
+
+def secret_resolve(value: str, *, path: str, allow_env: bool) -> str:
+    """``env:NAME`` as the variable's value (InvalidInput naming it when it is unset); any other
+    value as it is. ``allow_env`` False (the REST API) refuses references: the server's
+    environment is the platform's, not a tenant's to read into a key sent to its own URL."""
+    if not value.startswith(ENV_PREFIX):
+        return value
+    name = value[len(ENV_PREFIX):]
+    if not allow_env:
+        raise InvalidInput(
+            f"{path}: '{value}' refers to an environment variable, which only `manage.py tenant_config apply` "
+            "reads (the server's environment is not a tenant's to read); send the value itself, or leave the field "
+            "out to keep the saved one.", field=path)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise InvalidInput(f"{path}: '{name}' is not an environment variable name.", field=path)
+    found = os.environ.get(name)
+    if found is None or found == "":
+        raise InvalidInput(f"{path}: environment variable {name} is not set (it holds the secret for this field; "
+                           "export it, or write the value itself).", field=path)
+    return found
+
+
+def price_text(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    return format(value.normalize(), "f")
+
+
+def money_text(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value.normalize(),
+                  "f")
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _model_entry(model: ProviderModel) -> dict[str, Any] | None:
+    entry: dict[str, Any] = {"id": model.model_id}
+    if not model.enabled:
+        entry["enabled"] = False
+    if model.price_source == PriceSource.MANUAL:
+        for key in PRICE_KEYS:
+            text = price_text(getattr(model, key))
+            if text is not None:
+                entry[key] = text
+    return entry if len(entry) > 1 else None
+
+
+def _provider_entry(provider: Provider) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": provider.name, "type": provider.provider_type}
+    if provider.display_name and provider.display_name != provider.name:
+        entry["display_name"] = provider.display_name
+    entry["base_url"] = provider.base_url
+    if provider.api_key:
+        entry["api_key"] = ENV_PREFIX + env_name(provider.name, "API_KEY")
+    if provider.extra_headers:
+        entry["extra_headers"] = {h: ENV_PREFIX + env_name(provider.name, "HEADER", h)
+                                  for h in sorted(provider.extra_headers)}
+    if provider.options:
+        entry["options"] = provider.options
+    for field in PROVIDER_DEFAULTS:
+        entry[field] = getattr(provider, field)
+    models = ProviderModel.objects.filter(provider=provider, stale=False).order_by("model_id")
+    entry["models"] = [e for e in (_model_entry(m) for m in models) if e is not None]
+    return entry
+
+
+def _deployment_entry(target) -> dict[str, Any]:
+    pm = target.provider_model
+    entry: dict[str, Any] = {"model": f"{pm.provider.name}:{pm.model_id}", "priority": target.priority,
+                             "weight": target.weight}
+    for field in DEPLOYMENT_LIMITS:
+        if getattr(target, field) is not None:
+            entry[field] = getattr(target, field)
+    overrides = {k: v for k, v in (target.overrides or {}).items() if v is not None}
+    if overrides:
+        entry["overrides"] = overrides
+    return entry
+
+
+def _alias_entry(alias: ModelAlias) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": alias.name}
+    for field in ALIAS_DEFAULTS:
+        entry[field] = getattr(alias, field)
+    entry["deployments"] = [_deployment_entry(t) for t in
+                            alias.targets.select_related("provider_model__provider").order_by("position")]
+    return entry
+
+
+def _budget_entry(budget: Budget) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": budget.name, "scope": budget.scope}
+    if budget.api_key_id:
+        entry["key"] = budget.api_key.name
+    entry["amount"] = money_text(budget.amount)
+    entry.update(period=budget.period, thresholds=list(budget.thresholds), action=budget.action)
+    if budget.downgrade_alias:
+        entry["downgrade_alias"] = budget.downgrade_alias
+    entry["enabled"] = budget.enabled
+    return entry
+
+
+def settings_entry(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "timezone": tenant.timezone, "default_model": tenant.default_model or None,
+        "temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p,
+        "requests_per_minute": tenant.requests_per_minute, "tokens_per_day": tenant.tokens_per_day,
+        "redis_outage": tenant.redis_outage, "usage_retention_days": tenant.usage_retention_days,
+        "cache": {"enabled": tenant.cache_enabled, "ttl_seconds": tenant.cache_ttl_seconds},
+    }
+
+
+def active_keys(tenant: Tenant) -> list[ApiKey]:
+    return [k for k in ApiKey.objects.filter(tenant=tenant, revoked_at__isnull=True).order_by("name", "pk")
+            if k.status == "active"]
+
+
+def config_export(*, tenant: Tenant) -> dict[str, Any]:
+    """Everything ``tenant`` configures, as a document (no secret in it)."""
+    providers = Provider.objects.filter(owner=tenant).order_by("name")
+    choices = (TenantModel.objects.filter(tenant=tenant, enabled=True)
+               .select_related("provider_model__provider").order_by("provider_model__provider__name",
+                                                                     "provider_model__model_id"))
+    keys = []
+    for key in active_keys(tenant):
+        entry: dict[str, Any] = {"name": key.name}
+        entry.update({f: getattr(key, f) for f in KEY_DEFAULTS if getattr(key, f) != KEY_DEFAULTS[f]})
+        if len(entry) > 1:
+            keys.append(entry)
+    return {
+        "version": VERSION,
+        "tenant": {"slug": tenant.slug, "name": tenant.name},
+        "settings": settings_entry(tenant),
+        "providers": [_provider_entry(p) for p in providers],
+        "platform_models": [{"model": f"{c.provider_model.provider.name}:{c.provider_model.model_id}",
+                             "enabled": True} for c in choices],
+        "aliases": [_alias_entry(a) for a in ModelAlias.objects.filter(tenant=tenant).order_by("name")],
+        "budgets": [_budget_entry(b) for b in
+                    Budget.objects.filter(tenant=tenant).select_related("api_key").order_by("name", "pk")],
+        "keys": keys,
+        "projects": [],
+    }
+
+
+HEADER = """\
+# Tollgate tenant configuration (version 1). Apply with:
+#   manage.py tenant_config apply <this file> [--prune] [--dry-run]   or   POST /api/config/apply
+# Secrets are not in this file: env:NAME is read from the environment when it is applied (manage.py only).
+# projects: reserved for projects, which Tollgate does not have yet.
+"""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(Decimal, lambda dumper, value: dumper.represent_str(price_text(value) or "0"))
+
+
+def document_yaml(document: dict[str, Any]) -> str:
+    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+
+
+# --- normalize ---------------------------------------------------------------------------------
+
+
+def _provider_wanted(entry: dict[str, Any]) -> dict[str, Any]:
+    wanted = {"name": entry["name"], **PROVIDER_DEFAULTS, **{k: entry[k] for k in PROVIDER_DEFAULTS if k in entry}}
+    wanted["display_name"] = entry.get("display_name") or entry["name"]
+    for key in ("type", "base_url", "options", "api_key", "extra_headers", "models"):
+        if key in entry:
+            wanted[key] = entry[key]
+    if "timeout_seconds" in wanted:
+        wanted["timeout_seconds"] = float(wanted["timeout_seconds"])
+    if "models" in wanted:
+        wanted["models"] = [_model_wanted(m) for m in wanted["models"]]
+    return wanted
+
+
+def _model_wanted(entry: dict[str, Any]) -> dict[str, Any]:
+    wanted: dict[str, Any] = {"id": entry["id"]}
+    if entry.get("enabled", True) is False:
+        wanted["enabled"] = False
+    for key in PRICE_KEYS:
+        if entry.get(key) is not None:
+            wanted[key] = price_text(Decimal(entry[key]))
+    return wanted
+
+
+def _alias_wanted(entry: dict[str, Any]) -> dict[str, Any]:
+    wanted = {"name": entry["name"], **ALIAS_DEFAULTS, **{k: entry[k] for k in ALIAS_DEFAULTS if k in entry}}
+    if wanted["timeout_seconds"] is not None:
+        wanted["timeout_seconds"] = float(wanted["timeout_seconds"])
+    deployments = []
+    for index, d in enumerate(entry["deployments"]):
+        one = {"model": d["model"], "priority": d.get("priority", index), "weight": d.get("weight", 1)}
+        one.update({f: d[f] for f in DEPLOYMENT_LIMITS if d.get(f) is not None})
+        overrides = {k: v for k, v in (d.get("overrides") or {}).items() if v is not None}
+        if overrides:
+            one["overrides"] = overrides
+        deployments.append(one)
+    wanted["deployments"] = deployments
+    return wanted
+
+
+def _budget_wanted(entry: dict[str, Any]) -> dict[str, Any]:
+    wanted = {"name": entry["name"], "scope": entry.get("scope") or (
+        BudgetScope.KEY.value if entry.get("key") else BudgetScope.TENANT.value)}
+    if entry.get("key"):
+        wanted["key"] = entry["key"]
+    wanted["amount"] = money_text(Decimal(entry["amount"]))
+    wanted.update({k: entry.get(k, v) for k, v in BUDGET_DEFAULTS.items()})
+    wanted["thresholds"] = sorted(wanted["thresholds"])
+    if not wanted["downgrade_alias"]:
+        wanted.pop("downgrade_alias")
+    if "webhook_url" in entry:
+        wanted["webhook_url"] = entry["webhook_url"]
+    return wanted
+
+
+def document_normalize(document: dict[str, Any]) -> dict[str, Any]:
+    """A schema-valid document with every default filled in, in the form config_export writes,
+    so a wanted entry and a saved one compare equal exactly when applying would change nothing.
+    Sections left out stay out (they are left as they are)."""
+    out: dict[str, Any] = {"version": document["version"]}
+    if "tenant" in document:
+        out["tenant"] = dict(document["tenant"])
+    if "settings" in document:
+        out["settings"] = dict(document["settings"])
+        if "default_model" in out["settings"]:
+            out["settings"]["default_model"] = (out["settings"]["default_model"] or "").strip() or None
+        for key in ("temperature", "top_p"):
+            if out["settings"].get(key) is not None:
+                out["settings"][key] = float(out["settings"][key])
+    for section, normalize in (("providers", _provider_wanted), ("aliases", _alias_wanted),
+                               ("budgets", _budget_wanted)):
+        if section in document:
+            out[section] = [normalize(e) for e in document[section]]
+    if "platform_models" in document:
+        out["platform_models"] = [{"model": e["model"], "enabled": e.get("enabled", True)}
+                                  for e in document["platform_models"]]
+    if "keys" in document:
+        out["keys"] = [{"name": e["name"], **KEY_DEFAULTS, **{k: e[k] for k in KEY_DEFAULTS if k in e}}
+                       for e in document["keys"]]
+    return out
+
+
+def duplicates_check(document: dict[str, Any]) -> list[str]:
+    """Two entries of one section with the same name: which one is meant cannot be told."""
+    errors = []
+    for section, key in (("providers", "name"), ("aliases", "name"), ("budgets", "name"), ("keys", "name"),
+                         ("platform_models", "model")):
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(document.get(section) or []):
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), str):
+                continue
+            if entry[key] in seen:
+                errors.append(f"{section}[{index}].{key}: '{entry[key]}' is already {section}[{seen[entry[key]]}]")
+            seen.setdefault(entry[key], index)
+    for index, entry in enumerate(document.get("providers") or []):
+        ids: set[str] = set()
+        for m_index, model in enumerate((entry.get("models") or []) if isinstance(entry, dict) else []):
+            if isinstance(model, dict) and isinstance(model.get("id"), str):
+                if model["id"] in ids:
+                    errors.append(f"providers[{index}].models[{m_index}].id: '{model['id']}' is listed twice")
+                ids.add(model["id"])
+    return errors

@@ -1,0 +1,294 @@
+"""A tenant's configuration as one file: export, apply (through the services, in one transaction),
+idempotence, prune, dry runs, env references, schema errors that name their path, and the other
+tenant's names, through manage.py."""
+
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from billing.models import Budget
+from billing.services import budget_create
+from providers.catalog import CatalogEntry
+from providers.models import AliasTarget, ModelAlias, PriceSource, Provider, ProviderModel
+from providers.services import (
+    alias_create,
+    provider_create,
+    provider_model_set_enabled,
+    provider_model_set_price,
+    provider_models_upsert,
+)
+from tenantconfig.document import config_export
+from tenantconfig.schema import ConfigInvalid, document_errors
+from tenantconfig.services import config_apply
+from tenants.access import SYSTEM
+from tenants.models import ApiKey, AuditEvent
+from tenants.services import tenant_create, tenant_update
+
+pytestmark = pytest.mark.django_db
+
+
+def configured(tenant, *, key="sk-live-1234"):
+    """A tenant with two providers (one with a manual price and a disabled model), an alias with two
+    deployments and fallbacks, a downgrade budget, a key-scoped budget and key limits."""
+    tenant_update(tenant=tenant, actor=SYSTEM, changes={"temperature": 0.4, "requests_per_minute": 120,
+                                                         "cache_enabled": True, "cache_ttl_seconds": 600,
+                                                         "timezone": "Europe/Berlin"})
+    up = provider_create(owner=tenant, data={"name": "up", "provider_type": "openai_compatible",
+                                             "base_url": "https://llm.example.com/v1", "api_key": key,
+                                             "extra_headers": {"X-Team": "blue"}, "priority": 5})
+    provider_models_upsert(provider=up, catalog=[CatalogEntry("m1"), CatalogEntry("m2"), CatalogEntry("m3")])
+    provider_model_set_price(provider_model=ProviderModel.objects.get(provider=up, model_id="m1"), tenant=tenant,
+                             prices={"input": Decimal("2.5"), "output": Decimal("10")}, actor=SYSTEM)
+    provider_model_set_enabled(provider_model=ProviderModel.objects.get(provider=up, model_id="m3"), tenant=tenant,
+                               enabled=False, actor=SYSTEM)
+    anth = provider_create(owner=tenant, data={"name": "anth", "provider_type": "anthropic"})
+    provider_models_upsert(provider=anth, catalog=[CatalogEntry("claude-x")])
+    alias_create(tenant=tenant, actor=SYSTEM, data={"name": "cheap", "targets": [{"model": "up:m2"}]})
+    alias_create(tenant=tenant, actor=SYSTEM, data={
+        "name": "smart", "strategy": "usage", "retries": 2, "timeout_seconds": 30,
+        "context_window_fallbacks": ["cheap"],
+        "targets": [{"model": "up:m1", "priority": 0, "weight": 3, "rpm_limit": 100},
+                    {"model": "anth:claude-x", "priority": 0, "overrides": {"temperature": 0.2}}]})
+    budget_create(tenant=tenant, actor=SYSTEM, data={"name": "Monthly", "amount": Decimal("100"),
+                                                     "action": "downgrade", "downgrade_alias": "cheap"})
+    key = ApiKey.objects.get(tenant=tenant, name="default chat key")
+    budget_create(tenant=tenant, actor=SYSTEM, data={"name": "Chat key", "amount": Decimal("5.5"), "api_key": key.pk,
+                                                     "period": "day", "action": "block"})
+    ApiKey.objects.filter(pk=key.pk).update(requests_per_minute=30, allowed_models=["smart"])
+
+
+def export_yaml(slug: str) -> str:
+    out = StringIO()
+    call_command("tenant_config", "export", slug, stdout=out)
+    return out.getvalue()
+
+
+def apply(path, *args) -> str:
+    out = StringIO()
+    call_command("tenant_config", "apply", str(path), *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setenv("UP_API_KEY", "sk-live-1234")
+    monkeypatch.setenv("UP_HEADER_X_TEAM", "blue")
+    return monkeypatch
+
+
+def test_export_holds_everything_but_secrets(world):
+    configured(world.tenant)
+    text = export_yaml("acme")
+    assert "sk-live-1234" not in text and "blue" not in text
+    doc = yaml.safe_load(text)
+    up = next(p for p in doc["providers"] if p["name"] == "up")
+    assert up["api_key"] == "env:UP_API_KEY" and up["extra_headers"] == {"X-Team": "env:UP_HEADER_X_TEAM"}
+    assert up["models"] == [{"id": "m1", "input_price": "2.5", "output_price": "10"}, {"id": "m3", "enabled": False}]
+    smart = next(a for a in doc["aliases"] if a["name"] == "smart")
+    assert smart["strategy"] == "usage" and smart["context_window_fallbacks"] == ["cheap"]
+    assert smart["deployments"] == [{"model": "up:m1", "priority": 0, "weight": 3, "rpm_limit": 100},
+                                    {"model": "anth:claude-x", "priority": 0, "weight": 1,
+                                     "overrides": {"temperature": 0.2}}]
+    assert {b["name"]: b.get("key") for b in doc["budgets"]} == {"Chat key": "default chat key", "Monthly": None}
+    assert doc["keys"] == [{"name": "default chat key", "allowed_models": ["smart"], "requests_per_minute": 30}]
+    assert doc["settings"]["cache"] == {"enabled": True, "ttl_seconds": 600}
+    assert doc["projects"] == []
+    assert document_errors(doc) == []
+
+
+def test_round_trip_onto_an_empty_tenant_and_a_second_apply_changes_nothing(world, env, tmp_path):
+    configured(world.tenant)
+    first = export_yaml("acme")
+    fresh = tenant_create(slug="fresh", name="Fresh").tenant
+    ApiKey.objects.filter(tenant=fresh, name="default chat key")  # the key the budget names exists there too
+    path = tmp_path / "acme.yaml"
+    path.write_text(first)
+    out = apply(path, "--tenant", "fresh")
+    assert "Applied to tenant 'fresh'" in out
+    assert "+ create alias smart" in out and "+ create provider up" in out
+    again = yaml.safe_load(export_yaml("fresh"))
+    before = yaml.safe_load(first)
+    before["tenant"]["slug"] = "fresh"
+    assert again == before
+    # secrets came from the environment, encrypted like any key
+    up = Provider.objects.get(owner=fresh, name="up")
+    assert up.api_key == "sk-live-1234" and up.extra_headers == {"X-Team": "blue"}
+    assert ProviderModel.objects.get(provider=up, model_id="m1").price_source == PriceSource.MANUAL
+    # a second apply: no changes, no audit event
+    events = AuditEvent.objects.filter(tenant=fresh).count()
+    assert apply(path, "--tenant", "fresh").startswith("No changes: tenant 'fresh' already matches")
+    assert AuditEvent.objects.filter(tenant=fresh).count() == events
+    assert AuditEvent.objects.filter(tenant=fresh, action="config.apply").count() == 1
+
+
+def test_apply_changes_fields_and_dry_run_prints_before_and_after_but_changes_nothing(world, env, tmp_path):
+    configured(world.tenant)
+    doc = yaml.safe_load(export_yaml("acme"))
+    smart = next(a for a in doc["aliases"] if a["name"] == "smart")
+    smart["retries"] = 4
+    smart["deployments"][0]["weight"] = 7
+    doc["settings"]["temperature"] = 0.9
+    doc["budgets"][1]["amount"] = "250.00"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = apply(path, "--dry-run")
+    assert "~ change alias smart: retries 2 → 4; deployments" in out
+    assert "~ change settings acme: temperature 0.4 → 0.9" in out
+    assert "~ change budget Monthly: amount '100.00' → '250.00'" in out
+    assert "Dry run: nothing was changed." in out
+    assert ModelAlias.objects.get(tenant=world.tenant, name="smart").retries == 2
+    assert not AuditEvent.objects.filter(action="config.apply").exists()
+    apply(path)
+    assert ModelAlias.objects.get(tenant=world.tenant, name="smart").retries == 4
+    assert AliasTarget.objects.get(alias__name="smart", position=0).weight == 7
+    assert Budget.objects.get(tenant=world.tenant, name="Monthly").amount == Decimal("250")
+    event = AuditEvent.objects.get(action="config.apply")
+    assert event.after["summary"] == {"create": 0, "change": 3, "delete": 0}
+    assert AuditEvent.objects.filter(action="alias.update", target="alias:smart").exists()  # the services' own
+
+
+def test_prune_deletes_what_the_file_does_not_name(world, env, tmp_path):
+    configured(world.tenant)
+    doc = yaml.safe_load(export_yaml("acme"))
+    doc["aliases"] = [a for a in doc["aliases"] if a["name"] == "cheap"]
+    doc["budgets"] = [b for b in doc["budgets"] if b["name"] == "Monthly"]
+    doc["providers"] = [p for p in doc["providers"] if p["name"] == "up"]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert "No changes" in apply(path)  # without --prune nothing is deleted
+    out = apply(path, "--prune", "--dry-run")
+    assert "- delete alias smart" in out and "- delete budget Chat key" in out and "- delete provider anth" in out
+    assert Provider.objects.filter(owner=world.tenant, name="anth").exists()
+    apply(path, "--prune")
+    assert list(ModelAlias.objects.filter(tenant=world.tenant).values_list("name", flat=True)) == ["cheap"]
+    assert not Provider.objects.filter(owner=world.tenant, name="anth").exists()
+    assert list(Budget.objects.filter(tenant=world.tenant).values_list("name", flat=True)) == ["Monthly"]
+    assert "No changes" in apply(path, "--prune")
+
+
+def test_env_references_missing_variable_is_an_error_naming_it(world, tmp_path, monkeypatch):
+    doc = {"version": 1, "providers": [{"name": "up", "type": "openai", "api_key": "env:TG_TEST_MISSING_KEY"}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.delenv("TG_TEST_MISSING_KEY", raising=False)
+    with pytest.raises(CommandError, match=r"providers\[0\]\.api_key: environment variable TG_TEST_MISSING_KEY is "
+                                           "not set"):
+        apply(path, "--tenant", "acme")
+    assert not Provider.objects.filter(owner=world.tenant).exists()
+    monkeypatch.setenv("TG_TEST_MISSING_KEY", "sk-from-env")
+    out = apply(path, "--tenant", "acme")
+    assert "api_key (from env TG_TEST_MISSING_KEY)" in out and "sk-from-env" not in out
+    assert Provider.objects.get(owner=world.tenant, name="up").api_key == "sk-from-env"
+    # an omitted key keeps the saved one; a literal one replaces it
+    doc["providers"][0].pop("api_key")
+    path.write_text(yaml.safe_dump(doc))
+    assert "No changes" in apply(path, "--tenant", "acme")
+    doc["providers"][0]["api_key"] = "sk-literal"
+    path.write_text(yaml.safe_dump(doc))
+    assert "api_key (set) → (new value)" in apply(path, "--tenant", "acme")
+    assert Provider.objects.get(owner=world.tenant, name="up").api_key == "sk-literal"
+
+
+def test_schema_errors_name_their_path(world):
+    doc = {"version": 1, "aliases": [
+        {"name": "a", "deployments": [{"model": "x:y"}]},
+        {"name": "b", "deployments": [{"model": "x:y"}]},
+        {"name": "c", "deployments": [{"model": "x:y", "weight": -1}], "strategy": "fastest", "colour": "red"},
+    ], "budgets": [{"name": "B", "amount": 12.5}], "providers": [{"name": "Bad:Name"}], "projects": [{"name": "p"}]}
+    errors = document_errors(doc)
+    assert "aliases[2].deployments[0].weight: must be ≥ 0" in errors
+    assert any(e.startswith("aliases[2].strategy: must be one of: weighted, least-busy") for e in errors)
+    assert any(e.startswith("aliases[2].colour: is not a known field here") for e in errors)
+    assert any(e.startswith("budgets[0].amount: must be a decimal string of USD") for e in errors)
+    assert any(e.startswith("providers[0].name: must be 1-64 lowercase letters") for e in errors)
+    assert any(e.startswith("projects: must be empty: projects do not exist yet") for e in errors)
+    assert document_errors({"aliases": []}) == ["version: is required"]
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert "aliases[2].deployments[0].weight: must be ≥ 0" in caught.value.errors
+
+
+def test_service_errors_name_their_path_and_nothing_is_written(world, env):
+    doc = {"version": 1,
+           "providers": [{"name": "up", "type": "openai", "api_key": "env:UP_API_KEY"}],
+           "aliases": [{"name": "ok", "deployments": [{"model": "up:gpt-4o"}]},
+                       {"name": "bad", "deployments": [{"model": "up:gpt-4o"}, {"model": "nowhere:m"}]}]}
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert caught.value.errors[0].startswith("aliases[1].deployments[1].model: deployments[1].model 'nowhere:m' is "
+                                             "not a model this tenant may use")
+    assert not Provider.objects.filter(owner=world.tenant).exists()  # one transaction: the provider went too
+    assert not AuditEvent.objects.filter(tenant=world.tenant, action__startswith="provider").exists()
+
+
+def test_another_tenants_names_are_refused_and_never_exported(world, env, tmp_path):
+    configured(world.other, key="sk-other-9999")
+    doc = yaml.safe_load(export_yaml("acme"))
+    assert doc["providers"] == [] and doc["aliases"] == [] and doc["budgets"] == []
+    # an alias on the other tenant's provider, a budget on its key: refused like unknown names
+    bad = {"version": 1, "aliases": [{"name": "steal", "deployments": [{"model": "up:m1"}]}]}
+    with pytest.raises(ConfigInvalid, match=r"aliases\[0\]\.deployments\[0\]\.model: .*'up:m1' is not a model this "
+                                            "tenant may use"):
+        config_apply(tenant=world.tenant, document=bad, actor=SYSTEM)
+    other_key = ApiKey.objects.filter(tenant=world.other, name="default chat key").first()
+    ApiKey.objects.filter(pk=other_key.pk).update(name="their key")
+    bad = {"version": 1, "budgets": [{"name": "B", "amount": "5", "key": "their key"}],
+           "keys": [{"name": "their key", "requests_per_minute": 1}]}
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, document=bad, actor=SYSTEM)
+    assert caught.value.errors == [
+        "budgets[0].key: tenant 'acme' has no active API key named 'their key' (a configuration file never creates "
+        "keys: create it with POST /api/keys, then apply again).",
+        "keys[0].name: tenant 'acme' has no active API key named 'their key' (a configuration file never creates "
+        "keys: create it with POST /api/keys, then apply again).",
+    ]
+    # a file naming the other tenant is not applied to it by accident
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "tenant": {"slug": "other"}, "settings": {"temperature": 1.0}}))
+    apply(path)  # its own slug: applied to 'other'
+    world.other.refresh_from_db()
+    assert world.other.temperature == 1.0
+
+
+def test_platform_models_and_key_limits(world):
+    platform = provider_create(owner=None, data={"name": "plat", "provider_type": "openai"})
+    provider_models_upsert(provider=platform, catalog=[CatalogEntry("gpt-4o"), CatalogEntry("gpt-4o-mini")])
+    doc = {"version": 1, "platform_models": [{"model": "plat:gpt-4o"}],
+           "keys": [{"name": "default chat key", "allowed_models": ["plat:gpt-4o"], "tokens_per_day": 1000}]}
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert [c.line() for c in plan.changes] == [
+        "~ change platform_model plat:gpt-4o: enabled false → true",
+        "~ change key default chat key: allowed_models [] → [\"plat:gpt-4o\"]; tokens_per_day null → 1000",
+    ]
+    exported = config_export(tenant=world.tenant)
+    assert exported["platform_models"] == [{"model": "plat:gpt-4o", "enabled": True}]
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
+    doc["platform_models"] = []
+    assert [c.line() for c in config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes] == [
+        "~ change platform_model plat:gpt-4o: enabled true → false"]
+    with pytest.raises(ConfigInvalid, match=r"platform_models\[0\]\.model: 'plat:nope' is not a model"):
+        config_apply(tenant=world.tenant, document={"version": 1, "platform_models": [{"model": "plat:nope"}]},
+                     actor=SYSTEM)
+
+
+def test_names_given_twice_are_refused_by_path(world):
+    doc = {"version": 1, "aliases": [{"name": "a", "deployments": [{"model": "x:y"}]},
+                                     {"name": "a", "deployments": [{"model": "x:z"}]}],
+           "providers": [{"name": "p", "type": "openai", "models": [{"id": "m"}, {"id": "m", "enabled": False}]}]}
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert caught.value.errors == ["aliases[1].name: 'a' is already aliases[0]",
+                                   "providers[0].models[1].id: 'm' is listed twice"]
+
+
+def test_an_option_the_file_drops_is_dropped(world):
+    provider_create(owner=world.tenant, data={"name": "g", "preset": "groq"})
+    doc = {"version": 1, "providers": [{"name": "g", "type": "openai_compatible",
+                                        "base_url": "https://api.groq.com/openai/v1", "display_name": "Groq"}]}
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert [c.line() for c in plan.changes] == ["~ change provider g: options {\"preset\": \"groq\"} → {}"]
+    assert Provider.objects.get(owner=world.tenant, name="g").options == {}
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
