@@ -140,6 +140,7 @@ def _budget_entry(budget: Budget) -> dict[str, Any]:
 def settings_entry(tenant: Tenant) -> dict[str, Any]:
     return {
         "timezone": tenant.timezone, "default_model": tenant.default_model or None,
+        "default_embedding_model": tenant.default_embedding_model or None,
         "temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p,
         "requests_per_minute": tenant.requests_per_minute, "tokens_per_day": tenant.tokens_per_day,
         "redis_outage": tenant.redis_outage, "usage_retention_days": tenant.usage_retention_days,
@@ -264,8 +265,9 @@ def document_normalize(document: dict[str, Any]) -> dict[str, Any]:
         out["tenant"] = dict(document["tenant"])
     if "settings" in document:
         out["settings"] = dict(document["settings"])
-        if "default_model" in out["settings"]:
-            out["settings"]["default_model"] = (out["settings"]["default_model"] or "").strip() or None
+        for name in ("default_model", "default_embedding_model"):
+            if name in out["settings"]:
+                out["settings"][name] = (out["settings"][name] or "").strip() or None
         for key in ("temperature", "top_p"):
             if out["settings"].get(key) is not None:
                 out["settings"][key] = float(out["settings"][key])

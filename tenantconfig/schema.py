@@ -137,6 +137,7 @@ KEY = _obj({
 SETTINGS = _obj({
     "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
     "default_model": {"type": ["string", "null"], "maxLength": 255},
+    "default_embedding_model": {"type": ["string", "null"], "maxLength": 255},
     "temperature": _num(0, 2, nullable=True),
     "max_tokens": _int(1, 10_000_000, nullable=True),
     "top_p": _num(0, 1, nullable=True),

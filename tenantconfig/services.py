@@ -51,7 +51,8 @@ from tenants.services import api_key_limits_update, audit_record, tenant_update
 
 KINDS = ("settings", "provider", "model", "platform_model", "alias", "budget", "key")
 SYMBOL = {"create": "+", "change": "~", "delete": "-"}
-SETTING_FIELDS = {"timezone": "timezone", "default_model": "default_model", "temperature": "temperature",
+SETTING_FIELDS = {"timezone": "timezone", "default_model": "default_model",
+                  "default_embedding_model": "default_embedding_model", "temperature": "temperature",
                   "max_tokens": "max_tokens", "top_p": "top_p", "requests_per_minute": "requests_per_minute",
                   "tokens_per_day": "tokens_per_day", "redis_outage": "redis_outage",
                   "usage_retention_days": "usage_retention_days", "cache.enabled": "cache_enabled",
@@ -179,7 +180,8 @@ class _Planner:
         if not diff:
             return
         self.add(Change("change", "settings", self.tenant.slug, diff))
-        changes = {SETTING_FIELDS[k]: ("" if k == "default_model" and v is None else v) for k, (_, v) in diff.items()}
+        blank_when_none = ("default_model", "default_embedding_model")
+        changes = {SETTING_FIELDS[k]: ("" if k in blank_when_none and v is None else v) for k, (_, v) in diff.items()}
         self.step(0, "settings", lambda actor: tenant_update(tenant=self.tenant, changes=changes, actor=actor))
 
     # --- providers and their models ------------------------------------------------------------
