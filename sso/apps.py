@@ -1,0 +1,9 @@
+"""OpenID Connect login for the console and the admin (mozilla-django-oidc; README "Single
+sign-on"). No models: users, memberships and the support group belong to their apps."""
+
+from django.apps import AppConfig
+
+
+class SsoConfig(AppConfig):
+    name = "sso"
+    default_auto_field = "django.db.models.BigAutoField"
