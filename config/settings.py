@@ -87,7 +87,7 @@ INSTALLED_APPS = [
     "providers",
     "billing",
     "tenantconfig",  # a tenant's configuration as one file; no models
-    "sso",  # OpenID Connect login (mozilla-django-oidc); no models
+    "sso",  # OpenID Connect login (mozilla-django-oidc); SSO identities
     "support",  # last: its post_migrate receiver needs every app's permissions
 ]
 

@@ -1,5 +1,6 @@
 """OpenID Connect login for the console and the admin (mozilla-django-oidc; README "Single
-sign-on"). No models: users, memberships and the support group belong to their apps."""
+sign-on"). Its one model links an issuer's subject to a user; memberships and the support group
+belong to their apps."""
 
 from django.apps import AppConfig
 

@@ -1,4 +1,5 @@
-"""What an SSO login does to the user (sso_user_sync): find or create them by email, apply the
+"""What an SSO login does to the user (sso_user_sync): find them by the issuer's subject (or,
+the first time, by verified email) or create them, apply the
 mapping rules to their memberships, and set the staff and support roles from the groups claim.
 Run on every SSO login, so the identity provider's groups stay the source of truth."""
 
@@ -10,8 +11,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from core.errors import InvalidInput, TollgateError
+from sso.models import Identity
 from sso.rules import grants_for
 from support.groups import SUPPORT_GROUP
 from tenants.access import SYSTEM, Principal
@@ -71,21 +74,11 @@ def sso_user_sync(*, claims: dict[str, Any]):
     staff = bool(settings.OIDC_STAFF_GROUP) and settings.OIDC_STAFF_GROUP in groups
     support = bool(settings.OIDC_SUPPORT_GROUP) and settings.OIDC_SUPPORT_GROUP in groups
 
-    User = get_user_model()
-    users = list(User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email))[:2])
-    if len(users) > 1:
-        raise SSORefused(
-            f"Two Tollgate accounts use the email {email}; ask Tollgate staff to merge them, "
-            "then sign in again."
-        )
-    user = users[0] if users else None
-    if user is not None and not verified:
-        raise SSORefused(
-            f"Your identity provider has not verified the email {email}, and a Tollgate account "
-            "with that email exists: verify the email with your provider, then sign in again."
-        )
+    subject = str(claims.get("sub") or "")
+    identity = Identity.objects.select_related("user").filter(issuer=settings.OIDC_ISSUER, subject=subject).first()
+    user = identity.user if identity is not None else _user_by_email(email=email, verified=verified)
     if user is not None and not user.is_active:
-        raise SSORefused(f"The Tollgate account {email} is disabled; ask Tollgate staff.")
+        raise SSORefused(f"The Tollgate account {user.get_username()} is disabled; ask Tollgate staff.")
     has_membership = user is not None and Membership.objects.filter(user=user).exists()
     if not (tenants or staff or support or has_membership):
         hint = "" if verified else " (your provider has not verified your email, so domain rules do not apply)"
@@ -97,10 +90,38 @@ def sso_user_sync(*, claims: dict[str, Any]):
     with transaction.atomic():
         if user is None:
             user = user_get_or_create_by_email(email=email)
+        if identity is None:
+            identity = Identity.objects.create(user=user, issuer=settings.OIDC_ISSUER, subject=subject)
+        Identity.objects.filter(pk=identity.pk).update(email=email, last_login_at=timezone.now())
         for slug, tenant in tenants.items():
             _membership_apply(user=user, email=email, tenant=tenant, role=grants[slug])
         _staff_apply(user=user, staff=staff, support=support)
     return user
+
+
+def _user_by_email(*, email: str, verified: bool):
+    """The existing user a first SSO sign-in links to: only through a verified email, and only
+    one not linked to another subject of this issuer."""
+    User = get_user_model()
+    users = list(User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email))[:2])
+    if len(users) > 1:
+        raise SSORefused(
+            f"Two Tollgate accounts use the email {email}; ask Tollgate staff to merge them, "
+            "then sign in again."
+        )
+    if not users:
+        return None
+    if not verified:
+        raise SSORefused(
+            f"Your identity provider has not verified the email {email}, and a Tollgate account "
+            "with that email exists: verify the email with your provider, then sign in again."
+        )
+    if Identity.objects.filter(user=users[0], issuer=settings.OIDC_ISSUER).exists():
+        raise SSORefused(
+            f"The Tollgate account {email} belongs to another account at your identity provider; "
+            "ask Tollgate staff."
+        )
+    return users[0]
 
 
 def _membership_apply(*, user, email: str, tenant: Tenant, role: str) -> None:
