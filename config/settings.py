@@ -257,7 +257,9 @@ OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=10.0)
 OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
 OIDC_REDIRECT_FIELD_NAME = "next"
 LOGIN_REDIRECT_URL_FAILURE = LOGIN_URL
-AUTHENTICATION_BACKENDS.append("sso.backends.SSOBackend")  # acts only on the SSO callback
+# Acts only on the SSO callback. First, before axes: a sign-in the issuer vouched for is not a
+# password guess (refused ones still count as failures of the client address).
+AUTHENTICATION_BACKENDS.insert(0, "sso.backends.SSOBackend")
 
 # Data-plane workers remember verified keys and tenants' routing tables until the tenant's
 # configuration changes (seen on the next request, through Redis); these are the backstops for a

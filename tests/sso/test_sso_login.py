@@ -212,6 +212,16 @@ def test_an_unreachable_issuer_is_a_clear_page(settings, world, sso, issuer):
     assert "discovery document" in response.content.decode()
 
 
+def test_refused_sign_ins_do_not_lock_out_the_next_good_one(world, settings, sso):
+    issuer = sso(domain_rules="acme.com=acme:viewer")
+    issuer.claims = {"sub": "u-x", "email": "x@elsewhere.io", "email_verified": True}
+    for _ in range(settings.LOGIN_FAILURE_LIMIT + 1):
+        assert sso_login().response.status_code in (403, 429)
+    issuer.claims = {"sub": "u-ann", "email": "ann@acme.com", "email_verified": True}
+    out = sso_login(Client(REMOTE_ADDR="10.1.2.3"))
+    assert out.response.status_code == 302 and _session_user(out.client).email == "ann@acme.com"
+
+
 # ---------------------------------------------------------------- the login pages
 def test_login_pages_offer_the_provider_and_the_password_login_still_works(world, sso):
     sso()
