@@ -16,6 +16,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -227,8 +228,8 @@ if OIDC_ENABLED and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
     )
 if OIDC_ENABLED and not re.match(r"^https://|^http://(127\.0\.0\.1|localhost)[:/]", OIDC_ISSUER + "/"):
     raise ImproperlyConfigured(f"OIDC_ISSUER must be an https:// URL (got {OIDC_ISSUER}).")
-# The name on the login pages' "Sign in with <name>" button.
-OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="").strip() or "single sign-on"
+# The name on the login pages' "Sign in with <name>" button (default: the issuer's host name).
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="").strip() or (urlsplit(OIDC_ISSUER).hostname or "")
 OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile").strip()
 if OIDC_ENABLED and "openid" not in OIDC_RP_SCOPES.split():
     raise ImproperlyConfigured(f"OIDC_SCOPES must include openid (got '{OIDC_RP_SCOPES}').")

@@ -91,9 +91,11 @@ def test_staff_and_support_roles_come_from_the_groups_claim(world, sso):
     assert out.client.get("/admin/").status_code == 200
     # promoted to ops, out of support
     issuer.claims["groups"] = ["tollgate-ops"]
-    sso_login()
+    out = sso_login()
     sam.refresh_from_db()
     assert sam.is_staff and sam.is_superuser and not sam.groups.filter(name=SUPPORT_GROUP).exists()
+    identities = out.client.get("/admin/sso/identity/")
+    assert identities.status_code == 200 and "u-sam" in identities.content.decode()
     # out of both: no staff role, no tenant -> refused, and the flags are gone... on the next login
     issuer.claims["groups"] = []
     out = sso_login()
