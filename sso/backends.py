@@ -9,11 +9,13 @@ import jwt
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import SuspiciousOperation
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
-from sso.discovery import DiscoveryError, endpoints
-from sso.services import SSORefused, sso_user_sync
+from core.errors import TollgateError
+from sso.discovery import endpoints
+from sso.services import sso_user_sync
 
 log = logging.getLogger("tollgate.sso")
 
@@ -61,9 +63,7 @@ class SSOBackend(OIDCAuthenticationBackend):
             return None
         try:
             return super().authenticate(request, **kwargs)
-        except SSORefused as exc:
-            request.sso_refusal = exc.message
-        except DiscoveryError as exc:
+        except TollgateError as exc:  # SSORefused, DiscoveryError, an email Tollgate cannot take
             request.sso_refusal = exc.message
         except SuspiciousOperation as exc:  # nonce, alg, kid or sub mismatches
             request.sso_refusal = f"The sign-in could not be verified: {exc}"
@@ -77,6 +77,10 @@ class SSOBackend(OIDCAuthenticationBackend):
             )
         log.warning("SSO login refused: %s", request.sso_refusal)
         return None
+
+    # Django's: a user made inactive loses their session on the next request (the library's
+    # get_user would keep serving them).
+    get_user = ModelBackend.get_user
 
     def _verify_jws(self, payload, key):
         """The ID token's claims once its RS256 signature, issuer, audience and times check."""

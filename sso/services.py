@@ -94,7 +94,7 @@ def sso_user_sync(*, claims: dict[str, Any]):
             identity = Identity.objects.create(user=user, issuer=settings.OIDC_ISSUER, subject=subject)
         Identity.objects.filter(pk=identity.pk).update(email=email, last_login_at=timezone.now())
         for slug, tenant in tenants.items():
-            _membership_apply(user=user, email=email, tenant=tenant, role=grants[slug])
+            _membership_apply(user=user, tenant=tenant, role=grants[slug])
         _staff_apply(user=user, staff=staff, support=support)
     return user
 
@@ -124,8 +124,9 @@ def _user_by_email(*, email: str, verified: bool):
     return users[0]
 
 
-def _membership_apply(*, user, email: str, tenant: Tenant, role: str) -> None:
+def _membership_apply(*, user, tenant: Tenant, role: str) -> None:
     membership = Membership.objects.filter(tenant=tenant, user=user).first()
+    email = user.get_username()  # membership_add finds the user by username or email
     if membership is None:
         membership_add(tenant=tenant, email=email, role=role, actor=SYSTEM)
         log.info("SSO: %s joined tenant %s as %s", email, tenant.slug, role)

@@ -127,6 +127,29 @@ def test_an_existing_user_is_linked_by_verified_email_and_keeps_other_membership
     assert roles == {"acme": "owner", "other": "viewer"}
 
 
+def test_the_subject_is_the_identity_when_the_email_changes(world, sso):
+    issuer = sso(domain_rules="acme.com=acme:viewer", group_rules="labs=other:admin")
+    issuer.claims = {"sub": "u-kim", "email": "kim@acme.com", "email_verified": True}
+    sso_login()
+    kim = User.objects.get(email="kim@acme.com")
+    # the provider renames Kim (not verified yet) and puts them in the labs group
+    issuer.claims = {"sub": "u-kim", "email": "kim.lee@acme.org", "email_verified": False, "groups": ["labs"]}
+    out = sso_login()
+    assert out.response.status_code == 302 and _session_user(out.client) == kim
+    assert dict(Membership.objects.filter(user=kim).values_list("tenant__slug", "role")) == {
+        "acme": "viewer", "other": "admin"}
+    assert not User.objects.filter(email="kim.lee@acme.org").exists()
+
+
+def test_a_deactivated_user_loses_the_sso_session(world, sso):
+    sso(domain_rules="acme.com=acme:viewer")
+    out = sso_login()
+    assert _session_user(out.client).is_authenticated
+    User.objects.filter(email="ann@acme.com").update(is_active=False)
+    assert not _session_user(out.client).is_authenticated
+    assert sso_login().response.status_code == 403  # and cannot sign in again
+
+
 # ---------------------------------------------------------------- refusals
 def test_a_user_matched_to_nothing_is_refused_with_a_clear_page(world, sso):
     issuer = sso(domain_rules="acme.com=acme:viewer")
