@@ -1,7 +1,7 @@
-"""What an SSO login does to the user (sso_user_sync): find them by the issuer's subject (or,
-the first time, by verified email) or create them, apply the
-mapping rules to their memberships, and set the staff and support roles from the groups claim.
-Run on every SSO login, so the identity provider's groups stay the source of truth."""
+"""What an SSO login does to the user (sso_user_sync): find them by the issuer's subject (the
+first time by verified email) or create them, apply the mapping rules to their memberships, and
+set the staff and support roles from the groups claim. Run on every SSO login, so the identity
+provider's groups stay the source of truth."""
 
 import logging
 from typing import Any
@@ -90,8 +90,10 @@ def sso_user_sync(*, claims: dict[str, Any]):
     with transaction.atomic():
         if user is None:
             user = user_get_or_create_by_email(email=email)
-        if identity is None:
-            identity = Identity.objects.create(user=user, issuer=settings.OIDC_ISSUER, subject=subject)
+        if identity is None:  # get_or_create: two first sign-ins of one subject at once make one row
+            identity, _ = Identity.objects.get_or_create(
+                issuer=settings.OIDC_ISSUER, subject=subject, defaults={"user": user}
+            )
         Identity.objects.filter(pk=identity.pk).update(email=email, last_login_at=timezone.now())
         for slug, tenant in tenants.items():
             _membership_apply(user=user, tenant=tenant, role=grants[slug])
