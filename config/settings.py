@@ -16,9 +16,12 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from sso.rules import RuleError, rules_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -85,6 +88,7 @@ INSTALLED_APPS = [
     "providers",
     "billing",
     "tenantconfig",  # a tenant's configuration as one file; no models
+    "sso",  # OpenID Connect login (mozilla-django-oidc); SSO identities
     "support",  # last: its post_migrate receiver needs every app's permissions
 ]
 
@@ -115,6 +119,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "sso.context.sso",  # the "Sign in with ..." button of the login pages
             ],
         },
     },
@@ -208,6 +213,54 @@ AXES_CLIENT_IP_CALLABLE = "config.lockout.client_address"
 AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_DISABLE_ACCESS_LOG = True  # record failures only, not every successful login
+
+# --- Single sign-on (OpenID Connect; sso/, README "Single sign-on") ---------------------------
+# Off unless OIDC_ISSUER is set; the password login stays in every case. The issuer's discovery
+# document ({issuer}/.well-known/openid-configuration) is read on the first SSO login, not here.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="").strip().rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_RP_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="").strip()
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+if OIDC_ENABLED and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set too (from the "
+        "client registered at the identity provider), or unset OIDC_ISSUER to turn SSO off."
+    )
+if OIDC_ENABLED and not re.match(r"^https://|^http://(127\.0\.0\.1|localhost)[:/]", OIDC_ISSUER + "/"):
+    raise ImproperlyConfigured(f"OIDC_ISSUER must be an https:// URL (got {OIDC_ISSUER}).")
+# The name on the login pages' "Sign in with <name>" button (default: the issuer's host name).
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="").strip() or (urlsplit(OIDC_ISSUER).hostname or "")
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile").strip()
+if OIDC_ENABLED and "openid" not in OIDC_RP_SCOPES.split():
+    raise ImproperlyConfigured(f"OIDC_SCOPES must include openid (got '{OIDC_RP_SCOPES}').")
+# Mapping rules (sso/rules.py): email domain -> tenant:role (verified emails only), and group of
+# the OIDC_GROUPS_CLAIM claim -> tenant:role; OIDC_STAFF_GROUP makes Django staff superusers,
+# OIDC_SUPPORT_GROUP support staff (the support group). Applied on every SSO login.
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups").strip()
+try:
+    OIDC_DOMAIN_RULES = rules_parse("OIDC_DOMAIN_RULES", env.str("OIDC_DOMAIN_RULES", default=""), domains=True)
+    OIDC_GROUP_RULES = rules_parse("OIDC_GROUP_RULES", env.str("OIDC_GROUP_RULES", default=""))
+except RuleError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+OIDC_STAFF_GROUP = env.str("OIDC_STAFF_GROUP", default="").strip()
+OIDC_SUPPORT_GROUP = env.str("OIDC_SUPPORT_GROUP", default="").strip()
+# What mozilla-django-oidc needs besides: ID tokens signed with RS256 and checked against the
+# issuer's JWKS (sso/backends.py also checks iss, aud, exp, iat), a nonce and PKCE on every
+# login, tokens kept out of the session, a 10 s limit on each call to the issuer.
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_VERIFY_KID = True
+OIDC_ALLOW_UNSECURED_JWT = False
+OIDC_STORE_ACCESS_TOKEN = False
+OIDC_STORE_ID_TOKEN = False
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=10.0)
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+OIDC_REDIRECT_FIELD_NAME = "next"
+LOGIN_REDIRECT_URL_FAILURE = LOGIN_URL
+# Acts only on the SSO callback. First, before axes: a sign-in the issuer vouched for is not a
+# password guess (refused ones still count as failures of the client address).
+AUTHENTICATION_BACKENDS.insert(0, "sso.backends.SSOBackend")
 
 # Data-plane workers remember verified keys and tenants' routing tables until the tenant's
 # configuration changes (seen on the next request, through Redis); these are the backstops for a

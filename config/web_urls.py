@@ -44,6 +44,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(
         template_name="registration/login.html", redirect_authenticated_user=True, next_page="/app/",
     ), name="login"),
+    path("accounts/oidc/", include("sso.urls")),  # single sign-on (404 while off)
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("app/", tenant_views.console_home, name="console-home"),
     path("app/<slug:tenant_slug>/", include(console)),

@@ -260,6 +260,7 @@ class FakeServer:
     prefix_routes: ClassVar[tuple[tuple[str, str, str], ...]] = ()  # (method, prefix, route)
     stream_content_type: ClassVar[str] = "text/event-stream; charset=utf-8"
     retry_after_statuses: ClassVar[tuple[int, ...]] = (429,)
+    json_bodies: ClassVar[bool] = True  # POST/PUT/PATCH bodies must be JSON objects (not OAuth forms)
 
     def __init__(
         self,
@@ -583,7 +584,7 @@ class FakeServer:
             reply = Reply(body=HTML_PAGE, content_type="text/html; charset=utf-8")
         elif route is None:
             reply = self.error(404, f"Unknown request URL: {req.method} {req.path}")
-        elif req.method in ("POST", "PUT", "PATCH") and not isinstance(req.body, dict):
+        elif self.json_bodies and req.method in ("POST", "PUT", "PATCH") and not isinstance(req.body, dict):
             reply = self.check_auth(call) or self.error(400, "Request body must be a JSON object")
         else:
             reply = self.check_auth(call) or getattr(self, f"route_{route}")(call)

@@ -362,3 +362,26 @@ def test_support_pages_sort_switch_windows_and_draw_sparklines(world, new_page):
     log_in(phone, "support@tollgate.test", then="/support/")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     shot(phone, "phone-support-tenants")
+
+
+def test_sign_in_with_the_identity_provider(world, new_page, settings):
+    """The login page's "Sign in with …" button, through a loopback OpenID Connect issuer and
+    back, into the console of the tenant the domain rule gives."""
+    from sso.discovery import endpoints_forget
+    from tests.fakes.oidc import FakeOIDC
+    from tests.sso.conftest import CLIENT_ID, CLIENT_SECRET, sso_settings
+
+    with FakeOIDC(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                  claims={"sub": "u-e2e", "email": "dana@acme.com", "email_verified": True}) as issuer:
+        sso_settings(settings, issuer, domain_rules="acme.com=acme:viewer")
+        try:
+            page = new_page()
+            page.goto("/accounts/login/")
+            page.get_by_role("link", name="Sign in with Acme ID").click()
+            page.wait_for_url("**/app/acme/")
+            assert "Acme" in page.content()
+            assert [r.path for r in issuer.requests if r.path in ("/authorize", "/token")] == ["/authorize", "/token"]
+            page.screenshot(path=str(SCREENSHOTS / "sso-signed-in.png"))
+        finally:
+            endpoints_forget()
+    assert world.tenant.memberships.get(user__email="dana@acme.com").role == "viewer"
