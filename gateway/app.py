@@ -28,6 +28,7 @@ from gateway.auth import KeyCache, KeyInfo
 from gateway.collector import collector_tune
 from gateway.context import (
     DONE,
+    END_USER_HEADER,
     SSE_HEADERS,
     Ctx,
     client_address,
@@ -493,7 +494,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             conversation = metadata["conversation_id"]
         ctx.conversation_id = (conversation or "")[:128]
         user = body.get("user")
-        ctx.end_user = user[:128] if isinstance(user, str) else ""
+        ctx.end_user = (header(scope, END_USER_HEADER) or (user if isinstance(user, str) else ""))[:128]
         user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
         ctx.session = (header(scope, b"x-tollgate-session") or (user_id if isinstance(user_id, str) else "")
                        or ctx.end_user)[:256]

@@ -23,6 +23,8 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 DONE = b"data: [DONE]\n\n"
+# Names the request's end user on every door; it wins over the body's `user` / `metadata.user_id`.
+END_USER_HEADER = b"x-tollgate-end-user"
 
 _ID_PREFIX = secrets.token_hex(6)  # random per process: ids stay unique across workers
 _ID_COUNTER = itertools.count(1)

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from gateway.context import (
+    END_USER_HEADER,
     SSE_HEADERS,
     Ctx,
     client_address,
@@ -234,7 +235,9 @@ class MessagesDoor:
                 raise bad_request(problem[1], param=problem[0])
             ctx.stream = body.get("stream") is True
             self._note_client_fields(ctx, scope, body)
-            ctx.end_user, session = client_ids(body)
+            end_user, session = client_ids(body)
+            if not header(scope, END_USER_HEADER):
+                ctx.end_user = end_user
             if not ctx.conversation_id:  # Claude Code names its session
                 ctx.conversation_id = session or (header(scope, b"x-claude-code-session-id") or "")[:128]
             tenant, route, targets = await self._admitted(ctx, tenant, body, ModelMode.CHAT,
