@@ -3,7 +3,7 @@ service or selector, and render; nothing else happens here."""
 
 import zoneinfo
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -22,7 +22,7 @@ from tenants.access import SUPPORT
 from tenants.auth import principal_of
 from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import (
-    PROJECT_ROLES,
+    PROJECT_ROLE_CHOICES,
     ApiKey,
     AuditEvent,
     KeyScope,
@@ -223,6 +223,8 @@ class TenantListAPI(TenantAPIView):
 # --- API keys ------------------------------------------------------------------------------
 
 
+@extend_schema_field({"oneOf": [{"type": "integer", "minimum": 1},
+                                {"type": "string", "minLength": 1, "maxLength": 50}]})
 class ProjectRefField(serializers.Field):
     """A project named by id (an integer) or slug (a string)."""
 
@@ -459,7 +461,7 @@ class ProjectDetailAPI(TenantAPIView):
 
 class ProjectMemberIn(StrictSerializer):
     email = StrictCharField(max_length=254)
-    role = serializers.ChoiceField(choices=[(r.value, r.label) for r in PROJECT_ROLES])
+    role = serializers.ChoiceField(choices=PROJECT_ROLE_CHOICES)
 
 
 class ProjectMemberOut(serializers.ModelSerializer):
@@ -493,10 +495,10 @@ class ProjectMemberListAPI(TenantAPIView):
 class ProjectMemberDetailAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses={204: None},
                    summary="Remove a member's role on this project (tenant owners)")
-    def delete(self, request, project: str, member_id: int):
+    def delete(self, request, project: str, project_member_id: int):
         access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
         found = selectors.project_get(tenant=access.tenant, project=project)
-        membership = selectors.project_membership_get(project=found, membership_id=member_id)
+        membership = selectors.project_membership_get(project=found, membership_id=project_member_id)
         services.project_member_remove(membership=membership, actor=access.principal)
         return Response(status=204)
 

@@ -132,6 +132,7 @@ class Project(models.Model):
 
 # The roles a member can hold on one project only (no owner: owning is tenant-wide).
 PROJECT_ROLES = (Role.ADMIN, Role.VIEWER)
+PROJECT_ROLE_CHOICES = [(r.value, r.label) for r in PROJECT_ROLES]
 
 
 class ProjectMembership(models.Model):
@@ -142,8 +143,7 @@ class ProjectMembership(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_memberships"
     )
-    role = models.CharField(max_length=10, choices=[(r.value, r.label) for r in PROJECT_ROLES],
-                            default=Role.VIEWER)
+    role = models.CharField(max_length=10, choices=PROJECT_ROLE_CHOICES, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

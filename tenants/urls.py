@@ -13,7 +13,7 @@ urlpatterns = [
     path("projects", api.ProjectListAPI.as_view(), name="api-projects"),
     path("projects/<str:project>", api.ProjectDetailAPI.as_view(), name="api-project"),
     path("projects/<str:project>/members", api.ProjectMemberListAPI.as_view(), name="api-project-members"),
-    path("projects/<str:project>/members/<int:member_id>", api.ProjectMemberDetailAPI.as_view(),
+    path("projects/<str:project>/members/<int:project_member_id>", api.ProjectMemberDetailAPI.as_view(),
          name="api-project-member"),
     path("members", api.MemberListAPI.as_view(), name="api-members"),
     path("members/<int:member_id>", api.MemberDetailAPI.as_view(), name="api-member"),
