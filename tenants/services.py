@@ -407,10 +407,10 @@ def _project_validated(changes: dict[str, Any]) -> dict[str, Any]:
 def project_create(*, tenant: Tenant, slug: str, name: str, actor: Principal, **fields: Any) -> Project:
     """A new project of ``tenant``; ``fields`` from PROJECT_FIELDS (its default model, limits)."""
     slug = (slug or "").strip()
-    if not SLUG_RE.match(slug):
+    if not SLUG_RE.match(slug) or slug.isdigit():
         raise InvalidInput(
             f"Invalid project slug '{slug}': use 1-50 lowercase letters, digits and hyphens, starting "
-            "and ending with a letter or digit.",
+            "and ending with a letter or digit, with at least one letter (a number names a project by id).",
             field="slug",
         )
     unknown = set(fields) - set(PROJECT_FIELDS)

@@ -106,6 +106,8 @@ def test_project_input_errors_say_what_is_wrong(world, client_for):
     client = client_for(user=world.admin)
     bad_slug = client.post("/api/projects", {"slug": "Not OK", "name": "x"}, format="json")
     assert bad_slug.status_code == 400 and "Invalid project slug" in str(bad_slug.json())
+    digits = client.post("/api/projects", {"slug": "123", "name": "x"}, format="json")  # would read as an id
+    assert digits.status_code == 400 and "at least one letter" in str(digits.json())
     assert client.post("/api/projects", {"slug": "ok"}, format="json").status_code == 400  # no name
     limits = client.post("/api/projects", {"slug": "ok", "name": "x", "limits": {"requests_per_minute": 0}},
                          format="json")
