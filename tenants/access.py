@@ -68,9 +68,6 @@ class TenantAccess:
         """The projects this access may see; None: all of the tenant's."""
         return None if self.project_roles is None else frozenset(self.project_roles)
 
-    def sees_project(self, project_id: int) -> bool:
-        return self.project_roles is None or project_id in self.project_roles
-
     def can_in_project(self, project_id: int, needed: Role) -> bool:
         if self.project_roles is None:
             return self.can(needed)
