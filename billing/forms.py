@@ -90,6 +90,7 @@ class UsageFilterForm(ConsoleForm):
                             help_text="An alias or provider:model, as asked or as answered.")
     provider = forms.ChoiceField(required=False, choices=[("", "All providers")])
     key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key")
+    project = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Project")
     status = forms.MultipleChoiceField(required=False, choices=UsageStatus.choices,
                                        widget=forms.CheckboxSelectMultiple)
     conversation = forms.CharField(required=False, max_length=128, label="Conversation id")
@@ -99,14 +100,16 @@ class UsageFilterForm(ConsoleForm):
                                                       for g in TIME_GROUPINGS], label="Totals per")
     by = forms.ChoiceField(required=False, label="Breakdown by", choices=[
         ("model", "Model"), ("provider", "Provider"), ("key", "API key"), ("conversation", "Conversation"),
-        ("api", "API"),
+        ("api", "API"), ("project", "Project"),
     ])
 
-    def __init__(self, data=None, *, providers, keys):
+    def __init__(self, data=None, *, providers, keys, projects):
         super().__init__(data)
         names = sorted({p.name for p in providers})
         self.fields["provider"].choices = [("", "All providers"), *[(name, name) for name in names]]
         self.fields["key"].choices = [("", "All keys"), *[(str(k.pk), f"{k.name} ({k.masked})") for k in keys]]
+        self.fields["project"].choices = [("", "All projects"), *[(str(p.pk), f"{p.name} ({p.slug})")
+                                                                   for p in projects]]
 
     def clean_view(self) -> str:
         return self.cleaned_data.get("view") or "day"

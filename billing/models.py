@@ -39,6 +39,9 @@ class UsageLog(models.Model):
     # No index of its own: (tenant, -created_at) below serves tenant lookups.
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="usage", db_index=False)
     api_key = models.ForeignKey("tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The key's project when the request ran (tenants.Project). A plain id, not a foreign key: a
+    # deleted project leaves its rows as they were ("deleted project N"), no update of the ledger.
+    project_id = models.BigIntegerField(null=True, blank=True)
     model_requested = models.CharField(max_length=255, blank=True, default="")  # alias or id as sent
     provider = models.ForeignKey(
         "providers.Provider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -74,6 +77,9 @@ class UsageLog(models.Model):
             models.Index(fields=["created_at"], name="usage_created"),
             models.Index(fields=["tenant", "conversation_id"], name="usage_tenant_conversation",
                          condition=models.Q(conversation_id__gt="")),
+            # Usage by project reads the ledger (the rollups have no project dimension).
+            models.Index(fields=["tenant", "project_id", "-created_at"], name="usage_tenant_project",
+                         condition=models.Q(project_id__isnull=False)),
         ]
         constraints = [
             # A constraint rather than unique=True: Django would add a second, prefix-search

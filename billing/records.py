@@ -18,7 +18,8 @@ from providers.adapters.types import Deployment, Usage
 
 # The ledger's columns (billing.models.UsageLog), in the order the ledger inserts them.
 LEDGER_FIELDS = (
-    "request_id", "tenant_id", "api_key_id", "model_requested", "provider_id", "provider_model_id", "attempts",
+    "request_id", "tenant_id", "api_key_id", "project_id", "model_requested", "provider_id", "provider_model_id",
+    "attempts",
     "status", "error_type", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "tokens_estimated", "cost", "provider_cost", "latency_ms", "ttft_ms", "stream",
     "conversation_id", "end_user", "api", "created_at",
@@ -33,6 +34,7 @@ class UsageRecord:
     request_id: str
     tenant_id: int
     api_key_id: int | None = None
+    project_id: int | None = None  # the key's project (tenants.Project)
     model_requested: str = ""  # the alias or model id as the client sent it
     provider_id: int | None = None
     provider_model_id: int | None = None
@@ -86,7 +88,8 @@ class UsageRecord:
 
 
 def usage_record_build(
-    *, request_id: str, tenant_id: int, api_key_id: int | None, day: date | None, model_requested: str,
+    *, request_id: str, tenant_id: int, api_key_id: int | None, project_id: int | None = None, day: date | None,
+    model_requested: str,
     deployment: Deployment | None, usage: Usage | None, cache_hit: bool, attempts: int, status: str,
     error_type: str, latency_ms: float, ttft_ms: int | None, stream: bool, conversation_id: str, end_user: str,
     api: str, settlement: Settlement | None,
@@ -111,6 +114,7 @@ def usage_record_build(
         request_id=request_id,
         tenant_id=tenant_id,
         api_key_id=api_key_id,
+        project_id=project_id,
         model_requested=model_requested[:255],
         provider_id=deployment.provider_id if deployment else None,
         provider_model_id=deployment.provider_model_id if deployment else None,

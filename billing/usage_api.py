@@ -1,6 +1,7 @@
 """REST API for usage: the ledger's rows (keyset-paged), grouped totals, and a CSV export.
 Every member of a tenant may read them (viewers included), admin keys too, support staff with
-?tenant=; chat keys are refused by the base view. Views parse, authorize, call a selector and
+?tenant=; chat keys are refused by the base view. A member with roles on some projects only reads
+those projects' rows (``visible_projects``). Views parse, authorize, call a selector and
 render."""
 
 import base64
@@ -24,12 +25,14 @@ from billing.models import UsageApi, UsageLog, UsageStatus
 from billing.usage_selectors import (
     GROUPINGS,
     UsageFilters,
+    project_slugs,
     usage_export_rows,
     usage_filters_build,
     usage_rows,
     usage_summary,
 )
 from core.drf import StrictSerializer, validated
+from tenants.access import TenantAccess
 from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Tenant
 
@@ -117,6 +120,8 @@ class UsageFiltersIn(StrictSerializer):
         required=False, allow_blank=True,
         help_text=f"The /v1 door: one or more of {', '.join(UsageApi.values)}, comma-separated.",
     )
+    project = serializers.CharField(required=False, allow_blank=True, max_length=50,
+                                    help_text="Project id or slug (GET /api/projects lists them).")
 
 
 class UsageListIn(UsageFiltersIn):
@@ -156,11 +161,12 @@ def query_data(request) -> dict:
     return data
 
 
-def filters_from(tenant, data: dict) -> UsageFilters:
+def filters_from(access: TenantAccess, data: dict) -> UsageFilters:
     return usage_filters_build(
-        tenant=tenant, since=data.get("since"), until=data.get("until"), model=data.get("model", ""),
+        tenant=access.tenant, since=data.get("since"), until=data.get("until"), model=data.get("model", ""),
         provider=data.get("provider", ""), key_id=data.get("key"), statuses=data.get("status", ()),
-        conversation=data.get("conversation", ""), apis=data.get("api", ()),
+        conversation=data.get("conversation", ""), apis=data.get("api", ()), project=data.get("project"),
+        visible_projects=access.project_ids,
     )
 
 
@@ -187,8 +193,14 @@ class UsageTokensOut(serializers.Serializer):
     reasoning = serializers.IntegerField(source="reasoning_tokens")
 
 
+class UsageProjectOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField(allow_null=True, help_text="null: the project was deleted since.")
+
+
 class UsageRowOut(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.name", allow_null=True, default=None)
+    project = serializers.SerializerMethodField(help_text="The key's project when the request ran.")
     model = serializers.SerializerMethodField(help_text="The model that answered, as provider:model_id.")
     key = UsageKeyOut(source="api_key", allow_null=True)
     tokens = UsageTokensOut(source="*")
@@ -201,7 +213,8 @@ class UsageRowOut(serializers.ModelSerializer):
     class Meta:
         model = UsageLog
         fields = [
-            "request_id", "created_at", "model_requested", "provider", "model", "key", "status", "error_type",
+            "request_id", "created_at", "model_requested", "provider", "model", "key", "project", "status",
+            "error_type",
             "attempts", "tokens", "tokens_estimated", "cost", "cost_known", "provider_cost", "latency_ms",
             "ttft_ms", "stream", "conversation_id", "end_user", "api",
         ]
@@ -213,6 +226,12 @@ class UsageRowOut(serializers.ModelSerializer):
 
     def get_cost_known(self, row) -> bool:
         return row.cost is not None
+
+    @extend_schema_field(UsageProjectOut(allow_null=True))
+    def get_project(self, row) -> dict | None:
+        if row.project_id is None:
+            return None
+        return {"id": row.project_id, "slug": self.context.get("projects", {}).get(row.project_id)}
 
 
 class UsagePageOut(serializers.Serializer):
@@ -247,12 +266,12 @@ class UsageMetricsOut(serializers.Serializer):
 
 class UsageGroupOut(UsageMetricsOut):
     key = serializers.SerializerMethodField(
-        help_text="First day (YYYY-MM-DD) of a day, week or month; the model, provider or key id; "
+        help_text="First day (YYYY-MM-DD) of a day, week or month; the model, provider, key or project id; "
         "the conversation id; the api (chat, messages, responses, embeddings). null: requests with none."
     )
     label = serializers.CharField(help_text="2025-01-31, 2025-W05, 2025-01, provider:model_id, provider "
-                                  "name, key name, conversation id or api.")
-    display_name = serializers.CharField(allow_null=True, help_text="Model and provider groups.")
+                                  "name, key name, conversation id, api or project slug.")
+    display_name = serializers.CharField(allow_null=True, help_text="Model, provider and project groups.")
     prefix = serializers.CharField(allow_null=True, help_text="Key groups: the visible start of the key.")
 
     @extend_schema_field({"oneOf": [{"type": "string", "nullable": True}, {"type": "integer"}]})
@@ -284,9 +303,9 @@ class UsageListAPI(TenantAPIView):
         summary="Ledger rows, newest first, one page at a time (follow next)",
     )
     def get(self, request):
-        access = self.access(request)
+        access = self.access(request, projects=True)
         data = validated(UsageListIn, query_data(request))
-        filters = filters_from(access.tenant, data)
+        filters = filters_from(access, data)
         limit = data.get("limit", PAGE_DEFAULT)
         rows = usage_rows(tenant=access.tenant, filters=filters, before=data.get("cursor"))
         page = list(rows.select_related("provider", "provider_model__provider", "api_key")[: limit + 1])
@@ -299,21 +318,21 @@ class UsageListAPI(TenantAPIView):
             "next": next_url,
             "next_cursor": next_cursor,
             "results": page[:limit],
-        }).data)
+        }, context={"projects": project_slugs(tenant=access.tenant)}).data)
 
 
 class UsageSummaryAPI(TenantAPIView):
     @extend_schema(
         parameters=[TENANT_PARAM, UsageSummaryIn], responses=UsageSummaryOut,
-        summary="Totals grouped by day, week, month, model, provider, key, conversation or api",
+        summary="Totals grouped by day, week, month, model, provider, key, conversation, api or project",
         description="Requests, errors and error rate, cache hits, tokens, cost (known costs; "
         "unpriced_requests counts the others) and latency p50 / p95 / average, for the whole range and "
         "per group.",
     )
     def get(self, request):
-        access = self.access(request)
+        access = self.access(request, projects=True)
         data = validated(UsageSummaryIn, query_data(request))
-        filters = filters_from(access.tenant, data)
+        filters = filters_from(access, data)
         summary = usage_summary(tenant=access.tenant, group_by=data["group_by"], filters=filters,
                                 limit=data.get("limit", PAGE_DEFAULT), percentiles=data["percentiles"])
         return Response(UsageSummaryOut(summary).data)
@@ -336,9 +355,9 @@ class UsageExportAPI(TenantAPIView):
         "string in USD; an unknown cost is empty. Times are ISO 8601 in UTC.",
     )
     def get(self, request):
-        access = self.access(request)
+        access = self.access(request, projects=True)
         data = validated(UsageFiltersIn, query_data(request))
-        filters = filters_from(access.tenant, data)
+        filters = filters_from(access, data)
         return usage_csv_response(request._request, tenant=access.tenant, filters=filters)
 
 

@@ -3,6 +3,8 @@ grouped totals. Every function takes ``tenant=``.
 
 Totals come from the daily rollups (UsageDaily) when they can answer exactly: whole local days,
 grouped by day, week, month, model, provider or key, filtered by provider or key only. The
+rollups have no project dimension, so a ``project`` filter (and a caller who may see some projects
+only) and grouping by project read the ledger (its index ``usage_tenant_project``). The
 ``model`` filter also matches what the client asked for (an alias, ``model_requested``) and
 the rollups do not keep that, so it, ``status``, ``api`` and ``conversation`` filters, date-time
 bounds and grouping by conversation or by api (the /v1 door) read the ledger. Latency
@@ -26,11 +28,12 @@ from billing.models import UsageApi, UsageDaily, UsageLog, UsageStatus
 from core.errors import InvalidInput
 from core.timezones import zone_of
 from providers.models import Provider, ProviderModel
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Project, Tenant
+from tenants.selectors import project_get
 
 ERROR_STATUSES = (UsageStatus.ERROR, UsageStatus.PARTIAL, UsageStatus.REJECTED)
 TIME_GROUPINGS = ("day", "week", "month")
-LEDGER_GROUPINGS = ("conversation", "api")  # the rollups do not keep these
+LEDGER_GROUPINGS = ("conversation", "api", "project")  # the rollups do not keep these
 GROUPINGS = (*TIME_GROUPINGS, "model", "provider", "key", *LEDGER_GROUPINGS)
 DEFAULT_DAYS = 30
 EXPORT_CHUNK = 2000  # rows fetched per round trip by the CSV export (server-side cursor)
@@ -54,10 +57,12 @@ class UsageFilters:
     statuses: tuple[str, ...] = ()
     conversation: str = ""
     apis: tuple[str, ...] = ()  # the /v1 doors (UsageApi values)
+    project_ids: tuple[int, ...] | None = None  # the project asked for, or the caller's projects; None: all
 
     @property
     def rollups_can_answer(self) -> bool:
-        return self.days is not None and not (self.model or self.statuses or self.conversation or self.apis)
+        return self.days is not None and self.project_ids is None and not (
+            self.model or self.statuses or self.conversation or self.apis)
 
 
 def usage_filters_build(
@@ -71,11 +76,15 @@ def usage_filters_build(
     statuses: tuple[str, ...] | list[str] = (),
     conversation: str = "",
     apis: tuple[str, ...] | list[str] = (),
+    project: int | str | None = None,
+    visible_projects: frozenset[int] | None = None,
     now: datetime | None = None,
 ) -> UsageFilters:
     """Resolve filters in ``tenant``'s time zone. Dates are local days and ``until`` is
     inclusive; date-times are instants and ``until`` is exclusive. Without bounds: the last
-    30 local days, today included. Raises ``InvalidInput`` naming the field at fault."""
+    30 local days, today included. Raises ``InvalidInput`` naming the field at fault, and
+    ``NotFound`` for a ``project`` (id or slug) that is not the tenant's, or not among
+    ``visible_projects`` (a caller with roles on some projects only: they see those only)."""
     zone = zone_of(tenant.timezone)
     today = (now or timezone.now()).astimezone(zone).date()
     if since is None and until is None:
@@ -132,8 +141,16 @@ def usage_filters_build(
                 field="provider",
             )
 
-    if key_id is not None and not ApiKey.objects.filter(tenant=tenant, pk=key_id).exists():
-        keys = ApiKey.objects.filter(tenant=tenant).order_by("pk")[:20]
+    project_ids = None if visible_projects is None else tuple(sorted(visible_projects))
+    if project is not None and project != "":
+        found = project_get(tenant=tenant, project=project, project_ids=visible_projects)
+        project_ids = (found.pk,)
+
+    tenant_keys = ApiKey.objects.filter(tenant=tenant)
+    if visible_projects is not None:
+        tenant_keys = tenant_keys.filter(project_id__in=visible_projects)
+    if key_id is not None and not tenant_keys.filter(pk=key_id).exists():
+        keys = tenant_keys.order_by("pk")[:20]
         listed = ", ".join(f"{k.pk} ({k.name})" for k in keys)
         raise InvalidInput(
             f"API key {key_id} is not a key of tenant '{tenant.slug}'; its keys: {listed or 'none'}.",
@@ -143,7 +160,7 @@ def usage_filters_build(
     return UsageFilters(
         start=start, end=end, timezone=zone.key, days=days, model=model, model_ids=model_ids,
         provider_ids=provider_ids, key_id=key_id, statuses=tuple(statuses), conversation=conversation,
-        apis=tuple(apis),
+        apis=tuple(apis), project_ids=project_ids,
     )
 
 
@@ -178,6 +195,8 @@ def usage_rows(
         rows = rows.filter(conversation_id=filters.conversation)
     if filters.apis:
         rows = rows.filter(api__in=filters.apis)
+    if filters.project_ids is not None:
+        rows = rows.filter(project_id__in=filters.project_ids)
     if before is not None:
         at, row_id = before
         rows = rows.filter(created_at__lte=at).exclude(created_at=at, id__gte=row_id)
@@ -193,6 +212,7 @@ EXPORT_COLUMNS = (
     ("model", "provider_model__model_id"),
     ("key_name", "api_key__name"),
     ("key_prefix", "api_key__prefix"),
+    ("project", "project_id"),  # the project's slug (usage_export_rows; its id if deleted since)
     ("status", "status"),
     ("error_type", "error_type"),
     ("attempts", "attempts"),
@@ -218,7 +238,27 @@ def usage_export_rows(*, tenant: Tenant, filters: UsageFilters) -> Iterator[tupl
     ``EXPORT_CHUNK`` at a time (a server-side cursor on PostgreSQL), so memory stays flat
     however many rows there are."""
     rows = usage_rows(tenant=tenant, filters=filters)
-    return rows.values_list(*(lookup for _, lookup in EXPORT_COLUMNS)).iterator(chunk_size=EXPORT_CHUNK)
+    tuples = rows.values_list(*(lookup for _, lookup in EXPORT_COLUMNS)).iterator(chunk_size=EXPORT_CHUNK)
+    return _with_project_slugs(tuples, project_slugs(tenant=tenant))
+
+
+_PROJECT_COLUMN = [lookup for _, lookup in EXPORT_COLUMNS].index("project_id")
+
+
+def _with_project_slugs(rows: Iterator[tuple], slugs: dict[int, str]) -> Iterator[tuple]:
+    i = _PROJECT_COLUMN
+    try:
+        for row in rows:
+            if row[i] is None:
+                yield row
+            else:
+                yield (*row[:i], slugs.get(row[i], f"(deleted project {row[i]})"), *row[i + 1:])
+    finally:
+        rows.close()  # a download cut short: the server-side cursor closes now
+
+
+def project_slugs(*, tenant: Tenant) -> dict[int, str]:
+    return dict(Project.objects.filter(tenant=tenant).values_list("pk", "slug"))
 
 
 # --- summary -------------------------------------------------------------------------------
@@ -321,14 +361,14 @@ def _metrics(row: dict) -> dict:
 
 
 _NONE_LABELS = {"model": "(no model)", "provider": "(no provider)", "key": "(no key)",
-                "conversation": "(no conversation)", "api": "(no api)"}
+                "conversation": "(no conversation)", "api": "(no api)", "project": "(no project)"}
 
 
 def _ledger_key(group_by: str, zone: ZoneInfo):
     if group_by in TIME_GROUPINGS:
         return Trunc("created_at", group_by, output_field=DateField(), tzinfo=zone)
     return F({"model": "provider_model_id", "provider": "provider_id", "key": "api_key_id",
-              "conversation": "conversation_id", "api": "api"}[group_by])
+              "conversation": "conversation_id", "api": "api", "project": "project_id"}[group_by])
 
 
 def _rollup_key(group_by: str):
@@ -456,6 +496,13 @@ def _label(*, tenant: Tenant, group_by: str, groups: list[UsageGroup]) -> None:
                 group.label, group.display_name = p.name, p.display_name or p.name
             elif group.key is not None:
                 group.label = f"(deleted provider {group.key})"
+    elif group_by == "project":
+        projects = Project.objects.filter(tenant=tenant, pk__in=ids).in_bulk()
+        for group in groups:
+            if (p := projects.get(group.key)) is not None:
+                group.label, group.display_name = p.slug, p.name
+            elif group.key is not None:
+                group.label = f"(deleted project {group.key})"
     elif group_by == "key":
         keys = ApiKey.objects.filter(tenant=tenant, pk__in=ids).in_bulk()
         for group in groups:

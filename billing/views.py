@@ -17,7 +17,7 @@ from core.errors import TollgateError
 from core.pages import form_error
 from providers.selectors import alias_list, provider_list
 from tenants.console import console_render, tenant_page
-from tenants.selectors import api_key_list
+from tenants.selectors import api_key_list, project_list
 
 RECENT_ROWS = 25
 BREAKDOWN_LIMIT = 100
@@ -104,7 +104,8 @@ def budget_delete(request: HttpRequest, access, budget_id: int) -> HttpResponse:
 def _usage_filters(request, access):
     """The bound filter form and the resolved filters (None when the form has errors)."""
     tenant = access.tenant
-    form = UsageFilterForm(request.GET, providers=provider_list(tenant=tenant), keys=api_key_list(tenant=tenant))
+    form = UsageFilterForm(request.GET, providers=provider_list(tenant=tenant), keys=api_key_list(tenant=tenant),
+                           projects=project_list(tenant=tenant))
     if not form.is_valid():
         return form, None
     data = form.cleaned_data
@@ -112,10 +113,11 @@ def _usage_filters(request, access):
         filters = usage_filters_build(
             tenant=tenant, since=data["since"], until=data["until"], model=data["model"],
             provider=data["provider"], key_id=data["key"], statuses=tuple(data["status"]),
-            conversation=data["conversation"].strip(), apis=tuple(data["api"]),
+            conversation=data["conversation"].strip(), apis=tuple(data["api"]), project=data["project"],
         )
     except TollgateError as exc:
-        form_error(form, exc, fields={"status": "status", "key": "key", "since": "since", "api": "api"})
+        form_error(form, exc, fields={"status": "status", "key": "key", "since": "since", "api": "api",
+                                      "project": "project"})
         return form, None
     return form, filters
 

@@ -301,6 +301,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "KeyScopeEnum": "tenants.models.KeyScope",
+        "RoleEnum": "tenants.models.Role",
+        "ProjectRoleEnum": "tenants.models.PROJECT_ROLE_CHOICES",
         "BudgetScopeEnum": "billing.models.BudgetScope",
     },
 }

@@ -643,7 +643,8 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         """The request's usage record, by billing's one builder."""
         call = ctx.call
         return usage_record_build(
-            request_id=ctx.request_id, tenant_id=ctx.key.tenant_id, api_key_id=ctx.key.key_id, day=ctx.day,
+            request_id=ctx.request_id, tenant_id=ctx.key.tenant_id, api_key_id=ctx.key.key_id,
+            project_id=ctx.project_id, day=ctx.day,
             model_requested=ctx.model_requested, deployment=call.deployment if call else None, usage=usage,
             cache_hit=ctx.cache_hit, attempts=len(call.attempts) if call else 0, status=status,
             error_type=error_type, latency_ms=ctx.latency_ms, ttft_ms=ctx.ttft_ms, stream=ctx.stream,

@@ -22,6 +22,7 @@ from tenants.services import api_key_touch
 class KeyInfo:
     key_id: int | None  # None: a signed-in member (POST /api/test/llm)
     tenant_id: int
+    project_id: int | None  # the key's project (None: a signed-in member); on its ledger rows
     scope: str
     prefix: str
     expires_at: datetime | None
@@ -37,14 +38,14 @@ class KeyInfo:
     @classmethod
     def member(cls, tenant_id: int) -> "KeyInfo":
         """A signed-in member using the console or API (no key: only tenant limits apply)."""
-        return cls(key_id=None, tenant_id=tenant_id, scope="admin", prefix="", expires_at=None,
+        return cls(key_id=None, tenant_id=tenant_id, project_id=None, scope="admin", prefix="", expires_at=None,
                    revoked_at=None, requests_per_minute=None, tokens_per_day=None, allowed_models=frozenset())
 
 
 def key_info(key: ApiKey) -> KeyInfo:
     """A key already read from the database (POST /api/test/llm's caller)."""
     return KeyInfo(
-        key_id=key.pk, tenant_id=key.tenant_id, scope=key.scope,
+        key_id=key.pk, tenant_id=key.tenant_id, project_id=key.project_id, scope=key.scope,
         prefix=key.prefix, expires_at=key.expires_at,
         revoked_at=key.revoked_at, requests_per_minute=key.requests_per_minute, tokens_per_day=key.tokens_per_day,
         allowed_models=frozenset(key.allowed_models or ()),
@@ -54,7 +55,7 @@ def key_info(key: ApiKey) -> KeyInfo:
 def _load(digest: str) -> KeyInfo | None:
     row = (
         ApiKey.objects.filter(key_hash=digest)
-        .values("pk", "tenant_id", "scope", "prefix", "expires_at", "revoked_at",
+        .values("pk", "tenant_id", "project_id", "scope", "prefix", "expires_at", "revoked_at",
                 "requests_per_minute", "tokens_per_day", "allowed_models")
         .first()
     )
@@ -63,6 +64,7 @@ def _load(digest: str) -> KeyInfo | None:
     return KeyInfo(
         key_id=row["pk"],
         tenant_id=row["tenant_id"],
+        project_id=row["project_id"],
         scope=row["scope"],
         prefix=row["prefix"],
         expires_at=row["expires_at"],

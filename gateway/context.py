@@ -64,6 +64,12 @@ class Ctx:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
+    def project_id(self) -> int | None:
+        """The project of the request's key (tenants.Project): its ledger row's, and the scope
+        per-project limits and budgets will admit it in."""
+        return self.key.project_id if self.key is not None else None
+
+    @property
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 

@@ -1,5 +1,5 @@
 """The Django admin's cost columns: each tenant's known cost this month on the tenant list, and
-its cost this month per model on the tenant page. The owning app's admin knows nothing of costs;
+its cost this month per model and per project on the tenant page. The owning app's admin knows nothing of costs;
 this module re-registers Tenant with a subclass of its ModelAdmin that adds them, so tenants
 never imports billing or support."""
 
@@ -8,7 +8,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.utils.html import format_html, format_html_join
 
 from core.money import usd
-from support.selectors import month_costs, month_costs_by_model
+from support.selectors import month_costs, month_costs_by_model, month_costs_by_project
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
 
@@ -32,7 +32,7 @@ def _after(names, anchor: str, name: str) -> list[str]:
 
 class TenantCostAdmin(TenantAdmin):
     list_display = _after(TenantAdmin.list_display, "is_active", "cost_month")
-    readonly_fields = [*TenantAdmin.readonly_fields, "cost_month_by_model"]
+    readonly_fields = [*TenantAdmin.readonly_fields, "cost_month_by_model", "cost_month_by_project"]
 
     def get_changelist(self, request, **kwargs):
         return TenantChangeList
@@ -48,20 +48,29 @@ class TenantCostAdmin(TenantAdmin):
     def cost_month_by_model(self, obj: Tenant) -> str:
         if obj.pk is None:
             return "–"
-        rows = month_costs_by_model(obj)
-        if not rows:
-            return "No usage this month."
-        total = sum((r.cost for r in rows), 0)
-        body = format_html_join(
-            "", '<tr><td>{}</td><td style="text-align:right">{}</td><td style="text-align:right">{}</td></tr>',
-            ((r.label, f"{r.requests:,}", usd(r.cost)) for r in rows),
-        )
-        return format_html(
-            '<table class="cost-by-model"><thead><tr><th>Model</th><th>Requests</th><th>Cost (known, USD)</th>'
-            '</tr></thead><tbody>{}</tbody><tfoot><tr><th>Total ({})</th><th style="text-align:right">{}</th>'
-            '<th style="text-align:right">{}</th></tr></tfoot></table>',
-            body, obj.timezone, f"{sum(r.requests for r in rows):,}", usd(total),
-        )
+        return _cost_table(obj, month_costs_by_model(obj), css="cost-by-model", heading="Model")
+
+    @admin.display(description="cost this month by project")
+    def cost_month_by_project(self, obj: Tenant) -> str:
+        if obj.pk is None:
+            return "–"
+        return _cost_table(obj, month_costs_by_project(obj), css="cost-by-project", heading="Project")
+
+
+def _cost_table(tenant: Tenant, rows, *, css: str, heading: str) -> str:
+    if not rows:
+        return "No usage this month."
+    total = sum((r.cost for r in rows), 0)
+    body = format_html_join(
+        "", '<tr><td>{}</td><td style="text-align:right">{}</td><td style="text-align:right">{}</td></tr>',
+        ((r.label, f"{r.requests:,}", usd(r.cost)) for r in rows),
+    )
+    return format_html(
+        '<table class="{}"><thead><tr><th>{}</th><th>Requests</th><th>Cost (known, USD)</th>'
+        '</tr></thead><tbody>{}</tbody><tfoot><tr><th>Total ({})</th><th style="text-align:right">{}</th>'
+        '<th style="text-align:right">{}</th></tr></tfoot></table>',
+        css, heading, body, tenant.timezone, f"{sum(r.requests for r in rows):,}", usd(total),
+    )
 
 
 admin.site.unregister(Tenant)

@@ -25,6 +25,7 @@ from django.utils import timezone as dj_timezone
 from billing.health import WINDOW_SLOT, histogram_percentile, window_start
 from billing.models import Budget, BudgetScope, HealthBucket, TenantDaily, UsageDaily
 from billing.periods import period_for
+from billing.usage_selectors import usage_filters_build, usage_summary
 from core.redis import REDIS_DOWN, get_redis
 from core.timezones import zone_of
 from providers.cooldowns import cooldowns_scan
@@ -255,6 +256,16 @@ def month_costs_by_model(tenant: Tenant, now: datetime | None = None) -> list[Mo
                         requests=r["n"] or 0, cost=r["c"] or Decimal(0)) for r in rows]
     result.sort(key=lambda m: (-m.cost, -m.requests, m.label))
     return result
+
+
+def month_costs_by_project(tenant: Tenant, now: datetime | None = None) -> list[ModelCost]:
+    """This (local) month's requests and known cost of one tenant per project, highest first
+    (from the ledger: the rollups have no project dimension)."""
+    now = now or dj_timezone.now()
+    today = now.astimezone(zone_of(tenant.timezone)).date()
+    filters = usage_filters_build(tenant=tenant, since=today.replace(day=1), until=today, now=now)
+    summary = usage_summary(tenant=tenant, group_by="project", filters=filters, percentiles=False)
+    return [ModelCost(label=g.label, requests=g.requests, cost=g.cost) for g in summary.groups]
 
 
 # --- provider health ----------------------------------------------------------------------------

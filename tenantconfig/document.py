@@ -184,7 +184,7 @@ HEADER = """\
 # Tollgate tenant configuration (version 1). Apply with:
 #   manage.py tenant_config apply <this file> [--prune] [--dry-run]   or   POST /api/config/apply
 # Secrets are not in this file: env:NAME is read from the environment when it is applied (manage.py only).
-# projects: reserved for projects, which Tollgate does not have yet.
+# projects: reserved; configuration as code does not carry projects yet (use /api/projects).
 """
 
 

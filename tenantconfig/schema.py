@@ -169,8 +169,9 @@ SCHEMA: dict[str, Any] = {
         "budgets": {"type": "array", "maxItems": 200, "items": BUDGET},
         "keys": {"type": "array", "maxItems": 1000, "items": KEY},
         "projects": {"type": "array", "maxItems": 0,
-                     "x-error": "must be empty: projects do not exist yet (this is where they will go)",
-                     "description": "Reserved for projects, which Tollgate does not have yet."},
+                     "x-error": "must be empty: configuration as code does not carry projects yet "
+                                "(use /api/projects; this is where they will go)",
+                     "description": "Reserved: configuration as code does not carry projects yet (use /api/projects)."},
     }, required=["version"]),
 }
 

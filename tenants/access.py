@@ -5,17 +5,26 @@ resolved against one tenant, with the role that decides what it may do there. Su
 (Django staff with ``support.view_all_tenants``) get the read-only ``support`` role in every
 tenant; they change tenants through the Django admin, never through tenant secrets.
 
+A member can also hold a role on some projects only (``ProjectMembership``, no tenant role):
+their access has the ``project`` role, which may do nothing tenant-wide, and ``project_roles``
+maps each of those projects to admin or viewer. Views that serve project-scoped callers (keys,
+projects, usage) ask for them explicitly (``tenant_access_get(..., projects=True)``); every other
+view refuses them. ``project_roles`` is None for everyone else (the tenant role covers every
+project).
+
 A suspended tenant (``is_active`` false) is read-only for everyone here, whatever their role:
 members and admin keys still read, every change is refused with a message that says so.
 Staff lift the suspension in the Django admin.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.errors import Forbidden
-from tenants.models import ROLE_RANK, ApiKey, KeyScope, Role, Tenant
+from tenants.models import ROLE_RANK, ApiKey, KeyScope, Project, Role, Tenant
 
 SUPPORT = "support"
+PROJECT = "project"  # a role on some projects only (TenantAccess.project_roles)
 VIEW_ALL_TENANTS_PERM = "support.view_all_tenants"
 
 
@@ -50,15 +59,43 @@ SYSTEM = Principal()
 @dataclass(frozen=True)
 class TenantAccess:
     tenant: Tenant
-    role: str  # owner, admin, viewer, or support (read-only)
+    role: str  # owner, admin, viewer, support (read-only), or project (project_roles only)
     principal: Principal
+    project_roles: Mapping[int, str] | None = None  # project id -> admin / viewer; None: every project
+
+    @property
+    def project_ids(self) -> frozenset[int] | None:
+        """The projects this access may see; None: all of the tenant's."""
+        return None if self.project_roles is None else frozenset(self.project_roles)
+
+    def can_in_project(self, project_id: int, needed: Role) -> bool:
+        if self.project_roles is None:
+            return self.can(needed)
+        role = self.project_roles.get(project_id)
+        if role is None or self.suspended:
+            return False
+        return ROLE_RANK[Role(role)] >= ROLE_RANK[needed]
+
+    def require_in_project(self, project: Project, needed: Role, *, doing: str) -> None:
+        if self.project_roles is None:
+            self.require(needed, doing=doing)
+            return
+        if self.can_in_project(project.pk, needed):
+            return
+        if self.suspended:
+            raise Forbidden(suspended_message(self.tenant, doing=doing))
+        role = self.project_roles.get(project.pk)
+        raise Forbidden(
+            f"Your role on project '{project.slug}' is {role or 'none'}; {doing} needs "
+            f"{needed.value} or higher on it."
+        )
 
     @property
     def suspended(self) -> bool:
         return not self.tenant.is_active
 
     def can(self, needed: Role) -> bool:
-        if self.role == SUPPORT or self.suspended:
+        if self.role in (SUPPORT, PROJECT) or self.suspended:
             return False
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[needed]
 
@@ -72,6 +109,8 @@ class TenantAccess:
                 f"Support access is read-only: {doing} needs the {needed.value} role in "
                 f"tenant '{self.tenant.slug}'."
             )
+        if self.role == PROJECT:
+            raise Forbidden(project_only_message(self.tenant, doing=doing))
         raise Forbidden(
             f"Your role in tenant '{self.tenant.slug}' is {self.role}; {doing} needs "
             f"{needed.value} or higher."
@@ -82,6 +121,13 @@ def suspended_message(tenant: Tenant, *, doing: str) -> str:
     return (
         f"Tenant '{tenant.slug}' is suspended: it is read-only, so {doing} is refused. "
         "Contact support to lift the suspension."
+    )
+
+
+def project_only_message(tenant: Tenant, *, doing: str) -> str:
+    return (
+        f"Your access to tenant '{tenant.slug}' is a role on some of its projects only; {doing} "
+        "needs a role in the whole tenant. Ask an owner of the tenant."
     )
 
 

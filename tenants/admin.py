@@ -4,7 +4,7 @@ columns are support's (support/admin.py re-registers Tenant with them)."""
 from django.contrib import admin
 
 from tenants.access import Principal
-from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+from tenants.models import ApiKey, AuditEvent, Membership, Project, ProjectMembership, Tenant
 from tenants.services import api_key_revoke
 
 
@@ -37,13 +37,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created through the API, the console or `createtenant` (where the full key is
     shown once); the admin shows only the masked prefix and can revoke."""
 
-    list_display = ["masked", "name", "tenant", "scope", "status", "created_at", "expires_at", "last_used_at"]
+    list_display = ["masked", "name", "tenant", "project", "scope", "status", "created_at", "expires_at",
+                    "last_used_at"]
     list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["name", "prefix", "tenant__slug", "tenant__name"]
-    list_select_related = ["tenant"]
-    fields = ["tenant", "name", "scope", "masked", "created_by", "created_at", "expires_at",
+    list_select_related = ["tenant", "project"]
+    fields = ["tenant", "project", "name", "scope", "masked", "created_by", "created_at", "expires_at",
               "revoked_at", "last_used_at", "allowed_models", "requests_per_minute", "tokens_per_day"]
-    readonly_fields = ["tenant", "masked", "created_by", "created_at", "revoked_at", "last_used_at"]
+    readonly_fields = ["tenant", "project", "masked", "created_by", "created_at", "revoked_at", "last_used_at"]
     actions = ["revoke_selected"]
 
     def has_add_permission(self, request) -> bool:
@@ -61,6 +62,31 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(key=key, actor=principal)
             count += 1
         self.message_user(request, f"Revoked {count} key(s).")
+
+
+class ProjectMembershipInline(admin.TabularInline):
+    model = ProjectMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    """Read-only here: projects are created, changed and deleted through the API (audited, and a
+    project with active keys is never deleted); members' project roles can be edited."""
+
+    list_display = ["slug", "name", "tenant", "default_model", "created_at"]
+    search_fields = ["slug", "name", "tenant__slug", "tenant__name"]
+    list_select_related = ["tenant"]
+    readonly_fields = ["tenant", "slug", "name", "default_model", "requests_per_minute", "tokens_per_day",
+                       "created_at", "updated_at"]
+    inlines = [ProjectMembershipInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(AuditEvent)

@@ -3,7 +3,7 @@ service or selector, and render; nothing else happens here."""
 
 import zoneinfo
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -16,12 +16,23 @@ from core.drf import (
     paged,
     validated,
 )
-from core.errors import Forbidden
+from core.errors import Forbidden, InvalidInput
 from tenants import selectors, services
 from tenants.access import SUPPORT
 from tenants.auth import principal_of
 from tenants.drf import TENANT_PARAM, TenantAPIView
-from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, OutagePolicy, Role, Tenant
+from tenants.models import (
+    PROJECT_ROLE_CHOICES,
+    ApiKey,
+    AuditEvent,
+    KeyScope,
+    Membership,
+    OutagePolicy,
+    Project,
+    ProjectMembership,
+    Role,
+    Tenant,
+)
 
 # --- tenants -------------------------------------------------------------------------------
 
@@ -212,20 +223,51 @@ class TenantListAPI(TenantAPIView):
 # --- API keys ------------------------------------------------------------------------------
 
 
+@extend_schema_field({"oneOf": [{"type": "integer", "minimum": 1},
+                                {"type": "string", "minLength": 1, "maxLength": 50}]})
+class ProjectRefField(serializers.Field):
+    """A project named by id (an integer) or slug (a string)."""
+
+    default_error_messages = {
+        "invalid": "Expected a project id (an integer) or slug (a string); GET /api/projects lists them.",
+    }
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int) and 0 < data < 2**63:
+            return data
+        if isinstance(data, str) and data.strip() and len(data) <= 50 and "\x00" not in data:
+            return data.strip()
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
 class ApiKeyIn(StrictSerializer):
     name = StrictCharField(max_length=100)
     scope = serializers.ChoiceField(choices=KeyScope.choices, default=KeyScope.CHAT)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    project = ProjectRefField(required=False, help_text="Project id or slug; default: the tenant's default "
+                              "project (a project admin: their project, when they have one).")
+
+
+class ApiKeyProjectOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
 
 
 class ApiKeyOut(serializers.ModelSerializer):
     status = serializers.CharField(read_only=True)
     created_by = serializers.SerializerMethodField()
+    project = ApiKeyProjectOut(help_text="The project the key belongs to.")
 
     class Meta:
         model = ApiKey
         fields = [
-            "id", "name", "scope", "prefix", "status", "created_at", "created_by",
+            "id", "name", "scope", "project", "prefix", "status", "created_at", "created_by",
             "expires_at", "revoked_at", "last_used_at",
         ]
 
@@ -245,24 +287,54 @@ class ApiKeyCreatedOut(ApiKeyOut):
         return self.context["raw"]
 
 
+PROJECT_PARAM = OpenApiParameter("project", str, required=False,
+                                 description="Only this project's (id or slug).")
+
+
+def _key_project(access, wanted) -> Project:
+    """The project a new key goes to: ``wanted`` (id or slug) if given, else the default project;
+    a caller with roles on some projects only must have exactly one it administers, or name one."""
+    if wanted is not None:
+        return selectors.project_get(tenant=access.tenant, project=wanted, project_ids=access.project_ids)
+    if access.project_roles is None:
+        return selectors.project_default(tenant=access.tenant)
+    administered = sorted(p for p, role in access.project_roles.items() if role == Role.ADMIN)
+    if len(administered) == 1:
+        return selectors.project_get(tenant=access.tenant, project=administered[0])
+    raise InvalidInput("Name the key's project (\"project\": id or slug): you have roles on several projects.",
+                       field="project")
+
+
 class ApiKeyListAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], responses=ApiKeyOut(many=True), summary="List keys")
+    @extend_schema(parameters=[TENANT_PARAM, PROJECT_PARAM], responses=ApiKeyOut(many=True),
+                   summary="List keys (a project member: their projects' keys)")
     def get(self, request):
-        access = self.access(request)
-        return paged(self, request, selectors.api_key_list(tenant=access.tenant), ApiKeyOut)
+        access = self.access(request, projects=True)
+        keys = selectors.api_key_list(tenant=access.tenant, project_ids=access.project_ids)
+        wanted = request.query_params.get("project")
+        if wanted:
+            project = selectors.project_get(tenant=access.tenant, project=wanted, project_ids=access.project_ids)
+            keys = keys.filter(project=project)
+        return paged(self, request, keys, ApiKeyOut)
 
     @extend_schema(
         parameters=[TENANT_PARAM], request=ApiKeyIn, responses={201: ApiKeyCreatedOut},
         summary="Create a key (the full key is in this response only)",
     )
     def post(self, request):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating API keys")
+        access = self.access(request, projects=True)
         data = validated(ApiKeyIn, request.data)
+        project = _key_project(access, data.get("project"))
+        access.require_in_project(project, Role.ADMIN, doing="creating API keys")
+        if access.project_roles is not None and data["scope"] == KeyScope.ADMIN:
+            raise Forbidden("A project admin creates chat-scope keys only: an admin-scope key acts as an admin "
+                            f"of the whole tenant '{access.tenant.slug}'.")
         key, raw = services.api_key_create(
             tenant=access.tenant,
             name=data["name"],
             scope=data["scope"],
             expires_at=data.get("expires_at"),
+            project=project,
             actor=access.principal,
         )
         return Response(ApiKeyCreatedOut(key, context={"raw": raw}).data, status=201)
@@ -271,18 +343,164 @@ class ApiKeyListAPI(TenantAPIView):
 class ApiKeyDetailAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses=ApiKeyOut, summary="One key")
     def get(self, request, key_id: int):
-        access = self.access(request)
-        return Response(ApiKeyOut(selectors.api_key_get(tenant=access.tenant, key_id=key_id)).data)
+        access = self.access(request, projects=True)
+        key = selectors.api_key_get(tenant=access.tenant, key_id=key_id, project_ids=access.project_ids)
+        return Response(ApiKeyOut(key).data)
 
     @extend_schema(
         parameters=[TENANT_PARAM], responses={200: ApiKeyOut},
         summary="Revoke a key (it stops working at once; revoking twice is harmless)",
     )
     def delete(self, request, key_id: int):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="revoking API keys")
-        key = selectors.api_key_get(tenant=access.tenant, key_id=key_id)
+        access = self.access(request, projects=True)
+        key = selectors.api_key_get(tenant=access.tenant, key_id=key_id, project_ids=access.project_ids)
+        access.require_in_project(key.project, Role.ADMIN, doing="revoking API keys")
         key = services.api_key_revoke(key=key, actor=access.principal)
         return Response(ApiKeyOut(key).data)
+
+
+# --- projects ------------------------------------------------------------------------------
+
+
+class ProjectLimitsIn(StrictSerializer):
+    requests_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    tokens_per_day = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**15)
+
+
+class ProjectUpdateIn(StrictSerializer):
+    name = StrictCharField(required=False, max_length=200)
+    default_model = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    limits = ProjectLimitsIn(required=False, help_text="Stored, not yet enforced by the gateway.")
+
+
+class ProjectIn(ProjectUpdateIn):
+    slug = StrictCharField(max_length=50)
+    name = StrictCharField(max_length=200)
+
+
+def project_changes(data: dict) -> dict:
+    changes = {k: data[k] for k in ("name", "default_model") if k in data}
+    if "default_model" in changes:
+        changes["default_model"] = changes["default_model"] or ""
+    changes.update(data.get("limits", {}))
+    return changes
+
+
+class ProjectLimitsOut(serializers.Serializer):
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_day = serializers.IntegerField(allow_null=True)
+
+
+class ProjectOut(serializers.ModelSerializer):
+    default = serializers.BooleanField(source="is_default", help_text="The project keys go to by default.")
+    default_model = serializers.SerializerMethodField()
+    limits = ProjectLimitsOut(source="*", help_text="Stored for the spend-control work; not enforced yet.")
+    role = serializers.SerializerMethodField(help_text="The caller's role on this project.")
+
+    class Meta:
+        model = Project
+        fields = ["id", "slug", "name", "default", "default_model", "limits", "role", "created_at", "updated_at"]
+
+    def get_default_model(self, project) -> str | None:
+        return project.default_model or None
+
+    def get_role(self, project) -> str | None:
+        access = self.context.get("access")
+        if access is None:
+            return None
+        if access.project_roles is None:
+            return access.role
+        return access.project_roles.get(project.pk)
+
+
+class ProjectListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ProjectOut(many=True),
+                   summary="List projects (a project member: their projects)")
+    def get(self, request):
+        access = self.access(request, projects=True)
+        projects = selectors.project_list(tenant=access.tenant, project_ids=access.project_ids)
+        return paged(self, request, projects, ProjectOut, access=access)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=ProjectIn, responses={201: ProjectOut},
+                   summary="Create a project (tenant admins)")
+    def post(self, request):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating projects")
+        data = validated(ProjectIn, request.data)
+        changes = project_changes(data)
+        project = services.project_create(tenant=access.tenant, slug=data["slug"], name=changes.pop("name"),
+                                          actor=access.principal, **changes)
+        return Response(ProjectOut(project, context={"access": access}).data, status=201)
+
+
+class ProjectDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ProjectOut, summary="One project (by id or slug)")
+    def get(self, request, project: str):
+        access = self.access(request, projects=True)
+        found = selectors.project_get(tenant=access.tenant, project=project, project_ids=access.project_ids)
+        return Response(ProjectOut(found, context={"access": access}).data)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=ProjectUpdateIn, responses=ProjectOut,
+                   summary="Change a project's name, default model or limits (tenant admins)")
+    def patch(self, request, project: str):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="changing projects")
+        found = selectors.project_get(tenant=access.tenant, project=project)
+        data = validated(ProjectUpdateIn, request.data)
+        found = services.project_update(project=found, changes=project_changes(data), actor=access.principal)
+        return Response(ProjectOut(found, context={"access": access}).data)
+
+    put = patch
+
+    @extend_schema(parameters=[TENANT_PARAM], responses={204: None},
+                   summary="Delete a project (tenant admins; refused while it has active keys)")
+    def delete(self, request, project: str):
+        access = self.access_for_change(request, needed=Role.ADMIN, doing="deleting projects")
+        found = selectors.project_get(tenant=access.tenant, project=project)
+        services.project_delete(project=found, actor=access.principal)
+        return Response(status=204)
+
+
+class ProjectMemberIn(StrictSerializer):
+    email = StrictCharField(max_length=254)
+    role = serializers.ChoiceField(choices=PROJECT_ROLE_CHOICES)
+
+
+class ProjectMemberOut(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    email = serializers.CharField(source="user.email")
+
+    class Meta:
+        model = ProjectMembership
+        fields = ["id", "username", "email", "role", "created_at"]
+
+
+class ProjectMemberListAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses=ProjectMemberOut(many=True),
+                   summary="Members with a role on this project only")
+    def get(self, request, project: str):
+        access = self.access(request, projects=True)
+        found = selectors.project_get(tenant=access.tenant, project=project, project_ids=access.project_ids)
+        return paged(self, request, selectors.project_membership_list(project=found), ProjectMemberOut)
+
+    @extend_schema(parameters=[TENANT_PARAM], request=ProjectMemberIn, responses={201: ProjectMemberOut},
+                   summary="Give an existing user a role on this project only (tenant owners)")
+    def post(self, request, project: str):
+        access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
+        found = selectors.project_get(tenant=access.tenant, project=project)
+        data = validated(ProjectMemberIn, request.data)
+        membership = services.project_member_add(project=found, email=data["email"], role=data["role"],
+                                                 actor=access.principal)
+        return Response(ProjectMemberOut(membership).data, status=201)
+
+
+class ProjectMemberDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], responses={204: None},
+                   summary="Remove a member's role on this project (tenant owners)")
+    def delete(self, request, project: str, project_member_id: int):
+        access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
+        found = selectors.project_get(tenant=access.tenant, project=project)
+        membership = selectors.project_membership_get(project=found, membership_id=project_member_id)
+        services.project_member_remove(membership=membership, actor=access.principal)
+        return Response(status=204)
 
 
 # --- members -------------------------------------------------------------------------------

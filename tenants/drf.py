@@ -39,10 +39,13 @@ class TenantAPIView(APIView):
             message = "Must not contain a NUL character (%00)."
             raise exceptions.ValidationError({name: [message] for name in bad})
 
-    def access(self, request, *, tenant_id: int | None = None) -> TenantAccess:
+    def access(self, request, *, tenant_id: int | None = None, projects: bool = False) -> TenantAccess:
+        """``projects``: this view serves members with roles on some projects only (their access
+        carries ``project_roles``, and the view must keep to those projects); other views refuse
+        them."""
         hint = request.query_params.get("tenant") or request.headers.get("X-Tollgate-Tenant")
         return selectors.tenant_access_get(
-            principal=principal_of(request), tenant_id=tenant_id, tenant_hint=hint
+            principal=principal_of(request), tenant_id=tenant_id, tenant_hint=hint, projects=projects
         )
 
     def access_for_change(self, request, *, needed: Role, doing: str, tenant_id: int | None = None):

@@ -97,6 +97,16 @@ class ApiKeyForm(ConsoleForm):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         help_text="Optional, in the tenant's time zone. Empty: never expires.",
     )
+    project = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Project",
+                                     help_text="Usage is counted per project; the key stays in it. "
+                                     "Empty: the default project.")
+
+    def __init__(self, data=None, *, projects):
+        super().__init__(data)
+        self.fields["project"].choices = [(str(p.pk), f"{p.name} ({p.slug})") for p in projects]
+        default = next((p for p in projects if p.is_default), None)
+        if default is not None:
+            self.fields["project"].initial = str(default.pk)
 
 
 class MemberAddForm(ConsoleForm):

@@ -98,6 +98,64 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} of {self.tenant.slug}"
 
 
+DEFAULT_PROJECT_SLUG = "default"
+
+
+class Project(models.Model):
+    """A part of a tenant (a team, a product) that owns API keys, so usage can be told apart and
+    members can be given a role on it alone. Every tenant has a ``default`` project: keys go there
+    unless another is named. The limits are stored for the spend-control work of issue #16; the
+    gateway does not enforce them yet."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="projects")
+    slug = models.SlugField(max_length=50)
+    name = models.CharField(max_length=200)
+    default_model = models.CharField(max_length=255, blank=True, default="")
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant_id", "slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "slug"], name="project_unique_slug"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    @property
+    def is_default(self) -> bool:
+        return self.slug == DEFAULT_PROJECT_SLUG
+
+
+# The roles a member can hold on one project only (no owner: owning is tenant-wide).
+PROJECT_ROLES = (Role.ADMIN, Role.VIEWER)
+PROJECT_ROLE_CHOICES = [(r.value, r.label) for r in PROJECT_ROLES]
+
+
+class ProjectMembership(models.Model):
+    """A role on one project only, for a user who has no role in the whole tenant: a project
+    admin manages that project's keys, a project viewer reads its usage (tenants/access.py)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_memberships"
+    )
+    role = models.CharField(max_length=10, choices=PROJECT_ROLE_CHOICES, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "user_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="projectmembership_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of project {self.project.slug}"
+
+
 class KeyScope(models.TextChoices):
     CHAT = "chat", "Chat (the /v1 gateway)"
     ADMIN = "admin", "Admin (the management API and the gateway)"
@@ -108,6 +166,8 @@ class ApiKey(models.Model):
     shown once, when it is created."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    # The project it belongs to (always one of its tenant's; it never moves to another).
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="api_keys")
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=10, choices=KeyScope.choices, default=KeyScope.CHAT)
     prefix = models.CharField(max_length=16, db_index=True)

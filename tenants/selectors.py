@@ -5,9 +5,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from core.errors import Forbidden, InvalidInput, NotFound
-from tenants.access import SUPPORT, Principal, TenantAccess, key_role
+from tenants.access import PROJECT, SUPPORT, Principal, TenantAccess, key_role, project_only_message
 from tenants.keys import MALFORMED, UNKNOWN, key_hash, key_looks_valid, key_refusal
-from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+from tenants.models import DEFAULT_PROJECT_SLUG, ApiKey, AuditEvent, Membership, Project, ProjectMembership, Tenant
 
 
 class KeyRejected(Exception):
@@ -42,13 +42,18 @@ def tenants_visible(*, principal: Principal) -> QuerySet[Tenant]:
 
 
 def tenant_access_get(
-    *, principal: Principal, tenant_id: int | None = None, tenant_hint: str | None = None
+    *, principal: Principal, tenant_id: int | None = None, tenant_hint: str | None = None,
+    projects: bool = False,
 ) -> TenantAccess:
     """Resolve the tenant a request acts in, and the caller's role there.
 
     ``tenant_id`` comes from a URL (``/api/tenants/{id}``); ``tenant_hint`` (an id or a slug,
     from ``?tenant=`` or the ``X-Tollgate-Tenant`` header) picks one tenant for a session user
     who belongs to several. A tenant the caller may not see is reported as not found.
+
+    A user with roles on some of the tenant's projects only gets the ``project`` role with
+    those ``project_roles`` when the caller serves project-scoped access (``projects=True``),
+    and is refused (403) everywhere else.
     """
     key = principal.api_key
     if key is not None:
@@ -80,6 +85,9 @@ def tenant_access_get(
             tenant = Tenant.objects.filter(pk=tenant_id).first()
             if tenant is not None:
                 return TenantAccess(tenant=tenant, role=SUPPORT, principal=principal)
+        access = _project_access(principal=principal, tenant_id=tenant_id, projects=projects)
+        if access is not None:
+            return access
         raise NotFound(f"Tenant {tenant_hint or tenant_id} not found.")
 
     memberships = list(Membership.objects.select_related("tenant").filter(user=user)[:21])
@@ -87,6 +95,17 @@ def tenant_access_get(
         m = memberships[0]
         return TenantAccess(tenant=m.tenant, role=m.role, principal=principal)
     if not memberships:
+        project_tenants = sorted(set(
+            ProjectMembership.objects.filter(user=user).values_list("project__tenant_id", flat=True)
+        ))
+        if len(project_tenants) == 1:
+            return _project_access(principal=principal, tenant_id=project_tenants[0], projects=projects)
+        if project_tenants:
+            raise InvalidInput(
+                "You have roles on projects of several tenants; choose one with ?tenant=<id or slug> or "
+                "the X-Tollgate-Tenant header.",
+                field="tenant",
+            )
         if principal.is_support:
             raise InvalidInput(
                 "Support staff act in a chosen tenant: add ?tenant=<id or slug> or the "
@@ -100,6 +119,20 @@ def tenant_access_get(
         "X-Tollgate-Tenant header.",
         field="tenant",
     )
+
+
+def _project_access(*, principal: Principal, tenant_id: int, projects: bool) -> TenantAccess | None:
+    """The access of a user with roles on some projects of the tenant only (None: no such role)."""
+    roles = dict(
+        ProjectMembership.objects.filter(user=principal.user, project__tenant_id=tenant_id)
+        .values_list("project_id", "role")
+    )
+    if not roles:
+        return None
+    tenant = Tenant.objects.get(pk=tenant_id)
+    if not projects:
+        raise Forbidden(project_only_message(tenant, doing="this request"))
+    return TenantAccess(tenant=tenant, role=PROJECT, principal=principal, project_roles=roles)
 
 
 def _tenant_by_hint(hint: str) -> Tenant | None:
@@ -119,12 +152,14 @@ def _hint_matches(tenant: Tenant, hint: str | None) -> int | None:
     return -1
 
 
-def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(tenant=tenant).select_related("created_by")
+def api_key_list(*, tenant: Tenant, project_ids: frozenset[int] | None = None) -> QuerySet[ApiKey]:
+    """The tenant's keys; ``project_ids`` (a project-scoped caller's): those projects' only."""
+    keys = ApiKey.objects.filter(tenant=tenant).select_related("created_by", "project")
+    return keys if project_ids is None else keys.filter(project_id__in=project_ids)
 
 
-def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
-    key = ApiKey.objects.filter(tenant=tenant, pk=key_id).select_related("created_by").first()
+def api_key_get(*, tenant: Tenant, key_id: int, project_ids: frozenset[int] | None = None) -> ApiKey:
+    key = api_key_list(tenant=tenant, project_ids=project_ids).filter(pk=key_id).first()
     if key is None:
         raise NotFound(f"API key {key_id} not found in tenant '{tenant.slug}'.")
     return key
@@ -145,3 +180,43 @@ def membership_get(*, tenant: Tenant, membership_id: int) -> Membership:
 
 def audit_event_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(tenant=tenant)
+
+
+# --- projects --------------------------------------------------------------------------------
+
+
+def project_list(*, tenant: Tenant, project_ids: frozenset[int] | None = None) -> QuerySet[Project]:
+    """The tenant's projects; ``project_ids`` (a project-scoped caller's): those only."""
+    projects = Project.objects.filter(tenant=tenant).order_by("slug")
+    return projects if project_ids is None else projects.filter(pk__in=project_ids)
+
+
+def project_get(*, tenant: Tenant, project: int | str, project_ids: frozenset[int] | None = None) -> Project:
+    """One project of ``tenant`` by id or slug; another tenant's (or one the caller may not see)
+    is not found."""
+    projects = project_list(tenant=tenant, project_ids=project_ids)
+    text = str(project).strip()
+    if isinstance(project, int) or (text.isascii() and text.isdigit()):
+        found = projects.filter(pk=int(text)).first() if len(text) < 19 else None
+    elif "\x00" in text:
+        found = None
+    else:
+        found = projects.filter(slug=text).first()
+    if found is None:
+        raise NotFound(f"Project {text!r} not found in tenant '{tenant.slug}'; GET /api/projects lists them.")
+    return found
+
+
+def project_default(*, tenant: Tenant) -> Project:
+    return Project.objects.get(tenant=tenant, slug=DEFAULT_PROJECT_SLUG)
+
+
+def project_membership_list(*, project: Project) -> QuerySet[ProjectMembership]:
+    return ProjectMembership.objects.filter(project=project).select_related("user").order_by("user__username")
+
+
+def project_membership_get(*, project: Project, membership_id: int) -> ProjectMembership:
+    found = project_membership_list(project=project).filter(pk=membership_id).first()
+    if found is None:
+        raise NotFound(f"Member {membership_id} not found on project '{project.slug}'.")
+    return found

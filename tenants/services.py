@@ -19,7 +19,18 @@ from core.redis import REDIS_DOWN
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
 from tenants.keys import key_generate, key_hash, key_visible_prefix
-from tenants.models import ApiKey, AuditEvent, KeyScope, Membership, Role, Tenant
+from tenants.models import (
+    DEFAULT_PROJECT_SLUG,
+    PROJECT_ROLES,
+    ApiKey,
+    AuditEvent,
+    KeyScope,
+    Membership,
+    Project,
+    ProjectMembership,
+    Role,
+    Tenant,
+)
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
 
@@ -118,6 +129,7 @@ def tenant_create(
             target=f"tenant:{slug}",
             after={"slug": slug, "name": name, "owner": admin_email or None, **defaults},
         )
+        project_create(tenant=tenant, slug=DEFAULT_PROJECT_SLUG, name="Default", actor=actor)
         for step in TENANT_CREATE_STEPS:
             step(tenant=tenant, actor=actor)
         _, chat_raw = api_key_create(
@@ -177,10 +189,12 @@ def api_key_create(
     name: str,
     scope: str = KeyScope.CHAT,
     expires_at: datetime | None = None,
+    project: Project | None = None,
     actor: Principal,
     created_by=None,
 ) -> tuple[ApiKey, str]:
-    """A new key and its raw value, which is never stored and never shown again."""
+    """A new key and its raw value, which is never stored and never shown again. It belongs to
+    ``project`` (one of ``tenant``'s), or to the tenant's default project."""
     name = (name or "").strip()
     if not name:
         raise InvalidInput("Key name must not be empty.", field="name")
@@ -188,10 +202,15 @@ def api_key_create(
         raise InvalidInput(f"Key scope must be one of: {', '.join(KeyScope.values)}.", field="scope")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("expires_at must be in the future.", field="expires_at")
+    if project is None:
+        project = Project.objects.get(tenant=tenant, slug=DEFAULT_PROJECT_SLUG)
+    elif project.tenant_id != tenant.pk:
+        raise InvalidInput(f"Project '{project.slug}' is not a project of tenant '{tenant.slug}'.", field="project")
     raw = key_generate()
     with transaction.atomic():
         key = ApiKey.objects.create(
             tenant=tenant,
+            project=project,
             name=name,
             scope=scope,
             prefix=key_visible_prefix(raw),
@@ -204,7 +223,7 @@ def api_key_create(
             action="api_key.create",
             tenant=tenant,
             target=f"api_key:{key.pk}",
-            after={"name": name, "scope": scope, "prefix": key.masked,
+            after={"name": name, "scope": scope, "prefix": key.masked, "project": project.slug,
                    "expires_at": expires_at.isoformat() if expires_at else None},
         )
     return key, raw
@@ -361,3 +380,153 @@ def _ensure_another_owner(membership: Membership) -> None:
         f"'{membership.tenant.slug}' must keep at least one owner; make another member owner first.",
         field="role",
     )
+
+
+# --- projects --------------------------------------------------------------------------------
+
+# Project fields that the API may change after creation (the slug is fixed: keys and usage name it).
+PROJECT_FIELDS = ("name", "default_model", "requests_per_minute", "tokens_per_day")
+
+
+def _project_validated(changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(changes)
+    if "name" in out:
+        out["name"] = (out["name"] or "").strip()
+        if not out["name"]:
+            raise InvalidInput("Project name must not be empty.", field="name")
+        if len(out["name"]) > 200:
+            raise InvalidInput("Project name is longer than 200 characters.", field="name")
+    if "default_model" in out:
+        out["default_model"] = (out["default_model"] or "").strip()
+    for field in ("requests_per_minute", "tokens_per_day"):
+        if out.get(field) is not None and out[field] < 1:
+            raise InvalidInput(f"{field} must be at least 1 (or null for no limit).", field=field)
+    return out
+
+
+def project_create(*, tenant: Tenant, slug: str, name: str, actor: Principal, **fields: Any) -> Project:
+    """A new project of ``tenant``; ``fields`` from PROJECT_FIELDS (its default model, limits)."""
+    slug = (slug or "").strip()
+    if not SLUG_RE.match(slug) or slug.isdigit():
+        raise InvalidInput(
+            f"Invalid project slug '{slug}': use 1-50 lowercase letters, digits and hyphens, starting "
+            "and ending with a letter or digit, with at least one letter (a number names a project by id).",
+            field="slug",
+        )
+    unknown = set(fields) - set(PROJECT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.")
+    values = _project_validated({"name": name, **fields})
+    taken = Conflict(f"Tenant '{tenant.slug}' already has a project with slug '{slug}'.", field="slug")
+    if Project.objects.filter(tenant=tenant, slug=slug).exists():
+        raise taken
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                project = Project.objects.create(tenant=tenant, slug=slug, **values)
+        except IntegrityError as exc:  # lost a race with another creator of the same slug
+            raise taken from exc
+        audit_record(actor=actor, action="project.create", tenant=tenant, target=f"project:{slug}",
+                     after={"slug": slug, **values})
+    return project
+
+
+def project_update(*, project: Project, changes: dict[str, Any], actor: Principal) -> Project:
+    unknown = set(changes) - set(PROJECT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.")
+    changes = _project_validated(changes)
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        before = {f: getattr(locked, f) for f in changes}
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        after = {f: getattr(locked, f) for f in changes}
+        if before != after:
+            locked.save(update_fields=[*changes, "updated_at"])
+            audit_record(
+                actor=actor, action="project.update", tenant=locked.tenant, target=f"project:{locked.slug}",
+                before={k: v for k, v in before.items() if before[k] != after[k]},
+                after={k: v for k, v in after.items() if before[k] != after[k]},
+            )
+    return locked
+
+
+def project_delete(*, project: Project, actor: Principal) -> None:
+    """Delete a project that has no active key (refused otherwise, naming them). Its revoked
+    and expired keys move to the default project; its ledger rows keep its id."""
+    if project.is_default:
+        raise InvalidInput(
+            f"The default project of tenant '{project.tenant.slug}' cannot be deleted: keys created without "
+            "a project go there.",
+            field="project",
+        )
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().select_related("tenant").get(pk=project.pk)
+        keys = list(ApiKey.objects.select_for_update().filter(project=locked).order_by("pk"))
+        now = timezone.now()
+        active = [k for k in keys if k.revoked_at is None and (k.expires_at is None or k.expires_at > now)]
+        if active:
+            names = ", ".join(f"{k.name} ({k.masked})" for k in active[:10])
+            raise Conflict(
+                f"Project '{locked.slug}' still has {len(active)} active API key(s): {names}. Revoke them "
+                "first (DELETE /api/keys/{id}), then delete the project.",
+                field="project",
+            )
+        default = Project.objects.get(tenant_id=locked.tenant_id, slug=DEFAULT_PROJECT_SLUG)
+        moved = ApiKey.objects.filter(project=locked).update(project=default)
+        audit_record(
+            actor=actor, action="project.delete", tenant=locked.tenant, target=f"project:{locked.slug}",
+            before={"slug": locked.slug, "name": locked.name},
+            after={"inactive_keys_moved_to_default": moved} if moved else None,
+        )
+        locked.delete()
+
+
+def project_member_add(*, project: Project, email: str, role: str, actor: Principal) -> ProjectMembership:
+    """Give a user a role on ``project`` only. A member of the whole tenant already has a role on
+    every project (refused, saying so)."""
+    if role not in PROJECT_ROLES:
+        raise InvalidInput(
+            f"A project role is one of: {', '.join(r.value for r in PROJECT_ROLES)}.", field="role"
+        )
+    User = get_user_model()
+    email = (email or "").strip()
+    user = User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
+    if user is None:
+        raise InvalidInput(
+            f"No user with email '{email}'. Create the user first (Django admin or "
+            "`createtenant --admin-email`), then add them.",
+            field="email",
+        )
+    tenant_role = (
+        Membership.objects.filter(tenant_id=project.tenant_id, user=user).values_list("role", flat=True).first()
+    )
+    if tenant_role:
+        raise Conflict(
+            f"{user.get_username()} is {tenant_role} of the whole tenant, which covers every project; "
+            "change their tenant role instead.",
+            field="email",
+        )
+    with transaction.atomic():
+        membership, created = ProjectMembership.objects.get_or_create(
+            project=project, user=user, defaults={"role": role}
+        )
+        if not created:
+            raise Conflict(
+                f"{user.get_username()} already has a role on project '{project.slug}' ({membership.role}).",
+                field="email",
+            )
+        audit_record(actor=actor, action="project_member.create", tenant=project.tenant,
+                     target=f"project:{project.slug}:user:{user.get_username()}", after={"role": role})
+    return membership
+
+
+def project_member_remove(*, membership: ProjectMembership, actor: Principal) -> None:
+    with transaction.atomic():
+        audit_record(
+            actor=actor, action="project_member.delete", tenant=membership.project.tenant,
+            target=f"project:{membership.project.slug}:user:{membership.user.get_username()}",
+            before={"role": membership.role},
+        )
+        membership.delete()

@@ -43,12 +43,16 @@ def console_home(request: HttpRequest) -> HttpResponse:
 @tenant_page
 def keys_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     tenant = access.tenant
-    form = ApiKeyForm(request.POST or None)
+    projects = list(selectors.project_list(tenant=tenant))
+    form = ApiKeyForm(request.POST or None, projects=projects)
     if request.method == "POST" and form.is_valid():
         try:
             key, raw = services.api_key_create(
                 tenant=tenant, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"],
-                expires_at=form.cleaned_data["expires_at"], actor=access.principal,
+                expires_at=form.cleaned_data["expires_at"],
+                project=(selectors.project_get(tenant=tenant, project=form.cleaned_data["project"])
+                         if form.cleaned_data["project"] else None),
+                actor=access.principal,
             )
         except TollgateError as exc:
             form_error(form, exc)

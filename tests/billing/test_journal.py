@@ -33,6 +33,7 @@ from billing.writer import UsageWriter
 from core.redis import get_redis
 from gateway.db import close_db, run_db
 from gateway.state import LocalState, RedisState
+from tenants.models import ApiKey
 from tests.utils.procs import REPO, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -145,6 +146,15 @@ def test_a_torn_last_line_is_skipped_with_a_warning_and_the_rest_replayed(world,
     assert set(UsageLog.objects.values_list("request_id", flat=True)) == {"req_torn0", "req_torn1", "req_torn2"}
     assert any("torn" in r.message and "req_cut_short" in r.message for r in caplog.records)
     assert not path.exists() and journals(var) == []
+
+
+def test_a_replayed_line_keeps_its_key_and_project(world, var):
+    key = ApiKey.objects.get(tenant=world.tenant, scope="chat")
+    dead_journal([record(world.tenant, "req_project", api_key_id=key.pk, project_id=key.project_id),
+                  record(world.tenant, "req_no_project")])
+    assert replay() == 2
+    rows = dict(UsageLog.objects.values_list("request_id", "project_id"))
+    assert rows == {"req_project": key.project_id, "req_no_project": None}
 
 
 def test_an_unreadable_line_in_the_middle_does_not_block_the_rest(world, var, caplog):

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 import pytest
 import schemathesis
 from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -40,6 +41,8 @@ from providers.models import ProviderModel
 from providers.services import alias_create, provider_create, provider_get_or_create
 from providers.sync import provider_sync
 from tenants.access import SYSTEM
+from tenants.models import Project, ProjectMembership
+from tenants.services import api_key_create
 from tests.billing.usage.factories import record, usage
 
 SCHEMA_URL = "/api/schema/?format=json"
@@ -119,6 +122,10 @@ class Seeded:
         self.key = key
         self.chat_key = world.tenant.api_keys.get(scope="chat")
         self.member = world.tenant.memberships.get(user=world.viewer)
+        self.project = Project.objects.create(tenant=world.tenant, slug="bot", name="Support bot")
+        api_key_create(tenant=world.tenant, name="bot key", project=self.project, actor=SYSTEM)
+        outsider = get_user_model().objects.create_user("bot@acme.test", "bot@acme.test", "pw")
+        self.project_member = ProjectMembership.objects.create(project=self.project, user=outsider, role="viewer")
 
     def path_values(self) -> dict[str, object]:
         return {
@@ -129,6 +136,8 @@ class Seeded:
             "provider_id": self.provider.pk,
             "tenant_id": self.world.tenant.pk,
             "model_id": self.model.model_id,
+            "project": self.project.pk,
+            "project_member_id": self.project_member.pk,
         }
 
 
@@ -173,7 +182,8 @@ def auths(seeded, client_for) -> dict[str, dict]:
 
 def owners_only(operation) -> bool:
     """Members and the audit trail are the owners' (an admin key gets 403 there)."""
-    return operation.path.startswith(("/api/members", "/api/audit"))
+    return operation.path.startswith(("/api/members", "/api/audit")) or operation.path.endswith(
+        ("/members", "/members/{project_member_id}"))
 
 
 def test_schema_is_valid_openapi(client):
@@ -232,6 +242,8 @@ def test_real_objects_answer_per_schema(seeded, client_for):
         ("/api/budgets/{budget_id}", admin, 204),
         ("/api/keys/{key_id}", admin, 200),
         ("/api/members/{member_id}", owner, 204),
+        ("/api/projects/{project}/members/{project_member_id}", owner, 204),
+        ("/api/projects/{project}", admin, 409),  # it has an active key
         ("/api/providers/{provider_id}", admin, 409),  # its usage rows keep it
     ]:
         operation = schema[path]["DELETE"]

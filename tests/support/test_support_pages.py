@@ -19,7 +19,8 @@ from billing.records import UsageRecord
 from core.redis import get_redis
 from providers.cooldowns import cooldown_key
 from support.selectors import platform_health, tenants_dashboard, top_spenders, trends_fill
-from tenants.models import Tenant
+from tenants.models import Project, Tenant
+from tests.billing.usage.factories import record, usage
 from tests.config.console.conftest import OWN_KEY, PLATFORM_KEY
 
 pytestmark = pytest.mark.django_db
@@ -255,3 +256,20 @@ def test_no_support_page_reveals_provider_keys(traffic, login):
         body = response.content.decode()
         for secret in (PLATFORM_KEY, OWN_KEY, "sk-theirs-0000", c.world.chat_key, c.world.admin_key):
             assert secret not in body, (url, secret)
+
+
+def test_tenant_admin_shows_cost_this_month_by_project(console, login):
+    acme = console.tenant
+    bot = Project.objects.create(tenant=acme, slug="bot", name="Support bot")
+    default = Project.objects.get(tenant=acme, slug="default")
+    now = timezone.now()
+    record(acme, [usage(acme, at=now, project_id=bot.pk, cost=Decimal("1.25")),
+                  usage(acme, at=now, project_id=bot.pk, cost=Decimal("0.25")),
+                  usage(acme, at=now, project_id=default.pk, cost=Decimal("0.5"))])
+    theirs = Project.objects.get(tenant=console.world.other, slug="default")
+    record(console.world.other, [usage(console.world.other, at=now, project_id=theirs.pk, cost=Decimal("9"))])
+    change = login(console.world.support).get(f"/admin/tenants/tenant/{acme.pk}/change/").content.decode()
+    table = re.search(r'<table class="cost-by-project">(.*?)</table>', change, re.S).group(1)
+    rows = re.findall(r"<tr><td>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td></tr>", table)
+    assert rows == [("bot", "2", "$1.5000"), ("default", "1", "$0.5000")]
+    assert "$9.0000" not in table

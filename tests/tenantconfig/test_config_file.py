@@ -204,7 +204,8 @@ def test_schema_errors_name_their_path(world):
     assert any(e.startswith("aliases[2].colour: is not a known field here") for e in errors)
     assert any(e.startswith("budgets[0].amount: must be a decimal string of USD") for e in errors)
     assert any(e.startswith("providers[0].name: must be 1-64 lowercase letters") for e in errors)
-    assert any(e.startswith("projects: must be empty: projects do not exist yet") for e in errors)
+    assert any(e.startswith("projects: must be empty: configuration as code does not carry projects")
+               for e in errors)
     assert document_errors({"aliases": []}) == ["version: is required"]
     with pytest.raises(ConfigInvalid) as caught:
         config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)

@@ -54,7 +54,8 @@ def test_csv(world, three_rows, chat_key):
     assert rows[2] == {
         "request_id": priced, "created_at": "2025-01-05T10:30:00Z", "model_requested": "openai:gpt-4o",
         "provider": "openai", "model": "gpt-4o", "key_name": chat_key.name, "key_prefix": chat_key.prefix,
-        "status": "ok", "error_type": "", "attempts": "1", "input_tokens": "1200", "cached_input_tokens": "200",
+        "project": "", "status": "ok", "error_type": "", "attempts": "1", "input_tokens": "1200",
+        "cached_input_tokens": "200",
         "cache_write_tokens": "3", "output_tokens": "340", "reasoning_tokens": "12", "tokens_estimated": "false",
         "cost": "0.000012500000", "provider_cost": "0.000010000000", "latency_ms": "950", "ttft_ms": "210",
         "stream": "true", "conversation_id": "conv-7",
@@ -81,7 +82,8 @@ def test_jsonl(three_rows, chat_key):
     assert rows[2] == {
         "request_id": priced, "created_at": "2025-01-05T10:30:00Z", "model_requested": "openai:gpt-4o",
         "provider": "openai", "model": "gpt-4o", "key_name": chat_key.name, "key_prefix": chat_key.prefix,
-        "status": "ok", "error_type": "", "attempts": 1, "input_tokens": 1200, "cached_input_tokens": 200,
+        "project": None, "status": "ok", "error_type": "", "attempts": 1, "input_tokens": 1200,
+        "cached_input_tokens": 200,
         "cache_write_tokens": 3, "output_tokens": 340, "reasoning_tokens": 12, "tokens_estimated": False,
         "cost": "0.000012500000", "provider_cost": "0.000010000000", "latency_ms": 950, "ttft_ms": 210,
         "stream": True, "conversation_id": "conv-7",

@@ -18,7 +18,7 @@ from tests.billing.usage.factories import record, usage
 pytestmark = pytest.mark.django_db
 
 HEADER = [
-    "request_id", "created_at", "model_requested", "provider", "model", "key_name", "key_prefix", "status",
+    "request_id", "created_at", "model_requested", "provider", "model", "key_name", "key_prefix", "project", "status",
     "error_type", "attempts", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "tokens_estimated", "cost", "provider_cost", "latency_ms", "ttft_ms", "stream",
     "conversation_id", "end_user", "api",
@@ -57,7 +57,7 @@ def test_csv_rows_money_and_file_name(world, catalog, client_for):
     assert rows[2] == {
         "request_id": priced.request_id, "created_at": "2025-01-05T10:30:00Z", "model_requested": "openai:gpt-4o",
         "provider": "openai", "model": "gpt-4o", "key_name": catalog.chat_key.name,
-        "key_prefix": catalog.chat_key.prefix, "status": "ok", "error_type": "", "attempts": "1",
+        "key_prefix": catalog.chat_key.prefix, "project": "", "status": "ok", "error_type": "", "attempts": "1",
         "input_tokens": "1200", "cached_input_tokens": "200", "cache_write_tokens": "3", "output_tokens": "340",
         "reasoning_tokens": "12", "tokens_estimated": "false", "cost": "0.000012500000",
         "provider_cost": "0.000010000000", "latency_ms": "950", "ttft_ms": "210", "stream": "true",

@@ -40,7 +40,7 @@ def test_rows_newest_first_with_everything_a_dashboard_needs(world, catalog, cli
         "request_id": older.request_id, "created_at": "2025-01-05T10:00:00Z", "model_requested": "openai:gpt-4o",
         "provider": "openai", "model": "openai:gpt-4o",
         "key": {"id": catalog.chat_key.pk, "name": catalog.chat_key.name, "prefix": catalog.chat_key.masked},
-        "status": "ok", "error_type": "", "attempts": 1,
+        "project": None, "status": "ok", "error_type": "", "attempts": 1,
         "tokens": {"input": 1000, "cached_input": 200, "cache_write": 30, "output": 500, "reasoning": 40},
         "tokens_estimated": False, "cost": "0.012500000000", "cost_known": True, "provider_cost": "0.012400000000",
         "latency_ms": 812, "ttft_ms": 120, "stream": True, "conversation_id": "conv-1", "end_user": "user-42",

@@ -241,7 +241,7 @@ def test_unknown_grouping_lists_the_allowed_ones(world, client_for):
     response = client_for(user=world.viewer).get("/api/usage/summary?group_by=hour")
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["group_by"] == [
-        "'hour' is not a grouping; use one of day, week, month, model, provider, key, conversation, api."]
+        "'hour' is not a grouping; use one of day, week, month, model, provider, key, conversation, api, project."]
 
 
 def test_outsider_summary_counts_only_their_own_usage(world, catalog, client_for):

@@ -9,7 +9,7 @@ import pytest
 
 from billing.models import Budget, UsageLog
 from providers.models import ModelAlias, Provider, ProviderModel, TenantModel
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Project, Tenant
 from tests.config.console.conftest import LAB_URL, OWN_KEY, PLATFORM_KEY, write_usage
 from tests.config.console.test_permissions import alias_form, budget_form
 from tests.fakes import FakeOpenAI
@@ -132,6 +132,22 @@ def test_key_form_errors_are_shown_next_to_the_field(console, login):
     assert response.status_code == 400
     assert "in the future" in error_next_to(response.content.decode(), "expires_at")
     assert not ApiKey.objects.filter(name="old").exists()
+
+
+def test_a_new_key_goes_to_the_chosen_project_or_the_default_one(console, login):
+    bot = Project.objects.create(tenant=console.tenant, slug="bot", name="Support bot")
+    client = login(console.world.admin)
+    form = client.get("/app/acme/keys/").content.decode()
+    assert f'<option value="{bot.pk}">Support bot (bot)</option>' in form
+    assert client.post("/app/acme/keys/", {"name": "in bot", "scope": "chat", "project": bot.pk}).status_code == 201
+    assert client.post("/app/acme/keys/", {"name": "plain", "scope": "chat"}).status_code == 201
+    assert ApiKey.objects.get(name="in bot").project == bot
+    assert ApiKey.objects.get(name="plain").project.slug == "default"
+    theirs = Project.objects.get(tenant=console.world.other, slug="default")
+    response = client.post("/app/acme/keys/", {"name": "x", "scope": "chat", "project": theirs.pk})
+    assert response.status_code == 400 and "valid choice" in error_next_to(response.content.decode(), "project")
+    assert not ApiKey.objects.filter(name="x").exists()
+    assert ">bot<" in client.get("/app/acme/keys/").content.decode()
 
 
 def test_revoking_a_key_over_htmx_answers_its_row(console, login):
@@ -455,6 +471,23 @@ def test_usage_explorer_filters_and_breaks_down_by_api(console, login):
     response = client.get("/app/acme/usage/?api=completions")
     errors = re.search(r'<ul class="errorlist" id="id_api_error">(.*?)</ul>', response.content.decode(), re.S)
     assert response.status_code == 400 and errors and "valid choice" in errors.group(1)
+
+
+def test_usage_explorer_filters_and_breaks_down_by_project(console, login):
+    write_usage(console, days=1, per_day=4)
+    bot = Project.objects.create(tenant=console.tenant, slug="bot", name="Support bot")
+    UsageLog.objects.filter(tenant=console.tenant).update(project_id=console.chat_key.project_id)
+    UsageLog.objects.filter(request_id__endswith=f"_1_{console.tenant.pk}").update(project_id=bot.pk)
+    client = login(console.world.viewer)
+    page = client.get("/app/acme/usage/").content.decode()
+    assert f'<option value="{bot.pk}">Support bot (bot)</option>' in page  # the filter is offered
+    by_project = client.get("/app/acme/usage/?by=project").content.decode()
+    assert ">bot<" in by_project and ">default<" in by_project
+    only = client.get(f"/app/acme/usage/?project={bot.pk}").content.decode()
+    assert "$0.0125" in only and "0 failed (0.0 %)" in only  # the one priced, ok request of bot
+    theirs = Project.objects.get(tenant=console.world.other, slug="default")
+    response = client.get(f"/app/acme/usage/?project={theirs.pk}")
+    assert response.status_code == 400 and "valid choice" in error_next_to(response.content.decode(), "project")
 
 
 def test_usage_filter_errors_are_shown_next_to_the_field(console, login):
