@@ -18,7 +18,7 @@ from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, defa
 from core.errors import InvalidInput
 from providers.models import ModelAlias, PriceSource, Provider, ProviderModel, RoutingStrategy, TenantModel
 from tenantconfig.schema import VERSION
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Project, Tenant
 
 PRICE_KEYS = ("input_price", "output_price", "cached_input_price", "cache_write_price")
 PROVIDER_DEFAULTS = {"priority": 0, "timeout_seconds": 60.0, "max_retries": 2, "enabled": True, "auto_sync": True,
@@ -176,15 +176,26 @@ def config_export(*, tenant: Tenant) -> dict[str, Any]:
         "budgets": [_budget_entry(b) for b in
                     Budget.objects.filter(tenant=tenant).select_related("api_key").order_by("name", "pk")],
         "keys": keys,
-        "projects": [],
+        "projects": [project_entry(p) for p in Project.objects.filter(tenant=tenant).order_by("slug")],
     }
+
+
+PROJECT_DEFAULTS: dict[str, Any] = {"default_model": None, "requests_per_minute": None, "tokens_per_day": None}
+
+
+def project_entry(project: Project) -> dict[str, Any]:
+    """A project as the document has it: its slug and name, and what differs from the defaults."""
+    entry: dict[str, Any] = {"slug": project.slug, "name": project.name}
+    values = {"default_model": project.default_model or None, "requests_per_minute": project.requests_per_minute,
+              "tokens_per_day": project.tokens_per_day}
+    entry.update({k: v for k, v in values.items() if v != PROJECT_DEFAULTS[k]})
+    return entry
 
 
 HEADER = """\
 # Tollgate tenant configuration (version 1). Apply with:
 #   manage.py tenant_config apply <this file> [--prune] [--dry-run]   or   POST /api/config/apply
 # Secrets are not in this file: env:NAME is read from the environment when it is applied (manage.py only).
-# projects: reserved; configuration as code does not carry projects yet (use /api/projects).
 """
 
 
@@ -281,6 +292,11 @@ def document_normalize(document: dict[str, Any]) -> dict[str, Any]:
     if "keys" in document:
         out["keys"] = [{"name": e["name"], **KEY_DEFAULTS, **{k: e[k] for k in KEY_DEFAULTS if k in e}}
                        for e in document["keys"]]
+    if "projects" in document:
+        out["projects"] = [{"slug": e["slug"], "name": e["name"], **PROJECT_DEFAULTS,
+                            **{k: e[k] for k in PROJECT_DEFAULTS if k in e}} for e in document["projects"]]
+        for entry in out["projects"]:
+            entry["default_model"] = (entry["default_model"] or "").strip() or None
     return out
 
 
@@ -288,7 +304,7 @@ def duplicates_check(document: dict[str, Any]) -> list[str]:
     """Two entries of one section with the same name: which one is meant cannot be told."""
     errors = []
     for section, key in (("providers", "name"), ("aliases", "name"), ("budgets", "name"), ("keys", "name"),
-                         ("platform_models", "model")):
+                         ("platform_models", "model"), ("projects", "slug")):
         seen: dict[str, int] = {}
         for index, entry in enumerate(document.get(section) or []):
             if not isinstance(entry, dict) or not isinstance(entry.get(key), str):

@@ -134,6 +134,15 @@ KEY = _obj({
 }, required=["name"], description="An existing API key, by name: its own limits and models. Keys are never created "
                                   "by a configuration file and their secrets never appear in one.")
 
+PROJECT = _obj({
+    "slug": {"type": "string", "minLength": 1, "maxLength": 50},
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "default_model": {"type": ["string", "null"], "maxLength": 255},
+    "requests_per_minute": _int(1, 100_000_000, nullable=True),
+    "tokens_per_day": _int(1, 10**15, nullable=True),
+}, required=["slug", "name"], description="A project: its slug (a letter at least; lowercase letters, digits and "
+   "hyphens), name, default model and limits (stored; the gateway does not enforce project limits yet).")
+
 SETTINGS = _obj({
     "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
     "default_model": {"type": ["string", "null"], "maxLength": 255},
@@ -168,10 +177,10 @@ SCHEMA: dict[str, Any] = {
         "aliases": {"type": "array", "maxItems": 1000, "items": ALIAS},
         "budgets": {"type": "array", "maxItems": 200, "items": BUDGET},
         "keys": {"type": "array", "maxItems": 1000, "items": KEY},
-        "projects": {"type": "array", "maxItems": 0,
-                     "x-error": "must be empty: configuration as code does not carry projects yet "
-                                "(use /api/projects; this is where they will go)",
-                     "description": "Reserved: configuration as code does not carry projects yet (use /api/projects)."},
+        "projects": {"type": "array", "maxItems": 1000, "items": PROJECT,
+                     "description": "The tenant's projects, by slug (the default project included). With --prune, "
+                                    "a project the file does not name is deleted (refused while it has active "
+                                    "keys; the default project never is)."},
     }, required=["version"]),
 }
 

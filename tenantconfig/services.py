@@ -4,11 +4,12 @@ tenant match the document in one transaction, through the services the REST API 
 (tenants, providers, billing), so validation, configuration-version bumps and their audit
 events are the same; the apply itself is one more audit event with the plan's summary.
 
-Providers, aliases, budgets and keys are matched by name. An entry is complete: a field it
+Providers, aliases, budgets and keys are matched by name, projects by slug. An entry is complete: a field it
 leaves out takes its default, except secrets (``api_key``, ``extra_headers``, ``webhook_url``),
 which keep the saved value, and a provider's ``models``, which (left out) leave the models
-alone. A ``settings`` key left out keeps its value. With ``prune``, the providers, aliases and
-budgets the document does not name are deleted; keys are never created or deleted."""
+alone. A ``settings`` key left out keeps its value. With ``prune``, the providers, aliases,
+budgets and projects (never the default one) the document does not name are deleted; keys are
+never created or deleted."""
 
 import json
 import zoneinfo
@@ -46,10 +47,17 @@ from tenantconfig.document import (
 )
 from tenantconfig.schema import ConfigInvalid, document_check
 from tenants.access import Principal
-from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_limits_update, audit_record, tenant_update
+from tenants.models import ApiKey, Project, Tenant
+from tenants.services import (
+    api_key_limits_update,
+    audit_record,
+    project_create,
+    project_delete,
+    project_update,
+    tenant_update,
+)
 
-KINDS = ("settings", "provider", "model", "platform_model", "alias", "budget", "key")
+KINDS = ("settings", "project", "provider", "model", "platform_model", "alias", "budget", "key")
 SYMBOL = {"create": "+", "change": "~", "delete": "-"}
 SETTING_FIELDS = {"timezone": "timezone", "default_model": "default_model",
                   "default_embedding_model": "default_embedding_model", "temperature": "temperature",
@@ -454,6 +462,38 @@ class _Planner:
                         self.add(Change("delete", "budget", name))
                         self.step(1, f"budgets: '{name}'", lambda actor, b=budget: budget_delete(budget=b, actor=actor))
 
+    # --- projects --------------------------------------------------------------------------------
+
+    def projects(self) -> None:
+        if "projects" not in self.wanted:
+            return
+        rows = {p.slug: p for p in Project.objects.filter(tenant=self.tenant)}
+        current = document_normalize({"version": self.wanted["version"], "projects": self.current["projects"]})
+        saved = {p["slug"]: p for p in current["projects"]}
+        for index, want in enumerate(self.wanted["projects"]):
+            path = f"projects[{index}]"
+            before = saved.get(want["slug"])
+            fields = {k: v for k, v in want.items() if k != "slug"}
+            service = {k: ("" if k == "default_model" and v is None else v) for k, v in fields.items()}
+            if before is None:
+                diff = {k: (None, v) for k, v in fields.items() if v is not None}
+                self.add(Change("create", "project", want["slug"], diff))
+                self.step(0, path, lambda actor, slug=want["slug"], service=service: project_create(
+                    tenant=self.tenant, slug=slug, actor=actor, **service))
+                continue
+            diff = {k: (before[k], v) for k, v in fields.items() if before[k] != v}
+            if diff:
+                self.add(Change("change", "project", want["slug"], diff))
+                changes = {k: service[k] for k in diff}
+                self.step(0, path, lambda actor, row=rows[want["slug"]], changes=changes: project_update(
+                    project=row, changes=changes, actor=actor))
+        if self.prune:
+            named = {p["slug"] for p in self.wanted["projects"]}
+            for slug, row in rows.items():
+                if slug not in named and not row.is_default:
+                    self.add(Change("delete", "project", slug))
+                    self.step(9, f"projects: '{slug}'", lambda actor, row=row: project_delete(project=row, actor=actor))
+
     # --- keys ------------------------------------------------------------------------------------
 
     def keys(self) -> None:
@@ -480,6 +520,7 @@ class _Planner:
         self.aliases()
         self.budgets()
         self.keys()
+        self.projects()
         order = {kind: i for i, kind in enumerate(KINDS)}
         self.changes.sort(key=lambda c: order[c.kind])
 

@@ -24,8 +24,8 @@ from tenantconfig.document import config_export
 from tenantconfig.schema import ConfigInvalid, document_errors
 from tenantconfig.services import config_apply
 from tenants.access import SYSTEM
-from tenants.models import ApiKey, AuditEvent
-from tenants.services import tenant_create, tenant_update
+from tenants.models import ApiKey, AuditEvent, Project
+from tenants.services import api_key_create, project_create, tenant_create, tenant_update
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +95,7 @@ def test_export_holds_everything_but_secrets(world):
     assert {b["name"]: b.get("key") for b in doc["budgets"]} == {"Chat key": "default chat key", "Monthly": None}
     assert doc["keys"] == [{"name": "default chat key", "allowed_models": ["smart"], "requests_per_minute": 30}]
     assert doc["settings"]["cache"] == {"enabled": True, "ttl_seconds": 600}
-    assert doc["projects"] == []
+    assert doc["projects"] == [{"slug": "default", "name": "Default"}]
     assert document_errors(doc) == []
 
 
@@ -204,8 +204,7 @@ def test_schema_errors_name_their_path(world):
     assert any(e.startswith("aliases[2].colour: is not a known field here") for e in errors)
     assert any(e.startswith("budgets[0].amount: must be a decimal string of USD") for e in errors)
     assert any(e.startswith("providers[0].name: must be 1-64 lowercase letters") for e in errors)
-    assert any(e.startswith("projects: must be empty: configuration as code does not carry projects")
-               for e in errors)
+    assert any(e.startswith("projects[0].slug: is required") for e in errors)
     assert document_errors({"aliases": []}) == ["version: is required"]
     with pytest.raises(ConfigInvalid) as caught:
         config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
@@ -293,3 +292,51 @@ def test_an_option_the_file_drops_is_dropped(world):
     assert [c.line() for c in plan.changes] == ["~ change provider g: options {\"preset\": \"groq\"} → {}"]
     assert Provider.objects.get(owner=world.tenant, name="g").options == {}
     assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
+
+
+def test_projects_are_created_changed_and_pruned_by_slug(world, tmp_path):
+    doc = {"version": 1, "tenant": {"slug": "acme"}, "projects": [
+        {"slug": "default", "name": "Default"},
+        {"slug": "support-bot", "name": "Support bot", "default_model": "smart", "requests_per_minute": 60},
+        {"slug": "research", "name": "Research"},
+    ]}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = apply(path)
+    assert "+ create project support-bot" in out and "+ create project research" in out
+    bot = Project.objects.get(tenant=world.tenant, slug="support-bot")
+    assert (bot.name, bot.default_model, bot.requests_per_minute, bot.tokens_per_day) == (
+        "Support bot", "smart", 60, None)
+    assert yaml.safe_load(export_yaml("acme"))["projects"] == sorted(
+        [{"slug": "default", "name": "Default"}, {"slug": "research", "name": "Research"},
+         {"slug": "support-bot", "name": "Support bot", "default_model": "smart", "requests_per_minute": 60}],
+        key=lambda p: p["slug"])
+    assert "No changes" in apply(path)
+    created = AuditEvent.objects.filter(action="project.create", tenant=world.tenant)
+    assert sorted(created.values_list("target", flat=True)) == ["project:default", "project:research",
+                                                              "project:support-bot"]
+    # an entry is complete: the limit it leaves out goes back to none
+    doc["projects"][1] = {"slug": "support-bot", "name": "Support bot", "tokens_per_day": 500_000}
+    doc["projects"] = doc["projects"][:2]
+    path.write_text(yaml.safe_dump(doc))
+    out = apply(path, "--prune", "--dry-run")
+    assert "- delete project research" in out and "~ change project support-bot" in out
+    assert "default" not in out.split("delete project", 1)[1].splitlines()[0]
+    apply(path, "--prune")
+    bot.refresh_from_db()
+    assert (bot.default_model, bot.requests_per_minute, bot.tokens_per_day) == ("", None, 500_000)
+    assert set(Project.objects.filter(tenant=world.tenant).values_list("slug", flat=True)) == {"default", "support-bot"}
+
+
+def test_pruning_a_project_with_active_keys_is_refused_by_path_and_nothing_is_written(world, tmp_path):
+    bot = project_create(tenant=world.tenant, slug="bot", name="Bot", actor=SYSTEM)
+    api_key_create(tenant=world.tenant, name="bot key", scope="chat", actor=SYSTEM, project=bot)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "tenant": {"slug": "acme"},
+                                    "projects": [{"slug": "default", "name": "Default"},
+                                                 {"slug": "new-one", "name": "New"}]}))
+    with pytest.raises(CommandError) as caught:
+        apply(path, "--prune")
+    assert "bot key" in str(caught.value) and "projects" in str(caught.value)
+    assert set(Project.objects.filter(tenant=world.tenant).values_list("slug", flat=True)) == {"default", "bot"}
+    # (and the project the file would have created was rolled back with it)
