@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ SCRIPT_CODES = {RoutingStrategy.LEAST_BUSY: LEAST_BUSY, RoutingStrategy.LATENCY:
 USABLE, COOLING, AT_RPM, AT_TPM, RATE_LIMITED = 0, 1, 2, 3, 4
 IN_FLIGHT_SECONDS = 300  # a request stops counting as in flight after this long, whatever happens
 TALLY_SECONDS = 0.1  # ended requests are released in batches this often
+LOG_SECONDS = 60.0  # a failing release is logged again after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class Tally:
         self.pending: list[Ended] = []
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self.dropped = 0  # requests not released since the last warning
+        self._logged = -LOG_SECONDS
 
     def add(self, ended: Ended) -> None:
         self.pending.append(ended)
@@ -175,7 +179,13 @@ class Tally:
         try:
             await self.state.traffic_settle(batch)
         except Exception as exc:  # noqa: BLE001 - best effort; see the class docstring
-            log.warning("Deployment traffic of %d requests not released: %s", len(batch), exc)
+            self.dropped += len(batch)
+            now = time.monotonic()
+            if now - self._logged >= LOG_SECONDS:  # not every 100 ms while Redis is down
+                self._logged = now
+                log.warning("Deployment traffic of %d requests not released (%d since the last warning): %s",
+                            len(batch), self.dropped, exc)
+                self.dropped = 0
 
     async def close(self) -> None:
         if self._task is not None:

@@ -24,6 +24,7 @@ from gateway.deployments import (
     USAGE,
     Candidate,
     Ended,
+    Tally,
     preorder,
 )
 from gateway.routing import Target, route_make
@@ -231,3 +232,25 @@ def test_a_budget_reservation_covers_the_error_class_fallbacks():
     alone = GatewayApp._worst_case(cheap, body, Tenant, 400, "chat")
     covered = GatewayApp._worst_case(with_fallback, body, Tenant, 400, "chat")
     assert covered == GatewayApp._worst_case(dear, body, Tenant, 400, "chat") and covered > 50 * alone
+
+
+def test_a_tally_that_cannot_reach_redis_drops_the_batch_and_warns_once_a_minute(caplog):
+    class Down:
+        calls = 0
+
+        async def traffic_settle(self, ended):
+            Down.calls += 1
+            raise ConnectionError("redis is down")
+
+    async def run():
+        tally = Tally(Down())
+        for i in range(3):
+            tally.add(Ended(TENANT, f"req-{i}", (1,), 1, 10, 5.0, False))
+            await tally.flush()
+        return tally
+
+    with caplog.at_level("WARNING", logger="tollgate.gateway"):
+        tally = asyncio.run(run())
+    assert Down.calls == 3 and tally.pending == []
+    warnings = [r for r in caplog.records if "not released" in r.getMessage()]
+    assert len(warnings) == 1 and tally.dropped == 2
