@@ -66,8 +66,10 @@ def settings_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     tenant = access.tenant
     models = list(selectors.models_available(tenant=tenant))
     aliases = list(selectors.alias_list(tenant=tenant).order_by("name"))
+    embedding_models = [m for m in models if m.mode == ModelMode.EMBEDDING]
     if request.method == "POST":
-        form = TenantSettingsForm(request.POST, tenant=tenant, models=models, aliases=aliases)
+        form = TenantSettingsForm(request.POST, tenant=tenant, models=models, aliases=aliases,
+                                  embedding_models=embedding_models)
         if form.is_valid():
             try:
                 tenant_update(tenant=tenant, changes=form.changes(), actor=access.principal)
@@ -77,7 +79,7 @@ def settings_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
                 messages.success(request, "Settings saved.")
                 return redirect("console-settings", tenant.slug)
     else:
-        form = TenantSettingsForm(tenant=tenant, models=models, aliases=aliases)
+        form = TenantSettingsForm(tenant=tenant, models=models, aliases=aliases, embedding_models=embedding_models)
     selected = form["default_model"].value() or ""
     options = [model_facts(m) for m in models]
     return console_render(request, access, "app/settings.html", {

@@ -28,6 +28,10 @@ class TenantSettingsForm(ConsoleForm):
         required=False, label="Default model",
         help_text="Used when a request names no model. Pick an alias or an enabled model.",
     )
+    default_embedding_model = forms.ChoiceField(
+        required=False, label="Default embedding model",
+        help_text="Used by /v1/embeddings when a request names no model.",
+    )
     temperature = forms.FloatField(required=False, widget=number_input("0.05"),
                                    help_text="0 to 2. Empty: the model's own default.",
                                    **api_bounds(LlmSettingsIn, "temperature"))
@@ -57,10 +61,11 @@ class TenantSettingsForm(ConsoleForm):
                                               widget=number_input("1"),
                                               **api_bounds(DataIn, "usage_retention_days"))
 
-    FIELDS = ("name", "timezone", "default_model", "temperature", "max_tokens", "top_p", "requests_per_minute",
-              "tokens_per_day", "redis_outage", "cache_enabled", "cache_ttl_seconds", "usage_retention_days")
+    FIELDS = ("name", "timezone", "default_model", "default_embedding_model", "temperature", "max_tokens", "top_p",
+              "requests_per_minute", "tokens_per_day", "redis_outage", "cache_enabled", "cache_ttl_seconds",
+              "usage_retention_days")
 
-    def __init__(self, data=None, *, tenant: Tenant, models, aliases):
+    def __init__(self, data=None, *, tenant: Tenant, models, aliases, embedding_models=()):
         initial = {name: getattr(tenant, name) for name in self.FIELDS}
         super().__init__(data, initial=initial)
         self.fields["timezone"].choices = timezone_choices()
@@ -79,11 +84,19 @@ class TenantSettingsForm(ConsoleForm):
         if self.missing_current:
             choices.append((self.missing_current, f"{self.missing_current} (not available now)"))
         self.fields["default_model"].choices = choices
+        embedding = [("", "None (a request must name its model)")]
+        embedding += [(f"{m.provider.name}:{m.model_id}", f"{m.provider.name}:{m.model_id}")
+                      for m in embedding_models]
+        current = tenant.default_embedding_model
+        if current and current not in {value for value, _ in embedding}:
+            embedding.append((current, f"{current} (not available now)"))
+        self.fields["default_embedding_model"].choices = embedding
 
     def changes(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
         data["name"] = data["name"].strip()
         data["default_model"] = (data["default_model"] or "").strip()
+        data["default_embedding_model"] = (data["default_embedding_model"] or "").strip()
         data["redis_outage"] = data["redis_outage"] or OutagePolicy.INHERIT
         return {name: data[name] for name in self.FIELDS}
 

@@ -104,6 +104,22 @@ def test_default_model_is_picked_from_usable_models_with_their_capabilities(cons
     assert kept.status_code == 302
 
 
+def test_the_default_embedding_model_is_picked_from_the_embedding_models(console, login):
+    platform = Provider.objects.get(owner__isnull=True, name="openai")
+    small = ProviderModel.objects.create(provider=platform, model_id="text-embedding-3-small", mode="embedding")
+    TenantModel.objects.create(tenant=console.tenant, provider_model=small, enabled=True)
+    client = login(console.world.admin)
+    page = client.get("/app/acme/settings/").content.decode()
+    select = page[page.index('name="default_embedding_model"'):].split("</select>")[0]
+    assert 'value="openai:text-embedding-3-small"' in select and 'value="openai:gpt-4o"' not in select
+    saved = client.post("/app/acme/settings/", settings_data(default_embedding_model="openai:text-embedding-3-small"))
+    assert saved.status_code == 302
+    assert Tenant.objects.get(pk=console.tenant.pk).default_embedding_model == "openai:text-embedding-3-small"
+    refused = client.post("/app/acme/settings/", settings_data(default_embedding_model="openai:gpt-4o"))
+    assert refused.status_code == 400
+    assert "valid choice" in error_next_to(refused.content.decode(), "default_embedding_model")
+
+
 def test_settings_unknown_time_zone_is_refused(console, login):
     response = login(console.world.admin).post("/app/acme/settings/", settings_data(timezone="Mars/Olympus"))
     assert response.status_code == 400
