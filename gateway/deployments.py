@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from providers.cooldowns import RATE_FLAG
 from providers.models import RoutingStrategy
@@ -49,7 +50,7 @@ class Candidate:
     weight: int
     rpm: int  # 0: no limit
     tpm: int
-    price: float  # per million input + output tokens; inf when unknown
+    price: Decimal | None  # USD per million input + output tokens; None when unknown
     spec: str = field(default="", compare=False)  # how the admission script receives it: "pm:group:rpm:tpm"
 
     def __post_init__(self):
@@ -78,7 +79,8 @@ def preorder(candidates: Sequence[Candidate], strategy: str, session: str = "") 
             draw = -math.log(_unit(f"{session}\x00{c.provider_model_id}")) / c.weight
         else:
             draw = -math.log(1.0 - random.random()) / c.weight  # an exponential with rate = weight
-        first = c.price if strategy == RoutingStrategy.COST and not session else 0.0
+        # for cost: known prices first, cheapest first (Decimal, as every price); else no order
+        first = (c.price is None, c.price or 0) if strategy == RoutingStrategy.COST and not session else (False, 0)
         keys.append((c.group, c.weight <= 0, first, draw, i))
     keys.sort()
     return [k[-1] for k in keys]

@@ -4,7 +4,6 @@ defaults, limits, budgets, the models it may use and its aliases. Resolving a re
 ``model`` against it costs a few dict lookups and no I/O."""
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,8 +39,7 @@ class Target:
 
     def candidate(self) -> Candidate:
         d = self.deployment
-        price = (float(d.input_price + d.output_price) if d.input_price is not None and d.output_price is not None
-                 else math.inf)
+        price = d.input_price + d.output_price if d.input_price is not None and d.output_price is not None else None
         return Candidate(d.provider_model_id, self.group, self.weight, self.rpm, self.tpm, price)
 
 

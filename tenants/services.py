@@ -295,18 +295,23 @@ def api_key_touch(*, key_id: int, tenant_id: int) -> datetime | None:
     return now
 
 
-def membership_add(*, tenant: Tenant, email: str, role: str, actor: Principal) -> Membership:
-    if role not in Role.values:
-        raise InvalidInput(f"Role must be one of: {', '.join(Role.values)}.", field="role")
-    User = get_user_model()
+def _user_by_email(email: str):
+    """The user a membership is given to, by email (or username); InvalidInput otherwise."""
     email = (email or "").strip()
-    user = User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
+    user = get_user_model().objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
     if user is None:
         raise InvalidInput(
             f"No user with email '{email}'. Create the user first (Django admin or "
             "`createtenant --admin-email`), then add them.",
             field="email",
         )
+    return user
+
+
+def membership_add(*, tenant: Tenant, email: str, role: str, actor: Principal) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(f"Role must be one of: {', '.join(Role.values)}.", field="role")
+    user = _user_by_email(email)
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(
             tenant=tenant, user=user, defaults={"role": role}
@@ -490,15 +495,7 @@ def project_member_add(*, project: Project, email: str, role: str, actor: Princi
         raise InvalidInput(
             f"A project role is one of: {', '.join(r.value for r in PROJECT_ROLES)}.", field="role"
         )
-    User = get_user_model()
-    email = (email or "").strip()
-    user = User.objects.filter(Q(email__iexact=email) | Q(username__iexact=email)).first()
-    if user is None:
-        raise InvalidInput(
-            f"No user with email '{email}'. Create the user first (Django admin or "
-            "`createtenant --admin-email`), then add them.",
-            field="email",
-        )
+    user = _user_by_email(email)
     tenant_role = (
         Membership.objects.filter(tenant_id=project.tenant_id, user=user).values_list("role", flat=True).first()
     )

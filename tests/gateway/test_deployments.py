@@ -2,7 +2,6 @@
 preorder, and the same ordering in Redis's Lua and in the in-process state."""
 
 import asyncio
-import math
 import random
 import time
 from collections import Counter
@@ -38,8 +37,8 @@ from providers.models import RoutingStrategy
 CHI2_3_DF = 21.11
 
 
-def cand(pm: int, *, group: int = 0, weight: int = 1, rpm: int = 0, tpm: int = 0, price: float = math.inf):
-    return Candidate(pm, group, weight, rpm, tpm, price)
+def cand(pm: int, *, group: int = 0, weight: int = 1, rpm: int = 0, tpm: int = 0, price: str | None = None):
+    return Candidate(pm, group, weight, rpm, tpm, None if price is None else Decimal(price))
 
 
 def chi_square(counts: Counter, weights: dict[int, int], n: int) -> float:
@@ -64,8 +63,8 @@ def test_groups_come_in_order_and_weight_zero_is_last_in_its_group():
 
 
 def test_cost_orders_cheapest_first_within_a_group():
-    candidates = [cand(1, price=5.0), cand(2, price=0.5), cand(3), cand(4, price=2.0, group=1),
-                  cand(5, price=0.1, group=1)]
+    candidates = [cand(1, price="5"), cand(2, price="0.5"), cand(3), cand(4, price="2", group=1),
+                  cand(5, price="0.1", group=1)]
     order = [candidates[i].provider_model_id for i in preorder(candidates, RoutingStrategy.COST)]
     assert order == [2, 1, 3, 5, 4]
 
