@@ -2,6 +2,7 @@
 kept with it (per tenant and day, per model and key, and provider health), budgets and their
 alerts; and the decimal sizes money is stored in."""
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -197,9 +198,46 @@ class HealthBucket(models.Model):
         return f"{self.span}s {self.start} pm{self.provider_model_id} b{self.bucket}"
 
 
+class EndUserDaily(models.Model):
+    """Rollup of the ledger per tenant × day (tenant's time zone) × project × end user × model,
+    for requests that name an end user, written in the same transaction as their ledger rows:
+    the console's top end users read it, and per-end-user budgets are rebuilt from it when Redis
+    loses their buckets. Ids are plain integers (0 = none)."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    project_id = models.BigIntegerField(default=0)
+    end_user = models.CharField(max_length=128)
+    provider_model_id = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**SUM_MONEY, default=0)
+    unpriced = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "project_id", "end_user", "provider_model_id"],
+                                    name="enduserdaily_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "end_user", "day"], name="enduserdaily_user"),
+            models.Index(fields=["day"], name="enduserdaily_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} p{self.project_id} {self.end_user}"
+
+
 class BudgetScope(models.TextChoices):
+    """Where a budget or limit rule applies. An end-user rule applies to each end user of its
+    project (or of the whole tenant) on its own, with nothing stored per end user."""
+
     TENANT = "tenant", "Whole tenant"
+    PROJECT = "project", "One project"
     KEY = "key", "One API key"
+    END_USER = "end_user", "Each end user"
 
 
 class BudgetPeriod(models.TextChoices):
@@ -215,6 +253,16 @@ class BudgetAction(models.TextChoices):
     DOWNGRADE = "downgrade", "Route to a cheaper alias"
 
 
+# A budget's or limit rule's scope names exactly what it needs: a key for the key scope, a
+# project for the project scope, an optional project for the end-user scope, nothing else.
+SCOPE_MATCHES_TARGET = (
+    models.Q(scope="tenant", api_key__isnull=True, project__isnull=True)
+    | models.Q(scope="project", api_key__isnull=True, project__isnull=False)
+    | models.Q(scope="key", api_key__isnull=False, project__isnull=True)
+    | models.Q(scope="end_user", api_key__isnull=True)
+)
+
+
 def default_thresholds() -> list[int]:
     return [50, 80, 100]
 
@@ -225,6 +273,12 @@ class Budget(models.Model):
     scope = models.CharField(max_length=10, choices=BudgetScope.choices, default=BudgetScope.TENANT)
     api_key = models.ForeignKey("tenants.ApiKey", null=True, blank=True, on_delete=models.CASCADE,
                                 related_name="budgets")
+    # The project of a project budget; of an end-user budget, the project whose end users it caps
+    # (empty: every end user of the tenant).
+    project = models.ForeignKey("tenants.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="budgets")
+    # Only requests to this model or alias ("provider:model", a bare id or an alias name; empty: all).
+    model = models.CharField(max_length=255, blank=True, default="")
     amount = models.DecimalField(max_digits=20, decimal_places=6, help_text="USD per period.")
     period = models.CharField(max_length=12, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
     thresholds = models.JSONField(default=default_thresholds, help_text="Alert at these percents.")
@@ -238,15 +292,73 @@ class Budget(models.Model):
     class Meta:
         ordering = ["tenant_id", "name"]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(scope="tenant", api_key__isnull=True) | models.Q(scope="key", api_key__isnull=False),
-                name="budget_scope_matches_key",
-            ),
+            models.CheckConstraint(condition=SCOPE_MATCHES_TARGET, name="budget_scope_matches_target"),
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="budget_amount_positive"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.tenant_id})"
+
+
+class LimitRule(models.Model):
+    """Requests per minute, tokens per minute and tokens per day in one scope, optionally only
+    for one model or alias: "each end user of project support: 30 requests a minute", "the
+    tenant: 200,000 tokens a minute on gpt-4o". The tenant's, a project's and a key's own
+    limits (their rows' fields) are the unfiltered ones; these add the rest."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="limit_rules")
+    scope = models.CharField(max_length=10, choices=BudgetScope.choices, default=BudgetScope.TENANT)
+    project = models.ForeignKey("tenants.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="limit_rules")
+    api_key = models.ForeignKey("tenants.ApiKey", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="limit_rules")
+    model = models.CharField(max_length=255, blank=True, default="")
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant_id", "pk"]
+        constraints = [
+            models.CheckConstraint(condition=SCOPE_MATCHES_TARGET, name="limitrule_scope_matches_target"),
+            models.CheckConstraint(
+                condition=(models.Q(requests_per_minute__isnull=False) | models.Q(tokens_per_minute__isnull=False)
+                           | models.Q(tokens_per_day__isnull=False)),
+                name="limitrule_has_a_limit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} limits{' on ' + self.model if self.model else ''} ({self.tenant_id})"
+
+
+class EndUserBlock(models.Model):
+    """An end user refused at the door (403 ``end_user_blocked``): in one project, or in the
+    whole tenant when ``project`` is empty."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="end_user_blocks")
+    project = models.ForeignKey("tenants.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="end_user_blocks")
+    end_user = models.CharField(max_length=128)
+    reason = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant_id", "end_user"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "project", "end_user"], name="enduserblock_unique_project",
+                                    condition=models.Q(project__isnull=False)),
+            models.UniqueConstraint(fields=["tenant", "end_user"], name="enduserblock_unique_tenant",
+                                    condition=models.Q(project__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.end_user} blocked ({self.tenant_id})"
 
 
 class AlertKind(models.TextChoices):

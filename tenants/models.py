@@ -32,8 +32,10 @@ class Tenant(models.Model):
     # bare id, as default_model); empty: the request must name one.
     default_embedding_model = models.CharField(max_length=255, blank=True, default="")
 
-    # Limits, enforced across all workers; null means unlimited.
+    # Limits, enforced across all workers; null means unlimited. Tokens per minute are reserved
+    # at admission from the request's worst case and corrected when it settles.
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     # While Redis is unreachable: refuse (closed) or serve without rate limits (open); a tenant
     # with a block budget is always refused (gateway/routing.py TenantConfig.fails_open).
@@ -104,14 +106,15 @@ DEFAULT_PROJECT_SLUG = "default"
 class Project(models.Model):
     """A part of a tenant (a team, a product) that owns API keys, so usage can be told apart and
     members can be given a role on it alone. Every tenant has a ``default`` project: keys go there
-    unless another is named. The limits are stored for the spend-control work of issue #16; the
-    gateway does not enforce them yet."""
+    unless another is named. Its limits and default model apply to requests of its keys (the
+    project scope of gateway/scopes.py)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="projects")
     slug = models.SlugField(max_length=50)
     name = models.CharField(max_length=200)
     default_model = models.CharField(max_length=255, blank=True, default="")
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -183,6 +186,7 @@ class ApiKey(models.Model):
     # Optional per-key restrictions (empty / null = inherit the tenant's).
     allowed_models = models.JSONField(default=list, blank=True)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
