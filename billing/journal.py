@@ -62,7 +62,7 @@ def record_line(record: UsageRecord, *, marker: bool = False) -> bytes:
     row = record.as_row()
     settlement = record.settlement
     if settlement is not None:
-        row["_settle"] = (settlement.reserved_keys, settlement.bucket_keys)
+        row["_settle"] = (settlement.reserved_keys, settlement.bucket_keys, settlement.token_keys, settlement.tpm)
     if marker:
         row["_open"] = True
     return orjson.dumps(row, default=str, option=orjson.OPT_APPEND_NEWLINE)
@@ -76,8 +76,10 @@ def record_read(line: bytes) -> tuple[UsageRecord, bool]:
         record = UsageRecord.from_row(row)
         settle = row.get("_settle")
         if settle is not None:
-            reserved, buckets = settle
-            record.settlement = Settlement(reserved_keys=tuple(reserved), bucket_keys=tuple(buckets))
+            reserved, buckets, *tokens = settle  # (token keys and tpm: written since issue #16)
+            days, minutes = (tokens + [(), ()])[:2]
+            record.settlement = Settlement(reserved_keys=tuple(reserved), bucket_keys=tuple(buckets),
+                                           token_keys=tuple(days), tpm=tuple((k, int(n)) for k, n in minutes))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"not a usage record: {exc}") from exc
     return record, bool(row.get("_open"))

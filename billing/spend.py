@@ -15,17 +15,19 @@ added to the day's bucket. Redis is a cache of the truth: a missing bucket is re
 daily rollups (PostgreSQL) before admission goes on.
 """
 
+import hashlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.db.models import Sum
 
-from billing.models import BudgetAction, BudgetScope, UsageDaily
+from billing.models import BudgetAction, BudgetScope, EndUserDaily, UsageDaily
 from billing.periods import period_for
+from tenants.models import ApiKey
 
 NANOS = Decimal(1_000_000_000)
 ACTION_CODES = {BudgetAction.ALERT: 0, BudgetAction.BLOCK: 1, BudgetAction.DOWNGRADE: 2}
@@ -40,12 +42,14 @@ MAX_RESERVATION = 10**18
 class BudgetInfo:
     budget_id: int
     name: str
-    scope: str  # tenant or key
+    scope: str  # a BudgetScope value
     key_id: int | None
     amount: Decimal
     period: str
     action: str
     downgrade_alias: str
+    project_id: int | None = None  # a project budget's project; an end-user budget's (None: the tenant's)
+    model: str = ""  # only requests to this model or alias ("" = all)
 
     @property
     def amount_nanos(self) -> int:
@@ -59,16 +63,46 @@ def to_nanos(cost: Decimal | None) -> int:
     return int(math.ceil(cost * NANOS))
 
 
+def hashed(text: str) -> str:
+    """A short stable digest of a free-form name (an end user, a model) for a Redis key."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def scope_id(tenant_id: int, *, project_id: int | None = None, key_id: int | None = None, end_user: str = "",
+             model: str = "") -> str:
+    """A scope's name in Redis keys: ``t{T}`` (the tenant), ``t{T}:p{P}`` (a project),
+    ``t{T}:k{K}`` (a key), ``t{T}:p{P}:u{h}`` / ``t{T}:u{h}`` (an end user of a project / of the
+    tenant), each followed by ``:f{h}`` when it counts only one model or alias."""
+    sid = f"t{tenant_id}"
+    if key_id is not None:
+        sid += f":k{key_id}"
+    elif project_id is not None:
+        sid += f":p{project_id}"
+    if end_user:
+        sid += f":u{hashed(end_user)}"
+    if model:
+        sid += f":f{hashed(model)}"
+    return sid
+
+
 def scope_prefix(tenant_id: int, key_id: int | None) -> str:
-    return f"t{tenant_id}" if key_id is None else f"t{tenant_id}:k{key_id}"
+    return scope_id(tenant_id, key_id=key_id)
+
+
+def bucket_of(sid: str, day: date) -> str:
+    return f"tg:spend:{sid}:d{day:%Y%m%d}"
+
+
+def reserved_of(sid: str) -> str:
+    return f"tg:resv:{sid}"
 
 
 def bucket_key(tenant_id: int, key_id: int | None, day: date) -> str:
-    return f"tg:spend:{scope_prefix(tenant_id, key_id)}:d{day:%Y%m%d}"
+    return bucket_of(scope_prefix(tenant_id, key_id), day)
 
 
 def reserved_key(tenant_id: int, key_id: int | None) -> str:
-    return f"tg:resv:{scope_prefix(tenant_id, key_id)}"
+    return reserved_of(scope_prefix(tenant_id, key_id))
 
 
 def reservation_keys(reserved: str) -> tuple[str, str, str]:
@@ -81,62 +115,109 @@ def reservation_keys(reserved: str) -> tuple[str, str, str]:
 class Settlement:
     """What an admitted request settles once its usage record is written: its reservation in
     each scope it was reserved in, released, and its real cost added to each scope's bucket of
-    the day it was admitted."""
+    the day it was admitted; its tokens added to the tokens-per-day counters of the scopes
+    that have such a limit (``token_keys``, beyond the tenant's and the key's, which are always
+    counted), and each tokens-per-minute reservation corrected to what it used (``tpm``:
+    counter and tokens reserved)."""
 
     reserved_keys: tuple[str, ...]
     bucket_keys: tuple[str, ...]
+    token_keys: tuple[str, ...] = ()
+    tpm: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSource:
+    """Where a scope's spend is read from the rollups when Redis lost its buckets: the key's
+    rows, the project's keys' rows, or one end user's (EndUserDaily), optionally only of some
+    provider models (a budget on one model or alias)."""
+
+    key_id: int | None = None
+    project_id: int | None = None
+    end_user: str = ""
+    provider_models: frozenset[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ScopePlan:
-    key_id: int | None  # None: the tenant scope
+    sid: str  # scope_id
     days: list[date]  # ascending, ending today: the longest period among its budgets
     budgets: list[tuple[BudgetInfo, int]]  # budget and how many of the last days it counts
+    source: SpendSource = SpendSource()
 
 
-def plan(budgets: list[BudgetInfo], *, tenant_id: int, key_id: int, zone: ZoneInfo,
-         now: datetime | None = None) -> list[ScopePlan]:
-    """The scopes and days a request of ``key_id`` must check: the tenant's budgets and the
-    budgets of this key."""
+def plan(budgets: list[BudgetInfo], *, tenant_id: int, key_id: int | None, zone: ZoneInfo,
+         now: datetime | None = None, project_id: int | None = None, end_user: str = "",
+         covers: Callable[[str], frozenset[int] | None] | None = None) -> list[ScopePlan]:
+    """The scopes and days a request must check: the tenant's budgets, its project's, its key's
+    and its end user's. ``covers(model)`` says whether the request is to that model or alias (the
+    provider models the name stands for; None: it is not): budgets on a model apply only then
+    (without ``covers``, never)."""
     now = now or datetime.now(zone)
     today = now.astimezone(zone).date()
-    by_scope: dict[int | None, list[tuple[BudgetInfo, int]]] = {}
+    by_scope: dict[str, tuple[SpendSource, list[tuple[BudgetInfo, int]]]] = {}
     for budget in budgets:
-        if budget.scope == BudgetScope.KEY and budget.key_id != key_id:
-            continue
+        scope = budget.scope
+        if scope == BudgetScope.KEY:
+            if budget.key_id != key_id:
+                continue
+            sid_args, source = {"key_id": key_id}, SpendSource(key_id=key_id)
+        elif scope == BudgetScope.PROJECT:
+            if project_id is None or budget.project_id != project_id:
+                continue
+            sid_args, source = {"project_id": project_id}, SpendSource(project_id=project_id)
+        elif scope == BudgetScope.END_USER:
+            if not end_user or (budget.project_id is not None and budget.project_id != project_id):
+                continue
+            sid_args = {"project_id": budget.project_id, "end_user": end_user}
+            source = SpendSource(project_id=budget.project_id, end_user=end_user)
+        else:
+            sid_args, source = {}, SpendSource()
+        if budget.model:
+            models = covers(budget.model) if covers is not None else None
+            if models is None:
+                continue
+            sid_args["model"] = budget.model
+            source = replace(source, provider_models=models)
         start = period_for(budget.period, str(zone), now).start
-        scope = None if budget.scope == BudgetScope.TENANT else key_id
-        by_scope.setdefault(scope, []).append((budget, (today - start).days + 1))
+        sid = scope_id(tenant_id, **sid_args)
+        by_scope.setdefault(sid, (source, []))[1].append((budget, (today - start).days + 1))
     plans = []
-    for scope, entries in by_scope.items():
+    for sid, (source, entries) in by_scope.items():
         longest = max(n for _, n in entries)
         days = [today - timedelta(days=i) for i in range(longest - 1, -1, -1)]
-        plans.append(ScopePlan(scope, days, entries))
+        plans.append(ScopePlan(sid, days, entries, source))
     return plans
 
 
-def script_arguments(plans: list[ScopePlan], *, tenant_id: int, reservation: int,
-                     downgrade_as_alert: bool) -> tuple[list[str], list[int]]:
-    keys: list[str] = []
-    args: list[int] = [reservation, len(plans)]
+def budget_arguments(plans: list[ScopePlan], *, reservation: int, downgrade_as_alert: bool,
+                     resets: Callable[[BudgetInfo], float]) -> list[int | str]:
+    """The budget section of the admission script's ARGV (BUDGET_LUA): the reservation, its
+    lifetime, then per scope its reservation key, its day buckets and its budgets (amount,
+    action, days counted, seconds until it resets: ``resets``)."""
+    args: list[int | str] = [reservation, RESERVATION_TTL, len(plans)]
     for scope in plans:
-        keys.extend(reservation_keys(reserved_key(tenant_id, scope.key_id)))
-        keys.extend(bucket_key(tenant_id, scope.key_id, day) for day in scope.days)
-        args.extend([len(scope.days), len(scope.budgets)])
+        args.append(reserved_of(scope.sid))
+        args.append(len(scope.days))
+        args.extend(bucket_of(scope.sid, day) for day in scope.days)
+        args.append(len(scope.budgets))
         for budget, n_days in scope.budgets:
             action = ACTION_CODES[budget.action]
             if downgrade_as_alert and action == 2:
                 action = 0
-            args.extend([budget.amount_nanos, action, n_days])
-    return keys, args
+            args.extend([budget.amount_nanos, action, n_days, int(resets(budget))])
+    return args
 
 
-def settlement(plans: list[ScopePlan], *, tenant_id: int, reserved: bool = True) -> Settlement:
+def settlement(plans: list[ScopePlan], *, reserved: bool = True, token_keys: tuple[str, ...] = (),
+               tpm: tuple[tuple[str, int], ...] = ()) -> Settlement:
     """The settlement of a request admitted under ``plans`` (``reserved``: False when nothing
     was reserved, a request served while Redis was unreachable: only its cost is added)."""
     return Settlement(
-        reserved_keys=tuple(reserved_key(tenant_id, p.key_id) for p in plans) if reserved else (),
-        bucket_keys=tuple(bucket_key(tenant_id, p.key_id, p.days[-1]) for p in plans),
+        reserved_keys=tuple(reserved_of(p.sid) for p in plans) if reserved else (),
+        bucket_keys=tuple(bucket_of(p.sid, p.days[-1]) for p in plans),
+        token_keys=token_keys,
+        tpm=tpm,
     )
 
 
@@ -155,11 +236,25 @@ def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int],
     return keys, args
 
 
-def spend_by_day(*, tenant_id: int, key_id: int | None, days: list[date]) -> dict[date, int]:
-    """The truth, from the rollups: nano-dollars spent per day (missing days are 0)."""
-    rows = UsageDaily.objects.filter(tenant_id=tenant_id, day__in=days)
-    if key_id is not None:
-        rows = rows.filter(api_key_id=key_id)
+def spend_by_day(*, tenant_id: int, days: list[date], key_id: int | None = None,
+                 source: SpendSource | None = None) -> dict[date, int]:
+    """The truth, from the rollups: nano-dollars spent per day in a scope (missing days are 0):
+    the tenant's, a key's, a project's (its keys': a key never moves to another project), an
+    end user's (EndUserDaily), optionally only on some provider models."""
+    source = source or SpendSource(key_id=key_id)
+    if source.end_user:
+        rows = EndUserDaily.objects.filter(tenant_id=tenant_id, end_user=source.end_user, day__in=days)
+        if source.project_id is not None:
+            rows = rows.filter(project_id=source.project_id)
+    else:
+        rows = UsageDaily.objects.filter(tenant_id=tenant_id, day__in=days)
+        if source.key_id is not None:
+            rows = rows.filter(api_key_id=source.key_id)
+        elif source.project_id is not None:
+            rows = rows.filter(api_key_id__in=ApiKey.objects.filter(tenant_id=tenant_id, project_id=source.project_id)
+                               .values("pk"))
+    if source.provider_models is not None:
+        rows = rows.filter(provider_model_id__in=source.provider_models)
     totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost"))}
     return {day: to_nanos(totals.get(day)) for day in days}
 
@@ -176,64 +271,73 @@ def worst_case_nanos(*, prompt_bytes: int, max_output_tokens: int, input_price: 
 
 # --- the Redis side (run by gateway/state.py) ----------------------------------
 
-# Budget admission. Per scope: its three reservation keys (the
-# total, each request's expiry in a sorted set, each request's amount in a hash), then its day
-# buckets ascending to today; per budget: amount, action (0 alert, 1 block, 2 downgrade) and
-# how many of the last days it counts. ARGV ends with the request id and the reservation's
-# lifetime. Each reservation expires on its own: reservations past their time are dropped from
-# the total before it is read, so a dead worker's requests stop holding budget after
-# RESERVATION_TTL however busy the scope is. Answers {0} (admitted and reserved), {1, scope,
-# missing day indexes...} (rebuild those buckets first), {2, scope, budget, spent, reserved}
-# (blocked) or {3, scope, budget, spent, reserved} (downgrade).
-RESERVE_SCRIPT = """
-local resv = tonumber(ARGV[1])
-local scopes = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local a, k = 3, 1
-local reserve = {}
-for s = 1, scopes do
-  local nd, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  local total, expiries, amounts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local expired = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 1000)
-  if #expired > 0 then
-    local gone = 0
-    for _, v in ipairs(redis.call('HMGET', amounts, unpack(expired))) do
-      if v then gone = gone + tonumber(v) end
+# Budget admission, a part of the data plane's one admission script (gateway/state.py), which
+# reads ARGV from ``a`` (budget_arguments): the reservation (nano-dollars), its lifetime, the number
+# of scopes; per scope its reservation total's key (``…:exp``, each request's expiry, a sorted
+# set; ``…:amt``, each request's amount, a hash), its day buckets ascending to today, and per
+# budget its amount, action (0 alert, 1 block, 2 downgrade), how many of the last days it counts
+# and seconds until it resets. Each reservation expires on its own: reservations past their time
+# are dropped from the total before it is read, so a dead worker's requests stop holding budget
+# after RESERVATION_TTL however busy the scope is. ``budgets_check`` answers the next ARGV index,
+# then {4, scope, missing day indexes...} (rebuild those buckets first: nothing else matters), or
+# the refusal that frees up last of the budgets that block ({2, scope, budget, spent, reserved},
+# seconds), the first downgrade ({3, …}) and the totals to reserve in; ``budgets_reserve`` reserves.
+BUDGET_LUA = """
+local function budgets_check(a, now_ms)
+  local resv_s, ttl, scopes = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local refusal, frees, downgrade, reserve = nil, -1, nil, {}
+  for s = 1, scopes do
+    local total, nd = ARGV[a], tonumber(ARGV[a + 1])
+    a = a + 2
+    local expiries, amounts = total .. ':exp', total .. ':amt'
+    local expired = redis.call('ZRANGEBYSCORE', expiries, '-inf', now_ms, 'LIMIT', 0, 1000)
+    if #expired > 0 then
+      local gone = 0
+      for _, v in ipairs(redis.call('HMGET', amounts, unpack(expired))) do
+        if v then gone = gone + tonumber(v) end
+      end
+      redis.call('HDEL', amounts, unpack(expired))
+      redis.call('ZREM', expiries, unpack(expired))
+      if redis.call('DECRBY', total, gone) < 0 then redis.call('SET', total, '0') end
     end
-    redis.call('HDEL', amounts, unpack(expired))
-    redis.call('ZREM', expiries, unpack(expired))
-    if redis.call('DECRBY', total, gone) < 0 then redis.call('SET', total, '0') end
-  end
-  local reserved = tonumber(redis.call('GET', total) or '0')
-  local vals = redis.call('MGET', unpack(KEYS, k + 3, k + 2 + nd))
-  local missing = {}
-  for i = 1, nd do if not vals[i] then missing[#missing + 1] = i end end
-  if #missing > 0 then return {1, s, unpack(missing)} end
-  for b = 1, nb do
-    local amount, action, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    a = a + 3
-    local spent = 0
-    for i = nd - n + 1, nd do spent = spent + tonumber(vals[i]) end
-    if spent + reserved + resv > amount then
-      if action == 1 then return {2, s, b, spent, reserved} end
-      if action == 2 then return {3, s, b, spent, reserved} end
+    local reserved = tonumber(redis.call('GET', total) or '0')
+    local vals = redis.call('MGET', unpack(ARGV, a, a + nd - 1))
+    a = a + nd
+    local missing = {}
+    for i = 1, nd do if not vals[i] then missing[#missing + 1] = i end end
+    if #missing > 0 then return a, {4, s, unpack(missing)}, 0, nil, nil end
+    local nb = tonumber(ARGV[a])
+    a = a + 1
+    for b = 1, nb do
+      local amount, action, n, free = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+        tonumber(ARGV[a + 3])
+      a = a + 4
+      local spent = 0
+      for i = nd - n + 1, nd do spent = spent + tonumber(vals[i]) end
+      if spent + reserved + tonumber(resv_s) > amount then
+        if action == 1 and free > frees then refusal, frees = {2, s, b, spent, reserved}, free end
+        if action == 2 and not downgrade then downgrade = {3, s, b, spent, reserved} end
+      end
     end
+    reserve[#reserve + 1] = total
   end
-  reserve[#reserve + 1] = k
-  k = k + 3 + nd
+  return a, refusal, frees, downgrade, {resv_s, ttl, reserve}
 end
-if resv > 0 then
-  local rid, ttl = ARGV[a], tonumber(ARGV[a + 1])
-  for _, i in ipairs(reserve) do
-    redis.call('INCRBY', KEYS[i], ARGV[1])  -- the string: Lua would print a big number as 1e+14
-    redis.call('ZADD', KEYS[i + 1], now + ttl * 1000, rid)
-    redis.call('HSET', KEYS[i + 2], rid, ARGV[1])
-    for j = i, i + 2 do redis.call('EXPIRE', KEYS[j], ttl) end
+
+local function budgets_reserve(plan, rid, now_ms)
+  local resv_s, ttl, reserve = plan[1], plan[2], plan[3]
+  if tonumber(resv_s) <= 0 then return end
+  for _, total in ipairs(reserve) do
+    -- the string: Lua would print a big number as 1e+14
+    redis.call('INCRBY', total, resv_s)
+    redis.call('ZADD', total .. ':exp', now_ms + ttl * 1000, rid)
+    redis.call('HSET', total .. ':amt', rid, resv_s)
+    redis.call('EXPIRE', total, ttl)
+    redis.call('EXPIRE', total .. ':exp', ttl)
+    redis.call('EXPIRE', total .. ':amt', ttl)
   end
 end
-return {0}
 """
 
 # Settle finished requests: release each one's reservation — only if it is still there (one

@@ -60,8 +60,11 @@ class SharedState(Protocol):
     """What the writer settles into: the data plane's state shared by its workers (Redis, or its
     in-process twin on the embedded default)."""
 
-    async def add_tokens(self, counts: dict[tuple[int, int], int]) -> None:
-        """Add used tokens per (tenant, key) to today's token-limit counters."""
+    async def add_tokens(self, counts: dict[tuple[int, int], int], days: dict[str, int] | None = None,
+                         minutes: dict[str, int] | None = None) -> None:
+        """Add used tokens per (tenant, key) to today's token-limit counters, and to the other
+        scopes' tokens-per-day counters (``days``); correct tokens-per-minute reservations
+        (``minutes``: used minus reserved, per counter)."""
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV."""
@@ -73,12 +76,14 @@ class Settling:
 
     def __init__(self):
         self.tokens: dict[tuple[int, int], int] = defaultdict(int)
+        self.days: dict[str, int] = defaultdict(int)  # other scopes' tokens-per-day counters
+        self.minutes: dict[str, int] = defaultdict(int)  # tokens-per-minute corrections
         self.releases: list[tuple[str, str]] = []  # (scope key, request id)
         self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
         self.replayed: list[tuple[str, spend.Settlement, int]] = []  # (request id, settlement, cost)
 
     def __bool__(self) -> bool:
-        return bool(self.tokens or self.releases or self.adds or self.replayed)
+        return bool(self.tokens or self.days or self.minutes or self.releases or self.adds or self.replayed)
 
     def collect(self, records: list[UsageRecord], new: list[UsageRecord]) -> None:
         """``records`` were committed (or set aside); ``new`` are those the ledger inserted."""
@@ -86,11 +91,16 @@ class Settling:
         for record in records:
             is_new = record.request_id in inserted
             inserted.discard(record.request_id)  # a request twice in one batch: the first is the new one
+            settlement = record.settlement
             if is_new:
                 tokens = record.input_tokens + record.output_tokens
                 if tokens and record.api_key_id:
                     self.tokens[(record.tenant_id, record.api_key_id)] += tokens
-            settlement = record.settlement
+                if settlement is not None:
+                    for key in settlement.token_keys:
+                        self.days[key] += tokens
+                    for key, reserved in settlement.tpm:
+                        self.minutes[key] += tokens - reserved
             if settlement is None:
                 continue
             # A record set aside is not in the ledger, nor in the rollups budgets are rebuilt
@@ -108,6 +118,8 @@ class Settling:
         """Everything collected so far, leaving this empty."""
         taken = Settling()
         taken.tokens, self.tokens = self.tokens, defaultdict(int)
+        taken.days, self.days = self.days, defaultdict(int)
+        taken.minutes, self.minutes = self.minutes, defaultdict(int)
         taken.releases, self.releases = self.releases, []
         taken.adds, self.adds = self.adds, defaultdict(int)
         taken.replayed, self.replayed = self.replayed, []
@@ -117,7 +129,8 @@ class Settling:
         """``taken`` was not settled: keep it for the next attempt."""
         self.releases[:0] = taken.releases
         self.replayed[:0] = taken.replayed
-        for target, source in ((self.tokens, taken.tokens), (self.adds, taken.adds)):
+        for target, source in ((self.tokens, taken.tokens), (self.days, taken.days), (self.minutes, taken.minutes),
+                               (self.adds, taken.adds)):
             for key, value in source.items():
                 target[key] += value
 
@@ -289,9 +302,9 @@ class UsageWriter:
     async def _settle(self) -> None:
         taken = self.settling.take()
         try:
-            if taken.tokens:
-                await self.state.add_tokens(dict(taken.tokens))
-                taken.tokens = defaultdict(int)
+            if taken.tokens or taken.days or taken.minutes:
+                await self.state.add_tokens(dict(taken.tokens), dict(taken.days), dict(taken.minutes))
+                taken.tokens, taken.days, taken.minutes = defaultdict(int), defaultdict(int), defaultdict(int)
             arguments = taken.budget_arguments()
             if arguments is not None:
                 await self.state.budget_settle(*arguments)

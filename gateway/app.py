@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,11 +19,13 @@ import orjson
 from django.conf import settings
 
 from billing import spend
+from billing.models import BudgetScope
 from billing.periods import period_for
 from billing.records import UsageRecord, usage_record_build
 from billing.writer import UsageWriter
 from config import metrics
 from config.bodylimit import CLOSE
+from gateway import scopes
 from gateway.auth import KeyCache, KeyInfo
 from gateway.collector import collector_tune
 from gateway.context import (
@@ -46,15 +48,7 @@ from gateway.errors import GatewayError, bad_request, rate_limited
 from gateway.messages import MessagesDoor
 from gateway.responses import ResponsesDoor
 from gateway.routing import ConfigCache, Route, TenantConfig, apply_defaults
-from gateway.state import (
-    KEY_RPM,
-    KEY_TPD,
-    TENANT_RPM,
-    TENANT_TPD,
-    Admission,
-    StoreUnavailable,
-    shared_state,
-)
+from gateway.state import NO_BUDGETS, Admission, StoreUnavailable, shared_state
 from gateway.upstream import new_session
 from providers.adapters.types import Deployment, UpstreamFailure, Usage
 from providers.adapters.usage import estimate_tokens
@@ -76,12 +70,17 @@ ROUTES: dict[str, tuple[str, str]] = {
 ANTHROPIC_PATHS = "/v1/messages"  # paths under it answer errors in Anthropic's shape
 ENDPOINTS = ", ".join(f"{method} {path}" for path, (method, _) in ROUTES.items())
 OUTAGE_VERSION = ("redis-unreachable", "redis-unreachable")  # see GatewayApp._versions
-REFUSALS = {
-    TENANT_RPM: ("requests per minute for this tenant", "tenant_rate_limit"),
-    KEY_RPM: ("requests per minute for this API key", "key_rate_limit"),
-    TENANT_TPD: ("tokens per day for this tenant", "tenant_token_limit"),
-    KEY_TPD: ("tokens per day for this API key", "key_token_limit"),
-}
+
+
+@dataclass(slots=True)
+class Asked:
+    """What one admission asked for: the limits (gateway/scopes.py), the budget scopes, the
+    deployments' preorder and the request's worst-case tokens."""
+
+    limits: scopes.Plan
+    budgets: list[spend.ScopePlan]
+    pre: list[int]
+    worst_tokens: int
 
 
 class GatewayApp(MessagesDoor, ResponsesDoor):
@@ -338,17 +337,22 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
     async def _admitted(self, ctx: Ctx, tenant: TenantConfig, body: dict[str, Any], mode: str,
                         principal: Callable[[], Awaitable[tuple[KeyInfo, TenantConfig]]],
                         ) -> tuple[TenantConfig, Route, list]:
-        """Resolve the model and admit the request: limits counted and cooldowns read in one
-        Redis round trip that also says whether this worker's routing table is current (if
-        not, it is reloaded and the request resolved again, nothing counted twice); a model
-        the table does not know is refused only once the table is known to be current. Then
-        budgets. Returns the table, the route and the targets to try. While Redis is
-        unreachable a tenant that fails open is served without limits or budget checks (its
-        cost is added to its budgets once Redis is back); any other is refused (503)."""
+        """Resolve the model and admit the request: every limit and budget of every scope it
+        falls in checked, counted and reserved, and its deployments ordered, in one Redis round
+        trip that also says whether this worker's routing table is current (if not, it is
+        reloaded and the request resolved again, nothing counted twice); a model the table does
+        not know is refused only once the table is known to be current. A spent downgrade
+        budget sends the request to its cheaper alias (admitted again, for that alias); budget
+        buckets Redis lost are rebuilt from the rollups first. Returns the table, the route and
+        the targets to try. While Redis is unreachable a tenant that fails open is served without
+        limits or budget checks (its cost is added to its budgets once Redis is back); any other
+        is refused (503)."""
         ctx.call = Call(request_id=ctx.request_id, stream=ctx.stream)
-        for _ in range(3):
+        downgrade: spend.BudgetInfo | None = None  # the spent budget whose cheaper alias is served
+        for _ in range(6):
             try:
-                route = tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
+                route = (tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
+                         if downgrade is None else self._downgraded(tenant, downgrade, mode))
             except GatewayError as refusal:  # unknown or not allowed here: certain only if the table is current
                 try:
                     current = await self.state.versions(tenant.tenant_id)
@@ -360,29 +364,62 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                     raise
                 self.configs.drop(tenant.tenant_id)
                 ctx.key, tenant = await principal()
+                downgrade = None
                 continue
-            ctx.model_requested = route.requested
+            if downgrade is None:
+                ctx.model_requested = route.requested
+            if tenant.blocked and tenant.end_user_blocked(ctx.end_user, ctx.project_id):
+                raise GatewayError(403, f"End user '{ctx.end_user}' is blocked in this tenant; contact its "
+                                   "administrators.", type="permission_error", code="end_user_blocked",
+                                   usage_status="rejected")
+            ctx.day = datetime.now(tenant.zone).date()
             try:
-                admission = await self._admit(ctx, tenant, route)
+                admission, asked = await self._admit(ctx, tenant, route, body, mode, downgrade is not None)
             except StoreUnavailable as exc:
                 self._store_down(tenant, exc)
                 return tenant, route, self._served_unadmitted(ctx, tenant, route)
-            if admission.stale is None:
-                break
-            self.configs.drop(tenant.tenant_id)
-            ctx.key, tenant = await principal()
+            if admission.stale is not None:
+                self.configs.drop(tenant.tenant_id)
+                ctx.key, tenant = await principal()
+                downgrade = None
+                continue
+            if admission.refused:
+                raise self._limit_refusal(asked, admission)
+            if admission.budget:
+                code, index = admission.budget[0], admission.budget[1]
+                scope = asked.budgets[index - 1]
+                if code == 4:  # Redis lost these days: rebuild them from the rollups, then ask again
+                    try:
+                        await self._rebuild(tenant, scope, admission.budget[2:])
+                    except StoreUnavailable as exc:
+                        self._store_down(tenant, exc)
+                        return tenant, route, self._served_unadmitted(ctx, tenant, route)
+                    continue
+                budget = scope.budgets[admission.budget[2] - 1][0]
+                if code == 2:
+                    raise self._budget_refusal(ctx, tenant, budget, admission.budget[3])
+                downgrade = budget
+                continue
+            break
         else:
             raise GatewayError(503, "This tenant's configuration is changing; retry in a moment.",
                                type="server_error", code="configuration_changing", retry_after=1.0)
-        ctx.day = datetime.now(tenant.zone).date()
-        try:
-            budgeted = await self._admit_budgets(ctx, tenant, route, body, mode)
-            if budgeted is not route:  # downgraded: the cheaper alias's own deployments
-                return tenant, budgeted, await self.engine.pick(tenant, budgeted, ctx.call, ctx.session)
-        except StoreUnavailable as exc:  # Redis went away since the limits were counted
-            self._store_down(tenant, exc)
-            return tenant, route, self._served_unadmitted(ctx, tenant, route)
-        return tenant, route, self.engine.order_targets(route, admission.order)
+        if downgrade is not None:
+            ctx.extra_headers.append((b"x-tollgate-budget-downgrade", downgrade.name.encode()))
+        if asked.budgets or asked.limits.token_keys or asked.limits.tpm:
+            ctx.settle = spend.settlement(asked.budgets, token_keys=asked.limits.token_keys, tpm=asked.limits.tpm)
+        order = self.engine.ranked(route, asked.pre, admission.order, ctx.call)
+        return tenant, route, self.engine.order_targets(route, order)
+
+    @staticmethod
+    def _downgraded(tenant: TenantConfig, budget: spend.BudgetInfo, mode: str) -> Route:
+        if budget.downgrade_alias not in tenant.aliases:
+            raise GatewayError(
+                429, f"Budget '{budget.name}' is exhausted and its downgrade alias '{budget.downgrade_alias}' "
+                "no longer exists or has no usable model; fix the budget.",
+                type="insufficient_quota", code="budget_exceeded", usage_status="rejected",
+            )
+        return tenant.resolve(budget.downgrade_alias, mode=mode)
 
     def _served_unadmitted(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> list:
         """A request of a tenant that fails open, served while Redis is unreachable: every
@@ -391,90 +428,87 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         ctx.day = datetime.now(tenant.zone).date()
         ctx.extra_headers.append((b"x-tollgate-admission", b"unchecked; store unavailable"))
         if tenant.budgets and ctx.settle is None:  # (set: reserved before Redis went away; released as usual)
-            plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
-            ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id, reserved=False) if plans else None
+            plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone,
+                               project_id=ctx.project_id, end_user=ctx.end_user, covers=tenant.covering(route))
+            ctx.settle = spend.settlement(plans, reserved=False) if plans else None
         return list(route.targets)
 
-    async def _admit(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> Admission:
-        """Limits checked and counted, the route's deployments ordered (the first counted)."""
+    async def _admit(self, ctx: Ctx, tenant: TenantConfig, route: Route, body: dict[str, Any], mode: str,
+                     downgraded: bool) -> tuple[Admission, "Asked"]:
+        """One admission round trip for ``route``: the limits of every scope (gateway/scopes.py),
+        the budgets (billing.spend) and the deployments."""
         key = ctx.key
-        limits = (tenant.requests_per_minute or 0, key.requests_per_minute or 0,
-                  tenant.tokens_per_day or 0, key.tokens_per_day or 0)
+        project = tenant.projects.get(ctx.project_id) if ctx.project_id is not None else None
+        covers = tenant.covering(route)
+        worst_tokens = worst_nanos = 0
+        if tenant.budgets or tenant.tokens_per_minute or key.tokens_per_minute or (project and project.tpm) or any(
+                rule.tpm for rule in tenant.limit_rules):
+            worst_tokens, worst_nanos = self._worst_case(route, body, tenant, ctx.prompt_bytes, mode)
+        limits = scopes.plan(tenant=tenant, key=key, project=project, end_user=ctx.end_user, covers=covers,
+                             worst_tokens=worst_tokens)
+        budgets: list[spend.ScopePlan] = []
+        budget_args = NO_BUDGETS
+        if tenant.budgets:
+            budgets = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=key.key_id, zone=tenant.zone,
+                                 project_id=ctx.project_id, end_user=ctx.end_user, covers=covers)
+            if budgets:
+                now = datetime.now(tenant.zone)
+                budget_args = spend.budget_arguments(
+                    budgets, reservation=worst_nanos, downgrade_as_alert=downgraded,
+                    resets=lambda b: (period_for(b.period, str(tenant.zone), now).resets_at - now).total_seconds())
         pre, pick = self.engine.pick_of(route, ctx.session, ctx.call)
-        admission = await self.state.admit(tenant_id=tenant.tenant_id, key_id=key.key_id, limits=limits, pick=pick,
-                                           versions=tenant.version)
-        if admission.refused:
-            what, code = REFUSALS[admission.refused]
-            limit = limits[admission.refused - 1]
-            raise rate_limited(
-                f"Rate limit reached: {limit} {what}. Retry after {admission.retry_after:.0f} s, or raise the "
-                "limit in the tenant settings.", admission.retry_after, code=code,
-            )
-        if admission.stale is None:
-            admission = replace(admission, order=self.engine.ranked(route, pre, admission.order, ctx.call))
-        return admission
-
-    async def _admit_budgets(self, ctx: Ctx, tenant: TenantConfig, route: Route, body: dict[str, Any],
-                             mode: str) -> Route:
-        """Reserve the request's worst-case cost under every budget that covers it (tenant
-        and key), or refuse it, or send it to the budget's cheaper alias."""
-        if not tenant.budgets:
-            return route
-        plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone)
-        if not plans:
-            return route
-        downgraded = False
-        for _ in range(5):
-            reservation = self._worst_case(route, body, tenant, ctx.prompt_bytes, mode)
-            keys, args = spend.script_arguments(plans, tenant_id=tenant.tenant_id, reservation=reservation,
-                                                  downgrade_as_alert=downgraded)
-            result = await self.state.budget_admit(keys, args, ctx.request_id)
-            code = result[0]
-            if code == 0:
-                ctx.settle = spend.settlement(plans, tenant_id=tenant.tenant_id)
-                return route
-            scope = plans[result[1] - 1]
-            if code == 1:  # Redis lost these days: rebuild them from the rollups, then retry
-                if self.usage is not None:  # first what this worker kept unsettled (an outage): no
-                    await self.usage.settle()  # cost both in the rollups read now and added later
-                days = [scope.days[i - 1] for i in result[2:]]
-                spent = await run_db(spend.spend_by_day, tenant_id=tenant.tenant_id, key_id=scope.key_id, days=days)
-                await self.state.budget_seed(
-                    {spend.bucket_key(tenant.tenant_id, scope.key_id, day): v for day, v in spent.items()}
-                )
-                continue
-            budget = scope.budgets[result[2] - 1][0]
-            spent_usd = Decimal(result[3]) / spend.NANOS
-            if code == 2:
-                resets = period_for(budget.period, str(tenant.zone)).resets_at
-                raise GatewayError(
-                    429,
-                    f"Budget '{budget.name}' is exhausted: ${spent_usd:.4f} of ${budget.amount:.2f} spent this "
-                    f"{budget.period.replace('_', ' ')} (plus requests in flight). It resets at "
-                    f"{resets:%Y-%m-%d %H:%M} {tenant.zone}; raise the budget to keep going.",
-                    type="insufficient_quota", code="budget_exceeded",
-                    retry_after=max(1.0, (resets - datetime.now(tenant.zone)).total_seconds()),
-                    usage_status="rejected",
-                )
-            # code 3: downgrade to the budget's cheaper alias
-            if budget.downgrade_alias not in tenant.aliases:
-                raise GatewayError(
-                    429, f"Budget '{budget.name}' is exhausted and its downgrade alias '{budget.downgrade_alias}' "
-                    "no longer exists or has no usable model; fix the budget.",
-                    type="insufficient_quota", code="budget_exceeded", usage_status="rejected",
-                )
-            route = tenant.resolve(budget.downgrade_alias, mode=mode)
-            ctx.extra_headers.append((b"x-tollgate-budget-downgrade", budget.name.encode()))
-            downgraded = True
-        raise GatewayError(503, "Budget state could not be read; try again.", type="server_error",
-                           code="budget_unavailable")
+        admission = await self.state.admit(tenant_id=tenant.tenant_id, pick=pick, versions=tenant.version,
+                                           counters=limits.counters, budgets=budget_args)
+        return admission, Asked(limits, budgets, pre, worst_tokens)
 
     @staticmethod
-    def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int, mode: str) -> int:
-        """The most this request can cost on any of its targets (its error-class fallbacks'
-        included): its prompt, and as many output tokens as the upstream will be allowed to
-        produce (the same limit the adapters send)."""
-        worst = 0
+    def _limit_refusal(asked: "Asked", admission: Admission) -> GatewayError:
+        counter = asked.limits.counters[admission.refused - 1]
+        refusal = asked.limits.refusals[admission.refused - 1]
+        status, message, code = scopes.refusal_text(refusal, admission.used, counter.frees, asked.worst_tokens)
+        if status == 400:
+            return GatewayError(400, message, type="invalid_request_error", code=code, usage_status="rejected")
+        return rate_limited(message, counter.frees, code=code)
+
+    @staticmethod
+    def _budget_refusal(ctx: Ctx, tenant: TenantConfig, budget: spend.BudgetInfo, spent: int) -> GatewayError:
+        spent_usd = Decimal(spent) / spend.NANOS
+        resets = period_for(budget.period, str(tenant.zone)).resets_at
+        project = tenant.projects.get(budget.project_id) if budget.project_id is not None else None
+        where = {
+            BudgetScope.PROJECT: f" of project '{project.slug if project else budget.project_id}'",
+            BudgetScope.KEY: " of this API key",
+            BudgetScope.END_USER: f" for end user '{ctx.end_user}'" + (
+                f" (each end user of project '{project.slug}')" if project else " (each end user)"),
+        }.get(budget.scope, "")
+        on = f" on model '{budget.model}'" if budget.model else ""
+        return GatewayError(
+            429,
+            f"Budget '{budget.name}'{where}{on} is exhausted: ${spent_usd:.4f} of ${budget.amount:.2f} spent this "
+            f"{budget.period.replace('_', ' ')} (plus requests in flight). It resets at "
+            f"{resets:%Y-%m-%d %H:%M} {tenant.zone}; raise the budget to keep going.",
+            type="insufficient_quota", code="budget_exceeded",
+            retry_after=max(1.0, (resets - datetime.now(tenant.zone)).total_seconds()),
+            usage_status="rejected",
+        )
+
+    async def _rebuild(self, tenant: TenantConfig, scope: spend.ScopePlan, missing) -> None:
+        """Budget buckets Redis lost, read again from the rollups: first what this worker kept
+        unsettled (an outage), so no cost is both in the rollups read now and added later."""
+        if self.usage is not None:
+            await self.usage.settle()
+        days = [scope.days[i - 1] for i in missing]
+        spent = await run_db(spend.spend_by_day, tenant_id=tenant.tenant_id, days=days, source=scope.source)
+        await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()})
+
+    @staticmethod
+    def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int,
+                    mode: str) -> tuple[int, int]:
+        """The most tokens and cost (nano-dollars) this request can take on any of its targets
+        (its error-class fallbacks' included): its prompt — every two bytes of its body a token,
+        more than any tokenizer makes of JSON —, and as many output tokens as the upstream will
+        be allowed to produce (the same limit the adapters send)."""
+        worst = tokens = 0
         fallbacks = (t for r in (*route.context_fallbacks, *route.policy_fallbacks) for t in r.targets)
         for target in (*route.targets, *fallbacks):
             d = target.deployment
@@ -483,9 +517,10 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 out = upstream_output_tokens(d, apply_defaults(body, tenant, target))
                 n = body.get("n")
                 out *= n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+            tokens = max(tokens, prompt_bytes // 2 + 1 + out)
             worst = max(worst, spend.worst_case_nanos(prompt_bytes=prompt_bytes, max_output_tokens=out,
                                                         input_price=d.input_price, output_price=d.output_price))
-        return min(worst, spend.MAX_RESERVATION)
+        return tokens, min(worst, spend.MAX_RESERVATION)
 
     def _note_client_fields(self, ctx: Ctx, scope, body: dict[str, Any]) -> None:
         conversation = header(scope, b"x-tollgate-conversation")

@@ -30,6 +30,7 @@ class KeyInfo:
     requests_per_minute: int | None
     tokens_per_day: int | None
     allowed_models: frozenset[str]
+    tokens_per_minute: int | None = None
 
     @property
     def masked(self) -> str:
@@ -48,7 +49,7 @@ def key_info(key: ApiKey) -> KeyInfo:
         key_id=key.pk, tenant_id=key.tenant_id, project_id=key.project_id, scope=key.scope,
         prefix=key.prefix, expires_at=key.expires_at,
         revoked_at=key.revoked_at, requests_per_minute=key.requests_per_minute, tokens_per_day=key.tokens_per_day,
-        allowed_models=frozenset(key.allowed_models or ()),
+        allowed_models=frozenset(key.allowed_models or ()), tokens_per_minute=key.tokens_per_minute,
     )
 
 
@@ -56,7 +57,7 @@ def _load(digest: str) -> KeyInfo | None:
     row = (
         ApiKey.objects.filter(key_hash=digest)
         .values("pk", "tenant_id", "project_id", "scope", "prefix", "expires_at", "revoked_at",
-                "requests_per_minute", "tokens_per_day", "allowed_models")
+                "requests_per_minute", "tokens_per_day", "allowed_models", "tokens_per_minute")
         .first()
     )
     if row is None:
@@ -72,6 +73,7 @@ def _load(digest: str) -> KeyInfo | None:
         requests_per_minute=row["requests_per_minute"],
         tokens_per_day=row["tokens_per_day"],
         allowed_models=frozenset(row["allowed_models"] or ()),
+        tokens_per_minute=row["tokens_per_minute"],
     )
 
 

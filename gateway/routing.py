@@ -11,16 +11,17 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
-from billing.models import Budget, BudgetAction
+from billing.models import Budget, BudgetAction, EndUserBlock, LimitRule
 from billing.spend import BudgetInfo
 from core.timezones import zone_of
 from gateway.db import run_db
 from gateway.deployments import Candidate
 from gateway.errors import GatewayError, bad_request, not_found_model
+from gateway.scopes import LimitInfo, ProjectInfo
 from providers.adapters.types import Deployment
 from providers.models import ModelAlias, ModelMode, ProviderModel, RoutingStrategy
 from providers.selectors import models_available
-from tenants.models import Tenant
+from tenants.models import Project, Tenant
 
 PARAMS = ("temperature", "max_tokens", "top_p")
 
@@ -97,6 +98,30 @@ class TenantConfig:
     version: tuple[str, str] = ("", "")  # the tenant's and the platform's, read before loading
     redis_outage: str = "inherit"  # Tenant.redis_outage: inherit, closed or open
     default_embedding_model: str = ""  # what /v1/embeddings uses when the request names no model
+    tokens_per_minute: int | None = None
+    projects: dict[int, ProjectInfo] = field(default_factory=dict)
+    limit_rules: list[LimitInfo] = field(default_factory=list)
+    # The provider models each model or alias a limit rule or budget names stands for.
+    filter_models: dict[str, frozenset[int]] = field(default_factory=dict)
+    blocked: dict[str, frozenset[int]] = field(default_factory=dict)  # end user -> projects (0: all)
+
+    def covering(self, route: "Route"):
+        """``covers(name)`` for a request on ``route``: the provider models a limit rule's or
+        budget's model or alias stands for when the request is to it — it asked for that name,
+        or one of its deployments is one of them — else None."""
+        targets = route.targets
+
+        def covers(name: str) -> frozenset[int] | None:
+            models = self.filter_models.get(name, frozenset())
+            if route.requested == name or any(t.deployment.provider_model_id in models for t in targets):
+                return models
+            return None
+
+        return covers
+
+    def end_user_blocked(self, end_user: str, project_id: int | None) -> bool:
+        projects = self.blocked.get(end_user) if end_user else None
+        return projects is not None and (0 in projects or (project_id or 0) in projects)
 
     def fails_open(self) -> bool:
         """Whether this tenant is served, without rate limits, while Redis is unreachable: its
@@ -278,9 +303,27 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
     defaults = {"temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p}
     budgets = [
         BudgetInfo(budget_id=b.pk, name=b.name, scope=b.scope, key_id=b.api_key_id, amount=b.amount,
-                   period=b.period, action=b.action, downgrade_alias=b.downgrade_alias)
+                   period=b.period, action=b.action, downgrade_alias=b.downgrade_alias, project_id=b.project_id,
+                   model=b.model)
         for b in Budget.objects.filter(tenant=tenant, enabled=True).order_by("pk")
     ]
+    projects = {
+        p.pk: ProjectInfo(project_id=p.pk, slug=p.slug, rpm=p.requests_per_minute or 0, tpm=p.tokens_per_minute or 0,
+                          tpd=p.tokens_per_day or 0, default_model=p.default_model)
+        for p in Project.objects.filter(tenant=tenant)
+    }
+    rules = [
+        LimitInfo(scope=r.scope, project_id=r.project_id, key_id=r.api_key_id, model=r.model,
+                  rpm=r.requests_per_minute or 0, tpm=r.tokens_per_minute or 0, tpd=r.tokens_per_day or 0)
+        for r in LimitRule.objects.filter(tenant=tenant, enabled=True).order_by("pk")
+    ]
+    filter_models: dict[str, frozenset[int]] = {}
+    for name in {b.model for b in budgets if b.model} | {r.model for r in rules if r.model}:
+        route = aliases.get(name) or plain.get(name) or bare.get(name)
+        filter_models[name] = frozenset(t.deployment.provider_model_id for t in route.targets) if route else frozenset()
+    blocked: dict[str, set[int]] = {}
+    for end_user, project_id in EndUserBlock.objects.filter(tenant=tenant).values_list("end_user", "project_id"):
+        blocked.setdefault(end_user, set()).add(project_id or 0)
     return TenantConfig(
         tenant_id=tenant.pk,
         slug=tenant.slug,
@@ -301,6 +344,11 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         version=version,
         redis_outage=tenant.redis_outage,
         default_embedding_model=tenant.default_embedding_model,
+        tokens_per_minute=tenant.tokens_per_minute,
+        projects=projects,
+        limit_rules=rules,
+        filter_models=filter_models,
+        blocked={end_user: frozenset(ids) for end_user, ids in blocked.items()},
     )
 
 

@@ -20,8 +20,8 @@ from django.conf import settings
 
 from billing.spend import (
     BUCKET_TTL,
+    BUDGET_LUA,
     RESERVATION_TTL,
-    RESERVE_SCRIPT,
     SETTLE_SCRIPT,
 )
 from core import redis as core_redis
@@ -51,43 +51,65 @@ class StoreUnavailable(GatewayError):
             type="server_error", code="store_unavailable", retry_after=OUTAGE_RETRY_AFTER, usage_status="rejected",
         )
 
-# KEYS: the four limit counters, the tenant's and the platform's configuration version
-# (tenants/config_version.py). ARGV: the four limits, the two version tokens the worker's cached
-# routing table was loaded under ('*': not checked), now (epoch seconds), when this request stops
-# counting in flight, the request id, the ordering code and 1 for a stream
-# (gateway/deployments.py), how long a minute counter and an in-flight set are kept, the key
-# templates of a deployment's cooldown flag, this minute's request and token counters, in-flight
-# set and latency hash (providers/cooldowns.py, providers/traffic.py; '%s' stands for the
-# provider model), then the deployments in the worker's preorder as one string
-# "pm:group:rpm:tpm,…" (limits 0: none). Passing templates and one string rather than five keys
-# and three arguments per deployment keeps what the worker encodes per request small (Tollgate's
+# The one admission round trip (BUDGET_LUA, billing's, is prepended). KEYS: the tenant's and the
+# platform's configuration version (tenants/config_version.py). ARGV: the two version tokens the
+# worker's cached routing table was loaded under ('*': not checked), now (epoch seconds), the
+# request id; the limit counters (their number, then per counter its key, limit, what admission
+# adds — 1 for requests per minute, the request's worst-case tokens for tokens per minute, 0 for
+# tokens per day, which settlement counts —, the counter's lifetime and seconds until it frees
+# up), in precedence order (tenant, project, key, end user); the budget section
+# (billing.spend.budget_arguments); then the deployments: when this request stops counting in
+# flight, the ordering code and 1 for a stream (gateway/deployments.py), how long a minute counter
+# and an in-flight set are kept, the key templates of a deployment's cooldown flag, this minute's
+# request and token counters, in-flight set and latency hash (providers/cooldowns.py,
+# providers/traffic.py; '%s' stands for the provider model), and the deployments in the worker's
+# preorder as one string "pm:group:rpm:tpm,…" (limits 0: none). Passing templates and strings
+# rather than keys per deployment keeps what the worker encodes per request small (Tollgate's
 # Redis is one instance, not a cluster: its scripts already touch several tenants' keys).
-# Answers {-1, 0, tenant token, platform token} when the cache is stale (nothing counted: the
-# worker reloads and asks again), {refused limit, used} when a limit refuses, else {0, 0, then
-# (deployment index, state, seconds to wait) in the order to try}; the first usable one is
-# counted (this minute's requests, in flight). deployments.rank is the same in Python.
-_ADMIT = """
-if ARGV[5] ~= '*' then
-  local vt = redis.call('GET', KEYS[5]) or ''
-  local va = redis.call('GET', KEYS[6]) or ''
-  if vt ~= ARGV[5] or va ~= ARGV[6] then return {-1, 0, vt, va} end
+# Every check is made before anything is counted, and a refusal counts nothing. Answers
+# {-1, 0, tenant token, platform token} when the cache is stale (the worker reloads and asks
+# again); {4, scope, missing days…} when budget buckets must be rebuilt first; of the limits and
+# block budgets that refuse, the one that frees up last (ties: the first, the broadest scope):
+# {1, counter, used} or {2, scope, budget, spent, reserved}; {3, scope, budget, spent, reserved}
+# when a downgrade budget is spent (the worker asks again for the cheaper alias); else, counted
+# and reserved, {0, 0, then (deployment index, state, seconds to wait) in the order to try}, the
+# first usable one counted (this minute's requests, in flight). deployments.rank is the same in
+# Python.
+_ADMIT = BUDGET_LUA + """
+if ARGV[1] ~= '*' then
+  local vt = redis.call('GET', KEYS[1]) or ''
+  local va = redis.call('GET', KEYS[2]) or ''
+  if vt ~= ARGV[1] or va ~= ARGV[2] then return {-1, 0, vt, va} end
 end
-local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
-for _, i in ipairs({3, 4, 1, 2}) do
-  if limits[i] > 0 then
-    local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if used >= limits[i] then return {i, used} end
-  end
+local now, rid = tonumber(ARGV[3]), ARGV[4]
+local now_ms = math.floor(now * 1000)
+local refusal, frees, count = nil, -1, {}
+local a = 6
+for i = 1, tonumber(ARGV[5]) do
+  local key, limit, add, free = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4])
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used + math.max(add, 1) > limit then
+    if free > frees then refusal, frees = {1, i, used}, free end
+  elseif add > 0 then count[#count + 1] = a end
+  a = a + 5
 end
-for i = 1, 2 do
-  if limits[i] > 0 then
-    if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], 120) end
-  end
+local budget_refusal, budget_frees, downgrade, reservation
+a, budget_refusal, budget_frees, downgrade, reservation = budgets_check(a, now_ms)
+if budget_refusal and budget_refusal[1] == 4 then return budget_refusal end
+if budget_refusal and budget_frees > frees then refusal = budget_refusal end
+if refusal then return refusal end
+if downgrade then return downgrade end
+for _, c in ipairs(count) do
+  local add = tonumber(ARGV[c + 2])
+  if redis.call('INCRBY', ARGV[c], add) == add then redis.call('EXPIRE', ARGV[c], ARGV[c + 3]) end
 end
-local now, code, stream = tonumber(ARGV[7]), tonumber(ARGV[10]), ARGV[11] == '1'
-local cool_t, requests_t, tokens_t, flight_t, latency_t = ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18]
+budgets_reserve(reservation, rid, now_ms)
+local until_, code, stream = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
+local traffic_keep, flight_keep = ARGV[a + 3], ARGV[a + 4]
+local cool_t, requests_t, tokens_t, flight_t, latency_t = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
+  ARGV[a + 9]
 local rows, i = {}, 0
-for pm, group, rpm, tpm in string.gmatch(ARGV[19], '(%d+):(-?%d+):(%d+):(%d+)') do
+for pm, group, rpm, tpm in string.gmatch(ARGV[a + 10], '(%d+):(-?%d+):(%d+):(%d+)') do
   i = i + 1
   rpm, tpm = tonumber(rpm), tonumber(tpm)
   local requests_key = string.format(requests_t, pm)
@@ -126,10 +148,10 @@ local out, counted = {0, 0}, false
 for _, r in ipairs(rows) do
   if r[4] == 0 and not counted then
     counted = true
-    if redis.call('INCR', r[7]) == 1 then redis.call('EXPIRE', r[7], ARGV[12]) end
+    if redis.call('INCR', r[7]) == 1 then redis.call('EXPIRE', r[7], traffic_keep) end
     local flight = string.format(flight_t, r[6])
-    redis.call('ZADD', flight, ARGV[8], ARGV[9])
-    redis.call('EXPIRE', flight, ARGV[13])
+    redis.call('ZADD', flight, until_, rid)
+    redis.call('EXPIRE', flight, flight_keep)
   end
   out[#out + 1] = r[3] - 1
   out[#out + 1] = r[4]
@@ -179,6 +201,15 @@ end
 return n
 """
 
+# Tokens-per-minute reservations corrected to what the requests used: each counter that still
+# exists (its minute not gone) gets ARGV[i] added (negative: less was used than reserved).
+_CORRECT = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[i]) end
+end
+return 0
+"""
+
 _FAIL = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
@@ -190,17 +221,29 @@ end
 return 0
 """
 
-# Which limit refused a request (index of the refusing counter in the admission script).
-TENANT_RPM, KEY_RPM, TENANT_TPD, KEY_TPD = 1, 2, 3, 4
+@dataclass(slots=True)
+class Counter:
+    """One limit a request must fit: a counter in Redis, its limit, what admission adds to it (1
+    for requests per minute, the worst-case tokens for tokens per minute, 0 for tokens per day),
+    how long it is kept, and seconds until it frees up."""
+
+    key: str
+    limit: int
+    add: int
+    ttl: int
+    frees: float
+
+
+NO_BUDGETS: tuple[int, ...] = (0, RESERVATION_TTL, 0)
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    refused: int  # 0 = admitted, else TENANT_RPM / KEY_RPM / TENANT_TPD / KEY_TPD
-    used: int
-    order: tuple[tuple[int, int, int], ...]  # (deployment index, deployments' state, seconds to wait)
-    retry_after: float = 0.0
+    order: tuple[tuple[int, int, int], ...] = ()  # (deployment index, deployment's state, seconds to wait)
     stale: tuple[str, str] | None = None  # the current versions, when the caller's were not
+    refused: int = 0  # the refusing Counter (1-based), else 0
+    used: int = 0  # what that counter held
+    budget: tuple[int, ...] = ()  # (2 block | 3 downgrade, scope, budget, spent, reserved) or (4, scope, missing…)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +258,18 @@ class Pick:
 
 def _order(flat) -> tuple[tuple[int, int, int], ...]:
     return tuple((int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3))
+
+
+def _admission(result) -> Admission:
+    """_ADMIT's answer."""
+    code = int(result[0])
+    if code == -1:
+        return Admission(stale=(_text(result[2]), _text(result[3])))
+    if code == 1:
+        return Admission(refused=int(result[1]), used=int(result[2]))
+    if code > 1:
+        return Admission(budget=tuple(int(v) for v in result))
+    return Admission(order=_order(result[2:]))
 
 
 def _text(value) -> str:
@@ -246,24 +301,30 @@ def seconds_to_utc_midnight(now: float) -> float:
     return (midnight - current).total_seconds()
 
 
-def _keys(tenant_id: int, key_id: int, now: float) -> list[str]:
-    minute, day = _minute(now), _day(now)
-    return [
-        f"tg:rl:t{tenant_id}:m{minute}",
-        f"tg:rl:t{tenant_id}:k{key_id}:m{minute}",
-        f"tg:tpd:t{tenant_id}:d{day}",
-        f"tg:tpd:t{tenant_id}:k{key_id}:d{day}",
-    ]
+def day_of(now: float) -> str:
+    """The UTC day (YYYYMMDD) of a tokens-per-day counter."""
+    return _day(now)
+
+
+def rpm_key(sid: str, minute: int) -> str:
+    return f"tg:rl:{sid}:m{minute}"
+
+
+def tpm_key(sid: str, minute: int) -> str:
+    return f"tg:tpm:{sid}:m{minute}"
+
+
+def tpd_key(sid: str, day: str) -> str:
+    return f"tg:tpd:{sid}:d{day}"
+
+
+def _tpd_keys(tenant_id: int, key_id: int, now: float) -> tuple[str, str]:
+    day = _day(now)
+    return tpd_key(f"t{tenant_id}", day), tpd_key(f"t{tenant_id}:k{key_id}", day)
 
 
 def _auth_key(address: str, now: float) -> str:
     return f"tg:af:{address}:m{_minute(now)}"
-
-
-def _retry_after(refused: int, now: float) -> float:
-    if refused in (TENANT_RPM, KEY_RPM):
-        return seconds_to_next_minute(now)
-    return seconds_to_utc_midnight(now)
 
 
 class RedisState:
@@ -274,8 +335,8 @@ class RedisState:
         self._fail = self.redis.register_script(_FAIL)
         self._take = self.redis.register_script(_TAKE)
         self._release = self.redis.register_script(_RELEASE)
-        self._budget = self.redis.register_script(RESERVE_SCRIPT)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
+        self._correct = self.redis.register_script(_CORRECT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
         self._ask_after = 0.0  # no Redis call before this monotonic time (an outage was just seen)
 
@@ -311,33 +372,31 @@ class RedisState:
         except StoreUnavailable:
             return default
 
-    async def admit(self, *, tenant_id: int, key_id: int, limits: tuple[int, int, int, int], pick: Pick,
-                    versions: tuple[str, str]) -> Admission:
-        """Check and count the limits and order the deployments (counting the request against
-        the first usable one), unless the routing table the caller holds is older than the
-        tenant's or the platform's configuration (then nothing is counted and ``stale`` carries
-        the current versions). ``versions`` ('*', '*') skips that check (``pick``)."""
+    async def admit(self, *, tenant_id: int, pick: Pick, versions: tuple[str, str], counters: list[Counter] = (),
+                    budgets=NO_BUDGETS) -> Admission:
+        """Check every limit and budget of the request and order its deployments; if all admit
+        it, count the limits, reserve the budgets and count the request against the first
+        usable deployment — one round trip (_ADMIT). Nothing is counted when the routing table
+        the caller holds is older than the tenant's or the platform's configuration (``stale``
+        carries the current versions), or when something refuses. ``versions`` ('*', '*') skips
+        that check; ``budgets`` is billing.spend.budget_arguments' section."""
         now = time.time()
         minute = traffic.minute_of(now)
-        keys = [*_keys(tenant_id, key_id, now), version_key(tenant_id), PLATFORM]
-        args = [*limits, *versions, now, now + IN_FLIGHT_SECONDS, pick.request_id, pick.code, int(pick.stream),
-                traffic.TRAFFIC_KEEP_SECONDS, IN_FLIGHT_SECONDS, cooldown_key(tenant_id, "%s"),
-                traffic.requests_key(tenant_id, "%s", minute), traffic.tokens_key(tenant_id, "%s", minute),
-                traffic.inflight_key(tenant_id, "%s"), traffic.latency_key(tenant_id, "%s"),
-                ",".join(c.spec for c in pick.candidates)]
-        result = await self._call(lambda: self._admit(keys=keys, args=args))
-        refused, used = int(result[0]), int(result[1])
-        if refused < 0:
-            return Admission(0, 0, (), stale=(_text(result[2]), _text(result[3])))
-        if refused:
-            return Admission(refused, used, (), _retry_after(refused, now))
-        return Admission(0, 0, _order(result[2:]))
+        args: list = [*versions, now, pick.request_id, len(counters)]
+        for c in counters:
+            args += (c.key, c.limit, c.add, c.ttl, c.frees)
+        args += budgets
+        args += (now + IN_FLIGHT_SECONDS, pick.code, int(pick.stream), traffic.TRAFFIC_KEEP_SECONDS,
+                 IN_FLIGHT_SECONDS, cooldown_key(tenant_id, "%s"), traffic.requests_key(tenant_id, "%s", minute),
+                 traffic.tokens_key(tenant_id, "%s", minute), traffic.inflight_key(tenant_id, "%s"),
+                 traffic.latency_key(tenant_id, "%s"), ",".join(c.spec for c in pick.candidates))
+        result = await self._call(lambda: self._admit(keys=[version_key(tenant_id), PLATFORM], args=args))
+        return _admission(result)
 
     async def pick(self, *, tenant_id: int, pick: Pick) -> tuple[tuple[int, int, int], ...]:
-        """Order another route's deployments (a budget downgrade, an error-class fallback),
-        counting the request against the first usable one; no limit counted, no version read."""
-        admission = await self.admit(tenant_id=tenant_id, key_id=0, limits=(0, 0, 0, 0), pick=pick,
-                                     versions=("*", "*"))
+        """Order another route's deployments (an error-class fallback), counting the request
+        against the first usable one; no limit counted, no version read."""
+        admission = await self.admit(tenant_id=tenant_id, pick=pick, versions=("*", "*"))
         return admission.order
 
     async def take(self, *, tenant_id: int, provider_model_id: int, request_id: str) -> None:
@@ -409,26 +468,30 @@ class RedisState:
 
         await self._optional(work, None)
 
-    async def add_tokens(self, counts: dict[tuple[int, int], int]) -> None:
-        """Add used tokens per (tenant, key) to today's counters, in one pipeline."""
-        if not counts:
+    async def add_tokens(self, counts: dict[tuple[int, int], int], days: dict[str, int] | None = None,
+                         minutes: dict[str, int] | None = None) -> None:
+        """Add used tokens per (tenant, key) to today's counters and to the other scopes'
+        tokens-per-day counters (``days``, by name), and correct tokens-per-minute reservations
+        by what the requests used (``minutes``: the difference, by counter; a counter gone with
+        its minute is left alone), in one pipeline."""
+        if not (counts or days or minutes):
             return
         now = time.time()
+        adds = dict(days or {})
+        for (tenant_id, key_id), tokens in counts.items():
+            for name in _tpd_keys(tenant_id, key_id, now):
+                adds[name] = adds.get(name, 0) + tokens
 
         async def work():
             async with self.redis.pipeline(transaction=False) as pipe:
-                for (tenant_id, key_id), tokens in counts.items():
-                    _, _, tenant_day, key_day = _keys(tenant_id, key_id, now)
-                    for name in (tenant_day, key_day):
-                        pipe.incrby(name, tokens)
-                        pipe.expire(name, 2 * 86400)
+                for name, tokens in adds.items():
+                    pipe.incrby(name, tokens)
+                    pipe.expire(name, 2 * 86400)
                 await pipe.execute()
+            if minutes:
+                await self._correct(keys=list(minutes), args=list(minutes.values()))
 
         await self._call(work)
-
-    async def budget_admit(self, keys: list[str], args: list[int], request_id: str) -> list[int]:
-        result = await self._call(lambda: self._budget(keys=keys, args=[*args, request_id, RESERVATION_TTL]))
-        return [int(v) for v in result]
 
     async def budget_seed(self, values: dict[str, int]) -> None:
         async def work():
@@ -488,21 +551,39 @@ class LocalState:
         self.expiry.setdefault(name, now + ttl)
         return value
 
-    async def admit(self, *, tenant_id, key_id, limits, pick: Pick, versions) -> Admission:
+    async def admit(self, *, tenant_id: int, pick: Pick, versions: tuple[str, str], counters: list[Counter] = (),
+                    budgets=NO_BUDGETS) -> Admission:
         if tuple(versions) != ("*", "*"):
             current = await self.versions(tenant_id)
             if tuple(versions) != current:
-                return Admission(0, 0, (), stale=current)
+                return Admission(stale=current)
         now = time.time()
-        names = _keys(tenant_id, key_id, now)
-        for index in (2, 3, 0, 1):
-            if limits[index] > 0:
-                used = self._get(names[index], now)
-                if used >= limits[index]:
-                    return Admission(index + 1, used, (), _retry_after(index + 1, now))
-        for index in (0, 1):
-            if limits[index] > 0:
-                self._incr(names[index], 1, 120, now)
+        refusal: Admission | None = None
+        frees = -1.0
+        count = []
+        for i, c in enumerate(counters, 1):
+            used = self._get(c.key, now)
+            if used + max(c.add, 1) > c.limit:
+                if c.frees > frees:
+                    refusal, frees = Admission(refused=i, used=used), c.frees
+            elif c.add > 0:
+                count.append(c)
+        checked = self._budgets_check(list(budgets), now)
+        if checked[0] is not None and checked[0][0] == 4:
+            return Admission(budget=checked[0])
+        budget_refusal, budget_frees, downgrade, reserve = checked
+        if budget_refusal is not None and budget_frees > frees:
+            refusal = Admission(budget=budget_refusal)
+        if refusal is not None:
+            return refusal
+        if downgrade is not None:
+            return Admission(budget=downgrade)
+        for c in count:
+            self._incr(c.key, c.add, c.ttl, now)
+        resv, ttl, totals = reserve
+        if resv > 0:
+            for total in totals:
+                self.reservations.setdefault(total, {})[pick.request_id] = (resv, now + ttl)
         minute = traffic.minute_of(now)
         measures = []
         for c in pick.candidates:
@@ -522,11 +603,41 @@ class LocalState:
         if first is not None:
             await self.take(tenant_id=tenant_id, provider_model_id=pick.candidates[first].provider_model_id,
                             request_id=pick.request_id)
-        return Admission(0, 0, order)
+        return Admission(order=order)
+
+    def _budgets_check(self, args: list, now: float):
+        """BUDGET_LUA's budgets_check: (refusal or rebuild, its seconds, downgrade, (reservation,
+        lifetime, totals to reserve in))."""
+        resv, ttl, scopes = int(args[0]), int(args[1]), int(args[2])
+        a = 3
+        refusal, frees, downgrade, totals = None, -1.0, None, []
+        for s in range(1, scopes + 1):
+            total, nd = args[a], int(args[a + 1])
+            a += 2
+            reserved = self._reserved(total, now)
+            day_keys = args[a:a + nd]
+            a += nd
+            missing = [i + 1 for i, key in enumerate(day_keys)
+                       if key not in self.counters or self.expiry.get(key, now + 1) <= now]
+            if missing:
+                return (4, s, *missing), 0, None, None
+            vals = [self._get(key, now) for key in day_keys]
+            nb = int(args[a])
+            a += 1
+            for b in range(1, nb + 1):
+                amount, action, n, free = (int(v) for v in args[a:a + 4])
+                a += 4
+                spent = sum(vals[nd - n:])
+                if spent + reserved + resv > amount:
+                    if action == 1 and free > frees:
+                        refusal, frees = (2, s, b, spent, reserved), free
+                    if action == 2 and downgrade is None:
+                        downgrade = (3, s, b, spent, reserved)
+            totals.append(total)
+        return refusal, frees, downgrade, (resv, ttl, totals)
 
     async def pick(self, *, tenant_id: int, pick: Pick) -> tuple[tuple[int, int, int], ...]:
-        admission = await self.admit(tenant_id=tenant_id, key_id=0, limits=(0, 0, 0, 0), pick=pick,
-                                     versions=("*", "*"))
+        admission = await self.admit(tenant_id=tenant_id, pick=pick, versions=("*", "*"))
         return admission.order
 
     async def take(self, *, tenant_id: int, provider_model_id: int, request_id: str) -> None:
@@ -584,46 +695,22 @@ class LocalState:
             self.flags[name] = f"{RATE_FLAG}{now + seconds:.3f}"
             self.expiry[name] = now + seconds
 
-    async def add_tokens(self, counts) -> None:
+    async def add_tokens(self, counts, days=None, minutes=None) -> None:
         now = time.time()
         for (tenant_id, key_id), tokens in counts.items():
-            _, _, tenant_day, key_day = _keys(tenant_id, key_id, now)
-            self._incr(tenant_day, tokens, 2 * 86400, now)
-            self._incr(key_day, tokens, 2 * 86400, now)
+            for name in _tpd_keys(tenant_id, key_id, now):
+                self._incr(name, tokens, 2 * 86400, now)
+        for name, tokens in (days or {}).items():
+            self._incr(name, tokens, 2 * 86400, now)
+        for name, tokens in (minutes or {}).items():
+            if self._get(name, now) or name in self.counters:
+                self.counters[name] += tokens
 
     def _reserved(self, scope: str, now: float) -> int:
         held = self.reservations.get(scope, {})
         for request_id in [r for r, (_, until) in held.items() if until <= now]:
             del held[request_id]
         return sum(amount for amount, _ in held.values())
-
-    async def budget_admit(self, keys: list[str], args: list[int], request_id: str) -> list[int]:
-        now = time.time()
-        resv, scopes = args[0], args[1]
-        a, k = 2, 0
-        reserve = []
-        for s in range(1, scopes + 1):
-            nd, nb = args[a], args[a + 1]
-            a += 2
-            reserved = self._reserved(keys[k], now)
-            day_keys = keys[k + 3:k + 3 + nd]
-            missing = [i + 1 for i, key in enumerate(day_keys)
-                       if key not in self.counters or self.expiry.get(key, now + 1) <= now]
-            if missing:
-                return [1, s, *missing]
-            vals = [self._get(key, now) for key in day_keys]
-            for b in range(1, nb + 1):
-                amount, action, n = args[a], args[a + 1], args[a + 2]
-                a += 3
-                spent = sum(vals[nd - n:])
-                if spent + reserved + resv > amount and action in (1, 2):
-                    return [action + 1, s, b, spent, reserved]
-            reserve.append(keys[k])
-            k += 3 + nd
-        if resv > 0:
-            for key in reserve:
-                self.reservations.setdefault(key, {})[request_id] = (resv, now + RESERVATION_TTL)
-        return [0]
 
     async def budget_seed(self, values: dict[str, int]) -> None:
         now = time.time()

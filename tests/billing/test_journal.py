@@ -34,6 +34,7 @@ from core.redis import get_redis
 from gateway.db import close_db, run_db
 from gateway.state import LocalState, RedisState
 from tenants.models import ApiKey
+from tests.utils.admission import budget_admit
 from tests.utils.procs import REPO, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,17 +112,15 @@ class Budgets:
         self.kind = kind
         self.state = RedisState(redis_url) if kind == "redis" else LocalState()
         day = datetime.now(UTC).date()
-        self.plans = [spend.ScopePlan(key_id=None, days=[day], budgets=[
+        self.plans = [spend.ScopePlan(spend.scope_id(tenant_id), [day], [
             (spend.BudgetInfo(1, "b", "tenant", None, Decimal(1000), "day", "block", ""), 1)])]
         self.tenant_id = tenant_id
-        self.settlement = spend.settlement(self.plans, tenant_id=tenant_id)
+        self.settlement = spend.settlement(self.plans)
         self.reserved, self.bucket = self.settlement.reserved_keys[0], self.settlement.bucket_keys[0]
 
     async def reserve(self, request_id: str, nanos: int = 10**6) -> spend.Settlement:
-        keys, args = spend.script_arguments(self.plans, tenant_id=self.tenant_id, reservation=nanos,
-                                            downgrade_as_alert=False)
         await self.state.budget_seed({self.bucket: 0})
-        assert await self.state.budget_admit(keys, args, request_id) == [0]
+        assert await budget_admit(self.state, self.plans, reservation=nanos, request_id=request_id) == [0]
         return self.settlement
 
     def held(self) -> set[str]:

@@ -235,6 +235,7 @@ def test_budget_periods_follow_the_tenant_time_zone():
                BudgetInfo(4, "r", "tenant", None, Decimal(1), "rolling_30d", "block", ""),
                BudgetInfo(5, "k", "key", 9, Decimal(1), "day", "block", "")]
     plans = plan(budgets, tenant_id=1, key_id=7, zone=auckland, now=now)
+    assert [p.sid for p in plans] == ["t1"]
     assert len(plans) == 1  # key 9's budget does not cover key 7
     tenant_scope = plans[0]
     assert tenant_scope.days[-1].isoformat() == "2026-11-22"

@@ -16,7 +16,6 @@ from django.test.utils import CaptureQueriesContext
 from billing import spend
 from billing.models import Budget, UsageDaily, UsageLog
 from core.redis import get_redis
-from gateway import state as state_module
 from gateway.app import gateway
 from gateway.auth import KeyCache
 from gateway.engine import upstream_output_tokens
@@ -28,6 +27,7 @@ from tenants.keys import key_hash
 from tenants.models import ApiKey
 from tenants.services import api_key_revoke, tenant_update
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeOpenRouter
+from tests.utils.admission import budget_admit, tenant_budget_plan
 from tests.utils.live import add_provider, burst, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,30 +79,41 @@ def test_50_concurrent_requests_with_both_limits_overspend_at_most_one_worst_cas
 # --- item 7: each reservation expires on its own; a gone one releases nothing ----------------
 
 
-def _reserve_args(tenant_id: int, amount_nanos: int, reservation: int):
-    plan = spend.ScopePlan(key_id=None, days=[datetime.now(ZoneInfo("UTC")).date()],
-                             budgets=[(spend.BudgetInfo(1, "b", "tenant", None, Decimal(amount_nanos) / spend.NANOS,
-                                                          "day", "block", ""), 1)])
-    return spend.script_arguments([plan], tenant_id=tenant_id, reservation=reservation, downgrade_as_alert=False)
+class _Budget:
+    """One tenant-scope block budget of ``amount_nanos`` today: its reservation total and bucket."""
+
+    def __init__(self, state, tenant_id: int, amount_nanos: int, reservation: int):
+        self.state = state
+        self.plans = tenant_budget_plan(tenant_id, datetime.now(ZoneInfo("UTC")).date(), amount_nanos)
+        self.reservation = reservation
+        self.total = spend.reserved_of(self.plans[0].sid)
+        self.bucket = spend.bucket_of(self.plans[0].sid, self.plans[0].days[0])
+
+    async def admit(self, request_id: str, reservation: int | None = None) -> list[int]:
+        return await budget_admit(self.state, self.plans, request_id=request_id,
+                                  reservation=self.reservation if reservation is None else reservation)
+
+    async def release(self, request_id: str, adds: dict[str, int] | None = None) -> None:
+        await self.state.budget_settle(*spend.settle_arguments([(self.total, request_id)], adds or {}))
 
 
 @pytest.mark.parametrize("kind", ["redis", "local"])
 def test_a_dead_workers_reservation_expires_although_others_keep_reserving(settings, monkeypatch, kind):
-    monkeypatch.setattr(state_module, "RESERVATION_TTL", 1)
+    monkeypatch.setattr(spend, "RESERVATION_TTL", 1)
 
     async def scenario():
         state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
-        keys, args = _reserve_args(7, amount_nanos=1000, reservation=600)
-        await state.budget_seed({keys[3]: 0})
+        budget = _Budget(state, 7, amount_nanos=1000, reservation=600)
+        await state.budget_seed({budget.bucket: 0})
         try:
-            assert await state.budget_admit(keys, args, "req-dead") == [0]  # its worker dies: never settled
-            refused = await state.budget_admit(keys, args, "req-2")
+            assert await budget.admit("req-dead") == [0]  # its worker dies: never settled
+            refused = await budget.admit("req-2")
             assert refused[0] == 2  # 600 held + 600 asked > 1000
             for _ in range(6):  # steady traffic from another worker, each settled
                 await asyncio.sleep(0.25)
-                await state.budget_admit(keys, [*args[:0], 1, *args[1:]], "req-small")
-                await state.budget_settle(*spend.settle_arguments([(keys[0], "req-small")], {}))
-            assert await state.budget_admit(keys, args, "req-3") == [0]  # the dead one's share is gone
+                await budget.admit("req-small", reservation=1)
+                await budget.release("req-small")
+            assert await budget.admit("req-3") == [0]  # the dead one's share is gone
         finally:
             await state.close()
 
@@ -113,21 +124,21 @@ def test_a_dead_workers_reservation_expires_although_others_keep_reserving(setti
 def test_settling_a_reservation_that_is_gone_changes_nothing(settings, kind):
     async def scenario():
         state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
-        keys, args = _reserve_args(8, amount_nanos=1000, reservation=600)
-        await state.budget_seed({keys[3]: 0})
+        budget = _Budget(state, 8, amount_nanos=1000, reservation=600)
+        await state.budget_seed({budget.bucket: 0})
         try:
-            assert await state.budget_admit(keys, args, "req-old") == [0]
+            assert await budget.admit("req-old") == [0]
             if kind == "redis":
                 get_redis().flushdb()  # Redis restarts: the old reservation is gone
             else:
                 state.reservations.clear()
-            await state.budget_seed({keys[3]: 0})
-            assert await state.budget_admit(keys, args, "req-new") == [0]
-            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-old")], {}))  # the old request finishes
-            assert (await state.budget_admit(keys, args, "req-third"))[0] == 2, "req-new still holds 600"
-            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-new")], {}))
-            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-new")], {}))  # twice: released once
-            assert await state.budget_admit(keys, args, "req-fourth") == [0]
+            await state.budget_seed({budget.bucket: 0})
+            assert await budget.admit("req-new") == [0]
+            await budget.release("req-old")  # the old request finishes
+            assert (await budget.admit("req-third"))[0] == 2, "req-new still holds 600"
+            await budget.release("req-new")
+            await budget.release("req-new")  # twice: released once
+            assert await budget.admit("req-fourth") == [0]
         finally:
             await state.close()
 
@@ -143,13 +154,13 @@ def test_settling_releases_and_adds_costs_to_the_buckets_that_exist(settings, ki
 
     async def scenario():
         state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
-        keys, args = _reserve_args(9, amount_nanos=1000, reservation=600)
-        await state.budget_seed({keys[3]: 100})
+        budget = _Budget(state, 9, amount_nanos=1000, reservation=600)
+        await state.budget_seed({budget.bucket: 100})
         try:
-            assert await state.budget_admit(keys, args, "req-a") == [0]
-            await state.budget_settle(*spend.settle_arguments([(keys[0], "req-a")], {keys[3]: 250, missing: 5}))
-            assert await state.budget_admit(keys, args, "req-b") == [0]  # 350 spent, 600 held: fits 1000
-            assert await state.budget_admit(keys, args, "req-c") == [2, 1, 1, 350, 600]
+            assert await budget.admit("req-a") == [0]
+            await budget.release("req-a", {budget.bucket: 250, missing: 5})
+            assert await budget.admit("req-b") == [0]  # 350 spent, 600 held: fits 1000
+            assert await budget.admit("req-c") == [2, 1, 1, 350, 600]
             return state.counters if kind == "local" else {}
         finally:
             await state.close()

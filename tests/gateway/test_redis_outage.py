@@ -323,10 +323,10 @@ def test_the_state_refuses_what_admission_needs_and_skips_what_only_helps():
         state = RedisState(f"redis://127.0.0.1:{free_port()}/0")
         try:
             with pytest.raises(StoreUnavailable) as refused:
-                await state.admit(tenant_id=1, key_id=1, limits=(0, 0, 0, 0),
-                                  pick=Pick((Candidate(1, 0, 1, 0, 0, None),), 0, False, "req-1"), versions=("", ""))
+                await state.admit(tenant_id=1, pick=Pick((Candidate(1, 0, 1, 0, 0, None),), 0, False, "req-1"),
+                                  versions=("", ""))
             started = time.monotonic()
-            for call in (state.versions(1), state.budget_admit(["k"], [0, 0], "r"), state.budget_settle([], [0])):
+            for call in (state.versions(1), state.budget_seed({"k": 0}), state.budget_settle([], [0])):
                 with pytest.raises(StoreUnavailable):
                     await call
             fast = time.monotonic() - started  # asked again only after OUTAGE_PROBE_SECONDS
