@@ -353,7 +353,11 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             try:
                 route = (tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
                          if downgrade is None else self._downgraded(tenant, downgrade, mode))
-            except GatewayError as refusal:  # unknown or not allowed here: certain only if the table is current
+                if tenant.blocked and tenant.end_user_blocked(ctx.end_user, ctx.project_id):
+                    raise GatewayError(403, f"End user '{ctx.end_user}' is blocked in this tenant; contact its "
+                                       "administrators.", type="permission_error", code="end_user_blocked",
+                                       usage_status="rejected")
+            except GatewayError as refusal:  # unknown, not allowed or blocked: certain only if the table is current
                 try:
                     current = await self.state.versions(tenant.tenant_id)
                 except StoreUnavailable as exc:
@@ -368,10 +372,6 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 continue
             if downgrade is None:
                 ctx.model_requested = route.requested
-            if tenant.blocked and tenant.end_user_blocked(ctx.end_user, ctx.project_id):
-                raise GatewayError(403, f"End user '{ctx.end_user}' is blocked in this tenant; contact its "
-                                   "administrators.", type="permission_error", code="end_user_blocked",
-                                   usage_status="rejected")
             ctx.day = datetime.now(tenant.zone).date()
             try:
                 admission, asked = await self._admit(ctx, tenant, route, body, mode, downgrade is not None)

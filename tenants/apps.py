@@ -14,7 +14,7 @@ class TenantsConfig(AppConfig):
 
         from tenants import auth  # noqa: F401  (registers the OpenAPI bearer-key extension)
         from tenants.config_version import changed_on_save, config_changed
-        from tenants.models import ApiKey, Tenant
+        from tenants.models import ApiKey, Project, Tenant
 
         def tenant_changed(sender, instance, **kwargs):
             config_changed(tenant_id=instance.pk)
@@ -23,3 +23,4 @@ class TenantsConfig(AppConfig):
         for signal in (post_save, post_delete):
             signal.connect(tenant_changed, sender=Tenant, dispatch_uid=f"cfgv-tenant-{signal}")
             signal.connect(changed_on_save, sender=ApiKey, dispatch_uid=f"cfgv-key-{signal}")
+            signal.connect(changed_on_save, sender=Project, dispatch_uid=f"cfgv-project-{signal}")
