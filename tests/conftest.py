@@ -87,6 +87,20 @@ def live(live_server_session, transactional_db):
 
 
 @pytest.fixture(autouse=True)
+def _live_server_flush_interval_kept(settings):
+    """The session's live server runs in this process, from the first test that uses it to the
+    end of the run, and its usage writer reads GATEWAY_USAGE_FLUSH_SECONDS at every tick: a test
+    that changes it, even one that never uses the live server, can leave that writer asleep for
+    as long, and the tests after it get no usage rows. A writer of one's own can be flushed by
+    hand (tests/billing/test_journal.py's ``started_by_hand``); a server with another interval
+    is a subprocess (tests/gateway/test_durability.py)."""
+    interval = settings.GATEWAY_USAGE_FLUSH_SECONDS
+    yield
+    assert settings.GATEWAY_USAGE_FLUSH_SECONDS == interval, (
+        "this test changed GATEWAY_USAGE_FLUSH_SECONDS, which the shared live server reads while it runs")
+
+
+@pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

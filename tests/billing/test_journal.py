@@ -80,6 +80,17 @@ async def areplay(state=None) -> int:
     return queued
 
 
+def started_by_hand(writer: UsageWriter) -> UsageWriter:
+    """``writer`` started (its journal made, dead workers' journals taken) with its flush timer
+    stopped: the test flushes by hand. Not by raising GATEWAY_USAGE_FLUSH_SECONDS: settings are
+    the process's, and the session's live server (tests/utils/live.py), started by an earlier
+    test in this process, reads that setting at every tick of its own writer's timer; it would
+    sleep that long and write no usage row for the tests that follow."""
+    writer.start()
+    writer._task.cancel()
+    return writer
+
+
 def replay(state=None) -> int:
     return asyncio.run(areplay(state))
 
@@ -249,14 +260,12 @@ def test_a_worker_killed_outright_leaves_every_record_to_the_next_worker(world, 
     assert journals(var) == []
 
 
-def test_open_markers_outlive_rotation_and_stand_for_streams_never_finished(world, var, settings):
+def test_open_markers_outlive_rotation_and_stand_for_streams_never_finished(world, var):
     """A stream opened before a flush is still open after it: its marker is written into the new
     segment, so deleting the committed ones does not lose it."""
-    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
 
     async def worker_that_dies():
-        writer = UsageWriter(state=LocalState(), run_db=run_db)
-        writer.start()
+        writer = started_by_hand(UsageWriter(state=LocalState(), run_db=run_db))
         writer.open(record(world.tenant, "req_open", status="partial", error_type="worker_lost", stream=True))
         writer.open(record(world.tenant, "req_closed", status="partial", error_type="worker_lost", stream=True))
         writer.add(record(world.tenant, "req_plain"))
@@ -279,12 +288,9 @@ def test_open_markers_outlive_rotation_and_stand_for_streams_never_finished(worl
     assert UsageLog.objects.get(request_id="req_closed").status == "ok"
 
 
-def test_a_full_disk_fails_no_request_and_loses_no_row_while_the_worker_lives(world, var, settings, caplog):
-    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
-
+def test_a_full_disk_fails_no_request_and_loses_no_row_while_the_worker_lives(world, var, caplog):
     async def scenario():
-        writer = UsageWriter(state=LocalState(), run_db=run_db)
-        writer.start()
+        writer = started_by_hand(UsageWriter(state=LocalState(), run_db=run_db))
         segment = os.dup(writer.journal._fd)
         full = os.open("/dev/full", os.O_WRONLY)
         os.dup2(full, writer.journal._fd)  # the segment now answers ENOSPC, as a full disk does
@@ -314,13 +320,11 @@ def _point_db_at(settings_dict):
     connection.settings_dict = settings_dict
 
 
-def test_rotation_deletes_only_committed_segments_and_a_failed_write_keeps_them(world, var, settings):
-    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+def test_rotation_deletes_only_committed_segments_and_a_failed_write_keeps_them(world, var):
     down = free_port()
 
     async def scenario():
-        writer = UsageWriter(state=LocalState(), run_db=run_db)
-        writer.start()
+        writer = started_by_hand(UsageWriter(state=LocalState(), run_db=run_db))
         path = writer.journal.path
         writer.add(record(world.tenant, "req_one"))
         assert await writer.flush() == 1
@@ -349,16 +353,14 @@ def test_rotation_deletes_only_committed_segments_and_a_failed_write_keeps_them(
     assert UsageLog.objects.filter(tenant=world.tenant).count() == 3
 
 
-def test_shutdown_with_the_database_down_leaves_the_journal_not_a_spool_file(world, var, settings):
-    settings.GATEWAY_USAGE_FLUSH_SECONDS = 3600
+def test_shutdown_with_the_database_down_leaves_the_journal_not_a_spool_file(world, var):
     down = free_port()
 
     async def shutdown_with_database_down():
         working = await run_db(lambda: connection.settings_dict)
         await run_db(_point_db_at, {**working, "HOST": "127.0.0.1", "PORT": str(down)})
         try:
-            writer = UsageWriter(state=LocalState(), run_db=run_db)
-            writer.start()
+            writer = started_by_hand(UsageWriter(state=LocalState(), run_db=run_db))
             for i in range(3):
                 writer.add(record(world.tenant, f"req_left{i}"))
             await writer.close(attempts=2)
