@@ -10,6 +10,8 @@
                                                          # as configured, with fsync every 10 ms
     .venv/bin/python bench/gateway.py --deployments --repeat 3   # an alias of four weighted
                                                          # deployments against a single-target model
+    .venv/bin/python bench/gateway.py --scopes --repeat 5   # a request in four scopes with tokens-
+                                                         # per-minute limits against one scope
     git worktree add /tmp/before <commit>                # an earlier version, side by side:
     .venv/bin/python bench/gateway.py --baseline-repo /tmp/before \
         --targets upstream,floor,tollgate-baseline,tollgate --repeat 3
@@ -139,7 +141,21 @@ from providers.services import alias_create
 alias_create(tenant=created.tenant, actor=SYSTEM, data={{
     "name": "spread", "targets": [{{"model": f"{{n}}:{model}", "priority": 0, "weight": w}}
                                   for n, w in (("up", 1), ("up2", 2), ("up3", 3), ("up4", 4))]}})
-print(json.dumps({{"key": created.chat_key, "tenant_id": created.tenant.pk, "model": "up:{model}",
+# A key of its own project, for --scopes: its requests fall in four scopes (the tenant, project
+# ``scoped``, the key, the end user the bench names), each with requests-per-minute and
+# tokens-per-minute limits far above what the bench sends (tokens per minute reserve each
+# request's worst case at admission), the tenant also with its tokens per day.
+from billing.models import LimitRule
+from tenants.models import ApiKey, Project
+from tenants.services import api_key_create, project_create
+project = project_create(tenant=created.tenant, slug="scoped", name="Scoped", actor=SYSTEM)
+Project.objects.filter(pk=project.pk).update(requests_per_minute=100_000_000, tokens_per_minute=10**15)
+scoped, scoped_key = api_key_create(tenant=created.tenant, name="scoped", project=project, actor=SYSTEM)
+ApiKey.objects.filter(pk=scoped.pk).update(requests_per_minute=100_000_000, tokens_per_minute=10**15)
+LimitRule.objects.create(tenant=created.tenant, scope="end_user", project=project, requests_per_minute=100_000_000,
+                         tokens_per_minute=10**15)
+print(json.dumps({{"key": created.chat_key, "scoped_key": scoped_key, "tenant_id": created.tenant.pk,
+                  "model": "up:{model}",
                   "anthropic_model": "ant:{model}", "openai_model": "oai:{model}", "alias_model": "spread"}}))
 """
     env = tollgate_env(database_url, redis_url)
@@ -226,6 +242,29 @@ for _name, _door, _model_key, _max_cost in DOOR_TARGETS:
 register_target("tollgate-deployments", door_factory("tollgate-deployments", CHAT, "alias_model"))
 register_comparison("tollgate-deployments", "tollgate", 1.05)
 DEPLOYMENTS_RUN = "upstream,tollgate,tollgate-deployments"
+
+
+# Limits in every scope (issue #16, "Speed"): ``tollgate`` (the tenant's requests per minute and
+# tokens per day: one scope) against the same server and tenant called with a key of project
+# ``scoped`` naming an end user: four scopes, each with requests- and tokens-per-minute limits,
+# all in the one admission round trip. The goal: within 5 % (max cost 1.05).
+def scoped_factory(name: str):
+    def start(ctx: BenchContext) -> Target:
+        info = setup_tenant(ctx.upstream_base_url, ctx.model)
+        port = free_port()
+        ctx.count_as_target("postgres", "redis-server")
+        env = {**tollgate_env(), **fresh_var_dir(name)}
+        ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
+                  ready_url=f"http://127.0.0.1:{port}/healthz")
+        return Target(name, f"http://127.0.0.1:{port}/v1", info["scoped_key"], info["model"],
+                      extra_headers=(("x-tollgate-end-user", "bench-end-user"),))
+
+    return start
+
+
+register_target("tollgate-scopes", scoped_factory("tollgate-scopes"))
+register_comparison("tollgate-scopes", "tollgate", 1.05)
+SCOPES_RUN = "upstream,tollgate,tollgate-scopes"
 
 
 def start_floor(ctx: BenchContext) -> Target:
@@ -341,11 +380,12 @@ if __name__ == "__main__":
     parser.add_argument("--doors", action="store_true")
     parser.add_argument("--journal", action="store_true")
     parser.add_argument("--deployments", action="store_true")
+    parser.add_argument("--scopes", action="store_true")
     known, rest = parser.parse_known_args()
     if known.memory:
         sys.exit(memory_run(known.memory))
     targets = (DOORS_RUN if known.doors else JOURNAL_RUN if known.journal else DEPLOYMENTS_RUN if known.deployments
-               else "upstream,floor,tollgate,litellm")
+               else SCOPES_RUN if known.scopes else "upstream,floor,tollgate,litellm")
     if known.baseline_repo:
         register_target("tollgate-baseline", baseline_factory(known.baseline_repo.resolve()))
         targets = "upstream,floor,tollgate-baseline,tollgate,litellm"

@@ -134,6 +134,7 @@ class Target:
     api_key: str
     model: str
     door: str = CHAT
+    extra_headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. an end user)
 
     def __post_init__(self) -> None:
         if self.door not in DOOR_PATHS:
@@ -161,8 +162,9 @@ class Target:
         """Request headers for a JSON POST with this target's key, as its door wants them."""
         if self.door == MESSAGES:
             return {"Content-Type": "application/json", "x-api-key": self.api_key,
-                    "anthropic-version": ANTHROPIC_VERSION}
-        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
+                    "anthropic-version": ANTHROPIC_VERSION, **dict(self.extra_headers)}
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}",
+                **dict(self.extra_headers)}
 
     def body(self, stream: bool = False) -> bytes:
         """The request body for this target's door (`chat_body`, `messages_body`, `responses_body`)."""

@@ -169,8 +169,9 @@ class ApiKey(models.Model):
     shown once, when it is created."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
-    # The project it belongs to (always one of its tenant's; it never moves to another).
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="api_keys")
+    # The project it belongs to (always one of its tenant's; it never moves to another). RESTRICT,
+    # not PROTECT: a project with keys cannot be deleted, but a tenant is, with its projects and keys.
+    project = models.ForeignKey(Project, on_delete=models.RESTRICT, related_name="api_keys")
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=10, choices=KeyScope.choices, default=KeyScope.CHAT)
     prefix = models.CharField(max_length=16, db_index=True)

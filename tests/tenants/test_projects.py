@@ -229,3 +229,18 @@ def test_a_project_role_gives_nothing_in_another_tenant(projects, client_for):
     client = client_for(user=projects.bot_admin)
     assert client.get(f"/api/keys?tenant={projects.other.slug}").status_code == 404
     assert client.get(f"/api/projects?tenant={projects.other.pk}").status_code == 404
+
+
+def test_a_tenant_is_deleted_with_its_projects_and_keys_but_a_project_keeps_its_keys(world):
+    """Keys restrict the deletion of their project (RESTRICT), not of their tenant: deleting a tenant
+    (the Django admin, the bench's reset) takes its projects and keys with it."""
+    from django.db.models import RestrictedError
+
+    project = Project.objects.create(tenant=world.tenant, slug="support", name="Support")
+    ApiKey.objects.create(tenant=world.tenant, project=project, name="k", prefix="tg_x", key_hash="h" * 64)
+    with pytest.raises(RestrictedError):
+        project.delete()
+    tenant_id = world.tenant.pk
+    world.tenant.delete()
+    assert not ApiKey.objects.filter(tenant_id=tenant_id).exists()
+    assert not Project.objects.filter(tenant_id=tenant_id).exists()
