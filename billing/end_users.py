@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q, QuerySet, Sum
+from django.db.models import F, Max, Q, QuerySet, Sum
 
 from billing.models import Budget, BudgetScope, EndUserBlock, EndUserDaily
 from billing.periods import local_today, period_for
@@ -85,7 +85,7 @@ def blocked_end_users(*, tenant: Tenant, project_ids: frozenset[int] | None = No
     blocks = EndUserBlock.objects.filter(tenant=tenant).select_related("project", "created_by")
     if project_ids is not None:
         blocks = blocks.filter(project_id__in=project_ids)
-    return blocks.order_by("end_user", "project__slug", "pk")
+    return blocks.order_by("end_user", F("project__slug").asc(nulls_first=True), "pk")  # tenant-wide first
 
 
 def end_user_block_get(*, tenant: Tenant, block_id: int, project_ids: frozenset[int] | None = None) -> EndUserBlock:
