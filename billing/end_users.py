@@ -179,7 +179,8 @@ def _add_status(tenant: Tenant, rows: list[EndUserRow], now: datetime | None) ->
         return
     users = {row.end_user for row in rows}
     blocks: dict[str, list[EndUserBlock]] = {}
-    for block in EndUserBlock.objects.filter(tenant=tenant, end_user__in=users).select_related("project"):
+    for block in (EndUserBlock.objects.filter(tenant=tenant, end_user__in=users)
+                  .select_related("project", "created_by")):
         blocks.setdefault(block.end_user, []).append(block)
 
     budgets = list(Budget.objects.filter(tenant=tenant, scope=BudgetScope.END_USER, enabled=True)
