@@ -294,3 +294,28 @@ def test_a_suspended_tenant_is_read_only(acme, client_for):
     assert client.get("/api/end-users").status_code == 200
     refused = client.post("/api/end-users/blocks", {"end_user": "alice"}, format="json")
     assert refused.status_code == 403 and "suspended" in error_of(refused)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_blocking_the_same_end_user_at_once_make_one_block(world):
+    import threading
+
+    from django.db import connection
+
+    barrier, results = threading.Barrier(4), []
+
+    def block():
+        try:
+            barrier.wait()
+            results.append(end_user_block(tenant=world.tenant, end_user="zed", actor=SYSTEM))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=block) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len({b.pk for b, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert EndUserBlock.objects.count() == 1 and AuditEvent.objects.filter(action="end_user.block").count() == 1
