@@ -145,8 +145,8 @@ def top_end_users(*, tenant: Tenant, period: str = DEFAULT_PERIOD, project: Proj
     """The end users who spent most in ``period`` (today, 7d, 30d, month: local days ending
     today), one row per end user and project, dearest first; ``project``: that project's
     only; ``search``: end users whose name contains it; ``project_ids`` (a project-scoped
-    caller's): those projects' only. One grouped query over the rollup, then the page's
-    blocks and end-user budgets (two more queries)."""
+    caller's): those projects' only. One grouped query over the rollup, then a few for the
+    page's rows only: project slugs, blocks, end-user budgets and their spend."""
     start, end = period_days(period, tenant.timezone, now)
     limit = max(1, min(limit, TOP_LIMIT_MAX))
     rows = EndUserDaily.objects.filter(tenant=tenant, day__gte=start, day__lte=end)
