@@ -1,6 +1,7 @@
 """The Django admin for billing: budgets (edited through the same services and rules as the API,
-with this period's spend), and read-only views of alerts, the ledger, its rollups, health buckets
-and refused rows, whose big tables are never counted in full."""
+with this period's spend), end-user blocks (added and removed through their services), and
+read-only views of alerts, the ledger, its rollups, health buckets and refused rows, whose big
+tables are never counted in full."""
 
 from django import forms
 from django.contrib import admin
@@ -9,10 +10,13 @@ from django.db import connection
 from django.utils.functional import cached_property
 
 from billing import services
+from billing.end_users import end_user_block, end_user_clean, end_user_unblock
 from billing.health import bucket_bounds
 from billing.models import (
     Budget,
     BudgetAlert,
+    EndUserBlock,
+    EndUserDaily,
     HealthBucket,
     TenantDaily,
     UsageDaily,
@@ -141,6 +145,61 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant", "budget"]
 
 
+# --- end-user blocks -------------------------------------------------------------------------------
+
+
+class EndUserBlockForm(forms.ModelForm):
+    """The same rules as the API: an end user the gateway can record, a project of the block's
+    own tenant (empty: every project)."""
+
+    class Meta:
+        model = EndUserBlock
+        fields = ["tenant", "project", "end_user", "reason"]
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            cleaned["end_user"] = end_user_clean(cleaned.get("end_user"))
+        except InvalidInput as exc:
+            self.add_error("end_user", exc.message)
+        project, tenant = cleaned.get("project"), cleaned.get("tenant")
+        if project is not None and tenant is not None and project.tenant_id != tenant.pk:
+            self.add_error("project", f"Project '{project.slug}' belongs to another tenant; choose one of "
+                                      f"'{tenant.slug}' or leave it empty (every project).")
+        return cleaned
+
+
+@admin.register(EndUserBlock)
+class EndUserBlockAdmin(admin.ModelAdmin):
+    """Added and removed through the services (audited; the gateways reload). A block is not
+    edited: remove it and add another."""
+
+    form = EndUserBlockForm
+    list_display = ["end_user", "tenant", "project", "reason", "created_by", "created_at"]
+    list_filter = ["created_at"]
+    search_fields = ["end_user", "tenant__slug", "project__slug"]
+    list_select_related = ["tenant", "project", "created_by"]
+    autocomplete_fields = ["tenant"]
+    raw_id_fields = ["project"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)  # the list, not a block
+
+    def save_model(self, request, obj, form, change):
+        block, _ = end_user_block(tenant=form.cleaned_data["tenant"], project=form.cleaned_data["project"],
+                                  end_user=form.cleaned_data["end_user"], reason=form.cleaned_data["reason"],
+                                  actor=Principal(user=request.user))
+        obj.pk = block.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        end_user_unblock(block=obj, actor=Principal(user=request.user))
+
+    def delete_queryset(self, request, queryset):
+        for block in queryset.select_related("tenant", "project"):
+            end_user_unblock(block=block, actor=Principal(user=request.user))
+
+
 # --- usage (big, append-only tables) -----------------------------------------------------------
 
 
@@ -161,6 +220,14 @@ class TenantDayAdmin(BigTableAdmin):
 class UsageDailyAdmin(TenantDayAdmin):
     list_display = ["day", "tenant", "provider_model_id", "api_key_id", "requests", "errors", "input_tokens",
                     "output_tokens", "cost", "unpriced"]
+
+
+@admin.register(EndUserDaily)
+class EndUserDailyAdmin(TenantDayAdmin):
+    list_display = ["day", "tenant", "project_id", "end_user", "provider_model_id", "requests", "errors",
+                    "input_tokens", "output_tokens", "cost", "unpriced"]
+    search_fields = ["=tenant__slug", "=end_user"]
+    search_help_text = "Exact tenant slug or end user."
 
 
 @admin.register(TenantDaily)

@@ -4,7 +4,8 @@ in one transaction.
 Records come from the batched writer (billing.writer). A record whose request id is already in
 the ledger is skipped, and only the records actually inserted are added to the rollups, so a
 retried batch never counts twice and the rollups stay equal to the ledger. Rollups: per tenant
-× local day × model × key (UsageDaily), per tenant × local day (TenantDaily) and the provider
+× local day × model × key (UsageDaily), per tenant × local day (TenantDaily), per tenant × local
+day × project × end user × model for rows that name an end user (EndUserDaily) and the provider
 health histograms (HealthBucket, billing.health). Inserts bypass model instances (the ORM's
 per-field work would slow the data plane, this runs beside its event loop): on PostgreSQL a
 batch's rows go in one statement, as one JSON array (encoded in C by orjson, unpacked by the
@@ -32,6 +33,7 @@ from psycopg.types.json import Jsonb
 from billing.health import SLOTS, latency_bucket
 from billing.models import (
     SUM_MONEY,
+    EndUserDaily,
     HealthBucket,
     TenantDaily,
     UsageDaily,
@@ -53,6 +55,7 @@ ROLLUP_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "cached_input
                "output_tokens", "reasoning_tokens", "cost", "unpriced", "latency_ms_total")
 SUM_DIGITS = (SUM_MONEY["max_digits"], SUM_MONEY["decimal_places"])
 TENANT_SUMS = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cost", "unpriced")
+END_USER_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cost", "unpriced")
 
 
 # The database is unreachable or went away (psycopg's own errors come from the raw cursor):
@@ -211,6 +214,41 @@ def _add_to_rollups(rows: list[UsageRecord]) -> None:
         [(tenant_id, adapt_date(day),
           *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in TENANT_SUMS])
          for (tenant_id, day), acc in sorted(per_tenant.items())],
+    )
+    _add_to_end_users(rows)
+
+
+def _add_to_end_users(rows: list[UsageRecord]) -> None:
+    """EndUserDaily: the rows that name an end user, per tenant × local day × project × end
+    user × model, counted as UsageDaily counts them."""
+    totals: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        if not row.end_user:
+            continue
+        tenant_id, day, model_id, _ = rollup_key(row)
+        key = (tenant_id, day, row.project_id or 0, row.end_user, model_id)
+        acc = totals.get(key)
+        if acc is None:
+            acc = totals[key] = dict.fromkeys(END_USER_SUMS, 0)
+            acc["cost"] = Decimal(0)
+        acc["requests"] += 1
+        acc["errors"] += row.status in ERROR_STATUSES
+        acc["input_tokens"] += row.input_tokens or 0
+        acc["output_tokens"] += row.output_tokens or 0
+        if row.cost is not None:
+            acc["cost"] += row.cost
+        elif (row.input_tokens or 0) + (row.output_tokens or 0) > 0:
+            acc["unpriced"] += 1
+    if not totals:
+        return
+    adapt_date = connection.ops.adapt_datefield_value
+    adapt_money = connection.ops.adapt_decimalfield_value
+    _execute_many(
+        _upsert_sql(EndUserDaily, ("tenant_id", "day", "project_id", "end_user", "provider_model_id"), END_USER_SUMS),
+        [(tenant_id, adapt_date(day), project_id, end_user, model_id,
+          *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in END_USER_SUMS])
+         # sorted, as above: concurrent writers lock shared rows in one order
+         for (tenant_id, day, project_id, end_user, model_id), acc in sorted(totals.items())],
     )
 
 

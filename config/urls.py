@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/", include("gateway.urls")),  # POST /api/test/llm
     path("api/", include("billing.urls")),
     path("api/", include("billing.usage_urls")),
+    path("api/", include("billing.end_users_urls")),  # the top end users and end-user blocks
     path("api/", include("tenantconfig.urls")),  # a tenant's configuration as one file
     re_path(r"^api/", api_not_found),  # last: a JSON 404 for every other /api path
 ]

@@ -6,6 +6,7 @@ only tenant or shows a chooser."""
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from billing import end_users_views
 from billing import views as billing_views
 from providers import views as provider_views
 from tenants import views as tenant_views
@@ -35,6 +36,10 @@ console = [
     path("budgets/<int:budget_id>/delete/", billing_views.budget_delete, name="console-budget-delete"),
     path("usage/", billing_views.usage_page, name="console-usage"),
     path("usage/export.csv", billing_views.usage_export, name="console-usage-export"),
+    path("end-users/", end_users_views.end_users_page, name="console-end-users"),
+    path("end-users/block/", end_users_views.end_user_block_add, name="console-end-user-block"),
+    path("end-users/blocks/<int:block_id>/unblock/", end_users_views.end_user_block_remove,
+         name="console-end-user-unblock"),
     path("members/", tenant_views.members_page, name="console-members"),
     path("members/<int:member_id>/role/", tenant_views.member_role, name="console-member-role"),
     path("members/<int:member_id>/remove/", tenant_views.member_remove, name="console-member-remove"),

@@ -115,6 +115,7 @@ NAV = (
     ("keys", "API keys", "console-keys"),
     ("budgets", "Budgets", "console-budgets"),
     ("usage", "Usage", "console-usage"),
+    ("end_users", "End users", "console-end-users"),
     ("members", "Members", "console-members"),
 )
 

@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from billing.end_users import end_user_block
 from billing.models import AlertKind, BudgetAlert
 from billing.services import budget_create
 from billing.usage_selectors import GROUPINGS
@@ -107,7 +108,7 @@ class Seeded:
         record(
             world.tenant,
             [
-                usage(world.tenant, at=at, model=self.model, key=key, conversation_id="c1"),
+                usage(world.tenant, at=at, model=self.model, key=key, conversation_id="c1", end_user="alice"),
                 usage(
                     world.tenant,
                     at=at,
@@ -126,6 +127,7 @@ class Seeded:
         api_key_create(tenant=world.tenant, name="bot key", project=self.project, actor=SYSTEM)
         outsider = get_user_model().objects.create_user("bot@acme.test", "bot@acme.test", "pw")
         self.project_member = ProjectMembership.objects.create(project=self.project, user=outsider, role="viewer")
+        self.block, _ = end_user_block(tenant=world.tenant, end_user="alice", project=self.project, actor=SYSTEM)
 
     def path_values(self) -> dict[str, object]:
         return {
@@ -138,6 +140,7 @@ class Seeded:
             "model_id": self.model.model_id,
             "project": self.project.pk,
             "project_member_id": self.project_member.pk,
+            "block_id": self.block.pk,
         }
 
 
@@ -240,6 +243,7 @@ def test_real_objects_answer_per_schema(seeded, client_for):
     for path, auth, expected in [
         ("/api/aliases/{alias_id}", admin, 204),
         ("/api/budgets/{budget_id}", admin, 204),
+        ("/api/end-users/blocks/{block_id}", admin, 204),
         ("/api/keys/{key_id}", admin, 200),
         ("/api/members/{member_id}", owner, 204),
         ("/api/projects/{project}/members/{project_member_id}", owner, 204),

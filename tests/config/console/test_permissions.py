@@ -32,6 +32,7 @@ def page_urls(c) -> dict[str, str]:
         "budget-edit": f"{base}/budgets/{c.budget.pk}/",
         "usage": f"{base}/usage/",
         "usage-export": f"{base}/usage/export.csv",
+        "end-users": f"{base}/end-users/",
         "members": f"{base}/members/",
     }
 
@@ -64,6 +65,7 @@ def change_requests(c) -> dict[str, tuple[str, dict]]:
         "budget-delete": (f"{base}/budgets/{c.budget.pk}/delete/", {}),
         "alias-delete": (f"{base}/aliases/{c.alias.pk}/delete/", {}),
         "provider-delete": (f"{base}/providers/{c.own.pk}/delete/", {}),
+        "end-user-block": (f"{base}/end-users/block/", {"end_user": "alice", "project": "", "reason": "spam"}),
         "member-add": (f"{base}/members/", {"email": "staff@tollgate.test", "role": "viewer"}),
         "member-role": (f"{base}/members/{viewer_membership.pk}/role/", {f"m{viewer_membership.pk}-role": "admin"}),
         "member-remove": (f"{base}/members/{owner_membership.pk}/remove/", {}),
