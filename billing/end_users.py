@@ -9,7 +9,6 @@ blocks (EndUserBlock): an end user refused at the door in one project or in the 
 each block and unblock writes an audit event and replaces the tenant's configuration version,
 so every gateway worker reloads its blocks on its next request."""
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,12 +18,10 @@ from django.db.models import F, Max, Q, QuerySet, Sum
 
 from billing.models import Budget, BudgetScope, EndUserBlock, EndUserDaily
 from billing.periods import local_today, period_for
-from billing.spend import to_nanos
 from core.errors import InvalidInput, NotFound
 from core.validation import text_check
 from providers.models import AliasTarget, ProviderModel
 from tenants.access import Principal
-from tenants.config_version import config_changed
 from tenants.models import Project, Tenant
 from tenants.services import audit_record
 
@@ -43,23 +40,6 @@ DEFAULT_PERIOD = "30d"
 
 
 # --- selectors: spend ------------------------------------------------------------------------
-
-
-def end_user_spend_by_day(*, tenant_id: int, end_user: str, project_id: int | None, days: Iterable[date],
-                          provider_model_ids: set[int] | None) -> dict[date, int]:
-    """The truth, from the EndUserDaily rollup: nano-dollars ``end_user`` spent on each of
-    ``days`` (missing days are 0), in one project (``project_id``) or all of them (None), on
-    the models ``provider_model_ids`` or every model (None; an empty set matches nothing)."""
-    days = list(days)
-    if provider_model_ids is not None and not provider_model_ids:
-        return dict.fromkeys(days, 0)
-    rows = EndUserDaily.objects.filter(tenant_id=tenant_id, end_user=end_user, day__in=days)
-    if project_id is not None:
-        rows = rows.filter(project_id=project_id)
-    if provider_model_ids is not None:
-        rows = rows.filter(provider_model_id__in=provider_model_ids)
-    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost")).order_by()}
-    return {day: to_nanos(totals.get(day)) for day in days}
 
 
 def model_filter_ids(*, tenant: Tenant, model: str) -> set[int]:
@@ -271,7 +251,6 @@ def end_user_block(*, tenant: Tenant, end_user: str, project: Project | None = N
                                                 created_by=actor.user)
             audit_record(actor=actor, action="end_user.block", tenant=tenant, target=f"end_user_block:{block.pk}",
                          after=block_audit_view(block))
-            config_changed(tenant_id=tenant.pk)
     except IntegrityError:  # blocked at the same moment by someone else
         found = existing.first()
         if found is None:
@@ -287,4 +266,3 @@ def end_user_unblock(*, block: EndUserBlock, actor: Principal) -> None:
         if deleted:
             audit_record(actor=actor, action="end_user.unblock", tenant=block.tenant,
                          target=f"end_user_block:{block.pk}", before=block_audit_view(block))
-            config_changed(tenant_id=block.tenant_id)

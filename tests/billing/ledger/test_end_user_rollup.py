@@ -9,12 +9,11 @@ from decimal import Decimal
 import pytest
 from django.db.models import Count, Max, Sum
 
-from billing.end_users import end_user_spend_by_day
 from billing.ledger import usage_records_write
 from billing.models import EndUserDaily, UsageDeadLetter, UsageLog
 from billing.periods import local_today
 from billing.records import UsageRecord
-from billing.spend import to_nanos
+from billing.spend import SpendSource, spend_by_day, to_nanos
 from tenants.models import Tenant
 from tests.billing.ledger.conftest import utc, write
 
@@ -112,6 +111,13 @@ def test_the_rollup_day_is_the_tenants_local_day(world):
     world.tenant.refresh_from_db()
     write(world.tenant, utc(2026, 3, 1, 20), end_user="frank")  # 09:00 on 2 March in Auckland
     assert EndUserDaily.objects.get(end_user="frank").day == date(2026, 3, 2)
+
+
+def end_user_spend_by_day(*, tenant_id, end_user, project_id, days, provider_model_ids):
+    """What the data plane rebuilds an end user's budget buckets from (billing.spend.spend_by_day)."""
+    models = None if provider_model_ids is None else frozenset(provider_model_ids)
+    return spend_by_day(tenant_id=tenant_id, days=list(days),
+                        source=SpendSource(project_id=project_id, end_user=end_user, provider_models=models))
 
 
 def test_spend_by_day_per_project_and_model_in_nano_dollars(world, gpt, chat_key):
