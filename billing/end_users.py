@@ -2,12 +2,13 @@
 ``x-tollgate-end-user`` header (else the body's ``user`` / ``metadata.user_id``; the ledger
 row's ``end_user``, at most 128 characters).
 
-Reads come from the EndUserDaily rollup (billing.ledger writes it with the ledger): an end
-user's spend per day (the gateway's rebuild of per-end-user budget buckets), and the top end
-users of a period with their status (blocked, over an end-user budget, ok). Writes are the
+Reads come from the EndUserDaily rollup (billing.ledger writes it with the ledger; the
+gateway rebuilds per-end-user budget buckets from it through billing.spend.spend_by_day): the
+top end users of a period with their status (blocked, over an end-user budget, ok). Writes are the
 blocks (EndUserBlock): an end user refused at the door in one project or in the whole tenant;
-each block and unblock writes an audit event and replaces the tenant's configuration version,
-so every gateway worker reloads its blocks on its next request."""
+each block and unblock writes an audit event, and its save or delete replaces the tenant's
+configuration version (billing/apps.py), so every gateway worker reloads its blocks on its
+next request."""
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
