@@ -1,18 +1,22 @@
 """Spend reservation: how the data plane admits a request against budgets (billing owns it).
 
-Spend is kept in Redis per scope (the tenant, or one key) and local day of the tenant's time
-zone, in nano-dollars: ``tg:spend:t{tenant}:d{YYYYMMDD}`` and ``tg:spend:t{t}:k{key}:d{…}``.
-Every period (day, week, month, rolling 30 days) ends today, so a budget's spend is the sum of
-the last N day buckets of its scope. In-flight requests hold a reservation of their worst-case
-cost in ``tg:resv:t{t}`` / ``tg:resv:t{t}:k{key}``, each request's share with its own expiry
-(``…:exp``, ``…:amt``), so a worker that dies leaks nothing for longer than RESERVATION_TTL.
+Spend is kept in Redis per scope and local day of the tenant's time zone, in nano-dollars:
+``tg:spend:{scope}:d{YYYYMMDD}``, where the scope (``scope_id``) is the tenant ``t{T}``, a
+project ``t{T}:p{P}``, a key ``t{T}:k{K}`` or an end user ``t{T}:p{P}:u{h}`` / ``t{T}:u{h}``,
+followed by ``:f{h}`` for a budget on one model or alias. Every period (day, week, month,
+rolling 30 days) ends today, so a budget's spend is the sum of the last N day buckets of its
+scope. In-flight requests hold a reservation of their worst-case cost in ``tg:resv:{scope}``,
+each request's share with its own expiry (``…:exp``, ``…:amt``), so a worker that dies leaks
+nothing for longer than RESERVATION_TTL.
 
-Admission is one Lua script: it reads the buckets, refuses (block), asks for a downgrade, or
-reserves for every scope, atomically, so 200 concurrent requests cannot all see the same
-"almost spent" budget. Once the request's usage record is written, the usage writer
-(billing.writer) settles it (``Settlement``): the reservation is released and the real cost
-added to the day's bucket. Redis is a cache of the truth: a missing bucket is rebuilt from the
-daily rollups (PostgreSQL) before admission goes on.
+Admission is part of the data plane's one admission script (BUDGET_LUA, run by
+gateway/state.py with the limits of every scope and the deployments): it reads the buckets,
+refuses (block), asks for a downgrade, or reserves for every scope, atomically, so 200
+concurrent requests cannot all see the same "almost spent" budget. Once the request's usage
+record is written, the usage writer (billing.writer) settles it (``Settlement``): the
+reservation is released and the real cost added to the day's bucket. Redis is a cache of the
+truth: a missing bucket is rebuilt from the rollups (PostgreSQL: UsageDaily for the tenant, a
+key or a project's keys, EndUserDaily for an end user) before admission goes on.
 """
 
 import hashlib
