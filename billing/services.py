@@ -103,10 +103,11 @@ def _clean_webhook_url(value: Any) -> str:
 
 
 def _aliases_hint(tenant: Tenant) -> str:
-    names = list(ModelAlias.objects.filter(tenant=tenant).order_by("name").values_list("name", flat=True)[:50])
+    names = list(ModelAlias.objects.filter(tenant=tenant, project__isnull=True).order_by("name")
+                 .values_list("name", flat=True)[:50])
     if not names:
         return f"tenant '{tenant.slug}' has no aliases yet; create one with POST /api/aliases."
-    return f"aliases of tenant '{tenant.slug}': {', '.join(names)}."
+    return f"tenant-wide aliases of tenant '{tenant.slug}': {', '.join(names)}."
 
 
 def _key_of(tenant: Tenant, value: Any) -> ApiKey:
@@ -212,9 +213,13 @@ def _budget_clean(*, tenant: Tenant, data: dict[str, Any], current: Budget | Non
         # Checked when the alias or the action is set; a budget whose alias was deleted later can
         # still be changed otherwise (disabled, say) without naming a new one.
         rechecked = current is None or "action" in data or "downgrade_alias" in data
-        if rechecked and not ModelAlias.objects.filter(tenant=tenant, name=state["downgrade_alias"]).exists():
+        # A tenant-wide alias (what the gateway's downgrade looks for); a downgraded request of a project's
+        # key resolves the name as that key sees it (its project's alias of that name, if it has one).
+        if rechecked and not ModelAlias.objects.filter(tenant=tenant, project__isnull=True,
+                                                       name=state["downgrade_alias"]).exists():
             raise InvalidInput(
-                f"downgrade_alias '{state['downgrade_alias']}' is not an alias of this tenant; "
+                f"downgrade_alias '{state['downgrade_alias']}' is not an alias of this tenant (a tenant-wide one: a "
+                "project's alias cannot be a budget's downgrade); "
                 f"{_aliases_hint(tenant)}", field="downgrade_alias",
             )
     else:

@@ -49,7 +49,7 @@ def budgets_page(request: HttpRequest, access) -> HttpResponse:
 
 def _budget_form(request, access, budget=None) -> BudgetForm:
     keys = list(api_key_list(tenant=access.tenant))
-    aliases = list(alias_list(tenant=access.tenant).order_by("name"))
+    aliases = list(alias_list(tenant=access.tenant).filter(project__isnull=True).order_by("name"))
     return BudgetForm(request.POST if request.method == "POST" else None, keys=keys, aliases=aliases,
                       budget=budget)
 

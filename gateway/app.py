@@ -217,7 +217,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             key, tenant = await self._current(scope, self._principal)
             created = int(time.time())
             data = [{"id": model_id, "object": "model", "created": created, "owned_by": owner}
-                    for model_id, owner in tenant.model_list(key.allowed_models)]
+                    for model_id, owner in tenant.model_list(key.allowed_models, project_id=key.project_id)]
             await send_json(send, 200, orjson.dumps({"object": "list", "data": data}), request_id)
         except GatewayError as exc:
             await self._respond_error(send, exc, request_id)
@@ -351,8 +351,9 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         downgrade: spend.BudgetInfo | None = None  # the spent budget whose cheaper alias is served
         for _ in range(6):
             try:
-                route = (tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models)
-                         if downgrade is None else self._downgraded(tenant, downgrade, mode))
+                route = (tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models,
+                                        project_id=ctx.project_id)
+                         if downgrade is None else self._downgraded(tenant, downgrade, mode, ctx.project_id))
                 if tenant.blocked and tenant.end_user_blocked(ctx.end_user, ctx.project_id):
                     raise GatewayError(403, f"End user '{ctx.end_user}' is blocked in this tenant; contact its "
                                        "administrators.", type="permission_error", code="end_user_blocked",
@@ -412,14 +413,14 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         return tenant, route, self.engine.order_targets(route, order)
 
     @staticmethod
-    def _downgraded(tenant: TenantConfig, budget: spend.BudgetInfo, mode: str) -> Route:
+    def _downgraded(tenant: TenantConfig, budget: spend.BudgetInfo, mode: str, project_id: int | None) -> Route:
         if budget.downgrade_alias not in tenant.aliases:
             raise GatewayError(
                 429, f"Budget '{budget.name}' is exhausted and its downgrade alias '{budget.downgrade_alias}' "
                 "no longer exists or has no usable model; fix the budget.",
                 type="insufficient_quota", code="budget_exceeded", usage_status="rejected",
             )
-        return tenant.resolve(budget.downgrade_alias, mode=mode)
+        return tenant.resolve(budget.downgrade_alias, mode=mode, project_id=project_id)
 
     def _served_unadmitted(self, ctx: Ctx, tenant: TenantConfig, route: Route) -> list:
         """A request of a tenant that fails open, served while Redis is unreachable: every

@@ -214,7 +214,7 @@ class MessagesDoor:
             key, tenant = await self._current(scope, self._messages_principal)
             created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             data = [{"type": "model", "id": model_id, "display_name": model_id, "created_at": created}
-                    for model_id, _ in tenant.model_list(key.allowed_models)]
+                    for model_id, _ in tenant.model_list(key.allowed_models, project_id=key.project_id)]
             page = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                     "last_id": data[-1]["id"] if data else None}
             await send_json(send, 200, orjson.dumps(page), request_id)
@@ -304,13 +304,15 @@ class MessagesDoor:
             if problem is not None:
                 raise bad_request(problem[1], param=problem[0])
             try:
-                route = tenant.resolve(body.get("model"), mode=ModelMode.CHAT, allowed=key.allowed_models)
+                route = tenant.resolve(body.get("model"), mode=ModelMode.CHAT, allowed=key.allowed_models,
+                                       project_id=key.project_id)
             except GatewayError:
                 if await self.state.versions(tenant.tenant_id) == tenant.version:
                     raise
                 self.configs.drop(tenant.tenant_id)  # a stale table: read it again, once
                 key, tenant = await self._messages_principal(scope)
-                route = tenant.resolve(body.get("model"), mode=ModelMode.CHAT, allowed=key.allowed_models)
+                route = tenant.resolve(body.get("model"), mode=ModelMode.CHAT, allowed=key.allowed_models,
+                                       project_id=key.project_id)
             d = route.targets[0].deployment
             data = None
             if d.provider_type == ProviderType.ANTHROPIC:

@@ -1,7 +1,14 @@
 """A tenant's routing table, loaded from the database into each worker and kept until the
 tenant's configuration changes (tenants/config_version.py; the admission script tells):
-defaults, limits, budgets, the models it may use and its aliases. Resolving a request's
-``model`` against it costs a few dict lookups and no I/O."""
+defaults, limits, budgets, the models it may use, its aliases and its projects' aliases and
+default models. Resolving a request's ``model`` against it costs a few dict lookups and no I/O.
+
+A key of project P sees P's aliases, which win over tenant-wide aliases of the same name, and
+the tenant-wide ones; other projects' aliases are unknown to it. A request without ``model``
+gets P's default model when P has one, else the tenant's (embeddings: the tenant's default
+embeddings model), looked up the same way. An alias's fallbacks are resolved where the alias
+lives: a project alias's may name its project's aliases, a tenant-wide alias's mean tenant-wide
+names for every key."""
 
 import asyncio
 import time
@@ -104,6 +111,8 @@ class TenantConfig:
     # The provider models each model or alias a limit rule or budget names stands for.
     filter_models: dict[str, frozenset[int]] = field(default_factory=dict)
     blocked: dict[str, frozenset[int]] = field(default_factory=dict)  # end user -> projects (0: all)
+    # project id -> that project's aliases (for its keys they win over ``aliases``)
+    project_aliases: dict[int, dict[str, Route]] = field(default_factory=dict)
 
     def covering(self, route: "Route"):
         """``covers(name)`` for a request on ``route``: the provider models a limit rule's or
@@ -131,33 +140,39 @@ class TenantConfig:
         return policy == "open" and not any(b.action == BudgetAction.BLOCK for b in self.budgets)
 
     def resolve(self, requested: str | None, *, mode: str = ModelMode.CHAT,
-                allowed: frozenset[str] = frozenset()) -> Route:
-        """The route for a request's ``model`` (alias, provider:model, bare id, or the tenant
-        default when omitted: its default embeddings model for ``mode`` embedding); a GatewayError
-        that lists what is available otherwise."""
+                allowed: frozenset[str] = frozenset(), project_id: int | None = None) -> Route:
+        """The route for a request's ``model`` (alias, provider:model, bare id, or the default when
+        omitted: the key's project's default model, else the tenant's; its default embeddings model
+        for ``mode`` embedding) as a key of ``project_id`` sees them; a GatewayError that lists what
+        is available to it otherwise."""
         embedding = mode == ModelMode.EMBEDDING
-        name = requested if requested is not None else (self.default_embedding_model if embedding
-                                                        else self.default_model)
+        if requested is not None:
+            name = requested
+        else:
+            name = self.default_embedding_model if embedding else (
+                self._project_default(project_id) or self.default_model)
         if not isinstance(name, str):
             raise bad_request("'model' must be a string.", param="model")
         name = name.strip()
         if not name and embedding:
             raise bad_request(
                 "No model given and this tenant has no default embeddings model. Send 'model' (one of: "
-                f"{self.available_text(mode)}) or set the default: PUT /api/tenants/{self.tenant_id} "
-                '{"settings": {"embeddings": {"model": "<provider>:<model>"}}} (or {"provider", "model", "apiKey"}).',
+                f"{self.available_text(mode, project_id=project_id)}) or set the default: PUT /api/tenants/"
+                f'{self.tenant_id} {{"settings": {{"embeddings": {{"model": "<provider>:<model>"}}}}}} (or '
+                '{"provider", "model", "apiKey"}).',
                 param="model",
             )
         if not name:
             raise bad_request(
                 "No model given and this tenant has no default model. Send 'model' (GET /v1/models "
-                "lists them) or set a default in the tenant settings.",
+                "lists them) or set a default in the tenant settings (or the key's project's default_model).",
                 param="model",
             )
-        route = self._lookup(name)
+        route = self._lookup(name, project_id)
         if route is None:
             raise not_found_model(
-                f"Model '{name}' is not enabled for this tenant; available: {self.available_text(mode)}."
+                f"Model '{name}' is not enabled for this tenant; available: "
+                f"{self.available_text(mode, project_id=project_id)}."
             )
         if allowed and name not in allowed:
             permitted = tuple(
@@ -174,13 +189,28 @@ class TenantConfig:
         if not usable:
             kind = "an embeddings" if mode == ModelMode.EMBEDDING else "a chat"
             raise bad_request(
-                f"'{name}' is not {kind} model; use one of: {self.available_text(mode)}.", param="model"
+                f"'{name}' is not {kind} model; use one of: {self.available_text(mode, project_id=project_id)}.",
+                param="model",
             )
         if len(usable) != len(route.targets):
             route = route.narrowed(usable)
         return route
 
-    def _lookup(self, name: str) -> Route | None:
+    def _project_default(self, project_id: int | None) -> str:
+        project = self.projects.get(project_id) if project_id is not None else None
+        return project.default_model if project is not None else ""
+
+    def aliases_of(self, project_id: int | None) -> dict[str, Route]:
+        """The aliases a key of ``project_id`` may send: the tenant-wide ones, and its project's
+        in their place where the names are the same."""
+        own = self.project_aliases.get(project_id) if project_id is not None else None
+        return {**self.aliases, **own} if own else self.aliases
+
+    def _lookup(self, name: str, project_id: int | None = None) -> Route | None:
+        if project_id is not None:
+            own = self.project_aliases.get(project_id)
+            if own is not None and name in own:
+                return own[name]
         alias = self.aliases.get(name)
         if alias is not None:
             return alias
@@ -189,17 +219,20 @@ class TenantConfig:
             return self.plain.get(name)
         return self.bare.get(name)
 
-    def available_text(self, mode: str = ModelMode.CHAT, limit: int = 20) -> str:
-        names = sorted(a for a, r in self.aliases.items() if any(t.deployment.mode == mode for t in r.targets))
+    def available_text(self, mode: str = ModelMode.CHAT, limit: int = 20, *, project_id: int | None = None) -> str:
+        names = sorted(a for a, r in self.aliases_of(project_id).items()
+                       if any(t.deployment.mode == mode for t in r.targets))
         names += sorted(p for p, d in self.by_public_id.items() if d.mode == mode)
         if not names:
             return "none (enable models with PUT /api/providers/{id}/models/{model_id}/enable)"
         more = f" and {len(names) - limit} more (GET /v1/models)" if len(names) > limit else ""
         return ", ".join(names[:limit]) + more
 
-    def model_list(self, allowed: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
-        """(id, owner) pairs for GET /v1/models: aliases, then provider:model ids."""
-        out = [(name, "alias") for name in sorted(self.aliases)]
+    def model_list(self, allowed: frozenset[str] = frozenset(), *,
+                   project_id: int | None = None) -> list[tuple[str, str]]:
+        """(id, owner) pairs for GET /v1/models as a key of ``project_id`` sees them: aliases (its
+        project's and the tenant-wide ones), then provider:model ids."""
+        out = [(name, "alias") for name in sorted(self.aliases_of(project_id))]
         out += [(pid, d.provider_name) for pid, d in sorted(self.by_public_id.items())]
         if allowed:
             out = [item for item in out if item[0] in allowed]
@@ -259,8 +292,9 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
             Target(d, {}, group=-priority[d.provider_model_id]) for d in deployments), **plain_settings)
         for model_id, deployments in by_model.items()
     }
-    aliases: dict[str, Route] = {}
-    wanted: dict[str, tuple[list[str], list[str]]] = {}
+    aliases: dict[str, Route] = {}  # tenant-wide
+    project_aliases: dict[int, dict[str, Route]] = {}
+    wanted: dict[tuple[int | None, str], tuple[list[str], list[str]]] = {}
     for alias in ModelAlias.objects.filter(tenant=tenant).prefetch_related("targets"):
         targets = tuple(
             Target(by_pk[t.provider_model_id], dict(t.overrides or {}), group=t.priority, weight=t.weight,
@@ -269,7 +303,8 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
             if t.provider_model_id in by_pk
         )
         if targets:
-            aliases[alias.name] = route_make(
+            home = aliases if alias.project_id is None else project_aliases.setdefault(alias.project_id, {})
+            home[alias.name] = route_make(
                 requested=alias.name,
                 alias=alias.name,
                 targets=targets,
@@ -280,26 +315,34 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
                 strategy=alias.strategy,
                 affinity=alias.session_affinity,
             )
-            wanted[alias.name] = (list(alias.context_window_fallbacks or []),
-                                  list(alias.content_policy_fallbacks or []))
+            wanted[(alias.project_id, alias.name)] = (list(alias.context_window_fallbacks or []),
+                                                      list(alias.content_policy_fallbacks or []))
 
     provider_names = frozenset(d.provider_name for d in by_public.values())
 
-    def found(names: list[str], own: str) -> tuple[Route, ...]:
-        """The routes ``names`` name (aliases, provider:model ids, bare ids); ones gone since
-        are skipped. One level: a fallback route's own fallbacks are not followed."""
+    def found(names: list[str], own: str, project_id: int | None) -> tuple[Route, ...]:
+        """The routes ``names`` name where the alias lives (its project's aliases, tenant-wide
+        aliases, provider:model ids, bare ids); ones gone since are skipped. One level: a fallback
+        route's own fallbacks are not followed."""
+        mine = project_aliases.get(project_id, {}) if project_id is not None else {}
         out = []
         for name in names:
             prefix, sep, _ = name.partition(":")
-            route = aliases.get(name) or (plain.get(name) if sep and prefix in provider_names else bare.get(name))
+            route = mine.get(name) or aliases.get(name) or (
+                plain.get(name) if sep and prefix in provider_names else bare.get(name))
             if route is not None and name != own:
                 out.append(route)
         return tuple(out)
 
-    for name, (context_names, policy_names) in wanted.items():
-        if (context_names or policy_names) and name in aliases:
-            aliases[name] = replace(aliases[name], context_fallbacks=found(context_names, name),
-                                    policy_fallbacks=found(policy_names, name))
+    resolved: dict[tuple[int | None, str], Route] = {}
+    for (project_id, name), (context_names, policy_names) in wanted.items():
+        home = aliases if project_id is None else project_aliases[project_id]
+        if context_names or policy_names:
+            resolved[(project_id, name)] = replace(home[name],
+                                                   context_fallbacks=found(context_names, name, project_id),
+                                                   policy_fallbacks=found(policy_names, name, project_id))
+    for (project_id, name), route in resolved.items():  # once all are found: a fallback is one level deep
+        (aliases if project_id is None else project_aliases[project_id])[name] = route
     defaults = {"temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p}
     budgets = [
         BudgetInfo(budget_id=b.pk, name=b.name, scope=b.scope, key_id=b.api_key_id, amount=b.amount,
@@ -349,6 +392,7 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
         limit_rules=rules,
         filter_models=filter_models,
         blocked={end_user: frozenset(ids) for end_user, ids in blocked.items()},
+        project_aliases=project_aliases,
     )
 
 

@@ -7,7 +7,7 @@ providers are managed."""
 import re
 from dataclasses import dataclass
 
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -43,7 +43,8 @@ from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
 from tenants.auth import principal_of
 from tenants.drf import TENANT_PARAM, TenantAPIView
-from tenants.models import Role, Tenant
+from tenants.models import Project, Role, Tenant
+from tenants.selectors import project_get
 
 MANAGE_PLATFORM_PERM = "providers.change_provider"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -503,6 +504,10 @@ def _fallback_names(error_class: str) -> serializers.ListField:
 
 class AliasIn(StrictSerializer):
     name = StrictCharField(max_length=100)
+    project = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=50,
+        help_text="The project (slug or id) whose keys alone may send this alias; for them it shadows a "
+                  "tenant-wide alias of the same name. Empty or absent: tenant-wide (every key).")
     description = StrictCharField(required=False, allow_blank=True, max_length=300)
     targets = AliasTargetIn(many=True, allow_empty=False, max_length=20,
                             help_text="The alias's deployments (also accepted as 'deployments').")
@@ -553,30 +558,66 @@ class AliasTargetOut(serializers.Serializer):
 
 
 class AliasOut(serializers.ModelSerializer):
+    project = serializers.SerializerMethodField(help_text="The project's slug; null for a tenant-wide alias.")
     targets = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelAlias
-        fields = ["id", "name", "description", "targets", "strategy", "session_affinity", "context_window_fallbacks",
-                  "content_policy_fallbacks", "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds",
-                  "created_at", "updated_at"]
+        fields = ["id", "name", "project", "description", "targets", "strategy", "session_affinity",
+                  "context_window_fallbacks", "content_policy_fallbacks", "retries", "timeout_seconds",
+                  "allowed_fails", "cooldown_seconds", "created_at", "updated_at"]
+
+    def get_project(self, alias) -> str | None:
+        return alias.project.slug if alias.project_id else None
 
     @extend_schema_field(AliasTargetOut(many=True))
     def get_targets(self, alias) -> list[dict]:
         return AliasTargetOut(sorted(alias.targets.all(), key=lambda t: t.position), many=True).data
 
 
+ALIAS_PROJECT_PARAM = OpenApiParameter(
+    "project", str, required=False,
+    description="Only this project's aliases (id or slug); '-': only the tenant-wide ones.")
+TENANT_WIDE = "-"
+
+
+def _alias_project(access: TenantAccess, wanted: str | None) -> Project | None:
+    """The project an alias is to belong to: ``wanted`` (id or slug; one the caller may see), or
+    None (tenant-wide) when it is empty."""
+    if wanted is None or not wanted.strip():
+        return None
+    return project_get(tenant=access.tenant, project=wanted, project_ids=access.project_ids)
+
+
+def _alias_change_require(access: TenantAccess, project: Project | None, *, doing: str) -> None:
+    """Tenant admins change every alias; a project admin only their project's. ``doing`` has a
+    ``{}`` for which aliases."""
+    if project is None:
+        access.require(Role.ADMIN, doing=doing.format("tenant-wide aliases"))
+    else:
+        access.require_in_project(project, Role.ADMIN, doing=doing.format(f"aliases of project '{project.slug}'"))
+
+
 class AliasListAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], responses=AliasOut(many=True), summary="Aliases and fallback chains")
+    @extend_schema(parameters=[TENANT_PARAM, ALIAS_PROJECT_PARAM], responses=AliasOut(many=True),
+                   summary="Aliases and fallback chains (a project member: their projects' aliases)")
     def get(self, request):
-        access = self.access(request)
-        return paged(self, request, selectors.alias_list(tenant=access.tenant), AliasOut)
+        access = self.access(request, projects=True)
+        aliases = selectors.alias_list(tenant=access.tenant, project_ids=access.project_ids)
+        wanted = request.query_params.get("project")
+        if wanted == TENANT_WIDE:
+            aliases = aliases.filter(project__isnull=True)
+        elif wanted:
+            aliases = aliases.filter(project=_alias_project(access, wanted))
+        return paged(self, request, aliases, AliasOut)
 
     @extend_schema(parameters=[TENANT_PARAM], request=AliasIn, responses={201: AliasOut},
                    summary="Create an alias: deployments in priority groups, with router settings")
     def post(self, request):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating aliases")
+        access = self.access(request, projects=True)
         data = validated(AliasIn, request.data)
+        data["project"] = _alias_project(access, data.get("project"))
+        _alias_change_require(access, data["project"], doing="creating {}")
         alias = services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
         return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias.pk)).data, status=201)
 
@@ -584,15 +625,20 @@ class AliasListAPI(TenantAPIView):
 class AliasDetailAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses=AliasOut, summary="One alias")
     def get(self, request, alias_id: int):
-        access = self.access(request)
-        return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias_id)).data)
+        access = self.access(request, projects=True)
+        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
+        return Response(AliasOut(alias).data)
 
     @extend_schema(parameters=[TENANT_PARAM], request=AliasUpdateIn, responses=AliasOut,
-                   summary="Change an alias (targets, when sent, replace its deployments)")
+                   summary="Change an alias (targets, when sent, replace its deployments; project moves it)")
     def put(self, request, alias_id: int):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="changing aliases")
-        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+        access = self.access(request, projects=True)
+        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
+        _alias_change_require(access, alias.project, doing="changing {}")
         data = validated(AliasUpdateIn, request.data)
+        if "project" in data:
+            data["project"] = _alias_project(access, data["project"])
+            _alias_change_require(access, data["project"], doing="making an alias one of the {}")
         services.alias_update(alias=alias, data=data, actor=access.principal)
         return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias_id)).data)
 
@@ -600,7 +646,8 @@ class AliasDetailAPI(TenantAPIView):
 
     @extend_schema(parameters=[TENANT_PARAM], responses={204: None}, summary="Delete an alias")
     def delete(self, request, alias_id: int):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="deleting aliases")
-        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+        access = self.access(request, projects=True)
+        alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
+        _alias_change_require(access, alias.project, doing="deleting {}")
         services.alias_delete(alias=alias, actor=access.principal)
         return Response(status=204)

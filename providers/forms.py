@@ -292,6 +292,11 @@ def _fallbacks_field(label: str, error: str) -> forms.CharField:
 
 class AliasForm(ConsoleForm):
     name = forms.CharField(max_length=100, help_text="What clients send as model, e.g. smart-cheap.")
+    project = forms.ChoiceField(
+        required=False, label="Project",
+        help_text="Empty: tenant-wide, every key may send it. A project: only that project's keys may, and for "
+        "them it takes the place of a tenant-wide alias of the same name.",
+    )
     description = forms.CharField(max_length=300, required=False)
     strategy = forms.ChoiceField(
         required=False, choices=RoutingStrategy.choices, initial=RoutingStrategy.WEIGHTED,
@@ -321,10 +326,16 @@ class AliasForm(ConsoleForm):
                 "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
     FALLBACKS = ("context_window_fallbacks", "content_policy_fallbacks")
 
+    def __init__(self, *args, projects=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].choices = [("", "— tenant-wide —"), *[(p.slug, f"{p.name} ({p.slug})")
+                                                                    for p in projects]]
+
     @classmethod
     def initial_of(cls, alias) -> dict[str, Any]:
         """The form's initial values for a saved alias (fallbacks as one comma-separated line)."""
-        initial = {"name": alias.name, **{f: getattr(alias, f) for f in cls.SETTINGS}}
+        initial = {"name": alias.name, "project": alias.project.slug if alias.project_id else "",
+                   **{f: getattr(alias, f) for f in cls.SETTINGS}}
         for f in cls.FALLBACKS:
             initial[f] = ", ".join(initial[f] or [])
         return initial

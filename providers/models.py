@@ -193,9 +193,16 @@ class RoutingStrategy(models.TextChoices):
 class ModelAlias(models.Model):
     """A tenant's name for a set of deployments (provider models) in priority groups, with
     router settings: the strategy that spreads requests inside a group, session affinity, and
-    the aliases or models that take over after a context-window or content-policy error."""
+    the aliases or models that take over after a context-window or content-policy error.
+
+    Tenant-wide (``project`` empty: every key of the tenant may send it) or of one project (only
+    that project's keys may; for them it shadows a tenant-wide alias of the same name). Names are
+    unique among the tenant-wide aliases and among each project's."""
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="aliases")
+    # Deleting a project deletes its aliases (no key could send them any more).
+    project = models.ForeignKey("tenants.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="aliases")
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=300, blank=True, default="")
     retries = models.PositiveSmallIntegerField(default=1, help_text="Retries per target on retryable failures.")
@@ -217,10 +224,16 @@ class ModelAlias(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="alias_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], condition=Q(project__isnull=True),
+                                    name="alias_unique_name"),
+            models.UniqueConstraint(fields=["project", "name"], condition=Q(project__isnull=False),
+                                    name="alias_unique_project_name"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.name} (tenant {self.tenant_id})"
+        where = f"project {self.project_id}" if self.project_id else f"tenant {self.tenant_id}"
+        return f"{self.name} ({where})"
 
 
 class AliasTarget(models.Model):

@@ -81,15 +81,60 @@ def providers_due_for_sync(*, now: datetime, stale_after: timedelta) -> list[int
     return due
 
 
-def alias_list(*, tenant: Tenant) -> QuerySet[ModelAlias]:
-    return ModelAlias.objects.filter(tenant=tenant).prefetch_related("targets__provider_model__provider")
+def alias_list(*, tenant: Tenant, project_ids: frozenset[int] | None = None) -> QuerySet[ModelAlias]:
+    """The tenant's aliases, tenant-wide and of every project; ``project_ids`` (a project-scoped
+    caller's): those projects' aliases only."""
+    aliases = (ModelAlias.objects.filter(tenant=tenant).select_related("project")
+               .prefetch_related("targets__provider_model__provider"))
+    return aliases if project_ids is None else aliases.filter(project_id__in=project_ids)
 
 
-def alias_get(*, tenant: Tenant, alias_id: int) -> ModelAlias:
-    alias = alias_list(tenant=tenant).filter(pk=alias_id).first()
+def alias_get(*, tenant: Tenant, alias_id: int, project_ids: frozenset[int] | None = None) -> ModelAlias:
+    alias = alias_list(tenant=tenant, project_ids=project_ids).filter(pk=alias_id).first()
     if alias is None:
         raise NotFound(f"Alias {alias_id} not found in tenant '{tenant.slug}'.")
     return alias
+
+
+@dataclass(frozen=True)
+class UsableNames:
+    """What a key may send as ``model``: alias names and model names ("provider:model" and bare
+    ids), each with the modes (chat, embedding) of the models it reaches."""
+
+    aliases: dict[str, frozenset[str]]
+    models: dict[str, frozenset[str]]
+
+    def modes(self, name: str) -> frozenset[str] | None:
+        """The modes ``name`` reaches (None: no such name)."""
+        found = self.aliases.get(name)
+        return found if found is not None else self.models.get(name)
+
+    def listing(self, mode: str | None = None, limit: int = 20) -> str:
+        names = sorted(a for a, modes in self.aliases.items() if mode is None or mode in modes)
+        names += sorted(m for m, modes in self.models.items() if ":" in m and (mode is None or mode in modes))
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        return (", ".join(names[:limit]) + more) if names else "none"
+
+
+def names_usable(*, tenant: Tenant, project_id: int | None = None) -> UsableNames:
+    """The names a key of ``project_id`` may send (None: what every key may: tenant-wide aliases and
+    models): its project's aliases, the tenant-wide ones, and the models the tenant may use."""
+    models: dict[str, set[str]] = {}
+    available: dict[int, str] = {}
+    for m in models_available(tenant=tenant):
+        available[m.pk] = m.mode
+        for name in (f"{m.provider.name}:{m.model_id}", m.model_id):
+            models.setdefault(name, set()).add(m.mode)
+    scope = Q(project__isnull=True) | (Q(project_id=project_id) if project_id is not None else Q(pk__in=[]))
+    found: dict[bool, dict[str, set[str]]] = {False: {}, True: {}}  # of the project?: name -> modes
+    rows = ModelAlias.objects.filter(scope, tenant=tenant).values_list("project_id", "name", "targets__provider_model")
+    for owner, name, pm in rows:
+        modes = found[owner is not None].setdefault(name, set())
+        if pm in available:
+            modes.add(available[pm])
+    aliases = {**found[False], **found[True]}  # the project's shadow the tenant-wide ones
+    return UsableNames(aliases={k: frozenset(v) for k, v in aliases.items()},
+                       models={k: frozenset(v) for k, v in models.items()})
 
 
 @dataclass(frozen=True)

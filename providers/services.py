@@ -29,6 +29,7 @@ from providers.models import (
     PRICE_MAX_MESSAGE,
     AliasTarget,
     ModelAlias,
+    ModelMode,
     PriceSource,
     Provider,
     ProviderModel,
@@ -39,10 +40,10 @@ from providers.models import (
 )
 from providers.options import options_clean
 from providers.presets import Preset, preset_get, preset_names
-from providers.selectors import models_available
+from providers.selectors import models_available, names_usable
 from tenants.access import SYSTEM, Principal
 from tenants.config_version import config_changed
-from tenants.models import Tenant
+from tenants.models import Project, Tenant
 from tenants.services import audit_record
 
 log = logging.getLogger(__name__)
@@ -675,7 +676,26 @@ def alias_audit_view(alias: ModelAlias) -> dict[str, Any]:
          **{f: getattr(t, f) for f in DEPLOYMENT_SETTINGS}}
         for t in alias.targets.select_related("provider_model__provider").order_by("position")
     ]
-    return {"name": alias.name, **{f: getattr(alias, f) for f in ALIAS_SETTINGS}, "targets": targets}
+    return {"name": alias.name, "project": alias.project.slug if alias.project_id else None,
+            **{f: getattr(alias, f) for f in ALIAS_SETTINGS}, "targets": targets}
+
+
+def alias_label(alias: ModelAlias) -> str:
+    """How the audit trail names an alias: ``alias:<name>``, ``alias:<project>/<name>`` for a project's."""
+    return f"alias:{alias.project.slug}/{alias.name}" if alias.project_id else f"alias:{alias.name}"
+
+
+def _alias_taken(tenant: Tenant, project: Project | None, name: str) -> Conflict:
+    if project is None:
+        return Conflict(f"Tenant '{tenant.slug}' already has an alias named '{name}'.", field="name")
+    return Conflict(f"Project '{project.slug}' already has an alias named '{name}'.", field="name")
+
+
+def _alias_project(*, tenant: Tenant, project: Any) -> Project | None:
+    if project is not None and (not isinstance(project, Project) or project.tenant_id != tenant.pk):
+        raise InvalidInput(f"project must be a project of tenant '{tenant.slug}' (GET /api/projects lists them), "
+                           "or empty for a tenant-wide alias.", field="project")
+    return project
 
 
 def _alias_targets_resolve(*, tenant: Tenant, targets: list[dict[str, Any]]) -> list[AliasTarget]:
@@ -701,11 +721,13 @@ def _alias_targets_resolve(*, tenant: Tenant, targets: list[dict[str, Any]]) -> 
     return resolved
 
 
-def _alias_check(*, tenant: Tenant, name: str, strategy: str, targets: list[AliasTarget],
-                 fallbacks: dict[str, list[str]]) -> None:
+def _alias_check(*, tenant: Tenant, project: Project | None, name: str, strategy: str,
+                 targets: list[AliasTarget], fallbacks: dict[str, list[str]]) -> None:
     """What would make the alias route otherwise than its admin expects: a strategy or weights
     with every deployment alone in its priority group (nothing to choose between), and
-    fallbacks that name nothing this tenant can call (or the alias itself)."""
+    fallbacks that name nothing the alias's keys can call (or the alias itself): a tenant-wide
+    alias's fallbacks are tenant-wide aliases or models, a project alias's may also be its
+    project's aliases."""
     groups = {t.priority for t in targets}
     if len(groups) == len(targets) > 1 and (strategy != RoutingStrategy.WEIGHTED or
                                              any(t.weight != 1 for t in targets)):
@@ -715,18 +737,18 @@ def _alias_check(*, tenant: Tenant, name: str, strategy: str, targets: list[Alia
             "'priority' (e.g. 0 for all).",
             field="targets",
         )
-    aliases = set(ModelAlias.objects.filter(tenant=tenant).values_list("name", flat=True))
-    models = set()
-    for m in models_available(tenant=tenant):
-        models.update((f"{m.provider.name}:{m.model_id}", m.model_id))
+    if not any(fallbacks.values()):
+        return
+    usable = names_usable(tenant=tenant, project_id=project.pk if project is not None else None)
+    whose = f"of project '{project.slug}' nor a tenant-wide one" if project is not None else "of this tenant"
     for field, names in fallbacks.items():
         for index, other in enumerate(names):
             if other == name:
                 raise InvalidInput(f"{field}[{index}]: an alias cannot fall back to itself.",
                                    field=f"{field}[{index}]")
-            if other not in aliases and other not in models:
+            if usable.modes(other) is None:
                 raise InvalidInput(
-                    f"{field}[{index}]: '{other}' is neither an alias of this tenant nor a model it may use.",
+                    f"{field}[{index}]: '{other}' is neither an alias {whose} nor a model it may use.",
                     field=f"{field}[{index}]",
                 )
 
@@ -738,51 +760,84 @@ def _targets_save(alias: ModelAlias, targets: list[AliasTarget]) -> None:
 
 
 def alias_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> ModelAlias:
+    """A new alias of ``tenant``; ``data["project"]`` (a Project of the tenant) makes it that
+    project's, empty or absent tenant-wide."""
+    project = _alias_project(tenant=tenant, project=data.get("project"))
     targets = _alias_targets_resolve(tenant=tenant, targets=data["targets"])
-    _alias_check(tenant=tenant, name=data["name"], strategy=data.get("strategy", RoutingStrategy.WEIGHTED),
-                 targets=targets, fallbacks={f: data.get(f, []) for f in FALLBACK_FIELDS})
+    _alias_check(tenant=tenant, project=project, name=data["name"],
+                 strategy=data.get("strategy", RoutingStrategy.WEIGHTED), targets=targets,
+                 fallbacks={f: data.get(f, []) for f in FALLBACK_FIELDS})
     try:
         with transaction.atomic():
             alias = ModelAlias.objects.create(
-                tenant=tenant, name=data["name"], **{f: data[f] for f in ALIAS_SETTINGS if f in data}
+                tenant=tenant, project=project, name=data["name"],
+                **{f: data[f] for f in ALIAS_SETTINGS if f in data},
             )
             _targets_save(alias, targets)
-            audit_record(actor=actor, action="alias.create", tenant=tenant, target=f"alias:{alias.name}",
+            audit_record(actor=actor, action="alias.create", tenant=tenant, target=alias_label(alias),
                          after=alias_audit_view(alias))
     except IntegrityError as exc:
-        raise Conflict(f"Tenant '{tenant.slug}' already has an alias named '{data['name']}'.", field="name") from exc
+        raise _alias_taken(tenant, project, data["name"]) from exc
     return alias
 
 
 def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -> ModelAlias:
+    """Change an alias; ``data["project"]``, when sent, moves it to that project (None:
+    tenant-wide), and its fallbacks are checked again where it now lives."""
     targets = _alias_targets_resolve(tenant=alias.tenant, targets=data["targets"]) if "targets" in data else None
+    if "project" in data:
+        _alias_project(tenant=alias.tenant, project=data["project"])
     try:
         with transaction.atomic():
-            locked = ModelAlias.objects.select_for_update().get(pk=alias.pk)
+            locked = ModelAlias.objects.select_for_update(of=("self",)).select_related("project").get(pk=alias.pk)
             before = alias_audit_view(locked)
+            label = alias_label(locked)
             for field in ("name", *ALIAS_SETTINGS):
                 if field in data:
                     setattr(locked, field, data[field])
-            _alias_check(tenant=locked.tenant, name=locked.name, strategy=locked.strategy,
+            moved = "project" in data and data["project"] != locked.project
+            if "project" in data:
+                locked.project = data["project"]
+            _alias_check(tenant=locked.tenant, project=locked.project, name=locked.name, strategy=locked.strategy,
                          targets=targets if targets is not None else list(locked.targets.all()),
-                         fallbacks={f: getattr(locked, f) for f in FALLBACK_FIELDS if f in data})
+                         fallbacks={f: getattr(locked, f) for f in FALLBACK_FIELDS if f in data or moved})
             locked.save()
             if targets is not None:
                 locked.targets.all().delete()
                 _targets_save(locked, targets)
             after = alias_audit_view(locked)
             if before != after:
-                audit_record(actor=actor, action="alias.update", tenant=locked.tenant, target=f"alias:{locked.name}",
+                audit_record(actor=actor, action="alias.update", tenant=locked.tenant, target=label,
                              before=before, after=after)
     except IntegrityError as exc:
-        raise Conflict(
-            f"Tenant '{alias.tenant.slug}' already has an alias named '{data.get('name')}'.", field="name"
-        ) from exc
+        project = data.get("project", alias.project)
+        raise _alias_taken(alias.tenant, project, data.get("name", alias.name)) from exc
     return locked
 
 
 def alias_delete(*, alias: ModelAlias, actor: Principal) -> None:
     with transaction.atomic():
-        audit_record(actor=actor, action="alias.delete", tenant=alias.tenant, target=f"alias:{alias.name}",
+        audit_record(actor=actor, action="alias.delete", tenant=alias.tenant, target=alias_label(alias),
                      before=alias_audit_view(alias))
         alias.delete()
+
+
+# --- a project's default model --------------------------------------------------------------------
+
+
+def project_default_model_check(*, tenant: Tenant, project: Project | None, name: str) -> None:
+    """A project's default model must be something its keys may send as a chat model: a tenant-wide
+    alias, one of the project's own (``project`` None: a project being created, which has none
+    yet), or a model the tenant may use ("provider:model" or a bare id). InvalidInput naming
+    what they may use otherwise. Registered in tenants.services.PROJECT_DEFAULT_MODEL_CHECKS
+    (providers/apps.py): the projects' services cannot import this app."""
+    usable = names_usable(tenant=tenant, project_id=project.pk if project is not None else None)
+    modes = usable.modes(name)
+    if modes is None:
+        raise InvalidInput(
+            f"default_model '{name}' is not an alias or model this project's keys may use; use one of: "
+            f"{usable.listing(ModelMode.CHAT)} (or leave it empty for the tenant's default).", field="default_model")
+    if ModelMode.CHAT not in modes:
+        raise InvalidInput(
+            f"default_model '{name}' is not a chat model (it is used when a chat request names no model); use "
+            f"one of: {usable.listing(ModelMode.CHAT)}.", field="default_model")

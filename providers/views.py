@@ -35,6 +35,7 @@ from providers.traffic import Traffic
 from tenants.access import TenantAccess
 from tenants.console import console_render, tenant_page
 from tenants.forms import TenantSettingsForm
+from tenants.selectors import project_get, project_list
 from tenants.services import tenant_update
 
 CONNECTION_TEST_TIMEOUT = 10.0  # seconds, as the REST API's connection test
@@ -65,7 +66,8 @@ def settings_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     from this app's models and aliases; tenants imports nothing above core."""
     tenant = access.tenant
     models = list(selectors.models_available(tenant=tenant))
-    aliases = list(selectors.alias_list(tenant=tenant).order_by("name"))
+    # The tenant's default model is every key's: a project's alias would be unknown to the others.
+    aliases = list(selectors.alias_list(tenant=tenant).filter(project__isnull=True).order_by("name"))
     embedding_models = [m for m in models if m.mode == ModelMode.EMBEDDING]
     if request.method == "POST":
         form = TenantSettingsForm(request.POST, tenant=tenant, models=models, aliases=aliases,
@@ -310,14 +312,24 @@ def _deployment_rows(targets, traffic: dict[int, Traffic] | None) -> list[dict]:
 
 @tenant_page
 def aliases_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
-    aliases = list(selectors.alias_list(tenant=access.tenant).order_by("name"))
+    """Every alias with its deployments' traffic; ``?project=<slug>`` one project's, ``?project=-``
+    the tenant-wide ones."""
+    projects = list(project_list(tenant=access.tenant))
+    chosen = request.GET.get("project", "")
+    aliases = selectors.alias_list(tenant=access.tenant)
+    if chosen == "-":
+        aliases = aliases.filter(project__isnull=True)
+    elif chosen:
+        aliases = aliases.filter(project=project_get(tenant=access.tenant, project=chosen))
+    aliases = list(aliases.order_by("project__slug", "name"))
     targets = {a.pk: sorted(a.targets.all(), key=lambda t: t.position) for a in aliases}
     traffic = selectors.deployment_traffic(
         tenant=access.tenant, provider_model_ids=[t.provider_model_id for ts in targets.values() for t in ts])
     known = None if traffic.unknown else traffic.by_model
     rows = [{"alias": a, "deployments": _deployment_rows(targets[a.pk], known)} for a in aliases]
     return console_render(request, access, "app/aliases/list.html", {
-        "rows": rows, "traffic_note": TRAFFIC_UNKNOWN.get(traffic.unknown, ""),
+        "rows": rows, "traffic_note": TRAFFIC_UNKNOWN.get(traffic.unknown, ""), "projects": projects,
+        "chosen_project": chosen,
     }, section="aliases")
 
 
@@ -336,8 +348,9 @@ def _model_choices(access: TenantAccess, alias=None) -> list[tuple[str, str]]:
 
 def _alias_form(request, access: TenantAccess, alias=None):
     choices = _model_choices(access, alias)
+    projects = list(project_list(tenant=access.tenant))
     if request.method == "POST":
-        form = AliasForm(request.POST)
+        form = AliasForm(request.POST, projects=projects)
         formset = TargetFormSet(request.POST, prefix="targets", form_kwargs={"model_choices": choices})
     else:
         initial = None
@@ -345,7 +358,9 @@ def _alias_form(request, access: TenantAccess, alias=None):
         if alias is not None:
             initial = AliasForm.initial_of(alias)
             targets = [target_initial(t) for t in sorted(alias.targets.all(), key=lambda t: t.position)]
-        form = AliasForm(initial=initial)
+        elif request.GET.get("project"):  # "Create an alias" from a project's list
+            initial = {"project": request.GET["project"]}
+        form = AliasForm(initial=initial, projects=projects)
         formset = TargetFormSet(initial=targets, prefix="targets", form_kwargs={"model_choices": choices})
     return form, formset
 
@@ -356,6 +371,8 @@ def _alias_save(request, access: TenantAccess, form, formset, alias=None):
     data = {"name": form.cleaned_data["name"], **{f: form.cleaned_data[f] for f in AliasForm.SETTINGS},
             "targets": targets_from(formset)}
     try:
+        slug = form.cleaned_data["project"]
+        data["project"] = project_get(tenant=access.tenant, project=slug) if slug else None
         if alias is None:
             return services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
         return services.alias_update(alias=alias, data=data, actor=access.principal)

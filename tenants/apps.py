@@ -1,5 +1,5 @@
 """The tenants app's configuration: it registers the OpenAPI description of bearer-key auth, and
-a change to a tenant or one of its keys replaces the tenant's configuration version
+a change to a tenant, one of its keys or projects replaces the tenant's configuration version
 (tenants/config_version.py), so the data plane reloads them on its next request."""
 
 from django.apps import AppConfig

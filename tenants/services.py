@@ -71,6 +71,11 @@ def audit_record(
 # platform's default models for new tenants (LLM_PROVIDER, EMBEDDINGS_PROVIDER; providers/apps.py).
 TENANT_CREATE_STEPS: list[Callable[..., None]] = []
 
+# Checks of a project's default model, which needs the providers app (the aliases and models its
+# keys may use): ``check(tenant=, project=, name=)`` raising InvalidInput; ``project`` is None for
+# a project being created. The providers app registers its check (providers/apps.py).
+PROJECT_DEFAULT_MODEL_CHECKS: list[Callable[..., None]] = []
+
 
 def platform_defaults() -> dict[str, Any]:
     """The tenant fields a new tenant takes from the environment (LLM_TEMPERATURE,
@@ -409,6 +414,11 @@ def _project_validated(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _project_default_model_check(*, tenant: Tenant, project: Project | None, name: str) -> None:
+    for check in PROJECT_DEFAULT_MODEL_CHECKS:
+        check(tenant=tenant, project=project, name=name)
+
+
 def project_create(*, tenant: Tenant, slug: str, name: str, actor: Principal, **fields: Any) -> Project:
     """A new project of ``tenant``; ``fields`` from PROJECT_FIELDS (its default model, limits)."""
     slug = (slug or "").strip()
@@ -422,6 +432,8 @@ def project_create(*, tenant: Tenant, slug: str, name: str, actor: Principal, **
     if unknown:
         raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.")
     values = _project_validated({"name": name, **fields})
+    if values.get("default_model"):
+        _project_default_model_check(tenant=tenant, project=None, name=values["default_model"])
     taken = Conflict(f"Tenant '{tenant.slug}' already has a project with slug '{slug}'.", field="slug")
     if Project.objects.filter(tenant=tenant, slug=slug).exists():
         raise taken
@@ -442,8 +454,10 @@ def project_update(*, project: Project, changes: dict[str, Any], actor: Principa
         raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.")
     changes = _project_validated(changes)
     with transaction.atomic():
-        locked = Project.objects.select_for_update().get(pk=project.pk)
+        locked = Project.objects.select_for_update().select_related("tenant").get(pk=project.pk)
         before = {f: getattr(locked, f) for f in changes}
+        if changes.get("default_model") and changes["default_model"] != locked.default_model:
+            _project_default_model_check(tenant=locked.tenant, project=locked, name=changes["default_model"])
         for field, value in changes.items():
             setattr(locked, field, value)
         after = {f: getattr(locked, f) for f in changes}

@@ -83,6 +83,11 @@ def test_a_malformed_project_is_a_clear_400(world, client_for, project):
 
 
 def test_admin_creates_changes_and_deletes_a_project_with_audit(world, client_for):
+    from providers.catalog import CatalogEntry
+    from providers.services import provider_create, provider_models_upsert
+
+    provider = provider_create(owner=world.tenant, data={"name": "up", "base_url": "http://127.0.0.1:9/v1"})
+    provider_models_upsert(provider=provider, catalog=[CatalogEntry("gpt-4o-mini")])  # the default model's
     client = client_for(user=world.admin)
     created = client.post("/api/projects", {"slug": "bot", "name": "Support bot", "default_model": "gpt-4o-mini",
                                             "limits": {"requests_per_minute": 60}}, format="json")
