@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import yaml
+from django.db.models import F
 
 from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, default_thresholds
 from core.errors import InvalidInput
@@ -116,8 +117,20 @@ def _deployment_entry(target) -> dict[str, Any]:
     return entry
 
 
+def alias_key(entry: dict[str, Any]) -> tuple[str, str]:
+    """What identifies an alias of a document: its project's slug ("" tenant-wide) and its name."""
+    return entry.get("project") or "", entry["name"]
+
+
+def alias_label(entry: dict[str, Any]) -> str:
+    """An alias as plans and errors name it: ``name``, or ``project/name`` for a project's."""
+    return f"{entry['project']}/{entry['name']}" if entry.get("project") else entry["name"]
+
+
 def _alias_entry(alias: ModelAlias) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": alias.name}
+    if alias.project_id:
+        entry["project"] = alias.project.slug
     for field in ALIAS_DEFAULTS:
         entry[field] = getattr(alias, field)
     entry["deployments"] = [_deployment_entry(t) for t in
@@ -172,7 +185,9 @@ def config_export(*, tenant: Tenant) -> dict[str, Any]:
         "providers": [_provider_entry(p) for p in providers],
         "platform_models": [{"model": f"{c.provider_model.provider.name}:{c.provider_model.model_id}",
                              "enabled": True} for c in choices],
-        "aliases": [_alias_entry(a) for a in ModelAlias.objects.filter(tenant=tenant).order_by("name")],
+        # tenant-wide first, then each project's, by slug
+        "aliases": [_alias_entry(a) for a in ModelAlias.objects.filter(tenant=tenant).select_related("project")
+                    .order_by(F("project__slug").asc(nulls_first=True), "name")],
         "budgets": [_budget_entry(b) for b in
                     Budget.objects.filter(tenant=tenant).select_related("api_key").order_by("name", "pk")],
         "keys": keys,
@@ -237,7 +252,10 @@ def _model_wanted(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alias_wanted(entry: dict[str, Any]) -> dict[str, Any]:
-    wanted = {"name": entry["name"], **ALIAS_DEFAULTS, **{k: entry[k] for k in ALIAS_DEFAULTS if k in entry}}
+    wanted: dict[str, Any] = {"name": entry["name"]}
+    if entry.get("project"):
+        wanted["project"] = entry["project"]
+    wanted.update({**ALIAS_DEFAULTS, **{k: entry[k] for k in ALIAS_DEFAULTS if k in entry}})
     if wanted["timeout_seconds"] is not None:
         wanted["timeout_seconds"] = float(wanted["timeout_seconds"])
     deployments = []
@@ -305,13 +323,16 @@ def duplicates_check(document: dict[str, Any]) -> list[str]:
     errors = []
     for section, key in (("providers", "name"), ("aliases", "name"), ("budgets", "name"), ("keys", "name"),
                          ("platform_models", "model"), ("projects", "slug")):
-        seen: dict[str, int] = {}
+        seen: dict[Any, int] = {}
         for index, entry in enumerate(document.get(section) or []):
             if not isinstance(entry, dict) or not isinstance(entry.get(key), str):
                 continue
-            if entry[key] in seen:
-                errors.append(f"{section}[{index}].{key}: '{entry[key]}' is already {section}[{seen[entry[key]]}]")
-            seen.setdefault(entry[key], index)
+            # an alias is one name among the tenant-wide aliases or among one project's
+            same = alias_key(entry) if section == "aliases" else entry[key]
+            if same in seen:
+                where = f" of project '{entry['project']}'" if section == "aliases" and entry.get("project") else ""
+                errors.append(f"{section}[{index}].{key}: '{entry[key]}'{where} is already {section}[{seen[same]}]")
+            seen.setdefault(same, index)
     for index, entry in enumerate(document.get("providers") or []):
         ids: set[str] = set()
         for m_index, model in enumerate((entry.get("models") or []) if isinstance(entry, dict) else []):

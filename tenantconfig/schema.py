@@ -97,6 +97,9 @@ DEPLOYMENT = _obj({
 
 ALIAS = _obj({
     "name": ALIAS_NAME,
+    "project": {"type": ["string", "null"], "maxLength": 50,
+                "description": "The slug of the project whose keys alone may send it (for them it shadows a "
+                               "tenant-wide alias of the same name). Omitted or null: tenant-wide."},
     "description": {"type": "string", "maxLength": 300, "default": ""},
     "strategy": {"enum": list(RoutingStrategy.values), "default": RoutingStrategy.WEIGHTED.value},
     "session_affinity": {"type": "boolean", "default": False},
@@ -162,8 +165,8 @@ SCHEMA: dict[str, Any] = {
     "$id": "https://tollgate.invalid/schemas/tenant-config-v1.json",
     "title": "Tollgate tenant configuration",
     "description": "Everything a tenant configures, as one document: apply it with manage.py tenant_config apply or "
-                   "POST /api/config/apply. Providers, aliases and budgets are matched by name; with prune, those "
-                   "the document does not name are deleted.",
+                   "POST /api/config/apply. Providers, aliases (with their project) and budgets are matched by "
+                   "name; with prune, those the document does not name are deleted.",
     **_obj({
         "version": {"const": VERSION},
         "tenant": _obj({"slug": {"type": "string", "maxLength": 50}, "name": {"type": "string", "minLength": 1,

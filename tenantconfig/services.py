@@ -4,12 +4,12 @@ tenant match the document in one transaction, through the services the REST API 
 (tenants, providers, billing), so validation, configuration-version bumps and their audit
 events are the same; the apply itself is one more audit event with the plan's summary.
 
-Providers, aliases, budgets and keys are matched by name, projects by slug. An entry is complete: a field it
-leaves out takes its default, except secrets (``api_key``, ``extra_headers``, ``webhook_url``),
-which keep the saved value, and a provider's ``models``, which (left out) leave the models
-alone. A ``settings`` key left out keeps its value. With ``prune``, the providers, aliases,
-budgets and projects (never the default one) the document does not name are deleted; keys are
-never created or deleted."""
+Providers, aliases (with their project), budgets and keys are matched by name, projects by slug.
+An entry is complete: a field it leaves out takes its default, except secrets (``api_key``,
+``extra_headers``, ``webhook_url``), which keep the saved value, and a provider's ``models``,
+which (left out) leave the models alone. A ``settings`` key left out keeps its value. With
+``prune``, the providers, aliases, budgets and projects (never the default one) the document
+does not name are deleted; keys are never created or deleted."""
 
 import json
 import zoneinfo
@@ -40,6 +40,8 @@ from tenantconfig.document import (
     PRICE_KEYS,
     PROVIDER_DEFAULTS,
     active_keys,
+    alias_key,
+    alias_label,
     config_export,
     document_normalize,
     duplicates_check,
@@ -47,7 +49,7 @@ from tenantconfig.document import (
 )
 from tenantconfig.schema import ConfigInvalid, document_check
 from tenants.access import Principal
-from tenants.models import ApiKey, Project, Tenant
+from tenants.models import DEFAULT_PROJECT_SLUG, ApiKey, Project, Tenant
 from tenants.services import (
     api_key_limits_update,
     audit_record,
@@ -373,37 +375,66 @@ class _Planner:
     # --- aliases ---------------------------------------------------------------------------------
 
     def aliases(self) -> None:
-        saved = {a["name"]: a for a in self.current["aliases"]}
-        rows = {a.name: a for a in ModelAlias.objects.filter(tenant=self.tenant)}
+        """Aliases are matched by project and name: moving one to another project (or making it
+        tenant-wide) deletes it there and creates it here."""
+        saved = {alias_key(a): a for a in self.current["aliases"]}
+        rows = {(a.project.slug if a.project_id else "", a.name): a
+                for a in ModelAlias.objects.filter(tenant=self.tenant).select_related("project")}
         if "aliases" not in self.wanted:
             return
+        projects = self._project_slugs()
         for index, want in enumerate(self.wanted["aliases"]):
             path = f"aliases[{index}]"
-            before = saved.get(want["name"])
-            data = {k: v for k, v in want.items() if k != "deployments"}
+            slug = want.get("project") or ""
+            if slug and slug not in projects:
+                self.errors.append(f"{path}.project: tenant '{self.tenant.slug}' has no project '{slug}'" + (
+                    " (and --prune deletes those the file does not name)" if self.prune and "projects" in self.wanted
+                    else "") + "; add it under projects, or name one of: " + (", ".join(sorted(projects)) or "none")
+                    + ".")
+                continue
+            label = alias_label(want)
+            before = saved.get(alias_key(want))
+            data = {k: v for k, v in want.items() if k not in ("deployments", "project")}
             data["targets"] = want["deployments"]
             if before is None:
-                self.add(Change("create", "alias", want["name"], {
+                self.add(Change("create", "alias", label, {
                     "deployments": (None, [d["model"] for d in want["deployments"]]),
                     "strategy": (None, want["strategy"])}))
                 first = {**data, "context_window_fallbacks": [], "content_policy_fallbacks": []}
-                self.step(6, path, lambda actor, first=first: alias_create(tenant=self.tenant, data=first,
-                                                                            actor=actor))
+                self.step(6, path, lambda actor, first=first, slug=slug: alias_create(
+                    tenant=self.tenant, data={**first, "project": self._project(slug)}, actor=actor))
                 if want["context_window_fallbacks"] or want["content_policy_fallbacks"]:
-                    self.step(7, path, lambda actor, data=data: alias_update(
-                        alias=ModelAlias.objects.get(tenant=self.tenant, name=data["name"]), data=data, actor=actor))
+                    self.step(7, path, lambda actor, data=data, slug=slug: alias_update(
+                        alias=self._alias(slug, data["name"]), data=data, actor=actor))
                 continue
             diff = {k: (before.get(k), v) for k, v in want.items() if before.get(k) != v}
             if diff:
-                self.add(Change("change", "alias", want["name"], diff))
-                self.step(7, path, lambda actor, data=data: alias_update(
-                    alias=ModelAlias.objects.get(tenant=self.tenant, name=data["name"]), data=data, actor=actor))
+                self.add(Change("change", "alias", label, diff))
+                self.step(7, path, lambda actor, data=data, slug=slug: alias_update(
+                    alias=self._alias(slug, data["name"]), data=data, actor=actor))
         if self.prune:
-            named = {a["name"] for a in self.wanted["aliases"]}
-            for name, row in rows.items():
-                if name not in named:
-                    self.add(Change("delete", "alias", name))
-                    self.step(1, f"aliases: '{name}'", lambda actor, row=row: alias_delete(alias=row, actor=actor))
+            named = {alias_key(a) for a in self.wanted["aliases"]}
+            for key, row in rows.items():
+                if key not in named:
+                    self.add(Change("delete", "alias", alias_label({"project": key[0], "name": key[1]})))
+                    self.step(1, f"aliases: '{alias_label({'project': key[0], 'name': key[1]})}'",
+                              lambda actor, row=row: alias_delete(alias=row, actor=actor))
+
+    def _project_slugs(self) -> set[str]:
+        """The projects the tenant has once the document is applied."""
+        slugs = set(Project.objects.filter(tenant=self.tenant).values_list("slug", flat=True))
+        if "projects" in self.wanted:
+            named = {p["slug"] for p in self.wanted["projects"]}
+            if self.prune:
+                slugs = {s for s in slugs if s in named or s == DEFAULT_PROJECT_SLUG}
+            slugs |= named
+        return slugs
+
+    def _project(self, slug: str) -> Project | None:
+        return Project.objects.get(tenant=self.tenant, slug=slug) if slug else None
+
+    def _alias(self, slug: str, name: str) -> ModelAlias:
+        return ModelAlias.objects.get(tenant=self.tenant, project=self._project(slug), name=name)
 
     # --- budgets ---------------------------------------------------------------------------------
 
@@ -475,18 +506,27 @@ class _Planner:
             before = saved.get(want["slug"])
             fields = {k: v for k, v in want.items() if k != "slug"}
             service = {k: ("" if k == "default_model" and v is None else v) for k, v in fields.items()}
+            # The default model is set once the aliases are (it may name one of the project's own).
+            model = service.pop("default_model", "")
             if before is None:
                 diff = {k: (None, v) for k, v in fields.items() if v is not None}
                 self.add(Change("create", "project", want["slug"], diff))
                 self.step(0, path, lambda actor, slug=want["slug"], service=service: project_create(
                     tenant=self.tenant, slug=slug, actor=actor, **service))
+                if model:
+                    self.step(7, path, lambda actor, slug=want["slug"], model=model: project_update(
+                        project=self._project(slug), changes={"default_model": model}, actor=actor))
                 continue
             diff = {k: (before[k], v) for k, v in fields.items() if before[k] != v}
             if diff:
                 self.add(Change("change", "project", want["slug"], diff))
-                changes = {k: service[k] for k in diff}
-                self.step(0, path, lambda actor, row=rows[want["slug"]], changes=changes: project_update(
-                    project=row, changes=changes, actor=actor))
+                changes = {k: service[k] for k in diff if k != "default_model"}
+                if changes:
+                    self.step(0, path, lambda actor, row=rows[want["slug"]], changes=changes: project_update(
+                        project=row, changes=changes, actor=actor))
+                if "default_model" in diff:
+                    self.step(7, path, lambda actor, row=rows[want["slug"]], model=model: project_update(
+                        project=row, changes={"default_model": model}, actor=actor))
         if self.prune:
             named = {p["slug"] for p in self.wanted["projects"]}
             for slug, row in rows.items():

@@ -25,7 +25,7 @@ from tenantconfig.schema import ConfigInvalid, document_errors
 from tenantconfig.services import config_apply
 from tenants.access import SYSTEM
 from tenants.models import ApiKey, AuditEvent, Project
-from tenants.services import api_key_create, project_create, tenant_create, tenant_update
+from tenants.services import api_key_create, project_create, project_update, tenant_create, tenant_update
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +101,20 @@ def test_export_holds_everything_but_secrets(world):
 
 def test_round_trip_onto_an_empty_tenant_and_a_second_apply_changes_nothing(world, env, tmp_path):
     configured(world.tenant)
+    # a project with its own aliases: one shadowing the tenant-wide "cheap", one falling back to it,
+    # and the project's default model naming its own alias
+    bot = project_create(tenant=world.tenant, slug="bot", name="Bot", actor=SYSTEM)
+    alias_create(tenant=world.tenant, actor=SYSTEM, data={"name": "cheap", "project": bot,
+                                                          "targets": [{"model": "up:m1"}]})
+    alias_create(tenant=world.tenant, actor=SYSTEM, data={"name": "bot-only", "project": bot,
+                                                          "context_window_fallbacks": ["cheap", "smart"],
+                                                          "targets": [{"model": "anth:claude-x"}]})
+    project_update(project=bot, changes={"default_model": "bot-only"}, actor=SYSTEM)
     first = export_yaml("acme")
+    exported = yaml.safe_load(first)
+    assert [(a["name"], a.get("project")) for a in exported["aliases"]] == [
+        ("cheap", None), ("smart", None), ("bot-only", "bot"), ("cheap", "bot")]
+    assert {"slug": "bot", "name": "Bot", "default_model": "bot-only"} in exported["projects"]
     fresh = tenant_create(slug="fresh", name="Fresh").tenant
     ApiKey.objects.filter(tenant=fresh, name="default chat key")  # the key the budget names exists there too
     path = tmp_path / "acme.yaml"
@@ -109,6 +122,11 @@ def test_round_trip_onto_an_empty_tenant_and_a_second_apply_changes_nothing(worl
     out = apply(path, "--tenant", "fresh")
     assert "Applied to tenant 'fresh'" in out
     assert "+ create alias smart" in out and "+ create provider up" in out
+    assert "+ create alias bot/cheap" in out and "+ create project bot" in out
+    fresh_bot = Project.objects.get(tenant=fresh, slug="bot")
+    assert fresh_bot.default_model == "bot-only"
+    assert ModelAlias.objects.get(tenant=fresh, project=fresh_bot, name="cheap").targets.get().provider_model.model_id \
+        == "m1"
     again = yaml.safe_load(export_yaml("fresh"))
     before = yaml.safe_load(first)
     before["tenant"]["slug"] = "fresh"
@@ -295,6 +313,7 @@ def test_an_option_the_file_drops_is_dropped(world):
 
 
 def test_projects_are_created_changed_and_pruned_by_slug(world, tmp_path):
+    configured(world.tenant)  # the alias "smart" a project's default model names
     doc = {"version": 1, "tenant": {"slug": "acme"}, "projects": [
         {"slug": "default", "name": "Default"},
         {"slug": "support-bot", "name": "Support bot", "default_model": "smart", "requests_per_minute": 60},
@@ -340,3 +359,38 @@ def test_pruning_a_project_with_active_keys_is_refused_by_path_and_nothing_is_wr
     assert "bot key" in str(caught.value) and "projects" in str(caught.value)
     assert set(Project.objects.filter(tenant=world.tenant).values_list("slug", flat=True)) == {"default", "bot"}
     # (and the project the file would have created was rolled back with it)
+
+
+def test_project_aliases_are_matched_by_project_and_name(world, env):
+    """The same name may be tenant-wide and a project's (not twice in one project); an alias naming a
+    project the tenant will not have is refused by path; moving an alias is a delete and a create."""
+    configured(world.tenant)
+    deployments = [{"model": "up:m1"}]
+    twice = {"version": 1, "aliases": [{"name": "a", "project": "bot", "deployments": deployments},
+                                       {"name": "a", "project": "bot", "deployments": deployments}]}
+    with pytest.raises(ConfigInvalid, match=r"aliases\[1\]\.name: 'a' of project 'bot' is already aliases\[0\]"):
+        config_apply(tenant=world.tenant, document=twice, actor=SYSTEM)
+    unknown = {"version": 1, "aliases": [{"name": "a", "project": "nowhere", "deployments": deployments}]}
+    with pytest.raises(ConfigInvalid, match=r"aliases\[0\]\.project: tenant 'acme' has no project 'nowhere'"):
+        config_apply(tenant=world.tenant, document=unknown, actor=SYSTEM)
+
+    world.tenant.refresh_from_db()
+    doc = config_export(tenant=world.tenant)
+    doc["projects"].append({"slug": "bot", "name": "Bot", "default_model": "cheap"})
+    doc["aliases"].append({"name": "cheap", "project": "bot", "deployments": [{"model": "anth:claude-x"}]})
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert {c.line().split(":")[0] for c in plan.changes} == {"+ create project bot", "+ create alias bot/cheap"}
+    bot = Project.objects.get(tenant=world.tenant, slug="bot")
+    assert bot.default_model == "cheap"
+    assert sorted(ModelAlias.objects.filter(tenant=world.tenant, name="cheap").values_list("project", flat=True),
+                  key=str) == sorted([None, bot.pk], key=str)
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
+
+    # the project's alias becomes tenant-wide under another name; with prune the old one goes
+    doc["aliases"][-1] = {"name": "bot-cheap", "deployments": [{"model": "anth:claude-x"}]}
+    doc["projects"][-1]["default_model"] = "bot-cheap"
+    lines = [c.line() for c in config_apply(tenant=world.tenant, document=doc, actor=SYSTEM, prune=True).changes]
+    assert "- delete alias bot/cheap" in lines and any(line.startswith("+ create alias bot-cheap") for line in lines)
+    assert not ModelAlias.objects.filter(project=bot).exists()
+    bot.refresh_from_db()
+    assert bot.default_model == "bot-cheap"
