@@ -41,6 +41,7 @@ from providers.presets import preset_names, provider_preset
 from providers.sync import connection_test, provider_sync
 from providers.tasks import provider_sync_task
 from tenants.access import Principal, TenantAccess
+from tenants.api import ProjectRefField
 from tenants.auth import principal_of
 from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import Project, Role, Tenant
@@ -502,12 +503,19 @@ def _fallback_names(error_class: str) -> serializers.ListField:
     )
 
 
+class AliasProjectField(ProjectRefField):
+    """A project by id or slug; "" (like null) for none: a tenant-wide alias."""
+
+    def to_internal_value(self, data):
+        return None if data == "" else super().to_internal_value(data)
+
+
 class AliasIn(StrictSerializer):
     name = StrictCharField(max_length=100)
-    project = StrictCharField(
-        required=False, allow_null=True, allow_blank=True, max_length=50,
-        help_text="The project (slug or id) whose keys alone may send this alias; for them it shadows a "
-                  "tenant-wide alias of the same name. Empty or absent: tenant-wide (every key).")
+    project = AliasProjectField(
+        required=False, allow_null=True,
+        help_text="The project (id or slug) whose keys alone may send this alias; for them it shadows a "
+                  "tenant-wide alias of the same name. Empty, null or absent: tenant-wide (every key).")
     description = StrictCharField(required=False, allow_blank=True, max_length=300)
     targets = AliasTargetIn(many=True, allow_empty=False, max_length=20,
                             help_text="The alias's deployments (also accepted as 'deployments').")
@@ -581,10 +589,10 @@ ALIAS_PROJECT_PARAM = OpenApiParameter(
 TENANT_WIDE = "-"
 
 
-def _alias_project(access: TenantAccess, wanted: str | None) -> Project | None:
+def _alias_project(access: TenantAccess, wanted: int | str | None) -> Project | None:
     """The project an alias is to belong to: ``wanted`` (id or slug; one the caller may see), or
-    None (tenant-wide) when it is empty."""
-    if wanted is None or not wanted.strip():
+    None (tenant-wide)."""
+    if wanted is None:
         return None
     return project_get(tenant=access.tenant, project=wanted, project_ids=access.project_ids)
 
