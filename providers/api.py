@@ -503,6 +503,7 @@ def _fallback_names(error_class: str) -> serializers.ListField:
     )
 
 
+@extend_schema_field({"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "maxLength": 50}]})
 class AliasProjectField(ProjectRefField):
     """A project by id or slug; "" (like null) for none: a tenant-wide alias."""
 

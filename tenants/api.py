@@ -369,7 +369,10 @@ class ProjectLimitsIn(StrictSerializer):
 
 class ProjectUpdateIn(StrictSerializer):
     name = StrictCharField(required=False, max_length=200)
-    default_model = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    default_model = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=255,
+        help_text="What a request of the project's keys without `model` uses (empty: the tenant's default): a "
+                  "tenant-wide alias, one of the project's aliases, or a model the tenant may use.")
     limits = ProjectLimitsIn(required=False, help_text="Stored, not yet enforced by the gateway.")
 
 
