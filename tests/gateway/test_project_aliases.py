@@ -2,12 +2,18 @@
 project ``bot`` reaches bot's aliases, whose ``fast`` shadows the tenant-wide ``fast`` for it only;
 a key of another project gets the tenant's 404 for them (listing what it may use), /v1/models lists
 per project, and a request without ``model`` gets its project's default model (chat, Messages and
-Responses doors), else the tenant's; a change of either is seen on the next request."""
+Responses doors), else the tenant's; a change of either is seen on the next request; a budget's
+downgrade alias is resolved as the key sees it."""
+
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from billing.models import UsageLog
+from billing.models import Budget, UsageDaily, UsageLog
+from providers.models import ProviderModel
 from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.models import Project
@@ -34,7 +40,7 @@ def setup(world, live):
         alias_create(tenant=world.tenant, actor=SYSTEM,
                      data={"name": "bot-only", "project": bot, "targets": [{"model": "up:m3"}]})
         world.bot, world.web, world.fake = bot, web, fake
-        world.bot_key = api_key_create(tenant=world.tenant, name="bot", project=bot, actor=SYSTEM)[1]
+        world.bot_key_row, world.bot_key = api_key_create(tenant=world.tenant, name="bot", project=bot, actor=SYSTEM)
         world.web_key = api_key_create(tenant=world.tenant, name="web", project=web, actor=SYSTEM)[1]
         yield world
 
@@ -134,3 +140,17 @@ def test_a_project_alias_falls_back_to_its_projects_alias(world, live):
         response = chat(live, key, "short")
         assert served(response) == "big:m"
         assert response.json()["choices"][0]["message"]["content"] == "roomy"
+
+
+def test_a_budget_downgrade_resolves_its_alias_as_the_key_sees_it(setup, live):
+    # bot's budget is spent; it downgrades to "fast", which for bot's keys is bot's own fast (up:m2)
+    Budget.objects.create(tenant=setup.tenant, name="Bot spend", scope="project", project=setup.bot,
+                          amount=Decimal("0.000001"), period="day", action="downgrade", downgrade_alias="fast")
+    today = datetime.now(ZoneInfo(setup.tenant.timezone)).date()
+    m3 = ProviderModel.objects.get(provider__owner=setup.tenant, model_id="m3").pk
+    UsageDaily.objects.create(tenant=setup.tenant, day=today, api_key_id=setup.bot_key_row.pk,
+                              provider_model_id=m3, requests=1, cost=Decimal("1"))
+    response = chat(live, setup.bot_key, "bot-only")
+    assert served(response) == "up:m2"
+    assert response.headers["x-tollgate-budget-downgrade"] == "Bot spend"
+    assert served(chat(live, setup.web_key, "up:m3")) == "up:m3"  # web's keys: not in the budget
