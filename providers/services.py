@@ -837,6 +837,10 @@ def project_default_model_check(*, tenant: Tenant, project: Project | None, name
         raise InvalidInput(
             f"default_model '{name}' is not an alias or model this project's keys may use; use one of: "
             f"{usable.listing(ModelMode.CHAT)} (or leave it empty for the tenant's default).", field="default_model")
+    if not modes:
+        raise InvalidInput(
+            f"default_model '{name}' is an alias none of whose models this tenant may use now (disabled or "
+            f"gone); use one of: {usable.listing(ModelMode.CHAT)}.", field="default_model")
     if ModelMode.CHAT not in modes:
         raise InvalidInput(
             f"default_model '{name}' is not a chat model (it is used when a chat request names no model); use "

@@ -13,7 +13,7 @@ from django.test import Client
 from billing.services import budget_create
 from core.errors import InvalidInput
 from providers.catalog import CatalogEntry
-from providers.models import ModelAlias, ModelMode
+from providers.models import ModelAlias, ModelMode, ProviderModel
 from providers.services import alias_create, provider_create, provider_models_upsert
 from tenants.access import SYSTEM
 from tenants.models import AuditEvent, Project, ProjectMembership, Role
@@ -214,11 +214,16 @@ def test_a_projects_default_model_is_what_its_keys_may_use(setup, client_for, pr
 
 @pytest.mark.parametrize("project, model, words", [
     ("web", "bot-only", "'bot-only' is not an alias or model this project's keys may use; use one of: fast, "
-                        "web-only, up:alpha, up:beta"),
-    ("bot", "nope", "use one of: bot-only, fast, up:alpha, up:beta"),
+                        "up:alpha"),
+    ("bot", "nope", "use one of: bot-only, up:alpha (or"),  # its own fast (up:beta) is unusable now
     ("bot", "up:emb", "'up:emb' is not a chat model"),
+    ("bot", "dead", "'dead' is an alias none of whose models this tenant may use now"),
 ])
 def test_a_default_model_its_keys_could_not_use_is_a_clear_400(setup, client_for, project, model, words):
+    dead = alias_create(tenant=setup.tenant, actor=SYSTEM, data={"name": "dead", "project": setup.bot,
+                                                                 "targets": [{"model": "up:beta"}]})
+    ProviderModel.objects.filter(model_id="beta").update(enabled=False)
+    assert dead.targets.count() == 1
     client = client_for(user=setup.admin)
     response = client.patch(f"/api/projects/{project}", {"default_model": model}, format="json")
     assert response.status_code == 400, response.json()
