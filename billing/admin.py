@@ -19,7 +19,7 @@ from billing.models import (
     UsageDeadLetter,
     UsageLog,
 )
-from billing.selectors import budget_period, budget_spent
+from billing.selectors import budget_period, budget_rule, budget_spent
 from core.errors import InvalidInput
 from core.money import usd
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
@@ -67,8 +67,8 @@ class BudgetForm(SecretInputs, forms.ModelForm):
 
     class Meta:
         model = Budget
-        fields = ["tenant", "name", "scope", "api_key", "amount", "period", "thresholds", "action",
-                  "downgrade_alias", "enabled"]
+        fields = ["tenant", "name", "scope", "project", "api_key", "model", "amount", "period", "thresholds",
+                  "action", "downgrade_alias", "enabled"]
 
     def clean(self):
         cleaned = super().clean()
@@ -76,8 +76,9 @@ class BudgetForm(SecretInputs, forms.ModelForm):
         if tenant is None or self.errors:
             return cleaned
         data = {f: cleaned.get(f) for f in ("name", "scope", "amount", "period", "thresholds", "action",
-                                            "downgrade_alias", "enabled")}
+                                            "downgrade_alias", "enabled", "model")}
         data["api_key"] = cleaned["api_key"].pk if cleaned.get("api_key") else None
+        data["project"] = cleaned["project"].pk if cleaned.get("project") else None
         data.update(self.secret_changes())
         try:
             services.budget_validate(tenant=tenant, data=data, budget=self.instance if self.instance.pk else None)
@@ -95,12 +96,13 @@ class BudgetAdmin(SecretFieldsAdmin):
         "webhook_url": Secret(label="webhook URL", hint=services.mask_url, max_length=500,
                               help_text="Slack or any https:// endpoint."),
     }
-    list_display = ["name", "tenant", "scope", "api_key", "amount", "period", "action", "enabled", "status"]
+    list_display = ["name", "tenant", "scope", "project", "api_key", "model", "amount", "period", "action", "enabled",
+                    "status"]
     list_filter = ["scope", "period", "action", "enabled"]
-    search_fields = ["name", "tenant__slug", "tenant__name"]
-    list_select_related = ["tenant", "api_key"]
+    search_fields = ["name", "tenant__slug", "tenant__name", "model"]
+    list_select_related = ["tenant", "api_key", "project"]
     autocomplete_fields = ["tenant"]
-    raw_id_fields = ["api_key"]
+    raw_id_fields = ["api_key", "project"]
     readonly_fields = ["created_at", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
@@ -110,6 +112,8 @@ class BudgetAdmin(SecretFieldsAdmin):
     @admin.display(description="this period")
     def status(self, obj: Budget) -> str:
         spent = budget_spent(budget=obj, period=budget_period(obj))
+        if spent is None:
+            return budget_rule(obj)
         percent = spent * 100 / obj.amount if obj.amount else 0
         return f"{usd(spent, places=2)} / {usd(obj.amount, places=2)} ({percent:.0f}%)"
 

@@ -16,8 +16,13 @@ from core.forms import ConsoleForm
 class BudgetForm(ConsoleForm):
     name = forms.CharField(max_length=100, help_text="e.g. 'Monthly' or 'Support bot'.")
     scope = forms.ChoiceField(choices=BudgetScope.choices, initial=BudgetScope.TENANT)
+    project = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Project",
+                                     help_text="For a project budget, or the project whose end users an end-user "
+                                               "budget caps (empty: every end user of the tenant).")
     api_key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key",
                                      help_text="For a one-key budget.")
+    model = forms.CharField(required=False, max_length=255, label="Only model",
+                            help_text="An alias, provider:model or bare model id; empty: every model.")
     amount = forms.DecimalField(max_digits=20, decimal_places=6, min_value=Decimal("0.000001"),
                                 label="Amount (USD per period)", widget=forms.NumberInput(attrs={"step": "any"}))
     period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTH,
@@ -34,14 +39,16 @@ class BudgetForm(ConsoleForm):
     clear_webhook = forms.BooleanField(required=False, label="Remove the saved webhook")
     enabled = forms.BooleanField(required=False, initial=True)
 
-    FIELDS = ("name", "scope", "api_key", "amount", "period", "thresholds", "action", "downgrade_alias", "enabled")
+    FIELDS = ("name", "scope", "project", "api_key", "model", "amount", "period", "thresholds", "action",
+              "downgrade_alias", "enabled")
 
-    def __init__(self, data=None, *, keys, aliases, budget=None):
+    def __init__(self, data=None, *, keys, aliases, projects, budget=None):
         self.budget = budget
         initial = None
         if budget is not None:
-            initial = {f: getattr(budget, f) for f in self.FIELDS if f not in ("api_key", "thresholds")}
+            initial = {f: getattr(budget, f) for f in self.FIELDS if f not in ("api_key", "project", "thresholds")}
             initial["api_key"] = budget.api_key_id
+            initial["project"] = budget.project_id
             initial["thresholds"] = ", ".join(str(t) for t in budget.thresholds)
         super().__init__(data, initial=initial)
         key_choices = [("", "—")]
@@ -49,6 +56,7 @@ class BudgetForm(ConsoleForm):
             if key.status == "active" or (budget is not None and key.pk == budget.api_key_id):
                 key_choices.append((str(key.pk), f"{key.name} ({key.masked})"))
         self.fields["api_key"].choices = key_choices
+        self.fields["project"].choices = [("", "—"), *[(str(p.pk), f"{p.name} ({p.slug})") for p in projects]]
         self.fields["downgrade_alias"].choices = [("", "—"), *[(a.name, a.name) for a in aliases]]
         self.webhook_hint = mask_url(budget.webhook_url) if budget is not None else ""
         if budget is None or not budget.webhook_url:
@@ -72,7 +80,9 @@ class BudgetForm(ConsoleForm):
         data = self.cleaned_data
         out = {"name": data["name"], "scope": data["scope"], "amount": data["amount"], "period": data["period"],
                "thresholds": data["thresholds"], "action": data["action"], "enabled": data["enabled"],
-               "api_key": data["api_key"] if data["scope"] == BudgetScope.KEY else None}
+               "api_key": data["api_key"] if data["scope"] == BudgetScope.KEY else None,
+               "project": data["project"] if data["scope"] in (BudgetScope.PROJECT, BudgetScope.END_USER) else None,
+               "model": data["model"].strip()}
         if data["action"] == BudgetAction.DOWNGRADE:
             out["downgrade_alias"] = data["downgrade_alias"] or ""
         if data["webhook_url"].strip():

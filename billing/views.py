@@ -51,7 +51,7 @@ def _budget_form(request, access, budget=None) -> BudgetForm:
     keys = list(api_key_list(tenant=access.tenant))
     aliases = list(alias_list(tenant=access.tenant).order_by("name"))
     return BudgetForm(request.POST if request.method == "POST" else None, keys=keys, aliases=aliases,
-                      budget=budget)
+                      projects=list(project_list(tenant=access.tenant)), budget=budget)
 
 
 @tenant_page
