@@ -93,7 +93,7 @@ def test_admin_creates_changes_and_deletes_a_project_with_audit(world, client_fo
     changed = client.patch(f"/api/projects/{body['id']}", {"name": "Bot", "limits": {"tokens_per_day": 1000}},
                            format="json")
     assert changed.status_code == 200 and changed.json()["name"] == "Bot"
-    assert changed.json()["limits"] == {"requests_per_minute": 60, "tokens_per_day": 1000}
+    assert changed.json()["limits"] == {"requests_per_minute": 60, "tokens_per_minute": None, "tokens_per_day": 1000}
     assert client.get("/api/projects/bot").json()["id"] == body["id"]
     assert [p["slug"] for p in client.get("/api/projects").json()["results"]] == ["bot", "default"]
     assert client.delete("/api/projects/bot").status_code == 204
