@@ -1,5 +1,6 @@
-"""The billing app's configuration: a change to a budget replaces its tenant's configuration
-version (tenants/config_version.py), since budgets are part of the data plane's routing table."""
+"""The billing app's configuration: a change to a budget or a limit rule replaces its tenant's
+configuration version (tenants/config_version.py), since they are part of the data plane's
+routing table."""
 
 from django.apps import AppConfig
 
@@ -11,9 +12,10 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from billing.models import Budget
+        from billing.models import Budget, LimitRule
         from tenants.config_version import changed_on_save
 
-        # Budgets are part of the data plane's routing table (tenants/config_version.py).
+        # Budgets and limit rules are part of the data plane's routing table (tenants/config_version.py).
         for signal in (post_save, post_delete):
             signal.connect(changed_on_save, sender=Budget, dispatch_uid=f"cfgv-budget-{signal}")
+            signal.connect(changed_on_save, sender=LimitRule, dispatch_uid=f"cfgv-limitrule-{signal}")

@@ -1,4 +1,4 @@
-"""Forms of the console's budget and usage pages. Budget rules live in billing.services (the
+"""Forms of the console's budget, limit rule and usage pages. Budget rules live in billing.services (the
 same validation the REST API runs); these forms parse the page's inputs into what the
 service takes and show the service's errors next to the field they name."""
 
@@ -90,6 +90,48 @@ class BudgetForm(ConsoleForm):
         elif data.get("clear_webhook"):
             out["webhook_url"] = ""
         return out
+
+
+class LimitRuleForm(ConsoleForm):
+    scope = forms.ChoiceField(choices=BudgetScope.choices, initial=BudgetScope.TENANT)
+    project = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Project",
+                                     help_text="For a project rule, or the project whose end users an end-user "
+                                               "rule limits (empty: every end user of the tenant).")
+    api_key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key",
+                                     help_text="For a one-key rule.")
+    model = forms.CharField(required=False, max_length=255, label="Only model",
+                            help_text="An alias, provider:model or bare model id; empty: every model.")
+    requests_per_minute = forms.IntegerField(required=False, min_value=1, label="Requests per minute",
+                                             widget=forms.NumberInput(attrs={"step": "1"}))
+    tokens_per_minute = forms.IntegerField(required=False, min_value=1, label="Tokens per minute",
+                                           widget=forms.NumberInput(attrs={"step": "1"}))
+    tokens_per_day = forms.IntegerField(required=False, min_value=1, label="Tokens per day",
+                                        widget=forms.NumberInput(attrs={"step": "1"}),
+                                        help_text="Empty limits are not set; at least one is needed.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    FIELDS = ("scope", "project", "api_key", "model", "requests_per_minute", "tokens_per_minute", "tokens_per_day",
+              "enabled")
+
+    def __init__(self, data=None, *, keys, projects, rule=None):
+        initial = None
+        if rule is not None:
+            initial = {f: getattr(rule, f) for f in self.FIELDS if f not in ("api_key", "project")}
+            initial.update(api_key=rule.api_key_id, project=rule.project_id)
+        super().__init__(data, initial=initial)
+        self.fields["api_key"].choices = [("", "—"), *[
+            (str(k.pk), f"{k.name} ({k.masked})") for k in keys
+            if k.status == "active" or (rule is not None and k.pk == rule.api_key_id)]]
+        self.fields["project"].choices = [("", "—"), *[(str(p.pk), f"{p.name} ({p.slug})") for p in projects]]
+
+    def service_data(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "scope": data["scope"], "model": data["model"].strip(), "enabled": data["enabled"],
+            "api_key": data["api_key"] if data["scope"] == BudgetScope.KEY else None,
+            "project": data["project"] if data["scope"] in (BudgetScope.PROJECT, BudgetScope.END_USER) else None,
+            **{f: data[f] for f in ("requests_per_minute", "tokens_per_minute", "tokens_per_day")},
+        }
 
 
 class UsageFilterForm(ConsoleForm):

@@ -1,12 +1,12 @@
-"""Console pages for costs: the overview, budgets and alerts, and the usage explorer
-(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``). The support pages are in support/views.py."""
+"""Console pages for costs: the overview, budgets and alerts, limit rules, and the usage explorer
+(``/app/<slug>/``, ``…/budgets/``, ``…/limits/``, ``…/usage/``). The support pages are in support/views.py."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from billing import dashboards, selectors, services
-from billing.forms import BudgetForm, UsageFilterForm
+from billing import dashboards, limit_selectors, limit_services, selectors, services
+from billing.forms import BudgetForm, LimitRuleForm, UsageFilterForm
 from billing.usage_api import usage_csv_response
 from billing.usage_selectors import (
     usage_filters_build,
@@ -96,6 +96,67 @@ def budget_delete(request: HttpRequest, access, budget_id: int) -> HttpResponse:
         services.budget_delete(budget=budget, actor=access.principal)
         messages.success(request, f"Budget '{budget.name}' and its alert history deleted.")
     return redirect("console-budgets", access.tenant.slug)
+
+
+# --- limit rules ------------------------------------------------------------------------------------
+
+
+@tenant_page
+def limits_page(request: HttpRequest, access) -> HttpResponse:
+    tenant = access.tenant
+    rules = [(rule, limit_selectors.limit_rule_text(rule))
+             for rule in limit_selectors.limit_rule_list(tenant=tenant).order_by("scope", "pk")]
+    return console_render(request, access, "app/limits/list.html", {"rules": rules}, section="limits")
+
+
+def _limit_form(request, access, rule=None) -> LimitRuleForm:
+    tenant = access.tenant
+    return LimitRuleForm(request.POST if request.method == "POST" else None, keys=list(api_key_list(tenant=tenant)),
+                         projects=list(project_list(tenant=tenant)), rule=rule)
+
+
+@tenant_page
+def limit_new(request: HttpRequest, access) -> HttpResponse:
+    form = _limit_form(request, access)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = limit_services.limit_rule_create(tenant=access.tenant, data=form.service_data(),
+                                                    actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, f"Limit rule for {limit_selectors.limit_rule_text(rule)} created.")
+            return redirect("console-limits", access.tenant.slug)
+    return console_render(request, access, "app/limits/form.html", {"form": form, "rule": None},
+                          section="limits", status=400 if form.errors else 200)
+
+
+@tenant_page
+def limit_edit(request: HttpRequest, access, rule_id: int) -> HttpResponse:
+    rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id)
+    form = _limit_form(request, access, rule)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = limit_services.limit_rule_update(rule=rule, data=form.service_data(), actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, "Limit rule saved.")
+            return redirect("console-limits", access.tenant.slug)
+    return console_render(request, access, "app/limits/form.html", {
+        "form": form, "rule": rule, "text": limit_selectors.limit_rule_text(rule),
+    }, section="limits", status=400 if form.errors else 200)
+
+
+@tenant_page
+def limit_delete(request: HttpRequest, access, rule_id: int) -> HttpResponse:
+    rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id)
+    if request.method == "POST":
+        text = limit_selectors.limit_rule_text(rule)
+        rule.tenant = access.tenant
+        limit_services.limit_rule_delete(rule=rule, actor=access.principal)
+        messages.success(request, f"Limit rule for {text} deleted.")
+    return redirect("console-limits", access.tenant.slug)
 
 
 # --- usage explorer -----------------------------------------------------------------------------------

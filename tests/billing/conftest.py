@@ -93,7 +93,7 @@ def webhook_receiver(settings):
 
 @pytest.fixture
 def scoped(world):
-    """acme with projects ``support`` and ``web`` (one chat key each), ``support_admin`` (admin of
+    """acme with projects ``support`` (``support_project``) and ``web`` (one chat key each), ``support_admin`` (admin of
     support only), ``support_viewer`` (viewer of support only); models: the platform's
     ``openai:gpt-4o`` (chosen by acme) and ``gpt-4o-mini`` (not chosen), acme's own
     ``ollama:llama3:70b``, and the alias ``smart`` → gpt-4o. The outsider ``other`` has a project
@@ -108,16 +108,16 @@ def scoped(world):
 
     User = get_user_model()
     w = world
-    w.support = Project.objects.create(tenant=w.tenant, slug="support", name="Support")
+    w.support_project = Project.objects.create(tenant=w.tenant, slug="support", name="Support")
     w.web = Project.objects.create(tenant=w.tenant, slug="web", name="Web")
     w.theirs = Project.objects.create(tenant=w.other, slug="theirs", name="Theirs")
-    w.support_key, w.support_raw = api_key_create(tenant=w.tenant, name="support key", project=w.support,
+    w.support_key, w.support_raw = api_key_create(tenant=w.tenant, name="support key", project=w.support_project,
                                                   actor=SYSTEM)
     w.web_key, _ = api_key_create(tenant=w.tenant, name="web key", project=w.web, actor=SYSTEM)
     w.support_admin = User.objects.create_user("supportadmin@acme.test", "supportadmin@acme.test", "pw")
     w.support_viewer = User.objects.create_user("supportviewer@acme.test", "supportviewer@acme.test", "pw")
-    ProjectMembership.objects.create(project=w.support, user=w.support_admin, role=Role.ADMIN)
-    ProjectMembership.objects.create(project=w.support, user=w.support_viewer, role=Role.VIEWER)
+    ProjectMembership.objects.create(project=w.support_project, user=w.support_admin, role=Role.ADMIN)
+    ProjectMembership.objects.create(project=w.support_project, user=w.support_viewer, role=Role.VIEWER)
     openai = Provider.objects.create(name="openai", provider_type="openai")
     price = {"input_price": D("2.5"), "output_price": D("10")}
     w.gpt = ProviderModel.objects.create(provider=openai, model_id="gpt-4o", **price)

@@ -35,7 +35,7 @@ def test_project_end_user_and_model_budgets_are_created_with_their_rule(scoped, 
                                            "amount": "50"}, format="json")
     assert project.status_code == 201, project.content
     body = project.json()
-    assert body["scope"] == "project" and body["project"] == {"id": scoped.support.pk, "slug": "support",
+    assert body["scope"] == "project" and body["project"] == {"id": scoped.support_project.pk, "slug": "support",
                                                                "name": "Support"}
     assert body["api_key"] is None and body["model"] == ""
     assert body["rule"] == "$50.00 per month for project support"
@@ -60,7 +60,7 @@ def test_project_end_user_and_model_budgets_are_created_with_their_rule(scoped, 
         assert made.json()["model"] == model and made.json()["rule"].endswith(f"the whole tenant on model {model}")
 
     audit = AuditEvent.objects.get(action="budget.create", target=f"budget:{each.json()['id']}")
-    assert audit.after["scope"] == "end_user" and audit.after["project"] == scoped.support.pk
+    assert audit.after["scope"] == "end_user" and audit.after["project"] == scoped.support_project.pk
 
 
 @pytest.mark.parametrize(("payload", "field", "words"), [
@@ -152,8 +152,8 @@ def test_reservations_are_read_under_the_scope_ids(scoped):
     key = make_budget(t, name="k", api_key=scoped.support_key.pk)
     tenant = make_budget(t, name="t", model="gpt-4o")
     each = make_budget(t, name="e", scope="end_user")
-    assert budget_reserved_key(budget=project) == f"tg:resv:t{t.pk}:p{scoped.support.pk}"
-    assert budget_reserved_key(budget=filtered) == f"tg:resv:t{t.pk}:p{scoped.support.pk}:f{name_hash('smart')}"
+    assert budget_reserved_key(budget=project) == f"tg:resv:t{t.pk}:p{scoped.support_project.pk}"
+    assert budget_reserved_key(budget=filtered) == f"tg:resv:t{t.pk}:p{scoped.support_project.pk}:f{name_hash('smart')}"
     assert budget_reserved_key(budget=key) == f"tg:resv:t{t.pk}:k{scoped.support_key.pk}"
     assert budget_reserved_key(budget=tenant) == f"tg:resv:t{t.pk}:f{name_hash('gpt-4o')}"
     assert budget_reserved_key(budget=each) is None
@@ -239,7 +239,7 @@ def test_a_project_admin_manages_their_projects_budgets_only(scoped, client_for)
     assert client.patch(f"/api/budgets/{theirs.pk}", {"scope": "tenant"}, format="json").status_code == 403
     assert client.patch(f"/api/budgets/{theirs.pk}", {"project": "web"}, format="json").status_code == 400
     theirs.refresh_from_db()
-    assert theirs.scope == "project" and theirs.project_id == scoped.support.pk
+    assert theirs.scope == "project" and theirs.project_id == scoped.support_project.pk
     assert Budget.objects.filter(tenant=scoped.tenant).count() == 6
 
 
@@ -265,12 +265,12 @@ def test_console_creates_and_shows_budgets_in_every_scope(scoped, client_for):
     base = f"/app/{scoped.tenant.slug}/budgets/"
     form = client.get(base + "new/")
     assert form.status_code == 200 and 'name="project"' in form.content.decode()
-    created = client.post(base + "new/", {"name": "Users", "scope": "end_user", "project": scoped.support.pk,
+    created = client.post(base + "new/", {"name": "Users", "scope": "end_user", "project": scoped.support_project.pk,
                                          "amount": "2", "period": "day", "thresholds": "50, 100",
                                          "action": "alert", "enabled": "on"})
     assert created.status_code == 302, created.content.decode()[:2000]
     budget = Budget.objects.get(name="Users")
-    assert budget.scope == "end_user" and budget.project_id == scoped.support.pk
+    assert budget.scope == "end_user" and budget.project_id == scoped.support_project.pk
     bad = client.post(base + "new/", {"name": "Model", "scope": "tenant", "model": "gpt-5x", "amount": "2",
                                      "period": "day", "thresholds": "50", "action": "alert"})
     assert bad.status_code == 400 and "is not an alias or model" in bad.content.decode()
