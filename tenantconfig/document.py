@@ -188,9 +188,7 @@ def config_export(*, tenant: Tenant) -> dict[str, Any]:
         "aliases": [_alias_entry(a) for a in ModelAlias.objects.filter(tenant=tenant).order_by("name")],
         "budgets": [_budget_entry(b) for b in
                     Budget.objects.filter(tenant=tenant).select_related("api_key", "project").order_by("name", "pk")],
-        "limits": sorted((limit_entry(r) for r in
-                          LimitRule.objects.filter(tenant=tenant).select_related("api_key", "project")),
-                         key=limit_identity_text),
+        "limits": sorted((limit_entry(r) for r in limit_rules_of(tenant)), key=limit_identity_text),
         "keys": keys,
         "projects": [project_entry(p) for p in Project.objects.filter(tenant=tenant).order_by("slug")],
     }
@@ -280,6 +278,13 @@ def _target_wanted(entry: dict[str, Any]) -> dict[str, Any]:
         if value:
             wanted[key] = value
     return wanted
+
+
+def limit_rules_of(tenant: Tenant) -> list[LimitRule]:
+    """The tenant's limit rules a document holds: a rule of a revoked or expired key limits nothing
+    (and its key could not be named in a file), so it is left out."""
+    rules = LimitRule.objects.filter(tenant=tenant).select_related("api_key", "project").order_by("pk")
+    return [r for r in rules if r.api_key_id is None or r.api_key.status == "active"]
 
 
 def limit_entry(rule: LimitRule) -> dict[str, Any]:

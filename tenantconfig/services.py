@@ -48,6 +48,7 @@ from tenantconfig.document import (
     limit_entry,
     limit_identity,
     limit_identity_text,
+    limit_rules_of,
     secret_resolve,
 )
 from tenantconfig.schema import ConfigInvalid, document_check
@@ -490,7 +491,7 @@ class _Planner:
         if "limits" not in self.wanted:
             return
         rows: dict[tuple[str, str, str, str], list[LimitRule]] = {}
-        for rule in LimitRule.objects.filter(tenant=self.tenant).select_related("api_key", "project"):
+        for rule in limit_rules_of(self.tenant):
             rows.setdefault(limit_identity(limit_entry(rule)), []).append(rule)
         keys = _keys_by_name(self.tenant)
         settable = [*LIMIT_FIELDS, "enabled"]

@@ -26,7 +26,7 @@ from tenantconfig.schema import ConfigInvalid, document_errors
 from tenantconfig.services import config_apply
 from tenants.access import SYSTEM
 from tenants.models import ApiKey, AuditEvent, Project
-from tenants.services import api_key_create, project_create, tenant_create, tenant_update
+from tenants.services import api_key_create, api_key_revoke, project_create, tenant_create, tenant_update
 
 pytestmark = pytest.mark.django_db
 
@@ -457,3 +457,13 @@ def test_limit_entries_are_checked_by_the_schema_and_for_twins(world):
             {"scope": "end_user", "requests_per_minute": 1}, {"scope": "end_user", "tokens_per_day": 5}]})
     assert caught.value.errors == ["limits[1]: the same scope, project, key and model as limits[0] (one rule per "
                                    "target and model)"]
+
+
+def test_a_rule_of_a_revoked_key_is_not_exported_and_does_not_stop_a_round_trip(world):
+    key, _ = api_key_create(tenant=world.tenant, name="old", actor=SYSTEM)
+    limit_rule_create(tenant=world.tenant, actor=SYSTEM, data={"api_key": key.pk, "requests_per_minute": 5})
+    api_key_revoke(key=key, actor=SYSTEM)
+    doc = config_export(tenant=world.tenant)
+    assert doc["limits"] == []
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM, prune=True).changes == []
+    assert LimitRule.objects.filter(api_key=key).exists()  # it limits nothing; it is left alone
