@@ -258,7 +258,7 @@ def test_real_objects_answer_per_schema(seeded, client_for):
         assert response.status_code == expected, (path, response.text[:300])
 
 
-# Per operation and way of generating (46 operations; valid and invalid input with generated
+# Per operation and way of generating (66 operations; valid and invalid input with generated
 # ids, valid input with the ids of real objects): ~30 s here. FUZZ_EXAMPLES=200 searches deeper.
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 
