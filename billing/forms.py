@@ -22,6 +22,7 @@ class BudgetForm(ConsoleForm):
     api_key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key",
                                      help_text="For a one-key budget.")
     model = forms.CharField(required=False, max_length=255, label="Only model",
+                            widget=forms.TextInput(attrs={"list": "model-names", "autocomplete": "off"}),
                             help_text="An alias, provider:model or bare model id; empty: every model.")
     amount = forms.DecimalField(max_digits=20, decimal_places=6, min_value=Decimal("0.000001"),
                                 label="Amount (USD per period)", widget=forms.NumberInput(attrs={"step": "any"}))
@@ -100,6 +101,7 @@ class LimitRuleForm(ConsoleForm):
     api_key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key",
                                      help_text="For a one-key rule.")
     model = forms.CharField(required=False, max_length=255, label="Only model",
+                            widget=forms.TextInput(attrs={"list": "model-names", "autocomplete": "off"}),
                             help_text="An alias, provider:model or bare model id; empty: every model.")
     requests_per_minute = forms.IntegerField(required=False, min_value=1, label="Requests per minute",
                                              widget=forms.NumberInput(attrs={"step": "1"}))

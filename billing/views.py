@@ -15,7 +15,7 @@ from billing.usage_selectors import (
 )
 from core.errors import TollgateError
 from core.pages import form_error
-from providers.selectors import alias_list, provider_list
+from providers.selectors import alias_list, models_available, provider_list
 from tenants.console import console_render, tenant_page
 from tenants.selectors import api_key_list, project_list
 
@@ -36,6 +36,16 @@ def overview_page(request: HttpRequest, access) -> HttpResponse:
 
 
 # --- budgets ----------------------------------------------------------------------------------------
+
+
+MODEL_CHOICES = 500
+
+
+def _model_names(tenant) -> list[str]:
+    """What a budget's or limit rule's model field suggests: the tenant's aliases, then its models."""
+    names = list(alias_list(tenant=tenant).order_by("name").values_list("name", flat=True)[:MODEL_CHOICES])
+    names += [f"{pm.provider.name}:{pm.model_id}" for pm in models_available(tenant=tenant)[:MODEL_CHOICES]]
+    return list(dict.fromkeys(names))[:MODEL_CHOICES]
 
 
 @tenant_page
@@ -65,8 +75,9 @@ def budget_new(request: HttpRequest, access) -> HttpResponse:
         else:
             messages.success(request, f"Budget '{budget.name}' created.")
             return redirect("console-budgets", access.tenant.slug)
-    return console_render(request, access, "app/budgets/form.html", {"form": form, "budget": None},
-                          section="budgets", status=400 if form.errors else 200)
+    return console_render(request, access, "app/budgets/form.html", {
+        "form": form, "budget": None, "model_names": _model_names(access.tenant),
+    }, section="budgets", status=400 if form.errors else 200)
 
 
 @tenant_page
@@ -85,6 +96,7 @@ def budget_edit(request: HttpRequest, access, budget_id: int) -> HttpResponse:
     return console_render(request, access, "app/budgets/form.html", {
         "form": form, "budget": budget, "status": selectors.budget_status(tenant=access.tenant, budget=budget),
         "alerts": dashboards.alerts_recent(tenant=access.tenant, budget=budget),
+        "model_names": _model_names(access.tenant),
     }, section="budgets", status=400 if form.errors else 200)
 
 
@@ -127,8 +139,9 @@ def limit_new(request: HttpRequest, access) -> HttpResponse:
         else:
             messages.success(request, f"Limit rule for {limit_selectors.limit_rule_text(rule)} created.")
             return redirect("console-limits", access.tenant.slug)
-    return console_render(request, access, "app/limits/form.html", {"form": form, "rule": None},
-                          section="limits", status=400 if form.errors else 200)
+    return console_render(request, access, "app/limits/form.html", {
+        "form": form, "rule": None, "model_names": _model_names(access.tenant),
+    }, section="limits", status=400 if form.errors else 200)
 
 
 @tenant_page
@@ -145,6 +158,7 @@ def limit_edit(request: HttpRequest, access, rule_id: int) -> HttpResponse:
             return redirect("console-limits", access.tenant.slug)
     return console_render(request, access, "app/limits/form.html", {
         "form": form, "rule": rule, "text": limit_selectors.limit_rule_text(rule),
+        "model_names": _model_names(access.tenant),
     }, section="limits", status=400 if form.errors else 200)
 
 

@@ -265,6 +265,10 @@ def test_console_creates_and_shows_budgets_in_every_scope(scoped, client_for):
     base = f"/app/{scoped.tenant.slug}/budgets/"
     form = client.get(base + "new/")
     assert form.status_code == 200 and 'name="project"' in form.content.decode()
+    # The model field suggests the tenant's aliases and models, never the outsider's.
+    assert '<option value="smart">' in form.content.decode()
+    assert '<option value="ollama:llama3:70b">' in form.content.decode()
+    assert "theirs-alias" not in form.content.decode()
     created = client.post(base + "new/", {"name": "Users", "scope": "end_user", "project": scoped.support_project.pk,
                                          "amount": "2", "period": "day", "thresholds": "50, 100",
                                          "action": "alert", "enabled": "on"})

@@ -62,6 +62,15 @@ def test_console_settings_save_tokens_per_minute(world, client_for):
     assert world.tenant.tokens_per_minute == 1234
 
 
+def test_the_admin_shows_tokens_per_minute(bot, client):
+    root = get_user_model().objects.create_superuser("root", "root@tollgate.test", "pw")
+    client.force_login(root)
+    for url in (f"/admin/tenants/tenant/{bot.tenant.pk}/change/", f"/admin/tenants/apikey/{bot.bot_key.pk}/change/",
+                f"/admin/tenants/project/{bot.bot.pk}/change/"):
+        page = client.get(url)
+        assert page.status_code == 200 and "tokens_per_minute" in page.content.decode(), url
+
+
 def test_projects_have_tokens_per_minute_and_a_change_bumps_the_version(bot, client_for):
     client = client_for(user=bot.owner)
     before = version(bot.tenant)
