@@ -22,6 +22,7 @@ from billing.models import (
     BudgetPeriod,
     BudgetScope,
 )
+from billing.targets import target_project
 from core.drf import (
     StrictBooleanField,
     StrictCharField,
@@ -201,7 +202,7 @@ def _budget_to_change(view, request, budget_id: int, *, doing: str):
     access = view.access(request, projects=True)
     budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id, project_ids=access.project_ids)
     projects = access.administered_projects(doing=doing)
-    if projects is not None and services.budget_target_project(budget) not in projects:
+    if projects is not None and target_project(budget) not in projects:
         raise Forbidden(f"Budget {budget.pk} is in a project you do not administer; {doing} needs the admin role "
                         "on it.")
     return access, budget, projects

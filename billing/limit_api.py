@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from billing import limit_selectors, limit_services
 from billing.api import TargetProjectOut, choice
 from billing.models import BudgetScope, LimitRule
+from billing.targets import target_project
 from core.drf import StrictBooleanField, StrictCharField, StrictIntegerField, StrictSerializer, paged, validated
 from core.errors import Forbidden
 from tenants.api import ProjectRefField
@@ -85,7 +86,7 @@ def _rule_to_change(view, request, rule_id: int, *, doing: str):
     access = view.access(request, projects=True)
     rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id, project_ids=access.project_ids)
     projects = access.administered_projects(doing=doing)
-    if projects is not None and limit_services.limit_rule_target_project(rule) not in projects:
+    if projects is not None and target_project(rule) not in projects:
         raise Forbidden(f"Limit rule {rule.pk} is in a project you do not administer; {doing} needs the admin role "
                         "on it.")
     return access, rule, projects

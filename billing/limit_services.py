@@ -86,13 +86,6 @@ def limit_rule_validate(*, tenant: Tenant, data: dict[str, Any], rule: LimitRule
     return state
 
 
-def limit_rule_target_project(rule: LimitRule) -> int | None:
-    """The project a rule lies in (a key's: the key's project); None: the whole tenant."""
-    if rule.scope == BudgetScope.KEY:
-        return rule.api_key.project_id if rule.api_key_id else None
-    return rule.project_id
-
-
 def limit_rule_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal,
                       projects: frozenset[int] | None = None) -> LimitRule:
     state = _limit_rule_clean(tenant=tenant, data=data, current=None, projects=projects)

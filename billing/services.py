@@ -215,13 +215,6 @@ def budget_validate(*, tenant: Tenant, data: dict[str, Any], budget: Budget | No
     return _budget_clean(tenant=tenant, data=data, current=budget)
 
 
-def budget_target_project(budget: Budget) -> int | None:
-    """The project a budget lies in (a key's: the key's project); None: the whole tenant."""
-    if budget.scope == BudgetScope.KEY:
-        return budget.api_key.project_id if budget.api_key_id else None
-    return budget.project_id
-
-
 # --- budgets: writes -------------------------------------------------------------------------
 
 

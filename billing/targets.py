@@ -61,11 +61,18 @@ def project_of(tenant: Tenant, value: Any, *, projects: frozenset[int] | None = 
 
 
 def target_project_id(state: dict[str, Any]) -> int | None:
-    """The project a target lies in (None: the whole tenant)."""
+    """The project a target lies in (a key's: the key's project); None: the whole tenant."""
     if state["scope"] == BudgetScope.KEY:
         return state["api_key"].project_id if state["api_key"] is not None else None
     project = state.get("project")
     return project.pk if project is not None else None
+
+
+def target_project(obj) -> int | None:
+    """The project a saved budget or limit rule lies in; None: the whole tenant."""
+    if obj.scope == BudgetScope.KEY:
+        return obj.api_key.project_id if obj.api_key_id else None
+    return obj.project_id
 
 
 def target_clean(*, tenant: Tenant, data: dict[str, Any], state: dict[str, Any], current: Any,
