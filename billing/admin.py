@@ -1,7 +1,7 @@
-"""The Django admin for billing: budgets (edited through the same services and rules as the API,
-with this period's spend), end-user blocks (added and removed through their services), and
-read-only views of alerts, the ledger, its rollups, health buckets and refused rows, whose big
-tables are never counted in full."""
+"""The Django admin for billing: budgets and limit rules (edited through the same services and
+rules as the API; budgets with this period's spend), end-user blocks (added and removed through
+their services), and read-only views of alerts, the ledger, its rollups, health buckets and
+refused rows, whose big tables are never counted in full."""
 
 from django import forms
 from django.contrib import admin
@@ -9,7 +9,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.utils.functional import cached_property
 
-from billing import services
+from billing import limit_services, services
 from billing.end_users import end_user_block, end_user_clean, end_user_unblock
 from billing.health import bucket_bounds
 from billing.models import (
@@ -18,13 +18,14 @@ from billing.models import (
     EndUserBlock,
     EndUserDaily,
     HealthBucket,
+    LimitRule,
     TenantDaily,
     UsageDaily,
     UsageDeadLetter,
     UsageLog,
 )
-from billing.selectors import budget_period, budget_spent
-from core.errors import InvalidInput
+from billing.selectors import budget_period, budget_rule, budget_spent
+from core.errors import InvalidInput, TollgateError
 from core.money import usd
 from providers.admin_secrets import Secret, SecretFieldsAdmin, SecretInputs
 from tenants.access import Principal
@@ -71,8 +72,8 @@ class BudgetForm(SecretInputs, forms.ModelForm):
 
     class Meta:
         model = Budget
-        fields = ["tenant", "name", "scope", "api_key", "amount", "period", "thresholds", "action",
-                  "downgrade_alias", "enabled"]
+        fields = ["tenant", "name", "scope", "project", "api_key", "model", "amount", "period", "thresholds",
+                  "action", "downgrade_alias", "enabled"]
 
     def clean(self):
         cleaned = super().clean()
@@ -80,8 +81,9 @@ class BudgetForm(SecretInputs, forms.ModelForm):
         if tenant is None or self.errors:
             return cleaned
         data = {f: cleaned.get(f) for f in ("name", "scope", "amount", "period", "thresholds", "action",
-                                            "downgrade_alias", "enabled")}
+                                            "downgrade_alias", "enabled", "model")}
         data["api_key"] = cleaned["api_key"].pk if cleaned.get("api_key") else None
+        data["project"] = cleaned["project"].pk if cleaned.get("project") else None
         data.update(self.secret_changes())
         try:
             services.budget_validate(tenant=tenant, data=data, budget=self.instance if self.instance.pk else None)
@@ -99,12 +101,13 @@ class BudgetAdmin(SecretFieldsAdmin):
         "webhook_url": Secret(label="webhook URL", hint=services.mask_url, max_length=500,
                               help_text="Slack or any https:// endpoint."),
     }
-    list_display = ["name", "tenant", "scope", "api_key", "amount", "period", "action", "enabled", "status"]
+    list_display = ["name", "tenant", "scope", "project", "api_key", "model", "amount", "period", "action", "enabled",
+                    "status"]
     list_filter = ["scope", "period", "action", "enabled"]
-    search_fields = ["name", "tenant__slug", "tenant__name"]
-    list_select_related = ["tenant", "api_key"]
+    search_fields = ["name", "tenant__slug", "tenant__name", "model"]
+    list_select_related = ["tenant", "api_key", "project"]
     autocomplete_fields = ["tenant"]
-    raw_id_fields = ["api_key"]
+    raw_id_fields = ["api_key", "project"]
     readonly_fields = ["created_at", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
@@ -114,6 +117,8 @@ class BudgetAdmin(SecretFieldsAdmin):
     @admin.display(description="this period")
     def status(self, obj: Budget) -> str:
         spent = budget_spent(budget=obj, period=budget_period(obj))
+        if spent is None:
+            return budget_rule(obj)
         percent = spent * 100 / obj.amount if obj.amount else 0
         return f"{usd(spent, places=2)} / {usd(obj.amount, places=2)} ({percent:.0f}%)"
 
@@ -133,6 +138,73 @@ class BudgetAdmin(SecretFieldsAdmin):
     def delete_queryset(self, request, queryset):
         for budget in queryset.select_related("tenant"):
             services.budget_delete(budget=budget, actor=Principal(user=request.user))
+
+
+# --- limit rules ----------------------------------------------------------------------------------
+
+
+class LimitRuleForm(forms.ModelForm):
+    """Checked by the same rules as the API (target of the rule's own tenant, a model it has, at
+    least one limit, one rule per target and model)."""
+
+    class Meta:
+        model = LimitRule
+        fields = ["tenant", "scope", "project", "api_key", "model", "requests_per_minute", "tokens_per_minute",
+                  "tokens_per_day", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant") or (self.instance.tenant if self.instance.pk else None)
+        if tenant is None or self.errors:
+            return cleaned
+        data = {f: cleaned.get(f) for f in ("scope", "model", "requests_per_minute", "tokens_per_minute",
+                                            "tokens_per_day", "enabled")}
+        data["model"] = data["model"] or ""
+        data["api_key"] = cleaned["api_key"].pk if cleaned.get("api_key") else None
+        data["project"] = cleaned["project"].pk if cleaned.get("project") else None
+        try:
+            limit_services.limit_rule_validate(tenant=tenant, data=data,
+                                               rule=self.instance if self.instance.pk else None)
+        except TollgateError as exc:
+            field = exc.field if exc.field in self.fields else None
+            self.add_error(field, exc.message)
+        self.service_data = data
+        return cleaned
+
+
+@admin.register(LimitRule)
+class LimitRuleAdmin(admin.ModelAdmin):
+    form = LimitRuleForm
+    list_display = ["__str__", "tenant", "scope", "project", "api_key", "model", "requests_per_minute",
+                    "tokens_per_minute", "tokens_per_day", "enabled"]
+    list_filter = ["scope", "enabled"]
+    search_fields = ["tenant__slug", "tenant__name", "model", "project__slug"]
+    list_select_related = ["tenant", "api_key", "project"]
+    autocomplete_fields = ["tenant"]
+    raw_id_fields = ["api_key", "project"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return ["tenant", *fields] if obj is not None else fields  # a rule stays in its tenant
+
+    def save_model(self, request, obj, form, change):
+        actor = Principal(user=request.user)
+        if change:
+            saved = limit_services.limit_rule_update(rule=LimitRule.objects.get(pk=obj.pk), data=form.service_data,
+                                                     actor=actor)
+        else:
+            saved = limit_services.limit_rule_create(tenant=form.cleaned_data["tenant"], data=form.service_data,
+                                                     actor=actor)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        limit_services.limit_rule_delete(rule=obj, actor=Principal(user=request.user))
+
+    def delete_queryset(self, request, queryset):
+        for rule in queryset.select_related("tenant"):
+            limit_services.limit_rule_delete(rule=rule, actor=Principal(user=request.user))
 
 
 @admin.register(BudgetAlert)

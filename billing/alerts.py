@@ -34,8 +34,10 @@ from billing.models import (
 )
 from billing.periods import Period, local_today, period_for
 from billing.selectors import thresholds_crossed
+from billing.targets import target_words
 from core import money
-from tenants.models import Membership, Role, Tenant
+from providers.selectors import provider_model_ids_named
+from tenants.models import ApiKey, Membership, Role, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,7 @@ def alert_message(alert: BudgetAlert) -> AlertMessage:
         return AlertMessage(subject, body + "\n", text, payload)
 
     end = _period_end(budget.period, alert.period_start)
-    scope = ("the whole tenant" if budget.scope == BudgetScope.TENANT
-             else f"API key '{budget.api_key.name}' ({budget.api_key.masked})" if budget.api_key else "one API key")
+    scope = target_words(budget)
     at_full = action_words(budget)
     text = (f"Tollgate: {tenant.name} budget '{budget.name}' reached {alert.threshold}% "
             f"({usd(alert.spent)} of {usd(alert.limit)}, {PERIOD_WORDS.get(budget.period, budget.period)} "
@@ -138,7 +139,8 @@ def alert_message(alert: BudgetAlert) -> AlertMessage:
         f"{budget.pk}; its live numbers are at GET /api/budgets/{budget.pk}/status.",
     ])
     payload = {**base, "budget": budget.name, "budget_id": budget.pk, "scope": budget.scope,
-               "api_key_id": budget.api_key_id, "period": budget.period, "period_end": end.isoformat(),
+               "project": budget.project.slug if budget.project_id else None, "api_key_id": budget.api_key_id,
+               "model": budget.model or None, "period": budget.period, "period_end": end.isoformat(),
                "action": budget.action, "downgrade_alias": budget.downgrade_alias or None, "text": text}
     return AlertMessage(subject, body + "\n", text, payload)
 
@@ -153,7 +155,8 @@ def alert_recipients(tenant) -> list[str]:
 
 
 def _alert_load(alert_id: int) -> BudgetAlert | None:
-    return BudgetAlert.objects.select_related("tenant", "budget__api_key").filter(pk=alert_id).first()
+    return (BudgetAlert.objects.select_related("tenant", "budget__api_key", "budget__project")
+            .filter(pk=alert_id).first())
 
 
 def _record_error(alert_id: int, text: str) -> None:
@@ -284,22 +287,44 @@ class _Candidate:
     limit: Decimal
 
 
-def _spend_in_window(start: date, end: date, tenant_ids: set[int]) -> dict[tuple[int, int], Decimal]:
-    """Known cost per (tenant, key id; 0 = no key) for local days in [start, end): one query."""
+def _spend_in_window(start: date, end: date, tenant_ids: set[int], *,
+                     by_model: bool) -> dict[tuple[int, int, int], Decimal]:
+    """Known cost per (tenant, key id, provider model id; 0 = none) for local days in [start,
+    end): one query. Without ``by_model`` the model is always 0 (one row per key)."""
     rows = UsageDaily.objects.filter(day__gte=start, day__lt=end)
     if len(tenant_ids) <= 500:  # a short IN list narrows the scan; a long one costs more than it saves
         rows = rows.filter(tenant_id__in=tenant_ids)
+    columns = ("tenant_id", "api_key_id", "provider_model_id") if by_model else ("tenant_id", "api_key_id")
     return {
-        (r["tenant_id"], r["api_key_id"]): r["total"] or Decimal(0)
-        for r in rows.values("tenant_id", "api_key_id").annotate(total=Sum("cost")).order_by()
+        (r["tenant_id"], r["api_key_id"], r.get("provider_model_id", 0)): r["total"] or Decimal(0)
+        for r in rows.values(*columns).annotate(total=Sum("cost")).order_by()
     }
 
 
+def _budget_spent(b, rows: list[tuple[int, int, Decimal]], key_projects: dict[int, int],
+                  model_ids: dict[tuple[int, str], frozenset[int]]) -> Decimal:
+    """A budget's spend from its tenant's (key, model, cost) rows of its window: its key's or its
+    project's keys', only on the models its filter names."""
+    models = model_ids.get((b.tenant_id, b.model)) if b.model else None
+    total = Decimal(0)
+    for key_id, model_id, cost in rows:
+        if models is not None and model_id not in models:
+            continue
+        if b.scope == BudgetScope.KEY and key_id != b.api_key_id:
+            continue
+        if b.scope == BudgetScope.PROJECT and key_projects.get(key_id) != b.project_id:
+            continue
+        total += cost
+    return total
+
+
 def _budget_candidates(now: datetime) -> list[_Candidate]:
+    """End-user budgets are left out: each end user has their own spend, and alerts are sent
+    per budget, not per end user (README, "Limits and budgets in every scope")."""
     budgets = list(
-        Budget.objects.filter(enabled=True, tenant__is_active=True)
-        .values_list("id", "tenant_id", "scope", "api_key_id", "amount", "period", "thresholds",
-                     "tenant__timezone", named=True)
+        Budget.objects.filter(enabled=True, tenant__is_active=True).exclude(scope=BudgetScope.END_USER)
+        .values_list("id", "tenant_id", "scope", "api_key_id", "project_id", "model", "amount", "period",
+                     "thresholds", "tenant__timezone", named=True)
         .order_by()
     )
     periods: dict[tuple[str, str], Period] = {}
@@ -311,17 +336,29 @@ def _budget_candidates(now: datetime) -> list[_Candidate]:
         period = periods[spec]
         by_window[(period.start, period.end)].append((b, period))
 
+    # Keys never move between projects: a project's spend is its keys'.
+    project_tenants = {b.tenant_id for b in budgets if b.scope == BudgetScope.PROJECT}
+    key_projects = dict(ApiKey.objects.filter(tenant_id__in=project_tenants).values_list("pk", "project_id")
+                        ) if project_tenants else {}
+    filtered = {(b.tenant_id, b.model) for b in budgets if b.model}
+    tenants = Tenant.objects.in_bulk({tenant_id for tenant_id, _ in filtered}) if filtered else {}
+    model_ids = {(tenant_id, model): provider_model_ids_named(tenant=tenants[tenant_id], name=model)
+                 for tenant_id, model in filtered}
+
     candidates = []
     for (start, end), entries in by_window.items():
-        per_key = _spend_in_window(start, end, {b.tenant_id for b, _ in entries})
+        spend = _spend_in_window(start, end, {b.tenant_id for b, _ in entries},
+                                 by_model=any(b.model for b, _ in entries))
         per_tenant: dict[int, Decimal] = defaultdict(Decimal)
-        for (tenant_id, _key), total in per_key.items():
+        rows: dict[int, list[tuple[int, int, Decimal]]] = defaultdict(list)
+        for (tenant_id, key, model), total in spend.items():
             per_tenant[tenant_id] += total
+            rows[tenant_id].append((key, model, total))
         for b, period in entries:
-            if b.scope == BudgetScope.KEY:
-                spent = per_key.get((b.tenant_id, b.api_key_id), Decimal(0))
-            else:
+            if b.scope == BudgetScope.TENANT and not b.model:
                 spent = per_tenant.get(b.tenant_id, Decimal(0))
+            else:
+                spent = _budget_spent(b, rows.get(b.tenant_id, []), key_projects, model_ids)
             thresholds = b.thresholds if isinstance(b.thresholds, list) else []
             for threshold in thresholds_crossed(thresholds=thresholds, spent=spent, amount=b.amount):
                 candidates.append(_Candidate(b.tenant_id, b.id, AlertKind.BUDGET, period.start, threshold,
@@ -426,7 +463,8 @@ def alerts_check(*, now: datetime | None = None) -> list[int]:
     its delivery after commit. Returns the ids of the alerts this call created.
 
     Spend comes from the daily rollups with one aggregate query per distinct window (period ×
-    local date; a handful, whatever the number of budgets), never one query per budget."""
+    local date; a handful, whatever the number of budgets), never one query per budget; project
+    budgets add one query for their tenants' keys, model filters a few per distinct model name."""
     now = now or timezone.now()
     with transaction.atomic():
         candidates = _budget_candidates(now)

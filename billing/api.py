@@ -1,7 +1,10 @@
 """Management REST API for budgets: CRUD, live status and alert history. Views parse,
 authorize, call a service or selector, and render; nothing else happens here.
 
-Viewers (and support staff, with ?tenant=) read; admins and owners write."""
+Viewers (and support staff, with ?tenant=) read; admins and owners write. A member with roles
+on some projects only reads the budgets of those projects and, where they are its admin,
+creates, changes and deletes them (scope project or end_user with that project, or key with
+one of its keys)."""
 
 from datetime import timedelta
 
@@ -19,6 +22,7 @@ from billing.models import (
     BudgetPeriod,
     BudgetScope,
 )
+from billing.targets import target_project
 from core.drf import (
     StrictBooleanField,
     StrictCharField,
@@ -27,9 +31,9 @@ from core.drf import (
     paged,
     validated,
 )
-from core.errors import InvalidInput
+from core.errors import Forbidden, InvalidInput
+from tenants.api import ProjectRefField
 from tenants.drf import TENANT_PARAM, TenantAPIView
-from tenants.models import Role
 
 MONEY = {"max_digits": SUM_MONEY["max_digits"], "decimal_places": SUM_MONEY["decimal_places"]}
 
@@ -49,10 +53,18 @@ def choice(choices, **kwargs) -> serializers.ChoiceField:
 class BudgetIn(StrictSerializer):
     name = StrictCharField(max_length=100)
     scope = choice(BudgetScope.choices, required=False,
-                   help_text="tenant (every key) or key (one key, given as api_key). Default: tenant, "
-                             "or key when api_key is given.")
+                   help_text="tenant (every key), project (one project's keys, given as project), key (one key, "
+                             "given as api_key) or end_user (each end user on their own: of the project given as "
+                             "project, or of the whole tenant). Default: tenant; key when api_key is given, project "
+                             "when project is.")
+    project = ProjectRefField(required=False, allow_null=True,
+                              help_text="Project id or slug: the project of scope project, or whose end users an "
+                                        "end_user budget caps (null: every end user of the tenant).")
     api_key = StrictIntegerField(required=False, allow_null=True, min_value=1,
                                  help_text="Id of one of the tenant's API keys (scope key).")
+    model = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=255,
+                            help_text="Only requests to this alias or model (provider:model or a bare id) count; "
+                                      "empty: every model.")
     amount = serializers.DecimalField(max_digits=20, decimal_places=6, min_value=0,
                                       help_text='USD per period, e.g. "100.00".')
     period = choice(BudgetPeriod.choices, required=False,
@@ -75,20 +87,34 @@ class BudgetUpdateIn(BudgetIn):
     amount = serializers.DecimalField(max_digits=20, decimal_places=6, min_value=0, required=False)
 
 
+class TargetProjectOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
 class BudgetOut(serializers.ModelSerializer):
+    project = TargetProjectOut(allow_null=True, help_text="The project of scope project or end_user; null otherwise.")
     api_key = serializers.IntegerField(source="api_key_id", allow_null=True)
-    api_key_status = serializers.SerializerMethodField(help_text="active, expired or revoked; null for tenant scope.")
+    api_key_status = serializers.SerializerMethodField(help_text="active, expired or revoked; null unless scope is "
+                                                                 "key.")
+    rule = serializers.SerializerMethodField(help_text='The budget in words, e.g. "$2.00 per day for each end user '
+                                                       'of project support".')
     amount = serializers.DecimalField(max_digits=20, decimal_places=6)
     currency = serializers.SerializerMethodField()
     webhook_url_hint = serializers.SerializerMethodField(help_text="Masked; the URL itself is never returned.")
 
     class Meta:
         model = Budget
-        fields = ["id", "name", "scope", "api_key", "api_key_status", "amount", "currency", "period", "thresholds",
-                  "action", "downgrade_alias", "webhook_url_hint", "enabled", "created_at", "updated_at"]
+        fields = ["id", "name", "scope", "project", "api_key", "api_key_status", "model", "amount", "currency",
+                  "period", "thresholds", "action", "downgrade_alias", "webhook_url_hint", "enabled", "rule",
+                  "created_at", "updated_at"]
 
     def get_api_key_status(self, budget) -> str | None:
         return budget.api_key.status if budget.api_key_id else None
+
+    def get_rule(self, budget) -> str:
+        return selectors.budget_rule(budget)
 
     def get_currency(self, budget) -> str:
         return "USD"
@@ -108,17 +134,23 @@ class BudgetStatusOut(serializers.Serializer):
     budget_id = serializers.IntegerField()
     period = serializers.SerializerMethodField()
     amount = serializers.DecimalField(max_digits=20, decimal_places=6)
-    spent = serializers.DecimalField(**MONEY, help_text="Known cost in this period, from the daily rollups.")
+    spent = serializers.DecimalField(**MONEY, allow_null=True,
+                                     help_text="Known cost in this period, from the daily rollups; null for an "
+                                               "end_user budget (each end user has their own).")
     reserved = serializers.DecimalField(**MONEY, allow_null=True,
-                                        help_text="Held by requests in flight; null when Redis cannot be read.")
-    remaining = serializers.DecimalField(**MONEY, help_text="amount - spent - reserved, never below 0.")
+                                        help_text="Held by requests in flight; null when Redis cannot be read (or "
+                                                  "for an end_user budget).")
+    remaining = serializers.DecimalField(**MONEY, allow_null=True,
+                                         help_text="amount - spent - reserved, never below 0; null for end_user.")
     percent_used = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=False,
-                                            help_text="spent / amount × 100.")
+                                            allow_null=True, help_text="spent / amount × 100; null for end_user.")
     thresholds_crossed = serializers.ListField(child=serializers.IntegerField())
     action = serializers.CharField()
-    state = serializers.ChoiceField(choices=["ok", "alerting", "exhausted"],
+    state = serializers.ChoiceField(choices=["ok", "alerting", "exhausted", "per_end_user"],
                                     help_text="exhausted: spent + reserved reached the amount; alerting: a "
-                                              "threshold is crossed; ok otherwise.")
+                                              "threshold is crossed; ok otherwise; per_end_user: an end_user "
+                                              "budget, which has no single figure (see rule).")
+    rule = serializers.CharField(help_text="The budget in words.")
 
     @extend_schema_field(PeriodOut)
     def get_period(self, status) -> dict:
@@ -147,35 +179,50 @@ KIND_PARAM = OpenApiParameter("kind", str, enum=AlertKind.values, required=False
 
 
 class BudgetListAPI(TenantAPIView):
-    @extend_schema(parameters=[TENANT_PARAM], responses=BudgetOut(many=True), summary="Budgets of the tenant")
+    @extend_schema(parameters=[TENANT_PARAM], responses=BudgetOut(many=True),
+                   summary="Budgets of the tenant (a project member: those of their projects)")
     def get(self, request):
-        access = self.access(request)
-        return paged(self, request, selectors.budget_list(tenant=access.tenant).order_by("name", "id"), BudgetOut)
+        access = self.access(request, projects=True)
+        budgets = selectors.budget_list(tenant=access.tenant, project_ids=access.project_ids)
+        return paged(self, request, budgets.order_by("name", "id"), BudgetOut)
 
     @extend_schema(parameters=[TENANT_PARAM], request=BudgetIn, responses={201: BudgetOut},
-                   summary="Create a budget for the tenant or one of its keys")
+                   summary="Create a budget for the tenant, a project, a key or each end user")
     def post(self, request):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="creating budgets")
+        access = self.access(request, projects=True)
+        projects = access.administered_projects(doing="creating budgets")
         data = validated(BudgetIn, request.data)
-        budget = services.budget_create(tenant=access.tenant, data=dict(data), actor=access.principal)
+        budget = services.budget_create(tenant=access.tenant, data=dict(data), actor=access.principal,
+                                        projects=projects)
         return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget.pk)).data, status=201)
+
+
+def _budget_to_change(view, request, budget_id: int, *, doing: str):
+    """The caller's access, the budget and the projects the caller manages (None: all)."""
+    access = view.access(request, projects=True)
+    budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id, project_ids=access.project_ids)
+    projects = access.administered_projects(doing=doing)
+    if projects is not None and target_project(budget) not in projects:
+        raise Forbidden(f"Budget {budget.pk} is in a project you do not administer; {doing} needs the admin role "
+                        "on it.")
+    return access, budget, projects
 
 
 class BudgetDetailAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses=BudgetOut, summary="One budget")
     def get(self, request, budget_id: int):
-        access = self.access(request)
-        return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget_id)).data)
+        access = self.access(request, projects=True)
+        return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget_id,
+                                                       project_ids=access.project_ids)).data)
 
     @extend_schema(parameters=[TENANT_PARAM], request=BudgetUpdateIn, responses=BudgetOut,
                    summary="Change a budget",
                    description="Fields that are sent are changed; fields left out keep their value. "
                                "PATCH behaves the same.")
     def put(self, request, budget_id: int):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="changing budgets")
-        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        access, budget, projects = _budget_to_change(self, request, budget_id, doing="changing budgets")
         data = validated(BudgetUpdateIn, request.data)
-        services.budget_update(budget=budget, data=dict(data), actor=access.principal)
+        services.budget_update(budget=budget, data=dict(data), actor=access.principal, projects=projects)
         return Response(BudgetOut(selectors.budget_get(tenant=access.tenant, budget_id=budget_id)).data)
 
     @extend_schema(parameters=[TENANT_PARAM], request=BudgetUpdateIn, responses=BudgetOut,
@@ -186,8 +233,7 @@ class BudgetDetailAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses={204: None},
                    summary="Delete a budget and its alert history")
     def delete(self, request, budget_id: int):
-        access = self.access_for_change(request, needed=Role.ADMIN, doing="deleting budgets")
-        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        access, budget, _ = _budget_to_change(self, request, budget_id, doing="deleting budgets")
         services.budget_delete(budget=budget, actor=access.principal)
         return Response(status=204)
 
@@ -196,8 +242,8 @@ class BudgetStatusAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses=BudgetStatusOut,
                    summary="Spend, reservations and what is left in the current period")
     def get(self, request, budget_id: int):
-        access = self.access(request)
-        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        access = self.access(request, projects=True)
+        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id, project_ids=access.project_ids)
         return Response(BudgetStatusOut(selectors.budget_status(tenant=access.tenant, budget=budget)).data)
 
 
@@ -205,8 +251,8 @@ class BudgetAlertListAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM], responses=BudgetAlertOut(many=True),
                    summary="Alerts a budget has sent, newest first")
     def get(self, request, budget_id: int):
-        access = self.access(request)
-        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id)
+        access = self.access(request, projects=True)
+        budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id, project_ids=access.project_ids)
         return paged(self, request, BudgetAlert.objects.filter(tenant=access.tenant, budget=budget), BudgetAlertOut)
 
 

@@ -1,5 +1,6 @@
-"""The billing app's configuration: a change to a budget replaces its tenant's configuration
-version (tenants/config_version.py), since budgets are part of the data plane's routing table."""
+"""The billing app's configuration: a change to a budget or a limit rule replaces its tenant's
+configuration version (tenants/config_version.py), since they are part of the data plane's
+routing table."""
 
 from django.apps import AppConfig
 

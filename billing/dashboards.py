@@ -130,17 +130,17 @@ class BudgetBar:
 
     @property
     def over(self) -> bool:
-        return self.status.percent_used >= 100
+        return self.status.percent_used is not None and self.status.percent_used >= 100
 
 
 def budget_bars(*, tenant: Tenant, now: datetime | None = None) -> list[BudgetBar]:
     """Every budget of the tenant with its spend in the current period (one rollup sum per
-    budget, plus its in-flight reservations)."""
+    budget, plus its in-flight reservations; an end-user budget has its rule instead)."""
     bars = []
     for budget in budget_list(tenant=tenant).order_by("-enabled", "name", "pk"):
         budget.tenant = tenant  # the caller's tenant object: no query per budget to load it
         status = budget_status(tenant=tenant, budget=budget, now=now)
-        width = min(status.percent_used, Decimal(100))
+        width = min(status.percent_used, Decimal(100)) if status.percent_used is not None else Decimal(0)
         bars.append(BudgetBar(budget=budget, status=status, width=format(width, "f"),
                               marks=[t for t in sorted(budget.thresholds) if isinstance(t, int) and t <= 100]))
     return bars

@@ -1,6 +1,6 @@
-"""Forms of the console's budget and usage pages. Budget rules live in billing.services (the
-same validation the REST API runs); these forms parse the page's inputs into what the
-service takes and show the service's errors next to the field they name."""
+"""Forms of the console's budget, limit rule and usage pages. Budget and limit rule rules live in
+the services (the same validation the REST API runs); these forms parse the page's inputs into
+what the service takes and show the service's errors next to the field they name."""
 
 from decimal import Decimal
 from typing import Any
@@ -13,11 +13,36 @@ from billing.usage_selectors import TIME_GROUPINGS
 from core.forms import ConsoleForm
 
 
-class BudgetForm(ConsoleForm):
-    name = forms.CharField(max_length=100, help_text="e.g. 'Monthly' or 'Support bot'.")
+class TargetForm(ConsoleForm):
+    """What a budget or limit rule applies to: scope, project, key and model (billing/targets.py)."""
+
     scope = forms.ChoiceField(choices=BudgetScope.choices, initial=BudgetScope.TENANT)
+    project = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Project",
+                                     help_text="For the project scope, or the project whose end users the end-user "
+                                               "scope covers (empty: every end user of the tenant).")
     api_key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key",
-                                     help_text="For a one-key budget.")
+                                     help_text="For the key scope.")
+    model = forms.CharField(required=False, max_length=255, label="Only model",
+                            widget=forms.TextInput(attrs={"list": "model-names", "autocomplete": "off"}),
+                            help_text="An alias, provider:model or bare model id; empty: every model.")
+
+    def target_choices(self, *, keys, projects, current=None) -> None:
+        """The active keys (and the current one, even revoked) and the projects to choose from."""
+        self.fields["api_key"].choices = [("", "—"), *[
+            (str(k.pk), f"{k.name} ({k.masked})") for k in keys
+            if k.status == "active" or (current is not None and k.pk == current.api_key_id)]]
+        self.fields["project"].choices = [("", "—"), *[(str(p.pk), f"{p.name} ({p.slug})") for p in projects]]
+
+    def target_data(self) -> dict[str, Any]:
+        """The target as the service takes it: only what the scope uses."""
+        data = self.cleaned_data
+        return {"scope": data["scope"], "model": data["model"].strip(),
+                "api_key": data["api_key"] if data["scope"] == BudgetScope.KEY else None,
+                "project": data["project"] if data["scope"] in (BudgetScope.PROJECT, BudgetScope.END_USER) else None}
+
+
+class BudgetForm(TargetForm):
+    name = forms.CharField(max_length=100, help_text="e.g. 'Monthly' or 'Support bot'.")
     amount = forms.DecimalField(max_digits=20, decimal_places=6, min_value=Decimal("0.000001"),
                                 label="Amount (USD per period)", widget=forms.NumberInput(attrs={"step": "any"}))
     period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTH,
@@ -34,21 +59,19 @@ class BudgetForm(ConsoleForm):
     clear_webhook = forms.BooleanField(required=False, label="Remove the saved webhook")
     enabled = forms.BooleanField(required=False, initial=True)
 
-    FIELDS = ("name", "scope", "api_key", "amount", "period", "thresholds", "action", "downgrade_alias", "enabled")
+    FIELDS = ("name", "scope", "project", "api_key", "model", "amount", "period", "thresholds", "action",
+              "downgrade_alias", "enabled")
 
-    def __init__(self, data=None, *, keys, aliases, budget=None):
+    def __init__(self, data=None, *, keys, aliases, projects, budget=None):
         self.budget = budget
         initial = None
         if budget is not None:
-            initial = {f: getattr(budget, f) for f in self.FIELDS if f not in ("api_key", "thresholds")}
+            initial = {f: getattr(budget, f) for f in self.FIELDS if f not in ("api_key", "project", "thresholds")}
             initial["api_key"] = budget.api_key_id
+            initial["project"] = budget.project_id
             initial["thresholds"] = ", ".join(str(t) for t in budget.thresholds)
         super().__init__(data, initial=initial)
-        key_choices = [("", "—")]
-        for key in keys:
-            if key.status == "active" or (budget is not None and key.pk == budget.api_key_id):
-                key_choices.append((str(key.pk), f"{key.name} ({key.masked})"))
-        self.fields["api_key"].choices = key_choices
+        self.target_choices(keys=keys, projects=projects, current=budget)
         self.fields["downgrade_alias"].choices = [("", "—"), *[(a.name, a.name) for a in aliases]]
         self.webhook_hint = mask_url(budget.webhook_url) if budget is not None else ""
         if budget is None or not budget.webhook_url:
@@ -70,9 +93,9 @@ class BudgetForm(ConsoleForm):
 
     def service_data(self) -> dict[str, Any]:
         data = self.cleaned_data
-        out = {"name": data["name"], "scope": data["scope"], "amount": data["amount"], "period": data["period"],
+        out = {"name": data["name"], "amount": data["amount"], "period": data["period"],
                "thresholds": data["thresholds"], "action": data["action"], "enabled": data["enabled"],
-               "api_key": data["api_key"] if data["scope"] == BudgetScope.KEY else None}
+               **self.target_data()}
         if data["action"] == BudgetAction.DOWNGRADE:
             out["downgrade_alias"] = data["downgrade_alias"] or ""
         if data["webhook_url"].strip():
@@ -80,6 +103,33 @@ class BudgetForm(ConsoleForm):
         elif data.get("clear_webhook"):
             out["webhook_url"] = ""
         return out
+
+
+class LimitRuleForm(TargetForm):
+    requests_per_minute = forms.IntegerField(required=False, min_value=1, label="Requests per minute",
+                                             widget=forms.NumberInput(attrs={"step": "1"}))
+    tokens_per_minute = forms.IntegerField(required=False, min_value=1, label="Tokens per minute",
+                                           widget=forms.NumberInput(attrs={"step": "1"}))
+    tokens_per_day = forms.IntegerField(required=False, min_value=1, label="Tokens per day",
+                                        widget=forms.NumberInput(attrs={"step": "1"}),
+                                        help_text="Empty limits are not set; at least one is needed.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    FIELDS = ("scope", "project", "api_key", "model", "requests_per_minute", "tokens_per_minute", "tokens_per_day",
+              "enabled")
+
+    def __init__(self, data=None, *, keys, projects, rule=None):
+        initial = None
+        if rule is not None:
+            initial = {f: getattr(rule, f) for f in self.FIELDS if f not in ("api_key", "project")}
+            initial.update(api_key=rule.api_key_id, project=rule.project_id)
+        super().__init__(data, initial=initial)
+        self.target_choices(keys=keys, projects=projects, current=rule)
+
+    def service_data(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {**self.target_data(), "enabled": data["enabled"],
+                **{f: data[f] for f in ("requests_per_minute", "tokens_per_minute", "tokens_per_day")}}
 
 
 class UsageFilterForm(ConsoleForm):

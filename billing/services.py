@@ -10,16 +10,17 @@ from django.core.validators import URLValidator
 from django.db import transaction
 
 from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, default_thresholds
+from billing.targets import target_clean
 from core.errors import InvalidInput
 from core.net import UnsafeURL, UpstreamUnreachable, check_url
 from core.validation import text_check
 from providers.models import ModelAlias
 from tenants.access import Principal
-from tenants.models import ApiKey, Tenant
+from tenants.models import Tenant
 from tenants.services import audit_record
 
 BUDGET_FIELDS = (
-    "name", "scope", "api_key", "amount", "period", "thresholds", "action", "downgrade_alias",
+    "name", "scope", "project", "api_key", "model", "amount", "period", "thresholds", "action", "downgrade_alias",
     "webhook_url", "enabled",
 )
 MAX_AMOUNT = Decimal(10) ** 14  # Budget.amount: 20 digits, 6 of them decimals
@@ -110,24 +111,11 @@ def _aliases_hint(tenant: Tenant) -> str:
     return f"tenant-wide aliases of tenant '{tenant.slug}': {', '.join(names)}."
 
 
-def _key_of(tenant: Tenant, value: Any) -> ApiKey:
-    key_id = value.pk if isinstance(value, ApiKey) else value
-    if isinstance(key_id, bool) or not isinstance(key_id, int):
-        raise InvalidInput(f"api_key must be the id of one of the tenant's API keys (got {value!r}).",
-                           field="api_key")
-    # Looked up through the tenant: another tenant's key reads exactly like a missing one.
-    key = ApiKey.objects.filter(tenant=tenant, pk=key_id).first()
-    if key is None:
-        raise InvalidInput(
-            f"api_key {key_id} is not an API key of tenant '{tenant.slug}'; list the keys with "
-            "GET /api/keys.", field="api_key",
-        )
-    return key
-
-
-def _budget_clean(*, tenant: Tenant, data: dict[str, Any], current: Budget | None) -> dict[str, Any]:
+def _budget_clean(*, tenant: Tenant, data: dict[str, Any], current: Budget | None,
+                  projects: frozenset[int] | None = None) -> dict[str, Any]:
     """The full, valid field set of a budget after applying ``data`` (only the fields that are
-    given change; on create, missing optional fields take their defaults)."""
+    given change; on create, missing optional fields take their defaults). ``projects``: the
+    caller manages budgets of these projects only (billing/targets.py)."""
     unknown = sorted(set(data) - set(BUDGET_FIELDS))
     if unknown:
         raise InvalidInput(
@@ -139,7 +127,8 @@ def _budget_clean(*, tenant: Tenant, data: dict[str, Any], current: Budget | Non
             if data.get(required) in (None, ""):
                 raise InvalidInput(f"{required} is required.", field=required)
         state: dict[str, Any] = {
-            "scope": BudgetScope.TENANT, "api_key": None, "period": BudgetPeriod.MONTH,
+            "scope": BudgetScope.TENANT, "project": None, "api_key": None, "model": "",
+            "period": BudgetPeriod.MONTH,
             "thresholds": default_thresholds(), "action": BudgetAction.ALERT, "downgrade_alias": "",
             "webhook_url": "", "enabled": True,
         }
@@ -163,36 +152,7 @@ def _budget_clean(*, tenant: Tenant, data: dict[str, Any], current: Budget | Non
     if "webhook_url" in data:
         state["webhook_url"] = _clean_webhook_url(data["webhook_url"])
 
-    # scope and key: a key given without a scope means "this key's budget".
-    if "scope" in data:
-        if data["scope"] not in BudgetScope.values:
-            raise InvalidInput(f"scope must be one of {_choices(BudgetScope.values)}.", field="scope")
-        state["scope"] = data["scope"]
-    elif data.get("api_key") is not None:
-        state["scope"] = BudgetScope.KEY
-    if state["scope"] == BudgetScope.TENANT:
-        if data.get("api_key") is not None:
-            raise InvalidInput(
-                "api_key must be null when scope is 'tenant' (the budget covers every key of the "
-                "tenant); set scope to 'key' to limit one key.", field="api_key",
-            )
-        state["api_key"] = None
-    else:
-        if "api_key" in data:
-            if data["api_key"] is None:
-                raise InvalidInput("api_key is required when scope is 'key': give the id of one of the "
-                                   "tenant's API keys.", field="api_key")
-            key = _key_of(tenant, data["api_key"])
-            unchanged = current is not None and current.api_key_id == key.pk
-            if key.revoked_at is not None and not unchanged:
-                raise InvalidInput(
-                    f"api_key {key.pk} ({key.name}, {key.masked}) is revoked, so it can spend nothing; "
-                    "choose an active key.", field="api_key",
-                )
-            state["api_key"] = key
-        elif state["api_key"] is None:
-            raise InvalidInput("api_key is required when scope is 'key': give the id of one of the "
-                               "tenant's API keys.", field="api_key")
+    target_clean(tenant=tenant, data=data, state=state, current=current, what="budget", projects=projects)
 
     # action and its alias: the alias must be one of this tenant's.
     if "action" in data:
@@ -247,7 +207,8 @@ def mask_url(url: str) -> str:
 
 def budget_audit_view(budget: Budget) -> dict[str, Any]:
     return {
-        "name": budget.name, "scope": budget.scope, "api_key": budget.api_key_id,
+        "name": budget.name, "scope": budget.scope, "project": budget.project_id, "api_key": budget.api_key_id,
+        "model": budget.model,
         "amount": str(budget.amount), "period": budget.period, "thresholds": budget.thresholds,
         "action": budget.action, "downgrade_alias": budget.downgrade_alias,
         "webhook_url": mask_url(budget.webhook_url), "enabled": budget.enabled,
@@ -262,8 +223,10 @@ def budget_validate(*, tenant: Tenant, data: dict[str, Any], budget: Budget | No
 # --- budgets: writes -------------------------------------------------------------------------
 
 
-def budget_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> Budget:
-    state = _budget_clean(tenant=tenant, data=data, current=None)
+def budget_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal,
+                  projects: frozenset[int] | None = None) -> Budget:
+    """``projects``: a caller with roles on some projects only may create budgets in these."""
+    state = _budget_clean(tenant=tenant, data=data, current=None, projects=projects)
     with transaction.atomic():
         budget = Budget.objects.create(tenant=tenant, **state)
         audit_record(actor=actor, action="budget.create", tenant=tenant, target=f"budget:{budget.pk}",
@@ -271,11 +234,14 @@ def budget_create(*, tenant: Tenant, data: dict[str, Any], actor: Principal) -> 
     return budget
 
 
-def budget_update(*, budget: Budget, data: dict[str, Any], actor: Principal) -> Budget:
-    """Change the fields given in ``data``; the others keep their value."""
+def budget_update(*, budget: Budget, data: dict[str, Any], actor: Principal,
+                  projects: frozenset[int] | None = None) -> Budget:
+    """Change the fields given in ``data``; the others keep their value. ``projects``: the
+    caller manages budgets of these projects only (the budget must stay in one of them)."""
     with transaction.atomic():
-        locked = Budget.objects.select_for_update(of=("self",)).select_related("tenant", "api_key").get(pk=budget.pk)
-        state = _budget_clean(tenant=locked.tenant, data=data, current=locked)
+        locked = (Budget.objects.select_for_update(of=("self",)).select_related("tenant", "api_key", "project")
+                  .get(pk=budget.pk))
+        state = _budget_clean(tenant=locked.tenant, data=data, current=locked, projects=projects)
         before, old_url = budget_audit_view(locked), locked.webhook_url
         for field, value in state.items():
             setattr(locked, field, value)

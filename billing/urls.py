@@ -1,9 +1,9 @@
-"""The management API's routes for budgets, their status and their alerts, mounted at /api/ by
-config/urls.py."""
+"""The management API's routes for budgets, their status and their alerts, and for limit rules,
+mounted at /api/ by config/urls.py."""
 
 from django.urls import path
 
-from billing import api
+from billing import api, limit_api
 
 urlpatterns = [
     path("budgets", api.BudgetListAPI.as_view(), name="api-budgets"),
@@ -11,4 +11,6 @@ urlpatterns = [
     path("budgets/<int:budget_id>", api.BudgetDetailAPI.as_view(), name="api-budget"),
     path("budgets/<int:budget_id>/status", api.BudgetStatusAPI.as_view(), name="api-budget-status"),
     path("budgets/<int:budget_id>/alerts", api.BudgetAlertListAPI.as_view(), name="api-budget-alerts"),
+    path("limits", limit_api.LimitRuleListAPI.as_view(), name="api-limits"),
+    path("limits/<int:rule_id>", limit_api.LimitRuleDetailAPI.as_view(), name="api-limit"),
 ]

@@ -1,12 +1,12 @@
-"""Console pages for costs: the overview, budgets and alerts, and the usage explorer
-(``/app/<slug>/``, ``…/budgets/``, ``…/usage/``). The support pages are in support/views.py."""
+"""Console pages for costs: the overview, budgets and alerts, limit rules, and the usage explorer
+(``/app/<slug>/``, ``…/budgets/``, ``…/limits/``, ``…/usage/``). The support pages are in support/views.py."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from billing import dashboards, selectors, services
-from billing.forms import BudgetForm, UsageFilterForm
+from billing import dashboards, limit_selectors, limit_services, selectors, services
+from billing.forms import BudgetForm, LimitRuleForm, UsageFilterForm
 from billing.usage_api import usage_csv_response
 from billing.usage_selectors import (
     usage_filters_build,
@@ -15,7 +15,7 @@ from billing.usage_selectors import (
 )
 from core.errors import TollgateError
 from core.pages import form_error
-from providers.selectors import alias_list, provider_list
+from providers.selectors import alias_list, models_available, provider_list
 from tenants.console import console_render, tenant_page
 from tenants.selectors import api_key_list, project_list
 
@@ -38,6 +38,16 @@ def overview_page(request: HttpRequest, access) -> HttpResponse:
 # --- budgets ----------------------------------------------------------------------------------------
 
 
+MODEL_CHOICES = 500
+
+
+def _model_names(tenant) -> list[str]:
+    """What a budget's or limit rule's model field suggests: the tenant's aliases, then its models."""
+    names = list(alias_list(tenant=tenant).order_by("name").values_list("name", flat=True)[:MODEL_CHOICES])
+    names += [f"{pm.provider.name}:{pm.model_id}" for pm in models_available(tenant=tenant)[:MODEL_CHOICES]]
+    return list(dict.fromkeys(names))[:MODEL_CHOICES]
+
+
 @tenant_page
 def budgets_page(request: HttpRequest, access) -> HttpResponse:
     tenant = access.tenant
@@ -51,7 +61,7 @@ def _budget_form(request, access, budget=None) -> BudgetForm:
     keys = list(api_key_list(tenant=access.tenant))
     aliases = list(alias_list(tenant=access.tenant).filter(project__isnull=True).order_by("name"))
     return BudgetForm(request.POST if request.method == "POST" else None, keys=keys, aliases=aliases,
-                      budget=budget)
+                      projects=list(project_list(tenant=access.tenant)), budget=budget)
 
 
 @tenant_page
@@ -65,8 +75,9 @@ def budget_new(request: HttpRequest, access) -> HttpResponse:
         else:
             messages.success(request, f"Budget '{budget.name}' created.")
             return redirect("console-budgets", access.tenant.slug)
-    return console_render(request, access, "app/budgets/form.html", {"form": form, "budget": None},
-                          section="budgets", status=400 if form.errors else 200)
+    return console_render(request, access, "app/budgets/form.html", {
+        "form": form, "budget": None, "model_names": _model_names(access.tenant),
+    }, section="budgets", status=400 if form.errors else 200)
 
 
 @tenant_page
@@ -85,6 +96,7 @@ def budget_edit(request: HttpRequest, access, budget_id: int) -> HttpResponse:
     return console_render(request, access, "app/budgets/form.html", {
         "form": form, "budget": budget, "status": selectors.budget_status(tenant=access.tenant, budget=budget),
         "alerts": dashboards.alerts_recent(tenant=access.tenant, budget=budget),
+        "model_names": _model_names(access.tenant),
     }, section="budgets", status=400 if form.errors else 200)
 
 
@@ -96,6 +108,69 @@ def budget_delete(request: HttpRequest, access, budget_id: int) -> HttpResponse:
         services.budget_delete(budget=budget, actor=access.principal)
         messages.success(request, f"Budget '{budget.name}' and its alert history deleted.")
     return redirect("console-budgets", access.tenant.slug)
+
+
+# --- limit rules ------------------------------------------------------------------------------------
+
+
+@tenant_page
+def limits_page(request: HttpRequest, access) -> HttpResponse:
+    tenant = access.tenant
+    rules = [(rule, limit_selectors.limit_rule_text(rule))
+             for rule in limit_selectors.limit_rule_list(tenant=tenant).order_by("scope", "pk")]
+    return console_render(request, access, "app/limits/list.html", {"rules": rules}, section="limits")
+
+
+def _limit_form(request, access, rule=None) -> LimitRuleForm:
+    tenant = access.tenant
+    return LimitRuleForm(request.POST if request.method == "POST" else None, keys=list(api_key_list(tenant=tenant)),
+                         projects=list(project_list(tenant=tenant)), rule=rule)
+
+
+@tenant_page
+def limit_new(request: HttpRequest, access) -> HttpResponse:
+    form = _limit_form(request, access)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = limit_services.limit_rule_create(tenant=access.tenant, data=form.service_data(),
+                                                    actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, f"Limit rule for {limit_selectors.limit_rule_text(rule)} created.")
+            return redirect("console-limits", access.tenant.slug)
+    return console_render(request, access, "app/limits/form.html", {
+        "form": form, "rule": None, "model_names": _model_names(access.tenant),
+    }, section="limits", status=400 if form.errors else 200)
+
+
+@tenant_page
+def limit_edit(request: HttpRequest, access, rule_id: int) -> HttpResponse:
+    rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id)
+    form = _limit_form(request, access, rule)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = limit_services.limit_rule_update(rule=rule, data=form.service_data(), actor=access.principal)
+        except TollgateError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, "Limit rule saved.")
+            return redirect("console-limits", access.tenant.slug)
+    return console_render(request, access, "app/limits/form.html", {
+        "form": form, "rule": rule, "text": limit_selectors.limit_rule_text(rule),
+        "model_names": _model_names(access.tenant),
+    }, section="limits", status=400 if form.errors else 200)
+
+
+@tenant_page
+def limit_delete(request: HttpRequest, access, rule_id: int) -> HttpResponse:
+    rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id)
+    if request.method == "POST":
+        text = limit_selectors.limit_rule_text(rule)
+        rule.tenant = access.tenant
+        limit_services.limit_rule_delete(rule=rule, actor=access.principal)
+        messages.success(request, f"Limit rule for {text} deleted.")
+    return redirect("console-limits", access.tenant.slug)
 
 
 # --- usage explorer -----------------------------------------------------------------------------------

@@ -9,7 +9,16 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from core.errors import InvalidInput, NotFound
 from core.redis import REDIS_DOWN, get_redis
-from providers.models import ModelAlias, ModelMode, Provider, ProviderModel, ProviderType, SyncStatus, TenantModel
+from providers.models import (
+    AliasTarget,
+    ModelAlias,
+    ModelMode,
+    Provider,
+    ProviderModel,
+    ProviderType,
+    SyncStatus,
+    TenantModel,
+)
 from providers.traffic import Traffic, traffic_read
 from tenants.models import Tenant
 
@@ -201,3 +210,59 @@ def provider_default_model(*, tenant: Tenant, name: str, model: str | None = Non
             f"{field}: provider '{provider.name}' has no chat model this tenant may use; enable one (PUT "
             f"/api/providers/{provider.pk}/models/<model_id>/enable) or send 'model'.", field=field)
     return f"{provider.name}:{first.model_id}"
+
+
+# --- model names (budgets' and limit rules' model filter) --------------------------------------
+
+
+def model_names_hint(*, tenant: Tenant, limit: int = 8) -> str:
+    """A few names the tenant can use: its aliases, then its models as provider:model."""
+    names = list(ModelAlias.objects.filter(tenant=tenant).order_by("name").values_list("name", flat=True)[:limit])
+    if len(names) < limit:
+        names += [f"{pm.provider.name}:{pm.model_id}" for pm in models_available(tenant=tenant)[:limit - len(names)]]
+    if not names:
+        return f"tenant '{tenant.slug}' has no aliases or models yet (GET /api/providers/available/models)."
+    return (f"some of tenant '{tenant.slug}': {', '.join(names)} (GET /api/aliases and "
+            "GET /api/providers/available/models list them all).")
+
+
+def _public_id_parts(*, tenant: Tenant, name: str) -> tuple[str, str] | None:
+    """``(provider, model_id)`` when ``name`` is ``provider:model`` with a provider the tenant sees
+    (its own or the platform's), as the gateway reads names; None for a bare id or an alias."""
+    prefix, sep, rest = name.partition(":")
+    if not sep or not rest:
+        return None
+    visible = Provider.objects.filter(Q(owner=tenant) | Q(owner__isnull=True), name=prefix)
+    return (prefix, rest) if visible.exists() else None
+
+
+def model_name_check(*, tenant: Tenant, name: str, field: str = "model") -> str:
+    """``name`` stripped when it is an alias of the tenant, a ``provider:model`` or a bare model id
+    it may use now; InvalidInput naming ``field`` (with a few names it has) otherwise."""
+    name = (name or "").strip()
+    if ModelAlias.objects.filter(tenant=tenant, name=name).exists():
+        return name
+    available = models_available(tenant=tenant)
+    parts = _public_id_parts(tenant=tenant, name=name)
+    if parts is not None and available.filter(provider__name=parts[0], model_id=parts[1]).exists():
+        return name
+    if parts is None and available.filter(model_id=name).exists():
+        return name
+    raise InvalidInput(f"{field} '{name}' is not an alias or model of this tenant; {model_names_hint(tenant=tenant)}",
+                       field=field)
+
+
+def provider_model_ids_named(*, tenant: Tenant, name: str) -> frozenset[int]:
+    """The provider models a name stands for, to count their usage: an alias's deployments, or
+    every model of the tenant's or the platform's providers with that ``provider:model`` or bare
+    id (disabled ones too: what they served still counts)."""
+    aliases = ModelAlias.objects.filter(tenant=tenant, name=name)
+    if aliases.exists():
+        return frozenset(AliasTarget.objects.filter(alias__in=aliases).values_list("provider_model_id", flat=True))
+    models = ProviderModel.objects.filter(Q(provider__owner=tenant) | Q(provider__owner__isnull=True))
+    parts = _public_id_parts(tenant=tenant, name=name)
+    if parts is not None:
+        models = models.filter(provider__name=parts[0], model_id=parts[1])
+    else:
+        models = models.filter(model_id=name)
+    return frozenset(models.values_list("pk", flat=True))

@@ -7,10 +7,10 @@ admin reach them.
 The all-tenants figures are computed with a fixed number of queries whatever the number of
 tenants: the tenants, one aggregate over the per-tenant daily rollups (TenantDaily) per
 distinct local date (at most three), the enabled budgets, and (only when some budget is per
-key) one GROUP BY (key, day) over UsageDaily. Each tenant's "today" and "this month" are its
-own local days (its time zone). Provider health reads the HealthBucket histograms of the
-last hour or day (billing.health): a few hundred rows whatever the traffic. Nothing here
-reads a provider's key or headers.
+key or project) the projects' keys and one GROUP BY (key, day) over UsageDaily. Each tenant's
+"today" and "this month" are its own local days (its time zone). Provider health reads the
+HealthBucket histograms of the last hour or day (billing.health): a few hundred rows whatever
+the traffic. Nothing here reads a provider's key or headers.
 """
 
 import logging
@@ -30,7 +30,7 @@ from core.redis import REDIS_DOWN, get_redis
 from core.timezones import zone_of
 from providers.cooldowns import cooldowns_scan
 from providers.models import Provider, ProviderModel
-from tenants.models import Tenant
+from tenants.models import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +177,20 @@ def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> N
             spent[row.pk] = {"day": row.spend_today, "week": a["week"] or zero, "month": row.spend_month,
                              "rolling_30d": a["rolling"] or zero}
 
-    budgets = Budget.objects.filter(enabled=True)
+    # The column is about money the tenant (or one of its keys or projects) spends: budgets with a
+    # model filter, and end-user budgets (each end user on their own), are left out of it.
+    budgets = Budget.objects.filter(enabled=True, model="").exclude(scope=BudgetScope.END_USER)
     if search:
         budgets = budgets.filter(tenant_id__in=list(rows))
-    budgets = [b for b in budgets.values_list("tenant_id", "scope", "api_key_id", "amount", "period") if b[0] in rows]
-    key_ids = {key for _, scope, key, _, _ in budgets if scope == BudgetScope.KEY}
+    budgets = [b for b in budgets.values_list("tenant_id", "scope", "api_key_id", "project_id", "amount", "period")
+               if b[0] in rows]
+    project_keys: dict[int, list[int]] = defaultdict(list)
+    project_ids = {project for _, scope, _, project, _, _ in budgets if scope == BudgetScope.PROJECT}
+    if project_ids:
+        for key, project in ApiKey.objects.filter(project_id__in=project_ids).values_list("pk", "project_id"):
+            project_keys[project].append(key)
+    key_ids = {key for _, scope, key, _, _, _ in budgets if scope == BudgetScope.KEY}
+    key_ids |= {key for keys in project_keys.values() for key in keys}
     per_key: dict[int, dict[date, Decimal]] = defaultdict(dict)
     if key_ids:
         first = min(r.today for r in rows.values()) - timedelta(days=LOOKBACK_DAYS)
@@ -190,11 +199,13 @@ def _fill_usage(rows: dict[int, TenantRow], now: datetime, *, search: bool) -> N
                             .values("api_key_id", "day").annotate(c=Sum("cost")).order_by()
                             .values_list("api_key_id", "day", "c")):
             per_key[key][day] = c or Decimal(0)
-    for tenant_id, scope, key, amount, period_name in budgets:
+    for tenant_id, scope, key, project, amount, period_name in budgets:
         row = rows[tenant_id]
-        if scope == BudgetScope.KEY:
+        if scope in (BudgetScope.KEY, BudgetScope.PROJECT):
             period = period_for(period_name, row.timezone, now)
-            total = sum((c for d, c in per_key.get(key, {}).items() if period.start <= d < period.end), Decimal(0))
+            keys = [key] if scope == BudgetScope.KEY else project_keys.get(project, [])
+            total = sum((c for k in keys for d, c in per_key.get(k, {}).items() if period.start <= d < period.end),
+                        Decimal(0))
         else:
             total = spent[tenant_id].get(period_name, Decimal(0))
         percent = (total * 100 / amount).quantize(Decimal("0.1"))

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from django.db.models import F
 
-from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, default_thresholds
+from billing.models import Budget, BudgetAction, BudgetPeriod, BudgetScope, LimitRule, default_thresholds
 from core.errors import InvalidInput
 from providers.models import ModelAlias, PriceSource, Provider, ProviderModel, RoutingStrategy, TenantModel
 from tenantconfig.schema import VERSION
@@ -30,7 +30,8 @@ ALIAS_DEFAULTS = {"description": "", "strategy": RoutingStrategy.WEIGHTED.value,
 DEPLOYMENT_LIMITS = ("rpm_limit", "tpm_limit")
 BUDGET_DEFAULTS = {"period": BudgetPeriod.MONTH.value, "thresholds": default_thresholds(),
                    "action": BudgetAction.ALERT.value, "downgrade_alias": "", "enabled": True}
-KEY_DEFAULTS = {"allowed_models": [], "requests_per_minute": None, "tokens_per_day": None}
+KEY_DEFAULTS = {"allowed_models": [], "requests_per_minute": None, "tokens_per_minute": None, "tokens_per_day": None}
+LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 ENV_PREFIX = "env:"
 
 
@@ -138,10 +139,21 @@ def _alias_entry(alias: ModelAlias) -> dict[str, Any]:
     return entry
 
 
+def _target_entry(obj: Budget | LimitRule) -> dict[str, Any]:
+    """A budget's or limit rule's scope, project (slug), key (name) and model, as the document has
+    them: what is not empty."""
+    entry: dict[str, Any] = {"scope": obj.scope}
+    if obj.project_id:
+        entry["project"] = obj.project.slug
+    if obj.api_key_id:
+        entry["key"] = obj.api_key.name
+    if obj.model:
+        entry["model"] = obj.model
+    return entry
+
+
 def _budget_entry(budget: Budget) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": budget.name, "scope": budget.scope}
-    if budget.api_key_id:
-        entry["key"] = budget.api_key.name
+    entry: dict[str, Any] = {"name": budget.name, **_target_entry(budget)}
     entry["amount"] = money_text(budget.amount)
     entry.update(period=budget.period, thresholds=list(budget.thresholds), action=budget.action)
     if budget.downgrade_alias:
@@ -155,7 +167,8 @@ def settings_entry(tenant: Tenant) -> dict[str, Any]:
         "timezone": tenant.timezone, "default_model": tenant.default_model or None,
         "default_embedding_model": tenant.default_embedding_model or None,
         "temperature": tenant.temperature, "max_tokens": tenant.max_tokens, "top_p": tenant.top_p,
-        "requests_per_minute": tenant.requests_per_minute, "tokens_per_day": tenant.tokens_per_day,
+        "requests_per_minute": tenant.requests_per_minute, "tokens_per_minute": tenant.tokens_per_minute,
+        "tokens_per_day": tenant.tokens_per_day,
         "redis_outage": tenant.redis_outage, "usage_retention_days": tenant.usage_retention_days,
         "cache": {"enabled": tenant.cache_enabled, "ttl_seconds": tenant.cache_ttl_seconds},
     }
@@ -189,20 +202,22 @@ def config_export(*, tenant: Tenant) -> dict[str, Any]:
         "aliases": [_alias_entry(a) for a in ModelAlias.objects.filter(tenant=tenant).select_related("project")
                     .order_by(F("project__slug").asc(nulls_first=True), "name")],
         "budgets": [_budget_entry(b) for b in
-                    Budget.objects.filter(tenant=tenant).select_related("api_key").order_by("name", "pk")],
+                    Budget.objects.filter(tenant=tenant).select_related("api_key", "project").order_by("name", "pk")],
+        "limits": sorted((limit_entry(r) for r in limit_rules_of(tenant)), key=limit_identity_text),
         "keys": keys,
         "projects": [project_entry(p) for p in Project.objects.filter(tenant=tenant).order_by("slug")],
     }
 
 
-PROJECT_DEFAULTS: dict[str, Any] = {"default_model": None, "requests_per_minute": None, "tokens_per_day": None}
+PROJECT_DEFAULTS: dict[str, Any] = {"default_model": None, "requests_per_minute": None, "tokens_per_minute": None,
+                                    "tokens_per_day": None}
 
 
 def project_entry(project: Project) -> dict[str, Any]:
     """A project as the document has it: its slug and name, and what differs from the defaults."""
     entry: dict[str, Any] = {"slug": project.slug, "name": project.name}
     values = {"default_model": project.default_model or None, "requests_per_minute": project.requests_per_minute,
-              "tokens_per_day": project.tokens_per_day}
+              "tokens_per_minute": project.tokens_per_minute, "tokens_per_day": project.tokens_per_day}
     entry.update({k: v for k, v in values.items() if v != PROJECT_DEFAULTS[k]})
     return entry
 
@@ -270,11 +285,53 @@ def _alias_wanted(entry: dict[str, Any]) -> dict[str, Any]:
     return wanted
 
 
+def _target_wanted(entry: dict[str, Any]) -> dict[str, Any]:
+    """scope (given, or key when a key is named, project when a project is, else tenant),
+    project, key and model, in the order _target_entry writes them."""
+    scope = entry.get("scope") or (BudgetScope.KEY.value if entry.get("key") else
+                                   BudgetScope.PROJECT.value if entry.get("project") else BudgetScope.TENANT.value)
+    wanted: dict[str, Any] = {"scope": scope}
+    for key in ("project", "key", "model"):
+        value = (entry.get(key) or "").strip() if isinstance(entry.get(key), str) else entry.get(key)
+        if value:
+            wanted[key] = value
+    return wanted
+
+
+def limit_rules_of(tenant: Tenant) -> list[LimitRule]:
+    """The tenant's limit rules a document holds: a rule of a revoked or expired key limits nothing
+    (and its key could not be named in a file), so it is left out."""
+    rules = LimitRule.objects.filter(tenant=tenant).select_related("api_key", "project").order_by("pk")
+    return [r for r in rules if r.api_key_id is None or r.api_key.status == "active"]
+
+
+def limit_entry(rule: LimitRule) -> dict[str, Any]:
+    entry = _target_entry(rule)
+    entry.update({f: getattr(rule, f) for f in LIMIT_FIELDS if getattr(rule, f) is not None})
+    entry["enabled"] = rule.enabled
+    return entry
+
+
+def limit_identity(entry: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What names a limit rule in a document (rules have no name): one rule per target and model."""
+    return (entry["scope"], entry.get("project", ""), entry.get("key", ""), entry.get("model", ""))
+
+
+def limit_identity_text(entry: dict[str, Any]) -> str:
+    scope, project, key, model = limit_identity(entry)
+    return " ".join(p for p in (scope, project and f"project={project}", key and f"key={key}",
+                                model and f"model={model}") if p)
+
+
+def _limit_wanted(entry: dict[str, Any]) -> dict[str, Any]:
+    wanted = _target_wanted(entry)
+    wanted.update({f: entry[f] for f in LIMIT_FIELDS if entry.get(f) is not None})
+    wanted["enabled"] = entry.get("enabled", True)
+    return wanted
+
+
 def _budget_wanted(entry: dict[str, Any]) -> dict[str, Any]:
-    wanted = {"name": entry["name"], "scope": entry.get("scope") or (
-        BudgetScope.KEY.value if entry.get("key") else BudgetScope.TENANT.value)}
-    if entry.get("key"):
-        wanted["key"] = entry["key"]
+    wanted = {"name": entry["name"], **_target_wanted(entry)}
     wanted["amount"] = money_text(Decimal(entry["amount"]))
     wanted.update({k: entry.get(k, v) for k, v in BUDGET_DEFAULTS.items()})
     wanted["thresholds"] = sorted(wanted["thresholds"])
@@ -301,7 +358,7 @@ def document_normalize(document: dict[str, Any]) -> dict[str, Any]:
             if out["settings"].get(key) is not None:
                 out["settings"][key] = float(out["settings"][key])
     for section, normalize in (("providers", _provider_wanted), ("aliases", _alias_wanted),
-                               ("budgets", _budget_wanted)):
+                               ("budgets", _budget_wanted), ("limits", _limit_wanted)):
         if section in document:
             out[section] = [normalize(e) for e in document[section]]
     if "platform_models" in document:
@@ -333,6 +390,16 @@ def duplicates_check(document: dict[str, Any]) -> list[str]:
                 where = f" of project '{entry['project']}'" if section == "aliases" and entry.get("project") else ""
                 errors.append(f"{section}[{index}].{key}: '{entry[key]}'{where} is already {section}[{seen[same]}]")
             seen.setdefault(same, index)
+    seen_limits: dict[tuple, int] = {}
+    for index, entry in enumerate(document.get("limits") or []):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k, ""), str) for k in ("project", "key",
+                                                                                             "model", "scope")):
+            continue
+        identity = limit_identity(_target_wanted(entry))
+        if identity in seen_limits:
+            errors.append(f"limits[{index}]: the same scope, project, key and model as limits[{seen_limits[identity]}] "
+                          "(one rule per target and model)")
+        seen_limits.setdefault(identity, index)
     for index, entry in enumerate(document.get("providers") or []):
         ids: set[str] = set()
         for m_index, model in enumerate((entry.get("models") or []) if isinstance(entry, dict) else []):

@@ -112,10 +112,21 @@ ALIAS = _obj({
     "deployments": {"type": "array", "minItems": 1, "maxItems": 20, "items": DEPLOYMENT},
 }, required=["name", "deployments"])
 
+TARGET = {
+    "scope": {"enum": list(BudgetScope.values),
+              "description": "tenant, project, key or end_user (each end user on their own). Default: key when key "
+                             "is given, project when project is, else tenant."},
+    "project": {"type": "string", "minLength": 1, "maxLength": 50,
+                "description": "A project's slug: the project of scope project, or whose end users scope end_user "
+                               "covers (left out: every end user of the tenant)."},
+    "key": {"type": "string", "minLength": 1, "maxLength": 100, "description": "The API key's name (scope key)."},
+    "model": {"type": "string", "maxLength": 255,
+              "description": "Only requests to this alias or model (provider:model or a bare id); left out: all."},
+}
+
 BUDGET = _obj({
     "name": {"type": "string", "minLength": 1, "maxLength": 100},
-    "scope": {"enum": list(BudgetScope.values), "description": "Default: tenant, or key when key is given."},
-    "key": {"type": "string", "minLength": 1, "maxLength": 100, "description": "The API key's name (scope key)."},
+    **TARGET,
     "amount": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$", "maxLength": 24,
                "x-error": 'must be a decimal string of USD with at most 6 decimals, e.g. "100.00"'},
     "period": {"enum": list(BudgetPeriod.values), "default": BudgetPeriod.MONTH.value},
@@ -128,11 +139,24 @@ BUDGET = _obj({
     "enabled": {"type": "boolean", "default": True},
 }, required=["name", "amount"])
 
+LIMIT = _obj({
+    **TARGET,
+    "requests_per_minute": _int(1, 10_000_000),
+    "tokens_per_minute": _int(1, 10**12),
+    "tokens_per_day": _int(1, 10**15),
+    "enabled": {"type": "boolean", "default": True},
+}, anyOf=[{"required": ["requests_per_minute"]}, {"required": ["tokens_per_minute"]},
+          {"required": ["tokens_per_day"]}],
+    **{"x-error-anyof": "needs at least one limit: requests_per_minute, tokens_per_minute or tokens_per_day"},
+    description="A limit rule: requests per minute, tokens per minute and tokens per day in a scope, optionally for "
+                "one model; at least one limit. Rules have no name: one per scope, project, key and model.")
+
 KEY = _obj({
     "name": {"type": "string", "minLength": 1, "maxLength": 100},
     "allowed_models": {"type": "array", "maxItems": 500, "items": {"type": "string", "minLength": 1,
                                                                    "maxLength": 400}},
     "requests_per_minute": _int(1, 10_000_000, nullable=True),
+    "tokens_per_minute": _int(1, 10**12, nullable=True),
     "tokens_per_day": _int(1, 10**15, nullable=True),
 }, required=["name"], description="An existing API key, by name: its own limits and models. Keys are never created "
                                   "by a configuration file and their secrets never appear in one.")
@@ -142,9 +166,10 @@ PROJECT = _obj({
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "default_model": {"type": ["string", "null"], "maxLength": 255},
     "requests_per_minute": _int(1, 100_000_000, nullable=True),
+    "tokens_per_minute": _int(1, 10**12, nullable=True),
     "tokens_per_day": _int(1, 10**15, nullable=True),
 }, required=["slug", "name"], description="A project: its slug (a letter at least; lowercase letters, digits and "
-   "hyphens), name, default model and limits (stored; the gateway does not enforce project limits yet).")
+   "hyphens), name, default model and its own limits (across its keys).")
 
 SETTINGS = _obj({
     "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
@@ -154,6 +179,7 @@ SETTINGS = _obj({
     "max_tokens": _int(1, 10_000_000, nullable=True),
     "top_p": _num(0, 1, nullable=True),
     "requests_per_minute": _int(1, 10_000_000, nullable=True),
+    "tokens_per_minute": _int(1, 10**12, nullable=True),
     "tokens_per_day": _int(1, 10**15, nullable=True),
     "redis_outage": {"enum": list(OutagePolicy.values)},
     "usage_retention_days": _int(1, 3650, nullable=True),
@@ -166,7 +192,8 @@ SCHEMA: dict[str, Any] = {
     "title": "Tollgate tenant configuration",
     "description": "Everything a tenant configures, as one document: apply it with manage.py tenant_config apply or "
                    "POST /api/config/apply. Providers, aliases (with their project) and budgets are matched by "
-                   "name; with prune, those the document does not name are deleted.",
+                   "name, limit rules by their scope, project, key and model; with prune, those the document does "
+                   "not name are deleted.",
     **_obj({
         "version": {"const": VERSION},
         "tenant": _obj({"slug": {"type": "string", "maxLength": 50}, "name": {"type": "string", "minLength": 1,
@@ -179,6 +206,9 @@ SCHEMA: dict[str, Any] = {
                           "not listed are not used)."},
         "aliases": {"type": "array", "maxItems": 1000, "items": ALIAS},
         "budgets": {"type": "array", "maxItems": 200, "items": BUDGET},
+        "limits": {"type": "array", "maxItems": 1000, "items": LIMIT,
+                   "description": "Limit rules, matched by scope, project, key and model. With --prune, a rule the "
+                                  "file does not name is deleted."},
         "keys": {"type": "array", "maxItems": 1000, "items": KEY},
         "projects": {"type": "array", "maxItems": 1000, "items": PROJECT,
                      "description": "The tenant's projects, by slug (the default project included). With --prune, "
@@ -217,6 +247,8 @@ def _message(error) -> tuple[list[Any], str]:
         return [*path, extra[0]], f"is not a known field here; known: {allowed}"
     if kind == "dependentRequired":
         return path, error.message.replace("'", "").replace("is a dependency of", "is needed with")
+    if kind == "anyOf" and "x-error-anyof" in schema:
+        return path, schema["x-error-anyof"]
     if "x-error" in schema and kind in ("pattern", "maxItems", "type", "maxLength"):
         return path, schema["x-error"]
     words = {

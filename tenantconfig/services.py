@@ -4,12 +4,13 @@ tenant match the document in one transaction, through the services the REST API 
 (tenants, providers, billing), so validation, configuration-version bumps and their audit
 events are the same; the apply itself is one more audit event with the plan's summary.
 
-Providers, aliases (with their project), budgets and keys are matched by name, projects by slug.
-An entry is complete: a field it leaves out takes its default, except secrets (``api_key``,
-``extra_headers``, ``webhook_url``), which keep the saved value, and a provider's ``models``,
-which (left out) leave the models alone. A ``settings`` key left out keeps its value. With
-``prune``, the providers, aliases, budgets and projects (never the default one) the document
-does not name are deleted; keys are never created or deleted."""
+Providers, aliases (with their project), budgets and keys are matched by name, projects by slug,
+limit rules by their scope, project, key and model. An entry is complete: a field it leaves out
+takes its default, except secrets (``api_key``, ``extra_headers``, ``webhook_url``), which keep
+the saved value, and a provider's ``models``, which (left out) leave the models alone. A
+``settings`` key left out keeps its value. With ``prune``, the providers, aliases, budgets, limit
+rules and projects (never the default one) the document does not name are deleted; keys are
+never created or deleted."""
 
 import json
 import zoneinfo
@@ -19,7 +20,8 @@ from typing import Any
 
 from django.db import transaction
 
-from billing.models import Budget
+from billing.limit_services import limit_rule_create, limit_rule_delete, limit_rule_update
+from billing.models import Budget, LimitRule
 from billing.services import budget_create, budget_delete, budget_update
 from core.errors import TollgateError
 from providers.models import ModelAlias, Provider, ProviderModel
@@ -37,6 +39,7 @@ from providers.services import (
 )
 from tenantconfig.document import (
     ENV_PREFIX,
+    LIMIT_FIELDS,
     PRICE_KEYS,
     PROVIDER_DEFAULTS,
     active_keys,
@@ -45,6 +48,10 @@ from tenantconfig.document import (
     config_export,
     document_normalize,
     duplicates_check,
+    limit_entry,
+    limit_identity,
+    limit_identity_text,
+    limit_rules_of,
     secret_resolve,
 )
 from tenantconfig.schema import ConfigInvalid, document_check
@@ -59,12 +66,13 @@ from tenants.services import (
     tenant_update,
 )
 
-KINDS = ("settings", "project", "provider", "model", "platform_model", "alias", "budget", "key")
+KINDS = ("settings", "project", "provider", "model", "platform_model", "alias", "budget", "limit", "key")
 SYMBOL = {"create": "+", "change": "~", "delete": "-"}
 SETTING_FIELDS = {"timezone": "timezone", "default_model": "default_model",
                   "default_embedding_model": "default_embedding_model", "temperature": "temperature",
                   "max_tokens": "max_tokens", "top_p": "top_p", "requests_per_minute": "requests_per_minute",
-                  "tokens_per_day": "tokens_per_day", "redis_outage": "redis_outage",
+                  "tokens_per_minute": "tokens_per_minute", "tokens_per_day": "tokens_per_day",
+                  "redis_outage": "redis_outage",
                   "usage_retention_days": "usage_retention_days", "cache.enabled": "cache_enabled",
                   "cache.ttl_seconds": "cache_ttl_seconds", "name": "name"}
 
@@ -455,7 +463,10 @@ class _Planner:
             data: dict[str, Any] = {"name": want["name"], "scope": want["scope"], "amount": Decimal(want["amount"]),
                                     "period": want["period"], "thresholds": want["thresholds"],
                                     "action": want["action"], "enabled": want["enabled"],
-                                    "downgrade_alias": want.get("downgrade_alias", "")}
+                                    "downgrade_alias": want.get("downgrade_alias", ""),
+                                    "project": want.get("project"), "model": want.get("model", "")}
+            if want.get("project") and not self.project_known(want["project"], path):
+                continue
             if want.get("key"):
                 found = keys.get(want["key"], [])
                 if len(found) != 1:
@@ -492,6 +503,65 @@ class _Planner:
                     for budget in budgets:
                         self.add(Change("delete", "budget", name))
                         self.step(1, f"budgets: '{name}'", lambda actor, b=budget: budget_delete(budget=b, actor=actor))
+
+    # --- limit rules ---------------------------------------------------------------------------
+
+    def project_known(self, slug: str, path: str) -> bool:
+        """A project a budget or rule names must exist after the apply: in the tenant (and not
+        pruned) or in the document."""
+        named = {p["slug"] for p in self.wanted.get("projects", [])}
+        saved = set(Project.objects.filter(tenant=self.tenant).values_list("slug", flat=True))
+        known = named if self.prune and "projects" in self.wanted else named | saved
+        if slug in known:
+            return True
+        pruned = " (the file prunes it)" if slug in saved else ""
+        self.errors.append(f"{path}.project: tenant '{self.tenant.slug}' has no project '{slug}'{pruned}; add it "
+                           "under projects:, or name one of the tenant's projects.")
+        return False
+
+    def limits(self) -> None:
+        if "limits" not in self.wanted:
+            return
+        rows: dict[tuple[str, str, str, str], list[LimitRule]] = {}
+        for rule in limit_rules_of(self.tenant):
+            rows.setdefault(limit_identity(limit_entry(rule)), []).append(rule)
+        keys = _keys_by_name(self.tenant)
+        settable = [*LIMIT_FIELDS, "enabled"]
+        for index, want in enumerate(self.wanted["limits"]):
+            path = f"limits[{index}]"
+            name = limit_identity_text(want)
+            data: dict[str, Any] = {"scope": want["scope"], "project": want.get("project"),
+                                    "model": want.get("model", ""), **{f: want.get(f) for f in settable}}
+            if want.get("project") and not self.project_known(want["project"], path):
+                continue
+            if want.get("key"):
+                found = keys.get(want["key"], [])
+                if len(found) != 1:
+                    self.errors.append(f"{path}.key: " + _key_problem(self.tenant, want["key"], len(found)))
+                    continue
+                data["api_key"] = found[0].pk
+            existing = rows.get(limit_identity(want), [])
+            if not existing:
+                self.add(Change("create", "limit", name, {f: (None, want[f]) for f in settable if f in want}))
+                self.step(8, path, lambda actor, data=data: limit_rule_create(tenant=self.tenant, data=data,
+                                                                               actor=actor))
+                continue
+            before = limit_entry(existing[0])
+            diff = {f: (before.get(f), want.get(f)) for f in settable if before.get(f) != want.get(f)}
+            if diff:
+                self.add(Change("change", "limit", name, diff))
+                changes = {f: want.get(f) for f in settable}
+                self.step(8, path, lambda actor, rule=existing[0], changes=changes: limit_rule_update(
+                    rule=rule, data=changes, actor=actor))
+        if self.prune:
+            named = {limit_identity(w) for w in self.wanted["limits"]}
+            for identity, rules in rows.items():
+                if identity not in named:
+                    for rule in rules:
+                        text = limit_identity_text(limit_entry(rule))
+                        self.add(Change("delete", "limit", text))
+                        self.step(1, f"limits: '{text}'", lambda actor, rule=rule: limit_rule_delete(rule=rule,
+                                                                                                     actor=actor))
 
     # --- projects --------------------------------------------------------------------------------
 
@@ -559,6 +629,7 @@ class _Planner:
         self.platform_models()
         self.aliases()
         self.budgets()
+        self.limits()
         self.keys()
         self.projects()
         order = {kind: i for i, kind in enumerate(KINDS)}

@@ -90,6 +90,21 @@ class TenantAccess:
             f"{needed.value} or higher on it."
         )
 
+    def administered_projects(self, *, doing: str) -> frozenset[int] | None:
+        """For a change that may be limited to some projects (budgets, limit rules): None when
+        this access has a tenant role that allows it (every project), else the projects it
+        administers; Forbidden when it may change nothing."""
+        if self.project_roles is None:
+            self.require(Role.ADMIN, doing=doing)
+            return None
+        if self.suspended:
+            raise Forbidden(suspended_message(self.tenant, doing=doing))
+        administered = frozenset(p for p, role in self.project_roles.items() if role == Role.ADMIN)
+        if not administered:
+            raise Forbidden(f"Your roles in tenant '{self.tenant.slug}' are viewer roles on some projects; {doing} "
+                            "needs the admin role on the project (or in the tenant).")
+        return administered
+
     @property
     def suspended(self) -> bool:
         return not self.tenant.is_active

@@ -43,7 +43,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix", "tenant__slug", "tenant__name"]
     list_select_related = ["tenant", "project"]
     fields = ["tenant", "project", "name", "scope", "masked", "created_by", "created_at", "expires_at",
-              "revoked_at", "last_used_at", "allowed_models", "requests_per_minute", "tokens_per_day"]
+              "revoked_at", "last_used_at", "allowed_models", "requests_per_minute",
+              "tokens_per_minute", "tokens_per_day"]
     readonly_fields = ["tenant", "project", "masked", "created_by", "created_at", "revoked_at", "last_used_at"]
     actions = ["revoke_selected"]
 
@@ -78,8 +79,8 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "tenant", "default_model", "created_at"]
     search_fields = ["slug", "name", "tenant__slug", "tenant__name"]
     list_select_related = ["tenant"]
-    readonly_fields = ["tenant", "slug", "name", "default_model", "requests_per_minute", "tokens_per_day",
-                       "created_at", "updated_at"]
+    readonly_fields = ["tenant", "slug", "name", "default_model", "requests_per_minute", "tokens_per_minute",
+                       "tokens_per_day", "created_at", "updated_at"]
     inlines = [ProjectMembershipInline]
 
     def has_add_permission(self, request) -> bool:

@@ -76,6 +76,10 @@ class LimitsIn(StrictSerializer):
     requests_per_minute = StrictIntegerField(
         required=False, allow_null=True, min_value=1, max_value=10_000_000
     )
+    tokens_per_minute = StrictIntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10**12,
+        help_text="Input and output tokens per minute, across the tenant; null: unlimited.",
+    )
     tokens_per_day = StrictIntegerField(
         required=False, allow_null=True, min_value=1, max_value=10**15
     )
@@ -125,6 +129,7 @@ _SETTING_FIELDS = {
     ("llm", "top_p"): "top_p",
     ("embeddings", "model"): "default_embedding_model",
     ("limits", "requests_per_minute"): "requests_per_minute",
+    ("limits", "tokens_per_minute"): "tokens_per_minute",
     ("limits", "tokens_per_day"): "tokens_per_day",
     ("limits", "redis_outage"): "redis_outage",
     ("cache", "enabled"): "cache_enabled",
@@ -167,6 +172,7 @@ class EmbeddingsSettingsOut(serializers.Serializer):
 
 class LimitsOut(serializers.Serializer):
     requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
     tokens_per_day = serializers.IntegerField(allow_null=True)
     redis_outage = serializers.ChoiceField(choices=OutagePolicy.choices)
 
@@ -259,16 +265,34 @@ class ApiKeyProjectOut(serializers.Serializer):
     name = serializers.CharField()
 
 
+class ApiKeyLimitsOut(serializers.Serializer):
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_day = serializers.IntegerField(allow_null=True)
+
+
+class ApiKeyLimitsIn(StrictSerializer):
+    requests_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    tokens_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**12)
+    tokens_per_day = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**15)
+
+
+class ApiKeyUpdateIn(StrictSerializer):
+    limits = ApiKeyLimitsIn(help_text="The key's own limits; null: unlimited (its project's and the tenant's "
+                                      "still apply). Limits left out keep their value.")
+
+
 class ApiKeyOut(serializers.ModelSerializer):
     status = serializers.CharField(read_only=True)
     created_by = serializers.SerializerMethodField()
     project = ApiKeyProjectOut(help_text="The project the key belongs to.")
+    limits = ApiKeyLimitsOut(source="*", help_text="The key's own limits (null: unlimited).")
 
     class Meta:
         model = ApiKey
         fields = [
             "id", "name", "scope", "project", "prefix", "status", "created_at", "created_by",
-            "expires_at", "revoked_at", "last_used_at",
+            "expires_at", "revoked_at", "last_used_at", "limits",
         ]
 
     def get_created_by(self, key) -> str | None:
@@ -347,6 +371,17 @@ class ApiKeyDetailAPI(TenantAPIView):
         key = selectors.api_key_get(tenant=access.tenant, key_id=key_id, project_ids=access.project_ids)
         return Response(ApiKeyOut(key).data)
 
+    @extend_schema(parameters=[TENANT_PARAM], request=ApiKeyUpdateIn, responses=ApiKeyOut,
+                   summary="Change a key's own limits (a project admin: of their projects' keys)")
+    def patch(self, request, key_id: int):
+        access = self.access(request, projects=True)
+        key = selectors.api_key_get(tenant=access.tenant, key_id=key_id, project_ids=access.project_ids)
+        access.require_in_project(key.project, Role.ADMIN, doing="changing API keys")
+        data = validated(ApiKeyUpdateIn, request.data)
+        services.api_key_limits_update(key=key, changes=dict(data["limits"]), actor=access.principal)
+        key = selectors.api_key_get(tenant=access.tenant, key_id=key_id)
+        return Response(ApiKeyOut(key).data)
+
     @extend_schema(
         parameters=[TENANT_PARAM], responses={200: ApiKeyOut},
         summary="Revoke a key (it stops working at once; revoking twice is harmless)",
@@ -364,6 +399,7 @@ class ApiKeyDetailAPI(TenantAPIView):
 
 class ProjectLimitsIn(StrictSerializer):
     requests_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10_000_000)
+    tokens_per_minute = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**12)
     tokens_per_day = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**15)
 
 
@@ -373,7 +409,8 @@ class ProjectUpdateIn(StrictSerializer):
         required=False, allow_null=True, allow_blank=True, max_length=255,
         help_text="What a request of the project's keys without `model` uses (empty: the tenant's default): a "
                   "tenant-wide alias, one of the project's aliases, or a model the tenant may use.")
-    limits = ProjectLimitsIn(required=False, help_text="Stored, not yet enforced by the gateway.")
+    limits = ProjectLimitsIn(required=False, help_text="The project's own limits, across its keys; null: "
+                             "unlimited (the tenant's still apply).")
 
 
 class ProjectIn(ProjectUpdateIn):
@@ -391,13 +428,14 @@ def project_changes(data: dict) -> dict:
 
 class ProjectLimitsOut(serializers.Serializer):
     requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
     tokens_per_day = serializers.IntegerField(allow_null=True)
 
 
 class ProjectOut(serializers.ModelSerializer):
     default = serializers.BooleanField(source="is_default", help_text="The project keys go to by default.")
     default_model = serializers.SerializerMethodField()
-    limits = ProjectLimitsOut(source="*", help_text="Stored for the spend-control work; not enforced yet.")
+    limits = ProjectLimitsOut(source="*", help_text="The project's own limits, across its keys.")
     role = serializers.SerializerMethodField(help_text="The caller's role on this project.")
 
     class Meta:

@@ -23,4 +23,5 @@ class TenantsConfig(AppConfig):
         for signal in (post_save, post_delete):
             signal.connect(tenant_changed, sender=Tenant, dispatch_uid=f"cfgv-tenant-{signal}")
             signal.connect(changed_on_save, sender=ApiKey, dispatch_uid=f"cfgv-key-{signal}")
+            # A project's limits and default model apply to its keys' requests.
             signal.connect(changed_on_save, sender=Project, dispatch_uid=f"cfgv-project-{signal}")

@@ -114,6 +114,7 @@ NAV = (
     ("aliases", "Aliases", "console-aliases"),
     ("keys", "API keys", "console-keys"),
     ("budgets", "Budgets", "console-budgets"),
+    ("limits", "Limits", "console-limits"),
     ("usage", "Usage", "console-usage"),
     ("end_users", "End users", "console-end-users"),
     ("members", "Members", "console-members"),

@@ -44,6 +44,9 @@ class TenantSettingsForm(ConsoleForm):
     requests_per_minute = forms.IntegerField(required=False, label="Requests per minute",
                                              widget=number_input("1"), help_text="At least 1. Empty: unlimited.",
                                              **api_bounds(LimitsIn, "requests_per_minute"))
+    tokens_per_minute = forms.IntegerField(required=False, label="Tokens per minute", widget=number_input("1"),
+                                           help_text="Input and output tokens. At least 1. Empty: unlimited.",
+                                           **api_bounds(LimitsIn, "tokens_per_minute"))
     tokens_per_day = forms.IntegerField(required=False, label="Tokens per day", widget=number_input("1"),
                                         help_text="At least 1 (UTC days). Empty: unlimited.",
                                         **api_bounds(LimitsIn, "tokens_per_day"))
@@ -62,8 +65,8 @@ class TenantSettingsForm(ConsoleForm):
                                               **api_bounds(DataIn, "usage_retention_days"))
 
     FIELDS = ("name", "timezone", "default_model", "default_embedding_model", "temperature", "max_tokens", "top_p",
-              "requests_per_minute", "tokens_per_day", "redis_outage", "cache_enabled", "cache_ttl_seconds",
-              "usage_retention_days")
+              "requests_per_minute", "tokens_per_minute", "tokens_per_day", "redis_outage", "cache_enabled",
+              "cache_ttl_seconds", "usage_retention_days")
 
     def __init__(self, data=None, *, tenant: Tenant, models, aliases, embedding_models=()):
         initial = {name: getattr(tenant, name) for name in self.FIELDS}

@@ -44,6 +44,7 @@ TENANT_SETTING_FIELDS = (
     "max_tokens",
     "top_p",
     "requests_per_minute",
+    "tokens_per_minute",
     "tokens_per_day",
     "redis_outage",
     "cache_enabled",
@@ -255,7 +256,7 @@ def api_key_revoke(*, key: ApiKey, actor: Principal) -> ApiKey:
     return key
 
 
-API_KEY_LIMIT_FIELDS = ("allowed_models", "requests_per_minute", "tokens_per_day")
+API_KEY_LIMIT_FIELDS = ("allowed_models", "requests_per_minute", "tokens_per_minute", "tokens_per_day")
 
 
 def api_key_limits_update(*, key: ApiKey, changes: dict[str, Any], actor: Principal) -> ApiKey:
@@ -395,7 +396,7 @@ def _ensure_another_owner(membership: Membership) -> None:
 # --- projects --------------------------------------------------------------------------------
 
 # Project fields that the API may change after creation (the slug is fixed: keys and usage name it).
-PROJECT_FIELDS = ("name", "default_model", "requests_per_minute", "tokens_per_day")
+PROJECT_FIELDS = ("name", "default_model", "requests_per_minute", "tokens_per_minute", "tokens_per_day")
 
 
 def _project_validated(changes: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +409,7 @@ def _project_validated(changes: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput("Project name is longer than 200 characters.", field="name")
     if "default_model" in out:
         out["default_model"] = (out["default_model"] or "").strip()
-    for field in ("requests_per_minute", "tokens_per_day"):
+    for field in ("requests_per_minute", "tokens_per_minute", "tokens_per_day"):
         if out.get(field) is not None and out[field] < 1:
             raise InvalidInput(f"{field} must be at least 1 (or null for no limit).", field=field)
     return out

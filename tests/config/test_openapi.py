@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from billing.end_users import end_user_block
+from billing.limit_services import limit_rule_create
 from billing.models import AlertKind, BudgetAlert
 from billing.services import budget_create
 from billing.usage_selectors import GROUPINGS
@@ -94,6 +95,9 @@ class Seeded:
         self.budget = budget_create(
             tenant=world.tenant, data={"name": "Monthly", "amount": "100"}, actor=SYSTEM
         )
+        self.limit_rule = limit_rule_create(
+            tenant=world.tenant, data={"requests_per_minute": 60}, actor=SYSTEM
+        )
         key = world.tenant.api_keys.get(scope="admin")
         BudgetAlert.objects.create(
             tenant=world.tenant,
@@ -133,6 +137,7 @@ class Seeded:
         return {
             "alias_id": self.alias.pk,
             "budget_id": self.budget.pk,
+            "rule_id": self.limit_rule.pk,
             "key_id": self.chat_key.pk,
             "member_id": self.member.pk,
             "provider_id": self.provider.pk,
@@ -244,6 +249,7 @@ def test_real_objects_answer_per_schema(seeded, client_for):
         ("/api/aliases/{alias_id}", admin, 204),
         ("/api/budgets/{budget_id}", admin, 204),
         ("/api/end-users/blocks/{block_id}", admin, 204),
+        ("/api/limits/{rule_id}", admin, 204),
         ("/api/keys/{key_id}", admin, 200),
         ("/api/members/{member_id}", owner, 204),
         ("/api/projects/{project}/members/{project_member_id}", owner, 204),
@@ -256,7 +262,7 @@ def test_real_objects_answer_per_schema(seeded, client_for):
         assert response.status_code == expected, (path, response.text[:300])
 
 
-# Per operation and way of generating (46 operations; valid and invalid input with generated
+# Per operation and way of generating (66 operations; valid and invalid input with generated
 # ids, valid input with the ids of real objects): ~30 s here. FUZZ_EXAMPLES=200 searches deeper.
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 

@@ -273,3 +273,19 @@ def test_tenant_admin_shows_cost_this_month_by_project(console, login):
     rows = re.findall(r"<tr><td>([^<]*)</td><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td></tr>", table)
     assert rows == [("bot", "2", "$1.5000"), ("default", "1", "$0.5000")]
     assert "$9.0000" not in table
+
+
+def test_budget_column_counts_project_budgets_and_leaves_end_user_and_model_ones_out(zoned):
+    acme = zoned.tenant
+    project = zoned.chat_key.project
+    # acme's key spent $1.50 today: its project's day budget of $0.50 is at 300 %.
+    Budget.objects.create(tenant=acme, name="Project day", scope="project", project=project, amount=Decimal("0.5"),
+                          period="day")
+    # Each end user has their own spend, and a model filter counts part of it: neither is in the column.
+    Budget.objects.create(tenant=acme, name="Each user", scope="end_user", amount=Decimal("0.01"), period="day")
+    Budget.objects.create(tenant=acme, name="One model", model="gpt-4o", amount=Decimal("0.01"), period="day")
+    # Another project of acme, without spend.
+    empty = Project.objects.create(tenant=acme, slug="empty", name="Empty")
+    Budget.objects.create(tenant=acme, name="Empty", scope="project", project=empty, amount=Decimal("1"), period="day")
+    rows = {r.slug: r for r in tenants_dashboard(now=NOW)}
+    assert rows["acme"].budget_percent == Decimal("300.0")

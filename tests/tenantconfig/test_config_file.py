@@ -9,7 +9,8 @@ import pytest
 import yaml
 from django.core.management import CommandError, call_command
 
-from billing.models import Budget
+from billing.limit_services import limit_rule_create
+from billing.models import Budget, LimitRule
 from billing.services import budget_create
 from providers.catalog import CatalogEntry
 from providers.models import AliasTarget, ModelAlias, PriceSource, Provider, ProviderModel
@@ -25,15 +26,25 @@ from tenantconfig.schema import ConfigInvalid, document_errors
 from tenantconfig.services import config_apply
 from tenants.access import SYSTEM
 from tenants.models import ApiKey, AuditEvent, Project
-from tenants.services import api_key_create, project_create, project_update, tenant_create, tenant_update
+from tenants.services import (
+    api_key_create,
+    api_key_revoke,
+    project_create,
+    project_update,
+    tenant_create,
+    tenant_update,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 def configured(tenant, *, key="sk-live-1234"):
     """A tenant with two providers (one with a manual price and a disabled model), an alias with two
-    deployments and fallbacks, a downgrade budget, a key-scoped budget and key limits."""
+    deployments and fallbacks, a downgrade budget, a key-scoped budget and key limits, a project
+    with its own limits, budgets of the project, of its end users and of one model, and limit
+    rules in every scope."""
     tenant_update(tenant=tenant, actor=SYSTEM, changes={"temperature": 0.4, "requests_per_minute": 120,
+                                                         "tokens_per_minute": 90_000,
                                                          "cache_enabled": True, "cache_ttl_seconds": 600,
                                                          "timezone": "Europe/Berlin"})
     up = provider_create(owner=tenant, data={"name": "up", "provider_type": "openai_compatible",
@@ -57,7 +68,22 @@ def configured(tenant, *, key="sk-live-1234"):
     key = ApiKey.objects.get(tenant=tenant, name="default chat key")
     budget_create(tenant=tenant, actor=SYSTEM, data={"name": "Chat key", "amount": Decimal("5.5"), "api_key": key.pk,
                                                      "period": "day", "action": "block"})
-    ApiKey.objects.filter(pk=key.pk).update(requests_per_minute=30, allowed_models=["smart"])
+    ApiKey.objects.filter(pk=key.pk).update(requests_per_minute=30, tokens_per_minute=4000, allowed_models=["smart"])
+    project_create(tenant=tenant, slug="support", name="Support", tokens_per_minute=20_000, actor=SYSTEM)
+    budget_create(tenant=tenant, actor=SYSTEM, data={"name": "Support", "project": "support", "amount": "50"})
+    budget_create(tenant=tenant, actor=SYSTEM, data={"name": "Each support user", "scope": "end_user",
+                                                     "project": "support", "amount": "2", "period": "day",
+                                                     "action": "block"})
+    budget_create(tenant=tenant, actor=SYSTEM, data={"name": "Smart", "model": "smart", "amount": "20"})
+    limit_rule_create(tenant=tenant, actor=SYSTEM, data={"model": "up:m1", "tokens_per_minute": 100_000})
+    limit_rule_create(tenant=tenant, actor=SYSTEM, data={"scope": "end_user", "project": "support",
+                                                         "requests_per_minute": 30, "tokens_per_day": 50_000})
+    limit_rule_create(tenant=tenant, actor=SYSTEM, data={"scope": "end_user", "requests_per_minute": 60,
+                                                         "enabled": False})
+    limit_rule_create(tenant=tenant, actor=SYSTEM, data={"api_key": key.pk, "model": "smart",
+                                                         "tokens_per_day": 1_000_000})
+    limit_rule_create(tenant=tenant, actor=SYSTEM, data={"project": "support", "model": "cheap",
+                                                         "requests_per_minute": 10})
 
 
 def export_yaml(slug: str) -> str:
@@ -92,10 +118,27 @@ def test_export_holds_everything_but_secrets(world):
     assert smart["deployments"] == [{"model": "up:m1", "priority": 0, "weight": 3, "rpm_limit": 100},
                                     {"model": "anth:claude-x", "priority": 0, "weight": 1,
                                      "overrides": {"temperature": 0.2}}]
-    assert {b["name"]: b.get("key") for b in doc["budgets"]} == {"Chat key": "default chat key", "Monthly": None}
-    assert doc["keys"] == [{"name": "default chat key", "allowed_models": ["smart"], "requests_per_minute": 30}]
+    assert {b["name"]: b.get("key") for b in doc["budgets"]} == {
+        "Chat key": "default chat key", "Monthly": None, "Support": None, "Each support user": None, "Smart": None}
+    budgets = {b["name"]: b for b in doc["budgets"]}
+    assert budgets["Support"] == {"name": "Support", "scope": "project", "project": "support", "amount": "50.00",
+                                  "period": "month", "thresholds": [50, 80, 100], "action": "alert", "enabled": True}
+    assert (budgets["Each support user"]["scope"], budgets["Each support user"]["project"]) == ("end_user", "support")
+    assert budgets["Smart"]["model"] == "smart" and "project" not in budgets["Smart"]
+    assert doc["limits"] == [
+        {"scope": "end_user", "requests_per_minute": 60, "enabled": False},
+        {"scope": "end_user", "project": "support", "requests_per_minute": 30, "tokens_per_day": 50_000,
+         "enabled": True},
+        {"scope": "key", "key": "default chat key", "model": "smart", "tokens_per_day": 1_000_000, "enabled": True},
+        {"scope": "project", "project": "support", "model": "cheap", "requests_per_minute": 10, "enabled": True},
+        {"scope": "tenant", "model": "up:m1", "tokens_per_minute": 100_000, "enabled": True},
+    ]
+    assert doc["keys"] == [{"name": "default chat key", "allowed_models": ["smart"], "requests_per_minute": 30,
+                            "tokens_per_minute": 4000}]
     assert doc["settings"]["cache"] == {"enabled": True, "ttl_seconds": 600}
-    assert doc["projects"] == [{"slug": "default", "name": "Default"}]
+    assert doc["settings"]["tokens_per_minute"] == 90_000
+    assert doc["projects"] == [{"slug": "default", "name": "Default"},
+                               {"slug": "support", "name": "Support", "tokens_per_minute": 20_000}]
     assert document_errors(doc) == []
 
 
@@ -149,7 +192,7 @@ def test_apply_changes_fields_and_dry_run_prints_before_and_after_but_changes_no
     smart["retries"] = 4
     smart["deployments"][0]["weight"] = 7
     doc["settings"]["temperature"] = 0.9
-    doc["budgets"][1]["amount"] = "250.00"
+    next(b for b in doc["budgets"] if b["name"] == "Monthly")["amount"] = "250.00"
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(doc))
     out = apply(path, "--dry-run")
@@ -394,3 +437,94 @@ def test_project_aliases_are_matched_by_project_and_name(world, env):
     assert not ModelAlias.objects.filter(project=bot).exists()
     bot.refresh_from_db()
     assert bot.default_model == "bot-cheap"
+
+
+# --- budgets and limits in every scope -------------------------------------------------------------
+
+
+def test_limit_rules_are_created_changed_and_pruned_by_scope_project_key_and_model(world):
+    doc = {"version": 1, "projects": [{"slug": "default", "name": "Default"},
+                                      {"slug": "support", "name": "Support", "tokens_per_minute": 500}],
+           "limits": [
+               {"scope": "end_user", "project": "support", "requests_per_minute": 30},
+               {"key": "default chat key", "tokens_per_day": 1000},
+               {"tokens_per_minute": 7000},
+           ]}
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert [c.line() for c in plan.changes] == [
+        "+ create project support: name 'Support', tokens_per_minute 500",
+        "+ create limit end_user project=support: requests_per_minute 30, enabled true",
+        "+ create limit key key=default chat key: tokens_per_day 1000, enabled true",
+        "+ create limit tenant: tokens_per_minute 7000, enabled true",
+    ]
+    rule = LimitRule.objects.get(tenant=world.tenant, scope="end_user")
+    assert rule.project.slug == "support" and rule.requests_per_minute == 30
+    assert AuditEvent.objects.filter(action="limit_rule.create", tenant=world.tenant).count() == 3
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
+
+    # An entry is complete: a limit it leaves out is cleared; a rule it does not name is kept without prune.
+    doc["limits"] = [{"scope": "end_user", "project": "support", "tokens_per_day": 99, "enabled": False},
+                     {"tokens_per_minute": 7000}]
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert [c.line() for c in plan.changes] == [
+        "~ change limit end_user project=support: requests_per_minute 30 → null; tokens_per_day null → 99; "
+        "enabled true → false"]
+    rule.refresh_from_db()
+    assert (rule.requests_per_minute, rule.tokens_per_day, rule.enabled) == (None, 99, False)
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM, prune=True)
+    assert [c.line() for c in plan.changes] == ["- delete limit key key=default chat key"]
+    assert LimitRule.objects.filter(tenant=world.tenant).count() == 2
+
+
+def test_budgets_name_projects_and_models_and_bad_ones_are_refused_by_path(world):
+    doc = {"version": 1, "projects": [{"slug": "default", "name": "Default"}, {"slug": "bot", "name": "Bot"}],
+           "budgets": [{"name": "Bot", "project": "bot", "amount": "10"},
+                       {"name": "Bot users", "scope": "end_user", "project": "bot", "amount": "1", "period": "day"}]}
+    plan = config_apply(tenant=world.tenant, document=doc, actor=SYSTEM)
+    assert "+ create budget Bot: scope 'project', project 'bot', amount '10.00'" in plan.text()
+    bot = Budget.objects.get(tenant=world.tenant, name="Bot")
+    assert (bot.scope, bot.project.slug) == ("project", "bot")
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM).changes == []
+
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, actor=SYSTEM, document={
+            "version": 1, "budgets": [{"name": "x", "project": "nowhere", "amount": "1"}],
+            "limits": [{"scope": "project", "project": "nowhere", "requests_per_minute": 1}]})
+    assert caught.value.errors == [
+        "budgets[0].project: tenant 'acme' has no project 'nowhere'; add it under projects:, or name one of the "
+        "tenant's projects.",
+        "limits[0].project: tenant 'acme' has no project 'nowhere'; add it under projects:, or name one of the "
+        "tenant's projects."]
+    with pytest.raises(ConfigInvalid, match=r"budgets\[0\]\.project: tenant 'acme' has no project 'bot' \(the file "
+                                            r"prunes it\)"):
+        config_apply(tenant=world.tenant, actor=SYSTEM, prune=True, document={
+            "version": 1, "projects": [{"slug": "default", "name": "Default"}],
+            "budgets": [{"name": "Bot", "project": "bot", "amount": "10"}]})
+    with pytest.raises(ConfigInvalid, match=r"limits\[0\]\.model: model 'gpt-9' is not an alias or model"):
+        config_apply(tenant=world.tenant, actor=SYSTEM, document={
+            "version": 1, "limits": [{"model": "gpt-9", "requests_per_minute": 1}]})
+    assert not LimitRule.objects.exists()
+    assert Budget.objects.filter(tenant=world.tenant).count() == 2
+
+
+def test_limit_entries_are_checked_by_the_schema_and_for_twins(world):
+    errors = document_errors({"version": 1, "limits": [{"scope": "tenant"}, {"requests_per_minute": 0},
+                                                       {"project": "x", "colour": "red", "tokens_per_day": 1}]})
+    assert "limits[0]: needs at least one limit: requests_per_minute, tokens_per_minute or tokens_per_day" in errors
+    assert "limits[1].requests_per_minute: must be ≥ 1" in errors
+    assert any(e.startswith("limits[2].colour: is not a known field here") for e in errors)
+    with pytest.raises(ConfigInvalid) as caught:
+        config_apply(tenant=world.tenant, actor=SYSTEM, document={"version": 1, "limits": [
+            {"scope": "end_user", "requests_per_minute": 1}, {"scope": "end_user", "tokens_per_day": 5}]})
+    assert caught.value.errors == ["limits[1]: the same scope, project, key and model as limits[0] (one rule per "
+                                   "target and model)"]
+
+
+def test_a_rule_of_a_revoked_key_is_not_exported_and_does_not_stop_a_round_trip(world):
+    key, _ = api_key_create(tenant=world.tenant, name="old", actor=SYSTEM)
+    limit_rule_create(tenant=world.tenant, actor=SYSTEM, data={"api_key": key.pk, "requests_per_minute": 5})
+    api_key_revoke(key=key, actor=SYSTEM)
+    doc = config_export(tenant=world.tenant)
+    assert doc["limits"] == []
+    assert config_apply(tenant=world.tenant, document=doc, actor=SYSTEM, prune=True).changes == []
+    assert LimitRule.objects.filter(api_key=key).exists()  # it limits nothing; it is left alone

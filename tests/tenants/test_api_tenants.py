@@ -36,7 +36,8 @@ def test_get_tenant_shows_settings_and_role(world, client_for):
         "llm": {"provider": None, "model": None, "apiKey": None, "temperature": None, "max_tokens": None,
                 "top_p": None},
         "embeddings": {"provider": None, "model": None, "apiKey": None},
-        "limits": {"requests_per_minute": None, "tokens_per_day": None, "redis_outage": "inherit"},
+        "limits": {"requests_per_minute": None, "tokens_per_minute": None, "tokens_per_day": None,
+                   "redis_outage": "inherit"},
         "cache": {"enabled": False, "ttl_seconds": 3600},
         "data": {"usage_retention_days": None},
     }

@@ -94,11 +94,11 @@ def test_admin_creates_changes_and_deletes_a_project_with_audit(world, client_fo
     assert created.status_code == 201, created.json()
     body = created.json()
     assert body["slug"] == "bot" and body["default"] is False and body["default_model"] == "gpt-4o-mini"
-    assert body["limits"] == {"requests_per_minute": 60, "tokens_per_day": None}
+    assert body["limits"] == {"requests_per_minute": 60, "tokens_per_minute": None, "tokens_per_day": None}
     changed = client.patch(f"/api/projects/{body['id']}", {"name": "Bot", "limits": {"tokens_per_day": 1000}},
                            format="json")
     assert changed.status_code == 200 and changed.json()["name"] == "Bot"
-    assert changed.json()["limits"] == {"requests_per_minute": 60, "tokens_per_day": 1000}
+    assert changed.json()["limits"] == {"requests_per_minute": 60, "tokens_per_minute": None, "tokens_per_day": 1000}
     assert client.get("/api/projects/bot").json()["id"] == body["id"]
     assert [p["slug"] for p in client.get("/api/projects").json()["results"]] == ["bot", "default"]
     assert client.delete("/api/projects/bot").status_code == 204
@@ -201,8 +201,10 @@ def test_project_admin_cannot_touch_tenant_wide_settings(projects, client_for):
     refused = client.put(f"/api/tenants/{tenant_id}", {"name": "Hijacked"}, format="json")
     assert refused.status_code == 403, refused.json()
     assert "some of its projects only" in refused.json()["error"]["message"]
-    for path in (f"/api/tenants/{tenant_id}", "/api/members", "/api/providers", "/api/budgets", "/api/audit"):
+    for path in (f"/api/tenants/{tenant_id}", "/api/members", "/api/providers", "/api/audit"):
         assert client.get(path).status_code == 403, path
+    # Budgets and limit rules: their own projects' only (tests/billing/test_budget_scopes.py).
+    assert client.get("/api/budgets").json()["count"] == 0
     assert client.post("/api/projects", {"slug": "mine", "name": "m"}, format="json").status_code == 403
     assert client.patch("/api/projects/bot", {"name": "x"}, format="json").status_code == 403
     assert client.delete("/api/projects/web").status_code == 403
