@@ -12,7 +12,8 @@ from django.db.models import Q, Sum
 
 from billing.models import Budget, BudgetPeriod, BudgetScope, UsageDaily
 from billing.periods import Period, period_for
-from billing.targets import scope_id, target_words
+from billing.spend import reserved_of, scope_id
+from billing.targets import target_words
 from core import money
 from core.errors import NotFound
 from core.redis import get_redis
@@ -91,11 +92,13 @@ def _of_tenant(tenant: Tenant, budget: Budget) -> None:
 
 def budget_reserved_key(*, budget: Budget) -> str | None:
     """Where the data plane keeps the in-flight reservations of the budget's scope (integer
-    nano-dollars; billing/spend.py): ``tg:resv:{scope id}`` (billing/targets.py). None for an
-    end-user budget (one scope per end user)."""
-    sid = scope_id(tenant_id=budget.tenant_id, scope=budget.scope, project_id=budget.project_id,
-                   key_id=budget.api_key_id, model=budget.model)
-    return None if sid is None else f"tg:resv:{sid}"
+    nano-dollars; billing/spend.py): ``tg:resv:{scope id}``. None for an end-user budget (one
+    scope per end user)."""
+    if budget.scope == BudgetScope.END_USER:
+        return None
+    return reserved_of(scope_id(
+        budget.tenant_id, project_id=budget.project_id if budget.scope == BudgetScope.PROJECT else None,
+        key_id=budget.api_key_id if budget.scope == BudgetScope.KEY else None, model=budget.model))
 
 
 def budget_reserved(*, tenant: Tenant, budget: Budget) -> Decimal | None:

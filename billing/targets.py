@@ -1,12 +1,11 @@
 """What a budget or a limit rule applies to — its scope (tenant, project, key, end user), the
 project or key that scope names, and its optional model filter — shared by the budget and the
 limit-rule services: validation (``target_clean``), the words that describe it
-(``target_words``), and the id of its Redis counters (``scope_id``, the ids of SCOPES.md).
+(``target_words``).
 
 A caller with roles on some projects only manages targets inside the projects it administers:
 ``projects`` (their ids) narrows every lookup, and a target outside them is refused."""
 
-import hashlib
 from typing import Any
 
 from billing.models import BudgetScope
@@ -165,22 +164,3 @@ def target_words(obj) -> str:
     words = scope_words(scope=obj.scope, project=obj.project if obj.project_id else None,
                         api_key=obj.api_key if obj.api_key_id else None)
     return f"{words} on model {obj.model}" if obj.model else words
-
-
-def name_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def scope_id(*, tenant_id: int, scope: str, project_id: int | None = None, key_id: int | None = None,
-             model: str = "") -> str | None:
-    """The id of a scope's Redis counters (SCOPES.md): ``t{T}``, ``t{T}:p{P}``, ``t{T}:k{K}``,
-    with ``:f{blake2b(model)}`` for a model filter. None for the end-user scope, which has one
-    id per end user (``t{T}:p{P}:u{h}`` / ``t{T}:u{h}``)."""
-    if scope == BudgetScope.END_USER:
-        return None
-    base = f"t{tenant_id}"
-    if scope == BudgetScope.PROJECT:
-        base += f":p{project_id}"
-    elif scope == BudgetScope.KEY:
-        base += f":k{key_id}"
-    return f"{base}:f{name_hash(model)}" if model else base

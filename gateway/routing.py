@@ -362,8 +362,11 @@ def tenant_config_load(tenant_id: int, version: tuple[str, str] = ("", "")) -> T
     ]
     filter_models: dict[str, frozenset[int]] = {}
     for name in {b.model for b in budgets if b.model} | {r.model for r in rules if r.model}:
-        route = aliases.get(name) or plain.get(name) or bare.get(name)
-        filter_models[name] = frozenset(t.deployment.provider_model_id for t in route.targets) if route else frozenset()
+        # the name as any key may see it: a tenant-wide alias, the projects' aliases of that name
+        # (a rule or budget of one project only meets that project's requests), a model
+        routes = [aliases.get(name) or plain.get(name) or bare.get(name),
+                  *(own.get(name) for own in project_aliases.values())]
+        filter_models[name] = frozenset(t.deployment.provider_model_id for r in routes if r for t in r.targets)
     blocked: dict[str, set[int]] = {}
     for end_user, project_id in EndUserBlock.objects.filter(tenant=tenant).values_list("end_user", "project_id"):
         blocked.setdefault(end_user, set()).add(project_id or 0)

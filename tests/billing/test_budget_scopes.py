@@ -11,7 +11,7 @@ from billing.alerts import alerts_check
 from billing.models import Budget, BudgetAlert
 from billing.periods import local_today
 from billing.selectors import budget_reserved_key, budget_status
-from billing.targets import name_hash
+from billing.spend import hashed as name_hash
 from core.redis import get_redis
 from tenants.models import AuditEvent
 from tests.billing.conftest import make_budget, spend_on
