@@ -1,0 +1,145 @@
+"""The one admission script (gateway/state.py _ADMIT with billing's BUDGET_LUA) and its in-process
+twin (LocalState, the embedded default) decide alike: limits counted only when everything
+admits, the refusal that frees up last named (the first among equals), a downgrade asked for
+before anything is counted, budget buckets to rebuild reported first, tokens per minute
+reserved and corrected."""
+
+import asyncio
+import time
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from billing import spend
+from core.redis import get_redis
+from gateway.deployments import Candidate
+from gateway.state import Counter, LocalState, Pick, RedisState
+
+TODAY = date(2026, 12, 6)
+
+
+def pick(request_id: str) -> Pick:
+    return Pick((Candidate(1, 0, 1, 0, 0, None),), 0, False, request_id)
+
+
+def budgets(amount_nanos: int, action: str, reservation: int, *, seed: bool = True):
+    budget = spend.BudgetInfo(1, "b", "project", None, Decimal(amount_nanos) / spend.NANOS, "day", action, "cheap",
+                              project_id=3)
+    plans = [spend.ScopePlan(spend.scope_id(1, project_id=3), [TODAY], [(budget, 1)])]
+    return plans, spend.budget_arguments(plans, reservation=reservation, downgrade_as_alert=False,
+                                         resets=lambda b: 3600)
+
+
+def make(kind: str, settings):
+    return RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
+
+
+def value(state, key: str) -> int | None:
+    if isinstance(state, LocalState):
+        return state.counters.get(key)
+    raw = get_redis().get(key)
+    return None if raw is None else int(raw)
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_limits_count_only_when_everything_admits(settings, kind):
+    async def scenario():
+        state = make(kind, settings)
+        try:
+            rpm = Counter("tg:rl:t1:m1", 2, 1, 120, 30.0)  # frees in 30 s
+            tpm = Counter("tg:tpm:t1:p3:m1", 1000, 400, 120, 30.0)
+            tpd = Counter("tg:tpd:t1:k7:d20261206", 10_000, 0, 86400, 5000.0)
+            counters = [rpm, tpm, tpd]
+            first = await state.admit(tenant_id=1, pick=pick("r1"), versions=("*", "*"), counters=counters)
+            assert first.refused == 0 and first.order[0][1] == 0
+            assert (value(state, rpm.key), value(state, tpm.key), value(state, tpd.key)) == (1, 400, None)
+            second = await state.admit(tenant_id=1, pick=pick("r2"), versions=("*", "*"), counters=counters)
+            assert second.refused == 0 and value(state, tpm.key) == 800
+            # the third: rpm (2 used) and tpm (800 + 400 > 1000) refuse, both free in 30 s: the first
+            third = await state.admit(tenant_id=1, pick=pick("r3"), versions=("*", "*"), counters=counters)
+            assert (third.refused, third.used) == (1, 2)
+            assert (value(state, rpm.key), value(state, tpm.key)) == (2, 800), "nothing counted"
+            # a tokens-per-day limit that frees up later is the one named
+            full = Counter("tg:tpd:t1:d20261206", 5, 0, 86400, 5000.0)
+            if isinstance(state, LocalState):
+                state.counters[full.key] = 9
+            else:
+                get_redis().set(full.key, 9)
+            fourth = await state.admit(tenant_id=1, pick=pick("r4"), versions=("*", "*"),
+                                       counters=[rpm, tpm, full])
+            assert (fourth.refused, fourth.used) == (3, 9)
+            # tokens per minute corrected at settlement: the two requests used 30 each
+            await state.add_tokens({}, {}, {tpm.key: -370, "tg:tpm:gone:m1": -5})
+            await state.add_tokens({}, {}, {tpm.key: -370})
+            assert value(state, tpm.key) == 60 and value(state, "tg:tpm:gone:m1") is None
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_budgets_and_limits_in_one_admission(settings, kind):
+    async def scenario():
+        state = make(kind, settings)
+        try:
+            rpm = Counter("tg:rl:t1:p3:m1", 100, 1, 120, 30.0)
+            plans, args = budgets(1000, "block", 600)
+            bucket = spend.bucket_of(plans[0].sid, TODAY)
+            # the bucket is missing: rebuild it first, nothing counted
+            rebuild = await state.admit(tenant_id=1, pick=pick("a"), versions=("*", "*"), counters=[rpm],
+                                        budgets=args)
+            assert rebuild.budget == (4, 1, 1) and value(state, rpm.key) is None
+            await state.budget_seed({bucket: 100})
+            ok = await state.admit(tenant_id=1, pick=pick("b"), versions=("*", "*"), counters=[rpm], budgets=args)
+            assert ok.budget == () and ok.order and value(state, rpm.key) == 1
+            # 100 spent + 600 held + 600 asked > 1000: the budget refuses (frees in an hour, after the
+            # minute of the rate limit had it refused too) and nothing is counted
+            blocked = await state.admit(tenant_id=1, pick=pick("c"), versions=("*", "*"), counters=[rpm],
+                                        budgets=args)
+            assert blocked.budget == (2, 1, 1, 100, 600) and value(state, rpm.key) == 1
+            tight = Counter(rpm.key, 1, 1, 120, 30.0)
+            both = await state.admit(tenant_id=1, pick=pick("d"), versions=("*", "*"), counters=[tight],
+                                     budgets=args)
+            assert both.budget[0] == 2 and both.refused == 0, "the budget frees up later: it is named"
+            # a downgrade budget: asked for before anything is counted
+            _, down = budgets(1000, "downgrade", 600)
+            downgrade = await state.admit(tenant_id=1, pick=pick("e"), versions=("*", "*"), counters=[rpm],
+                                          budgets=down)
+            assert downgrade.budget == (3, 1, 1, 100, 600) and value(state, rpm.key) == 1
+            # released: room again
+            await state.budget_settle(*spend.settle_arguments([(spend.reserved_of(plans[0].sid), "b")], {}))
+            again = await state.admit(tenant_id=1, pick=pick("f"), versions=("*", "*"), counters=[rpm],
+                                      budgets=args)
+            assert again.budget == () and value(state, rpm.key) == 2
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_script_takes_one_round_trip_whatever_the_scopes(settings):
+    """Four scopes with three limits each and two budget scopes: still one EVALSHA."""
+    async def scenario():
+        state = RedisState(settings.REDIS_URL)
+        calls = []
+        original = state._admit
+
+        async def counting(**kwargs):
+            calls.append(kwargs)
+            return await original(**kwargs)
+
+        state._admit = counting
+        try:
+            minute = int(time.time() // 60)
+            counters = [Counter(f"tg:rl:t1:s{i}:m{minute}", 1000, 1, 120, 30.0) for i in range(12)]
+            _, args = budgets(10**12, "block", 1)
+            await state.budget_seed({spend.bucket_of(spend.scope_id(1, project_id=3), TODAY): 0})
+            admission = await state.admit(tenant_id=1, pick=pick("x"), versions=("*", "*"), counters=counters,
+                                          budgets=args)
+            assert admission.order and len(calls) == 1
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
