@@ -216,9 +216,11 @@ DOOR_TARGETS = (
 DOORS_RUN = "upstream," + ",".join(["tollgate", *(name for name, *_ in DOOR_TARGETS)])
 
 
-def door_factory(name: str, door: str, model_key: str):
-    """A Tollgate target (same server, tenant and key as ``tollgate``) called through ``door``
-    with the model of one of the tenant's providers."""
+def door_factory(name: str, door: str, model_key: str, key: str = "key",
+                 extra_headers: tuple[tuple[str, str], ...] = ()):
+    """A Tollgate target (same server and tenant as ``tollgate``) called through ``door`` with the
+    model of one of the tenant's providers, with one of the keys setup_tenant made (``key``) and
+    ``extra_headers`` on every request."""
 
     def start(ctx: BenchContext) -> Target:
         info = setup_tenant(ctx.upstream_base_url, ctx.model)
@@ -227,7 +229,7 @@ def door_factory(name: str, door: str, model_key: str):
         env = {**tollgate_env(), **fresh_var_dir(name)}
         ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
                   ready_url=f"http://127.0.0.1:{port}/healthz")
-        return Target(name, f"http://127.0.0.1:{port}/v1", info["key"], info[model_key], door)
+        return Target(name, f"http://127.0.0.1:{port}/v1", info[key], info[model_key], door, extra_headers)
 
     return start
 
@@ -246,23 +248,11 @@ DEPLOYMENTS_RUN = "upstream,tollgate,tollgate-deployments"
 
 # Limits in every scope (issue #16, "Speed"): ``tollgate`` (the tenant's requests per minute and
 # tokens per day: one scope) against the same server and tenant called with a key of project
-# ``scoped`` naming an end user: four scopes, each with requests- and tokens-per-minute limits,
-# all in the one admission round trip. The goal: within 5 % (max cost 1.05).
-def scoped_factory(name: str):
-    def start(ctx: BenchContext) -> Target:
-        info = setup_tenant(ctx.upstream_base_url, ctx.model)
-        port = free_port()
-        ctx.count_as_target("postgres", "redis-server")
-        env = {**tollgate_env(), **fresh_var_dir(name)}
-        ctx.start(name, uvicorn_argv(port), env=env, cwd=str(REPO), cpus=ctx.cpus.servers,
-                  ready_url=f"http://127.0.0.1:{port}/healthz")
-        return Target(name, f"http://127.0.0.1:{port}/v1", info["scoped_key"], info["model"],
-                      extra_headers=(("x-tollgate-end-user", "bench-end-user"),))
-
-    return start
-
-
-register_target("tollgate-scopes", scoped_factory("tollgate-scopes"))
+# ``scoped`` naming an end user: four scopes (the tenant's limits as for ``tollgate``; the project,
+# the key and the end user each with requests- and tokens-per-minute limits), all in the one
+# admission round trip. The goal: within 5 % (max cost 1.05).
+register_target("tollgate-scopes", door_factory("tollgate-scopes", CHAT, "model", key="scoped_key",
+                                                extra_headers=(("x-tollgate-end-user", "bench-end-user"),)))
 register_comparison("tollgate-scopes", "tollgate", 1.05)
 SCOPES_RUN = "upstream,tollgate,tollgate-scopes"
 
