@@ -356,11 +356,13 @@ def test_an_option_the_file_drops_is_dropped(world):
 
 
 def test_projects_are_created_changed_and_pruned_by_slug(world, tmp_path):
-    configured(world.tenant)  # the alias "smart" a project's default model names
+    configured(world.tenant)  # the alias "smart" a project's default model names, and project support
+    support = {"slug": "support", "name": "Support", "tokens_per_minute": 20_000}
     doc = {"version": 1, "tenant": {"slug": "acme"}, "projects": [
         {"slug": "default", "name": "Default"},
         {"slug": "support-bot", "name": "Support bot", "default_model": "smart", "requests_per_minute": 60},
         {"slug": "research", "name": "Research"},
+        support,
     ]}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -370,16 +372,16 @@ def test_projects_are_created_changed_and_pruned_by_slug(world, tmp_path):
     assert (bot.name, bot.default_model, bot.requests_per_minute, bot.tokens_per_day) == (
         "Support bot", "smart", 60, None)
     assert yaml.safe_load(export_yaml("acme"))["projects"] == sorted(
-        [{"slug": "default", "name": "Default"}, {"slug": "research", "name": "Research"},
+        [{"slug": "default", "name": "Default"}, {"slug": "research", "name": "Research"}, support,
          {"slug": "support-bot", "name": "Support bot", "default_model": "smart", "requests_per_minute": 60}],
         key=lambda p: p["slug"])
     assert "No changes" in apply(path)
     created = AuditEvent.objects.filter(action="project.create", tenant=world.tenant)
     assert sorted(created.values_list("target", flat=True)) == ["project:default", "project:research",
-                                                              "project:support-bot"]
+                                                              "project:support", "project:support-bot"]
     # an entry is complete: the limit it leaves out goes back to none
-    doc["projects"][1] = {"slug": "support-bot", "name": "Support bot", "tokens_per_day": 500_000}
-    doc["projects"] = doc["projects"][:2]
+    doc["projects"] = [doc["projects"][0], {"slug": "support-bot", "name": "Support bot", "tokens_per_day": 500_000},
+                       support]
     path.write_text(yaml.safe_dump(doc))
     out = apply(path, "--prune", "--dry-run")
     assert "- delete project research" in out and "~ change project support-bot" in out
@@ -387,7 +389,8 @@ def test_projects_are_created_changed_and_pruned_by_slug(world, tmp_path):
     apply(path, "--prune")
     bot.refresh_from_db()
     assert (bot.default_model, bot.requests_per_minute, bot.tokens_per_day) == ("", None, 500_000)
-    assert set(Project.objects.filter(tenant=world.tenant).values_list("slug", flat=True)) == {"default", "support-bot"}
+    assert set(Project.objects.filter(tenant=world.tenant).values_list("slug", flat=True)) == {
+        "default", "support-bot", "support"}
 
 
 def test_pruning_a_project_with_active_keys_is_refused_by_path_and_nothing_is_written(world, tmp_path):
