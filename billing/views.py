@@ -107,8 +107,9 @@ def budget_new(request: HttpRequest, access) -> HttpResponse:
 def budget_edit(request: HttpRequest, access, budget_id: int) -> HttpResponse:
     budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id, project_ids=access.project_ids)
     form = _budget_form(request, access, budget)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST":
         projects = target_change_projects(access, budget, doing="changing budgets", what="Budget")
+    if request.method == "POST" and form.is_valid():
         try:
             services.budget_update(budget=budget, data=form.service_data(), actor=access.principal, projects=projects)
         except TollgateError as exc:
@@ -178,8 +179,9 @@ def limit_new(request: HttpRequest, access) -> HttpResponse:
 def limit_edit(request: HttpRequest, access, rule_id: int) -> HttpResponse:
     rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id, project_ids=access.project_ids)
     form = _limit_form(request, access, rule)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST":
         projects = target_change_projects(access, rule, doing="changing limit rules", what="Limit rule")
+    if request.method == "POST" and form.is_valid():
         try:
             rule = limit_services.limit_rule_update(rule=rule, data=form.service_data(), actor=access.principal,
                                                     projects=projects)
