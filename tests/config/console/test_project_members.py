@@ -26,6 +26,7 @@ from providers.services import alias_create
 from tenants.access import SYSTEM
 from tenants.models import ApiKey, KeyScope, Membership, Project, ProjectMembership, Role
 from tenants.services import api_key_create
+from tests.config.console.test_e2e import log_in, new_page, shot  # noqa: F401 - new_page: the browser fixture
 from tests.config.console.test_permissions import alias_form
 
 
@@ -350,3 +351,45 @@ def test_the_landing_page_and_switcher_list_tenants_with_a_project_role(projects
     other_keys = login(projects.pa).get("/app/other/keys/")
     assert other_keys.status_code == 200 and "Create key" not in other_keys.content.decode()
     assert login(projects.pa).get("/app/other/settings/").status_code == 403
+
+
+# --- in the browser ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_project_admin_signs_in_and_creates_a_key_in_their_project(projects, new_page):  # noqa: F811
+    page = new_page()
+
+    # given the admin of support (and viewer of web) signs in, /app/ opens acme on their projects
+    log_in(page, "pa@acme.test")
+    assert page.url.endswith("/app/acme/")
+    assert page.get_by_role("heading", name="Your projects", exact=True).is_visible()
+    nav = page.get_by_role("navigation", name="Console")
+    assert nav.get_by_role("link", name="API keys").is_visible()
+    assert nav.get_by_role("link", name="LLM settings").count() == 0
+    assert nav.get_by_role("link", name="Members").count() == 0
+
+    # when they create a chat key, the project select offers the project they administer only
+    nav.get_by_role("link", name="API keys").click()
+    page.wait_for_url("**/app/acme/keys/")
+    options = page.get_by_label("Project").locator("option").all_inner_texts()
+    assert options == ["Support (support)"]
+    assert page.get_by_label("Scope").locator("option").all_inner_texts() == ["Chat (the /v1 gateway)"]
+    page.get_by_label("Name").fill("support bot")
+    page.get_by_role("button", name="Create key").click()
+    raw = page.locator("#new-key").input_value()
+    assert raw.startswith("tg_")
+    key = ApiKey.objects.get(name="support bot")
+    assert key.project == projects.support.project and key.scope == KeyScope.CHAT and raw.startswith(key.prefix)
+    shot(page, "project-admin-key-created")
+
+    # then the list shows it with a Revoke button, and web's key (they only view web) without one
+    page.get_by_role("link", name="Done").click()
+    assert page.locator(f"#key-{key.pk}").get_by_role("button", name="Revoke").count() == 1
+    assert page.locator(f"#key-{projects.web.key.pk}").get_by_role("button", name="Revoke").count() == 0
+    assert page.locator(f"#key-{projects.labs.key.pk}").count() == 0
+
+    # and a tenant-wide page is refused
+    page.goto("/app/acme/settings/")
+    assert page.get_by_role("heading", name="Not allowed").is_visible()
