@@ -75,12 +75,12 @@ def budgets_page(request: HttpRequest, access) -> HttpResponse:
 
 
 def _budget_form(request, access, budget=None) -> BudgetForm:
-    """The form offers the keys and projects the caller administers (a tenant admin: all), and
-    the downgrade aliases: tenant-wide ones (a project admin: their projects')."""
+    """The form offers the keys and projects the caller administers (a tenant admin: all). The
+    downgrade aliases are the tenant-wide ones for everyone: a budget downgrades to one of those
+    only (the service refuses a project's alias, naming the tenant-wide ones, over the API too)."""
     administered = administered_project_ids(access)
     keys = list(api_key_list(tenant=access.tenant, project_ids=administered))
-    aliases = alias_list(tenant=access.tenant, project_ids=administered)
-    aliases = list((aliases if administered is not None else aliases.filter(project__isnull=True)).order_by("name"))
+    aliases = list(alias_list(tenant=access.tenant).filter(project__isnull=True).order_by("name"))
     return BudgetForm(request.POST if request.method == "POST" else None, keys=keys, aliases=aliases,
                       projects=list(project_list(tenant=access.tenant, project_ids=administered)), budget=budget)
 
