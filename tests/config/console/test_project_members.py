@@ -332,6 +332,23 @@ def test_a_project_admins_forms_offer_only_the_projects_they_administer(projects
     assert LimitRule.objects.filter(project=labs).count() == 1
 
 
+def test_a_project_admin_revokes_in_place_with_htmx_and_changes_nothing_in_a_suspended_tenant(projects, login):
+    client = login(projects.pa)
+    support = projects.support
+    row = client.post(f"{BASE}/keys/{support.key.pk}/revoke/", HTTP_HX_REQUEST="true")
+    assert row.status_code == 200 and "Revoked." in row.content.decode()
+    assert ApiKey.objects.get(pk=support.key.pk).revoked_at is not None
+
+    tenant = projects.console.tenant
+    tenant.is_active = False
+    tenant.save(update_fields=["is_active"])
+    assert client.get(f"{BASE}/keys/").status_code == 200
+    refused = client.post(f"{BASE}/keys/", {"name": "late", "scope": "chat", "project": str(support.project.pk)})
+    assert refused.status_code == 403 and "suspended" in refused.content.decode()
+    assert client.post(f"{BASE}/budgets/{support.budget.pk}/delete/").status_code == 403
+    assert not ApiKey.objects.filter(name="late").exists() and Budget.objects.filter(pk=support.budget.pk).exists()
+
+
 # --- landing and switching ---------------------------------------------------------------------------------
 
 
