@@ -22,7 +22,7 @@ from billing.models import (
     BudgetPeriod,
     BudgetScope,
 )
-from billing.targets import target_project
+from billing.targets import target_change_projects
 from core.drf import (
     StrictBooleanField,
     StrictCharField,
@@ -31,7 +31,7 @@ from core.drf import (
     paged,
     validated,
 )
-from core.errors import Forbidden, InvalidInput
+from core.errors import InvalidInput
 from tenants.api import ProjectRefField
 from tenants.drf import TENANT_PARAM, TenantAPIView
 
@@ -201,11 +201,7 @@ def _budget_to_change(view, request, budget_id: int, *, doing: str):
     """The caller's access, the budget and the projects the caller manages (None: all)."""
     access = view.access(request, projects=True)
     budget = selectors.budget_get(tenant=access.tenant, budget_id=budget_id, project_ids=access.project_ids)
-    projects = access.administered_projects(doing=doing)
-    if projects is not None and target_project(budget) not in projects:
-        raise Forbidden(f"Budget {budget.pk} is in a project you do not administer; {doing} needs the admin role "
-                        "on it.")
-    return access, budget, projects
+    return access, budget, target_change_projects(access, budget, doing=doing, what="Budget")
 
 
 class BudgetDetailAPI(TenantAPIView):

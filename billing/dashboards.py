@@ -133,11 +133,13 @@ class BudgetBar:
         return self.status.percent_used is not None and self.status.percent_used >= 100
 
 
-def budget_bars(*, tenant: Tenant, now: datetime | None = None) -> list[BudgetBar]:
+def budget_bars(*, tenant: Tenant, now: datetime | None = None,
+                project_ids: frozenset[int] | None = None) -> list[BudgetBar]:
     """Every budget of the tenant with its spend in the current period (one rollup sum per
-    budget, plus its in-flight reservations; an end-user budget has its rule instead)."""
+    budget, plus its in-flight reservations; an end-user budget has its rule instead);
+    ``project_ids`` (a project-scoped caller's): the budgets inside those projects only."""
     bars = []
-    for budget in budget_list(tenant=tenant).order_by("-enabled", "name", "pk"):
+    for budget in budget_list(tenant=tenant, project_ids=project_ids).order_by("-enabled", "name", "pk"):
         budget.tenant = tenant  # the caller's tenant object: no query per budget to load it
         status = budget_status(tenant=tenant, budget=budget, now=now)
         width = min(status.percent_used, Decimal(100)) if status.percent_used is not None else Decimal(0)
@@ -146,10 +148,13 @@ def budget_bars(*, tenant: Tenant, now: datetime | None = None) -> list[BudgetBa
     return bars
 
 
-def alerts_recent(*, tenant: Tenant, budget: Budget | None = None, limit: int = 50) -> list[BudgetAlert]:
+def alerts_recent(*, tenant: Tenant, budget: Budget | None = None, limit: int = 50,
+                  project_ids: frozenset[int] | None = None) -> list[BudgetAlert]:
     """The tenant's alerts (budget thresholds and the daily cost alert), or one budget's,
-    newest first."""
+    newest first; ``project_ids`` (a project-scoped caller's): those of their projects' budgets."""
     alerts = BudgetAlert.objects.filter(tenant=tenant).select_related("budget")
     if budget is not None:
         alerts = alerts.filter(budget=budget)
+    if project_ids is not None:
+        alerts = alerts.filter(budget__in=budget_list(tenant=tenant, project_ids=project_ids))
     return list(alerts[:limit])

@@ -32,7 +32,9 @@ class EndUserBlockForm(ConsoleForm):
     project = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="Blocked in")
     reason = forms.CharField(required=False, max_length=MAX_REASON, label="Reason")
 
-    def __init__(self, data=None, *, projects):
+    def __init__(self, data=None, *, projects, every_project: bool = True):
+        """``every_project`` False (a project admin): the block must be in one of ``projects``."""
         super().__init__(data)
-        self.fields["project"].choices = [("", "every project"), *[(str(p.pk), f"project {p.slug}")
-                                                                   for p in projects]]
+        choices = [(str(p.pk), f"project {p.slug}") for p in projects]
+        self.fields["project"].choices = [("", "every project"), *choices] if every_project else choices
+        self.fields["project"].required = not every_project

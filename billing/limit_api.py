@@ -13,9 +13,8 @@ from rest_framework.response import Response
 from billing import limit_selectors, limit_services
 from billing.api import TargetProjectOut, choice
 from billing.models import BudgetScope, LimitRule
-from billing.targets import target_project
+from billing.targets import target_change_projects
 from core.drf import StrictBooleanField, StrictCharField, StrictIntegerField, StrictSerializer, paged, validated
-from core.errors import Forbidden
 from tenants.api import ProjectRefField
 from tenants.drf import TENANT_PARAM, TenantAPIView
 
@@ -85,11 +84,7 @@ class LimitRuleListAPI(TenantAPIView):
 def _rule_to_change(view, request, rule_id: int, *, doing: str):
     access = view.access(request, projects=True)
     rule = limit_selectors.limit_rule_get(tenant=access.tenant, rule_id=rule_id, project_ids=access.project_ids)
-    projects = access.administered_projects(doing=doing)
-    if projects is not None and target_project(rule) not in projects:
-        raise Forbidden(f"Limit rule {rule.pk} is in a project you do not administer; {doing} needs the admin role "
-                        "on it.")
-    return access, rule, projects
+    return access, rule, target_change_projects(access, rule, doing=doing, what="Limit rule")
 
 
 class LimitRuleDetailAPI(TenantAPIView):

@@ -11,6 +11,7 @@ from typing import Any
 from billing.models import BudgetScope
 from core.errors import Forbidden, InvalidInput
 from providers.selectors import model_name_check
+from tenants.access import TenantAccess
 from tenants.models import ApiKey, Project, Tenant
 
 TARGET_FIELDS = ("scope", "project", "api_key", "model")
@@ -72,6 +73,17 @@ def target_project(obj) -> int | None:
     if obj.scope == BudgetScope.KEY:
         return obj.api_key.project_id if obj.api_key_id else None
     return obj.project_id
+
+
+def target_change_projects(access: TenantAccess, obj, *, doing: str, what: str) -> frozenset[int] | None:
+    """Before changing the saved budget or limit rule ``obj`` (``what``: "Budget", "Limit rule"):
+    the projects the caller administers (None: every project), Forbidden when it may change
+    nothing or ``obj`` lies outside them. The REST API and the console both ask here."""
+    projects = access.administered_projects(doing=doing)
+    if projects is not None and target_project(obj) not in projects:
+        raise Forbidden(f"{what} {obj.pk} is in a project you do not administer; {doing} needs the admin role "
+                        "on it.")
+    return projects
 
 
 def target_clean(*, tenant: Tenant, data: dict[str, Any], state: dict[str, Any], current: Any,

@@ -326,10 +326,16 @@ class AliasForm(ConsoleForm):
                 "retries", "timeout_seconds", "allowed_fails", "cooldown_seconds")
     FALLBACKS = ("context_window_fallbacks", "content_policy_fallbacks")
 
-    def __init__(self, *args, projects=(), **kwargs):
+    def __init__(self, *args, projects=(), tenant_wide: bool = True, **kwargs):
+        """``tenant_wide`` False (a project admin): the alias must be in one of ``projects``."""
         super().__init__(*args, **kwargs)
-        self.fields["project"].choices = [("", "— tenant-wide —"), *[(p.slug, f"{p.name} ({p.slug})")
-                                                                    for p in projects]]
+        choices = [(p.slug, f"{p.name} ({p.slug})") for p in projects]
+        self.fields["project"].choices = [("", "— tenant-wide —"), *choices] if tenant_wide else choices
+        if not tenant_wide:
+            self.fields["project"].required = True
+            self.fields["project"].help_text = ("One of the projects you administer: only that project's keys may "
+                                                "send it, and for them it takes the place of a tenant-wide alias of "
+                                                "the same name.")
 
     @classmethod
     def initial_of(cls, alias) -> dict[str, Any]:

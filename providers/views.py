@@ -33,8 +33,9 @@ from providers.models import ModelMode, Provider, ProviderType
 from providers.sync import connection_test, provider_sync
 from providers.traffic import Traffic
 from tenants.access import TenantAccess
-from tenants.console import console_render, tenant_page
+from tenants.console import administered_project_ids, console_render, may_change, tenant_page
 from tenants.forms import TenantSettingsForm
+from tenants.models import Project, Role
 from tenants.selectors import project_get, project_list
 from tenants.services import tenant_update
 
@@ -310,17 +311,18 @@ def _deployment_rows(targets, traffic: dict[int, Traffic] | None) -> list[dict]:
     return rows
 
 
-@tenant_page
+@tenant_page(projects=True)
 def aliases_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     """Every alias with its deployments' traffic; ``?project=<slug>`` one project's, ``?project=-``
-    the tenant-wide ones."""
-    projects = list(project_list(tenant=access.tenant))
+    the tenant-wide ones. A project member: their projects' aliases only (as ``GET /api/aliases``)."""
+    projects = list(project_list(tenant=access.tenant, project_ids=access.project_ids))
     chosen = request.GET.get("project", "")
-    aliases = selectors.alias_list(tenant=access.tenant)
+    aliases = selectors.alias_list(tenant=access.tenant, project_ids=access.project_ids)
     if chosen == "-":
         aliases = aliases.filter(project__isnull=True)
     elif chosen:
-        aliases = aliases.filter(project=project_get(tenant=access.tenant, project=chosen))
+        aliases = aliases.filter(project=project_get(tenant=access.tenant, project=chosen,
+                                                     project_ids=access.project_ids))
     aliases = list(aliases.order_by("project__slug", "name"))
     targets = {a.pk: sorted(a.targets.all(), key=lambda t: t.position) for a in aliases}
     traffic = selectors.deployment_traffic(
@@ -347,10 +349,16 @@ def _model_choices(access: TenantAccess, alias=None) -> list[tuple[str, str]]:
 
 
 def _alias_form(request, access: TenantAccess, alias=None):
+    """The project select offers the projects the caller administers (a tenant admin: all, and
+    tenant-wide); an alias's own project stays in it, so its form shows it."""
     choices = _model_choices(access, alias)
-    projects = list(project_list(tenant=access.tenant))
+    administered = administered_project_ids(access)
+    if administered is not None and alias is not None and alias.project_id is not None:
+        administered = administered | {alias.project_id}
+    projects = list(project_list(tenant=access.tenant, project_ids=administered))
+    tenant_wide = administered is None
     if request.method == "POST":
-        form = AliasForm(request.POST, projects=projects)
+        form = AliasForm(request.POST, projects=projects, tenant_wide=tenant_wide)
         formset = TargetFormSet(request.POST, prefix="targets", form_kwargs={"model_choices": choices})
     else:
         initial = None
@@ -360,7 +368,7 @@ def _alias_form(request, access: TenantAccess, alias=None):
             targets = [target_initial(t) for t in sorted(alias.targets.all(), key=lambda t: t.position)]
         elif request.GET.get("project"):  # "Create an alias" from a project's list
             initial = {"project": request.GET["project"]}
-        form = AliasForm(initial=initial, projects=projects)
+        form = AliasForm(initial=initial, projects=projects, tenant_wide=tenant_wide)
         formset = TargetFormSet(initial=targets, prefix="targets", form_kwargs={"model_choices": choices})
     return form, formset
 
@@ -372,13 +380,28 @@ def _alias_save(request, access: TenantAccess, form, formset, alias=None):
             "targets": targets_from(formset)}
     try:
         slug = form.cleaned_data["project"]
-        data["project"] = project_get(tenant=access.tenant, project=slug) if slug else None
+        data["project"] = (project_get(tenant=access.tenant, project=slug, project_ids=access.project_ids)
+                           if slug else None)
         if alias is None:
+            _alias_change_require(access, data["project"], doing="creating {}")
             return services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
+        _alias_change_require(access, alias.project, doing="changing {}")
+        _alias_change_require(access, data["project"], doing="making an alias one of the {}")
         return services.alias_update(alias=alias, data=data, actor=access.principal)
+    except Forbidden:
+        raise  # the 403 page (tenant_page)
     except TollgateError as exc:
         _alias_error(form, formset, exc)
         return None
+
+
+def _alias_change_require(access: TenantAccess, project: Project | None, *, doing: str) -> None:
+    """Tenant admins change every alias; a project admin only their project's (as the REST API).
+    ``doing`` has a ``{}`` for which aliases."""
+    if project is None:
+        access.require(Role.ADMIN, doing=doing.format("tenant-wide aliases"))
+    else:
+        access.require_in_project(project, Role.ADMIN, doing=doing.format(f"aliases of project '{project.slug}'"))
 
 
 def _alias_error(form, formset, exc: TollgateError) -> None:
@@ -404,7 +427,7 @@ def _alias_error(form, formset, exc: TollgateError) -> None:
     form_error(form, exc)
 
 
-@tenant_page
+@tenant_page(projects=True)
 def alias_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     form, formset = _alias_form(request, access)
     if request.method == "POST":
@@ -413,13 +436,13 @@ def alias_new(request: HttpRequest, access: TenantAccess) -> HttpResponse:
             messages.success(request, f"Alias '{alias.name}' created.")
             return redirect("console-aliases", access.tenant.slug)
     return console_render(request, access, "app/aliases/form.html", {
-        "form": form, "formset": formset, "alias": None, "max_targets": MAX_TARGETS,
+        "form": form, "formset": formset, "alias": None, "max_targets": MAX_TARGETS, "can_edit": may_change(access),
     }, section="aliases", status=400 if request.method == "POST" else 200)
 
 
-@tenant_page
+@tenant_page(projects=True)
 def alias_edit(request: HttpRequest, access: TenantAccess, alias_id: int) -> HttpResponse:
-    alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+    alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
     form, formset = _alias_form(request, access, alias)
     if request.method == "POST":
         saved = _alias_save(request, access, form, formset, alias)
@@ -428,13 +451,15 @@ def alias_edit(request: HttpRequest, access: TenantAccess, alias_id: int) -> Htt
             return redirect("console-aliases", access.tenant.slug)
     return console_render(request, access, "app/aliases/form.html", {
         "form": form, "formset": formset, "alias": alias, "max_targets": MAX_TARGETS,
+        "can_edit": access.can_in_project(alias.project_id, Role.ADMIN),
     }, section="aliases", status=400 if request.method == "POST" else 200)
 
 
-@tenant_page
+@tenant_page(projects=True)
 def alias_delete(request: HttpRequest, access: TenantAccess, alias_id: int) -> HttpResponse:
-    alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id)
+    alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
     if request.method == "POST":
+        _alias_change_require(access, alias.project, doing="deleting {}")
         services.alias_delete(alias=alias, actor=access.principal)
         messages.success(request, f"Alias '{alias.name}' deleted.")
     return redirect("console-aliases", access.tenant.slug)

@@ -8,9 +8,9 @@ tenant; they change tenants through the Django admin, never through tenant secre
 A member can also hold a role on some projects only (``ProjectMembership``, no tenant role):
 their access has the ``project`` role, which may do nothing tenant-wide, and ``project_roles``
 maps each of those projects to admin or viewer. Views that serve project-scoped callers (keys,
-projects, usage) ask for them explicitly (``tenant_access_get(..., projects=True)``); every other
-view refuses them. ``project_roles`` is None for everyone else (the tenant role covers every
-project).
+projects, usage) ask for them explicitly (``tenant_access_get(..., projects=True)``; the console's
+``tenant_page(projects=True)``); every other view refuses them. ``project_roles`` is None for
+everyone else (the tenant role covers every project).
 
 A suspended tenant (``is_active`` false) is read-only for everyone here, whatever their role:
 members and admin keys still read, every change is refused with a message that says so.

@@ -117,12 +117,22 @@ class ApiKeyForm(ConsoleForm):
                                      help_text="Usage is counted per project; the key stays in it. "
                                      "Empty: the default project.")
 
-    def __init__(self, data=None, *, projects):
+    def __init__(self, data=None, *, projects, project_only: bool = False):
+        """``projects``: those a new key may go to. ``project_only``: the caller has roles on some
+        projects only (a project admin): chat keys only, and the project must be named."""
         super().__init__(data)
         self.fields["project"].choices = [(str(p.pk), f"{p.name} ({p.slug})") for p in projects]
         default = next((p for p in projects if p.is_default), None)
         if default is not None:
             self.fields["project"].initial = str(default.pk)
+        if project_only:
+            self.fields["scope"].choices = [(KeyScope.CHAT.value, KeyScope.CHAT.label)]
+            self.fields["scope"].help_text = ("Chat keys work on /v1 only. A project admin creates chat keys only: "
+                                              "an admin key acts as an admin of the whole tenant.")
+            self.fields["project"].required = True
+            self.fields["project"].help_text = "One of the projects you administer; usage is counted there."
+            if len(projects) == 1:
+                self.fields["project"].initial = str(projects[0].pk)
 
 
 class MemberAddForm(ConsoleForm):

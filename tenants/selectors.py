@@ -1,7 +1,7 @@
 """Reads. Everything tenant-owned is looked up through the caller's tenant, so an id from
 another tenant is simply not found."""
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core.errors import Forbidden, InvalidInput, NotFound
@@ -31,14 +31,33 @@ def api_key_authenticate(*, raw: str) -> ApiKey:
     return key
 
 
-def tenants_visible(*, principal: Principal) -> QuerySet[Tenant]:
+def tenants_visible(*, principal: Principal, projects: bool = False) -> QuerySet[Tenant]:
+    """The tenants ``principal`` is a member of (support staff: every tenant); ``projects``: also
+    those where the user has a role on some projects only (for callers that serve them)."""
     if principal.api_key is not None:
         return Tenant.objects.filter(pk=principal.api_key.tenant_id)
     if principal.is_support:
         return Tenant.objects.all()
     if principal.user is None:
         return Tenant.objects.none()
+    if projects:
+        return tenants_joined(user=principal.user)
     return Tenant.objects.filter(memberships__user=principal.user)
+
+
+def tenants_joined(*, user) -> QuerySet[Tenant]:
+    """The tenants where ``user`` has a role: in the whole tenant or on some of its projects."""
+    return Tenant.objects.filter(Q(memberships__user=user) | Q(projects__memberships__user=user)).distinct()
+
+
+def project_roles_by_tenant(*, user) -> dict[int, dict[int, str]]:
+    """The user's roles on some projects only: tenant id -> {project id: admin / viewer}."""
+    roles: dict[int, dict[int, str]] = {}
+    for tenant_id, project_id, role in ProjectMembership.objects.filter(user=user).values_list(
+        "project__tenant_id", "project_id", "role"
+    ):
+        roles.setdefault(tenant_id, {})[project_id] = role
+    return roles
 
 
 def tenant_access_get(

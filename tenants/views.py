@@ -13,7 +13,7 @@ from core.errors import TollgateError
 from core.pages import form_error, is_htmx, login_redirect
 from tenants import selectors, services
 from tenants.access import SUPPORT, Principal, TenantAccess
-from tenants.console import console_render, tenant_page
+from tenants.console import administered_project_ids, console_render, project_role_label, tenant_page
 from tenants.forms import ApiKeyForm, MemberAddForm, MemberRoleForm
 from tenants.models import Membership, Role
 
@@ -21,12 +21,15 @@ from tenants.models import Membership, Role
 
 
 def console_home(request: HttpRequest) -> HttpResponse:
-    """``/app/``: the only tenant of the caller, or a chooser."""
+    """``/app/``: the only tenant of the caller, or a chooser (tenants where they have a role,
+    in the whole tenant or on some of its projects)."""
     if not request.user.is_authenticated:
         return login_redirect(request)
     principal = Principal(user=request.user)
     roles = dict(Membership.objects.filter(user=request.user).values_list("tenant_id", "role"))
-    tenants = selectors.tenants_visible(principal=principal).order_by("slug")
+    for tenant_id, project_roles in selectors.project_roles_by_tenant(user=request.user).items():
+        roles.setdefault(tenant_id, project_role_label(project_roles))
+    tenants = selectors.tenants_visible(principal=principal, projects=True).order_by("slug")
     query = request.GET.get("q", "").strip()
     if principal.is_support:
         if query:
@@ -40,19 +43,23 @@ def console_home(request: HttpRequest) -> HttpResponse:
 # --- API keys ---------------------------------------------------------------------------------
 
 
-@tenant_page
+@tenant_page(projects=True)
 def keys_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
+    """The tenant's keys; a project member: their projects' keys, and a project admin creates chat
+    keys in the projects they administer (as ``POST /api/keys``)."""
     tenant = access.tenant
-    projects = list(selectors.project_list(tenant=tenant))
-    form = ApiKeyForm(request.POST or None, projects=projects)
+    projects = list(selectors.project_list(tenant=tenant, project_ids=administered_project_ids(access)))
+    form = ApiKeyForm(request.POST or None, projects=projects, project_only=access.project_roles is not None)
     if request.method == "POST" and form.is_valid():
         try:
+            project = (selectors.project_get(tenant=tenant, project=form.cleaned_data["project"],
+                                             project_ids=access.project_ids)
+                       if form.cleaned_data["project"] else None)
+            if project is not None:
+                access.require_in_project(project, Role.ADMIN, doing="creating API keys")
             key, raw = services.api_key_create(
                 tenant=tenant, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"],
-                expires_at=form.cleaned_data["expires_at"],
-                project=(selectors.project_get(tenant=tenant, project=form.cleaned_data["project"])
-                         if form.cleaned_data["project"] else None),
-                actor=access.principal,
+                expires_at=form.cleaned_data["expires_at"], project=project, actor=access.principal,
             )
         except TollgateError as exc:
             form_error(form, exc)
@@ -61,16 +68,17 @@ def keys_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
                                       section="keys", status=201)
             response["Cache-Control"] = "no-store"
             return response
-    keys = selectors.api_key_list(tenant=tenant)
+    keys = selectors.api_key_list(tenant=tenant, project_ids=access.project_ids)
     return console_render(request, access, "app/keys/list.html", {"form": form, "keys": keys}, section="keys",
                           status=400 if form.errors else 200)
 
 
-@tenant_page
+@tenant_page(projects=True)
 def key_revoke(request: HttpRequest, access: TenantAccess, key_id: int) -> HttpResponse:
     if request.method != "POST":
         return redirect("console-keys", access.tenant.slug)
-    key = selectors.api_key_get(tenant=access.tenant, key_id=key_id)
+    key = selectors.api_key_get(tenant=access.tenant, key_id=key_id, project_ids=access.project_ids)
+    access.require_in_project(key.project, Role.ADMIN, doing="revoking API keys")
     key = services.api_key_revoke(key=key, actor=access.principal)
     if is_htmx(request):
         return console_render(request, access, "app/keys/_row.html", {"key": key, "flash": "Revoked."},
