@@ -465,7 +465,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
     @staticmethod
     def _limit_refusal(asked: "Asked", admission: Admission) -> GatewayError:
         counter = asked.limits.counters[admission.refused - 1]
-        refusal = asked.limits.refusals[admission.refused - 1]
+        refusal = scopes.Refusal(*asked.limits.refusals[admission.refused - 1])
         status, message, code = scopes.refusal_text(refusal, admission.used, counter.frees, asked.worst_tokens)
         if status == 400:
             return GatewayError(400, message, type="invalid_request_error", code=code, usage_status="rejected")

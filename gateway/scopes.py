@@ -63,7 +63,7 @@ KINDS = {
 @dataclass(slots=True)
 class Plan:
     counters: list[Counter]
-    refusals: list[Refusal]
+    refusals: list[tuple]  # Refusal's fields, per counter (a Refusal is made only when one refuses)
     token_keys: tuple[str, ...]  # tokens-per-day counters settlement adds to (beyond tenant and key)
     tpm: tuple[tuple[str, int], ...]  # tokens-per-minute counters and what was reserved in each
 
@@ -80,23 +80,23 @@ def plan(*, tenant, key, project: ProjectInfo | None, end_user: str, covers, wor
     tenant_id = tenant.tenant_id
     project_id = project.project_id if project is not None else None
     counters: list[Counter] = []
-    refusals: list[Refusal] = []
+    refusals: list[tuple] = []
     token_keys: list[str] = []
     tpm: list[tuple[str, int]] = []
 
     def add(scope: str, where: str, sid: str, rpm: int, tpm_limit: int, tpd: int, model: str, counted: bool) -> None:
         if rpm:
             counters.append(Counter(rpm_key(sid, minute), rpm, 1, MINUTE_TTL, to_minute))
-            refusals.append(Refusal("rpm", scope, where, rpm, model))
+            refusals.append(("rpm", scope, where, rpm, model))
         if tpm_limit:
             name = tpm_key(sid, minute)
             counters.append(Counter(name, tpm_limit, worst_tokens, MINUTE_TTL, to_minute))
-            refusals.append(Refusal("tpm", scope, where, tpm_limit, model))
+            refusals.append(("tpm", scope, where, tpm_limit, model))
             tpm.append((name, worst_tokens))
         if tpd:
             name = tpd_key(sid, day)
             counters.append(Counter(name, tpd, 0, DAY_TTL, to_midnight))
-            refusals.append(Refusal("tpd", scope, where, tpd, model))
+            refusals.append(("tpd", scope, where, tpd, model))
             if not counted:
                 token_keys.append(name)
 

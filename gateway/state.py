@@ -11,9 +11,10 @@ failure the state does not ask Redis again for OUTAGE_PROBE_SECONDS, so an outag
 request no wait, and it logs once when Redis goes away and once when it is back."""
 
 import logging
+import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -54,10 +55,10 @@ class StoreUnavailable(GatewayError):
 # The one admission round trip (BUDGET_LUA, billing's, is prepended). KEYS: the tenant's and the
 # platform's configuration version (tenants/config_version.py). ARGV: the two version tokens the
 # worker's cached routing table was loaded under ('*': not checked), now (epoch seconds), the
-# request id; the limit counters (their number, then per counter its key, limit, what admission
-# adds — 1 for requests per minute, the request's worst-case tokens for tokens per minute, 0 for
-# tokens per day, which settlement counts —, the counter's lifetime and seconds until it frees
-# up), in precedence order (tenant, project, key, end user); the budget section
+# request id; the limit counters as one string "key,limit,add,lifetime,frees;…" (what admission
+# adds: 1 for requests per minute, the request's worst-case tokens for tokens per minute, 0 for
+# tokens per day, which settlement counts; the counter's lifetime and whole seconds until it
+# frees up), in precedence order (tenant, project, key, end user); the budget section
 # (billing.spend.budget_arguments); then the deployments: when this request stops counting in
 # flight, the ordering code and 1 for a stream (gateway/deployments.py), how long a minute counter
 # and an in-flight set are kept, the key templates of a deployment's cooldown flag, this minute's
@@ -84,15 +85,16 @@ end
 local now, rid = tonumber(ARGV[3]), ARGV[4]
 local now_ms = math.floor(now * 1000)
 local refusal, frees, count = nil, -1, {}
-local a = 6
-for i = 1, tonumber(ARGV[5]) do
-  local key, limit, add, free = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4])
+local i = 0
+for key, limit, add, ttl, free in string.gmatch(ARGV[5], '([^,;]+),(%d+),(%d+),(%d+),(%d+)') do
+  i = i + 1
+  limit, add, free = tonumber(limit), tonumber(add), tonumber(free)
   local used = tonumber(redis.call('GET', key) or '0')
   if used + math.max(add, 1) > limit then
     if free > frees then refusal, frees = {1, i, used}, free end
-  elseif add > 0 then count[#count + 1] = a end
-  a = a + 5
+  elseif add > 0 then count[#count + 1] = {key, add, ttl} end
 end
+local a = 6
 local budget_refusal, budget_frees, downgrade, reservation
 a, budget_refusal, budget_frees, downgrade, reservation = budgets_check(a, now_ms)
 if budget_refusal and budget_refusal[1] == 4 then return budget_refusal end
@@ -100,8 +102,7 @@ if budget_refusal and budget_frees > frees then refusal = budget_refusal end
 if refusal then return refusal end
 if downgrade then return downgrade end
 for _, c in ipairs(count) do
-  local add = tonumber(ARGV[c + 2])
-  if redis.call('INCRBY', ARGV[c], add) == add then redis.call('EXPIRE', ARGV[c], ARGV[c + 3]) end
+  if redis.call('INCRBY', c[1], c[2]) == c[2] then redis.call('EXPIRE', c[1], c[3]) end
 end
 budgets_reserve(reservation, rid, now_ms)
 local until_, code, stream = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
@@ -296,9 +297,7 @@ def seconds_to_next_minute(now: float) -> float:
 
 
 def seconds_to_utc_midnight(now: float) -> float:
-    current = datetime.fromtimestamp(now, UTC)
-    midnight = (current + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - current).total_seconds()
+    return 86400 - (now % 86400)  # POSIX time has no leap seconds: UTC days are 86,400 s
 
 
 def day_of(now: float) -> str:
@@ -382,10 +381,9 @@ class RedisState:
         that check; ``budgets`` is billing.spend.budget_arguments' section."""
         now = time.time()
         minute = traffic.minute_of(now)
-        args: list = [*versions, now, pick.request_id, len(counters)]
-        for c in counters:
-            args += (c.key, c.limit, c.add, c.ttl, c.frees)
-        args += budgets
+        args: list = [*versions, now, pick.request_id,
+                      ";".join([f"{c.key},{c.limit},{c.add},{c.ttl},{math.ceil(c.frees)}" for c in counters]),
+                      *budgets]
         args += (now + IN_FLIGHT_SECONDS, pick.code, int(pick.stream), traffic.TRAFFIC_KEEP_SECONDS,
                  IN_FLIGHT_SECONDS, cooldown_key(tenant_id, "%s"), traffic.requests_key(tenant_id, "%s", minute),
                  traffic.tokens_key(tenant_id, "%s", minute), traffic.inflight_key(tenant_id, "%s"),
@@ -564,8 +562,8 @@ class LocalState:
         for i, c in enumerate(counters, 1):
             used = self._get(c.key, now)
             if used + max(c.add, 1) > c.limit:
-                if c.frees > frees:
-                    refusal, frees = Admission(refused=i, used=used), c.frees
+                if math.ceil(c.frees) > frees:  # whole seconds, as the script compares them
+                    refusal, frees = Admission(refused=i, used=used), math.ceil(c.frees)
             elif c.add > 0:
                 count.append(c)
         checked = self._budgets_check(list(budgets), now)

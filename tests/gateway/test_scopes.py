@@ -99,7 +99,7 @@ def test_the_plan_counts_each_scope_in_precedence_order_and_each_end_user_apart(
     minute = int(now // 60)
     plan = scopes.plan(tenant=tenant, key=key, project=project, end_user="cust-42", covers=covers,
                        worst_tokens=1234, now=now)
-    wheres = [(r.kind, r.scope, r.model) for r in plan.refusals]
+    wheres = [(kind, scope, model) for kind, scope, _, _, model in plan.refusals]
     assert wheres == [("rpm", "tenant", ""), ("tpd", "tenant", ""), ("tpm", "tenant", "gpt-4o"),
                       ("rpm", "project", ""), ("tpm", "project", ""), ("rpm", "key", ""), ("tpd", "key", ""),
                       ("rpm", "end_user", "")]
@@ -120,7 +120,7 @@ def test_the_plan_counts_each_scope_in_precedence_order_and_each_end_user_apart(
     # no end user: no end-user scope
     anonymous = scopes.plan(tenant=tenant, key=key, project=project, end_user="", covers=covers, worst_tokens=1,
                             now=now)
-    assert [r.scope for r in anonymous.refusals].count("end_user") == 0
+    assert [r[1] for r in anonymous.refusals].count("end_user") == 0
 
 
 # --- each scope's limits through /v1 ------------------------------------------------------------
