@@ -220,8 +220,9 @@ class UsageWriter:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        interval = settings.GATEWAY_USAGE_FLUSH_SECONDS  # the worker's setting, read once
         while True:
-            await asyncio.sleep(settings.GATEWAY_USAGE_FLUSH_SECONDS)
+            await asyncio.sleep(interval)
             try:
                 await self.flush()
             except Exception:  # kept; the next tick retries
