@@ -302,10 +302,10 @@ def _spend_in_window(start: date, end: date, tenant_ids: set[int], *,
 
 
 def _budget_spent(b, rows: list[tuple[int, int, Decimal]], key_projects: dict[int, int],
-                  model_ids: dict[tuple[int, str], frozenset[int]]) -> Decimal:
+                  model_ids: dict[tuple[int, str, int | None], frozenset[int]]) -> Decimal:
     """A budget's spend from its tenant's (key, model, cost) rows of its window: its key's or its
     project's keys', only on the models its filter names."""
-    models = model_ids.get((b.tenant_id, b.model)) if b.model else None
+    models = model_ids.get((b.tenant_id, b.model, b.project_id)) if b.model else None
     total = Decimal(0)
     for key_id, model_id, cost in rows:
         if models is not None and model_id not in models:
@@ -340,10 +340,11 @@ def _budget_candidates(now: datetime) -> list[_Candidate]:
     project_tenants = {b.tenant_id for b in budgets if b.scope == BudgetScope.PROJECT}
     key_projects = dict(ApiKey.objects.filter(tenant_id__in=project_tenants).values_list("pk", "project_id")
                         ) if project_tenants else {}
-    filtered = {(b.tenant_id, b.model) for b in budgets if b.model}
-    tenants = Tenant.objects.in_bulk({tenant_id for tenant_id, _ in filtered}) if filtered else {}
-    model_ids = {(tenant_id, model): provider_model_ids_named(tenant=tenants[tenant_id], name=model)
-                 for tenant_id, model in filtered}
+    filtered = {(b.tenant_id, b.model, b.project_id) for b in budgets if b.model}
+    tenants = Tenant.objects.in_bulk({tenant_id for tenant_id, _, _ in filtered}) if filtered else {}
+    model_ids = {(tenant_id, model, project_id): provider_model_ids_named(tenant=tenants[tenant_id], name=model,
+                                                                          project_id=project_id)
+                 for tenant_id, model, project_id in filtered}
 
     candidates = []
     for (start, end), entries in by_window.items():

@@ -21,7 +21,7 @@ from billing.models import Budget, BudgetScope, EndUserBlock, EndUserDaily
 from billing.periods import local_today, period_for
 from core.errors import InvalidInput, NotFound
 from core.validation import text_check
-from providers.models import AliasTarget, ProviderModel
+from providers.selectors import provider_model_ids_named
 from tenants.access import Principal
 from tenants.models import Project, Tenant
 from tenants.services import audit_record
@@ -41,20 +41,6 @@ DEFAULT_PERIOD = "30d"
 
 
 # --- selectors: spend ------------------------------------------------------------------------
-
-
-def model_filter_ids(*, tenant: Tenant, model: str) -> set[int]:
-    """The provider models a budget's ``model`` filter names, as far as the rollup can tell
-    (it keeps the model that answered): an alias's deployments, a "provider:model" or a bare
-    model id among the tenant's and the platform's providers."""
-    ids = set(AliasTarget.objects.filter(alias__tenant=tenant, alias__name=model)
-              .values_list("provider_model_id", flat=True))
-    visible = ProviderModel.objects.filter(Q(provider__owner=tenant) | Q(provider__owner__isnull=True))
-    provider, sep, model_id = model.partition(":")
-    if sep:
-        ids |= set(visible.filter(provider__name=provider, model_id=model_id).values_list("pk", flat=True))
-    ids |= set(visible.filter(model_id=model).values_list("pk", flat=True))
-    return ids
 
 
 # --- selectors: blocks -----------------------------------------------------------------------
@@ -170,9 +156,12 @@ def _add_status(tenant: Tenant, rows: list[EndUserRow], now: datetime | None) ->
     spent: dict[str, list[tuple[int, int, date, Decimal]]] = {}  # end user -> (project, model, day, cost)
     periods, models = {}, {}
     if budgets:
+        named = {(b.model, b.project_id): provider_model_ids_named(tenant=tenant, name=b.model,
+                                                                   project_id=b.project_id)
+                 for b in budgets if b.model}  # each name looked up once
         for budget in budgets:
             periods[budget.pk] = period_for(budget.period, tenant.timezone, now)
-            models[budget.pk] = model_filter_ids(tenant=tenant, model=budget.model) if budget.model else None
+            models[budget.pk] = named.get((budget.model, budget.project_id)) if budget.model else None
         first = min(p.start for p in periods.values())
         for r in (EndUserDaily.objects.filter(tenant=tenant, end_user__in=users, day__gte=first)
                   .values("end_user", "project_id", "provider_model_id", "day")

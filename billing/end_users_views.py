@@ -27,11 +27,15 @@ TOP_ROWS = 100
 BLOCKS_SHOWN = 500
 
 
-def _block_form(access, data=None) -> EndUserBlockForm:
-    """Offers the projects the caller administers; "every project" for a tenant role only."""
+def _block_form(access, data=None, visible=None) -> EndUserBlockForm:
+    """Offers the projects the caller administers; "every project" for a tenant role only.
+    ``visible``: the caller's projects when already read (those it administers are among them)."""
     administered = administered_project_ids(access)
-    return EndUserBlockForm(data, projects=list(project_list(tenant=access.tenant, project_ids=administered)),
-                            every_project=administered is None)
+    if visible is None:
+        projects = list(project_list(tenant=access.tenant, project_ids=administered))
+    else:
+        projects = [p for p in visible if administered is None or p.pk in administered]
+    return EndUserBlockForm(data, projects=projects, every_project=administered is None)
 
 
 @tenant_page(projects=True)
@@ -39,7 +43,7 @@ def end_users_page(request: HttpRequest, access) -> HttpResponse:
     tenant = access.tenant
     projects = list(project_list(tenant=tenant, project_ids=access.project_ids))
     form = EndUserFilterForm(request.GET, projects=projects)
-    context = {"form": form, "block_form": _block_form(access), "projects": projects,
+    context = {"form": form, "block_form": _block_form(access, visible=projects), "projects": projects,
                "query": request.GET.urlencode(),
                "blocks": blocked_end_users(tenant=tenant, project_ids=access.project_ids)[:BLOCKS_SHOWN]}
     if form.is_valid():

@@ -171,8 +171,8 @@ def rollup_key(row: UsageRecord) -> tuple[int, date, int, int]:
 def _add_to_rollups(rows: list[UsageRecord]) -> None:
     totals: dict[tuple, dict[str, Any]] = {}
     provider_of: dict[tuple, int] = {}
-    for row in rows:
-        key = rollup_key(row)
+    keys = [rollup_key(row) for row in rows]  # one day per row for every rollup
+    for row, key in zip(rows, keys, strict=True):
         acc = totals.get(key)
         if acc is None:
             acc = totals[key] = dict.fromkeys(ROLLUP_SUMS, 0)
@@ -215,17 +215,17 @@ def _add_to_rollups(rows: list[UsageRecord]) -> None:
           *[adapt_money(acc[n], *SUM_DIGITS) if n == "cost" else acc[n] for n in TENANT_SUMS])
          for (tenant_id, day), acc in sorted(per_tenant.items())],
     )
-    _add_to_end_users(rows)
+    _add_to_end_users(rows, keys)
 
 
-def _add_to_end_users(rows: list[UsageRecord]) -> None:
+def _add_to_end_users(rows: list[UsageRecord], keys: list[tuple[int, date, int, int]]) -> None:
     """EndUserDaily: the rows that name an end user, per tenant × local day × project × end
-    user × model, counted as UsageDaily counts them."""
+    user × model, counted as UsageDaily counts them (``keys``: each row's UsageDaily key, so
+    both rollups file a row under the same day)."""
     totals: dict[tuple, dict[str, Any]] = {}
-    for row in rows:
+    for row, (tenant_id, day, model_id, _) in zip(rows, keys, strict=True):
         if not row.end_user:
             continue
-        tenant_id, day, model_id, _ = rollup_key(row)
         key = (tenant_id, day, row.project_id or 0, row.end_user, model_id)
         acc = totals.get(key)
         if acc is None:

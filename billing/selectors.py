@@ -54,7 +54,7 @@ def budget_model_ids(*, budget: Budget) -> frozenset[int] | None:
     """The provider models a model-filtered budget counts (None: every model)."""
     if not budget.model:
         return None
-    return provider_model_ids_named(tenant=budget.tenant, name=budget.model)
+    return provider_model_ids_named(tenant=budget.tenant, name=budget.model, project_id=budget.project_id)
 
 
 def budget_spent(*, budget: Budget, period: Period) -> Decimal | None:

@@ -148,6 +148,7 @@ class ScopePlan:
     days: list[date]  # ascending, ending today: the longest period among its budgets
     budgets: list[tuple[BudgetInfo, int]]  # budget and how many of the last days it counts
     source: SpendSource = SpendSource()
+    resets_in: tuple[float, ...] = ()  # per budget, seconds from the plan's time until it resets
 
 
 def plan(budgets: list[BudgetInfo], *, tenant_id: int, key_id: int | None, zone: ZoneInfo,
@@ -159,7 +160,7 @@ def plan(budgets: list[BudgetInfo], *, tenant_id: int, key_id: int | None, zone:
     (without ``covers``, never)."""
     now = now or datetime.now(zone)
     today = now.astimezone(zone).date()
-    by_scope: dict[str, tuple[SpendSource, list[tuple[BudgetInfo, int]]]] = {}
+    by_scope: dict[str, tuple[SpendSource, list[tuple[BudgetInfo, int]], list[float]]] = {}
     for budget in budgets:
         scope = budget.scope
         if scope == BudgetScope.KEY:
@@ -183,33 +184,33 @@ def plan(budgets: list[BudgetInfo], *, tenant_id: int, key_id: int | None, zone:
                 continue
             sid_args["model"] = budget.model
             source = replace(source, provider_models=models)
-        start = period_for(budget.period, str(zone), now).start
-        sid = scope_id(tenant_id, **sid_args)
-        by_scope.setdefault(sid, (source, []))[1].append((budget, (today - start).days + 1))
+        period = period_for(budget.period, str(zone), now)
+        _, entries, resets = by_scope.setdefault(scope_id(tenant_id, **sid_args), (source, [], []))
+        entries.append((budget, (today - period.start).days + 1))
+        resets.append((period.resets_at - now).total_seconds())
     plans = []
-    for sid, (source, entries) in by_scope.items():
+    for sid, (source, entries, resets) in by_scope.items():
         longest = max(n for _, n in entries)
         days = [today - timedelta(days=i) for i in range(longest - 1, -1, -1)]
-        plans.append(ScopePlan(sid, days, entries, source))
+        plans.append(ScopePlan(sid, days, entries, source, tuple(resets)))
     return plans
 
 
-def budget_arguments(plans: list[ScopePlan], *, reservation: int, downgrade_as_alert: bool,
-                     resets: Callable[[BudgetInfo], float]) -> list[int | str]:
+def budget_arguments(plans: list[ScopePlan], *, reservation: int, downgrade_as_alert: bool) -> list[int | str]:
     """The budget section of the admission script's ARGV (BUDGET_LUA): the reservation, its
     lifetime, then per scope its reservation key, its day buckets and its budgets (amount,
-    action, days counted, seconds until it resets: ``resets``)."""
+    action, days counted, seconds until it resets)."""
     args: list[int | str] = [reservation, RESERVATION_TTL, len(plans)]
     for scope in plans:
         args.append(reserved_of(scope.sid))
         args.append(len(scope.days))
         args.extend(bucket_of(scope.sid, day) for day in scope.days)
         args.append(len(scope.budgets))
-        for budget, n_days in scope.budgets:
+        for (budget, n_days), resets_in in zip(scope.budgets, scope.resets_in, strict=True):
             action = ACTION_CODES[budget.action]
             if downgrade_as_alert and action == 2:
                 action = 0
-            args.extend([budget.amount_nanos, action, n_days, int(resets(budget))])
+            args.extend([budget.amount_nanos, action, n_days, int(resets_in)])
     return args
 
 

@@ -9,10 +9,11 @@ A caller with roles on some projects only manages targets inside the projects it
 from typing import Any
 
 from billing.models import BudgetScope
-from core.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput, NotFound
 from providers.selectors import model_name_check
 from tenants.access import TenantAccess
 from tenants.models import ApiKey, Project, Tenant
+from tenants.selectors import api_key_get, project_get
 
 TARGET_FIELDS = ("scope", "project", "api_key", "model")
 
@@ -21,43 +22,33 @@ def _choices(values) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
+def _where(tenant: Tenant, projects: frozenset[int] | None) -> str:
+    return f"tenant '{tenant.slug}'" if projects is None else "the projects you administer"
+
+
 def key_of(tenant: Tenant, value: Any, *, projects: frozenset[int] | None = None) -> ApiKey:
     key_id = value.pk if isinstance(value, ApiKey) else value
     if isinstance(key_id, bool) or not isinstance(key_id, int):
         raise InvalidInput(f"api_key must be the id of one of the tenant's API keys (got {value!r}).",
                            field="api_key")
-    # Looked up through the tenant: another tenant's key reads exactly like a missing one.
-    keys = ApiKey.objects.filter(tenant=tenant, pk=key_id).select_related("project")
-    if projects is not None:
-        keys = keys.filter(project_id__in=projects)
-    key = keys.first()
-    if key is None:
-        where = f"tenant '{tenant.slug}'" if projects is None else "the projects you administer"
-        raise InvalidInput(f"api_key {key_id} is not an API key of {where}; list the keys with GET /api/keys.",
-                           field="api_key")
-    return key
+    try:  # through the tenant: another tenant's key reads exactly like a missing one
+        return api_key_get(tenant=tenant, key_id=key_id, project_ids=projects)
+    except NotFound:
+        raise InvalidInput(f"api_key {key_id} is not an API key of {_where(tenant, projects)}; list the keys with "
+                           "GET /api/keys.", field="api_key") from None
 
 
 def project_of(tenant: Tenant, value: Any, *, projects: frozenset[int] | None = None) -> Project:
     """A project of ``tenant`` by id, slug or row; another tenant's reads like a missing one."""
     if isinstance(value, Project):
         value = value.pk
-    rows = Project.objects.filter(tenant=tenant)
-    if projects is not None:
-        rows = rows.filter(pk__in=projects)
-    found = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        found = rows.filter(pk=value).first() if 0 < value < 2**63 else None
-    elif isinstance(value, str) and value.strip() and "\x00" not in value:
-        text = value.strip()
-        found = rows.filter(pk=int(text)).first() if text.isascii() and text.isdigit() and len(text) < 19 \
-            else rows.filter(slug=text).first()
-    else:
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip())):
         raise InvalidInput(f"project must be a project's id or slug (got {value!r}).", field="project")
-    if found is None:
-        where = f"tenant '{tenant.slug}'" if projects is None else "the projects you administer"
-        raise InvalidInput(f"No such project {value!r} in {where}; GET /api/projects lists them.", field="project")
-    return found
+    try:
+        return project_get(tenant=tenant, project=value, project_ids=projects)
+    except NotFound:
+        raise InvalidInput(f"No such project {value!r} in {_where(tenant, projects)}; GET /api/projects lists them.",
+                           field="project") from None
 
 
 def target_project_id(state: dict[str, Any]) -> int | None:

@@ -453,10 +453,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             budgets = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=key.key_id, zone=tenant.zone,
                                  project_id=ctx.project_id, end_user=ctx.end_user, covers=covers)
             if budgets:
-                now = datetime.now(tenant.zone)
-                budget_args = spend.budget_arguments(
-                    budgets, reservation=worst_nanos, downgrade_as_alert=downgraded,
-                    resets=lambda b: (period_for(b.period, str(tenant.zone), now).resets_at - now).total_seconds())
+                budget_args = spend.budget_arguments(budgets, reservation=worst_nanos, downgrade_as_alert=downgraded)
         pre, pick = self.engine.pick_of(route, ctx.session, ctx.call)
         admission = await self.state.admit(tenant_id=tenant.tenant_id, pick=pick, versions=tenant.version,
                                            counters=limits.counters, budgets=budget_args)

@@ -57,7 +57,7 @@ class Ctx:
     call: Call | None = None
     prompt_bytes: int = 0
     day: date | None = None  # the tenant's local day (rollups, budget buckets)
-    settle: spend.Settlement | None = None  # the budget reservations it holds
+    settle: spend.Settlement | None = None  # what settling it takes: reservations, token counters
     record: UsageRecord | None = None  # what the ledger got, once it is recorded
     opened: Any = None  # the stream being relayed (an OpenStream or a door's), once it opened
     headers_sent: bool = False

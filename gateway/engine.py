@@ -173,8 +173,8 @@ class Engine:
         return ranked
 
     async def pick(self, tenant: TenantConfig, route: Route, call: Call, session: str = "") -> list[Target]:
-        """Order ``route``'s targets outside admission (a budget downgrade, an error-class
-        fallback): one more round trip, which counts the request against the first."""
+        """Order ``route``'s targets outside admission (an error-class fallback): one more round
+        trip, which counts the request against the first."""
         pre, pick = self.pick_of(route, session, call)
         order = await self.state.pick(tenant_id=tenant.tenant_id, pick=pick)
         return self.order_targets(route, self.ranked(route, pre, order, call))

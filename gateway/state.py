@@ -701,7 +701,8 @@ class LocalState:
         for name, tokens in (days or {}).items():
             self._incr(name, tokens, 2 * 86400, now)
         for name, tokens in (minutes or {}).items():
-            if self._get(name, now) or name in self.counters:
+            self._get(name, now)  # drops the counter if its minute is gone
+            if name in self.counters:
                 self.counters[name] += tokens
 
     def _reserved(self, scope: str, now: float) -> int:

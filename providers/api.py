@@ -598,15 +598,6 @@ def _alias_project(access: TenantAccess, wanted: int | str | None) -> Project | 
     return project_get(tenant=access.tenant, project=wanted, project_ids=access.project_ids)
 
 
-def _alias_change_require(access: TenantAccess, project: Project | None, *, doing: str) -> None:
-    """Tenant admins change every alias; a project admin only their project's. ``doing`` has a
-    ``{}`` for which aliases."""
-    if project is None:
-        access.require(Role.ADMIN, doing=doing.format("tenant-wide aliases"))
-    else:
-        access.require_in_project(project, Role.ADMIN, doing=doing.format(f"aliases of project '{project.slug}'"))
-
-
 class AliasListAPI(TenantAPIView):
     @extend_schema(parameters=[TENANT_PARAM, ALIAS_PROJECT_PARAM], responses=AliasOut(many=True),
                    summary="Aliases and fallback chains (a project member: their projects' aliases)")
@@ -626,7 +617,7 @@ class AliasListAPI(TenantAPIView):
         access = self.access(request, projects=True)
         data = validated(AliasIn, request.data)
         data["project"] = _alias_project(access, data.get("project"))
-        _alias_change_require(access, data["project"], doing="creating {}")
+        access.require_in_scope(data["project"], Role.ADMIN, doing="creating {}", what="aliases")
         alias = services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
         return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias.pk)).data, status=201)
 
@@ -643,11 +634,11 @@ class AliasDetailAPI(TenantAPIView):
     def put(self, request, alias_id: int):
         access = self.access(request, projects=True)
         alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
-        _alias_change_require(access, alias.project, doing="changing {}")
+        access.require_in_scope(alias.project, Role.ADMIN, doing="changing {}", what="aliases")
         data = validated(AliasUpdateIn, request.data)
         if "project" in data:
             data["project"] = _alias_project(access, data["project"])
-            _alias_change_require(access, data["project"], doing="making an alias one of the {}")
+            access.require_in_scope(data["project"], Role.ADMIN, doing="making an alias one of the {}", what="aliases")
         services.alias_update(alias=alias, data=data, actor=access.principal)
         return Response(AliasOut(selectors.alias_get(tenant=access.tenant, alias_id=alias_id)).data)
 
@@ -657,6 +648,6 @@ class AliasDetailAPI(TenantAPIView):
     def delete(self, request, alias_id: int):
         access = self.access(request, projects=True)
         alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
-        _alias_change_require(access, alias.project, doing="deleting {}")
+        access.require_in_scope(alias.project, Role.ADMIN, doing="deleting {}", what="aliases")
         services.alias_delete(alias=alias, actor=access.principal)
         return Response(status=204)

@@ -252,11 +252,17 @@ def model_name_check(*, tenant: Tenant, name: str, field: str = "model") -> str:
                        field=field)
 
 
-def provider_model_ids_named(*, tenant: Tenant, name: str) -> frozenset[int]:
-    """The provider models a name stands for, to count their usage: an alias's deployments, or
-    every model of the tenant's or the platform's providers with that ``provider:model`` or bare
-    id (disabled ones too: what they served still counts)."""
-    aliases = ModelAlias.objects.filter(tenant=tenant, name=name)
+def provider_model_ids_named(*, tenant: Tenant, name: str, project_id: int | None = None) -> frozenset[int]:
+    """The provider models a name stands for, to count their usage: an alias's deployments — the
+    alias of that name of project ``project_id`` when it has one (it shadows the tenant-wide one
+    for the project's keys), else the tenant-wide one —, or every model of the tenant's or the
+    platform's providers with that ``provider:model`` or bare id (disabled ones too: what they
+    served still counts)."""
+    aliases = ModelAlias.objects.none()
+    if project_id is not None:
+        aliases = ModelAlias.objects.filter(tenant=tenant, name=name, project_id=project_id)
+    if not aliases.exists():
+        aliases = ModelAlias.objects.filter(tenant=tenant, name=name, project__isnull=True)
     if aliases.exists():
         return frozenset(AliasTarget.objects.filter(alias__in=aliases).values_list("provider_model_id", flat=True))
     models = ProviderModel.objects.filter(Q(provider__owner=tenant) | Q(provider__owner__isnull=True))

@@ -35,7 +35,7 @@ from providers.traffic import Traffic
 from tenants.access import TenantAccess
 from tenants.console import administered_project_ids, console_render, may_change, tenant_page
 from tenants.forms import TenantSettingsForm
-from tenants.models import Project, Role
+from tenants.models import Role
 from tenants.selectors import project_get, project_list
 from tenants.services import tenant_update
 
@@ -383,25 +383,16 @@ def _alias_save(request, access: TenantAccess, form, formset, alias=None):
         data["project"] = (project_get(tenant=access.tenant, project=slug, project_ids=access.project_ids)
                            if slug else None)
         if alias is None:
-            _alias_change_require(access, data["project"], doing="creating {}")
+            access.require_in_scope(data["project"], Role.ADMIN, doing="creating {}", what="aliases")
             return services.alias_create(tenant=access.tenant, data=data, actor=access.principal)
-        _alias_change_require(access, alias.project, doing="changing {}")
-        _alias_change_require(access, data["project"], doing="making an alias one of the {}")
+        access.require_in_scope(alias.project, Role.ADMIN, doing="changing {}", what="aliases")
+        access.require_in_scope(data["project"], Role.ADMIN, doing="making an alias one of the {}", what="aliases")
         return services.alias_update(alias=alias, data=data, actor=access.principal)
     except Forbidden:
         raise  # the 403 page (tenant_page)
     except TollgateError as exc:
         _alias_error(form, formset, exc)
         return None
-
-
-def _alias_change_require(access: TenantAccess, project: Project | None, *, doing: str) -> None:
-    """Tenant admins change every alias; a project admin only their project's (as the REST API).
-    ``doing`` has a ``{}`` for which aliases."""
-    if project is None:
-        access.require(Role.ADMIN, doing=doing.format("tenant-wide aliases"))
-    else:
-        access.require_in_project(project, Role.ADMIN, doing=doing.format(f"aliases of project '{project.slug}'"))
 
 
 def _alias_error(form, formset, exc: TollgateError) -> None:
@@ -459,7 +450,7 @@ def alias_edit(request: HttpRequest, access: TenantAccess, alias_id: int) -> Htt
 def alias_delete(request: HttpRequest, access: TenantAccess, alias_id: int) -> HttpResponse:
     alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
     if request.method == "POST":
-        _alias_change_require(access, alias.project, doing="deleting {}")
+        access.require_in_scope(alias.project, Role.ADMIN, doing="deleting {}", what="aliases")
         services.alias_delete(alias=alias, actor=access.principal)
         messages.success(request, f"Alias '{alias.name}' deleted.")
     return redirect("console-aliases", access.tenant.slug)

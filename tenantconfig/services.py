@@ -16,6 +16,7 @@ import json
 import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.db import transaction
@@ -390,7 +391,7 @@ class _Planner:
                 for a in ModelAlias.objects.filter(tenant=self.tenant).select_related("project")}
         if "aliases" not in self.wanted:
             return
-        projects = self._project_slugs()
+        projects = self._project_slugs
         for index, want in enumerate(self.wanted["aliases"]):
             path = f"aliases[{index}]"
             slug = want.get("project") or ""
@@ -428,8 +429,9 @@ class _Planner:
                     self.step(1, f"aliases: '{alias_label({'project': key[0], 'name': key[1]})}'",
                               lambda actor, row=row: alias_delete(alias=row, actor=actor))
 
+    @cached_property
     def _project_slugs(self) -> set[str]:
-        """The projects the tenant has once the document is applied."""
+        """The projects the tenant has once the document is applied (read once per plan)."""
         slugs = set(Project.objects.filter(tenant=self.tenant).values_list("slug", flat=True))
         if "projects" in self.wanted:
             named = {p["slug"] for p in self.wanted["projects"]}
@@ -509,12 +511,9 @@ class _Planner:
     def project_known(self, slug: str, path: str) -> bool:
         """A project a budget or rule names must exist after the apply: in the tenant (and not
         pruned) or in the document."""
-        named = {p["slug"] for p in self.wanted.get("projects", [])}
-        saved = set(Project.objects.filter(tenant=self.tenant).values_list("slug", flat=True))
-        known = named if self.prune and "projects" in self.wanted else named | saved
-        if slug in known:
+        if slug in self._project_slugs:
             return True
-        pruned = " (the file prunes it)" if slug in saved else ""
+        pruned = " (the file prunes it)" if Project.objects.filter(tenant=self.tenant, slug=slug).exists() else ""
         self.errors.append(f"{path}.project: tenant '{self.tenant.slug}' has no project '{slug}'{pruned}; add it "
                            "under projects:, or name one of the tenant's projects.")
         return False

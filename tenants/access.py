@@ -76,6 +76,14 @@ class TenantAccess:
             return False
         return ROLE_RANK[Role(role)] >= ROLE_RANK[needed]
 
+    def require_in_scope(self, project: Project | None, needed: Role, *, doing: str, what: str) -> None:
+        """``needed`` over ``what`` of ``project``, or tenant-wide when ``project`` is None (the
+        tenant role only). ``doing`` has a ``{}`` for which ``what``: "creating {}"."""
+        if project is None:
+            self.require(needed, doing=doing.format(f"tenant-wide {what}"))
+        else:
+            self.require_in_project(project, needed, doing=doing.format(f"{what} of project '{project.slug}'"))
+
     def require_in_project(self, project: Project, needed: Role, *, doing: str) -> None:
         if self.project_roles is None:
             self.require(needed, doing=doing)

@@ -325,8 +325,8 @@ def _key_project(access, wanted) -> Project:
     administered = sorted(p for p, role in access.project_roles.items() if role == Role.ADMIN)
     if len(administered) == 1:
         return selectors.project_get(tenant=access.tenant, project=administered[0])
-    raise InvalidInput("Name the key's project (\"project\": id or slug): you have roles on several projects.",
-                       field="project")
+    raise InvalidInput("Name the key's project (\"project\": id or slug): you do not administer exactly one "
+                       "project.", field="project")
 
 
 class ApiKeyListAPI(TenantAPIView):

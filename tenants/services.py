@@ -31,6 +31,7 @@ from tenants.models import (
     Role,
     Tenant,
 )
+from tenants.selectors import project_default
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
 
@@ -209,7 +210,7 @@ def api_key_create(
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("expires_at must be in the future.", field="expires_at")
     if project is None:
-        project = Project.objects.get(tenant=tenant, slug=DEFAULT_PROJECT_SLUG)
+        project = project_default(tenant=tenant)
     elif project.tenant_id != tenant.pk:
         raise InvalidInput(f"Project '{project.slug}' is not a project of tenant '{tenant.slug}'.", field="project")
     raw = key_generate()
@@ -493,7 +494,7 @@ def project_delete(*, project: Project, actor: Principal) -> None:
                 "first (DELETE /api/keys/{id}), then delete the project.",
                 field="project",
             )
-        default = Project.objects.get(tenant_id=locked.tenant_id, slug=DEFAULT_PROJECT_SLUG)
+        default = project_default(tenant=locked.tenant)
         moved = ApiKey.objects.filter(project=locked).update(project=default)
         audit_record(
             actor=actor, action="project.delete", tenant=locked.tenant, target=f"project:{locked.slug}",

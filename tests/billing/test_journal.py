@@ -124,7 +124,7 @@ class Budgets:
         self.state = RedisState(redis_url) if kind == "redis" else LocalState()
         day = datetime.now(UTC).date()
         self.plans = [spend.ScopePlan(spend.scope_id(tenant_id), [day], [
-            (spend.BudgetInfo(1, "b", "tenant", None, Decimal(1000), "day", "block", ""), 1)])]
+            (spend.BudgetInfo(1, "b", "tenant", None, Decimal(1000), "day", "block", ""), 1)], resets_in=(60,))]
         self.tenant_id = tenant_id
         self.settlement = spend.settlement(self.plans)
         self.reserved, self.bucket = self.settlement.reserved_keys[0], self.settlement.bucket_keys[0]

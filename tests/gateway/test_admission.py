@@ -26,9 +26,8 @@ def pick(request_id: str) -> Pick:
 def budgets(amount_nanos: int, action: str, reservation: int, *, seed: bool = True):
     budget = spend.BudgetInfo(1, "b", "project", None, Decimal(amount_nanos) / spend.NANOS, "day", action, "cheap",
                               project_id=3)
-    plans = [spend.ScopePlan(spend.scope_id(1, project_id=3), [TODAY], [(budget, 1)])]
-    return plans, spend.budget_arguments(plans, reservation=reservation, downgrade_as_alert=False,
-                                         resets=lambda b: 3600)
+    plans = [spend.ScopePlan(spend.scope_id(1, project_id=3), [TODAY], [(budget, 1)], resets_in=(3600,))]
+    return plans, spend.budget_arguments(plans, reservation=reservation, downgrade_as_alert=False)
 
 
 def make(kind: str, settings):

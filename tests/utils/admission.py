@@ -11,11 +11,11 @@ def tenant_budget_plan(tenant_id: int, day, amount_nanos: int, action: str = "bl
     from decimal import Decimal
 
     budget = spend.BudgetInfo(1, "b", "tenant", None, Decimal(amount_nanos) / spend.NANOS, "day", action, "")
-    return [spend.ScopePlan(spend.scope_id(tenant_id), [day], [(budget, 1)])]
+    return [spend.ScopePlan(spend.scope_id(tenant_id), [day], [(budget, 1)], resets_in=(60,))]
 
 
 async def budget_admit(state, plans: list[spend.ScopePlan], *, reservation: int, request_id: str) -> list[int]:
-    args = spend.budget_arguments(plans, reservation=reservation, downgrade_as_alert=False, resets=lambda b: 60)
+    args = spend.budget_arguments(plans, reservation=reservation, downgrade_as_alert=False)
     admission = await state.admit(tenant_id=0, pick=Pick((), 0, False, request_id), versions=("*", "*"),
                                   budgets=args)
     return list(admission.budget) if admission.budget else [0]
