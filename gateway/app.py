@@ -578,7 +578,9 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
     async def _pump(self, ctx: Ctx, opened, relaying: Awaitable[None], receive) -> None:
         """Run a door's relay of ``opened`` (an OpenStream or one with its interface) while
         watching for the client to leave: a disconnect cancels the relay (and the upstream
-        call) and makes the row partial. The usage recorded is the stream's, else estimated
+        call) and makes the row partial, unless the client had been sent the upstream's own
+        final event (``opened.answered``: Codex hangs up on ``response.completed`` before the
+        upstream has closed its end). The usage recorded is the stream's, else estimated
         (``_seal``)."""
         ctx.opened = opened
         relay = asyncio.ensure_future(relaying)
@@ -587,7 +589,8 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             done, _ = await asyncio.wait({relay, watch}, return_when=asyncio.FIRST_COMPLETED)
             if watch in done and not relay.done():
                 relay.cancel()
-                ctx.status, ctx.error_type = "partial", "client_disconnected"
+                if not opened.answered:  # a client that leaves after the answer's last event had all of it
+                    ctx.status, ctx.error_type = "partial", "client_disconnected"
                 try:
                     await relay
                 except (asyncio.CancelledError, Exception):

@@ -418,6 +418,12 @@ class OpenStream:
     def text_chars(self) -> int:
         return self._translator.text_chars if self._translator is not None else 0
 
+    @property
+    def answered(self) -> bool:
+        """Whether the client has had the stream's last event: never before the door's own end
+        (a chat stream ends with the ``[DONE]`` the door writes)."""
+        return False
+
     def close(self) -> None:
         if self._response is not None:
             self._response.close()

@@ -181,6 +181,11 @@ class DoorStream:
     def text_chars(self) -> int:
         return self.inner.text_chars
 
+    @property
+    def answered(self) -> bool:
+        """Whether an Anthropic upstream's own ``message_stop`` went out."""
+        return self.tap is not None and self.tap.complete and self.tap.failure is None
+
     def close(self) -> None:
         self.inner.close()
 

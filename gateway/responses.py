@@ -23,6 +23,8 @@ from providers.adapters.registry import ADAPTERS
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, Usage
 from providers.models import ModelMode, ProviderType
 
+ANSWERED = ("response.completed", "response.incomplete")  # the terminal events of a whole answer
+
 # Provider types that speak the Responses API themselves (Azure at /openai/v1/responses).
 RELAYED = frozenset({ProviderType.OPENAI, ProviderType.AZURE})
 
@@ -146,6 +148,12 @@ class ResponsesStream:
     @property
     def text_chars(self) -> int:
         return self.inner.text_chars
+
+    @property
+    def answered(self) -> bool:
+        """Whether an upstream's own ``response.completed`` (or ``.incomplete``) went out."""
+        watcher = self.watcher
+        return watcher is not None and watcher.error is None and watcher.terminal in ANSWERED
 
     def close(self) -> None:
         self.inner.close()

@@ -8,7 +8,9 @@ only describe their routes, auth check, error bodies and response/stream shapes 
 
 Fault kinds (``FakeServer.set_fault``):
 
-``slow``         ``delay`` seconds before responding; ``chunk_delay`` seconds between stream frames.
+``slow``         ``delay`` seconds before responding; ``chunk_delay`` seconds between stream frames;
+                 ``end_delay`` seconds after a stream's last frame before its end (an upstream that
+                 closes its side late).
 ``status``       answer ``status`` with the protocol's documented error body (``message`` and
                  ``variant`` override the default text / error type; ``retry_after`` and ``headers``
                  add response headers; by default 429 carries ``retry-after: 1``).
@@ -91,6 +93,7 @@ class Fault:
     times: int | None = None  # remaining uses; None = until cleared
     delay: float = 0.0
     chunk_delay: float = 0.0
+    end_delay: float = 0.0
     status: int = 500  # for ``redirect``: 307 unless a 3xx is given
     message: str | None = None
     location: str = ""
@@ -654,6 +657,9 @@ class FakeServer:
         else:
             if reset:
                 return self._reset(h)
+            if slow and slow.end_delay:
+                h.wfile.flush()
+                self._stopping.wait(slow.end_delay)
         h.wfile.write(b"0\r\n\r\n")
 
     def _reset(self, h: _Handler) -> None:

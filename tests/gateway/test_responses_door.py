@@ -336,6 +336,37 @@ def test_client_leaving_mid_stream_cancels_upstream_and_records_partial(world, l
     assert row.input_tokens > 0 and row.output_tokens > 0 and fake.abandoned == 1
 
 
+@pytest.mark.parametrize(("path", "provider_type", "fake_class", "last_event"), [
+    ("/v1/responses", "openai", FakeOpenAI, b"response.completed"),
+    ("/v1/messages", "anthropic", FakeAnthropic, b"message_stop"),
+])
+def test_client_leaving_after_the_last_event_had_the_whole_answer(world, live, path, provider_type, fake_class,
+                                                                  last_event):
+    """Codex hangs up as soon as it reads ``response.completed``, before the upstream closes its
+    end: the answer was whole, so the row is ``ok`` with the upstream's exact usage."""
+    with fake_class(models=["m"], reply="Hello", usage={"prompt_tokens": 1000, "completion_tokens": 500},
+                    api_key="sk-up-1") as fake:
+        add_provider(world.tenant, fake, provider_type=provider_type, api_key="sk-up-1")
+        fake.set_fault("slow", end_delay=3.0)  # the upstream keeps its end open after the last event
+        asked = ({"max_tokens": 600, "messages": [{"role": "user", "content": "hi"}]} if path == "/v1/messages"
+                 else {"input": "hi"})
+        body = json.dumps({"model": "up:m", "stream": True, **asked}).encode()
+        sock = socket.create_connection(("127.0.0.1", live.port))
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+                     + f"Authorization: Bearer {world.chat_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                     + body)
+        received = b""
+        while last_event not in received:
+            received += sock.recv(65536)
+        request_id = received.split(b"x-request-id: ")[1].split(b"\r\n")[0].decode()
+        sock.close()  # before the upstream ends its stream
+        started = time.monotonic()
+        row = wait_usage(request_id, timeout=10)
+    assert time.monotonic() - started < 2.5  # recorded when the client left, not when the upstream closed
+    assert (row.status, row.error_type, row.tokens_estimated) == ("ok", "", False)
+    assert (row.input_tokens, row.output_tokens) == (1000, 500)
+
+
 def test_wrong_method_and_unknown_paths(world, live):
     response = httpx.get(f"{live.url}/v1/responses", headers={"Authorization": f"Bearer {world.chat_key}"})
     assert response.status_code == 405 and response.json()["error"]["message"] == "Use POST on /v1/responses."
