@@ -33,7 +33,7 @@ def test_comma_rules_and_json_rules_read_the_same():
         ("acme.com=Bad Slug:admin", "must map to '<tenant slug>:<role>'"),
         ("not a domain=acme:admin", "is not an email domain"),
         ('{"acme.com": ', "is not valid JSON"),
-        ('{"acme.com": 3}', "must be 'tenant:role' or a list"),
+        ('{"acme.com": 3}', "must be 'tenant:role', 'tenant/project:role' or a list"),
     ],
 )
 def test_malformed_rules_say_what_is_expected(raw, says):
@@ -46,11 +46,11 @@ def test_the_highest_role_wins_and_domains_need_a_verified_email():
     domains = rules_parse("D", "acme.com=acme:viewer", domains=True)
     groups = rules_parse("G", "admins=acme:admin,owners=labs:owner,viewers=labs:viewer")
     both = dict(email="a@ACME.com", groups=["viewers", "owners", "admins"], domain_rules=domains, group_rules=groups)
-    assert grants_for(email_verified=True, **both) == {"acme": "admin", "labs": "owner"}
+    assert grants_for(email_verified=True, **both).tenants == {"acme": "admin", "labs": "owner"}
     assert grants_for(email="a@acme.com", email_verified=False, groups=[], domain_rules=domains,
-                      group_rules=groups) == {}
+                      group_rules=groups).tenants == {}
     assert grants_for(email="a@acme.com", email_verified=True, groups=[], domain_rules=domains,
-                      group_rules=groups) == {"acme": "viewer"}
+                      group_rules=groups).tenants == {"acme": "viewer"}
 
 
 def _check(tmp_path, **env_vars):
