@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core.errors import InvalidInput, TollgateError
+from core.errors import Conflict, InvalidInput, TollgateError
 from sso.models import Identity
 from sso.rules import grants_for
 from support.groups import SUPPORT_GROUP
@@ -93,8 +93,8 @@ def sso_user_sync(*, claims: dict[str, Any]):
         f"{email} signed in, but no Tollgate tenant is set up for your email domain or your "
         f"groups{hint}. Ask your tenant's owner to add you, or Tollgate staff to add a rule."
     )
-    if user is None and not (tenants or projects or staff or support):
-        raise refusal  # nobody is created for nothing
+    if identity is None and not (tenants or projects or staff or support or _has_membership(user)):
+        raise refusal  # nobody is created, nor linked to this identity, for nothing
 
     with transaction.atomic():
         if user is None:
@@ -102,11 +102,7 @@ def sso_user_sync(*, claims: dict[str, Any]):
         _memberships_apply(user=user, roles={tenant: granted.tenants[slug] for slug, tenant in tenants.items()})
         _project_memberships_apply(user=user, roles={p: granted.projects[key] for key, p in projects.items()})
         _staff_apply(user=user, staff=staff, support=support)
-        admitted = (
-            staff or support
-            or Membership.objects.filter(user=user).exists()
-            or ProjectMembership.objects.filter(user=user).exists()
-        )
+        admitted = staff or support or _has_membership(user)
         if admitted:
             if identity is None:  # get_or_create: two first sign-ins of one subject at once make one row
                 identity, _ = Identity.objects.get_or_create(
@@ -116,6 +112,13 @@ def sso_user_sync(*, claims: dict[str, Any]):
     if not admitted:  # refused after the take-back is committed: off-boarding at the IdP sticks
         raise refusal
     return user
+
+
+def _has_membership(user) -> bool:
+    """A role in some tenant or on some project."""
+    return user is not None and (
+        Membership.objects.filter(user=user).exists() or ProjectMembership.objects.filter(user=user).exists()
+    )
 
 
 def _projects_named(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Project]:
@@ -138,8 +141,11 @@ def _memberships_apply(*, user, roles: dict[Tenant, str]) -> None:
     for tenant, role in roles.items():
         membership = held.get(tenant.pk)
         if membership is None:
-            membership_add(tenant=tenant, email=email, role=role, actor=SYSTEM, source=MembershipSource.SSO)
-            log.info("SSO: %s joined tenant %s as %s", email, tenant.slug, role)
+            try:
+                membership_add(tenant=tenant, email=email, role=role, actor=SYSTEM, source=MembershipSource.SSO)
+                log.info("SSO: %s joined tenant %s as %s", email, tenant.slug, role)
+            except Conflict:  # another login of theirs added it a moment ago
+                pass
         elif membership.role != role:
             try:
                 membership_set_role(membership=membership, role=role, actor=SYSTEM)
@@ -152,6 +158,8 @@ def _memberships_apply(*, user, roles: dict[Tenant, str]) -> None:
         try:
             membership_remove(membership=membership, actor=SYSTEM)
             log.info("SSO: %s left tenant %s: no rule gives it any more", email, membership.tenant.slug)
+        except Membership.DoesNotExist:  # another login of theirs removed it a moment ago
+            pass
         except InvalidInput as exc:  # the tenant's last owner stays
             log.warning("SSO: %s kept in %s although no rule gives it: %s", email, membership.tenant.slug,
                         exc.message)
@@ -177,15 +185,23 @@ def _project_memberships_apply(*, user, roles: dict[Project, str]) -> None:
     for project_id, (project, role) in wanted.items():
         membership = held.get(project_id)
         if membership is None:
-            project_member_add(project=project, email=email, role=role, actor=SYSTEM, source=MembershipSource.SSO)
-            log.info("SSO: %s joined project %s/%s as %s", email, project.tenant.slug, project.slug, role)
+            try:
+                project_member_add(project=project, email=email, role=role, actor=SYSTEM,
+                                   source=MembershipSource.SSO)
+                log.info("SSO: %s joined project %s/%s as %s", email, project.tenant.slug, project.slug, role)
+            except Conflict:  # added a moment ago by another login of theirs
+                pass
         elif membership.role != role:
             project_member_set_role(membership=membership, role=role, actor=SYSTEM)
     for membership in held.values():
-        if membership.source == MembershipSource.SSO and membership.project_id not in wanted:
+        if membership.source != MembershipSource.SSO or membership.project_id in wanted:
+            continue
+        try:
             project_member_remove(membership=membership, actor=SYSTEM)
             log.info("SSO: %s left project %s/%s: no rule gives it any more", email,
                      membership.project.tenant.slug, membership.project.slug)
+        except ProjectMembership.DoesNotExist:  # removed a moment ago by another login of theirs
+            pass
 
 
 def _user_by_email(*, email: str, verified: bool):

@@ -564,9 +564,12 @@ def project_member_set_role(*, membership: ProjectMembership, role: str, actor: 
 
 def project_member_remove(*, membership: ProjectMembership, actor: Principal) -> None:
     with transaction.atomic():
-        audit_record(
-            actor=actor, action="project_member.delete", tenant=membership.project.tenant,
-            target=f"project:{membership.project.slug}:user:{membership.user.get_username()}",
-            before={"role": membership.role},
+        locked = ProjectMembership.objects.select_for_update().select_related("project__tenant", "user").get(
+            pk=membership.pk
         )
-        membership.delete()
+        audit_record(
+            actor=actor, action="project_member.delete", tenant=locked.project.tenant,
+            target=f"project:{locked.project.slug}:user:{locked.user.get_username()}",
+            before={"role": locked.role},
+        )
+        locked.delete()

@@ -14,6 +14,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
+from sso.models import Identity
 from tenants.access import SYSTEM
 from tenants.models import AuditEvent, Membership, MembershipSource, ProjectMembership, Role
 from tenants.services import api_key_create, project_create, tenant_create
@@ -125,6 +126,19 @@ def test_the_last_owner_is_kept_even_when_no_rule_gives_it(world, sso, caplog):
     Membership.objects.create(tenant=labs, user=world.owner, role=Role.OWNER)
     assert sso_login().response.status_code == 403
     assert not Membership.objects.filter(user=dee).exists()
+
+
+def test_a_first_sign_in_that_is_refused_changes_nothing_of_the_account(world, sso):
+    # given: a password superuser who has no tenant, with OIDC_STAFF_GROUP set
+    root = User.objects.create_superuser("root@acme.com", "root@acme.com", "pw")
+    issuer = sso(staff_group="tollgate-ops")
+    issuer.claims = {"sub": "u-root", "email": "root@acme.com", "email_verified": True, "groups": []}
+    # when: they try SSO without the ops group
+    out = sso_login()
+    # then: refused, not linked, and still a superuser (nothing is decided for an account not signed in)
+    assert out.response.status_code == 403
+    root.refresh_from_db()
+    assert root.is_superuser and not Identity.objects.filter(user=root).exists()
 
 
 def test_an_owner_removing_an_sso_member_in_the_console_is_undone_by_the_rule(world, sso, client_for):
