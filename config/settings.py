@@ -234,8 +234,9 @@ OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile").strip()
 if OIDC_ENABLED and "openid" not in OIDC_RP_SCOPES.split():
     raise ImproperlyConfigured(f"OIDC_SCOPES must include openid (got '{OIDC_RP_SCOPES}').")
 # Mapping rules (sso/rules.py): email domain -> tenant:role or tenant/project:role (verified
-# emails only), and group of the OIDC_GROUPS_CLAIM claim -> the same; OIDC_STAFF_GROUP makes Django staff superusers,
-# OIDC_SUPPORT_GROUP support staff (the support group). Applied on every SSO login.
+# emails only), and group of the OIDC_GROUPS_CLAIM claim -> the same; OIDC_STAFF_GROUP makes
+# Django staff superusers, OIDC_SUPPORT_GROUP support staff (the support group). Applied on
+# every SSO login, which also takes back what the rules granted and no longer give.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups").strip()
 try:
     OIDC_DOMAIN_RULES = rules_parse("OIDC_DOMAIN_RULES", env.str("OIDC_DOMAIN_RULES", default=""), domains=True)
