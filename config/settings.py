@@ -233,9 +233,10 @@ OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="").strip() or (urlsp
 OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile").strip()
 if OIDC_ENABLED and "openid" not in OIDC_RP_SCOPES.split():
     raise ImproperlyConfigured(f"OIDC_SCOPES must include openid (got '{OIDC_RP_SCOPES}').")
-# Mapping rules (sso/rules.py): email domain -> tenant:role (verified emails only), and group of
-# the OIDC_GROUPS_CLAIM claim -> tenant:role; OIDC_STAFF_GROUP makes Django staff superusers,
-# OIDC_SUPPORT_GROUP support staff (the support group). Applied on every SSO login.
+# Mapping rules (sso/rules.py): email domain -> tenant:role or tenant/project:role (verified
+# emails only), and group of the OIDC_GROUPS_CLAIM claim -> the same; OIDC_STAFF_GROUP makes
+# Django staff superusers, OIDC_SUPPORT_GROUP support staff (the support group). Applied on
+# every SSO login, which also takes back what the rules granted and no longer give.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups").strip()
 try:
     OIDC_DOMAIN_RULES = rules_parse("OIDC_DOMAIN_RULES", env.str("OIDC_DOMAIN_RULES", default=""), domains=True)
@@ -244,6 +245,15 @@ except RuleError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 OIDC_STAFF_GROUP = env.str("OIDC_STAFF_GROUP", default="").strip()
 OIDC_SUPPORT_GROUP = env.str("OIDC_SUPPORT_GROUP", default="").strip()
+# An SSO login's session ends this long after the login, active or not (password logins keep
+# Django's two weeks): then the person signs in again and the rules are applied again, so
+# someone removed at the identity provider keeps the console at most this long. Default 10
+# hours, a working day.
+OIDC_SESSION_SECONDS = env.int("OIDC_SESSION_SECONDS", default=10 * 3600)
+if OIDC_SESSION_SECONDS < 300:
+    raise ImproperlyConfigured(
+        f"OIDC_SESSION_SECONDS must be at least 300 (5 minutes); got {OIDC_SESSION_SECONDS}."
+    )
 # What mozilla-django-oidc needs besides: ID tokens signed with RS256 and checked against the
 # issuer's JWKS (sso/backends.py also checks iss, aud, exp, iat), a nonce and PKCE on every
 # login, tokens kept out of the session, a 10 s limit on each call to the issuer.

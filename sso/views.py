@@ -1,11 +1,14 @@
 """The SSO pages: start (redirect to the issuer with state, nonce and PKCE) and callback
-(mozilla-django-oidc's views with the discovered endpoints); a refused sign-in gets a page
-that says why and what to do."""
+(mozilla-django-oidc's views with the discovered endpoints; the session ends
+OIDC_SESSION_SECONDS after the login); a refused sign-in gets a page that says why and what to do."""
+
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.generic import View
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
@@ -44,6 +47,13 @@ class SSOCallback(OIDCAuthenticationCallbackView):
                 "from the login page.",
                 status=400,
             )
+
+    def login_success(self):
+        response = super().login_success()
+        # A fixed end (not renewed by activity): then the person signs in again and the rules
+        # apply again (OIDC_SESSION_SECONDS).
+        self.request.session.set_expiry(timezone.now() + timedelta(seconds=settings.OIDC_SESSION_SECONDS))
+        return response
 
     def login_failure(self):
         reason = getattr(self.request, "sso_refusal", None)

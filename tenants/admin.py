@@ -25,8 +25,8 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "tenant", "role", "created_at"]
-    list_filter = ["role"]
+    list_display = ["user", "tenant", "role", "source", "created_at"]
+    list_filter = ["role", "source"]
     search_fields = ["user__username", "user__email", "tenant__slug", "tenant__name"]
     list_select_related = ["user", "tenant"]
     autocomplete_fields = ["user", "tenant"]

@@ -511,7 +511,7 @@ class ProjectMemberOut(serializers.ModelSerializer):
 
     class Meta:
         model = ProjectMembership
-        fields = ["id", "username", "email", "role", "created_at"]
+        fields = ["id", "username", "email", "role", "source", "created_at"]
 
 
 class ProjectMemberListAPI(TenantAPIView):
@@ -562,7 +562,7 @@ class MemberOut(serializers.ModelSerializer):
 
     class Meta:
         model = Membership
-        fields = ["id", "username", "email", "role", "created_at"]
+        fields = ["id", "username", "email", "role", "source", "created_at"]
 
 
 class MemberListAPI(TenantAPIView):

@@ -82,12 +82,21 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.VIEWER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
+class MembershipSource(models.TextChoices):
+    """Who manages a membership: an owner (the console, the API, the admin), or the SSO rules,
+    which take it back at a login where no rule gives it any more (sso/services.py)."""
+
+    MANUAL = "manual", "Added by a member or staff"
+    SSO = "sso", "Granted by the SSO rules"
+
+
 class Membership(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    source = models.CharField(max_length=10, choices=MembershipSource.choices, default=MembershipSource.MANUAL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -147,6 +156,7 @@ class ProjectMembership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_memberships"
     )
     role = models.CharField(max_length=10, choices=PROJECT_ROLE_CHOICES, default=Role.VIEWER)
+    source = models.CharField(max_length=10, choices=MembershipSource.choices, default=MembershipSource.MANUAL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

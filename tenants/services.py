@@ -26,6 +26,7 @@ from tenants.models import (
     AuditEvent,
     KeyScope,
     Membership,
+    MembershipSource,
     Project,
     ProjectMembership,
     Role,
@@ -315,13 +316,16 @@ def _user_by_email(email: str):
     return user
 
 
-def membership_add(*, tenant: Tenant, email: str, role: str, actor: Principal) -> Membership:
+def membership_add(
+    *, tenant: Tenant, email: str, role: str, actor: Principal, source: str = MembershipSource.MANUAL
+) -> Membership:
+    """``source`` "sso": the SSO rules manage it (and take it back); "manual": only people remove it."""
     if role not in Role.values:
         raise InvalidInput(f"Role must be one of: {', '.join(Role.values)}.", field="role")
     user = _user_by_email(email)
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(
-            tenant=tenant, user=user, defaults={"role": role}
+            tenant=tenant, user=user, defaults={"role": role, "source": source}
         )
         if not created:
             raise Conflict(
@@ -504,13 +508,19 @@ def project_delete(*, project: Project, actor: Principal) -> None:
         locked.delete()
 
 
-def project_member_add(*, project: Project, email: str, role: str, actor: Principal) -> ProjectMembership:
-    """Give a user a role on ``project`` only. A member of the whole tenant already has a role on
-    every project (refused, saying so)."""
+def _project_role_check(role: str) -> None:
     if role not in PROJECT_ROLES:
         raise InvalidInput(
             f"A project role is one of: {', '.join(r.value for r in PROJECT_ROLES)}.", field="role"
         )
+
+
+def project_member_add(
+    *, project: Project, email: str, role: str, actor: Principal, source: str = MembershipSource.MANUAL
+) -> ProjectMembership:
+    """Give a user a role on ``project`` only. A member of the whole tenant already has a role on
+    every project (refused, saying so). ``source`` as for membership_add."""
+    _project_role_check(role)
     user = _user_by_email(email)
     tenant_role = (
         Membership.objects.filter(tenant_id=project.tenant_id, user=user).values_list("role", flat=True).first()
@@ -523,7 +533,7 @@ def project_member_add(*, project: Project, email: str, role: str, actor: Princi
         )
     with transaction.atomic():
         membership, created = ProjectMembership.objects.get_or_create(
-            project=project, user=user, defaults={"role": role}
+            project=project, user=user, defaults={"role": role, "source": source}
         )
         if not created:
             raise Conflict(
@@ -535,11 +545,31 @@ def project_member_add(*, project: Project, email: str, role: str, actor: Princi
     return membership
 
 
+def project_member_set_role(*, membership: ProjectMembership, role: str, actor: Principal) -> ProjectMembership:
+    _project_role_check(role)
+    with transaction.atomic():
+        locked = ProjectMembership.objects.select_for_update().select_related("project__tenant", "user").get(
+            pk=membership.pk
+        )
+        if locked.role == role:
+            return locked
+        before = locked.role
+        locked.role = role
+        locked.save(update_fields=["role"])
+        audit_record(actor=actor, action="project_member.update", tenant=locked.project.tenant,
+                     target=f"project:{locked.project.slug}:user:{locked.user.get_username()}",
+                     before={"role": before}, after={"role": role})
+    return locked
+
+
 def project_member_remove(*, membership: ProjectMembership, actor: Principal) -> None:
     with transaction.atomic():
-        audit_record(
-            actor=actor, action="project_member.delete", tenant=membership.project.tenant,
-            target=f"project:{membership.project.slug}:user:{membership.user.get_username()}",
-            before={"role": membership.role},
+        locked = ProjectMembership.objects.select_for_update().select_related("project__tenant", "user").get(
+            pk=membership.pk
         )
-        membership.delete()
+        audit_record(
+            actor=actor, action="project_member.delete", tenant=locked.project.tenant,
+            target=f"project:{locked.project.slug}:user:{locked.user.get_username()}",
+            before={"role": locked.role},
+        )
+        locked.delete()
