@@ -278,7 +278,7 @@ class Engine:
                 result = await once(d, request, timeout, call.request_id)
             except Exception as exc:  # noqa: BLE001 - classified, or re-raised when unknown
                 failure = _failure_from_exception(exc, d, timeout)
-                self.tokens.refused(d, failure)
+                failure = self.tokens.refused(d, failure)
                 step = await plan.asend(failure)
                 continue
             call.deployment = target.deployment
@@ -324,7 +324,7 @@ class Engine:
                     data, usage = adapter.parse_embeddings(d, raw, request=request)
             except Exception as exc:  # noqa: BLE001
                 failure = _failure_from_exception(exc, d, timeout)
-                self.tokens.refused(sent, failure)
+                failure = self.tokens.refused(sent, failure)
                 step = await plan.asend(failure)
                 continue
             call.deployment = d
@@ -353,7 +353,7 @@ class Engine:
                 opened = await opener(sent, request, timeout, call.request_id, created)
             except Exception as exc:  # noqa: BLE001
                 failure = _failure_from_exception(exc, d, timeout)
-                self.tokens.refused(sent, failure)
+                failure = self.tokens.refused(sent, failure)
                 step = await plan.asend(failure)
                 continue
             call.deployment = d

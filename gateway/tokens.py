@@ -63,14 +63,18 @@ class Tokens:
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone
 
-    def refused(self, d: Deployment, failure: UpstreamFailure) -> None:
-        """The upstream answered 401 to a request that carried a minted token: forget it, so the
-        next request mints a new one (the credential may have been rotated, the token revoked)."""
+    def refused(self, d: Deployment, failure: UpstreamFailure) -> UpstreamFailure:
+        """``failure`` as the engine should take it. The upstream answered 401 to a minted token
+        (revoked, or the credential rotated): the token is forgotten and the failure is worth
+        another try, which mints a new one."""
         if failure.status != 401 or not d.access_token:
-            return
+            return failure
         source = _source(d)
-        if source is not None and TOKENS.drop((d.provider_id, source.fingerprint), d.access_token):
-            log.info("provider %s refused its access token; a new one will be minted", d.provider_name)
+        if source is None:
+            return failure
+        TOKENS.drop((d.provider_id, source.fingerprint), d.access_token)
+        log.info("provider %s refused its access token; minting a new one", d.provider_name)
+        return replace(failure, retryable=True)
 
     async def _mint(self, key: CacheKey, source: TokenSource, d: Deployment) -> str:
         body = source.request_body()
