@@ -14,6 +14,10 @@ from django.db import models
 
 from providers.adapters.credentials import service_account_email
 
+# The longest key a provider takes: a service account's JSON key is ~2,400 characters (more with
+# a 4096-bit key); API keys and client secrets are far shorter.
+MAX_KEY_CHARS = 10_000
+
 
 @lru_cache(maxsize=4)
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
