@@ -320,3 +320,25 @@ def test_vertex_sync_and_connection_test_need_no_token(world):
             "base_url": fake.vertex_base_url})
         provider_sync(provider=provider)
         assert not oauth.requests and provider_access_token(provider).startswith("ya29.fake-")
+
+
+@pytest.mark.django_db
+def test_console_saves_a_service_account_key_pasted_into_the_key_field(world, client_for):
+    client = client_for(user=world.owner)
+    with FakeGoogleOAuth() as oauth:
+        # a password field drops the file's line breaks; the JSON stays valid
+        pasted = service_account_json(oauth).replace("\n", "")
+        response = client.post(f"/app/{world.tenant.slug}/providers/new/", {
+            "name": "vertex", "provider_type": "gemini", "api_key": pasted,
+            "options": json.dumps({"auth": "vertex", "project": "fake-project", "location": "us-central1"}),
+            "priority": 0, "timeout_seconds": 60, "max_retries": 2, "sync_interval_minutes": 1440})
+        assert response.status_code == 302, response.content.decode()[:2000]
+        listing = client.get(f"/app/{world.tenant.slug}/providers/").content.decode()
+    assert "service account tollgate@fake-project.iam.gserviceaccount.com" in listing
+    assert "PRIVATE KEY" not in listing
+    bad = client.post(f"/app/{world.tenant.slug}/providers/new/", {
+        "name": "vertex2", "provider_type": "gemini", "api_key": '{"type": "service_account"}',
+        "options": json.dumps({"auth": "vertex", "project": "fake-project", "location": "us-central1"}),
+        "priority": 0, "timeout_seconds": 60, "max_retries": 2, "sync_interval_minutes": 1440})
+    assert bad.status_code == 400
+    assert "The service-account JSON key has no client_email, private_key, token_uri." in bad.content.decode()
