@@ -88,7 +88,7 @@ class Tokens:
             raise TokenError("timeout", f"{where}: no answer within {d.timeout:g} s.") from None
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, RefusedAddress):
-                raise TokenError("auth", f"{where}: not contacted ({exc.os_error.message}).") from None
+                raise TokenError("refused_address", f"{where}: not contacted ({exc.os_error.message}).") from None
             raise TokenError("connection", f"{where}: it is unreachable ({exc.os_error.strerror or exc}).") from None
         except aiohttp.ClientError as exc:
             raise TokenError("connection", f"{where}: the request failed ({type(exc).__name__}).") from None

@@ -48,8 +48,8 @@ class CredentialError(ValueError):
 
 class TokenError(Exception):
     """Minting failed. ``kind`` is an UpstreamFailure kind (``auth``: the credential was refused,
-    fix it; ``rate_limit``, ``server_error``, ``timeout``, ``connection``, ``bad_response``: worth
-    another try)."""
+    fix it; ``refused_address``: the address policy forbids the token endpoint; ``rate_limit``,
+    ``server_error``, ``timeout``, ``connection``, ``bad_response``: worth another try)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -58,7 +58,7 @@ class TokenError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind != "auth"
+        return self.kind not in ("auth", "refused_address")
 
     def __str__(self) -> str:
         return self.message
