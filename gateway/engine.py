@@ -18,6 +18,7 @@ from gateway.deployments import AT_RPM, AT_TPM, RATE_LIMITED, USABLE, preorder, 
 from gateway.errors import GatewayError
 from gateway.routing import Route, Target, TenantConfig, apply_defaults
 from gateway.state import Pick, seconds_to_next_minute
+from gateway.tokens import Tokens
 from gateway.upstream import RefusedAddress, Upstream, attempt_timeout
 from providers.adapters.registry import ADAPTERS
 from providers.adapters.types import (
@@ -125,6 +126,7 @@ class Engine:
     def __init__(self, *, session: Upstream, state):
         self.session = session
         self.state = state
+        self.tokens = Tokens(session)  # access tokens of credentials that mint them
 
     # --- target selection ----------------------------------------------------------------
 
@@ -270,10 +272,13 @@ class Engine:
         while True:
             target, request, timeout = step
             started = time.perf_counter()
+            d = target.deployment
             try:
-                result = await once(target.deployment, request, timeout, call.request_id)
+                d = await self.tokens.authorise(d)
+                result = await once(d, request, timeout, call.request_id)
             except Exception as exc:  # noqa: BLE001 - classified, or re-raised when unknown
-                failure = _failure_from_exception(exc, target.deployment, timeout)
+                failure = _failure_from_exception(exc, d, timeout)
+                failure = self.tokens.refused(d, failure)
                 step = await plan.asend(failure)
                 continue
             call.deployment = target.deployment
@@ -301,14 +306,15 @@ class Engine:
         step = await plan.__anext__()
         while True:
             target, request, timeout = step
-            d = target.deployment
+            d = sent = target.deployment
             started = time.perf_counter()
             try:
                 adapter = ADAPTERS[d.provider_type]
                 if adapter.IN_PROCESS:
                     data, usage = adapter.embed(d, request)
                 else:
-                    up = adapter.build_embeddings(d, request)
+                    sent = await self.tokens.authorise(d)
+                    up = adapter.build_embeddings(sent, request)
                     async with self.session.request(up.method, up.url, data=up.body, headers=up.headers,
                                                     timeout=attempt_timeout(timeout, stream=False)) as resp:
                         raw = await resp.read()
@@ -317,7 +323,9 @@ class Engine:
                                                       raw)
                     data, usage = adapter.parse_embeddings(d, raw, request=request)
             except Exception as exc:  # noqa: BLE001
-                step = await plan.asend(_failure_from_exception(exc, d, timeout))
+                failure = _failure_from_exception(exc, d, timeout)
+                failure = self.tokens.refused(sent, failure)
+                step = await plan.asend(failure)
                 continue
             call.deployment = d
             call.usage = usage
@@ -338,12 +346,15 @@ class Engine:
         created = int(time.time())
         while True:
             target, request, timeout = step
-            d = target.deployment
+            d = sent = target.deployment
             started = time.perf_counter()
             try:
-                opened = await opener(d, request, timeout, call.request_id, created)
+                sent = await self.tokens.authorise(d)
+                opened = await opener(sent, request, timeout, call.request_id, created)
             except Exception as exc:  # noqa: BLE001
-                step = await plan.asend(_failure_from_exception(exc, d, timeout))
+                failure = _failure_from_exception(exc, d, timeout)
+                failure = self.tokens.refused(sent, failure)
+                step = await plan.asend(failure)
                 continue
             call.deployment = d
             call.attempts.append(Attempt(d.public_id, "ok", "", 200, (time.perf_counter() - started) * 1000))

@@ -25,7 +25,7 @@ from core.redis import QUEUE_DOWN
 from core.schema import UPSTREAM_ERROR
 from providers import selectors, services
 from providers.base_urls import detect_provider_type, normalize_base_url
-from providers.crypto import mask
+from providers.crypto import MAX_KEY_CHARS, mask
 from providers.models import (
     MAX_PRICE,
     PRICE_MAX_MESSAGE,
@@ -103,8 +103,11 @@ class ProviderIn(StrictSerializer):
     )
     provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
     base_url = StrictCharField(required=False, allow_blank=True, max_length=500)
-    api_key = StrictCharField(required=False, allow_blank=True, max_length=4000, write_only=True,
-                              trim_whitespace=True)
+    api_key = StrictCharField(required=False, allow_blank=True, max_length=MAX_KEY_CHARS, write_only=True,
+                              trim_whitespace=True,
+                              help_text="The key, or the credential that mints tokens: an Entra ID client secret "
+                                        "(azure, options.auth 'entra-client') or a service account's JSON key "
+                                        "(Vertex AI). Never returned.")
     extra_headers = serializers.DictField(
         child=StrictCharField(max_length=2000), required=False,
         help_text="Sent upstream with every request. Names are HTTP tokens; values printable "
@@ -113,7 +116,11 @@ class ProviderIn(StrictSerializer):
     options = serializers.JSONField(
         required=False,
         help_text="Non-secret settings of the provider type. Azure: api_version (default "
-                  "2024-10-21), auth ('api-key' or 'entra'), deployments ({deployment: model}).",
+                  "2024-10-21), auth ('api-key'; 'entra-client': api_key is a client secret that mints "
+                  "Entra ID tokens, with tenant_id, client_id and optional authority; 'entra': api_key is an "
+                  "access token), deployments ({deployment: model}). Gemini: auth ('api-key' or 'vertex': "
+                  "api_key is a service account's JSON key, which mints tokens, or an access token), project, "
+                  "location.",
     )
     enabled = StrictBooleanField(required=False)
     priority = StrictIntegerField(required=False, min_value=-1000, max_value=1000)
@@ -263,13 +270,17 @@ class PriceIn(StrictSerializer):
 
 class ConnectionTestIn(StrictSerializer):
     base_url = StrictCharField(max_length=500, required=False, allow_blank=True)
-    api_key = StrictCharField(required=False, allow_blank=True, max_length=4000)
+    api_key = StrictCharField(required=False, allow_blank=True, max_length=MAX_KEY_CHARS)
     provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
     preset = StrictCharField(required=False, allow_blank=True, max_length=64)
     options = serializers.JSONField(
         required=False,
         help_text="Non-secret settings of the provider type. Azure: api_version (default "
-                  "2024-10-21), auth ('api-key' or 'entra'), deployments ({deployment: model}).",
+                  "2024-10-21), auth ('api-key'; 'entra-client': api_key is a client secret that mints "
+                  "Entra ID tokens, with tenant_id, client_id and optional authority; 'entra': api_key is an "
+                  "access token), deployments ({deployment: model}). Gemini: auth ('api-key' or 'vertex': "
+                  "api_key is a service account's JSON key, which mints tokens, or an access token), project, "
+                  "location.",
     )
 
 

@@ -12,6 +12,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
+from providers.adapters.credentials import service_account_email
+
+# The longest key a provider takes: a service account's JSON key is ~2,400 characters (more with
+# a 4096-bit key); API keys and client secrets are far shorter.
+MAX_KEY_CHARS = 10_000
+
 
 @lru_cache(maxsize=4)
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
@@ -49,9 +55,13 @@ def rotate(token: str) -> str:
 
 
 def mask(secret: str) -> str:
-    """``sk-…abcd``: enough to recognise a key, never enough to use it."""
+    """``sk-…abcd``: enough to recognise a key, never enough to use it. A Google service
+    account's JSON key shows as its account (``service account name@project.iam…``)."""
     if not secret:
         return ""
+    email = service_account_email(secret)
+    if email:
+        return f"service account {email}"
     head = secret[:3] if len(secret) > 12 else ""
     tail = secret[-4:] if len(secret) > 8 else ""
     return f"{head}…{tail}"

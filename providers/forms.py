@@ -20,6 +20,7 @@ from providers.api import (
     ProviderIn,
 )
 from providers.base_urls import detect_provider_type
+from providers.crypto import MAX_KEY_CHARS
 from providers.models import PriceSource, ProviderType, RoutingStrategy
 from providers.options import options_clean
 from providers.presets import PRESETS
@@ -135,8 +136,11 @@ class ProviderForm(ConsoleForm):
     base_url = forms.CharField(max_length=500, required=False, label="Base URL",
                                help_text="e.g. https://api.openai.com/v1 or http://gpu-box:11434. Empty: "
                                "the type's well-known URL.")
-    api_key = forms.CharField(max_length=4000, required=False, label="API key", strip=True,
-                              widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}))
+    api_key = forms.CharField(max_length=MAX_KEY_CHARS, required=False, label="API key", strip=True,
+                              widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+                              help_text="Stored encrypted, never shown again. Azure with auth \"entra-client\": the "
+                              "client secret. Vertex AI: a service account's JSON key file, pasted whole (Tollgate "
+                              "mints access tokens with either).")
     clear_api_key = forms.BooleanField(required=False, label="Remove the saved key")
     extra_headers = forms.CharField(
         required=False, label="Extra headers", widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "off"}),
@@ -146,8 +150,10 @@ class ProviderForm(ConsoleForm):
     clear_extra_headers = forms.BooleanField(required=False, label="Remove the saved headers")
     options = forms.CharField(
         required=False, label="Options (JSON)", widget=forms.Textarea(attrs={"rows": 3, "class": "mono"}),
-        help_text='Settings of the provider type. Azure OpenAI: {"api_version": "2024-10-21", "auth": "api-key" '
-        'or "entra", "deployments": {"my-gpt4o": "gpt-4o"}}. Empty: the type\'s defaults.',
+        help_text='Settings of the provider type. Azure OpenAI: {"api_version": "2024-10-21", "auth": "api-key", '
+        '"entra-client" (with "tenant_id", "client_id", optional "authority") or "entra", "deployments": '
+        '{"my-gpt4o": "gpt-4o"}}. Gemini on Vertex AI: {"auth": "vertex", "project": "…", "location": "…"}. '
+        'Empty: the type\'s defaults.',
     )
     enabled = forms.BooleanField(required=False, initial=True)
     priority = forms.IntegerField(initial=0, widget=number_input("1"), help_text="Higher wins when two "
@@ -232,7 +238,7 @@ class ConnectionTestForm(ConsoleForm):
     provider_type = forms.ChoiceField(required=False, choices=[("", ""), *ProviderType.choices])
     preset = forms.ChoiceField(required=False, choices=[("", ""), *[(name, name) for name in PRESETS]])
     base_url = forms.CharField(max_length=500, required=False)
-    api_key = forms.CharField(max_length=4000, required=False, strip=True)
+    api_key = forms.CharField(max_length=MAX_KEY_CHARS, required=False, strip=True)
     extra_headers = forms.CharField(required=False)
     options = forms.CharField(required=False)
 

@@ -6,8 +6,13 @@ Azure OpenAI (``azure``):
 
 - ``api_version``: the ``api-version`` query of every request, ``YYYY-MM-DD`` or
   ``YYYY-MM-DD-preview`` (default :data:`AZURE_API_VERSION`, the newest GA version);
-- ``auth``: ``"api-key"`` (default; the key goes in the ``api-key`` header) or ``"entra"`` (the
-  key is a Microsoft Entra ID token sent as ``Authorization: Bearer``);
+- ``auth``: ``"api-key"`` (default; the key goes in the ``api-key`` header), ``"entra"`` (the
+  key is a Microsoft Entra ID access token sent as ``Authorization: Bearer``, as it is) or
+  ``"entra-client"`` (the key is an app registration's client secret: Tollgate mints Entra ID
+  tokens with it, providers/adapters/credentials.py);
+- ``tenant_id``, ``client_id`` (required with ``auth: "entra-client"``, not otherwise): the
+  directory (tenant) id or domain and the application (client) id; ``authority`` (optional, default
+  ``https://login.microsoftonline.com``): the Entra ID host, e.g. ``https://login.microsoftonline.us``;
 - ``deployments``: ``{deployment name: underlying model}``, e.g. ``{"my-gpt4o": "gpt-4o"}``.
   Azure routes by deployment name, so these names are the provider's models; the underlying
   model names its price (OpenAI's, from genai-prices) and its capabilities.
@@ -15,8 +20,9 @@ Azure OpenAI (``azure``):
 Google Gemini (``gemini``):
 
 - ``auth``: ``"api-key"`` (a Gemini API key in ``x-goog-api-key``) or ``"vertex"`` (Vertex AI:
-  the key is an OAuth2 access token sent as ``Authorization: Bearer``); unset, the base URL
-  decides (a Vertex AI URL names ``/projects/``);
+  the key is a service account's JSON key, with which Tollgate mints access tokens, or an OAuth2
+  access token sent as it is, as ``Authorization: Bearer``); unset, the base URL decides (a Vertex
+  AI URL names ``/projects/``);
 - ``project`` and ``location`` (with ``auth: "vertex"`` only, both or neither): the Google Cloud
   project and region (or ``global``) whose Vertex AI root becomes the base URL when none is
   given (providers/base_urls.py :func:`~providers.base_urls.gemini_base_url`).
@@ -38,6 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import InvalidInput
+from providers.adapters.credentials import ENTRA_AUTHORITY, ENTRA_CLIENT, CredentialError, token_url_check
 from providers.base_urls import bedrock_region, vertex_base_url
 from providers.models import ProviderType
 from providers.presets import preset_get, preset_names
@@ -45,7 +52,11 @@ from providers.presets import preset_get, preset_names
 __all__ = ["AZURE_API_VERSION", "OPTION_CHECKS", "azure_deployments", "options_clean"]
 
 AZURE_API_VERSION = "2024-10-21"  # GA (wire-formats-2 §4: the newest inference/stable version)
-AZURE_AUTH = ("api-key", "entra")
+AZURE_AUTH = ("api-key", "entra", ENTRA_CLIENT)
+ENTRA_FIELDS = ("tenant_id", "client_id", "authority")
+# A directory id (a GUID) or one of its domains; an application id (a GUID).
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,253}$")
+_CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 GEMINI_AUTH = ("api-key", "vertex")
 MAX_DEPLOYMENTS = 500
 _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -66,10 +77,16 @@ def _azure(options: dict[str, Any]) -> dict[str, Any]:
     auth = options.get("auth", "api-key")
     if auth not in AZURE_AUTH:
         raise InvalidInput(
-            f"options.auth must be 'api-key' (the key is sent in the api-key header) or 'entra' (the key is a "
-            f"Microsoft Entra ID token sent as Authorization: Bearer); got {auth!r}.",
+            f"options.auth must be 'api-key' (the key is sent in the api-key header), 'entra' (the key is a "
+            f"Microsoft Entra ID token sent as Authorization: Bearer) or 'entra-client' (the key is a client "
+            f"secret; set options.tenant_id and options.client_id); got {auth!r}.",
             field="options",
         )
+    entra = _entra_client(options) if auth == ENTRA_CLIENT else {}
+    if auth != ENTRA_CLIENT and any(options.get(f) is not None for f in ENTRA_FIELDS):
+        raise InvalidInput("options.tenant_id, client_id and authority are for Entra ID client credentials: "
+                           "set options.auth to 'entra-client' with them (or send them as null to remove them).",
+                           field="options")
     deployments = options.get("deployments", {})
     if not isinstance(deployments, dict):
         raise InvalidInput(
@@ -91,7 +108,27 @@ def _azure(options: dict[str, Any]) -> dict[str, Any]:
                 f"options.deployments['{name}'] must be the deployed model's name, e.g. 'gpt-4o' (got {model!r}).",
                 field="options",
             )
-    return {"api_version": version.strip(), "auth": auth, "deployments": dict(sorted(deployments.items()))}
+    return {"api_version": version.strip(), "auth": auth, **entra, "deployments": dict(sorted(deployments.items()))}
+
+
+def _entra_client(options: dict[str, Any]) -> dict[str, str]:
+    """tenant_id, client_id and authority of Entra ID client credentials, checked."""
+    tenant, client = options.get("tenant_id"), options.get("client_id")
+    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant.strip()):
+        raise InvalidInput("options.tenant_id is required with auth 'entra-client': the directory (tenant) id, "
+                           "e.g. '72f988bf-86f1-41af-91ab-2d7cd011db47', or its domain, e.g. "
+                           f"'contoso.onmicrosoft.com' (got {tenant!r}).", field="options")
+    if not isinstance(client, str) or not _CLIENT_RE.match(client.strip()):
+        raise InvalidInput("options.client_id is required with auth 'entra-client': the app registration's "
+                           f"application (client) id (got {client!r}).", field="options")
+    authority = options.get("authority")
+    out = {"tenant_id": tenant.strip(), "client_id": client.strip()}
+    if authority is not None and authority != "":
+        try:
+            out["authority"] = token_url_check(authority, what="options.authority").rstrip("/")
+        except CredentialError as exc:
+            raise InvalidInput(f"{exc} The default is {ENTRA_AUTHORITY}.", field="options") from None
+    return out
 
 
 def _gemini(options: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +178,7 @@ def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
 # Provider type -> its check: takes the options as sent (unknown keys already refused), returns
 # them cleaned with the type's defaults filled in.
 OPTION_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
-    ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments"}), _azure),
+    ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments", *ENTRA_FIELDS}), _azure),
     ProviderType.GEMINI: (frozenset({"auth", "project", "location"}), _gemini),
     ProviderType.OPENAI_COMPATIBLE: (frozenset({"preset"}), _openai_compatible),
     ProviderType.BEDROCK: (frozenset({"region", "auth"}), _bedrock),

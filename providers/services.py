@@ -12,8 +12,15 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput
-from core.net import UpstreamUnreachable, check_url
+from core.net import UnsafeURL, UpstreamUnreachable, check_url
 from core.validation import control_character, header_value_check, headers_check, text_check
+from providers.adapters.credentials import (
+    ENTRA_CLIENT,
+    CredentialError,
+    looks_like_service_account,
+    service_account_parse,
+    token_source,
+)
 from providers.adapters.sigv4 import KEY_FORMAT, aws_credentials
 from providers.base_urls import (
     bedrock_runtime_url,
@@ -73,15 +80,35 @@ def provider_audit_view(provider: Provider) -> dict[str, Any]:
 def provider_credentials_check(*, api_key: str | None = None, extra_headers: Any = None) -> None:
     """What a provider sends upstream besides the request: its key (in an Authorization or
     x-api-key header) and its extra headers. For saves and for connection tests alike."""
-    if api_key:
+    if api_key and looks_like_service_account(api_key):
+        try:  # a JSON key signs token requests; it is not sent in a header
+            service_account_parse(api_key)
+        except CredentialError as exc:
+            raise InvalidInput(str(exc), field="api_key") from None
+    elif api_key:
         header_value_check(api_key, field="api_key", what="api_key")
     if extra_headers:
         headers_check(extra_headers, field="extra_headers")
 
 
-def provider_key_format_check(*, provider_type: str, options: dict[str, Any], api_key: str | None) -> None:
+def provider_key_format_check(*, provider_type: str, options: dict[str, Any], api_key: str | None,
+                              base_url: str) -> None:
     """A key in the form its provider type needs: a bedrock provider signing with SigV4 holds an
-    AWS access key pair (providers/adapters/sigv4.py)."""
+    AWS access key pair (providers/adapters/sigv4.py); a service account's JSON key is a Vertex AI
+    provider's (it mints tokens: providers/adapters/credentials.py)."""
+    source = token_source(provider_type, api_key or "", options, base_url)
+    if source is not None and source.token_url:
+        try:  # the credential goes there: the same address policy as a base URL
+            base_url_vet(source.token_url)
+        except UnsafeURL as exc:
+            raise InvalidInput(f"Access tokens would be requested from {source.token_url}: {exc.message}",
+                               field="options" if source.kind == ENTRA_CLIENT else "api_key") from None
+    if api_key and looks_like_service_account(api_key) and source is None:
+        raise InvalidInput(
+            "A service account's JSON key is for a Vertex AI provider (provider_type gemini with options.auth "
+            "'vertex'), which mints access tokens with it; other providers take their API key as it is.",
+            field="api_key",
+        )
     if (api_key and provider_type == ProviderType.BEDROCK and options.get("auth", "sigv4") == "sigv4"
             and aws_credentials(api_key) is None):
         raise InvalidInput(
@@ -243,6 +270,22 @@ def _base_url_change_check(*, provider: Provider, base_url: str, data: dict[str,
         )
 
 
+def _token_url_change_check(*, provider: Provider, provider_type: str, options: dict[str, Any], base_url: str,
+                            data: dict[str, Any]) -> None:
+    """A saved key that would start going to another token endpoint (a new options.authority or
+    tenant_id, or auth switched to 'entra-client') must be sent again, as with a new base_url."""
+    if "api_key" in data or not provider.api_key:
+        return
+    before = token_source(provider.provider_type, provider.api_key, provider.options or {}, provider.base_url)
+    after = token_source(provider_type, provider.api_key, options, base_url)
+    if after is not None and after.token_url and (before is None or before.token_url != after.token_url):
+        raise InvalidInput(
+            f"With this change the saved api_key would be sent to {after.token_url} to get access tokens: send "
+            "api_key again with it (the client secret, for options.auth 'entra-client').",
+            field="api_key",
+        )
+
+
 def provider_validate(
     *, owner: Tenant | None, data: dict[str, Any], provider: Provider | None = None
 ) -> None:
@@ -250,12 +293,15 @@ def provider_validate(
     writing, so a form can show the error next to its field."""
     provider_type, base_url = _provider_target(data=data, provider=provider)
     options = _options_for(data=data, provider=provider, provider_type=provider_type)
-    provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"))
+    provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"),
+                              base_url=base_url)
     if "name" in data:
         text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     if provider is not None:
         _base_url_change_check(provider=provider, base_url=base_url, data=data)
+        _token_url_change_check(provider=provider, provider_type=provider_type, options=options, base_url=base_url,
+                                data=data)
     name = data.get("name", provider.name if provider else "")
     taken = Provider.objects.filter(owner=owner, name=name)
     if provider is not None:
@@ -356,7 +402,8 @@ def provider_create(*, owner: Tenant | None, data: dict[str, Any], actor: Princi
     options = _options_for(data=data, provider=None, provider_type=provider_type)
     if preset is not None:
         options = {**options, "preset": preset.name}
-    provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"))
+    provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"),
+                              base_url=base_url)
     text_check(data["name"], field="name", what="name")  # model ids go out as <name>:<model>
     provider_credentials_check(api_key=data.get("api_key"), extra_headers=data.get("extra_headers"))
     provider = Provider(
@@ -401,8 +448,11 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         before = provider_audit_view(locked)
         provider_type, base_url = _provider_target(data=data, provider=locked)
         options = _options_for(data=data, provider=locked, provider_type=provider_type)
-        provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"))
+        provider_key_format_check(provider_type=provider_type, options=options, api_key=data.get("api_key"),
+                                  base_url=base_url)
         _base_url_change_check(provider=locked, base_url=base_url, data=data)
+        _token_url_change_check(provider=locked, provider_type=provider_type, options=options, base_url=base_url,
+                                data=data)
         if "name" in data:
             locked.name = data["name"]
         url_changed = base_url != locked.base_url

@@ -52,7 +52,7 @@ PRESET_PREFIXES = {"together_ai": "together", "fireworks_ai": "fireworks", "perp
 OVERRIDES = ("temperature", "max_tokens", "top_p")
 HANDLED_PARAMS = {"model", "api_key", "api_base", "base_url", "api_version", "extra_headers", "rpm", "tpm",
                   "weight", "order", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-                  "aws_region_name", "base_model", *OVERRIDES}
+                  "aws_region_name", "base_model", "tenant_id", "client_id", "client_secret", *OVERRIDES}
 ROUTER_FIELDS = {"num_retries": ("retries", 0, 10), "timeout": ("timeout_seconds", 0.5, 600),
                  "allowed_fails": ("allowed_fails", 0, 1000), "cooldown_time": ("cooldown_seconds", 1, 86_400)}
 COSTS = {"input_cost_per_token": "input_price", "output_cost_per_token": "output_price",
@@ -192,8 +192,20 @@ class _Translation:
             options = {"deployments": {rest: str(params.get("base_model") or rest).removeprefix("azure/")}}
             if params.get("api_version"):
                 options["api_version"] = str(params["api_version"])
+            if params.get("client_secret") and params.get("tenant_id") and params.get("client_id"):
+                # LiteLLM's Azure AD client credentials: Tollgate mints the tokens (auth "entra-client")
+                options["auth"] = "entra-client"
+                for name in ("tenant_id", "client_id"):
+                    value = str(_ref(params[name]))
+                    options[name] = (self.secret(value, f"{where}.litellm_params.{name}")
+                                     if value.startswith(ENV_PREFIX) else value)
+                api_key = _ref(params["client_secret"])
         elif params.get("api_version"):
             self.note(f"{where}: api_version is only used by azure/ models; not imported")
+        entra = [p for p in ("tenant_id", "client_id", "client_secret") if params.get(p)]
+        if entra and (ptype != ProviderType.AZURE or len(entra) < 3):
+            self.note(f"{where}: {', '.join(entra)} are imported only as Azure AD client credentials (an azure/ "
+                      "model with tenant_id, client_id and client_secret); not imported")
         if ptype == ProviderType.BEDROCK:
             region = params.get("aws_region_name")
             if not region:

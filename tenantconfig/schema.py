@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 
 from billing.models import BudgetAction, BudgetPeriod, BudgetScope
 from core.errors import InvalidInput
+from providers.crypto import MAX_KEY_CHARS
 from providers.models import MAX_PRICE, ProviderType, RoutingStrategy
 from tenants.models import OutagePolicy
 
@@ -21,7 +22,7 @@ MAX_ERRORS = 20
 PRICE = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "maxLength": 40,
          "x-error": f'must be a decimal string of USD per million tokens, e.g. "2.50" (0 to {MAX_PRICE})',
          "description": "USD per million tokens, as a string (money is never a float)."}
-SECRET = {"type": "string", "minLength": 1, "maxLength": 4000,
+SECRET = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS,
           "description": "env:NAME (read from the environment when the file is applied with manage.py; a missing "
                          "variable is an error naming it) or the value itself. Omitted: the saved one is kept."}
 NAME = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$",
@@ -69,8 +70,11 @@ PROVIDER = _obj({
                       "description": "Sent upstream with every request; values are env:NAME or the value. "
                                      "Omitted: the saved ones are kept."},
     "options": {"type": "object", "description": "Non-secret settings of the provider type (Azure api_version, "
-                                                 "auth, deployments; Gemini auth, project, location; Bedrock "
-                                                 "region, auth; OpenAI-compatible preset)."},
+                                                 "auth, deployments, and tenant_id, client_id, authority with auth "
+                                                 "entra-client, whose api_key is the client secret; Gemini auth, "
+                                                 "project, location, where a Vertex AI api_key may be a service "
+                                                 "account's JSON key; Bedrock region, auth; OpenAI-compatible "
+                                                 "preset)."},
     "priority": _int(-1000, 1000, default=0),
     "timeout_seconds": _num(0.5, 600, default=60.0),
     "max_retries": _int(0, 10, default=2),

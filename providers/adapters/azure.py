@@ -5,7 +5,9 @@ providers/adapters/openai.py) behind a different URL and auth (wire-formats-2 §
   ``/embeddings``): the deployment in the path picks the model, so a model id here is a
   deployment name; ``api-version`` is the provider's ``options.api_version``.
 - Auth: the key in the ``api-key`` header, or with ``options.auth = "entra"`` an Entra ID token
-  as ``Authorization: Bearer`` (providers/adapters/headers.py).
+  as ``Authorization: Bearer`` (providers/adapters/headers.py); with ``"entra-client"`` the key is
+  a client secret and the Bearer token is one the engine minted with it
+  (providers/adapters/credentials.py).
 - Streams: the first chunk may be ``"choices": []`` with only ``prompt_filter_results`` (and an
   empty id and model); it carries nothing for the client and is dropped like the usage chunk.
   Per-choice ``content_filter_results`` pass through.

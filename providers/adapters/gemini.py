@@ -1,6 +1,7 @@
 """Google Gemini: OpenAI chat requests translated to ``models/{model}:generateContent`` and
 ``:streamGenerateContent?alt=sse`` (the Gemini API, ``x-goog-api-key``; or Vertex AI, the same
-body under ``…/projects/{p}/locations/{l}/publishers/google`` with a bearer token), and its
+body under ``…/projects/{p}/locations/{l}/publishers/google`` with a bearer token, the key itself
+or one minted with a service account's JSON key: providers/adapters/credentials.py), and its
 answers, streams, ``usageMetadata`` and ``{"error": {code, message, status, details}}`` bodies
 translated back (wire-formats-2.md §5). Embeddings go to ``models/{model}:batchEmbedContents``
 (the Gemini API only), their input tokens estimated: Google counts none.

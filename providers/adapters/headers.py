@@ -3,24 +3,21 @@ provider type's style, then the provider's own extra headers (which win)."""
 
 from collections.abc import Iterable
 
+from providers.adapters.credentials import ENTRA_CLIENT, is_vertex, token_source
 from providers.adapters.types import Deployment
+
+__all__ = ["ANTHROPIC_VERSION", "USER_AGENT", "deployment_headers", "is_vertex", "upstream_headers"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 USER_AGENT = "Tollgate/1.0"
-
-
-def is_vertex(base_url: str) -> bool:
-    """Whether a gemini provider's base URL is Vertex AI's (``…/projects/{p}/locations/{l}/…``,
-    OAuth bearer token) rather than the Gemini API's (``x-goog-api-key``)."""
-    return "/projects/" in base_url
 
 
 def upstream_headers(kind: str, api_key: str, extra_headers: Iterable[tuple[str, str]], *,
                      accept: str = "application/json", json_body: bool = True, auth: str = "",
                      base_url: str = "") -> dict[str, str]:
     """Auth headers for a provider of type ``kind`` (a provider type string; Azure's key goes in
-    ``api-key`` unless ``auth`` is ``"entra"``, whose token is a Bearer one; Bedrock's is a Bearer
-one with ``auth`` ``"bearer"``, else none: its requests are signed with SigV4 afterwards), its
+    ``api-key`` unless ``auth`` is ``"entra"`` or ``"entra-client"``, whose token is a Bearer one;
+    Bedrock's is a Bearer one with ``auth`` ``"bearer"``, else none: its requests are signed with SigV4 afterwards), its
     ``extra_headers`` ((name, value) pairs; the caller puts OpenRouter's attribution there) last
     so they can override. The one place both the data plane (a Deployment) and catalog syncs
     build them. ``base_url`` tells the Gemini API (an API key) from Vertex AI (a bearer token), as
@@ -32,7 +29,7 @@ one with ``auth`` ``"bearer"``, else none: its requests are signed with SigV4 af
         headers["anthropic-version"] = ANTHROPIC_VERSION
         if api_key:
             headers["x-api-key"] = api_key
-    elif kind == "azure" and auth != "entra":
+    elif kind == "azure" and auth not in ("entra", ENTRA_CLIENT):
         if api_key:
             headers["api-key"] = api_key
     elif kind == "gemini" and not is_vertex(base_url) and auth != "vertex":
@@ -48,6 +45,11 @@ one with ``auth`` ``"bearer"``, else none: its requests are signed with SigV4 af
 
 
 def deployment_headers(deployment: Deployment, *, accept: str = "application/json") -> dict[str, str]:
-    """The headers of a request to ``deployment`` (a JSON body)."""
-    return upstream_headers(deployment.provider_type, deployment.api_key, deployment.extra_headers, accept=accept,
+    """The headers of a request to ``deployment`` (a JSON body). A credential that mints tokens
+    (providers/adapters/credentials.py) sends the token the engine minted for the request, never
+    the credential itself: none minted, no Authorization at all."""
+    key = deployment.api_key
+    if token_source(deployment.provider_type, key, deployment.options, deployment.base_url) is not None:
+        key = deployment.access_token
+    return upstream_headers(deployment.provider_type, key, deployment.extra_headers, accept=accept,
                             auth=deployment.option("auth"), base_url=deployment.base_url)

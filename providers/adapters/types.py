@@ -32,6 +32,9 @@ class Deployment:
     context_length: int | None = None  # from the catalog, when the provider tells
     # The provider's string-valued options (Provider.options), e.g. Azure's api_version and auth.
     options: tuple[tuple[str, str], ...] = ()
+    # The access token the engine minted for this request when the key is a credential that mints
+    # them (providers/adapters/credentials.py); sent instead of the key.
+    access_token: str = ""
 
     def option(self, name: str, default: str = "") -> str:
         for key, value in self.options:

@@ -4,9 +4,11 @@ provider's error answer into words a tenant admin can act on."""
 from typing import Any
 
 from core.errors import TollgateError
+from providers.adapters.credentials import TokenError
 from providers.adapters.headers import upstream_headers
 from providers.adapters.sigv4 import sigv4_headers
 from providers.models import Provider, ProviderType
+from providers.tokens import provider_access_token
 
 
 class UpstreamError(TollgateError):
@@ -21,9 +23,16 @@ class UpstreamError(TollgateError):
 
 
 def request_headers(provider: Provider) -> dict[str, str]:
-    """Auth and attribution headers for a catalog request (a GET) to ``provider``."""
+    """Auth and attribution headers for a catalog request (a GET) to ``provider``: a key that
+    mints access tokens sends one (providers/tokens.py), an UpstreamError saying why when none
+    can be had."""
     auth = (provider.options or {}).get("auth", "")
-    return upstream_headers(provider.provider_type, provider.api_key, provider.upstream_extra_headers(),
+    try:
+        token = provider_access_token(provider)
+    except TokenError as exc:
+        raise UpstreamError(exc.message) from None
+    return upstream_headers(provider.provider_type, provider.api_key if token is None else token,
+                            provider.upstream_extra_headers(),
                             json_body=False, auth=auth if isinstance(auth, str) else "",
                             base_url=provider.base_url)
 

@@ -13,6 +13,7 @@ from providers.catalog import CatalogEntry
 from providers.fetchers import anthropic, azure, bedrock, gemini, mock, ollama, openai, openrouter
 from providers.fetchers.base import raise_for_status, request_headers, request_signature
 from providers.models import Provider, ProviderType
+from providers.tokens import provider_token_refused
 
 # A fetcher takes the provider and ``get(url)`` (the JSON of a successful GET, or a
 # TollgateError) and returns its catalog.
@@ -48,6 +49,8 @@ def catalog_fetch(provider: Provider) -> list[CatalogEntry]:
                     max_bytes=settings.PROVIDER_MAX_RESPONSE_BYTES,
                 ))
             status, _, body, snippet = fetch_json(client, "GET", url, headers=request_signature(provider, "GET", url))
+            if status == 401 and (token := client.headers.get("authorization", "").removeprefix("Bearer ")):
+                provider_token_refused(provider, token)  # a minted token: the next sync mints anew
             raise_for_status(provider_name=name, url=url, status=status, body=body, snippet=snippet)
             return body
 

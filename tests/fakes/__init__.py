@@ -1,4 +1,5 @@
-"""Loopback fake upstream LLM providers for tests (pure standard library).
+"""Loopback fake upstream LLM providers for tests (standard library; the OAuth token endpoints
+also use PyJWT and cryptography).
 
 Each fake is a real HTTP/1.1 server on 127.0.0.1 (OS-assigned port, daemon thread) speaking one
 documented wire format (``/work/shared/reference/wire-formats.md``)::
@@ -13,10 +14,10 @@ See ``tests.fakes.base`` for the fault kinds and options.
 """
 
 from .anthropic import FakeAnthropic
-from .azure import FakeAzure
+from .azure import FakeAzure, FakeEntra
 from .base import FAULT_KINDS, FakeServer, Fault, RecordedRequest, Usage, make_models
 from .bedrock import FakeBedrock
-from .gemini import FakeGemini
+from .gemini import FakeGemini, FakeGoogleOAuth
 from .ollama import FakeOllama
 from .openai import FakeOpenAI, FakeOpenRouter
 
@@ -25,7 +26,9 @@ __all__ = [
     "FakeAnthropic",
     "FakeAzure",
     "FakeBedrock",
+    "FakeEntra",
     "FakeGemini",
+    "FakeGoogleOAuth",
     "FakeOllama",
     "FakeOpenAI",
     "FakeOpenRouter",

@@ -15,13 +15,25 @@ and usage are OpenAI's, plus Azure's differences:
   OpenAI's ``context_length_exceeded``; an unknown deployment is a 404 ``DeploymentNotFound``.
 
 Auth: ``api_key`` set → the ``api-key`` header must carry it; ``entra_token`` set → an
-``Authorization: Bearer <token>`` header must; either is accepted when both are set."""
+``Authorization: Bearer <token>`` header must; ``entra`` (a :class:`FakeEntra`) set → a bearer token
+it issued and that is still valid; any of them is accepted when several are set.
+
+`FakeEntra` is Microsoft Entra ID's token endpoint for the client-credentials grant,
+``POST /{tenant}/oauth2/v2.0/token`` (form-encoded ``grant_type=client_credentials``, ``client_id``,
+``client_secret``, ``scope``), answering ``{"token_type": "Bearer", "expires_in", "access_token"}``
+or Entra's documented errors: an unknown tenant 400 ``invalid_request`` (AADSTS90002), an unknown
+client 400 ``unauthorized_client`` (AADSTS700016), a wrong secret 401 ``invalid_client``
+(AADSTS7000215), a wrong scope 400 ``invalid_scope`` (AADSTS1002012)."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl
 
-from .base import Call, Fault, Reply
+from .base import Call, FakeServer, Fault, Reply
 from .openai import FakeOpenAI
 
 SAFE = {"filtered": False, "severity": "safe"}
@@ -63,10 +75,11 @@ class FakeAzure(FakeOpenAI):
     prefix_routes = (("POST", "/openai/deployments/", "deployment"),)
 
     def __init__(self, *, deployments: dict[str, str] | None = None, entra_token: str | None = None,
-                 **kwargs: Any) -> None:
+                 entra: FakeEntra | None = None, **kwargs: Any) -> None:
         self.deployments = dict(deployments if deployments is not None
                                 else {"my-gpt4o": "gpt-4o", "my-embed": "text-embedding-3-small"})
         self.entra_token = entra_token
+        self.entra = entra
         kwargs.setdefault("models", sorted(set(self.deployments.values())))
         super().__init__(**kwargs)
 
@@ -75,11 +88,14 @@ class FakeAzure(FakeOpenAI):
         return {"apim-request-id": self.new_id("apim-"), "x-ms-region": "Sweden Central"}
 
     def check_auth(self, call: Call) -> Reply | None:
-        if self.api_key is None and self.entra_token is None:
+        if self.api_key is None and self.entra_token is None and self.entra is None:
             return None
         if self.api_key is not None and call.req.headers.get("api-key") == self.api_key:
             return None
-        if self.entra_token is not None and call.req.headers.get("authorization") == f"Bearer {self.entra_token}":
+        bearer = call.req.headers.get("authorization", "")
+        if self.entra_token is not None and bearer == f"Bearer {self.entra_token}":
+            return None
+        if self.entra is not None and bearer.startswith("Bearer ") and self.entra.valid(bearer[7:]):
             return None
         return self.error(401)
 
@@ -140,3 +156,74 @@ class FakeAzure(FakeOpenAI):
         if reply.frames is None and reply.status == 200 and isinstance(reply.body, dict):
             reply.body["prompt_filter_results"] = PROMPT_FILTER
         return reply
+
+
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+TRACE = "\r\nTrace ID: 0f1c2d3e-0000-4000-8000-000000000000\r\nCorrelation ID: 5a6b7c8d-0000-4000-8000-000000000000"
+
+
+class FakeEntra(FakeServer):
+    """An Entra ID authority (what ``options.authority`` holds: ``url``) with one directory
+    ``tenant_id`` and one app registration (``client_id``, ``client_secret``). Tokens live
+    ``expires_in`` seconds; ``issued`` lists them in order, ``revoke()`` invalidates them all."""
+
+    protocol = "entra"
+    json_bodies = False
+    retry_after_statuses: ClassVar[tuple[int, ...]] = ()
+    prefix_routes = (("POST", "/", "token"),)
+
+    def __init__(self, *, tenant_id: str = "contoso-tenant", client_id: str = "app-client-1",
+                 client_secret: str = "entra-client-secret-0123", expires_in: int = 3600, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tenant_id, self.client_id, self.client_secret = tenant_id, client_id, client_secret
+        self.expires_in = expires_in
+        self.issued: list[str] = []
+        self._expiry: dict[str, float] = {}
+        self._counter = itertools.count(1)
+        self._tokens_lock = threading.Lock()
+
+    def token_requests(self) -> list:
+        return [r for r in self.requests if r.path.endswith("/oauth2/v2.0/token")]
+
+    def valid(self, token: str) -> bool:
+        with self._tokens_lock:
+            return self._expiry.get(token, 0) > time.time()
+
+    def revoke(self) -> None:
+        with self._tokens_lock:
+            self._expiry.clear()
+
+    def error(self, status: int, message: str | None = None, *, variant: str | None = None,
+              model: str | None = None) -> Reply:
+        return Reply(status, {"error": variant or "temporarily_unavailable",
+                              "error_description": (message or f"AADSTS50000: HTTP {status}.") + TRACE,
+                              "error_codes": [50000]})
+
+    def route_token(self, call: Call) -> Reply:
+        tenant, _, rest = call.req.path.strip("/").partition("/")
+        if rest != "oauth2/v2.0/token":
+            return self.error(404, "AADSTS900561: The endpoint only accepts POST requests.", variant="invalid_request")
+        form = dict(parse_qsl(call.req.raw.decode(), keep_blank_values=True))
+        if tenant != self.tenant_id:
+            return self.error(400, f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the "
+                                   "correct tenant ID and are signing into the correct cloud.",
+                              variant="invalid_request")
+        if form.get("grant_type") != "client_credentials":
+            return self.error(400, "AADSTS70003: The app requested an unsupported grant type.",
+                              variant="unsupported_grant_type")
+        if form.get("client_id") != self.client_id:
+            return self.error(400, f"AADSTS700016: Application with identifier '{form.get('client_id')}' was not "
+                                   f"found in the directory '{tenant}'.", variant="unauthorized_client")
+        if form.get("client_secret") != self.client_secret:
+            return self.error(401, "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in "
+                                   "the request is the client secret value, not the client secret ID, for a secret "
+                                   f"added to app '{self.client_id}'.", variant="invalid_client")
+        if form.get("scope") != ENTRA_SCOPE:
+            return self.error(400, f"AADSTS1002012: The provided value for scope {form.get('scope')} is not valid.",
+                              variant="invalid_scope")
+        token = f"eyJ0eXAiOiJKV1Qi.entra-{next(self._counter)}.sig"
+        with self._tokens_lock:
+            self.issued.append(token)
+            self._expiry[token] = time.time() + self.expires_in
+        return Reply(body={"token_type": "Bearer", "expires_in": self.expires_in, "ext_expires_in": self.expires_in,
+                           "access_token": token})

@@ -30,13 +30,30 @@ Usage mapping: ``Usage.prompt_tokens`` → ``promptTokenCount`` (cached ones inc
 ``cached_tokens`` → ``cachedContentTokenCount``, ``completion_tokens`` →
 ``candidatesTokenCount``, ``reasoning_tokens`` → ``thoughtsTokenCount`` (not part of the
 candidates' count; ``totalTokenCount`` is the sum of the three).
+
+`FakeGoogleOAuth` is Google's OAuth 2.0 token endpoint for service accounts, ``POST /token``
+(form-encoded ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>``): the JWT
+must be RS256, signed by the private key of an account it knows (``service_account()`` makes one:
+a key pair generated in the test and the account's JSON key), with ``iss`` that account, ``scope``
+cloud-platform, ``aud`` its token URL and at most an hour between ``iat`` and ``exp``; it answers
+``{"access_token": "ya29.…", "expires_in", "token_type": "Bearer"}`` or ``{"error": "invalid_grant",
+"error_description": "Invalid JWT Signature."}`` (400) and the like. A :class:`FakeGemini` with
+``google_oauth`` set takes on Vertex paths only the bearer tokens it issued and that are valid.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .base import _DEFAULT, Call, FakeServer, Fault, Reply, Usage, embedding_vector
 
@@ -90,11 +107,15 @@ class FakeGemini(FakeServer):
     def response_headers(self) -> dict[str, str]:
         return {"x-goog-request-id": self.new_id("")}  # not a documented name; harmless
 
+    google_oauth: FakeGoogleOAuth | None = None  # set: Vertex takes only the tokens it issued
+
     def check_auth(self, call: Call) -> Reply | None:
         req = call.req
         if "/projects/" in req.path:
             auth = req.headers.get("authorization", "")
             if not auth.startswith("Bearer ") or (self.api_key is not None and auth[7:] != self.api_key):
+                return self.error(401)
+            if self.google_oauth is not None and not self.google_oauth.valid(auth[7:]):
                 return self.error(401)
             return None
         key = req.headers.get("x-goog-api-key") or req.query.get("key")
@@ -349,3 +370,88 @@ class FakeGemini(FakeServer):
                                           {"promptTokenCount": usage.prompt_tokens,
                                            "totalTokenCount": usage.prompt_tokens})
             yield self.event(event)
+
+
+GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+class FakeGoogleOAuth(FakeServer):
+    """Google's token endpoint (``token_url``) for the service accounts made by
+    :meth:`service_account`. Tokens live ``expires_in`` seconds; ``issued`` lists them,
+    ``assertions`` the JWT claims it accepted, ``revoke()`` invalidates every token."""
+
+    protocol = "google-oauth"
+    json_bodies = False
+    retry_after_statuses: ClassVar[tuple[int, ...]] = ()
+    routes: ClassVar[dict[tuple[str, str], str]] = {("POST", "/token"): "token"}
+
+    def __init__(self, *, expires_in: int = 3599, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.expires_in = expires_in
+        self.accounts: dict[str, rsa.RSAPublicKey] = {}
+        self.issued: list[str] = []
+        self.assertions: list[dict[str, Any]] = []
+        self._expiry: dict[str, float] = {}
+        self._counter = itertools.count(1)
+        self._tokens_lock = threading.Lock()
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/token"
+
+    def service_account(self, email: str = "tollgate@fake-project.iam.gserviceaccount.com") -> dict[str, str]:
+        """A new account this endpoint trusts: its JSON key, as the Cloud console downloads it."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.accounts[email] = key.public_key()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        return {"type": "service_account", "project_id": "fake-project", "private_key_id": "0123abcd",
+                "private_key": pem, "client_email": email, "client_id": "1234567890",
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": self.token_url,
+                "universe_domain": "googleapis.com"}
+
+    def valid(self, token: str) -> bool:
+        with self._tokens_lock:
+            return self._expiry.get(token, 0) > time.time()
+
+    def revoke(self) -> None:
+        with self._tokens_lock:
+            self._expiry.clear()
+
+    def error(self, status: int, message: str | None = None, *, variant: str | None = None,
+              model: str | None = None) -> Reply:
+        return Reply(status, {"error": variant or "internal_failure", "error_description": message or f"HTTP {status}"})
+
+    def route_token(self, call: Call) -> Reply:
+        form = dict(parse_qsl(call.req.raw.decode(), keep_blank_values=True))
+        if form.get("grant_type") != JWT_BEARER:
+            return self.error(400, "Invalid grant_type: " + str(form.get("grant_type")),
+                              variant="unsupported_grant_type")
+        assertion = form.get("assertion", "")
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            return self.error(400, "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe.",
+                              variant="invalid_grant")
+        public = self.accounts.get(str(unverified.get("iss")))
+        if public is None:
+            return self.error(400, "Invalid grant: account not found", variant="invalid_grant")
+        try:
+            claims = jwt.decode(assertion, public, algorithms=["RS256"], audience=self.token_url)
+        except jwt.InvalidSignatureError:
+            return self.error(400, "Invalid JWT Signature.", variant="invalid_grant")
+        except jwt.PyJWTError as exc:
+            return self.error(400, f"Invalid JWT: {exc}", variant="invalid_grant")
+        if header.get("alg") != "RS256" or claims.get("scope") != GOOGLE_SCOPE \
+                or not 0 < claims["exp"] - claims["iat"] <= 3600:
+            return self.error(400, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
+                                   "timeframe. Check your iat and exp values in the JWT claim.",
+                              variant="invalid_grant")
+        token = f"ya29.fake-{next(self._counter)}"
+        with self._tokens_lock:
+            self.issued.append(token)
+            self.assertions.append(claims)
+            self._expiry[token] = time.time() + self.expires_in
+        return Reply(body={"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"})

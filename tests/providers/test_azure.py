@@ -72,7 +72,8 @@ def test_options_get_the_defaults():
 
 
 @pytest.mark.parametrize("options, words", [
-    ({"region": "eu"}, "Unknown option 'region' for provider type 'azure'; allowed: api_version, auth, deployments"),
+    ({"region": "eu"}, "Unknown option 'region' for provider type 'azure'; allowed: api_version, auth, authority, "
+                       "client_id, deployments, tenant_id"),
     ({"api_version": "latest"}, "options.api_version must be an Azure OpenAI api-version"),
     ({"api_version": 20241021}, "options.api_version must be"),
     ({"auth": "oauth"}, "options.auth must be 'api-key'"),

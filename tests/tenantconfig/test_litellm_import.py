@@ -324,3 +324,21 @@ def test_an_azure_deployment_is_called_by_its_name_with_the_api_version(live, mo
         (sent,) = fake.requests_to("/openai/deployments/my-gpt4o/chat/completions")
         assert sent.query["api-version"] == "2024-10-21" and sent.headers["api-key"] == "az-key-from-env"
         assert sent.json["max_tokens"] == 300
+
+
+def test_azure_ad_client_credentials_become_entra_client(monkeypatch):
+    monkeypatch.setenv("AZ_SECRET", "entra-secret")
+    monkeypatch.setenv("AZ_TENANT", "contoso.onmicrosoft.com")
+    config = {"model_list": [
+        {"model_name": "az", "litellm_params": {
+            "model": "azure/my-gpt4o", "api_base": "https://r.openai.azure.com", "tenant_id": "os.environ/AZ_TENANT",
+            "client_id": "00000000-aaaa-4bbb-8ccc-000000000001", "client_secret": "os.environ/AZ_SECRET"}},
+        {"model_name": "oa", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk", "client_id": "x"}},
+    ]}
+    document, notes = litellm_translate(config)
+    providers = {p["name"]: p for p in document["providers"]}
+    assert providers["azure"]["api_key"] == "env:AZ_SECRET"
+    assert providers["azure"]["options"] == {
+        "deployments": {"my-gpt4o": "my-gpt4o"}, "auth": "entra-client", "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "00000000-aaaa-4bbb-8ccc-000000000001"}
+    assert any("client_id are imported only as Azure AD client credentials" in n for n in notes)
