@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 ENTRA_CLIENT = "entra-client"  # the azure options.auth whose key is a client secret
+MINTING_TYPES = frozenset({"azure", "gemini"})  # the provider types whose credentials may mint tokens
 GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SERVICE_ACCOUNT_FIELDS = ("client_email", "private_key", "token_uri")
@@ -221,6 +222,8 @@ def _source(provider_type: str, api_key: str, options: tuple[tuple[str, str], ..
 def token_source(provider_type: str, api_key: str, options: Mapping[str, Any] | tuple[tuple[str, str], ...],
                  base_url: str) -> TokenSource | None:
     """The token source of a provider's credential, or None when its key is sent as it is."""
+    if provider_type not in MINTING_TYPES:  # every attempt asks: the other types answer at once
+        return None
     items = options.items() if isinstance(options, Mapping) else options
     return _source(provider_type, api_key or "", tuple(sorted((k, v) for k, v in items if isinstance(v, str))),
                    base_url)
