@@ -10,7 +10,7 @@ from celery import shared_task
 
 from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up, alerts_check
 from billing.ledger import CONNECTION_ERRORS
-from billing.retention import health_buckets_prune, usage_retention_purge
+from billing.retention import end_user_rollup_purge, health_buckets_prune, usage_retention_purge
 from billing.spend import SETTLE_SCRIPT
 from billing.writer import journals_sweep as writer_journals_sweep
 from core.redis import REDIS_RETRY, get_redis
@@ -49,14 +49,16 @@ def alert_deliver(self, alert_id: int) -> bool:
     raise self.retry(countdown=retry_countdown(self.request.retries))
 
 
-RETENTION_MAX_BATCHES = 200  # at most 1M rows a run at 5,000 per batch; the next run goes on
+RETENTION_MAX_BATCHES = 200  # per table, at most 1M rows a run at 5,000 per batch; the next run goes on
 
 
 @shared_task(name="billing.usage_retention", ignore_result=True)
 def usage_retention() -> dict:
-    """Hourly (beat): delete ledger rows past their tenant's retention, in bounded batches
-    (rollups are kept), and the provider health slots older than two days."""
+    """Hourly (beat): delete ledger rows past their tenant's retention and end-user rollup rows
+    past END_USER_ROLLUP_RETENTION_DAYS, each in bounded batches (the other rollups are kept),
+    and the provider health slots older than two days."""
     result = usage_retention_purge(max_batches=RETENTION_MAX_BATCHES)
+    result["end_user_rollup"] = end_user_rollup_purge(max_batches=RETENTION_MAX_BATCHES)
     result["health_slots_deleted"] = health_buckets_prune()
     return result
 
