@@ -212,9 +212,9 @@ class LimitRuleAdmin(admin.ModelAdmin):
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "kind", "budget", "threshold", "period_start", "spent", "limit",
-                    "email_sent_at", "webhook_sent_at", "webhook_attempts"]
+                    "email_sent_at", "webhook_sent_at", "webhook_attempts", "delivery_due_at"]
     list_filter = ["kind", "threshold", "created_at", ("email_sent_at", admin.EmptyFieldListFilter),
-                   ("webhook_sent_at", admin.EmptyFieldListFilter)]
+                   ("webhook_sent_at", admin.EmptyFieldListFilter), ("delivery_due_at", admin.EmptyFieldListFilter)]
     search_fields = ["tenant__slug", "tenant__name", "budget__name"]
     list_select_related = ["tenant", "budget"]
 
