@@ -495,6 +495,21 @@ def _queue_delivery(alert_id: int, *, due_if_failed: datetime | None = None) -> 
     return True
 
 
+def _queue_deliveries(alert_ids: list[int]) -> None:
+    """Queue each new alert's delivery; once the broker fails one, the rest are marked due at
+    once without trying (each try can take a second), for the next budget check."""
+    for i, alert_id in enumerate(alert_ids):
+        if not _queue_delivery(alert_id):
+            rest = alert_ids[i + 1:]
+            if rest:
+                try:
+                    BudgetAlert.objects.filter(pk__in=rest, delivery_due_at__isnull=False).update(
+                        delivery_due_at=timezone.now())
+                except Exception as exc:  # the database too: they are due QUEUED_GRACE after now
+                    log.warning("alerts %s: could not mark them due: %s: %s", rest, type(exc).__name__, exc)
+            return
+
+
 def alerts_requeue(*, now: datetime | None = None, batch: int = REQUEUE_BATCH) -> list[int]:
     """Queue again the deliveries overdue by more than REQUEUE_AFTER (never queued, or their task
     lost with the broker), at most ``batch``, oldest first; stop at the first that cannot be
@@ -533,8 +548,8 @@ def alerts_check(*, now: datetime | None = None) -> list[int]:
         # instead of deadlocking.
         candidates.sort(key=lambda c: (c.kind, c.tenant_id, c.budget_id or 0, c.period_start, c.threshold))
         ids = _alerts_insert(candidates, now)
-        for alert_id in ids:
-            transaction.on_commit(functools.partial(_queue_delivery, alert_id))
+        if ids:
+            transaction.on_commit(functools.partial(_queue_deliveries, ids))
     if ids:
         log.info("budget check: %d new alert(s)", len(ids))
     return ids
