@@ -17,8 +17,8 @@ body (no Content-Length; the server hands it over de-chunked and says so with
 ``wsgi.input_terminated``, as gunicorn, waitress and mod_wsgi do) is read up to one byte past
 the limit and refused there, or handed on with its length declared, so Django reads it (it
 reads a body without a Content-Length as empty). WSGI lets no application send hop-by-hop
-headers, so the server decides whether the connection stays open (it reads and drops the rest
-of a refused body first).
+headers, so the server decides whether the connection stays open; one that keeps it open must
+read past the rest of a refused body before the next request.
 """
 
 import io
