@@ -18,6 +18,7 @@ from billing.dead_letter_services import usage_dead_letters, usage_dead_letters_
 from billing.ledger import usage_records_write
 from billing.models import UsageDaily, UsageDeadLetter, UsageLog
 from billing.records import UsageRecord
+from core.errors import NotFound
 from tenants.access import SYSTEM
 from tenants.models import AuditEvent
 
@@ -125,8 +126,6 @@ def test_discard_deletes_and_keeps_the_row_in_the_audit_log(world, refusing_777)
 
 
 def test_unknown_ids_are_named(world):
-    from core.errors import NotFound
-
     with pytest.raises(NotFound, match="No dead letter with id 424242"):
         usage_dead_letters(ids=[424242])
 

@@ -3,6 +3,9 @@ END_USER_ROLLUP_RETENTION_DAYS go, in bounded batches, for every tenant whatever
 retention; what end-user budgets rebuild from stays; a retention too short for budgets is
 refused."""
 
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -17,6 +20,7 @@ from billing.retention import end_user_rollup_cutoff, end_user_rollup_purge
 from billing.spend import SpendSource, spend_by_day, to_nanos
 from billing.tasks import usage_retention
 from tests.billing.ledger.conftest import ledger_ids, rollups, utc, write
+from tests.utils.procs import REPO
 
 pytestmark = pytest.mark.django_db
 
@@ -105,12 +109,6 @@ def test_a_retention_too_short_for_budgets_is_refused(settings, value):
 
 def test_the_process_refuses_to_start_with_a_retention_too_short(tmp_path):
     """settings.py checks the environment at startup, as for every other setting."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.utils.procs import REPO
-
     env = {**os.environ, "END_USER_ROLLUP_RETENTION_DAYS": "30", "ENV_FILE": "/dev/null"}
     run = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=60)
