@@ -1,15 +1,17 @@
 """The Django admin for billing: budgets and limit rules (edited through the same services and
 rules as the API; budgets with this period's spend), end-user blocks (added and removed through
 their services), and read-only views of alerts, the ledger, its rollups, health buckets and
-refused rows, whose big tables are never counted in full."""
+refused rows (retried or discarded through their services), whose big tables are never counted
+in full."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db import connection
 from django.utils.functional import cached_property
 
 from billing import limit_services, services
+from billing.dead_letter_services import usage_dead_letters, usage_dead_letters_discard, usage_dead_letters_retry
 from billing.end_users import end_user_block, end_user_clean, end_user_unblock
 from billing.health import bucket_bounds
 from billing.models import (
@@ -210,9 +212,9 @@ class LimitRuleAdmin(admin.ModelAdmin):
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "kind", "budget", "threshold", "period_start", "spent", "limit",
-                    "email_sent_at", "webhook_sent_at", "webhook_attempts"]
+                    "email_sent_at", "webhook_sent_at", "webhook_attempts", "delivery_due_at"]
     list_filter = ["kind", "threshold", "created_at", ("email_sent_at", admin.EmptyFieldListFilter),
-                   ("webhook_sent_at", admin.EmptyFieldListFilter)]
+                   ("webhook_sent_at", admin.EmptyFieldListFilter), ("delivery_due_at", admin.EmptyFieldListFilter)]
     search_fields = ["tenant__slug", "tenant__name", "budget__name"]
     list_select_related = ["tenant", "budget"]
 
@@ -337,9 +339,32 @@ class UsageLogAdmin(BigTableAdmin):
 
 @admin.register(UsageDeadLetter)
 class UsageDeadLetterAdmin(ReadOnlyAdmin):
-    """Rows the database refused (billing.ledger), with its reason: read-only."""
+    """Rows the database refused (billing.ledger), with its reason: read-only, but for the
+    "retry" and "discard" actions (billing/dead_letter_services.py), open to users who may
+    delete dead letters (superusers; support staff only read them)."""
 
     list_display = ["created_at", "request_id", "tenant_id", "short_reason"]
+    actions = ["retry", "discard"]
+
+    def has_handle_permission(self, request) -> bool:
+        return request.user.has_perm("billing.delete_usagedeadletter")
+
+    @admin.action(description="Retry: write the selected rows to the ledger", permissions=["handle"])
+    def retry(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        result = usage_dead_letters_retry(letters=usage_dead_letters(ids=ids), actor=Principal(user=request.user))
+        if result.written:
+            self.message_user(request, f"{len(result.written)} row(s) written to the ledger.", messages.SUCCESS)
+        for letter_id, reason in result.kept.items():
+            self.message_user(request, f"Dead letter {letter_id} kept: {reason.splitlines()[0][:300]}",
+                              messages.WARNING)
+
+    @admin.action(description="Discard the selected rows (audited)", permissions=["handle"])
+    def discard(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        count = usage_dead_letters_discard(letters=usage_dead_letters(ids=ids), actor=Principal(user=request.user))
+        self.message_user(request, f"{count} dead letter(s) discarded; each row is kept in the audit log.",
+                          messages.SUCCESS)
     list_filter = ["created_at"]
     search_fields = ["=request_id", "=tenant_id"]
     search_help_text = "Exact request id (x-request-id) or tenant id."

@@ -6,7 +6,17 @@ fields).
 Each channel is claimed with a conditional UPDATE before anything is sent, so however many
 workers hold the same alert, the email goes out once and each webhook attempt is made once.
 ``alert_deliver_once`` is one delivery round; ``billing.tasks.alert_deliver`` runs rounds with
-backoff until the webhook has answered 2xx or the tries are used up."""
+backoff until the webhook has answered 2xx or the tries are used up.
+
+**A delivery is never lost with the broker.** Each alert carries ``delivery_due_at``: the latest
+time its delivery task should run (QUEUED_GRACE after it was queued, or after a retry's
+countdown), None once it is delivered or given up. Queueing that fails (the broker, Redis, is
+down) is logged, not raised, and marks the alert due at once. Every budget check
+(``alerts_requeue``, beat, every 2 minutes) queues again the alerts overdue by more than
+REQUEUE_AFTER, a bounded batch, oldest first, each claimed with a conditional UPDATE so two
+checkers queue it once; it stops at the first queueing that fails (the rest wait for the next
+check). Rounds are idempotent (the claims above), so a task that was only slow, not lost, and
+runs beside the one queued again sends nothing twice."""
 
 import functools
 import logging
@@ -45,6 +55,9 @@ ROLLING_DAYS = 30
 WEBHOOK_TIMEOUT = 10.0  # seconds, per network operation
 WEBHOOK_MAX_TRIES = 6
 ERROR_CHARS = 500
+QUEUED_GRACE = timedelta(minutes=10)  # a queued delivery not run by then is taken as lost
+REQUEUE_AFTER = timedelta(minutes=1)  # how overdue an alert is before the check queues it again
+REQUEUE_BATCH = 200  # alerts queued again per check at most
 
 
 class WebhookFailed(Exception):
@@ -241,7 +254,8 @@ def alert_webhook_attempt(alert_id: int) -> bool:
 
 def alert_deliver_once(alert_id: int) -> bool:
     """One delivery round: the email (if not sent yet), then one webhook attempt (if due).
-    True when the alert is fully delivered or cannot be; False when a retry should follow."""
+    True when the alert is fully delivered or cannot be (nothing is due any more); False when a
+    retry should follow (``alert_retry_due`` says when)."""
     alert = _alert_load(alert_id)
     if alert is None:
         return True  # deleted with its budget since it was queued
@@ -254,13 +268,23 @@ def alert_deliver_once(alert_id: int) -> bool:
             done = False
     if not alert_webhook_attempt(alert_id):
         done = False
+    if done:
+        BudgetAlert.objects.filter(pk=alert_id).update(delivery_due_at=None)
     return done
+
+
+def alert_retry_due(alert_id: int, *, countdown: float) -> None:
+    """A failed round's retry runs in ``countdown`` seconds: due by then plus QUEUED_GRACE (else
+    the budget check queues it again: the retry never reached the broker)."""
+    due = timezone.now() + timedelta(seconds=countdown) + QUEUED_GRACE
+    BudgetAlert.objects.filter(pk=alert_id, delivery_due_at__isnull=False).update(delivery_due_at=due)
 
 
 def alert_give_up(alert_id: int, tries: int) -> None:
     alert = BudgetAlert.objects.filter(pk=alert_id).values("last_error").first()
     if alert is not None:
-        _record_error(alert_id, f"gave up after {tries} tries; last: {alert['last_error']}")
+        BudgetAlert.objects.filter(pk=alert_id).update(
+            delivery_due_at=None, last_error=f"gave up after {tries} tries; last: {alert['last_error']}"[:ERROR_CHARS])
     log.error("alert %s: delivery given up after %d tries", alert_id, tries)
 
 
@@ -419,7 +443,7 @@ def _daily_cost_candidates(now: datetime, threshold: Decimal) -> list[_Candidate
 
 
 _ALERT_COLUMNS = ("tenant_id", "budget_id", "kind", "period_start", "threshold", "spent", "limit",
-                  "created_at", "webhook_attempts", "last_error")
+                  "created_at", "webhook_attempts", "last_error", "delivery_due_at")
 
 
 def _alerts_insert(candidates: list[_Candidate], now: datetime) -> list[int]:
@@ -441,7 +465,7 @@ def _alerts_insert(candidates: list[_Candidate], now: datetime) -> list[int]:
             params: list[Any] = []
             for c in chunk:
                 values = (c.tenant_id, c.budget_id, c.kind, c.period_start, c.threshold, c.spent, c.limit,
-                          now, 0, "")
+                          now, 0, "", now + QUEUED_GRACE)
                 params.extend(f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True))
             cursor.execute(
                 f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
@@ -452,10 +476,58 @@ def _alerts_insert(candidates: list[_Candidate], now: datetime) -> list[int]:
     return ids
 
 
-def _queue_delivery(alert_id: int) -> None:
+def _queue_delivery(alert_id: int, *, due_if_failed: datetime | None = None) -> bool:
+    """Queue the alert's delivery task. A broker that cannot take it is logged, not raised: the
+    alert is left due at ``due_if_failed`` (now by default) for the next budget check."""
     from billing.tasks import alert_deliver
 
-    alert_deliver.delay(alert_id)
+    try:
+        alert_deliver.delay(alert_id)
+    except Exception as exc:  # the broker (Redis) is down or refused: the budget check queues it again
+        log.warning("alert %s: could not queue its delivery (%s: %s); the budget check queues it again once "
+                    "the broker answers", alert_id, type(exc).__name__, exc)
+        try:
+            BudgetAlert.objects.filter(pk=alert_id, delivery_due_at__isnull=False).update(
+                delivery_due_at=due_if_failed or timezone.now())
+        except Exception as again:  # the database too: it is due QUEUED_GRACE after it was queued
+            log.warning("alert %s: could not mark it due: %s: %s", alert_id, type(again).__name__, again)
+        return False
+    return True
+
+
+def _queue_deliveries(alert_ids: list[int]) -> None:
+    """Queue each new alert's delivery; once the broker fails one, the rest are marked due at
+    once without trying (each try can take a second), for the next budget check."""
+    for i, alert_id in enumerate(alert_ids):
+        if not _queue_delivery(alert_id):
+            rest = alert_ids[i + 1:]
+            if rest:
+                try:
+                    BudgetAlert.objects.filter(pk__in=rest, delivery_due_at__isnull=False).update(
+                        delivery_due_at=timezone.now())
+                except Exception as exc:  # the database too: they are due QUEUED_GRACE after now
+                    log.warning("alerts %s: could not mark them due: %s: %s", rest, type(exc).__name__, exc)
+            return
+
+
+def alerts_requeue(*, now: datetime | None = None, batch: int = REQUEUE_BATCH) -> list[int]:
+    """Queue again the deliveries overdue by more than REQUEUE_AFTER (never queued, or their task
+    lost with the broker), at most ``batch``, oldest first; stop at the first that cannot be
+    queued. Returns the ids queued."""
+    now = now or timezone.now()
+    overdue = list(BudgetAlert.objects.filter(delivery_due_at__lt=now - REQUEUE_AFTER)
+                   .order_by("delivery_due_at", "pk").values_list("pk", "delivery_due_at")[:batch])
+    queued = []
+    for alert_id, due in overdue:
+        # The claim: of two checkers, one moves the due time and queues it.
+        if not BudgetAlert.objects.filter(pk=alert_id, delivery_due_at=due).update(delivery_due_at=now + QUEUED_GRACE):
+            continue
+        if not _queue_delivery(alert_id, due_if_failed=due):
+            break  # the broker is down: the rest wait for the next check
+        queued.append(alert_id)
+    if overdue:
+        log.info("budget check: queued %d of %d overdue alert deliveries again", len(queued), len(overdue))
+    return queued
 
 
 def alerts_check(*, now: datetime | None = None) -> list[int]:
@@ -476,8 +548,8 @@ def alerts_check(*, now: datetime | None = None) -> list[int]:
         # instead of deadlocking.
         candidates.sort(key=lambda c: (c.kind, c.tenant_id, c.budget_id or 0, c.period_start, c.threshold))
         ids = _alerts_insert(candidates, now)
-        for alert_id in ids:
-            transaction.on_commit(functools.partial(_queue_delivery, alert_id))
+        if ids:
+            transaction.on_commit(functools.partial(_queue_deliveries, ids))
     if ids:
         log.info("budget check: %d new alert(s)", len(ids))
     return ids

@@ -95,8 +95,8 @@ class UsageLog(models.Model):
 class UsageDeadLetter(models.Model):
     """A usage row the database refused (billing.ledger sets it aside so the rows behind it are
     written): the row as JSON, as the writer had it, and the database's reason, for support to
-    read in the admin. Plain ids, no foreign keys: setting a row aside must not fail for the
-    reasons the ledger did."""
+    read in the admin and an operator to retry or discard (billing.dead_letter_services). Plain
+    ids, no foreign keys: setting a row aside must not fail for the reasons the ledger did."""
 
     request_id = models.CharField(max_length=40, blank=True, default="")
     tenant_id = models.BigIntegerField(null=True, blank=True, db_index=True)
@@ -368,7 +368,9 @@ class AlertKind(models.TextChoices):
 
 class BudgetAlert(models.Model):
     """One row per budget × period × threshold crossed (or tenant × day for the daily cost
-    threshold): the unique constraints make an alert fire once, however many workers look."""
+    threshold): the unique constraints make an alert fire once, however many workers look.
+    ``delivery_due_at`` (None once done) lets the budget check queue again a delivery that was
+    never queued or whose task was lost."""
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="budget_alerts")
     budget = models.ForeignKey(Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
@@ -382,9 +384,14 @@ class BudgetAlert(models.Model):
     webhook_sent_at = models.DateTimeField(null=True, blank=True)
     webhook_attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
+    # When its delivery task should next run at the latest; None once delivered or given up. The
+    # budget check queues an alert overdue by more than a minute again (billing.alerts).
+    delivery_due_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["delivery_due_at"], name="alert_delivery_due",
+                                condition=models.Q(delivery_due_at__isnull=False))]
         constraints = [
             models.UniqueConstraint(fields=["budget", "period_start", "threshold"], name="alert_once_per_budget",
                                     condition=models.Q(budget__isnull=False)),

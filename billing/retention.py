@@ -1,5 +1,6 @@
-"""Ledger retention: ledger rows (UsageLog) older than their tenant's retention are deleted in
-bounded batches; the daily rollups (UsageDaily) are never touched, so dashboards, budgets and
+"""Retention: ledger rows (UsageLog) older than their tenant's retention, and end-user rollup
+rows (EndUserDaily) older than END_USER_ROLLUP_RETENTION_DAYS, are deleted in bounded batches;
+the other daily rollups (UsageDaily, TenantDaily) are never touched, so dashboards, budgets and
 grouped totals keep every day.
 
 **How long.** ``retention_days_for(tenant)``: the tenant's ``usage_retention_days`` when it is
@@ -23,12 +24,19 @@ transaction is small (short locks, a bounded amount of WAL, no long-running snap
 back VACUUM). Two workers running at once take disjoint batches: one skips the rows the
 other has locked and the run ends with fewer rows for each, without waiting or errors.
 
+**The end-user rollup** grows with every distinct end user, so it is not kept forever:
+``END_USER_ROLLUP_RETENTION_DAYS`` (default 400) for every tenant, whatever the tenant's ledger
+retention (that one is about request rows; it may be a few days, and end-user budgets and the
+end users page read up to 31 local days of this rollup). The setting may not be under
+``END_USER_MIN_DAYS`` (62: the longest budget period, a calendar month, twice). The cut is a
+local day as above, only final days, in the same batches.
+
 Run it outside a transaction (the Celery task does): inside one, the batches are savepoints
 and nothing is committed before the caller's block is."""
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -37,7 +45,7 @@ from django.utils import timezone
 
 from billing.health import KEEP_DAYS as HEALTH_KEEP_DAYS
 from billing.health import SLOTS as HEALTH_SLOTS
-from billing.models import HealthBucket, UsageLog
+from billing.models import EndUserDaily, HealthBucket, UsageLog
 from core.timezones import zone_of
 from tenants.models import Tenant
 
@@ -45,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 400
 FINAL_AFTER_DAYS = 2  # a local day is final once it is this many days before today in UTC
+# End-user budgets (day, week, calendar month, rolling 30 days) and the end users page read at
+# most 31 local days of EndUserDaily; twice that keeps the whole previous month too.
+END_USER_MIN_DAYS = 62
 
 
 def _check_days(value, source: str) -> int | None:
@@ -83,6 +94,25 @@ def retention_cutoff(*, tenant: Tenant, days: int, now: datetime) -> datetime:
     return datetime.combine(first_kept, time.min, tzinfo=zone)
 
 
+def end_user_retention_days() -> int:
+    """``settings.END_USER_ROLLUP_RETENTION_DAYS`` (400 when unset), at least END_USER_MIN_DAYS."""
+    value = getattr(settings, "END_USER_ROLLUP_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < END_USER_MIN_DAYS:
+        raise ImproperlyConfigured(
+            f"END_USER_ROLLUP_RETENTION_DAYS must be a whole number of days >= {END_USER_MIN_DAYS}: end-user "
+            f"budgets (day, week, calendar month, rolling 30 days) are rebuilt from the end-user rollup, so it "
+            f"keeps at least two months; got {value!r}."
+        )
+    return value
+
+
+def _check_run(batch_size: int, max_batches: int | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1 or None; got {max_batches}.")
+
+
 def usage_retention_purge(*, now: datetime | None = None, batch_size: int = 5000,
                           max_batches: int | None = None, tenants: Iterable[Tenant] | None = None) -> dict:
     """Delete ledger rows past their tenant's retention, at most ``batch_size`` rows per
@@ -92,26 +122,59 @@ def usage_retention_purge(*, now: datetime | None = None, batch_size: int = 5000
     Returns ``{"deleted": n, "batches": n, "finished": bool, "tenants": {slug: n}}``:
     ``tenants`` lists the tenants that lost rows; ``finished`` is False when ``max_batches``
     stopped the run with rows possibly left (the next run goes on)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be at least 1 or None; got {max_batches}.")
+    _check_run(batch_size, max_batches)
     now = now or timezone.now()
     default = global_retention_days()
+
+    def cutoffs():
+        for tenant in Tenant.objects.order_by("pk") if tenants is None else tenants:
+            days = retention_days_for(tenant, default=default)
+            if days is not None:
+                yield tenant, {"created_at__lt": retention_cutoff(tenant=tenant, days=days, now=now)}
+
+    result = _purge(UsageLog, cutoffs(), batch_size=batch_size, max_batches=max_batches)
+    log.info("usage retention: deleted %d ledger row(s) of %d tenant(s) in %d batch(es)%s", result["deleted"],
+             len(result["tenants"]), result["batches"],
+             "" if result["finished"] else "; stopped at max_batches, rows may remain")
+    return result
+
+
+def end_user_rollup_cutoff(*, tenant: Tenant, days: int, now: datetime) -> date:
+    """The oldest local day of EndUserDaily kept for ``tenant`` (the ledger's rule: ``days``
+    before the tenant's today, never a day that is not final)."""
+    return retention_cutoff(tenant=tenant, days=days, now=now).date()
+
+
+def end_user_rollup_purge(*, now: datetime | None = None, batch_size: int = 5000,
+                          max_batches: int | None = None, tenants: Iterable[Tenant] | None = None) -> dict:
+    """Delete the end-user rollup's rows of local days more than END_USER_ROLLUP_RETENTION_DAYS
+    before each tenant's today, in batches as ``usage_retention_purge`` (same arguments, same
+    result). Raises ImproperlyConfigured when the setting is under END_USER_MIN_DAYS."""
+    _check_run(batch_size, max_batches)
+    now = now or timezone.now()
+    days = end_user_retention_days()
+    every = Tenant.objects.order_by("pk") if tenants is None else tenants
+    cutoffs = ((t, {"day__lt": end_user_rollup_cutoff(tenant=t, days=days, now=now)}) for t in every)
+    result = _purge(EndUserDaily, cutoffs, batch_size=batch_size, max_batches=max_batches)
+    log.info("end-user rollup retention: deleted %d row(s) of %d tenant(s) in %d batch(es)%s", result["deleted"],
+             len(result["tenants"]), result["batches"],
+             "" if result["finished"] else "; stopped at max_batches, rows may remain")
+    return result
+
+
+def _purge(model, cutoffs: Iterable[tuple[Tenant, dict]], *, batch_size: int, max_batches: int | None) -> dict:
+    """Per tenant, in id order: delete ``model``'s rows matching the tenant's filter (``cutoffs``
+    yields the tenant and its filter) in batches; stop once ``max_batches`` ran."""
     deleted_of: dict[str, int] = {}
     total = batches = 0
     finished = True
-    for tenant in Tenant.objects.order_by("pk") if tenants is None else tenants:
-        days = retention_days_for(tenant, default=default)
-        if days is None:
-            continue
-        cutoff = retention_cutoff(tenant=tenant, days=days, now=now)
+    for tenant, below in cutoffs:
         after_id = 0
         while True:
             if max_batches is not None and batches >= max_batches:
                 finished = False
                 break
-            taken, count = _delete_batch(tenant_id=tenant.pk, cutoff=cutoff, after_id=after_id,
+            taken, count = _delete_batch(model, tenant_id=tenant.pk, below=below, after_id=after_id,
                                          batch_size=batch_size)
             if not taken:  # nothing left below the cutoff
                 break
@@ -124,25 +187,23 @@ def usage_retention_purge(*, now: datetime | None = None, batch_size: int = 5000
             after_id = taken[-1]
         if not finished:
             break
-    log.info("usage retention: deleted %d ledger row(s) of %d tenant(s) in %d batch(es)%s", total,
-             len(deleted_of), batches, "" if finished else "; stopped at max_batches, rows may remain")
     return {"deleted": total, "batches": batches, "finished": finished, "tenants": deleted_of}
 
 
-def _delete_batch(*, tenant_id: int, cutoff: datetime, after_id: int, batch_size: int) -> tuple[list[int], int]:
-    """One transaction: lock up to ``batch_size`` of the tenant's rows below ``cutoff`` with
+def _delete_batch(model, *, tenant_id: int, below: dict, after_id: int, batch_size: int) -> tuple[list[int], int]:
+    """One transaction: lock up to ``batch_size`` of the tenant's rows matching ``below`` with
     ids above ``after_id`` (lowest ids first, skipping rows another worker holds) and delete
     them. Returns (the ids taken, in order; the rows deleted)."""
     with transaction.atomic():
         ids = list(
-            UsageLog.objects.filter(tenant_id=tenant_id, created_at__lt=cutoff, id__gt=after_id)
+            model.objects.filter(tenant_id=tenant_id, id__gt=after_id, **below)
             .order_by("id")
             .select_for_update(skip_locked=True)
             .values_list("id", flat=True)[:batch_size]
         )
         if not ids:
             return [], 0
-        table = connection.ops.quote_name(UsageLog._meta.db_table)
+        table = connection.ops.quote_name(model._meta.db_table)
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":  # one array parameter, however many ids
                 cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [ids])

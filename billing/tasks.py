@@ -8,9 +8,16 @@ import random
 import redis
 from celery import shared_task
 
-from billing.alerts import WEBHOOK_MAX_TRIES, alert_deliver_once, alert_give_up, alerts_check
+from billing.alerts import (
+    WEBHOOK_MAX_TRIES,
+    alert_deliver_once,
+    alert_give_up,
+    alert_retry_due,
+    alerts_check,
+    alerts_requeue,
+)
 from billing.ledger import CONNECTION_ERRORS
-from billing.retention import health_buckets_prune, usage_retention_purge
+from billing.retention import end_user_rollup_purge, health_buckets_prune, usage_retention_purge
 from billing.spend import SETTLE_SCRIPT
 from billing.writer import journals_sweep as writer_journals_sweep
 from core.redis import REDIS_RETRY, get_redis
@@ -32,9 +39,13 @@ def retry_countdown(retries: int) -> float:
 
 @shared_task(name="billing.budgets_check", ignore_result=True, **REDIS_RETRY)
 def budgets_check() -> list[int]:
-    """Every 2 minutes (beat): create the alerts for thresholds crossed since the last check
-    (retried with backoff while Redis, which their deliveries are queued on, cannot be reached)."""
-    return alerts_check()
+    """Every 2 minutes (beat): create the alerts for thresholds crossed since the last check,
+    and queue again the deliveries that are overdue (never queued while the broker was down, or
+    lost with it). A broker that is down fails neither: it is logged, and the next check queues
+    what is still due. Returns the new alerts."""
+    created = alerts_check()
+    alerts_requeue()
+    return created
 
 
 @shared_task(bind=True, name="billing.alert_deliver", ignore_result=True, max_retries=WEBHOOK_MAX_TRIES - 1)
@@ -46,17 +57,21 @@ def alert_deliver(self, alert_id: int) -> bool:
     if self.request.retries >= self.max_retries:
         alert_give_up(alert_id, tries=self.request.retries + 1)
         return False
-    raise self.retry(countdown=retry_countdown(self.request.retries))
+    countdown = retry_countdown(self.request.retries)
+    alert_retry_due(alert_id, countdown=countdown)
+    raise self.retry(countdown=countdown)
 
 
-RETENTION_MAX_BATCHES = 200  # at most 1M rows a run at 5,000 per batch; the next run goes on
+RETENTION_MAX_BATCHES = 200  # per table, at most 1M rows a run at 5,000 per batch; the next run goes on
 
 
 @shared_task(name="billing.usage_retention", ignore_result=True)
 def usage_retention() -> dict:
-    """Hourly (beat): delete ledger rows past their tenant's retention, in bounded batches
-    (rollups are kept), and the provider health slots older than two days."""
+    """Hourly (beat): delete ledger rows past their tenant's retention and end-user rollup rows
+    past END_USER_ROLLUP_RETENTION_DAYS, each in bounded batches (the other rollups are kept),
+    and the provider health slots older than two days."""
     result = usage_retention_purge(max_batches=RETENTION_MAX_BATCHES)
+    result["end_user_rollup"] = end_user_rollup_purge(max_batches=RETENTION_MAX_BATCHES)
     result["health_slots_deleted"] = health_buckets_prune()
     return result
 

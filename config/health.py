@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
 from core.redis import get_redis
 from gateway.app import gateway
@@ -75,4 +76,22 @@ def metrics(request):
                             status=403)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(_DeadLettersWaiting())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class _DeadLettersWaiting:
+    """``tollgate_usage_dead_letters_waiting``: refused usage rows not yet retried or discarded,
+    counted in the database at scrape time (left out while the database does not answer)."""
+
+    def collect(self):
+        from billing.dead_letter_services import usage_dead_letters_waiting
+
+        try:
+            waiting = usage_dead_letters_waiting()
+        except Exception as exc:  # the database is down: the other metrics still answer
+            log.warning("metrics: cannot count the usage dead letters: %s: %s", type(exc).__name__, exc)
+            return
+        yield GaugeMetricFamily("tollgate_usage_dead_letters_waiting",
+                                "Usage rows the database refused that wait in the dead-letter table "
+                                "(manage.py usage_dead_letters retries or discards them)", value=waiting)

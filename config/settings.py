@@ -375,8 +375,15 @@ if EMBEDDINGS_PROVIDER and not EMBEDDINGS_MODEL:
 # USD per tenant per local day: a tenant whose known cost today reaches it gets an alert email
 # (owners and admins), with or without a budget. Empty or 0 = off.
 COST_ALERT_THRESHOLD = Decimal(env.str("COST_ALERT_THRESHOLD", default="") or "0") or None
-# Days the ledger keeps a request row (tenants may set their own); daily rollups are kept.
+# Days the ledger keeps a request row (tenants may set their own); daily rollups are kept, but
+# for the end-user rollup, which grows with every end user: END_USER_ROLLUP_RETENTION_DAYS, for
+# every tenant, at least 62 (end-user budgets are rebuilt from it; billing/retention.py).
 USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=400)
+END_USER_ROLLUP_RETENTION_DAYS = env.int("END_USER_ROLLUP_RETENTION_DAYS", default=400)
+if END_USER_ROLLUP_RETENTION_DAYS < 62:
+    raise ImproperlyConfigured(
+        f"END_USER_ROLLUP_RETENTION_DAYS must be at least 62 days (got {END_USER_ROLLUP_RETENTION_DAYS}): end-user "
+        "budgets (day, week, calendar month, rolling 30 days) are rebuilt from the end-user rollup.")
 
 # --- Gateway (/v1 data plane) ---------------------------------------------------------------
 # Backstop: seconds a worker keeps a tenant's routing table at most (see API_KEY_CACHE_SECONDS).
