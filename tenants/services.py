@@ -542,6 +542,25 @@ def project_member_add(*, project: Project, email: str, role: str, actor: Princi
     return membership
 
 
+def project_member_set_role(*, membership: ProjectMembership, role: str, actor: Principal) -> ProjectMembership:
+    if role not in PROJECT_ROLES:
+        raise InvalidInput(
+            f"A project role is one of: {', '.join(r.value for r in PROJECT_ROLES)}.", field="role"
+        )
+    with transaction.atomic():
+        locked = (ProjectMembership.objects.select_for_update(of=("self",)).select_related("user", "project__tenant")
+                  .get(pk=membership.pk))
+        if locked.role == role:
+            return locked
+        before = locked.role
+        locked.role = role
+        locked.save(update_fields=["role"])
+        audit_record(actor=actor, action="project_member.update", tenant=locked.project.tenant,
+                     target=f"project:{locked.project.slug}:user:{locked.user.get_username()}",
+                     before={"role": before}, after={"role": role})
+    return locked
+
+
 def project_member_remove(*, membership: ProjectMembership, actor: Principal) -> None:
     with transaction.atomic():
         audit_record(
