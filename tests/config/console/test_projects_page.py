@@ -356,3 +356,22 @@ def test_a_project_admin_sets_their_keys_limits_in_the_browser(projects, new_pag
     page.goto(f"/app/acme/keys/{projects.web.key.pk}/")
     assert page.get_by_label("Requests per minute").is_disabled()
     assert page.get_by_role("button", name="Save limits").count() == 0
+
+
+# --- /app/: every tenant the user can open, with their roles ----------------------------------------
+
+
+def test_the_chooser_names_each_project_role(projects, login):
+    world = projects.console.world
+    theirs = Project.objects.create(tenant=world.other, slug="theirs", name="Theirs")
+    ProjectMembership.objects.create(project=theirs, user=projects.pa, role=Role.VIEWER)
+    page = text(login(projects.pa).get("/app/"))
+    assert "project admin of support, project viewer of web" in page
+    assert "project viewer of theirs" in page
+    assert "labs" not in page
+    # a tenant role is named as it is
+    from tenants.models import Membership
+
+    Membership.objects.create(tenant=world.other, user=world.admin, role=Role.VIEWER)
+    both = text(login(world.admin).get("/app/"))
+    assert re.search(r"Acme\s+acme\s+admin", both) and re.search(r"Other Co\s+other\s+viewer", both)
