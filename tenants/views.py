@@ -1,7 +1,8 @@
 """The tenant console's tenant pages: the chooser (/app/), API keys and members. Views parse,
 authorize, call a service or selector, and render; the console's plumbing (``tenant_page``,
 ``console_render``) is ``tenants.console``. (The LLM settings page, which offers the
-providers' models, is ``providers.views.settings_page``.)
+providers' models, is ``providers.views.settings_page``; the projects pages and a key's settings
+page are ``tenants.project_views``.)
 """
 
 from django.contrib import messages
