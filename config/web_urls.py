@@ -9,6 +9,7 @@ from django.urls import include, path
 from billing import end_users_views
 from billing import views as billing_views
 from providers import views as provider_views
+from tenants import project_views
 from tenants import views as tenant_views
 
 console = [
@@ -29,7 +30,16 @@ console = [
     path("aliases/<int:alias_id>/", provider_views.alias_edit, name="console-alias-edit"),
     path("aliases/<int:alias_id>/delete/", provider_views.alias_delete, name="console-alias-delete"),
     path("keys/", tenant_views.keys_page, name="console-keys"),
+    path("keys/<int:key_id>/", project_views.key_page, name="console-key"),
     path("keys/<int:key_id>/revoke/", tenant_views.key_revoke, name="console-key-revoke"),
+    path("projects/", project_views.projects_page, name="console-projects"),
+    path("projects/<slug:project_slug>/", project_views.project_page, name="console-project"),
+    path("projects/<slug:project_slug>/delete/", project_views.project_delete, name="console-project-delete"),
+    path("projects/<slug:project_slug>/members/", project_views.project_member_add, name="console-project-member-add"),
+    path("projects/<slug:project_slug>/members/<int:member_id>/role/", project_views.project_member_role,
+         name="console-project-member-role"),
+    path("projects/<slug:project_slug>/members/<int:member_id>/remove/", project_views.project_member_remove,
+         name="console-project-member-remove"),
     path("budgets/", billing_views.budgets_page, name="console-budgets"),
     path("budgets/new/", billing_views.budget_new, name="console-budget-new"),
     path("budgets/<int:budget_id>/", billing_views.budget_edit, name="console-budget-edit"),

@@ -2,8 +2,8 @@
 or an alias replaces the owning tenant's configuration version (tenants/config_version.py; the
 platform's, which every tenant follows, for a platform provider), so the data plane reloads its
 routing table. It also adds the platform's default models to what tenant_create sets up
-(providers/tenant_settings.py) and the check of a project's default model to the project services
-(tenants/ cannot import this app)."""
+(providers/tenant_settings.py) and the checks of a project's and the tenant's default model to the
+tenants' services (tenants/ cannot import this app)."""
 
 from django.apps import AppConfig
 
@@ -16,15 +16,17 @@ class ProvidersConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from providers.models import AliasTarget, ModelAlias, Provider, ProviderModel, TenantModel
-        from providers.services import project_default_model_check
+        from providers.services import project_default_model_check, tenant_default_model_check
         from providers.tenant_settings import tenant_platform_defaults
         from tenants.config_version import changed_on_save, config_changed
-        from tenants.services import PROJECT_DEFAULT_MODEL_CHECKS, TENANT_CREATE_STEPS
+        from tenants.services import PROJECT_DEFAULT_MODEL_CHECKS, TENANT_CREATE_STEPS, TENANT_DEFAULT_MODEL_CHECKS
 
         if tenant_platform_defaults not in TENANT_CREATE_STEPS:
             TENANT_CREATE_STEPS.append(tenant_platform_defaults)
         if project_default_model_check not in PROJECT_DEFAULT_MODEL_CHECKS:
             PROJECT_DEFAULT_MODEL_CHECKS.append(project_default_model_check)
+        if tenant_default_model_check not in TENANT_DEFAULT_MODEL_CHECKS:
+            TENANT_DEFAULT_MODEL_CHECKS.append(tenant_default_model_check)
 
         def provider_changed(sender, instance, **kwargs):
             config_changed(tenant_id=instance.owner_id)  # None: a platform provider, every tenant

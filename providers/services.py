@@ -842,6 +842,8 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
             locked = ModelAlias.objects.select_for_update(of=("self",)).select_related("project").get(pk=alias.pk)
             before = alias_audit_view(locked)
             label = alias_label(locked)
+            renamed = ("name" in data and data["name"] != locked.name) or "project" in data
+            old_name, dependents = locked.name, (alias_dependents(alias=locked) if renamed else [])
             for field in ("name", *ALIAS_SETTINGS):
                 if field in data:
                     setattr(locked, field, data[field])
@@ -852,6 +854,9 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
                          targets=targets if targets is not None else list(locked.targets.all()),
                          fallbacks={f: getattr(locked, f) for f in FALLBACK_FIELDS if f in data or moved})
             locked.save()
+            lost = [d for d in dependents if not _alias_serves(tenant_id=locked.tenant_id, name=old_name, dependent=d)]
+            if lost:  # renamed or moved away from a default model that names it
+                raise alias_in_use_refusal(old_name, lost, doing="renaming or moving it")
             if targets is not None:
                 locked.targets.all().delete()
                 _targets_save(locked, targets)
@@ -865,8 +870,51 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
     return locked
 
 
+def alias_dependents(*, alias: ModelAlias) -> list[str | None]:
+    """The default models that name ``alias`` and would name nothing without it: the tenant's
+    (None; a tenant-wide alias) and the projects' (their slugs) whose keys see this alias under that
+    name (a tenant-wide alias for a project without its own of that name; a project's alias when no
+    tenant-wide one of that name stands behind it)."""
+    found: list[str | None] = []
+    projects = Project.objects.filter(tenant_id=alias.tenant_id, default_model=alias.name)
+    if alias.project_id is None:
+        if Tenant.objects.filter(pk=alias.tenant_id, default_model=alias.name).exists():
+            found.append(None)
+        projects = projects.exclude(pk__in=ModelAlias.objects.filter(
+            tenant_id=alias.tenant_id, name=alias.name, project__isnull=False).values("project_id"))
+    elif ModelAlias.objects.filter(tenant_id=alias.tenant_id, name=alias.name, project__isnull=True).exists():
+        projects = projects.none()
+    else:
+        projects = projects.filter(pk=alias.project_id)
+    return found + list(projects.order_by("slug").values_list("slug", flat=True))
+
+
+def _alias_serves(*, tenant_id: int, name: str, dependent: str | None) -> bool:
+    """Whether an alias now answers ``name`` for a dependent of alias_dependents."""
+    scope = Q(project__isnull=True) if dependent is None else Q(project__isnull=True) | Q(project__slug=dependent)
+    return ModelAlias.objects.filter(scope, tenant_id=tenant_id, name=name).exists()
+
+
+def alias_in_use_refusal(name: str, dependents: list[str | None], *, doing: str) -> Conflict:
+    """The refusal of a change that would leave ``dependents`` (alias_dependents) naming nothing."""
+    named = [("the tenant's default model (its settings)" if d is None else f"the default model of project '{d}'")
+             for d in dependents]
+    them = "it" if len(named) == 1 else "them"
+    return Conflict(
+        f"Alias '{name}' is still in use as {' and '.join(named)}; {doing} would leave {them} naming nothing. "
+        f"Set {them} to another alias or model first (a project's default_model: PATCH /api/projects/{{slug}} or "
+        "the console's project page; the tenant's: its settings), then try again.",
+        field="name",
+    )
+
+
 def alias_delete(*, alias: ModelAlias, actor: Principal) -> None:
+    """Delete an alias; refused (409, naming them) while a default model needs it."""
     with transaction.atomic():
+        alias = ModelAlias.objects.select_for_update(of=("self",)).select_related("project").get(pk=alias.pk)
+        dependents = alias_dependents(alias=alias)
+        if dependents:
+            raise alias_in_use_refusal(alias.name, dependents, doing="deleting it")
         audit_record(actor=actor, action="alias.delete", tenant=alias.tenant, target=alias_label(alias),
                      before=alias_audit_view(alias))
         alias.delete()
@@ -882,11 +930,23 @@ def project_default_model_check(*, tenant: Tenant, project: Project | None, name
     what they may use otherwise. Registered in tenants.services.PROJECT_DEFAULT_MODEL_CHECKS
     (providers/apps.py): the projects' services cannot import this app."""
     usable = names_usable(tenant=tenant, project_id=project.pk if project is not None else None)
+    _default_model_check(usable, name, whose="this project's keys", empty="the tenant's default")
+
+
+def tenant_default_model_check(*, tenant: Tenant, name: str) -> None:
+    """The tenant's default model must be something every key may send as a chat model: a
+    tenant-wide alias (a project's alias is unknown to the other projects' keys) or a model the
+    tenant may use. Registered in tenants.services.TENANT_DEFAULT_MODEL_CHECKS (providers/apps.py)."""
+    _default_model_check(names_usable(tenant=tenant), name, whose="every key of the tenant",
+                         empty="no default: requests must name their model")
+
+
+def _default_model_check(usable, name: str, *, whose: str, empty: str) -> None:
     modes = usable.modes(name)
     if modes is None:
         raise InvalidInput(
-            f"default_model '{name}' is not an alias or model this project's keys may use; use one of: "
-            f"{usable.listing(ModelMode.CHAT)} (or leave it empty for the tenant's default).", field="default_model")
+            f"default_model '{name}' is not an alias or model {whose} may use; use one of: "
+            f"{usable.listing(ModelMode.CHAT)} (or leave it empty for {empty}).", field="default_model")
     if not modes:
         raise InvalidInput(
             f"default_model '{name}' is an alias none of whose models this tenant may use now (disabled or "

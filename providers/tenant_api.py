@@ -127,7 +127,12 @@ class TenantDetailAPI(TenantAPIView):
                 if sent is not None:
                     changes.update(section_apply(tenant=tenant, part=section_in(section, sent),
                                                  actor=access.principal))
-            tenant = tenant_services.tenant_update(tenant=tenant, changes=changes, actor=access.principal)
+            try:
+                tenant = tenant_services.tenant_update(tenant=tenant, changes=changes, actor=access.principal)
+            except InvalidInput as exc:
+                if exc.field != "default_model":
+                    raise
+                raise InvalidInput(f"settings.llm.model: {exc.message}", field="settings.llm.model") from None
         return Response(TenantDetailOut(tenant, context={"roles": {tenant_id: access.role}}).data)
 
     patch = put

@@ -451,6 +451,10 @@ def alias_delete(request: HttpRequest, access: TenantAccess, alias_id: int) -> H
     alias = selectors.alias_get(tenant=access.tenant, alias_id=alias_id, project_ids=access.project_ids)
     if request.method == "POST":
         access.require_in_scope(alias.project, Role.ADMIN, doing="deleting {}", what="aliases")
-        services.alias_delete(alias=alias, actor=access.principal)
-        messages.success(request, f"Alias '{alias.name}' deleted.")
+        try:
+            services.alias_delete(alias=alias, actor=access.principal)
+        except TollgateError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Alias '{alias.name}' deleted.")
     return redirect("console-aliases", access.tenant.slug)

@@ -29,6 +29,7 @@ from providers.models import ModelAlias, Provider, ProviderModel
 from providers.services import (
     alias_create,
     alias_delete,
+    alias_dependents,
     alias_update,
     provider_create,
     provider_delete,
@@ -201,7 +202,12 @@ class _Planner:
         self.add(Change("change", "settings", self.tenant.slug, diff))
         blank_when_none = ("default_model", "default_embedding_model")
         changes = {SETTING_FIELDS[k]: ("" if k in blank_when_none and v is None else v) for k, (_, v) in diff.items()}
-        self.step(0, "settings", lambda actor: tenant_update(tenant=self.tenant, changes=changes, actor=actor))
+        # The default model is set once the aliases are (it may name one the file creates).
+        model = {k: changes.pop(k) for k in ("default_model",) if k in changes}
+        if changes:
+            self.step(0, "settings", lambda actor: tenant_update(tenant=self.tenant, changes=changes, actor=actor))
+        if model:
+            self.step(7, "settings", lambda actor: tenant_update(tenant=self.tenant, changes=model, actor=actor))
 
     # --- providers and their models ------------------------------------------------------------
 
@@ -425,9 +431,36 @@ class _Planner:
             named = {alias_key(a) for a in self.wanted["aliases"]}
             for key, row in rows.items():
                 if key not in named:
-                    self.add(Change("delete", "alias", alias_label({"project": key[0], "name": key[1]})))
-                    self.step(1, f"aliases: '{alias_label({'project': key[0], 'name': key[1]})}'",
+                    label = alias_label({"project": key[0], "name": key[1]})
+                    self.add(Change("delete", "alias", label))
+                    if key[0] and key[0] not in projects:
+                        continue  # its project is pruned too, and takes its aliases with it
+                    kept = self._defaults_kept(key, named)
+                    if kept:
+                        self.errors.append(f"aliases: '{label}': --prune would delete it, but it stays " + " and ".join(
+                            kept) + "; change that default_model in the file too (or keep the alias).")
+                        continue
+                    # After the default models change (7): one may move off this alias in the same file.
+                    self.step(7.5 if alias_dependents(alias=row) else 1, f"aliases: '{label}'",
                               lambda actor, row=row: alias_delete(alias=row, actor=actor))
+
+    def _defaults_kept(self, key: tuple[str, str], named: set[tuple[str, str]]) -> list[str]:
+        """The default models that would still name the alias ``key`` (project slug or "", name)
+        once the file is applied, with no alias the file keeps to answer them: what pruning it
+        would break (the tenant's default, and each project's the tenant keeps)."""
+        slug, name = key
+        settings = self.wanted.get("settings") or {}
+        kept = []
+        if not slug and ("", name) not in named and settings.get("default_model", self.tenant.default_model) == name:
+            kept.append("the tenant's default model (settings.default_model)")
+        defaults = dict(Project.objects.filter(tenant=self.tenant).values_list("slug", "default_model"))
+        defaults.update({p["slug"]: p.get("default_model") or "" for p in self.wanted.get("projects", [])})
+        for project in sorted(self._project_slugs):
+            if defaults.get(project) != name or ("", name) in named or (project, name) in named:
+                continue
+            if not slug or slug == project:
+                kept.append(f"the default model of project '{project}'")
+        return kept
 
     @cached_property
     def _project_slugs(self) -> set[str]:

@@ -1,11 +1,13 @@
 """The Django admin for tenants, members, keys and the audit trail. The tenant pages' cost
 columns are support's (support/admin.py re-registers Tenant with them)."""
 
+from django import forms
 from django.contrib import admin
 
+from core.errors import InvalidInput
 from tenants.access import Principal
 from tenants.models import ApiKey, AuditEvent, Membership, Project, ProjectMembership, Tenant
-from tenants.services import api_key_revoke
+from tenants.services import TENANT_DEFAULT_MODEL_CHECKS, api_key_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -14,8 +16,24 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class TenantAdminForm(forms.ModelForm):
+    """A new default model must resolve for every key, as tenant_update checks it (the admin
+    supplies the model and fields)."""
+
+    def clean_default_model(self):
+        name = (self.cleaned_data.get("default_model") or "").strip()
+        if name and self.instance.pk and name != self.instance.default_model:
+            try:
+                for check in TENANT_DEFAULT_MODEL_CHECKS:
+                    check(tenant=self.instance, name=name)
+            except InvalidInput as exc:
+                raise forms.ValidationError(exc.message) from None
+        return name
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantAdminForm
     list_display = ["slug", "name", "is_active", "default_model", "requests_per_minute", "created_at"]
     list_filter = ["is_active", "cache_enabled", "redis_outage", "timezone"]
     search_fields = ["slug", "name"]

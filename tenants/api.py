@@ -18,7 +18,7 @@ from core.drf import (
 )
 from core.errors import Forbidden, InvalidInput
 from tenants import selectors, services
-from tenants.access import SUPPORT
+from tenants.access import PROJECT, SUPPORT
 from tenants.auth import principal_of
 from tenants.drf import TENANT_PARAM, TenantAPIView
 from tenants.models import (
@@ -195,26 +195,52 @@ class SettingsOut(serializers.Serializer):
     data = DataOut(source="*")
 
 
+class TenantProjectRoleOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    role = serializers.ChoiceField(choices=PROJECT_ROLE_CHOICES)
+
+
 class TenantOut(serializers.ModelSerializer):
     active = serializers.BooleanField(source="is_active")
-    settings = SettingsOut(source="*")
-    role = serializers.SerializerMethodField(help_text="The caller's role in this tenant.")
+    settings = SettingsOut(source="*", allow_null=True,
+                           help_text="Null for a caller with a role on some projects only (settings are tenant-wide).")
+    role = serializers.SerializerMethodField(
+        help_text="The caller's role in this tenant: owner, admin, viewer, support, or 'project' for a role on some "
+                  "of its projects only (listed in project_roles).")
+    project_roles = serializers.SerializerMethodField(
+        help_text="The caller's roles on some projects only (their role is 'project'); empty for a tenant role, "
+                  "which covers every project.")
 
     class Meta:
         model = Tenant
-        fields = ["id", "slug", "name", "active", "timezone", "settings", "role", "created_at", "updated_at"]
+        fields = ["id", "slug", "name", "active", "timezone", "settings", "role", "project_roles", "created_at",
+                  "updated_at"]
 
     def get_role(self, tenant) -> str | None:
         roles = self.context.get("roles", {})
         return roles.get(tenant.pk)
 
+    @extend_schema_field(TenantProjectRoleOut(many=True))
+    def get_project_roles(self, tenant) -> list[dict]:
+        return self.context.get("project_roles", {}).get(tenant.pk, [])
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if data["role"] == PROJECT:
+            data["settings"] = None
+        return data
+
 
 class TenantListAPI(TenantAPIView):
-    @extend_schema(responses=TenantOut(many=True), summary="Tenants the caller can see")
+    @extend_schema(responses=TenantOut(many=True),
+                   summary="Tenants the caller can open (a role in the tenant or on some of its projects)")
     def get(self, request):
         principal = principal_of(request)
-        tenants = selectors.tenants_visible(principal=principal).order_by("slug")
-        roles = {}
+        tenants = selectors.tenants_visible(principal=principal, projects=True).order_by("slug")
+        roles: dict[int, str] = {}
+        project_roles: dict[int, list[dict]] = {}
         if principal.api_key is not None:
             roles = {principal.api_key.tenant_id: Role.ADMIN.value}
         elif principal.user is not None:
@@ -222,8 +248,14 @@ class TenantListAPI(TenantAPIView):
                 Membership.objects.filter(user=principal.user).values_list("tenant_id", "role")
             )
             if principal.is_support:
-                roles = {t: roles.get(t, "support") for t in tenants.values_list("pk", flat=True)}
-        return paged(self, request, tenants, TenantOut, roles=roles)
+                roles = {t: roles.get(t, SUPPORT) for t in tenants.values_list("pk", flat=True)}
+            for membership in selectors.project_memberships_of(user=principal.user):
+                if membership.project.tenant_id not in roles:
+                    project_roles.setdefault(membership.project.tenant_id, []).append({
+                        "id": membership.project_id, "slug": membership.project.slug,
+                        "name": membership.project.name, "role": membership.role})
+            roles.update(dict.fromkeys(project_roles, PROJECT))
+        return paged(self, request, tenants, TenantOut, roles=roles, project_roles=project_roles)
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -533,7 +565,22 @@ class ProjectMemberListAPI(TenantAPIView):
         return Response(ProjectMemberOut(membership).data, status=201)
 
 
+class ProjectMemberRoleIn(StrictSerializer):
+    role = serializers.ChoiceField(choices=PROJECT_ROLE_CHOICES)
+
+
 class ProjectMemberDetailAPI(TenantAPIView):
+    @extend_schema(parameters=[TENANT_PARAM], request=ProjectMemberRoleIn, responses=ProjectMemberOut,
+                   summary="Change a member's role on this project (tenant owners)")
+    def put(self, request, project: str, project_member_id: int):
+        access = self.access_for_change(request, needed=Role.OWNER, doing="managing members")
+        found = selectors.project_get(tenant=access.tenant, project=project)
+        membership = selectors.project_membership_get(project=found, membership_id=project_member_id)
+        data = validated(ProjectMemberRoleIn, request.data)
+        membership = services.project_member_set_role(membership=membership, role=data["role"],
+                                                      actor=access.principal)
+        return Response(ProjectMemberOut(membership).data)
+
     @extend_schema(parameters=[TENANT_PARAM], responses={204: None},
                    summary="Remove a member's role on this project (tenant owners)")
     def delete(self, request, project: str, project_member_id: int):

@@ -170,6 +170,7 @@ NAV = (
     ("providers", "Providers", "console-providers"),
     ("models", "Models", "console-models"),
     ("aliases", "Aliases", "console-aliases"),
+    ("projects", "Projects", "console-projects"),
     ("keys", "API keys", "console-keys"),
     ("budgets", "Budgets", "console-budgets"),
     ("limits", "Limits", "console-limits"),
@@ -178,7 +179,7 @@ NAV = (
     ("members", "Members", "console-members"),
 )
 # The pages a user with roles on some projects only can use (as over the REST API).
-PROJECT_SECTIONS = frozenset({"overview", "aliases", "keys", "budgets", "limits", "usage", "end_users"})
+PROJECT_SECTIONS = frozenset({"overview", "projects", "aliases", "keys", "budgets", "limits", "usage", "end_users"})
 
 
 def console_render(

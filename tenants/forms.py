@@ -10,8 +10,8 @@ from django import forms
 from django.conf import settings
 
 from core.forms import ConsoleForm, api_bounds, number_input
-from tenants.api import CacheIn, DataIn, LimitsIn, LlmSettingsIn
-from tenants.models import KeyScope, OutagePolicy, Role, Tenant
+from tenants.api import ApiKeyLimitsIn, CacheIn, DataIn, LimitsIn, LlmSettingsIn, ProjectIn, ProjectLimitsIn
+from tenants.models import PROJECT_ROLE_CHOICES, KeyScope, OutagePolicy, Role, Tenant
 
 
 @lru_cache(maxsize=1)
@@ -143,3 +143,71 @@ class MemberAddForm(ConsoleForm):
 class MemberRoleForm(ConsoleForm):
     role = forms.ChoiceField(choices=Role.choices)
 
+
+
+def _limit_fields(serializer_class, *, whose: str) -> dict[str, forms.IntegerField]:
+    """Requests per minute, tokens per minute and per day, with the REST serializer's bounds."""
+    return {
+        "requests_per_minute": forms.IntegerField(
+            required=False, label="Requests per minute", widget=number_input("1"),
+            help_text=f"Across {whose}. At least 1. Empty: no limit of its own.",
+            **api_bounds(serializer_class, "requests_per_minute")),
+        "tokens_per_minute": forms.IntegerField(
+            required=False, label="Tokens per minute", widget=number_input("1"),
+            help_text="Input and output tokens. At least 1. Empty: no limit of its own.",
+            **api_bounds(serializer_class, "tokens_per_minute")),
+        "tokens_per_day": forms.IntegerField(
+            required=False, label="Tokens per day", widget=number_input("1"),
+            help_text="At least 1 (UTC days). Empty: no limit of its own.",
+            **api_bounds(serializer_class, "tokens_per_day")),
+    }
+
+
+LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
+
+
+class ProjectForm(ConsoleForm):
+    """A project's name, default model and limits (``PATCH /api/projects/{project}``); the slug
+    only when it is created (keys and usage name it)."""
+
+    slug = forms.CharField(max_length=ProjectIn().fields["slug"].max_length,
+                           help_text="Lowercase letters, digits and hyphens; fixed once created.")
+    name = forms.CharField(max_length=200)
+    default_model = forms.CharField(
+        required=False, max_length=255, label="Default model",
+        help_text="What a request of the project's keys without a model uses: a tenant-wide alias, one of the "
+                  "project's aliases or a model the tenant may use. Empty: the tenant's default.")
+
+    def __init__(self, data=None, *, project=None):
+        initial = {}
+        if project is not None:
+            initial = {name: getattr(project, name) for name in ("name", "default_model", *LIMIT_NAMES)}
+        super().__init__(data, initial=initial)
+        self.fields.update(_limit_fields(ProjectLimitsIn, whose="the project's keys"))
+        if project is not None:
+            del self.fields["slug"]
+
+    def changes(self) -> dict[str, Any]:
+        """The service's fields (slug apart)."""
+        return {name: self.cleaned_data[name] for name in ("name", "default_model", *LIMIT_NAMES)}
+
+
+class ProjectMemberAddForm(ConsoleForm):
+    email = forms.EmailField(max_length=254, help_text="The user must already have a Tollgate login and no role "
+                             "in the whole tenant.")
+    role = forms.ChoiceField(choices=PROJECT_ROLE_CHOICES, initial=Role.VIEWER)
+
+
+class ProjectMemberRoleForm(ConsoleForm):
+    role = forms.ChoiceField(choices=PROJECT_ROLE_CHOICES)
+
+
+class ApiKeyLimitsForm(ConsoleForm):
+    """A key's own limits (``PATCH /api/keys/{id}`` ``limits``); empty: none of its own."""
+
+    def __init__(self, data=None, *, key):
+        super().__init__(data, initial={name: getattr(key, name) for name in LIMIT_NAMES})
+        self.fields.update(_limit_fields(ApiKeyLimitsIn, whose="this key's requests"))
+
+    def changes(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in LIMIT_NAMES}

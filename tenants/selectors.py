@@ -1,7 +1,7 @@
 """Reads. Everything tenant-owned is looked up through the caller's tenant, so an id from
 another tenant is simply not found."""
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from core.errors import Forbidden, InvalidInput, NotFound
@@ -50,14 +50,10 @@ def tenants_joined(*, user) -> QuerySet[Tenant]:
     return Tenant.objects.filter(Q(memberships__user=user) | Q(projects__memberships__user=user)).distinct()
 
 
-def project_roles_by_tenant(*, user) -> dict[int, dict[int, str]]:
-    """The user's roles on some projects only: tenant id -> {project id: admin / viewer}."""
-    roles: dict[int, dict[int, str]] = {}
-    for tenant_id, project_id, role in ProjectMembership.objects.filter(user=user).values_list(
-        "project__tenant_id", "project_id", "role"
-    ):
-        roles.setdefault(tenant_id, {})[project_id] = role
-    return roles
+def project_memberships_of(*, user) -> QuerySet[ProjectMembership]:
+    """The user's roles on some projects only, with their projects, by tenant and project slug."""
+    return (ProjectMembership.objects.filter(user=user).select_related("project")
+            .order_by("project__tenant_id", "project__slug"))
 
 
 def tenant_access_get(
@@ -224,6 +220,16 @@ def project_get(*, tenant: Tenant, project: int | str, project_ids: frozenset[in
     if found is None:
         raise NotFound(f"Project {text!r} not found in tenant '{tenant.slug}'; GET /api/projects lists them.")
     return found
+
+
+def project_list_with_key_counts(*, tenant: Tenant, project_ids: frozenset[int] | None = None) -> QuerySet[Project]:
+    """``project_list`` with ``key_count`` (every key of the project) and ``active_key_count``
+    (neither revoked nor expired: those block deleting it), counted in the same query."""
+    now = timezone.now()
+    active = Q(api_keys__revoked_at__isnull=True) & (Q(api_keys__expires_at__isnull=True)
+                                                      | Q(api_keys__expires_at__gt=now))
+    return project_list(tenant=tenant, project_ids=project_ids).annotate(
+        key_count=Count("api_keys"), active_key_count=Count("api_keys", filter=active))
 
 
 def project_default(*, tenant: Tenant) -> Project:

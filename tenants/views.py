@@ -1,7 +1,8 @@
 """The tenant console's tenant pages: the chooser (/app/), API keys and members. Views parse,
 authorize, call a service or selector, and render; the console's plumbing (``tenant_page``,
 ``console_render``) is ``tenants.console``. (The LLM settings page, which offers the
-providers' models, is ``providers.views.settings_page``.)
+providers' models, is ``providers.views.settings_page``; the projects pages and a key's settings
+page are ``tenants.project_views``.)
 """
 
 from django.contrib import messages
@@ -13,7 +14,7 @@ from core.errors import TollgateError
 from core.pages import form_error, is_htmx, login_redirect
 from tenants import selectors, services
 from tenants.access import SUPPORT, Principal, TenantAccess
-from tenants.console import administered_project_ids, console_render, project_role_label, tenant_page
+from tenants.console import administered_project_ids, console_render, tenant_page
 from tenants.forms import ApiKeyForm, MemberAddForm, MemberRoleForm
 from tenants.models import Membership, Role
 
@@ -22,13 +23,17 @@ from tenants.models import Membership, Role
 
 def console_home(request: HttpRequest) -> HttpResponse:
     """``/app/``: the only tenant of the caller, or a chooser (tenants where they have a role,
-    in the whole tenant or on some of its projects)."""
+    in the whole tenant or on some of its projects, with that role or those project roles)."""
     if not request.user.is_authenticated:
         return login_redirect(request)
     principal = Principal(user=request.user)
     roles = dict(Membership.objects.filter(user=request.user).values_list("tenant_id", "role"))
-    for tenant_id, project_roles in selectors.project_roles_by_tenant(user=request.user).items():
-        roles.setdefault(tenant_id, project_role_label(project_roles))
+    on_projects: dict[int, list[str]] = {}
+    for membership in selectors.project_memberships_of(user=request.user):
+        on_projects.setdefault(membership.project.tenant_id, []).append(
+            f"project {membership.role} of {membership.project.slug}")
+    for tenant_id, project_roles in on_projects.items():
+        roles.setdefault(tenant_id, ", ".join(project_roles))
     tenants = selectors.tenants_visible(principal=principal, projects=True).order_by("slug")
     query = request.GET.get("q", "").strip()
     if principal.is_support:

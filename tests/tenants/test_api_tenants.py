@@ -6,9 +6,20 @@ import json
 
 import pytest
 
+from providers.models import ProviderModel, TenantModel
+from providers.services import provider_create
 from tenants.models import AuditEvent, Tenant
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def mock_smart(world):
+    """``mock-smart``, a platform model acme may use (a default model must resolve)."""
+    platform = provider_create(owner=None, data={"name": "mock", "provider_type": "mock"})
+    model = ProviderModel.objects.create(provider=platform, model_id="mock-smart")
+    TenantModel.objects.create(tenant=world.tenant, provider_model=model, enabled=True)
+    return model
 
 
 def url(tenant) -> str:

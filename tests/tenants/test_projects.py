@@ -251,3 +251,57 @@ def test_a_tenant_is_deleted_with_its_projects_and_keys_but_a_project_keeps_its_
     world.tenant.delete()
     assert not ApiKey.objects.filter(tenant_id=tenant_id).exists()
     assert not Project.objects.filter(tenant_id=tenant_id).exists()
+
+
+def test_an_owner_changes_a_project_role(projects, client_for):
+    membership = ProjectMembership.objects.get(project=projects.bot, user=projects.bot_viewer)
+    url = f"/api/projects/bot/members/{membership.pk}"
+    owner = client_for(user=projects.owner)
+    changed = owner.put(url, {"role": "admin"}, format="json")
+    assert changed.status_code == 200, changed.json()
+    assert changed.json()["role"] == "admin" and changed.json()["email"] == "botviewer@acme.test"
+    assert AuditEvent.objects.filter(action="project_member.update", target="project:bot:user:botviewer@acme.test",
+                                     before={"role": "viewer"}, after={"role": "admin"}).exists()
+    bad = owner.put(url, {"role": "owner"}, format="json")
+    assert bad.status_code == 400 and "role" in bad.json()["error"]["message"]
+    assert owner.put(f"/api/projects/web/members/{membership.pk}", {"role": "viewer"},
+                     format="json").status_code == 404  # another project's member
+    for who in (projects.admin, projects.bot_admin, projects.viewer):
+        assert client_for(user=who).put(url, {"role": "viewer"}, format="json").status_code == 403
+    assert client_for(user=projects.other_owner).put(url, {"role": "viewer"}, format="json").status_code == 404
+    assert ProjectMembership.objects.get(pk=membership.pk).role == Role.ADMIN
+
+
+# --- GET /api/tenants: every tenant the caller can open -------------------------------------------
+
+
+def test_the_tenant_list_includes_tenants_reached_through_a_project_role(projects, client_for):
+    theirs = Project.objects.create(tenant=projects.other, slug="theirs", name="Theirs")
+    ProjectMembership.objects.create(project=theirs, user=projects.bot_admin, role=Role.VIEWER)
+    ProjectMembership.objects.create(project=projects.web, user=projects.bot_admin, role=Role.VIEWER)
+    body = client_for(user=projects.bot_admin).get("/api/tenants").json()
+    rows = {t["slug"]: t for t in body["results"]}
+    assert list(rows) == ["acme", "other"] and body["count"] == 2
+    assert rows["acme"]["role"] == "project"
+    assert [(p["slug"], p["role"]) for p in rows["acme"]["project_roles"]] == [("bot", "admin"), ("web", "viewer")]
+    assert rows["acme"]["project_roles"][0] == {"id": projects.bot.pk, "slug": "bot", "name": "Support bot",
+                                                "role": "admin"}
+    assert rows["other"]["project_roles"] == [{"id": theirs.pk, "slug": "theirs", "name": "Theirs",
+                                               "role": "viewer"}]
+    assert rows["acme"]["settings"] is None  # tenant-wide, as GET /api/tenants/{id} is 403 for them
+
+
+def test_a_tenant_role_lists_no_project_roles_and_the_settings(projects, client_for):
+    body = client_for(user=projects.admin).get("/api/tenants").json()
+    [acme] = body["results"]
+    assert (acme["role"], acme["project_roles"]) == ("admin", [])
+    assert acme["settings"]["limits"]["redis_outage"] == "inherit"
+    support = client_for(user=projects.support).get("/api/tenants").json()
+    assert {(t["slug"], t["role"]) for t in support["results"]} == {("acme", "support"), ("other", "support")}
+
+
+def test_the_outsider_does_not_see_a_tenant_through_someone_elses_project_role(projects, client_for):
+    body = client_for(user=projects.other_owner).get("/api/tenants").json()
+    assert [(t["slug"], t["role"], t["project_roles"]) for t in body["results"]] == [("other", "owner", [])]
+    body = client_for(key=projects.admin_key).get("/api/tenants").json()
+    assert [(t["slug"], t["role"]) for t in body["results"]] == [("acme", "admin")]
