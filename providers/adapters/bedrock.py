@@ -522,7 +522,7 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
-                     ) -> tuple[bytes, Usage]:
+                     headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
     """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` as an OpenAI embeddings list, in
     floats whatever ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64,
     takes floats as they are)."""

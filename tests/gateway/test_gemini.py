@@ -4,6 +4,7 @@ SDK) translated to generateContent against FakeGemini with the exact cost in the
 (thoughts billed as output, cached input at the cache price), tool calls both ways, Vertex AI's
 path and bearer token, and a 429 with RetryInfo falling back or answered with retry-after."""
 
+import json
 from decimal import Decimal
 
 import anthropic
@@ -14,7 +15,7 @@ import pytest
 from providers.models import ModelMode, Provider, ProviderModel
 from providers.services import provider_create
 from providers.sync import provider_sync
-from tests.fakes import FakeGemini, FakeOpenAI
+from tests.fakes import FakeGemini, FakeGoogleOAuth, FakeOpenAI
 from tests.utils.live import add_provider, sdk, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -268,3 +269,32 @@ def test_embeddings_through_the_openai_sdk_with_estimated_input_and_exact_cost(w
     assert (row.api, row.status, row.input_tokens, row.output_tokens, row.tokens_estimated) == (
         "embeddings", "ok", 7, 0, True)
     assert row.cost == (7 * Decimal("0.15") / Decimal(10**6)).quantize(CENT)
+
+
+def test_vertex_embeddings_with_a_minted_token_record_google_s_exact_token_count(world, live):
+    with FakeGoogleOAuth() as oauth, FakeGemini(models=["text-embedding-005"]) as fake:
+        fake.google_oauth = oauth
+        provider = provider_create(owner=world.tenant, data={
+            "name": "vertex", "provider_type": "gemini", "base_url": fake.vertex_base_url,
+            "api_key": json.dumps(oauth.service_account()), "options": {"auth": "vertex"}})
+        ProviderModel.objects.create(provider=provider, model_id="text-embedding-005", mode=ModelMode.EMBEDDING,
+                                     input_price=Decimal("0.025"), output_price=Decimal(0))
+        client = sdk(live, world.chat_key)
+        raw = client.embeddings.with_raw_response.create(  # the openai SDK asks for base64
+            model="vertex:text-embedding-005", input=["The quick brown fox", "jumps"], dimensions=24)
+        result = raw.parse()
+        assert [len(d.embedding) for d in result.data] == [24, 24]
+        assert result.usage.prompt_tokens == 4 + 1  # Google's statistics.token_count, summed
+        sent = fake.requests[-1]
+        assert sent.path.endswith("/publishers/google/models/text-embedding-005:predict")
+        assert sent.headers["authorization"] == f"Bearer {oauth.issued[-1]}"
+        assert sent.body == {"instances": [{"content": "The quick brown fox"}, {"content": "jumps"}],
+                             "parameters": {"outputDimensionality": 24}}
+        row = wait_usage(raw.headers["x-request-id"])
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="vertex:text-embedding-005", input=["x"] * 251)
+        assert "at most 250 texts per request (got 251); split the input" in str(caught.value)
+        assert len(fake.requests) == 1  # refused before it left
+    assert (row.api, row.status, row.input_tokens, row.output_tokens, row.tokens_estimated) == (
+        "embeddings", "ok", 5, 0, False)
+    assert row.cost == (5 * Decimal("0.025") / Decimal(10**6)).quantize(CENT)
