@@ -187,8 +187,7 @@ def test_vertex_ai_path_and_bearer_token(world, live):
     with FakeGemini(models=["gemini-2.5-pro"], api_key="ya29.token", reply="from vertex") as fake:
         provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
                                 base_url=fake.vertex_base_url)
-        assert not provider.models.exists()  # Vertex has no models.list under the publisher path
-        ProviderModel.objects.create(provider=provider, model_id="gemini-2.5-pro")
+        assert provider.models.filter(model_id="gemini-2.5-pro").exists() and not fake.requests  # listed, not asked
         answer = sdk(live, world.chat_key).chat.completions.create(model="vertex:gemini-2.5-pro", messages=HELLO)
         assert answer.choices[0].message.content == "from vertex"
         sent = fake.requests[-1]
@@ -202,7 +201,6 @@ def test_vertex_auth_option_and_reasoning_effort_as_a_thinking_budget(world, liv
         provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
                                 base_url=fake.vertex_base_url, options={"auth": "vertex"})
         assert provider.options == {"auth": "vertex"}
-        ProviderModel.objects.create(provider=provider, model_id="gemini-2.5-flash")
         client = sdk(live, world.chat_key)
         answer = client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
                                                 reasoning_effort="low")
@@ -269,6 +267,29 @@ def test_embeddings_through_the_openai_sdk_with_estimated_input_and_exact_cost(w
     assert (row.api, row.status, row.input_tokens, row.output_tokens, row.tokens_estimated) == (
         "embeddings", "ok", 7, 0, True)
     assert row.cost == (7 * Decimal("0.15") / Decimal(10**6)).quantize(CENT)
+
+
+def test_vertex_sync_lists_google_s_priced_gemini_models_and_its_embedding_models(world):
+    with FakeGemini() as fake:
+        provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
+                                base_url=fake.vertex_base_url)
+        assert not fake.requests  # Vertex has no models.list for publishers/google: nothing is asked
+    rows = {m.model_id: m for m in provider.models.all()}
+    flash = rows["gemini-2.5-flash"]
+    assert (flash.mode, flash.display_name, flash.context_length, flash.supports_tools, flash.supports_vision) == (
+        ModelMode.CHAT, "Gemini 2.5 Flash", 1_048_576, True, True)
+    assert (flash.input_price, flash.cached_input_price, flash.output_price, flash.price_source) == (
+        IN, CACHED, OUT, "catalog")
+    for model_id in ("text-embedding-005", "text-multilingual-embedding-002", "gemini-embedding-001"):
+        assert (rows[model_id].mode, rows[model_id].context_length) == (ModelMode.EMBEDDING, 2048)
+    assert (rows["gemini-embedding-001"].input_price, rows["gemini-embedding-001"].output_price) == (
+        Decimal("0.15"), 0)
+    assert rows["text-embedding-005"].input_price is None  # genai-prices does not know it: priced by hand
+    # not chat models generateContent serves: speech, image output, Live; Anthropic's models on Vertex
+    # (publishers/anthropic); retired 1.x; genai-prices' aliases that are no Vertex id
+    assert not [m for m in rows if any(bit in m for bit in ("-tts", "-image", "live", "claude", "gemini-1.",
+                                                             "gemini-pro", "gemini-flash-1"))]
+    assert all(m.startswith(("gemini-", "text-")) for m in rows) and len(rows) > 5
 
 
 def test_vertex_embeddings_with_a_minted_token_record_google_s_exact_token_count(world, live):
