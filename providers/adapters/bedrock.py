@@ -18,9 +18,11 @@ event stream), and their answers, events, usage and errors translated back (wire
 - Errors: the exception name from ``x-amzn-errortype`` (the part before ``:``), else the body's
   ``__type`` (after ``#``); the message from the body's ``message``. A ValidationException that
   says the input is too long is ``context_window``.
-- Embeddings: Amazon Titan text embeddings through InvokeModel (``POST {base}/model/{id}/invoke``,
-  ``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
-  request as Titan takes it; other embedding models (Cohere's) are not translated."""
+- Embeddings through InvokeModel (``POST {base}/model/{id}/invoke``): Amazon Titan text embeddings
+  (``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
+  request as Titan takes it, and Cohere Embed (``{"texts", "input_type", "embedding_types"}`` →
+  ``{"embeddings": {"float": [...]}}``, the input tokens in the ``X-Amzn-Bedrock-Input-Token-Count``
+  header), up to 96 texts."""
 
 import re
 from functools import partial
@@ -36,7 +38,7 @@ from providers.adapters.messages import chat_completion, content_parts, parse_da
 from providers.adapters.sigv4 import aws_credentials, sigv4_headers
 from providers.adapters.sse import ChunkBuilder
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit
-from providers.adapters.usage import as_int, usage_to_openai
+from providers.adapters.usage import as_int, estimate_input_tokens, usage_to_openai
 
 IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
 DEFAULT_MAX_TOKENS = None  # Converse needs no output limit
@@ -494,15 +496,38 @@ def stream_translator(deployment: Deployment, *, request_id: str, created: int) 
 
 
 # ----------------------------------------------------------------------------- embeddings
-TITAN_EMBED_PREFIX = "amazon.titan-embed-text"  # v1 and v2: the embedding models translated here
+TITAN_EMBED_PREFIX = "amazon.titan-embed-text"  # v1 and v2
 TITAN_V2_DIMENSIONS = (256, 512, 1024)
+COHERE_EMBED_PREFIX = "cohere.embed-"  # embed-english-v3, embed-multilingual-v3, embed-v4:0 (and their profiles)
+COHERE_MAX_TEXTS = 96  # Cohere Embed's per-request limit
+COHERE_V4_DIMENSIONS = (256, 512, 1024, 1536)
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+INPUT_TOKENS_HEADER = "x-amzn-bedrock-input-token-count"  # InvokeModel's count of the input tokens
+
+
+def embedding_model(model_id: str) -> bool:
+    """Whether the adapter translates embeddings for ``model_id`` (a foundation id or a profile of one)."""
+    return model_id.startswith(TITAN_EMBED_PREFIX) or COHERE_EMBED_PREFIX in model_id
 
 
 def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-    """``POST {base}/model/{id}/invoke`` with Titan's ``{"inputText", "dimensions"?}``, signed."""
-    if TITAN_EMBED_PREFIX not in deployment.model_id:
+    """``POST {base}/model/{id}/invoke``, signed: Titan's ``{"inputText", "dimensions"?}`` or
+    Cohere's ``{"texts", "input_type", "embedding_types": ["float"], "output_dimension"?}``."""
+    if COHERE_EMBED_PREFIX in deployment.model_id:
+        payload = _cohere_payload(deployment, body)
+    elif TITAN_EMBED_PREFIX in deployment.model_id:
+        payload = _titan_payload(deployment, body)
+    else:
         raise _bad_request(deployment, "embeddings are translated for Amazon Titan text embeddings "
-                                       f"({TITAN_EMBED_PREFIX}-*) only; route other embedding models elsewhere.")
+                                       f"({TITAN_EMBED_PREFIX}-*) and Cohere Embed ({COHERE_EMBED_PREFIX}*) only; "
+                                       "route other embedding models elsewhere.")
+    url = model_url(deployment, "invoke")
+    data = dumps(payload)
+    headers = deployment_headers(deployment)
+    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
+
+
+def _titan_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     raw = body.get("input")
     if isinstance(raw, list) and len(raw) == 1:
         raw = raw[0]
@@ -515,23 +540,61 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
         if "v2" not in deployment.model_id or dimensions not in TITAN_V2_DIMENSIONS:
             raise _bad_request(deployment, "'dimensions' is 256, 512 or 1024, for Titan Text Embeddings V2 only.")
         payload["dimensions"] = dimensions
-    url = model_url(deployment, "invoke")
-    data = dumps(payload)
-    headers = deployment_headers(deployment)
-    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
+    return payload
+
+
+def _cohere_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    """Cohere Embed's body: ``input_type`` is the request's own (Cohere's extension of the
+    embeddings request), ``search_document`` by default; ``dimensions`` is Embed v4's
+    ``output_dimension``."""
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise _bad_request(deployment, "Cohere Embed takes a non-empty string or a list of non-empty strings "
+                                       "as 'input' (no token arrays).")
+    if len(texts) > COHERE_MAX_TEXTS:
+        raise _bad_request(deployment, f"Cohere Embed takes at most {COHERE_MAX_TEXTS} texts per request "
+                                       f"(got {len(texts)}); split the input.")
+    input_type = body.get("input_type", "search_document")
+    if input_type not in COHERE_INPUT_TYPES:
+        raise _bad_request(deployment, f"'input_type' is one of {', '.join(COHERE_INPUT_TYPES)} (got {input_type!r}).")
+    payload: dict[str, Any] = {"texts": texts, "input_type": input_type, "embedding_types": ["float"]}
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if "embed-v4" not in deployment.model_id or dimensions not in COHERE_V4_DIMENSIONS:
+            raise _bad_request(deployment, "'dimensions' is 256, 512, 1024 or 1536, for Cohere Embed v4 only "
+                                           "(v3 models answer 1024).")
+        payload["output_dimension"] = dimensions
+    return payload
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
                      headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
-    """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` as an OpenAI embeddings list, in
-    floats whatever ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64,
-    takes floats as they are)."""
+    """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` or Cohere's ``{"embeddings":
+    [[...]] | {"float": [[...]]}}`` as an OpenAI embeddings list, in floats whatever
+    ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64, takes floats as
+    they are). Cohere's input tokens come from the ``X-Amzn-Bedrock-Input-Token-Count`` header
+    (Bedrock moves Cohere's ``meta`` there); without it they are estimated, and marked so."""
     obj = load_json(deployment, body, "an embedding")
-    vector = obj.get("embedding") if type(obj) is dict else None
-    if type(vector) is not list:
-        raise bad_response(deployment, "answered without an 'embedding' list; is this a Titan embeddings model?")
-    usage = Usage(input_tokens=as_int(obj.get("inputTextTokenCount")), estimated="inputTextTokenCount" not in obj)
-    result = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+    if type(obj) is not dict:
+        raise bad_response(deployment, "answered with JSON that is not an embedding.")
+    if COHERE_EMBED_PREFIX in deployment.model_id:
+        vectors = obj.get("embeddings")
+        if type(vectors) is dict:
+            vectors = vectors.get("float")
+        if type(vectors) is not list or not vectors or not all(type(v) is list for v in vectors):
+            raise bad_response(deployment, "answered without float 'embeddings'; is this a Cohere Embed model?")
+        counted = (headers or {}).get(INPUT_TOKENS_HEADER, "")
+        usage = Usage(input_tokens=int(counted)) if counted.strip().isdigit() else \
+            Usage(input_tokens=estimate_input_tokens((request or {}).get("input")), estimated=True)
+    else:
+        vector = obj.get("embedding")
+        if type(vector) is not list:
+            raise bad_response(deployment, "answered without an 'embedding' list; is this a Titan embeddings model?")
+        vectors = [vector]
+        usage = Usage(input_tokens=as_int(obj.get("inputTextTokenCount")), estimated="inputTextTokenCount" not in obj)
+    result = {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": v}
+                                         for i, v in enumerate(vectors)],
               "model": deployment.model_id,
               "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens}}
     return dumps(result), usage

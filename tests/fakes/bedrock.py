@@ -37,7 +37,10 @@ blocks without exactly one member, blank text, ``toolUse``/``toolResult`` withou
 
 InvokeModel for Amazon Titan text embeddings: ``POST /model/amazon.titan-embed-text-v*/invoke``
 ``{"inputText", "dimensions"?, "normalize"?}`` → ``{"embedding": [...dimensions floats],
-"inputTextTokenCount"}`` (the ``usage`` override's ``prompt_tokens``, else the word count).
+"inputTextTokenCount"}`` (the ``usage`` override's ``prompt_tokens``, else the word count), and for
+Cohere Embed (``cohere.embed-*``, profiles too) ``{"texts", "input_type", "embedding_types"?}`` →
+``{"embeddings": [[...]] | {"float": [[...]]}}`` with the count only in the
+``X-Amzn-Bedrock-Input-Token-Count`` header (every InvokeModel answer carries it).
 
 Usage mapping (as the Anthropic fake): ``Usage.prompt_tokens`` → ``inputTokens`` (uncached),
 ``cached_tokens`` → ``cacheReadInputTokens``, ``cache_creation_tokens`` →
@@ -347,9 +350,12 @@ class FakeBedrock(FakeServer):
         return Reply(body=result)
 
     def invoke(self, call: Call, model: str) -> Reply:
-        """InvokeModel for Titan text embeddings: ``{"inputText", "dimensions"?, "normalize"?}``."""
+        """InvokeModel for Titan text embeddings (``{"inputText", "dimensions"?, "normalize"?}``)
+        and Cohere Embed (see :meth:`invoke_cohere`)."""
+        if "cohere.embed-" in model:
+            return self.invoke_cohere(call, model)
         if not model.startswith("amazon.titan-embed-text"):
-            return self.error(400, "The fake invokes Titan text embeddings models only.")
+            return self.error(400, "The fake invokes Titan text embeddings and Cohere Embed models only.")
         body = call.body
         for key in body:
             if key not in ("inputText", "dimensions", "normalize", "embeddingTypes"):
@@ -362,7 +368,54 @@ class FakeBedrock(FakeServer):
             return self.error(400, f"Malformed input request: #/dimensions: {dimensions} is not a valid enum value")
         tokens = (self.usage or {}).get("prompt_tokens") or max(1, len(body["inputText"].split()))
         return Reply(body={"embedding": embedding_vector(body["inputText"], dimensions),
-                           "inputTextTokenCount": tokens})
+                           "inputTextTokenCount": tokens}, headers=self.invoke_headers(call, tokens))
+
+    def invoke_headers(self, call: Call, tokens: int) -> dict[str, str]:
+        """InvokeModel's count headers (left out under the ``no_usage`` fault)."""
+        if call.fault("no_usage"):
+            return {}
+        return {"X-Amzn-Bedrock-Input-Token-Count": str(tokens), "X-Amzn-Bedrock-Output-Token-Count": "0",
+                "X-Amzn-Bedrock-Invocation-Latency": "42"}
+
+    def invoke_cohere(self, call: Call, model: str) -> Reply:
+        """Cohere Embed: ``{"texts", "input_type", "embedding_types"?, "truncate"?, "output_dimension"?
+        (v4), "max_tokens"? (v4)}``, 1 to 96 texts, ``input_type`` required. With
+        ``embedding_types`` the answer is ``{"embeddings": {"float": [[...]]}, "response_type":
+        "embeddings_by_type"}``, else ``{"embeddings": [[...]], "response_type":
+        "embeddings_floats"}``; vectors 1024 long (v4: ``output_dimension``, default 1536). The
+        input tokens (the ``usage`` override's ``prompt_tokens``, else the words) are only in the
+        ``X-Amzn-Bedrock-Input-Token-Count`` header, as Bedrock sends them."""
+        body = call.body
+        v4 = "embed-v4" in model
+        known = {"texts", "input_type", "embedding_types", "truncate", "images"} | (
+            {"output_dimension", "max_tokens", "inputs"} if v4 else set())
+        for key in body:
+            if key not in known:
+                return self.error(400, f"Malformed input request: extraneous key [{key}] is not permitted, "
+                                       "please reformat your input and try again.")
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return self.error(400, "Malformed input request: #/texts: expected type: JSONArray of strings")
+        if len(texts) > 96:
+            return self.error(400, f"Malformed input request: #/texts: expected maximum item count: 96, found: "
+                                   f"{len(texts)}")
+        if body.get("input_type") not in ("search_document", "search_query", "classification", "clustering"):
+            return self.error(400, "Malformed input request: #: required key [input_type] not found")
+        types = body.get("embedding_types")
+        if types is not None and (not isinstance(types, list) or not set(types) <= {
+                "float", "int8", "uint8", "binary", "ubinary"}):
+            return self.error(400, "Malformed input request: #/embedding_types: not a valid enum value")
+        dim = body.get("output_dimension", 1536) if v4 else 1024
+        if dim not in (256, 512, 1024, 1536):
+            return self.error(400, f"Malformed input request: #/output_dimension: {dim} is not a valid enum value")
+        vectors = [embedding_vector(t, dim) for t in texts]
+        tokens = (self.usage or {}).get("prompt_tokens") or sum(max(1, len(t.split())) for t in texts)
+        result: dict[str, Any] = {"id": self.new_id("emb-"), "texts": texts}
+        if types:
+            result.update(embeddings={t: vectors for t in types if t == "float"}, response_type="embeddings_by_type")
+        else:
+            result.update(embeddings=vectors, response_type="embeddings_floats")
+        return Reply(body=result, headers=self.invoke_headers(call, tokens))
 
     def _frames(self, call: Call, text: str, tool: tuple[str, str, dict[str, Any]] | None, usage: Usage,
                 stop: str) -> Iterator[bytes]:

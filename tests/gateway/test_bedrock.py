@@ -67,7 +67,9 @@ def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_profiles_and_pri
     assert provider.sync_status == "ok", provider.last_sync_error
     rows = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
     assert set(rows) == {HAIKU, "amazon.nova-pro-v1:0", "amazon.titan-embed-text-v2:0", f"us.{SONNET}",
-                         "us.amazon.nova-premier-v1:0"}  # no Cohere embeddings profile: not a text model
+                         "us.amazon.nova-premier-v1:0", "cohere.embed-english-v3", "us.cohere.embed-v4:0"}
+    for cohere in ("cohere.embed-english-v3", "us.cohere.embed-v4:0"):  # genai-prices' aws list has no Cohere
+        assert (rows[cohere].mode, rows[cohere].input_price) == (ModelMode.EMBEDDING, None)
     sonnet = rows[f"us.{SONNET}"]
     assert (sonnet.display_name, sonnet.supports_vision, sonnet.input_price, sonnet.cache_write_price) == (
         "US Claude Sonnet 4 5 20250929", True, Decimal("3.3"), Decimal("4.125"))
@@ -148,6 +150,30 @@ def test_titan_embeddings_through_the_gateway_are_priced(world, live):
         assert fake.requests[-1].body == {"inputText": "hello there", "dimensions": 256}
         row = wait_usage(raw.headers["x-request-id"])
     assert (row.input_tokens, row.cost) == (5000, (5000 * Decimal("0.02") / Decimal(10**6)).quantize(CENT))
+
+
+def test_cohere_embeddings_through_the_gateway_record_bedrock_s_token_count(world, live):
+    cohere = {"id": "cohere.embed-v4:0", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT", "IMAGE"]}
+    with FakeBedrock(models=[cohere], api_key=KEY, usage={"prompt_tokens": 4200}) as fake:
+        bedrock(world, fake)
+        model = ProviderModel.objects.get(model_id="cohere.embed-v4:0")
+        model.input_price, model.output_price = Decimal("0.12"), Decimal(0)  # USD per million: set by hand
+        model.save(update_fields=["input_price", "output_price"])
+        client = sdk(live, world.chat_key)
+        raw = client.embeddings.with_raw_response.create(
+            model="aws:cohere.embed-v4:0", input=["hello there", "general kenobi"], dimensions=256,
+            extra_body={"input_type": "search_query"})
+        result = raw.parse()
+        assert [len(d.embedding) for d in result.data] == [256, 256] and result.usage.prompt_tokens == 4200
+        assert fake.requests[-1].path == "/model/cohere.embed-v4:0/invoke"
+        assert fake.requests[-1].body == {"texts": ["hello there", "general kenobi"], "input_type": "search_query",
+                                          "embedding_types": ["float"], "output_dimension": 256}
+        row = wait_usage(raw.headers["x-request-id"])
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="aws:cohere.embed-v4:0", input=["x"] * 97)
+        assert "at most 96 texts per request (got 97)" in str(caught.value)
+    assert (row.input_tokens, row.tokens_estimated) == (4200, False)
+    assert row.cost == (4200 * Decimal("0.12") / Decimal(10**6)).quantize(CENT)
 
 
 def test_tool_calls_round_trip(world, live):

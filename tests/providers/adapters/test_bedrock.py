@@ -326,6 +326,54 @@ def test_the_fake_refuses_what_converse_refuses():
 
 # ----------------------------------------------------------------------------- embeddings
 TITAN = "amazon.titan-embed-text-v2:0"
+COHERE = "cohere.embed-english-v3"
+COHERE_V4 = "us.cohere.embed-v4:0"
+
+
+def test_cohere_embeddings_send_every_text_in_one_signed_invoke():
+    req = adapter.build_embeddings(dep(model_id=COHERE), {"input": ["one", "two"], "encoding_format": "base64"})
+    assert req.url == f"https://bedrock-runtime.us-east-1.amazonaws.com/model/{COHERE}/invoke"
+    assert json.loads(req.body) == {"texts": ["one", "two"], "input_type": "search_document",
+                                    "embedding_types": ["float"]}
+    assert req.headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+    v4 = json.loads(adapter.build_embeddings(dep(model_id=COHERE_V4), {
+        "input": "q", "dimensions": 256, "input_type": "search_query"}).body)
+    assert v4 == {"texts": ["q"], "input_type": "search_query", "embedding_types": ["float"], "output_dimension": 256}
+
+
+@pytest.mark.parametrize("answer", [{"embeddings": {"float": [[0.1], [0.2]]}, "response_type": "embeddings_by_type"},
+                                    {"embeddings": [[0.1], [0.2]], "response_type": "embeddings_floats"}])
+def test_cohere_embeddings_take_both_answer_shapes_and_the_header_s_exact_count(answer):
+    body, usage = adapter.parse_embeddings(dep(model_id=COHERE), json.dumps(answer).encode(),
+                                           request={"input": ["a", "b"]},
+                                           headers={"x-amzn-bedrock-input-token-count": "9"})
+    out = json.loads(body)
+    assert [d["embedding"] for d in out["data"]] == [[0.1], [0.2]] and [d["index"] for d in out["data"]] == [0, 1]
+    assert (usage.input_tokens, usage.estimated) == (9, False)
+    assert out["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
+
+
+def test_cohere_embeddings_without_the_count_header_are_estimated_and_marked():
+    _, usage = adapter.parse_embeddings(dep(model_id=COHERE), b'{"embeddings": [[1.0]]}',
+                                        request={"input": "abcdefgh"}, headers={})
+    assert (usage.input_tokens, usage.estimated) == (2, True)
+    for raw in (b'{"embeddings": {"int8": [[1]]}}', b'{"embeddings": []}', b"[]"):
+        with pytest.raises(UpstreamFailure) as caught:
+            adapter.parse_embeddings(dep(model_id=COHERE), raw, request={"input": "x"}, headers={})
+        assert caught.value.kind == "bad_response"
+
+
+def test_cohere_embeddings_against_the_fake():
+    with FakeBedrock(api_key=KEY) as fake:
+        d = dep(fake.base_url, model_id="cohere.embed-v4:0")
+        request = {"input": ["hello there", "general kenobi you are"], "dimensions": 512}
+        response = send(adapter.build_embeddings(d, request))
+        assert response.status_code == 200, response.text
+        body, usage = adapter.parse_embeddings(d, response.content, request=request,
+                                               headers={k.lower(): v for k, v in response.headers.items()})
+        assert [len(v["embedding"]) for v in json.loads(body)["data"]] == [512, 512]
+        assert (usage.input_tokens, usage.estimated) == (2 + 4, False)
+        assert fake.verified == 1
 
 
 def test_titan_embeddings_are_one_signed_invoke_per_text():
@@ -343,9 +391,15 @@ def test_titan_embeddings_are_one_signed_invoke_per_text():
     (TITAN, {"input": ["a", "b"]}, "one non-empty text per request"),
     (TITAN, {"input": "a", "dimensions": 300}, "'dimensions' is 256, 512 or 1024"),
     ("amazon.titan-embed-text-v1", {"input": "a", "dimensions": 256}, "for Titan Text Embeddings V2 only"),
-    ("cohere.embed-english-v3", {"input": "a"}, "Amazon Titan text embeddings (amazon.titan-embed-text-*) only"),
+    ("mistral.mistral-embed", {"input": "a"}, "Amazon Titan text embeddings (amazon.titan-embed-text-*) and "
+                                               "Cohere Embed (cohere.embed-*) only"),
+    (COHERE, {"input": ["a"] * 97}, "at most 96 texts per request (got 97); split the input"),
+    (COHERE, {"input": [1, 2]}, "a list of non-empty strings"),
+    (COHERE, {"input": "a", "dimensions": 512}, "for Cohere Embed v4 only (v3 models answer 1024)"),
+    (COHERE_V4, {"input": "a", "dimensions": 300}, "'dimensions' is 256, 512, 1024 or 1536"),
+    (COHERE, {"input": "a", "input_type": "query"}, "'input_type' is one of search_document, search_query"),
 ])
-def test_embedding_requests_titan_cannot_take_are_bad_requests(model, body, words):
+def test_embedding_requests_the_model_cannot_take_are_bad_requests(model, body, words):
     with pytest.raises(UpstreamFailure) as caught:
         adapter.build_embeddings(dep(model_id=model), body)
     assert caught.value.kind == "bad_request" and words in caught.value.message
