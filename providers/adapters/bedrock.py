@@ -82,6 +82,8 @@ EXCEPTIONS: dict[str, tuple[str, bool, str]] = {
     "ServiceUnavailableException": ("server_error", True, "service unavailable"),
 }
 CONTEXT_WINDOW = ("context_window", False, "input too long for the model")
+# Claude models on Bedrock without prompt caching (it came with 3.5 Haiku and 3.7 Sonnet)
+_NO_CACHE = re.compile(r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-sonnet)", re.I)
 _TOO_LONG = re.compile(
     r"too long|too many (input )?tokens|context (window|length)|maximum context|input length|"
     r"exceeds? the (maximum|max)\b.*tokens", re.I)
@@ -127,9 +129,40 @@ def _media_block(deployment: Deployment, url: str, what: str, *, name: str = "")
                                    "webp; documents: pdf, csv, doc(x), xls(x), html, txt, md).")
 
 
+def caching(model_id: str) -> bool:
+    """Whether ``model_id`` takes Converse's ``cachePoint`` blocks: Claude from 3.5 Haiku and 3.7
+    Sonnet on, and Amazon Nova (Bedrock's prompt-caching models); the others refuse them."""
+    return ("amazon.nova-" in model_id or "anthropic.claude" in model_id) and not _NO_CACHE.search(model_id)
+
+
+def _cache_point(marked: Any) -> dict[str, Any] | None:
+    """The ``cachePoint`` block for an Anthropic-style ``cache_control`` marker (``{"type":
+    "ephemeral", "ttl"?: "5m" | "1h"}``), or None when ``marked`` is none."""
+    if not isinstance(marked, dict) or marked.get("type") != "ephemeral":
+        return None
+    point: dict[str, Any] = {"type": "default"}
+    if marked.get("ttl") in ("5m", "1h"):
+        point["ttl"] = marked["ttl"]
+    return {"cachePoint": point}
+
+
 def _blocks(deployment: Deployment, content: Any, *, text_only: bool = False) -> list[dict[str, Any]]:
     """Converse content blocks for an OpenAI message ``content`` (string or parts); empty text
-    is left out (Converse refuses a blank text block)."""
+    is left out (Converse refuses a blank text block). A part marked with ``cache_control``
+    is followed by a ``cachePoint`` on a model that caches (markers are dropped on others)."""
+    if isinstance(content, list):
+        blocks: list[dict[str, Any]] = []
+        cache = caching(deployment.model_id)
+        for part in content:
+            blocks.extend(_part_blocks(deployment, [part], text_only=text_only))
+            point = _cache_point(part.get("cache_control")) if cache and isinstance(part, dict) else None
+            if point is not None and blocks:
+                blocks.append(point)
+        return blocks
+    return _part_blocks(deployment, content, text_only=text_only)
+
+
+def _part_blocks(deployment: Deployment, content: Any, *, text_only: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for kind, value in content_parts(content, text_only=text_only, refuse=partial(_bad_request, deployment)):
         if kind == "text":
@@ -148,6 +181,14 @@ def _tool_use(deployment: Deployment, call: Any) -> dict[str, Any]:
     function = call["function"]
     return {"toolUse": {"toolUseId": str(call.get("id") or ""), "name": str(function.get("name") or ""),
                         "input": tool_arguments(function.get("arguments"), provider=deployment.provider_name)}}
+
+
+def _marked(message: dict[str, Any]) -> Any:
+    """The ``cache_control`` of a message: its own, or its content's last part's."""
+    content = message.get("content")
+    if isinstance(content, list) and content and isinstance(content[-1], dict) and "cache_control" in content[-1]:
+        return content[-1]["cache_control"]
+    return message.get("cache_control")
 
 
 def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +219,9 @@ def _tool_config(deployment: Deployment, body: dict[str, Any], *, history_uses_t
         if function.get("description"):
             spec["description"] = str(function["description"])
         tools.append({"toolSpec": spec})
+        point = _cache_point(tool.get("cache_control")) if caching(deployment.model_id) else None
+        if point is not None:
+            tools.append(point)
     if not tools:
         return None
     choice = body.get("tool_choice")
@@ -222,7 +266,9 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
     """The Converse request for an OpenAI chat body: system/developer messages become
     ``system``, tool calls ``toolUse`` blocks, tool results ``toolResult`` blocks in a user turn;
     consecutive turns of one role merge (Converse wants them alternating). ``top_k`` goes in
-    ``additionalModelRequestFields`` for Anthropic models only (the others refuse it)."""
+    ``additionalModelRequestFields`` for Anthropic models only (the others refuse it).
+    Anthropic-style ``cache_control`` markers (on a content part, a whole message or a tool)
+    become ``cachePoint`` blocks right after what they mark, for models that cache."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     uses_tools = False
@@ -231,8 +277,11 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
             raise _bad_request(deployment, "every message must be an object.")
         role = message.get("role")
         content = message.get("content")
+        cache = caching(deployment.model_id)
+        point = _cache_point(message.get("cache_control")) if cache else None  # a marker on the whole message
         if role in ("system", "developer"):
-            system.extend(_blocks(deployment, content, text_only=True))
+            blocks = _blocks(deployment, content, text_only=True)
+            system.extend([*blocks, point] if point is not None and blocks else blocks)
             continue
         if role == "user":
             blocks = _blocks(deployment, content)
@@ -247,9 +296,12 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
         elif role == "tool":
             role = "user"
             blocks = [_tool_result(message)]
+            point = _cache_point(_marked(message)) if cache else None
             uses_tools = True
         else:
             raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
+        if point is not None and blocks:
+            blocks.append(point)
         if not blocks:
             continue
         if messages and messages[-1]["role"] == role:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -307,6 +308,34 @@ class FakeBedrock(FakeServer):
             return "The toolConfig field must be defined when using toolUse and toolResult content blocks."
         return None
 
+    @staticmethod
+    def invalid_cache_points(body: dict[str, Any], model: str) -> str | None:
+        """Bedrock's prompt caching rules: ``cachePoint`` is ``{"type": "default", "ttl"?: "5m" |
+        "1h"}``, never the first block of a list, at most 4 in a request, and only on models
+        that cache (Claude from 3.5 Haiku / 3.7 Sonnet on, Amazon Nova)."""
+        lists = [body.get("system") or [], *[m.get("content") or [] for m in body.get("messages") or []],
+                 (body.get("toolConfig") or {}).get("tools") or []]
+        points = 0
+        for blocks in lists:
+            for j, block in enumerate(blocks):
+                if not isinstance(block, dict) or "cachePoint" not in block:
+                    continue
+                point = block["cachePoint"]
+                if not isinstance(point, dict) or point.get("type") != "default" or \
+                        set(point) - {"type", "ttl"} or point.get("ttl", "5m") not in ("5m", "1h"):
+                    return "Malformed input request: cachePoint must be {type: default, ttl?: 5m|1h}."
+                if j == 0:
+                    return "A cache point cannot be the first block: it marks the end of a cached prefix."
+                points += 1
+        if points > 4:
+            return f"A maximum of 4 cache points is allowed; found {points}."
+        cached = ("amazon.nova-" in model or "anthropic.claude" in model) and not re.search(
+            r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-sonnet)", model)
+        if points and not cached:
+            return "You invoked an unsupported model or your request did not allow prompt caching. See the " \
+                   "documentation for more information."
+        return None
+
     def tool_call_for(self, call: Call) -> tuple[str, str, dict[str, Any]] | None:
         tools = (call.body.get("toolConfig") or {}).get("tools") or []
         if not self.tool_call or not tools:
@@ -330,7 +359,7 @@ class FakeBedrock(FakeServer):
             return self.invoke(call, model)
         if operation not in ("converse", "converse-stream"):
             return self.error(404, f"Unknown operation: POST {call.req.path}")
-        if msg := self.invalid(call.body):
+        if msg := self.invalid(call.body) or self.invalid_cache_points(call.body, model):
             return self.error(400, msg)
         if bad := self.check_model(call):
             return bad

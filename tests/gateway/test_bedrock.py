@@ -232,6 +232,34 @@ def test_the_messages_and_responses_doors_reach_bedrock_through_chat(world, live
     assert (row.api, row.cost) == ("responses", expected_cost(300, 1000, 200, 50))
 
 
+def test_cache_control_markers_reach_bedrock_as_cache_points_from_chat_and_the_messages_door(world, live):
+    mark = {"type": "ephemeral"}
+    with FakeBedrock(models=[HAIKU], api_key=KEY, usage=USAGE, reply="cached") as fake:
+        bedrock(world, fake)
+        raw = sdk(live, world.chat_key).chat.completions.with_raw_response.create(model=f"aws:{HAIKU}", messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Long rules.", "cache_control": mark}]},
+            {"role": "user", "content": [{"type": "text", "text": "Say hello", "cache_control": mark}]}])
+        completion = raw.parse()
+        sent = fake.requests[-1].body
+        assert sent["system"] == [{"text": "Long rules."}, {"cachePoint": {"type": "default"}}]
+        assert sent["messages"][0]["content"] == [{"text": "Say hello"}, {"cachePoint": {"type": "default"}}]
+        assert completion.usage.prompt_tokens_details.cached_tokens == 1000
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.input_tokens, row.cached_input_tokens, row.cost) == (1500, 1000, expected_cost(300, 1000, 200, 50))
+
+        claude = anthropic.Anthropic(base_url=live.url, api_key=world.chat_key, max_retries=0)
+        raw = claude.messages.with_raw_response.create(
+            model=f"aws:{HAIKU}", max_tokens=50, system=[{"type": "text", "text": "Be brief.", "cache_control": mark}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Say hello", "cache_control": mark}]}])
+        message = raw.parse()
+        sent = fake.requests[-1].body
+        assert sent["system"] == [{"text": "Be brief."}, {"cachePoint": {"type": "default"}}]
+        assert sent["messages"][0]["content"] == [{"text": "Say hello"}, {"cachePoint": {"type": "default"}}]
+        assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (1000, 200)
+        row = wait_usage(raw.headers["x-request-id"])
+    assert (row.api, row.cost) == ("messages", expected_cost(300, 1000, 200, 50))
+
+
 def test_a_bedrock_api_key_goes_as_a_bearer_token(world, live):
     with FakeBedrock(models=[HAIKU], auth="bearer", api_key="ABSKQmVkcm9ja0FQSUtleS1mYWtl", reply="bearer ok") as fake:
         add_provider(world.tenant, fake, name="awskey", provider_type="bedrock", api_key="ABSKQmVkcm9ja0FQSUtleS1mYWtl",

@@ -413,3 +413,51 @@ def test_titan_embeddings_against_the_fake():
         body, usage = adapter.parse_embeddings(d, response.content)
         assert len(json.loads(body)["data"][0]["embedding"]) == 512 and usage.input_tokens == 7
         assert fake.verified == 1
+
+
+# ----------------------------------------------------------------------------- prompt caching
+EPHEMERAL = {"type": "ephemeral"}
+SONNET_37 = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+
+
+def test_cache_control_markers_become_cache_points_after_what_they_mark():
+    body = {"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}]},
+        {"role": "user", "content": [{"type": "text", "text": "Doc"},
+                                     {"type": "text", "text": "more", "cache_control": {**EPHEMERAL, "ttl": "1h"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "18C", "cache_control": EPHEMERAL},
+        {"role": "user", "content": "And now?", "cache_control": {"type": "persistent"}}],  # not a marker we know
+        "tools": [{**WEATHER_TOOL, "cache_control": EPHEMERAL}]}
+    _, sent = build(body, d=dep(model_id=SONNET_37))
+    assert sent["system"] == [{"text": "Long rules."}, {"cachePoint": {"type": "default"}}]
+    assert sent["messages"][0]["content"] == [{"text": "Doc"}, {"text": "more"},
+                                              {"cachePoint": {"type": "default", "ttl": "1h"}}]
+    assert sent["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": "t1", "content": [{"text": "18C"}], "status": "success"}},
+        {"cachePoint": {"type": "default"}}, {"text": "And now?"}]
+    assert sent["toolConfig"]["tools"][1] == {"cachePoint": {"type": "default"}}
+
+
+@pytest.mark.parametrize("model", ["anthropic.claude-3-haiku-20240307-v1:0", "meta.llama3-70b-instruct-v1:0",
+                                   "anthropic.claude-3-5-sonnet-20240620-v1:0"])
+def test_markers_are_dropped_for_models_that_do_not_cache(model):
+    body = {"messages": [{"role": "system", "content": "Rules.", "cache_control": EPHEMERAL},
+                         {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": EPHEMERAL}]}]}
+    _, sent = build(body, d=dep(model_id=model))
+    assert sent["system"] == [{"text": "Rules."}] and sent["messages"][0]["content"] == [{"text": "Hi"}]
+    assert adapter.caching("amazon.nova-pro-v1:0") and adapter.caching(SONNET_37)
+
+
+def test_cache_points_are_accepted_by_the_fake_and_refused_for_a_model_without_caching():
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": EPHEMERAL}]}]}
+    with FakeBedrock(api_key=KEY, reply="hello") as fake:
+        resp = send(adapter.build_chat(dep(fake.base_url, model_id=SONNET_37), body, stream=False))
+        assert resp.status_code == 200, resp.text
+        assert fake.last_request.body["messages"][0]["content"][-1] == {"cachePoint": {"type": "default"}}
+        # what the fake refuses, as Bedrock does, had the adapter sent it
+        sent = {"messages": [{"role": "user", "content": [{"text": "Hi"}, {"cachePoint": {"type": "default"}}]}]}
+        assert "unsupported model" in fake.invalid_cache_points(sent, "meta.llama3-70b-instruct-v1:0")
+        first = {"messages": [{"role": "user", "content": [{"cachePoint": {"type": "default"}}, {"text": "Hi"}]}]}
+        assert "cannot be the first block" in fake.invalid_cache_points(first, SONNET_37)

@@ -381,3 +381,25 @@ def test_the_tap_knows_when_a_ping_may_go_in():
     assert not tap.between_events  # half an event: a ping here would break it
     tap.feed(rest[len(b"\ndata: {"):].split(b"event: ping")[0])
     assert tap.between_events
+
+
+def test_cache_control_markers_survive_the_chat_translation_only_when_asked():
+    mark = {"type": "ephemeral"}
+    body = minimal(
+        system=[{"type": "text", "text": "Rules."}, {"type": "text", "text": "Long doc.", "cache_control": mark}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": mark}]},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {},
+                                                     "cache_control": mark}]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok",
+                                                "cache_control": mark}]}],
+        tools=[{"name": "f", "input_schema": {"type": "object"}, "cache_control": mark}])
+    chat = chat_request_from_messages(body, cache=True)
+    assert chat["messages"][0] == {"role": "system", "content": [
+        {"type": "text", "text": "Rules."}, {"type": "text", "text": "Long doc.", "cache_control": mark}]}
+    assert chat["messages"][1] == {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": mark}]}
+    assert chat["messages"][2]["cache_control"] == mark and chat["messages"][2]["tool_calls"][0]["id"] == "t1"
+    assert chat["messages"][3] == {"role": "tool", "tool_call_id": "t1", "content": "ok", "cache_control": mark}
+    assert chat["tools"][0]["cache_control"] == mark
+    plain = chat_request_from_messages(body)
+    assert "cache_control" not in json.dumps(plain)
+    assert plain["messages"][0] == {"role": "system", "content": "Rules.\n\nLong doc."}
