@@ -262,6 +262,19 @@ def _inference_config(deployment: Deployment, body: dict[str, Any]) -> dict[str,
     return config
 
 
+def guardrail_config(deployment: Deployment) -> dict[str, Any] | None:
+    """The provider's guardrail (``options.guardrail_identifier`` / ``guardrail_version`` /
+    ``guardrail_trace``, checked in providers/options.py) as Converse's ``guardrailConfig``; the
+    same shape goes on ConverseStream (whose ``streamProcessingMode`` is left to its default)."""
+    identifier, version = deployment.option("guardrail_identifier"), deployment.option("guardrail_version")
+    if not identifier or not version:
+        return None
+    config = {"guardrailIdentifier": identifier, "guardrailVersion": version}
+    if deployment.option("guardrail_trace"):
+        config["trace"] = deployment.option("guardrail_trace")
+    return config
+
+
 def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """The Converse request for an OpenAI chat body: system/developer messages become
     ``system``, tool calls ``toolUse`` blocks, tool results ``toolResult`` blocks in a user turn;
@@ -317,6 +330,9 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
     tools = _tool_config(deployment, body, history_uses_tools=uses_tools)
     if tools is not None:
         payload["toolConfig"] = tools
+    guardrail = guardrail_config(deployment)
+    if guardrail is not None:
+        payload["guardrailConfig"] = guardrail
     top_k = body.get("top_k")
     if (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0
             and "anthropic." in deployment.model_id):

@@ -260,6 +260,30 @@ def test_cache_control_markers_reach_bedrock_as_cache_points_from_chat_and_the_m
     assert (row.api, row.cost) == ("messages", expected_cost(300, 1000, 200, 50))
 
 
+def test_a_provider_guardrail_is_sent_and_its_intervention_is_a_content_filter_stop(world, live):
+    options = {"region": "us-east-1", "guardrail_identifier": "abcd1234efgh", "guardrail_version": "DRAFT",
+               "guardrail_trace": "enabled"}
+    with FakeBedrock(models=[HAIKU], api_key=KEY, usage=USAGE, reply="fine", guardrail_blocks="forbidden") as fake:
+        bedrock(world, fake, options=options)
+        client = sdk(live, world.chat_key)
+        answer = client.chat.completions.create(model=f"aws:{HAIKU}", messages=HELLO)
+        assert answer.choices[0].message.content == "fine"
+        assert fake.requests[-1].body["guardrailConfig"] == {
+            "guardrailIdentifier": "abcd1234efgh", "guardrailVersion": "DRAFT", "trace": "enabled"}
+        raw = client.chat.completions.with_raw_response.create(
+            model=f"aws:{HAIKU}", messages=[{"role": "user", "content": "something forbidden"}])
+        blocked = raw.parse()
+        assert blocked.choices[0].finish_reason == "content_filter"
+        assert blocked.choices[0].message.content == "Sorry, the model cannot answer this question."
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.status, row.cost) == ("ok", expected_cost(300, 1000, 200, 50))  # Bedrock bills the tokens
+        stream = client.chat.completions.create(model=f"aws:{HAIKU}", messages=[
+            {"role": "user", "content": "something forbidden"}], stream=True)
+        assert [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason] == [
+            "content_filter"]
+        assert fake.requests[-1].path.endswith("/converse-stream") and "guardrailConfig" in fake.requests[-1].body
+
+
 def test_a_bedrock_api_key_goes_as_a_bearer_token(world, live):
     with FakeBedrock(models=[HAIKU], auth="bearer", api_key="ABSKQmVkcm9ja0FQSUtleS1mYWtl", reply="bearer ok") as fake:
         add_provider(world.tenant, fake, name="awskey", provider_type="bedrock", api_key="ABSKQmVkcm9ja0FQSUtleS1mYWtl",

@@ -461,3 +461,34 @@ def test_cache_points_are_accepted_by_the_fake_and_refused_for_a_model_without_c
         assert "unsupported model" in fake.invalid_cache_points(sent, "meta.llama3-70b-instruct-v1:0")
         first = {"messages": [{"role": "user", "content": [{"cachePoint": {"type": "default"}}, {"text": "Hi"}]}]}
         assert "cannot be the first block" in fake.invalid_cache_points(first, SONNET_37)
+
+
+# ----------------------------------------------------------------------------- guardrails
+def guarded(d=DEP, trace=""):
+    options = (*d.options, ("guardrail_identifier", "abcd1234efgh"), ("guardrail_version", "2"))
+    return replace(d, options=(*options, ("guardrail_trace", trace)) if trace else options)
+
+
+def test_a_provider_guardrail_goes_on_converse_and_converse_stream():
+    for stream in (False, True):
+        _, sent = build({"messages": HELLO}, stream=stream, d=guarded(trace="enabled"))
+        assert sent["guardrailConfig"] == {"guardrailIdentifier": "abcd1234efgh", "guardrailVersion": "2",
+                                           "trace": "enabled"}
+    assert build({"messages": HELLO}, d=guarded())[1]["guardrailConfig"] == {
+        "guardrailIdentifier": "abcd1234efgh", "guardrailVersion": "2"}
+    assert "guardrailConfig" not in build({"messages": HELLO})[1]
+
+
+def test_a_guardrail_intervening_is_a_content_filter_stop_in_answers_and_streams():
+    with FakeBedrock(api_key=KEY, guardrail_blocks="forbidden") as fake:
+        d = guarded(dep(fake.base_url), trace="enabled")
+        body = {"messages": [{"role": "user", "content": "something forbidden"}]}
+        resp = send(adapter.build_chat(d, body, stream=False))
+        assert resp.status_code == 200, resp.text
+        answer = validate_completion(adapter.parse_chat(d, resp.content, request_id="g1").body)
+        assert answer["choices"][0]["finish_reason"] == "content_filter"
+        assert answer["choices"][0]["message"]["content"] == "Sorry, the model cannot answer this question."
+        chunks = chunks_of(run_stream(adapter.build_chat(d, body, stream=True),
+                                      adapter.stream_translator(d, request_id="g2", created=1)))
+        assert finish_reasons(chunks) == ["content_filter"]
+        assert fake.requests[-1].body["guardrailConfig"]["guardrailIdentifier"] == "abcd1234efgh"
