@@ -34,7 +34,14 @@ from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.failures import bad_response, body_detail, failure, load_json, status_kind, truncated_stream
 from providers.adapters.headers import deployment_headers
-from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
+from providers.adapters.messages import (
+    THINKING_BUDGETS,
+    chat_completion,
+    content_parts,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+)
 from providers.adapters.sigv4 import aws_credentials, sigv4_headers
 from providers.adapters.sse import ChunkBuilder
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit
@@ -82,6 +89,10 @@ EXCEPTIONS: dict[str, tuple[str, bool, str]] = {
     "ServiceUnavailableException": ("server_error", True, "service unavailable"),
 }
 CONTEXT_WINDOW = ("context_window", False, "input too long for the model")
+# Claude models on Bedrock without extended thinking (it came with 3.7 Sonnet)
+_NO_THINKING = re.compile(r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-)", re.I)
+CLAUDE_MIN_BUDGET = 1024  # Claude's smallest thinking.budget_tokens
+THINKING_ROOM = 8192  # output beyond the budget when a thinking request sets no max_tokens
 # Claude models on Bedrock without prompt caching (it came with 3.5 Haiku and 3.7 Sonnet)
 _NO_CACHE = re.compile(r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-sonnet)", re.I)
 _TOO_LONG = re.compile(
@@ -299,7 +310,7 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
         if role == "user":
             blocks = _blocks(deployment, content)
         elif role == "assistant":
-            blocks = _blocks(deployment, content, text_only=True)
+            blocks = [*_reasoning_blocks(message), *_blocks(deployment, content, text_only=True)]
             calls = message.get("tool_calls")
             if calls:
                 if not isinstance(calls, list):
@@ -333,11 +344,78 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
     guardrail = guardrail_config(deployment)
     if guardrail is not None:
         payload["guardrailConfig"] = guardrail
+    extra: dict[str, Any] = {}
     top_k = body.get("top_k")
     if (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0
             and "anthropic." in deployment.model_id):
-        payload["additionalModelRequestFields"] = {"top_k": top_k}
+        extra["top_k"] = top_k
+    budget = _thinking_budget(deployment, body, messages)
+    if budget:
+        if "top_k" in extra or (_number(body.get("temperature")) and body["temperature"] != 1):
+            raise _bad_request(deployment, "Claude takes no temperature (other than 1) or top_k with "
+                                           "reasoning_effort (extended thinking); leave them out.")
+        limit = inference.get("maxTokens")
+        if limit is not None and limit <= budget:
+            raise _bad_request(deployment, f"max_tokens ({limit}) must be greater than the thinking budget "
+                                           f"reasoning_effort {body['reasoning_effort']!r} sets ({budget} tokens).")
+        payload["inferenceConfig"] = {**inference, "maxTokens": limit or budget + THINKING_ROOM}
+        extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if extra:
+        payload["additionalModelRequestFields"] = extra
     return payload
+
+
+def thinking(model_id: str) -> bool:
+    """Whether ``model_id`` takes Claude's extended thinking (from Claude 3.7 Sonnet on)."""
+    return "anthropic.claude" in model_id and not _NO_THINKING.search(model_id)
+
+
+def _thinking_budget(deployment: Deployment, body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
+    """The ``budget_tokens`` ``reasoning_effort`` asks of a Claude model (THINKING_BUDGETS, raised
+    to Claude's floor of 1024), or 0: none asked, ``none``, a model without thinking (the effort
+    is dropped, as OpenAI's non-reasoning models take none), or a conversation whose last
+    assistant turn calls tools without its reasoning blocks (Claude refuses thinking then)."""
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return 0
+    if effort not in THINKING_BUDGETS:
+        raise _bad_request(deployment, f"reasoning_effort must be one of {', '.join(THINKING_BUDGETS)} "
+                                       f"(got {effort!r}).")
+    if not THINKING_BUDGETS[effort] or not thinking(deployment.model_id):
+        return 0
+    assistants = [m for m in messages if m["role"] == "assistant"]
+    last = assistants[-1]["content"] if assistants else []
+    if any("toolUse" in b for b in last) and not (last and "reasoningContent" in last[0]):
+        return 0
+    return max(THINKING_BUDGETS[effort], CLAUDE_MIN_BUDGET)
+
+
+def _reasoning_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """``reasoningContent`` blocks for an assistant message's ``thinking_blocks`` (what answers
+    carry: ``{"type": "thinking", "thinking", "signature"}`` or ``{"type": "redacted_thinking",
+    "data"}``), which Claude wants back, unchanged, before a tool-calling turn's calls."""
+    out: list[dict[str, Any]] = []
+    for block in message.get("thinking_blocks") if isinstance(message.get("thinking_blocks"), list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str) and block.get("signature"):
+            out.append({"reasoningContent": {"reasoningText": {"text": block["thinking"],
+                                                               "signature": str(block["signature"])}}})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            out.append({"reasoningContent": {"redactedContent": block["data"]}})
+    return out
+
+
+def _thinking_block(reasoning: Any) -> dict[str, Any] | None:
+    """The ``thinking_blocks`` entry for a Converse ``reasoningContent`` block, or None."""
+    if not isinstance(reasoning, dict):
+        return None
+    text = reasoning.get("reasoningText")
+    if isinstance(text, dict) and isinstance(text.get("text"), str):
+        return {"type": "thinking", "thinking": text["text"], "signature": str(text.get("signature") or "")}
+    if isinstance(reasoning.get("redactedContent"), str):
+        return {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+    return None
 
 
 def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
@@ -386,17 +464,23 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
         raise bad_response(deployment, "answered without 'output.message.content'; is this the Bedrock Runtime?")
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     for block in message["content"]:
         if not isinstance(block, dict):
             continue
         if isinstance(block.get("toolUse"), dict):
             calls.append(_openai_call(block))
         elif isinstance(block.get("text"), str):
-            texts.append(block["text"])  # reasoningContent has no place in a chat message
+            texts.append(block["text"])
+        elif (thought := _thinking_block(block.get("reasoningContent"))) is not None:
+            thoughts.append(thought)
     text = "".join(texts)
     answer: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         answer["tool_calls"] = calls
+    if thoughts:
+        answer["reasoning_content"] = "".join(t.get("thinking", "") for t in thoughts)
+        answer["thinking_blocks"] = thoughts
     usage = usage_from_bedrock(obj.get("usage"))
     result = chat_completion(
         completion_id=f"chatcmpl-{request_id}",
@@ -469,7 +553,7 @@ class BedrockStreamTranslator:
     usage. Blocks are keyed by ``contentBlockIndex`` (a text block may start with a delta)."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_buffer", "_chunks", "_request_id",
-                 "_created", "_calls", "_stopped", "_failed")
+                 "_created", "_calls", "_stopped", "_failed", "_thoughts")
 
     def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
         self.usage: Usage | None = None
@@ -483,6 +567,7 @@ class BedrockStreamTranslator:
         self._calls: dict[int, int] = {}  # contentBlockIndex -> tool call index
         self._stopped = False
         self._failed: UpstreamFailure | None = None  # raised once the chunks before it are out
+        self._thoughts: dict[int, dict[str, Any]] = {}  # contentBlockIndex -> the reasoning block being streamed
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._failed is not None:
@@ -539,7 +624,9 @@ class BedrockStreamTranslator:
                     "function": {"name": str(use.get("name") or ""), "arguments": ""}}]}))
         elif event == "contentBlockDelta":
             delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
-            if isinstance(delta.get("text"), str) and delta["text"]:
+            if isinstance(delta.get("reasoningContent"), dict):
+                self._reasoning(as_int(obj.get("contentBlockIndex")), delta["reasoningContent"], chunks, out)
+            elif isinstance(delta.get("text"), str) and delta["text"]:
                 self.text_chars += len(delta["text"])
                 out.append(chunks.content(delta["text"]))
             elif isinstance(delta.get("toolUse"), dict):
@@ -548,6 +635,8 @@ class BedrockStreamTranslator:
                 if isinstance(fragment, str) and fragment and index is not None:
                     self.text_chars += len(fragment)
                     out.append(chunks.delta({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+        elif event == "contentBlockStop":
+            self._close_thought(as_int(obj.get("contentBlockIndex")), chunks, out)
         elif event == "messageStop":
             self._stopped = True
             self.finish_reason = _finish(obj.get("stopReason"), calls=bool(self._calls))
@@ -556,7 +645,26 @@ class BedrockStreamTranslator:
             usage = usage_from_bedrock(obj.get("usage"))
             if usage is not None:
                 self.usage = usage
-        # messageStart (the role chunk is sent above), contentBlockStop: nothing to relay
+        # messageStart: the role chunk is sent above
+
+    def _reasoning(self, index: int, delta: dict[str, Any], chunks: ChunkBuilder, out: list[bytes]) -> None:
+        """A ``reasoningContent`` delta: its text relayed as ``reasoning_content``, its signature
+        (or redacted content) kept until the block stops, when the whole block goes out as a
+        ``thinking_blocks`` delta (what a client sends back with a tool-calling turn)."""
+        thought = self._thoughts.setdefault(index, {"type": "thinking", "thinking": "", "signature": ""})
+        if isinstance(delta.get("text"), str) and delta["text"]:
+            thought["thinking"] += delta["text"]
+            self.text_chars += len(delta["text"])
+            out.append(chunks.delta({"reasoning_content": delta["text"]}))
+        if isinstance(delta.get("signature"), str):
+            thought["signature"] += delta["signature"]
+        if isinstance(delta.get("redactedContent"), str):
+            self._thoughts[index] = {"type": "redacted_thinking", "data": delta["redactedContent"]}
+
+    def _close_thought(self, index: int, chunks: ChunkBuilder, out: list[bytes]) -> None:
+        thought = self._thoughts.pop(index, None)
+        if thought is not None:
+            out.append(chunks.delta({"thinking_blocks": [thought]}))
 
 
 def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> BedrockStreamTranslator:

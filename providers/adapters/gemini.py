@@ -40,7 +40,14 @@ from providers.adapters.failures import (
     truncated_stream,
 )
 from providers.adapters.headers import deployment_headers, is_vertex
-from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
+from providers.adapters.messages import (
+    THINKING_BUDGETS,
+    chat_completion,
+    content_parts,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+)
 from providers.adapters.sse import ChunkBuilder, SSEDecoder
 from providers.adapters.types import (
     ChatResult,
@@ -90,11 +97,6 @@ STATUS_NAMES: dict[str, tuple[str, bool, str]] = {
     "UNAVAILABLE": ("server_error", True, "unavailable"),
     "DEADLINE_EXCEEDED": ("timeout", True, "deadline exceeded"),
 }
-# OpenAI's reasoning_effort -> thinkingConfig.thinkingBudget (tokens). low / medium / high are the
-# budgets Google's own OpenAI-compatible endpoint maps them to (1K, 8K, 24K); "none" turns
-# thinking off (Gemini 2.5 Pro cannot: it answers 400); "minimal" is 512, the smallest budget
-# every 2.5 model takes (Flash-Lite's floor).
-THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})  # Google answers these 400, not 401
 
 

@@ -221,7 +221,7 @@ def reasoning_effort(body: dict[str, Any]) -> str | None:
 
 
 def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effort: bool = False,
-                               cache: bool = False) -> dict[str, Any]:
+                               cache: bool = False, thoughts: bool = False) -> dict[str, Any]:
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
     as a ``tool`` message (before the rest of its user turn, which also takes the result's
@@ -230,7 +230,9 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
     equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it);
     ``effort=True`` turns an enabled ``thinking`` into ``reasoning_effort`` (see ``reasoning_effort``);
     ``cache=True`` keeps the blocks' and tools' ``cache_control`` markers on the parts and tools
-    they become (system blocks then stay separate parts), for an upstream that maps them (Bedrock)."""
+    they become (system blocks then stay separate parts), for an upstream that maps them (Bedrock);
+    ``thoughts=True`` keeps an assistant turn's signed ``thinking`` / ``redacted_thinking`` blocks
+    as its ``thinking_blocks`` (Bedrock's Claude wants them back with the turn's tool calls)."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system and cache and not isinstance(system, str) and any("cache_control" in b for b in system):
@@ -256,6 +258,10 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
             out: dict[str, Any] = {"role": "assistant", "content": text or None}
             if marks:  # a marker on the assistant turn: on the whole message (its blocks are merged)
                 out["cache_control"] = marks[-1]
+            kept = [{k: b[k] for k in ("type", "thinking", "signature", "data") if k in b}
+                    for b in content if b["type"] in ("thinking", "redacted_thinking")] if thoughts else []
+            if kept:
+                out["thinking_blocks"] = kept
             if calls:
                 out["tool_calls"] = calls
             if text or calls:
@@ -359,7 +365,10 @@ def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, mo
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
-    reasoning = _reasoning(message) if thinking else ""
+    signed = message.get("thinking_blocks") if thinking and isinstance(message.get("thinking_blocks"), list) else []
+    signed = [b for b in signed if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")]
+    reasoning = _reasoning(message) if thinking and not signed else ""
+    content.extend(signed)  # Bedrock's Claude: the blocks as signed, to be sent back with tool results
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
@@ -404,7 +413,8 @@ class MessagesStreamTranslator:
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, and from ``finish(usage)`` the last ``content_block_stop``,
     ``message_delta`` (stop reason, usage) and ``message_stop``. With ``thinking``, reasoning
-    deltas become a thinking block (``thinking_delta``). ``message_start`` carries
+    deltas become a thinking block (``thinking_delta``; a ``thinking_blocks`` delta's signature its
+    ``signature_delta``). ``message_start`` carries
     ``input_tokens`` (the request's estimated prompt: the real counts come at the end, in
     ``message_delta``) and is followed by one ``ping``, as Anthropic's streams are."""
 
@@ -443,6 +453,20 @@ class MessagesStreamTranslator:
             out.append(sse_event({"type": "content_block_stop", "index": self._block}))
             self._kind = ""
 
+    def _signed(self, out: list[bytes], block: Any) -> None:
+        """A whole signed thinking block an adapter sends once it ends (Bedrock's Claude): its
+        signature closes the open thinking block (``signature_delta``); a redacted one is a block
+        of its own."""
+        if not isinstance(block, dict):
+            return
+        if block.get("type") == "thinking" and block.get("signature") and self._kind == "thinking":
+            out.append(sse_event({"type": "content_block_delta", "index": self._block,
+                                  "delta": {"type": "signature_delta", "signature": str(block["signature"])}}))
+            self._close(out)
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            self._open(out, "redacted_thinking", {"type": "redacted_thinking", "data": block["data"]})
+            self._close(out)
+
     def feed(self, events: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
         self.start(out)
@@ -459,6 +483,8 @@ class MessagesStreamTranslator:
                         self._open(out, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
                     out.append(sse_event({"type": "content_block_delta", "index": self._block,
                                           "delta": {"type": "thinking_delta", "thinking": reasoning}}))
+                for block in delta.get("thinking_blocks") or () if self._thinking else ():
+                    self._signed(out, block)
                 text = delta.get("content")
                 if text:
                     if self._kind != "text":

@@ -47,7 +47,7 @@ Guardrails: a ``guardrailConfig`` is checked as Converse does (``invalid_guardra
 ``stopReason`` ``guardrail_intervened`` (and, with ``trace`` enabled, a ``trace.guardrail``).
 Reasoning: ``additionalModelRequestFields.thinking`` ``{"type": "enabled", "budget_tokens"}`` is
 checked as Claude does (``invalid_thinking``: at least 1024, below ``maxTokens``, no
-temperature, Claude only, and a tool-calling assistant turn sent back must start with its signed
+temperature but 1, no top_k, Claude only, and a tool-calling assistant turn sent back must start with its signed
 ``reasoningContent``); the answer then starts with a ``reasoningContent`` block (``reasoning``,
 signed with ``REASONING_SIGNATURE``), streamed as ``reasoningContent`` text deltas then a
 signature delta.
@@ -437,7 +437,7 @@ class FakeBedrock(FakeServer):
     def invalid_thinking(self, body: dict[str, Any], model: str) -> str | None:
         """Claude's extended thinking through ``additionalModelRequestFields.thinking``: ``{"type":
         "enabled", "budget_tokens" >= 1024}`` below ``inferenceConfig.maxTokens``, no
-        ``temperature``/``top_k`` change, Claude models only, and (as Anthropic requires) the last
+        ``temperature`` but 1, no ``top_k``, Claude models only, and (as Anthropic requires) the last
         assistant turn that calls a tool starts with its ``reasoningContent`` block."""
         if not self._thinking(body):
             return None
@@ -451,7 +451,8 @@ class FakeBedrock(FakeServer):
         if limit is not None and budget >= limit:
             return "The model returned the following errors: `max_tokens` must be greater than " \
                    "`thinking.budget_tokens`."
-        if "temperature" in (body.get("inferenceConfig") or {}) or "top_k" in body["additionalModelRequestFields"]:
+        temperature = (body.get("inferenceConfig") or {}).get("temperature", 1)
+        if temperature != 1 or "top_k" in body["additionalModelRequestFields"]:
             return "The model returned the following errors: temperature and top_k may not be set when thinking " \
                    "is enabled"
         assistants = [m for m in body.get("messages") or [] if m.get("role") == "assistant"]

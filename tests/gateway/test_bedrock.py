@@ -284,6 +284,69 @@ def test_a_provider_guardrail_is_sent_and_its_intervention_is_a_content_filter_s
         assert fake.requests[-1].path.endswith("/converse-stream") and "guardrailConfig" in fake.requests[-1].body
 
 
+SONNET_37 = "anthropic.claude-3-7-sonnet-20250219-v1:0"
+
+
+def priced(row, model_id: str) -> Decimal:
+    """``row``'s cost at the catalog prices of ``model_id`` (uncached input + reads + writes + output)."""
+    m = ProviderModel.objects.get(model_id=model_id)
+    uncached = row.input_tokens - row.cached_input_tokens - row.cache_write_tokens
+    return ((uncached * m.input_price + row.cached_input_tokens * m.cached_input_price
+             + row.cache_write_tokens * m.cache_write_price + row.output_tokens * m.output_price)
+            / Decimal(10**6)).quantize(CENT)
+
+
+def test_reasoning_effort_turns_on_claude_thinking_and_the_reasoning_comes_back(world, live):
+    with FakeBedrock(models=[SONNET_37], api_key=KEY, usage=USAGE, reply="42", reasoning="Six times seven.") as fake:
+        bedrock(world, fake)
+        client = sdk(live, world.chat_key)
+        raw = client.chat.completions.with_raw_response.create(
+            model=f"aws:{SONNET_37}", messages=HELLO, reasoning_effort="medium", max_tokens=10000)
+        answer = raw.parse()
+        message = answer.choices[0].message
+        assert message.content == "42" and message.reasoning_content == "Six times seven."
+        assert message.thinking_blocks == [{"type": "thinking", "thinking": "Six times seven.",
+                                            "signature": "EqoBCkgIARABGAIiQFakeReasoningSignature+/="}]
+        assert fake.requests[-1].body["additionalModelRequestFields"] == {
+            "thinking": {"type": "enabled", "budget_tokens": 8192}}
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.input_tokens, row.output_tokens) == (1500, 50) and row.cost == priced(row, SONNET_37)
+        assert row.cost > 0
+
+        stream = client.chat.completions.create(model=f"aws:{SONNET_37}", messages=HELLO, reasoning_effort="low",
+                                                stream=True)
+        deltas = [c.choices[0].delta for c in stream if c.choices]
+        assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "Six times seven."
+        assert "".join(d.content or "" for d in deltas) == "42"
+        row = wait_usage(stream.response.headers["x-request-id"])
+    assert row.stream and not row.tokens_estimated and row.cost == priced(row, SONNET_37)
+
+
+def test_the_messages_door_thinks_through_bedrock_and_sends_the_signed_thinking_back_with_tool_results(world, live):
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    with FakeBedrock(models=[SONNET_37], api_key=KEY, usage=USAGE, reply="18 degrees", reasoning="Use the tool.",
+                     tool_call={"id": "tooluse_1", "arguments": {"city": "Paris"}}) as fake:
+        bedrock(world, fake)
+        claude = anthropic.Anthropic(base_url=live.url, api_key=world.chat_key, max_retries=0)
+        thinking = {"type": "enabled", "budget_tokens": 2048}
+        first = claude.messages.create(model=f"aws:{SONNET_37}", max_tokens=20000, thinking=thinking,
+                                       tools=tools, messages=HELLO)
+        assert [b.type for b in first.content] == ["thinking", "tool_use"]
+        assert first.content[0].signature == "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
+        assert fake.requests[-1].body["additionalModelRequestFields"] == {
+            "thinking": {"type": "enabled", "budget_tokens": 1024}}  # 2048 is "low"
+        history = [*HELLO, {"role": "assistant", "content": first.content},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tooluse_1", "content": "18C"}]}]
+        with claude.messages.stream(model=f"aws:{SONNET_37}", max_tokens=20000, thinking=thinking, tools=tools,
+                                    messages=history) as stream:
+            final = stream.get_final_message()  # the fake refuses the turn unless its signed thinking leads it
+        assert [b.type for b in final.content] == ["thinking", "text"] and final.content[1].text == "18 degrees"
+        assert final.content[0].signature == "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
+        sent = fake.requests[-1].body["messages"][1]["content"]
+        assert sent[0] == {"reasoningContent": {"reasoningText": {
+            "text": "Use the tool.", "signature": "EqoBCkgIARABGAIiQFakeReasoningSignature+/="}}}
+
+
 def test_a_bedrock_api_key_goes_as_a_bearer_token(world, live):
     with FakeBedrock(models=[HAIKU], auth="bearer", api_key="ABSKQmVkcm9ja0FQSUtleS1mYWtl", reply="bearer ok") as fake:
         add_provider(world.tenant, fake, name="awskey", provider_type="bedrock", api_key="ABSKQmVkcm9ja0FQSUtleS1mYWtl",

@@ -156,6 +156,8 @@ def test_parse_chat_text_tool_use_stop_reasons_and_cache_usage():
     assert message["content"] == "Let me check." and obj["choices"][0]["finish_reason"] == "tool_calls"
     assert message["tool_calls"] == [{"id": "tooluse_9", "type": "function",
                                       "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]
+    assert message["reasoning_content"] == "hmm"
+    assert message["thinking_blocks"] == [{"type": "thinking", "thinking": "hmm", "signature": "sig"}]
     usage = result.usage
     assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens, usage.output_tokens) == (
         1230, 1000, 200, 12)
@@ -183,10 +185,13 @@ def _stream_bytes(*frames: bytes) -> bytes:
 
 TEXT_STREAM = _stream_bytes(
     event("messageStart", {"role": "assistant"}),
-    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}, "p": "abc"}),
-    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hidden"}}}),
-    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "lo!"}}),
+    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "thin"}}}),
+    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "king"}}}),
+    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "c2ln"}}}),
     event("contentBlockStop", {"contentBlockIndex": 0}),
+    event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Hel"}, "p": "abc"}),
+    event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "lo!"}}),
+    event("contentBlockStop", {"contentBlockIndex": 1}),
     event("messageStop", {"stopReason": "end_turn"}),
     event("metadata", {"usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 57, "cacheReadInputTokens": 50},
                        "metrics": {"latencyMs": 9}}),
@@ -199,7 +204,11 @@ def test_stream_text_split_anywhere(step):
     chunks = chunks_of(feed_all(translator, TEXT_STREAM, step))
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert stream_text(chunks) == "Hello!" and finish_reasons(chunks) == ["stop"]
-    assert translator.finish_reason == "stop" and translator.text_chars == 6
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "thinking"
+    assert [d["thinking_blocks"] for d in deltas if "thinking_blocks" in d] == [
+        [{"type": "thinking", "thinking": "thinking", "signature": "c2ln"}]]  # once, whole, when the block ends
+    assert translator.finish_reason == "stop" and translator.text_chars == 8 + 6  # reasoning is output too
     assert (translator.usage.input_tokens, translator.usage.cached_input_tokens, translator.usage.output_tokens) == (
         55, 50, 2)
 
@@ -492,3 +501,67 @@ def test_a_guardrail_intervening_is_a_content_filter_stop_in_answers_and_streams
                                       adapter.stream_translator(d, request_id="g2", created=1)))
         assert finish_reasons(chunks) == ["content_filter"]
         assert fake.requests[-1].body["guardrailConfig"]["guardrailIdentifier"] == "abcd1234efgh"
+
+
+# ----------------------------------------------------------------------------- reasoning
+SONNET_4 = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("minimal", 1024), ("low", 1024), ("medium", 8192),
+                                                ("high", 24576)])
+def test_reasoning_effort_becomes_claude_s_thinking_budget(effort, budget):
+    _, sent = build({"messages": HELLO, "reasoning_effort": effort, "max_tokens": 30000}, d=dep(model_id=SONNET_4))
+    assert sent["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": budget}}
+    assert sent["inferenceConfig"] == {"maxTokens": 30000}
+    _, sent = build({"messages": HELLO, "reasoning_effort": effort}, d=dep(model_id=SONNET_4))
+    assert sent["inferenceConfig"] == {"maxTokens": budget + 8192}  # room for the answer after the thinking
+
+
+def test_reasoning_effort_is_dropped_where_claude_cannot_think_and_refused_when_it_cannot_fit():
+    for model in (MODEL, "amazon.nova-pro-v1:0", "anthropic.claude-3-5-sonnet-20241022-v2:0"):
+        _, sent = build({"messages": HELLO, "reasoning_effort": "high"}, d=dep(model_id=model))
+        assert "additionalModelRequestFields" not in sent and "inferenceConfig" not in sent
+    assert "additionalModelRequestFields" not in build({"messages": HELLO, "reasoning_effort": "none"},
+                                                       d=dep(model_id=SONNET_4))[1]
+    for body, words in (({"reasoning_effort": "high", "max_tokens": 2000}, "max_tokens (2000) must be greater than "
+                                                                           "the thinking budget"),
+                        ({"reasoning_effort": "low", "temperature": 0.2}, "no temperature (other than 1) or top_k"),
+                        ({"reasoning_effort": "max"}, "reasoning_effort must be one of none, minimal, low")):
+        with pytest.raises(UpstreamFailure) as caught:
+            build({"messages": HELLO, **body}, d=dep(model_id=SONNET_4))
+        assert caught.value.kind == "bad_request" and words in caught.value.message
+
+
+def test_thinking_blocks_sent_back_lead_the_assistant_turn_and_a_turn_without_them_turns_thinking_off():
+    call = {"id": "tu1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    history = [*HELLO, {"role": "assistant", "content": None, "tool_calls": [call], "thinking_blocks": [
+        {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}, {"type": "redacted_thinking", "data": "ZW5j"}]},
+        {"role": "tool", "tool_call_id": "tu1", "content": "18C"}]
+    _, sent = build({"messages": history, "tools": [WEATHER_TOOL], "reasoning_effort": "low"},
+                    d=dep(model_id=SONNET_4))
+    assert sent["messages"][1]["content"][:2] == [
+        {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "c2ln"}}},
+        {"reasoningContent": {"redactedContent": "ZW5j"}}]
+    assert sent["additionalModelRequestFields"]["thinking"]["budget_tokens"] == 1024
+    del history[1]["thinking_blocks"]  # a client that kept only the calls: Claude would refuse thinking now
+    _, sent = build({"messages": history, "tools": [WEATHER_TOOL], "reasoning_effort": "low"},
+                    d=dep(model_id=SONNET_4))
+    assert "additionalModelRequestFields" not in sent
+
+
+def test_a_thinking_tool_conversation_round_trips_through_the_fake_with_its_signature():
+    with FakeBedrock(api_key=KEY, reasoning="Weather needs a tool.", reply="18 degrees",
+                     tool_call={"id": "tu1", "arguments": {"city": "Oslo"}}) as fake:
+        d = dep(fake.base_url, model_id=SONNET_4)
+        body = {"messages": HELLO, "tools": [WEATHER_TOOL], "reasoning_effort": "medium"}
+        first = validate_completion(adapter.parse_chat(
+            d, send(adapter.build_chat(d, body, stream=False)).content, request_id="t1").body)["choices"][0]["message"]
+        assert first["reasoning_content"] == "Weather needs a tool." and first["tool_calls"][0]["id"] == "tu1"
+        history = [*HELLO, {k: first[k] for k in ("role", "content", "tool_calls", "thinking_blocks")},
+                   {"role": "tool", "tool_call_id": "tu1", "content": "18C"}]
+        resp = send(adapter.build_chat(d, {**body, "messages": history}, stream=True))
+        assert resp.status_code == 200, resp.text  # the fake checks the signed block leads the turn
+        chunks = chunks_of(feed_all(adapter.stream_translator(d, request_id="t2", created=1), resp.content))
+        assert stream_text(chunks) == "18 degrees"
+        assert "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks if c["choices"]) == (
+            "Weather needs a tool.")

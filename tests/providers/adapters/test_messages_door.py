@@ -403,3 +403,30 @@ def test_cache_control_markers_survive_the_chat_translation_only_when_asked():
     plain = chat_request_from_messages(body)
     assert "cache_control" not in json.dumps(plain)
     assert plain["messages"][0] == {"role": "system", "content": "Rules.\n\nLong doc."}
+
+
+def test_signed_thinking_blocks_travel_both_ways_for_an_upstream_that_keeps_them():
+    thought = {"type": "thinking", "thinking": "6 x 7", "signature": "c2ln"}
+    body = minimal(messages=[*HELLO, {"role": "assistant", "content": [
+        thought, {"type": "redacted_thinking", "data": "ZW5j"},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}])
+    kept = chat_request_from_messages(body, thoughts=True)["messages"][1]
+    assert kept["thinking_blocks"] == [thought, {"type": "redacted_thinking", "data": "ZW5j"}]
+    assert "thinking_blocks" not in chat_request_from_messages(body)["messages"][1]
+    chat = {"choices": [{"finish_reason": "stop", "message": {
+        "content": "42", "reasoning_content": "6 x 7", "thinking_blocks": [thought]}}]}
+    message = message_from_chat(chat, Usage(), message_id="m", thinking=True)
+    assert message["content"][0] == thought and [b["type"] for b in message["content"]] == ["thinking", "text"]
+    Message.model_validate(message)
+    chunks = ChunkBuilder("c", 1, "claude")
+    translator = MessagesStreamTranslator(message_id="m", model="claude", thinking=True)
+    out = translator.feed([chunks.role(), chunks.delta({"reasoning_content": "6 x 7"}),
+                           chunks.delta({"thinking_blocks": [thought]}), chunks.content("42"), chunks.finish("stop")])
+    events = events_of(out + translator.finish(Usage(output_tokens=3)))
+    for event in events:
+        if event["type"] != "ping":
+            TypeAdapter(RawMessageStreamEvent).validate_python(event)
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert [d["type"] for d in deltas] == ["thinking_delta", "signature_delta", "text_delta"]
+    assert deltas[1]["signature"] == "c2ln"
