@@ -353,11 +353,14 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
     if budget:
         if "top_k" in extra or (_number(body.get("temperature")) and body["temperature"] != 1):
             raise _bad_request(deployment, "Claude takes no temperature (other than 1) or top_k with "
-                                           "reasoning_effort (extended thinking); leave them out.")
+                                           "extended thinking (reasoning_effort); leave them out.")
+        if isinstance(tools, dict) and ("any" in tools.get("toolChoice", {}) or "tool" in tools.get("toolChoice", {})):
+            raise _bad_request(deployment, "Claude cannot think while tool_choice forces a tool; use tool_choice "
+                                           "'auto', or leave reasoning_effort out.")
         limit = inference.get("maxTokens")
         if limit is not None and limit <= budget:
             raise _bad_request(deployment, f"max_tokens ({limit}) must be greater than the thinking budget "
-                                           f"reasoning_effort {body['reasoning_effort']!r} sets ({budget} tokens).")
+                                           f"({budget} tokens) that the request's reasoning_effort or thinking sets.")
         payload["inferenceConfig"] = {**inference, "maxTokens": limit or budget + THINKING_ROOM}
         extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if extra:
@@ -371,23 +374,33 @@ def thinking(model_id: str) -> bool:
 
 
 def _thinking_budget(deployment: Deployment, body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
-    """The ``budget_tokens`` ``reasoning_effort`` asks of a Claude model (THINKING_BUDGETS, raised
-    to Claude's floor of 1024), or 0: none asked, ``none``, a model without thinking (the effort
-    is dropped, as OpenAI's non-reasoning models take none), or a conversation whose last
-    assistant turn calls tools without its reasoning blocks (Claude refuses thinking then)."""
-    effort = body.get("reasoning_effort")
-    if effort is None:
+    """The ``budget_tokens`` a request asks of a Claude model: an enabled ``thinking`` object's
+    own, else ``reasoning_effort``'s (THINKING_BUDGETS, raised to Claude's floor of 1024); or 0:
+    none asked, ``none``, a model without thinking (dropped, as OpenAI's non-reasoning models take
+    no effort), or a conversation whose last assistant turn calls tools without its reasoning
+    blocks (Claude refuses thinking then)."""
+    effort, asked = body.get("reasoning_effort"), body.get("thinking")
+    if isinstance(asked, dict):  # Anthropic's own field (LiteLLM takes it too; the Messages door sends it)
+        budget = asked.get("budget_tokens")
+        if asked.get("type") != "enabled":
+            return 0
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < CLAUDE_MIN_BUDGET:
+            raise _bad_request(deployment, f"thinking.budget_tokens must be an integer of at least "
+                                           f"{CLAUDE_MIN_BUDGET} (got {budget!r}).")
+    elif effort is None:
         return 0
-    if effort not in THINKING_BUDGETS:
+    elif effort not in THINKING_BUDGETS:
         raise _bad_request(deployment, f"reasoning_effort must be one of {', '.join(THINKING_BUDGETS)} "
                                        f"(got {effort!r}).")
-    if not THINKING_BUDGETS[effort] or not thinking(deployment.model_id):
+    else:
+        budget = max(THINKING_BUDGETS[effort], CLAUDE_MIN_BUDGET) if THINKING_BUDGETS[effort] else 0
+    if not budget or not thinking(deployment.model_id):
         return 0
     assistants = [m for m in messages if m["role"] == "assistant"]
     last = assistants[-1]["content"] if assistants else []
     if any("toolUse" in b for b in last) and not (last and "reasoningContent" in last[0]):
         return 0
-    return max(THINKING_BUDGETS[effort], CLAUDE_MIN_BUDGET)
+    return budget
 
 
 def _reasoning_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -232,7 +232,8 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
     ``cache=True`` keeps the blocks' and tools' ``cache_control`` markers on the parts and tools
     they become (system blocks then stay separate parts), for an upstream that maps them (Bedrock);
     ``thoughts=True`` keeps an assistant turn's signed ``thinking`` / ``redacted_thinking`` blocks
-    as its ``thinking_blocks`` (Bedrock's Claude wants them back with the turn's tool calls)."""
+    as its ``thinking_blocks`` (Bedrock's Claude wants them back with the turn's tool calls) and an
+    enabled ``thinking`` as it is, its budget exact."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system and cache and not isinstance(system, str) and any("cache_control" in b for b in system):
@@ -295,6 +296,8 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
         chat["stop"] = body["stop_sequences"]
     if effort and (level := reasoning_effort(body)) is not None:
         chat["reasoning_effort"] = level
+    if thoughts and isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled":
+        chat["thinking"] = {"type": "enabled", "budget_tokens": body["thinking"].get("budget_tokens")}  # exact
     tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
     choice = body.get("tool_choice")
     if tools and not (isinstance(choice, dict) and choice["type"] == "none"):

@@ -334,7 +334,7 @@ def test_the_messages_door_thinks_through_bedrock_and_sends_the_signed_thinking_
         assert [b.type for b in first.content] == ["thinking", "tool_use"]
         assert first.content[0].signature == "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
         assert fake.requests[-1].body["additionalModelRequestFields"] == {
-            "thinking": {"type": "enabled", "budget_tokens": 1024}}  # 2048 is "low"
+            "thinking": {"type": "enabled", "budget_tokens": 2048}}  # the client's budget, exact
         history = [*HELLO, {"role": "assistant", "content": first.content},
                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tooluse_1", "content": "18C"}]}]
         with claude.messages.stream(model=f"aws:{SONNET_37}", max_tokens=20000, thinking=thinking, tools=tools,

@@ -526,10 +526,22 @@ def test_reasoning_effort_is_dropped_where_claude_cannot_think_and_refused_when_
     for body, words in (({"reasoning_effort": "high", "max_tokens": 2000}, "max_tokens (2000) must be greater than "
                                                                            "the thinking budget"),
                         ({"reasoning_effort": "low", "temperature": 0.2}, "no temperature (other than 1) or top_k"),
-                        ({"reasoning_effort": "max"}, "reasoning_effort must be one of none, minimal, low")):
+                        ({"reasoning_effort": "max"}, "reasoning_effort must be one of none, minimal, low"),
+                        ({"thinking": {"type": "enabled", "budget_tokens": 500}}, "at least 1024 (got 500)"),
+                        ({"reasoning_effort": "low", "tools": [WEATHER_TOOL], "tool_choice": "required"},
+                         "cannot think while tool_choice forces a tool")):
         with pytest.raises(UpstreamFailure) as caught:
             build({"messages": HELLO, **body}, d=dep(model_id=SONNET_4))
         assert caught.value.kind == "bad_request" and words in caught.value.message
+
+
+def test_an_anthropic_thinking_object_sets_the_budget_exactly_and_wins_over_the_effort():
+    body = {"messages": HELLO, "reasoning_effort": "high", "max_tokens": 9000,
+            "thinking": {"type": "enabled", "budget_tokens": 3000}}
+    _, sent = build(body, d=dep(model_id=SONNET_4))
+    assert sent["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 3000}}
+    _, sent = build({**body, "thinking": {"type": "disabled"}}, d=dep(model_id=SONNET_4))
+    assert "additionalModelRequestFields" not in sent
 
 
 def test_thinking_blocks_sent_back_lead_the_assistant_turn_and_a_turn_without_them_turns_thinking_off():

@@ -411,7 +411,10 @@ def test_signed_thinking_blocks_travel_both_ways_for_an_upstream_that_keeps_them
         thought, {"type": "redacted_thinking", "data": "ZW5j"},
         {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}])
-    kept = chat_request_from_messages(body, thoughts=True)["messages"][1]
+    asked = chat_request_from_messages({**body, "thinking": {"type": "enabled", "budget_tokens": 5000}},
+                                       thoughts=True, effort=True)
+    assert asked["thinking"] == {"type": "enabled", "budget_tokens": 5000} and asked["reasoning_effort"] == "medium"
+    kept = asked["messages"][1]
     assert kept["thinking_blocks"] == [thought, {"type": "redacted_thinking", "data": "ZW5j"}]
     assert "thinking_blocks" not in chat_request_from_messages(body)["messages"][1]
     chat = {"choices": [{"finish_reason": "stop", "message": {
