@@ -318,10 +318,10 @@ class Engine:
                     async with self.session.request(up.method, up.url, data=up.body, headers=up.headers,
                                                     timeout=attempt_timeout(timeout, stream=False)) as resp:
                         raw = await resp.read()
+                        headers = {k.lower(): v for k, v in resp.headers.items()}
                         if resp.status != 200:
-                            raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()},
-                                                      raw)
-                    data, usage = adapter.parse_embeddings(d, raw, request=request)
+                            raise adapter.parse_error(d, resp.status, headers, raw)
+                    data, usage = adapter.parse_embeddings(d, raw, request=request, headers=headers)
             except Exception as exc:  # noqa: BLE001
                 failure = _failure_from_exception(exc, d, timeout)
                 failure = self.tokens.refused(sent, failure)

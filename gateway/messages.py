@@ -59,15 +59,19 @@ MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anth
 
 # Provider types whose Chat Completions take ``reasoning_effort`` (Ollama's adapter and mock drop it).
 EFFORT_TYPES = frozenset({ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.OPENROUTER,
-                          ProviderType.AZURE})
+                          ProviderType.AZURE, ProviderType.BEDROCK})
 NO_TOP_K = frozenset({ProviderType.OPENAI, ProviderType.AZURE})  # they refuse top_k
+# Their adapters map cache_control markers (to cachePoint) and take signed thinking blocks back.
+CACHE_TYPES = frozenset({ProviderType.BEDROCK})
 
 
 def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
     """The Chat Completions request for a non-Anthropic target: ``top_k`` left out for OpenAI
-    and Azure (they refuse it), ``thinking`` as ``reasoning_effort`` where the upstream takes it."""
+    and Azure (they refuse it), ``thinking`` as ``reasoning_effort`` where the upstream takes it,
+    ``cache_control`` markers and signed thinking blocks kept where the adapter maps them."""
     return chat_request_from_messages(request, top_k=d.provider_type not in NO_TOP_K,
-                                      effort=d.provider_type in EFFORT_TYPES)
+                                      effort=d.provider_type in EFFORT_TYPES, cache=d.provider_type in CACHE_TYPES,
+                                      thoughts=d.provider_type in CACHE_TYPES)
 
 
 class _Targets:

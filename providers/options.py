@@ -33,7 +33,10 @@ Amazon Bedrock (``bedrock``):
   e.g. ``us-east-1``; the base URL defaults to ``https://bedrock-runtime.{region}.amazonaws.com``;
 - ``auth``: ``"sigv4"`` (default; the key is ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` or
   ``ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN`` and signs every request with SigV4) or
-  ``"bearer"`` (the key is a Bedrock API key sent as ``Authorization: Bearer``).
+  ``"bearer"`` (the key is a Bedrock API key sent as ``Authorization: Bearer``);
+- ``guardrail_identifier`` and ``guardrail_version`` (both or neither): a Bedrock guardrail (its id
+  or ARN; a version number or ``DRAFT``) applied to every Converse call as ``guardrailConfig``;
+  ``guardrail_trace`` (optional, with them): ``enabled``, ``disabled`` or ``enabled_full``.
 
 OpenAI-compatible (``openai_compatible``): ``preset``, the service it was created as
 (providers/presets.py), kept so that it keeps its preset's prices and catalog quirks behind any
@@ -64,6 +67,11 @@ _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
 BEDROCK_AUTH = ("sigv4", "bearer")
+BEDROCK_GUARDRAIL_FIELDS = ("guardrail_identifier", "guardrail_version", "guardrail_trace")
+GUARDRAIL_TRACE = ("enabled", "disabled", "enabled_full")
+# Converse's GuardrailConfiguration patterns: an id or a guardrail ARN; a version number or DRAFT.
+_GUARDRAIL_ID_RE = re.compile(r"^([a-z0-9]+|arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$")
+_GUARDRAIL_VERSION_RE = re.compile(r"^([1-9][0-9]{0,7}|DRAFT)$")
 
 
 def _azure(options: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +169,34 @@ def _bedrock(options: dict[str, Any]) -> dict[str, Any]:
             f"signs each request) or 'bearer' (the api_key is a Bedrock API key); got {auth!r}.",
             field="options",
         )
-    return {"region": region, "auth": auth}
+    return {"region": region, "auth": auth, **_guardrail(options)}
+
+
+def _guardrail(options: dict[str, Any]) -> dict[str, str]:
+    """``guardrail_identifier`` and ``guardrail_version`` (both or neither), ``guardrail_trace``
+    (with them only), checked as Converse's ``guardrailConfig`` takes them."""
+    identifier, version, trace = (options.get(f) for f in BEDROCK_GUARDRAIL_FIELDS)
+    if identifier is None and version is None:
+        if trace is not None:
+            raise InvalidInput("options.guardrail_trace goes with options.guardrail_identifier and "
+                               "options.guardrail_version (to remove a guardrail, send all three as null).",
+                               field="options")
+        return {}
+    if not isinstance(identifier, str) or len(identifier) > 2048 or not _GUARDRAIL_ID_RE.match(identifier.strip()):
+        raise InvalidInput("options.guardrail_identifier must be a Bedrock guardrail's id (e.g. 'abcd1234efgh') or "
+                           "ARN (arn:aws:bedrock:<region>:<account>:guardrail/<id>), given with "
+                           f"options.guardrail_version (got {identifier!r}).", field="options")
+    version = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
+    if not isinstance(version, str) or not _GUARDRAIL_VERSION_RE.match(version.strip()):
+        raise InvalidInput("options.guardrail_version must be the guardrail's version number (e.g. '1') or 'DRAFT', "
+                           f"given with options.guardrail_identifier (got {version!r}).", field="options")
+    out = {"guardrail_identifier": identifier.strip(), "guardrail_version": version.strip()}
+    if trace is not None:
+        if trace not in GUARDRAIL_TRACE:
+            raise InvalidInput(f"options.guardrail_trace must be one of {', '.join(GUARDRAIL_TRACE)} "
+                               f"(got {trace!r}).", field="options")
+        out["guardrail_trace"] = trace
+    return out
 
 
 def _openai_compatible(options: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +216,7 @@ OPTION_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[s
     ProviderType.AZURE: (frozenset({"api_version", "auth", "deployments", *ENTRA_FIELDS}), _azure),
     ProviderType.GEMINI: (frozenset({"auth", "project", "location"}), _gemini),
     ProviderType.OPENAI_COMPATIBLE: (frozenset({"preset"}), _openai_compatible),
-    ProviderType.BEDROCK: (frozenset({"region", "auth"}), _bedrock),
+    ProviderType.BEDROCK: (frozenset({"region", "auth", *BEDROCK_GUARDRAIL_FIELDS}), _bedrock),
 }
 
 

@@ -68,6 +68,25 @@ def catalog_prices(*, provider: Provider, model_id: str) -> Prices | None:
     return prices
 
 
+@dataclass(frozen=True)
+class KnownModel:
+    """A model genai-prices lists for a provider."""
+
+    model_id: str
+    name: str
+    context_window: int | None
+
+
+def known_models(genai_id: str) -> list[KnownModel]:
+    """The models genai-prices lists under provider ``genai_id`` (``google``, ``aws``…), those it
+    marks deprecated left out."""
+    for listed in data_snapshot.get_snapshot().providers:
+        if listed.id == genai_id:
+            return [KnownModel(m.id, m.name or "", m.context_window if isinstance(m.context_window, int) else None)
+                    for m in listed.models if not m.deprecated]
+    return []
+
+
 _EMBEDDING = re.compile(
     r"(^|[-_/:.])(text-)?embed(ding)?s?([-_/:.]|\d|$)|bge-|e5-|gte-|minilm|nomic-embed|mxbai-embed|voyage-", re.I
 )

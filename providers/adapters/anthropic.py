@@ -475,7 +475,7 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
-                     ) -> tuple[bytes, Usage]:
+                     headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
     raise UpstreamFailure(
         kind="bad_request",
         message=f"{deployment.provider_name}: Anthropic has no embeddings API; route embeddings to another provider.",

@@ -57,7 +57,7 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
-                     ) -> tuple[bytes, Usage]:
+                     headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
     return openai_wire.parse_embeddings_body(deployment, body, with_cost=False)
 
 

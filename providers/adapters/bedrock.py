@@ -18,9 +18,11 @@ event stream), and their answers, events, usage and errors translated back (wire
 - Errors: the exception name from ``x-amzn-errortype`` (the part before ``:``), else the body's
   ``__type`` (after ``#``); the message from the body's ``message``. A ValidationException that
   says the input is too long is ``context_window``.
-- Embeddings: Amazon Titan text embeddings through InvokeModel (``POST {base}/model/{id}/invoke``,
-  ``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
-  request as Titan takes it; other embedding models (Cohere's) are not translated."""
+- Embeddings through InvokeModel (``POST {base}/model/{id}/invoke``): Amazon Titan text embeddings
+  (``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
+  request as Titan takes it, and Cohere Embed (``{"texts", "input_type", "embedding_types"}`` →
+  ``{"embeddings": {"float": [...]}}``, the input tokens in the ``X-Amzn-Bedrock-Input-Token-Count``
+  header), up to 96 texts."""
 
 import re
 from functools import partial
@@ -32,11 +34,18 @@ from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.failures import bad_response, body_detail, failure, load_json, status_kind, truncated_stream
 from providers.adapters.headers import deployment_headers
-from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
+from providers.adapters.messages import (
+    THINKING_BUDGETS,
+    chat_completion,
+    content_parts,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+)
 from providers.adapters.sigv4 import aws_credentials, sigv4_headers
 from providers.adapters.sse import ChunkBuilder
 from providers.adapters.types import ChatResult, Deployment, UpstreamFailure, UpstreamRequest, Usage, output_limit
-from providers.adapters.usage import as_int, usage_to_openai
+from providers.adapters.usage import as_int, estimate_input_tokens, usage_to_openai
 
 IN_PROCESS = False  # builds HTTP requests and parses answers (see registry.py)
 DEFAULT_MAX_TOKENS = None  # Converse needs no output limit
@@ -80,6 +89,12 @@ EXCEPTIONS: dict[str, tuple[str, bool, str]] = {
     "ServiceUnavailableException": ("server_error", True, "service unavailable"),
 }
 CONTEXT_WINDOW = ("context_window", False, "input too long for the model")
+# Claude models on Bedrock without extended thinking (it came with 3.7 Sonnet)
+_NO_THINKING = re.compile(r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-)", re.I)
+CLAUDE_MIN_BUDGET = 1024  # Claude's smallest thinking.budget_tokens
+THINKING_ROOM = 8192  # output beyond the budget when a thinking request sets no max_tokens
+# Claude models on Bedrock without prompt caching (it came with 3.5 Haiku and 3.7 Sonnet)
+_NO_CACHE = re.compile(r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-sonnet)", re.I)
 _TOO_LONG = re.compile(
     r"too long|too many (input )?tokens|context (window|length)|maximum context|input length|"
     r"exceeds? the (maximum|max)\b.*tokens", re.I)
@@ -125,9 +140,40 @@ def _media_block(deployment: Deployment, url: str, what: str, *, name: str = "")
                                    "webp; documents: pdf, csv, doc(x), xls(x), html, txt, md).")
 
 
+def caching(model_id: str) -> bool:
+    """Whether ``model_id`` takes Converse's ``cachePoint`` blocks: Claude from 3.5 Haiku and 3.7
+    Sonnet on, and Amazon Nova (Bedrock's prompt-caching models); the others refuse them."""
+    return ("amazon.nova-" in model_id or "anthropic.claude" in model_id) and not _NO_CACHE.search(model_id)
+
+
+def _cache_point(marked: Any) -> dict[str, Any] | None:
+    """The ``cachePoint`` block for an Anthropic-style ``cache_control`` marker (``{"type":
+    "ephemeral", "ttl"?: "5m" | "1h"}``), or None when ``marked`` is none."""
+    if not isinstance(marked, dict) or marked.get("type") != "ephemeral":
+        return None
+    point: dict[str, Any] = {"type": "default"}
+    if marked.get("ttl") in ("5m", "1h"):
+        point["ttl"] = marked["ttl"]
+    return {"cachePoint": point}
+
+
 def _blocks(deployment: Deployment, content: Any, *, text_only: bool = False) -> list[dict[str, Any]]:
     """Converse content blocks for an OpenAI message ``content`` (string or parts); empty text
-    is left out (Converse refuses a blank text block)."""
+    is left out (Converse refuses a blank text block). A part marked with ``cache_control``
+    is followed by a ``cachePoint`` on a model that caches (markers are dropped on others)."""
+    if isinstance(content, list):
+        blocks: list[dict[str, Any]] = []
+        cache = caching(deployment.model_id)
+        for part in content:
+            blocks.extend(_part_blocks(deployment, [part], text_only=text_only))
+            point = _cache_point(part.get("cache_control")) if cache and isinstance(part, dict) else None
+            if point is not None and blocks:
+                blocks.append(point)
+        return blocks
+    return _part_blocks(deployment, content, text_only=text_only)
+
+
+def _part_blocks(deployment: Deployment, content: Any, *, text_only: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for kind, value in content_parts(content, text_only=text_only, refuse=partial(_bad_request, deployment)):
         if kind == "text":
@@ -146,6 +192,14 @@ def _tool_use(deployment: Deployment, call: Any) -> dict[str, Any]:
     function = call["function"]
     return {"toolUse": {"toolUseId": str(call.get("id") or ""), "name": str(function.get("name") or ""),
                         "input": tool_arguments(function.get("arguments"), provider=deployment.provider_name)}}
+
+
+def _marked(message: dict[str, Any]) -> Any:
+    """The ``cache_control`` of a message: its own, or its content's last part's."""
+    content = message.get("content")
+    if isinstance(content, list) and content and isinstance(content[-1], dict) and "cache_control" in content[-1]:
+        return content[-1]["cache_control"]
+    return message.get("cache_control")
 
 
 def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +230,9 @@ def _tool_config(deployment: Deployment, body: dict[str, Any], *, history_uses_t
         if function.get("description"):
             spec["description"] = str(function["description"])
         tools.append({"toolSpec": spec})
+        point = _cache_point(tool.get("cache_control")) if caching(deployment.model_id) else None
+        if point is not None:
+            tools.append(point)
     if not tools:
         return None
     choice = body.get("tool_choice")
@@ -216,11 +273,26 @@ def _inference_config(deployment: Deployment, body: dict[str, Any]) -> dict[str,
     return config
 
 
+def guardrail_config(deployment: Deployment) -> dict[str, Any] | None:
+    """The provider's guardrail (``options.guardrail_identifier`` / ``guardrail_version`` /
+    ``guardrail_trace``, checked in providers/options.py) as Converse's ``guardrailConfig``; the
+    same shape goes on ConverseStream (whose ``streamProcessingMode`` is left to its default)."""
+    identifier, version = deployment.option("guardrail_identifier"), deployment.option("guardrail_version")
+    if not identifier or not version:
+        return None
+    config = {"guardrailIdentifier": identifier, "guardrailVersion": version}
+    if deployment.option("guardrail_trace"):
+        config["trace"] = deployment.option("guardrail_trace")
+    return config
+
+
 def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """The Converse request for an OpenAI chat body: system/developer messages become
     ``system``, tool calls ``toolUse`` blocks, tool results ``toolResult`` blocks in a user turn;
     consecutive turns of one role merge (Converse wants them alternating). ``top_k`` goes in
-    ``additionalModelRequestFields`` for Anthropic models only (the others refuse it)."""
+    ``additionalModelRequestFields`` for Anthropic models only (the others refuse it).
+    Anthropic-style ``cache_control`` markers (on a content part, a whole message or a tool)
+    become ``cachePoint`` blocks right after what they mark, for models that cache."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     uses_tools = False
@@ -229,13 +301,16 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
             raise _bad_request(deployment, "every message must be an object.")
         role = message.get("role")
         content = message.get("content")
+        cache = caching(deployment.model_id)
+        point = _cache_point(message.get("cache_control")) if cache else None  # a marker on the whole message
         if role in ("system", "developer"):
-            system.extend(_blocks(deployment, content, text_only=True))
+            blocks = _blocks(deployment, content, text_only=True)
+            system.extend([*blocks, point] if point is not None and blocks else blocks)
             continue
         if role == "user":
             blocks = _blocks(deployment, content)
         elif role == "assistant":
-            blocks = _blocks(deployment, content, text_only=True)
+            blocks = [*_reasoning_blocks(message), *_blocks(deployment, content, text_only=True)]
             calls = message.get("tool_calls")
             if calls:
                 if not isinstance(calls, list):
@@ -245,9 +320,12 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
         elif role == "tool":
             role = "user"
             blocks = [_tool_result(message)]
+            point = _cache_point(_marked(message)) if cache else None
             uses_tools = True
         else:
             raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
+        if point is not None and blocks:
+            blocks.append(point)
         if not blocks:
             continue
         if messages and messages[-1]["role"] == role:
@@ -263,11 +341,94 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
     tools = _tool_config(deployment, body, history_uses_tools=uses_tools)
     if tools is not None:
         payload["toolConfig"] = tools
+    guardrail = guardrail_config(deployment)
+    if guardrail is not None:
+        payload["guardrailConfig"] = guardrail
+    extra: dict[str, Any] = {}
     top_k = body.get("top_k")
     if (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0
             and "anthropic." in deployment.model_id):
-        payload["additionalModelRequestFields"] = {"top_k": top_k}
+        extra["top_k"] = top_k
+    budget = _thinking_budget(deployment, body, messages)
+    if budget:
+        if "top_k" in extra or (_number(body.get("temperature")) and body["temperature"] != 1):
+            raise _bad_request(deployment, "Claude takes no temperature (other than 1) or top_k with "
+                                           "extended thinking (reasoning_effort); leave them out.")
+        if isinstance(tools, dict) and ("any" in tools.get("toolChoice", {}) or "tool" in tools.get("toolChoice", {})):
+            raise _bad_request(deployment, "Claude cannot think while tool_choice forces a tool; use tool_choice "
+                                           "'auto', or leave reasoning_effort out.")
+        limit = inference.get("maxTokens")
+        if limit is not None and limit <= budget:
+            raise _bad_request(deployment, f"max_tokens ({limit}) must be greater than the thinking budget "
+                                           f"({budget} tokens) that the request's reasoning_effort or thinking sets.")
+        payload["inferenceConfig"] = {**inference, "maxTokens": limit or budget + THINKING_ROOM}
+        extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if extra:
+        payload["additionalModelRequestFields"] = extra
     return payload
+
+
+def thinking(model_id: str) -> bool:
+    """Whether ``model_id`` takes Claude's extended thinking (from Claude 3.7 Sonnet on)."""
+    return "anthropic.claude" in model_id and not _NO_THINKING.search(model_id)
+
+
+def _thinking_budget(deployment: Deployment, body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
+    """The ``budget_tokens`` a request asks of a Claude model: an enabled ``thinking`` object's
+    own, else ``reasoning_effort``'s (THINKING_BUDGETS, raised to Claude's floor of 1024); or 0:
+    none asked, ``none``, a model without thinking (dropped, as OpenAI's non-reasoning models take
+    no effort), or a conversation whose last assistant turn calls tools without its reasoning
+    blocks (Claude refuses thinking then)."""
+    effort, asked = body.get("reasoning_effort"), body.get("thinking")
+    if isinstance(asked, dict):  # Anthropic's own field (LiteLLM takes it too; the Messages door sends it)
+        budget = asked.get("budget_tokens")
+        if asked.get("type") != "enabled":
+            return 0
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < CLAUDE_MIN_BUDGET:
+            raise _bad_request(deployment, f"thinking.budget_tokens must be an integer of at least "
+                                           f"{CLAUDE_MIN_BUDGET} (got {budget!r}).")
+    elif effort is None:
+        return 0
+    elif effort not in THINKING_BUDGETS:
+        raise _bad_request(deployment, f"reasoning_effort must be one of {', '.join(THINKING_BUDGETS)} "
+                                       f"(got {effort!r}).")
+    else:
+        budget = max(THINKING_BUDGETS[effort], CLAUDE_MIN_BUDGET) if THINKING_BUDGETS[effort] else 0
+    if not budget or not thinking(deployment.model_id):
+        return 0
+    assistants = [m for m in messages if m["role"] == "assistant"]
+    last = assistants[-1]["content"] if assistants else []
+    if any("toolUse" in b for b in last) and not (last and "reasoningContent" in last[0]):
+        return 0
+    return budget
+
+
+def _reasoning_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """``reasoningContent`` blocks for an assistant message's ``thinking_blocks`` (what answers
+    carry: ``{"type": "thinking", "thinking", "signature"}`` or ``{"type": "redacted_thinking",
+    "data"}``), which Claude wants back, unchanged, before a tool-calling turn's calls."""
+    out: list[dict[str, Any]] = []
+    for block in message.get("thinking_blocks") if isinstance(message.get("thinking_blocks"), list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str) and block.get("signature"):
+            out.append({"reasoningContent": {"reasoningText": {"text": block["thinking"],
+                                                               "signature": str(block["signature"])}}})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            out.append({"reasoningContent": {"redactedContent": block["data"]}})
+    return out
+
+
+def _thinking_block(reasoning: Any) -> dict[str, Any] | None:
+    """The ``thinking_blocks`` entry for a Converse ``reasoningContent`` block, or None."""
+    if not isinstance(reasoning, dict):
+        return None
+    text = reasoning.get("reasoningText")
+    if isinstance(text, dict) and isinstance(text.get("text"), str):
+        return {"type": "thinking", "thinking": text["text"], "signature": str(text.get("signature") or "")}
+    if isinstance(reasoning.get("redactedContent"), str):
+        return {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+    return None
 
 
 def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
@@ -316,17 +477,23 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
         raise bad_response(deployment, "answered without 'output.message.content'; is this the Bedrock Runtime?")
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     for block in message["content"]:
         if not isinstance(block, dict):
             continue
         if isinstance(block.get("toolUse"), dict):
             calls.append(_openai_call(block))
         elif isinstance(block.get("text"), str):
-            texts.append(block["text"])  # reasoningContent has no place in a chat message
+            texts.append(block["text"])
+        elif (thought := _thinking_block(block.get("reasoningContent"))) is not None:
+            thoughts.append(thought)
     text = "".join(texts)
     answer: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         answer["tool_calls"] = calls
+    if thoughts:
+        answer["reasoning_content"] = "".join(t.get("thinking", "") for t in thoughts)
+        answer["thinking_blocks"] = thoughts
     usage = usage_from_bedrock(obj.get("usage"))
     result = chat_completion(
         completion_id=f"chatcmpl-{request_id}",
@@ -399,7 +566,7 @@ class BedrockStreamTranslator:
     usage. Blocks are keyed by ``contentBlockIndex`` (a text block may start with a delta)."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_buffer", "_chunks", "_request_id",
-                 "_created", "_calls", "_stopped", "_failed")
+                 "_created", "_calls", "_stopped", "_failed", "_thoughts")
 
     def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
         self.usage: Usage | None = None
@@ -413,6 +580,7 @@ class BedrockStreamTranslator:
         self._calls: dict[int, int] = {}  # contentBlockIndex -> tool call index
         self._stopped = False
         self._failed: UpstreamFailure | None = None  # raised once the chunks before it are out
+        self._thoughts: dict[int, dict[str, Any]] = {}  # contentBlockIndex -> the reasoning block being streamed
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._failed is not None:
@@ -469,7 +637,9 @@ class BedrockStreamTranslator:
                     "function": {"name": str(use.get("name") or ""), "arguments": ""}}]}))
         elif event == "contentBlockDelta":
             delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
-            if isinstance(delta.get("text"), str) and delta["text"]:
+            if isinstance(delta.get("reasoningContent"), dict):
+                self._reasoning(as_int(obj.get("contentBlockIndex")), delta["reasoningContent"], chunks, out)
+            elif isinstance(delta.get("text"), str) and delta["text"]:
                 self.text_chars += len(delta["text"])
                 out.append(chunks.content(delta["text"]))
             elif isinstance(delta.get("toolUse"), dict):
@@ -478,6 +648,8 @@ class BedrockStreamTranslator:
                 if isinstance(fragment, str) and fragment and index is not None:
                     self.text_chars += len(fragment)
                     out.append(chunks.delta({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+        elif event == "contentBlockStop":
+            self._close_thought(as_int(obj.get("contentBlockIndex")), chunks, out)
         elif event == "messageStop":
             self._stopped = True
             self.finish_reason = _finish(obj.get("stopReason"), calls=bool(self._calls))
@@ -486,7 +658,26 @@ class BedrockStreamTranslator:
             usage = usage_from_bedrock(obj.get("usage"))
             if usage is not None:
                 self.usage = usage
-        # messageStart (the role chunk is sent above), contentBlockStop: nothing to relay
+        # messageStart: the role chunk is sent above
+
+    def _reasoning(self, index: int, delta: dict[str, Any], chunks: ChunkBuilder, out: list[bytes]) -> None:
+        """A ``reasoningContent`` delta: its text relayed as ``reasoning_content``, its signature
+        (or redacted content) kept until the block stops, when the whole block goes out as a
+        ``thinking_blocks`` delta (what a client sends back with a tool-calling turn)."""
+        thought = self._thoughts.setdefault(index, {"type": "thinking", "thinking": "", "signature": ""})
+        if isinstance(delta.get("text"), str) and delta["text"]:
+            thought["thinking"] += delta["text"]
+            self.text_chars += len(delta["text"])
+            out.append(chunks.delta({"reasoning_content": delta["text"]}))
+        if isinstance(delta.get("signature"), str):
+            thought["signature"] += delta["signature"]
+        if isinstance(delta.get("redactedContent"), str):
+            self._thoughts[index] = {"type": "redacted_thinking", "data": delta["redactedContent"]}
+
+    def _close_thought(self, index: int, chunks: ChunkBuilder, out: list[bytes]) -> None:
+        thought = self._thoughts.pop(index, None)
+        if thought is not None:
+            out.append(chunks.delta({"thinking_blocks": [thought]}))
 
 
 def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> BedrockStreamTranslator:
@@ -494,15 +685,38 @@ def stream_translator(deployment: Deployment, *, request_id: str, created: int) 
 
 
 # ----------------------------------------------------------------------------- embeddings
-TITAN_EMBED_PREFIX = "amazon.titan-embed-text"  # v1 and v2: the embedding models translated here
+TITAN_EMBED_PREFIX = "amazon.titan-embed-text"  # v1 and v2
 TITAN_V2_DIMENSIONS = (256, 512, 1024)
+COHERE_EMBED_PREFIX = "cohere.embed-"  # embed-english-v3, embed-multilingual-v3, embed-v4:0 (and their profiles)
+COHERE_MAX_TEXTS = 96  # Cohere Embed's per-request limit
+COHERE_V4_DIMENSIONS = (256, 512, 1024, 1536)
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+INPUT_TOKENS_HEADER = "x-amzn-bedrock-input-token-count"  # InvokeModel's count of the input tokens
+
+
+def embedding_model(model_id: str) -> bool:
+    """Whether the adapter translates embeddings for ``model_id`` (a foundation id or a profile of one)."""
+    return model_id.startswith(TITAN_EMBED_PREFIX) or COHERE_EMBED_PREFIX in model_id
 
 
 def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-    """``POST {base}/model/{id}/invoke`` with Titan's ``{"inputText", "dimensions"?}``, signed."""
-    if TITAN_EMBED_PREFIX not in deployment.model_id:
+    """``POST {base}/model/{id}/invoke``, signed: Titan's ``{"inputText", "dimensions"?}`` or
+    Cohere's ``{"texts", "input_type", "embedding_types": ["float"], "output_dimension"?}``."""
+    if COHERE_EMBED_PREFIX in deployment.model_id:
+        payload = _cohere_payload(deployment, body)
+    elif TITAN_EMBED_PREFIX in deployment.model_id:
+        payload = _titan_payload(deployment, body)
+    else:
         raise _bad_request(deployment, "embeddings are translated for Amazon Titan text embeddings "
-                                       f"({TITAN_EMBED_PREFIX}-*) only; route other embedding models elsewhere.")
+                                       f"({TITAN_EMBED_PREFIX}-*) and Cohere Embed ({COHERE_EMBED_PREFIX}*) only; "
+                                       "route other embedding models elsewhere.")
+    url = model_url(deployment, "invoke")
+    data = dumps(payload)
+    headers = deployment_headers(deployment)
+    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
+
+
+def _titan_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     raw = body.get("input")
     if isinstance(raw, list) and len(raw) == 1:
         raw = raw[0]
@@ -515,23 +729,61 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
         if "v2" not in deployment.model_id or dimensions not in TITAN_V2_DIMENSIONS:
             raise _bad_request(deployment, "'dimensions' is 256, 512 or 1024, for Titan Text Embeddings V2 only.")
         payload["dimensions"] = dimensions
-    url = model_url(deployment, "invoke")
-    data = dumps(payload)
-    headers = deployment_headers(deployment)
-    return UpstreamRequest(method="POST", url=url, headers=signed(deployment, "POST", url, headers, data), body=data)
+    return payload
+
+
+def _cohere_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    """Cohere Embed's body: ``input_type`` is the request's own (Cohere's extension of the
+    embeddings request), ``search_document`` by default; ``dimensions`` is Embed v4's
+    ``output_dimension``."""
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise _bad_request(deployment, "Cohere Embed takes a non-empty string or a list of non-empty strings "
+                                       "as 'input' (no token arrays).")
+    if len(texts) > COHERE_MAX_TEXTS:
+        raise _bad_request(deployment, f"Cohere Embed takes at most {COHERE_MAX_TEXTS} texts per request "
+                                       f"(got {len(texts)}); split the input.")
+    input_type = body.get("input_type", "search_document")
+    if input_type not in COHERE_INPUT_TYPES:
+        raise _bad_request(deployment, f"'input_type' is one of {', '.join(COHERE_INPUT_TYPES)} (got {input_type!r}).")
+    payload: dict[str, Any] = {"texts": texts, "input_type": input_type, "embedding_types": ["float"]}
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if "embed-v4" not in deployment.model_id or dimensions not in COHERE_V4_DIMENSIONS:
+            raise _bad_request(deployment, "'dimensions' is 256, 512, 1024 or 1536, for Cohere Embed v4 only "
+                                           "(v3 models answer 1024).")
+        payload["output_dimension"] = dimensions
+    return payload
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
-                     ) -> tuple[bytes, Usage]:
-    """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` as an OpenAI embeddings list, in
-    floats whatever ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64,
-    takes floats as they are)."""
+                     headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
+    """Titan's ``{"embedding": [...], "inputTextTokenCount": n}`` or Cohere's ``{"embeddings":
+    [[...]] | {"float": [[...]]}}`` as an OpenAI embeddings list, in floats whatever
+    ``encoding_format`` asked (as Ollama's: the openai SDK, which asks for base64, takes floats as
+    they are). Cohere's input tokens come from the ``X-Amzn-Bedrock-Input-Token-Count`` header
+    (Bedrock moves Cohere's ``meta`` there); without it they are estimated, and marked so."""
     obj = load_json(deployment, body, "an embedding")
-    vector = obj.get("embedding") if type(obj) is dict else None
-    if type(vector) is not list:
-        raise bad_response(deployment, "answered without an 'embedding' list; is this a Titan embeddings model?")
-    usage = Usage(input_tokens=as_int(obj.get("inputTextTokenCount")), estimated="inputTextTokenCount" not in obj)
-    result = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+    if type(obj) is not dict:
+        raise bad_response(deployment, "answered with JSON that is not an embedding.")
+    if COHERE_EMBED_PREFIX in deployment.model_id:
+        vectors = obj.get("embeddings")
+        if type(vectors) is dict:
+            vectors = vectors.get("float")
+        if type(vectors) is not list or not vectors or not all(type(v) is list for v in vectors):
+            raise bad_response(deployment, "answered without float 'embeddings'; is this a Cohere Embed model?")
+        counted = (headers or {}).get(INPUT_TOKENS_HEADER, "")
+        usage = Usage(input_tokens=int(counted)) if counted.strip().isdigit() else \
+            Usage(input_tokens=estimate_input_tokens((request or {}).get("input")), estimated=True)
+    else:
+        vector = obj.get("embedding")
+        if type(vector) is not list:
+            raise bad_response(deployment, "answered without an 'embedding' list; is this a Titan embeddings model?")
+        vectors = [vector]
+        usage = Usage(input_tokens=as_int(obj.get("inputTextTokenCount")), estimated="inputTextTokenCount" not in obj)
+    result = {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": v}
+                                         for i, v in enumerate(vectors)],
               "model": deployment.model_id,
               "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens}}
     return dumps(result), usage

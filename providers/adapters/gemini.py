@@ -4,7 +4,8 @@ body under ``…/projects/{p}/locations/{l}/publishers/google`` with a bearer to
 or one minted with a service account's JSON key: providers/adapters/credentials.py), and its
 answers, streams, ``usageMetadata`` and ``{"error": {code, message, status, details}}`` bodies
 translated back (wire-formats-2.md §5). Embeddings go to ``models/{model}:batchEmbedContents``
-(the Gemini API only), their input tokens estimated: Google counts none.
+on the Gemini API, their input tokens estimated (it counts none), and to ``models/{model}:predict``
+on Vertex AI, which counts each text's tokens.
 
 Usage: ``candidatesTokenCount`` does not include ``thoughtsTokenCount`` (the reference's
 example totals prompt + candidates + thoughts), and thinking is billed as output, so output =
@@ -39,7 +40,14 @@ from providers.adapters.failures import (
     truncated_stream,
 )
 from providers.adapters.headers import deployment_headers, is_vertex
-from providers.adapters.messages import chat_completion, content_parts, parse_data_url, text_of, tool_arguments
+from providers.adapters.messages import (
+    THINKING_BUDGETS,
+    chat_completion,
+    content_parts,
+    parse_data_url,
+    text_of,
+    tool_arguments,
+)
 from providers.adapters.sse import ChunkBuilder, SSEDecoder
 from providers.adapters.types import (
     ChatResult,
@@ -89,11 +97,6 @@ STATUS_NAMES: dict[str, tuple[str, bool, str]] = {
     "UNAVAILABLE": ("server_error", True, "unavailable"),
     "DEADLINE_EXCEEDED": ("timeout", True, "deadline exceeded"),
 }
-# OpenAI's reasoning_effort -> thinkingConfig.thinkingBudget (tokens). low / medium / high are the
-# budgets Google's own OpenAI-compatible endpoint maps them to (1K, 8K, 24K); "none" turns
-# thinking off (Gemini 2.5 Pro cannot: it answers 400); "minimal" is 512, the smallest budget
-# every 2.5 model takes (Flash-Lite's floor).
-THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})  # Google answers these 400, not 401
 
 
@@ -583,40 +586,70 @@ def stream_translator(deployment: Deployment, *, request_id: str, created: int) 
     return GeminiStreamTranslator(deployment, request_id=request_id, created=created)
 
 
-def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
-    """``POST {base}/models/{model}:batchEmbedContents`` with one ``EmbedContentRequest`` per
-    input text (``{"model": "models/{model}", "content": {"parts": [{"text"}]}}``, plus
-    ``outputDimensionality`` from ``dimensions``). The Gemini API only: Vertex AI embeds through
-    another method (``:predict``), not translated."""
-    if is_vertex(deployment.base_url):
-        raise _bad_request(deployment, "embeddings through Vertex AI are not supported; use a Gemini API "
-                                       "provider (generativelanguage.googleapis.com) for embedding models.")
+# Vertex AI's ``:predict`` takes at most 250 texts a request (20,000 tokens in all); Gemini's own
+# embedding models on Vertex take one (Google's "Get text embeddings" page).
+VERTEX_EMBED_LIMIT = 250
+VERTEX_ONE_TEXT_MODELS = ("gemini-embedding",)
+
+
+def _embedding_texts(deployment: Deployment, body: dict[str, Any]) -> list[str]:
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
         raise _bad_request(deployment, "embedding input must be a non-empty string or a list of non-empty strings "
                                        "(Gemini takes no token arrays).")
-    model = model_path(deployment.model_id)
-    extra: dict[str, Any] = {}
+    return texts
+
+
+def _dimensions(body: dict[str, Any]) -> dict[str, Any]:
     dimensions = body.get("dimensions")
     if isinstance(dimensions, int) and not isinstance(dimensions, bool) and dimensions > 0:
-        extra["outputDimensionality"] = dimensions
-    payload = {"requests": [{"model": model, "content": {"parts": [{"text": text}]}, **extra} for text in texts]}
+        return {"outputDimensionality": dimensions}
+    return {}
+
+
+def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRequest:
+    """The Gemini API: ``POST {base}/models/{model}:batchEmbedContents`` with one
+    ``EmbedContentRequest`` per input text (``{"model": "models/{model}", "content": {"parts":
+    [{"text"}]}}``, plus ``outputDimensionality`` from ``dimensions``). Vertex AI: ``POST
+    {base}/models/{model}:predict`` with ``{"instances": [{"content"}…], "parameters":
+    {"outputDimensionality"}?}``, refused (400) past Vertex's per-request limits."""
+    texts = _embedding_texts(deployment, body)
+    model = model_path(deployment.model_id)
+    extra = _dimensions(body)
+    if is_vertex(deployment.base_url):
+        name = deployment.model_id.rsplit("/", 1)[-1]
+        if len(texts) > 1 and name.startswith(VERTEX_ONE_TEXT_MODELS):
+            raise _bad_request(deployment, f"{name} on Vertex AI embeds one text per request; send 'input' as one "
+                                           f"string (got {len(texts)} texts).")
+        if len(texts) > VERTEX_EMBED_LIMIT:
+            raise _bad_request(deployment, f"Vertex AI embeds at most {VERTEX_EMBED_LIMIT} texts per request "
+                                           f"(got {len(texts)}); split the input.")
+        payload: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
+        if extra:
+            payload["parameters"] = extra
+        method = "predict"
+    else:
+        payload = {"requests": [{"model": model, "content": {"parts": [{"text": text}]}, **extra} for text in texts]}
+        method = "batchEmbedContents"
     return UpstreamRequest(
         method="POST",
-        url=f"{deployment.base_url}/{model}:batchEmbedContents",
+        url=f"{deployment.base_url}/{model}:{method}",
         headers=deployment_headers(deployment),
         body=dumps(payload),
     )
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
-                     ) -> tuple[bytes, Usage]:
-    """``{"embeddings": [{"values": [...]}, …]}`` as OpenAI's embeddings list (floats, whatever
-    ``encoding_format`` asked: SDKs decode only strings). The Gemini API reports no token count
-    for embeddings, so the input is estimated from ``request`` (``estimate_input_tokens``, 4
-    characters a token) and the usage marked estimated; a ``usageMetadata.promptTokenCount``,
-    should one come, is used instead."""
+                     headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
+    """The vectors as OpenAI's embeddings list (floats, whatever ``encoding_format`` asked: SDKs
+    decode only strings). The Gemini API's ``{"embeddings": [{"values"}…]}`` reports no token
+    count, so the input is estimated from ``request`` (``estimate_input_tokens``, 4 characters a
+    token) and the usage marked estimated (a ``usageMetadata.promptTokenCount``, should one
+    come, is used instead); Vertex AI's ``{"predictions": [{"embeddings": {"values",
+    "statistics": {"token_count"}}}…]}`` counts each text's tokens exactly."""
+    if is_vertex(deployment.base_url):
+        return _parse_predictions(deployment, body, request)
     obj = load_json(deployment, body, "a BatchEmbedContentsResponse")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a BatchEmbedContentsResponse.")
@@ -625,13 +658,45 @@ def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, 
     vectors = obj.get("embeddings")
     if type(vectors) is not list or not all(type(v) is dict and type(v.get("values")) is list for v in vectors):
         raise bad_response(deployment, "answered without an 'embeddings' list of values; is this the Gemini API?")
-    data = [{"object": "embedding", "index": i, "embedding": v["values"]} for i, v in enumerate(vectors)]
     metadata = obj.get("usageMetadata")
     tokens = as_int(metadata.get("promptTokenCount")) if isinstance(metadata, dict) else 0
     usage = Usage(input_tokens=tokens)
     if not tokens:
         usage = Usage(input_tokens=estimate_input_tokens((request or {}).get("input")), estimated=True)
-        tokens = usage.input_tokens
-    result = {"object": "list", "data": data, "model": deployment.model_id,
-              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    return dumps(result), usage
+    return _embedding_list(deployment, [v["values"] for v in vectors], usage), usage
+
+
+def _parse_predictions(deployment: Deployment, body: bytes, request: dict[str, Any] | None,
+                       ) -> tuple[bytes, Usage]:
+    obj = load_json(deployment, body, "a PredictResponse")
+    if type(obj) is not dict:
+        raise bad_response(deployment, "answered with JSON that is not a PredictResponse.")
+    if "error" in obj:
+        raise stream_error(deployment, obj["error"])
+    predictions = obj.get("predictions")
+    vectors: list[list[Any]] = []
+    counted = True
+    tokens = 0
+    for item in predictions if type(predictions) is list else [None]:
+        embeddings = item.get("embeddings") if type(item) is dict else None
+        values = embeddings.get("values") if type(embeddings) is dict else None
+        if type(values) is not list:
+            raise bad_response(deployment, "answered without 'predictions[].embeddings.values'; is this a Vertex AI "
+                                           "embedding model?")
+        vectors.append(values)
+        statistics = embeddings.get("statistics")
+        if type(statistics) is dict and "token_count" in statistics:
+            tokens += as_int(statistics["token_count"])
+        else:
+            counted = False
+    if not vectors:
+        raise bad_response(deployment, "answered with no predictions.")
+    usage = Usage(input_tokens=tokens) if counted else \
+        Usage(input_tokens=estimate_input_tokens((request or {}).get("input")), estimated=True)
+    return _embedding_list(deployment, vectors, usage), usage
+
+
+def _embedding_list(deployment: Deployment, vectors: list[list[Any]], usage: Usage) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    return dumps({"object": "list", "data": data, "model": deployment.model_id,
+                  "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens}})

@@ -9,6 +9,14 @@ from orjson import JSONDecodeError, dumps, loads
 
 from providers.adapters.types import UpstreamFailure
 
+# OpenAI's reasoning_effort -> a thinking budget in tokens, for the adapters whose upstream takes
+# one (Gemini's thinkingConfig.thinkingBudget, Claude's thinking.budget_tokens on Bedrock). low /
+# medium / high are the budgets Google's own OpenAI-compatible endpoint maps them to (1K, 8K,
+# 24K), which the Messages door's thresholds (providers/adapters/messages_door.py) map back to
+# the same efforts; "none" turns thinking off; "minimal" is 512, the smallest budget every Gemini
+# 2.5 model takes (an adapter raises it to its own model's floor).
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+
 
 def text_of(content: Any) -> str:
     """The text of an OpenAI message ``content`` (string, or list of parts)."""

@@ -172,6 +172,13 @@ def _source_url(source: dict[str, Any]) -> str:
     return str(source.get("url") or "")
 
 
+def _marked(part: dict[str, Any] | None, block: dict[str, Any], cache: bool) -> dict[str, Any] | None:
+    """``part`` with ``block``'s ``cache_control`` when ``cache`` (an upstream whose adapter maps it)."""
+    if part is not None and cache and "cache_control" in block:
+        return {**part, "cache_control": block["cache_control"]}
+    return part
+
+
 def _user_part(block: dict[str, Any]) -> dict[str, Any] | None:
     """A Chat Completions content part for a Messages user block (None: nothing to send)."""
     kind = block.get("type")
@@ -213,17 +220,26 @@ def reasoning_effort(body: dict[str, Any]) -> str | None:
     return next((effort for limit, effort in EFFORT_THRESHOLDS if budget < limit), "high")
 
 
-def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effort: bool = False) -> dict[str, Any]:
+def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effort: bool = False,
+                               cache: bool = False, thoughts: bool = False) -> dict[str, Any]:
     """The Chat Completions request for a (checked) Messages request: ``system`` first as a
     system message, ``tool_use`` blocks as the assistant's ``tool_calls``, each ``tool_result``
     as a ``tool`` message (before the rest of its user turn, which also takes the result's
     images), several blocks as several parts, tools and ``tool_choice`` renamed,
     ``stop_sequences`` → ``stop``, ``metadata.user_id`` → ``user``. Thinking blocks have no
     equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it);
-    ``effort=True`` turns an enabled ``thinking`` into ``reasoning_effort`` (see ``reasoning_effort``)."""
+    ``effort=True`` turns an enabled ``thinking`` into ``reasoning_effort`` (see ``reasoning_effort``);
+    ``cache=True`` keeps the blocks' and tools' ``cache_control`` markers on the parts and tools
+    they become (system blocks then stay separate parts), for an upstream that maps them (Bedrock);
+    ``thoughts=True`` keeps an assistant turn's signed ``thinking`` / ``redacted_thinking`` blocks
+    as its ``thinking_blocks`` (Bedrock's Claude wants them back with the turn's tool calls) and an
+    enabled ``thinking`` as it is, its budget exact."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
-    if system:
+    if system and cache and not isinstance(system, str) and any("cache_control" in b for b in system):
+        messages.append({"role": "system", "content": [_marked({"type": "text", "text": b["text"]}, b, cache)
+                                                       for b in system]})
+    elif system:
         text = system if isinstance(system, str) else "\n\n".join(b["text"] for b in system)
         messages.append({"role": "system", "content": text})
     for message in body["messages"]:
@@ -239,7 +255,14 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
             calls = [{"id": b["id"], "type": "function",
                       "function": {"name": b["name"], "arguments": dumps(b.get("input") or {}).decode()}}
                      for b in content if b["type"] == "tool_use"]
+            marks = [b["cache_control"] for b in content if "cache_control" in b] if cache else []
             out: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if marks:  # a marker on the assistant turn: on the whole message (its blocks are merged)
+                out["cache_control"] = marks[-1]
+            kept = [{k: b[k] for k in ("type", "thinking", "signature", "data") if k in b}
+                    for b in content if b["type"] in ("thinking", "redacted_thinking")] if thoughts else []
+            if kept:
+                out["thinking_blocks"] = kept
             if calls:
                 out["tool_calls"] = calls
             if text or calls:
@@ -249,13 +272,16 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
         for block in content:
             if block["type"] == "tool_result":
                 text, others = _tool_result(block)
-                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+                result: dict[str, Any] = {"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}
+                if cache and "cache_control" in block:
+                    result["cache_control"] = block["cache_control"]
+                messages.append(result)
                 attached.extend(others)
-            elif (part := _user_part(block)) is not None:
+            elif (part := _marked(_user_part(block), block, cache)) is not None:
                 parts.append(part)
         parts = attached + parts  # a tool's images follow its result, in the user turn
         if parts:
-            one_text = len(parts) == 1 and parts[0]["type"] == "text"
+            one_text = len(parts) == 1 and parts[0]["type"] == "text" and "cache_control" not in parts[0]
             messages.append({"role": "user", "content": parts[0]["text"] if one_text else parts})
 
     chat: dict[str, Any] = {"messages": messages, "max_tokens": body["max_tokens"]}
@@ -270,10 +296,12 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
         chat["stop"] = body["stop_sequences"]
     if effort and (level := reasoning_effort(body)) is not None:
         chat["reasoning_effort"] = level
+    if thoughts and isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled":
+        chat["thinking"] = {"type": "enabled", "budget_tokens": body["thinking"].get("budget_tokens")}  # exact
     tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
     choice = body.get("tool_choice")
     if tools and not (isinstance(choice, dict) and choice["type"] == "none"):
-        chat["tools"] = [_tool(t) for t in tools]
+        chat["tools"] = [_marked(_tool(t), t, cache) for t in tools]
         if isinstance(choice, dict):
             kind = choice["type"]
             chat["tool_choice"] = ("auto" if kind == "auto" else "required" if kind == "any"
@@ -340,7 +368,10 @@ def message_from_chat(chat: dict[str, Any], usage: Usage, *, message_id: str, mo
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
-    reasoning = _reasoning(message) if thinking else ""
+    signed = message.get("thinking_blocks") if thinking and isinstance(message.get("thinking_blocks"), list) else []
+    signed = [b for b in signed if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")]
+    reasoning = _reasoning(message) if thinking and not signed else ""
+    content.extend(signed)  # Bedrock's Claude: the blocks as signed, to be sent back with tool results
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
@@ -385,7 +416,8 @@ class MessagesStreamTranslator:
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, and from ``finish(usage)`` the last ``content_block_stop``,
     ``message_delta`` (stop reason, usage) and ``message_stop``. With ``thinking``, reasoning
-    deltas become a thinking block (``thinking_delta``). ``message_start`` carries
+    deltas become a thinking block (``thinking_delta``; a ``thinking_blocks`` delta's signature its
+    ``signature_delta``). ``message_start`` carries
     ``input_tokens`` (the request's estimated prompt: the real counts come at the end, in
     ``message_delta``) and is followed by one ``ping``, as Anthropic's streams are."""
 
@@ -424,6 +456,20 @@ class MessagesStreamTranslator:
             out.append(sse_event({"type": "content_block_stop", "index": self._block}))
             self._kind = ""
 
+    def _signed(self, out: list[bytes], block: Any) -> None:
+        """A whole signed thinking block an adapter sends once it ends (Bedrock's Claude): its
+        signature closes the open thinking block (``signature_delta``); a redacted one is a block
+        of its own."""
+        if not isinstance(block, dict):
+            return
+        if block.get("type") == "thinking" and block.get("signature") and self._kind == "thinking":
+            out.append(sse_event({"type": "content_block_delta", "index": self._block,
+                                  "delta": {"type": "signature_delta", "signature": str(block["signature"])}}))
+            self._close(out)
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            self._open(out, "redacted_thinking", {"type": "redacted_thinking", "data": block["data"]})
+            self._close(out)
+
     def feed(self, events: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
         self.start(out)
@@ -440,6 +486,8 @@ class MessagesStreamTranslator:
                         self._open(out, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
                     out.append(sse_event({"type": "content_block_delta", "index": self._block,
                                           "delta": {"type": "thinking_delta", "thinking": reasoning}}))
+                for block in delta.get("thinking_blocks") or () if self._thinking else ():
+                    self._signed(out, block)
                 text = delta.get("content")
                 if text:
                     if self._kind != "text":

@@ -315,7 +315,7 @@ def build_embeddings(deployment: Deployment, body: dict[str, Any]) -> UpstreamRe
 
 
 def parse_embeddings(deployment: Deployment, body: bytes, *, request: dict[str, Any] | None = None,
-                     ) -> tuple[bytes, Usage]:
+                     headers: dict[str, str] | None = None) -> tuple[bytes, Usage]:
     obj = load_json(deployment, body, "embeddings")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not an embeddings object.")

@@ -5,7 +5,8 @@ Every adapter module has ``IN_PROCESS`` and ``DEFAULT_MAX_TOKENS`` (the output l
 when a request sets none; None: no limit). An HTTP adapter (``IN_PROCESS = False``) offers
 ``build_chat``, ``parse_chat``, ``stream_translator``, ``build_embeddings``,
 ``parse_embeddings`` (given the embeddings request too, as ``request=``, for an upstream
-that counts no tokens: Gemini) and ``parse_error``; the engine sends the requests. One that answers
+that counts no tokens: Gemini; and the answer's lower-cased headers, as ``headers=``, for one
+that counts them there: Cohere on Bedrock) and ``parse_error``; the engine sends the requests. One that answers
 itself (``IN_PROCESS = True``: the mock) offers ``complete_chat``, ``stream_chat`` and
 ``embed``."""
 

@@ -6,10 +6,11 @@ the runtime's ``bedrock-runtime.{region}…``; see providers/base_urls.py
 - ``GET /foundation-models`` (ListFoundationModels, one page): the models that are ``ACTIVE``
   and callable by their id (``ON_DEMAND`` in ``inferenceTypesSupported``; not the ``…:200k``
   provisioned variants), with ``TEXT`` output as chat models or, for Amazon Titan's text
-  embeddings (the ones the adapter translates), ``EMBEDDING`` output as embedding models;
+  embeddings and Cohere Embed (the ones the adapter translates), ``EMBEDDING`` output as
+  embedding models;
 - ``GET /inference-profiles?type=SYSTEM_DEFINED`` (ListInferenceProfiles, paged with
   ``nextToken``): the ``ACTIVE`` cross-region profiles (``us.anthropic.…``, ``global.…``) of
-  text models, the only way to call the newest ones (whose foundation entry says
+  those models, the only way to call the newest ones (whose foundation entry says
   ``INFERENCE_PROFILE`` only). A 403 or 404 there (a role without
   ``bedrock:ListInferenceProfiles``, a proxy without it) leaves the profiles out rather than
   failing the sync.
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from providers.adapters.bedrock import TITAN_EMBED_PREFIX
+from providers.adapters.bedrock import embedding_model
 from providers.base_urls import bedrock_control_url
 from providers.catalog import CatalogEntry, entry_from_name
 from providers.fetchers.base import UpstreamError, require_list
@@ -50,7 +51,7 @@ def catalog_entry(provider: Provider, item: Any) -> CatalogEntry | None:
         return None
     if "TEXT" in outputs:
         mode = ModelMode.CHAT
-    elif "EMBEDDING" in outputs and item["modelId"].startswith(TITAN_EMBED_PREFIX):
+    elif "EMBEDDING" in outputs and embedding_model(item["modelId"]):
         mode = ModelMode.EMBEDDING
     else:
         return None
@@ -66,19 +67,27 @@ def catalog_entry(provider: Provider, item: Any) -> CatalogEntry | None:
 
 
 def profile_entry(provider: Provider, item: Any, foundations: dict[str, dict[str, Any]]) -> CatalogEntry | None:
-    """The entry for one ``InferenceProfileSummary`` of a text model, or None."""
+    """The entry for one ``InferenceProfileSummary`` of a text model or a translated embedding
+    model (Cohere Embed v4's ``us.``/``global.`` profiles), or None."""
     if not isinstance(item, dict) or not isinstance(item.get("inferenceProfileId"), str) or not _active(item):
         return None
     models = item.get("models") if isinstance(item.get("models"), list) else []
     arn = models[0].get("modelArn") if models and isinstance(models[0], dict) else None
     foundation = foundations.get(arn.rsplit("/", 1)[-1]) if isinstance(arn, str) else None
-    if foundation is None or "TEXT" not in _strings(foundation, "outputModalities"):
+    if foundation is None:
+        return None
+    outputs = _strings(foundation, "outputModalities")
+    if "TEXT" in outputs:
+        mode = ModelMode.CHAT
+    elif "EMBEDDING" in outputs and embedding_model(str(foundation.get("modelId"))):
+        mode = ModelMode.EMBEDDING
+    else:
         return None
     return entry_from_name(
         provider,
         item["inferenceProfileId"],
         display_name=str(item.get("inferenceProfileName") or ""),
-        mode=ModelMode.CHAT,
+        mode=mode,
         vision="IMAGE" in _strings(foundation, "inputModalities"),
     )
 

@@ -37,7 +37,20 @@ blocks without exactly one member, blank text, ``toolUse``/``toolResult`` withou
 
 InvokeModel for Amazon Titan text embeddings: ``POST /model/amazon.titan-embed-text-v*/invoke``
 ``{"inputText", "dimensions"?, "normalize"?}`` → ``{"embedding": [...dimensions floats],
-"inputTextTokenCount"}`` (the ``usage`` override's ``prompt_tokens``, else the word count).
+"inputTextTokenCount"}`` (the ``usage`` override's ``prompt_tokens``, else the word count), and for
+Cohere Embed (``cohere.embed-*``, profiles too) ``{"texts", "input_type", "embedding_types"?}`` →
+``{"embeddings": [[...]] | {"float": [[...]]}}`` with the count only in the
+``X-Amzn-Bedrock-Input-Token-Count`` header (every InvokeModel answer carries it).
+
+Guardrails: a ``guardrailConfig`` is checked as Converse does (``invalid_guardrail``); with
+``guardrail_blocks`` set, a prompt holding that word gets the guardrail's blocked message with
+``stopReason`` ``guardrail_intervened`` (and, with ``trace`` enabled, a ``trace.guardrail``).
+Reasoning: ``additionalModelRequestFields.thinking`` ``{"type": "enabled", "budget_tokens"}`` is
+checked as Claude does (``invalid_thinking``: at least 1024, below ``maxTokens``, no
+temperature but 1, no top_k, Claude only, and a tool-calling assistant turn sent back must start with its signed
+``reasoningContent``); the answer then starts with a ``reasoningContent`` block (``reasoning``,
+signed with ``REASONING_SIGNATURE``), streamed as ``reasoningContent`` text deltas then a
+signature delta.
 
 Usage mapping (as the Anthropic fake): ``Usage.prompt_tokens`` → ``inputTokens`` (uncached),
 ``cached_tokens`` → ``cacheReadInputTokens``, ``cache_creation_tokens`` →
@@ -48,6 +61,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -77,6 +91,8 @@ BEDROCK_ERRORS: dict[int, tuple[str, str]] = {
     503: ("ServiceUnavailableException", "Bedrock is unable to process your request."),
 }
 TOO_LONG = "Input is too long for requested model."
+GUARDRAIL_MESSAGE = "Sorry, the model cannot answer this question."  # a guardrail's default blocked message
+REASONING_SIGNATURE = "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
 PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"  # AWS pads events with a "p" member
 
 
@@ -111,11 +127,14 @@ class FakeBedrock(FakeServer):
     prefix_routes = (("POST", "/model/", "converse"),)
 
     def __init__(self, *, auth: str = "sigv4", region: str = "us-east-1", context_limit: int | None = None,
+                 guardrail_blocks: str | None = None, reasoning: str = "Let me think it through.",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.auth = auth
         self.region = region
         self.context_limit = context_limit
+        self.guardrail_blocks = guardrail_blocks  # a word the guardrail blocks in a prompt
+        self.reasoning = reasoning  # the reasoning text of a Claude answer with thinking enabled
         self.verified = 0  # requests whose SigV4 signature was recomputed and matched
 
     def response_headers(self) -> dict[str, str]:
@@ -304,6 +323,34 @@ class FakeBedrock(FakeServer):
             return "The toolConfig field must be defined when using toolUse and toolResult content blocks."
         return None
 
+    @staticmethod
+    def invalid_cache_points(body: dict[str, Any], model: str) -> str | None:
+        """Bedrock's prompt caching rules: ``cachePoint`` is ``{"type": "default", "ttl"?: "5m" |
+        "1h"}``, never the first block of a list, at most 4 in a request, and only on models
+        that cache (Claude from 3.5 Haiku / 3.7 Sonnet on, Amazon Nova)."""
+        lists = [body.get("system") or [], *[m.get("content") or [] for m in body.get("messages") or []],
+                 (body.get("toolConfig") or {}).get("tools") or []]
+        points = 0
+        for blocks in lists:
+            for j, block in enumerate(blocks):
+                if not isinstance(block, dict) or "cachePoint" not in block:
+                    continue
+                point = block["cachePoint"]
+                if not isinstance(point, dict) or point.get("type") != "default" or \
+                        set(point) - {"type", "ttl"} or point.get("ttl", "5m") not in ("5m", "1h"):
+                    return "Malformed input request: cachePoint must be {type: default, ttl?: 5m|1h}."
+                if j == 0:
+                    return "A cache point cannot be the first block: it marks the end of a cached prefix."
+                points += 1
+        if points > 4:
+            return f"A maximum of 4 cache points is allowed; found {points}."
+        cached = ("amazon.nova-" in model or "anthropic.claude" in model) and not re.search(
+            r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-sonnet)", model)
+        if points and not cached:
+            return "You invoked an unsupported model or your request did not allow prompt caching. See the " \
+                   "documentation for more information."
+        return None
+
     def tool_call_for(self, call: Call) -> tuple[str, str, dict[str, Any]] | None:
         tools = (call.body.get("toolConfig") or {}).get("tools") or []
         if not self.tool_call or not tools:
@@ -327,29 +374,105 @@ class FakeBedrock(FakeServer):
             return self.invoke(call, model)
         if operation not in ("converse", "converse-stream"):
             return self.error(404, f"Unknown operation: POST {call.req.path}")
-        if msg := self.invalid(call.body):
+        if msg := self.invalid(call.body) or self.invalid_cache_points(call.body, model):
             return self.error(400, msg)
         if bad := self.check_model(call):
             return bad
         if self.context_limit is not None and len(json.dumps(call.body["messages"]).split()) > self.context_limit:
             return self.error(400, TOO_LONG)
-        tool = self.tool_call_for(call)
-        text = "" if tool else self.reply_text(call)
+        if msg := self.invalid_guardrail(call.body, operation) or self.invalid_thinking(call.body, model):
+            return self.error(400, msg)
+        blocked = self.guardrail_intervenes(call.body)
+        tool = None if blocked else self.tool_call_for(call)
+        text = GUARDRAIL_MESSAGE if blocked else "" if tool else self.reply_text(call)
         usage = self.usage_for(call, json.dumps(tool[2]) if tool else text)
-        stop = "tool_use" if tool else "end_turn"
+        stop = "guardrail_intervened" if blocked else "tool_use" if tool else "end_turn"
+        thinking = self._thinking(call.body) and not blocked
         if operation == "converse-stream":
-            return self.stream(self._frames(call, text, tool, usage, stop))
+            return self.stream(self._frames(call, text, tool, usage, stop, thinking=thinking))
         block = {"toolUse": {"toolUseId": tool[0], "name": tool[1], "input": tool[2]}} if tool else {"text": text}
-        result: dict[str, Any] = {"output": {"message": {"role": "assistant", "content": [block]}},
+        content = [{"reasoningContent": {"reasoningText": {"text": self.reasoning, "signature": REASONING_SIGNATURE}}},
+                   block] if thinking else [block]
+        result: dict[str, Any] = {"output": {"message": {"role": "assistant", "content": content}},
                                   "stopReason": stop, "metrics": {"latencyMs": 42}}
+        if blocked and (call.body.get("guardrailConfig") or {}).get("trace") in ("enabled", "enabled_full"):
+            result["trace"] = {"guardrail": {"inputAssessment": {call.body["guardrailConfig"]["guardrailIdentifier"]: {
+                "contentPolicy": {"filters": [{"type": "MISCONDUCT", "confidence": "HIGH", "action": "BLOCKED"}]}}}}}
         if not call.fault("no_usage"):
             result["usage"] = self.usage_obj(usage)
         return Reply(body=result)
 
+    @staticmethod
+    def invalid_guardrail(body: dict[str, Any], operation: str) -> str | None:
+        """``guardrailConfig``: ``guardrailIdentifier`` (an id or a guardrail ARN) and
+        ``guardrailVersion`` (a number or ``DRAFT``), ``trace`` ``enabled|disabled|enabled_full``;
+        ConverseStream's may add ``streamProcessingMode`` ``sync|async``."""
+        config = body.get("guardrailConfig")
+        if config is None:
+            return None
+        allowed = {"guardrailIdentifier", "guardrailVersion", "trace"} | (
+            {"streamProcessingMode"} if operation == "converse-stream" else set())
+        if not isinstance(config, dict) or set(config) - allowed:
+            return f"Malformed input request: guardrailConfig takes only {', '.join(sorted(allowed))}."
+        if not re.fullmatch(r"[a-z0-9]+|arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+",
+                            str(config.get("guardrailIdentifier", ""))):
+            return "1 validation error detected: Value at 'guardrailConfig.guardrailIdentifier' failed to satisfy " \
+                   "constraint: Member must satisfy regular expression pattern."
+        if not re.fullmatch(r"[1-9][0-9]{0,7}|DRAFT", str(config.get("guardrailVersion", ""))):
+            return "1 validation error detected: Value at 'guardrailConfig.guardrailVersion' failed to satisfy " \
+                   "constraint: Member must satisfy regular expression pattern."
+        if config.get("trace", "disabled") not in ("enabled", "disabled", "enabled_full"):
+            return "Malformed input request: guardrailConfig.trace is not a valid enum value."
+        return None
+
+    def guardrail_intervenes(self, body: dict[str, Any]) -> bool:
+        return bool(body.get("guardrailConfig") and self.guardrail_blocks
+                    and self.guardrail_blocks in json.dumps(body.get("messages")))
+
+    @staticmethod
+    def _thinking(body: dict[str, Any]) -> bool:
+        thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
+        return isinstance(thinking, dict) and thinking.get("type") == "enabled"
+
+    def invalid_thinking(self, body: dict[str, Any], model: str) -> str | None:
+        """Claude's extended thinking through ``additionalModelRequestFields.thinking``: ``{"type":
+        "enabled", "budget_tokens" >= 1024}`` below ``inferenceConfig.maxTokens``, no
+        ``temperature`` but 1, no ``top_k``, Claude models only, and (as Anthropic requires) the last
+        assistant turn that calls a tool starts with its ``reasoningContent`` block."""
+        if not self._thinking(body):
+            return None
+        if "anthropic.claude" not in model:
+            return "The model returned the following errors: extraneous key [thinking] is not permitted"
+        budget = body["additionalModelRequestFields"]["thinking"].get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "The model returned the following errors: thinking.enabled.budget_tokens: Input should be " \
+                   "greater than or equal to 1024"
+        limit = (body.get("inferenceConfig") or {}).get("maxTokens")
+        if limit is not None and budget >= limit:
+            return "The model returned the following errors: `max_tokens` must be greater than " \
+                   "`thinking.budget_tokens`."
+        temperature = (body.get("inferenceConfig") or {}).get("temperature", 1)
+        if temperature != 1 or "top_k" in body["additionalModelRequestFields"]:
+            return "The model returned the following errors: temperature and top_k may not be set when thinking " \
+                   "is enabled"
+        assistants = [m for m in body.get("messages") or [] if m.get("role") == "assistant"]
+        last = assistants[-1]["content"] if assistants else []
+        if any("toolUse" in b for b in last):
+            first = last[0].get("reasoningContent") if last else None
+            text = (first or {}).get("reasoningText") if isinstance(first, dict) else None
+            if not isinstance(text, dict) or text.get("signature") != REASONING_SIGNATURE:
+                return "The model returned the following errors: messages.1.content.0.type: Expected `thinking` " \
+                       "or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final " \
+                       "`assistant` message must start with a thinking block (with its signature)."
+        return None
+
     def invoke(self, call: Call, model: str) -> Reply:
-        """InvokeModel for Titan text embeddings: ``{"inputText", "dimensions"?, "normalize"?}``."""
+        """InvokeModel for Titan text embeddings (``{"inputText", "dimensions"?, "normalize"?}``)
+        and Cohere Embed (see :meth:`invoke_cohere`)."""
+        if "cohere.embed-" in model:
+            return self.invoke_cohere(call, model)
         if not model.startswith("amazon.titan-embed-text"):
-            return self.error(400, "The fake invokes Titan text embeddings models only.")
+            return self.error(400, "The fake invokes Titan text embeddings and Cohere Embed models only.")
         body = call.body
         for key in body:
             if key not in ("inputText", "dimensions", "normalize", "embeddingTypes"):
@@ -362,23 +485,80 @@ class FakeBedrock(FakeServer):
             return self.error(400, f"Malformed input request: #/dimensions: {dimensions} is not a valid enum value")
         tokens = (self.usage or {}).get("prompt_tokens") or max(1, len(body["inputText"].split()))
         return Reply(body={"embedding": embedding_vector(body["inputText"], dimensions),
-                           "inputTextTokenCount": tokens})
+                           "inputTextTokenCount": tokens}, headers=self.invoke_headers(call, tokens))
+
+    def invoke_headers(self, call: Call, tokens: int) -> dict[str, str]:
+        """InvokeModel's count headers (left out under the ``no_usage`` fault)."""
+        if call.fault("no_usage"):
+            return {}
+        return {"X-Amzn-Bedrock-Input-Token-Count": str(tokens), "X-Amzn-Bedrock-Output-Token-Count": "0",
+                "X-Amzn-Bedrock-Invocation-Latency": "42"}
+
+    def invoke_cohere(self, call: Call, model: str) -> Reply:
+        """Cohere Embed: ``{"texts", "input_type", "embedding_types"?, "truncate"?, "output_dimension"?
+        (v4), "max_tokens"? (v4)}``, 1 to 96 texts, ``input_type`` required. With
+        ``embedding_types`` the answer is ``{"embeddings": {"float": [[...]]}, "response_type":
+        "embeddings_by_type"}``, else ``{"embeddings": [[...]], "response_type":
+        "embeddings_floats"}``; vectors 1024 long (v4: ``output_dimension``, default 1536). The
+        input tokens (the ``usage`` override's ``prompt_tokens``, else the words) are only in the
+        ``X-Amzn-Bedrock-Input-Token-Count`` header, as Bedrock sends them."""
+        body = call.body
+        v4 = "embed-v4" in model
+        known = {"texts", "input_type", "embedding_types", "truncate", "images"} | (
+            {"output_dimension", "max_tokens", "inputs"} if v4 else set())
+        for key in body:
+            if key not in known:
+                return self.error(400, f"Malformed input request: extraneous key [{key}] is not permitted, "
+                                       "please reformat your input and try again.")
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return self.error(400, "Malformed input request: #/texts: expected type: JSONArray of strings")
+        if len(texts) > 96:
+            return self.error(400, f"Malformed input request: #/texts: expected maximum item count: 96, found: "
+                                   f"{len(texts)}")
+        if body.get("input_type") not in ("search_document", "search_query", "classification", "clustering"):
+            return self.error(400, "Malformed input request: #: required key [input_type] not found")
+        types = body.get("embedding_types")
+        if types is not None and (not isinstance(types, list) or not set(types) <= {
+                "float", "int8", "uint8", "binary", "ubinary"}):
+            return self.error(400, "Malformed input request: #/embedding_types: not a valid enum value")
+        dim = body.get("output_dimension", 1536) if v4 else 1024
+        if dim not in (256, 512, 1024, 1536):
+            return self.error(400, f"Malformed input request: #/output_dimension: {dim} is not a valid enum value")
+        vectors = [embedding_vector(t, dim) for t in texts]
+        tokens = (self.usage or {}).get("prompt_tokens") or sum(max(1, len(t.split())) for t in texts)
+        result: dict[str, Any] = {"id": self.new_id("emb-"), "texts": texts}
+        if types:
+            result.update(embeddings={t: vectors for t in types if t == "float"}, response_type="embeddings_by_type")
+        else:
+            result.update(embeddings=vectors, response_type="embeddings_floats")
+        return Reply(body=result, headers=self.invoke_headers(call, tokens))
 
     def _frames(self, call: Call, text: str, tool: tuple[str, str, dict[str, Any]] | None, usage: Usage,
-                stop: str) -> Iterator[bytes]:
+                stop: str, *, thinking: bool = False) -> Iterator[bytes]:
         yield event("messageStart", {"role": "assistant", "p": PADDING[:10]})
+        index = 0
+        if thinking:  # reasoning first, in pieces, then its signature
+            for piece in self.text_chunks(call, self.reasoning):
+                yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {
+                    "text": piece}}, "p": PADDING[:6]})
+            yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {
+                "signature": REASONING_SIGNATURE}}, "p": PADDING[:2]})
+            yield event("contentBlockStop", {"contentBlockIndex": 0, "p": PADDING[:20]})
+            index = 1
         if tool:
-            yield event("contentBlockStart", {"contentBlockIndex": 0, "start": {
+            yield event("contentBlockStart", {"contentBlockIndex": index, "start": {
                 "toolUse": {"toolUseId": tool[0], "name": tool[1]}}, "p": PADDING[:5]})
             args = json.dumps(tool[2])
             half = len(args) // 2
             for piece in (args[:half], args[half:]):
-                yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}},
+                yield event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}},
                                                   "p": PADDING[:7]})
         else:
             for piece in self.text_chunks(call, text):  # a text block starts with its first delta
-                yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}, "p": PADDING[:3]})
-        yield event("contentBlockStop", {"contentBlockIndex": 0, "p": PADDING[:20]})
+                yield event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece},
+                                                  "p": PADDING[:3]})
+        yield event("contentBlockStop", {"contentBlockIndex": index, "p": PADDING[:20]})
         yield event("messageStop", {"stopReason": stop, "p": PADDING[:12]})
         if not call.fault("no_usage"):
             yield event("metadata", {"usage": self.usage_obj(usage), "metrics": {"latencyMs": 42}, "p": PADDING[:4]})

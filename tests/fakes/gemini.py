@@ -7,7 +7,9 @@ count), the paged catalog ``GET /v1beta/models`` (``pageSize`` default 50, max `
 ``pageToken``/``nextPageToken``) and ``GET /v1beta/models/{id}``. Vertex AI's
 ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`` (and
 the stream) answer the same. ``POST /v1beta/models/{model}:batchEmbedContents`` (the Gemini API
-only) answers ``{"embeddings": [{"values": [...]}]}``, one per request, with no token count.
+only) answers ``{"embeddings": [{"values": [...]}]}``, one per request, with no token count; Vertex AI's
+``POST …/publishers/google/models/{model}:predict`` answers ``{"predictions": [{"embeddings": {"values",
+"statistics": {"token_count"}}}]}``, one per instance (see ``route_predict``).
 The Gemini API wants ``x-goog-api-key`` (or ``?key=``): none is a
 403 ``PERMISSION_DENIED``, a wrong one a **400** ``INVALID_ARGUMENT`` with reason
 ``API_KEY_INVALID``; Vertex wants ``Authorization: Bearer`` (401 ``UNAUTHENTICATED``). Errors are
@@ -304,6 +306,8 @@ class FakeGemini(FakeServer):
         method = path.rsplit(":", 1)[-1] if ":" in path else ""
         if method == "batchEmbedContents" and "/projects/" not in path:
             return self.route_embed(call)
+        if method == "predict" and "/projects/" in path:
+            return self.route_predict(call)
         if method not in ("generateContent", "streamGenerateContent"):
             return self.error(404, f"Unknown request URL: POST {path}")
         if msg := self.invalid(call.body):
@@ -346,6 +350,44 @@ class FakeGemini(FakeServer):
             text = "".join(p["text"] for p in parts)
             embeddings.append({"values": embedding_vector(text, dim)})
         return Reply(body={"embeddings": embeddings})
+
+    def route_predict(self, call: Call) -> Reply:
+        """Vertex AI's ``:predict`` for text embedding models: ``{"instances": [{"content",
+        "task_type"?, "title"?}…], "parameters": {"outputDimensionality"?, "autoTruncate"?}?}``, at
+        most 250 instances (one for ``gemini-embedding-*``); one ``{"embeddings": {"values",
+        "statistics": {"token_count", "truncated"}}}`` per instance, its token count the text's
+        words (``usage`` ``prompt_tokens`` overrides the first). The ``no_usage`` fault leaves the
+        statistics out."""
+        if bad := self.check_model(call):
+            return bad
+        body = call.body
+        model = self._model(call)
+        instances = body.get("instances")
+        if set(body) - {"instances", "parameters"} or not isinstance(instances, list) or not instances:
+            return self.error(400, "Invalid JSON payload: 'instances' must be a non-empty list.")
+        limit = 1 if model.startswith("gemini-embedding") else 250
+        if len(instances) > limit:
+            return self.error(400, f"{len(instances)} instances were sent, but the model {model} takes at most "
+                                   f"{limit} per request.")
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict) or set(parameters) - {"outputDimensionality", "autoTruncate"}:
+            return self.error(400, "Invalid parameters: only outputDimensionality and autoTruncate are known.")
+        dim = parameters.get("outputDimensionality") or self.embedding_dim
+        predictions = []
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict) or not isinstance(instance.get("content"), str) \
+                    or set(instance) - {"content", "task_type", "title"}:
+                return self.error(400, f"Invalid instance {i}: a 'content' string is required.")
+            text = instance["content"]
+            count = max(1, len(text.split()))
+            if i == 0 and self.usage and "prompt_tokens" in self.usage:
+                count = int(self.usage["prompt_tokens"])
+            embedding: dict[str, Any] = {"values": embedding_vector(text, dim)}
+            if not call.fault("no_usage"):
+                embedding["statistics"] = {"token_count": count, "truncated": False}
+            predictions.append({"embeddings": embedding})
+        return Reply(body={"predictions": predictions, "metadata": {"billableCharacterCount": sum(
+            len(str(i["content"])) for i in instances)}})
 
     @staticmethod
     def _call_part(tool: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:

@@ -67,7 +67,9 @@ def test_catalog_sync_is_signed_keeps_on_demand_text_models_and_profiles_and_pri
     assert provider.sync_status == "ok", provider.last_sync_error
     rows = {m.model_id: m for m in ProviderModel.objects.filter(provider=provider)}
     assert set(rows) == {HAIKU, "amazon.nova-pro-v1:0", "amazon.titan-embed-text-v2:0", f"us.{SONNET}",
-                         "us.amazon.nova-premier-v1:0"}  # no Cohere embeddings profile: not a text model
+                         "us.amazon.nova-premier-v1:0", "cohere.embed-english-v3", "us.cohere.embed-v4:0"}
+    for cohere in ("cohere.embed-english-v3", "us.cohere.embed-v4:0"):  # genai-prices' aws list has no Cohere
+        assert (rows[cohere].mode, rows[cohere].input_price) == (ModelMode.EMBEDDING, None)
     sonnet = rows[f"us.{SONNET}"]
     assert (sonnet.display_name, sonnet.supports_vision, sonnet.input_price, sonnet.cache_write_price) == (
         "US Claude Sonnet 4 5 20250929", True, Decimal("3.3"), Decimal("4.125"))
@@ -150,6 +152,30 @@ def test_titan_embeddings_through_the_gateway_are_priced(world, live):
     assert (row.input_tokens, row.cost) == (5000, (5000 * Decimal("0.02") / Decimal(10**6)).quantize(CENT))
 
 
+def test_cohere_embeddings_through_the_gateway_record_bedrock_s_token_count(world, live):
+    cohere = {"id": "cohere.embed-v4:0", "outputModalities": ["EMBEDDING"], "inputModalities": ["TEXT", "IMAGE"]}
+    with FakeBedrock(models=[cohere], api_key=KEY, usage={"prompt_tokens": 4200}) as fake:
+        bedrock(world, fake)
+        model = ProviderModel.objects.get(model_id="cohere.embed-v4:0")
+        model.input_price, model.output_price = Decimal("0.12"), Decimal(0)  # USD per million: set by hand
+        model.save(update_fields=["input_price", "output_price"])
+        client = sdk(live, world.chat_key)
+        raw = client.embeddings.with_raw_response.create(
+            model="aws:cohere.embed-v4:0", input=["hello there", "general kenobi"], dimensions=256,
+            extra_body={"input_type": "search_query"})
+        result = raw.parse()
+        assert [len(d.embedding) for d in result.data] == [256, 256] and result.usage.prompt_tokens == 4200
+        assert fake.requests[-1].path == "/model/cohere.embed-v4:0/invoke"
+        assert fake.requests[-1].body == {"texts": ["hello there", "general kenobi"], "input_type": "search_query",
+                                          "embedding_types": ["float"], "output_dimension": 256}
+        row = wait_usage(raw.headers["x-request-id"])
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="aws:cohere.embed-v4:0", input=["x"] * 97)
+        assert "at most 96 texts per request (got 97)" in str(caught.value)
+    assert (row.input_tokens, row.tokens_estimated) == (4200, False)
+    assert row.cost == (4200 * Decimal("0.12") / Decimal(10**6)).quantize(CENT)
+
+
 def test_tool_calls_round_trip(world, live):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -204,6 +230,121 @@ def test_the_messages_and_responses_doors_reach_bedrock_through_chat(world, live
         row = wait_usage(raw.headers["x-request-id"])
     assert response.output_text == "Hi from Bedrock" and sent["system"] == [{"text": "Be brief."}]
     assert (row.api, row.cost) == ("responses", expected_cost(300, 1000, 200, 50))
+
+
+def test_cache_control_markers_reach_bedrock_as_cache_points_from_chat_and_the_messages_door(world, live):
+    mark = {"type": "ephemeral"}
+    with FakeBedrock(models=[HAIKU], api_key=KEY, usage=USAGE, reply="cached") as fake:
+        bedrock(world, fake)
+        raw = sdk(live, world.chat_key).chat.completions.with_raw_response.create(model=f"aws:{HAIKU}", messages=[
+            {"role": "system", "content": [{"type": "text", "text": "Long rules.", "cache_control": mark}]},
+            {"role": "user", "content": [{"type": "text", "text": "Say hello", "cache_control": mark}]}])
+        completion = raw.parse()
+        sent = fake.requests[-1].body
+        assert sent["system"] == [{"text": "Long rules."}, {"cachePoint": {"type": "default"}}]
+        assert sent["messages"][0]["content"] == [{"text": "Say hello"}, {"cachePoint": {"type": "default"}}]
+        assert completion.usage.prompt_tokens_details.cached_tokens == 1000
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.input_tokens, row.cached_input_tokens, row.cost) == (1500, 1000, expected_cost(300, 1000, 200, 50))
+
+        claude = anthropic.Anthropic(base_url=live.url, api_key=world.chat_key, max_retries=0)
+        raw = claude.messages.with_raw_response.create(
+            model=f"aws:{HAIKU}", max_tokens=50, system=[{"type": "text", "text": "Be brief.", "cache_control": mark}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Say hello", "cache_control": mark}]}])
+        message = raw.parse()
+        sent = fake.requests[-1].body
+        assert sent["system"] == [{"text": "Be brief."}, {"cachePoint": {"type": "default"}}]
+        assert sent["messages"][0]["content"] == [{"text": "Say hello"}, {"cachePoint": {"type": "default"}}]
+        assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (1000, 200)
+        row = wait_usage(raw.headers["x-request-id"])
+    assert (row.api, row.cost) == ("messages", expected_cost(300, 1000, 200, 50))
+
+
+def test_a_provider_guardrail_is_sent_and_its_intervention_is_a_content_filter_stop(world, live):
+    options = {"region": "us-east-1", "guardrail_identifier": "abcd1234efgh", "guardrail_version": "DRAFT",
+               "guardrail_trace": "enabled"}
+    with FakeBedrock(models=[HAIKU], api_key=KEY, usage=USAGE, reply="fine", guardrail_blocks="forbidden") as fake:
+        bedrock(world, fake, options=options)
+        client = sdk(live, world.chat_key)
+        answer = client.chat.completions.create(model=f"aws:{HAIKU}", messages=HELLO)
+        assert answer.choices[0].message.content == "fine"
+        assert fake.requests[-1].body["guardrailConfig"] == {
+            "guardrailIdentifier": "abcd1234efgh", "guardrailVersion": "DRAFT", "trace": "enabled"}
+        raw = client.chat.completions.with_raw_response.create(
+            model=f"aws:{HAIKU}", messages=[{"role": "user", "content": "something forbidden"}])
+        blocked = raw.parse()
+        assert blocked.choices[0].finish_reason == "content_filter"
+        assert blocked.choices[0].message.content == "Sorry, the model cannot answer this question."
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.status, row.cost) == ("ok", expected_cost(300, 1000, 200, 50))  # Bedrock bills the tokens
+        stream = client.chat.completions.create(model=f"aws:{HAIKU}", messages=[
+            {"role": "user", "content": "something forbidden"}], stream=True)
+        assert [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason] == [
+            "content_filter"]
+        assert fake.requests[-1].path.endswith("/converse-stream") and "guardrailConfig" in fake.requests[-1].body
+
+
+SONNET_37 = "anthropic.claude-3-7-sonnet-20250219-v1:0"
+
+
+def priced(row, model_id: str) -> Decimal:
+    """``row``'s cost at the catalog prices of ``model_id`` (uncached input + reads + writes + output)."""
+    m = ProviderModel.objects.get(model_id=model_id)
+    uncached = row.input_tokens - row.cached_input_tokens - row.cache_write_tokens
+    return ((uncached * m.input_price + row.cached_input_tokens * m.cached_input_price
+             + row.cache_write_tokens * m.cache_write_price + row.output_tokens * m.output_price)
+            / Decimal(10**6)).quantize(CENT)
+
+
+def test_reasoning_effort_turns_on_claude_thinking_and_the_reasoning_comes_back(world, live):
+    with FakeBedrock(models=[SONNET_37], api_key=KEY, usage=USAGE, reply="42", reasoning="Six times seven.") as fake:
+        bedrock(world, fake)
+        client = sdk(live, world.chat_key)
+        raw = client.chat.completions.with_raw_response.create(
+            model=f"aws:{SONNET_37}", messages=HELLO, reasoning_effort="medium", max_tokens=10000)
+        answer = raw.parse()
+        message = answer.choices[0].message
+        assert message.content == "42" and message.reasoning_content == "Six times seven."
+        assert message.thinking_blocks == [{"type": "thinking", "thinking": "Six times seven.",
+                                            "signature": "EqoBCkgIARABGAIiQFakeReasoningSignature+/="}]
+        assert fake.requests[-1].body["additionalModelRequestFields"] == {
+            "thinking": {"type": "enabled", "budget_tokens": 8192}}
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.input_tokens, row.output_tokens) == (1500, 50) and row.cost == priced(row, SONNET_37)
+        assert row.cost > 0
+
+        stream = client.chat.completions.create(model=f"aws:{SONNET_37}", messages=HELLO, reasoning_effort="low",
+                                                stream=True)
+        deltas = [c.choices[0].delta for c in stream if c.choices]
+        assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "Six times seven."
+        assert "".join(d.content or "" for d in deltas) == "42"
+        row = wait_usage(stream.response.headers["x-request-id"])
+    assert row.stream and not row.tokens_estimated and row.cost == priced(row, SONNET_37)
+
+
+def test_the_messages_door_thinks_through_bedrock_and_sends_the_signed_thinking_back_with_tool_results(world, live):
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    with FakeBedrock(models=[SONNET_37], api_key=KEY, usage=USAGE, reply="18 degrees", reasoning="Use the tool.",
+                     tool_call={"id": "tooluse_1", "arguments": {"city": "Paris"}}) as fake:
+        bedrock(world, fake)
+        claude = anthropic.Anthropic(base_url=live.url, api_key=world.chat_key, max_retries=0)
+        thinking = {"type": "enabled", "budget_tokens": 2048}
+        first = claude.messages.create(model=f"aws:{SONNET_37}", max_tokens=20000, thinking=thinking,
+                                       tools=tools, messages=HELLO)
+        assert [b.type for b in first.content] == ["thinking", "tool_use"]
+        assert first.content[0].signature == "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
+        assert fake.requests[-1].body["additionalModelRequestFields"] == {
+            "thinking": {"type": "enabled", "budget_tokens": 2048}}  # the client's budget, exact
+        history = [*HELLO, {"role": "assistant", "content": first.content},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tooluse_1", "content": "18C"}]}]
+        with claude.messages.stream(model=f"aws:{SONNET_37}", max_tokens=20000, thinking=thinking, tools=tools,
+                                    messages=history) as stream:
+            final = stream.get_final_message()  # the fake refuses the turn unless its signed thinking leads it
+        assert [b.type for b in final.content] == ["thinking", "text"] and final.content[1].text == "18 degrees"
+        assert final.content[0].signature == "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
+        sent = fake.requests[-1].body["messages"][1]["content"]
+        assert sent[0] == {"reasoningContent": {"reasoningText": {
+            "text": "Use the tool.", "signature": "EqoBCkgIARABGAIiQFakeReasoningSignature+/="}}}
 
 
 def test_a_bedrock_api_key_goes_as_a_bearer_token(world, live):

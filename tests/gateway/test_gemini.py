@@ -4,6 +4,7 @@ SDK) translated to generateContent against FakeGemini with the exact cost in the
 (thoughts billed as output, cached input at the cache price), tool calls both ways, Vertex AI's
 path and bearer token, and a 429 with RetryInfo falling back or answered with retry-after."""
 
+import json
 from decimal import Decimal
 
 import anthropic
@@ -14,7 +15,7 @@ import pytest
 from providers.models import ModelMode, Provider, ProviderModel
 from providers.services import provider_create
 from providers.sync import provider_sync
-from tests.fakes import FakeGemini, FakeOpenAI
+from tests.fakes import FakeGemini, FakeGoogleOAuth, FakeOpenAI
 from tests.utils.live import add_provider, sdk, wait_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -186,8 +187,7 @@ def test_vertex_ai_path_and_bearer_token(world, live):
     with FakeGemini(models=["gemini-2.5-pro"], api_key="ya29.token", reply="from vertex") as fake:
         provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
                                 base_url=fake.vertex_base_url)
-        assert not provider.models.exists()  # Vertex has no models.list under the publisher path
-        ProviderModel.objects.create(provider=provider, model_id="gemini-2.5-pro")
+        assert provider.models.filter(model_id="gemini-2.5-pro").exists() and not fake.requests  # listed, not asked
         answer = sdk(live, world.chat_key).chat.completions.create(model="vertex:gemini-2.5-pro", messages=HELLO)
         assert answer.choices[0].message.content == "from vertex"
         sent = fake.requests[-1]
@@ -201,7 +201,6 @@ def test_vertex_auth_option_and_reasoning_effort_as_a_thinking_budget(world, liv
         provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
                                 base_url=fake.vertex_base_url, options={"auth": "vertex"})
         assert provider.options == {"auth": "vertex"}
-        ProviderModel.objects.create(provider=provider, model_id="gemini-2.5-flash")
         client = sdk(live, world.chat_key)
         answer = client.chat.completions.create(model="vertex:gemini-2.5-flash", messages=HELLO,
                                                 reasoning_effort="low")
@@ -268,3 +267,55 @@ def test_embeddings_through_the_openai_sdk_with_estimated_input_and_exact_cost(w
     assert (row.api, row.status, row.input_tokens, row.output_tokens, row.tokens_estimated) == (
         "embeddings", "ok", 7, 0, True)
     assert row.cost == (7 * Decimal("0.15") / Decimal(10**6)).quantize(CENT)
+
+
+def test_vertex_sync_lists_google_s_priced_gemini_models_and_its_embedding_models(world):
+    with FakeGemini() as fake:
+        provider = add_provider(world.tenant, fake, name="vertex", provider_type="gemini", api_key="ya29.token",
+                                base_url=fake.vertex_base_url)
+        assert not fake.requests  # Vertex has no models.list for publishers/google: nothing is asked
+    rows = {m.model_id: m for m in provider.models.all()}
+    flash = rows["gemini-2.5-flash"]
+    assert (flash.mode, flash.display_name, flash.context_length, flash.supports_tools, flash.supports_vision) == (
+        ModelMode.CHAT, "Gemini 2.5 Flash", 1_048_576, True, True)
+    assert (flash.input_price, flash.cached_input_price, flash.output_price, flash.price_source) == (
+        IN, CACHED, OUT, "catalog")
+    for model_id in ("text-embedding-005", "text-multilingual-embedding-002", "gemini-embedding-001"):
+        assert (rows[model_id].mode, rows[model_id].context_length) == (ModelMode.EMBEDDING, 2048)
+    assert (rows["gemini-embedding-001"].input_price, rows["gemini-embedding-001"].output_price) == (
+        Decimal("0.15"), 0)
+    assert rows["text-embedding-005"].input_price is None  # genai-prices does not know it: priced by hand
+    # not chat models generateContent serves: speech, image output, Live; Anthropic's models on Vertex
+    # (publishers/anthropic); retired 1.x; genai-prices' aliases that are no Vertex id
+    assert not [m for m in rows if any(bit in m for bit in ("-tts", "-image", "live", "claude", "gemini-1.",
+                                                             "gemini-pro", "gemini-flash-1"))]
+    assert all(m.startswith(("gemini-", "text-")) for m in rows) and len(rows) > 5
+
+
+def test_vertex_embeddings_with_a_minted_token_record_google_s_exact_token_count(world, live):
+    with FakeGoogleOAuth() as oauth, FakeGemini(models=["text-embedding-005"]) as fake:
+        fake.google_oauth = oauth
+        provider = provider_create(owner=world.tenant, data={
+            "name": "vertex", "provider_type": "gemini", "base_url": fake.vertex_base_url,
+            "api_key": json.dumps(oauth.service_account()), "options": {"auth": "vertex"}})
+        ProviderModel.objects.create(provider=provider, model_id="text-embedding-005", mode=ModelMode.EMBEDDING,
+                                     input_price=Decimal("0.025"), output_price=Decimal(0))
+        client = sdk(live, world.chat_key)
+        raw = client.embeddings.with_raw_response.create(  # the openai SDK asks for base64
+            model="vertex:text-embedding-005", input=["The quick brown fox", "jumps"], dimensions=24)
+        result = raw.parse()
+        assert [len(d.embedding) for d in result.data] == [24, 24]
+        assert result.usage.prompt_tokens == 4 + 1  # Google's statistics.token_count, summed
+        sent = fake.requests[-1]
+        assert sent.path.endswith("/publishers/google/models/text-embedding-005:predict")
+        assert sent.headers["authorization"] == f"Bearer {oauth.issued[-1]}"
+        assert sent.body == {"instances": [{"content": "The quick brown fox"}, {"content": "jumps"}],
+                             "parameters": {"outputDimensionality": 24}}
+        row = wait_usage(raw.headers["x-request-id"])
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="vertex:text-embedding-005", input=["x"] * 251)
+        assert "at most 250 texts per request (got 251); split the input" in str(caught.value)
+        assert len(fake.requests) == 1  # refused before it left
+    assert (row.api, row.status, row.input_tokens, row.output_tokens, row.tokens_estimated) == (
+        "embeddings", "ok", 5, 0, False)
+    assert row.cost == (5 * Decimal("0.025") / Decimal(10**6)).quantize(CENT)

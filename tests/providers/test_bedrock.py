@@ -77,6 +77,54 @@ def test_bad_options_are_refused_with_what_to_fix(options, words):
     assert words in caught.value.message and caught.value.field == "options"
 
 
+GUARDRAIL = {"guardrail_identifier": "abcd1234efgh", "guardrail_version": "2"}
+
+
+def test_a_guardrail_is_an_id_or_arn_with_a_version_and_an_optional_trace():
+    assert options_clean("bedrock", {"region": "us-east-1", **GUARDRAIL}) == {
+        "region": "us-east-1", "auth": "sigv4", **GUARDRAIL}
+    arn = "arn:aws:bedrock:us-east-1:123456789012:guardrail/abcd1234efgh"
+    assert options_clean("bedrock", {"region": "us-east-1", "guardrail_identifier": arn, "guardrail_version": "DRAFT",
+                                     "guardrail_trace": "enabled_full"})["guardrail_identifier"] == arn
+    assert options_clean("bedrock", {"region": "us-east-1", "guardrail_identifier": "abc",
+                                     "guardrail_version": 3})["guardrail_version"] == "3"
+
+
+@pytest.mark.parametrize("guardrail, words", [
+    ({"guardrail_identifier": "abcd1234efgh"}, "options.guardrail_version must be the guardrail's version number"),
+    ({"guardrail_version": "1"}, "options.guardrail_identifier must be a Bedrock guardrail's id"),
+    ({"guardrail_identifier": "Not An Id", "guardrail_version": "1"}, "got 'Not An Id'"),
+    ({**GUARDRAIL, "guardrail_version": "0"}, "or 'DRAFT'"),
+    ({**GUARDRAIL, "guardrail_trace": "verbose"}, "options.guardrail_trace must be one of enabled, disabled, "
+                                                  "enabled_full"),
+    ({"guardrail_trace": "enabled"}, "to remove a guardrail, send all three as null"),
+])
+def test_bad_guardrails_are_refused_with_what_to_fix(guardrail, words):
+    with pytest.raises(InvalidInput) as caught:
+        options_clean("bedrock", {"region": "us-east-1", **guardrail})
+    assert words in caught.value.message and caught.value.field == "options"
+
+
+@pytest.mark.django_db
+def test_rest_api_sets_and_removes_a_guardrail_for_admins_of_the_tenant_only(world, client_for):
+    provider = provider_create(owner=world.tenant, data={
+        "name": "aws", "provider_type": "bedrock", "api_key": KEY, "options": {"region": "us-east-1"}})
+    url = f"/api/providers/{provider.pk}"
+    admin = client_for(user=world.admin)
+    bad = admin.patch(url, {"options": {"guardrail_identifier": "abcd1234efgh"}}, format="json")
+    assert bad.status_code == 400 and "options.guardrail_version" in json.dumps(bad.json())
+    assert client_for(key=world.other_admin_key).patch(url, {"options": GUARDRAIL}, format="json").status_code == 404
+    assert client_for(user=world.viewer).patch(url, {"options": GUARDRAIL}, format="json").status_code == 403
+    provider.refresh_from_db()
+    assert "guardrail_identifier" not in provider.options
+    response = admin.patch(url, {"options": {**GUARDRAIL, "guardrail_trace": "enabled"}}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["options"] == {"region": "us-east-1", "auth": "sigv4", **GUARDRAIL,
+                                          "guardrail_trace": "enabled"}
+    removed = admin.patch(url, {"options": dict.fromkeys((*GUARDRAIL, "guardrail_trace"))}, format="json")
+    assert removed.status_code == 200 and removed.json()["options"] == {"region": "us-east-1", "auth": "sigv4"}
+
+
 # --- services -----------------------------------------------------------------------------------
 
 

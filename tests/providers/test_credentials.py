@@ -313,12 +313,13 @@ def test_connection_test_mints_with_the_typed_secret(world, client_for):
 
 @pytest.mark.django_db
 def test_vertex_sync_and_connection_test_need_no_token(world):
-    """Vertex has no models.list: its sync asks nothing, so it mints nothing."""
+    """Vertex has no models.list: its sync lists what Tollgate knows and asks nothing, so it mints nothing."""
     with FakeGoogleOAuth() as oauth, FakeGemini() as fake:
         provider = provider_create(owner=world.tenant, actor=SYSTEM, data={
             "name": "vertex", "provider_type": "gemini", "api_key": service_account_json(oauth),
             "base_url": fake.vertex_base_url})
         provider_sync(provider=provider)
+        assert provider.models.filter(model_id="text-embedding-005").exists() and not fake.requests
         assert not oauth.requests and provider_access_token(provider).startswith("ya29.fake-")
 
 

@@ -156,6 +156,8 @@ def test_parse_chat_text_tool_use_stop_reasons_and_cache_usage():
     assert message["content"] == "Let me check." and obj["choices"][0]["finish_reason"] == "tool_calls"
     assert message["tool_calls"] == [{"id": "tooluse_9", "type": "function",
                                       "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]
+    assert message["reasoning_content"] == "hmm"
+    assert message["thinking_blocks"] == [{"type": "thinking", "thinking": "hmm", "signature": "sig"}]
     usage = result.usage
     assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens, usage.output_tokens) == (
         1230, 1000, 200, 12)
@@ -183,10 +185,13 @@ def _stream_bytes(*frames: bytes) -> bytes:
 
 TEXT_STREAM = _stream_bytes(
     event("messageStart", {"role": "assistant"}),
-    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hel"}, "p": "abc"}),
-    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hidden"}}}),
-    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "lo!"}}),
+    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "thin"}}}),
+    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "king"}}}),
+    event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "c2ln"}}}),
     event("contentBlockStop", {"contentBlockIndex": 0}),
+    event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Hel"}, "p": "abc"}),
+    event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "lo!"}}),
+    event("contentBlockStop", {"contentBlockIndex": 1}),
     event("messageStop", {"stopReason": "end_turn"}),
     event("metadata", {"usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 57, "cacheReadInputTokens": 50},
                        "metrics": {"latencyMs": 9}}),
@@ -199,7 +204,11 @@ def test_stream_text_split_anywhere(step):
     chunks = chunks_of(feed_all(translator, TEXT_STREAM, step))
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert stream_text(chunks) == "Hello!" and finish_reasons(chunks) == ["stop"]
-    assert translator.finish_reason == "stop" and translator.text_chars == 6
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "thinking"
+    assert [d["thinking_blocks"] for d in deltas if "thinking_blocks" in d] == [
+        [{"type": "thinking", "thinking": "thinking", "signature": "c2ln"}]]  # once, whole, when the block ends
+    assert translator.finish_reason == "stop" and translator.text_chars == 8 + 6  # reasoning is output too
     assert (translator.usage.input_tokens, translator.usage.cached_input_tokens, translator.usage.output_tokens) == (
         55, 50, 2)
 
@@ -326,6 +335,54 @@ def test_the_fake_refuses_what_converse_refuses():
 
 # ----------------------------------------------------------------------------- embeddings
 TITAN = "amazon.titan-embed-text-v2:0"
+COHERE = "cohere.embed-english-v3"
+COHERE_V4 = "us.cohere.embed-v4:0"
+
+
+def test_cohere_embeddings_send_every_text_in_one_signed_invoke():
+    req = adapter.build_embeddings(dep(model_id=COHERE), {"input": ["one", "two"], "encoding_format": "base64"})
+    assert req.url == f"https://bedrock-runtime.us-east-1.amazonaws.com/model/{COHERE}/invoke"
+    assert json.loads(req.body) == {"texts": ["one", "two"], "input_type": "search_document",
+                                    "embedding_types": ["float"]}
+    assert req.headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+    v4 = json.loads(adapter.build_embeddings(dep(model_id=COHERE_V4), {
+        "input": "q", "dimensions": 256, "input_type": "search_query"}).body)
+    assert v4 == {"texts": ["q"], "input_type": "search_query", "embedding_types": ["float"], "output_dimension": 256}
+
+
+@pytest.mark.parametrize("answer", [{"embeddings": {"float": [[0.1], [0.2]]}, "response_type": "embeddings_by_type"},
+                                    {"embeddings": [[0.1], [0.2]], "response_type": "embeddings_floats"}])
+def test_cohere_embeddings_take_both_answer_shapes_and_the_header_s_exact_count(answer):
+    body, usage = adapter.parse_embeddings(dep(model_id=COHERE), json.dumps(answer).encode(),
+                                           request={"input": ["a", "b"]},
+                                           headers={"x-amzn-bedrock-input-token-count": "9"})
+    out = json.loads(body)
+    assert [d["embedding"] for d in out["data"]] == [[0.1], [0.2]] and [d["index"] for d in out["data"]] == [0, 1]
+    assert (usage.input_tokens, usage.estimated) == (9, False)
+    assert out["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
+
+
+def test_cohere_embeddings_without_the_count_header_are_estimated_and_marked():
+    _, usage = adapter.parse_embeddings(dep(model_id=COHERE), b'{"embeddings": [[1.0]]}',
+                                        request={"input": "abcdefgh"}, headers={})
+    assert (usage.input_tokens, usage.estimated) == (2, True)
+    for raw in (b'{"embeddings": {"int8": [[1]]}}', b'{"embeddings": []}', b"[]"):
+        with pytest.raises(UpstreamFailure) as caught:
+            adapter.parse_embeddings(dep(model_id=COHERE), raw, request={"input": "x"}, headers={})
+        assert caught.value.kind == "bad_response"
+
+
+def test_cohere_embeddings_against_the_fake():
+    with FakeBedrock(api_key=KEY) as fake:
+        d = dep(fake.base_url, model_id="cohere.embed-v4:0")
+        request = {"input": ["hello there", "general kenobi you are"], "dimensions": 512}
+        response = send(adapter.build_embeddings(d, request))
+        assert response.status_code == 200, response.text
+        body, usage = adapter.parse_embeddings(d, response.content, request=request,
+                                               headers={k.lower(): v for k, v in response.headers.items()})
+        assert [len(v["embedding"]) for v in json.loads(body)["data"]] == [512, 512]
+        assert (usage.input_tokens, usage.estimated) == (2 + 4, False)
+        assert fake.verified == 1
 
 
 def test_titan_embeddings_are_one_signed_invoke_per_text():
@@ -343,9 +400,15 @@ def test_titan_embeddings_are_one_signed_invoke_per_text():
     (TITAN, {"input": ["a", "b"]}, "one non-empty text per request"),
     (TITAN, {"input": "a", "dimensions": 300}, "'dimensions' is 256, 512 or 1024"),
     ("amazon.titan-embed-text-v1", {"input": "a", "dimensions": 256}, "for Titan Text Embeddings V2 only"),
-    ("cohere.embed-english-v3", {"input": "a"}, "Amazon Titan text embeddings (amazon.titan-embed-text-*) only"),
+    ("mistral.mistral-embed", {"input": "a"}, "Amazon Titan text embeddings (amazon.titan-embed-text-*) and "
+                                               "Cohere Embed (cohere.embed-*) only"),
+    (COHERE, {"input": ["a"] * 97}, "at most 96 texts per request (got 97); split the input"),
+    (COHERE, {"input": [1, 2]}, "a list of non-empty strings"),
+    (COHERE, {"input": "a", "dimensions": 512}, "for Cohere Embed v4 only (v3 models answer 1024)"),
+    (COHERE_V4, {"input": "a", "dimensions": 300}, "'dimensions' is 256, 512, 1024 or 1536"),
+    (COHERE, {"input": "a", "input_type": "query"}, "'input_type' is one of search_document, search_query"),
 ])
-def test_embedding_requests_titan_cannot_take_are_bad_requests(model, body, words):
+def test_embedding_requests_the_model_cannot_take_are_bad_requests(model, body, words):
     with pytest.raises(UpstreamFailure) as caught:
         adapter.build_embeddings(dep(model_id=model), body)
     assert caught.value.kind == "bad_request" and words in caught.value.message
@@ -359,3 +422,158 @@ def test_titan_embeddings_against_the_fake():
         body, usage = adapter.parse_embeddings(d, response.content)
         assert len(json.loads(body)["data"][0]["embedding"]) == 512 and usage.input_tokens == 7
         assert fake.verified == 1
+
+
+# ----------------------------------------------------------------------------- prompt caching
+EPHEMERAL = {"type": "ephemeral"}
+SONNET_37 = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+
+
+def test_cache_control_markers_become_cache_points_after_what_they_mark():
+    body = {"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Long rules.", "cache_control": EPHEMERAL}]},
+        {"role": "user", "content": [{"type": "text", "text": "Doc"},
+                                     {"type": "text", "text": "more", "cache_control": {**EPHEMERAL, "ttl": "1h"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "18C", "cache_control": EPHEMERAL},
+        {"role": "user", "content": "And now?", "cache_control": {"type": "persistent"}}],  # not a marker we know
+        "tools": [{**WEATHER_TOOL, "cache_control": EPHEMERAL}]}
+    _, sent = build(body, d=dep(model_id=SONNET_37))
+    assert sent["system"] == [{"text": "Long rules."}, {"cachePoint": {"type": "default"}}]
+    assert sent["messages"][0]["content"] == [{"text": "Doc"}, {"text": "more"},
+                                              {"cachePoint": {"type": "default", "ttl": "1h"}}]
+    assert sent["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": "t1", "content": [{"text": "18C"}], "status": "success"}},
+        {"cachePoint": {"type": "default"}}, {"text": "And now?"}]
+    assert sent["toolConfig"]["tools"][1] == {"cachePoint": {"type": "default"}}
+
+
+@pytest.mark.parametrize("model", ["anthropic.claude-3-haiku-20240307-v1:0", "meta.llama3-70b-instruct-v1:0",
+                                   "anthropic.claude-3-5-sonnet-20240620-v1:0"])
+def test_markers_are_dropped_for_models_that_do_not_cache(model):
+    body = {"messages": [{"role": "system", "content": "Rules.", "cache_control": EPHEMERAL},
+                         {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": EPHEMERAL}]}]}
+    _, sent = build(body, d=dep(model_id=model))
+    assert sent["system"] == [{"text": "Rules."}] and sent["messages"][0]["content"] == [{"text": "Hi"}]
+    assert adapter.caching("amazon.nova-pro-v1:0") and adapter.caching(SONNET_37)
+
+
+def test_cache_points_are_accepted_by_the_fake_and_refused_for_a_model_without_caching():
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": EPHEMERAL}]}]}
+    with FakeBedrock(api_key=KEY, reply="hello") as fake:
+        resp = send(adapter.build_chat(dep(fake.base_url, model_id=SONNET_37), body, stream=False))
+        assert resp.status_code == 200, resp.text
+        assert fake.last_request.body["messages"][0]["content"][-1] == {"cachePoint": {"type": "default"}}
+        # what the fake refuses, as Bedrock does, had the adapter sent it
+        sent = {"messages": [{"role": "user", "content": [{"text": "Hi"}, {"cachePoint": {"type": "default"}}]}]}
+        assert "unsupported model" in fake.invalid_cache_points(sent, "meta.llama3-70b-instruct-v1:0")
+        first = {"messages": [{"role": "user", "content": [{"cachePoint": {"type": "default"}}, {"text": "Hi"}]}]}
+        assert "cannot be the first block" in fake.invalid_cache_points(first, SONNET_37)
+
+
+# ----------------------------------------------------------------------------- guardrails
+def guarded(d=DEP, trace=""):
+    options = (*d.options, ("guardrail_identifier", "abcd1234efgh"), ("guardrail_version", "2"))
+    return replace(d, options=(*options, ("guardrail_trace", trace)) if trace else options)
+
+
+def test_a_provider_guardrail_goes_on_converse_and_converse_stream():
+    for stream in (False, True):
+        _, sent = build({"messages": HELLO}, stream=stream, d=guarded(trace="enabled"))
+        assert sent["guardrailConfig"] == {"guardrailIdentifier": "abcd1234efgh", "guardrailVersion": "2",
+                                           "trace": "enabled"}
+    assert build({"messages": HELLO}, d=guarded())[1]["guardrailConfig"] == {
+        "guardrailIdentifier": "abcd1234efgh", "guardrailVersion": "2"}
+    assert "guardrailConfig" not in build({"messages": HELLO})[1]
+
+
+def test_a_guardrail_intervening_is_a_content_filter_stop_in_answers_and_streams():
+    with FakeBedrock(api_key=KEY, guardrail_blocks="forbidden") as fake:
+        d = guarded(dep(fake.base_url), trace="enabled")
+        body = {"messages": [{"role": "user", "content": "something forbidden"}]}
+        resp = send(adapter.build_chat(d, body, stream=False))
+        assert resp.status_code == 200, resp.text
+        answer = validate_completion(adapter.parse_chat(d, resp.content, request_id="g1").body)
+        assert answer["choices"][0]["finish_reason"] == "content_filter"
+        assert answer["choices"][0]["message"]["content"] == "Sorry, the model cannot answer this question."
+        chunks = chunks_of(run_stream(adapter.build_chat(d, body, stream=True),
+                                      adapter.stream_translator(d, request_id="g2", created=1)))
+        assert finish_reasons(chunks) == ["content_filter"]
+        assert fake.requests[-1].body["guardrailConfig"]["guardrailIdentifier"] == "abcd1234efgh"
+
+
+# ----------------------------------------------------------------------------- reasoning
+SONNET_4 = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("minimal", 1024), ("low", 1024), ("medium", 8192),
+                                                ("high", 24576)])
+def test_reasoning_effort_becomes_claude_s_thinking_budget(effort, budget):
+    _, sent = build({"messages": HELLO, "reasoning_effort": effort, "max_tokens": 30000}, d=dep(model_id=SONNET_4))
+    assert sent["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": budget}}
+    assert sent["inferenceConfig"] == {"maxTokens": 30000}
+    _, sent = build({"messages": HELLO, "reasoning_effort": effort}, d=dep(model_id=SONNET_4))
+    assert sent["inferenceConfig"] == {"maxTokens": budget + 8192}  # room for the answer after the thinking
+
+
+def test_reasoning_effort_is_dropped_where_claude_cannot_think_and_refused_when_it_cannot_fit():
+    for model in (MODEL, "amazon.nova-pro-v1:0", "anthropic.claude-3-5-sonnet-20241022-v2:0"):
+        _, sent = build({"messages": HELLO, "reasoning_effort": "high"}, d=dep(model_id=model))
+        assert "additionalModelRequestFields" not in sent and "inferenceConfig" not in sent
+    assert "additionalModelRequestFields" not in build({"messages": HELLO, "reasoning_effort": "none"},
+                                                       d=dep(model_id=SONNET_4))[1]
+    for body, words in (({"reasoning_effort": "high", "max_tokens": 2000}, "max_tokens (2000) must be greater than "
+                                                                           "the thinking budget"),
+                        ({"reasoning_effort": "low", "temperature": 0.2}, "no temperature (other than 1) or top_k"),
+                        ({"reasoning_effort": "max"}, "reasoning_effort must be one of none, minimal, low"),
+                        ({"thinking": {"type": "enabled", "budget_tokens": 500}}, "at least 1024 (got 500)"),
+                        ({"reasoning_effort": "low", "tools": [WEATHER_TOOL], "tool_choice": "required"},
+                         "cannot think while tool_choice forces a tool")):
+        with pytest.raises(UpstreamFailure) as caught:
+            build({"messages": HELLO, **body}, d=dep(model_id=SONNET_4))
+        assert caught.value.kind == "bad_request" and words in caught.value.message
+
+
+def test_an_anthropic_thinking_object_sets_the_budget_exactly_and_wins_over_the_effort():
+    body = {"messages": HELLO, "reasoning_effort": "high", "max_tokens": 9000,
+            "thinking": {"type": "enabled", "budget_tokens": 3000}}
+    _, sent = build(body, d=dep(model_id=SONNET_4))
+    assert sent["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 3000}}
+    _, sent = build({**body, "thinking": {"type": "disabled"}}, d=dep(model_id=SONNET_4))
+    assert "additionalModelRequestFields" not in sent
+
+
+def test_thinking_blocks_sent_back_lead_the_assistant_turn_and_a_turn_without_them_turns_thinking_off():
+    call = {"id": "tu1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    history = [*HELLO, {"role": "assistant", "content": None, "tool_calls": [call], "thinking_blocks": [
+        {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}, {"type": "redacted_thinking", "data": "ZW5j"}]},
+        {"role": "tool", "tool_call_id": "tu1", "content": "18C"}]
+    _, sent = build({"messages": history, "tools": [WEATHER_TOOL], "reasoning_effort": "low"},
+                    d=dep(model_id=SONNET_4))
+    assert sent["messages"][1]["content"][:2] == [
+        {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "c2ln"}}},
+        {"reasoningContent": {"redactedContent": "ZW5j"}}]
+    assert sent["additionalModelRequestFields"]["thinking"]["budget_tokens"] == 1024
+    del history[1]["thinking_blocks"]  # a client that kept only the calls: Claude would refuse thinking now
+    _, sent = build({"messages": history, "tools": [WEATHER_TOOL], "reasoning_effort": "low"},
+                    d=dep(model_id=SONNET_4))
+    assert "additionalModelRequestFields" not in sent
+
+
+def test_a_thinking_tool_conversation_round_trips_through_the_fake_with_its_signature():
+    with FakeBedrock(api_key=KEY, reasoning="Weather needs a tool.", reply="18 degrees",
+                     tool_call={"id": "tu1", "arguments": {"city": "Oslo"}}) as fake:
+        d = dep(fake.base_url, model_id=SONNET_4)
+        body = {"messages": HELLO, "tools": [WEATHER_TOOL], "reasoning_effort": "medium"}
+        first = validate_completion(adapter.parse_chat(
+            d, send(adapter.build_chat(d, body, stream=False)).content, request_id="t1").body)["choices"][0]["message"]
+        assert first["reasoning_content"] == "Weather needs a tool." and first["tool_calls"][0]["id"] == "tu1"
+        history = [*HELLO, {k: first[k] for k in ("role", "content", "tool_calls", "thinking_blocks")},
+                   {"role": "tool", "tool_call_id": "tu1", "content": "18C"}]
+        resp = send(adapter.build_chat(d, {**body, "messages": history}, stream=True))
+        assert resp.status_code == 200, resp.text  # the fake checks the signed block leads the turn
+        chunks = chunks_of(feed_all(adapter.stream_translator(d, request_id="t2", created=1), resp.content))
+        assert stream_text(chunks) == "18 degrees"
+        assert "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks if c["choices"]) == (
+            "Weather needs a tool.")

@@ -308,11 +308,55 @@ def test_embeddings_refuse_token_arrays_and_empty_input(value):
     assert info.value.kind == "bad_request" and "non-empty string" in info.value.message
 
 
-def test_embeddings_through_vertex_are_refused_plainly():
-    vertex = make_deployment("gemini", base_url=VERTEX.base_url, model_id="text-embedding-005", mode="embedding")
+VERTEX_EMBED = dataclasses.replace(VERTEX, model_id="text-embedding-005", mode="embedding")
+
+
+def test_vertex_embeddings_go_to_predict_with_instances_and_dimensions():
+    req = adapter.build_embeddings(VERTEX_EMBED, {"input": ["one", "two two"], "dimensions": 256,
+                                                  "encoding_format": "base64"})
+    assert req.url == f"{VERTEX.base_url}/models/text-embedding-005:predict"
+    assert req.headers["Authorization"] == "Bearer ya29.fake-token" and "x-goog-api-key" not in req.headers
+    assert json.loads(req.body) == {"instances": [{"content": "one"}, {"content": "two two"}],
+                                    "parameters": {"outputDimensionality": 256}}
+    assert json.loads(adapter.build_embeddings(VERTEX_EMBED, {"input": "solo"}).body) == {
+        "instances": [{"content": "solo"}]}
+
+
+def test_vertex_embeddings_past_the_per_request_limits_are_refused_with_what_to_do():
     with pytest.raises(UpstreamFailure) as info:
-        adapter.build_embeddings(vertex, {"input": "x"})
-    assert info.value.kind == "bad_request" and "Vertex AI" in info.value.message
+        adapter.build_embeddings(VERTEX_EMBED, {"input": ["x"] * 251})
+    assert info.value.kind == "bad_request"
+    assert "at most 250 texts per request (got 251); split the input" in info.value.message
+    adapter.build_embeddings(VERTEX_EMBED, {"input": ["x"] * 250})
+    gemini_embed = dataclasses.replace(VERTEX_EMBED, model_id="gemini-embedding-001")
+    with pytest.raises(UpstreamFailure) as info:
+        adapter.build_embeddings(gemini_embed, {"input": ["a", "b"]})
+    assert "gemini-embedding-001 on Vertex AI embeds one text per request" in info.value.message
+    single = json.loads(adapter.build_embeddings(gemini_embed, {"input": ["a"]}).body)
+    assert single == {"instances": [{"content": "a"}]}
+
+
+def test_vertex_embeddings_count_exact_tokens_from_the_statistics():
+    raw = json.dumps({"predictions": [
+        {"embeddings": {"values": [0.1, 0.2], "statistics": {"token_count": 3, "truncated": False}}},
+        {"embeddings": {"values": [0.3, 0.4], "statistics": {"token_count": 5.0, "truncated": False}}}],
+        "metadata": {"billableCharacterCount": 20}}).encode()
+    body, usage = adapter.parse_embeddings(VERTEX_EMBED, raw, request={"input": ["abc", "defgh"]})
+    out = validate_embeddings(body)
+    assert [d["embedding"] for d in out["data"]] == [[0.1, 0.2], [0.3, 0.4]]
+    assert (usage.input_tokens, usage.estimated) == (8, False)
+    assert out["usage"] == {"prompt_tokens": 8, "total_tokens": 8} and out["model"] == "text-embedding-005"
+    uncounted = json.dumps({"predictions": [{"embeddings": {"values": [1.0]}}]}).encode()
+    _, usage = adapter.parse_embeddings(VERTEX_EMBED, uncounted, request={"input": "abcdefghi"})
+    assert (usage.input_tokens, usage.estimated) == (3, True)  # no statistics: estimated, and said so
+
+
+@pytest.mark.parametrize("raw", [b'{"predictions": [{"embeddings": {}}]}', b'{"predictions": []}', b"[]",
+                                 b'{"embeddings": [{"values": [1]}]}'])
+def test_vertex_embeddings_unreadable_answers_are_bad_responses(raw):
+    with pytest.raises(UpstreamFailure) as info:
+        adapter.parse_embeddings(VERTEX_EMBED, raw, request={"input": "x"})
+    assert info.value.kind == "bad_response"
 
 
 def test_embeddings_usage_is_estimated_from_the_input_unless_google_counts():
@@ -426,6 +470,19 @@ def test_embeddings_round_trip(fake):
     out = validate_embeddings(body)
     assert len(out["data"]) == 2 and all(len(d["embedding"]) == 16 for d in out["data"])
     assert (usage.input_tokens, usage.estimated) == (2 + 3, True)
+
+
+def test_vertex_embeddings_round_trip(fake):
+    dep = make_deployment("gemini", base_url=fake.vertex_base_url, api_key=KEY, model_id="text-embedding-005",
+                          mode="embedding")
+    request = {"input": ["alpha", "beta gamma"], "dimensions": 16}
+    resp = send(adapter.build_embeddings(dep, request))
+    assert resp.status_code == 200, resp.text
+    assert fake.last_request.path.endswith("/publishers/google/models/text-embedding-005:predict")
+    body, usage = adapter.parse_embeddings(dep, resp.content, request=request)
+    out = validate_embeddings(body)
+    assert len(out["data"]) == 2 and all(len(d["embedding"]) == 16 for d in out["data"])
+    assert (usage.input_tokens, usage.estimated) == (12 + 2, False)  # usage sets the first; the fake counts words
 
 
 @pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("minimal", 512), ("low", 1024), ("medium", 8192),

@@ -381,3 +381,55 @@ def test_the_tap_knows_when_a_ping_may_go_in():
     assert not tap.between_events  # half an event: a ping here would break it
     tap.feed(rest[len(b"\ndata: {"):].split(b"event: ping")[0])
     assert tap.between_events
+
+
+def test_cache_control_markers_survive_the_chat_translation_only_when_asked():
+    mark = {"type": "ephemeral"}
+    body = minimal(
+        system=[{"type": "text", "text": "Rules."}, {"type": "text", "text": "Long doc.", "cache_control": mark}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": mark}]},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {},
+                                                     "cache_control": mark}]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok",
+                                                "cache_control": mark}]}],
+        tools=[{"name": "f", "input_schema": {"type": "object"}, "cache_control": mark}])
+    chat = chat_request_from_messages(body, cache=True)
+    assert chat["messages"][0] == {"role": "system", "content": [
+        {"type": "text", "text": "Rules."}, {"type": "text", "text": "Long doc.", "cache_control": mark}]}
+    assert chat["messages"][1] == {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": mark}]}
+    assert chat["messages"][2]["cache_control"] == mark and chat["messages"][2]["tool_calls"][0]["id"] == "t1"
+    assert chat["messages"][3] == {"role": "tool", "tool_call_id": "t1", "content": "ok", "cache_control": mark}
+    assert chat["tools"][0]["cache_control"] == mark
+    plain = chat_request_from_messages(body)
+    assert "cache_control" not in json.dumps(plain)
+    assert plain["messages"][0] == {"role": "system", "content": "Rules.\n\nLong doc."}
+
+
+def test_signed_thinking_blocks_travel_both_ways_for_an_upstream_that_keeps_them():
+    thought = {"type": "thinking", "thinking": "6 x 7", "signature": "c2ln"}
+    body = minimal(messages=[*HELLO, {"role": "assistant", "content": [
+        thought, {"type": "redacted_thinking", "data": "ZW5j"},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}])
+    asked = chat_request_from_messages({**body, "thinking": {"type": "enabled", "budget_tokens": 5000}},
+                                       thoughts=True, effort=True)
+    assert asked["thinking"] == {"type": "enabled", "budget_tokens": 5000} and asked["reasoning_effort"] == "medium"
+    kept = asked["messages"][1]
+    assert kept["thinking_blocks"] == [thought, {"type": "redacted_thinking", "data": "ZW5j"}]
+    assert "thinking_blocks" not in chat_request_from_messages(body)["messages"][1]
+    chat = {"choices": [{"finish_reason": "stop", "message": {
+        "content": "42", "reasoning_content": "6 x 7", "thinking_blocks": [thought]}}]}
+    message = message_from_chat(chat, Usage(), message_id="m", thinking=True)
+    assert message["content"][0] == thought and [b["type"] for b in message["content"]] == ["thinking", "text"]
+    Message.model_validate(message)
+    chunks = ChunkBuilder("c", 1, "claude")
+    translator = MessagesStreamTranslator(message_id="m", model="claude", thinking=True)
+    out = translator.feed([chunks.role(), chunks.delta({"reasoning_content": "6 x 7"}),
+                           chunks.delta({"thinking_blocks": [thought]}), chunks.content("42"), chunks.finish("stop")])
+    events = events_of(out + translator.finish(Usage(output_tokens=3)))
+    for event in events:
+        if event["type"] != "ping":
+            TypeAdapter(RawMessageStreamEvent).validate_python(event)
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert [d["type"] for d in deltas] == ["thinking_delta", "signature_delta", "text_delta"]
+    assert deltas[1]["signature"] == "c2ln"
