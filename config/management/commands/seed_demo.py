@@ -39,10 +39,10 @@ class Command(BaseCommand):
         chat_key = saved.get("chat_key")
         with transaction.atomic():
             tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
-            if tenant is None:
+            new = tenant is None
+            if new:
                 created = tenant_create(slug=DEMO_SLUG, name="Demo tenant")
                 tenant, chat_key = created.tenant, created.chat_key
-                tenant_update(tenant=tenant, changes={"default_model": DEMO_MODEL}, actor=SYSTEM)
 
             User = get_user_model()
             user = User.objects.filter(username=DEMO_USER).first()
@@ -56,6 +56,8 @@ class Command(BaseCommand):
             Membership.objects.get_or_create(tenant=tenant, user=user, defaults={"role": Role.OWNER})
             for model in provider.models.filter(stale=False):
                 provider_model_set_enabled(provider_model=model, tenant=tenant, enabled=True, actor=SYSTEM)
+            if new:  # once its models are enabled: a default model must name one the tenant may use
+                tenant_update(tenant=tenant, changes={"default_model": DEMO_MODEL}, actor=SYSTEM)
 
             live = chat_key and ApiKey.objects.filter(
                 tenant=tenant, key_hash=key_hash(chat_key), revoked_at__isnull=True
