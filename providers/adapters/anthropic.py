@@ -286,7 +286,8 @@ def usage_from_anthropic(raw: Any) -> Usage | None:
     )
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     obj = load_json(deployment, body, "a message")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a message object.")
@@ -463,7 +464,8 @@ class AnthropicStreamTranslator:
         return out
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> AnthropicStreamTranslator:
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> AnthropicStreamTranslator:
     return AnthropicStreamTranslator(deployment, request_id=request_id, created=created)
 
 

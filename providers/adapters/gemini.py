@@ -372,7 +372,8 @@ def _finish(reason: Any, *, calls: bool) -> str:
     return "tool_calls" if calls and mapped == "stop" else mapped
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     obj = load_json(deployment, body, "a GenerateContentResponse")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a GenerateContentResponse.")
@@ -582,7 +583,8 @@ class GeminiStreamTranslator:
         return out
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> GeminiStreamTranslator:
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> GeminiStreamTranslator:
     return GeminiStreamTranslator(deployment, request_id=request_id, created=created)
 
 
