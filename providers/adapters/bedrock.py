@@ -35,6 +35,7 @@ from urllib.parse import quote
 from botocore.eventstream import EventStreamBuffer, ParserError
 from orjson import JSONDecodeError, dumps, loads
 
+from providers.adapters.conversation import TurnBuilders, conversation_walk
 from providers.adapters.failures import bad_response, body_detail, failure, load_json, status_kind, truncated_stream
 from providers.adapters.headers import deployment_headers
 from providers.adapters.messages import (
@@ -348,49 +349,31 @@ def guardrail_config(deployment: Deployment) -> dict[str, Any] | None:
 def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """The Converse request for an OpenAI chat body: system/developer messages become
     ``system``, tool calls ``toolUse`` blocks, tool results ``toolResult`` blocks in a user turn;
-    consecutive turns of one role merge (Converse wants them alternating). ``top_k`` goes in
+    consecutive turns of one role merge (Converse wants them alternating; the shared walk,
+    conversation.py). ``top_k`` goes in
     ``additionalModelRequestFields`` for Anthropic models only (the others refuse it).
     Anthropic-style ``cache_control`` markers (on a content part, a whole message or a tool)
     become ``cachePoint`` blocks right after what they mark, for models that cache."""
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    uses_tools = False
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            raise _bad_request(deployment, "every message must be an object.")
-        role = message.get("role")
-        content = message.get("content")
-        cache = caching(deployment.model_id)
-        point = _cache_point(message.get("cache_control")) if cache else None  # a marker on the whole message
-        if role in ("system", "developer"):
-            blocks = _blocks(deployment, content, text_only=True)
-            system.extend([*blocks, point] if point is not None and blocks else blocks)
-            continue
-        if role == "user":
-            blocks = _blocks(deployment, content)
-        elif role == "assistant":
-            blocks = [*_reasoning_blocks(message), *_blocks(deployment, content, text_only=True)]
-            calls = message.get("tool_calls")
-            if calls:
-                if not isinstance(calls, list):
-                    raise _bad_request(deployment, "'tool_calls' must be a list.")
-                blocks.extend(_tool_use(deployment, call) for call in calls)
-                uses_tools = True
-        elif role == "tool":
-            role = "user"
-            blocks = [_tool_result(message)]
-            point = _cache_point(_marked(message)) if cache else None
-            uses_tools = True
-        else:
-            raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
-        if point is not None and blocks:
-            blocks.append(point)
-        if not blocks:
-            continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+    cache = caching(deployment.model_id)
+
+    def marker(message: dict[str, Any], role: str) -> dict[str, Any] | None:
+        """A marker on the whole message (a tool result's may sit on its content's last part)."""
+        if not cache:
+            return None
+        return _cache_point(_marked(message) if role == "tool" else message.get("cache_control"))
+
+    walked = conversation_walk(body.get("messages"), TurnBuilders(
+        system=lambda message: _blocks(deployment, message.get("content"), text_only=True),
+        user=lambda message: _blocks(deployment, message.get("content")),
+        assistant=lambda message: [*_reasoning_blocks(message),
+                                   *_blocks(deployment, message.get("content"), text_only=True)],
+        tool_call=partial(_tool_use, deployment),
+        tool_result=_tool_result,
+        refuse=partial(_bad_request, deployment),
+        marker=marker,
+    ))
+    system, uses_tools = walked.system, walked.uses_tools
+    messages = [{"role": role, "content": blocks} for role, blocks in walked.turns]
     payload: dict[str, Any] = {"messages": messages}
     if system:
         payload["system"] = system
