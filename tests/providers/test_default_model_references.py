@@ -259,6 +259,8 @@ def test_disabling_a_model_a_default_names_is_refused_naming_them(setup, client_
         "message"]
     assert client_for(key=setup.other_admin_key).put(model_url(up, "alpha"), {"enabled": False},
                                                      format="json").status_code == 404
+    assert client_for(user=setup.viewer).put(model_url(up, "alpha"), {"enabled": False},
+                                             format="json").status_code == 403
 
     tenant_update(tenant=setup.tenant, changes={"default_model": "fast"}, actor=SYSTEM)
     project_update(project=setup.web, changes={"default_model": ""}, actor=SYSTEM)
@@ -393,3 +395,18 @@ def test_a_file_sets_the_default_embeddings_model_to_one_it_enables(setup):
     doc["settings"]["default_embedding_model"] = "up:emb"
     config_apply(tenant=setup.tenant, document=doc, actor=SYSTEM)
     assert Tenant.objects.get(pk=setup.tenant.pk).default_embedding_model == "up:emb"
+
+
+def test_the_console_refuses_disabling_a_default_model_or_its_provider(setup, client_for):
+    up = ProviderModel.objects.get(model_id="alpha").provider
+    tenant_update(tenant=setup.tenant, changes={"default_model": "up:alpha"}, actor=SYSTEM)
+    client = client_for(user=setup.admin)
+    toggled = client.post(f"/app/{setup.tenant.slug}/models/{up.pk}/toggle/alpha", {"enabled": "0"}, follow=True)
+    assert "Model &#x27;up:alpha&#x27; is still named by the tenant&#x27;s default model" in toggled.content.decode()
+    assert ProviderModel.objects.get(model_id="alpha").enabled
+    form = {"name": "up", "provider_type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "priority": "0",
+            "timeout_seconds": "60", "max_retries": "2", "sync_interval_minutes": "1440"}  # enabled unticked
+    edited = client.post(f"/app/{setup.tenant.slug}/providers/{up.pk}/", form)
+    assert edited.status_code == 400
+    assert "Provider &#x27;up&#x27; is still named by the tenant&#x27;s default model" in edited.content.decode()
+    assert Provider.objects.get(pk=up.pk).enabled
