@@ -298,7 +298,7 @@ class Engine:
             data = await resp.read()
             if resp.status != 200:
                 raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
-        return adapter.parse_chat(d, data, request_id=request_id)
+        return adapter.parse_chat(d, data, request_id=request_id, request=body)
 
     async def embeddings(self, tenant: TenantConfig, route: Route, targets: list[Target], body: dict[str, Any],
                          call: Call) -> bytes:
@@ -374,7 +374,7 @@ class Engine:
             if resp.status != 200:
                 data = await resp.read()
                 raise adapter.parse_error(d, resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
-            translator = adapter.stream_translator(d, request_id=request_id, created=created)
+            translator = adapter.stream_translator(d, request_id=request_id, created=created, request=body)
             chunks = resp.content.iter_any()
             async for chunk in chunks:
                 events = translator.feed(chunk)

@@ -61,8 +61,11 @@ MISSING_KEY = ("Missing API key: send 'x-api-key: <your Tollgate key>' (the anth
 EFFORT_TYPES = frozenset({ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE, ProviderType.OPENROUTER,
                           ProviderType.AZURE, ProviderType.BEDROCK})
 NO_TOP_K = frozenset({ProviderType.OPENAI, ProviderType.AZURE})  # they refuse top_k
-# Their adapters map cache_control markers (to cachePoint) and take signed thinking blocks back.
-CACHE_TYPES = frozenset({ProviderType.BEDROCK})
+# Their adapters take cache_control markers (Bedrock maps them to cachePoint; OpenRouter reads them on
+# content parts, for Claude and Gemini) ...
+CACHE_TYPES = frozenset({ProviderType.BEDROCK, ProviderType.OPENROUTER})
+# ... and signed thinking blocks back.
+THOUGHT_TYPES = frozenset({ProviderType.BEDROCK})
 
 
 def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def _chat_request(d: Deployment, request: dict[str, Any]) -> dict[str, Any]:
     ``cache_control`` markers and signed thinking blocks kept where the adapter maps them."""
     return chat_request_from_messages(request, top_k=d.provider_type not in NO_TOP_K,
                                       effort=d.provider_type in EFFORT_TYPES, cache=d.provider_type in CACHE_TYPES,
-                                      thoughts=d.provider_type in CACHE_TYPES)
+                                      thoughts=d.provider_type in THOUGHT_TYPES)
 
 
 class _Targets:

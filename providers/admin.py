@@ -61,14 +61,33 @@ class ProviderForm(SecretInputs, forms.ModelForm):
         owner = editing.owner if editing else cleaned.get("owner")
         try:
             services.provider_validate(owner=owner, data=data, provider=editing)
+            if editing is not None and editing.enabled and cleaned.get("enabled") is False:
+                services.provider_defaults_check(provider=editing, doing="disabling it")
         except TollgateError as exc:
             self.add_error(exc.field if exc.field in self.fields else None, exc.message)
         self.service_data = data
         return cleaned
 
 
+class DefaultsKeptOnDelete:
+    """Deleting (one or a selection) is refused while a default model would then name nothing: the
+    confirmation page lists each such default as a protected object (providers.default_models)."""
+
+    def defaults_refusal(self, obj) -> str:
+        raise NotImplementedError
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        for obj in objs:
+            try:
+                self.defaults_refusal(obj)
+            except TollgateError as exc:
+                protected = [*protected, exc.message]
+        return deleted, counts, perms, protected
+
+
 @admin.register(Provider)
-class ProviderAdmin(SecretFieldsAdmin):
+class ProviderAdmin(DefaultsKeptOnDelete, SecretFieldsAdmin):
     form = ProviderForm
     secret_fields = {
         "api_key": Secret(label="API key", hint=mask),
@@ -96,6 +115,9 @@ class ProviderAdmin(SecretFieldsAdmin):
         fields = super().get_readonly_fields(request, obj)
         # A provider, and the key its owner gave it, stays with that owner.
         return ["owner", *fields] if obj is not None else fields
+
+    def defaults_refusal(self, obj):
+        services.provider_defaults_check(provider=obj, doing="deleting it")
 
     def save_model(self, request, obj, form, change):
         actor = Principal(user=request.user)
@@ -135,20 +157,46 @@ class ProviderAdmin(SecretFieldsAdmin):
                 self.message_user(request, f"{provider.name}: {report.error}", level=messages.ERROR)
 
 
+class ModelDisableForm(forms.ModelForm):
+    """Switching a model off (a ProviderModel, or a tenant's choice of a platform model) is refused
+    while a default model names it directly and would then name nothing."""
+
+    def clean(self):
+        cleaned = super().clean()
+        row = self.instance
+        if row.pk and row.enabled and cleaned.get("enabled") is False:
+            model, tenant = (row.provider_model, row.tenant) if isinstance(row, TenantModel) else (row, None)
+            try:
+                services.provider_model_defaults_check(provider_model=model, tenant=tenant, doing="disabling it")
+            except TollgateError as exc:
+                self.add_error("enabled", exc.message)
+        return cleaned
+
+
 @admin.register(ProviderModel)
-class ProviderModelAdmin(admin.ModelAdmin):
+class ProviderModelAdmin(DefaultsKeptOnDelete, admin.ModelAdmin):
+    form = ModelDisableForm
     list_display = ["model_id", "provider", "mode", "enabled", "stale", "context_length",
                     "input_price", "output_price", "price_source"]
     list_filter = ["mode", "enabled", "stale", "price_source", "supports_tools", "supports_vision", "provider"]
     search_fields = ["model_id", "display_name", "provider__name"]
     list_select_related = ["provider"]
 
+    def defaults_refusal(self, obj):
+        services.provider_model_defaults_check(provider_model=obj, tenant=None, doing="deleting it")
+
 
 @admin.register(TenantModel)
-class TenantModelAdmin(admin.ModelAdmin):
+class TenantModelAdmin(DefaultsKeptOnDelete, admin.ModelAdmin):
+    form = ModelDisableForm
     list_display = ["tenant", "provider_model", "enabled", "updated_at"]
     list_filter = ["enabled"]
     search_fields = ["tenant__slug", "provider_model__model_id", "provider_model__provider__name"]
     list_select_related = ["tenant", "provider_model__provider"]
     autocomplete_fields = ["tenant"]
     raw_id_fields = ["provider_model"]
+
+    def defaults_refusal(self, obj):
+        if obj.enabled:
+            services.provider_model_defaults_check(provider_model=obj.provider_model, tenant=obj.tenant,
+                                                   doing="deleting this choice")

@@ -62,12 +62,14 @@ def provider_model_get(*, provider: Provider, tenant: Tenant | None, model_id: s
     return model
 
 
-def models_available(*, tenant: Tenant) -> QuerySet[ProviderModel]:
+def models_available(*, tenant: Tenant, excluding: Q | None = None) -> QuerySet[ProviderModel]:
     """Every model this tenant may use now: enabled and current models of enabled providers
-    it owns, and of platform providers whose model it has chosen."""
+    it owns, and of platform providers whose model it has chosen; ``excluding``: as if the models
+    it matches were not there (what a change that disables them would leave)."""
     chosen = TenantModel.objects.filter(tenant=tenant, provider_model=OuterRef("pk"), enabled=True)
+    models = ProviderModel.objects.exclude(excluding) if excluding is not None else ProviderModel.objects
     return (
-        ProviderModel.objects.filter(enabled=True, stale=False, provider__enabled=True)
+        models.filter(enabled=True, stale=False, provider__enabled=True)
         .filter(Q(provider__owner=tenant) | Q(provider__owner__isnull=True, pk__in=chosen.values("provider_model")))
         .select_related("provider")
         .order_by("-provider__priority", "provider__name", "model_id")
@@ -125,12 +127,13 @@ class UsableNames:
         return (", ".join(names[:limit]) + more) if names else "none"
 
 
-def names_usable(*, tenant: Tenant, project_id: int | None = None) -> UsableNames:
+def names_usable(*, tenant: Tenant, project_id: int | None = None, excluding: Q | None = None) -> UsableNames:
     """The names a key of ``project_id`` may send (None: what every key may: tenant-wide aliases and
-    models): its project's aliases, the tenant-wide ones, and the models the tenant may use."""
+    models): its project's aliases, the tenant-wide ones, and the models the tenant may use
+    (``excluding``: as models_available)."""
     models: dict[str, set[str]] = {}
     available: dict[int, str] = {}
-    for m in models_available(tenant=tenant):
+    for m in models_available(tenant=tenant, excluding=excluding):
         available[m.pk] = m.mode
         for name in (f"{m.provider.name}:{m.model_id}", m.model_id):
             models.setdefault(name, set()).add(m.mode)

@@ -31,6 +31,14 @@ from providers.base_urls import (
 )
 from providers.catalog import CATALOG_FIELDS, PRICE_FIELDS, CatalogEntry, entry_from_name
 from providers.crypto import mask
+from providers.default_models import (
+    HOW_TO_CHANGE,
+    MODES,
+    DefaultRef,
+    defaults_lost,
+    defaults_lost_refusal,
+    defaults_naming,
+)
 from providers.models import (
     MAX_PRICE,
     PRICE_MAX_MESSAGE,
@@ -453,6 +461,8 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
         _base_url_change_check(provider=locked, base_url=base_url, data=data)
         _token_url_change_check(provider=locked, provider_type=provider_type, options=options, base_url=base_url,
                                 data=data)
+        if locked.enabled and data.get("enabled") is False:
+            provider_defaults_check(provider=locked, doing="disabling it")
         if "name" in data:
             locked.name = data["name"]
         url_changed = base_url != locked.base_url
@@ -490,11 +500,21 @@ def provider_update(*, provider: Provider, data: dict[str, Any], actor: Principa
     return locked
 
 
+def provider_defaults_check(*, provider: Provider, doing: str) -> None:
+    """Refuse (409, naming them) disabling or deleting ``provider`` while a default model names one of
+    its models directly and would then name nothing (providers.default_models)."""
+    lost = defaults_lost(models=ProviderModel.objects.filter(provider=provider), tenant=provider.owner)
+    if lost:
+        raise defaults_lost_refusal(f"Provider '{provider.name}'", lost, doing=doing, field="enabled")
+
+
 def provider_delete(*, provider: Provider, actor: Principal) -> None:
-    """Delete a provider and its models, unless the ledger points at them: usage history is
-    never orphaned, so such a provider can only be disabled."""
+    """Delete a provider and its models, unless the ledger points at them (usage history is
+    never orphaned, so such a provider can only be disabled) or a default model names one of them
+    (provider_defaults_check)."""
     try:
         with transaction.atomic():
+            provider_defaults_check(provider=provider, doing="deleting it")
             audit_record(actor=actor, action="provider.delete", tenant=provider.owner,
                          target=f"provider:{provider.name}", before=provider_audit_view(provider))
             provider.delete()
@@ -522,8 +542,11 @@ def provider_model_set_enabled(
     *, provider_model: ProviderModel, tenant: Tenant | None, enabled: bool, actor: Principal
 ) -> None:
     """For a tenant and a platform model: the tenant's own choice. Otherwise (the tenant's own
-    provider, or staff on a platform provider) the model itself is switched."""
+    provider, or staff on a platform provider) the model itself is switched. Disabling a model a
+    default model names directly is refused while that default would then name nothing."""
     with transaction.atomic():
+        if not enabled:
+            provider_model_defaults_check(provider_model=provider_model, tenant=tenant, doing="disabling it")
         if tenant is not None and provider_model.provider.owner_id is None:
             TenantModel.objects.update_or_create(
                 tenant=tenant, provider_model=provider_model, defaults={"enabled": enabled}
@@ -541,6 +564,17 @@ def provider_model_set_enabled(
             actor=actor, action="model.enable" if enabled else "model.disable", tenant=tenant,
             target=f"model:{provider_model.provider.name}:{provider_model.model_id}",
         )
+
+
+def provider_model_defaults_check(*, provider_model: ProviderModel, tenant: Tenant | None, doing: str) -> None:
+    """Refuse (409, naming them) disabling or deleting ``provider_model`` (for ``tenant``: its own
+    choice of a platform model) while a default model names it directly and would then name nothing."""
+    owner = provider_model.provider.owner
+    scope = tenant if tenant is not None and owner is None else owner
+    lost = defaults_lost(models=ProviderModel.objects.filter(pk=provider_model.pk), tenant=scope)
+    if lost:
+        raise defaults_lost_refusal(f"Model '{provider_model.provider.name}:{provider_model.model_id}'", lost,
+                                    doing=doing, field="enabled")
 
 
 def provider_models_declare(*, provider: Provider, model_ids: Collection[str], actor: Principal) -> list[str]:
@@ -870,40 +904,41 @@ def alias_update(*, alias: ModelAlias, data: dict[str, Any], actor: Principal) -
     return locked
 
 
-def alias_dependents(*, alias: ModelAlias) -> list[str | None]:
-    """The default models that name ``alias`` and would name nothing without it: the tenant's
-    (None; a tenant-wide alias) and the projects' (their slugs) whose keys see this alias under that
-    name (a tenant-wide alias for a project without its own of that name; a project's alias when no
-    tenant-wide one of that name stands behind it)."""
-    found: list[str | None] = []
+def alias_dependents(*, alias: ModelAlias) -> list[DefaultRef]:
+    """The default models that name ``alias`` and would name nothing without it: the tenant's (a
+    tenant-wide alias; its default model and default embeddings model) and the projects' whose keys
+    see this alias under that name (a tenant-wide alias for a project without its own of that name;
+    a project's alias when no tenant-wide one of that name stands behind it)."""
+    tenant = alias.tenant
+    found = [ref for ref in defaults_naming(names=[alias.name], tenant=tenant) if ref.project is None]
     projects = Project.objects.filter(tenant_id=alias.tenant_id, default_model=alias.name)
     if alias.project_id is None:
-        if Tenant.objects.filter(pk=alias.tenant_id, default_model=alias.name).exists():
-            found.append(None)
         projects = projects.exclude(pk__in=ModelAlias.objects.filter(
             tenant_id=alias.tenant_id, name=alias.name, project__isnull=False).values("project_id"))
-    elif ModelAlias.objects.filter(tenant_id=alias.tenant_id, name=alias.name, project__isnull=True).exists():
-        projects = projects.none()
     else:
-        projects = projects.filter(pk=alias.project_id)
-    return found + list(projects.order_by("slug").values_list("slug", flat=True))
+        found = []
+        if ModelAlias.objects.filter(tenant_id=alias.tenant_id, name=alias.name, project__isnull=True).exists():
+            projects = projects.none()
+        else:
+            projects = projects.filter(pk=alias.project_id)
+    return found + [DefaultRef(tenant, p, "default_model") for p in projects.order_by("slug")]
 
 
-def _alias_serves(*, tenant_id: int, name: str, dependent: str | None) -> bool:
+def _alias_serves(*, tenant_id: int, name: str, dependent: DefaultRef) -> bool:
     """Whether an alias now answers ``name`` for a dependent of alias_dependents."""
-    scope = Q(project__isnull=True) if dependent is None else Q(project__isnull=True) | Q(project__slug=dependent)
+    scope = Q(project__isnull=True)
+    if dependent.project is not None:
+        scope |= Q(project_id=dependent.project.pk)
     return ModelAlias.objects.filter(scope, tenant_id=tenant_id, name=name).exists()
 
 
-def alias_in_use_refusal(name: str, dependents: list[str | None], *, doing: str) -> Conflict:
+def alias_in_use_refusal(name: str, dependents: list[DefaultRef], *, doing: str) -> Conflict:
     """The refusal of a change that would leave ``dependents`` (alias_dependents) naming nothing."""
-    named = [("the tenant's default model (its settings)" if d is None else f"the default model of project '{d}'")
-             for d in dependents]
+    named = [d.label() for d in dependents]
     them = "it" if len(named) == 1 else "them"
     return Conflict(
         f"Alias '{name}' is still in use as {' and '.join(named)}; {doing} would leave {them} naming nothing. "
-        f"Set {them} to another alias or model first (a project's default_model: PATCH /api/projects/{{slug}} or "
-        "the console's project page; the tenant's: its settings), then try again.",
+        f"Set {them} to another alias or model first ({HOW_TO_CHANGE}), then try again.",
         field="name",
     )
 
@@ -933,25 +968,31 @@ def project_default_model_check(*, tenant: Tenant, project: Project | None, name
     _default_model_check(usable, name, whose="this project's keys", empty="the tenant's default")
 
 
-def tenant_default_model_check(*, tenant: Tenant, name: str) -> None:
-    """The tenant's default model must be something every key may send as a chat model: a
-    tenant-wide alias (a project's alias is unknown to the other projects' keys) or a model the
+def tenant_default_model_check(*, tenant: Tenant, name: str, field: str = "default_model") -> None:
+    """The tenant's default model (``field`` default_model) must be something every key may send as
+    a chat model, and its default embeddings model (default_embedding_model) as an embeddings model:
+    a tenant-wide alias (a project's alias is unknown to the other projects' keys) or a model the
     tenant may use. Registered in tenants.services.TENANT_DEFAULT_MODEL_CHECKS (providers/apps.py)."""
-    _default_model_check(names_usable(tenant=tenant), name, whose="every key of the tenant",
-                         empty="no default: requests must name their model")
+    empty = ("no default: requests must name their model" if field == "default_model" else
+             "no default: embeddings requests must name their model")
+    _default_model_check(names_usable(tenant=tenant), name, whose="every key of the tenant", empty=empty,
+                         field=field)
 
 
-def _default_model_check(usable, name: str, *, whose: str, empty: str) -> None:
+def _default_model_check(usable, name: str, *, whose: str, empty: str, field: str = "default_model") -> None:
+    mode = MODES[field]
+    kind, used = (("an embeddings model", "an embeddings request") if mode == ModelMode.EMBEDDING
+                  else ("a chat model", "a chat request"))
     modes = usable.modes(name)
     if modes is None:
         raise InvalidInput(
-            f"default_model '{name}' is not an alias or model {whose} may use; use one of: "
-            f"{usable.listing(ModelMode.CHAT)} (or leave it empty for {empty}).", field="default_model")
+            f"{field} '{name}' is not an alias or model {whose} may use; use one of: "
+            f"{usable.listing(mode)} (or leave it empty for {empty}).", field=field)
     if not modes:
         raise InvalidInput(
-            f"default_model '{name}' is an alias none of whose models this tenant may use now (disabled or "
-            f"gone); use one of: {usable.listing(ModelMode.CHAT)}.", field="default_model")
-    if ModelMode.CHAT not in modes:
+            f"{field} '{name}' is an alias none of whose models this tenant may use now (disabled or "
+            f"gone); use one of: {usable.listing(mode)}.", field=field)
+    if mode not in modes:
         raise InvalidInput(
-            f"default_model '{name}' is not a chat model (it is used when a chat request names no model); use "
-            f"one of: {usable.listing(ModelMode.CHAT)}.", field="default_model")
+            f"{field} '{name}' is not {kind} (it is used when {used} names no model); use "
+            f"one of: {usable.listing(mode)}.", field=field)

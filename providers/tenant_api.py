@@ -130,9 +130,11 @@ class TenantDetailAPI(TenantAPIView):
             try:
                 tenant = tenant_services.tenant_update(tenant=tenant, changes=changes, actor=access.principal)
             except InvalidInput as exc:
-                if exc.field != "default_model":
+                sent = {"default_model": "settings.llm.model",
+                        "default_embedding_model": "settings.embeddings.model"}.get(exc.field or "")
+                if sent is None:
                     raise
-                raise InvalidInput(f"settings.llm.model: {exc.message}", field="settings.llm.model") from None
+                raise InvalidInput(f"{sent}: {exc.message}", field=sent) from None
         return Response(TenantDetailOut(tenant, context={"roles": {tenant_id: access.role}}).data)
 
     patch = put

@@ -18,6 +18,7 @@ from core.errors import Forbidden, TollgateError
 from core.pages import form_error, is_htmx
 from providers import selectors, services
 from providers.crypto import mask
+from providers.default_models import defaults_dangling
 from providers.forms import (
     MAX_TARGETS,
     AliasForm,
@@ -87,7 +88,7 @@ def settings_page(request: HttpRequest, access: TenantAccess) -> HttpResponse:
     options = [model_facts(m) for m in models]
     return console_render(request, access, "app/settings.html", {
         "form": form, "model_options": options, "aliases": aliases, "selected_model": selected,
-        "missing_current": form.missing_current,
+        "missing_current": form.missing_current, "dangling": defaults_dangling(tenant=tenant),
     }, section="settings", status=400 if form.errors else 200)
 
 

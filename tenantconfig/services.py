@@ -25,6 +25,7 @@ from billing.limit_services import limit_rule_create, limit_rule_delete, limit_r
 from billing.models import Budget, LimitRule
 from billing.services import budget_create, budget_delete, budget_update
 from core.errors import TollgateError
+from providers.default_models import defaults_lost
 from providers.models import ModelAlias, Provider, ProviderModel
 from providers.services import (
     alias_create,
@@ -202,8 +203,9 @@ class _Planner:
         self.add(Change("change", "settings", self.tenant.slug, diff))
         blank_when_none = ("default_model", "default_embedding_model")
         changes = {SETTING_FIELDS[k]: ("" if k in blank_when_none and v is None else v) for k, (_, v) in diff.items()}
-        # The default model is set once the aliases are (it may name one the file creates).
-        model = {k: changes.pop(k) for k in ("default_model",) if k in changes}
+        # The default models are set once the aliases and models are (they may name one the file creates or
+        # enables); what the file disables, a default may still name, is disabled after them (7.5).
+        model = {k: changes.pop(k) for k in ("default_model", "default_embedding_model") if k in changes}
         if changes:
             self.step(0, "settings", lambda actor: tenant_update(tenant=self.tenant, changes=changes, actor=actor))
         if model:
@@ -305,7 +307,9 @@ class _Planner:
                 data = {k: v for k, v in service_data.items() if k in update or k in _service_names(fields)}
                 holder["row"] = provider_update(provider=holder["row"], data=data, actor=actor)
 
-        self.step(2, path, write)
+        disabling = row is not None and row.enabled and not want["enabled"]
+        # Disabled after the default models change (7): one may move off its models in the same file.
+        self.step(7.5 if disabling and defaults_lost(models=row.models.all(), tenant=self.tenant) else 2, path, write)
         self._models(path, want, row, needed, holder)
 
     def _models(self, path: str, want: dict[str, Any], row: Provider | None, needed: set[str],
@@ -362,7 +366,9 @@ class _Planner:
                         "cache_write": _dec(prices_after.get("cache_write_price"))}
                     provider_model_set_price(provider_model=model, prices=prices, actor=actor, tenant=self.tenant)
 
-            self.step(4, mpath, write)
+            disabling = "enabled" in diff and not target.get("enabled", True) and model_id in existing
+            self.step(7.5 if disabling and defaults_lost(models=ProviderModel.objects.filter(
+                pk=existing[model_id].pk), tenant=self.tenant) else 4, mpath, write)
 
     # --- platform models -----------------------------------------------------------------------
 
@@ -384,7 +390,8 @@ class _Planner:
                                    "(GET /api/models lists what the platform offers).")
                 continue
             self.add(Change("change", "platform_model", ref, {"enabled": (ref in chosen, enabled)}))
-            self.step(5, f"platform_models[{index}]", lambda actor, row=row, enabled=enabled:
+            lost = not enabled and defaults_lost(models=ProviderModel.objects.filter(pk=row.pk), tenant=self.tenant)
+            self.step(7.5 if lost else 5, f"platform_models[{index}]", lambda actor, row=row, enabled=enabled:
                       provider_model_set_enabled(provider_model=row, tenant=self.tenant, enabled=enabled, actor=actor))
 
     # --- aliases ---------------------------------------------------------------------------------

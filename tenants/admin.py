@@ -17,18 +17,24 @@ class MembershipInline(admin.TabularInline):
 
 
 class TenantAdminForm(forms.ModelForm):
-    """A new default model must resolve for every key, as tenant_update checks it (the admin
-    supplies the model and fields)."""
+    """A new default model or default embeddings model must resolve for every key, as tenant_update
+    checks them (the admin supplies the model and fields)."""
 
-    def clean_default_model(self):
-        name = (self.cleaned_data.get("default_model") or "").strip()
-        if name and self.instance.pk and name != self.instance.default_model:
+    def _default_checked(self, field: str) -> str:
+        name = (self.cleaned_data.get(field) or "").strip()
+        if name and self.instance.pk and name != getattr(self.instance, field):
             try:
                 for check in TENANT_DEFAULT_MODEL_CHECKS:
-                    check(tenant=self.instance, name=name)
+                    check(tenant=self.instance, name=name, field=field)
             except InvalidInput as exc:
                 raise forms.ValidationError(exc.message) from None
         return name
+
+    def clean_default_model(self):
+        return self._default_checked("default_model")
+
+    def clean_default_embedding_model(self):
+        return self._default_checked("default_embedding_model")
 
 
 @admin.register(Tenant)

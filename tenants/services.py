@@ -78,8 +78,9 @@ TENANT_CREATE_STEPS: list[Callable[..., None]] = []
 # keys may use): ``check(tenant=, project=, name=)`` raising InvalidInput; ``project`` is None for
 # a project being created. The providers app registers its check (providers/apps.py).
 PROJECT_DEFAULT_MODEL_CHECKS: list[Callable[..., None]] = []
-# The same for the tenant's default model (every key's): ``check(tenant=, name=)``. A default that
-# does not change (a stale one, its alias since deleted) is not checked again.
+# The same for the tenant's default models (every key's): ``check(tenant=, name=, field=)``, field
+# "default_model" or "default_embedding_model". A default that does not change (a stale one, its
+# model since dropped by a catalog sync) is not checked again.
 TENANT_DEFAULT_MODEL_CHECKS: list[Callable[..., None]] = []
 
 
@@ -172,16 +173,17 @@ def user_get_or_create_by_email(*, email: str):
 
 def tenant_update(*, tenant: Tenant, changes: dict[str, Any], actor: Principal) -> Tenant:
     """Apply already-validated field changes (names from TENANT_SETTING_FIELDS); a new default model
-    must pass TENANT_DEFAULT_MODEL_CHECKS."""
+    or default embeddings model must pass TENANT_DEFAULT_MODEL_CHECKS."""
     unknown = set(changes) - set(TENANT_SETTING_FIELDS)
     if unknown:
         raise InvalidInput(f"Unknown tenant fields: {', '.join(sorted(unknown))}.")
     with transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         before = {f: getattr(locked, f) for f in changes}
-        if changes.get("default_model") and changes["default_model"] != locked.default_model:
-            for check in TENANT_DEFAULT_MODEL_CHECKS:
-                check(tenant=locked, name=changes["default_model"])
+        for field in ("default_model", "default_embedding_model"):
+            if changes.get(field) and changes[field] != getattr(locked, field):
+                for check in TENANT_DEFAULT_MODEL_CHECKS:
+                    check(tenant=locked, name=changes[field], field=field)
         for field, value in changes.items():
             setattr(locked, field, value)
         after = {f: getattr(locked, f) for f in changes}

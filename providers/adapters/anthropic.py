@@ -1,10 +1,12 @@
 """Anthropic Messages API: OpenAI chat requests translated to ``/v1/messages``, and its
 answers and named-event streams translated back into OpenAI chat.completion(.chunk) JSON."""
 
+from functools import partial
 from typing import Any
 
 from orjson import JSONDecodeError, dumps, loads
 
+from providers.adapters.conversation import TurnBuilders, conversation_walk
 from providers.adapters.failures import (
     ERROR_TYPE_KINDS,
     bad_response,
@@ -188,37 +190,17 @@ def _compact(content: list[dict[str, Any]]) -> Any:
 def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> UpstreamRequest:
     """``POST {base}/v1/messages``: system/developer messages become ``system``, tool calls
     and tool results become ``tool_use`` / ``tool_result`` blocks, consecutive messages of one
-    role are merged, and the OpenAI sampling parameters are renamed."""
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            raise _bad_request(deployment, "every message must be an object.")
-        role = message.get("role")
-        content = message.get("content")
-        if role in ("system", "developer"):
-            system.extend(_blocks(deployment, content, text_only=True))
-            continue
-        if role == "user":
-            blocks = _blocks(deployment, content)
-        elif role == "assistant":
-            blocks = _blocks(deployment, content, text_only=True)
-            calls = message.get("tool_calls")
-            if calls:
-                if not isinstance(calls, list):
-                    raise _bad_request(deployment, "'tool_calls' must be a list.")
-                blocks.extend(_tool_use(deployment, call) for call in calls)
-        elif role == "tool":
-            role = "user"
-            blocks = [_tool_result(deployment, message)]
-        else:
-            raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
-        if not blocks:
-            continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+    role are merged (the shared walk, conversation.py), and the OpenAI sampling parameters are renamed."""
+    walked = conversation_walk(body.get("messages"), TurnBuilders(
+        system=lambda message: _blocks(deployment, message.get("content"), text_only=True),
+        user=lambda message: _blocks(deployment, message.get("content")),
+        assistant=lambda message: _blocks(deployment, message.get("content"), text_only=True),
+        tool_call=partial(_tool_use, deployment),
+        tool_result=partial(_tool_result, deployment),
+        refuse=partial(_bad_request, deployment),
+    ))
+    system = walked.system
+    messages = [{"role": role, "content": blocks} for role, blocks in walked.turns]
     for message in messages:
         message["content"] = _compact(message["content"])
 
@@ -286,7 +268,8 @@ def usage_from_anthropic(raw: Any) -> Usage | None:
     )
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     obj = load_json(deployment, body, "a message")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a message object.")
@@ -463,7 +446,8 @@ class AnthropicStreamTranslator:
         return out
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> AnthropicStreamTranslator:
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> AnthropicStreamTranslator:
     return AnthropicStreamTranslator(deployment, request_id=request_id, created=created)
 
 

@@ -42,11 +42,13 @@ def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) ->
                            headers=up.headers, body=up.body)
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     return openai_wire.parse_chat_body(deployment, body, request_id=request_id, with_cost=False)
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> openai_wire.OpenAIStreamTranslator:
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> openai_wire.OpenAIStreamTranslator:
     return openai_wire.OpenAIStreamTranslator(deployment, request_id=request_id, created=created, with_cost=False)
 
 

@@ -18,6 +18,9 @@ event stream), and their answers, events, usage and errors translated back (wire
 - Errors: the exception name from ``x-amzn-errortype`` (the part before ``:``), else the body's
   ``__type`` (after ``#``); the message from the body's ``message``. A ValidationException that
   says the input is too long is ``context_window``.
+- JSON mode: Converse has none, so ``response_format`` json_schema / json_object is a forced tool
+  (JSON_TOOL) whose input schema is the JSON schema, and its call's input is the answer's content
+  (parse_chat and the stream translator are given the request to know it).
 - Embeddings through InvokeModel (``POST {base}/model/{id}/invoke``): Amazon Titan text embeddings
   (``{"inputText", "dimensions"?}`` → ``{"embedding", "inputTextTokenCount"}``), one text per
   request as Titan takes it, and Cohere Embed (``{"texts", "input_type", "embedding_types"}`` →
@@ -32,6 +35,7 @@ from urllib.parse import quote
 from botocore.eventstream import EventStreamBuffer, ParserError
 from orjson import JSONDecodeError, dumps, loads
 
+from providers.adapters.conversation import TurnBuilders, conversation_walk
 from providers.adapters.failures import bad_response, body_detail, failure, load_json, status_kind, truncated_stream
 from providers.adapters.headers import deployment_headers
 from providers.adapters.messages import (
@@ -89,6 +93,8 @@ EXCEPTIONS: dict[str, tuple[str, bool, str]] = {
     "ServiceUnavailableException": ("server_error", True, "service unavailable"),
 }
 CONTEXT_WINDOW = ("context_window", False, "input too long for the model")
+# The forced tool that carries a response_format's JSON (Converse has no JSON mode; LiteLLM's name)
+JSON_TOOL = "json_tool_call"
 # Claude models on Bedrock without extended thinking (it came with 3.7 Sonnet)
 _NO_THINKING = re.compile(r"claude-(v2|instant|3-(haiku|sonnet|opus)|3-5-)", re.I)
 CLAUDE_MIN_BUDGET = 1024  # Claude's smallest thinking.budget_tokens
@@ -214,13 +220,57 @@ def _tool_result(message: dict[str, Any]) -> dict[str, Any]:
                            "status": "success"}}
 
 
+def json_mode(body: dict[str, Any] | None) -> bool:
+    """Whether a chat request asks for JSON (``response_format`` json_object or json_schema)."""
+    fmt = (body or {}).get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+
+def _json_tool(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool whose input is the answer ``response_format`` asks for (None: text): the JSON
+    schema as its input schema (json_object: any object). Converse takes an object schema only."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _bad_request(deployment, "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                                       "{\"type\": \"json_schema\", \"json_schema\": {\"name\", \"schema\"}}.")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+        description = "Respond with a JSON object: this tool's input is the answer."
+    else:
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _bad_request(deployment, "response_format json_schema needs \"json_schema\": {\"name\": …, "
+                                           "\"schema\": {…}} with the JSON schema as an object.")
+        if schema.get("type") != "object":
+            raise _bad_request(deployment, "response_format's JSON schema must describe an object (\"type\": "
+                                           "\"object\"): Bedrock answers through a tool, whose input is an object; "
+                                           "wrap yours, e.g. {\"type\": \"object\", \"properties\": {\"items\": …}}.")
+        name = spec.get("name") if isinstance(spec.get("name"), str) else "response"
+        description = str(spec.get("description") or f"Respond with the '{name}' JSON: this tool's input is the "
+                                                         "answer.")
+    return {"toolSpec": {"name": JSON_TOOL, "description": description, "inputSchema": {"json": schema}}}
+
+
 def _tool_config(deployment: Deployment, body: dict[str, Any], *, history_uses_tools: bool) -> dict[str, Any] | None:
+    """Converse's ``toolConfig``: the request's tools and tool_choice, and the forced JSON tool
+    when ``response_format`` asks for JSON (forced alone, or ``any`` beside the client's tools so
+    the model may call one of them or answer)."""
+    json_tool = _json_tool(deployment, body)
     tools = []
     for tool in body.get("tools") if isinstance(body.get("tools"), list) else []:
         if (not isinstance(tool, dict) or tool.get("type", "function") != "function"
                 or not isinstance(tool.get("function"), dict)):
             raise _bad_request(deployment, "only tools of type 'function' are supported.")
         function = tool["function"]
+        if json_tool is not None and function.get("name") == JSON_TOOL:
+            raise _bad_request(deployment, f"the tool name '{JSON_TOOL}' carries response_format's JSON on Bedrock; "
+                                           "rename your tool.")
         schema = function.get("parameters")
         spec: dict[str, Any] = {
             "name": str(function.get("name") or ""),
@@ -233,9 +283,19 @@ def _tool_config(deployment: Deployment, body: dict[str, Any], *, history_uses_t
         point = _cache_point(tool.get("cache_control")) if caching(deployment.model_id) else None
         if point is not None:
             tools.append(point)
+    choice = body.get("tool_choice")
+    if json_tool is not None:
+        forced = choice == "required" or isinstance(choice, dict)
+        if forced and tools:
+            raise _bad_request(deployment, "response_format json_object / json_schema cannot go with a tool_choice "
+                                           "that forces a tool: Bedrock answers JSON through a forced tool of its "
+                                           "own. Use tool_choice 'auto', or leave response_format out.")
+        if tools and choice != "none":
+            return {"tools": [*tools, json_tool], "toolChoice": {"any": {}}}
+        offered = tools if history_uses_tools else []
+        return {"tools": [*offered, json_tool], "toolChoice": {"tool": {"name": JSON_TOOL}}}
     if not tools:
         return None
-    choice = body.get("tool_choice")
     if choice == "none":
         # Converse has no "none": offer no tools, unless the history holds tool blocks (which
         # need the tools defined), then leave the choice to the model.
@@ -289,49 +349,31 @@ def guardrail_config(deployment: Deployment) -> dict[str, Any] | None:
 def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """The Converse request for an OpenAI chat body: system/developer messages become
     ``system``, tool calls ``toolUse`` blocks, tool results ``toolResult`` blocks in a user turn;
-    consecutive turns of one role merge (Converse wants them alternating). ``top_k`` goes in
+    consecutive turns of one role merge (Converse wants them alternating; the shared walk,
+    conversation.py). ``top_k`` goes in
     ``additionalModelRequestFields`` for Anthropic models only (the others refuse it).
     Anthropic-style ``cache_control`` markers (on a content part, a whole message or a tool)
     become ``cachePoint`` blocks right after what they mark, for models that cache."""
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    uses_tools = False
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            raise _bad_request(deployment, "every message must be an object.")
-        role = message.get("role")
-        content = message.get("content")
-        cache = caching(deployment.model_id)
-        point = _cache_point(message.get("cache_control")) if cache else None  # a marker on the whole message
-        if role in ("system", "developer"):
-            blocks = _blocks(deployment, content, text_only=True)
-            system.extend([*blocks, point] if point is not None and blocks else blocks)
-            continue
-        if role == "user":
-            blocks = _blocks(deployment, content)
-        elif role == "assistant":
-            blocks = [*_reasoning_blocks(message), *_blocks(deployment, content, text_only=True)]
-            calls = message.get("tool_calls")
-            if calls:
-                if not isinstance(calls, list):
-                    raise _bad_request(deployment, "'tool_calls' must be a list.")
-                blocks.extend(_tool_use(deployment, call) for call in calls)
-                uses_tools = True
-        elif role == "tool":
-            role = "user"
-            blocks = [_tool_result(message)]
-            point = _cache_point(_marked(message)) if cache else None
-            uses_tools = True
-        else:
-            raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
-        if point is not None and blocks:
-            blocks.append(point)
-        if not blocks:
-            continue
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+    cache = caching(deployment.model_id)
+
+    def marker(message: dict[str, Any], role: str) -> dict[str, Any] | None:
+        """A marker on the whole message (a tool result's may sit on its content's last part)."""
+        if not cache:
+            return None
+        return _cache_point(_marked(message) if role == "tool" else message.get("cache_control"))
+
+    walked = conversation_walk(body.get("messages"), TurnBuilders(
+        system=lambda message: _blocks(deployment, message.get("content"), text_only=True),
+        user=lambda message: _blocks(deployment, message.get("content")),
+        assistant=lambda message: [*_reasoning_blocks(message),
+                                   *_blocks(deployment, message.get("content"), text_only=True)],
+        tool_call=partial(_tool_use, deployment),
+        tool_result=_tool_result,
+        refuse=partial(_bad_request, deployment),
+        marker=marker,
+    ))
+    system, uses_tools = walked.system, walked.uses_tools
+    messages = [{"role": role, "content": blocks} for role, blocks in walked.turns]
     payload: dict[str, Any] = {"messages": messages}
     if system:
         payload["system"] = system
@@ -355,6 +397,10 @@ def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]
             raise _bad_request(deployment, "Claude takes no temperature (other than 1) or top_k with "
                                            "extended thinking (reasoning_effort); leave them out.")
         if isinstance(tools, dict) and ("any" in tools.get("toolChoice", {}) or "tool" in tools.get("toolChoice", {})):
+            if json_mode(body):
+                raise _bad_request(deployment, "Claude cannot think while a tool is forced, and Bedrock answers "
+                                               "response_format's JSON through a forced tool; leave out "
+                                               "reasoning_effort (or thinking) or response_format.")
             raise _bad_request(deployment, "Claude cannot think while tool_choice forces a tool; use tool_choice "
                                            "'auto', or leave reasoning_effort out.")
         limit = inference.get("maxTokens")
@@ -463,11 +509,16 @@ def _openai_call(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finish(reason: Any, *, calls: bool) -> str:
+    """The OpenAI finish_reason; ``calls``: whether the answer carries tool calls (the JSON tool's
+    answer is content, so a turn that ends on it alone is ``stop``)."""
     mapped = FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
+    if mapped == "tool_calls" and not calls:
+        return "stop"
     return "tool_calls" if calls and mapped == "stop" else mapped
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     obj = load_json(deployment, body, "a Converse answer")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a Converse answer.")
@@ -478,16 +529,21 @@ def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatR
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     thoughts: list[dict[str, Any]] = []
+    answers: list[str] = []  # the JSON tool's input: the answer response_format asked for
+    wants_json = json_mode(request)
     for block in message["content"]:
         if not isinstance(block, dict):
             continue
-        if isinstance(block.get("toolUse"), dict):
+        if isinstance(block.get("toolUse"), dict) and wants_json and block["toolUse"].get("name") == JSON_TOOL:
+            args = block["toolUse"].get("input")
+            answers.append(dumps(args if isinstance(args, dict) else {}).decode())
+        elif isinstance(block.get("toolUse"), dict):
             calls.append(_openai_call(block))
         elif isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif (thought := _thinking_block(block.get("reasoningContent"))) is not None:
             thoughts.append(thought)
-    text = "".join(texts)
+    text = answers[0] if answers else "".join(texts)  # the JSON alone: a word before it would spoil it
     answer: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         answer["tool_calls"] = calls
@@ -566,9 +622,9 @@ class BedrockStreamTranslator:
     usage. Blocks are keyed by ``contentBlockIndex`` (a text block may start with a delta)."""
 
     __slots__ = ("usage", "text_chars", "finish_reason", "_deployment", "_buffer", "_chunks", "_request_id",
-                 "_created", "_calls", "_stopped", "_failed", "_thoughts")
+                 "_created", "_calls", "_stopped", "_failed", "_thoughts", "_json", "_json_blocks")
 
-    def __init__(self, deployment: Deployment, *, request_id: str, created: int) -> None:
+    def __init__(self, deployment: Deployment, *, request_id: str, created: int, json: bool = False) -> None:
         self.usage: Usage | None = None
         self.text_chars = 0
         self.finish_reason: str | None = None
@@ -581,6 +637,8 @@ class BedrockStreamTranslator:
         self._stopped = False
         self._failed: UpstreamFailure | None = None  # raised once the chunks before it are out
         self._thoughts: dict[int, dict[str, Any]] = {}  # contentBlockIndex -> the reasoning block being streamed
+        self._json = json  # the request asked for JSON: the JSON tool's input streams as content
+        self._json_blocks: set[int] = set()  # contentBlockIndex of the JSON tool's block
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._failed is not None:
@@ -630,7 +688,9 @@ class BedrockStreamTranslator:
         chunks = self._start(out)
         if event == "contentBlockStart":
             use = (obj.get("start") or {}).get("toolUse") if isinstance(obj.get("start"), dict) else None
-            if isinstance(use, dict):
+            if isinstance(use, dict) and self._json and use.get("name") == JSON_TOOL:
+                self._json_blocks.add(as_int(obj.get("contentBlockIndex")))
+            elif isinstance(use, dict):
                 index = self._calls.setdefault(as_int(obj.get("contentBlockIndex")), len(self._calls))
                 out.append(chunks.delta({"tool_calls": [{
                     "index": index, "id": str(use.get("toolUseId") or ""), "type": "function",
@@ -644,8 +704,12 @@ class BedrockStreamTranslator:
                 out.append(chunks.content(delta["text"]))
             elif isinstance(delta.get("toolUse"), dict):
                 fragment = delta["toolUse"].get("input")
-                index = self._calls.get(as_int(obj.get("contentBlockIndex")))
-                if isinstance(fragment, str) and fragment and index is not None:
+                block = as_int(obj.get("contentBlockIndex"))
+                index = self._calls.get(block)
+                if isinstance(fragment, str) and fragment and block in self._json_blocks:
+                    self.text_chars += len(fragment)
+                    out.append(chunks.content(fragment))
+                elif isinstance(fragment, str) and fragment and index is not None:
                     self.text_chars += len(fragment)
                     out.append(chunks.delta({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
         elif event == "contentBlockStop":
@@ -680,8 +744,9 @@ class BedrockStreamTranslator:
             out.append(chunks.delta({"thinking_blocks": [thought]}))
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> BedrockStreamTranslator:
-    return BedrockStreamTranslator(deployment, request_id=request_id, created=created)
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> BedrockStreamTranslator:
+    return BedrockStreamTranslator(deployment, request_id=request_id, created=created, json=json_mode(request))
 
 
 # ----------------------------------------------------------------------------- embeddings

@@ -29,6 +29,7 @@ from typing import Any
 
 from orjson import JSONDecodeError, dumps, loads
 
+from providers.adapters.conversation import TurnBuilders, conversation_walk
 from providers.adapters.failures import (
     CONTENT_POLICY,
     bad_response,
@@ -255,42 +256,25 @@ def _generation_config(deployment: Deployment, body: dict[str, Any]) -> dict[str
 def chat_payload(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """The ``GenerateContentRequest`` for an OpenAI chat body: system/developer messages become
     ``systemInstruction``, assistant turns role ``model``, tool calls ``functionCall`` parts and
-    tool results ``functionResponse`` parts in a user turn; consecutive turns of one role merge."""
-    system: list[dict[str, Any]] = []
-    contents: list[dict[str, Any]] = []
+    tool results ``functionResponse`` parts in a user turn; consecutive turns of one role merge (the
+    shared walk, conversation.py)."""
     names: dict[str, str] = {}  # tool call id -> function name, for the tool results
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            raise _bad_request(deployment, "every message must be an object.")
-        role = message.get("role")
-        content = message.get("content")
-        if role in ("system", "developer"):
-            system.extend(_parts(deployment, content, text_only=True))
-            continue
-        if role == "user":
-            parts = _parts(deployment, content)
-        elif role == "assistant":
-            role = "model"
-            parts = _parts(deployment, content, text_only=True)
-            calls = message.get("tool_calls")
-            if calls:
-                if not isinstance(calls, list):
-                    raise _bad_request(deployment, "'tool_calls' must be a list.")
-                for call in calls:
-                    part, call_id, name = _function_call(deployment, call)
-                    names[call_id] = name
-                    parts.append(part)
-        elif role == "tool":
-            role = "user"
-            parts = [_function_response(deployment, message, names)]
-        else:
-            raise _bad_request(deployment, f"messages with role {role!r} are not supported.")
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+
+    def function_call(call: Any) -> dict[str, Any]:
+        part, call_id, name = _function_call(deployment, call)
+        names[call_id] = name
+        return part
+
+    walked = conversation_walk(body.get("messages"), TurnBuilders(
+        system=lambda message: _parts(deployment, message.get("content"), text_only=True),
+        user=lambda message: _parts(deployment, message.get("content")),
+        assistant=lambda message: _parts(deployment, message.get("content"), text_only=True),
+        tool_call=function_call,
+        tool_result=lambda message: _function_response(deployment, message, names),
+        refuse=partial(_bad_request, deployment),
+    ))
+    system = walked.system
+    contents = [{"role": "model" if role == "assistant" else "user", "parts": parts} for role, parts in walked.turns]
     payload: dict[str, Any] = {"contents": contents}
     if system:
         payload["systemInstruction"] = {"parts": system}
@@ -372,7 +356,8 @@ def _finish(reason: Any, *, calls: bool) -> str:
     return "tool_calls" if calls and mapped == "stop" else mapped
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     obj = load_json(deployment, body, "a GenerateContentResponse")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a GenerateContentResponse.")
@@ -582,7 +567,8 @@ class GeminiStreamTranslator:
         return out
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> GeminiStreamTranslator:
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> GeminiStreamTranslator:
     return GeminiStreamTranslator(deployment, request_id=request_id, created=created)
 
 

@@ -230,7 +230,8 @@ def chat_request_from_messages(body: dict[str, Any], *, top_k: bool = True, effo
     equivalent and are left out. ``top_k=False`` leaves ``top_k`` out (OpenAI refuses it);
     ``effort=True`` turns an enabled ``thinking`` into ``reasoning_effort`` (see ``reasoning_effort``);
     ``cache=True`` keeps the blocks' and tools' ``cache_control`` markers on the parts and tools
-    they become (system blocks then stay separate parts), for an upstream that maps them (Bedrock);
+    they become (system blocks then stay separate parts), for an upstream that takes them (Bedrock,
+    OpenRouter);
     ``thoughts=True`` keeps an assistant turn's signed ``thinking`` / ``redacted_thinking`` blocks
     as its ``thinking_blocks`` (Bedrock's Claude wants them back with the turn's tool calls) and an
     enabled ``thinking`` as it is, its budget exact."""

@@ -200,7 +200,8 @@ def _error(deployment: Deployment, err: Any) -> UpstreamFailure:
                    classified=error_class(None, (), detail) or ("server_error", True, "server error"))
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     obj = load_json(deployment, body, "a chat answer")
     if type(obj) is not dict:
         raise bad_response(deployment, "answered with JSON that is not a chat answer object.")
@@ -293,7 +294,8 @@ class OllamaStreamTranslator:
         return out
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> OllamaStreamTranslator:
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> OllamaStreamTranslator:
     return OllamaStreamTranslator(deployment, request_id=request_id, created=created)
 
 

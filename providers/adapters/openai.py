@@ -63,11 +63,13 @@ def build_chat(deployment: Deployment, body: dict[str, Any], *, stream: bool) ->
     )
 
 
-def parse_chat(deployment: Deployment, body: bytes, *, request_id: str) -> ChatResult:
+def parse_chat(deployment: Deployment, body: bytes, *, request_id: str,
+               request: dict[str, Any] | None = None) -> ChatResult:
     return parse_chat_body(deployment, body, request_id=request_id, with_cost=False)
 
 
-def stream_translator(deployment: Deployment, *, request_id: str, created: int) -> "OpenAIStreamTranslator":
+def stream_translator(deployment: Deployment, *, request_id: str, created: int,
+                      request: dict[str, Any] | None = None) -> "OpenAIStreamTranslator":
     return OpenAIStreamTranslator(deployment, request_id=request_id, created=created, with_cost=False)
 
 

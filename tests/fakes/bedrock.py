@@ -52,6 +52,12 @@ temperature but 1, no top_k, Claude only, and a tool-calling assistant turn sent
 signed with ``REASONING_SIGNATURE``), streamed as ``reasoningContent`` text deltas then a
 signature delta.
 
+Tools: a ``toolSpec``'s ``inputSchema.json`` must be an object schema; a ``toolChoice`` of ``any`` or
+``tool`` is refused (in Bedrock's words) by models other than Claude, Mistral Large and Nova, and on the
+others makes the answer a call of that tool (``any``: ``tool_call`` until it is answered, else the last
+tool), its input an example of the tool's
+schema (``example_of``) unless ``tool_call`` says otherwise.
+
 Usage mapping (as the Anthropic fake): ``Usage.prompt_tokens`` → ``inputTokens`` (uncached),
 ``cached_tokens`` → ``cacheReadInputTokens``, ``cache_creation_tokens`` →
 ``cacheWriteInputTokens``; ``totalTokens`` is the sum of all four counts.
@@ -94,6 +100,21 @@ TOO_LONG = "Input is too long for requested model."
 GUARDRAIL_MESSAGE = "Sorry, the model cannot answer this question."  # a guardrail's default blocked message
 REASONING_SIGNATURE = "EqoBCkgIARABGAIiQFakeReasoningSignature+/="
 PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"  # AWS pads events with a "p" member
+
+
+def example_of(schema: Any) -> Any:
+    """A value of a (simple) JSON schema, as a model forced to call a tool with it would give: every
+    property of an object, the first enum value, one item of an array."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: example_of(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [example_of(schema.get("items"))]
+    return {"string": "text", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
 
 
 def event_frame(headers: dict[str, str], payload: bytes) -> bytes:
@@ -321,6 +342,23 @@ class FakeBedrock(FakeServer):
                 return f"Malformed input request: system.{j} must be a text, cachePoint or guardContent block."
         if uses_tools and not (body.get("toolConfig") or {}).get("tools"):
             return "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+        for j, tool in enumerate((body.get("toolConfig") or {}).get("tools") or []):
+            schema = ((tool.get("toolSpec") or {}).get("inputSchema") or {}).get("json") if "toolSpec" in tool else {}
+            if "toolSpec" in tool and (not isinstance(schema, dict) or schema.get("type") != "object"):
+                return (f"The value at toolConfig.tools.{j}.toolSpec.inputSchema.json.type must be one of the "
+                        "following: object.")
+        return None
+
+    @staticmethod
+    def invalid_tool_choice(body: dict[str, Any], model: str) -> str | None:
+        choice = (body.get("toolConfig") or {}).get("toolChoice") or {}
+        forced = next((k for k in ("any", "tool") if k in choice), None)
+        if forced and not any(family in model for family in ("anthropic.", "mistral.mistral-large", "amazon.nova")):
+            return (f"This model doesn't support the toolConfig.toolChoice.{forced} field. Remove "
+                    f"toolConfig.toolChoice.{forced} and try again.")
+        if forced == "tool" and choice["tool"].get("name") not in [
+                (t.get("toolSpec") or {}).get("name") for t in body["toolConfig"].get("tools") or []]:
+            return "The tool named in toolConfig.toolChoice.tool is not in toolConfig.tools."
         return None
 
     @staticmethod
@@ -352,13 +390,22 @@ class FakeBedrock(FakeServer):
         return None
 
     def tool_call_for(self, call: Call) -> tuple[str, str, dict[str, Any]] | None:
-        tools = (call.body.get("toolConfig") or {}).get("tools") or []
+        config = call.body.get("toolConfig") or {}
+        tools = [t["toolSpec"] for t in config.get("tools") or [] if "toolSpec" in t]
+        choice = config.get("toolChoice") or {}
+        last = call.body["messages"][-1]
+        answered = any("toolResult" in block for block in last.get("content") or [])
+        # any: the configured call until it is answered, else the last tool (where a JSON tool goes)
+        forced = (choice["tool"]["name"] if "tool" in choice else
+                  tools[-1]["name"] if "any" in choice and (answered or not self.tool_call) else None)
+        if forced is not None and not (self.tool_call and self.tool_call.get("name") == forced):
+            spec = next(t for t in tools if t["name"] == forced)
+            return self.new_id("tooluse_"), forced, example_of(spec["inputSchema"]["json"])
         if not self.tool_call or not tools:
             return None
-        last = call.body["messages"][-1]
-        if any("toolResult" in block for block in last.get("content") or []):
+        if answered:
             return None  # the tool was called and answered: now say something
-        name = self.tool_call.get("name") or (tools[0].get("toolSpec") or {}).get("name") or "tool"
+        name = self.tool_call.get("name") or tools[0].get("name") or "tool"
         return (self.tool_call.get("id") or self.new_id("tooluse_"), name,
                 dict(self.tool_call.get("arguments") or {}))
 
@@ -380,7 +427,8 @@ class FakeBedrock(FakeServer):
             return bad
         if self.context_limit is not None and len(json.dumps(call.body["messages"]).split()) > self.context_limit:
             return self.error(400, TOO_LONG)
-        if msg := self.invalid_guardrail(call.body, operation) or self.invalid_thinking(call.body, model):
+        if msg := (self.invalid_guardrail(call.body, operation) or self.invalid_thinking(call.body, model)
+                   or self.invalid_tool_choice(call.body, model)):
             return self.error(400, msg)
         blocked = self.guardrail_intervenes(call.body)
         tool = None if blocked else self.tool_call_for(call)

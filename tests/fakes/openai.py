@@ -15,12 +15,15 @@ listing as a bare array (Together).
 ``provider`` and ``native_finish_reason`` fields, ``: OPENROUTER PROCESSING`` SSE comments, usage
 (with ``cost``) always sent in streams, ``{"error": {"code": <int>, "message"}}`` errors, a public
 rich model catalog (``pricing`` per-token strings, ``context_length``, ``architecture``,
-``supported_parameters``) with optional ``offset``/``limit`` paging.
+``supported_parameters``) with optional ``offset``/``limit`` paging, and prompt caching as OpenRouter
+reports it (``usage_obj``: a Claude or Gemini model's cache counts only when a content part carries a
+``cache_control`` marker; ``cost`` priced with the cache read and write prices).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import struct
@@ -439,11 +442,30 @@ class FakeOpenRouter(FakeOpenAI):
     def choice(self, finish: str | None, **fields: Any) -> dict[str, Any]:
         return {**super().choice(finish, **fields), "native_finish_reason": finish}
 
+    @staticmethod
+    def marked_parts(body: dict[str, Any]) -> bool:
+        """Whether a request carries a ``cache_control`` marker where OpenRouter reads one: on a
+        content part (a marker on a whole message is ignored)."""
+        return any(isinstance(part, dict) and "cache_control" in part
+                   for m in body.get("messages") or [] if isinstance(m, dict) and isinstance(m.get("content"), list)
+                   for part in m["content"])
+
     def usage_obj(self, call: Call, u: Usage) -> dict[str, Any]:
+        """The usage, as OpenRouter reports it: ``prompt_tokens`` holds the cache reads and writes.
+        A Claude or Gemini model caches only what a content part's ``cache_control`` marks, so
+        without one the configured cache counts are reported as zero. ``cost`` from the model's
+        pricing (cache reads at ``input_cache_read``, writes at ``input_cache_write``, else the
+        prompt price) unless configured."""
+        model = str(call.body.get("model", ""))
+        if model.startswith(("anthropic/", "google/")) and not self.marked_parts(call.body):
+            u = dataclasses.replace(u, cached_tokens=0, cache_creation_tokens=0)
         cost = u.cost
         if cost is None:
-            pricing = self._pricing(str(call.body.get("model", "")))
-            cost = round(u.prompt_tokens * float(pricing["prompt"])
+            pricing = self._pricing(model)
+            read = float(pricing.get("input_cache_read", pricing["prompt"]))
+            write = float(pricing.get("input_cache_write", pricing["prompt"]))
+            cost = round((u.prompt_tokens - u.cached_tokens - u.cache_creation_tokens) * float(pricing["prompt"])
+                         + u.cached_tokens * read + u.cache_creation_tokens * write
                          + u.completion_tokens * float(pricing["completion"]), 12)
         return {
             "prompt_tokens": u.prompt_tokens,

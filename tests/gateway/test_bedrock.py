@@ -5,6 +5,7 @@ cache reads and writes priced exactly in the ledger, tool calls both ways, the M
 Responses doors through the chat translation, a Bedrock API key as a bearer token, throttling
 that falls back, a too-long prompt, a stream reset and an exception mid-stream."""
 
+import json
 from decimal import Decimal
 
 import anthropic
@@ -422,3 +423,40 @@ def test_a_stream_broken_after_the_first_bytes_ends_with_an_error_and_a_partial_
         assert response.text.rstrip().endswith("data: [DONE]")
         row = wait_usage(response.headers["x-request-id"])
     assert row.status == "partial" and row.output_tokens > 0 and row.tokens_estimated
+
+
+def test_response_format_answers_json_through_a_forced_tool_in_answers_streams_and_after_tool_calls(world, live):
+    person = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": person, "strict": True}}
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+    with FakeBedrock(models=[HAIKU], api_key=KEY, usage=USAGE) as fake:
+        bedrock(world, fake)
+        client = sdk(live, world.chat_key)
+        raw = client.chat.completions.with_raw_response.create(model=f"aws:{HAIKU}", messages=HELLO,
+                                                               response_format=fmt)
+        answer = raw.parse()
+        assert json.loads(answer.choices[0].message.content) == {"name": "text", "age": 1}
+        assert answer.choices[0].finish_reason == "stop" and not answer.choices[0].message.tool_calls
+        assert fake.requests[-1].body["toolConfig"]["toolChoice"] == {"tool": {"name": "json_tool_call"}}
+        assert wait_usage(raw.headers["x-request-id"]).cost == expected_cost(300, 1000, 200, 50)
+        streamed = list(client.chat.completions.create(model=f"aws:{HAIKU}", messages=HELLO, stream=True,
+                                                       response_format={"type": "json_object"}))
+        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        assert json.loads(text) == {}  # json_object: any object
+        assert [c.choices[0].finish_reason for c in streamed if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+        fake.tool_call = {"id": "tooluse_1", "name": "lookup", "arguments": {"q": "Ada"}}
+        first = client.chat.completions.create(model=f"aws:{HAIKU}", messages=HELLO, tools=tools,
+                                               response_format=fmt)
+        assert first.choices[0].message.tool_calls[0].function.name == "lookup"
+        second = client.chat.completions.create(model=f"aws:{HAIKU}", tools=tools, response_format=fmt, messages=[
+            *HELLO, first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": "tooluse_1", "content": "Ada Lovelace, 36"}])
+        assert json.loads(second.choices[0].message.content) == {"name": "text", "age": 1}
+
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=f"aws:{HAIKU}", messages=HELLO, tools=tools, tool_choice="required",
+                                           response_format=fmt)
+        assert "cannot go with a tool_choice that forces a tool" in str(refused.value)

@@ -516,3 +516,62 @@ def test_a_body_over_the_limit_is_request_too_large_in_the_anthropic_shape(world
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 100_000}]}
     response = post(live, key=world.chat_key, body=body)
     assert_anthropic_error(response, 413, "request_too_large", "65536")
+
+
+CLAUDE_ON_OPENROUTER = [{"id": "anthropic/claude-sonnet-4.5", "pricing": {
+    "prompt": "0.000003", "completion": "0.000015", "input_cache_read": "0.0000003",
+    "input_cache_write": "0.00000375"}}]
+# prompt_tokens (reads and writes included), reads, writes, output
+ROUTER_USAGE = {"prompt_tokens": 1500, "cached_tokens": 1000, "cache_creation_tokens": 300, "completion_tokens": 40}
+
+
+def cost_of(uncached: int, read: int, written: int, output: int, *, write_price: Decimal = Decimal("3.75")) -> Decimal:
+    total = uncached * 3 + read * Decimal("0.3") + written * write_price + output * 15
+    return (total / Decimal(10**6)).quantize(CENT)
+
+
+def test_cache_control_markers_reach_openrouter_on_content_parts_and_the_cost_is_exact(world, live):
+    mark = {"type": "ephemeral"}
+    with FakeOpenRouter(models=CLAUDE_ON_OPENROUTER, reply="Cached answer", usage=ROUTER_USAGE) as router:
+        add_provider(world.tenant, router, name="openrouter", provider_type="openrouter")
+        sdk = client(live, world.chat_key)
+        model = "openrouter:anthropic/claude-sonnet-4.5"
+        messages = [
+            {"role": "user", "content": [{"type": "text", "text": "A long document", "cache_control": mark},
+                                         {"type": "text", "text": "Summarize it"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                               "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C",
+                                          "cache_control": mark}]}]
+        raw = sdk.messages.with_raw_response.create(
+            model=model, max_tokens=50, messages=messages, tools=[{**WEATHER, "cache_control": mark}],
+            system=[{"type": "text", "text": "You are terse.", "cache_control": mark}])
+        message = raw.parse()
+        sent = router.requests_to("/chat/completions")[-1].body
+        assert message.content[0].text == "Cached answer"
+        assert (message.usage.input_tokens, message.usage.cache_read_input_tokens,
+                message.usage.cache_creation_input_tokens, message.usage.output_tokens) == (200, 1000, 300, 40)
+        assert sent["messages"][0] == {"role": "system", "content": [
+            {"type": "text", "text": "You are terse.", "cache_control": mark}]}
+        assert sent["messages"][1]["content"][0] == {"type": "text", "text": "A long document", "cache_control": mark}
+        assert sent["messages"][3] == {"role": "tool", "tool_call_id": "toolu_1", "content": [
+            {"type": "text", "text": "18 C", "cache_control": mark}]}
+        assert sent["tools"][0]["cache_control"] == mark
+        row = wait_usage(raw.headers["x-request-id"])
+        assert (row.cached_input_tokens, row.cache_write_tokens) == (1000, 300)
+        assert row.cost == cost_of(200, 1000, 300, 40)
+
+        with sdk.messages.stream(model=model, max_tokens=50, messages=messages[:1]) as stream:
+            assert "".join(stream.text_stream) == "Cached answer"
+            final = stream.get_final_message()
+        assert final.usage.cache_read_input_tokens == 1000
+
+        hour = {"type": "ephemeral", "ttl": "1h"}
+        raw = sdk.messages.with_raw_response.create(model=model, max_tokens=50, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "A long document", "cache_control": hour}]}])
+        assert raw.parse().usage.cache_creation.ephemeral_1h_input_tokens == 300
+        assert wait_usage(raw.headers["x-request-id"]).cost == cost_of(200, 1000, 300, 40, write_price=Decimal(6))
+
+        raw = sdk.messages.with_raw_response.create(model=model, max_tokens=50, messages=HELLO)  # nothing marked
+        assert raw.parse().usage.cache_read_input_tokens == 0
+        assert wait_usage(raw.headers["x-request-id"]).cost == cost_of(1500, 0, 0, 40)

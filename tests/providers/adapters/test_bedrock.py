@@ -577,3 +577,75 @@ def test_a_thinking_tool_conversation_round_trips_through_the_fake_with_its_sign
         assert stream_text(chunks) == "18 degrees"
         assert "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks if c["choices"]) == (
             "Weather needs a tool.")
+
+
+# ----------------------------------------------------------------------------- response_format
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+AS_PERSON = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+
+
+def test_response_format_becomes_a_forced_tool_whose_schema_is_the_json_schema():
+    _, sent = build({"messages": HELLO, "response_format": AS_PERSON})
+    assert sent["toolConfig"] == {"tools": [{"toolSpec": {
+        "name": "json_tool_call", "description": "Respond with the 'person' JSON: this tool's input is the answer.",
+        "inputSchema": {"json": PERSON}}}], "toolChoice": {"tool": {"name": "json_tool_call"}}}
+    _, sent = build({"messages": HELLO, "response_format": {"type": "json_object"}})
+    assert sent["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"] == {"json": {"type": "object"}}
+    assert "toolConfig" not in build({"messages": HELLO, "response_format": {"type": "text"}})[1]
+    # beside the client's tools: any tool, so the model may call one of them or answer
+    _, sent = build({"messages": HELLO, "response_format": AS_PERSON, "tools": [WEATHER_TOOL]})
+    assert [t["toolSpec"]["name"] for t in sent["toolConfig"]["tools"]] == ["get_weather", "json_tool_call"]
+    assert sent["toolConfig"]["toolChoice"] == {"any": {}}
+    _, sent = build({"messages": HELLO, "response_format": AS_PERSON, "tools": [WEATHER_TOOL], "tool_choice": "none"})
+    assert [t["toolSpec"]["name"] for t in sent["toolConfig"]["tools"]] == ["json_tool_call"]
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ({"tools": [WEATHER_TOOL], "tool_choice": "required"}, "cannot go with a tool_choice that forces a tool"),
+    ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+     "cannot go with a tool_choice that forces a tool"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "needs \"json_schema\""),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}}},
+     "must describe an object"),
+    ({"response_format": {"type": "yaml"}}, "response_format must be"),
+    ({"tools": [{"type": "function", "function": {"name": "json_tool_call"}}]}, "rename your tool"),
+    ({"reasoning_effort": "low"}, "leave out reasoning_effort (or thinking) or response_format"),
+])
+def test_what_json_mode_cannot_do_is_a_clear_bad_request(extra, words):
+    d = dep(model_id="us.anthropic.claude-sonnet-4-20250514-v1:0")
+    with pytest.raises(UpstreamFailure) as caught:
+        adapter.build_chat(d, {"messages": HELLO, "response_format": AS_PERSON, **extra}, stream=False)
+    assert caught.value.kind == "bad_request" and words in caught.value.message
+
+
+def test_the_json_tool_s_input_is_the_answer_and_a_client_tool_stays_a_call():
+    answer = {"output": {"message": {"role": "assistant", "content": [
+        {"toolUse": {"toolUseId": "t1", "name": "json_tool_call", "input": {"name": "Ada", "age": 36}}}]}},
+        "stopReason": "tool_use", "usage": {"inputTokens": 5, "outputTokens": 7}}
+    request = {"messages": HELLO, "response_format": AS_PERSON}
+    body = validate_completion(adapter.parse_chat(DEP, json.dumps(answer).encode(), request_id="j",
+                                                  request=request).body)
+    choice = body["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ('{"name":"Ada","age":36}', "stop")
+    assert "tool_calls" not in choice["message"]
+    # without response_format, a tool of that name is the client's own
+    plain = validate_completion(adapter.parse_chat(DEP, json.dumps(answer).encode(), request_id="j").body)
+    assert plain["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "json_tool_call"
+
+
+def test_answers_and_streams_against_the_fake():
+    with FakeBedrock(api_key=KEY) as fake:
+        d = dep(fake.base_url)
+        body = {"messages": HELLO, "response_format": AS_PERSON}
+        resp = send(adapter.build_chat(d, body, stream=False))
+        assert resp.status_code == 200, resp.text
+        answer = validate_completion(adapter.parse_chat(d, resp.content, request_id="f", request=body).body)
+        assert json.loads(answer["choices"][0]["message"]["content"]) == {"name": "text", "age": 1}
+        translator = adapter.stream_translator(d, request_id="s", created=1, request=body)
+        chunks = chunks_of(run_stream(adapter.build_chat(d, body, stream=True), translator))
+        assert json.loads(stream_text(chunks)) == {"name": "text", "age": 1}
+        assert stream_tool_calls(chunks) == {} and finish_reasons(chunks) == ["stop"]
+        llama = dep(fake.base_url, model_id="meta.llama3-70b-instruct-v1:0")
+        refused = send(adapter.build_chat(llama, body, stream=False))
+        assert refused.status_code == 400 and "toolChoice.tool" in refused.text  # Bedrock's own words

@@ -200,3 +200,53 @@ def test_round_trip_errors(fake, upstream):
         assert resp.status_code == 400 and result.kind == "bad_request" and "not a valid model ID" in result.message
     finally:
         fake.strict_models = False
+
+
+# ----------------------------------------------------------------------------- prompt caching
+CLAUDE = replace(DEP, model_id="anthropic/claude-sonnet-4.5")
+EPHEMERAL = {"type": "ephemeral"}
+HOUR = {"type": "ephemeral", "ttl": "1h"}
+
+
+def test_cache_markers_go_on_content_parts_where_openrouter_reads_them():
+    body = {"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "rules", "cache_control": EPHEMERAL}]},
+        {"role": "user", "content": "a long document", "cache_control": EPHEMERAL},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "f", "arguments": "{}"}}], "cache_control": EPHEMERAL},
+        {"role": "tool", "tool_call_id": "c1", "content": "result", "cache_control": EPHEMERAL},
+        {"role": "user", "content": "plain"}],
+        "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": EPHEMERAL}]}
+    sent = json.loads(adapter.build_chat(CLAUDE, body, stream=False).body)
+    assert sent["messages"][0] == body["messages"][0]
+    assert sent["messages"][1] == {"role": "user", "content": [
+        {"type": "text", "text": "a long document", "cache_control": EPHEMERAL}]}
+    assert "cache_control" not in sent["messages"][2] and sent["messages"][2]["content"] is None  # nowhere to go
+    assert sent["messages"][3]["content"] == [{"type": "text", "text": "result", "cache_control": EPHEMERAL}]
+    assert sent["messages"][4] == {"role": "user", "content": "plain"}
+    assert sent["tools"][0]["cache_control"] == EPHEMERAL
+    unmarked = {"messages": [{"role": "user", "content": "hi"}]}
+    assert json.loads(adapter.build_chat(CLAUDE, unmarked, stream=False).body)["messages"] == unmarked["messages"]
+
+
+def test_an_hour_long_ttl_is_kept_and_priced_only_when_every_claude_marker_asks_it():
+    def marked(*marks):
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": f"part {i}", "cache_control": m}
+                                                          for i, m in enumerate(marks)]}]}
+
+    def ttls(d, body):
+        return [p["cache_control"].get("ttl") for p in
+                json.loads(adapter.build_chat(d, body, stream=False).body)["messages"][0]["content"]]
+
+    assert ttls(CLAUDE, marked(HOUR, HOUR)) == ["1h", "1h"]
+    assert ttls(CLAUDE, marked(HOUR, EPHEMERAL)) == [None, None]  # mixed: all five minutes
+    assert ttls(replace(DEP, model_id="google/gemini-2.5-pro"), marked(HOUR)) == [None]
+    body = json.dumps(ANSWER).encode()
+    assert adapter.parse_chat(CLAUDE, body, request_id="r", request=marked(HOUR)).usage.cache_write_1h_tokens == 3
+    assert adapter.parse_chat(CLAUDE, body, request_id="r", request=marked(HOUR, EPHEMERAL)).usage \
+        .cache_write_1h_tokens == 0
+    stream = (b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n'
+              b'data: {"choices":[],"usage":' + json.dumps(ANSWER["usage"]).encode() + b'}\n\ndata: [DONE]\n\n')
+    translator = adapter.stream_translator(CLAUDE, request_id="s", created=1, request=marked(HOUR))
+    feed_all(translator, stream)
+    assert (translator.usage.cache_write_tokens, translator.usage.cache_write_1h_tokens) == (3, 3)
