@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from django.db.models import Sum
+from django.db.models import F, Sum
 
 from billing.models import BudgetAction, BudgetScope, EndUserDaily, UsageDaily
 from billing.periods import period_for
@@ -119,10 +119,10 @@ def reservation_keys(reserved: str) -> tuple[str, str, str]:
 class Settlement:
     """What an admitted request settles once its usage record is written: its reservation in
     each scope it was reserved in, released, and its real cost added to each scope's bucket of
-    the day it was admitted; its tokens added to the tokens-per-day counters of the scopes
-    that have such a limit (``token_keys``, beyond the tenant's and the key's, which are always
-    counted), and each tokens-per-minute reservation corrected to what it used (``tpm``:
-    counter and tokens reserved)."""
+    the day it was admitted; its tokens added to the tokens-per-day counters of that day in the
+    scopes that have such a limit (``token_keys``), and each tokens-per-minute reservation
+    corrected to what it used (``tpm``: counter and tokens reserved). Costs and tokens go only
+    into buckets and counters that exist: a missing one is rebuilt from the rollups."""
 
     reserved_keys: tuple[str, ...]
     bucket_keys: tuple[str, ...]
@@ -132,9 +132,10 @@ class Settlement:
 
 @dataclass(frozen=True, slots=True)
 class SpendSource:
-    """Where a scope's spend is read from the rollups when Redis lost its buckets: the key's
-    rows, the project's keys' rows, or one end user's (EndUserDaily), optionally only of some
-    provider models (a budget on one model or alias)."""
+    """Where a scope's spend (a budget's buckets) or tokens (a tokens-per-day counter) are read
+    from the rollups when Redis lost them: the key's rows, the project's keys' rows, or one end
+    user's (EndUserDaily), optionally only of some provider models (a budget or limit rule on one
+    model or alias); all of the tenant's rows without any."""
 
     key_id: int | None = None
     project_id: int | None = None
@@ -246,7 +247,23 @@ def spend_by_day(*, tenant_id: int, days: list[date], key_id: int | None = None,
     """The truth, from the rollups: nano-dollars spent per day in a scope (missing days are 0):
     the tenant's, a key's, a project's (its keys': a key never moves to another project), an
     end user's (EndUserDaily), optionally only on some provider models."""
-    source = source or SpendSource(key_id=key_id)
+    rows = _rollup_rows(tenant_id, days, source or SpendSource(key_id=key_id))
+    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost"))}
+    return {day: to_nanos(totals.get(day)) for day in days}
+
+
+def tokens_by_day(*, tenant_id: int, days: list[date], source: SpendSource) -> dict[date, int]:
+    """The truth of a tokens-per-day counter, from the same rollup rows as ``spend_by_day``:
+    input plus output tokens per day in a scope (missing days are 0)."""
+    rows = _rollup_rows(tenant_id, days, source)
+    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(
+        total=Sum(F("input_tokens") + F("output_tokens")))}
+    return {day: int(totals.get(day) or 0) for day in days}
+
+
+def _rollup_rows(tenant_id: int, days: list[date], source: SpendSource):
+    """A scope's rollup rows on ``days``: UsageDaily's (the tenant's, a key's, a project's keys'),
+    or EndUserDaily's for an end user; optionally only of some provider models."""
     if source.end_user:
         rows = EndUserDaily.objects.filter(tenant_id=tenant_id, end_user=source.end_user, day__in=days)
         if source.project_id is not None:
@@ -260,8 +277,7 @@ def spend_by_day(*, tenant_id: int, days: list[date], key_id: int | None = None,
                                .values("pk"))
     if source.provider_models is not None:
         rows = rows.filter(provider_model_id__in=source.provider_models)
-    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost"))}
-    return {day: to_nanos(totals.get(day)) for day in days}
+    return rows
 
 
 def worst_case_nanos(*, prompt_bytes: int, max_output_tokens: int, input_price: Decimal | None,

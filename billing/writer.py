@@ -2,7 +2,8 @@
 (billing.records) and writes them in one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of
 one per request, then settles them: once a batch is committed, the writer releases its budget
 reservations and adds its costs to the budget buckets (billing.spend's SETTLE_SCRIPT), and
-counts its tokens against the daily token limits. The write is idempotent (the request id is
+counts its tokens in the tokens-per-day counters of its day (those that exist: a missing one is
+rebuilt from the rollups). The write is idempotent (the request id is
 unique; a conflicting row is skipped). A record the database refuses is set aside by the
 ledger (billing.ledger) and settled like the others, its cost not counted; a write that fails
 because the database is unreachable is kept and retried, and the worker's shutdown writes
@@ -60,11 +61,9 @@ class SharedState(Protocol):
     """What the writer settles into: the data plane's state shared by its workers (Redis, or its
     in-process twin on the embedded default)."""
 
-    async def add_tokens(self, counts: dict[tuple[int, int], int], days: dict[str, int] | None = None,
-                         minutes: dict[str, int] | None = None) -> None:
-        """Add used tokens per (tenant, key) to today's token-limit counters, and to the other
-        scopes' tokens-per-day counters (``days``); correct tokens-per-minute reservations
-        (``minutes``: used minus reserved, per counter)."""
+    async def add_tokens(self, days: dict[str, int], minutes: dict[str, int] | None = None) -> None:
+        """Add used tokens to the tokens-per-day counters that exist (``days``, by name); correct
+        tokens-per-minute reservations (``minutes``: used minus reserved, per counter)."""
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV."""
@@ -75,15 +74,14 @@ class Settling:
     add, and the replayed records settled on condition (see the module docstring)."""
 
     def __init__(self):
-        self.tokens: dict[tuple[int, int], int] = defaultdict(int)
-        self.days: dict[str, int] = defaultdict(int)  # other scopes' tokens-per-day counters
+        self.days: dict[str, int] = defaultdict(int)  # tokens-per-day counters
         self.minutes: dict[str, int] = defaultdict(int)  # tokens-per-minute corrections
         self.releases: list[tuple[str, str]] = []  # (scope key, request id)
         self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
         self.replayed: list[tuple[str, spend.Settlement, int]] = []  # (request id, settlement, cost)
 
     def __bool__(self) -> bool:
-        return bool(self.tokens or self.days or self.minutes or self.releases or self.adds or self.replayed)
+        return bool(self.days or self.minutes or self.releases or self.adds or self.replayed)
 
     def collect(self, records: list[UsageRecord], new: list[UsageRecord]) -> None:
         """``records`` were committed (or set aside); ``new`` are those the ledger inserted."""
@@ -92,15 +90,13 @@ class Settling:
             is_new = record.request_id in inserted
             inserted.discard(record.request_id)  # a request twice in one batch: the first is the new one
             settlement = record.settlement
-            if is_new:
+            if is_new and settlement is not None:
                 tokens = record.input_tokens + record.output_tokens
-                if tokens and record.api_key_id:
-                    self.tokens[(record.tenant_id, record.api_key_id)] += tokens
-                if settlement is not None:
+                if tokens:
                     for key in settlement.token_keys:
                         self.days[key] += tokens
-                    for key, reserved in settlement.tpm:
-                        self.minutes[key] += tokens - reserved
+                for key, reserved in settlement.tpm:
+                    self.minutes[key] += tokens - reserved
             if settlement is None:
                 continue
             # A record set aside is not in the ledger, nor in the rollups budgets are rebuilt
@@ -117,7 +113,6 @@ class Settling:
     def take(self) -> "Settling":
         """Everything collected so far, leaving this empty."""
         taken = Settling()
-        taken.tokens, self.tokens = self.tokens, defaultdict(int)
         taken.days, self.days = self.days, defaultdict(int)
         taken.minutes, self.minutes = self.minutes, defaultdict(int)
         taken.releases, self.releases = self.releases, []
@@ -129,8 +124,7 @@ class Settling:
         """``taken`` was not settled: keep it for the next attempt."""
         self.releases[:0] = taken.releases
         self.replayed[:0] = taken.replayed
-        for target, source in ((self.tokens, taken.tokens), (self.days, taken.days), (self.minutes, taken.minutes),
-                               (self.adds, taken.adds)):
+        for target, source in ((self.days, taken.days), (self.minutes, taken.minutes), (self.adds, taken.adds)):
             for key, value in source.items():
                 target[key] += value
 
@@ -292,7 +286,7 @@ class UsageWriter:
                 log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget additions, %d "
                             "releases and %d token counts kept, retried every %.1f s at most", type(exc).__name__,
                             exc, self.settle_failures, len(self.settling.adds), len(self.settling.releases),
-                            len(self.settling.tokens), SETTLE_BACKOFF_CAP)
+                            len(self.settling.days), SETTLE_BACKOFF_CAP)
             return False
         if self.settle_failures:
             log.warning("usage settled again after %d failed attempts", self.settle_failures)
@@ -303,9 +297,9 @@ class UsageWriter:
     async def _settle(self) -> None:
         taken = self.settling.take()
         try:
-            if taken.tokens or taken.days or taken.minutes:
-                await self.state.add_tokens(dict(taken.tokens), dict(taken.days), dict(taken.minutes))
-                taken.tokens, taken.days, taken.minutes = defaultdict(int), defaultdict(int), defaultdict(int)
+            if taken.days or taken.minutes:
+                await self.state.add_tokens(dict(taken.days), dict(taken.minutes))
+                taken.days, taken.minutes = defaultdict(int), defaultdict(int)
             arguments = taken.budget_arguments()
             if arguments is not None:
                 await self.state.budget_settle(*arguments)
@@ -407,8 +401,9 @@ def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | st
     """Write the journals of dead workers last written at least ``min_age`` seconds ago (a
     restarting worker gets the first go) and settle them with ``settle`` (SETTLE_SCRIPT's KEYS
     and ARGV; None: there is no shared state to settle into). Synchronous, for the Celery
-    sweep. Token-limit counters are the data plane's and are not counted here. Returns the
-    number of records written; a journal whose write fails stays for the next sweep."""
+    sweep. The new rows' tokens are added to the tokens-per-day counters that exist, as the
+    writer does (the minutes of tokens-per-minute corrections are long gone). Returns the number
+    of records written; a journal whose write fails stays for the next sweep."""
     claims = journals_claim(min_age=min_age)
     written = 0
     try:
@@ -419,6 +414,8 @@ def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | st
             for start in range(0, len(records), settings.GATEWAY_USAGE_BATCH):
                 batch = records[start:start + settings.GATEWAY_USAGE_BATCH]
                 settling.collect(batch, usage_records_write(batch))
+            for key, tokens in settling.days.items():  # SETTLE_SCRIPT adds to counters that exist
+                settling.adds[key] += tokens
             arguments = settling.budget_arguments()
             if arguments is not None and settle is not None:
                 settle(*arguments)
