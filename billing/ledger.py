@@ -40,7 +40,7 @@ from billing.models import (
     UsageDeadLetter,
     UsageLog,
 )
-from billing.records import LEDGER_FIELDS, TEXT_FIELDS, UsageRecord
+from billing.records import LEDGER_FIELDS, TEXT_FIELDS, UsageRecord, settlement_row
 from config import metrics
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey, Tenant
@@ -323,6 +323,8 @@ def _set_aside(row: UsageRecord, exc: Exception) -> None:
     request_id = str(row.request_id or "").replace("\x00", "\ufffd")[:40]
     tenant_id = row.tenant_id
     kept = row.as_row()
+    if row.settlement is not None:  # its budget buckets and token counters, for a retry to count it in
+        kept["_settle"] = settlement_row(row.settlement)
     try:
         data = orjson.dumps(kept, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # an int beyond 64 bits, a lone surrogate: the slower encoder escapes them
