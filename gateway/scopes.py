@@ -21,6 +21,7 @@ from billing.models import BudgetScope
 from billing.spend import SpendSource, scope_id
 from gateway.state import Counter, rpm_key, seconds_to_next_minute, tpd_key, tpm_key
 
+TENANT_ROWS = SpendSource()  # all of the tenant's rollup rows
 MINUTE_TTL = 120  # a minute counter outlives its minute (a late correction still finds it)
 DAY_TTL = 2 * 86400
 
@@ -134,20 +135,21 @@ def plan(*, tenant, key, project: ProjectInfo | None, end_user: str, covers, wor
 
     rules = tenant.limit_rules
     add(BudgetScope.TENANT, "this tenant", f"t{tenant_id}", tenant.requests_per_minute or 0,
-        tenant.tokens_per_minute or 0, tenant.tokens_per_day or 0, "", SpendSource())
+        tenant.tokens_per_minute or 0, tenant.tokens_per_day or 0, "", TENANT_ROWS)
     for rule in rules:
         if rule.scope == BudgetScope.TENANT:
             _rule(add, rule, covers, BudgetScope.TENANT, "this tenant", tenant_id)
     if project is not None:
         where = f"project '{project.slug}'"
         add(BudgetScope.PROJECT, where, scope_id(tenant_id, project_id=project_id), project.rpm, project.tpm,
-            project.tpd, "", SpendSource(project_id=project_id))
+            project.tpd, "", SpendSource(project_id=project_id) if project.tpd else None)
         for rule in rules:
             if rule.scope == BudgetScope.PROJECT and rule.project_id == project_id:
                 _rule(add, rule, covers, BudgetScope.PROJECT, where, tenant_id, project_id=project_id)
     if key.key_id is not None:
         add(BudgetScope.KEY, "this API key", f"t{tenant_id}:k{key.key_id}", key.requests_per_minute or 0,
-            key.tokens_per_minute or 0, key.tokens_per_day or 0, "", SpendSource(key_id=key.key_id))
+            key.tokens_per_minute or 0, key.tokens_per_day or 0, "",
+            SpendSource(key_id=key.key_id) if key.tokens_per_day else None)
         for rule in rules:
             if rule.scope == BudgetScope.KEY and rule.key_id == key.key_id:
                 _rule(add, rule, covers, BudgetScope.KEY, "this API key", tenant_id, key_id=key.key_id)
