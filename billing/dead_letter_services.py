@@ -142,13 +142,13 @@ def _counters_add(record: UsageRecord) -> None:
     redis = get_redis()
     if settlement is None or redis is None:  # kept before settlements were, or no Redis (embedded)
         return
-    adds: dict[str, int] = {}
+    adds: dict[tuple[str, int | None], int] = {}
     cost = spend.to_nanos(record.cost)
     tokens = record.input_tokens + record.output_tokens
     for key in settlement.bucket_keys if cost else ():
-        adds[key] = cost
+        adds[(key, record.committed_in)] = cost
     for key in settlement.token_keys if tokens else ():
-        adds[key] = tokens
+        adds[(key, record.committed_in)] = tokens
     if not adds:
         return
     try:

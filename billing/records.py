@@ -61,6 +61,7 @@ class UsageRecord:
     day: date | None = None  # the tenant's local day (None: the UTC day of created_at)
     settlement: Settlement | None = None  # the budget reservations it holds, settled once it is written
     set_aside: str = ""  # why the ledger set it aside in UsageDeadLetter instead of writing it
+    committed_in: int | None = None  # the PostgreSQL transaction that wrote its row here (billing.spend.SETTLE_SCRIPT)
 
     def as_row(self) -> dict[str, Any]:
         """The ledger's columns and ``_day``: what the journal, the spool and the dead-letter table keep."""

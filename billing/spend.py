@@ -21,12 +21,14 @@ key or a project's keys, EndUserDaily for an end user) before admission goes on.
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.db import connection, transaction
 from django.db.models import F, Sum
 
 from billing.models import BudgetAction, BudgetScope, EndUserDaily, UsageDaily
@@ -227,19 +229,49 @@ def settlement(plans: list[ScopePlan], *, reserved: bool = True, token_keys: tup
     )
 
 
-def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int],
+def settle_arguments(releases: list[tuple[str, str]], adds: Mapping[str | tuple[str, int | None], int],
                      replayed: Sequence[tuple[str, Settlement, int]] = ()) -> tuple[list[str], list[int | str]]:
-    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id), add each
-    bucket's cost (nano-dollars); then, for each ``replayed`` (request id, settlement, cost) —
-    a record the ledger already had —, release its reservation and add its cost only if its
-    reservation is still held."""
-    keys = [name for key, _ in releases for name in reservation_keys(key)] + list(adds)
-    args: list[int | str] = [len(releases), len(adds), *(request_id for _, request_id in releases), *adds.values()]
+    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id); add to each
+    bucket or tokens-per-day counter its amount (nano-dollars, tokens) — ``adds`` by key, or by
+    (key, id of the PostgreSQL transaction that wrote the rows it comes from: skipped where the
+    counter was rebuilt from rollups that already saw that transaction) —; then, for each
+    ``replayed`` (request id, settlement, cost) — a record the ledger already had —, release its
+    reservation and add its cost only if its reservation is still held."""
+    pairs = [(key, None) if isinstance(key, str) else key for key in adds]
+    keys = [name for key, _ in releases for name in reservation_keys(key)] + [key for key, _ in pairs]
+    args: list[int | str] = [len(releases), len(adds), *(request_id for _, request_id in releases)]
+    for (_, xid), amount in zip(pairs, adds.values(), strict=True):
+        args += [amount, "" if xid is None else xid]
     for request_id, settled, cost in replayed:
         keys.extend(name for key in settled.reserved_keys for name in reservation_keys(key))
         keys.extend(settled.bucket_keys)
         args.extend([request_id, len(settled.reserved_keys), len(settled.bucket_keys), cost])
     return keys, args
+
+
+def rollups_read(read: Callable[[], Any]) -> tuple[Any, str]:
+    """``read()`` (rollup queries) and the PostgreSQL snapshot it read under ("" on another
+    database), for a counter seeded from it (``SEED_SCRIPT``): a settlement of rows that snapshot
+    already saw is not added to it again (SETTLE_SCRIPT)."""
+    if connection.vendor != "postgresql":
+        return read(), ""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT pg_current_snapshot()::text")  # the transaction's one snapshot
+            (snapshot,) = cursor.fetchone()
+        return read(), snapshot
+
+
+def snapshot_saw(snapshot: str, xid: int | None) -> bool:
+    """Whether rows written by transaction ``xid`` were visible in ``snapshot`` (PostgreSQL's
+    ``xmin:xmax:in-progress,…``), as pg_visible_in_snapshot says (SETTLE_SCRIPT does the same)."""
+    if xid is None or not snapshot:
+        return False
+    xmin, xmax, running = snapshot.split(":")
+    if xid < int(xmin):
+        return True
+    return xid < int(xmax) and str(xid) not in running.split(",")
 
 
 def spend_by_day(*, tenant_id: int, days: list[date], key_id: int | None = None,
@@ -363,7 +395,11 @@ end
 
 # Settle finished requests: release each one's reservation — only if it is still there (one
 # that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
-# buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
+# buckets and tokens to tokens-per-day counters that exist (a missing one is rebuilt from the
+# rollups, which hold them). An amount carries the id of the transaction that wrote its rows:
+# a counter rebuilt from rollups read under a snapshot that saw that transaction
+# (``tg:seed:{counter}``, SEED_SCRIPT) has it already and is skipped — so a settlement kept
+# through an outage that lands after another worker rebuilt the counter counts once, not twice.
 # Then the replayed requests (records the ledger already had: a dead worker's journal replayed
 # after its batch was committed), each on its own condition: its reservation is released and
 # its cost added only if the reservation is still held. Committing and settling are not atomic,
@@ -371,9 +407,22 @@ end
 # that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
 # rollups, never over-count). KEYS: three reservation keys per release, the buckets, then per
 # replayed request three keys per scope and its buckets; ARGV: the number of releases and of
-# buckets, each release's request id, each bucket's cost, then per replayed request its id,
-# its number of scopes and of buckets, and its cost.
+# buckets, each release's request id, each bucket's amount and transaction id ('' unknown), then
+# per replayed request its id, its number of scopes and of buckets, and its cost.
 SETTLE_SCRIPT = """
+local function seen(key, xid)
+  if xid == '' then return false end
+  local snap = redis.call('GET', 'tg:seed:' .. key)
+  if not snap then return false end
+  local xmin, xmax, running = string.match(snap, '^(%d+):(%d+):(.*)$')
+  local x = tonumber(xid)
+  if x < tonumber(xmin) then return true end
+  if x >= tonumber(xmax) then return false end
+  for v in string.gmatch(running, '%d+') do
+    if tonumber(v) == x then return false end
+  end
+  return true
+end
 local function release(k, rid)
   local amount = redis.call('HGET', KEYS[k + 2], rid)
   if not amount then return false end
@@ -382,16 +431,16 @@ local function release(k, rid)
   if redis.call('DECRBY', KEYS[k], amount) < 0 then redis.call('SET', KEYS[k], '0') end
   return true
 end
-local function add(key, cost)
+local function add(key, cost, xid)
   -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
-  if redis.call('EXISTS', key) == 1 then redis.pcall('INCRBY', key, cost) end
+  if redis.call('EXISTS', key) == 1 and not seen(key, xid) then redis.pcall('INCRBY', key, cost) end
 end
 local releases, buckets = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, releases do release(3 * i - 2, ARGV[i + 2]) end
 local k, a = 3 * releases + 1, releases + 3
 for i = 1, buckets do
-  add(KEYS[k], ARGV[a])
-  k, a = k + 1, a + 1
+  add(KEYS[k], ARGV[a], ARGV[a + 1])
+  k, a = k + 1, a + 2
 end
 while a <= #ARGV do
   local rid, scopes, nb, cost = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
@@ -402,9 +451,23 @@ while a <= #ARGV do
   end
   k = k + 3 * scopes
   if held then
-    for b = 0, nb - 1 do add(KEYS[k + b], cost) end
+    for b = 0, nb - 1 do add(KEYS[k + b], cost, '') end
   end
   k = k + nb
+end
+return 0
+"""
+
+# Counters rebuilt from the rollups (budget buckets, tokens-per-day counters): each set only if
+# still missing, kept ARGV[1] seconds, with the snapshot its rollups were read under beside it
+# (``tg:seed:{counter}``, for SETTLE_SCRIPT; none: that key is removed). ARGV: lifetime,
+# snapshot, values.
+SEED_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[i + 2], 'NX', 'EX', ARGV[1]) then
+    if ARGV[2] ~= '' then redis.call('SET', 'tg:seed:' .. key, ARGV[2], 'EX', ARGV[1])
+    else redis.call('DEL', 'tg:seed:' .. key) end
+  end
 end
 return 0
 """

@@ -61,27 +61,28 @@ class SharedState(Protocol):
     """What the writer settles into: the data plane's state shared by its workers (Redis, or its
     in-process twin on the embedded default)."""
 
-    async def add_tokens(self, days: dict[str, int], minutes: dict[str, int] | None = None) -> None:
-        """Add used tokens to the tokens-per-day counters that exist (``days``, by name); correct
-        tokens-per-minute reservations (``minutes``: used minus reserved, per counter)."""
+    async def tpm_correct(self, minutes: dict[str, int]) -> None:
+        """Correct tokens-per-minute reservations (``minutes``: used minus reserved, per counter)."""
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
-        """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV."""
+        """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV (budget costs and tokens per
+        day)."""
 
 
 class Settling:
-    """What committed records leave to settle: token counts, reservations to release, costs to
-    add, and the replayed records settled on condition (see the module docstring)."""
+    """What committed records leave to settle: reservations to release, costs and tokens to add
+    (to budget day buckets and tokens-per-day counters, per writing transaction: see
+    billing.spend.SETTLE_SCRIPT), tokens-per-minute corrections, and the replayed records settled
+    on condition (see the module docstring)."""
 
     def __init__(self):
-        self.days: dict[str, int] = defaultdict(int)  # tokens-per-day counters
         self.minutes: dict[str, int] = defaultdict(int)  # tokens-per-minute corrections
         self.releases: list[tuple[str, str]] = []  # (scope key, request id)
-        self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
+        self.adds: dict[tuple[str, int | None], int] = defaultdict(int)  # (counter, transaction) -> amount
         self.replayed: list[tuple[str, spend.Settlement, int]] = []  # (request id, settlement, cost)
 
     def __bool__(self) -> bool:
-        return bool(self.days or self.minutes or self.releases or self.adds or self.replayed)
+        return bool(self.minutes or self.releases or self.adds or self.replayed)
 
     def collect(self, records: list[UsageRecord], new: list[UsageRecord]) -> None:
         """``records`` were committed (or set aside); ``new`` are those the ledger inserted."""
@@ -94,7 +95,7 @@ class Settling:
                 tokens = record.input_tokens + record.output_tokens
                 if tokens:
                     for key in settlement.token_keys:
-                        self.days[key] += tokens
+                        self.adds[(key, record.committed_in)] += tokens
                 for key, reserved in settlement.tpm:
                     self.minutes[key] += tokens - reserved
             if settlement is None:
@@ -106,14 +107,13 @@ class Settling:
                 self.releases.extend((key, record.request_id) for key in settlement.reserved_keys)
                 if cost:
                     for key in settlement.bucket_keys:
-                        self.adds[key] += cost
+                        self.adds[(key, record.committed_in)] += cost
             else:
                 self.replayed.append((record.request_id, settlement, cost))
 
     def take(self) -> "Settling":
         """Everything collected so far, leaving this empty."""
         taken = Settling()
-        taken.days, self.days = self.days, defaultdict(int)
         taken.minutes, self.minutes = self.minutes, defaultdict(int)
         taken.releases, self.releases = self.releases, []
         taken.adds, self.adds = self.adds, defaultdict(int)
@@ -124,12 +124,12 @@ class Settling:
         """``taken`` was not settled: keep it for the next attempt."""
         self.releases[:0] = taken.releases
         self.replayed[:0] = taken.replayed
-        for target, source in ((self.days, taken.days), (self.minutes, taken.minutes), (self.adds, taken.adds)):
+        for target, source in ((self.minutes, taken.minutes), (self.adds, taken.adds)):
             for key, value in source.items():
                 target[key] += value
 
     def budget_arguments(self) -> tuple[list[str], list[int | str]] | None:
-        """SETTLE_SCRIPT's KEYS and ARGV, or None if there are no budgets to settle."""
+        """SETTLE_SCRIPT's KEYS and ARGV, or None if there are no budgets or tokens to settle."""
         if not (self.releases or self.adds or self.replayed):
             return None
         return spend.settle_arguments(self.releases, dict(self.adds), self.replayed)
@@ -283,10 +283,10 @@ class UsageWriter:
             self._settle_after = now + delay
             if self.settle_failures == 1 or now - self._settle_logged >= SETTLE_LOG_SECONDS:
                 self._settle_logged = now
-                log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget additions, %d "
-                            "releases and %d token counts kept, retried every %.1f s at most", type(exc).__name__,
-                            exc, self.settle_failures, len(self.settling.adds), len(self.settling.releases),
-                            len(self.settling.days), SETTLE_BACKOFF_CAP)
+                log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget and token "
+                            "additions, %d releases and %d token corrections kept, retried every %.1f s at most",
+                            type(exc).__name__, exc, self.settle_failures, len(self.settling.adds),
+                            len(self.settling.releases), len(self.settling.minutes), SETTLE_BACKOFF_CAP)
             return False
         if self.settle_failures:
             log.warning("usage settled again after %d failed attempts", self.settle_failures)
@@ -297,9 +297,9 @@ class UsageWriter:
     async def _settle(self) -> None:
         taken = self.settling.take()
         try:
-            if taken.days or taken.minutes:
-                await self.state.add_tokens(dict(taken.days), dict(taken.minutes))
-                taken.days, taken.minutes = defaultdict(int), defaultdict(int)
+            if taken.minutes:
+                await self.state.tpm_correct(dict(taken.minutes))
+                taken.minutes = defaultdict(int)
             arguments = taken.budget_arguments()
             if arguments is not None:
                 await self.state.budget_settle(*arguments)
@@ -414,8 +414,6 @@ def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | st
             for start in range(0, len(records), settings.GATEWAY_USAGE_BATCH):
                 batch = records[start:start + settings.GATEWAY_USAGE_BATCH]
                 settling.collect(batch, usage_records_write(batch))
-            for key, tokens in settling.days.items():  # SETTLE_SCRIPT adds to counters that exist
-                settling.adds[key] += tokens
             arguments = settling.budget_arguments()
             if arguments is not None and settle is not None:
                 settle(*arguments)

@@ -514,16 +514,20 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             return {limits.counters[i - 1].key: spend.tokens_by_day(tenant_id=tenant.tenant_id, days=[day],
                                                                      source=sources[i])[day] for i in lost}
 
-        await self.state.budget_seed(await run_db(read), ttl=scopes.DAY_TTL)
+        tokens, snapshot = await run_db(spend.rollups_read, read)
+        await self.state.budget_seed(tokens, ttl=scopes.DAY_TTL, snapshot=snapshot)
 
     async def _rebuild(self, tenant: TenantConfig, scope: spend.ScopePlan, missing) -> None:
         """Budget buckets Redis lost, read again from the rollups: first what this worker kept
-        unsettled (an outage), so no cost is both in the rollups read now and added later."""
+        unsettled (an outage); the snapshot they were read under goes with them, so another worker's
+        settlement of rows it already saw is not added again (billing.spend.SETTLE_SCRIPT)."""
         if self.usage is not None:
             await self.usage.settle()
         days = [scope.days[i - 1] for i in missing]
-        spent = await run_db(spend.spend_by_day, tenant_id=tenant.tenant_id, days=days, source=scope.source)
-        await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()})
+        spent, snapshot = await run_db(spend.rollups_read, lambda: spend.spend_by_day(
+            tenant_id=tenant.tenant_id, days=days, source=scope.source))
+        await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()},
+                                     snapshot=snapshot)
 
     @staticmethod
     def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int,

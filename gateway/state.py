@@ -23,7 +23,9 @@ from billing.spend import (
     BUCKET_TTL,
     BUDGET_LUA,
     RESERVATION_TTL,
+    SEED_SCRIPT,
     SETTLE_SCRIPT,
+    snapshot_saw,
 )
 from core import redis as core_redis
 from gateway.deployments import IN_FLIGHT_SECONDS, Candidate, Ended, Measure, rank
@@ -207,10 +209,9 @@ end
 return n
 """
 
-# Settled tokens: each counter that exists gets ARGV[i] added — a tokens-per-day counter the
-# request's tokens (a missing one is rebuilt from the rollups, which hold them), a
-# tokens-per-minute reservation the difference to what was used (negative: less than reserved;
-# a counter gone with its minute is left alone).
+# Tokens-per-minute reservations corrected to what the requests used: each counter that still
+# exists (its minute not gone) gets ARGV[i] added (negative: less was used than reserved).
+# (Tokens per day are added by billing's SETTLE_SCRIPT, with the budgets' costs.)
 _CORRECT = """
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[i]) end
@@ -325,6 +326,7 @@ class RedisState:
         self._take = self.redis.register_script(_TAKE)
         self._release = self.redis.register_script(_RELEASE)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
+        self._seed = self.redis.register_script(SEED_SCRIPT)
         self._correct = self.redis.register_script(_CORRECT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
         self._ask_after = 0.0  # no Redis call before this monotonic time (an outage was just seen)
@@ -457,25 +459,18 @@ class RedisState:
 
         await self._optional(work, None)
 
-    async def add_tokens(self, days: dict[str, int], minutes: dict[str, int] | None = None) -> None:
-        """Add used tokens to the tokens-per-day counters that exist (``days``, by name: a
-        missing one is rebuilt from the rollups) and correct tokens-per-minute reservations by
-        what the requests used (``minutes``: the difference, by counter; a counter gone with its
-        minute is left alone), in one script call (``_CORRECT``)."""
-        adds = {**days, **(minutes or {})}
-        if adds:
-            await self._call(lambda: self._correct(keys=list(adds), args=list(adds.values())))
+    async def tpm_correct(self, minutes: dict[str, int]) -> None:
+        """Correct tokens-per-minute reservations by what the requests used (``minutes``: the
+        difference, by counter; a counter gone with its minute is left alone): ``_CORRECT``."""
+        if minutes:
+            await self._call(lambda: self._correct(keys=list(minutes), args=list(minutes.values())))
 
-    async def budget_seed(self, values: dict[str, int], *, ttl: int = BUCKET_TTL) -> None:
+    async def budget_seed(self, values: dict[str, int], *, ttl: int = BUCKET_TTL, snapshot: str = "") -> None:
         """Counters rebuilt from the rollups (budget buckets, tokens-per-day counters), each set
-        only if still missing and kept ``ttl`` seconds."""
-        async def work():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, value in values.items():
-                    pipe.set(key, value, nx=True, ex=ttl)
-                await pipe.execute()
-
-        await self._call(work)
+        only if still missing and kept ``ttl`` seconds, with the snapshot the rollups were read
+        under (billing.spend.rollups_read): SEED_SCRIPT."""
+        if values:
+            await self._call(lambda: self._seed(keys=list(values), args=[ttl, snapshot, *values.values()]))
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """Release reservations and add costs to buckets: SETTLE_SCRIPT, with the KEYS and
@@ -507,6 +502,7 @@ class LocalState:
         self.flags: dict[str, str] = {}  # cooldown flags (their expiry in ``expiry``)
         self.in_flight: dict[str, dict[str, float]] = {}  # in-flight key -> request id -> until
         self.latencies: dict[str, dict[str, float]] = {}  # latency key -> lat / ttft -> moving average
+        self.seeds: dict[str, str] = {}  # rebuilt counter -> the snapshot its rollups were read under
 
     def _get(self, name: str, now: float) -> int:
         if self.expiry.get(name, now + 1) <= now:
@@ -675,10 +671,10 @@ class LocalState:
             self.flags[name] = f"{RATE_FLAG}{now + seconds:.3f}"
             self.expiry[name] = now + seconds
 
-    async def add_tokens(self, days, minutes=None) -> None:
+    async def tpm_correct(self, minutes: dict[str, int]) -> None:
         now = time.time()
-        for name, tokens in {**days, **(minutes or {})}.items():
-            self._get(name, now)  # drops the counter if its day or minute is gone
+        for name, tokens in minutes.items():
+            self._get(name, now)  # drops the counter if its minute is gone
             if name in self.counters:
                 self.counters[name] += tokens
 
@@ -688,12 +684,13 @@ class LocalState:
             del held[request_id]
         return sum(amount for amount, _ in held.values())
 
-    async def budget_seed(self, values: dict[str, int], *, ttl: int = BUCKET_TTL) -> None:
+    async def budget_seed(self, values: dict[str, int], *, ttl: int = BUCKET_TTL, snapshot: str = "") -> None:
         now = time.time()
         for key, value in values.items():
             if self._get(key, now) == 0 and key not in self.counters:
                 self.counters[key] = value
                 self.expiry[key] = now + ttl
+                self.seeds[key] = snapshot
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """SETTLE_SCRIPT, the same steps (billing.spend): the releases, the bucket costs, then
@@ -703,17 +700,17 @@ class LocalState:
         def release(scope: str, request_id) -> bool:
             return self.reservations.get(scope, {}).pop(request_id, None) is not None
 
-        def add(key: str, cost: int) -> None:
-            if key in self.counters:
+        def add(key: str, cost: int, xid: int | str = "") -> None:
+            if key in self.counters and not snapshot_saw(self.seeds.get(key, ""), int(xid) if xid != "" else None):
                 self.counters[key] = self._get(key, now) + cost
 
         releases, buckets = args[0], args[1]
         for i in range(releases):
             release(keys[3 * i], args[i + 2])
         k, a = 3 * releases, releases + 2
-        for key, cost in zip(keys[k:k + buckets], args[a:a + buckets], strict=True):
-            add(key, cost)
-        k, a = k + buckets, a + buckets
+        for i, key in enumerate(keys[k:k + buckets]):
+            add(key, args[a + 2 * i], args[a + 2 * i + 1])
+        k, a = k + buckets, a + 2 * buckets
         while a < len(args):
             request_id, scopes, nb, cost = args[a:a + 4]
             a += 4

@@ -7,13 +7,14 @@ file an earlier release left is still written. The journal itself: tests/billing
 import asyncio
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 
 from billing import spend
 from billing.dead_letter_services import usage_dead_letters_retry
@@ -22,11 +23,11 @@ from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
 from billing.records import UsageRecord
 from billing.spend import Settlement
-from billing.writer import UsageWriter, spool_dir, spool_write
+from billing.writer import Settling, UsageWriter, spool_dir, spool_write
 from core.redis import get_redis
 from gateway.app import gateway
 from gateway.db import close_db, run_db
-from gateway.state import LocalState, tpd_key
+from gateway.state import LocalState, RedisState, tpd_key
 from providers.models import ProviderModel
 from tenants.access import SYSTEM
 from tests.fakes import FakeOpenAI, FakeOpenRouter
@@ -195,6 +196,84 @@ def test_a_retry_while_redis_is_down_writes_the_row_and_says_the_counters_miss_i
         get_redis.cache_clear()
     assert len(result.written) == 1 and UsageLog.objects.filter(request_id="req_later").exists()
     assert "Redis is unreachable" in caplog.text and "req_later" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_a_settlement_kept_through_an_outage_counts_once_in_a_bucket_rebuilt_meanwhile(world, settings, kind):
+    """Worker A commits rows but cannot settle them (Redis unreachable); Redis comes back empty
+    and worker B rebuilds the budget bucket and tokens-per-day counter from the rollups, which
+    hold A's rows; then A's kept settlement lands. It must not count them again — and rows the
+    rebuild could not see (committed after its read, or still in flight during it) must be."""
+    state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
+    loop = asyncio.new_event_loop()  # the asyncio Redis client keeps to one loop
+    day = datetime.now(UTC).date()
+    sid = f"t{world.tenant.pk}"
+    bucket, tokens_key = spend.bucket_of(sid, day), tpd_key(sid, day)
+    settlement = Settlement(reserved_keys=(), bucket_keys=(bucket,), token_keys=(tokens_key,))
+
+    def row(request_id: str) -> UsageRecord:  # $0.25 and 30 tokens each
+        return UsageRecord(request_id=request_id, tenant_id=world.tenant.pk, status="ok", input_tokens=10,
+                           output_tokens=20, cost=Decimal("0.25"), day=day, settlement=settlement)
+
+    def written(*rows: UsageRecord) -> Settling:
+        settling = Settling()
+        settling.collect(list(rows), usage_records_write(list(rows)))
+        return settling
+
+    def rebuild():
+        def read():
+            return (spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day],
+                    spend.tokens_by_day(tenant_id=world.tenant.pk, days=[day], source=spend.SpendSource())[day])
+        (cost, tokens), snapshot = spend.rollups_read(read)
+        return state.budget_seed({bucket: cost, tokens_key: tokens}, snapshot=snapshot)
+
+    def read() -> tuple[int, int]:
+        if kind == "redis":
+            return int(get_redis().get(bucket)), int(get_redis().get(tokens_key))
+        return state.counters[bucket], state.counters[tokens_key]
+
+    async def settle(settling: Settling) -> None:
+        await state.budget_settle(*settling.budget_arguments())
+
+    # A's rows, committed; its settlement kept. B rebuilds (its read sees them), then A settles.
+    kept = written(row("req_a1"), row("req_a2"))
+    loop.run_until_complete(rebuild())
+    assert read() == (500_000_000, 60)
+    loop.run_until_complete(settle(kept))
+    assert read() == (500_000_000, 60), "counted once"
+
+    # rows committed after the rebuild's read: added when settled
+    loop.run_until_complete(settle(written(row("req_a3"))))
+    assert read() == (750_000_000, 90)
+
+    # rows whose transaction was still open while another rebuild read: not seen, so added
+    if kind == "redis":
+        get_redis().delete(bucket, tokens_key)
+    else:
+        state.counters.pop(bucket), state.counters.pop(tokens_key)
+    inside, release = threading.Event(), threading.Event()
+    outcome = {}
+
+    def open_transaction():
+        with transaction.atomic():
+            outcome["settling"] = written(row("req_a4"))
+            inside.set()
+            release.wait(10)
+        connection.close()
+
+    writer = threading.Thread(target=open_transaction)
+    writer.start()
+    assert inside.wait(10)
+    loop.run_until_complete(rebuild())  # reads 3 rows: the fourth is not committed yet
+    release.set()
+    writer.join(10)
+    assert read() == (750_000_000, 90)
+    loop.run_until_complete(settle(outcome["settling"]))
+    assert read() == (1_000_000_000, 120)
+    # and the rollups agree
+    assert spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day] == 1_000_000_000
+    loop.run_until_complete(state.close())
+    loop.close()
 
 
 # --- the spool ---------------------------------------------------------------------------------

@@ -69,8 +69,8 @@ def test_limits_count_only_when_everything_admits(settings, kind):
                                        counters=[rpm, tpm, full])
             assert (fourth.refused, fourth.used) == (3, 9)
             # tokens per minute corrected at settlement: the two requests used 30 each
-            await state.add_tokens({}, {tpm.key: -370, "tg:tpm:gone:m1": -5})
-            await state.add_tokens({}, {tpm.key: -370})
+            await state.tpm_correct({tpm.key: -370, "tg:tpm:gone:m1": -5})
+            await state.tpm_correct({tpm.key: -370})
             assert value(state, tpm.key) == 60 and value(state, "tg:tpm:gone:m1") is None
         finally:
             await state.close()
@@ -101,7 +101,7 @@ def test_lost_tokens_per_day_counters_are_asked_for_all_at_once_before_anything_
                                         budgets=args)
             assert (refused.refused, refused.used) == (3, 50) and value(state, rpm.key) is None
             # settled tokens go only to counters that exist: a lost one is rebuilt, never restarted at 0
-            await state.add_tokens({tenant_day.key: 5, "tg:tokens:t1:p3:d20261206": 7})
+            await state.budget_settle(*spend.settle_arguments([], {tenant_day.key: 5, "tg:tokens:t1:p3:d20261206": 7}))
             assert value(state, tenant_day.key) == 15 and value(state, "tg:tokens:t1:p3:d20261206") is None
             ok = await state.admit(tenant_id=1, pick=pick("d"), versions=("*", "*"), counters=[rpm, tenant_day],
                                    budgets=args)
