@@ -250,10 +250,11 @@ def settle_arguments(releases: list[tuple[str, str]], adds: Mapping[str | tuple[
 
 
 def rollups_read(read: Callable[[], Any]) -> tuple[Any, str]:
-    """``read()`` (rollup queries) and the PostgreSQL snapshot it read under ("" on another
-    database), for a counter seeded from it (``SEED_SCRIPT``): a settlement of rows that snapshot
-    already saw is not added to it again (SETTLE_SCRIPT)."""
-    if connection.vendor != "postgresql":
+    """``read()`` (rollup queries) and the PostgreSQL snapshot it read under, for a counter
+    seeded from it (``SEED_SCRIPT``): a settlement of rows that snapshot already saw is not added
+    to it again (SETTLE_SCRIPT). "" — every settlement added, as before — on another database or
+    inside a transaction already under way (whose statements need not share one snapshot)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
         return read(), ""
     with transaction.atomic():
         with connection.cursor() as cursor:
