@@ -394,27 +394,12 @@ local function budgets_reserve(plan, rid, now_ms)
 end
 """
 
-# Settle finished requests: release each one's reservation — only if it is still there (one
-# that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
-# buckets and tokens to tokens-per-day counters that exist (a missing one is rebuilt from the
-# rollups, which hold them). An amount carries the id of the transaction that wrote its rows:
-# a counter rebuilt from rollups read under a snapshot that saw that transaction
-# (``tg:seed:{counter}``, SEED_SCRIPT) has it already and is skipped — so a settlement kept
-# through an outage that lands after another worker rebuilt the counter counts once, not twice.
-# Then the replayed requests (records the ledger already had: a dead worker's journal replayed
-# after its batch was committed), each on its own condition: its reservation is released and
-# its cost added only if the reservation is still held. Committing and settling are not atomic,
-# but settling is: a held reservation means this request was never settled, a released one
-# that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
-# rollups, never over-count). KEYS: three reservation keys per release, the buckets, then per
-# replayed request three keys per scope and its buckets; ARGV: the number of releases and of
-# buckets, each release's request id, each bucket's amount and transaction id ('' unknown), then
-# per replayed request its id, its number of scopes and of buckets, and its cost.
-SETTLE_SCRIPT = """
-local function seen(key, xid)
-  if xid == '' then return false end
-  local snap = redis.call('GET', 'tg:seed:' .. key)
-  if not snap then return false end
+# Whether a snapshot (PostgreSQL's ``xmin:xmax:in-progress,…``; nil or '': none) saw the rows of
+# transaction ``xid`` ('': unknown, never), as pg_visible_in_snapshot says; snapshot_saw in Python.
+_SAW_LUA = """
+local LATE_TTL = """ + str(RESERVATION_TTL) + """
+local function saw(snap, xid)
+  if xid == '' or not snap or snap == '' then return false end
   local xmin, xmax, running = string.match(snap, '^(%d+):(%d+):(.*)$')
   local x = tonumber(xid)
   if x < tonumber(xmin) then return true end
@@ -424,6 +409,28 @@ local function seen(key, xid)
   end
   return true
 end
+"""
+
+# Settle finished requests: release each one's reservation — only if it is still there (one
+# that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
+# buckets and tokens to tokens-per-day counters that exist (a missing one is rebuilt from the
+# rollups, which hold them). An amount carries the id of the transaction that wrote its rows:
+# a counter rebuilt from rollups read under a snapshot that saw that transaction
+# (``tg:seed:{counter}``, SEED_SCRIPT) has it already and is skipped — so a settlement kept
+# through an outage that lands after another worker rebuilt the counter counts once, not twice;
+# an amount for a counter that does not exist is kept aside for a while (``tg:late:{counter}``,
+# per transaction), for a rebuild whose read did not see it — it was written after the read but
+# settled before the seed — to add.
+# Then the replayed requests (records the ledger already had: a dead worker's journal replayed
+# after its batch was committed), each on its own condition: its reservation is released and
+# its cost added only if the reservation is still held. Committing and settling are not atomic,
+# but settling is: a held reservation means this request was never settled, a released one
+# that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
+# rollups, never over-count). KEYS: three reservation keys per release, the buckets, then per
+# replayed request three keys per scope and its buckets; ARGV: the number of releases and of
+# buckets, each release's request id, each bucket's amount and transaction id ('' unknown), then
+# per replayed request its id, its number of scopes and of buckets, and its cost.
+SETTLE_SCRIPT = _SAW_LUA + """
 local function release(k, rid)
   local amount = redis.call('HGET', KEYS[k + 2], rid)
   if not amount then return false end
@@ -433,8 +440,15 @@ local function release(k, rid)
   return true
 end
 local function add(key, cost, xid)
-  -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
-  if redis.call('EXISTS', key) == 1 and not seen(key, xid) then redis.pcall('INCRBY', key, cost) end
+  if redis.call('EXISTS', key) == 0 then
+    if xid ~= '' then  -- a rebuild under way may have read before these rows committed: its seed adds them
+      redis.call('HINCRBY', 'tg:late:' .. key, xid, cost)
+      redis.call('EXPIRE', 'tg:late:' .. key, LATE_TTL)
+    end
+  elseif not saw(redis.call('GET', 'tg:seed:' .. key), xid) then
+    -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
+    redis.pcall('INCRBY', key, cost)
+  end
 end
 local releases, buckets = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, releases do release(3 * i - 2, ARGV[i + 2]) end
@@ -460,13 +474,21 @@ return 0
 """
 
 # Counters rebuilt from the rollups (budget buckets, tokens-per-day counters): each set only if
-# still missing, kept ARGV[1] seconds, with the snapshot its rollups were read under beside it
-# (``tg:seed:{counter}``, for SETTLE_SCRIPT; none: that key is removed). ARGV: lifetime,
-# snapshot, values.
-SEED_SCRIPT = """
+# still missing, kept ARGV[1] seconds, to its value read from the rollups plus what settled
+# meanwhile that the read did not see (``tg:late:{counter}``), with the snapshot its rollups were
+# read under beside it (``tg:seed:{counter}``, for SETTLE_SCRIPT; none: that key is removed).
+# ARGV: lifetime, snapshot, values.
+SEED_SCRIPT = _SAW_LUA + """
+local snap = ARGV[2]
 for i, key in ipairs(KEYS) do
-  if redis.call('SET', key, ARGV[i + 2], 'NX', 'EX', ARGV[1]) then
-    if ARGV[2] ~= '' then redis.call('SET', 'tg:seed:' .. key, ARGV[2], 'EX', ARGV[1])
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, ARGV[i + 2], 'EX', ARGV[1])
+    local late = redis.call('HGETALL', 'tg:late:' .. key)
+    for j = 1, #late, 2 do
+      if snap ~= '' and not saw(snap, late[j]) then redis.pcall('INCRBY', key, late[j + 1]) end
+    end
+    redis.call('DEL', 'tg:late:' .. key)
+    if snap ~= '' then redis.call('SET', 'tg:seed:' .. key, snap, 'EX', ARGV[1])
     else redis.call('DEL', 'tg:seed:' .. key) end
   end
 end

@@ -503,6 +503,7 @@ class LocalState:
         self.in_flight: dict[str, dict[str, float]] = {}  # in-flight key -> request id -> until
         self.latencies: dict[str, dict[str, float]] = {}  # latency key -> lat / ttft -> moving average
         self.seeds: dict[str, str] = {}  # rebuilt counter -> the snapshot its rollups were read under
+        self.late: dict[str, dict[int, int]] = {}  # missing counter -> transaction -> amount settled meanwhile
 
     def _get(self, name: str, now: float) -> int:
         if self.expiry.get(name, now + 1) <= now:
@@ -688,21 +689,32 @@ class LocalState:
         now = time.time()
         for key, value in values.items():
             if self._get(key, now) == 0 and key not in self.counters:
-                self.counters[key] = value
+                late = self.late.pop(key, {})
+                self.counters[key] = value + sum(amount for xid, amount in late.items()
+                                                 if snapshot and not snapshot_saw(snapshot, xid))
                 self.expiry[key] = now + ttl
                 self.seeds[key] = snapshot
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
-        """SETTLE_SCRIPT, the same steps (billing.spend): the releases, the bucket costs, then
-        each replayed request's release and cost, only if its reservation is still held."""
+        """SETTLE_SCRIPT, the same steps (billing.spend): the releases, the bucket costs and
+        tokens (skipped where the counter's rebuild saw their rows; kept aside where it is
+        missing), then each replayed request's release and cost, only if its reservation is still
+        held. (The late amounts are not expired here: this process rebuilds soon after.)"""
         now = time.time()
 
         def release(scope: str, request_id) -> bool:
             return self.reservations.get(scope, {}).pop(request_id, None) is not None
 
         def add(key: str, cost: int, xid: int | str = "") -> None:
-            if key in self.counters and not snapshot_saw(self.seeds.get(key, ""), int(xid) if xid != "" else None):
-                self.counters[key] = self._get(key, now) + cost
+            self._get(key, now)  # drops it if it expired
+            if key not in self.counters:
+                if xid != "":  # for a rebuild whose read did not see these rows
+                    if len(self.late) > 10_000:  # counters never rebuilt (long gone days): not kept forever
+                        self.late.clear()
+                    late = self.late.setdefault(key, {})
+                    late[int(xid)] = late.get(int(xid), 0) + cost
+            elif not snapshot_saw(self.seeds.get(key, ""), int(xid) if xid != "" else None):
+                self.counters[key] += cost
 
         releases, buckets = args[0], args[1]
         for i in range(releases):

@@ -203,7 +203,8 @@ def test_a_settlement_kept_through_an_outage_counts_once_in_a_bucket_rebuilt_mea
     """Worker A commits rows but cannot settle them (Redis unreachable); Redis comes back empty
     and worker B rebuilds the budget bucket and tokens-per-day counter from the rollups, which
     hold A's rows; then A's kept settlement lands. It must not count them again — and rows the
-    rebuild could not see (committed after its read, or still in flight during it) must be."""
+    rebuild could not see (committed after its read, or still in flight during it, even when
+    settled before its seed) must be."""
     state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
     loop = asyncio.new_event_loop()  # the asyncio Redis client keeps to one loop
     day = datetime.now(UTC).date()
@@ -220,12 +221,24 @@ def test_a_settlement_kept_through_an_outage_counts_once_in_a_bucket_rebuilt_mea
         settling.collect(list(rows), usage_records_write(list(rows)))
         return settling
 
-    def rebuild():
+    def rollups():
         def read():
             return (spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day],
                     spend.tokens_by_day(tenant_id=world.tenant.pk, days=[day], source=spend.SpendSource())[day])
-        (cost, tokens), snapshot = spend.rollups_read(read)
+        return spend.rollups_read(read)
+
+    def seed(read):
+        (cost, tokens), snapshot = read
         return state.budget_seed({bucket: cost, tokens_key: tokens}, snapshot=snapshot)
+
+    def rebuild():
+        return seed(rollups())
+
+    def lose():
+        if kind == "redis":
+            get_redis().delete(bucket, tokens_key)
+        else:
+            state.counters.pop(bucket), state.counters.pop(tokens_key)
 
     def read() -> tuple[int, int]:
         if kind == "redis":
@@ -247,10 +260,7 @@ def test_a_settlement_kept_through_an_outage_counts_once_in_a_bucket_rebuilt_mea
     assert read() == (750_000_000, 90)
 
     # rows whose transaction was still open while another rebuild read: not seen, so added
-    if kind == "redis":
-        get_redis().delete(bucket, tokens_key)
-    else:
-        state.counters.pop(bucket), state.counters.pop(tokens_key)
+    lose()
     inside, release = threading.Event(), threading.Event()
     outcome = {}
 
@@ -270,8 +280,16 @@ def test_a_settlement_kept_through_an_outage_counts_once_in_a_bucket_rebuilt_mea
     assert read() == (750_000_000, 90)
     loop.run_until_complete(settle(outcome["settling"]))
     assert read() == (1_000_000_000, 120)
+
+    # rows written after a rebuild read and settled before its seed (the counter still missing):
+    # the seed adds them
+    lose()
+    before = rollups()
+    loop.run_until_complete(settle(written(row("req_a5"))))
+    loop.run_until_complete(seed(before))
+    assert read() == (1_250_000_000, 150)
     # and the rollups agree
-    assert spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day] == 1_000_000_000
+    assert spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day] == 1_250_000_000
     loop.run_until_complete(state.close())
     loop.close()
 
