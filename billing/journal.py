@@ -41,8 +41,7 @@ from pathlib import Path
 import orjson
 from django.conf import settings
 
-from billing.records import UsageRecord
-from billing.spend import Settlement
+from billing.records import UsageRecord, settlement_read, settlement_row
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def record_line(record: UsageRecord, *, marker: bool = False) -> bytes:
     row = record.as_row()
     settlement = record.settlement
     if settlement is not None:
-        row["_settle"] = (settlement.reserved_keys, settlement.bucket_keys, settlement.token_keys, settlement.tpm)
+        row["_settle"] = settlement_row(settlement)
     if marker:
         row["_open"] = True
     return orjson.dumps(row, default=str, option=orjson.OPT_APPEND_NEWLINE)
@@ -76,10 +75,7 @@ def record_read(line: bytes) -> tuple[UsageRecord, bool]:
         record = UsageRecord.from_row(row)
         settle = row.get("_settle")
         if settle is not None:
-            reserved, buckets, *tokens = settle  # (token keys and tpm: written since issue #16)
-            days, minutes = (tokens + [(), ()])[:2]
-            record.settlement = Settlement(reserved_keys=tuple(reserved), bucket_keys=tuple(buckets),
-                                           token_keys=tuple(days), tpm=tuple((k, int(n)) for k, n in minutes))
+            record.settlement = settlement_read(settle)
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"not a usage record: {exc}") from exc
     return record, bool(row.get("_open"))

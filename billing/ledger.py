@@ -40,7 +40,7 @@ from billing.models import (
     UsageDeadLetter,
     UsageLog,
 )
-from billing.records import LEDGER_FIELDS, TEXT_FIELDS, UsageRecord
+from billing.records import LEDGER_FIELDS, TEXT_FIELDS, UsageRecord, settlement_row
 from config import metrics
 from providers.models import Provider, ProviderModel
 from tenants.models import ApiKey, Tenant
@@ -100,8 +100,10 @@ def _write(rows: list[UsageRecord]) -> list[UsageRecord]:
         if row.request_id not in seen:
             seen.add(row.request_id)
             new.append(row)
-    inserted = _insert_ledger(new)
+    inserted, xid = _insert_ledger(new)
     new = [row for row in new if row.request_id in inserted]
+    for row in new:
+        row.committed_in = xid
     if new:
         _add_to_rollups(new)
         _add_to_health(new)
@@ -120,8 +122,10 @@ def _execute_many(sql: str, params: list[tuple]) -> None:
             cursor.executemany(sql, params)
 
 
-def _insert_ledger(rows: list[UsageRecord]) -> set[str]:
-    """Insert the rows whose request id is not in the ledger yet; return their request ids."""
+def _insert_ledger(rows: list[UsageRecord]) -> tuple[set[str], int | None]:
+    """Insert the rows whose request id is not in the ledger yet; return their request ids and
+    the id of the transaction writing them (PostgreSQL; None elsewhere): settlement skips a
+    counter rebuilt from rollups that already saw it (billing.spend.SETTLE_SCRIPT)."""
     adapt_time = connection.ops.adapt_datetimefield_value
     now = datetime.now(UTC)
     params = [(*_COLUMN_VALUES(row), adapt_time(row.created_at or now)) for row in rows]
@@ -139,17 +143,19 @@ def _insert_ledger(rows: list[UsageRecord]) -> set[str]:
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
                 f"{into} SELECT {casts} FROM jsonb_array_elements(%s) AS r "
-                f"ON CONFLICT ({quote('request_id')}) DO NOTHING RETURNING {quote('request_id')}",
+                f"ON CONFLICT ({quote('request_id')}) DO NOTHING RETURNING {quote('request_id')}, "
+                "pg_current_xact_id()::text",
                 [Jsonb(params, dumps=_json_array)],
             )
-            return {request_id for (request_id,) in cursor.fetchall()}
+            returned = cursor.fetchall()
+            return {request_id for request_id, _ in returned}, int(returned[0][1]) if returned else None
     ids = [row.request_id for row in rows]
     existing = set(UsageLog.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
     _execute_many(
         f"{into} VALUES ({', '.join(['%s'] * len(LEDGER_FIELDS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING",
         [values for request_id, values in zip(ids, params, strict=True) if request_id not in existing],
     )
-    return set(ids) - existing
+    return set(ids) - existing, None
 
 
 def _json_array(params: list[tuple]) -> bytes:
@@ -323,6 +329,8 @@ def _set_aside(row: UsageRecord, exc: Exception) -> None:
     request_id = str(row.request_id or "").replace("\x00", "\ufffd")[:40]
     tenant_id = row.tenant_id
     kept = row.as_row()
+    if row.settlement is not None:  # its budget buckets and token counters, for a retry to count it in
+        kept["_settle"] = settlement_row(row.settlement)
     try:
         data = orjson.dumps(kept, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # an int beyond 64 bits, a lone surrogate: the slower encoder escapes them

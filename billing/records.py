@@ -4,8 +4,9 @@ which writes it (billing.ledger) and then settles its budget reservations.
 
 The record carries the ledger row's columns, the tenant's local day (the rollups' and the
 budget buckets' day) and the settlement (billing.spend.Settlement). ``as_row`` / ``from_row``
-are its JSON layout, shared by the journal and the spool on disk (billing.journal adds the
-settlement) and the dead-letter table: the ledger's columns plus ``_day``."""
+are its JSON layout, shared by the journal and the spool on disk and the dead-letter table: the
+ledger's columns plus ``_day``; the journal and the dead-letter table add the settlement under
+``_settle`` (``settlement_row`` / ``settlement_read``)."""
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -60,6 +61,7 @@ class UsageRecord:
     day: date | None = None  # the tenant's local day (None: the UTC day of created_at)
     settlement: Settlement | None = None  # the budget reservations it holds, settled once it is written
     set_aside: str = ""  # why the ledger set it aside in UsageDeadLetter instead of writing it
+    committed_in: int | None = None  # the PostgreSQL transaction that wrote its row here (billing.spend.SETTLE_SCRIPT)
 
     def as_row(self) -> dict[str, Any]:
         """The ledger's columns and ``_day``: what the journal, the spool and the dead-letter table keep."""
@@ -85,6 +87,21 @@ class UsageRecord:
         if isinstance(day, str):
             day = date.fromisoformat(day) if day else None
         return cls(**values, day=day)
+
+
+def settlement_row(settlement: Settlement) -> tuple:
+    """A settlement as kept beside a row (``_settle``): reservation keys, budget buckets,
+    tokens-per-day counters, tokens-per-minute counters and what each reserved."""
+    return (settlement.reserved_keys, settlement.bucket_keys, settlement.token_keys, settlement.tpm)
+
+
+def settlement_read(value) -> Settlement:
+    """``settlement_row``'s value back (rows written before issue #16 have no token keys nor
+    tokens-per-minute counters). TypeError or ValueError if it is not one."""
+    reserved, buckets, *tokens = value
+    days, minutes = (list(tokens) + [(), ()])[:2]
+    return Settlement(reserved_keys=tuple(reserved), bucket_keys=tuple(buckets), token_keys=tuple(days),
+                      tpm=tuple((k, int(n)) for k, n in minutes))
 
 
 def usage_record_build(

@@ -21,13 +21,15 @@ key or a project's keys, EndUserDaily for an end user) before admission goes on.
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Sum
+from django.db import connection, transaction
+from django.db.models import F, Sum
 
 from billing.models import BudgetAction, BudgetScope, EndUserDaily, UsageDaily
 from billing.periods import period_for
@@ -119,10 +121,10 @@ def reservation_keys(reserved: str) -> tuple[str, str, str]:
 class Settlement:
     """What an admitted request settles once its usage record is written: its reservation in
     each scope it was reserved in, released, and its real cost added to each scope's bucket of
-    the day it was admitted; its tokens added to the tokens-per-day counters of the scopes
-    that have such a limit (``token_keys``, beyond the tenant's and the key's, which are always
-    counted), and each tokens-per-minute reservation corrected to what it used (``tpm``:
-    counter and tokens reserved)."""
+    the day it was admitted; its tokens added to the tokens-per-day counters of that day in the
+    scopes that have such a limit (``token_keys``), and each tokens-per-minute reservation
+    corrected to what it used (``tpm``: counter and tokens reserved). Costs and tokens go only
+    into buckets and counters that exist: a missing one is rebuilt from the rollups."""
 
     reserved_keys: tuple[str, ...]
     bucket_keys: tuple[str, ...]
@@ -132,9 +134,10 @@ class Settlement:
 
 @dataclass(frozen=True, slots=True)
 class SpendSource:
-    """Where a scope's spend is read from the rollups when Redis lost its buckets: the key's
-    rows, the project's keys' rows, or one end user's (EndUserDaily), optionally only of some
-    provider models (a budget on one model or alias)."""
+    """Where a scope's spend (a budget's buckets) or tokens (a tokens-per-day counter) are read
+    from the rollups when Redis lost them: the key's rows, the project's keys' rows, or one end
+    user's (EndUserDaily), optionally only of some provider models (a budget or limit rule on one
+    model or alias); all of the tenant's rows without any."""
 
     key_id: int | None = None
     project_id: int | None = None
@@ -226,14 +229,19 @@ def settlement(plans: list[ScopePlan], *, reserved: bool = True, token_keys: tup
     )
 
 
-def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int],
+def settle_arguments(releases: list[tuple[str, str]], adds: Mapping[str | tuple[str, int | None], int],
                      replayed: Sequence[tuple[str, Settlement, int]] = ()) -> tuple[list[str], list[int | str]]:
-    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id), add each
-    bucket's cost (nano-dollars); then, for each ``replayed`` (request id, settlement, cost) —
-    a record the ledger already had —, release its reservation and add its cost only if its
-    reservation is still held."""
-    keys = [name for key, _ in releases for name in reservation_keys(key)] + list(adds)
-    args: list[int | str] = [len(releases), len(adds), *(request_id for _, request_id in releases), *adds.values()]
+    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id); add to each
+    bucket or tokens-per-day counter its amount (nano-dollars, tokens) — ``adds`` by key, or by
+    (key, id of the PostgreSQL transaction that wrote the rows it comes from: skipped where the
+    counter was rebuilt from rollups that already saw that transaction) —; then, for each
+    ``replayed`` (request id, settlement, cost) — a record the ledger already had —, release its
+    reservation and add its cost only if its reservation is still held."""
+    pairs = [(key, None) if isinstance(key, str) else key for key in adds]
+    keys = [name for key, _ in releases for name in reservation_keys(key)] + [key for key, _ in pairs]
+    args: list[int | str] = [len(releases), len(adds), *(request_id for _, request_id in releases)]
+    for (_, xid), amount in zip(pairs, adds.values(), strict=True):
+        args += [amount, "" if xid is None else xid]
     for request_id, settled, cost in replayed:
         keys.extend(name for key in settled.reserved_keys for name in reservation_keys(key))
         keys.extend(settled.bucket_keys)
@@ -241,12 +249,54 @@ def settle_arguments(releases: list[tuple[str, str]], adds: dict[str, int],
     return keys, args
 
 
+def rollups_read(read: Callable[[], Any]) -> tuple[Any, str]:
+    """``read()`` (rollup queries) and the PostgreSQL snapshot it read under, for a counter
+    seeded from it (``SEED_SCRIPT``): a settlement of rows that snapshot already saw is not added
+    to it again (SETTLE_SCRIPT). "" — every settlement added, as before — on another database or
+    inside a transaction already under way (whose statements need not share one snapshot)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return read(), ""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT pg_current_snapshot()::text")  # the transaction's one snapshot
+            (snapshot,) = cursor.fetchone()
+        return read(), snapshot
+
+
+def snapshot_saw(snapshot: str, xid: int | None) -> bool:
+    """Whether rows written by transaction ``xid`` were visible in ``snapshot`` (PostgreSQL's
+    ``xmin:xmax:in-progress,…``), as pg_visible_in_snapshot says (SETTLE_SCRIPT does the same)."""
+    if xid is None or not snapshot:
+        return False
+    xmin, xmax, running = snapshot.split(":")
+    if xid < int(xmin):
+        return True
+    return xid < int(xmax) and str(xid) not in running.split(",")
+
+
 def spend_by_day(*, tenant_id: int, days: list[date], key_id: int | None = None,
                  source: SpendSource | None = None) -> dict[date, int]:
     """The truth, from the rollups: nano-dollars spent per day in a scope (missing days are 0):
     the tenant's, a key's, a project's (its keys': a key never moves to another project), an
     end user's (EndUserDaily), optionally only on some provider models."""
-    source = source or SpendSource(key_id=key_id)
+    rows = _rollup_rows(tenant_id, days, source or SpendSource(key_id=key_id))
+    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost"))}
+    return {day: to_nanos(totals.get(day)) for day in days}
+
+
+def tokens_by_day(*, tenant_id: int, days: list[date], source: SpendSource) -> dict[date, int]:
+    """The truth of a tokens-per-day counter, from the same rollup rows as ``spend_by_day``:
+    input plus output tokens per day in a scope (missing days are 0)."""
+    rows = _rollup_rows(tenant_id, days, source)
+    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(
+        total=Sum(F("input_tokens") + F("output_tokens")))}
+    return {day: int(totals.get(day) or 0) for day in days}
+
+
+def _rollup_rows(tenant_id: int, days: list[date], source: SpendSource):
+    """A scope's rollup rows on ``days``: UsageDaily's (the tenant's, a key's, a project's keys'),
+    or EndUserDaily's for an end user; optionally only of some provider models."""
     if source.end_user:
         rows = EndUserDaily.objects.filter(tenant_id=tenant_id, end_user=source.end_user, day__in=days)
         if source.project_id is not None:
@@ -260,8 +310,7 @@ def spend_by_day(*, tenant_id: int, days: list[date], key_id: int | None = None,
                                .values("pk"))
     if source.provider_models is not None:
         rows = rows.filter(provider_model_id__in=source.provider_models)
-    totals = {row["day"]: row["total"] for row in rows.values("day").annotate(total=Sum("cost"))}
-    return {day: to_nanos(totals.get(day)) for day in days}
+    return rows
 
 
 def worst_case_nanos(*, prompt_bytes: int, max_output_tokens: int, input_price: Decimal | None,
@@ -345,9 +394,33 @@ local function budgets_reserve(plan, rid, now_ms)
 end
 """
 
+# Whether a snapshot (PostgreSQL's ``xmin:xmax:in-progress,…``; nil or '': none) saw the rows of
+# transaction ``xid`` ('': unknown, never), as pg_visible_in_snapshot says; snapshot_saw in Python.
+_SAW_LUA = """
+local LATE_TTL = """ + str(RESERVATION_TTL) + """
+local function saw(snap, xid)
+  if xid == '' or not snap or snap == '' then return false end
+  local xmin, xmax, running = string.match(snap, '^(%d+):(%d+):(.*)$')
+  local x = tonumber(xid)
+  if x < tonumber(xmin) then return true end
+  if x >= tonumber(xmax) then return false end
+  for v in string.gmatch(running, '%d+') do
+    if tonumber(v) == x then return false end
+  end
+  return true
+end
+"""
+
 # Settle finished requests: release each one's reservation — only if it is still there (one
 # that expired, or that a Redis restart lost, releases nothing) — and add real costs to day
-# buckets that exist (a missing bucket is rebuilt from the rollups, which hold the cost).
+# buckets and tokens to tokens-per-day counters that exist (a missing one is rebuilt from the
+# rollups, which hold them). An amount carries the id of the transaction that wrote its rows:
+# a counter rebuilt from rollups read under a snapshot that saw that transaction
+# (``tg:seed:{counter}``, SEED_SCRIPT) has it already and is skipped — so a settlement kept
+# through an outage that lands after another worker rebuilt the counter counts once, not twice;
+# an amount for a counter that does not exist is kept aside for a while (``tg:late:{counter}``,
+# per transaction), for a rebuild whose read did not see it — it was written after the read but
+# settled before the seed — to add.
 # Then the replayed requests (records the ledger already had: a dead worker's journal replayed
 # after its batch was committed), each on its own condition: its reservation is released and
 # its cost added only if the reservation is still held. Committing and settling are not atomic,
@@ -355,9 +428,9 @@ end
 # that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
 # rollups, never over-count). KEYS: three reservation keys per release, the buckets, then per
 # replayed request three keys per scope and its buckets; ARGV: the number of releases and of
-# buckets, each release's request id, each bucket's cost, then per replayed request its id,
-# its number of scopes and of buckets, and its cost.
-SETTLE_SCRIPT = """
+# buckets, each release's request id, each bucket's amount and transaction id ('' unknown), then
+# per replayed request its id, its number of scopes and of buckets, and its cost.
+SETTLE_SCRIPT = _SAW_LUA + """
 local function release(k, rid)
   local amount = redis.call('HGET', KEYS[k + 2], rid)
   if not amount then return false end
@@ -366,16 +439,23 @@ local function release(k, rid)
   if redis.call('DECRBY', KEYS[k], amount) < 0 then redis.call('SET', KEYS[k], '0') end
   return true
 end
-local function add(key, cost)
-  -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
-  if redis.call('EXISTS', key) == 1 then redis.pcall('INCRBY', key, cost) end
+local function add(key, cost, xid)
+  if redis.call('EXISTS', key) == 0 then
+    if xid ~= '' then  -- a rebuild under way may have read before these rows committed: its seed adds them
+      redis.call('HINCRBY', 'tg:late:' .. key, xid, cost)
+      redis.call('EXPIRE', 'tg:late:' .. key, LATE_TTL)
+    end
+  elseif not saw(redis.call('GET', 'tg:seed:' .. key), xid) then
+    -- pcall: a bucket past 64 bits must not fail the script (and re-release on every retry)
+    redis.pcall('INCRBY', key, cost)
+  end
 end
 local releases, buckets = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, releases do release(3 * i - 2, ARGV[i + 2]) end
 local k, a = 3 * releases + 1, releases + 3
 for i = 1, buckets do
-  add(KEYS[k], ARGV[a])
-  k, a = k + 1, a + 1
+  add(KEYS[k], ARGV[a], ARGV[a + 1])
+  k, a = k + 1, a + 2
 end
 while a <= #ARGV do
   local rid, scopes, nb, cost = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
@@ -386,9 +466,31 @@ while a <= #ARGV do
   end
   k = k + 3 * scopes
   if held then
-    for b = 0, nb - 1 do add(KEYS[k + b], cost) end
+    for b = 0, nb - 1 do add(KEYS[k + b], cost, '') end
   end
   k = k + nb
+end
+return 0
+"""
+
+# Counters rebuilt from the rollups (budget buckets, tokens-per-day counters): each set only if
+# still missing, kept ARGV[1] seconds, to its value read from the rollups plus what settled
+# meanwhile that the read did not see (``tg:late:{counter}``), with the snapshot its rollups were
+# read under beside it (``tg:seed:{counter}``, for SETTLE_SCRIPT; none: that key is removed).
+# ARGV: lifetime, snapshot, values.
+SEED_SCRIPT = _SAW_LUA + """
+local snap = ARGV[2]
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, ARGV[i + 2], 'EX', ARGV[1])
+    local late = redis.call('HGETALL', 'tg:late:' .. key)
+    for j = 1, #late, 2 do
+      if snap ~= '' and not saw(snap, late[j]) then redis.pcall('INCRBY', key, late[j + 1]) end
+    end
+    redis.call('DEL', 'tg:late:' .. key)
+    if snap ~= '' then redis.call('SET', 'tg:seed:' .. key, snap, 'EX', ARGV[1])
+    else redis.call('DEL', 'tg:seed:' .. key) end
+  end
 end
 return 0
 """

@@ -2,7 +2,8 @@
 (billing.records) and writes them in one batch every GATEWAY_USAGE_FLUSH_SECONDS, instead of
 one per request, then settles them: once a batch is committed, the writer releases its budget
 reservations and adds its costs to the budget buckets (billing.spend's SETTLE_SCRIPT), and
-counts its tokens against the daily token limits. The write is idempotent (the request id is
+counts its tokens in the tokens-per-day counters of its day (those that exist: a missing one is
+rebuilt from the rollups). The write is idempotent (the request id is
 unique; a conflicting row is skipped). A record the database refuses is set aside by the
 ledger (billing.ledger) and settled like the others, its cost not counted; a write that fails
 because the database is unreachable is kept and retried, and the worker's shutdown writes
@@ -60,30 +61,28 @@ class SharedState(Protocol):
     """What the writer settles into: the data plane's state shared by its workers (Redis, or its
     in-process twin on the embedded default)."""
 
-    async def add_tokens(self, counts: dict[tuple[int, int], int], days: dict[str, int] | None = None,
-                         minutes: dict[str, int] | None = None) -> None:
-        """Add used tokens per (tenant, key) to today's token-limit counters, and to the other
-        scopes' tokens-per-day counters (``days``); correct tokens-per-minute reservations
-        (``minutes``: used minus reserved, per counter)."""
+    async def tpm_correct(self, minutes: dict[str, int]) -> None:
+        """Correct tokens-per-minute reservations (``minutes``: used minus reserved, per counter)."""
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
-        """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV."""
+        """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV (budget costs and tokens per
+        day)."""
 
 
 class Settling:
-    """What committed records leave to settle: token counts, reservations to release, costs to
-    add, and the replayed records settled on condition (see the module docstring)."""
+    """What committed records leave to settle: reservations to release, costs and tokens to add
+    (to budget day buckets and tokens-per-day counters, per writing transaction: see
+    billing.spend.SETTLE_SCRIPT), tokens-per-minute corrections, and the replayed records settled
+    on condition (see the module docstring)."""
 
     def __init__(self):
-        self.tokens: dict[tuple[int, int], int] = defaultdict(int)
-        self.days: dict[str, int] = defaultdict(int)  # other scopes' tokens-per-day counters
         self.minutes: dict[str, int] = defaultdict(int)  # tokens-per-minute corrections
         self.releases: list[tuple[str, str]] = []  # (scope key, request id)
-        self.adds: dict[str, int] = defaultdict(int)  # costs to add to budget day buckets
+        self.adds: dict[tuple[str, int | None], int] = defaultdict(int)  # (counter, transaction) -> amount
         self.replayed: list[tuple[str, spend.Settlement, int]] = []  # (request id, settlement, cost)
 
     def __bool__(self) -> bool:
-        return bool(self.tokens or self.days or self.minutes or self.releases or self.adds or self.replayed)
+        return bool(self.minutes or self.releases or self.adds or self.replayed)
 
     def collect(self, records: list[UsageRecord], new: list[UsageRecord]) -> None:
         """``records`` were committed (or set aside); ``new`` are those the ledger inserted."""
@@ -92,15 +91,13 @@ class Settling:
             is_new = record.request_id in inserted
             inserted.discard(record.request_id)  # a request twice in one batch: the first is the new one
             settlement = record.settlement
-            if is_new:
+            if is_new and settlement is not None:
                 tokens = record.input_tokens + record.output_tokens
-                if tokens and record.api_key_id:
-                    self.tokens[(record.tenant_id, record.api_key_id)] += tokens
-                if settlement is not None:
+                if tokens:
                     for key in settlement.token_keys:
-                        self.days[key] += tokens
-                    for key, reserved in settlement.tpm:
-                        self.minutes[key] += tokens - reserved
+                        self.adds[(key, record.committed_in)] += tokens
+                for key, reserved in settlement.tpm:
+                    self.minutes[key] += tokens - reserved
             if settlement is None:
                 continue
             # A record set aside is not in the ledger, nor in the rollups budgets are rebuilt
@@ -110,15 +107,13 @@ class Settling:
                 self.releases.extend((key, record.request_id) for key in settlement.reserved_keys)
                 if cost:
                     for key in settlement.bucket_keys:
-                        self.adds[key] += cost
+                        self.adds[(key, record.committed_in)] += cost
             else:
                 self.replayed.append((record.request_id, settlement, cost))
 
     def take(self) -> "Settling":
         """Everything collected so far, leaving this empty."""
         taken = Settling()
-        taken.tokens, self.tokens = self.tokens, defaultdict(int)
-        taken.days, self.days = self.days, defaultdict(int)
         taken.minutes, self.minutes = self.minutes, defaultdict(int)
         taken.releases, self.releases = self.releases, []
         taken.adds, self.adds = self.adds, defaultdict(int)
@@ -129,13 +124,12 @@ class Settling:
         """``taken`` was not settled: keep it for the next attempt."""
         self.releases[:0] = taken.releases
         self.replayed[:0] = taken.replayed
-        for target, source in ((self.tokens, taken.tokens), (self.days, taken.days), (self.minutes, taken.minutes),
-                               (self.adds, taken.adds)):
+        for target, source in ((self.minutes, taken.minutes), (self.adds, taken.adds)):
             for key, value in source.items():
                 target[key] += value
 
     def budget_arguments(self) -> tuple[list[str], list[int | str]] | None:
-        """SETTLE_SCRIPT's KEYS and ARGV, or None if there are no budgets to settle."""
+        """SETTLE_SCRIPT's KEYS and ARGV, or None if there are no budgets or tokens to settle."""
         if not (self.releases or self.adds or self.replayed):
             return None
         return spend.settle_arguments(self.releases, dict(self.adds), self.replayed)
@@ -289,10 +283,10 @@ class UsageWriter:
             self._settle_after = now + delay
             if self.settle_failures == 1 or now - self._settle_logged >= SETTLE_LOG_SECONDS:
                 self._settle_logged = now
-                log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget additions, %d "
-                            "releases and %d token counts kept, retried every %.1f s at most", type(exc).__name__,
-                            exc, self.settle_failures, len(self.settling.adds), len(self.settling.releases),
-                            len(self.settling.tokens), SETTLE_BACKOFF_CAP)
+                log.warning("usage settlement failed (%s: %s), %d attempts in a row; %d budget and token "
+                            "additions, %d releases and %d token corrections kept, retried every %.1f s at most",
+                            type(exc).__name__, exc, self.settle_failures, len(self.settling.adds),
+                            len(self.settling.releases), len(self.settling.minutes), SETTLE_BACKOFF_CAP)
             return False
         if self.settle_failures:
             log.warning("usage settled again after %d failed attempts", self.settle_failures)
@@ -303,9 +297,9 @@ class UsageWriter:
     async def _settle(self) -> None:
         taken = self.settling.take()
         try:
-            if taken.tokens or taken.days or taken.minutes:
-                await self.state.add_tokens(dict(taken.tokens), dict(taken.days), dict(taken.minutes))
-                taken.tokens, taken.days, taken.minutes = defaultdict(int), defaultdict(int), defaultdict(int)
+            if taken.minutes:
+                await self.state.tpm_correct(dict(taken.minutes))
+                taken.minutes = defaultdict(int)
             arguments = taken.budget_arguments()
             if arguments is not None:
                 await self.state.budget_settle(*arguments)
@@ -407,8 +401,9 @@ def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | st
     """Write the journals of dead workers last written at least ``min_age`` seconds ago (a
     restarting worker gets the first go) and settle them with ``settle`` (SETTLE_SCRIPT's KEYS
     and ARGV; None: there is no shared state to settle into). Synchronous, for the Celery
-    sweep. Token-limit counters are the data plane's and are not counted here. Returns the
-    number of records written; a journal whose write fails stays for the next sweep."""
+    sweep. The new rows' tokens are added to the tokens-per-day counters that exist, as the
+    writer does (the minutes of tokens-per-minute corrections are long gone). Returns the number
+    of records written; a journal whose write fails stays for the next sweep."""
     claims = journals_claim(min_age=min_age)
     written = 0
     try:

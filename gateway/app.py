@@ -343,13 +343,14 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         reloaded and the request resolved again, nothing counted twice); a model the table does
         not know is refused only once the table is known to be current. A spent downgrade
         budget sends the request to its cheaper alias (admitted again, for that alias); budget
-        buckets Redis lost are rebuilt from the rollups first. Returns the table, the route and
+        buckets and tokens-per-day counters Redis lost are rebuilt from the rollups first (each
+        rebuild is one more pass of the loop, hence its room). Returns the table, the route and
         the targets to try. While Redis is unreachable a tenant that fails open is served without
         limits or budget checks (its cost is added to its budgets once Redis is back); any other
         is refused (503)."""
         ctx.call = Call(request_id=ctx.request_id, stream=ctx.stream)
         downgrade: spend.BudgetInfo | None = None  # the spent budget whose cheaper alias is served
-        for _ in range(6):
+        for _ in range(8):
             try:
                 route = (tenant.resolve(body.get("model"), mode=mode, allowed=ctx.key.allowed_models,
                                         project_id=ctx.project_id)
@@ -383,6 +384,13 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                 self.configs.drop(tenant.tenant_id)
                 ctx.key, tenant = await principal()
                 downgrade = None
+                continue
+            if admission.lost:  # Redis lost these tokens-per-day counters: rebuild them, then ask again
+                try:
+                    await self._rebuild_tokens(tenant, asked.limits, admission.lost)
+                except StoreUnavailable as exc:
+                    self._store_down(tenant, exc)
+                    return tenant, route, self._served_unadmitted(ctx, tenant, route)
                 continue
             if admission.refused:
                 raise self._limit_refusal(asked, admission)
@@ -428,10 +436,15 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         the usage writer settles once Redis is back. The answer says so (x-tollgate-admission)."""
         ctx.day = datetime.now(tenant.zone).date()
         ctx.extra_headers.append((b"x-tollgate-admission", b"unchecked; store unavailable"))
-        if tenant.budgets and ctx.settle is None:  # (set: reserved before Redis went away; released as usual)
+        if ctx.settle is None:  # (set: reserved before Redis went away; released as usual)
+            covers = tenant.covering(route)
             plans = spend.plan(tenant.budgets, tenant_id=tenant.tenant_id, key_id=ctx.key.key_id, zone=tenant.zone,
-                               project_id=ctx.project_id, end_user=ctx.end_user, covers=tenant.covering(route))
-            ctx.settle = spend.settlement(plans, reserved=False) if plans else None
+                               project_id=ctx.project_id, end_user=ctx.end_user, covers=covers)
+            project = tenant.projects.get(ctx.project_id) if ctx.project_id is not None else None
+            token_keys = scopes.plan(tenant=tenant, key=ctx.key, project=project, end_user=ctx.end_user, covers=covers,
+                                     worst_tokens=0).token_keys
+            if plans or token_keys:
+                ctx.settle = spend.settlement(plans, reserved=False, token_keys=token_keys)
         return list(route.targets)
 
     async def _admit(self, ctx: Ctx, tenant: TenantConfig, route: Route, body: dict[str, Any], mode: str,
@@ -490,14 +503,31 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             usage_status="rejected",
         )
 
+    async def _rebuild_tokens(self, tenant: TenantConfig, limits: scopes.Plan, lost: tuple[int, ...]) -> None:
+        """Tokens-per-day counters Redis lost, read again from the rollups' token columns (one
+        database call for all of them), after settling what this worker kept, as for budgets."""
+        if self.usage is not None:
+            await self.usage.settle()
+        day, sources = limits.day, limits.sources or {}
+
+        def read() -> dict[str, int]:
+            return {limits.counters[i - 1].key: spend.tokens_by_day(tenant_id=tenant.tenant_id, days=[day],
+                                                                     source=sources[i])[day] for i in lost}
+
+        tokens, snapshot = await run_db(spend.rollups_read, read)
+        await self.state.budget_seed(tokens, ttl=scopes.DAY_TTL, snapshot=snapshot)
+
     async def _rebuild(self, tenant: TenantConfig, scope: spend.ScopePlan, missing) -> None:
         """Budget buckets Redis lost, read again from the rollups: first what this worker kept
-        unsettled (an outage), so no cost is both in the rollups read now and added later."""
+        unsettled (an outage); the snapshot they were read under goes with them, so another worker's
+        settlement of rows it already saw is not added again (billing.spend.SETTLE_SCRIPT)."""
         if self.usage is not None:
             await self.usage.settle()
         days = [scope.days[i - 1] for i in missing]
-        spent = await run_db(spend.spend_by_day, tenant_id=tenant.tenant_id, days=days, source=scope.source)
-        await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()})
+        spent, snapshot = await run_db(spend.rollups_read, lambda: spend.spend_by_day(
+            tenant_id=tenant.tenant_id, days=days, source=scope.source))
+        await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()},
+                                     snapshot=snapshot)
 
     @staticmethod
     def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int,

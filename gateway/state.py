@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -23,7 +23,9 @@ from billing.spend import (
     BUCKET_TTL,
     BUDGET_LUA,
     RESERVATION_TTL,
+    SEED_SCRIPT,
     SETTLE_SCRIPT,
+    snapshot_saw,
 )
 from core import redis as core_redis
 from gateway.deployments import IN_FLIGHT_SECONDS, Candidate, Ended, Measure, rank
@@ -55,10 +57,11 @@ class StoreUnavailable(GatewayError):
 # The one admission round trip (BUDGET_LUA, billing's, is prepended). KEYS: the tenant's and the
 # platform's configuration version (tenants/config_version.py). ARGV: the two version tokens the
 # worker's cached routing table was loaded under ('*': not checked), now (epoch seconds), the
-# request id; the limit counters as one string "key,limit,add,lifetime,frees;…" (what admission
-# adds: 1 for requests per minute, the request's worst-case tokens for tokens per minute, 0 for
-# tokens per day, which settlement counts; the counter's lifetime and whole seconds until it
-# frees up), in precedence order (tenant, project, key, end user); the budget section
+# request id; the limit counters as one string "key,limit,add,lifetime,frees,kept;…" (what
+# admission adds: 1 for requests per minute, the request's worst-case tokens for tokens per
+# minute, 0 for tokens per day, which settlement counts; the counter's lifetime, whole seconds
+# until it frees up, and 1 when Redis must hold it — a tokens-per-day counter, rebuilt from the
+# rollups when missing — else 0), in precedence order (tenant, project, key, end user); the budget section
 # (billing.spend.budget_arguments); then the deployments: when this request stops counting in
 # flight, the ordering code and 1 for a stream (gateway/deployments.py), how long a minute counter
 # and an in-flight set are kept, the key templates of a deployment's cooldown flag, this minute's
@@ -69,7 +72,8 @@ class StoreUnavailable(GatewayError):
 # Redis is one instance, not a cluster: its scripts already touch several tenants' keys).
 # Every check is made before anything is counted, and a refusal counts nothing. Answers
 # {-1, 0, tenant token, platform token} when the cache is stale (the worker reloads and asks
-# again); {4, scope, missing days…} when budget buckets must be rebuilt first; of the limits and
+# again); {5, counter…} when tokens-per-day counters are missing (rebuilt from the rollups first,
+# all of them at once); {4, scope, missing days…} when budget buckets must be; of the limits and
 # block budgets that refuse, the one that frees up last (ties: the first, the broadest scope):
 # {1, counter, used} or {2, scope, budget, spent, reserved}; {3, scope, budget, spent, reserved}
 # when a downgrade budget is spent (the worker asks again for the cheaper alias); else, counted
@@ -84,16 +88,19 @@ if ARGV[1] ~= '*' then
 end
 local now, rid = tonumber(ARGV[3]), ARGV[4]
 local now_ms = math.floor(now * 1000)
-local refusal, frees, count = nil, -1, {}
+local refusal, frees, count, lost = nil, -1, {}, {}
 local i = 0
-for key, limit, add, ttl, free in string.gmatch(ARGV[5], '([^,;]+),(%d+),(%d+),(%d+),(%d+)') do
+for key, limit, add, ttl, free, kept in string.gmatch(ARGV[5], '([^,;]+),(%d+),(%d+),(%d+),(%d+),(%d)') do
   i = i + 1
   limit, add, free = tonumber(limit), tonumber(add), tonumber(free)
-  local used = tonumber(redis.call('GET', key) or '0')
+  local used = redis.call('GET', key)
+  if not used and kept == '1' then lost[#lost + 1] = i end
+  used = tonumber(used or '0')
   if used + math.max(add, 1) > limit then
     if free > frees then refusal, frees = {1, i, used}, free end
   elseif add > 0 then count[#count + 1] = {key, add, ttl} end
 end
+if #lost > 0 then return {5, unpack(lost)} end
 local a = 6
 local budget_refusal, budget_frees, downgrade, reservation
 a, budget_refusal, budget_frees, downgrade, reservation = budgets_check(a, now_ms)
@@ -204,6 +211,7 @@ return n
 
 # Tokens-per-minute reservations corrected to what the requests used: each counter that still
 # exists (its minute not gone) gets ARGV[i] added (negative: less was used than reserved).
+# (Tokens per day are added by billing's SETTLE_SCRIPT, with the budgets' costs.)
 _CORRECT = """
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[i]) end
@@ -226,13 +234,16 @@ return 0
 class Counter:
     """One limit a request must fit: a counter in Redis, its limit, what admission adds to it (1
     for requests per minute, the worst-case tokens for tokens per minute, 0 for tokens per day),
-    how long it is kept, and seconds until it frees up."""
+    how long it is kept, seconds until it frees up, and whether Redis must hold it (``kept``: a
+    tokens-per-day counter, which admission asks to have rebuilt from the rollups when missing;
+    a minute's counter starts at 0)."""
 
     key: str
     limit: int
     add: int
     ttl: int
     frees: float
+    kept: bool = False
 
 
 NO_BUDGETS: tuple[int, ...] = (0, RESERVATION_TTL, 0)
@@ -245,6 +256,7 @@ class Admission:
     refused: int = 0  # the refusing Counter (1-based), else 0
     used: int = 0  # what that counter held
     budget: tuple[int, ...] = ()  # (2 block | 3 downgrade, scope, budget, spent, reserved) or (4, scope, missing…)
+    lost: tuple[int, ...] = ()  # the kept Counters (1-based) Redis does not hold: rebuild them, then ask again
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +280,8 @@ def _admission(result) -> Admission:
         return Admission(stale=(_text(result[2]), _text(result[3])))
     if code == 1:
         return Admission(refused=int(result[1]), used=int(result[2]))
+    if code == 5:
+        return Admission(lost=tuple(int(v) for v in result[1:]))
     if code > 1:
         return Admission(budget=tuple(int(v) for v in result))
     return Admission(order=_order(result[2:]))
@@ -281,28 +295,8 @@ def _minute(now: float) -> int:
     return int(now // 60)
 
 
-_day_cache: tuple[int, str] = (-1, "")
-
-
-def _day(now: float) -> str:
-    global _day_cache
-    minute = int(now // 60)
-    if _day_cache[0] != minute:  # formatted once a minute, not once a request
-        _day_cache = (minute, datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
-    return _day_cache[1]
-
-
 def seconds_to_next_minute(now: float) -> float:
     return 60 - (now % 60)
-
-
-def seconds_to_utc_midnight(now: float) -> float:
-    return 86400 - (now % 86400)  # POSIX time has no leap seconds: UTC days are 86,400 s
-
-
-def day_of(now: float) -> str:
-    """The UTC day (YYYYMMDD) of a tokens-per-day counter."""
-    return _day(now)
 
 
 def rpm_key(sid: str, minute: int) -> str:
@@ -313,13 +307,10 @@ def tpm_key(sid: str, minute: int) -> str:
     return f"tg:tpm:{sid}:m{minute}"
 
 
-def tpd_key(sid: str, day: str) -> str:
-    return f"tg:tpd:{sid}:d{day}"
-
-
-def _tpd_keys(tenant_id: int, key_id: int, now: float) -> tuple[str, str]:
-    day = _day(now)
-    return tpd_key(f"t{tenant_id}", day), tpd_key(f"t{tenant_id}:k{key_id}", day)
+def tpd_key(sid: str, day: date) -> str:
+    """A scope's tokens-per-day counter of one local day of its tenant (the rollups' day, so a
+    lost counter is rebuilt from them exactly)."""
+    return f"tg:tokens:{sid}:d{day:%Y%m%d}"
 
 
 def _auth_key(address: str, now: float) -> str:
@@ -335,6 +326,7 @@ class RedisState:
         self._take = self.redis.register_script(_TAKE)
         self._release = self.redis.register_script(_RELEASE)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
+        self._seed = self.redis.register_script(SEED_SCRIPT)
         self._correct = self.redis.register_script(_CORRECT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
         self._ask_after = 0.0  # no Redis call before this monotonic time (an outage was just seen)
@@ -382,7 +374,8 @@ class RedisState:
         now = time.time()
         minute = traffic.minute_of(now)
         args: list = [*versions, now, pick.request_id,
-                      ";".join([f"{c.key},{c.limit},{c.add},{c.ttl},{math.ceil(c.frees)}" for c in counters]),
+                      ";".join([f"{c.key},{c.limit},{c.add},{c.ttl},{math.ceil(c.frees)},{int(c.kept)}"
+                                for c in counters]),
                       *budgets]
         args += (now + IN_FLIGHT_SECONDS, pick.code, int(pick.stream), traffic.TRAFFIC_KEEP_SECONDS,
                  IN_FLIGHT_SECONDS, cooldown_key(tenant_id, "%s"), traffic.requests_key(tenant_id, "%s", minute),
@@ -466,39 +459,18 @@ class RedisState:
 
         await self._optional(work, None)
 
-    async def add_tokens(self, counts: dict[tuple[int, int], int], days: dict[str, int] | None = None,
-                         minutes: dict[str, int] | None = None) -> None:
-        """Add used tokens per (tenant, key) to today's counters and to the other scopes'
-        tokens-per-day counters (``days``, by name), and correct tokens-per-minute reservations
-        by what the requests used (``minutes``: the difference, by counter; a counter gone with
-        its minute is left alone), in one pipeline."""
-        if not (counts or days or minutes):
-            return
-        now = time.time()
-        adds = dict(days or {})
-        for (tenant_id, key_id), tokens in counts.items():
-            for name in _tpd_keys(tenant_id, key_id, now):
-                adds[name] = adds.get(name, 0) + tokens
+    async def tpm_correct(self, minutes: dict[str, int]) -> None:
+        """Correct tokens-per-minute reservations by what the requests used (``minutes``: the
+        difference, by counter; a counter gone with its minute is left alone): ``_CORRECT``."""
+        if minutes:
+            await self._call(lambda: self._correct(keys=list(minutes), args=list(minutes.values())))
 
-        async def work():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for name, tokens in adds.items():
-                    pipe.incrby(name, tokens)
-                    pipe.expire(name, 2 * 86400)
-                await pipe.execute()
-            if minutes:
-                await self._correct(keys=list(minutes), args=list(minutes.values()))
-
-        await self._call(work)
-
-    async def budget_seed(self, values: dict[str, int]) -> None:
-        async def work():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key, value in values.items():
-                    pipe.set(key, value, nx=True, ex=BUCKET_TTL)
-                await pipe.execute()
-
-        await self._call(work)
+    async def budget_seed(self, values: dict[str, int], *, ttl: int = BUCKET_TTL, snapshot: str = "") -> None:
+        """Counters rebuilt from the rollups (budget buckets, tokens-per-day counters), each set
+        only if still missing and kept ``ttl`` seconds, with the snapshot the rollups were read
+        under (billing.spend.rollups_read): SEED_SCRIPT."""
+        if values:
+            await self._call(lambda: self._seed(keys=list(values), args=[ttl, snapshot, *values.values()]))
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """Release reservations and add costs to buckets: SETTLE_SCRIPT, with the KEYS and
@@ -530,12 +502,17 @@ class LocalState:
         self.flags: dict[str, str] = {}  # cooldown flags (their expiry in ``expiry``)
         self.in_flight: dict[str, dict[str, float]] = {}  # in-flight key -> request id -> until
         self.latencies: dict[str, dict[str, float]] = {}  # latency key -> lat / ttft -> moving average
+        self.seeds: dict[str, str] = {}  # rebuilt counter -> the snapshot its rollups were read under
+        self.late: dict[str, dict[int, int]] = {}  # missing counter -> transaction -> amount settled meanwhile
 
     def _get(self, name: str, now: float) -> int:
         if self.expiry.get(name, now + 1) <= now:
             self.counters.pop(name, None)
             self.expiry.pop(name, None)
         return self.counters.get(name, 0)
+
+    def _missing(self, name: str, now: float) -> bool:
+        return name not in self.counters or self.expiry.get(name, now + 1) <= now
 
     def _flag(self, name: str, now: float) -> str | None:
         if name in self.flags and self.expiry.get(name, now + 1) <= now:
@@ -559,6 +536,9 @@ class LocalState:
         refusal: Admission | None = None
         frees = -1.0
         count = []
+        lost = tuple(i for i, c in enumerate(counters, 1) if c.kept and self._missing(c.key, now))
+        if lost:
+            return Admission(lost=lost)
         for i, c in enumerate(counters, 1):
             used = self._get(c.key, now)
             if used + max(c.add, 1) > c.limit:
@@ -615,8 +595,7 @@ class LocalState:
             reserved = self._reserved(total, now)
             day_keys = args[a:a + nd]
             a += nd
-            missing = [i + 1 for i, key in enumerate(day_keys)
-                       if key not in self.counters or self.expiry.get(key, now + 1) <= now]
+            missing = [i + 1 for i, key in enumerate(day_keys) if self._missing(key, now)]
             if missing:
                 return (4, s, *missing), 0, None, None
             vals = [self._get(key, now) for key in day_keys]
@@ -693,14 +672,9 @@ class LocalState:
             self.flags[name] = f"{RATE_FLAG}{now + seconds:.3f}"
             self.expiry[name] = now + seconds
 
-    async def add_tokens(self, counts, days=None, minutes=None) -> None:
+    async def tpm_correct(self, minutes: dict[str, int]) -> None:
         now = time.time()
-        for (tenant_id, key_id), tokens in counts.items():
-            for name in _tpd_keys(tenant_id, key_id, now):
-                self._incr(name, tokens, 2 * 86400, now)
-        for name, tokens in (days or {}).items():
-            self._incr(name, tokens, 2 * 86400, now)
-        for name, tokens in (minutes or {}).items():
+        for name, tokens in minutes.items():
             self._get(name, now)  # drops the counter if its minute is gone
             if name in self.counters:
                 self.counters[name] += tokens
@@ -711,32 +685,44 @@ class LocalState:
             del held[request_id]
         return sum(amount for amount, _ in held.values())
 
-    async def budget_seed(self, values: dict[str, int]) -> None:
+    async def budget_seed(self, values: dict[str, int], *, ttl: int = BUCKET_TTL, snapshot: str = "") -> None:
         now = time.time()
         for key, value in values.items():
             if self._get(key, now) == 0 and key not in self.counters:
-                self.counters[key] = value
-                self.expiry[key] = now + BUCKET_TTL
+                late = self.late.pop(key, {})
+                self.counters[key] = value + sum(amount for xid, amount in late.items()
+                                                 if snapshot and not snapshot_saw(snapshot, xid))
+                self.expiry[key] = now + ttl
+                self.seeds[key] = snapshot
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
-        """SETTLE_SCRIPT, the same steps (billing.spend): the releases, the bucket costs, then
-        each replayed request's release and cost, only if its reservation is still held."""
+        """SETTLE_SCRIPT, the same steps (billing.spend): the releases, the bucket costs and
+        tokens (skipped where the counter's rebuild saw their rows; kept aside where it is
+        missing), then each replayed request's release and cost, only if its reservation is still
+        held. (The late amounts are not expired here: this process rebuilds soon after.)"""
         now = time.time()
 
         def release(scope: str, request_id) -> bool:
             return self.reservations.get(scope, {}).pop(request_id, None) is not None
 
-        def add(key: str, cost: int) -> None:
-            if key in self.counters:
-                self.counters[key] = self._get(key, now) + cost
+        def add(key: str, cost: int, xid: int | str = "") -> None:
+            self._get(key, now)  # drops it if it expired
+            if key not in self.counters:
+                if xid != "":  # for a rebuild whose read did not see these rows
+                    if len(self.late) > 10_000:  # counters never rebuilt (long gone days): not kept forever
+                        self.late.clear()
+                    late = self.late.setdefault(key, {})
+                    late[int(xid)] = late.get(int(xid), 0) + cost
+            elif not snapshot_saw(self.seeds.get(key, ""), int(xid) if xid != "" else None):
+                self.counters[key] += cost
 
         releases, buckets = args[0], args[1]
         for i in range(releases):
             release(keys[3 * i], args[i + 2])
         k, a = 3 * releases, releases + 2
-        for key, cost in zip(keys[k:k + buckets], args[a:a + buckets], strict=True):
-            add(key, cost)
-        k, a = k + buckets, a + buckets
+        for i, key in enumerate(keys[k:k + buckets]):
+            add(key, args[a + 2 * i], args[a + 2 * i + 1])
+        k, a = k + buckets, a + 2 * buckets
         while a < len(args):
             request_id, scopes, nb, cost = args[a:a + 4]
             a += 4

@@ -48,7 +48,8 @@ class TenantSettingsForm(ConsoleForm):
                                            help_text="Input and output tokens. At least 1. Empty: unlimited.",
                                            **api_bounds(LimitsIn, "tokens_per_minute"))
     tokens_per_day = forms.IntegerField(required=False, label="Tokens per day", widget=number_input("1"),
-                                        help_text="At least 1 (UTC days). Empty: unlimited.",
+                                        help_text="Input and output tokens a day (the tenant's time zone). At least 1. "
+                                                  "Empty: unlimited.",
                                         **api_bounds(LimitsIn, "tokens_per_day"))
     redis_outage = forms.ChoiceField(
         required=False, choices=OutagePolicy.choices, label="While Redis is down",
@@ -158,7 +159,8 @@ def _limit_fields(serializer_class, *, whose: str) -> dict[str, forms.IntegerFie
             **api_bounds(serializer_class, "tokens_per_minute")),
         "tokens_per_day": forms.IntegerField(
             required=False, label="Tokens per day", widget=number_input("1"),
-            help_text="At least 1 (UTC days). Empty: no limit of its own.",
+            help_text="Input and output tokens a day (the tenant's time zone). At least 1. Empty: no limit of its "
+                      "own.",
             **api_bounds(serializer_class, "tokens_per_day")),
     }
 

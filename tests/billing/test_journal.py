@@ -4,6 +4,7 @@ skipped, a replay writes and settles each request once, open markers stand for s
 segments go only once committed, and the fsync setting bounds what a machine loss can lose."""
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import os
@@ -443,6 +444,9 @@ def test_the_sweep_replays_an_old_orphan_and_leaves_a_young_one_and_a_live_one(w
             await budgets.state.close()
 
     settlement = asyncio.run(reserve())
+    counter, lost = f"tg:tokens:t{world.tenant.pk}:d20261206", f"tg:tokens:t{world.tenant.pk}:k9:d20261206"
+    settlement = dataclasses.replace(settlement, token_keys=(counter, lost))
+    get_redis().set(counter, 100)
     old = dead_journal([record(world.tenant, "req_old_orphan", settlement=settlement)])
     long_ago = time.time() - 120
     for path in old.iterdir():
@@ -455,6 +459,8 @@ def test_the_sweep_replays_an_old_orphan_and_leaves_a_young_one_and_a_live_one(w
         assert list(UsageLog.objects.values_list("request_id", flat=True)) == ["req_old_orphan"]
         assert not old.exists() and young.exists() and live.path.exists()
         assert budgets.held() == set() and budgets.spent() == COST_NANOS  # settled through Redis
+        # its 7 tokens counted in the tokens-per-day counter Redis holds; a missing one is rebuilt
+        assert (get_redis().get(counter), get_redis().get(lost)) == (b"107", None)
         assert journals_sweep() == 0  # nothing left that is old and dead
     finally:
         live.remove()

@@ -7,23 +7,29 @@ file an earlier release left is still written. The journal itself: tests/billing
 import asyncio
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 
 from billing import spend
+from billing.dead_letter_services import usage_dead_letters_retry
+from billing.ledger import usage_records_write
 from billing.models import Budget, UsageDaily, UsageDeadLetter, UsageLog
 from billing.pricing import MAX_COST, MAX_TOKENS, usage_cost
 from billing.records import UsageRecord
 from billing.spend import Settlement
-from billing.writer import UsageWriter, spool_dir, spool_write
+from billing.writer import Settling, UsageWriter, spool_dir, spool_write
+from core.redis import get_redis
 from gateway.app import gateway
 from gateway.db import close_db, run_db
-from gateway.state import LocalState
+from gateway.state import LocalState, RedisState, tpd_key
 from providers.models import ProviderModel
+from tenants.access import SYSTEM
 from tests.fakes import FakeOpenAI, FakeOpenRouter
 from tests.utils.live import add_provider, wait_usage
 from tests.utils.procs import free_port
@@ -121,6 +127,171 @@ def test_a_refused_row_still_releases_its_budget_reservation(world, live):
     assert letters == {first.headers["x-request-id"], second.headers["x-request-id"]}
     assert "overflow" in UsageDeadLetter.objects.first().reason
     assert gateway.usage.pending == []
+
+
+@pytest.fixture
+def refusing_777():
+    """The database refuses ledger rows with 777 input tokens until ``allow()`` (committed: the
+    live server's connection must see it; dropped at the end whatever happens)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE billing_usagelog ADD CONSTRAINT test_no_777 CHECK (input_tokens <> 777)")
+
+    def allow():
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE billing_usagelog DROP CONSTRAINT IF EXISTS test_no_777")
+
+    yield allow
+    allow()
+
+
+def test_a_retried_dead_letter_counts_in_the_live_budget_and_tokens_per_day_at_once(world, live, refusing_777):
+    """A row the database refused was settled at cost 0 (its reservation released); once the
+    cause is fixed and it is retried, its cost is in the budget's Redis bucket and its tokens in
+    the tokens-per-day counter the moment the retry commits: the next request sees it."""
+    with FakeOpenAI(models=["m"], usage={"prompt_tokens": 777, "completion_tokens": 20}) as fake:
+        add_provider(world.tenant, fake)
+        ProviderModel.objects.filter(provider__owner=world.tenant).update(input_price=Decimal("1000"),
+                                                                          output_price=Decimal("0"))
+        Budget.objects.create(tenant=world.tenant, name="Day", amount=Decimal("0.8"), period="day", action="block")
+        world.tenant.tokens_per_day = 10_000
+        world.tenant.save()
+        first = chat(live, world.chat_key, "up:m", max_tokens=1)  # costs 777 tokens at $1,000 a million
+        assert first.status_code == 200
+        settle_all()
+        letter = UsageDeadLetter.objects.get(request_id=first.headers["x-request-id"])
+        day = datetime.now(ZoneInfo(world.tenant.timezone)).date()
+        bucket = spend.bucket_of(f"t{world.tenant.pk}", day)
+        tokens = tpd_key(f"t{world.tenant.pk}", day)
+        redis = get_redis()
+        assert (redis.get(bucket), redis.get(tokens)) == (b"0", b"0"), "set aside: settled without it"
+        assert redis.get(spend.reserved_of(f"t{world.tenant.pk}")) in (None, b"0")
+        refusing_777()  # the cause is fixed
+        result = usage_dead_letters_retry(letters=UsageDeadLetter.objects.filter(pk=letter.pk), actor=SYSTEM)
+        assert result.written == [letter.pk]
+        assert (int(redis.get(bucket)), int(redis.get(tokens))) == (777_000_000, 797)  # $0.777, 777 + 20
+        refused = chat(live, world.chat_key, "up:m", max_tokens=1)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+        assert "$0.7770 of $0.80 spent" in refused.json()["error"]["message"]
+        # retrying again (the row is in the ledger now) adds nothing
+        UsageDeadLetter.objects.create(request_id=letter.request_id, tenant_id=world.tenant.pk, row=letter.row,
+                                       reason="again")
+        usage_dead_letters_retry(letters=UsageDeadLetter.objects.all(), actor=SYSTEM)
+        assert (int(redis.get(bucket)), int(redis.get(tokens))) == (777_000_000, 797)
+        assert len(fake.requests_to("/v1/chat/completions")) == 1
+
+
+def test_a_retry_while_redis_is_down_writes_the_row_and_says_the_counters_miss_it(world, settings, caplog,
+                                                                                  refusing_777):
+    row = UsageRecord(request_id="req_later", tenant_id=world.tenant.pk, status="ok", input_tokens=777,
+                      output_tokens=3, cost=Decimal("0.5"), day=date(2026, 12, 6),
+                      settlement=Settlement(reserved_keys=(), bucket_keys=("tg:spend:t1:d20261206",),
+                                            token_keys=("tg:tokens:t1:d20261206",)))
+    assert usage_records_write([row]) == []
+    refusing_777()
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    get_redis.cache_clear()
+    try:
+        result = usage_dead_letters_retry(letters=UsageDeadLetter.objects.all(), actor=SYSTEM)
+    finally:
+        get_redis.cache_clear()
+    assert len(result.written) == 1 and UsageLog.objects.filter(request_id="req_later").exists()
+    assert "Redis is unreachable" in caplog.text and "req_later" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_a_settlement_kept_through_an_outage_counts_once_in_a_bucket_rebuilt_meanwhile(world, settings, kind):
+    """Worker A commits rows but cannot settle them (Redis unreachable); Redis comes back empty
+    and worker B rebuilds the budget bucket and tokens-per-day counter from the rollups, which
+    hold A's rows; then A's kept settlement lands. It must not count them again — and rows the
+    rebuild could not see (committed after its read, or still in flight during it, even when
+    settled before its seed) must be."""
+    state = RedisState(settings.REDIS_URL) if kind == "redis" else LocalState()
+    loop = asyncio.new_event_loop()  # the asyncio Redis client keeps to one loop
+    day = datetime.now(UTC).date()
+    sid = f"t{world.tenant.pk}"
+    bucket, tokens_key = spend.bucket_of(sid, day), tpd_key(sid, day)
+    settlement = Settlement(reserved_keys=(), bucket_keys=(bucket,), token_keys=(tokens_key,))
+
+    def row(request_id: str) -> UsageRecord:  # $0.25 and 30 tokens each
+        return UsageRecord(request_id=request_id, tenant_id=world.tenant.pk, status="ok", input_tokens=10,
+                           output_tokens=20, cost=Decimal("0.25"), day=day, settlement=settlement)
+
+    def written(*rows: UsageRecord) -> Settling:
+        settling = Settling()
+        settling.collect(list(rows), usage_records_write(list(rows)))
+        return settling
+
+    def rollups():
+        def read():
+            return (spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day],
+                    spend.tokens_by_day(tenant_id=world.tenant.pk, days=[day], source=spend.SpendSource())[day])
+        return spend.rollups_read(read)
+
+    def seed(read):
+        (cost, tokens), snapshot = read
+        return state.budget_seed({bucket: cost, tokens_key: tokens}, snapshot=snapshot)
+
+    def rebuild():
+        return seed(rollups())
+
+    def lose():
+        if kind == "redis":
+            get_redis().delete(bucket, tokens_key)
+        else:
+            state.counters.pop(bucket), state.counters.pop(tokens_key)
+
+    def read() -> tuple[int, int]:
+        if kind == "redis":
+            return int(get_redis().get(bucket)), int(get_redis().get(tokens_key))
+        return state.counters[bucket], state.counters[tokens_key]
+
+    async def settle(settling: Settling) -> None:
+        await state.budget_settle(*settling.budget_arguments())
+
+    # A's rows, committed; its settlement kept. B rebuilds (its read sees them), then A settles.
+    kept = written(row("req_a1"), row("req_a2"))
+    loop.run_until_complete(rebuild())
+    assert read() == (500_000_000, 60)
+    loop.run_until_complete(settle(kept))
+    assert read() == (500_000_000, 60), "counted once"
+
+    # rows committed after the rebuild's read: added when settled
+    loop.run_until_complete(settle(written(row("req_a3"))))
+    assert read() == (750_000_000, 90)
+
+    # rows whose transaction was still open while another rebuild read: not seen, so added
+    lose()
+    inside, release = threading.Event(), threading.Event()
+    outcome = {}
+
+    def open_transaction():
+        with transaction.atomic():
+            outcome["settling"] = written(row("req_a4"))
+            inside.set()
+            release.wait(10)
+        connection.close()
+
+    writer = threading.Thread(target=open_transaction)
+    writer.start()
+    assert inside.wait(10)
+    loop.run_until_complete(rebuild())  # reads 3 rows: the fourth is not committed yet
+    release.set()
+    writer.join(10)
+    assert read() == (750_000_000, 90)
+    loop.run_until_complete(settle(outcome["settling"]))
+    assert read() == (1_000_000_000, 120)
+
+    # rows written after a rebuild read and settled before its seed (the counter still missing):
+    # the seed adds them
+    lose()
+    before = rollups()
+    loop.run_until_complete(settle(written(row("req_a5"))))
+    loop.run_until_complete(seed(before))
+    assert read() == (1_250_000_000, 150)
+    # and the rollups agree
+    assert spend.spend_by_day(tenant_id=world.tenant.pk, days=[day])[day] == 1_250_000_000
+    loop.run_until_complete(state.close())
+    loop.close()
 
 
 # --- the spool ---------------------------------------------------------------------------------

@@ -69,9 +69,43 @@ def test_limits_count_only_when_everything_admits(settings, kind):
                                        counters=[rpm, tpm, full])
             assert (fourth.refused, fourth.used) == (3, 9)
             # tokens per minute corrected at settlement: the two requests used 30 each
-            await state.add_tokens({}, {}, {tpm.key: -370, "tg:tpm:gone:m1": -5})
-            await state.add_tokens({}, {}, {tpm.key: -370})
+            await state.tpm_correct({tpm.key: -370, "tg:tpm:gone:m1": -5})
+            await state.tpm_correct({tpm.key: -370})
             assert value(state, tpm.key) == 60 and value(state, "tg:tpm:gone:m1") is None
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_lost_tokens_per_day_counters_are_asked_for_all_at_once_before_anything_counts(settings, kind):
+    async def scenario():
+        state = make(kind, settings)
+        try:
+            rpm = Counter("tg:rl:t1:m1", 100, 1, 120, 30.0)
+            tenant_day = Counter("tg:tokens:t1:d20261206", 1000, 0, 86400, 5000.0, True)
+            key_day = Counter("tg:tokens:t1:k7:d20261206", 50, 0, 86400, 5000.0, True)
+            plans, args = budgets(1000, "block", 600)  # its bucket is missing too: asked for next
+            counters = [rpm, tenant_day, key_day]
+            lost = await state.admit(tenant_id=1, pick=pick("a"), versions=("*", "*"), counters=counters,
+                                     budgets=args)
+            assert lost.lost == (2, 3) and lost.budget == () and value(state, rpm.key) is None
+            await state.budget_seed({tenant_day.key: 10, key_day.key: 50}, ttl=86400)
+            rebuild = await state.admit(tenant_id=1, pick=pick("b"), versions=("*", "*"), counters=counters,
+                                        budgets=args)
+            assert rebuild.lost == () and rebuild.budget == (4, 1, 1)
+            await state.budget_seed({spend.bucket_of(plans[0].sid, TODAY): 0})
+            # the key's 50 tokens a day are used (the seeded count holds): refused, nothing counted
+            refused = await state.admit(tenant_id=1, pick=pick("c"), versions=("*", "*"), counters=counters,
+                                        budgets=args)
+            assert (refused.refused, refused.used) == (3, 50) and value(state, rpm.key) is None
+            # settled tokens go only to counters that exist: a lost one is rebuilt, never restarted at 0
+            await state.budget_settle(*spend.settle_arguments([], {tenant_day.key: 5, "tg:tokens:t1:p3:d20261206": 7}))
+            assert value(state, tenant_day.key) == 15 and value(state, "tg:tokens:t1:p3:d20261206") is None
+            ok = await state.admit(tenant_id=1, pick=pick("d"), versions=("*", "*"), counters=[rpm, tenant_day],
+                                   budgets=args)
+            assert ok.order and value(state, rpm.key) == 1
         finally:
             await state.close()
 

@@ -374,7 +374,7 @@ def test_the_writer_keeps_what_it_cannot_settle_backs_off_and_logs_once(settings
     assert int(real.get(bucket)) == 105  # kept through the outage, added once it was back
     messages = [r.getMessage() for r in caplog.records if r.name == "billing.writer"]
     assert len(messages) == 2, messages
-    assert "usage settlement failed" in messages[0] and "1 budget additions" in messages[0]
+    assert "usage settlement failed" in messages[0] and "1 budget and token additions" in messages[0]
     assert "usage settled again after 2 failed attempts" in messages[1]
 
 

@@ -6,7 +6,7 @@ budgets; budgets of the new scopes rebuilt from the rollups; blocked end users."
 
 import asyncio
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -83,7 +83,7 @@ def early_in_the_minute(latest: float = 40) -> None:
 
 def test_the_plan_counts_each_scope_in_precedence_order_and_each_end_user_apart():
     tenant = SimpleNamespace(
-        tenant_id=1, requests_per_minute=100, tokens_per_minute=0, tokens_per_day=5000,
+        tenant_id=1, requests_per_minute=100, tokens_per_minute=0, tokens_per_day=5000, zone=ZoneInfo("UTC"),
         limit_rules=[
             LimitInfo(scope="end_user", project_id=3, rpm=2),  # each end user of project 3
             LimitInfo(scope="end_user", project_id=4, rpm=9),  # another project's: not this request's
@@ -109,10 +109,22 @@ def test_the_plan_counts_each_scope_in_precedence_order_and_each_end_user_apart(
     assert keys[2] == f"tg:tpm:t1:f{spend.hashed('gpt-4o')}:m{minute}"
     assert keys[-1] == f"tg:rl:t1:p3:u{user}:m{minute}"
     assert [c.add for c in plan.counters] == [1, 0, 1234, 1, 1234, 1, 0, 1]
-    # tokens per minute are corrected at settlement; tokens per day of the scopes the writer does
-    # not count on its own (the tenant's and the key's it always counts) are added then
+    # tokens per minute are corrected at settlement; tokens per day are added then, in every
+    # scope with such a limit, to the counter of the tenant's local day; a lost counter is rebuilt
+    # from the scope's rollup rows
     assert plan.tpm == ((keys[2], 1234), (keys[4], 1234))
-    assert plan.token_keys == (keys[6],) and keys[6].startswith("tg:tpd:t1:k7:d")
+    assert plan.token_keys == (keys[1], keys[6]) == ("tg:tokens:t1:d20270115", "tg:tokens:t1:k7:d20270115")
+    assert [c.kept for c in plan.counters] == [False, True, False, False, False, False, True, False]
+    assert plan.sources == {2: spend.SpendSource(), 7: spend.SpendSource(key_id=7)}
+    # the day is the tenant's: in Los Angeles this instant is 30 s past midnight, and 60 s earlier
+    # the counter was the previous day's, freeing up 30 s later
+    pacific = SimpleNamespace(**{**vars(tenant), "zone": ZoneInfo("America/Los_Angeles")})
+    after = scopes.plan(tenant=pacific, key=key, project=project, end_user="", covers=covers, worst_tokens=1, now=now)
+    before = scopes.plan(tenant=pacific, key=key, project=project, end_user="", covers=covers, worst_tokens=1,
+                         now=now - 60)
+    assert (after.counters[1].key, after.counters[1].frees) == ("tg:tokens:t1:d20270115", 86400 - 30)
+    assert (before.counters[1].key, before.counters[1].frees) == ("tg:tokens:t1:d20270114", 30)
+    assert plan.counters[1].frees == 16 * 3600 - 30  # UTC: at 08:00:30, midnight is 16 hours off
     # another end user: its own counter
     other = scopes.plan(tenant=tenant, key=key, project=project, end_user="cust-43", covers=covers, worst_tokens=1,
                         now=now)
@@ -360,6 +372,49 @@ def test_end_user_and_project_budgets_are_rebuilt_from_the_rollups_when_redis_lo
             get_redis().flushdb()
         served = UsageLog.objects.filter(tenant=world.tenant, status="ok").count()
         assert served == len(fake.requests_to("/v1/chat/completions")) == 4
+
+
+def test_tokens_per_day_count_the_tenants_local_day_and_hold_across_a_flushdb(world, live):
+    """Tokens per day are counted per local day (Kiritimati is UTC+14: its day is not UTC's for
+    most of the UTC day), rebuilt from the rollups when Redis has no counter (the first request
+    of the day, or after FLUSHDB): tokens used before the flush still count."""
+    with FakeOpenAI(models=["m"], usage=USAGE) as fake:  # 30 tokens a request
+        add_provider(world.tenant, fake)
+        _, key = project_key(world, "support")
+        zone = ZoneInfo("Pacific/Kiritimati")
+        tenant_limits(world, timezone="Pacific/Kiritimati", tokens_per_day=150)
+        LimitRule.objects.create(tenant=world.tenant, scope="end_user", tokens_per_day=60)  # each end user
+        today = datetime.now(zone).date()
+        before = today - timedelta(days=1)  # the local day before: never counted today
+        UsageDaily.objects.create(tenant=world.tenant, day=today, requests=1, input_tokens=40, output_tokens=5)
+        UsageDaily.objects.create(tenant=world.tenant, day=before, requests=9, input_tokens=10**6)
+        EndUserDaily.objects.create(tenant=world.tenant, day=today, end_user="alice", requests=1, input_tokens=40,
+                                    output_tokens=5)
+        EndUserDaily.objects.create(tenant=world.tenant, day=before, end_user="bob", requests=9, input_tokens=10**6)
+
+        def counted(response) -> int:
+            return int(error_of(response)["message"].split("(")[-1].split(" tokens counted")[0])
+
+        assert post(live, key, end_user="alice").status_code == 200  # 45 of 60 before: alice at 75
+        settled()
+        refused = post(live, key, end_user="alice")
+        assert error_of(refused)["code"] == "end_user_token_limit" and counted(refused) == 75
+        midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        assert abs(int(refused.headers["retry-after"]) - (midnight - datetime.now(zone)).total_seconds()) < 5
+        assert post(live, key, end_user="bob").status_code == 200  # bob's yesterday does not count: the tenant at 105
+        settled()
+        get_redis().flushdb()  # Redis loses every counter: rebuilt from the rollups, nothing forgotten
+        refused = post(live, key, end_user="alice")
+        assert error_of(refused)["code"] == "end_user_token_limit" and counted(refused) == 75
+        assert post(live, key, end_user="bob").status_code == 200  # the tenant at 105 + 30
+        settled()
+        assert post(live, key, end_user="carol").status_code == 200  # 135 of 150 before: the tenant at 165
+        settled()
+        refused = post(live, key, end_user="dave")
+        assert error_of(refused)["code"] == "tenant_token_limit" and counted(refused) == 165
+        assert "150 tokens per day for this tenant" in error_of(refused)["message"]
+        assert get_redis().get(f"tg:tokens:t{world.tenant.pk}:d{today:%Y%m%d}") == b"165"
+        assert len(fake.requests_to("/v1/chat/completions")) == 4
 
 
 def test_a_budget_downgrade_counts_the_request_on_the_cheaper_alias_only(world, live):

@@ -13,7 +13,7 @@ from billing.ledger import usage_records_write
 from billing.models import EndUserDaily, UsageDeadLetter, UsageLog
 from billing.periods import local_today
 from billing.records import UsageRecord
-from billing.spend import SpendSource, spend_by_day, to_nanos
+from billing.spend import SpendSource, spend_by_day, to_nanos, tokens_by_day
 from tenants.models import Tenant
 from tests.billing.ledger.conftest import utc, write
 
@@ -144,6 +144,28 @@ def test_spend_by_day_per_project_and_model_in_nano_dollars(world, gpt, chat_key
     # the same arithmetic as the ledger rows, summed per day
     ledger = UsageLog.objects.filter(tenant=tenant, end_user="gina", created_at__date=day1)
     assert everywhere[day1] == to_nanos(ledger.aggregate(s=Sum("cost"))["s"])
+
+
+def test_tokens_by_day_read_the_same_rows_as_spend_per_scope(world, gpt, chat_key):
+    """What a lost tokens-per-day counter is rebuilt from: input plus output tokens of the scope's
+    rows that day — the tenant's, a key's, a project's keys', an end user's, of some models."""
+    tenant, project = world.tenant, chat_key.project_id
+    day1, day2 = date(2026, 3, 1), date(2026, 3, 2)
+    write(tenant, utc(2026, 3, 1, 9), model=gpt, key=chat_key, project_id=project, end_user="ivy")  # 100 + 20
+    write(tenant, utc(2026, 3, 1, 10), key=chat_key, project_id=project, input_tokens=5, output_tokens=0)
+    write(tenant, utc(2026, 3, 1, 11), end_user="ivy", input_tokens=1, output_tokens=2)  # no key, no model
+    write(tenant, utc(2026, 3, 2, 9), model=gpt, key=chat_key, project_id=project, output_tokens=7)
+    write(world.other, utc(2026, 3, 1, 9), model=gpt, end_user="ivy", input_tokens=10**6)
+
+    def tokens(**source) -> dict:
+        return tokens_by_day(tenant_id=tenant.pk, days=[day1, day2], source=SpendSource(**source))
+
+    assert tokens() == {day1: 128, day2: 107}
+    assert tokens(key_id=chat_key.pk) == tokens(project_id=project) == {day1: 125, day2: 107}
+    assert tokens(project_id=project + 1000) == {day1: 0, day2: 0}
+    assert tokens(provider_models=frozenset({gpt.pk})) == {day1: 120, day2: 107}
+    assert tokens(end_user="ivy") == {day1: 123, day2: 0}
+    assert tokens(end_user="ivy", project_id=project, provider_models=frozenset({gpt.pk})) == {day1: 120, day2: 0}
 
 
 def test_one_grouped_query_reads_the_top_list_of_thousands_of_end_users(world, django_assert_max_num_queries):
