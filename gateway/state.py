@@ -13,6 +13,7 @@ request no wait, and it logs once when Redis goes away and once when it is back.
 import logging
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +23,8 @@ from django.conf import settings
 from billing.spend import (
     BUCKET_TTL,
     BUDGET_LUA,
+    HELD_RELEASE_SCRIPT,
+    HELD_TTL,
     RESERVATION_TTL,
     SETTLE_SCRIPT,
 )
@@ -55,8 +58,10 @@ class StoreUnavailable(GatewayError):
 # The one admission round trip (BUDGET_LUA, billing's, is prepended). KEYS: the tenant's and the
 # platform's configuration version (tenants/config_version.py). ARGV: the two version tokens the
 # worker's cached routing table was loaded under ('*': not checked), now (epoch seconds), the
-# request id; the limit counters as one string "key,limit,add,lifetime,frees;…" (what admission
-# adds: 1 for requests per minute, the request's worst-case tokens for tokens per minute, 0 for
+# request id, the worker's held hash (billing.spend.held_key: the request and the totals it
+# reserved in are listed there, for a takeover if the worker dies; '': not listed); the limit
+# counters as one string "key,limit,add,lifetime,frees;…" (what admission adds: 1 for requests
+# per minute, the request's worst-case tokens for tokens per minute, 0 for
 # tokens per day, which settlement counts; the counter's lifetime and whole seconds until it
 # frees up), in precedence order (tenant, project, key, end user); the budget section
 # (billing.spend.budget_arguments); then the deployments: when this request stops counting in
@@ -82,11 +87,11 @@ if ARGV[1] ~= '*' then
   local va = redis.call('GET', KEYS[2]) or ''
   if vt ~= ARGV[1] or va ~= ARGV[2] then return {-1, 0, vt, va} end
 end
-local now, rid = tonumber(ARGV[3]), ARGV[4]
+local now, rid, held = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now_ms = math.floor(now * 1000)
 local refusal, frees, count = nil, -1, {}
 local i = 0
-for key, limit, add, ttl, free in string.gmatch(ARGV[5], '([^,;]+),(%d+),(%d+),(%d+),(%d+)') do
+for key, limit, add, ttl, free in string.gmatch(ARGV[6], '([^,;]+),(%d+),(%d+),(%d+),(%d+)') do
   i = i + 1
   limit, add, free = tonumber(limit), tonumber(add), tonumber(free)
   local used = tonumber(redis.call('GET', key) or '0')
@@ -94,7 +99,7 @@ for key, limit, add, ttl, free in string.gmatch(ARGV[5], '([^,;]+),(%d+),(%d+),(
     if free > frees then refusal, frees = {1, i, used}, free end
   elseif add > 0 then count[#count + 1] = {key, add, ttl} end
 end
-local a = 6
+local a = 7
 local budget_refusal, budget_frees, downgrade, reservation
 a, budget_refusal, budget_frees, downgrade, reservation = budgets_check(a, now_ms)
 if budget_refusal and budget_refusal[1] == 4 then return budget_refusal end
@@ -104,7 +109,7 @@ if downgrade then return downgrade end
 for _, c in ipairs(count) do
   if redis.call('INCRBY', c[1], c[2]) == c[2] then redis.call('EXPIRE', c[1], c[3]) end
 end
-budgets_reserve(reservation, rid, now_ms)
+budgets_reserve(reservation, rid, now_ms, held)
 local until_, code, stream = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
 local traffic_keep, flight_keep = ARGV[a + 3], ARGV[a + 4]
 local cool_t, requests_t, tokens_t, flight_t, latency_t = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
@@ -335,9 +340,11 @@ class RedisState:
         self._take = self.redis.register_script(_TAKE)
         self._release = self.redis.register_script(_RELEASE)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
+        self._held_release = self.redis.register_script(HELD_RELEASE_SCRIPT)
         self._correct = self.redis.register_script(_CORRECT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
         self._ask_after = 0.0  # no Redis call before this monotonic time (an outage was just seen)
+        self.held = ""  # this worker's held hash (billing.spend.held_key), set by its usage writer; "": none
 
     @property
     def down(self) -> bool:
@@ -381,7 +388,7 @@ class RedisState:
         that check; ``budgets`` is billing.spend.budget_arguments' section."""
         now = time.time()
         minute = traffic.minute_of(now)
-        args: list = [*versions, now, pick.request_id,
+        args: list = [*versions, now, pick.request_id, self.held,
                       ";".join([f"{c.key},{c.limit},{c.add},{c.ttl},{math.ceil(c.frees)}" for c in counters]),
                       *budgets]
         args += (now + IN_FLIGHT_SECONDS, pick.code, int(pick.stream), traffic.TRAFFIC_KEEP_SECONDS,
@@ -505,6 +512,29 @@ class RedisState:
         ARGV of billing.spend.settle_arguments (the usage writer settles)."""
         await self._call(lambda: self._settle(keys=keys, args=args))
 
+    async def held_refresh(self) -> None:
+        """Keep this worker's held hash alive: its marker field set (the hash never empties, so
+        admission never recreates it without a lifetime) and its lifetime HELD_TTL. Skipped
+        while Redis is unreachable."""
+        if not self.held:
+            return
+        held = self.held
+
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(held, "", "")
+                pipe.expire(held, HELD_TTL)
+                await pipe.execute()
+
+        await self._optional(work, None)
+
+    async def held_release(self, *, held: str, skip: Collection[str] = ()) -> int:
+        """Release what a dead (or stopping) worker's held hash lists, but the requests in
+        ``skip`` (its journal's: their replay settles them), and delete the hash
+        (HELD_RELEASE_SCRIPT). Returns how many requests were released; StoreUnavailable while
+        Redis is unreachable."""
+        return int(await self._call(lambda: self._held_release(keys=[], args=[held, *skip])))
+
     async def cache_get(self, key: str) -> bytes | None:
         """A cached answer; None (a miss) while Redis is unreachable."""
         return await self._optional(lambda: self.redis.get(key), None)
@@ -520,9 +550,12 @@ class RedisState:
 
 
 class LocalState:
-    """The same contract in one process (embedded default, no Redis)."""
+    """The same contract in one process (embedded default, no Redis). Its reservations die with
+    the process, so it lists no held reservations: ``held_refresh`` and ``held_release`` do
+    nothing."""
 
     def __init__(self):
+        self.held = ""
         self.counters: dict[str, int] = {}
         self.expiry: dict[str, float] = {}
         self.cache: dict[str, tuple[float, bytes]] = {}
@@ -730,10 +763,10 @@ class LocalState:
             if key in self.counters:
                 self.counters[key] = self._get(key, now) + cost
 
-        releases, buckets = args[0], args[1]
+        releases, buckets = args[0], args[1]  # (args[2], the held hash: none in one process)
         for i in range(releases):
-            release(keys[3 * i], args[i + 2])
-        k, a = 3 * releases, releases + 2
+            release(keys[3 * i], args[i + 3])
+        k, a = 3 * releases, releases + 3
         for key, cost in zip(keys[k:k + buckets], args[a:a + buckets], strict=True):
             add(key, cost)
         k, a = k + buckets, a + buckets
@@ -746,6 +779,12 @@ class LocalState:
                 for key in keys[k:k + nb]:
                     add(key, cost)
             k += nb
+
+    async def held_refresh(self) -> None:
+        return None
+
+    async def held_release(self, *, held: str, skip: Collection[str] = ()) -> int:
+        return 0
 
     async def cache_get(self, key: str) -> bytes | None:
         entry = self.cache.get(key)
