@@ -1,7 +1,9 @@
 """State every worker must share: rate-limit counters, token-per-day counters, deployment
-failure counts and cooldowns, and the response cache. Redis when REDIS_URL is set (one round
-trip admits a request: limits checked and counted, cooldowns read, in one Lua script); an
-in-process twin with the same behaviour on the embedded default, which runs one process.
+failure counts and cooldowns, budget reservations (with each worker's list of those it holds,
+released when a dead worker's journal is taken over: billing.spend), and the response cache.
+Redis when REDIS_URL is set (one round trip admits a request: limits checked and counted,
+cooldowns read, in one Lua script); an in-process twin with the same behaviour on the embedded
+default, which runs one process.
 
 When Redis cannot be reached or does not answer within REDIS_TIMEOUT_SECONDS, what admission
 needs (limits, budgets, configuration versions) raises ``StoreUnavailable``, the 503 every door
