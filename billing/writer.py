@@ -272,21 +272,22 @@ class UsageWriter:
         While Redis is unreachable each tick tries again, for RESERVATION_TTL at most: then the
         reservations have expired on their own."""
         while self.takeovers:
-            held, skip, claimed = self.takeovers[0]
-            if time.monotonic() - claimed < spend.RESERVATION_TTL:
-                try:
-                    released = await self.state.held_release(held=held, skip=skip)
-                except Exception as exc:  # Redis unreachable: the next tick tries again
-                    if not self._takeover_failed:
-                        log.warning("releasing the budget reservations of dead workers failed (%s: %s); retried "
-                                    "at each tick", type(exc).__name__, exc)
-                    self._takeover_failed = True
-                    return
-                self._takeover_failed = False
-                if released:
-                    log.warning("released the budget reservations of %d requests a dead worker held (%s)",
-                                released, held)
-            self.takeovers.pop(0)
+            takeover = self.takeovers.pop(0)
+            held, skip, claimed = takeover
+            if time.monotonic() - claimed >= spend.RESERVATION_TTL:
+                continue
+            try:
+                released = await self.state.held_release(held=held, skip=skip)
+            except Exception as exc:  # Redis unreachable: the next tick tries again
+                self.takeovers.insert(0, takeover)
+                if not self._takeover_failed:
+                    log.warning("releasing the budget reservations of dead workers failed (%s: %s); retried at "
+                                "each tick", type(exc).__name__, exc)
+                self._takeover_failed = True
+                return
+            self._takeover_failed = False
+            if released:
+                log.warning("released the budget reservations of %d requests a dead worker held (%s)", released, held)
 
     async def flush(self, *, settle_now: bool = False) -> int:
         """Rotate the journal, write the buffered records (with their rollups), then settle
@@ -425,7 +426,7 @@ class UsageWriter:
             if self.journal is not None:
                 self.journal.remove()
                 self.journal = None
-                await self._held_drop()
+            await self._held_drop()
         self.pending = []
         self.claims = {}
         self.claimed_by = {}

@@ -150,6 +150,13 @@ class Budgets:
         return int(get_redis().get(self.reserved) or 0)
 
 
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within the time"
+        await asyncio.sleep(0.01)
+
+
 def listed(journal: Journal) -> set[str]:
     """The requests a worker's held hash lists (billing.spend.held_key of its journal)."""
     return {rid.decode() for rid in get_redis().hkeys(spend.held_key(journal.path.name))}
@@ -223,9 +230,11 @@ def test_replaying_a_journal_twice_writes_and_settles_each_request_once(world, v
 
 def test_the_next_worker_releases_what_a_dead_worker_held_and_nothing_a_live_one_holds(world, var, settings):
     """A worker dies holding reservations for ``waiting1`` and ``waiting2`` (waiting for their
-    upstream: no record) and ``answered`` (its record in the journal, not yet settled); another
-    worker, alive, holds ``live``. The next worker to start releases the two waiting ones at
-    once, settles ``answered`` through the replay (its cost counted once) and leaves ``live``."""
+    upstream: no record), ``answered`` (its record in the journal, not yet written) and
+    ``committed`` (written, not yet settled); another worker, alive, holds ``live``. The next
+    worker to start releases the two waiting ones at once — before its first flush, as its timer
+    does — but not the two its journal's replay settles, whose costs are counted once; and it
+    leaves ``live`` alone."""
     budgets = Budgets("redis", world.tenant.pk, settings.REDIS_URL)
     other = Journal()  # the live worker's
 
@@ -233,14 +242,20 @@ def test_the_next_worker_releases_what_a_dead_worker_held_and_nothing_a_live_one
         dead = Journal()
         for rid in ("waiting1", "waiting2"):
             await budgets.reserve(rid, by=dead)
-        dead.append(record(world.tenant, "answered", settlement=await budgets.reserve("answered", by=dead)))
+        for rid in ("answered", "committed"):
+            dead.append(record(world.tenant, rid, settlement=await budgets.reserve(rid, by=dead)))
+        await run_db(usage_records_write, [record(world.tenant, "committed", settlement=budgets.settlement)])
         await budgets.reserve("live", by=other)
-        assert listed(dead) == {"waiting1", "waiting2", "answered"} and budgets.total() == 4 * 10**6
+        assert listed(dead) == {"waiting1", "waiting2", "answered", "committed"} and budgets.total() == 5 * 10**6
         dead.close()  # killed: its lock is free, its list and reservations still in Redis
 
-        assert await areplay(budgets.state) == 1
+        writer = UsageWriter(state=budgets.state, run_db=run_db)
+        writer.start()
+        await until(lambda: not writer.takeovers)  # its timer's first step, before its first flush
+        await writer.close()
+        await close_db()
         assert budgets.held() == {"live"} and budgets.total() == 10**6
-        assert budgets.spent() == COST_NANOS, "answered: settled by the replay, its cost added once"
+        assert budgets.spent() == 2 * COST_NANOS, "answered and committed: settled by the replay, once each"
         assert not get_redis().exists(spend.held_key(dead.path.name))
         assert listed(other) == {"live"}
         await budgets.state.close()
@@ -249,7 +264,7 @@ def test_the_next_worker_releases_what_a_dead_worker_held_and_nothing_a_live_one
         asyncio.run(scenario())
     finally:
         other.remove()
-    assert list(UsageLog.objects.values_list("request_id", flat=True)) == ["answered"]
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["answered", "committed"]
     assert get_redis().keys("tg:held:*") == [spend.held_key(other.path.name).encode()], (
         "the next worker stopped cleanly, everything settled: its own list is gone")
 
@@ -266,11 +281,11 @@ def test_when_redis_is_down_at_takeover_the_release_waits_for_it(world, var, set
         down = RedisState(f"redis://127.0.0.1:{free_port()}/0")
         writer = UsageWriter(state=down, run_db=run_db)
         writer.start()
-        await writer.held_keep()
+        await asyncio.sleep(3 * settings.GATEWAY_USAGE_FLUSH_SECONDS)  # a few ticks
         assert budgets.held() == {"waiting"} and len(writer.takeovers) == 1
         writer.state = budgets.state  # Redis answers again
-        await writer.held_keep()
-        assert budgets.held() == set() and budgets.total() == 0 and writer.takeovers == []
+        await until(lambda: not writer.takeovers)
+        assert budgets.held() == set() and budgets.total() == 0
         await writer.close()
         await close_db()
         await down.close()
