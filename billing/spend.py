@@ -9,6 +9,18 @@ scope. In-flight requests hold a reservation of their worst-case cost in ``tg:re
 each request's share with its own expiry (``…:exp``, ``…:amt``), so a worker that dies leaks
 nothing for longer than RESERVATION_TTL.
 
+Each data-plane worker also lists what it holds: ``tg:held:{owner}`` (``held_key``; the owner is
+the worker's journal directory, ``<host>-<pid>-<random>``, unique across hosts and restarts) is a
+hash of request id → the reservation totals it reserved in, written by the admission script in
+the same call (one HSET) and trimmed by the settlement script (one HDEL a batch). The worker
+that takes over a dead worker's journal (billing.writer) runs HELD_RELEASE_SCRIPT on the dead
+worker's hash: every reservation it still lists is released — except those of requests its
+journal holds, which the replay settles with their cost — and the hash is deleted. So a
+``kill -9`` holds budget until the next worker starts, not for RESERVATION_TTL. The hash carries
+an empty-named marker field, so it never empties and is recreated without a lifetime; the
+worker refreshes it and its lifetime (HELD_TTL) every HELD_REFRESH_SECONDS, so a hash nobody
+takes over (its machine is gone) expires after its last reservation has.
+
 Admission is part of the data plane's one admission script (BUDGET_LUA, run by
 gateway/state.py with the limits of every scope and the deployments): it reads the buckets,
 refuses (block), asks for a downgrade, or reserves for every scope, atomically, so 200
@@ -39,6 +51,8 @@ NANOS = Decimal(1_000_000_000)
 ACTION_CODES = {BudgetAction.ALERT: 0, BudgetAction.BLOCK: 1, BudgetAction.DOWNGRADE: 2}
 BUCKET_TTL = 40 * 86400
 RESERVATION_TTL = 600
+HELD_REFRESH_SECONDS = 30  # how often a worker refreshes its list of held reservations (tg:held:…)
+HELD_TTL = RESERVATION_TTL + 2 * HELD_REFRESH_SECONDS  # that list outlives every reservation it holds
 # The most one request may reserve ($1e9 in nano-dollars): far above any real request, well
 # inside Redis's 64-bit counters, whatever max_tokens or n a client sends.
 MAX_RESERVATION = 10**18
@@ -101,6 +115,12 @@ def bucket_of(sid: str, day: date) -> str:
 
 def reserved_of(sid: str) -> str:
     return f"tg:resv:{sid}"
+
+
+def held_key(owner: str) -> str:
+    """The hash of a worker's reservations not yet settled (request id → its totals), by the
+    worker's id (its journal directory's name)."""
+    return f"tg:held:{owner}"
 
 
 def bucket_key(tenant_id: int, key_id: int | None, day: date) -> str:
@@ -230,16 +250,18 @@ def settlement(plans: list[ScopePlan], *, reserved: bool = True, token_keys: tup
 
 
 def settle_arguments(releases: list[tuple[str, str]], adds: Mapping[str | tuple[str, int | None], int],
-                     replayed: Sequence[tuple[str, Settlement, int]] = ()) -> tuple[list[str], list[int | str]]:
-    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id); add to each
-    bucket or tokens-per-day counter its amount (nano-dollars, tokens) — ``adds`` by key, or by
-    (key, id of the PostgreSQL transaction that wrote the rows it comes from: skipped where the
-    counter was rebuilt from rollups that already saw that transaction) —; then, for each
-    ``replayed`` (request id, settlement, cost) — a record the ledger already had —, release its
-    reservation and add its cost only if its reservation is still held."""
+                     replayed: Sequence[tuple[str, Settlement, int]] = (), *,
+                     held: str = "") -> tuple[list[str], list[int | str]]:
+    """SETTLE_SCRIPT's KEYS and ARGV: release each (reservation key, request id) and strike its
+    request from ``held`` (the settling worker's held_key; "": none); add to each bucket or
+    tokens-per-day counter its amount (nano-dollars, tokens) — ``adds`` by key, or by (key, id
+    of the PostgreSQL transaction that wrote the rows it comes from: skipped where the counter
+    was rebuilt from rollups that already saw that transaction) —; then, for each ``replayed``
+    (request id, settlement, cost) — a record the ledger already had —, release its reservation
+    and add its cost only if its reservation is still held."""
     pairs = [(key, None) if isinstance(key, str) else key for key in adds]
     keys = [name for key, _ in releases for name in reservation_keys(key)] + [key for key, _ in pairs]
-    args: list[int | str] = [len(releases), len(adds), *(request_id for _, request_id in releases)]
+    args: list[int | str] = [len(releases), len(adds), held, *(request_id for _, request_id in releases)]
     for (_, xid), amount in zip(pairs, adds.values(), strict=True):
         args += [amount, "" if xid is None else xid]
     for request_id, settled, cost in replayed:
@@ -335,7 +357,8 @@ def worst_case_nanos(*, prompt_bytes: int, max_output_tokens: int, input_price: 
 # after RESERVATION_TTL however busy the scope is. ``budgets_check`` answers the next ARGV index,
 # then {4, scope, missing day indexes...} (rebuild those buckets first: nothing else matters), or
 # the refusal that frees up last of the budgets that block ({2, scope, budget, spent, reserved},
-# seconds), the first downgrade ({3, …}) and the totals to reserve in; ``budgets_reserve`` reserves.
+# seconds), the first downgrade ({3, …}) and the totals to reserve in; ``budgets_reserve`` reserves,
+# and lists the request and its totals in the worker's held hash (``held``, held_key; '': none).
 BUDGET_LUA = """
 local function budgets_check(a, now_ms)
   local resv_s, ttl, scopes = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -379,9 +402,10 @@ local function budgets_check(a, now_ms)
   return a, refusal, frees, downgrade, {resv_s, ttl, reserve}
 end
 
-local function budgets_reserve(plan, rid, now_ms)
+local function budgets_reserve(plan, rid, now_ms, held)
   local resv_s, ttl, reserve = plan[1], plan[2], plan[3]
-  if tonumber(resv_s) <= 0 then return end
+  if tonumber(resv_s) <= 0 or #reserve == 0 then return end
+  if held ~= '' then redis.call('HSET', held, rid, table.concat(reserve, ' ')) end
   for _, total in ipairs(reserve) do
     -- the string: Lua would print a big number as 1e+14
     redis.call('INCRBY', total, resv_s)
@@ -426,10 +450,12 @@ end
 # its cost added only if the reservation is still held. Committing and settling are not atomic,
 # but settling is: a held reservation means this request was never settled, a released one
 # that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
-# rollups, never over-count). KEYS: three reservation keys per release, the buckets, then per
+# rollups, never over-count). The released requests are struck from the settling worker's held
+# hash (one HDEL per thousand). KEYS: three reservation keys per release, the buckets, then per
 # replayed request three keys per scope and its buckets; ARGV: the number of releases and of
-# buckets, each release's request id, each bucket's amount and transaction id ('' unknown), then
-# per replayed request its id, its number of scopes and of buckets, and its cost.
+# buckets, the held hash ('': none), each release's request id, each bucket's amount and
+# transaction id ('' unknown), then per replayed request its id, its number of scopes and of
+# buckets, and its cost.
 SETTLE_SCRIPT = _SAW_LUA + """
 local function release(k, rid)
   local amount = redis.call('HGET', KEYS[k + 2], rid)
@@ -450,9 +476,12 @@ local function add(key, cost, xid)
     redis.pcall('INCRBY', key, cost)
   end
 end
-local releases, buckets = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, releases do release(3 * i - 2, ARGV[i + 2]) end
-local k, a = 3 * releases + 1, releases + 3
+local releases, buckets, held = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for i = 1, releases do release(3 * i - 2, ARGV[i + 3]) end
+if held ~= '' then
+  for i = 4, releases + 3, 1000 do redis.call('HDEL', held, unpack(ARGV, i, math.min(i + 999, releases + 3))) end
+end
+local k, a = 3 * releases + 1, releases + 4
 for i = 1, buckets do
   add(KEYS[k], ARGV[a], ARGV[a + 1])
   k, a = k + 1, a + 2
@@ -493,4 +522,36 @@ for i, key in ipairs(KEYS) do
   end
 end
 return 0
+"""
+
+# A dead worker's reservations, released by the worker that takes over its journal: each request
+# its held hash (ARGV[1]) still lists, but for those given after it (the requests its journal
+# holds: their replay settles them, cost and all), is released in every total it reserved in —
+# only where it is still held, like SETTLE_SCRIPT's release — and the hash is deleted. Returns
+# the number of requests released.
+HELD_RELEASE_SCRIPT = """
+local held = ARGV[1]
+local skip = {}
+for i = 2, #ARGV do skip[ARGV[i]] = true end
+local entries = redis.call('HGETALL', held)
+local n = 0
+for i = 1, #entries, 2 do
+  local rid = entries[i]
+  if rid ~= '' and not skip[rid] then
+    local released = false
+    for total in string.gmatch(entries[i + 1], '%S+') do
+      local amounts = total .. ':amt'
+      local amount = redis.call('HGET', amounts, rid)
+      if amount then
+        redis.call('HDEL', amounts, rid)
+        redis.call('ZREM', total .. ':exp', rid)
+        if redis.call('DECRBY', total, amount) < 0 then redis.call('SET', total, '0') end
+        released = true
+      end
+    end
+    if released then n = n + 1 end
+  end
+end
+redis.call('DEL', held)
+return n
 """

@@ -18,7 +18,7 @@ from billing.alerts import (
 )
 from billing.ledger import CONNECTION_ERRORS
 from billing.retention import end_user_rollup_purge, health_buckets_prune, usage_retention_purge
-from billing.spend import SETTLE_SCRIPT
+from billing.spend import HELD_RELEASE_SCRIPT, SETTLE_SCRIPT
 from billing.writer import journals_sweep as writer_journals_sweep
 from core.redis import REDIS_RETRY, get_redis
 
@@ -84,14 +84,19 @@ JOURNAL_SWEEP_MIN_AGE = 60
              retry_backoff=True, retry_backoff_max=600, max_retries=8)
 def journals_sweep() -> int:
     """Every minute (beat): write the usage journals of data-plane workers that died on this
-    machine (their lock is free) and were last written over a minute ago, and settle their
-    budgets (the writer's own code, billing.writer). Returns the number of records written."""
+    machine (their lock is free) and were last written over a minute ago, settle their
+    budgets and release the reservations the dead workers still held (the writer's own code,
+    billing.writer). Returns the number of records written."""
     redis = get_redis()
-    settle = None
+    settle = release = None
     if redis is not None:  # no Redis: the embedded data plane's budgets lived in its own process
         script = redis.register_script(SETTLE_SCRIPT)
+        release_script = redis.register_script(HELD_RELEASE_SCRIPT)
 
         def settle(keys, args):
             script(keys=keys, args=args)
 
-    return writer_journals_sweep(min_age=JOURNAL_SWEEP_MIN_AGE, settle=settle)
+        def release(held):
+            release_script(keys=[], args=[held])
+
+    return writer_journals_sweep(min_age=JOURNAL_SWEEP_MIN_AGE, settle=settle, release=release)

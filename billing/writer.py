@@ -31,7 +31,18 @@ its cost added only if that reservation is still held. Settling one request is a
 script), so a held reservation means it was never settled and a released one means it was:
 the cost goes into the buckets exactly once (or, if its reservation expired meanwhile, not at
 all: the bucket under-counts until it is rebuilt from the rollups, which the ledger keeps
-exact). Token-limit counters count newly inserted rows only."""
+exact). Token-limit counters count newly inserted rows only.
+
+A dead worker's reservations are released at takeover. A started writer names its worker's held
+hash (billing.spend.held_key of its journal's directory) on the shared state, so admission lists
+each reservation there, settlement strikes it off, and the timer refreshes it every
+HELD_REFRESH_SECONDS. The writer that claims a dead worker's journal (``start``, or the sweep)
+releases what the dead worker's hash still lists (``held_release``) — but the requests its
+journal holds, which the replay settles with their cost — and deletes the hash: a request that
+was waiting for its upstream when the worker died stops holding budget as soon as the next
+worker starts, not RESERVATION_TTL later. While Redis is unreachable the release is retried at
+each tick, for RESERVATION_TTL at most (then the reservations have expired anyway). A clean
+shutdown that settled everything releases and deletes its own hash."""
 
 import asyncio
 import logging
@@ -39,7 +50,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,7 +58,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from billing import spend
-from billing.journal import Journal, journals_claim, record_line, records_replayed
+from billing.journal import Journal, JournalClaim, journals_claim, record_line, records_replayed
 from billing.ledger import usage_records_write
 from billing.records import UsageRecord
 
@@ -61,12 +72,20 @@ class SharedState(Protocol):
     """What the writer settles into: the data plane's state shared by its workers (Redis, or its
     in-process twin on the embedded default)."""
 
+    held: str  # the worker's held hash (billing.spend.held_key), listed by admission; "": none
+
     async def tpm_correct(self, minutes: dict[str, int]) -> None:
         """Correct tokens-per-minute reservations (``minutes``: used minus reserved, per counter)."""
 
     async def budget_settle(self, keys: list[str], args: list[int | str]) -> None:
         """Run billing.spend.SETTLE_SCRIPT with these KEYS and ARGV (budget costs and tokens per
         day)."""
+
+    async def held_refresh(self) -> None:
+        """Keep ``held`` alive (its marker field and lifetime)."""
+
+    async def held_release(self, *, held: str, skip: Collection[str] = ()) -> int:
+        """Release what the held hash ``held`` lists but ``skip``, and delete it (HELD_RELEASE_SCRIPT)."""
 
 
 class Settling:
@@ -128,11 +147,12 @@ class Settling:
             for key, value in source.items():
                 target[key] += value
 
-    def budget_arguments(self) -> tuple[list[str], list[int | str]] | None:
-        """SETTLE_SCRIPT's KEYS and ARGV, or None if there are no budgets or tokens to settle."""
+    def budget_arguments(self, *, held: str = "") -> tuple[list[str], list[int | str]] | None:
+        """SETTLE_SCRIPT's KEYS and ARGV (``held``: the settling worker's held hash), or None if
+        there are no budgets or tokens to settle."""
         if not (self.releases or self.adds or self.replayed):
             return None
-        return spend.settle_arguments(self.releases, dict(self.adds), self.replayed)
+        return spend.settle_arguments(self.releases, dict(self.adds), self.replayed, held=held)
 
 
 class UsageWriter:
@@ -162,6 +182,11 @@ class UsageWriter:
         self.settle_failures = 0  # settlement attempts failed in a row
         self._settle_after = 0.0  # monotonic time of the next settlement attempt
         self._settle_logged = 0.0
+        # Dead workers' held hashes to release: (hash, request ids its journal holds, claimed at)
+        self.takeovers: list[tuple[str, frozenset[str], float]] = []
+        self.held = ""  # this worker's held hash, once started with a journal (billing.spend.held_key)
+        self._held_refreshed = -spend.HELD_REFRESH_SECONDS  # monotonic time of the last refresh
+        self._takeover_failed = False
 
     def _journal(self) -> Journal:
         if self.journal is None:
@@ -208,7 +233,7 @@ class UsageWriter:
     def start(self) -> None:
         if self._task is None:
             if self.journaling:
-                self._journal()
+                self.held = self.state.held = spend.held_key(self._journal().path.name)
             if self.requeue_orphans():
                 log.warning("writing %d usage rows left by earlier workers", len(self.pending))
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -216,11 +241,47 @@ class UsageWriter:
     async def _run(self) -> None:
         interval = settings.GATEWAY_USAGE_FLUSH_SECONDS  # the worker's setting, read once
         while True:
+            try:
+                await self.held_keep()
+            except Exception:  # the next tick tries again
+                log.exception("keeping the list of held budget reservations failed")
             await asyncio.sleep(interval)
             try:
                 await self.flush()
             except Exception:  # kept; the next tick retries
                 log.exception("usage flush failed; %d rows kept for the next attempt", len(self.pending))
+
+    async def held_keep(self) -> None:
+        """Refresh this worker's held hash every HELD_REFRESH_SECONDS, and release the held
+        hashes of the dead workers whose journals this writer took over."""
+        now = time.monotonic()
+        if self.held and now - self._held_refreshed >= spend.HELD_REFRESH_SECONDS:
+            self._held_refreshed = now
+            await self.state.held_refresh()
+        if self.takeovers:
+            await self._takeovers_release()
+
+    async def _takeovers_release(self) -> None:
+        """Release what dead workers' held hashes list (but what their journals' replay settles).
+        While Redis is unreachable each tick tries again, for RESERVATION_TTL at most: then the
+        reservations have expired on their own."""
+        while self.takeovers:
+            takeover = self.takeovers.pop(0)
+            held, skip, claimed = takeover
+            if time.monotonic() - claimed >= spend.RESERVATION_TTL:
+                continue
+            try:
+                released = await self.state.held_release(held=held, skip=skip)
+            except Exception as exc:  # Redis unreachable: the next tick tries again
+                self.takeovers.insert(0, takeover)
+                if not self._takeover_failed:
+                    log.warning("releasing the budget reservations of dead workers failed (%s: %s); retried at "
+                                "each tick", type(exc).__name__, exc)
+                self._takeover_failed = True
+                return
+            self._takeover_failed = False
+            if released:
+                log.warning("released the budget reservations of %d requests a dead worker held (%s)", released, held)
 
     async def flush(self, *, settle_now: bool = False) -> int:
         """Rotate the journal, write the buffered records (with their rollups), then settle
@@ -300,7 +361,7 @@ class UsageWriter:
             if taken.minutes:
                 await self.state.tpm_correct(dict(taken.minutes))
                 taken.minutes = defaultdict(int)
-            arguments = taken.budget_arguments()
+            arguments = taken.budget_arguments(held=self.held)
             if arguments is not None:
                 await self.state.budget_settle(*arguments)
         except BaseException:
@@ -338,6 +399,8 @@ class UsageWriter:
                     break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+        if self.takeovers:  # not released yet: one more try
+            await self._takeovers_release()
         if (self.pending or self.settling) and self.journal is not None:
             # Unsettled committed records stay too: their replay settles them, on condition.
             log.error("database or shared state unreachable at shutdown: %d usage rows (and %d settlements) left "
@@ -357,10 +420,24 @@ class UsageWriter:
             if self.journal is not None:
                 self.journal.remove()
                 self.journal = None
+            await self._held_drop()
         self.pending = []
         self.claims = {}
         self.claimed_by = {}
         self.claims_committed = []
+
+    async def _held_drop(self) -> None:
+        """Everything this worker admitted is settled and it stops: release what its held hash
+        still lists (a request that never came to a record) and delete it."""
+        held, self.held = self.held, ""
+        if not held:
+            return
+        self.state.held = ""
+        try:
+            await self.state.held_release(held=held)
+        except Exception as exc:  # Redis unreachable: the hash expires (HELD_TTL), its reservations before it
+            log.warning("could not delete this worker's list of held budget reservations (%s: %s)",
+                        type(exc).__name__, exc)
 
     def requeue_orphans(self) -> int:
         """Take what dead workers left on this machine — their journals, and spool files — and
@@ -372,6 +449,9 @@ class UsageWriter:
         found: list[tuple[Any, list[UsageRecord]]] = [(claim, claim.records()) for claim in journals_claim()]
         found += [(SpoolClaim(path), records) for path, records in spool_take()]
         for claim, records in found:
+            if isinstance(claim, JournalClaim):
+                self.takeovers.append((spend.held_key(claim.path.name), _settled_by_replay(records),
+                                       time.monotonic()))
             if not records:
                 claim.remove()
                 continue
@@ -397,13 +477,22 @@ class UsageWriter:
                 self.claims_committed.append(claim)
 
 
-def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | str]], Any] | None) -> int:
+def _settled_by_replay(records: list[UsageRecord]) -> frozenset[str]:
+    """The requests of a dead worker's journal whose reservations its replay settles."""
+    return frozenset(record.request_id for record in records
+                     if record.settlement is not None and record.settlement.reserved_keys)
+
+
+def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | str]], Any] | None,
+                   release: Callable[[str], Any] | None = None) -> int:
     """Write the journals of dead workers last written at least ``min_age`` seconds ago (a
     restarting worker gets the first go) and settle them with ``settle`` (SETTLE_SCRIPT's KEYS
-    and ARGV; None: there is no shared state to settle into). Synchronous, for the Celery
-    sweep. The new rows' tokens are added to the tokens-per-day counters that exist, as the
-    writer does (the minutes of tokens-per-minute corrections are long gone). Returns the number
-    of records written; a journal whose write fails stays for the next sweep."""
+    and ARGV; None: there is no shared state to settle into), then release what the dead
+    worker's held hash still lists with ``release`` (its held_key; HELD_RELEASE_SCRIPT).
+    Synchronous, for the Celery sweep. The new rows' tokens are added to the tokens-per-day
+    counters that exist, as the writer does (the minutes of tokens-per-minute corrections are
+    long gone). Returns the number of records written; a journal whose write or release fails
+    stays for the next sweep."""
     claims = journals_claim(min_age=min_age)
     written = 0
     try:
@@ -417,6 +506,8 @@ def journals_sweep(*, min_age: float, settle: Callable[[list[str], list[int | st
             arguments = settling.budget_arguments()
             if arguments is not None and settle is not None:
                 settle(*arguments)
+            if release is not None:  # after the replay settled: nothing of the journal's is left to skip
+                release(spend.held_key(claim.path.name))
             claim.remove()
             claims.pop(0)
             written += len(records)

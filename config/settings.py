@@ -404,9 +404,10 @@ GATEWAY_USAGE_BATCH = env.int("GATEWAY_USAGE_BATCH", default=1000)
 # The usage journal (billing/journal.py): each worker appends every usage record to a file on
 # local disk before the request's last bytes go out, so a worker killed outright (kill -9, the
 # OOM killer) loses none; the next worker, or the billing.journals_sweep task, writes a dead
-# worker's journal. Off: records wait in memory only, and a shutdown with the database down
-# spools them (VAR_DIR/usage-spool). The directory (empty: VAR_DIR/journal) must be on a local
-# disk, not a network share (its locks are the local kernel's).
+# worker's journal and releases the budget reservations it still held. Off: records wait in
+# memory only, and a shutdown with the database down spools them (VAR_DIR/usage-spool). The
+# directory (empty: VAR_DIR/journal) must be on a local disk, not a network share (its locks are
+# the local kernel's).
 GATEWAY_JOURNAL = env.bool("GATEWAY_JOURNAL", default=True)
 GATEWAY_JOURNAL_DIR = env.str("GATEWAY_JOURNAL_DIR", default="")
 # 0: never fsync (what is written survives the process's death, not the machine's); N > 0: a

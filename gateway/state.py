@@ -1,7 +1,9 @@
 """State every worker must share: rate-limit counters, token-per-day counters, deployment
-failure counts and cooldowns, and the response cache. Redis when REDIS_URL is set (one round
-trip admits a request: limits checked and counted, cooldowns read, in one Lua script); an
-in-process twin with the same behaviour on the embedded default, which runs one process.
+failure counts and cooldowns, budget reservations (with each worker's list of those it holds,
+released when a dead worker's journal is taken over: billing.spend), and the response cache.
+Redis when REDIS_URL is set (one round trip admits a request: limits checked and counted,
+cooldowns read, in one Lua script); an in-process twin with the same behaviour on the embedded
+default, which runs one process.
 
 When Redis cannot be reached or does not answer within REDIS_TIMEOUT_SECONDS, what admission
 needs (limits, budgets, configuration versions) raises ``StoreUnavailable``, the 503 every door
@@ -13,6 +15,7 @@ request no wait, and it logs once when Redis goes away and once when it is back.
 import logging
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -22,6 +25,8 @@ from django.conf import settings
 from billing.spend import (
     BUCKET_TTL,
     BUDGET_LUA,
+    HELD_RELEASE_SCRIPT,
+    HELD_TTL,
     RESERVATION_TTL,
     SEED_SCRIPT,
     SETTLE_SCRIPT,
@@ -57,11 +62,13 @@ class StoreUnavailable(GatewayError):
 # The one admission round trip (BUDGET_LUA, billing's, is prepended). KEYS: the tenant's and the
 # platform's configuration version (tenants/config_version.py). ARGV: the two version tokens the
 # worker's cached routing table was loaded under ('*': not checked), now (epoch seconds), the
-# request id; the limit counters as one string "key,limit,add,lifetime,frees,kept;…" (what
-# admission adds: 1 for requests per minute, the request's worst-case tokens for tokens per
-# minute, 0 for tokens per day, which settlement counts; the counter's lifetime, whole seconds
-# until it frees up, and 1 when Redis must hold it — a tokens-per-day counter, rebuilt from the
-# rollups when missing — else 0), in precedence order (tenant, project, key, end user); the budget section
+# request id, the worker's held hash (billing.spend.held_key: the request and the totals it
+# reserved in are listed there, for a takeover if the worker dies; '': not listed); the limit
+# counters as one string "key,limit,add,lifetime,frees,kept;…" (what admission adds: 1 for
+# requests per minute, the request's worst-case tokens for tokens per minute, 0 for tokens per
+# day, which settlement counts; the counter's lifetime, whole seconds until it frees up, and 1
+# when Redis must hold it — a tokens-per-day counter, rebuilt from the rollups when missing —
+# else 0), in precedence order (tenant, project, key, end user); the budget section
 # (billing.spend.budget_arguments); then the deployments: when this request stops counting in
 # flight, the ordering code and 1 for a stream (gateway/deployments.py), how long a minute counter
 # and an in-flight set are kept, the key templates of a deployment's cooldown flag, this minute's
@@ -86,11 +93,11 @@ if ARGV[1] ~= '*' then
   local va = redis.call('GET', KEYS[2]) or ''
   if vt ~= ARGV[1] or va ~= ARGV[2] then return {-1, 0, vt, va} end
 end
-local now, rid = tonumber(ARGV[3]), ARGV[4]
+local now, rid, held = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now_ms = math.floor(now * 1000)
 local refusal, frees, count, lost = nil, -1, {}, {}
 local i = 0
-for key, limit, add, ttl, free, kept in string.gmatch(ARGV[5], '([^,;]+),(%d+),(%d+),(%d+),(%d+),(%d)') do
+for key, limit, add, ttl, free, kept in string.gmatch(ARGV[6], '([^,;]+),(%d+),(%d+),(%d+),(%d+),(%d)') do
   i = i + 1
   limit, add, free = tonumber(limit), tonumber(add), tonumber(free)
   local used = redis.call('GET', key)
@@ -101,7 +108,7 @@ for key, limit, add, ttl, free, kept in string.gmatch(ARGV[5], '([^,;]+),(%d+),(
   elseif add > 0 then count[#count + 1] = {key, add, ttl} end
 end
 if #lost > 0 then return {5, unpack(lost)} end
-local a = 6
+local a = 7
 local budget_refusal, budget_frees, downgrade, reservation
 a, budget_refusal, budget_frees, downgrade, reservation = budgets_check(a, now_ms)
 if budget_refusal and budget_refusal[1] == 4 then return budget_refusal end
@@ -111,7 +118,7 @@ if downgrade then return downgrade end
 for _, c in ipairs(count) do
   if redis.call('INCRBY', c[1], c[2]) == c[2] then redis.call('EXPIRE', c[1], c[3]) end
 end
-budgets_reserve(reservation, rid, now_ms)
+budgets_reserve(reservation, rid, now_ms, held)
 local until_, code, stream = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
 local traffic_keep, flight_keep = ARGV[a + 3], ARGV[a + 4]
 local cool_t, requests_t, tokens_t, flight_t, latency_t = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
@@ -327,9 +334,11 @@ class RedisState:
         self._release = self.redis.register_script(_RELEASE)
         self._settle = self.redis.register_script(SETTLE_SCRIPT)
         self._seed = self.redis.register_script(SEED_SCRIPT)
+        self._held_release = self.redis.register_script(HELD_RELEASE_SCRIPT)
         self._correct = self.redis.register_script(_CORRECT)
         self._down_since: float | None = None  # monotonic time of the first failure of this outage
         self._ask_after = 0.0  # no Redis call before this monotonic time (an outage was just seen)
+        self.held = ""  # this worker's held hash (billing.spend.held_key), set by its usage writer; "": none
 
     @property
     def down(self) -> bool:
@@ -373,7 +382,7 @@ class RedisState:
         that check; ``budgets`` is billing.spend.budget_arguments' section."""
         now = time.time()
         minute = traffic.minute_of(now)
-        args: list = [*versions, now, pick.request_id,
+        args: list = [*versions, now, pick.request_id, self.held,
                       ";".join([f"{c.key},{c.limit},{c.add},{c.ttl},{math.ceil(c.frees)},{int(c.kept)}"
                                 for c in counters]),
                       *budgets]
@@ -477,6 +486,29 @@ class RedisState:
         ARGV of billing.spend.settle_arguments (the usage writer settles)."""
         await self._call(lambda: self._settle(keys=keys, args=args))
 
+    async def held_refresh(self) -> None:
+        """Keep this worker's held hash alive: its marker field set (the hash never empties, so
+        admission never recreates it without a lifetime) and its lifetime HELD_TTL. Skipped
+        while Redis is unreachable."""
+        if not self.held:
+            return
+        held = self.held
+
+        async def work():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(held, "", "")
+                pipe.expire(held, HELD_TTL)
+                await pipe.execute()
+
+        await self._optional(work, None)
+
+    async def held_release(self, *, held: str, skip: Collection[str] = ()) -> int:
+        """Release what a dead (or stopping) worker's held hash lists, but the requests in
+        ``skip`` (its journal's: their replay settles them), and delete the hash
+        (HELD_RELEASE_SCRIPT). Returns how many requests were released; StoreUnavailable while
+        Redis is unreachable."""
+        return int(await self._call(lambda: self._held_release(keys=[], args=[held, *skip])))
+
     async def cache_get(self, key: str) -> bytes | None:
         """A cached answer; None (a miss) while Redis is unreachable."""
         return await self._optional(lambda: self.redis.get(key), None)
@@ -492,9 +524,12 @@ class RedisState:
 
 
 class LocalState:
-    """The same contract in one process (embedded default, no Redis)."""
+    """The same contract in one process (embedded default, no Redis). Its reservations die with
+    the process, so it lists no held reservations: ``held_refresh`` and ``held_release`` do
+    nothing."""
 
     def __init__(self):
+        self.held = ""
         self.counters: dict[str, int] = {}
         self.expiry: dict[str, float] = {}
         self.cache: dict[str, tuple[float, bytes]] = {}
@@ -716,10 +751,10 @@ class LocalState:
             elif not snapshot_saw(self.seeds.get(key, ""), int(xid) if xid != "" else None):
                 self.counters[key] += cost
 
-        releases, buckets = args[0], args[1]
+        releases, buckets = args[0], args[1]  # (args[2], the held hash: none in one process)
         for i in range(releases):
-            release(keys[3 * i], args[i + 2])
-        k, a = 3 * releases, releases + 2
+            release(keys[3 * i], args[i + 3])
+        k, a = 3 * releases, releases + 3
         for i, key in enumerate(keys[k:k + buckets]):
             add(key, args[a + 2 * i], args[a + 2 * i + 1])
         k, a = k + buckets, a + 2 * buckets
@@ -732,6 +767,12 @@ class LocalState:
                 for key in keys[k:k + nb]:
                     add(key, cost)
             k += nb
+
+    async def held_refresh(self) -> None:
+        return None
+
+    async def held_release(self, *, held: str, skip: Collection[str] = ()) -> int:
+        return 0
 
     async def cache_get(self, key: str) -> bytes | None:
         entry = self.cache.get(key)

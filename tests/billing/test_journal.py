@@ -130,7 +130,9 @@ class Budgets:
         self.settlement = spend.settlement(self.plans)
         self.reserved, self.bucket = self.settlement.reserved_keys[0], self.settlement.bucket_keys[0]
 
-    async def reserve(self, request_id: str, nanos: int = 10**6) -> spend.Settlement:
+    async def reserve(self, request_id: str, nanos: int = 10**6, *, by: Journal | None = None) -> spend.Settlement:
+        """Reserve for ``request_id``, listed in the held hash of the worker whose journal is ``by``."""
+        self.state.held = spend.held_key(by.path.name) if by is not None else ""
         await self.state.budget_seed({self.bucket: 0})
         assert await budget_admit(self.state, self.plans, reservation=nanos, request_id=request_id) == [0]
         return self.settlement
@@ -144,6 +146,21 @@ class Budgets:
         if self.kind == "redis":
             return int(get_redis().get(self.bucket) or 0)
         return self.state.counters.get(self.bucket, 0)
+
+    def total(self) -> int:
+        return int(get_redis().get(self.reserved) or 0)
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within the time"
+        await asyncio.sleep(0.01)
+
+
+def listed(journal: Journal) -> set[str]:
+    """The requests a worker's held hash lists (billing.spend.held_key of its journal)."""
+    return {rid.decode() for rid in get_redis().hkeys(spend.held_key(journal.path.name))}
 
 
 # --- replay -----------------------------------------------------------------------------------
@@ -210,6 +227,72 @@ def test_replaying_a_journal_twice_writes_and_settles_each_request_once(world, v
     assert UsageDaily.objects.get(tenant=world.tenant).requests == 4
     if kind == "redis":
         assert int(get_redis().get(budgets.reserved) or 0) == 0  # each reservation taken off the total once
+
+
+def test_the_next_worker_releases_what_a_dead_worker_held_and_nothing_a_live_one_holds(world, var, settings):
+    """A worker dies holding reservations for ``waiting1`` and ``waiting2`` (waiting for their
+    upstream: no record), ``answered`` (its record in the journal, not yet written) and
+    ``committed`` (written, not yet settled); another worker, alive, holds ``live``. The next
+    worker to start releases the two waiting ones at once — before its first flush, as its timer
+    does — but not the two its journal's replay settles, whose costs are counted once; and it
+    leaves ``live`` alone."""
+    budgets = Budgets("redis", world.tenant.pk, settings.REDIS_URL)
+    other = Journal()  # the live worker's
+
+    async def scenario():
+        dead = Journal()
+        for rid in ("waiting1", "waiting2"):
+            await budgets.reserve(rid, by=dead)
+        for rid in ("answered", "committed"):
+            dead.append(record(world.tenant, rid, settlement=await budgets.reserve(rid, by=dead)))
+        await run_db(usage_records_write, [record(world.tenant, "committed", settlement=budgets.settlement)])
+        await budgets.reserve("live", by=other)
+        assert listed(dead) == {"waiting1", "waiting2", "answered", "committed"} and budgets.total() == 5 * 10**6
+        dead.close()  # killed: its lock is free, its list and reservations still in Redis
+
+        writer = UsageWriter(state=budgets.state, run_db=run_db)
+        writer.start()
+        await until(lambda: not writer.takeovers)  # its timer's first step, before its first flush
+        await writer.close()
+        await close_db()
+        assert budgets.held() == {"live"} and budgets.total() == 10**6
+        assert budgets.spent() == 2 * COST_NANOS, "answered and committed: settled by the replay, once each"
+        assert not get_redis().exists(spend.held_key(dead.path.name))
+        assert listed(other) == {"live"}
+        await budgets.state.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        other.remove()
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["answered", "committed"]
+    assert get_redis().keys("tg:held:*") == [spend.held_key(other.path.name).encode()], (
+        "the next worker stopped cleanly, everything settled: its own list is gone")
+
+
+def test_when_redis_is_down_at_takeover_the_release_waits_for_it(world, var, settings):
+    """Nothing breaks: the journal is written, and the dead worker's reservations are released
+    at the first tick Redis answers again (or expire, RESERVATION_TTL, as they always did)."""
+    budgets = Budgets("redis", world.tenant.pk, settings.REDIS_URL)
+
+    async def scenario():
+        dead = Journal()
+        await budgets.reserve("waiting", by=dead)
+        dead.close()
+        down = RedisState(f"redis://127.0.0.1:{free_port()}/0")
+        writer = UsageWriter(state=down, run_db=run_db)
+        writer.start()
+        await asyncio.sleep(3 * settings.GATEWAY_USAGE_FLUSH_SECONDS)  # a few ticks
+        assert budgets.held() == {"waiting"} and len(writer.takeovers) == 1
+        writer.state = budgets.state  # Redis answers again
+        await until(lambda: not writer.takeovers)
+        assert budgets.held() == set() and budgets.total() == 0
+        await writer.close()
+        await close_db()
+        await down.close()
+        await budgets.state.close()
+
+    asyncio.run(scenario())
 
 
 CHILD = """
@@ -436,10 +519,15 @@ def test_fsync_zero_never_fsyncs(world, var, fsynced):
 
 def test_the_sweep_replays_an_old_orphan_and_leaves_a_young_one_and_a_live_one(world, var, settings):
     budgets = Budgets("redis", world.tenant.pk, settings.REDIS_URL)
+    old_journal, young_journal, live = Journal(), Journal(), Journal()
 
     async def reserve():
         try:
-            return await budgets.reserve("req_old_orphan")
+            # each worker also holds a request still waiting for its upstream (no record)
+            for rid, journal in (("req_old_waiting", old_journal), ("req_young_waiting", young_journal),
+                                 ("req_live_waiting", live)):
+                await budgets.reserve(rid, by=journal)
+            return await budgets.reserve("req_old_orphan", by=old_journal)
         finally:
             await budgets.state.close()
 
@@ -447,18 +535,25 @@ def test_the_sweep_replays_an_old_orphan_and_leaves_a_young_one_and_a_live_one(w
     counter, lost = f"tg:tokens:t{world.tenant.pk}:d20261206", f"tg:tokens:t{world.tenant.pk}:k9:d20261206"
     settlement = dataclasses.replace(settlement, token_keys=(counter, lost))
     get_redis().set(counter, 100)
-    old = dead_journal([record(world.tenant, "req_old_orphan", settlement=settlement)])
+    old_journal.append(record(world.tenant, "req_old_orphan", settlement=settlement))
+    old_journal.close()
+    old = old_journal.path
     long_ago = time.time() - 120
     for path in old.iterdir():
         os.utime(path, (long_ago, long_ago))
-    young = dead_journal([record(world.tenant, "req_young_orphan")])
-    live = Journal()
+    young_journal.append(record(world.tenant, "req_young_orphan"))
+    young_journal.close()
+    young = young_journal.path
     live.append(record(world.tenant, "req_live"))
     try:
         assert journals_sweep() == 1
         assert list(UsageLog.objects.values_list("request_id", flat=True)) == ["req_old_orphan"]
         assert not old.exists() and young.exists() and live.path.exists()
-        assert budgets.held() == set() and budgets.spent() == COST_NANOS  # settled through Redis
+        # settled through Redis; the old orphan's waiting request released, the young one's left
+        # to the worker that replaces it, the live one's alone
+        assert budgets.held() == {"req_young_waiting", "req_live_waiting"} and budgets.spent() == COST_NANOS
+        assert not get_redis().exists(spend.held_key(old.name))
+        assert listed(young_journal) == {"req_young_waiting"} and listed(live) == {"req_live_waiting"}
         # its 7 tokens counted in the tokens-per-day counter Redis holds; a missing one is rebuilt
         assert (get_redis().get(counter), get_redis().get(lost)) == (b"107", None)
         assert journals_sweep() == 0  # nothing left that is old and dead

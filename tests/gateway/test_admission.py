@@ -176,3 +176,85 @@ def test_the_script_takes_one_round_trip_whatever_the_scopes(settings):
             await state.close()
 
     asyncio.run(scenario())
+
+
+def test_each_worker_lists_what_it_holds_and_a_takeover_releases_only_the_dead_ones(settings):
+    """The admission script lists each reservation in the admitting worker's held hash
+    (billing.spend.held_key) in the same call, settlement strikes it off, and HELD_RELEASE_SCRIPT
+    releases what a dead worker's hash still lists — but the requests its journal's replay
+    settles — in every scope, then deletes the hash; a live worker's reservations stay."""
+    tenant_budget = spend.BudgetInfo(1, "t", "tenant", None, Decimal(1), "day", "block", "")
+    project_budget = spend.BudgetInfo(2, "p", "project", None, Decimal(1), "day", "block", "", project_id=3)
+    plans = [spend.ScopePlan(spend.scope_id(1), [TODAY], [(tenant_budget, 1)], resets_in=(60,)),
+             spend.ScopePlan(spend.scope_id(1, project_id=3), [TODAY], [(project_budget, 1)], resets_in=(60,))]
+    args = spend.budget_arguments(plans, reservation=100, downgrade_as_alert=False)
+    totals = [spend.reserved_of(p.sid) for p in plans]
+    redis = get_redis()
+
+    def amounts(total: str) -> set[str]:
+        return {rid.decode() for rid in redis.hkeys(f"{total}:amt")}
+
+    async def scenario():
+        dead, live, unlisted = RedisState(settings.REDIS_URL), RedisState(settings.REDIS_URL), RedisState(
+            settings.REDIS_URL)
+        dead.held, live.held = spend.held_key("host-a-101-0a0a0a0a"), spend.held_key("host-b-202-0b0b0b0b")
+        try:
+            await dead.budget_seed({spend.bucket_of(p.sid, TODAY): 0 for p in plans})
+            for state, rid in ((dead, "d1"), (dead, "d2"), (dead, "d3"), (live, "l1"), (unlisted, "u1")):
+                assert (await state.admit(tenant_id=1, pick=pick(rid), versions=("*", "*"), budgets=args)).order
+            # listed in the same script call, with the totals reserved in; a state without a held
+            # hash (no journal: nothing would take it over) lists nothing
+            assert redis.hgetall(dead.held) == {rid.encode(): " ".join(totals).encode() for rid in ("d1", "d2", "d3")}
+            assert redis.hgetall(live.held) == {b"l1": " ".join(totals).encode()}
+            assert len(redis.keys("tg:held:*")) == 2
+            # a refused request lists nothing
+            refused = RedisState(settings.REDIS_URL)
+            refused.held = spend.held_key("host-c-303-0c0c0c0c")
+            _, too_much = budgets(10, "block", 10**12)
+            assert (await refused.admit(tenant_id=1, pick=pick("r1"), versions=("*", "*"), budgets=too_much)).budget
+            assert not redis.exists(refused.held)
+            await refused.close()
+
+            # d1 was answered and settled before the worker died: struck off its list
+            await dead.budget_settle(*spend.settle_arguments([(total, "d1") for total in totals], {}, held=dead.held))
+            assert set(redis.hkeys(dead.held)) == {b"d2", b"d3"}
+            # the worker dies; the next one takes its journal over, which holds d3's record (its
+            # replay settles it, cost and all): d2 alone is released, in both scopes
+            assert await live.held_release(held=dead.held, skip={"d3"}) == 1
+            assert not redis.exists(dead.held)
+            for total in totals:
+                assert amounts(total) == {"d3", "l1", "u1"} and int(redis.get(total)) == 300
+            assert redis.hgetall(live.held) == {b"l1": " ".join(totals).encode()}, "a live worker's list is untouched"
+            assert await live.held_release(held=dead.held) == 0, "a second takeover changes nothing"
+            for total in totals:
+                assert int(redis.get(total)) == 300
+        finally:
+            for state in (dead, live, unlisted):
+                await state.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_workers_held_hash_keeps_a_marker_and_outlives_its_reservations(settings):
+    """Refreshed, the hash never empties (admission never recreates it without a lifetime) and
+    lives HELD_TTL, longer than any reservation it lists; the in-process twin lists nothing."""
+    async def scenario():
+        state, local = RedisState(settings.REDIS_URL), LocalState()
+        state.held = local.held = spend.held_key("host-a-101-0a0a0a0a")
+        try:
+            plans, args = budgets(10**12, "block", 100)
+            await state.budget_seed({spend.bucket_of(plans[0].sid, TODAY): 0})
+            await state.held_refresh()
+            assert (await state.admit(tenant_id=1, pick=pick("a"), versions=("*", "*"), budgets=args)).order
+            await state.budget_settle(*spend.settle_arguments([(spend.reserved_of(plans[0].sid), "a")], {},
+                                                              held=state.held))
+            redis = get_redis()
+            assert redis.hgetall(state.held) == {b"": b""}, "the marker keeps it from emptying"
+            assert spend.RESERVATION_TTL < redis.ttl(state.held) <= spend.HELD_TTL
+            assert await state.held_release(held=state.held) == 0 and not redis.exists(state.held)
+            await local.held_refresh()
+            assert await local.held_release(held=local.held, skip={"a"}) == 0
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
