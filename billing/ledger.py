@@ -309,7 +309,9 @@ def _salvage(row: UsageRecord, exc: Exception) -> list[UsageRecord]:
             fixed = dataclasses.replace(row, **gone)
             try:
                 with transaction.atomic():
-                    return _write([fixed])
+                    written = _write([fixed])
+                row.committed_in = fixed.committed_in  # the caller settles the record it gave
+                return written
             except CONNECTION_ERRORS:
                 raise
             except Exception as again:  # noqa: BLE001

@@ -376,7 +376,7 @@ local function budgets_check(a, now_ms)
       end
       redis.call('HDEL', amounts, unpack(expired))
       redis.call('ZREM', expiries, unpack(expired))
-      if redis.call('DECRBY', total, gone) < 0 then redis.call('SET', total, '0') end
+      if redis.call('DECRBY', total, gone) < 0 then redis.call('SET', total, '0', 'KEEPTTL') end
     end
     local reserved = tonumber(redis.call('GET', total) or '0')
     local vals = redis.call('MGET', unpack(ARGV, a, a + nd - 1))
@@ -405,7 +405,11 @@ end
 local function budgets_reserve(plan, rid, now_ms, held)
   local resv_s, ttl, reserve = plan[1], plan[2], plan[3]
   if tonumber(resv_s) <= 0 or #reserve == 0 then return end
-  if held ~= '' then redis.call('HSET', held, rid, table.concat(reserve, ' ')) end
+  if held ~= '' then
+    redis.call('HSET', held, rid, table.concat(reserve, ' '))
+    -- a hash Redis lost is made again here: never without a lifetime (its worker may be dead)
+    if redis.call('TTL', held) < 0 then redis.call('EXPIRE', held, """ + str(HELD_TTL) + """) end
+  end
   for _, total in ipairs(reserve) do
     -- the string: Lua would print a big number as 1e+14
     redis.call('INCRBY', total, resv_s)
@@ -450,10 +454,10 @@ end
 # its cost added only if the reservation is still held. Committing and settling are not atomic,
 # but settling is: a held reservation means this request was never settled, a released one
 # that it was (or that it expired: then the bucket may under-count until it is rebuilt from the
-# rollups, never over-count). The released requests are struck from the settling worker's held
-# hash (one HDEL per thousand). KEYS: three reservation keys per release, the buckets, then per
-# replayed request three keys per scope and its buckets; ARGV: the number of releases and of
-# buckets, the held hash ('': none), each release's request id, each bucket's amount and
+# rollups, never over-count). The released and the replayed requests are struck from the settling
+# worker's held hash (the released: one HDEL per thousand). KEYS: three reservation keys per
+# release, the buckets, then per replayed request three keys per scope and its buckets; ARGV:
+# the number of releases and of buckets, the held hash ('': none), each release's request id, each bucket's amount and
 # transaction id ('' unknown), then per replayed request its id, its number of scopes and of
 # buckets, and its cost.
 SETTLE_SCRIPT = _SAW_LUA + """
@@ -462,7 +466,7 @@ local function release(k, rid)
   if not amount then return false end
   redis.call('HDEL', KEYS[k + 2], rid)
   redis.call('ZREM', KEYS[k + 1], rid)
-  if redis.call('DECRBY', KEYS[k], amount) < 0 then redis.call('SET', KEYS[k], '0') end
+  if redis.call('DECRBY', KEYS[k], amount) < 0 then redis.call('SET', KEYS[k], '0', 'KEEPTTL') end
   return true
 end
 local function add(key, cost, xid)
@@ -489,12 +493,13 @@ end
 while a <= #ARGV do
   local rid, scopes, nb, cost = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
   a = a + 4
-  local held = false
+  local was_held = false
   for s = 0, scopes - 1 do
-    if release(k + 3 * s, rid) then held = true end
+    if release(k + 3 * s, rid) then was_held = true end
   end
+  if held ~= '' then redis.call('HDEL', held, rid) end
   k = k + 3 * scopes
-  if held then
+  if was_held then
     for b = 0, nb - 1 do add(KEYS[k + b], cost, '') end
   end
   k = k + nb
@@ -545,7 +550,7 @@ for i = 1, #entries, 2 do
       if amount then
         redis.call('HDEL', amounts, rid)
         redis.call('ZREM', total .. ':exp', rid)
-        if redis.call('DECRBY', total, amount) < 0 then redis.call('SET', total, '0') end
+        if redis.call('DECRBY', total, amount) < 0 then redis.call('SET', total, '0', 'KEEPTTL') end
         released = true
       end
     end

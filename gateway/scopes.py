@@ -112,26 +112,39 @@ def plan(*, tenant, key, project: ProjectInfo | None, end_user: str, covers, wor
     tpm: list[tuple[str, int]] = []
     sources: dict[int, SpendSource] = {}
 
+    placed: dict[str, int] = {}  # counter -> its index
+
+    def put(counter: Counter, refusal: tuple) -> bool:
+        """Whether ``counter`` is new. A rule without a model in the tenant, project or key
+        scope names that scope's own counter: it is counted once, at the lower limit."""
+        i = placed.get(counter.key)
+        if i is None:
+            placed[counter.key] = len(counters)
+            counters.append(counter)
+            refusals.append(refusal)
+            return True
+        if counter.limit < counters[i].limit:
+            counters[i], refusals[i] = counter, refusal
+        return False
+
     def add(scope: str, where: str, sid: str, rpm: int, tpm_limit: int, tpd: int, model: str,
             source: SpendSource | None) -> None:
         nonlocal day, to_midnight
         if rpm:
-            counters.append(Counter(rpm_key(sid, minute), rpm, 1, MINUTE_TTL, to_minute))
-            refusals.append(("rpm", scope, where, rpm, model))
+            put(Counter(rpm_key(sid, minute), rpm, 1, MINUTE_TTL, to_minute), ("rpm", scope, where, rpm, model))
         if tpm_limit:
             name = tpm_key(sid, minute)
-            counters.append(Counter(name, tpm_limit, worst_tokens, MINUTE_TTL, to_minute))
-            refusals.append(("tpm", scope, where, tpm_limit, model))
-            tpm.append((name, worst_tokens))
+            if put(Counter(name, tpm_limit, worst_tokens, MINUTE_TTL, to_minute),
+                   ("tpm", scope, where, tpm_limit, model)):
+                tpm.append((name, worst_tokens))
         if tpd:
             if day is None:
                 day, midnight = local_day(tenant.zone, now)
                 to_midnight = midnight - now
             name = tpd_key(sid, day)
-            counters.append(Counter(name, tpd, 0, DAY_TTL, to_midnight, True))
-            refusals.append(("tpd", scope, where, tpd, model))
-            token_keys.append(name)
-            sources[len(counters)] = source
+            if put(Counter(name, tpd, 0, DAY_TTL, to_midnight, True), ("tpd", scope, where, tpd, model)):
+                token_keys.append(name)
+                sources[len(counters)] = source
 
     rules = tenant.limit_rules
     add(BudgetScope.TENANT, "this tenant", f"t{tenant_id}", tenant.requests_per_minute or 0,

@@ -544,6 +544,7 @@ class LocalState:
         if self.expiry.get(name, now + 1) <= now:
             self.counters.pop(name, None)
             self.expiry.pop(name, None)
+            self.seeds.pop(name, None)  # its snapshot goes with it
         return self.counters.get(name, 0)
 
     def _missing(self, name: str, now: float) -> bool:

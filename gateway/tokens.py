@@ -82,8 +82,13 @@ class Tokens:
         try:
             async with self.session.request("POST", source.token_url, data=body, headers=dict(TOKEN_HEADERS),
                                             timeout=attempt_timeout(d.timeout, stream=False)) as resp:
-                raw = await resp.content.read(MAX_ANSWER_BYTES)
                 status = resp.status
+                raw = b""
+                async for chunk in resp.content.iter_any():  # read() gives what has arrived, not the whole answer
+                    raw += chunk
+                    if len(raw) >= MAX_ANSWER_BYTES:
+                        raw = raw[:MAX_ANSWER_BYTES]
+                        break
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise TokenError("timeout", f"{where}: no answer within {d.timeout:g} s.") from None
         except aiohttp.ClientConnectorError as exc:

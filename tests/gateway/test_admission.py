@@ -207,6 +207,8 @@ def test_each_worker_lists_what_it_holds_and_a_takeover_releases_only_the_dead_o
             assert redis.hgetall(dead.held) == {rid.encode(): " ".join(totals).encode() for rid in ("d1", "d2", "d3")}
             assert redis.hgetall(live.held) == {b"l1": " ".join(totals).encode()}
             assert len(redis.keys("tg:held:*")) == 2
+            # a list Redis lost (no refresh yet) is made again with a lifetime: it never outlives a dead worker
+            assert 0 < redis.ttl(dead.held) <= spend.HELD_TTL
             # a refused request lists nothing
             refused = RedisState(settings.REDIS_URL)
             refused.held = spend.held_key("host-c-303-0c0c0c0c")

@@ -135,6 +135,24 @@ def test_the_plan_counts_each_scope_in_precedence_order_and_each_end_user_apart(
     assert [r[1] for r in anonymous.refusals].count("end_user") == 0
 
 
+def test_a_rule_without_a_model_on_a_scopes_own_limit_is_one_counter_at_the_lower_limit():
+    """A tenant rule for every model names the tenant's own counters: counted once, never twice."""
+    tenant = SimpleNamespace(
+        tenant_id=1, requests_per_minute=100, tokens_per_minute=0, tokens_per_day=5000, zone=ZoneInfo("UTC"),
+        limit_rules=[LimitInfo(scope="tenant", rpm=300, tpd=4000), LimitInfo(scope="key", key_id=7, tpm=50)],
+    )
+    key = SimpleNamespace(key_id=7, requests_per_minute=None, tokens_per_minute=80, tokens_per_day=None)
+    plan = scopes.plan(tenant=tenant, key=key, project=None, end_user="", covers={}.get, worst_tokens=9,
+                       now=1_800_000_030.0)
+    keys = [c.key for c in plan.counters]
+    assert len(keys) == len(set(keys)) == 3
+    assert [(r[0], r[1], r[3]) for r in plan.refusals] == [("rpm", "tenant", 100), ("tpd", "tenant", 4000),
+                                                           ("tpm", "key", 50)]
+    assert [c.limit for c in plan.counters] == [100, 4000, 50]
+    assert plan.token_keys == (keys[1],) and plan.tpm == ((keys[2], 9),)
+    assert plan.sources == {2: spend.SpendSource()}
+
+
 # --- each scope's limits through /v1 ------------------------------------------------------------
 
 
