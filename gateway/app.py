@@ -98,6 +98,7 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
         self._ready = asyncio.Lock()
         self.draining = False
         self.log_requests = settings.GATEWAY_REQUEST_LOG
+        self._rebuilding: dict[tuple, asyncio.Future] = {}  # counters being rebuilt -> that rebuild
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -503,31 +504,55 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             usage_status="rejected",
         )
 
+    async def _once(self, key: tuple, rebuild: Callable[[], Awaitable[None]]) -> None:
+        """One rebuild of the same counters at a time in this worker: the requests that find them
+        missing together (every request of a tenant at its local midnight) wait for the first's
+        instead of each reading the rollups on the one database thread."""
+        task = self._rebuilding.get(key)
+        if task is None:
+            task = self._rebuilding[key] = asyncio.ensure_future(rebuild())
+
+            def done(t: asyncio.Future) -> None:
+                if self._rebuilding.get(key) is t:
+                    del self._rebuilding[key]
+                if not t.cancelled():
+                    t.exception()  # retrieved: every waiter may have gone
+
+            task.add_done_callback(done)
+        await asyncio.shield(task)
+
     async def _rebuild_tokens(self, tenant: TenantConfig, limits: scopes.Plan, lost: tuple[int, ...]) -> None:
         """Tokens-per-day counters Redis lost, read again from the rollups' token columns (one
         database call for all of them), after settling what this worker kept, as for budgets."""
-        if self.usage is not None:
-            await self.usage.settle()
         day, sources = limits.day, limits.sources or {}
 
         def read() -> dict[str, int]:
             return {limits.counters[i - 1].key: spend.tokens_by_day(tenant_id=tenant.tenant_id, days=[day],
                                                                      source=sources[i])[day] for i in lost}
 
-        tokens, snapshot = await run_db(spend.rollups_read, read)
-        await self.state.budget_seed(tokens, ttl=scopes.DAY_TTL, snapshot=snapshot)
+        async def rebuild() -> None:
+            if self.usage is not None:
+                await self.usage.settle()
+            tokens, snapshot = await run_db(spend.rollups_read, read)
+            await self.state.budget_seed(tokens, ttl=scopes.DAY_TTL, snapshot=snapshot)
+
+        await self._once(tuple(limits.counters[i - 1].key for i in lost), rebuild)
 
     async def _rebuild(self, tenant: TenantConfig, scope: spend.ScopePlan, missing) -> None:
         """Budget buckets Redis lost, read again from the rollups: first what this worker kept
         unsettled (an outage); the snapshot they were read under goes with them, so another worker's
         settlement of rows it already saw is not added again (billing.spend.SETTLE_SCRIPT)."""
-        if self.usage is not None:
-            await self.usage.settle()
         days = [scope.days[i - 1] for i in missing]
-        spent, snapshot = await run_db(spend.rollups_read, lambda: spend.spend_by_day(
-            tenant_id=tenant.tenant_id, days=days, source=scope.source))
-        await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()},
-                                     snapshot=snapshot)
+
+        async def rebuild() -> None:
+            if self.usage is not None:
+                await self.usage.settle()
+            spent, snapshot = await run_db(spend.rollups_read, lambda: spend.spend_by_day(
+                tenant_id=tenant.tenant_id, days=days, source=scope.source))
+            await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()},
+                                         snapshot=snapshot)
+
+        await self._once((scope.sid, scope.source, *days), rebuild)
 
     @staticmethod
     def _worst_case(route: Route, body: dict[str, Any], tenant: TenantConfig, prompt_bytes: int,

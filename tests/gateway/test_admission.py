@@ -13,6 +13,7 @@ import pytest
 
 from billing import spend
 from core.redis import get_redis
+from gateway.app import GatewayApp
 from gateway.deployments import Candidate
 from gateway.state import Counter, LocalState, Pick, RedisState
 
@@ -258,5 +259,40 @@ def test_a_workers_held_hash_keeps_a_marker_and_outlives_its_reservations(settin
             assert await local.held_release(held=local.held, skip={"a"}) == 0
         finally:
             await state.close()
+
+    asyncio.run(scenario())
+
+
+def test_requests_that_find_the_same_counters_lost_wait_for_one_rebuild():
+    """At a tenant's local midnight every request finds its tokens-per-day counter missing: one
+    rebuild reads the rollups, the others wait for it; a failed one fails them all, and the next
+    request tries again."""
+    app = GatewayApp()
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def rebuild(name: str, fail: bool = False) -> None:
+        calls.append(name)
+        await release.wait()
+        if fail:
+            raise RuntimeError("the database is down")
+
+    async def scenario():
+        waiting = [asyncio.ensure_future(app._once(("tg:tokens:t1:d20270115",), lambda: rebuild("day")))
+                   for _ in range(50)]
+        other = asyncio.ensure_future(app._once(("tg:tokens:t2:d20270115",), lambda: rebuild("other")))
+        await asyncio.sleep(0.01)
+        assert calls == ["day", "other"] and not any(w.done() for w in waiting)
+        release.set()
+        await asyncio.gather(*waiting, other)
+        assert app._rebuilding == {}
+        release.clear()
+        failing = [asyncio.ensure_future(app._once(("k",), lambda: rebuild("fails", fail=True))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        release.set()
+        results = await asyncio.gather(*failing, return_exceptions=True)
+        assert [type(r) for r in results] == [RuntimeError] * 3
+        await app._once(("k",), lambda: rebuild("again"))
+        assert calls == ["day", "other", "fails", "again"]
 
     asyncio.run(scenario())
