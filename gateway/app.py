@@ -521,9 +521,17 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
             task.add_done_callback(done)
         await asyncio.shield(task)
 
+    async def _written(self) -> None:
+        """Before a rebuild from the rollups: this worker's buffered rows written and what it kept
+        settled. A row admitted before the limit or budget existed carries no counter of it, so
+        only the rollups can count it — and the rebuild reads them right after."""
+        if self.usage is not None:
+            await self.usage.flush(settle_now=True)
+
     async def _rebuild_tokens(self, tenant: TenantConfig, limits: scopes.Plan, lost: tuple[int, ...]) -> None:
         """Tokens-per-day counters Redis lost, read again from the rollups' token columns (one
-        database call for all of them), after settling what this worker kept, as for budgets."""
+        database call for all of them), after writing and settling what this worker holds, as for
+        budgets."""
         day, sources = limits.day, limits.sources or {}
 
         def read() -> dict[str, int]:
@@ -531,22 +539,21 @@ class GatewayApp(MessagesDoor, ResponsesDoor):
                                                                      source=sources[i])[day] for i in lost}
 
         async def rebuild() -> None:
-            if self.usage is not None:
-                await self.usage.settle()
+            await self._written()
             tokens, snapshot = await run_db(spend.rollups_read, read)
             await self.state.budget_seed(tokens, ttl=scopes.DAY_TTL, snapshot=snapshot)
 
         await self._once(tuple(limits.counters[i - 1].key for i in lost), rebuild)
 
     async def _rebuild(self, tenant: TenantConfig, scope: spend.ScopePlan, missing) -> None:
-        """Budget buckets Redis lost, read again from the rollups: first what this worker kept
-        unsettled (an outage); the snapshot they were read under goes with them, so another worker's
-        settlement of rows it already saw is not added again (billing.spend.SETTLE_SCRIPT)."""
+        """Budget buckets Redis lost, read again from the rollups: first what this worker holds
+        written and settled (``_written``); the snapshot they were read under goes with them, so
+        another worker's settlement of rows it already saw is not added again
+        (billing.spend.SETTLE_SCRIPT)."""
         days = [scope.days[i - 1] for i in missing]
 
         async def rebuild() -> None:
-            if self.usage is not None:
-                await self.usage.settle()
+            await self._written()
             spent, snapshot = await run_db(spend.rollups_read, lambda: spend.spend_by_day(
                 tenant_id=tenant.tenant_id, days=days, source=scope.source))
             await self.state.budget_seed({spend.bucket_of(scope.sid, day): v for day, v in spent.items()},
