@@ -27,13 +27,10 @@ client 400 ``unauthorized_client`` (AADSTS700016), a wrong secret 401 ``invalid_
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from .base import Call, FakeServer, Fault, Reply
+from .base import Call, FakeServer, Fault, IssuedTokens, Reply
 from .openai import FakeOpenAI
 
 SAFE = {"filtered": False, "severity": "safe"}
@@ -162,7 +159,7 @@ ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 TRACE = "\r\nTrace ID: 0f1c2d3e-0000-4000-8000-000000000000\r\nCorrelation ID: 5a6b7c8d-0000-4000-8000-000000000000"
 
 
-class FakeEntra(FakeServer):
+class FakeEntra(IssuedTokens, FakeServer):
     """An Entra ID authority (what ``options.authority`` holds: ``url``) with one directory
     ``tenant_id`` and one app registration (``client_id``, ``client_secret``). Tokens live
     ``expires_in`` seconds; ``issued`` lists them in order, ``revoke()`` invalidates them all."""
@@ -177,21 +174,10 @@ class FakeEntra(FakeServer):
         super().__init__(**kwargs)
         self.tenant_id, self.client_id, self.client_secret = tenant_id, client_id, client_secret
         self.expires_in = expires_in
-        self.issued: list[str] = []
-        self._expiry: dict[str, float] = {}
-        self._counter = itertools.count(1)
-        self._tokens_lock = threading.Lock()
+        self._tokens_init("eyJ0eXAiOiJKV1Qi.entra-", ".sig")
 
     def token_requests(self) -> list:
         return [r for r in self.requests if r.path.endswith("/oauth2/v2.0/token")]
-
-    def valid(self, token: str) -> bool:
-        with self._tokens_lock:
-            return self._expiry.get(token, 0) > time.time()
-
-    def revoke(self) -> None:
-        with self._tokens_lock:
-            self._expiry.clear()
 
     def error(self, status: int, message: str | None = None, *, variant: str | None = None,
               model: str | None = None) -> Reply:
@@ -221,9 +207,6 @@ class FakeEntra(FakeServer):
         if form.get("scope") != ENTRA_SCOPE:
             return self.error(400, f"AADSTS1002012: The provided value for scope {form.get('scope')} is not valid.",
                               variant="invalid_scope")
-        token = f"eyJ0eXAiOiJKV1Qi.entra-{next(self._counter)}.sig"
-        with self._tokens_lock:
-            self.issued.append(token)
-            self._expiry[token] = time.time() + self.expires_in
+        token = self.issue()
         return Reply(body={"token_type": "Bearer", "expires_in": self.expires_in, "ext_expires_in": self.expires_in,
                            "access_token": token})

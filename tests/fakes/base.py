@@ -47,6 +47,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -250,6 +251,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
         pass
+
+
+
+class IssuedTokens:
+    """What a fake token endpoint keeps of the access tokens it issued (``issued``, in order):
+    ``issue`` makes one that lives ``expires_in`` seconds, ``valid`` says whether one is still
+    good, ``revoke()`` invalidates them all. Call ``_tokens_init`` from ``__init__``."""
+
+    expires_in: int
+    issued: list[str]
+
+    def _tokens_init(self, prefix: str, suffix: str = "") -> None:
+        self.issued = []
+        self._token_shape = (prefix, suffix)
+        self._expiry: dict[str, float] = {}
+        self._counter = itertools.count(1)
+        self._tokens_lock = threading.Lock()
+
+    def issue(self, *, then=None) -> str:
+        """A new token (``then()`` runs under the same lock, to record what goes with it)."""
+        prefix, suffix = self._token_shape
+        token = f"{prefix}{next(self._counter)}{suffix}"
+        with self._tokens_lock:
+            self.issued.append(token)
+            self._expiry[token] = time.time() + self.expires_in
+            if then is not None:
+                then()
+        return token
+
+    def valid(self, token: str) -> bool:
+        with self._tokens_lock:
+            return self._expiry.get(token, 0) > time.time()
+
+    def revoke(self) -> None:
+        with self._tokens_lock:
+            self._expiry.clear()
 
 
 class FakeServer:

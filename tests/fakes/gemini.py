@@ -45,10 +45,7 @@ cloud-platform, ``aud`` its token URL and at most an hour between ``iat`` and ``
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -57,7 +54,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .base import _DEFAULT, Call, FakeServer, Fault, Reply, Usage, embedding_vector
+from .base import _DEFAULT, Call, FakeServer, Fault, IssuedTokens, Reply, Usage, embedding_vector
 
 SIGNATURE = "CiQBfakeThoughtSignature+/=="
 TOP_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
@@ -418,7 +415,7 @@ GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
-class FakeGoogleOAuth(FakeServer):
+class FakeGoogleOAuth(IssuedTokens, FakeServer):
     """Google's token endpoint (``token_url``) for the service accounts made by
     :meth:`service_account`. Tokens live ``expires_in`` seconds; ``issued`` lists them,
     ``assertions`` the JWT claims it accepted, ``revoke()`` invalidates every token."""
@@ -432,11 +429,8 @@ class FakeGoogleOAuth(FakeServer):
         super().__init__(**kwargs)
         self.expires_in = expires_in
         self.accounts: dict[str, rsa.RSAPublicKey] = {}
-        self.issued: list[str] = []
         self.assertions: list[dict[str, Any]] = []
-        self._expiry: dict[str, float] = {}
-        self._counter = itertools.count(1)
-        self._tokens_lock = threading.Lock()
+        self._tokens_init("ya29.fake-")
 
     @property
     def token_url(self) -> str:
@@ -452,14 +446,6 @@ class FakeGoogleOAuth(FakeServer):
                 "private_key": pem, "client_email": email, "client_id": "1234567890",
                 "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": self.token_url,
                 "universe_domain": "googleapis.com"}
-
-    def valid(self, token: str) -> bool:
-        with self._tokens_lock:
-            return self._expiry.get(token, 0) > time.time()
-
-    def revoke(self) -> None:
-        with self._tokens_lock:
-            self._expiry.clear()
 
     def error(self, status: int, message: str | None = None, *, variant: str | None = None,
               model: str | None = None) -> Reply:
@@ -491,9 +477,5 @@ class FakeGoogleOAuth(FakeServer):
             return self.error(400, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
                                    "timeframe. Check your iat and exp values in the JWT claim.",
                               variant="invalid_grant")
-        token = f"ya29.fake-{next(self._counter)}"
-        with self._tokens_lock:
-            self.issued.append(token)
-            self.assertions.append(claims)
-            self._expiry[token] = time.time() + self.expires_in
+        token = self.issue(then=lambda: self.assertions.append(claims))
         return Reply(body={"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"})
